@@ -1,0 +1,171 @@
+use proptest::prelude::*;
+
+use super::*;
+use crate::hash::Sha1Digest;
+use crate::id::{FileName, GroupId, Password, UserId};
+use crate::message::*;
+
+fn user() -> impl Strategy<Value = UserId> {
+    "[a-zA-Z0-9_.-]{1,64}".prop_map(|s| UserId::new(s).unwrap())
+}
+fn group() -> impl Strategy<Value = GroupId> {
+    "[a-zA-Z0-9_é-]{1,20}".prop_map(|s| GroupId::new(s).unwrap())
+}
+fn file_name() -> impl Strategy<Value = FileName> {
+    "[a-z0-9_-][a-z0-9_.-]{0,40}".prop_filter_map("path-like", |s| FileName::new(s).ok())
+}
+fn password() -> impl Strategy<Value = Password> {
+    "[!-~]{1,128}".prop_map(|s| Password::new(s).unwrap())
+}
+fn digest() -> impl Strategy<Value = Sha1Digest> {
+    any::<[u8; 20]>().prop_map(Sha1Digest)
+}
+fn file_meta() -> impl Strategy<Value = FileMeta> {
+    (file_name(), any::<u64>(), digest(), prop::collection::vec(digest(), 0..8))
+        .prop_map(|(name, size, digest, pieces)| FileMeta { name, size, digest, pieces })
+}
+
+fn socket_addr() -> impl Strategy<Value = std::net::SocketAddr> {
+    // serde carries neither the flow info nor the scope id of an IPv6 address.
+    prop_oneof![
+        (any::<[u8; 4]>(), any::<u16>()).prop_map(|(ip, port)| (ip, port).into()),
+        (any::<[u16; 8]>(), any::<u16>()).prop_map(|(ip, port)| (ip, port).into()),
+    ]
+}
+
+fn request() -> impl Strategy<Value = Request> {
+    prop_oneof![
+        (user(), password()).prop_map(|(user, password)| Request::CreateUser { user, password }),
+        (user(), password(), socket_addr())
+            .prop_map(|(user, password, peer_addr)| Request::Login { user, password, peer_addr }),
+        Just(Request::Logout),
+        group().prop_map(|group| Request::CreateGroup { group }),
+        group().prop_map(|group| Request::JoinGroup { group }),
+        group().prop_map(|group| Request::LeaveGroup { group }),
+        group().prop_map(|group| Request::ListRequests { group }),
+        (group(), user()).prop_map(|(group, user)| Request::AcceptRequest { group, user }),
+        (group(), user()).prop_map(|(group, user)| Request::RejectRequest { group, user }),
+        Just(Request::ListGroups),
+        Just(Request::ListMyGroups),
+        group().prop_map(|group| Request::ListFiles { group }),
+        (group(), file_meta()).prop_map(|(group, file)| Request::UploadFile { group, file }),
+        (group(), file_name()).prop_map(|(group, name)| Request::StopShare { group, name }),
+    ]
+}
+
+fn request_id() -> impl Strategy<Value = RequestId> {
+    (any::<u64>(), any::<u64>()).prop_map(|(client, seq)| RequestId { client, seq })
+}
+
+fn client_message() -> impl Strategy<Value = ClientMessage> {
+    prop_oneof![
+        any::<u16>().prop_map(|version| ClientMessage::Hello { version }),
+        (request_id(), proptest::option::of(any::<[u8; 16]>().prop_map(SessionToken)), request())
+            .prop_map(|(id, session, request)| ClientMessage::Request { id, session, request }),
+    ]
+}
+
+fn tracker_error() -> impl Strategy<Value = TrackerError> {
+    prop_oneof![
+        user().prop_map(TrackerError::UserExists),
+        user().prop_map(TrackerError::UnknownUser),
+        Just(TrackerError::WrongPassword),
+        Just(TrackerError::NotLoggedIn),
+        group().prop_map(TrackerError::GroupExists),
+        group().prop_map(TrackerError::UnknownGroup),
+        group().prop_map(TrackerError::NotMember),
+        group().prop_map(TrackerError::NotOwner),
+        group().prop_map(TrackerError::AlreadyMember),
+        group().prop_map(TrackerError::AlreadyRequested),
+        (group(), user()).prop_map(|(group, user)| TrackerError::NoSuchRequest { group, user }),
+        (group(), file_name()).prop_map(|(group, name)| TrackerError::NameTaken { group, name }),
+        (group(), file_name()).prop_map(|(group, name)| TrackerError::NoSuchFile { group, name }),
+        (group(), file_name()).prop_map(|(group, name)| TrackerError::NotSharing { group, name }),
+        ".{0,40}".prop_map(TrackerError::BadFileMeta),
+        ".{0,40}".prop_map(TrackerError::Unavailable),
+    ]
+}
+
+fn reply() -> impl Strategy<Value = Reply> {
+    let summary = (file_name(), any::<u64>(), digest(), any::<u32>())
+        .prop_map(|(name, size, digest, n_sharers)| FileSummary { name, size, digest, n_sharers });
+    prop_oneof![
+        Just(Reply::Done),
+        any::<[u8; 16]>().prop_map(|t| Reply::LoggedIn { session: SessionToken(t) }),
+        prop::collection::vec(group(), 0..5).prop_map(Reply::Groups),
+        prop::collection::vec(user(), 0..5).prop_map(Reply::Users),
+        prop::collection::vec(summary, 0..5).prop_map(Reply::Files),
+        any::<bool>().prop_map(|new_file| Reply::Uploaded { new_file }),
+    ]
+}
+
+fn tracker_message() -> impl Strategy<Value = TrackerMessage> {
+    prop_oneof![
+        (any::<u16>(), any::<u32>())
+            .prop_map(|(version, tracker_id)| TrackerMessage::Welcome { version, tracker_id }),
+        any::<u16>().prop_map(|version| TrackerMessage::Refused { version }),
+        (request_id(), prop_oneof![reply().prop_map(Ok), tracker_error().prop_map(Err)])
+            .prop_map(|(id, result)| TrackerMessage::Response { id, result }),
+    ]
+}
+
+#[track_caller]
+fn round_trip<T>(msg: &T)
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+{
+    let mut buf = Vec::new();
+    encode(msg, &mut buf).unwrap();
+    assert_eq!(&decode::<T>(&buf).unwrap(), msg);
+    // A trailing byte is refused.
+    buf.push(0);
+    assert_eq!(decode::<T>(&buf), Err(DecodeError::TrailingBytes(1)));
+}
+
+proptest! {
+    #[test]
+    fn client_messages_round_trip(msg in client_message()) {
+        round_trip(&msg);
+    }
+
+    #[test]
+    fn tracker_messages_round_trip(msg in tracker_message()) {
+        round_trip(&msg);
+    }
+
+    #[test]
+    fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        let _ = decode::<ClientMessage>(&bytes);
+        let _ = decode::<TrackerMessage>(&bytes);
+    }
+
+    #[test]
+    fn truncated_messages_are_errors(msg in client_message(), cut in any::<prop::sample::Index>()) {
+        let mut buf = Vec::new();
+        encode(&msg, &mut buf).unwrap();
+        let cut = cut.index(buf.len());
+        prop_assert!(decode::<ClientMessage>(&buf[..cut]).is_err());
+    }
+}
+
+#[test]
+fn invalid_ids_on_the_wire_are_rejected() {
+    // A CreateUser whose user id holds a space, built by hand: tag 1 (Request), the id,
+    // no session, tag 0 (CreateUser), then the strings.
+    let mut bad = Vec::new();
+    encode(
+        &ClientMessage::Request {
+            id: RequestId { client: 1, seq: 1 },
+            session: None,
+            request: Request::CreateUser {
+                user: UserId::new("ab").unwrap(),
+                password: Password::new("pw").unwrap(),
+            },
+        },
+        &mut bad,
+    )
+    .unwrap();
+    let at = bad.windows(2).position(|w| w == b"ab").unwrap();
+    bad[at + 1] = b' ';
+    assert!(matches!(decode::<ClientMessage>(&bad), Err(DecodeError::Malformed(_))));
+}

@@ -1,0 +1,62 @@
+//! A framed, typed, buffered connection over a `TcpStream` with timeouts.
+//!
+//! Invariant: every socket wrapped here has a read and a write timeout.
+
+use std::io::{BufReader, BufWriter, Write};
+use std::marker::PhantomData;
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::frame::{self, FrameError};
+
+/// A connection that receives `In` messages and sends `Out` messages.
+pub struct Connection<In, Out> {
+    reader: BufReader<TcpStream>,
+    writer: BufWriter<TcpStream>,
+    peer: SocketAddr,
+    _types: PhantomData<fn(Out) -> In>,
+}
+
+impl<In: DeserializeOwned, Out: Serialize> Connection<In, Out> {
+    /// Wraps `stream`, setting its read and write timeouts and disabling Nagle's algorithm
+    /// (every message is written whole and flushed, so batching only adds latency).
+    pub fn new(stream: TcpStream, read_timeout: Duration, write_timeout: Duration) -> std::io::Result<Self> {
+        stream.set_read_timeout(Some(read_timeout))?;
+        stream.set_write_timeout(Some(write_timeout))?;
+        stream.set_nodelay(true)?;
+        let peer = stream.peer_addr()?;
+        let reader = BufReader::new(stream.try_clone()?);
+        let writer = BufWriter::new(stream);
+        Ok(Connection { reader, writer, peer, _types: PhantomData })
+    }
+
+    /// The remote address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// Changes the read timeout (for example a short one for a handshake).
+    pub fn set_read_timeout(&self, timeout: Duration) -> std::io::Result<()> {
+        self.writer.get_ref().set_read_timeout(Some(timeout))
+    }
+
+    /// Receives one message; `Ok(None)` when the peer closed the connection cleanly.
+    pub fn recv(&mut self) -> Result<Option<In>, FrameError> {
+        frame::read_message(&mut self.reader)
+    }
+
+    /// Sends one message and flushes it.
+    pub fn send(&mut self, msg: &Out) -> Result<(), FrameError> {
+        frame::write_frame(&mut self.writer, msg)?;
+        self.writer.flush()?;
+        Ok(())
+    }
+
+    /// A handle that can shut the socket down from another thread.
+    pub fn try_clone_stream(&self) -> std::io::Result<TcpStream> {
+        self.writer.get_ref().try_clone()
+    }
+}

@@ -1,0 +1,19 @@
+//! Shared vocabulary of trackers and clients: the wire protocol (typed messages, a framed
+//! codec with a hard size limit), validated identifiers, SHA1 hashing and piece math, and the
+//! `tracker_info.txt` format.
+//!
+//! Nothing here owns a thread or a long-lived socket; `frame` and `connection` are the only
+//! modules that touch bytes on a socket.
+
+pub mod codec;
+pub mod connection;
+pub mod frame;
+pub mod hash;
+pub mod id;
+pub mod message;
+pub mod piece;
+pub mod tracker_info;
+
+pub use hash::Sha1Digest;
+pub use id::{FileName, GroupId, IdError, Password, UserId};
+pub use piece::{Layout, PieceIndex, PIECE_SIZE};

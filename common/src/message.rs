@@ -1,0 +1,190 @@
+//! The messages of the client ↔ tracker protocol: one typed enum per direction.
+//!
+//! A connection opens with `ClientMessage::Hello` answered by `TrackerMessage::Welcome`
+//! (or `TrackerMessage::Refused` on a version mismatch); after that the client sends
+//! `Request`s and the tracker answers each with the `Response` of the same `RequestId`.
+//! Encoding lives in `codec`, framing in `frame`.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::hash::Sha1Digest;
+use crate::id::{FileName, GroupId, Password, UserId};
+
+/// The protocol version this build speaks. Bumped on any incompatible change.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Identifies one request of one client instance, so that a request retried after a lost
+/// connection is recognised and applied once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RequestId {
+    /// Random per client process.
+    pub client: u64,
+    /// Increases with every request of that client.
+    pub seq: u64,
+}
+
+/// A logged-in session, issued by the tracker at `login` and sent with every later request.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SessionToken(pub [u8; 16]);
+
+impl fmt::Debug for SessionToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Enough to correlate logs, not enough to hijack a session.
+        write!(f, "Session({:02x}{:02x}..)", self.0[0], self.0[1])
+    }
+}
+
+/// Client → tracker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientMessage {
+    /// The first message on a connection.
+    Hello {
+        /// `PROTOCOL_VERSION` of the client.
+        version: u16,
+    },
+    /// A command, with the session it runs in (none for `CreateUser` and `Login`).
+    Request { id: RequestId, session: Option<SessionToken>, request: Request },
+}
+
+/// What a client asks of the tracker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// `create_user`.
+    CreateUser { user: UserId, password: Password },
+    /// `login`; `peer_addr` is where this client serves pieces.
+    Login { user: UserId, password: Password, peer_addr: SocketAddr },
+    /// `logout`: ends the session and every share of it.
+    Logout,
+    /// `create_group`.
+    CreateGroup { group: GroupId },
+    /// `join_group`.
+    JoinGroup { group: GroupId },
+    /// `leave_group`.
+    LeaveGroup { group: GroupId },
+    /// `list_requests`.
+    ListRequests { group: GroupId },
+    /// `accept_request`.
+    AcceptRequest { group: GroupId, user: UserId },
+    /// `reject_request`.
+    RejectRequest { group: GroupId, user: UserId },
+    /// `list_groups`.
+    ListGroups,
+    /// `list_my_groups`.
+    ListMyGroups,
+    /// `list_files`.
+    ListFiles { group: GroupId },
+    /// `upload_file`: announce a file and share it from this session.
+    UploadFile { group: GroupId, file: FileMeta },
+    /// `stop_share`.
+    StopShare { group: GroupId, name: FileName },
+}
+
+impl Request {
+    /// Whether the request changes the tracker's state.
+    pub fn is_write(&self) -> bool {
+        !matches!(
+            self,
+            Request::ListRequests { .. }
+                | Request::ListGroups
+                | Request::ListMyGroups
+                | Request::ListFiles { .. }
+        )
+    }
+}
+
+/// What a file is: enough for a downloader to fetch and verify every byte of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileMeta {
+    /// The base name it is shared under.
+    pub name: FileName,
+    /// Length in bytes.
+    pub size: u64,
+    /// `hash::file_digest(size, &pieces)`.
+    pub digest: Sha1Digest,
+    /// The SHA1 of every 512 KiB piece, in order.
+    pub pieces: Vec<Sha1Digest>,
+}
+
+/// One line of `list_files`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileSummary {
+    pub name: FileName,
+    pub size: u64,
+    pub digest: Sha1Digest,
+    /// How many peers currently share it.
+    pub n_sharers: u32,
+}
+
+/// Tracker → client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TrackerMessage {
+    /// The answer to `Hello` when the versions match.
+    Welcome {
+        /// `PROTOCOL_VERSION` of the tracker.
+        version: u16,
+        /// This tracker's line number in `tracker_info.txt`.
+        tracker_id: u32,
+    },
+    /// The answer to `Hello` when they do not; the tracker then closes the connection.
+    Refused { version: u16 },
+    /// The result of the request with this id.
+    Response { id: RequestId, result: Result<Reply, TrackerError> },
+}
+
+/// A successful result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    /// The change was made (and is durable).
+    Done,
+    /// `Login` succeeded.
+    LoggedIn { session: SessionToken },
+    /// A list of groups.
+    Groups(Vec<GroupId>),
+    /// A list of users.
+    Users(Vec<UserId>),
+    /// A list of files.
+    Files(Vec<FileSummary>),
+    /// `UploadFile` succeeded; `new_file` is false when the group already had that content
+    /// under that name and this peer became one more sharer.
+    Uploaded { new_file: bool },
+}
+
+/// Why the tracker refused a request. `Display` is the text the REPL prints after `error: `.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum TrackerError {
+    #[error("user {0} already exists")]
+    UserExists(UserId),
+    #[error("unknown user {0}")]
+    UnknownUser(UserId),
+    #[error("wrong password")]
+    WrongPassword,
+    #[error("not logged in")]
+    NotLoggedIn,
+    #[error("group {0} already exists")]
+    GroupExists(GroupId),
+    #[error("unknown group {0}")]
+    UnknownGroup(GroupId),
+    #[error("not a member of group {0}")]
+    NotMember(GroupId),
+    #[error("only the owner of group {0} can do that")]
+    NotOwner(GroupId),
+    #[error("already a member of group {0}")]
+    AlreadyMember(GroupId),
+    #[error("a request to join group {0} is already pending")]
+    AlreadyRequested(GroupId),
+    #[error("{user} has not asked to join group {group}")]
+    NoSuchRequest { group: GroupId, user: UserId },
+    #[error("group {group} already has a different file named {name}")]
+    NameTaken { group: GroupId, name: FileName },
+    #[error("no file {name} in group {group}")]
+    NoSuchFile { group: GroupId, name: FileName },
+    #[error("you are not sharing {name} in group {group}")]
+    NotSharing { group: GroupId, name: FileName },
+    #[error("invalid file metadata: {0}")]
+    BadFileMeta(String),
+    #[error("tracker cannot serve requests now: {0}")]
+    Unavailable(String),
+}
