@@ -23,7 +23,11 @@ pub struct Connection<In, Out> {
 impl<In: DeserializeOwned, Out: Serialize> Connection<In, Out> {
     /// Wraps `stream`, setting its read and write timeouts and disabling Nagle's algorithm
     /// (every message is written whole and flushed, so batching only adds latency).
-    pub fn new(stream: TcpStream, read_timeout: Duration, write_timeout: Duration) -> std::io::Result<Self> {
+    pub fn new(
+        stream: TcpStream,
+        read_timeout: Duration,
+        write_timeout: Duration,
+    ) -> std::io::Result<Self> {
         stream.set_read_timeout(Some(read_timeout))?;
         stream.set_write_timeout(Some(write_timeout))?;
         stream.set_nodelay(true)?;

@@ -30,8 +30,10 @@ pub struct TrackerInfo {
 impl TrackerInfo {
     /// Reads and parses the file at `path`.
     pub fn load(path: &Path) -> Result<TrackerInfo, TrackerInfoError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| TrackerInfoError::Read { path: path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| TrackerInfoError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
         TrackerInfo::parse(&text)
     }
 
@@ -85,7 +87,8 @@ mod tests {
 
     #[test]
     fn parses_with_comments_and_blanks() {
-        let info = TrackerInfo::parse("# trackers\n\n127.0.0.1:6000\n  127.0.0.1:6001  \n").unwrap();
+        let info =
+            TrackerInfo::parse("# trackers\n\n127.0.0.1:6000\n  127.0.0.1:6001  \n").unwrap();
         assert_eq!(info.len(), 2);
         assert_eq!(info.addr(1), Some("127.0.0.1:6000".parse().unwrap()));
         assert_eq!(info.addr(2), Some("127.0.0.1:6001".parse().unwrap()));

@@ -1,0 +1,46 @@
+//! Command-line configuration of the tracker.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use crate::credential::DEFAULT_ITERATIONS;
+
+/// A tracker of the group file-sharing system: keeps users, groups, join requests and file
+/// metadata durably, and serves clients.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "tracker", version)]
+pub struct Config {
+    /// The trackers of the deployment, one IP:PORT a line.
+    pub tracker_info: PathBuf,
+
+    /// Which tracker this is: its line number in TRACKER_INFO (1-based); it listens there.
+    pub tracker_id: u32,
+
+    /// Where the durable state lives [default: ./tracker-<TRACKER_ID>-data].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Live connections beyond this many are refused.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub max_connections: usize,
+
+    /// Close a client connection silent for this many seconds (clients reconnect by
+    /// themselves).
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    pub idle_timeout: u64,
+
+    /// PBKDF2-HMAC-SHA1 iterations for new passwords (existing ones keep theirs).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_ITERATIONS,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub kdf_iterations: u32,
+}
+
+impl Config {
+    /// The data directory, explicit or derived from the tracker id.
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("tracker-{}-data", self.tracker_id)))
+    }
+}

@@ -1,0 +1,97 @@
+//! The tracker: durable users, groups, join requests and file metadata, served to clients
+//! over the framed protocol of `common`.
+//!
+//! `config` parses the command line, `store` keeps the op log on disk, `state` is the pure
+//! data model, `service` turns requests into ops, `server` accepts connections and
+//! `session` serves one.
+
+pub mod config;
+pub mod credential;
+pub mod server;
+pub mod service;
+pub mod session;
+pub mod state;
+pub mod store;
+
+use std::io::{BufRead, Write};
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::tracker_info::{TrackerInfo, TrackerInfoError};
+
+pub use config::Config;
+use server::{Limits, Shutdown};
+use service::Service;
+use store::{Store, StoreError};
+
+/// Why the tracker could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    TrackerInfo(#[from] TrackerInfoError),
+    #[error("tracker id {id} is not in the tracker list ({count} trackers listed)")]
+    NoSuchTracker { id: u32, count: usize },
+    #[error("cannot open data directory: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("cannot install signal handler: {0}")]
+    Signal(#[from] ctrlc::Error),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Runs the tracker until it is asked to stop (SIGINT, SIGTERM, or `quit` on stdin).
+pub fn run(config: Config) -> Result<(), RunError> {
+    let info = TrackerInfo::load(&config.tracker_info)?;
+    let addr = info
+        .addr(config.tracker_id)
+        .ok_or(RunError::NoSuchTracker { id: config.tracker_id, count: info.len() })?;
+    let (store, state) = Store::open(&config.data_dir())?;
+    let listener = TcpListener::bind(addr).map_err(|source| RunError::Bind { addr, source })?;
+    let local = listener.local_addr()?;
+    let service = Arc::new(Service::new(store, state, config.kdf_iterations));
+    let shutdown = Arc::new(Shutdown::new(local));
+
+    let on_signal = Arc::clone(&shutdown);
+    ctrlc::set_handler(move || on_signal.trigger())?;
+    watch_stdin(Arc::clone(&shutdown))?;
+
+    let limits = Limits {
+        max_connections: config.max_connections,
+        handshake_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(config.idle_timeout.max(1)),
+        write_timeout: Duration::from_secs(10),
+    };
+    log::info!("tracker {} listening on {local}", config.tracker_id);
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "tracker {} listening on {local}", config.tracker_id)?;
+    stdout.flush()?;
+    drop(stdout);
+    server::run(listener, service, limits, config.tracker_id, shutdown)?;
+    log::info!("tracker {} stopped", config.tracker_id);
+    Ok(())
+}
+
+/// Stops the tracker on a `quit` or `exit` line on stdin. At end of input it keeps running.
+/// This thread is left blocked in `read` at exit: a blocking stdin read cannot be cancelled,
+/// and it holds nothing that needs cleaning up.
+fn watch_stdin(shutdown: Arc<Shutdown>) -> std::io::Result<()> {
+    std::thread::Builder::new().name("stdin".to_string()).spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            match line.trim() {
+                "quit" | "exit" => {
+                    shutdown.trigger();
+                    break;
+                }
+                "" => {}
+                other => {
+                    log::warn!("stdin: unknown command {other:?} (quit or exit stops the tracker)")
+                }
+            }
+        }
+    })?;
+    Ok(())
+}

@@ -1,0 +1,352 @@
+//! The tracker's state as plain data, and the typed operations that change it.
+//!
+//! Pure: no I/O, no clock, no randomness. Every change goes through `TrackerState::apply` of
+//! an `Op`, so the same ops applied in the same order give the same state; that is what makes
+//! the op log (and later replication) sound.
+//! Invariants: every group has its owner among its members; a member is never also a
+//! pending requester; a listed file has at least one sharer, and every sharer is a live
+//! session of a member of the file's group.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use common::hash::file_digest;
+use common::message::{FileMeta, FileSummary, Reply, Request, SessionToken, TrackerError};
+use common::{FileName, GroupId, Layout, UserId};
+
+use crate::credential::Credential;
+
+/// A change to the tracker's state. Built by the service from a request (with whatever
+/// randomness or hashing it needs already done), validated, made durable, then applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    CreateUser { user: UserId, credential: Credential },
+    OpenSession { session: SessionToken, user: UserId, peer_addr: SocketAddr },
+    CloseSession { session: SessionToken },
+    CreateGroup { group: GroupId, owner: UserId },
+    RequestJoin { group: GroupId, user: UserId },
+    AcceptRequest { owner: UserId, group: GroupId, user: UserId },
+    RejectRequest { owner: UserId, group: GroupId, user: UserId },
+    LeaveGroup { group: GroupId, user: UserId },
+    ShareFile { session: SessionToken, group: GroupId, meta: FileMeta },
+    StopShare { session: SessionToken, group: GroupId, name: FileName },
+}
+
+/// A group: its owner, its members in the order they joined, and pending join requests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Group {
+    owner: UserId,
+    members: Vec<UserId>,
+    requests: Vec<UserId>,
+}
+
+/// A logged-in session and where its peer serves pieces.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Session {
+    user: UserId,
+    peer_addr: SocketAddr,
+}
+
+/// A file announced in a group and the sessions that share it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct FileRecord {
+    meta: FileMeta,
+    sharers: BTreeSet<SessionToken>,
+}
+
+/// Users, groups, sessions and files.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackerState {
+    users: BTreeMap<UserId, Credential>,
+    groups: BTreeMap<GroupId, Group>,
+    sessions: BTreeMap<SessionToken, Session>,
+    files: BTreeMap<GroupId, BTreeMap<FileName, FileRecord>>,
+}
+
+impl TrackerState {
+    /// The credential of `user`, to check a password against outside any lock.
+    pub fn credential(&self, user: &UserId) -> Result<Credential, TrackerError> {
+        self.users.get(user).cloned().ok_or_else(|| TrackerError::UnknownUser(user.clone()))
+    }
+
+    /// Whether `user` exists.
+    pub fn has_user(&self, user: &UserId) -> bool {
+        self.users.contains_key(user)
+    }
+
+    /// The user a session belongs to.
+    pub fn session_user(&self, session: Option<SessionToken>) -> Result<UserId, TrackerError> {
+        session
+            .and_then(|s| self.sessions.get(&s))
+            .map(|s| s.user.clone())
+            .ok_or(TrackerError::NotLoggedIn)
+    }
+
+    /// Answers a read-only request. Returns `None` for requests that change state.
+    pub fn read(
+        &self,
+        session: Option<SessionToken>,
+        request: &Request,
+    ) -> Option<Result<Reply, TrackerError>> {
+        let result = match request {
+            Request::ListGroups => self
+                .session_user(session)
+                .map(|_| Reply::Groups(self.groups.keys().cloned().collect())),
+            Request::ListMyGroups => self.session_user(session).map(|user| {
+                Reply::Groups(
+                    self.groups
+                        .iter()
+                        .filter(|(_, g)| g.members.contains(&user))
+                        .map(|(id, _)| id.clone())
+                        .collect(),
+                )
+            }),
+            Request::ListRequests { group } => self
+                .session_user(session)
+                .and_then(|user| self.owned_group(group, &user))
+                .map(|g| Reply::Users(g.requests.clone())),
+            Request::ListFiles { group } => self
+                .session_user(session)
+                .and_then(|user| self.member_group(group, &user))
+                .map(|_| Reply::Files(self.file_summaries(group))),
+            _ => return None,
+        };
+        Some(result)
+    }
+
+    fn file_summaries(&self, group: &GroupId) -> Vec<FileSummary> {
+        let Some(files) = self.files.get(group) else { return Vec::new() };
+        files
+            .values()
+            .map(|f| FileSummary {
+                name: f.meta.name.clone(),
+                size: f.meta.size,
+                digest: f.meta.digest,
+                n_sharers: u32::try_from(f.sharers.len()).unwrap_or(u32::MAX),
+            })
+            .collect()
+    }
+
+    fn group(&self, group: &GroupId) -> Result<&Group, TrackerError> {
+        self.groups.get(group).ok_or_else(|| TrackerError::UnknownGroup(group.clone()))
+    }
+
+    fn member_group(&self, group: &GroupId, user: &UserId) -> Result<&Group, TrackerError> {
+        let g = self.group(group)?;
+        if !g.members.contains(user) {
+            return Err(TrackerError::NotMember(group.clone()));
+        }
+        Ok(g)
+    }
+
+    fn owned_group(&self, group: &GroupId, user: &UserId) -> Result<&Group, TrackerError> {
+        let g = self.group(group)?;
+        if &g.owner != user {
+            return Err(TrackerError::NotOwner(group.clone()));
+        }
+        Ok(g)
+    }
+
+    fn live_session(&self, session: &SessionToken) -> Result<&Session, TrackerError> {
+        self.sessions.get(session).ok_or(TrackerError::NotLoggedIn)
+    }
+
+    /// Checks whether `op` can be applied now and what it would answer, without changing
+    /// anything.
+    pub fn check(&self, op: &Op) -> Result<Reply, TrackerError> {
+        match op {
+            Op::CreateUser { user, .. } => {
+                if self.users.contains_key(user) {
+                    return Err(TrackerError::UserExists(user.clone()));
+                }
+                Ok(Reply::Done)
+            }
+            Op::OpenSession { session, user, .. } => {
+                if !self.users.contains_key(user) {
+                    return Err(TrackerError::UnknownUser(user.clone()));
+                }
+                Ok(Reply::LoggedIn { session: *session })
+            }
+            Op::CloseSession { session } => self.live_session(session).map(|_| Reply::Done),
+            Op::CreateGroup { group, owner } => {
+                if !self.users.contains_key(owner) {
+                    return Err(TrackerError::UnknownUser(owner.clone()));
+                }
+                if self.groups.contains_key(group) {
+                    return Err(TrackerError::GroupExists(group.clone()));
+                }
+                Ok(Reply::Done)
+            }
+            Op::RequestJoin { group, user } => {
+                let g = self.group(group)?;
+                if g.members.contains(user) {
+                    return Err(TrackerError::AlreadyMember(group.clone()));
+                }
+                if g.requests.contains(user) {
+                    return Err(TrackerError::AlreadyRequested(group.clone()));
+                }
+                Ok(Reply::Done)
+            }
+            Op::AcceptRequest { owner, group, user } | Op::RejectRequest { owner, group, user } => {
+                let g = self.owned_group(group, owner)?;
+                if !g.requests.contains(user) {
+                    return Err(TrackerError::NoSuchRequest {
+                        group: group.clone(),
+                        user: user.clone(),
+                    });
+                }
+                Ok(Reply::Done)
+            }
+            Op::LeaveGroup { group, user } => self.member_group(group, user).map(|_| Reply::Done),
+            Op::ShareFile { session, group, meta } => {
+                let user = &self.live_session(session)?.user;
+                self.member_group(group, user)?;
+                check_meta(meta)?;
+                match self.files.get(group).and_then(|files| files.get(&meta.name)) {
+                    Some(existing) if existing.meta.digest != meta.digest => {
+                        Err(TrackerError::NameTaken {
+                            group: group.clone(),
+                            name: meta.name.clone(),
+                        })
+                    }
+                    Some(_) => Ok(Reply::Uploaded { new_file: false }),
+                    None => Ok(Reply::Uploaded { new_file: true }),
+                }
+            }
+            Op::StopShare { session, group, name } => {
+                let user = &self.live_session(session)?.user;
+                self.member_group(group, user)?;
+                let file =
+                    self.files.get(group).and_then(|files| files.get(name)).ok_or_else(|| {
+                        TrackerError::NoSuchFile { group: group.clone(), name: name.clone() }
+                    })?;
+                if !file.sharers.contains(session) {
+                    return Err(TrackerError::NotSharing {
+                        group: group.clone(),
+                        name: name.clone(),
+                    });
+                }
+                Ok(Reply::Done)
+            }
+        }
+    }
+
+    /// Applies `op` if `check` allows it, and returns its reply; on an error nothing changes.
+    pub fn apply(&mut self, op: &Op) -> Result<Reply, TrackerError> {
+        let reply = self.check(op)?;
+        match op {
+            Op::CreateUser { user, credential } => {
+                self.users.insert(user.clone(), credential.clone());
+            }
+            Op::OpenSession { session, user, peer_addr } => {
+                self.sessions
+                    .insert(*session, Session { user: user.clone(), peer_addr: *peer_addr });
+            }
+            Op::CloseSession { session } => {
+                self.sessions.remove(session);
+                self.remove_sharers(|s| s == session);
+            }
+            Op::CreateGroup { group, owner } => {
+                let g = Group {
+                    owner: owner.clone(),
+                    members: vec![owner.clone()],
+                    requests: Vec::new(),
+                };
+                self.groups.insert(group.clone(), g);
+            }
+            Op::RequestJoin { group, user } => {
+                if let Some(g) = self.groups.get_mut(group) {
+                    g.requests.push(user.clone());
+                }
+            }
+            Op::AcceptRequest { group, user, .. } => {
+                if let Some(g) = self.groups.get_mut(group) {
+                    g.requests.retain(|u| u != user);
+                    g.members.push(user.clone());
+                }
+            }
+            Op::RejectRequest { group, user, .. } => {
+                if let Some(g) = self.groups.get_mut(group) {
+                    g.requests.retain(|u| u != user);
+                }
+            }
+            Op::LeaveGroup { group, user } => self.leave_group(group, user),
+            Op::ShareFile { session, group, meta } => {
+                let files = self.files.entry(group.clone()).or_default();
+                let record = files
+                    .entry(meta.name.clone())
+                    .or_insert_with(|| FileRecord { meta: meta.clone(), sharers: BTreeSet::new() });
+                record.sharers.insert(*session);
+            }
+            Op::StopShare { session, group, name } => {
+                if let Some(files) = self.files.get_mut(group) {
+                    if let Some(record) = files.get_mut(name) {
+                        record.sharers.remove(session);
+                    }
+                }
+                self.drop_unshared_files();
+            }
+        }
+        Ok(reply)
+    }
+
+    fn leave_group(&mut self, group: &GroupId, user: &UserId) {
+        let Some(g) = self.groups.get_mut(group) else { return };
+        g.members.retain(|u| u != user);
+        if g.members.is_empty() {
+            self.groups.remove(group);
+            self.files.remove(group);
+            return;
+        }
+        if &g.owner == user {
+            // Members are kept in join order, so the first is the longest-standing.
+            g.owner = g.members[0].clone();
+        }
+        // The member's shares in that group end.
+        let sessions = &self.sessions;
+        if let Some(files) = self.files.get_mut(group) {
+            for record in files.values_mut() {
+                record.sharers.retain(|s| sessions.get(s).is_none_or(|s| &s.user != user));
+            }
+        }
+        self.drop_unshared_files();
+    }
+
+    fn remove_sharers(&mut self, mut gone: impl FnMut(&SessionToken) -> bool) {
+        for files in self.files.values_mut() {
+            for record in files.values_mut() {
+                record.sharers.retain(|s| !gone(s));
+            }
+        }
+        self.drop_unshared_files();
+    }
+
+    fn drop_unshared_files(&mut self) {
+        for files in self.files.values_mut() {
+            files.retain(|_, record| !record.sharers.is_empty());
+        }
+        self.files.retain(|_, files| !files.is_empty());
+    }
+}
+
+/// Checks that a file's metadata is self-consistent: the piece count fits the size and the
+/// digest is the digest of that size and those pieces.
+fn check_meta(meta: &FileMeta) -> Result<(), TrackerError> {
+    let layout = Layout::new(meta.size).map_err(|e| TrackerError::BadFileMeta(e.to_string()))?;
+    if meta.pieces.len() != layout.n_pieces() as usize {
+        return Err(TrackerError::BadFileMeta(format!(
+            "{} piece hashes for {} pieces",
+            meta.pieces.len(),
+            layout.n_pieces()
+        )));
+    }
+    if file_digest(meta.size, &meta.pieces) != meta.digest {
+        return Err(TrackerError::BadFileMeta("digest does not match the pieces".to_string()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,224 @@
+use super::*;
+use common::hash::{file_digest, Sha1Digest};
+use common::Password;
+
+fn user(s: &str) -> UserId {
+    UserId::new(s).unwrap()
+}
+fn group(s: &str) -> GroupId {
+    GroupId::new(s).unwrap()
+}
+fn token(n: u8) -> SessionToken {
+    SessionToken([n; 16])
+}
+fn meta(name: &str, content: u8) -> FileMeta {
+    let pieces = vec![Sha1Digest([content; 20])];
+    FileMeta {
+        name: FileName::new(name).unwrap(),
+        size: 10,
+        digest: file_digest(10, &pieces),
+        pieces,
+    }
+}
+
+/// A state with users alice (session 1), bob (session 2) and carol (session 3), and group g
+/// owned by alice.
+fn fixture() -> TrackerState {
+    let mut st = TrackerState::default();
+    let cred = Credential::derive(&Password::new("pw").unwrap(), 1).unwrap();
+    for (n, name) in [(1, "alice"), (2, "bob"), (3, "carol")] {
+        st.apply(&Op::CreateUser { user: user(name), credential: cred.clone() }).unwrap();
+        let peer_addr = format!("127.0.0.1:{}", 7000 + u16::from(n)).parse().unwrap();
+        st.apply(&Op::OpenSession { session: token(n), user: user(name), peer_addr }).unwrap();
+    }
+    st.apply(&Op::CreateGroup { group: group("g"), owner: user("alice") }).unwrap();
+    st
+}
+
+fn join(st: &mut TrackerState, name: &str) {
+    st.apply(&Op::RequestJoin { group: group("g"), user: user(name) }).unwrap();
+    st.apply(&Op::AcceptRequest { owner: user("alice"), group: group("g"), user: user(name) })
+        .unwrap();
+}
+
+#[track_caller]
+fn check_read(
+    st: &TrackerState,
+    session: u8,
+    request: Request,
+    expected: Result<Reply, TrackerError>,
+) {
+    assert_eq!(st.read(Some(token(session)), &request), Some(expected));
+}
+
+#[test]
+fn duplicate_user_and_group_are_refused() {
+    let mut st = fixture();
+    let cred = Credential::derive(&Password::new("x").unwrap(), 1).unwrap();
+    assert_eq!(
+        st.apply(&Op::CreateUser { user: user("alice"), credential: cred }),
+        Err(TrackerError::UserExists(user("alice")))
+    );
+    assert_eq!(
+        st.apply(&Op::CreateGroup { group: group("g"), owner: user("bob") }),
+        Err(TrackerError::GroupExists(group("g")))
+    );
+}
+
+#[test]
+fn join_accept_reject_flow() {
+    let mut st = fixture();
+    st.apply(&Op::RequestJoin { group: group("g"), user: user("bob") }).unwrap();
+    assert_eq!(
+        st.apply(&Op::RequestJoin { group: group("g"), user: user("bob") }),
+        Err(TrackerError::AlreadyRequested(group("g")))
+    );
+    st.apply(&Op::RequestJoin { group: group("g"), user: user("carol") }).unwrap();
+    check_read(
+        &st,
+        1,
+        Request::ListRequests { group: group("g") },
+        Ok(Reply::Users(vec![user("bob"), user("carol")])),
+    );
+    check_read(
+        &st,
+        2,
+        Request::ListRequests { group: group("g") },
+        Err(TrackerError::NotOwner(group("g"))),
+    );
+    assert_eq!(
+        st.apply(&Op::AcceptRequest { owner: user("bob"), group: group("g"), user: user("bob") }),
+        Err(TrackerError::NotOwner(group("g")))
+    );
+    st.apply(&Op::AcceptRequest { owner: user("alice"), group: group("g"), user: user("bob") })
+        .unwrap();
+    st.apply(&Op::RejectRequest { owner: user("alice"), group: group("g"), user: user("carol") })
+        .unwrap();
+    assert_eq!(
+        st.apply(&Op::AcceptRequest {
+            owner: user("alice"),
+            group: group("g"),
+            user: user("carol")
+        }),
+        Err(TrackerError::NoSuchRequest { group: group("g"), user: user("carol") })
+    );
+    assert_eq!(
+        st.apply(&Op::RequestJoin { group: group("g"), user: user("bob") }),
+        Err(TrackerError::AlreadyMember(group("g")))
+    );
+    check_read(&st, 2, Request::ListMyGroups, Ok(Reply::Groups(vec![group("g")])));
+    check_read(&st, 3, Request::ListMyGroups, Ok(Reply::Groups(vec![])));
+    check_read(&st, 3, Request::ListGroups, Ok(Reply::Groups(vec![group("g")])));
+}
+
+#[test]
+fn only_members_list_files_and_upload() {
+    let mut st = fixture();
+    join(&mut st, "bob");
+    assert_eq!(
+        st.apply(&Op::ShareFile { session: token(1), group: group("g"), meta: meta("f", 1) }),
+        Ok(Reply::Uploaded { new_file: true })
+    );
+    assert_eq!(
+        st.apply(&Op::ShareFile { session: token(2), group: group("g"), meta: meta("f", 1) }),
+        Ok(Reply::Uploaded { new_file: false })
+    );
+    assert_eq!(
+        st.apply(&Op::ShareFile { session: token(2), group: group("g"), meta: meta("f", 2) }),
+        Err(TrackerError::NameTaken { group: group("g"), name: FileName::new("f").unwrap() })
+    );
+    assert_eq!(
+        st.apply(&Op::ShareFile { session: token(3), group: group("g"), meta: meta("h", 2) }),
+        Err(TrackerError::NotMember(group("g")))
+    );
+    check_read(
+        &st,
+        3,
+        Request::ListFiles { group: group("g") },
+        Err(TrackerError::NotMember(group("g"))),
+    );
+    let Some(Ok(Reply::Files(files))) =
+        st.read(Some(token(2)), &Request::ListFiles { group: group("g") })
+    else {
+        panic!("list_files failed")
+    };
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0].n_sharers, 2);
+}
+
+#[test]
+fn inconsistent_metadata_is_refused() {
+    let mut st = fixture();
+    let mut bad = meta("f", 1);
+    bad.size = 10 * 1024 * 1024;
+    assert!(matches!(
+        st.apply(&Op::ShareFile { session: token(1), group: group("g"), meta: bad }),
+        Err(TrackerError::BadFileMeta(_))
+    ));
+    let mut bad = meta("f", 1);
+    bad.digest = Sha1Digest([0; 20]);
+    assert!(matches!(
+        st.apply(&Op::ShareFile { session: token(1), group: group("g"), meta: bad }),
+        Err(TrackerError::BadFileMeta(_))
+    ));
+}
+
+#[test]
+fn file_disappears_when_its_last_sharer_stops_or_logs_out() {
+    let mut st = fixture();
+    join(&mut st, "bob");
+    st.apply(&Op::ShareFile { session: token(1), group: group("g"), meta: meta("f", 1) }).unwrap();
+    st.apply(&Op::ShareFile { session: token(2), group: group("g"), meta: meta("f", 1) }).unwrap();
+    st.apply(&Op::StopShare {
+        session: token(1),
+        group: group("g"),
+        name: FileName::new("f").unwrap(),
+    })
+    .unwrap();
+    assert_eq!(
+        st.apply(&Op::StopShare {
+            session: token(1),
+            group: group("g"),
+            name: FileName::new("f").unwrap()
+        }),
+        Err(TrackerError::NotSharing { group: group("g"), name: FileName::new("f").unwrap() })
+    );
+    st.apply(&Op::CloseSession { session: token(2) }).unwrap();
+    check_read(&st, 1, Request::ListFiles { group: group("g") }, Ok(Reply::Files(vec![])));
+    assert_eq!(st.session_user(Some(token(2))), Err(TrackerError::NotLoggedIn));
+    // Different content under the freed name is accepted now.
+    assert_eq!(
+        st.apply(&Op::ShareFile { session: token(1), group: group("g"), meta: meta("f", 9) }),
+        Ok(Reply::Uploaded { new_file: true })
+    );
+}
+
+#[test]
+fn owner_leaving_passes_the_group_to_the_longest_standing_member() {
+    let mut st = fixture();
+    join(&mut st, "carol");
+    join(&mut st, "bob");
+    st.apply(&Op::ShareFile { session: token(1), group: group("g"), meta: meta("f", 1) }).unwrap();
+    st.apply(&Op::LeaveGroup { group: group("g"), user: user("alice") }).unwrap();
+    check_read(&st, 3, Request::ListRequests { group: group("g") }, Ok(Reply::Users(vec![])));
+    // alice's share ended with her membership.
+    check_read(&st, 3, Request::ListFiles { group: group("g") }, Ok(Reply::Files(vec![])));
+    st.apply(&Op::LeaveGroup { group: group("g"), user: user("carol") }).unwrap();
+    st.apply(&Op::LeaveGroup { group: group("g"), user: user("bob") }).unwrap();
+    check_read(&st, 1, Request::ListGroups, Ok(Reply::Groups(vec![])));
+    assert_eq!(
+        st.apply(&Op::LeaveGroup { group: group("g"), user: user("bob") }),
+        Err(TrackerError::UnknownGroup(group("g")))
+    );
+}
+
+#[test]
+fn requests_without_a_session_are_refused() {
+    let st = fixture();
+    assert_eq!(st.read(None, &Request::ListGroups), Some(Err(TrackerError::NotLoggedIn)));
+    assert_eq!(
+        st.read(Some(token(99)), &Request::ListMyGroups),
+        Some(Err(TrackerError::NotLoggedIn))
+    );
+    assert_eq!(st.read(Some(token(1)), &Request::Logout), None);
+}
