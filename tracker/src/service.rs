@@ -17,6 +17,9 @@ use crate::store::Store;
 /// How many clients' last write results are remembered to answer a retried request.
 const MAX_REMEMBERED_CLIENTS: usize = 65_536;
 
+/// The outcome of a client's last write: its request sequence number and its result.
+type LastWrite = (u64, Result<Reply, TrackerError>);
+
 /// The tracker's request handler, shared by every connection thread.
 pub struct Service {
     state: RwLock<TrackerState>,
@@ -24,7 +27,7 @@ pub struct Service {
     kdf_iterations: u32,
     /// The last write of each client, so a request resent after a lost reply is not applied
     /// twice.
-    last_writes: Mutex<HashMap<u64, (u64, Result<Reply, TrackerError>)>>,
+    last_writes: Mutex<HashMap<u64, LastWrite>>,
 }
 
 impl Service {

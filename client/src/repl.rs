@@ -1,0 +1,135 @@
+//! The read-eval-print loop. On a terminal: a prompt, line editing and history (rustyline).
+//! Otherwise (pipe, file, FIFO): plain lines, no prompt and no escape codes; each command's
+//! whole output is written and flushed before the next line is read. End of input is `exit`.
+
+use std::io::{self, BufRead, IsTerminal, Read, Write};
+use std::path::Path;
+
+use rustyline::error::ReadlineError;
+
+use crate::command;
+use crate::peer::{Flow, Peer};
+
+/// The longest line read from a non-terminal input; longer lines are refused.
+pub const MAX_LINE_LEN: usize = 64 * 1024;
+
+/// Runs the REPL on stdin/stdout until `exit` or end of input.
+pub fn run(peer: &mut Peer, history: &Path) -> io::Result<()> {
+    if io::stdin().is_terminal() {
+        run_terminal(peer, history)
+    } else {
+        run_lines(peer, &mut io::stdin().lock(), &mut io::stdout())
+    }
+}
+
+/// Runs commands read line by line from `input`, writing results to `out`.
+pub fn run_lines(
+    peer: &mut Peer,
+    input: &mut impl BufRead,
+    out: &mut impl Write,
+) -> io::Result<()> {
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        let n = input.take(MAX_LINE_LEN as u64 + 1).read_until(b'\n', &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        let flow = if buf.len() > MAX_LINE_LEN && !buf.ends_with(b"\n") {
+            skip_rest_of_line(input)?;
+            respond(out, format!("error: line longer than {MAX_LINE_LEN} bytes\n"))?;
+            Flow::Continue
+        } else {
+            match std::str::from_utf8(&buf) {
+                Ok(line) => execute_line(peer, line, out)?,
+                Err(_) => {
+                    respond(out, "error: input is not valid UTF-8\n".to_string())?;
+                    Flow::Continue
+                }
+            }
+        };
+        if flow == Flow::Exit {
+            return Ok(());
+        }
+    }
+    peer.logout_quietly();
+    Ok(())
+}
+
+fn skip_rest_of_line(input: &mut impl BufRead) -> io::Result<()> {
+    loop {
+        let chunk = input.fill_buf()?;
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        match chunk.iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                input.consume(i + 1);
+                return Ok(());
+            }
+            None => {
+                let len = chunk.len();
+                input.consume(len);
+            }
+        }
+    }
+}
+
+fn run_terminal(peer: &mut Peer, history: &Path) -> io::Result<()> {
+    let mut editor = rustyline::DefaultEditor::new().map_err(io::Error::other)?;
+    // A missing history file is normal on first use.
+    let _ = editor.load_history(history);
+    let mut stdout = io::stdout();
+    loop {
+        let prompt = match peer.user() {
+            Some(user) => format!("{user}> "),
+            None => "> ".to_string(),
+        };
+        match editor.readline(&prompt) {
+            Ok(line) => {
+                if !line.trim().is_empty() {
+                    let _ = editor.add_history_entry(line.as_str());
+                }
+                if execute_line(peer, &line, &mut stdout)? == Flow::Exit {
+                    break;
+                }
+            }
+            Err(ReadlineError::Interrupted) => continue,
+            Err(ReadlineError::Eof) => {
+                peer.logout_quietly();
+                break;
+            }
+            Err(e) => return Err(io::Error::other(e)),
+        }
+    }
+    if let Err(e) = editor.save_history(history) {
+        log::warn!("cannot save history to {}: {e}", history.display());
+    }
+    Ok(())
+}
+
+/// Parses and runs one line, then writes its whole output and flushes it.
+fn execute_line(peer: &mut Peer, line: &str, out: &mut impl Write) -> io::Result<Flow> {
+    let mut text = String::new();
+    let flow = match command::parse(line) {
+        Ok(None) => Flow::Continue,
+        Ok(Some(cmd)) => match peer.execute(cmd, &mut text) {
+            Ok(flow) => flow,
+            Err(e) => {
+                text = format!("error: {e}\n");
+                Flow::Continue
+            }
+        },
+        Err(e) => {
+            text = format!("error: {e}\n");
+            Flow::Continue
+        }
+    };
+    respond(out, text)?;
+    Ok(flow)
+}
+
+fn respond(out: &mut impl Write, text: String) -> io::Result<()> {
+    out.write_all(text.as_bytes())?;
+    out.flush()
+}

@@ -1,0 +1,142 @@
+//! The client's connection to the trackers: connects to the first reachable tracker of
+//! `tracker_info.txt`, and when a connection breaks, reconnects (first reachable again) and
+//! resends the same request with the same `RequestId`, so the tracker can recognise a retry.
+
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use common::connection::Connection;
+use common::frame::FrameError;
+use common::message::{
+    ClientMessage, Reply, Request, RequestId, SessionToken, TrackerError, TrackerMessage,
+    PROTOCOL_VERSION,
+};
+use common::tracker_info::TrackerInfo;
+
+/// How long to wait for a TCP connection to a tracker.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a tracker may take to answer a request (key derivation takes a moment).
+const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a request may take to be written.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a request got no answer from any tracker, or was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// The tracker answered with an error.
+    #[error("{0}")]
+    Tracker(#[from] TrackerError),
+    /// No tracker could be reached (or every one broke the connection).
+    #[error("no tracker reachable (tried {})", list(.tried))]
+    NoTracker { tried: Vec<SocketAddr> },
+}
+
+fn list(addrs: &[SocketAddr]) -> String {
+    addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
+}
+
+type TrackerConn = Connection<TrackerMessage, ClientMessage>;
+
+/// A request/response channel to whichever tracker is reachable.
+pub struct TrackerLink {
+    trackers: TrackerInfo,
+    conn: Option<(SocketAddr, TrackerConn)>,
+    client_id: u64,
+    next_seq: u64,
+}
+
+impl TrackerLink {
+    /// A link that connects lazily, on the first request.
+    pub fn new(trackers: TrackerInfo) -> TrackerLink {
+        let mut id = [0u8; 8];
+        // Without randomness the id is merely less unique; the time still separates clients.
+        if getrandom::fill(&mut id).is_err() {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            id = (now.as_nanos() as u64 ^ u64::from(std::process::id())).to_le_bytes();
+        }
+        TrackerLink { trackers, conn: None, client_id: u64::from_le_bytes(id), next_seq: 1 }
+    }
+
+    /// The tracker currently connected, if any.
+    pub fn connected_to(&self) -> Option<SocketAddr> {
+        self.conn.as_ref().map(|(addr, _)| *addr)
+    }
+
+    /// Sends `request` and waits for its reply, failing over between trackers.
+    pub fn call(
+        &mut self,
+        session: Option<SessionToken>,
+        request: Request,
+    ) -> Result<Reply, LinkError> {
+        let id = RequestId { client: self.client_id, seq: self.next_seq };
+        self.next_seq += 1;
+        let msg = ClientMessage::Request { id, session, request };
+        let mut tried = Vec::new();
+        // One pass over every tracker, plus one more try on a fresh connection for the case
+        // where the tracker had closed an idle connection.
+        for _ in 0..=self.trackers.len() {
+            if self.conn.is_none() {
+                self.connect(&mut tried);
+            }
+            let Some((addr, conn)) = self.conn.as_mut() else { break };
+            match exchange(conn, &msg, id) {
+                Ok(result) => return result.map_err(LinkError::Tracker),
+                Err(e) => {
+                    log::warn!("tracker={addr}: request failed ({e}); reconnecting");
+                    self.conn = None;
+                }
+            }
+        }
+        Err(LinkError::NoTracker { tried })
+    }
+
+    /// Connects to the first tracker that answers the handshake.
+    fn connect(&mut self, tried: &mut Vec<SocketAddr>) {
+        for (tracker_id, addr) in self.trackers.trackers() {
+            if !tried.contains(&addr) {
+                tried.push(addr);
+            }
+            match handshake(addr) {
+                Ok(conn) => {
+                    log::info!("connected to tracker {tracker_id} at {addr}");
+                    self.conn = Some((addr, conn));
+                    return;
+                }
+                Err(e) => log::info!("tracker {tracker_id} at {addr} unreachable: {e}"),
+            }
+        }
+    }
+}
+
+fn handshake(addr: SocketAddr) -> Result<TrackerConn, FrameError> {
+    let stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
+    let mut conn = Connection::new(stream, REPLY_TIMEOUT, WRITE_TIMEOUT)?;
+    conn.send(&ClientMessage::Hello { version: PROTOCOL_VERSION })?;
+    match conn.recv()? {
+        Some(TrackerMessage::Welcome { .. }) => Ok(conn),
+        Some(TrackerMessage::Refused { version }) => Err(protocol(format!(
+            "tracker speaks protocol version {version}, this client {PROTOCOL_VERSION}"
+        ))),
+        Some(other) => Err(protocol(format!("unexpected handshake reply {other:?}"))),
+        None => Err(FrameError::Truncated),
+    }
+}
+
+fn exchange(
+    conn: &mut TrackerConn,
+    msg: &ClientMessage,
+    id: RequestId,
+) -> Result<Result<Reply, TrackerError>, FrameError> {
+    conn.send(msg)?;
+    match conn.recv()? {
+        Some(TrackerMessage::Response { id: got, result }) if got == id => Ok(result),
+        Some(other) => Err(protocol(format!("unexpected reply {other:?}"))),
+        None => Err(FrameError::Truncated),
+    }
+}
+
+fn protocol(detail: String) -> FrameError {
+    FrameError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, detail))
+}
