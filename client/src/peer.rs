@@ -146,10 +146,14 @@ impl Peer {
                 Reply::Files(files) => {
                     for f in files {
                         let sharers = if f.n_sharers == 1 { "sharer" } else { "sharers" };
+                        // Quoted like a shell word when it holds spaces, so the name can be
+                        // pasted back into download_file and the line still splits cleanly.
+                        let name = shlex::try_quote(f.name.as_str())
+                            .map_or_else(|_| f.name.to_string(), |q| q.into_owned());
                         let _ = writeln!(
                             out,
-                            "{} {} bytes, {} {sharers}, digest {}",
-                            f.name, f.size, f.n_sharers, f.digest
+                            "{name} {} bytes, {} {sharers}, digest {}",
+                            f.size, f.n_sharers, f.digest
                         );
                     }
                 }

@@ -24,7 +24,8 @@ pub enum IdError {
     /// The string is longer than allowed.
     #[error("{kind} is longer than {max} bytes")]
     TooLong { kind: &'static str, max: usize },
-    /// The string holds whitespace or a control character.
+    /// The string holds whitespace or a control character (for a file name: whitespace
+    /// other than inner spaces).
     #[error("{kind} contains whitespace or a control character")]
     BadChar { kind: &'static str },
     /// A file name that is `.`/`..` or holds a path separator.
@@ -33,20 +34,24 @@ pub enum IdError {
 }
 
 fn check(kind: &'static str, s: &str, max: usize) -> Result<(), IdError> {
+    check_with(kind, s, max, |c| c.is_whitespace() || c.is_control())
+}
+
+fn check_with(kind: &'static str, s: &str, max: usize, bad: impl Fn(char) -> bool) -> Result<(), IdError> {
     if s.is_empty() {
         return Err(IdError::Empty { kind });
     }
     if s.len() > max {
         return Err(IdError::TooLong { kind, max });
     }
-    if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if s.chars().any(bad) {
         return Err(IdError::BadChar { kind });
     }
     Ok(())
 }
 
 macro_rules! validated_string {
-    ($(#[$doc:meta])* $name:ident, $kind:literal, $max:expr, $extra:expr) => {
+    ($(#[$doc:meta])* $name:ident, $kind:literal, $check:expr) => {
         $(#[$doc])*
         #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
@@ -56,9 +61,8 @@ macro_rules! validated_string {
             /// Validates `s` and wraps it.
             pub fn new(s: impl Into<String>) -> Result<Self, IdError> {
                 let s = s.into();
-                check($kind, &s, $max)?;
-                let extra: fn(&str) -> Result<(), IdError> = $extra;
-                extra(&s)?;
+                let check: fn(&str) -> Result<(), IdError> = $check;
+                check(&s)?;
                 Ok(Self(s))
             }
 
@@ -92,25 +96,30 @@ macro_rules! validated_string {
 
 validated_string!(
     /// A user's account name.
-    UserId, "user id", MAX_ID_LEN, |_| Ok(())
+    UserId, "user id", |s| check("user id", s, MAX_ID_LEN)
 );
 validated_string!(
     /// A group's name.
-    GroupId, "group id", MAX_ID_LEN, |_| Ok(())
+    GroupId, "group id", |s| check("group id", s, MAX_ID_LEN)
 );
 validated_string!(
-    /// The base name a file is shared under inside a group. Never a path.
-    FileName, "file name", MAX_FILE_NAME_LEN, |s| {
-        if s == "." || s == ".." || s.contains('/') || s.contains('\\') {
-            Err(IdError::PathLike)
-        } else {
-            Ok(())
+    /// The base name a file is shared under inside a group. Never a path. Plain spaces are
+    /// allowed inside (not at either end); other whitespace and control characters are not.
+    FileName, "file name", |s| {
+        let kind = "file name";
+        check_with(kind, s, MAX_FILE_NAME_LEN, |c| c != ' ' && (c.is_whitespace() || c.is_control()))?;
+        if s.starts_with(' ') || s.ends_with(' ') {
+            return Err(IdError::BadChar { kind });
         }
+        if s == "." || s == ".." || s.contains('/') || s.contains('\\') {
+            return Err(IdError::PathLike);
+        }
+        Ok(())
     }
 );
 validated_string!(
     /// A password in transit from the client to the tracker. Its `Debug` never shows it.
-    Password, "password", MAX_PASSWORD_LEN, |_| Ok(())
+    Password, "password", |s| check("password", s, MAX_PASSWORD_LEN)
 );
 
 macro_rules! display_plain {
@@ -156,6 +165,10 @@ mod tests {
             Err(IdError::TooLong { kind: "user id", max: MAX_ID_LEN })
         );
         assert!(UserId::new("x".repeat(MAX_ID_LEN)).is_ok());
+        assert!(FileName::new("my file.txt").is_ok());
+        for bad in [" a", "a ", "a\tb", "a\nb"] {
+            assert_eq!(FileName::new(bad), Err(IdError::BadChar { kind: "file name" }), "{bad:?}");
+        }
         for bad in [".", "..", "a/b", "a\\b"] {
             assert_eq!(FileName::new(bad), Err(IdError::PathLike), "{bad}");
         }

@@ -1,0 +1,118 @@
+//! Accounts, sessions and the REPL's handling of bad input.
+
+use crate::support::Cluster;
+
+#[test]
+fn create_login_logout() {
+    let (cluster, _tracker) = Cluster::with_one_tracker();
+    let mut c = cluster.client("c");
+    c.ok("create_user alice s3cret", "created user alice");
+    c.err("create_user alice other", "user alice already exists");
+    c.err("login alice nope", "wrong password");
+    c.err("login bob s3cret", "unknown user bob");
+    c.ok("login alice s3cret", "logged in as alice");
+    c.err("login alice s3cret", "already logged in as alice; logout first");
+    c.ok("logout", "logged out");
+    c.err("logout", "not logged in");
+    c.ok("login alice s3cret", "logged in as alice");
+}
+
+#[test]
+fn commands_before_login_fail() {
+    let (cluster, _tracker) = Cluster::with_one_tracker();
+    let mut c = cluster.client("c");
+    for cmd in [
+        "create_group g",
+        "join_group g",
+        "leave_group g",
+        "list_requests g",
+        "accept_request g u",
+        "reject_request g u",
+        "list_groups",
+        "list_my_groups",
+        "list_files g",
+        "upload_file /etc/hostname g",
+        "stop_share g f",
+        "logout",
+    ] {
+        c.err(cmd, "not logged in");
+    }
+}
+
+#[test]
+fn unknown_commands_and_wrong_arity_name_the_word() {
+    let (cluster, _tracker) = Cluster::with_one_tracker();
+    let mut c = cluster.client("c");
+    c.err("frobnicate now", "unknown command 'frobnicate' (type help for the list)");
+    c.err("login alice", "wrong number of arguments for login; usage: login <user_id> <passwd>");
+    c.err(
+        "accept_request g",
+        "wrong number of arguments for accept_request; usage: accept_request <group_id> <user_id>",
+    );
+    c.err("list_groups now", "wrong number of arguments for list_groups; usage: list_groups");
+    c.err("create_user 'al ice' pw", "invalid argument 'al ice': user id contains whitespace or a control character");
+    let long = "u".repeat(65);
+    c.err(&format!("create_user {long} pw"), &format!("invalid argument '{long}': user id is longer than 64 bytes"));
+    c.err("create_group g\u{1}", "invalid argument 'g\\u{1}': group id contains whitespace or a control character");
+    c.err("join_group 'g", "unbalanced quotes");
+    // Blank lines and comments print nothing; the client is still serving afterwards.
+    assert_eq!(c.run("   "), Vec::<String>::new());
+    assert_eq!(c.run("# a comment"), Vec::<String>::new());
+    c.ok("create_user alice pw", "created user alice");
+}
+
+#[test]
+fn pipe_mode_prints_no_prompt_and_end_of_input_logs_out() {
+    let (cluster, _tracker) = Cluster::with_one_tracker();
+    let mut c = cluster.client("c");
+    c.sign_up("alice");
+    c.ok("create_group g", "created group g");
+    c.send_line("list_my_groups");
+    let status = c.close_stdin();
+    assert!(status.success(), "{status:?}");
+    assert_eq!(c.remaining_output(), vec!["g".to_string()]);
+
+    // The session ended with the input: a second client sees alice's files gone, and a new
+    // login works.
+    let mut c2 = cluster.client("c2");
+    c2.ok("login alice pw-alice", "logged in as alice");
+}
+
+#[test]
+fn exit_ends_the_client() {
+    let (cluster, _tracker) = Cluster::with_one_tracker();
+    let mut c = cluster.client("c");
+    c.sign_up("alice");
+    c.send_line("exit");
+    let status = c.close_stdin();
+    assert!(status.success());
+    assert!(c.remaining_output().is_empty());
+}
+
+#[test]
+fn help_lists_every_command() {
+    let (cluster, _tracker) = Cluster::with_one_tracker();
+    let mut c = cluster.client("c");
+    let help = c.run("help");
+    for cmd in ["create_user", "login", "list_requests", "upload_file", "download_file", "stop_share", "exit"] {
+        assert!(help.iter().any(|l| l.starts_with(cmd)), "{cmd} missing from {help:?}");
+    }
+}
+
+#[test]
+fn no_reachable_tracker_is_a_clear_error() {
+    let cluster = Cluster::new(2);
+    let mut c = cluster.client("c");
+    let line = c.run1("create_user alice pw");
+    assert!(line.starts_with("error: no tracker reachable (tried "), "{line}");
+    assert!(line.contains(&cluster.addrs[0].to_string()) && line.contains(&cluster.addrs[1].to_string()));
+}
+
+#[test]
+fn client_uses_the_next_tracker_when_the_first_is_down() {
+    let cluster = Cluster::new(2);
+    let _second = cluster.start_tracker(2);
+    let mut c = cluster.client("c");
+    c.sign_up("alice");
+    assert!(cluster.tracker_log(2).contains("CreateUser"));
+}

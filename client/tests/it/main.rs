@@ -1,0 +1,10 @@
+//! Integration tests: the real `tracker` and `client` binaries on 127.0.0.1, driven through
+//! the client's stdin exactly as a user's script would.
+#![allow(clippy::unwrap_used)]
+
+mod accounts;
+mod durability;
+mod files;
+mod groups;
+mod robustness;
+mod support;

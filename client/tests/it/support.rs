@@ -1,0 +1,292 @@
+//! Test harness: starts the real `tracker` and `client` binaries on 127.0.0.1, waits on their
+//! readiness lines, drives clients through stdin, and kills every process in `Drop`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::Duration;
+
+use wait_timeout::ChildExt;
+
+/// The failure bound of every wait; tests never wait on a fixed delay.
+pub const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The unknown command sent after each command to mark the end of its output.
+const SYNC: &str = "__sync__";
+const SYNC_REPLY: &str = "error: unknown command '__sync__' (type help for the list)";
+
+/// PBKDF2 iterations for test trackers: debug builds hash slowly, and the KDF itself has
+/// its own unit tests.
+const TEST_KDF_ITERATIONS: &str = "2000";
+
+pub fn client_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_client"))
+}
+
+pub fn tracker_bin() -> PathBuf {
+    let path = client_bin().with_file_name("tracker");
+    assert!(
+        path.exists(),
+        "{} not found: build it first with `cargo build --workspace --bins`",
+        path.display()
+    );
+    path
+}
+
+/// A free port on 127.0.0.1 at the time of the call. Trackers must know each other's
+/// addresses before they start, so `tracker_info.txt` needs ports chosen in advance;
+/// `Cluster::start` retries if another process takes one in between.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Reads a child's stdout line by line into a channel.
+fn line_channel(stdout: impl std::io::Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits for a line containing `listening on ` and returns the address after it, or `None`
+/// if the process ended first.
+fn wait_listening(lines: &Receiver<String>) -> Option<SocketAddr> {
+    loop {
+        let line = lines.recv_timeout(TIMEOUT).ok()?;
+        if let Some(at) = line.find("listening on ") {
+            return Some(line[at + "listening on ".len()..].trim().parse().unwrap());
+        }
+    }
+}
+
+/// A temporary directory with a `tracker_info.txt` for `n` trackers.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub info: PathBuf,
+    pub addrs: Vec<SocketAddr>,
+}
+
+impl Cluster {
+    /// A cluster of `n` trackers; none is started yet.
+    pub fn new(n: usize) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let info = dir.path().join("tracker_info.txt");
+        let mut cluster = Cluster { dir, info, addrs: Vec::new() };
+        cluster.pick_ports(n);
+        cluster
+    }
+
+    fn pick_ports(&mut self, n: usize) {
+        self.addrs = (0..n).map(|_| SocketAddr::from(([127, 0, 0, 1], free_port()))).collect();
+        let text: String = self.addrs.iter().map(|a| format!("{a}\n")).collect();
+        std::fs::write(&self.info, format!("# test trackers\n{text}")).unwrap();
+    }
+
+    /// Starts tracker `id` (1-based) with its own data directory.
+    pub fn start_tracker(&self, id: u32) -> TrackerProc {
+        self.try_start_tracker(id, &[]).expect("tracker did not start")
+    }
+
+    /// Starts tracker `id`, or `None` if it exited before listening (a port clash).
+    pub fn try_start_tracker(&self, id: u32, extra: &[&str]) -> Option<TrackerProc> {
+        let data_dir = self.dir.path().join(format!("tracker-{id}"));
+        let stderr = std::fs::File::create(self.dir.path().join(format!("tracker-{id}.log"))).unwrap();
+        let mut child = Command::new(tracker_bin())
+            .arg(&self.info)
+            .arg(id.to_string())
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(["--kdf-iterations", TEST_KDF_ITERATIONS])
+            .args(extra)
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        let lines = line_channel(child.stdout.take().unwrap());
+        let stdin = child.stdin.take();
+        let mut proc = TrackerProc { child, stdin, addr: self.addrs[id as usize - 1] };
+        match wait_listening(&lines) {
+            Some(addr) => {
+                assert_eq!(addr, proc.addr);
+                Some(proc)
+            }
+            None => {
+                proc.kill();
+                None
+            }
+        }
+    }
+
+    /// Starts a one-tracker cluster, re-picking the port if another process took it.
+    pub fn with_one_tracker() -> (Cluster, TrackerProc) {
+        let mut cluster = Cluster::new(1);
+        for _ in 0..5 {
+            if let Some(tracker) = cluster.try_start_tracker(1, &[]) {
+                return (cluster, tracker);
+            }
+            cluster.pick_ports(1);
+        }
+        panic!("could not start a tracker");
+    }
+
+    /// Starts a client with its own state directory named `name`.
+    pub fn client(&self, name: &str) -> ClientProc {
+        ClientProc::start(&self.info, &self.dir.path().join(name))
+    }
+
+    /// The text of tracker `id`'s log so far.
+    pub fn tracker_log(&self, id: u32) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("tracker-{id}.log"))).unwrap_or_default()
+    }
+}
+
+/// A running tracker; killed (SIGKILL) on drop.
+pub struct TrackerProc {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    pub addr: SocketAddr,
+}
+
+impl TrackerProc {
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends `quit` on stdin and waits for a clean exit.
+    pub fn quit(mut self) -> std::process::ExitStatus {
+        let mut stdin = self.stdin.take().unwrap();
+        writeln!(stdin, "quit").unwrap();
+        wait_exit(&mut self.child)
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for TrackerProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Waits for `child` to exit, killing it if it takes longer than `TIMEOUT`.
+pub fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    match child.wait_timeout(TIMEOUT).unwrap() {
+        Some(status) => status,
+        None => {
+            let _ = child.kill();
+            panic!("process did not exit within {TIMEOUT:?}");
+        }
+    }
+}
+
+/// A running client driven through its stdin; killed on drop.
+pub struct ClientProc {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    pub listen: SocketAddr,
+}
+
+impl ClientProc {
+    pub fn start(info: &Path, state_dir: &Path) -> ClientProc {
+        let stderr = std::fs::File::create(state_dir.with_extension("log")).unwrap();
+        let mut child = Command::new(client_bin())
+            .arg("127.0.0.1:0")
+            .arg(info)
+            .arg("--state-dir")
+            .arg(state_dir)
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        let lines = line_channel(child.stdout.take().unwrap());
+        let stdin = child.stdin.take();
+        let listen = wait_listening(&lines).expect("client did not start");
+        ClientProc { child, stdin, lines, listen }
+    }
+
+    /// Sends one raw line without waiting for anything.
+    pub fn send_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().unwrap();
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Runs `command` and returns every line it printed.
+    pub fn run(&mut self, command: &str) -> Vec<String> {
+        self.send_line(command);
+        self.send_line(SYNC);
+        let mut out = Vec::new();
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(TIMEOUT)
+                .unwrap_or_else(|e| panic!("no output for {command:?} ({e}); got so far {out:?}"));
+            if line == SYNC_REPLY {
+                return out;
+            }
+            out.push(line);
+        }
+    }
+
+    /// Runs `command` and returns its single output line.
+    #[track_caller]
+    pub fn run1(&mut self, command: &str) -> String {
+        let out = self.run(command);
+        assert_eq!(out.len(), 1, "{command:?} printed {out:?}");
+        out.into_iter().next().unwrap()
+    }
+
+    /// Runs `command`, asserting it succeeds with exactly `expected` as its only line.
+    #[track_caller]
+    pub fn ok(&mut self, command: &str, expected: &str) {
+        assert_eq!(self.run1(command), expected, "{command:?}");
+    }
+
+    /// Runs `command`, asserting it fails with exactly `error: <reason>`.
+    #[track_caller]
+    pub fn err(&mut self, command: &str, reason: &str) {
+        assert_eq!(self.run1(command), format!("error: {reason}"), "{command:?}");
+    }
+
+    /// Creates `user` (password `pw-<user>`) and logs in.
+    pub fn sign_up(&mut self, user: &str) {
+        self.ok(&format!("create_user {user} pw-{user}"), &format!("created user {user}"));
+        self.ok(&format!("login {user} pw-{user}"), &format!("logged in as {user}"));
+    }
+
+    /// Closes stdin and waits for the client to exit on its own.
+    pub fn close_stdin(&mut self) -> std::process::ExitStatus {
+        drop(self.stdin.take());
+        wait_exit(&mut self.child)
+    }
+
+    /// Everything the client printed after the last `run` (drained without waiting).
+    pub fn remaining_output(&mut self) -> Vec<String> {
+        self.lines.try_iter().collect()
+    }
+}
+
+impl Drop for ClientProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
