@@ -37,7 +37,12 @@ fn check(kind: &'static str, s: &str, max: usize) -> Result<(), IdError> {
     check_with(kind, s, max, |c| c.is_whitespace() || c.is_control())
 }
 
-fn check_with(kind: &'static str, s: &str, max: usize, bad: impl Fn(char) -> bool) -> Result<(), IdError> {
+fn check_with(
+    kind: &'static str,
+    s: &str,
+    max: usize,
+    bad: impl Fn(char) -> bool,
+) -> Result<(), IdError> {
     if s.is_empty() {
         return Err(IdError::Empty { kind });
     }

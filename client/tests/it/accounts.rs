@@ -50,10 +50,19 @@ fn unknown_commands_and_wrong_arity_name_the_word() {
         "wrong number of arguments for accept_request; usage: accept_request <group_id> <user_id>",
     );
     c.err("list_groups now", "wrong number of arguments for list_groups; usage: list_groups");
-    c.err("create_user 'al ice' pw", "invalid argument 'al ice': user id contains whitespace or a control character");
+    c.err(
+        "create_user 'al ice' pw",
+        "invalid argument 'al ice': user id contains whitespace or a control character",
+    );
     let long = "u".repeat(65);
-    c.err(&format!("create_user {long} pw"), &format!("invalid argument '{long}': user id is longer than 64 bytes"));
-    c.err("create_group g\u{1}", "invalid argument 'g\\u{1}': group id contains whitespace or a control character");
+    c.err(
+        &format!("create_user {long} pw"),
+        &format!("invalid argument '{long}': user id is longer than 64 bytes"),
+    );
+    c.err(
+        "create_group g\u{1}",
+        "invalid argument 'g\\u{1}': group id contains whitespace or a control character",
+    );
     c.err("join_group 'g", "unbalanced quotes");
     // Blank lines and comments print nothing; the client is still serving afterwards.
     assert_eq!(c.run("   "), Vec::<String>::new());
@@ -94,7 +103,15 @@ fn help_lists_every_command() {
     let (cluster, _tracker) = Cluster::with_one_tracker();
     let mut c = cluster.client("c");
     let help = c.run("help");
-    for cmd in ["create_user", "login", "list_requests", "upload_file", "download_file", "stop_share", "exit"] {
+    for cmd in [
+        "create_user",
+        "login",
+        "list_requests",
+        "upload_file",
+        "download_file",
+        "stop_share",
+        "exit",
+    ] {
         assert!(help.iter().any(|l| l.starts_with(cmd)), "{cmd} missing from {help:?}");
     }
 }
@@ -105,7 +122,10 @@ fn no_reachable_tracker_is_a_clear_error() {
     let mut c = cluster.client("c");
     let line = c.run1("create_user alice pw");
     assert!(line.starts_with("error: no tracker reachable (tried "), "{line}");
-    assert!(line.contains(&cluster.addrs[0].to_string()) && line.contains(&cluster.addrs[1].to_string()));
+    assert!(
+        line.contains(&cluster.addrs[0].to_string())
+            && line.contains(&cluster.addrs[1].to_string())
+    );
 }
 
 #[test]

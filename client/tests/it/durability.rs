@@ -16,7 +16,10 @@ fn kill_9_and_restart_loses_nothing_acknowledged() {
     alice.ok("accept_request g bob", "accepted bob into group g");
     let f = cluster.dir.path().join("f.txt");
     std::fs::write(&f, b"payload").unwrap();
-    alice.ok(&format!("upload_file {} g", f.display()), "uploaded f.txt to group g (7 bytes, 1 piece)");
+    alice.ok(
+        &format!("upload_file {} g", f.display()),
+        "uploaded f.txt to group g (7 bytes, 1 piece)",
+    );
     // A burst of acknowledged writes right before the crash.
     for i in 0..50 {
         alice.ok(&format!("create_group burst{i}"), &format!("created group burst{i}"));

@@ -1,6 +1,6 @@
 //! File metadata: upload_file, list_files, stop_share, and the sharing rules.
 
-use crate::support::{Cluster, ClientProc};
+use crate::support::{ClientProc, Cluster};
 
 fn member_pair(cluster: &Cluster) -> (ClientProc, ClientProc) {
     let mut alice = cluster.client("alice");
@@ -35,14 +35,20 @@ fn upload_list_and_stop_share() {
     // The same content again from bob adds a sharer; different content under the name is
     // refused.
     let copy = dir.join("copy/a.bin").display().to_string();
-    bob.ok(&format!("upload_file {copy} g"), "sharing a.bin in group g (same content already there)");
+    bob.ok(
+        &format!("upload_file {copy} g"),
+        "sharing a.bin in group g (same content already there)",
+    );
     assert!(bob.run1("list_files g").contains(", 2 sharers, "));
     let other = dir.join("other/a.bin").display().to_string();
     bob.err(&format!("upload_file {other} g"), "group g already has a different file named a.bin");
 
     // Quoted paths with spaces work; an empty file is a file too.
     let spaced = dir.join("my file.txt").display().to_string();
-    alice.ok(&format!("upload_file '{spaced}' g"), "uploaded my file.txt to group g (0 bytes, 0 pieces)");
+    alice.ok(
+        &format!("upload_file '{spaced}' g"),
+        "uploaded my file.txt to group g (0 bytes, 0 pieces)",
+    );
     assert_eq!(bob.run("list_files g").len(), 2);
 
     alice.ok("stop_share g a.bin", "stopped sharing a.bin in group g");
@@ -63,7 +69,10 @@ fn upload_errors() {
     carol.sign_up("carol");
     let dir = cluster.dir.path();
     let missing = dir.join("missing.bin").display().to_string();
-    alice.err(&format!("upload_file {missing} g"), &format!("cannot read {missing}: no such file or directory"));
+    alice.err(
+        &format!("upload_file {missing} g"),
+        &format!("cannot read {missing}: no such file or directory"),
+    );
     let d = dir.display().to_string();
     alice.err(&format!("upload_file {d} g"), &format!("{d} is not a regular file"));
     std::fs::write(dir.join("f.txt"), b"x").unwrap();

@@ -54,7 +54,10 @@ fn garbage_oversized_and_malformed_frames_close_only_that_connection() {
     let mut early = connect(tracker.addr);
     write_frame(&mut early, &ClientMessage::Hello { version: PROTOCOL_VERSION }).unwrap();
     let welcome: Option<TrackerMessage> = read_message(&mut early).unwrap();
-    assert!(matches!(welcome, Some(TrackerMessage::Welcome { version: PROTOCOL_VERSION, tracker_id: 1 })));
+    assert!(matches!(
+        welcome,
+        Some(TrackerMessage::Welcome { version: PROTOCOL_VERSION, tracker_id: 1 })
+    ));
     write_frame(&mut early, &ClientMessage::Hello { version: PROTOCOL_VERSION }).unwrap();
     assert!(read_until_closed(&mut early).is_empty());
 
@@ -87,7 +90,8 @@ fn hundreds_of_idle_connections_do_not_stop_service() {
 #[test]
 fn silent_connections_are_dropped_after_the_handshake_timeout_and_the_cap_holds() {
     let cluster = Cluster::new(1);
-    let tracker = cluster.try_start_tracker(1, &["--max-connections", "3"]).expect("tracker did not start");
+    let tracker =
+        cluster.try_start_tracker(1, &["--max-connections", "3"]).expect("tracker did not start");
     let mut silent: Vec<TcpStream> = (0..3).map(|_| connect(tracker.addr)).collect();
     // Over the cap: closed at once, without a reply.
     let mut extra = connect(tracker.addr);

@@ -98,7 +98,8 @@ impl Cluster {
     /// Starts tracker `id`, or `None` if it exited before listening (a port clash).
     pub fn try_start_tracker(&self, id: u32, extra: &[&str]) -> Option<TrackerProc> {
         let data_dir = self.dir.path().join(format!("tracker-{id}"));
-        let stderr = std::fs::File::create(self.dir.path().join(format!("tracker-{id}.log"))).unwrap();
+        let stderr =
+            std::fs::File::create(self.dir.path().join(format!("tracker-{id}.log"))).unwrap();
         let mut child = Command::new(tracker_bin())
             .arg(&self.info)
             .arg(id.to_string())
@@ -146,7 +147,8 @@ impl Cluster {
 
     /// The text of tracker `id`'s log so far.
     pub fn tracker_log(&self, id: u32) -> String {
-        std::fs::read_to_string(self.dir.path().join(format!("tracker-{id}.log"))).unwrap_or_default()
+        std::fs::read_to_string(self.dir.path().join(format!("tracker-{id}.log")))
+            .unwrap_or_default()
     }
 }
 
@@ -199,7 +201,6 @@ pub struct ClientProc {
     child: Child,
     stdin: Option<ChildStdin>,
     lines: Receiver<String>,
-    pub listen: SocketAddr,
 }
 
 impl ClientProc {
@@ -218,8 +219,8 @@ impl ClientProc {
             .unwrap();
         let lines = line_channel(child.stdout.take().unwrap());
         let stdin = child.stdin.take();
-        let listen = wait_listening(&lines).expect("client did not start");
-        ClientProc { child, stdin, lines, listen }
+        wait_listening(&lines).expect("client did not start");
+        ClientProc { child, stdin, lines }
     }
 
     /// Sends one raw line without waiting for anything.
