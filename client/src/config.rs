@@ -20,6 +20,10 @@ pub struct Config {
     /// [default: ./client-<IP>-<PORT>-state].
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+
+    /// A download fails when no peer can provide its missing pieces for this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub stall_timeout: u64,
 }
 
 impl Config {

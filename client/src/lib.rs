@@ -3,18 +3,27 @@
 
 pub mod command;
 pub mod config;
+pub mod download;
 pub mod peer;
 pub mod repl;
+pub mod seeder;
+pub mod shares;
 pub mod tracker_link;
+pub mod tracker_session;
 
 use std::io::Write;
 use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
 
 use common::tracker_info::{TrackerInfo, TrackerInfoError};
 
 pub use config::Config;
 use peer::Peer;
+use seeder::Seeder;
+use shares::Shares;
 use tracker_link::TrackerLink;
+use tracker_session::{TrackerSession, HEARTBEAT_EVERY};
 
 /// Why the client could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -43,7 +52,31 @@ pub fn run(config: Config) -> Result<(), RunError> {
     writeln!(stdout, "listening on {listen_addr}")?;
     stdout.flush()?;
 
-    let mut peer = Peer::new(TrackerLink::new(trackers), listen_addr);
-    repl::run(&mut peer, &state_dir.join("history.txt"))?;
+    let tracker = Arc::new(TrackerSession::new(TrackerLink::new(trackers)));
+    let shares = Arc::new(Shares::default());
+    let seeder = Seeder::start(listener, Arc::clone(&shares), Arc::clone(&tracker))?;
+    let ctx = download::Context {
+        tracker: Arc::clone(&tracker),
+        shares,
+        downloads: Arc::default(),
+        stall_timeout: Duration::from_secs(config.stall_timeout),
+    };
+
+    // Heartbeats until the sender is dropped at the end of `run`.
+    let (stop_heartbeat, heartbeat_stopped) = crossbeam_channel::bounded::<()>(0);
+    let heartbeat = std::thread::Builder::new().name("heartbeat".into()).spawn(move || {
+        while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+            heartbeat_stopped.recv_timeout(HEARTBEAT_EVERY)
+        {
+            tracker.heartbeat();
+        }
+    })?;
+
+    let mut peer = Peer::new(ctx, listen_addr);
+    let result = repl::run(&mut peer, &state_dir.join("history.txt"));
+    drop(stop_heartbeat);
+    let _ = heartbeat.join();
+    seeder.stop();
+    result?;
     Ok(())
 }

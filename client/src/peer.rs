@@ -1,4 +1,5 @@
-//! The local peer: its tracker session and the commands the REPL runs against it.
+//! The local peer: the commands the REPL runs, against the tracker session, the shares and
+//! the downloads.
 //!
 //! `Peer::execute` turns one `Command` into the lines to print, or one `CommandError` whose
 //! `Display` is the text after `error: `.
@@ -8,21 +9,27 @@ use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 
 use common::hash::{hash_file, HashFileError};
-use common::message::{FileMeta, Reply, Request, SessionToken};
-use common::{FileName, UserId};
+use common::message::{FileMeta, Reply, Request};
+use common::{Bitfield, FileName, GroupId, Layout, UserId};
 
 use crate::command::{Command, USAGES};
-use crate::tracker_link::{LinkError, TrackerLink};
+use crate::download::{self, StartError};
+use crate::shares::SharedFile;
+use crate::tracker_link::LinkError;
+use crate::tracker_session::{CallError, Login};
 
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
     #[error(transparent)]
     Link(#[from] LinkError),
-    #[error("not logged in")]
-    NotLoggedIn,
+    #[error(transparent)]
+    Call(#[from] CallError),
+    #[error(transparent)]
+    Download(#[from] StartError),
     #[error("already logged in as {0}; logout first")]
     AlreadyLoggedIn(UserId),
     #[error("cannot read {path}: {reason}")]
@@ -31,8 +38,6 @@ pub enum CommandError {
     NotAFile(String),
     #[error("{path} has no usable file name: {reason}")]
     BadFileName { path: String, reason: String },
-    #[error("{0} is not available in this version")]
-    Unsupported(&'static str),
     #[error("unexpected reply from tracker: {0}")]
     UnexpectedReply(String),
 }
@@ -44,27 +49,21 @@ pub enum Flow {
     Exit,
 }
 
-struct Login {
-    user: UserId,
-    session: SessionToken,
-}
-
 /// The local peer.
 pub struct Peer {
-    link: TrackerLink,
+    ctx: download::Context,
     listen_addr: SocketAddr,
-    login: Option<Login>,
 }
 
 impl Peer {
-    /// A peer that serves pieces on `listen_addr` and talks to the trackers over `link`.
-    pub fn new(link: TrackerLink, listen_addr: SocketAddr) -> Peer {
-        Peer { link, listen_addr, login: None }
+    /// A peer that serves pieces on `listen_addr`.
+    pub fn new(ctx: download::Context, listen_addr: SocketAddr) -> Peer {
+        Peer { ctx, listen_addr }
     }
 
     /// The user logged in, if any.
-    pub fn user(&self) -> Option<&UserId> {
-        self.login.as_ref().map(|l| &l.user)
+    pub fn user(&self) -> Option<UserId> {
+        self.ctx.tracker.login().map(|l| l.user)
     }
 
     /// Runs one command, appending its output lines to `out`.
@@ -80,53 +79,66 @@ impl Peer {
                 return Ok(Flow::Exit);
             }
             Command::CreateUser { user, password } => {
-                self.link.call(None, Request::CreateUser { user: user.clone(), password })?;
+                self.ctx
+                    .tracker
+                    .call_anonymous(Request::CreateUser { user: user.clone(), password })?;
                 let _ = writeln!(out, "created user {user}");
             }
             Command::Login { user, password } => {
-                if let Some(login) = &self.login {
-                    return Err(CommandError::AlreadyLoggedIn(login.user.clone()));
+                if let Some(login) = self.ctx.tracker.login() {
+                    return Err(CommandError::AlreadyLoggedIn(login.user));
                 }
                 let request =
                     Request::Login { user: user.clone(), password, peer_addr: self.listen_addr };
-                match self.link.call(None, request)? {
+                match self.ctx.tracker.call_anonymous(request)? {
                     Reply::LoggedIn { session } => {
+                        self.ctx.tracker.set_login(Some(Login { user: user.clone(), session }));
                         let _ = writeln!(out, "logged in as {user}");
-                        self.login = Some(Login { user, session });
+                        self.reannounce_shares();
                     }
                     other => return Err(unexpected(other)),
                 }
             }
             Command::Logout => {
-                let session = self.session()?;
-                self.link.call(Some(session), Request::Logout)?;
-                self.login = None;
+                self.ctx.tracker.call(Request::Logout)?;
+                self.ctx.tracker.set_login(None);
                 let _ = writeln!(out, "logged out");
             }
             Command::CreateGroup { group } => {
-                self.call(Request::CreateGroup { group: group.clone() })?;
+                self.ctx.tracker.call(Request::CreateGroup { group: group.clone() })?;
                 let _ = writeln!(out, "created group {group}");
             }
             Command::JoinGroup { group } => {
-                self.call(Request::JoinGroup { group: group.clone() })?;
+                self.ctx.tracker.call(Request::JoinGroup { group: group.clone() })?;
                 let _ = writeln!(out, "requested to join group {group}");
             }
             Command::LeaveGroup { group } => {
-                self.call(Request::LeaveGroup { group: group.clone() })?;
+                self.ctx.tracker.call(Request::LeaveGroup { group: group.clone() })?;
+                for share in self.ctx.shares.all() {
+                    if share.group == group {
+                        self.ctx.shares.remove(&share.group, &share.meta.digest);
+                    }
+                }
                 let _ = writeln!(out, "left group {group}");
             }
-            Command::ListRequests { group } => match self.call(Request::ListRequests { group })? {
-                Reply::Users(users) => users.iter().for_each(|u| {
-                    let _ = writeln!(out, "{u}");
-                }),
-                other => return Err(unexpected(other)),
-            },
+            Command::ListRequests { group } => {
+                match self.ctx.tracker.call(Request::ListRequests { group })? {
+                    Reply::Users(users) => users.iter().for_each(|u| {
+                        let _ = writeln!(out, "{u}");
+                    }),
+                    other => return Err(unexpected(other)),
+                }
+            }
             Command::AcceptRequest { group, user } => {
-                self.call(Request::AcceptRequest { group: group.clone(), user: user.clone() })?;
+                self.ctx
+                    .tracker
+                    .call(Request::AcceptRequest { group: group.clone(), user: user.clone() })?;
                 let _ = writeln!(out, "accepted {user} into group {group}");
             }
             Command::RejectRequest { group, user } => {
-                self.call(Request::RejectRequest { group: group.clone(), user: user.clone() })?;
+                self.ctx
+                    .tracker
+                    .call(Request::RejectRequest { group: group.clone(), user: user.clone() })?;
                 let _ = writeln!(out, "rejected {user}'s request to join group {group}");
             }
             Command::ListGroups | Command::ListMyGroups => {
@@ -135,59 +147,81 @@ impl Peer {
                 } else {
                     Request::ListMyGroups
                 };
-                match self.call(request)? {
+                match self.ctx.tracker.call(request)? {
                     Reply::Groups(groups) => groups.iter().for_each(|g| {
                         let _ = writeln!(out, "{g}");
                     }),
                     other => return Err(unexpected(other)),
                 }
             }
-            Command::ListFiles { group } => match self.call(Request::ListFiles { group })? {
-                Reply::Files(files) => {
-                    for f in files {
-                        let sharers = if f.n_sharers == 1 { "sharer" } else { "sharers" };
-                        // Quoted like a shell word when it holds spaces, so the name can be
-                        // pasted back into download_file and the line still splits cleanly.
-                        let name = shlex::try_quote(f.name.as_str())
-                            .map_or_else(|_| f.name.to_string(), |q| q.into_owned());
-                        let _ = writeln!(
-                            out,
-                            "{name} {} bytes, {} {sharers}, digest {}",
-                            f.size, f.n_sharers, f.digest
-                        );
+            Command::ListFiles { group } => {
+                match self.ctx.tracker.call(Request::ListFiles { group })? {
+                    Reply::Files(files) => {
+                        for f in files {
+                            let sharers = if f.n_sharers == 1 { "sharer" } else { "sharers" };
+                            // Quoted like a shell word when it holds spaces, so the name can be
+                            // pasted back into download_file and the line still splits cleanly.
+                            let name = shlex::try_quote(f.name.as_str())
+                                .map_or_else(|_| f.name.to_string(), |q| q.into_owned());
+                            let _ = writeln!(
+                                out,
+                                "{name} {} bytes, {} {sharers}, digest {}",
+                                f.size, f.n_sharers, f.digest
+                            );
+                        }
                     }
+                    other => return Err(unexpected(other)),
                 }
-                other => return Err(unexpected(other)),
-            },
+            }
             Command::UploadFile { path, group } => {
-                self.session()?;
+                if self.ctx.tracker.login().is_none() {
+                    return Err(CallError::NotLoggedIn.into());
+                }
                 let meta = describe_file(&path)?;
                 let (name, size, n_pieces) = (meta.name.clone(), meta.size, meta.pieces.len());
-                match self.call(Request::UploadFile { group: group.clone(), file: meta })? {
-                    Reply::Uploaded { new_file: true } => {
-                        let _ = writeln!(
-                            out,
-                            "uploaded {name} to group {group} ({size} bytes, {n_pieces} {})",
-                            if n_pieces == 1 { "piece" } else { "pieces" }
-                        );
-                    }
-                    Reply::Uploaded { new_file: false } => {
-                        let _ = writeln!(
-                            out,
-                            "sharing {name} in group {group} (same content already there)"
-                        );
+                match self
+                    .ctx
+                    .tracker
+                    .call(Request::UploadFile { group: group.clone(), file: meta.clone() })?
+                {
+                    Reply::Uploaded { new_file } => {
+                        self.share_complete(group.clone(), meta, &path);
+                        if new_file {
+                            let pieces = if n_pieces == 1 { "piece" } else { "pieces" };
+                            let _ = writeln!(out, "uploaded {name} to group {group} ({size} bytes, {n_pieces} {pieces})");
+                        } else {
+                            let _ = writeln!(
+                                out,
+                                "sharing {name} in group {group} (same content already there)"
+                            );
+                        }
                     }
                     other => return Err(unexpected(other)),
                 }
             }
             Command::StopShare { group, name } => {
-                self.call(Request::StopShare { group: group.clone(), name: name.clone() })?;
+                self.ctx
+                    .tracker
+                    .call(Request::StopShare { group: group.clone(), name: name.clone() })?;
+                self.ctx.shares.remove_named(&group, name.as_str());
                 let _ = writeln!(out, "stopped sharing {name} in group {group}");
             }
-            Command::DownloadFile { .. } => return Err(CommandError::Unsupported("download_file")),
-            Command::ShowDownloads | Command::WaitDownloads => {
-                // No download has been started in this session.
-                self.session()?;
+            Command::DownloadFile { group, name, destination } => {
+                let dest = download::start(&self.ctx, group.clone(), name.clone(), &destination)?;
+                let _ =
+                    writeln!(out, "downloading {name} from group {group} to {}", dest.display());
+            }
+            Command::ShowDownloads => {
+                self.require_login()?;
+                for record in self.ctx.downloads.snapshot() {
+                    let _ = writeln!(out, "{}", record.line());
+                }
+            }
+            Command::WaitDownloads => {
+                self.require_login()?;
+                for record in self.ctx.downloads.wait_idle() {
+                    let _ = writeln!(out, "{}", record.line());
+                }
             }
         }
         Ok(Flow::Continue)
@@ -195,20 +229,45 @@ impl Peer {
 
     /// Ends the session if there is one, ignoring failures (used on exit).
     pub fn logout_quietly(&mut self) {
-        if let Some(login) = self.login.take() {
-            if let Err(e) = self.link.call(Some(login.session), Request::Logout) {
+        if self.ctx.tracker.login().is_some() {
+            if let Err(e) = self.ctx.tracker.call(Request::Logout) {
                 log::warn!("logout on exit failed: {e}");
             }
+            self.ctx.tracker.set_login(None);
         }
     }
 
-    fn session(&self) -> Result<SessionToken, CommandError> {
-        self.login.as_ref().map(|l| l.session).ok_or(CommandError::NotLoggedIn)
+    fn require_login(&self) -> Result<(), CommandError> {
+        match self.ctx.tracker.login() {
+            Some(_) => Ok(()),
+            None => Err(CallError::NotLoggedIn.into()),
+        }
     }
 
-    fn call(&mut self, request: Request) -> Result<Reply, CommandError> {
-        let session = self.session()?;
-        Ok(self.link.call(Some(session), request)?)
+    fn share_complete(&self, group: GroupId, meta: FileMeta, path: &Path) {
+        let Ok(layout) = Layout::new(meta.size) else { return };
+        let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+        let have = Bitfield::full(layout.n_pieces());
+        self.ctx.shares.insert(Arc::new(SharedFile::new(group, meta, layout, path, have)));
+    }
+
+    /// After a login, tells the tracker again about every file this peer shares.
+    fn reannounce_shares(&self) {
+        for share in self.ctx.shares.all() {
+            let have = share.have();
+            let request = if have.is_complete() {
+                Request::UploadFile { group: share.group.clone(), file: share.meta.clone() }
+            } else {
+                Request::AnnouncePieces {
+                    group: share.group.clone(),
+                    digest: share.meta.digest,
+                    have,
+                }
+            };
+            if let Err(e) = self.ctx.tracker.call(request) {
+                log::warn!("cannot share {} again: {e}", share.meta.name);
+            }
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 //!
 //! Invariant: every socket wrapped here has a read and a write timeout.
 
-use std::io::{BufReader, BufWriter, Write};
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::marker::PhantomData;
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
@@ -57,6 +57,26 @@ impl<In: DeserializeOwned, Out: Serialize> Connection<In, Out> {
         frame::write_frame(&mut self.writer, msg)?;
         self.writer.flush()?;
         Ok(())
+    }
+
+    /// Sends one message followed by `payload` as raw bytes (outside the frame), and
+    /// flushes. The message must tell the receiver how many raw bytes follow.
+    pub fn send_with_payload(&mut self, msg: &Out, payload: &[u8]) -> Result<(), FrameError> {
+        frame::write_frame(&mut self.writer, msg)?;
+        self.writer.write_all(payload)?;
+        self.writer.flush()?;
+        Ok(())
+    }
+
+    /// Reads exactly `buf.len()` raw bytes that followed a message.
+    pub fn recv_payload(&mut self, buf: &mut [u8]) -> Result<(), FrameError> {
+        self.reader.read_exact(buf).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                FrameError::Truncated
+            } else {
+                FrameError::Io(e)
+            }
+        })
     }
 
     /// A handle that can shut the socket down from another thread.

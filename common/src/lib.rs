@@ -5,15 +5,18 @@
 //! Nothing here owns a thread or a long-lived socket; `frame` and `connection` are the only
 //! modules that touch bytes on a socket.
 
+pub mod bitfield;
 pub mod codec;
 pub mod connection;
 pub mod frame;
 pub mod hash;
 pub mod id;
 pub mod message;
+pub mod peer_message;
 pub mod piece;
 pub mod tracker_info;
 
+pub use bitfield::Bitfield;
 pub use hash::Sha1Digest;
 pub use id::{FileName, GroupId, IdError, Password, UserId};
 pub use piece::{Layout, PieceIndex, PIECE_SIZE};

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::bitfield::Bitfield;
 use crate::hash::Sha1Digest;
 use crate::id::{FileName, GroupId, Password, UserId};
 
@@ -80,6 +81,15 @@ pub enum Request {
     UploadFile { group: GroupId, file: FileMeta },
     /// `stop_share`.
     StopShare { group: GroupId, name: FileName },
+    /// A file's metadata, the live peers that have pieces of it, and a ticket that proves
+    /// to them that the caller is a member of the group (members only).
+    GetFile { group: GroupId, name: FileName },
+    /// This session has (only) these pieces of a file it is downloading, and serves them.
+    AnnouncePieces { group: GroupId, digest: Sha1Digest, have: Bitfield },
+    /// A seeder asks whether a downloader's ticket is genuine and still valid.
+    CheckTicket { ticket: Ticket },
+    /// This session is alive (sent every few seconds; any request counts too).
+    Heartbeat,
 }
 
 impl Request {
@@ -91,12 +101,16 @@ impl Request {
                 | Request::ListGroups
                 | Request::ListMyGroups
                 | Request::ListFiles { .. }
+                | Request::GetFile { .. }
+                | Request::CheckTicket { .. }
+                | Request::Heartbeat
+                | Request::AnnouncePieces { .. }
         )
     }
 }
 
 /// What a file is: enough for a downloader to fetch and verify every byte of it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileMeta {
     /// The base name it is shared under.
     pub name: FileName,
@@ -106,6 +120,39 @@ pub struct FileMeta {
     pub digest: Sha1Digest,
     /// The SHA1 of every 512 KiB piece, in order.
     pub pieces: Vec<Sha1Digest>,
+}
+
+/// Proof, issued by a tracker, that `user` was a member of `group` and may fetch the file
+/// with `digest` until `expires` (seconds since the Unix epoch). `mac` is an HMAC-SHA1 over
+/// the other fields with a secret only the trackers know; seeders ask a tracker to check it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ticket {
+    pub user: UserId,
+    pub group: GroupId,
+    pub digest: Sha1Digest,
+    pub expires: u64,
+    pub mac: [u8; 20],
+}
+
+/// A peer that has pieces of a file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    /// Where it serves pieces.
+    pub addr: SocketAddr,
+    /// The pieces it has; `None` when it has the whole file.
+    pub have: Option<Bitfield>,
+}
+
+impl fmt::Debug for FileMeta {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The piece hashes can run to megabytes; logs get their count.
+        f.debug_struct("FileMeta")
+            .field("name", &self.name)
+            .field("size", &self.size)
+            .field("digest", &self.digest)
+            .field("n_pieces", &self.pieces.len())
+            .finish()
+    }
 }
 
 /// One line of `list_files`.
@@ -150,6 +197,10 @@ pub enum Reply {
     /// `UploadFile` succeeded; `new_file` is false when the group already had that content
     /// under that name and this peer became one more sharer.
     Uploaded { new_file: bool },
+    /// The answer to `GetFile`.
+    FileInfo { meta: FileMeta, peers: Vec<PeerInfo>, ticket: Box<Ticket> },
+    /// The answer to `CheckTicket` when the ticket is valid.
+    TicketOk,
 }
 
 /// Why the tracker refused a request. `Display` is the text the REPL prints after `error: `.
@@ -183,6 +234,8 @@ pub enum TrackerError {
     NoSuchFile { group: GroupId, name: FileName },
     #[error("you are not sharing {name} in group {group}")]
     NotSharing { group: GroupId, name: FileName },
+    #[error("invalid ticket: {0}")]
+    BadTicket(String),
     #[error("invalid file metadata: {0}")]
     BadFileMeta(String),
     #[error("tracker cannot serve requests now: {0}")]

@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod credential;
+pub mod presence;
 pub mod server;
 pub mod service;
 pub mod session;
@@ -36,6 +37,8 @@ pub enum RunError {
     Store(#[from] StoreError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("cannot initialise state: {0}")]
+    Init(common::message::TrackerError),
     #[error("cannot install signal handler: {0}")]
     Signal(#[from] ctrlc::Error),
     #[error("{0}")]
@@ -52,6 +55,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
     let listener = TcpListener::bind(addr).map_err(|source| RunError::Bind { addr, source })?;
     let local = listener.local_addr()?;
     let service = Arc::new(Service::new(store, state, config.kdf_iterations));
+    service.ensure_secret().map_err(RunError::Init)?;
     let shutdown = Arc::new(Shutdown::new(local));
 
     let on_signal = Arc::clone(&shutdown);

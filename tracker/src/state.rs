@@ -10,11 +10,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
+use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
+use sha1::Sha1;
 
 use common::hash::file_digest;
-use common::message::{FileMeta, FileSummary, Reply, Request, SessionToken, TrackerError};
-use common::{FileName, GroupId, Layout, UserId};
+use common::message::{FileMeta, FileSummary, Reply, Request, SessionToken, Ticket, TrackerError};
+use common::{FileName, GroupId, Layout, Sha1Digest, UserId};
 
 use crate::credential::Credential;
 
@@ -22,16 +24,55 @@ use crate::credential::Credential;
 /// randomness or hashing it needs already done), validated, made durable, then applied.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Op {
-    CreateUser { user: UserId, credential: Credential },
-    OpenSession { session: SessionToken, user: UserId, peer_addr: SocketAddr },
-    CloseSession { session: SessionToken },
-    CreateGroup { group: GroupId, owner: UserId },
-    RequestJoin { group: GroupId, user: UserId },
-    AcceptRequest { owner: UserId, group: GroupId, user: UserId },
-    RejectRequest { owner: UserId, group: GroupId, user: UserId },
-    LeaveGroup { group: GroupId, user: UserId },
-    ShareFile { session: SessionToken, group: GroupId, meta: FileMeta },
-    StopShare { session: SessionToken, group: GroupId, name: FileName },
+    /// Sets the secret that authenticates tickets; committed once, when a tracker first
+    /// starts with an empty store.
+    InitSecret {
+        secret: [u8; 32],
+    },
+    CreateUser {
+        user: UserId,
+        credential: Credential,
+    },
+    OpenSession {
+        session: SessionToken,
+        user: UserId,
+        peer_addr: SocketAddr,
+    },
+    CloseSession {
+        session: SessionToken,
+    },
+    CreateGroup {
+        group: GroupId,
+        owner: UserId,
+    },
+    RequestJoin {
+        group: GroupId,
+        user: UserId,
+    },
+    AcceptRequest {
+        owner: UserId,
+        group: GroupId,
+        user: UserId,
+    },
+    RejectRequest {
+        owner: UserId,
+        group: GroupId,
+        user: UserId,
+    },
+    LeaveGroup {
+        group: GroupId,
+        user: UserId,
+    },
+    ShareFile {
+        session: SessionToken,
+        group: GroupId,
+        meta: FileMeta,
+    },
+    StopShare {
+        session: SessionToken,
+        group: GroupId,
+        name: FileName,
+    },
 }
 
 /// A group: its owner, its members in the order they joined, and pending join requests.
@@ -59,6 +100,7 @@ struct FileRecord {
 /// Users, groups, sessions and files.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TrackerState {
+    secret: Option<[u8; 32]>,
     users: BTreeMap<UserId, Credential>,
     groups: BTreeMap<GroupId, Group>,
     sessions: BTreeMap<SessionToken, Session>,
@@ -84,11 +126,14 @@ impl TrackerState {
             .ok_or(TrackerError::NotLoggedIn)
     }
 
-    /// Answers a read-only request. Returns `None` for requests that change state.
+    /// Answers a read-only request. Returns `None` for requests that change state or need
+    /// more than the state (a clock, soft state). `is_live` tells which sessions are
+    /// currently connected; files only they share are not listed.
     pub fn read(
         &self,
         session: Option<SessionToken>,
         request: &Request,
+        is_live: &dyn Fn(&SessionToken) -> bool,
     ) -> Option<Result<Reply, TrackerError>> {
         let result = match request {
             Request::ListGroups => self
@@ -110,23 +155,114 @@ impl TrackerState {
             Request::ListFiles { group } => self
                 .session_user(session)
                 .and_then(|user| self.member_group(group, &user))
-                .map(|_| Reply::Files(self.file_summaries(group))),
+                .map(|_| Reply::Files(self.file_summaries(group, is_live))),
             _ => return None,
         };
         Some(result)
     }
 
-    fn file_summaries(&self, group: &GroupId) -> Vec<FileSummary> {
+    fn file_summaries(
+        &self,
+        group: &GroupId,
+        is_live: &dyn Fn(&SessionToken) -> bool,
+    ) -> Vec<FileSummary> {
         let Some(files) = self.files.get(group) else { return Vec::new() };
         files
             .values()
-            .map(|f| FileSummary {
-                name: f.meta.name.clone(),
-                size: f.meta.size,
-                digest: f.meta.digest,
-                n_sharers: u32::try_from(f.sharers.len()).unwrap_or(u32::MAX),
+            .filter_map(|f| {
+                let n_live = f.sharers.iter().filter(|s| is_live(s)).count();
+                (n_live > 0).then(|| FileSummary {
+                    name: f.meta.name.clone(),
+                    size: f.meta.size,
+                    digest: f.meta.digest,
+                    n_sharers: u32::try_from(n_live).unwrap_or(u32::MAX),
+                })
             })
             .collect()
+    }
+
+    /// Whether the ticket secret has been set.
+    pub fn has_secret(&self) -> bool {
+        self.secret.is_some()
+    }
+
+    /// A file of a group the caller is a member of, with the sessions sharing all of it.
+    pub fn file_for_member(
+        &self,
+        user: &UserId,
+        group: &GroupId,
+        name: &FileName,
+    ) -> Result<(&FileMeta, impl Iterator<Item = &SessionToken>), TrackerError> {
+        self.member_group(group, user)?;
+        let record =
+            self.files.get(group).and_then(|files| files.get(name)).ok_or_else(|| {
+                TrackerError::NoSuchFile { group: group.clone(), name: name.clone() }
+            })?;
+        Ok((&record.meta, record.sharers.iter()))
+    }
+
+    /// Checks that `user` is a member of `group` and the group has a file with `digest`.
+    pub fn check_member_file(
+        &self,
+        user: &UserId,
+        group: &GroupId,
+        digest: &Sha1Digest,
+    ) -> Result<(), TrackerError> {
+        self.member_group(group, user)?;
+        let known = self
+            .files
+            .get(group)
+            .is_some_and(|files| files.values().any(|f| &f.meta.digest == digest));
+        if !known {
+            return Err(TrackerError::BadFileMeta(format!(
+                "group {group} has no file with digest {digest}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Where a session's peer serves pieces, and its user.
+    pub fn session_peer(&self, session: &SessionToken) -> Option<(&UserId, SocketAddr)> {
+        self.sessions.get(session).map(|s| (&s.user, s.peer_addr))
+    }
+
+    /// A ticket for `user` to fetch the file `digest` of `group` until `expires`.
+    pub fn mint_ticket(
+        &self,
+        user: UserId,
+        group: GroupId,
+        digest: Sha1Digest,
+        expires: u64,
+    ) -> Option<Ticket> {
+        let mut ticket = Ticket { user, group, digest, expires, mac: [0; 20] };
+        ticket.mac = self.ticket_mac(&ticket)?;
+        Some(ticket)
+    }
+
+    /// Checks a ticket's MAC, its expiry against `now` (Unix seconds), and that its user is
+    /// still a member of its group.
+    pub fn verify_ticket(&self, ticket: &Ticket, now: u64) -> Result<(), TrackerError> {
+        let bad = |why: &str| TrackerError::BadTicket(why.to_string());
+        let expected =
+            self.ticket_mac(ticket).ok_or_else(|| bad("tracker has no ticket secret"))?;
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(&expected[..], &ticket.mac[..])) {
+            return Err(bad("forged or altered"));
+        }
+        if ticket.expires < now {
+            return Err(bad("expired"));
+        }
+        self.member_group(&ticket.group, &ticket.user)
+            .map_err(|_| bad("holder is no longer a member"))?;
+        Ok(())
+    }
+
+    fn ticket_mac(&self, ticket: &Ticket) -> Option<[u8; 20]> {
+        let secret = self.secret.as_ref()?;
+        // The key is any length for HMAC, so this cannot fail.
+        let mut mac = Hmac::<Sha1>::new_from_slice(secret).ok()?;
+        let fields = (&ticket.user, &ticket.group, &ticket.digest, ticket.expires);
+        mac.update(&postcard::to_stdvec(&fields).ok()?);
+        Some(mac.finalize().into_bytes().into())
     }
 
     fn group(&self, group: &GroupId) -> Result<&Group, TrackerError> {
@@ -157,6 +293,7 @@ impl TrackerState {
     /// anything.
     pub fn check(&self, op: &Op) -> Result<Reply, TrackerError> {
         match op {
+            Op::InitSecret { .. } => Ok(Reply::Done),
             Op::CreateUser { user, .. } => {
                 if self.users.contains_key(user) {
                     return Err(TrackerError::UserExists(user.clone()));
@@ -237,6 +374,9 @@ impl TrackerState {
     pub fn apply(&mut self, op: &Op) -> Result<Reply, TrackerError> {
         let reply = self.check(op)?;
         match op {
+            Op::InitSecret { secret } => {
+                self.secret.get_or_insert(*secret);
+            }
             Op::CreateUser { user, credential } => {
                 self.users.insert(user.clone(), credential.clone());
             }

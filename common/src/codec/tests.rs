@@ -1,9 +1,12 @@
 use proptest::prelude::*;
 
 use super::*;
+use crate::bitfield::Bitfield;
 use crate::hash::Sha1Digest;
 use crate::id::{FileName, GroupId, Password, UserId};
 use crate::message::*;
+use crate::peer_message::*;
+use crate::piece::PieceIndex;
 
 fn user() -> impl Strategy<Value = UserId> {
     "[a-zA-Z0-9_.-]{1,64}".prop_map(|s| UserId::new(s).unwrap())
@@ -23,6 +26,21 @@ fn digest() -> impl Strategy<Value = Sha1Digest> {
 fn file_meta() -> impl Strategy<Value = FileMeta> {
     (file_name(), any::<u64>(), digest(), prop::collection::vec(digest(), 0..8))
         .prop_map(|(name, size, digest, pieces)| FileMeta { name, size, digest, pieces })
+}
+
+fn bitfield() -> impl Strategy<Value = Bitfield> {
+    (0u32..40, prop::collection::vec(any::<u32>(), 0..10)).prop_map(|(n, set)| {
+        let mut field = Bitfield::empty(n);
+        for i in set {
+            field.set(PieceIndex(i % n.max(1)));
+        }
+        field
+    })
+}
+fn ticket() -> impl Strategy<Value = Ticket> {
+    (user(), group(), digest(), any::<u64>(), any::<[u8; 20]>()).prop_map(
+        |(user, group, digest, expires, mac)| Ticket { user, group, digest, expires, mac },
+    )
 }
 
 fn socket_addr() -> impl Strategy<Value = std::net::SocketAddr> {
@@ -50,6 +68,14 @@ fn request() -> impl Strategy<Value = Request> {
         group().prop_map(|group| Request::ListFiles { group }),
         (group(), file_meta()).prop_map(|(group, file)| Request::UploadFile { group, file }),
         (group(), file_name()).prop_map(|(group, name)| Request::StopShare { group, name }),
+        (group(), file_name()).prop_map(|(group, name)| Request::GetFile { group, name }),
+        (group(), digest(), bitfield()).prop_map(|(group, digest, have)| Request::AnnouncePieces {
+            group,
+            digest,
+            have
+        }),
+        ticket().prop_map(|ticket| Request::CheckTicket { ticket }),
+        Just(Request::Heartbeat),
     ]
 }
 
@@ -82,6 +108,7 @@ fn tracker_error() -> impl Strategy<Value = TrackerError> {
         (group(), file_name()).prop_map(|(group, name)| TrackerError::NoSuchFile { group, name }),
         (group(), file_name()).prop_map(|(group, name)| TrackerError::NotSharing { group, name }),
         ".{0,40}".prop_map(TrackerError::BadFileMeta),
+        ".{0,40}".prop_map(TrackerError::BadTicket),
         ".{0,40}".prop_map(TrackerError::Unavailable),
     ]
 }
@@ -96,6 +123,41 @@ fn reply() -> impl Strategy<Value = Reply> {
         prop::collection::vec(user(), 0..5).prop_map(Reply::Users),
         prop::collection::vec(summary, 0..5).prop_map(Reply::Files),
         any::<bool>().prop_map(|new_file| Reply::Uploaded { new_file }),
+        (file_meta(), prop::collection::vec(peer_info(), 0..4), ticket()).prop_map(
+            |(meta, peers, ticket)| Reply::FileInfo { meta, peers, ticket: Box::new(ticket) }
+        ),
+        Just(Reply::TicketOk),
+    ]
+}
+
+fn peer_info() -> impl Strategy<Value = PeerInfo> {
+    (socket_addr(), proptest::option::of(bitfield()))
+        .prop_map(|(addr, have)| PeerInfo { addr, have })
+}
+
+fn peer_request() -> impl Strategy<Value = PeerRequest> {
+    prop_oneof![
+        (any::<u16>(), digest(), ticket())
+            .prop_map(|(version, digest, ticket)| PeerRequest::Hello { version, digest, ticket }),
+        Just(PeerRequest::GetBitfield),
+        any::<u32>().prop_map(|i| PeerRequest::GetPiece { piece: PieceIndex(i) }),
+    ]
+}
+
+fn peer_reply() -> impl Strategy<Value = PeerReply> {
+    let refusal = prop_oneof![
+        any::<u16>().prop_map(Refusal::Version),
+        Just(Refusal::UnknownFile),
+        ".{0,20}".prop_map(Refusal::BadTicket),
+        Just(Refusal::Busy),
+    ];
+    prop_oneof![
+        bitfield().prop_map(|have| PeerReply::Welcome { have }),
+        refusal.prop_map(|reason| PeerReply::Refused { reason }),
+        bitfield().prop_map(|have| PeerReply::Bitfield { have }),
+        (any::<u32>(), any::<u32>())
+            .prop_map(|(i, len)| PeerReply::Piece { piece: PieceIndex(i), len }),
+        any::<u32>().prop_map(|i| PeerReply::NoPiece { piece: PieceIndex(i) }),
     ]
 }
 
@@ -134,9 +196,21 @@ proptest! {
     }
 
     #[test]
+    fn peer_requests_round_trip(msg in peer_request()) {
+        round_trip(&msg);
+    }
+
+    #[test]
+    fn peer_replies_round_trip(msg in peer_reply()) {
+        round_trip(&msg);
+    }
+
+    #[test]
     fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
         let _ = decode::<ClientMessage>(&bytes);
         let _ = decode::<TrackerMessage>(&bytes);
+        let _ = decode::<PeerRequest>(&bytes);
+        let _ = decode::<PeerReply>(&bytes);
     }
 
     #[test]

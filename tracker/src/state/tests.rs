@@ -48,7 +48,7 @@ fn check_read(
     request: Request,
     expected: Result<Reply, TrackerError>,
 ) {
-    assert_eq!(st.read(Some(token(session)), &request), Some(expected));
+    assert_eq!(st.read(Some(token(session)), &request, &|_| true), Some(expected));
 }
 
 #[test]
@@ -138,7 +138,7 @@ fn only_members_list_files_and_upload() {
         Err(TrackerError::NotMember(group("g"))),
     );
     let Some(Ok(Reply::Files(files))) =
-        st.read(Some(token(2)), &Request::ListFiles { group: group("g") })
+        st.read(Some(token(2)), &Request::ListFiles { group: group("g") }, &|_| true)
     else {
         panic!("list_files failed")
     };
@@ -215,10 +215,56 @@ fn owner_leaving_passes_the_group_to_the_longest_standing_member() {
 #[test]
 fn requests_without_a_session_are_refused() {
     let st = fixture();
-    assert_eq!(st.read(None, &Request::ListGroups), Some(Err(TrackerError::NotLoggedIn)));
     assert_eq!(
-        st.read(Some(token(99)), &Request::ListMyGroups),
+        st.read(None, &Request::ListGroups, &|_| true),
         Some(Err(TrackerError::NotLoggedIn))
     );
-    assert_eq!(st.read(Some(token(1)), &Request::Logout), None);
+    assert_eq!(
+        st.read(Some(token(99)), &Request::ListMyGroups, &|_| true),
+        Some(Err(TrackerError::NotLoggedIn))
+    );
+    assert_eq!(st.read(Some(token(1)), &Request::Logout, &|_| true), None);
+}
+
+#[test]
+fn tickets_are_authenticated_expire_and_follow_membership() {
+    let mut st = fixture();
+    let digest = Sha1Digest([7; 20]);
+    assert!(st.mint_ticket(user("alice"), group("g"), digest, 100).is_none(), "no secret yet");
+    st.apply(&Op::InitSecret { secret: [1; 32] }).unwrap();
+    // A second secret does not replace the first (tickets already issued stay valid).
+    st.apply(&Op::InitSecret { secret: [2; 32] }).unwrap();
+    join(&mut st, "bob");
+    let ticket = st.mint_ticket(user("bob"), group("g"), digest, 100).unwrap();
+    assert_eq!(st.verify_ticket(&ticket, 50), Ok(()));
+    assert_eq!(st.verify_ticket(&ticket, 101), Err(TrackerError::BadTicket("expired".into())));
+    let mut forged = ticket.clone();
+    forged.user = user("carol");
+    assert_eq!(
+        st.verify_ticket(&forged, 50),
+        Err(TrackerError::BadTicket("forged or altered".into()))
+    );
+    let mut later = ticket.clone();
+    later.expires = 1_000;
+    assert_eq!(
+        st.verify_ticket(&later, 50),
+        Err(TrackerError::BadTicket("forged or altered".into()))
+    );
+    st.apply(&Op::LeaveGroup { group: group("g"), user: user("bob") }).unwrap();
+    assert_eq!(
+        st.verify_ticket(&ticket, 50),
+        Err(TrackerError::BadTicket("holder is no longer a member".into()))
+    );
+}
+
+#[test]
+fn list_files_hides_files_whose_sharers_are_all_gone() {
+    let mut st = fixture();
+    join(&mut st, "bob");
+    st.apply(&Op::ShareFile { session: token(1), group: group("g"), meta: meta("f", 1) }).unwrap();
+    let request = Request::ListFiles { group: group("g") };
+    assert_eq!(
+        st.read(Some(token(2)), &request, &|s| *s != token(1)),
+        Some(Ok(Reply::Files(vec![])))
+    );
 }

@@ -1,0 +1,635 @@
+//! Downloads: the registry behind `show_downloads`/`wait_downloads`, and the coordinator
+//! thread (`dl-N`) of each download.
+//!
+//! The coordinator owns the `Scheduler`. It starts one worker thread per peer, feeds each a
+//! bounded `crossbeam-channel` of jobs, and reacts to the workers' events (ready, verified,
+//! bad hash, no piece, gone) and to a one-second tick, on which it announces its verified
+//! pieces to the tracker (partial seeding) and, every few ticks, asks the tracker for peers
+//! again. A verified piece is shared at once. When every piece is verified it re-checks the
+//! whole file on disk, renames it into place and becomes a complete sharer.
+
+pub mod scheduler;
+pub mod worker;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{select, tick, Receiver, Sender};
+use parking_lot::{Condvar, Mutex};
+
+use common::hash::{file_digest, hash_file};
+use common::message::{FileMeta, PeerInfo, Reply, Request, Ticket};
+use common::{Bitfield, FileName, GroupId, Layout};
+
+use crate::shares::{SharedFile, Shares};
+use crate::tracker_session::{CallError, TrackerSession};
+use scheduler::{PeerId, Scheduler};
+use worker::{Event, Job, Target};
+
+/// Pieces asked of one peer at a time.
+pub const MAX_IN_FLIGHT: usize = 4;
+/// A peer that sends this many pieces with a bad hash is dropped.
+const MAX_BAD_PIECES: u32 = 3;
+/// Ask the tracker for peers every this many ticks.
+const REFRESH_TICKS: u32 = 2;
+/// Wait this long before connecting again to a peer whose connection failed.
+const RECONNECT_AFTER: Duration = Duration::from_secs(3);
+
+/// The state of a download.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DownloadState {
+    Running,
+    Complete,
+    Failed(String),
+}
+
+/// What `show_downloads` shows of one download.
+#[derive(Debug, Clone)]
+pub struct DownloadRecord {
+    pub group: GroupId,
+    pub name: FileName,
+    pub dest: PathBuf,
+    pub state: DownloadState,
+    pub size: u64,
+    pub n_pieces: u32,
+    pub n_have: u32,
+    pub n_peers: usize,
+    pub started: Instant,
+    pub finished: Option<Instant>,
+    /// Bytes fetched in this session (not counting pieces resumed from disk).
+    pub bytes_fetched: u64,
+    /// Pieces received from each peer.
+    pub from_peer: BTreeMap<SocketAddr, u32>,
+}
+
+impl DownloadRecord {
+    /// The `show_downloads` line.
+    pub fn line(&self) -> String {
+        let elapsed =
+            self.finished.unwrap_or_else(Instant::now).duration_since(self.started).as_secs_f64();
+        let mb_per_sec =
+            if elapsed > 0.0 { self.bytes_fetched as f64 / elapsed / 1e6 } else { 0.0 };
+        match &self.state {
+            DownloadState::Running => {
+                let percent = if self.n_pieces == 0 { 100.0 } else { 100.0 * self.n_have as f64 / self.n_pieces as f64 };
+                format!(
+                    "[D] [{}] {} {percent:.0}% ({}/{} pieces) {mb_per_sec:.1} MB/s from {} peers",
+                    self.group, self.name, self.n_have, self.n_pieces, self.n_peers
+                )
+            }
+            DownloadState::Complete => format!(
+                "[C] [{}] {} -> {} ({} bytes in {elapsed:.2} s, {mb_per_sec:.1} MB/s; pieces from {})",
+                self.group,
+                self.name,
+                self.dest.display(),
+                self.size,
+                peer_counts(&self.from_peer)
+            ),
+            DownloadState::Failed(reason) => format!("[F] [{}] {}: {reason}", self.group, self.name),
+        }
+    }
+}
+
+fn peer_counts(from_peer: &BTreeMap<SocketAddr, u32>) -> String {
+    if from_peer.is_empty() {
+        return "none".to_string();
+    }
+    from_peer.iter().map(|(addr, n)| format!("{addr}={n}")).collect::<Vec<_>>().join(" ")
+}
+
+/// Every download of this session.
+#[derive(Default)]
+pub struct Downloads {
+    records: Mutex<Vec<DownloadRecord>>,
+    changed: Condvar,
+}
+
+impl Downloads {
+    fn add(&self, record: DownloadRecord) -> usize {
+        let mut records = self.records.lock();
+        records.push(record);
+        records.len() - 1
+    }
+
+    fn update(&self, idx: usize, f: impl FnOnce(&mut DownloadRecord)) {
+        if let Some(record) = self.records.lock().get_mut(idx) {
+            f(record);
+        }
+        self.changed.notify_all();
+    }
+
+    /// A copy of every record.
+    pub fn snapshot(&self) -> Vec<DownloadRecord> {
+        self.records.lock().clone()
+    }
+
+    /// Blocks until no download is running, then returns the records.
+    pub fn wait_idle(&self) -> Vec<DownloadRecord> {
+        let mut records = self.records.lock();
+        while records.iter().any(|r| r.state == DownloadState::Running) {
+            self.changed.wait(&mut records);
+        }
+        records.clone()
+    }
+}
+
+/// Why a download could not start. `Display` is the text after `error: `.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Call(#[from] CallError),
+    #[error("tracker sent inconsistent metadata for {0}")]
+    BadMeta(FileName),
+    #[error("{0} already exists")]
+    Exists(String),
+    #[error("directory {0} does not exist")]
+    NoDirectory(String),
+    #[error("cannot write {path}: {reason}")]
+    Unwritable { path: String, reason: String },
+    #[error("already downloading {name} to {path}")]
+    AlreadyRunning { name: FileName, path: String },
+    #[error("unexpected reply from tracker: {0}")]
+    UnexpectedReply(String),
+}
+
+/// What a download needs from the rest of the client.
+#[derive(Clone)]
+pub struct Context {
+    pub tracker: Arc<TrackerSession>,
+    pub shares: Arc<Shares>,
+    pub downloads: Arc<Downloads>,
+    /// How long a download waits for a peer that has its missing pieces before it fails.
+    pub stall_timeout: Duration,
+}
+
+/// Starts downloading `name` of `group` to `destination` (a directory or a file path) in
+/// the background. Returns the final path.
+pub fn start(
+    ctx: &Context,
+    group: GroupId,
+    name: FileName,
+    destination: &Path,
+) -> Result<PathBuf, StartError> {
+    let (meta, peers, ticket) =
+        match ctx.tracker.call(Request::GetFile { group: group.clone(), name: name.clone() })? {
+            Reply::FileInfo { meta, peers, ticket } => (meta, peers, *ticket),
+            other => return Err(StartError::UnexpectedReply(format!("{other:?}"))),
+        };
+    let layout = Layout::new(meta.size).map_err(|_| StartError::BadMeta(name.clone()))?;
+    if meta.pieces.len() != layout.n_pieces() as usize
+        || file_digest(meta.size, &meta.pieces) != meta.digest
+        || meta.name != name
+    {
+        return Err(StartError::BadMeta(name));
+    }
+    let dest = resolve_destination(destination, &name)?;
+    let shown = dest.display().to_string();
+    let running = ctx
+        .downloads
+        .snapshot()
+        .into_iter()
+        .any(|r| r.dest == dest && r.state == DownloadState::Running);
+    if running {
+        return Err(StartError::AlreadyRunning { name, path: shown });
+    }
+    let temp = part_path(&dest);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&temp)
+        .and_then(|f| f.set_len(meta.size).map(|()| f))
+        .map_err(|e| StartError::Unwritable {
+            path: temp.display().to_string(),
+            reason: e.to_string(),
+        })?;
+    let have = Bitfield::empty(layout.n_pieces());
+    let share =
+        Arc::new(SharedFile::new(group.clone(), meta.clone(), layout, temp.clone(), have.clone()));
+    ctx.shares.insert(Arc::clone(&share));
+    let idx = ctx.downloads.add(DownloadRecord {
+        group: group.clone(),
+        name: name.clone(),
+        dest: dest.clone(),
+        state: DownloadState::Running,
+        size: meta.size,
+        n_pieces: layout.n_pieces(),
+        n_have: 0,
+        n_peers: 0,
+        started: Instant::now(),
+        finished: None,
+        bytes_fetched: 0,
+        from_peer: BTreeMap::new(),
+    });
+    let coordinator = Coordinator::new(
+        ctx.clone(),
+        idx,
+        group,
+        meta,
+        layout,
+        ticket,
+        Arc::new(file),
+        share,
+        temp,
+        dest.clone(),
+        &have,
+    );
+    let spawned =
+        thread::Builder::new().name(format!("dl-{idx}")).spawn(move || coordinator.run(peers));
+    if let Err(e) = spawned {
+        ctx.downloads
+            .update(idx, |r| r.state = DownloadState::Failed(format!("cannot start thread: {e}")));
+    }
+    Ok(dest)
+}
+
+/// The final path for a download: inside `destination` if it is a directory, else
+/// `destination` itself, which must not exist yet and whose directory must.
+fn resolve_destination(destination: &Path, name: &FileName) -> Result<PathBuf, StartError> {
+    let dest = if destination.is_dir() {
+        destination.join(name.as_str())
+    } else {
+        destination.to_path_buf()
+    };
+    if dest.exists() {
+        return Err(StartError::Exists(dest.display().to_string()));
+    }
+    let parent = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !parent.is_dir() {
+        return Err(StartError::NoDirectory(parent.display().to_string()));
+    }
+    Ok(dest)
+}
+
+/// The temporary file a download writes into, beside its destination.
+pub fn part_path(dest: &Path) -> PathBuf {
+    let mut name = dest.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".part");
+    dest.with_file_name(name)
+}
+
+struct WorkerHandle {
+    addr: SocketAddr,
+    jobs: Sender<Job>,
+    socket: Arc<Mutex<Option<TcpStream>>>,
+    thread: thread::JoinHandle<()>,
+}
+
+struct Coordinator {
+    ctx: Context,
+    idx: usize,
+    group: GroupId,
+    meta: FileMeta,
+    target: Arc<Target>,
+    share: Arc<SharedFile>,
+    temp: PathBuf,
+    dest: PathBuf,
+    scheduler: Scheduler,
+    workers: HashMap<PeerId, WorkerHandle>,
+    next_peer: u32,
+    /// Peers whose connection ended, and when.
+    failed: HashMap<SocketAddr, Instant>,
+    /// Peers dropped for sending bad data; never used again by this download.
+    banned: HashSet<SocketAddr>,
+    bad_pieces: HashMap<SocketAddr, u32>,
+    events_tx: Sender<Event>,
+    events: Receiver<Event>,
+    stalled_since: Option<Instant>,
+    announced: u32,
+}
+
+impl Coordinator {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        ctx: Context,
+        idx: usize,
+        group: GroupId,
+        meta: FileMeta,
+        layout: Layout,
+        ticket: Ticket,
+        file: Arc<File>,
+        share: Arc<SharedFile>,
+        temp: PathBuf,
+        dest: PathBuf,
+        have: &Bitfield,
+    ) -> Coordinator {
+        let target = Arc::new(Target {
+            digest: meta.digest,
+            ticket,
+            layout,
+            hashes: Arc::new(meta.pieces.clone()),
+            file,
+        });
+        let (events_tx, events) = crossbeam_channel::unbounded();
+        Coordinator {
+            ctx,
+            idx,
+            group,
+            meta,
+            target,
+            share,
+            temp,
+            dest,
+            scheduler: Scheduler::new(have, MAX_IN_FLIGHT),
+            workers: HashMap::new(),
+            next_peer: 0,
+            failed: HashMap::new(),
+            banned: HashSet::new(),
+            bad_pieces: HashMap::new(),
+            events_tx,
+            events,
+            stalled_since: None,
+            announced: have.count(),
+        }
+    }
+
+    fn run(mut self, peers: Vec<PeerInfo>) {
+        let result = self.fetch(peers).and_then(|()| self.finish());
+        self.stop_workers();
+        match result {
+            Ok(()) => {
+                log::info!("download of {} complete: {}", self.meta.name, self.dest.display());
+                self.ctx.downloads.update(self.idx, |r| {
+                    r.state = DownloadState::Complete;
+                    r.finished = Some(Instant::now());
+                });
+            }
+            Err(reason) => {
+                log::warn!("download of {} failed: {reason}", self.meta.name);
+                self.ctx.shares.remove(&self.group, &self.meta.digest);
+                let _ = std::fs::remove_file(&self.temp);
+                self.ctx.downloads.update(self.idx, |r| {
+                    r.state = DownloadState::Failed(reason);
+                    r.finished = Some(Instant::now());
+                });
+            }
+        }
+    }
+
+    /// Fetches every piece. Errors are the reason the download failed.
+    fn fetch(&mut self, peers: Vec<PeerInfo>) -> Result<(), String> {
+        self.add_peers(peers);
+        let ticker = tick(Duration::from_secs(1));
+        let mut ticks = 0u32;
+        loop {
+            self.dispatch();
+            if self.scheduler.is_complete() {
+                return Ok(());
+            }
+            self.check_stall()?;
+            select! {
+                recv(self.events) -> event => {
+                    // The coordinator holds a sender, so the channel never disconnects.
+                    if let Ok(event) = event {
+                        self.handle(event)?;
+                    }
+                }
+                recv(ticker) -> _ => {
+                    ticks += 1;
+                    self.announce();
+                    if ticks.is_multiple_of(REFRESH_TICKS) {
+                        self.refresh();
+                    }
+                }
+            }
+        }
+    }
+
+    fn dispatch(&mut self) {
+        for (peer, piece) in self.scheduler.assign() {
+            let sent = self
+                .workers
+                .get(&peer)
+                .map(|w| w.jobs.try_send(Job { piece }).is_ok())
+                .unwrap_or(false);
+            if !sent {
+                self.scheduler.fail(piece, peer);
+            }
+        }
+        let in_flight: usize = self.scheduler.peers().map(|p| self.scheduler.load(p)).sum();
+        if in_flight > 0 {
+            self.stalled_since = None;
+        } else if self.stalled_since.is_none() {
+            self.stalled_since = Some(Instant::now());
+        }
+    }
+
+    fn check_stall(&self) -> Result<(), String> {
+        let Some(since) = self.stalled_since else { return Ok(()) };
+        if since.elapsed() < self.ctx.stall_timeout {
+            return Ok(());
+        }
+        let total = self.target.layout.n_pieces();
+        let missing = total - self.scheduler.n_have();
+        Err(format!(
+            "no peer could provide the missing pieces for {} s ({missing} of {total} pieces missing)",
+            self.ctx.stall_timeout.as_secs()
+        ))
+    }
+
+    fn handle(&mut self, event: Event) -> Result<(), String> {
+        match event {
+            Event::Ready { peer, have } => self.scheduler.set_peer_have(peer, have),
+            Event::Verified { peer, piece, bytes_per_sec } => {
+                self.scheduler.record_throughput(peer, bytes_per_sec);
+                if self.scheduler.complete(piece) {
+                    self.share.mark(piece);
+                    let addr = self.workers.get(&peer).map(|w| w.addr);
+                    let len = self.target.layout.piece_len(piece) as u64;
+                    let n_have = self.scheduler.n_have();
+                    self.ctx.downloads.update(self.idx, |r| {
+                        r.n_have = n_have;
+                        r.bytes_fetched += len;
+                        if let Some(addr) = addr {
+                            *r.from_peer.entry(addr).or_default() += 1;
+                        }
+                    });
+                }
+            }
+            Event::BadHash { peer, piece } => {
+                self.scheduler.fail(piece, peer);
+                if let Some(addr) = self.workers.get(&peer).map(|w| w.addr) {
+                    let strikes = self.bad_pieces.entry(addr).or_default();
+                    *strikes += 1;
+                    log::warn!("peer={addr} piece={}: hash mismatch ({strikes} so far)", piece.0);
+                    if *strikes >= MAX_BAD_PIECES {
+                        log::warn!("peer={addr}: dropped after {MAX_BAD_PIECES} bad pieces");
+                        self.banned.insert(addr);
+                        self.drop_worker(peer);
+                    }
+                }
+            }
+            Event::NoPiece { peer, piece } => {
+                self.scheduler.fail(piece, peer);
+                // Its copy may have gone bad; forget what it claimed and let it reconnect.
+                self.drop_worker(peer);
+            }
+            Event::WriteFailed { piece, reason } => {
+                return Err(format!(
+                    "cannot write piece {} to {}: {reason}",
+                    piece.0,
+                    self.temp.display()
+                ));
+            }
+            Event::Gone { peer, reason } => {
+                if let Some(w) = self.workers.get(&peer) {
+                    log::info!("peer={}: connection ended: {reason}", w.addr);
+                    self.failed.insert(w.addr, Instant::now());
+                }
+                self.remove_worker(peer);
+            }
+        }
+        Ok(())
+    }
+
+    /// Connects to peers not yet connected (and not banned or recently failed).
+    fn add_peers(&mut self, peers: Vec<PeerInfo>) {
+        let connected: HashSet<SocketAddr> = self.workers.values().map(|w| w.addr).collect();
+        for info in peers {
+            if connected.contains(&info.addr) || self.banned.contains(&info.addr) {
+                if let (Some(have), Some(peer)) = (info.have, self.peer_at(info.addr)) {
+                    self.scheduler.set_peer_have(peer, have);
+                }
+                continue;
+            }
+            if self.failed.get(&info.addr).is_some_and(|at| at.elapsed() < RECONNECT_AFTER) {
+                continue;
+            }
+            self.spawn_worker(info.addr);
+        }
+        let n = self.workers.len();
+        self.ctx.downloads.update(self.idx, |r| r.n_peers = n);
+    }
+
+    fn peer_at(&self, addr: SocketAddr) -> Option<PeerId> {
+        self.workers.iter().find(|(_, w)| w.addr == addr).map(|(id, _)| *id)
+    }
+
+    fn spawn_worker(&mut self, addr: SocketAddr) {
+        let peer = PeerId(self.next_peer);
+        self.next_peer += 1;
+        let (jobs_tx, jobs_rx) = crossbeam_channel::bounded(MAX_IN_FLIGHT);
+        let socket: Arc<Mutex<Option<TcpStream>>> = Arc::new(Mutex::new(None));
+        let socket_slot = Arc::clone(&socket);
+        let target = Arc::clone(&self.target);
+        let events = self.events_tx.clone();
+        let spawned =
+            thread::Builder::new().name(format!("dl-worker-{}", peer.0)).spawn(move || {
+                worker::run(peer, addr, target, jobs_rx, events, |s| *socket_slot.lock() = Some(s));
+            });
+        match spawned {
+            Ok(thread) => {
+                self.workers.insert(peer, WorkerHandle { addr, jobs: jobs_tx, socket, thread });
+            }
+            Err(e) => log::error!("cannot start a worker thread: {e}"),
+        }
+    }
+
+    /// Cuts a worker's connection; its `Gone` event then removes it.
+    fn drop_worker(&mut self, peer: PeerId) {
+        self.scheduler.release_peer(peer);
+        if let Some(w) = self.workers.get(&peer) {
+            if let Some(s) = w.socket.lock().as_ref() {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+
+    fn remove_worker(&mut self, peer: PeerId) {
+        self.scheduler.release_peer(peer);
+        if let Some(w) = self.workers.remove(&peer) {
+            drop(w.jobs);
+            let _ = w.thread.join();
+        }
+        let n = self.workers.len();
+        self.ctx.downloads.update(self.idx, |r| r.n_peers = n);
+    }
+
+    fn stop_workers(&mut self) {
+        for (_, w) in self.workers.drain() {
+            drop(w.jobs);
+            if let Some(s) = w.socket.lock().as_ref() {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+            let _ = w.thread.join();
+        }
+    }
+
+    /// Tells the tracker which pieces this peer has now, if that changed.
+    fn announce(&mut self) {
+        let n_have = self.scheduler.n_have();
+        if n_have == self.announced {
+            return;
+        }
+        let request = Request::AnnouncePieces {
+            group: self.group.clone(),
+            digest: self.meta.digest,
+            have: self.share.have(),
+        };
+        match self.ctx.tracker.call(request) {
+            Ok(_) => self.announced = n_have,
+            Err(e) => log::warn!("cannot announce pieces of {}: {e}", self.meta.name),
+        }
+    }
+
+    /// Asks the tracker for the file's peers again.
+    fn refresh(&mut self) {
+        let request = Request::GetFile { group: self.group.clone(), name: self.meta.name.clone() };
+        match self.ctx.tracker.call(request) {
+            Ok(Reply::FileInfo { meta, peers, .. }) if meta.digest == self.meta.digest => {
+                self.add_peers(peers)
+            }
+            Ok(_) => {
+                log::warn!("{} changed at the tracker; keeping the peers we have", self.meta.name)
+            }
+            Err(e) => log::warn!("cannot refresh peers of {}: {e}", self.meta.name),
+        }
+    }
+
+    /// Checks the whole file on disk, renames it into place and shares it as complete.
+    fn finish(&mut self) -> Result<(), String> {
+        self.stop_workers();
+        let file = &self.target.file;
+        file.sync_all().map_err(|e| format!("cannot flush {}: {e}", self.temp.display()))?;
+        let hashes = hash_file(file, self.meta.size)
+            .map_err(|e| format!("cannot re-read {}: {e}", self.temp.display()))?;
+        if hashes.digest != self.meta.digest {
+            return Err("whole-file check failed after download".to_string());
+        }
+        if self.dest.exists() {
+            return Err(format!(
+                "{} appeared during the download; the file is in {}",
+                self.dest.display(),
+                self.temp.display()
+            ));
+        }
+        std::fs::rename(&self.temp, &self.dest)
+            .map_err(|e| format!("cannot rename into place: {e}"))?;
+        sync_parent(&self.dest);
+        self.share.set_path(self.dest.clone());
+        let request = Request::UploadFile { group: self.group.clone(), file: self.meta.clone() };
+        if let Err(e) = self.ctx.tracker.call(request) {
+            log::warn!("cannot announce the finished {} as shared: {e}", self.meta.name);
+        }
+        Ok(())
+    }
+}
+
+/// Makes a rename durable by syncing its directory (best effort).
+fn sync_parent(path: &Path) {
+    if let Some(parent) = path.parent() {
+        let dir = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
+        if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
+            log::debug!("cannot sync {}: {e}", dir.display());
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! One connection to one peer for one download (`dl-worker-N` thread).
+//!
+//! It takes `Job`s from its bounded channel, keeps up to `PIPELINE` requests on the wire,
+//! reads each piece into one of its own buffers and hands it to the rayon pool, which checks
+//! the SHA1, writes the piece at its offset and reports to the coordinator. Memory per peer
+//! is `BUFFERS` pieces, whatever the file's size.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+
+use common::connection::Connection;
+use common::frame::FrameError;
+use common::message::Ticket;
+use common::peer_message::{PeerReply, PeerRequest, PEER_PROTOCOL_VERSION};
+use common::{Bitfield, Layout, PieceIndex, Sha1Digest, PIECE_SIZE};
+
+use super::scheduler::PeerId;
+
+/// Requests kept on the wire per peer.
+pub const PIPELINE: usize = 2;
+/// Piece buffers per peer: the pipeline plus one being hashed and written.
+const BUFFERS: usize = PIPELINE + 1;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const READ_TIMEOUT: Duration = Duration::from_secs(20);
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A piece to fetch.
+#[derive(Debug, Clone, Copy)]
+pub struct Job {
+    pub piece: PieceIndex,
+}
+
+/// What a worker tells its coordinator.
+#[derive(Debug)]
+pub enum Event {
+    /// Connected; the peer has these pieces.
+    Ready { peer: PeerId, have: Bitfield },
+    /// A piece arrived, matched its hash and was written.
+    Verified { peer: PeerId, piece: PieceIndex, bytes_per_sec: f64 },
+    /// A piece arrived but did not match its hash.
+    BadHash { peer: PeerId, piece: PieceIndex },
+    /// The peer does not have (or no longer serves) the piece.
+    NoPiece { peer: PeerId, piece: PieceIndex },
+    /// Writing a verified piece failed.
+    WriteFailed { piece: PieceIndex, reason: String },
+    /// The connection ended.
+    Gone { peer: PeerId, reason: String },
+}
+
+/// What a worker needs to know of its download.
+pub struct Target {
+    pub digest: Sha1Digest,
+    pub ticket: Ticket,
+    pub layout: Layout,
+    pub hashes: Arc<Vec<Sha1Digest>>,
+    pub file: Arc<File>,
+}
+
+/// Connects to `addr` and serves jobs until the job channel closes or the peer fails.
+/// `on_connect` receives a clone of the socket so the coordinator can cut it short.
+pub fn run(
+    peer: PeerId,
+    addr: SocketAddr,
+    target: Arc<Target>,
+    jobs: Receiver<Job>,
+    events: Sender<Event>,
+    on_connect: impl FnOnce(TcpStream),
+) {
+    let reason = match work(peer, addr, &target, &jobs, &events, on_connect) {
+        Ok(()) => "done".to_string(),
+        Err(e) => e.to_string(),
+    };
+    let _ = events.send(Event::Gone { peer, reason });
+}
+
+fn work(
+    peer: PeerId,
+    addr: SocketAddr,
+    target: &Arc<Target>,
+    jobs: &Receiver<Job>,
+    events: &Sender<Event>,
+    on_connect: impl FnOnce(TcpStream),
+) -> Result<(), FrameError> {
+    let stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
+    on_connect(stream.try_clone()?);
+    let mut conn: Connection<PeerReply, PeerRequest> =
+        Connection::new(stream, READ_TIMEOUT, WRITE_TIMEOUT)?;
+    conn.send(&PeerRequest::Hello {
+        version: PEER_PROTOCOL_VERSION,
+        digest: target.digest,
+        ticket: target.ticket.clone(),
+    })?;
+    match conn.recv()? {
+        Some(PeerReply::Welcome { have }) => {
+            if events.send(Event::Ready { peer, have }).is_err() {
+                return Ok(());
+            }
+        }
+        Some(PeerReply::Refused { reason }) => return Err(protocol(format!("refused: {reason}"))),
+        Some(other) => return Err(protocol(format!("unexpected handshake reply {other:?}"))),
+        None => return Err(FrameError::Truncated),
+    }
+
+    let (free_tx, free_rx) = crossbeam_channel::bounded::<Vec<u8>>(BUFFERS);
+    for _ in 0..BUFFERS {
+        let _ = free_tx.send(vec![0u8; PIECE_SIZE]);
+    }
+    let mut outstanding: VecDeque<(PieceIndex, Instant)> = VecDeque::new();
+    let mut closed = false;
+    loop {
+        // Keep the pipeline full; block for a job only when nothing is on the wire.
+        while !closed && outstanding.len() < PIPELINE {
+            let job = if outstanding.is_empty() {
+                jobs.recv().map_err(|_| TryRecvError::Disconnected)
+            } else {
+                jobs.try_recv()
+            };
+            match job {
+                Ok(Job { piece }) => {
+                    conn.send(&PeerRequest::GetPiece { piece })?;
+                    outstanding.push_back((piece, Instant::now()));
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => closed = true,
+            }
+        }
+        let Some(&(expected, asked)) = outstanding.front() else {
+            return Ok(());
+        };
+        match conn.recv()? {
+            Some(PeerReply::Piece { piece, len }) => {
+                let want = target.layout.piece_len(piece);
+                if piece != expected || len as usize != want {
+                    return Err(protocol(format!(
+                        "sent piece {} ({len} bytes), expected piece {}",
+                        piece.0, expected.0
+                    )));
+                }
+                outstanding.pop_front();
+                let mut buf = free_rx.recv().map_err(|_| protocol("buffer pool closed".into()))?;
+                conn.recv_payload(&mut buf[..want])?;
+                let secs = asked.elapsed().as_secs_f64().max(1e-6);
+                let bytes_per_sec = want as f64 / secs;
+                let target = Arc::clone(target);
+                let events = events.clone();
+                let free_tx = free_tx.clone();
+                rayon::spawn(move || {
+                    let data = &buf[..want];
+                    let event = if target.hashes.get(piece.0 as usize)
+                        != Some(&Sha1Digest::of(data))
+                    {
+                        Event::BadHash { peer, piece }
+                    } else {
+                        match target.file.write_all_at(data, target.layout.piece_offset(piece)) {
+                            Ok(()) => Event::Verified { peer, piece, bytes_per_sec },
+                            Err(e) => Event::WriteFailed { piece, reason: e.to_string() },
+                        }
+                    };
+                    let _ = events.send(event);
+                    let _ = free_tx.send(buf);
+                });
+            }
+            Some(PeerReply::NoPiece { piece }) if piece == expected => {
+                outstanding.pop_front();
+                let _ = events.send(Event::NoPiece { peer, piece });
+            }
+            Some(PeerReply::Bitfield { have }) => {
+                let _ = events.send(Event::Ready { peer, have });
+            }
+            Some(other) => return Err(protocol(format!("unexpected reply {other:?}"))),
+            None => return Err(FrameError::Truncated),
+        }
+    }
+}
+
+fn protocol(detail: String) -> FrameError {
+    FrameError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, detail))
+}

@@ -1,0 +1,274 @@
+//! The peer's server: serves verified pieces of shared files to other members.
+//!
+//! One accept thread (`seeder`) and one thread per downloader connection (`seed-N`), capped.
+//! A downloader must present a tracker-issued ticket for the file's group; the seeder asks
+//! its tracker to check it and caches the answer until the ticket expires. Every piece is
+//! read from disk and its SHA1 checked before it is sent, so a file changed on disk after
+//! it was shared is noticed and no longer served.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::net::{Shutdown as SocketShutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+
+use common::connection::Connection;
+use common::frame::FrameError;
+use common::message::{Request, Ticket};
+use common::peer_message::{PeerReply, PeerRequest, Refusal, PEER_PROTOCOL_VERSION};
+use common::{Sha1Digest, PIECE_SIZE};
+
+use crate::shares::{SharedFile, Shares};
+use crate::tracker_session::{CallError, TrackerSession};
+
+/// Downloader connections beyond this many are refused.
+pub const MAX_PEER_CONNECTIONS: usize = 64;
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How many pieces this peer served, per file name (for statistics).
+pub type ServedCounts = Mutex<HashMap<String, u64>>;
+
+/// The running seeder.
+pub struct Seeder {
+    stop: Arc<AtomicBool>,
+    addr: SocketAddr,
+    thread: Option<JoinHandle<()>>,
+    pub served: Arc<ServedCounts>,
+}
+
+struct Context {
+    shares: Arc<Shares>,
+    tracker: Arc<TrackerSession>,
+    /// Ticket MACs the tracker confirmed, with their expiry (Unix seconds).
+    tickets: Mutex<HashMap<[u8; 20], u64>>,
+    served: Arc<ServedCounts>,
+}
+
+impl Seeder {
+    /// Starts serving on `listener`.
+    pub fn start(
+        listener: TcpListener,
+        shares: Arc<Shares>,
+        tracker: Arc<TrackerSession>,
+    ) -> std::io::Result<Seeder> {
+        let addr = listener.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let served = Arc::new(Mutex::new(HashMap::new()));
+        let ctx = Arc::new(Context {
+            shares,
+            tracker,
+            tickets: Mutex::new(HashMap::new()),
+            served: Arc::clone(&served),
+        });
+        let stop_flag = Arc::clone(&stop);
+        let thread = thread::Builder::new()
+            .name("seeder".into())
+            .spawn(move || accept_loop(listener, ctx, stop_flag))?;
+        Ok(Seeder { stop, addr, thread: Some(thread), served })
+    }
+
+    /// Stops accepting, closes every connection and joins every thread.
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn accept_loop(listener: TcpListener, ctx: Arc<Context>, stop: Arc<AtomicBool>) {
+    let live: Arc<Mutex<HashMap<u64, TcpStream>>> = Arc::new(Mutex::new(HashMap::new()));
+    let mut threads: Vec<JoinHandle<()>> = Vec::new();
+    let mut next_id = 0u64;
+    for stream in listener.incoming() {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let stream = match stream {
+            Ok(stream) => stream,
+            Err(e) => {
+                log::warn!("seeder: accept failed: {e}");
+                thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        threads.retain(|t| !t.is_finished());
+        if live.lock().len() >= MAX_PEER_CONNECTIONS {
+            log::warn!(
+                "seeder: refusing {:?}: {MAX_PEER_CONNECTIONS} connections open",
+                stream.peer_addr()
+            );
+            continue;
+        }
+        next_id += 1;
+        let id = next_id;
+        let Ok(handle) = stream.try_clone() else { continue };
+        live.lock().insert(id, handle);
+        let ctx = Arc::clone(&ctx);
+        let live_for_thread = Arc::clone(&live);
+        let spawned = thread::Builder::new().name(format!("seed-{id}")).spawn(move || {
+            serve(stream, &ctx);
+            live_for_thread.lock().remove(&id);
+        });
+        match spawned {
+            Ok(t) => threads.push(t),
+            Err(e) => {
+                log::error!("seeder: cannot spawn thread: {e}");
+                live.lock().remove(&id);
+            }
+        }
+    }
+    for stream in live.lock().values() {
+        let _ = stream.shutdown(SocketShutdown::Both);
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+}
+
+fn serve(stream: TcpStream, ctx: &Context) {
+    let mut conn: Connection<PeerRequest, PeerReply> =
+        match Connection::new(stream, HANDSHAKE_TIMEOUT, WRITE_TIMEOUT) {
+            Ok(conn) => conn,
+            Err(e) => {
+                log::warn!("seeder: cannot set up connection: {e}");
+                return;
+            }
+        };
+    let peer = conn.peer_addr();
+    match serve_conn(&mut conn, ctx) {
+        Ok(()) => log::debug!("seeder: peer={peer}: done"),
+        Err(e) if e.is_timeout() => log::debug!("seeder: peer={peer}: idle, closing"),
+        Err(e) => log::warn!("seeder: peer={peer}: closing connection: {e}"),
+    }
+}
+
+fn serve_conn(
+    conn: &mut Connection<PeerRequest, PeerReply>,
+    ctx: &Context,
+) -> Result<(), FrameError> {
+    let share = match conn.recv()? {
+        None => return Ok(()),
+        Some(PeerRequest::Hello { version, digest, ticket }) => {
+            match admit(ctx, version, &digest, &ticket) {
+                Ok(share) => share,
+                Err(reason) => {
+                    log::info!("seeder: peer={}: refused: {reason}", conn.peer_addr());
+                    conn.send(&PeerReply::Refused { reason })?;
+                    return Ok(());
+                }
+            }
+        }
+        Some(other) => {
+            log::warn!("seeder: peer={}: expected hello, got {other:?}", conn.peer_addr());
+            return Ok(());
+        }
+    };
+    conn.send(&PeerReply::Welcome { have: share.have() })?;
+    conn.set_read_timeout(IDLE_TIMEOUT)?;
+    let mut file: Option<File> = None;
+    let mut buf = vec![0u8; PIECE_SIZE];
+    while let Some(request) = conn.recv()? {
+        match request {
+            PeerRequest::GetBitfield => conn.send(&PeerReply::Bitfield { have: share.have() })?,
+            PeerRequest::GetPiece { piece } => {
+                let len = share.layout.piece_len(piece);
+                if len == 0 || !share.has(piece) {
+                    conn.send(&PeerReply::NoPiece { piece })?;
+                    continue;
+                }
+                let data = &mut buf[..len];
+                match read_verified(&share, &mut file, piece, data) {
+                    Ok(()) => {
+                        conn.send_with_payload(&PeerReply::Piece { piece, len: len as u32 }, data)?;
+                        *ctx.served.lock().entry(share.meta.name.to_string()).or_default() += 1;
+                    }
+                    Err(reason) => {
+                        log::warn!(
+                            "file {} ({}) changed or vanished on disk ({reason}); no longer sharing it",
+                            share.meta.name,
+                            share.path().display()
+                        );
+                        withdraw(ctx, &share);
+                        conn.send(&PeerReply::NoPiece { piece })?;
+                        return Ok(());
+                    }
+                }
+            }
+            PeerRequest::Hello { .. } => {
+                log::warn!("seeder: peer={}: second hello", conn.peer_addr());
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks a downloader's hello: version, that we share the file, and the ticket.
+fn admit(
+    ctx: &Context,
+    version: u16,
+    digest: &Sha1Digest,
+    ticket: &Ticket,
+) -> Result<Arc<SharedFile>, Refusal> {
+    if version != PEER_PROTOCOL_VERSION {
+        return Err(Refusal::Version(PEER_PROTOCOL_VERSION));
+    }
+    if &ticket.digest != digest {
+        return Err(Refusal::BadTicket("ticket is for another file".into()));
+    }
+    let share = ctx.shares.get(&ticket.group, digest).ok_or(Refusal::UnknownFile)?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    if ticket.expires < now {
+        return Err(Refusal::BadTicket("expired".into()));
+    }
+    if ctx.tickets.lock().get(&ticket.mac).is_some_and(|&exp| exp >= now) {
+        return Ok(share);
+    }
+    match ctx.tracker.call(Request::CheckTicket { ticket: ticket.clone() }) {
+        Ok(_) => {
+            let mut tickets = ctx.tickets.lock();
+            tickets.retain(|_, exp| *exp >= now);
+            tickets.insert(ticket.mac, ticket.expires);
+            Ok(share)
+        }
+        Err(CallError::NotLoggedIn) => Err(Refusal::UnknownFile),
+        Err(e) => Err(Refusal::BadTicket(e.to_string())),
+    }
+}
+
+/// Reads piece `piece` of `share` into `data` and checks its hash.
+fn read_verified(
+    share: &SharedFile,
+    file: &mut Option<File>,
+    piece: common::PieceIndex,
+    data: &mut [u8],
+) -> Result<(), String> {
+    if file.is_none() {
+        *file = Some(File::open(share.path()).map_err(|e| e.to_string())?);
+    }
+    let Some(f) = file.as_ref() else { return Err("file not open".into()) };
+    f.read_exact_at(data, share.layout.piece_offset(piece)).map_err(|e| e.to_string())?;
+    let expected = share.meta.pieces.get(piece.0 as usize);
+    if expected != Some(&Sha1Digest::of(data)) {
+        return Err(format!("piece {} does not match its hash", piece.0));
+    }
+    Ok(())
+}
+
+/// Stops sharing a file whose bytes went bad, locally and at the tracker.
+fn withdraw(ctx: &Context, share: &SharedFile) {
+    ctx.shares.remove(&share.group, &share.meta.digest);
+    let request = Request::StopShare { group: share.group.clone(), name: share.meta.name.clone() };
+    if let Err(e) = ctx.tracker.call(request) {
+        log::warn!("cannot tell the tracker to stop sharing {}: {e}", share.meta.name);
+    }
+}

@@ -1,0 +1,115 @@
+//! Soft state: which sessions are live, and which pieces partial downloaders have.
+//!
+//! Kept in memory only, by design: it changes with every heartbeat and every few verified
+//! pieces, and clients rebuild it within seconds of a tracker restart (heartbeats and piece
+//! announcements). No clock of its own: callers pass `now`.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::message::SessionToken;
+use common::{Bitfield, GroupId, Sha1Digest};
+
+/// A session not heard from for this long is not listed as a peer.
+pub const SESSION_TTL: Duration = Duration::from_secs(15);
+
+/// Liveness and partial availability.
+pub struct Presence {
+    started: Instant,
+    last_seen: HashMap<SessionToken, Instant>,
+    partial: HashMap<(GroupId, Sha1Digest), HashMap<SessionToken, Bitfield>>,
+}
+
+impl Presence {
+    /// Empty soft state, as after a (re)start at `now`.
+    pub fn new(now: Instant) -> Presence {
+        Presence { started: now, last_seen: HashMap::new(), partial: HashMap::new() }
+    }
+
+    /// Records that `session` was heard from.
+    pub fn touch(&mut self, session: SessionToken, now: Instant) {
+        self.last_seen.insert(session, now);
+        // Bound the map: forget sessions silent for far longer than the TTL.
+        if self.last_seen.len() > 4096 && self.last_seen.len().is_power_of_two() {
+            self.last_seen.retain(|_, seen| now.duration_since(*seen) < SESSION_TTL * 4);
+            let live = &self.last_seen;
+            for holders in self.partial.values_mut() {
+                holders.retain(|s, _| live.contains_key(s));
+            }
+            self.partial.retain(|_, holders| !holders.is_empty());
+        }
+    }
+
+    /// Whether `session` counts as live: heard from within the TTL, or, for a session not
+    /// heard from since this tracker started, while the start is more recent than the TTL
+    /// (its client has not had time to reconnect yet).
+    pub fn is_live(&self, session: &SessionToken, now: Instant) -> bool {
+        match self.last_seen.get(session) {
+            Some(seen) => now.duration_since(*seen) < SESSION_TTL,
+            None => now.duration_since(self.started) < SESSION_TTL,
+        }
+    }
+
+    /// Records which pieces of a file `session` has while it downloads it.
+    pub fn announce(
+        &mut self,
+        group: GroupId,
+        digest: Sha1Digest,
+        session: SessionToken,
+        have: Bitfield,
+    ) {
+        self.partial.entry((group, digest)).or_default().insert(session, have);
+    }
+
+    /// Forgets everything about `session` (it logged out).
+    pub fn forget(&mut self, session: &SessionToken) {
+        self.last_seen.remove(session);
+        for holders in self.partial.values_mut() {
+            holders.remove(session);
+        }
+        self.partial.retain(|_, holders| !holders.is_empty());
+    }
+
+    /// The sessions that announced pieces of a file, with what they have.
+    pub fn partial_holders(
+        &self,
+        group: &GroupId,
+        digest: &Sha1Digest,
+    ) -> Vec<(SessionToken, Bitfield)> {
+        let key = (group.clone(), *digest);
+        self.partial
+            .get(&key)
+            .map(|holders| holders.iter().map(|(s, have)| (*s, have.clone())).collect())
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn liveness_follows_the_ttl() {
+        let t0 = Instant::now();
+        let mut p = Presence::new(t0);
+        let s = SessionToken([1; 16]);
+        assert!(p.is_live(&s, t0 + SESSION_TTL / 2), "grace period after start");
+        assert!(!p.is_live(&s, t0 + SESSION_TTL * 2));
+        p.touch(s, t0 + SESSION_TTL * 2);
+        assert!(p.is_live(&s, t0 + SESSION_TTL * 2 + Duration::from_secs(1)));
+        assert!(!p.is_live(&s, t0 + SESSION_TTL * 4));
+    }
+
+    #[test]
+    fn partial_holders_are_forgotten_on_logout() {
+        let now = Instant::now();
+        let mut p = Presence::new(now);
+        let s = SessionToken([1; 16]);
+        let g = GroupId::new("g").unwrap();
+        let d = Sha1Digest([3; 20]);
+        p.announce(g.clone(), d, s, Bitfield::empty(4));
+        assert_eq!(p.partial_holders(&g, &d).len(), 1);
+        p.forget(&s);
+        assert!(p.partial_holders(&g, &d).is_empty());
+    }
+}
