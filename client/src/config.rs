@@ -24,6 +24,11 @@ pub struct Config {
     /// A download fails when no peer can provide its missing pieces for this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub stall_timeout: u64,
+
+    /// Serve pieces to other peers at most this fast, in bytes per second (all
+    /// connections together) [default: unlimited].
+    #[arg(long, value_name = "BYTES_PER_SEC")]
+    pub max_upload_rate: Option<u64>,
 }
 
 impl Config {

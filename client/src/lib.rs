@@ -54,7 +54,8 @@ pub fn run(config: Config) -> Result<(), RunError> {
 
     let tracker = Arc::new(TrackerSession::new(TrackerLink::new(trackers)));
     let shares = Arc::new(Shares::default());
-    let seeder = Seeder::start(listener, Arc::clone(&shares), Arc::clone(&tracker))?;
+    let seeder =
+        Seeder::start(listener, Arc::clone(&shares), Arc::clone(&tracker), config.max_upload_rate)?;
     let ctx = download::Context {
         tracker: Arc::clone(&tracker),
         shares,

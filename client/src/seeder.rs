@@ -13,7 +13,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 
@@ -43,8 +43,32 @@ pub struct Seeder {
     pub served: Arc<ServedCounts>,
 }
 
+/// An upload rate cap shared by every connection: each piece reserves its share of time
+/// and waits for it.
+struct RateLimit {
+    bytes_per_sec: u64,
+    next_free: Mutex<Instant>,
+}
+
+impl RateLimit {
+    fn wait_for(&self, len: usize) {
+        let cost = Duration::from_secs_f64(len as f64 / self.bytes_per_sec as f64);
+        let start = {
+            let mut next_free = self.next_free.lock();
+            let start = (*next_free).max(Instant::now());
+            *next_free = start + cost;
+            start
+        };
+        let now = Instant::now();
+        if start > now {
+            thread::sleep(start - now);
+        }
+    }
+}
+
 struct Context {
     shares: Arc<Shares>,
+    rate_limit: Option<RateLimit>,
     tracker: Arc<TrackerSession>,
     /// Ticket MACs the tracker confirmed, with their expiry (Unix seconds).
     tickets: Mutex<HashMap<[u8; 20], u64>>,
@@ -52,17 +76,24 @@ struct Context {
 }
 
 impl Seeder {
-    /// Starts serving on `listener`.
+    /// Starts serving on `listener`, sending at most `max_upload_rate` bytes per second in
+    /// all if given.
     pub fn start(
         listener: TcpListener,
         shares: Arc<Shares>,
         tracker: Arc<TrackerSession>,
+        max_upload_rate: Option<u64>,
     ) -> std::io::Result<Seeder> {
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let served = Arc::new(Mutex::new(HashMap::new()));
+        let rate_limit = max_upload_rate.filter(|&r| r > 0).map(|bytes_per_sec| RateLimit {
+            bytes_per_sec,
+            next_free: Mutex::new(Instant::now()),
+        });
         let ctx = Arc::new(Context {
             shares,
+            rate_limit,
             tracker,
             tickets: Mutex::new(HashMap::new()),
             served: Arc::clone(&served),
@@ -188,6 +219,9 @@ fn serve_conn(
                 let data = &mut buf[..len];
                 match read_verified(&share, &mut file, piece, data) {
                     Ok(()) => {
+                        if let Some(limit) = &ctx.rate_limit {
+                            limit.wait_for(len);
+                        }
                         conn.send_with_payload(&PeerReply::Piece { piece, len: len as u32 }, data)?;
                         *ctx.served.lock().entry(share.meta.name.to_string()).or_default() += 1;
                     }

@@ -220,8 +220,12 @@ impl Service {
         let seq = store.append(&op).map_err(|e| unavailable("storage failure", e))?;
         log::debug!("seq={seq} op={op:?}");
         let result = self.state.write().apply(&op);
-        if let Op::CloseSession { session } = &op {
-            self.presence.lock().forget(session);
+        match &op {
+            Op::CloseSession { session } => self.presence.lock().forget(session),
+            Op::OpenSession { session, .. } if result.is_ok() => {
+                self.presence.lock().touch(*session, Instant::now())
+            }
+            _ => {}
         }
         if store.wants_snapshot() {
             let snapshot = self.state.read().clone();

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod accounts;
+mod downloads;
 mod durability;
 mod files;
 mod groups;

@@ -142,7 +142,17 @@ impl Cluster {
 
     /// Starts a client with its own state directory named `name`.
     pub fn client(&self, name: &str) -> ClientProc {
-        ClientProc::start(&self.info, &self.dir.path().join(name))
+        self.client_with(name, &[])
+    }
+
+    /// Starts a client with extra command-line options.
+    pub fn client_with(&self, name: &str, extra: &[&str]) -> ClientProc {
+        ClientProc::start(&self.info, &self.dir.path().join(name), extra)
+    }
+
+    /// A path inside the cluster's directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
     }
 
     /// The text of tracker `id`'s log so far.
@@ -201,16 +211,19 @@ pub struct ClientProc {
     child: Child,
     stdin: Option<ChildStdin>,
     lines: Receiver<String>,
+    /// Where this client serves pieces.
+    pub listen: SocketAddr,
 }
 
 impl ClientProc {
-    pub fn start(info: &Path, state_dir: &Path) -> ClientProc {
+    pub fn start(info: &Path, state_dir: &Path, extra: &[&str]) -> ClientProc {
         let stderr = std::fs::File::create(state_dir.with_extension("log")).unwrap();
         let mut child = Command::new(client_bin())
             .arg("127.0.0.1:0")
             .arg(info)
             .arg("--state-dir")
             .arg(state_dir)
+            .args(extra)
             .env("RUST_LOG", "debug")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -219,8 +232,8 @@ impl ClientProc {
             .unwrap();
         let lines = line_channel(child.stdout.take().unwrap());
         let stdin = child.stdin.take();
-        wait_listening(&lines).expect("client did not start");
-        ClientProc { child, stdin, lines }
+        let listen = wait_listening(&lines).expect("client did not start");
+        ClientProc { child, stdin, lines, listen }
     }
 
     /// Sends one raw line without waiting for anything.
@@ -273,6 +286,17 @@ impl ClientProc {
         self.ok(&format!("login {user} pw-{user}"), &format!("logged in as {user}"));
     }
 
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Runs `wait_downloads` and returns its lines.
+    pub fn wait_downloads(&mut self) -> Vec<String> {
+        self.run("wait_downloads")
+    }
+
     /// Closes stdin and waits for the client to exit on its own.
     pub fn close_stdin(&mut self) -> std::process::ExitStatus {
         drop(self.stdin.take());
@@ -289,5 +313,79 @@ impl Drop for ClientProc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Writes `len` bytes of deterministic pseudo-random data to `path`.
+pub fn write_random(path: &Path, len: usize, seed: u64) {
+    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) | 1;
+    let mut data = Vec::with_capacity(len);
+    while data.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        data.extend_from_slice(&x.to_le_bytes());
+    }
+    data.truncate(len);
+    std::fs::write(path, data).unwrap();
+}
+
+/// Asserts two files have the same bytes.
+#[track_caller]
+pub fn assert_same_file(a: &Path, b: &Path) {
+    let (x, y) = (std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
+    assert!(x.len() == y.len() && x == y, "{} and {} differ", a.display(), b.display());
+}
+
+/// A raw protocol session with a tracker, for tests that play a misbehaving peer.
+pub struct RawSession {
+    stream: std::net::TcpStream,
+    session: Option<common::message::SessionToken>,
+    seq: u64,
+}
+
+impl RawSession {
+    pub fn connect(addr: SocketAddr) -> RawSession {
+        use common::frame::{read_message, write_frame};
+        use common::message::{ClientMessage, TrackerMessage, PROTOCOL_VERSION};
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        write_frame(&mut stream, &ClientMessage::Hello { version: PROTOCOL_VERSION }).unwrap();
+        let welcome: Option<TrackerMessage> = read_message(&mut stream).unwrap();
+        assert!(matches!(welcome, Some(TrackerMessage::Welcome { .. })));
+        RawSession { stream, session: None, seq: 0 }
+    }
+
+    pub fn call(
+        &mut self,
+        request: common::message::Request,
+    ) -> Result<common::message::Reply, common::message::TrackerError> {
+        use common::frame::{read_message, write_frame};
+        use common::message::{ClientMessage, RequestId, TrackerMessage};
+        self.seq += 1;
+        let id = RequestId { client: 0xfeed, seq: self.seq };
+        write_frame(
+            &mut self.stream,
+            &ClientMessage::Request { id, session: self.session, request },
+        )
+        .unwrap();
+        match read_message::<TrackerMessage>(&mut self.stream).unwrap() {
+            Some(TrackerMessage::Response { id: got, result }) if got == id => result,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    /// Logs in as `user` (password `pw-<user>`), announcing `peer_addr` as its piece server.
+    pub fn login(&mut self, user: &str, peer_addr: SocketAddr) {
+        use common::message::{Reply, Request};
+        let request = Request::Login {
+            user: common::UserId::new(user).unwrap(),
+            password: common::Password::new(format!("pw-{user}")).unwrap(),
+            peer_addr,
+        };
+        match self.call(request).unwrap() {
+            Reply::LoggedIn { session } => self.session = Some(session),
+            other => panic!("unexpected {other:?}"),
+        }
     }
 }

@@ -1,0 +1,380 @@
+//! Peer-to-peer downloads through the real binaries: several peers at once, edge sizes,
+//! errors, dead and lying seeders, hostile connections on the peer port.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+
+use common::frame::{read_message, write_frame};
+use common::message::{FileMeta, Reply, Request};
+use common::peer_message::{PeerReply, PeerRequest, Refusal, PEER_PROTOCOL_VERSION};
+use common::{Bitfield, GroupId, PieceIndex};
+
+use crate::support::{assert_same_file, write_random, ClientProc, Cluster, RawSession, TIMEOUT};
+
+/// Clients named `names`, all logged in and members of group `g` (owned by the first).
+fn members(cluster: &Cluster, names: &[&str], extra: &[&str]) -> Vec<ClientProc> {
+    let mut clients: Vec<ClientProc> =
+        names.iter().map(|n| cluster.client_with(n, extra)).collect();
+    for (c, name) in clients.iter_mut().zip(names) {
+        c.sign_up(name);
+    }
+    clients[0].ok("create_group g", "created group g");
+    for i in 1..clients.len() {
+        clients[i].ok("join_group g", "requested to join group g");
+        let name = names[i];
+        clients[0]
+            .ok(&format!("accept_request g {name}"), &format!("accepted {name} into group g"));
+    }
+    clients
+}
+
+fn upload(c: &mut ClientProc, path: &Path) {
+    let line = c.run1(&format!("upload_file '{}' g", path.display()));
+    assert!(line.starts_with("uploaded ") || line.starts_with("sharing "), "{line}");
+}
+
+/// The peers a `[C]` line says pieces came from, with their counts.
+fn pieces_from(line: &str) -> Vec<u32> {
+    let list = line.split("pieces from ").nth(1).unwrap().trim_end_matches(')');
+    list.split(' ').filter_map(|kv| kv.split('=').nth(1)).map(|n| n.parse().unwrap()).collect()
+}
+
+#[test]
+fn downloads_from_several_peers_at_once() {
+    let (cluster, _tracker) = Cluster::with_one_tracker();
+    // Each seeder serves at most 4 MB/s, so one peer alone would take well over a second
+    // and the scheduler spreads the pieces.
+    let mut c = members(&cluster, &["s1", "s2", "s3", "leech"], &["--max-upload-rate", "4000000"]);
+    let original = cluster.path("big.bin");
+    write_random(&original, 6 * 1024 * 1024 + 123, 1);
+    for (i, seeder) in c.iter_mut().take(3).enumerate() {
+        let copy = cluster.path(&format!("copy{i}"));
+        std::fs::create_dir(&copy).unwrap();
+        std::fs::copy(&original, copy.join("big.bin")).unwrap();
+        upload(seeder, &copy.join("big.bin"));
+    }
+    let out = cluster.path("out");
+    std::fs::create_dir(&out).unwrap();
+    c[3].ok(
+        &format!("download_file g big.bin {}", out.display()),
+        &format!("downloading big.bin from group g to {}", out.join("big.bin").display()),
+    );
+    let done = c[3].wait_downloads();
+    assert_eq!(done.len(), 1, "{done:?}");
+    assert!(
+        done[0].starts_with(&format!("[C] [g] big.bin -> {}", out.join("big.bin").display())),
+        "{done:?}"
+    );
+    let counts = pieces_from(&done[0]);
+    assert_eq!(counts.iter().sum::<u32>(), 13, "{done:?}");
+    assert!(counts.len() >= 2, "pieces came from one peer only: {done:?}");
+    assert_same_file(&original, &out.join("big.bin"));
+    assert!(!out.join("big.bin.part").exists());
+    // The leecher now shares the file too.
+    assert!(c[0].run1("list_files g").contains(", 4 sharers, "));
+}
+
+#[test]
+fn empty_tiny_one_piece_and_short_last_piece_files() {
+    let (cluster, _tracker) = Cluster::with_one_tracker();
+    let mut c = members(&cluster, &["seed", "leech"], &[]);
+    let sizes = [
+        ("empty.bin", 0),
+        ("one.bin", 1),
+        ("piece.bin", 512 * 1024),
+        ("short.bin", 512 * 1024 + 1),
+    ];
+    for (i, (name, size)) in sizes.iter().enumerate() {
+        write_random(&cluster.path(name), *size, i as u64);
+        upload(&mut c[0], &cluster.path(name));
+    }
+    let out = cluster.path("out");
+    std::fs::create_dir(&out).unwrap();
+    for (name, _) in sizes {
+        c[1].run1(&format!("download_file g {name} {}", out.display()));
+    }
+    let done = c[1].wait_downloads();
+    assert_eq!(done.len(), 4, "{done:?}");
+    for ((name, _), line) in sizes.iter().zip(&done) {
+        assert!(line.starts_with(&format!("[C] [g] {name} -> ")), "{line}");
+        assert_same_file(&cluster.path(name), &out.join(name));
+    }
+    // show_downloads prints the same lines once nothing runs.
+    assert_eq!(c[1].run("show_downloads"), done);
+}
+
+#[test]
+fn download_errors_leave_nothing_behind() {
+    let (cluster, _tracker) = Cluster::with_one_tracker();
+    let mut c = members(&cluster, &["seed", "leech"], &[]);
+    let mut outsider = cluster.client("outsider");
+    outsider.sign_up("outsider");
+    write_random(&cluster.path("f.bin"), 1000, 7);
+    upload(&mut c[0], &cluster.path("f.bin"));
+    let out = cluster.path("out");
+    std::fs::create_dir(&out).unwrap();
+    let o = out.display();
+
+    outsider.err(&format!("download_file g f.bin {o}"), "not a member of group g");
+    c[1].err(&format!("download_file g nope.bin {o}"), "no file nope.bin in group g");
+    c[1].err(&format!("download_file nope f.bin {o}"), "unknown group nope");
+    c[1].err(
+        "download_file g f.bin /nonexistent/dir/f.bin",
+        "directory /nonexistent/dir does not exist",
+    );
+    let line = c[1].run1("download_file g f.bin /proc/f.bin");
+    assert!(line.starts_with("error: cannot write /proc/f.bin.part"), "{line}");
+    std::fs::write(out.join("f.bin"), b"mine").unwrap();
+    c[1].err(
+        &format!("download_file g f.bin {o}"),
+        &format!("{} already exists", out.join("f.bin").display()),
+    );
+    assert_eq!(std::fs::read(out.join("f.bin")).unwrap(), b"mine");
+    let line = c[1].run1(&format!("download_file g ../f.bin {o}"));
+    assert!(line.starts_with("error: invalid argument '../f.bin'"), "{line}");
+    assert!(c[1].run("show_downloads").is_empty());
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1);
+}
+
+/// Runs `show_downloads` until its first line satisfies `ready`.
+fn wait_for_progress(c: &mut ClientProc, ready: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        let lines = c.run("show_downloads");
+        if let Some(line) = lines.first().filter(|l| ready(l)) {
+            return line.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "no progress: {lines:?}");
+    }
+}
+
+/// The number of verified pieces in a `[D]` line.
+fn n_have(line: &str) -> u32 {
+    line.split('(')
+        .nth(1)
+        .and_then(|s| s.split('/').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_seeder_killed_mid_download_does_not_stop_it() {
+    let (cluster, _tracker) = Cluster::with_one_tracker();
+    let mut c = members(&cluster, &["s1", "s2", "leech"], &["--max-upload-rate", "2000000"]);
+    let original = cluster.path("f.bin");
+    write_random(&original, 8 * 1024 * 1024, 3);
+    upload(&mut c[0], &original);
+    let copy = cluster.path("copy");
+    std::fs::create_dir(&copy).unwrap();
+    std::fs::copy(&original, copy.join("f.bin")).unwrap();
+    upload(&mut c[1], &copy.join("f.bin"));
+    let out = cluster.path("out.bin");
+    c[2].run1(&format!("download_file g f.bin {}", out.display()));
+    let line = wait_for_progress(&mut c[2], |l| l.starts_with("[D]") && n_have(l) >= 2);
+    assert!(n_have(&line) < 16, "finished before the kill: {line}");
+    c[0].kill();
+    let done = c[2].wait_downloads();
+    assert!(done[0].starts_with("[C] [g] f.bin"), "{done:?}");
+    assert_same_file(&original, &out);
+}
+
+fn corrupt(path: &Path, offset: u64) {
+    let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(offset)).unwrap();
+    f.write_all(b"CORRUPTED").unwrap();
+}
+
+#[test]
+fn a_corrupted_copy_is_not_served_and_the_good_one_is_used() {
+    let (cluster, _tracker) = Cluster::with_one_tracker();
+    let mut c = members(&cluster, &["good", "bad", "leech"], &[]);
+    let original = cluster.path("f.bin");
+    write_random(&original, 4 * 1024 * 1024, 5);
+    upload(&mut c[0], &original);
+    let copy = cluster.path("copy");
+    std::fs::create_dir(&copy).unwrap();
+    std::fs::copy(&original, copy.join("f.bin")).unwrap();
+    upload(&mut c[1], &copy.join("f.bin"));
+    for piece in 0..8 {
+        corrupt(&copy.join("f.bin"), piece * 512 * 1024 + 100);
+    }
+    let out = cluster.path("out.bin");
+    c[2].run1(&format!("download_file g f.bin {}", out.display()));
+    let done = c[2].wait_downloads();
+    assert!(done[0].starts_with("[C] [g] f.bin"), "{done:?}");
+    assert_same_file(&original, &out);
+}
+
+#[test]
+fn with_no_good_copy_the_download_fails_and_leaves_no_file() {
+    let (cluster, _tracker) = Cluster::with_one_tracker();
+    let mut c = members(&cluster, &["bad", "leech"], &["--stall-timeout", "2"]);
+    let original = cluster.path("f.bin");
+    write_random(&original, 2 * 1024 * 1024, 6);
+    upload(&mut c[0], &original);
+    corrupt(&original, 512 * 1024 + 7);
+    let out = cluster.path("out.bin");
+    c[1].run1(&format!("download_file g f.bin {}", out.display()));
+    let done = c[1].wait_downloads();
+    assert!(done[0].starts_with("[F] [g] f.bin: "), "{done:?}");
+    assert!(!out.exists());
+    assert!(!cluster.path("out.bin.part").exists());
+}
+
+/// A peer that answers every piece request with garbage.
+fn spawn_lying_peer() -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { return };
+            std::thread::spawn(move || {
+                let Ok(Some(PeerRequest::Hello { ticket, .. })) = read_message(&mut s) else {
+                    return;
+                };
+                let _ = ticket;
+                let have = Bitfield::full(8);
+                if write_frame(&mut s, &PeerReply::Welcome { have }).is_err() {
+                    return;
+                }
+                while let Ok(Some(PeerRequest::GetPiece { piece })) = read_message(&mut s) {
+                    let len = 512 * 1024;
+                    if write_frame(&mut s, &PeerReply::Piece { piece, len }).is_err()
+                        || s.write_all(&vec![0xAB; len as usize]).is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_peer_sending_bad_pieces_is_dropped_and_the_file_is_intact() {
+    let (cluster, tracker) = Cluster::with_one_tracker();
+    let mut c = members(&cluster, &["good", "leech", "mallory"], &["--max-upload-rate", "4000000"]);
+    let original = cluster.path("f.bin");
+    write_random(&original, 4 * 1024 * 1024, 8);
+    upload(&mut c[0], &original);
+    // mallory announces the same file from a peer address that serves garbage.
+    let meta = {
+        let file = std::fs::File::open(&original).unwrap();
+        let h = common::hash::hash_file(&file, 4 * 1024 * 1024).unwrap();
+        FileMeta {
+            name: "f.bin".parse().unwrap(),
+            size: h.file_len,
+            digest: h.digest,
+            pieces: h.pieces,
+        }
+    };
+    let mut mallory = RawSession::connect(tracker.addr);
+    mallory.login("mallory", spawn_lying_peer());
+    let group = GroupId::new("g").unwrap();
+    assert_eq!(
+        mallory.call(Request::UploadFile { group, file: meta }),
+        Ok(Reply::Uploaded { new_file: false })
+    );
+
+    let out = cluster.path("out.bin");
+    c[1].run1(&format!("download_file g f.bin {}", out.display()));
+    let done = c[1].wait_downloads();
+    assert!(done[0].starts_with("[C] [g] f.bin"), "{done:?}");
+    assert_eq!(pieces_from(&done[0]), [8], "only the good peer delivered: {done:?}");
+    assert_same_file(&original, &out);
+}
+
+#[test]
+fn the_peer_port_refuses_garbage_bad_tickets_and_bad_requests_and_keeps_serving() {
+    let (cluster, tracker) = Cluster::with_one_tracker();
+    let mut c = members(&cluster, &["seed", "leech"], &[]);
+    let original = cluster.path("f.bin");
+    write_random(&original, 600 * 1024, 9);
+    upload(&mut c[0], &original);
+    let seed = c[0].listen;
+    let connect = || {
+        let s = TcpStream::connect(seed).unwrap();
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        s
+    };
+    let closed = |s: &mut TcpStream| {
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf);
+        buf.is_empty()
+    };
+
+    let mut garbage = connect();
+    garbage.write_all(b"\x00\x00\x00\x05hello, is this BitTorrent?").unwrap();
+    assert!(closed(&mut garbage));
+    let mut huge = connect();
+    huge.write_all(&u32::MAX.to_be_bytes()).unwrap();
+    assert!(closed(&mut huge));
+
+    // A real ticket, obtained by the member leech through the tracker.
+    let mut raw = RawSession::connect(tracker.addr);
+    raw.login("leech", "127.0.0.1:9".parse().unwrap());
+    let request =
+        Request::GetFile { group: GroupId::new("g").unwrap(), name: "f.bin".parse().unwrap() };
+    let Ok(Reply::FileInfo { meta, ticket, .. }) = raw.call(request) else {
+        panic!("get_file failed")
+    };
+
+    let mut forged = connect();
+    let mut bad_ticket = (*ticket).clone();
+    bad_ticket.expires += 1;
+    write_frame(
+        &mut forged,
+        &PeerRequest::Hello {
+            version: PEER_PROTOCOL_VERSION,
+            digest: meta.digest,
+            ticket: bad_ticket,
+        },
+    )
+    .unwrap();
+    let reply: Option<PeerReply> = read_message(&mut forged).unwrap();
+    assert!(
+        matches!(reply, Some(PeerReply::Refused { reason: Refusal::BadTicket(_) })),
+        "{reply:?}"
+    );
+
+    let mut unknown = connect();
+    let mut other = (*ticket).clone();
+    other.digest = common::Sha1Digest([1; 20]);
+    write_frame(
+        &mut unknown,
+        &PeerRequest::Hello { version: PEER_PROTOCOL_VERSION, digest: other.digest, ticket: other },
+    )
+    .unwrap();
+    let reply: Option<PeerReply> = read_message(&mut unknown).unwrap();
+    assert_eq!(reply, Some(PeerReply::Refused { reason: Refusal::UnknownFile }));
+
+    let mut good = connect();
+    write_frame(
+        &mut good,
+        &PeerRequest::Hello {
+            version: PEER_PROTOCOL_VERSION,
+            digest: meta.digest,
+            ticket: *ticket,
+        },
+    )
+    .unwrap();
+    let reply: Option<PeerReply> = read_message(&mut good).unwrap();
+    assert_eq!(reply, Some(PeerReply::Welcome { have: Bitfield::full(2) }));
+    write_frame(&mut good, &PeerRequest::GetPiece { piece: PieceIndex(99) }).unwrap();
+    let reply: Option<PeerReply> = read_message(&mut good).unwrap();
+    assert_eq!(reply, Some(PeerReply::NoPiece { piece: PieceIndex(99) }));
+    write_frame(&mut good, &PeerRequest::GetPiece { piece: PieceIndex(1) }).unwrap();
+    let reply: Option<PeerReply> = read_message(&mut good).unwrap();
+    assert_eq!(
+        reply,
+        Some(PeerReply::Piece { piece: PieceIndex(1), len: 600 * 1024 - 512 * 1024 })
+    );
+
+    // After all that, a normal download still works.
+    let out = cluster.path("out.bin");
+    c[1].run1(&format!("download_file g f.bin {}", out.display()));
+    assert!(c[1].wait_downloads()[0].starts_with("[C]"));
+    assert_same_file(&original, &out);
+}
