@@ -53,7 +53,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
     stdout.flush()?;
 
     let tracker = Arc::new(TrackerSession::new(TrackerLink::new(trackers)));
-    let shares = Arc::new(Shares::default());
+    let shares = Arc::new(Shares::new(Some(state_dir.join("shares.bin"))));
     let seeder =
         Seeder::start(listener, Arc::clone(&shares), Arc::clone(&tracker), config.max_upload_rate)?;
     let ctx = download::Context {

@@ -94,7 +94,7 @@ impl Peer {
                     Reply::LoggedIn { session } => {
                         self.ctx.tracker.set_login(Some(Login { user: user.clone(), session }));
                         let _ = writeln!(out, "logged in as {user}");
-                        self.reannounce_shares();
+                        self.resume_shares(&user);
                     }
                     other => return Err(unexpected(other)),
                 }
@@ -248,22 +248,27 @@ impl Peer {
         let Ok(layout) = Layout::new(meta.size) else { return };
         let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
         let have = Bitfield::full(layout.n_pieces());
-        self.ctx.shares.insert(Arc::new(SharedFile::new(group, meta, layout, path, have)));
+        self.ctx.shares.insert(Arc::new(SharedFile::new(group, meta, layout, path, have, None)));
     }
 
-    /// After a login, tells the tracker again about every file this peer shares.
-    fn reannounce_shares(&self) {
-        for share in self.ctx.shares.all() {
-            let have = share.have();
-            let request = if have.is_complete() {
-                Request::UploadFile { group: share.group.clone(), file: share.meta.clone() }
-            } else {
-                Request::AnnouncePieces {
-                    group: share.group.clone(),
-                    digest: share.meta.digest,
-                    have,
-                }
-            };
+    /// After a login, shares again what this user shared (from this run or a saved one)
+    /// and resumes unfinished downloads.
+    fn resume_shares(&self, user: &UserId) {
+        for share in self.ctx.shares.load_user(user) {
+            if share.destination().is_some() {
+                download::resume(&self.ctx, share);
+                continue;
+            }
+            let path = share.path();
+            let intact =
+                std::fs::metadata(&path).map(|m| m.is_file() && m.len() == share.meta.size);
+            if !matches!(intact, Ok(true)) {
+                log::warn!("{} is gone or changed size; no longer sharing it", path.display());
+                self.ctx.shares.remove(&share.group, &share.meta.digest);
+                continue;
+            }
+            let request =
+                Request::UploadFile { group: share.group.clone(), file: share.meta.clone() };
             if let Err(e) = self.ctx.tracker.call(request) {
                 log::warn!("cannot share {} again: {e}", share.meta.name);
             }

@@ -1,16 +1,25 @@
 //! What this peer shares: complete files it uploaded or downloaded, and the verified pieces
-//! of files it is downloading (partial seeding).
+//! of files it is downloading (partial seeding); saved in the state directory so that a
+//! restarted client shares again and resumes its downloads after login.
 //!
 //! Invariant: a piece is marked as had only after its SHA1 was verified and it was written.
+//! Invariant: the state file is replaced atomically (write, fsync, rename), so a crash
+//! leaves either the old or the new state, never a torn one.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
 
 use common::message::FileMeta;
-use common::{Bitfield, GroupId, Layout, PieceIndex, Sha1Digest};
+use common::{Bitfield, GroupId, Layout, PieceIndex, Sha1Digest, UserId};
+
+/// The state file's format version.
+const STATE_VERSION: u32 = 1;
 
 /// One shared file.
 pub struct SharedFile {
@@ -19,18 +28,29 @@ pub struct SharedFile {
     pub layout: Layout,
     path: Mutex<PathBuf>,
     have: Mutex<Bitfield>,
+    /// Where a download of this file will be renamed to; `None` once complete.
+    destination: Mutex<Option<PathBuf>>,
 }
 
 impl SharedFile {
-    /// A share of `meta` stored at `path`, with the pieces in `have`.
+    /// A share of `meta` stored at `path`, with the pieces in `have`; `destination` is the
+    /// final path of a download in progress.
     pub fn new(
         group: GroupId,
         meta: FileMeta,
         layout: Layout,
         path: PathBuf,
         have: Bitfield,
+        destination: Option<PathBuf>,
     ) -> SharedFile {
-        SharedFile { group, meta, layout, path: Mutex::new(path), have: Mutex::new(have) }
+        SharedFile {
+            group,
+            meta,
+            layout,
+            path: Mutex::new(path),
+            have: Mutex::new(have),
+            destination: Mutex::new(destination),
+        }
     }
 
     /// Where the bytes are.
@@ -38,14 +58,25 @@ impl SharedFile {
         self.path.lock().clone()
     }
 
-    /// Moves the share to a new path (a finished download renamed into place).
-    pub fn set_path(&self, path: PathBuf) {
+    /// The final path of a download in progress.
+    pub fn destination(&self) -> Option<PathBuf> {
+        self.destination.lock().clone()
+    }
+
+    /// A finished download: its bytes are now at `path`.
+    pub fn complete_at(&self, path: PathBuf) {
         *self.path.lock() = path;
+        *self.destination.lock() = None;
     }
 
     /// The pieces this peer has.
     pub fn have(&self) -> Bitfield {
         self.have.lock().clone()
+    }
+
+    /// Replaces what this peer has (after re-verifying a resumed download).
+    pub fn set_have(&self, have: Bitfield) {
+        *self.have.lock() = have;
     }
 
     /// Whether this peer has `piece`.
@@ -57,18 +88,73 @@ impl SharedFile {
     pub fn mark(&self, piece: PieceIndex) {
         self.have.lock().set(piece);
     }
+
+    fn saved(&self) -> SavedShare {
+        SavedShare {
+            group: self.group.clone(),
+            meta: self.meta.clone(),
+            path: self.path(),
+            have: self.have(),
+            destination: self.destination(),
+        }
+    }
 }
 
-/// The registry of shared files, by group and digest.
-#[derive(Default)]
+#[derive(Serialize, Deserialize)]
+struct SavedShare {
+    group: GroupId,
+    meta: FileMeta,
+    path: PathBuf,
+    have: Bitfield,
+    destination: Option<PathBuf>,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct SavedState {
+    version: u32,
+    users: BTreeMap<UserId, Vec<SavedShare>>,
+}
+
+/// The registry of the logged-in user's shares, by group and digest.
 pub struct Shares {
     files: RwLock<HashMap<(GroupId, Sha1Digest), Arc<SharedFile>>>,
+    /// The user whose shares are loaded, and the state file; held while saving.
+    owner: Mutex<Option<UserId>>,
+    state_file: Option<PathBuf>,
 }
 
 impl Shares {
-    /// Adds (or replaces) a share.
+    /// A registry saved to `state_file` (or never saved, for `None`).
+    pub fn new(state_file: Option<PathBuf>) -> Shares {
+        Shares { files: RwLock::default(), owner: Mutex::new(None), state_file }
+    }
+
+    /// Makes `user`'s saved shares the current ones (after a login). Returns them; shares of
+    /// another user loaded before are put away (they stay saved).
+    pub fn load_user(&self, user: &UserId) -> Vec<Arc<SharedFile>> {
+        let mut owner = self.owner.lock();
+        if owner.as_ref() == Some(user) {
+            return self.all();
+        }
+        let saved = self.read_state().users.remove(user).unwrap_or_default();
+        let mut files = self.files.write();
+        files.clear();
+        for s in saved {
+            let Ok(layout) = Layout::new(s.meta.size) else { continue };
+            if s.have.n_pieces() != layout.n_pieces() {
+                continue;
+            }
+            let file = SharedFile::new(s.group, s.meta, layout, s.path, s.have, s.destination);
+            files.insert((file.group.clone(), file.meta.digest), Arc::new(file));
+        }
+        *owner = Some(user.clone());
+        files.values().cloned().collect()
+    }
+
+    /// Adds (or replaces) a share and saves.
     pub fn insert(&self, file: Arc<SharedFile>) {
         self.files.write().insert((file.group.clone(), file.meta.digest), file);
+        self.save();
     }
 
     /// The share of `digest` in `group`.
@@ -76,23 +162,143 @@ impl Shares {
         self.files.read().get(&(group.clone(), *digest)).cloned()
     }
 
-    /// Removes the share of `digest` in `group`.
+    /// Removes the share of `digest` in `group` and saves.
     pub fn remove(&self, group: &GroupId, digest: &Sha1Digest) -> Option<Arc<SharedFile>> {
-        self.files.write().remove(&(group.clone(), *digest))
+        let removed = self.files.write().remove(&(group.clone(), *digest));
+        self.save();
+        removed
     }
 
-    /// Removes the share named `name` in `group`.
+    /// Removes the share named `name` in `group` and saves.
     pub fn remove_named(&self, group: &GroupId, name: &str) -> Option<Arc<SharedFile>> {
-        let mut files = self.files.write();
-        let key = files
-            .iter()
-            .find(|((g, _), f)| g == group && f.meta.name.as_str() == name)
-            .map(|(k, _)| k.clone())?;
-        files.remove(&key)
+        let key = {
+            let files = self.files.read();
+            files
+                .iter()
+                .find(|((g, _), f)| g == group && f.meta.name.as_str() == name)
+                .map(|(k, _)| k.clone())
+        }?;
+        self.remove(&key.0, &key.1)
     }
 
     /// Every share.
     pub fn all(&self) -> Vec<Arc<SharedFile>> {
         self.files.read().values().cloned().collect()
+    }
+
+    /// Saves the current user's shares (progress of downloads included). Failures are
+    /// logged: sharing goes on, only the memory of it across a restart is at risk.
+    pub fn save(&self) {
+        let Some(path) = &self.state_file else { return };
+        let owner = self.owner.lock();
+        let Some(user) = owner.as_ref() else { return };
+        let mut state = self.read_state();
+        state.version = STATE_VERSION;
+        state.users.insert(user.clone(), self.all().iter().map(|f| f.saved()).collect());
+        if let Err(e) = write_atomically(path, &state) {
+            log::error!("cannot save shares to {}: {e}", path.display());
+        }
+    }
+
+    fn read_state(&self) -> SavedState {
+        let Some(path) = &self.state_file else { return SavedState::default() };
+        let bytes = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return SavedState::default(),
+            Err(e) => {
+                log::error!("cannot read {}: {e}", path.display());
+                return SavedState::default();
+            }
+        };
+        match postcard::from_bytes::<SavedState>(&bytes) {
+            Ok(state) if state.version == STATE_VERSION => state,
+            Ok(state) => {
+                log::error!(
+                    "{}: unknown version {}; starting afresh",
+                    path.display(),
+                    state.version
+                );
+                SavedState::default()
+            }
+            Err(e) => {
+                let aside = path.with_extension("corrupt");
+                log::error!("{} is corrupt ({e}); moved to {}", path.display(), aside.display());
+                let _ = std::fs::rename(path, aside);
+                SavedState::default()
+            }
+        }
+    }
+}
+
+fn write_atomically(path: &Path, state: &SavedState) -> std::io::Result<()> {
+    let bytes = postcard::to_stdvec(state).map_err(std::io::Error::other)?;
+    let tmp = path.with_extension("tmp");
+    let mut file = File::create(&tmp)?;
+    file.write_all(&bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use common::hash::file_digest;
+
+    fn share(name: &str, have: Bitfield) -> Arc<SharedFile> {
+        let pieces = vec![Sha1Digest([1; 20]); have.n_pieces() as usize];
+        let size = u64::from(have.n_pieces()) * common::PIECE_SIZE as u64;
+        let meta = FileMeta {
+            name: name.parse().unwrap(),
+            size,
+            digest: file_digest(size, &pieces),
+            pieces,
+        };
+        let layout = Layout::new(size).unwrap();
+        Arc::new(SharedFile::new(
+            GroupId::new("g").unwrap(),
+            meta,
+            layout,
+            PathBuf::from(name),
+            have,
+            None,
+        ))
+    }
+
+    #[test]
+    fn shares_are_saved_per_user_and_reloaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("shares.bin");
+        let alice = UserId::new("alice").unwrap();
+        let bob = UserId::new("bob").unwrap();
+        {
+            let shares = Shares::new(Some(state.clone()));
+            shares.load_user(&alice);
+            shares.insert(share("a", Bitfield::full(2)));
+            let partial = share("p", Bitfield::empty(3));
+            shares.insert(Arc::clone(&partial));
+            partial.mark(PieceIndex(1));
+            shares.save();
+            // Another user on the same client sees none of alice's shares.
+            assert!(shares.load_user(&bob).is_empty());
+            shares.insert(share("b", Bitfield::full(1)));
+        }
+        let shares = Shares::new(Some(state));
+        let mut loaded: Vec<_> =
+            shares.load_user(&alice).iter().map(|f| (f.meta.name.to_string(), f.have())).collect();
+        loaded.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut p = Bitfield::empty(3);
+        p.set(PieceIndex(1));
+        assert_eq!(loaded, [("a".to_string(), Bitfield::full(2)), ("p".to_string(), p)]);
+        assert_eq!(shares.load_user(&bob).len(), 1);
+    }
+
+    #[test]
+    fn a_corrupt_state_file_is_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("shares.bin");
+        std::fs::write(&state, b"\xff\xff garbage").unwrap();
+        let shares = Shares::new(Some(state.clone()));
+        assert!(shares.load_user(&UserId::new("alice").unwrap()).is_empty());
+        assert!(state.with_extension("corrupt").exists());
     }
 }

@@ -24,7 +24,9 @@ use parking_lot::{Condvar, Mutex};
 
 use common::hash::{file_digest, hash_file};
 use common::message::{FileMeta, PeerInfo, Reply, Request, Ticket};
-use common::{Bitfield, FileName, GroupId, Layout};
+use common::{Bitfield, FileName, GroupId, Layout, PieceIndex, Sha1Digest};
+use rayon::prelude::*;
+use std::os::unix::fs::FileExt;
 
 use crate::shares::{SharedFile, Shares};
 use crate::tracker_session::{CallError, TrackerSession};
@@ -63,6 +65,8 @@ pub struct DownloadRecord {
     pub finished: Option<Instant>,
     /// Bytes fetched in this session (not counting pieces resumed from disk).
     pub bytes_fetched: u64,
+    /// Pieces found verified on disk when the download resumed.
+    pub n_resumed: u32,
     /// Pieces received from each peer.
     pub from_peer: BTreeMap<SocketAddr, u32>,
 }
@@ -76,21 +80,34 @@ impl DownloadRecord {
             if elapsed > 0.0 { self.bytes_fetched as f64 / elapsed / 1e6 } else { 0.0 };
         match &self.state {
             DownloadState::Running => {
-                let percent = if self.n_pieces == 0 { 100.0 } else { 100.0 * self.n_have as f64 / self.n_pieces as f64 };
+                let percent = if self.n_pieces == 0 {
+                    100.0
+                } else {
+                    100.0 * self.n_have as f64 / self.n_pieces as f64
+                };
                 format!(
                     "[D] [{}] {} {percent:.0}% ({}/{} pieces) {mb_per_sec:.1} MB/s from {} peers",
                     self.group, self.name, self.n_have, self.n_pieces, self.n_peers
                 )
             }
-            DownloadState::Complete => format!(
-                "[C] [{}] {} -> {} ({} bytes in {elapsed:.2} s, {mb_per_sec:.1} MB/s; pieces from {})",
-                self.group,
-                self.name,
-                self.dest.display(),
-                self.size,
-                peer_counts(&self.from_peer)
-            ),
-            DownloadState::Failed(reason) => format!("[F] [{}] {}: {reason}", self.group, self.name),
+            DownloadState::Complete => {
+                let resumed = if self.n_resumed > 0 {
+                    format!("{} pieces resumed; ", self.n_resumed)
+                } else {
+                    String::new()
+                };
+                format!(
+                    "[C] [{}] {} -> {} ({} bytes in {elapsed:.2} s, {mb_per_sec:.1} MB/s; {resumed}pieces from {})",
+                    self.group,
+                    self.name,
+                    self.dest.display(),
+                    self.size,
+                    peer_counts(&self.from_peer)
+                )
+            }
+            DownloadState::Failed(reason) => {
+                format!("[F] [{}] {}: {reason}", self.group, self.name)
+            }
         }
     }
 }
@@ -175,11 +192,7 @@ pub fn start(
     name: FileName,
     destination: &Path,
 ) -> Result<PathBuf, StartError> {
-    let (meta, peers, ticket) =
-        match ctx.tracker.call(Request::GetFile { group: group.clone(), name: name.clone() })? {
-            Reply::FileInfo { meta, peers, ticket } => (meta, peers, *ticket),
-            other => return Err(StartError::UnexpectedReply(format!("{other:?}"))),
-        };
+    let (meta, peers, ticket) = get_file(ctx, &group, &name)?;
     let layout = Layout::new(meta.size).map_err(|_| StartError::BadMeta(name.clone()))?;
     if meta.pieces.len() != layout.n_pieces() as usize
         || file_digest(meta.size, &meta.pieces) != meta.digest
@@ -188,14 +201,8 @@ pub fn start(
         return Err(StartError::BadMeta(name));
     }
     let dest = resolve_destination(destination, &name)?;
-    let shown = dest.display().to_string();
-    let running = ctx
-        .downloads
-        .snapshot()
-        .into_iter()
-        .any(|r| r.dest == dest && r.state == DownloadState::Running);
-    if running {
-        return Err(StartError::AlreadyRunning { name, path: shown });
+    if is_running(ctx, &dest) {
+        return Err(StartError::AlreadyRunning { name, path: dest.display().to_string() });
     }
     let temp = part_path(&dest);
     let file = OpenOptions::new()
@@ -210,43 +217,120 @@ pub fn start(
             reason: e.to_string(),
         })?;
     let have = Bitfield::empty(layout.n_pieces());
-    let share =
-        Arc::new(SharedFile::new(group.clone(), meta.clone(), layout, temp.clone(), have.clone()));
+    let share = Arc::new(SharedFile::new(group, meta, layout, temp, have, Some(dest.clone())));
     ctx.shares.insert(Arc::clone(&share));
-    let idx = ctx.downloads.add(DownloadRecord {
-        group: group.clone(),
-        name: name.clone(),
-        dest: dest.clone(),
+    launch(ctx, share, file, peers, ticket);
+    Ok(dest)
+}
+
+/// Resumes a download saved by an earlier run: re-verifies the pieces it had (on the rayon
+/// pool) rather than trusting them, then fetches the rest. A resume that cannot even start
+/// shows up as a failed download.
+pub fn resume(ctx: &Context, share: Arc<SharedFile>) {
+    let Some(dest) = share.destination() else { return };
+    if is_running(ctx, &dest) {
+        return;
+    }
+    match prepare_resume(ctx, &share) {
+        Ok((file, peers, ticket)) => {
+            log::info!(
+                "resuming {} with {} verified pieces",
+                share.meta.name,
+                share.have().count()
+            );
+            launch(ctx, share, file, peers, ticket);
+        }
+        Err(e) => {
+            log::warn!("cannot resume {}: {e}", share.meta.name);
+            ctx.shares.remove(&share.group, &share.meta.digest);
+            let idx = ctx.downloads.add(record(&share, dest));
+            ctx.downloads.update(idx, |r| {
+                r.state = DownloadState::Failed(format!("cannot resume: {e}"));
+                r.finished = Some(Instant::now());
+            });
+        }
+    }
+}
+
+fn prepare_resume(
+    ctx: &Context,
+    share: &SharedFile,
+) -> Result<(File, Vec<PeerInfo>, Ticket), StartError> {
+    let temp = share.path();
+    let unwritable = |e: std::io::Error| StartError::Unwritable {
+        path: temp.display().to_string(),
+        reason: e.to_string(),
+    };
+    let file = OpenOptions::new().read(true).write(true).open(&temp).map_err(unwritable)?;
+    if file.metadata().map_err(unwritable)?.len() != share.meta.size {
+        file.set_len(share.meta.size).map_err(unwritable)?;
+    }
+    let claimed: Vec<PieceIndex> = share.have().iter().collect();
+    let verified: Vec<PieceIndex> = claimed
+        .into_par_iter()
+        .filter(|&piece| {
+            let mut buf = vec![0u8; share.layout.piece_len(piece)];
+            file.read_exact_at(&mut buf, share.layout.piece_offset(piece)).is_ok()
+                && share.meta.pieces.get(piece.0 as usize) == Some(&Sha1Digest::of(&buf))
+        })
+        .collect();
+    let mut have = Bitfield::empty(share.layout.n_pieces());
+    for piece in verified {
+        have.set(piece);
+    }
+    share.set_have(have);
+    ctx.shares.save();
+    let (meta, peers, ticket) = get_file(ctx, &share.group, &share.meta.name)?;
+    if meta.digest != share.meta.digest {
+        return Err(StartError::BadMeta(share.meta.name.clone()));
+    }
+    Ok((file, peers, ticket))
+}
+
+fn get_file(
+    ctx: &Context,
+    group: &GroupId,
+    name: &FileName,
+) -> Result<(FileMeta, Vec<PeerInfo>, Ticket), StartError> {
+    match ctx.tracker.call(Request::GetFile { group: group.clone(), name: name.clone() })? {
+        Reply::FileInfo { meta, peers, ticket } => Ok((meta, peers, *ticket)),
+        other => Err(StartError::UnexpectedReply(format!("{other:?}"))),
+    }
+}
+
+fn is_running(ctx: &Context, dest: &Path) -> bool {
+    ctx.downloads.snapshot().iter().any(|r| r.dest == dest && r.state == DownloadState::Running)
+}
+
+fn record(share: &SharedFile, dest: PathBuf) -> DownloadRecord {
+    DownloadRecord {
+        group: share.group.clone(),
+        name: share.meta.name.clone(),
+        dest,
         state: DownloadState::Running,
-        size: meta.size,
-        n_pieces: layout.n_pieces(),
-        n_have: 0,
+        size: share.meta.size,
+        n_pieces: share.layout.n_pieces(),
+        n_have: share.have().count(),
         n_peers: 0,
         started: Instant::now(),
         finished: None,
         bytes_fetched: 0,
+        n_resumed: share.have().count(),
         from_peer: BTreeMap::new(),
-    });
-    let coordinator = Coordinator::new(
-        ctx.clone(),
-        idx,
-        group,
-        meta,
-        layout,
-        ticket,
-        Arc::new(file),
-        share,
-        temp,
-        dest.clone(),
-        &have,
-    );
+    }
+}
+
+/// Registers the download and starts its coordinator thread.
+fn launch(ctx: &Context, share: Arc<SharedFile>, file: File, peers: Vec<PeerInfo>, ticket: Ticket) {
+    let dest = share.destination().unwrap_or_else(|| share.path());
+    let idx = ctx.downloads.add(record(&share, dest.clone()));
+    let coordinator = Coordinator::new(ctx.clone(), idx, share, ticket, Arc::new(file), dest);
     let spawned =
         thread::Builder::new().name(format!("dl-{idx}")).spawn(move || coordinator.run(peers));
     if let Err(e) = spawned {
         ctx.downloads
             .update(idx, |r| r.state = DownloadState::Failed(format!("cannot start thread: {e}")));
     }
-    Ok(dest)
 }
 
 /// The final path for a download: inside `destination` if it is a directory, else
@@ -308,24 +392,20 @@ struct Coordinator {
 }
 
 impl Coordinator {
-    #[allow(clippy::too_many_arguments)]
     fn new(
         ctx: Context,
         idx: usize,
-        group: GroupId,
-        meta: FileMeta,
-        layout: Layout,
+        share: Arc<SharedFile>,
         ticket: Ticket,
         file: Arc<File>,
-        share: Arc<SharedFile>,
-        temp: PathBuf,
         dest: PathBuf,
-        have: &Bitfield,
     ) -> Coordinator {
+        let meta = share.meta.clone();
+        let have = share.have();
         let target = Arc::new(Target {
             digest: meta.digest,
             ticket,
-            layout,
+            layout: share.layout,
             hashes: Arc::new(meta.pieces.clone()),
             file,
         });
@@ -333,13 +413,13 @@ impl Coordinator {
         Coordinator {
             ctx,
             idx,
-            group,
+            group: share.group.clone(),
             meta,
             target,
+            temp: share.path(),
             share,
-            temp,
             dest,
-            scheduler: Scheduler::new(have, MAX_IN_FLIGHT),
+            scheduler: Scheduler::new(&have, MAX_IN_FLIGHT),
             workers: HashMap::new(),
             next_peer: 0,
             failed: HashMap::new(),
@@ -564,12 +644,14 @@ impl Coordinator {
         }
     }
 
-    /// Tells the tracker which pieces this peer has now, if that changed.
+    /// Saves the progress and tells the tracker which pieces this peer has now, if that
+    /// changed.
     fn announce(&mut self) {
         let n_have = self.scheduler.n_have();
         if n_have == self.announced {
             return;
         }
+        self.ctx.shares.save();
         let request = Request::AnnouncePieces {
             group: self.group.clone(),
             digest: self.meta.digest,
@@ -615,7 +697,8 @@ impl Coordinator {
         std::fs::rename(&self.temp, &self.dest)
             .map_err(|e| format!("cannot rename into place: {e}"))?;
         sync_parent(&self.dest);
-        self.share.set_path(self.dest.clone());
+        self.share.complete_at(self.dest.clone());
+        self.ctx.shares.save();
         let request = Request::UploadFile { group: self.group.clone(), file: self.meta.clone() };
         if let Err(e) = self.ctx.tracker.call(request) {
             log::warn!("cannot announce the finished {} as shared: {e}", self.meta.name);

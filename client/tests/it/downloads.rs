@@ -378,3 +378,57 @@ fn the_peer_port_refuses_garbage_bad_tickets_and_bad_requests_and_keeps_serving(
     assert!(c[1].wait_downloads()[0].starts_with("[C]"));
     assert_same_file(&original, &out);
 }
+
+#[test]
+fn a_leecher_killed_mid_download_resumes_without_fetching_again() {
+    let (cluster, _tracker) = Cluster::with_one_tracker();
+    let mut c = members(&cluster, &["seed", "leech"], &["--max-upload-rate", "2000000"]);
+    let original = cluster.path("f.bin");
+    write_random(&original, 8 * 1024 * 1024, 11);
+    upload(&mut c[0], &original);
+    let out = cluster.path("out.bin");
+    c[1].run1(&format!("download_file g f.bin {}", out.display()));
+    // At 2 MB/s, 8 pieces take at least 2 s, so progress has been saved at least once
+    // (it is saved every second).
+    wait_for_progress(&mut c[1], |l| l.starts_with("[D]") && n_have(l) >= 8);
+    c[1].kill();
+    assert!(!out.exists());
+
+    let mut leech = cluster.client("leech");
+    leech.ok("login leech pw-leech", "logged in as leech");
+    let done = leech.wait_downloads();
+    assert_eq!(done.len(), 1, "{done:?}");
+    assert!(done[0].starts_with("[C] [g] f.bin"), "{done:?}");
+    let resumed: u32 = done[0]
+        .split(" pieces resumed")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(resumed >= 1, "{done:?}");
+    assert_eq!(resumed + pieces_from(&done[0]).iter().sum::<u32>(), 16, "fetched again: {done:?}");
+    assert_same_file(&original, &out);
+}
+
+#[test]
+fn a_restarted_seeder_shares_again_after_login_but_not_what_it_stopped() {
+    let (cluster, _tracker) = Cluster::with_one_tracker();
+    let mut c = members(&cluster, &["seed", "leech"], &[]);
+    write_random(&cluster.path("a.bin"), 700_000, 12);
+    write_random(&cluster.path("b.bin"), 10, 13);
+    upload(&mut c[0], &cluster.path("a.bin"));
+    upload(&mut c[0], &cluster.path("b.bin"));
+    c[0].ok("stop_share g b.bin", "stopped sharing b.bin in group g");
+    c[0].kill();
+
+    let mut seed = cluster.client("seed");
+    seed.ok("login seed pw-seed", "logged in as seed");
+    let files = c[1].run("list_files g");
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(files[0].starts_with("a.bin 700000 bytes"), "{files:?}");
+    let out = cluster.path("out.bin");
+    c[1].run1(&format!("download_file g a.bin {}", out.display()));
+    assert!(c[1].wait_downloads()[0].starts_with("[C]"));
+    assert_same_file(&cluster.path("a.bin"), &out);
+}
