@@ -56,7 +56,11 @@ pub fn run(config: Config) -> Result<(), RunError> {
     let shares = Arc::new(Shares::new(Some(state_dir.join("shares.bin"))));
     let seeder =
         Seeder::start(listener, Arc::clone(&shares), Arc::clone(&tracker), config.max_upload_rate)?;
+    // The disk writer lives as long as the process: downloads still running at exit are
+    // abandoned with it (they resume at the next login).
+    let (writer, _writer_thread) = download::worker::DiskWriter::start()?;
     let ctx = download::Context {
+        writer,
         tracker: Arc::clone(&tracker),
         shares,
         downloads: Arc::default(),

@@ -17,7 +17,7 @@ use common::{Bitfield, FileName, GroupId, Layout, UserId};
 
 use crate::command::{Command, USAGES};
 use crate::download::{self, StartError};
-use crate::shares::SharedFile;
+use crate::shares::{FileStamp, SharedFile};
 use crate::tracker_link::LinkError;
 use crate::tracker_session::{CallError, Login};
 
@@ -177,7 +177,7 @@ impl Peer {
                 if self.ctx.tracker.login().is_none() {
                     return Err(CallError::NotLoggedIn.into());
                 }
-                let meta = describe_file(&path)?;
+                let (meta, stamp) = describe_file(&path)?;
                 let (name, size, n_pieces) = (meta.name.clone(), meta.size, meta.pieces.len());
                 match self
                     .ctx
@@ -185,7 +185,7 @@ impl Peer {
                     .call(Request::UploadFile { group: group.clone(), file: meta.clone() })?
                 {
                     Reply::Uploaded { new_file } => {
-                        self.share_complete(group.clone(), meta, &path);
+                        self.share_complete(group.clone(), meta, &path, stamp);
                         if new_file {
                             let pieces = if n_pieces == 1 { "piece" } else { "pieces" };
                             let _ = writeln!(out, "uploaded {name} to group {group} ({size} bytes, {n_pieces} {pieces})");
@@ -244,11 +244,14 @@ impl Peer {
         }
     }
 
-    fn share_complete(&self, group: GroupId, meta: FileMeta, path: &Path) {
+    fn share_complete(&self, group: GroupId, meta: FileMeta, path: &Path, stamp: FileStamp) {
         let Ok(layout) = Layout::new(meta.size) else { return };
         let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
         let have = Bitfield::full(layout.n_pieces());
-        self.ctx.shares.insert(Arc::new(SharedFile::new(group, meta, layout, path, have, None)));
+        let share = SharedFile::new(group, meta, layout, path, have, None);
+        // Every piece was just hashed, as the file was when it was opened.
+        share.set_all_checked(stamp);
+        self.ctx.shares.insert(Arc::new(share));
     }
 
     /// After a login, shares again what this user shared (from this run or a saved one)
@@ -280,8 +283,9 @@ fn unexpected(reply: Reply) -> CommandError {
     CommandError::UnexpectedReply(format!("{reply:?}"))
 }
 
-/// Hashes the file at `path` and describes it for the tracker.
-fn describe_file(path: &Path) -> Result<FileMeta, CommandError> {
+/// Hashes the file at `path` and describes it for the tracker; also returns the file's stamp
+/// from before it was hashed.
+fn describe_file(path: &Path) -> Result<(FileMeta, FileStamp), CommandError> {
     let shown = path.display().to_string();
     let file_error =
         |e: io::Error| CommandError::File { path: shown.clone(), reason: io_reason(&e) };
@@ -290,6 +294,7 @@ fn describe_file(path: &Path) -> Result<FileMeta, CommandError> {
     if !metadata.is_file() {
         return Err(CommandError::NotAFile(shown));
     }
+    let stamp = FileStamp::of(&file).map_err(file_error)?;
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
@@ -307,7 +312,10 @@ fn describe_file(path: &Path) -> Result<FileMeta, CommandError> {
         HashFileError::Io(e) => file_error(e),
         other => CommandError::File { path: shown.clone(), reason: other.to_string() },
     })?;
-    Ok(FileMeta { name, size: hashes.file_len, digest: hashes.digest, pieces: hashes.pieces })
+    Ok((
+        FileMeta { name, size: hashes.file_len, digest: hashes.digest, pieces: hashes.pieces },
+        stamp,
+    ))
 }
 
 /// An I/O error as a short lowercase reason, without the "(os error N)" suffix.

@@ -3,13 +3,12 @@
 //! One accept thread (`seeder`) and one thread per downloader connection (`seed-N`), capped.
 //! A downloader must present a tracker-issued ticket for the file's group; the seeder asks
 //! its tracker to check it and caches the answer until the ticket expires. Every piece is
-//! read from disk and its SHA1 checked before it is sent, so a file changed on disk after
-//! it was shared is noticed and no longer served.
+//! read from disk and checked against its SHA1 (once per state of the file on disk) before
+//! it is sent, so a file changed on disk after it was shared is noticed and no longer served.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::net::{Shutdown as SocketShutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -279,7 +278,7 @@ fn admit(
     }
 }
 
-/// Reads piece `piece` of `share` into `data` and checks its hash.
+/// Reads piece `piece` of `share` into `data`, checked against its hash.
 fn read_verified(
     share: &SharedFile,
     file: &mut Option<File>,
@@ -290,12 +289,7 @@ fn read_verified(
         *file = Some(File::open(share.path()).map_err(|e| e.to_string())?);
     }
     let Some(f) = file.as_ref() else { return Err("file not open".into()) };
-    f.read_exact_at(data, share.layout.piece_offset(piece)).map_err(|e| e.to_string())?;
-    let expected = share.meta.pieces.get(piece.0 as usize);
-    if expected != Some(&Sha1Digest::of(data)) {
-        return Err(format!("piece {} does not match its hash", piece.0));
-    }
-    Ok(())
+    share.read_piece(f, piece, data)
 }
 
 /// Stops sharing a file whose bytes went bad, locally and at the tracker.

@@ -21,6 +21,35 @@ use common::{Bitfield, GroupId, Layout, PieceIndex, Sha1Digest, UserId};
 /// The state file's format version.
 const STATE_VERSION: u32 = 1;
 
+/// A file's identity on disk; any write to the file changes it (ctime cannot be set back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    len: u64,
+    ino: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileStamp {
+    /// The stamp of an open file.
+    pub fn of(file: &File) -> std::io::Result<FileStamp> {
+        use std::os::unix::fs::MetadataExt;
+        let m = file.metadata()?;
+        Ok(FileStamp {
+            len: m.len(),
+            ino: m.ino(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        })
+    }
+}
+
+/// Which pieces were hashed and found good, and in which state of the file.
+struct Checked {
+    stamp: Option<FileStamp>,
+    pieces: Bitfield,
+}
+
 /// One shared file.
 pub struct SharedFile {
     pub group: GroupId,
@@ -30,6 +59,7 @@ pub struct SharedFile {
     have: Mutex<Bitfield>,
     /// Where a download of this file will be renamed to; `None` once complete.
     destination: Mutex<Option<PathBuf>>,
+    checked: Mutex<Checked>,
 }
 
 impl SharedFile {
@@ -43,6 +73,7 @@ impl SharedFile {
         have: Bitfield,
         destination: Option<PathBuf>,
     ) -> SharedFile {
+        let checked = Checked { stamp: None, pieces: Bitfield::empty(layout.n_pieces()) };
         SharedFile {
             group,
             meta,
@@ -50,7 +81,50 @@ impl SharedFile {
             path: Mutex::new(path),
             have: Mutex::new(have),
             destination: Mutex::new(destination),
+            checked: Mutex::new(checked),
         }
+    }
+
+    /// Records that every piece was hashed and found good while the file had `stamp`.
+    pub fn set_all_checked(&self, stamp: FileStamp) {
+        *self.checked.lock() =
+            Checked { stamp: Some(stamp), pieces: Bitfield::full(self.layout.n_pieces()) };
+    }
+
+    /// Reads piece `piece` from `file` (this share's bytes) into `data`, making sure it
+    /// matches its hash. Each piece is hashed once per state of the file: when the file
+    /// changes on disk (its stamp), every piece is checked again before it is served. The
+    /// pieces of a download in progress were verified before this peer wrote them.
+    pub fn read_piece(
+        &self,
+        file: &File,
+        piece: PieceIndex,
+        data: &mut [u8],
+    ) -> Result<(), String> {
+        use std::os::unix::fs::FileExt;
+        file.read_exact_at(data, self.layout.piece_offset(piece)).map_err(|e| e.to_string())?;
+        if self.destination().is_some() {
+            return Ok(());
+        }
+        let stamp = FileStamp::of(file).map_err(|e| e.to_string())?;
+        {
+            let mut checked = self.checked.lock();
+            if checked.stamp != Some(stamp) {
+                *checked =
+                    Checked { stamp: Some(stamp), pieces: Bitfield::empty(self.layout.n_pieces()) };
+            }
+            if checked.pieces.has(piece) {
+                return Ok(());
+            }
+        }
+        if self.meta.pieces.get(piece.0 as usize) != Some(&Sha1Digest::of(data)) {
+            return Err(format!("piece {} does not match its hash", piece.0));
+        }
+        let mut checked = self.checked.lock();
+        if checked.stamp == Some(stamp) {
+            checked.pieces.set(piece);
+        }
+        Ok(())
     }
 
     /// Where the bytes are.

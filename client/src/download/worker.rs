@@ -2,7 +2,8 @@
 //!
 //! It takes `Job`s from its bounded channel, keeps up to `PIPELINE` requests on the wire,
 //! reads each piece into one of its own buffers and hands it to the rayon pool, which checks
-//! the SHA1, writes the piece at its offset and reports to the coordinator. Memory per peer
+//! the SHA1 and passes a good piece to the client's disk writer (one thread, so writes to a
+//! file never contend for its lock); the writer reports to the coordinator. Memory per peer
 //! is `BUFFERS` pieces, whatever the file's size.
 
 use std::collections::VecDeque;
@@ -41,8 +42,9 @@ pub struct Job {
 pub enum Event {
     /// Connected; the peer has these pieces.
     Ready { peer: PeerId, have: Bitfield },
-    /// A piece arrived, matched its hash and was written.
-    Verified { peer: PeerId, piece: PieceIndex, bytes_per_sec: f64 },
+    /// A piece arrived, matched its hash (`hash`, computed from the received bytes) and was
+    /// written.
+    Verified { peer: PeerId, piece: PieceIndex, hash: Sha1Digest, bytes_per_sec: f64 },
     /// A piece arrived but did not match its hash.
     BadHash { peer: PeerId, piece: PieceIndex },
     /// The peer does not have (or no longer serves) the piece.
@@ -60,6 +62,51 @@ pub struct Target {
     pub layout: Layout,
     pub hashes: Arc<Vec<Sha1Digest>>,
     pub file: Arc<File>,
+    pub writer: DiskWriter,
+}
+
+/// A verified piece on its way to disk.
+struct PieceWrite {
+    file: Arc<File>,
+    offset: u64,
+    buf: Vec<u8>,
+    len: usize,
+    /// Sent once the piece is written.
+    done: Event,
+    events: Sender<Event>,
+    /// Where the buffer goes back to.
+    free: Sender<Vec<u8>>,
+}
+
+/// The client's disk writer: one thread that writes verified pieces at their offsets, in
+/// the order they were verified.
+#[derive(Clone)]
+pub struct DiskWriter {
+    tx: Sender<PieceWrite>,
+}
+
+impl DiskWriter {
+    /// Starts the writer thread (`disk-writer`). It ends when every `DiskWriter` is dropped.
+    pub fn start() -> std::io::Result<(DiskWriter, std::thread::JoinHandle<()>)> {
+        // A few pieces of slack; the workers' buffer pools bound the memory anyway.
+        let (tx, rx) = crossbeam_channel::bounded::<PieceWrite>(16);
+        let thread = std::thread::Builder::new().name("disk-writer".into()).spawn(move || {
+            for w in rx {
+                let event = match w.file.write_all_at(&w.buf[..w.len], w.offset) {
+                    Ok(()) => w.done,
+                    Err(e) => match w.done {
+                        Event::Verified { piece, .. } => {
+                            Event::WriteFailed { piece, reason: e.to_string() }
+                        }
+                        other => other,
+                    },
+                };
+                let _ = w.events.send(event);
+                let _ = w.free.send(w.buf);
+            }
+        })?;
+        Ok((DiskWriter { tx }, thread))
+    }
 }
 
 /// Connects to `addr` and serves jobs until the job channel closes or the peer fails.
@@ -151,19 +198,26 @@ fn work(
                 let events = events.clone();
                 let free_tx = free_tx.clone();
                 rayon::spawn(move || {
-                    let data = &buf[..want];
-                    let event = if target.hashes.get(piece.0 as usize)
-                        != Some(&Sha1Digest::of(data))
-                    {
-                        Event::BadHash { peer, piece }
-                    } else {
-                        match target.file.write_all_at(data, target.layout.piece_offset(piece)) {
-                            Ok(()) => Event::Verified { peer, piece, bytes_per_sec },
-                            Err(e) => Event::WriteFailed { piece, reason: e.to_string() },
-                        }
+                    let hash = Sha1Digest::of(&buf[..want]);
+                    if target.hashes.get(piece.0 as usize) != Some(&hash) {
+                        let _ = events.send(Event::BadHash { peer, piece });
+                        let _ = free_tx.send(buf);
+                        return;
+                    }
+                    let write = PieceWrite {
+                        file: Arc::clone(&target.file),
+                        offset: target.layout.piece_offset(piece),
+                        buf,
+                        len: want,
+                        done: Event::Verified { peer, piece, hash, bytes_per_sec },
+                        events,
+                        free: free_tx,
                     };
-                    let _ = events.send(event);
-                    let _ = free_tx.send(buf);
+                    if let Err(unsent) = target.writer.tx.send(write) {
+                        let w = unsent.into_inner();
+                        let reason = "disk writer stopped".to_string();
+                        let _ = w.events.send(Event::WriteFailed { piece, reason });
+                    }
                 });
             }
             Some(PeerReply::NoPiece { piece }) if piece == expected => {
