@@ -30,6 +30,11 @@ pub struct Config {
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     pub idle_timeout: u64,
 
+    /// A client not heard from for this many seconds (they send a heartbeat every 5) is no
+    /// longer listed as a peer.
+    #[arg(long, value_name = "SECS", default_value_t = 15)]
+    pub peer_timeout: u64,
+
     /// PBKDF2-HMAC-SHA1 iterations for new passwords (existing ones keep theirs).
     #[arg(long, value_name = "N", default_value_t = DEFAULT_ITERATIONS,
           value_parser = clap::value_parser!(u32).range(1..))]

@@ -54,7 +54,8 @@ pub fn run(config: Config) -> Result<(), RunError> {
     let (store, state) = Store::open(&config.data_dir())?;
     let listener = TcpListener::bind(addr).map_err(|source| RunError::Bind { addr, source })?;
     let local = listener.local_addr()?;
-    let service = Arc::new(Service::new(store, state, config.kdf_iterations));
+    let peer_timeout = Duration::from_secs(config.peer_timeout.max(1));
+    let service = Arc::new(Service::new(store, state, config.kdf_iterations, peer_timeout));
     service.ensure_secret().map_err(RunError::Init)?;
     let shutdown = Arc::new(Shutdown::new(local));
 

@@ -10,20 +10,22 @@ use std::time::{Duration, Instant};
 use common::message::SessionToken;
 use common::{Bitfield, GroupId, Sha1Digest};
 
-/// A session not heard from for this long is not listed as a peer.
-pub const SESSION_TTL: Duration = Duration::from_secs(15);
+/// By default, a session not heard from for this long is not listed as a peer (clients
+/// send a heartbeat every 5 s).
+pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(15);
 
 /// Liveness and partial availability.
 pub struct Presence {
+    ttl: Duration,
     started: Instant,
     last_seen: HashMap<SessionToken, Instant>,
     partial: HashMap<(GroupId, Sha1Digest), HashMap<SessionToken, Bitfield>>,
 }
 
 impl Presence {
-    /// Empty soft state, as after a (re)start at `now`.
-    pub fn new(now: Instant) -> Presence {
-        Presence { started: now, last_seen: HashMap::new(), partial: HashMap::new() }
+    /// Empty soft state, as after a (re)start at `now`; sessions silent for `ttl` are not live.
+    pub fn new(now: Instant, ttl: Duration) -> Presence {
+        Presence { ttl, started: now, last_seen: HashMap::new(), partial: HashMap::new() }
     }
 
     /// Records that `session` was heard from.
@@ -31,7 +33,7 @@ impl Presence {
         self.last_seen.insert(session, now);
         // Bound the map: forget sessions silent for far longer than the TTL.
         if self.last_seen.len() > 4096 && self.last_seen.len().is_power_of_two() {
-            self.last_seen.retain(|_, seen| now.duration_since(*seen) < SESSION_TTL * 4);
+            self.last_seen.retain(|_, seen| now.duration_since(*seen) < self.ttl * 4);
             let live = &self.last_seen;
             for holders in self.partial.values_mut() {
                 holders.retain(|s, _| live.contains_key(s));
@@ -45,8 +47,8 @@ impl Presence {
     /// (its client has not had time to reconnect yet).
     pub fn is_live(&self, session: &SessionToken, now: Instant) -> bool {
         match self.last_seen.get(session) {
-            Some(seen) => now.duration_since(*seen) < SESSION_TTL,
-            None => now.duration_since(self.started) < SESSION_TTL,
+            Some(seen) => now.duration_since(*seen) < self.ttl,
+            None => now.duration_since(self.started) < self.ttl,
         }
     }
 
@@ -90,8 +92,9 @@ mod tests {
 
     #[test]
     fn liveness_follows_the_ttl() {
+        const SESSION_TTL: Duration = DEFAULT_SESSION_TTL;
         let t0 = Instant::now();
-        let mut p = Presence::new(t0);
+        let mut p = Presence::new(t0, SESSION_TTL);
         let s = SessionToken([1; 16]);
         assert!(p.is_live(&s, t0 + SESSION_TTL / 2), "grace period after start");
         assert!(!p.is_live(&s, t0 + SESSION_TTL * 2));
@@ -103,7 +106,7 @@ mod tests {
     #[test]
     fn partial_holders_are_forgotten_on_logout() {
         let now = Instant::now();
-        let mut p = Presence::new(now);
+        let mut p = Presence::new(now, DEFAULT_SESSION_TTL);
         let s = SessionToken([1; 16]);
         let g = GroupId::new("g").unwrap();
         let d = Sha1Digest([3; 20]);

@@ -40,11 +40,16 @@ pub struct Service {
 
 impl Service {
     /// A service over an opened store and the state it rebuilt.
-    pub fn new(store: Store, state: TrackerState, kdf_iterations: u32) -> Service {
+    pub fn new(
+        store: Store,
+        state: TrackerState,
+        kdf_iterations: u32,
+        peer_timeout: Duration,
+    ) -> Service {
         Service {
             state: RwLock::new(state),
             store: Mutex::new(store),
-            presence: Mutex::new(Presence::new(Instant::now())),
+            presence: Mutex::new(Presence::new(Instant::now(), peer_timeout)),
             kdf_iterations,
             last_writes: Mutex::new(HashMap::new()),
         }

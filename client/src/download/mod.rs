@@ -426,7 +426,7 @@ impl Coordinator {
             temp: share.path(),
             share,
             dest,
-            scheduler: Scheduler::new(&have, MAX_IN_FLIGHT),
+            scheduler: Scheduler::new(&have, MAX_IN_FLIGHT, fastrand::u64(..)),
             workers: HashMap::new(),
             next_peer: 0,
             failed: HashMap::new(),

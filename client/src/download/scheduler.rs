@@ -5,8 +5,10 @@
 //! (verified and written). Transitions: `assign` (Missing → InFlight, or one more peer for
 //! an InFlight piece in the endgame), `complete` (→ Have), `fail` (drops one peer from an
 //! InFlight piece; → Missing when none is left) and `release_peer` (`fail` for all of that
-//! peer's pieces). Pieces are handed out rarest first, each to the least-loaded peer that
-//! has it: fewest pieces in flight, then best measured throughput, then lowest `PeerId`.
+//! peer's pieces). Pieces are handed out rarest first (equally rare pieces in an order
+//! shuffled per download, so that leechers of one seeder start on different pieces and can
+//! trade them), each to the least-loaded peer that has it: fewest pieces in flight, then
+//! best measured throughput, then lowest `PeerId`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -41,22 +43,28 @@ pub struct Scheduler {
     availability: Vec<u32>,
     max_in_flight: usize,
     n_have: u32,
+    /// A random rank per piece, to break ties in rarity.
+    tiebreak: Vec<u32>,
 }
 
 impl Scheduler {
-    /// A scheduler for `n_pieces` pieces of which `have` are already verified, asking each
-    /// peer for at most `max_in_flight` pieces at a time.
-    pub fn new(have: &Bitfield, max_in_flight: usize) -> Scheduler {
+    /// A scheduler for `have.n_pieces()` pieces of which `have` are already verified,
+    /// asking each peer for at most `max_in_flight` pieces at a time; `seed` shuffles the
+    /// order of equally rare pieces.
+    pub fn new(have: &Bitfield, max_in_flight: usize, seed: u64) -> Scheduler {
         let pieces: Vec<PieceState> = (0..have.n_pieces())
             .map(|i| if have.has(PieceIndex(i)) { PieceState::Have } else { PieceState::Missing })
             .collect();
         let availability = vec![0; pieces.len()];
+        let mut tiebreak: Vec<u32> = (0..have.n_pieces()).collect();
+        fastrand::Rng::with_seed(seed).shuffle(&mut tiebreak);
         Scheduler {
             pieces,
             peers: BTreeMap::new(),
             availability,
             max_in_flight,
             n_have: have.count(),
+            tiebreak,
         }
     }
 
@@ -137,7 +145,8 @@ impl Scheduler {
                     && self.availability[idx.0 as usize] > 0
             })
             .collect();
-        missing.sort_by_key(|idx| (self.availability[idx.0 as usize], idx.0));
+        missing
+            .sort_by_key(|idx| (self.availability[idx.0 as usize], self.tiebreak[idx.0 as usize]));
         for piece in missing {
             if !self.peers.values().any(|p| p.in_flight.len() < self.max_in_flight) {
                 return out;

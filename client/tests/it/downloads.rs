@@ -432,3 +432,56 @@ fn a_restarted_seeder_shares_again_after_login_but_not_what_it_stopped() {
     assert!(c[1].wait_downloads()[0].starts_with("[C]"));
     assert_same_file(&cluster.path("a.bin"), &out);
 }
+
+#[test]
+fn leechers_of_one_slow_seeder_trade_pieces_among_themselves() {
+    let (cluster, _tracker) = Cluster::with_one_tracker();
+    let mut c = members(&cluster, &["seed", "l1", "l2", "l3"], &[]);
+    // Only the seeder is slow: restart it with a 1 MB/s upload cap.
+    c[0].send_line("exit");
+    c[0].close_stdin();
+    c[0] = cluster.client_with("seed", &["--max-upload-rate", "1000000"]);
+    c[0].ok("login seed pw-seed", "logged in as seed");
+    let original = cluster.path("f.bin");
+    write_random(&original, 6 * 1024 * 1024, 21);
+    upload(&mut c[0], &original);
+    let seed = c[0].listen.to_string();
+    for (i, leech) in c.iter_mut().enumerate().skip(1) {
+        leech.run1(&format!(
+            "download_file g f.bin {}",
+            cluster.path(&format!("out{i}.bin")).display()
+        ));
+    }
+    let mut from_leechers = 0;
+    for (i, leech) in c.iter_mut().enumerate().skip(1) {
+        let done = leech.wait_downloads();
+        assert!(done[0].starts_with("[C] [g] f.bin"), "{done:?}");
+        assert_same_file(&original, &cluster.path(&format!("out{i}.bin")));
+        let list = done[0].split("pieces from ").nth(1).unwrap().trim_end_matches(')').to_string();
+        from_leechers += list
+            .split(' ')
+            .filter(|kv| !kv.starts_with(&format!("{seed}=")))
+            .filter_map(|kv| kv.split('=').nth(1))
+            .map(|n| n.parse::<u32>().unwrap())
+            .sum::<u32>();
+    }
+    // 3 leechers need 36 pieces; the seeder alone would send all of them.
+    assert!(from_leechers > 0, "no piece went from leecher to leecher");
+}
+
+#[test]
+fn a_silent_peer_is_no_longer_listed() {
+    let cluster = Cluster::new(1);
+    let _tracker =
+        cluster.try_start_tracker(1, &["--peer-timeout", "8"]).expect("tracker did not start");
+    let mut c = members(&cluster, &["seed", "other"], &[]);
+    write_random(&cluster.path("f.bin"), 100, 22);
+    upload(&mut c[0], &cluster.path("f.bin"));
+    assert_eq!(c[1].run("list_files g").len(), 1);
+    c[0].kill();
+    // The seeder no longer heartbeats; within the peer timeout its file disappears.
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while !c[1].run("list_files g").is_empty() {
+        assert!(std::time::Instant::now() < deadline, "still listed");
+    }
+}
