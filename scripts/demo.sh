@@ -1,23 +1,24 @@
 #!/usr/bin/env bash
-# A local demo of the group file-sharing system: builds the release binaries, starts two
-# trackers and three peers on 127.0.0.1, and walks through accounts, groups, join requests
-# and file announcements, including a tracker crash (kill -9) and restart that loses
-# nothing. Every process it starts is stopped on exit; logs stay in the work directory.
+# A local demo of the group file-sharing system: builds the release binaries, starts a
+# tracker and four peers on 127.0.0.1, and walks through accounts, groups, join requests,
+# sharing and parallel downloads, including a tracker crash (kill -9) and restart in the
+# middle of the downloads that loses nothing. Every process it starts is stopped on exit;
+# logs stay in the work directory (with --keep, or after a failure).
 set -euo pipefail
 
 usage() {
     cat <<USAGE
 Usage: scripts/demo.sh [--keep]
 
-Builds target/release/{tracker,client}, then runs a scripted session of two trackers and
-three peers on 127.0.0.1, printing every command and its output.
+Builds target/release/{tracker,client}, then runs a scripted session of a tracker and four
+peers on 127.0.0.1, printing every command and its output.
 
 Options:
   --keep      keep the work directory (state, logs) instead of deleting it
   -h, --help  show this help
 
 Environment:
-  DEMO_PORT_BASE  first of the two tracker ports (default: random in 20000-49999)
+  DEMO_PORT_BASE  the tracker's port (default: random in 20000-49999)
 USAGE
 }
 
@@ -43,10 +44,14 @@ step "building release binaries"
 (cd "$ROOT" && cargo build --release --quiet --bins)
 
 PEERS=(alice bob carol dave)
-step "starting two trackers and ${#PEERS[@]} peers in $WORK"
-write_tracker_info 2 "${DEMO_PORT_BASE:-$((20000 + RANDOM % 30000))}"
-for id in 1 2; do start_tracker "$id"; echo "tracker $id: $(cat "$WORK/tracker$id.out")"; done
-for name in "${PEERS[@]}"; do start_peer "$name"; echo "$name: $(head -n1 "$WORK/$name.out")"; done
+step "starting a tracker and ${#PEERS[@]} peers in $WORK"
+write_tracker_info 1 "${DEMO_PORT_BASE:-$((20000 + RANDOM % 30000))}"
+start_tracker 1
+echo "tracker 1: $(cat "$WORK/tracker1.out")"
+# alice serves at most 8 MB/s, so that bob and dave visibly trade pieces with each other.
+start_peer alice --max-upload-rate 8000000
+for name in "${PEERS[@]:1}"; do start_peer "$name"; done
+for name in "${PEERS[@]}"; do echo "$name: $(head -n1 "$WORK/$name.out")"; done
 
 step "accounts (passwords are stored as salted PBKDF2-HMAC-SHA1)"
 for name in "${PEERS[@]}"; do run "$name" "create_user $name pw-$name"; done
@@ -74,6 +79,7 @@ mkdir -p "$WORK/bob-files" "$WORK/dave-files"
 run bob "download_file photos holiday.bin $WORK/bob-files"
 run dave "download_file photos holiday.bin $WORK/dave-files"
 run bob "show_downloads"
+run dave "show_downloads"
 
 step "tracker 1 crashes (kill -9) while they download, and restarts from its data directory"
 kill9 tracker1

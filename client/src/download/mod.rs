@@ -85,8 +85,9 @@ impl DownloadRecord {
                 } else {
                     100.0 * self.n_have as f64 / self.n_pieces as f64
                 };
+                let peers = if self.n_peers == 1 { "peer" } else { "peers" };
                 format!(
-                    "[D] [{}] {} {percent:.0}% ({}/{} pieces) {mb_per_sec:.1} MB/s from {} peers",
+                    "[D] [{}] {} {percent:.0}% ({}/{} pieces) {mb_per_sec:.1} MB/s from {} {peers}",
                     self.group, self.name, self.n_have, self.n_pieces, self.n_peers
                 )
             }
