@@ -222,6 +222,7 @@ pub fn start(
     let have = Bitfield::empty(layout.n_pieces());
     let share = Arc::new(SharedFile::new(group, meta, layout, temp, have, Some(dest.clone())));
     ctx.shares.insert(Arc::clone(&share));
+    let file = worker::DownloadFile::open(&share.path(), file);
     launch(ctx, share, file, peers, ticket);
     Ok(dest)
 }
@@ -241,6 +242,7 @@ pub fn resume(ctx: &Context, share: Arc<SharedFile>) {
                 share.meta.name,
                 share.have().count()
             );
+            let file = worker::DownloadFile::open(&share.path(), file);
             launch(ctx, share, file, peers, ticket);
         }
         Err(e) => {
@@ -324,10 +326,16 @@ fn record(share: &SharedFile, dest: PathBuf) -> DownloadRecord {
 }
 
 /// Registers the download and starts its coordinator thread.
-fn launch(ctx: &Context, share: Arc<SharedFile>, file: File, peers: Vec<PeerInfo>, ticket: Ticket) {
+fn launch(
+    ctx: &Context,
+    share: Arc<SharedFile>,
+    file: worker::DownloadFile,
+    peers: Vec<PeerInfo>,
+    ticket: Ticket,
+) {
     let dest = share.destination().unwrap_or_else(|| share.path());
     let idx = ctx.downloads.add(record(&share, dest.clone()));
-    let coordinator = Coordinator::new(ctx.clone(), idx, share, ticket, Arc::new(file), dest);
+    let coordinator = Coordinator::new(ctx.clone(), idx, share, ticket, file, dest);
     let spawned =
         thread::Builder::new().name(format!("dl-{idx}")).spawn(move || coordinator.run(peers));
     if let Err(e) = spawned {
@@ -403,7 +411,7 @@ impl Coordinator {
         idx: usize,
         share: Arc<SharedFile>,
         ticket: Ticket,
-        file: Arc<File>,
+        file: worker::DownloadFile,
         dest: PathBuf,
     ) -> Coordinator {
         let meta = share.meta.clone();
@@ -714,7 +722,7 @@ impl Coordinator {
         if whole != Some(self.meta.digest) {
             return Err("whole-file check failed after download".to_string());
         }
-        let file = &self.target.file;
+        let file = &self.target.file.buffered;
         let len = file
             .metadata()
             .map(|m| m.len())
