@@ -109,7 +109,7 @@ if ((${#missing_pkgs[@]})); then
     log "installing ${missing_pkgs[*]}"
     # Debian's opentracker ships a systemd unit; it is only started where systemd runs.
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing_pkgs[@]}"
-    have aria2c && have opentracker || die "install did not provide aria2c/opentracker"
+    if ! have aria2c || ! have opentracker; then die "install did not provide aria2c/opentracker"; fi
 fi
 
 # ---------------------------------------------------------------- helpers
@@ -209,7 +209,8 @@ torrent_seconds=$(elapsed "$t0" "$t1")
 
 info_hash=$(aria2c --no-conf=true -S "$torrent" | awk '/^Info Hash:/ { print tolower($3) }')
 [[ $info_hash =~ ^[0-9a-f]{40}$ ]] || die "could not read the info hash of $torrent"
-info_hash_url=$(sed 's/../%&/g' <<<"$info_hash")
+info_hash_url=""
+for ((k = 0; k < 40; k += 2)); do info_hash_url+="%${info_hash:k:2}"; done
 
 # opentracker, TCP only, bound to 127.0.0.1. Debian's build only serves whitelisted info
 # hashes (-w). As root it chroots into -d and drops to nobody, so the whitelist path is
@@ -255,7 +256,7 @@ for ((i = 1; i <= seeders; i++)); do
 done
 
 # Ready = the tracker counts all N seeders as complete (scrape).
-ready_timeout=$((60 + (verify_seeders ? size_bytes / 20000000 * seeders : 0)))
+ready_timeout=$((60 + (verify_seeders ? size_bytes * seeders / 20000000 : 0)))
 deadline=$((SECONDS + ready_timeout))
 complete=0
 while :; do

@@ -3,7 +3,7 @@
 //! resends the same request with the same `RequestId`, so the tracker can recognise a retry.
 
 use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::connection::Connection;
 use common::frame::FrameError;
@@ -17,6 +17,10 @@ use common::tracker_info::TrackerInfo;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a tracker may take to answer a request (key derivation takes a moment).
 const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a request keeps being retried while trackers fail over.
+const FAILOVER_BUDGET: Duration = Duration::from_secs(15);
+/// The pause before trying busy trackers again.
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
 /// How long a request may take to be written.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -64,7 +68,10 @@ impl TrackerLink {
         self.conn.as_ref().map(|(addr, _)| *addr)
     }
 
-    /// Sends `request` and waits for its reply, failing over between trackers.
+    /// Sends `request` and waits for its reply, failing over between trackers: a broken
+    /// connection moves to the first reachable tracker, and a tracker that cannot serve now
+    /// (catching up, or its primary just died) is skipped, retrying the same request id for
+    /// up to `FAILOVER_BUDGET`.
     pub fn call(
         &mut self,
         session: Option<SessionToken>,
@@ -73,28 +80,52 @@ impl TrackerLink {
         let id = RequestId { client: self.client_id, seq: self.next_seq };
         self.next_seq += 1;
         let msg = ClientMessage::Request { id, session, request };
+        let deadline = Instant::now() + FAILOVER_BUDGET;
         let mut tried = Vec::new();
-        // One pass over every tracker, plus one more try on a fresh connection for the case
-        // where the tracker had closed an idle connection.
-        for _ in 0..=self.trackers.len() {
+        let mut busy: Vec<SocketAddr> = Vec::new();
+        let mut broken = 0;
+        loop {
             if self.conn.is_none() {
-                self.connect(&mut tried);
+                self.connect(&mut tried, &busy);
             }
-            let Some((addr, conn)) = self.conn.as_mut() else { break };
+            let Some((addr, conn)) = self.conn.as_mut() else {
+                if busy.is_empty() || Instant::now() >= deadline {
+                    return Err(match busy.is_empty() {
+                        true => LinkError::NoTracker { tried },
+                        false => LinkError::Tracker(TrackerError::Unavailable(
+                            "no tracker can serve now".into(),
+                        )),
+                    });
+                }
+                // Every reachable tracker is busy failing over: give them a moment.
+                std::thread::sleep(RETRY_PAUSE);
+                busy.clear();
+                continue;
+            };
+            let addr = *addr;
             match exchange(conn, &msg, id) {
+                Ok(Err(TrackerError::Unavailable(reason))) if Instant::now() < deadline => {
+                    log::info!("tracker={addr}: cannot serve now ({reason}); trying another");
+                    busy.push(addr);
+                    self.conn = None;
+                }
                 Ok(result) => return result.map_err(LinkError::Tracker),
                 Err(e) => {
                     log::warn!("tracker={addr}: request failed ({e}); reconnecting");
                     self.conn = None;
+                    broken += 1;
+                    // A tracker that accepts and then breaks the connection every time.
+                    if broken > 2 * self.trackers.len() + 1 {
+                        return Err(LinkError::NoTracker { tried });
+                    }
                 }
             }
         }
-        Err(LinkError::NoTracker { tried })
     }
 
     /// Connects to the first tracker that answers the handshake.
-    fn connect(&mut self, tried: &mut Vec<SocketAddr>) {
-        for (tracker_id, addr) in self.trackers.trackers() {
+    fn connect(&mut self, tried: &mut Vec<SocketAddr>, busy: &[SocketAddr]) {
+        for (tracker_id, addr) in self.trackers.trackers().filter(|(_, a)| !busy.contains(a)) {
             if !tried.contains(&addr) {
                 tried.push(addr);
             }

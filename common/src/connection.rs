@@ -79,6 +79,17 @@ impl<In: DeserializeOwned, Out: Serialize> Connection<In, Out> {
         })
     }
 
+    /// The same connection (buffers included) speaking other message types, for a protocol
+    /// switch after the first message.
+    pub fn retype<In2, Out2>(self) -> Connection<In2, Out2> {
+        Connection {
+            reader: self.reader,
+            writer: self.writer,
+            peer: self.peer,
+            _types: PhantomData,
+        }
+    }
+
     /// A handle that can shut the socket down from another thread.
     pub fn try_clone_stream(&self) -> std::io::Result<TcpStream> {
         self.writer.get_ref().try_clone()

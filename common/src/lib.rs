@@ -14,6 +14,7 @@ pub mod id;
 pub mod message;
 pub mod peer_message;
 pub mod piece;
+pub mod replica_message;
 pub mod tracker_info;
 
 pub use bitfield::Bitfield;

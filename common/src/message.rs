@@ -48,6 +48,9 @@ pub enum ClientMessage {
     },
     /// A command, with the session it runs in (none for `CreateUser` and `Login`).
     Request { id: RequestId, session: Option<SessionToken>, request: Request },
+    /// Instead of `Hello`: another tracker (`from`) opens a replication connection; the
+    /// messages that follow are `replica_message`s.
+    ReplicaHello { version: u16, from: u32 },
 }
 
 /// What a client asks of the tracker.
@@ -88,6 +91,8 @@ pub enum Request {
     AnnouncePieces { group: GroupId, digest: Sha1Digest, have: Bitfield },
     /// A seeder asks whether a downloader's ticket is genuine and still valid.
     CheckTicket { ticket: Ticket },
+    /// A digest of the tracker's durable state, to compare trackers (operators, tests).
+    StateDigest,
     /// This session is alive (sent every few seconds; any request counts too).
     Heartbeat,
 }
@@ -103,6 +108,7 @@ impl Request {
                 | Request::ListFiles { .. }
                 | Request::GetFile { .. }
                 | Request::CheckTicket { .. }
+                | Request::StateDigest
                 | Request::Heartbeat
                 | Request::AnnouncePieces { .. }
         )
@@ -201,6 +207,9 @@ pub enum Reply {
     FileInfo { meta: FileMeta, peers: Vec<PeerInfo>, ticket: Box<Ticket> },
     /// The answer to `CheckTicket` when the ticket is valid.
     TicketOk,
+    /// The answer to `StateDigest`: the last applied entry's sequence number and the SHA1
+    /// of the state.
+    StateDigest { seq: u64, digest: Sha1Digest },
 }
 
 /// Why the tracker refused a request. `Display` is the text the REPL prints after `error: `.

@@ -8,6 +8,7 @@
 pub mod config;
 pub mod credential;
 pub mod presence;
+pub mod replication;
 pub mod server;
 pub mod service;
 pub mod session;
@@ -22,8 +23,10 @@ use std::time::Duration;
 use common::tracker_info::{TrackerInfo, TrackerInfoError};
 
 pub use config::Config;
+use replication::Cluster;
 use server::{Limits, Shutdown};
-use service::Service;
+use service::{Service, Settings};
+use std::sync::atomic::{AtomicBool, Ordering};
 use store::{Store, StoreError};
 
 /// Why the tracker could not start or had to stop.
@@ -51,17 +54,29 @@ pub fn run(config: Config) -> Result<(), RunError> {
     let addr = info
         .addr(config.tracker_id)
         .ok_or(RunError::NoSuchTracker { id: config.tracker_id, count: info.len() })?;
-    let (store, state) = Store::open(&config.data_dir())?;
+    let (store, recovered) = Store::open(&config.data_dir())?;
     let listener = TcpListener::bind(addr).map_err(|source| RunError::Bind { addr, source })?;
     let local = listener.local_addr()?;
-    let peer_timeout = Duration::from_secs(config.peer_timeout.max(1));
-    let service = Arc::new(Service::new(store, state, config.kdf_iterations, peer_timeout));
-    service.ensure_secret().map_err(RunError::Init)?;
+    let settings = Settings {
+        id: config.tracker_id,
+        trackers: info.clone(),
+        kdf_iterations: config.kdf_iterations,
+        peer_timeout: Duration::from_secs(config.peer_timeout.max(1)),
+    };
+    let cluster = Cluster::new(config.tracker_id, info, recovered.view);
+    let service = Arc::new(Service::new(settings, store, recovered.state, cluster));
     let shutdown = Arc::new(Shutdown::new(local));
 
     let on_signal = Arc::clone(&shutdown);
     ctrlc::set_handler(move || on_signal.trigger())?;
-    watch_stdin(Arc::clone(&shutdown))?;
+    watch_stdin(Arc::clone(&shutdown), Arc::clone(&service))?;
+    let stop_upkeep = Arc::new(AtomicBool::new(false));
+    let upkeep = {
+        let (service, stop) = (Arc::clone(&service), Arc::clone(&stop_upkeep));
+        std::thread::Builder::new()
+            .name("replication".into())
+            .spawn(move || replication::maintain(service, stop))?
+    };
 
     let limits = Limits {
         max_connections: config.max_connections,
@@ -74,15 +89,19 @@ pub fn run(config: Config) -> Result<(), RunError> {
     writeln!(stdout, "tracker {} listening on {local}", config.tracker_id)?;
     stdout.flush()?;
     drop(stdout);
-    server::run(listener, service, limits, config.tracker_id, shutdown)?;
+    let served = server::run(listener, service, limits, config.tracker_id, shutdown);
+    stop_upkeep.store(true, Ordering::SeqCst);
+    let _ = upkeep.join();
+    served?;
     log::info!("tracker {} stopped", config.tracker_id);
     Ok(())
 }
 
-/// Stops the tracker on a `quit` or `exit` line on stdin. At end of input it keeps running.
-/// This thread is left blocked in `read` at exit: a blocking stdin read cannot be cancelled,
-/// and it holds nothing that needs cleaning up.
-fn watch_stdin(shutdown: Arc<Shutdown>) -> std::io::Result<()> {
+/// Stops the tracker on a `quit` or `exit` line on stdin, and prints the tracker's place in
+/// the cluster on `status`. At end of input it keeps running. This thread is left blocked in
+/// `read` at exit: a blocking stdin read cannot be cancelled, and it holds nothing that
+/// needs cleaning up.
+fn watch_stdin(shutdown: Arc<Shutdown>, service: Arc<Service>) -> std::io::Result<()> {
     std::thread::Builder::new().name("stdin".to_string()).spawn(move || {
         for line in std::io::stdin().lock().lines() {
             let Ok(line) = line else { break };
@@ -91,10 +110,13 @@ fn watch_stdin(shutdown: Arc<Shutdown>) -> std::io::Result<()> {
                     shutdown.trigger();
                     break;
                 }
-                "" => {}
-                other => {
-                    log::warn!("stdin: unknown command {other:?} (quit or exit stops the tracker)")
+                "status" => {
+                    let mut stdout = std::io::stdout().lock();
+                    let _ = writeln!(stdout, "{}", service.status_line());
+                    let _ = stdout.flush();
                 }
+                "" => {}
+                other => log::warn!("stdin: unknown command {other:?} (status, quit or exit)"),
             }
         }
     })?;

@@ -1,8 +1,13 @@
 //! The one place where client requests become operations: reads are answered from the state,
-//! writes are turned into an `Op`, checked, committed to the store, then applied.
+//! writes are turned into an `Op`, checked, logged, replicated to every other member of the
+//! view, then applied and answered.
 //!
-//! Invariant: the store lock serializes writers and is the only lock held across disk I/O;
-//! the state lock is held only for in-memory work, so reads never wait for a disk write.
+//! On a backup, requests that change state or need soft state (liveness, partial
+//! availability) are forwarded to the primary; pure reads are answered locally.
+//! Invariant: the store lock serializes writers and is held across the local log write and
+//! the shipping to backups (and by backups while they apply what they receive); the state
+//! lock is held only for in-memory work, so reads never wait for disk or network.
+//! Lock order: store, links, cluster, state, presence.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -10,58 +15,78 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use parking_lot::{Mutex, RwLock};
 
 use common::message::{PeerInfo, Reply, Request, RequestId, SessionToken, TrackerError};
-use common::{FileName, GroupId, Layout};
+use common::replica_message::EntryId;
+use common::tracker_info::TrackerInfo;
+use common::{FileName, GroupId, Layout, Sha1Digest};
 
 use crate::credential::Credential;
 use crate::presence::Presence;
+use crate::replication::{Cluster, Forwarder, Role};
 use crate::state::{Op, TrackerState};
-use crate::store::Store;
+use crate::store::{LogEntry, Store};
 
 /// How long a ticket issued with a file's peers stays valid.
 pub const TICKET_TTL: Duration = Duration::from_secs(3600);
 
-/// How many clients' last write results are remembered to answer a retried request.
+/// How many clients' last failed writes are remembered to answer a retried request.
 const MAX_REMEMBERED_CLIENTS: usize = 65_536;
 
-/// The outcome of a client's last write: its request sequence number and its result.
-type LastWrite = (u64, Result<Reply, TrackerError>);
+/// Tuning of a service.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub id: u32,
+    pub trackers: TrackerInfo,
+    pub kdf_iterations: u32,
+    pub peer_timeout: Duration,
+}
 
 /// The tracker's request handler, shared by every connection thread.
 pub struct Service {
-    state: RwLock<TrackerState>,
-    store: Mutex<Store>,
-    /// Soft state; lock order: `state` before `presence`.
+    pub(crate) settings: Settings,
+    pub(crate) state: RwLock<TrackerState>,
+    pub(crate) store: Mutex<Store>,
+    pub(crate) cluster: Cluster,
+    /// Soft state, kept by the primary.
     presence: Mutex<Presence>,
-    kdf_iterations: u32,
-    /// The last write of each client, so a request resent after a lost reply is not applied
-    /// twice.
-    last_writes: Mutex<HashMap<u64, LastWrite>>,
+    forwarder: Forwarder,
+    /// The last failed write of each client (successful ones are in the state), so a
+    /// request resent after a lost reply gets the same answer.
+    last_failures: Mutex<HashMap<u64, (u64, TrackerError)>>,
 }
 
 impl Service {
-    /// A service over an opened store and the state it rebuilt.
-    pub fn new(
-        store: Store,
-        state: TrackerState,
-        kdf_iterations: u32,
-        peer_timeout: Duration,
-    ) -> Service {
+    /// A service over an opened store and what it recovered.
+    pub fn new(settings: Settings, store: Store, state: TrackerState, cluster: Cluster) -> Service {
+        let presence = Presence::new(Instant::now(), settings.peer_timeout);
         Service {
+            forwarder: Forwarder::new(settings.id, settings.trackers.clone()),
+            settings,
             state: RwLock::new(state),
             store: Mutex::new(store),
-            presence: Mutex::new(Presence::new(Instant::now(), peer_timeout)),
-            kdf_iterations,
-            last_writes: Mutex::new(HashMap::new()),
+            cluster,
+            presence: Mutex::new(presence),
+            last_failures: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Handles one request and returns what to answer.
+    /// Handles one client request and returns what to answer.
     pub fn handle(
         &self,
         id: RequestId,
         session: Option<SessionToken>,
         request: Request,
     ) -> Result<Reply, TrackerError> {
+        match self.cluster.role() {
+            Role::Joining => {
+                return Err(TrackerError::Unavailable(
+                    "tracker is catching up with the others".to_string(),
+                ))
+            }
+            Role::Backup { primary } if !answers_locally(&request) => {
+                return self.forwarder.forward(primary, id, session, request);
+            }
+            _ => {}
+        }
         let now = Instant::now();
         if let Some(token) = session {
             if self.state.read().session_peer(&token).is_some() {
@@ -87,6 +112,10 @@ impl Service {
                 state.session_user(session)?;
                 return state.verify_ticket(&ticket, unix_now()).map(|()| Reply::TicketOk);
             }
+            Request::StateDigest => {
+                let (seq, digest) = self.digest();
+                return Ok(Reply::StateDigest { seq, digest });
+            }
             _ => {}
         }
         {
@@ -96,29 +125,61 @@ impl Service {
                 return result;
             }
         }
-        if let Some((seq, result)) = self.last_writes.lock().get(&id.client) {
+        // A write. Was it already applied (a retry after a lost reply, maybe on another
+        // tracker)?
+        if let Some(reply) = self.state.read().replied(&id) {
+            log::debug!("request {id:?}: answering a retry from the log");
+            return Ok(reply);
+        }
+        if let Some((seq, err)) = self.last_failures.lock().get(&id.client) {
             if *seq == id.seq {
-                log::debug!("request {id:?}: answering a retry from memory");
-                return result.clone();
+                return Err(err.clone());
             }
         }
-        let result = self.to_op(session, request).and_then(|op| self.commit(op));
-        let mut last_writes = self.last_writes.lock();
-        if last_writes.len() >= MAX_REMEMBERED_CLIENTS {
-            last_writes.clear();
+        let result = self.to_op(session, request).and_then(|op| self.commit(op, Some(id)));
+        if let Err(err) = &result {
+            if !matches!(err, TrackerError::Unavailable(_)) {
+                let mut failures = self.last_failures.lock();
+                if failures.len() >= MAX_REMEMBERED_CLIENTS {
+                    failures.clear();
+                }
+                failures.insert(id.client, (id.seq, err.clone()));
+            }
         }
-        last_writes.insert(id.client, (id.seq, result.clone()));
         result
     }
 
-    /// Commits a fresh ticket secret if the state has none (a brand-new deployment).
+    /// The last applied entry's sequence number and the SHA1 of the state.
+    pub fn digest(&self) -> (u64, Sha1Digest) {
+        let store = self.store.lock();
+        let bytes = postcard::to_stdvec(&*self.state.read()).unwrap_or_default();
+        (store.last().map_or(0, |l| l.seq), Sha1Digest::of(&bytes))
+    }
+
+    /// One line describing this tracker's place in the cluster (for `status` on stdin).
+    pub fn status_line(&self) -> String {
+        let (seq, digest) = self.digest();
+        let last = self.store.lock().last();
+        format!(
+            "tracker {}: {} view={} last={} seq={seq} digest={digest}",
+            self.settings.id,
+            self.cluster.role(),
+            self.cluster
+                .view()
+                .map_or("none".to_string(), |v| format!("{}:{:?}", v.epoch, v.members)),
+            last.map_or("none".to_string(), |l| format!("{}:{}", l.epoch, l.seq)),
+        )
+    }
+
+    /// Commits a fresh ticket secret if the state has none (the first primary of a new
+    /// deployment).
     pub fn ensure_secret(&self) -> Result<(), TrackerError> {
         if self.state.read().has_secret() {
             return Ok(());
         }
         let mut secret = [0u8; 32];
         getrandom::fill(&mut secret).map_err(|e| unavailable("no randomness", e))?;
-        self.commit(Op::InitSecret { secret }).map(|_| ())
+        self.commit(Op::InitSecret { secret }, None).map(|_| ())
     }
 
     /// A file's metadata, its live peers other than the caller, and a ticket for them.
@@ -159,12 +220,13 @@ impl Service {
     /// not happen under a lock (key derivation, password checks, randomness).
     fn to_op(&self, session: Option<SessionToken>, request: Request) -> Result<Op, TrackerError> {
         let user = || self.state.read().session_user(session);
+        let session_token = || session.ok_or(TrackerError::NotLoggedIn);
         let op = match request {
             Request::CreateUser { user, password } => {
                 if self.state.read().has_user(&user) {
                     return Err(TrackerError::UserExists(user));
                 }
-                let credential = Credential::derive(&password, self.kdf_iterations)
+                let credential = Credential::derive(&password, self.settings.kdf_iterations)
                     .map_err(|e| unavailable("no randomness", e))?;
                 Op::CreateUser { user, credential }
             }
@@ -177,9 +239,7 @@ impl Service {
                 getrandom::fill(&mut token).map_err(|e| unavailable("no randomness", e))?;
                 Op::OpenSession { session: SessionToken(token), user, peer_addr }
             }
-            Request::Logout => {
-                Op::CloseSession { session: session.ok_or(TrackerError::NotLoggedIn)? }
-            }
+            Request::Logout => Op::CloseSession { session: session_token()? },
             Request::CreateGroup { group } => Op::CreateGroup { group, owner: user()? },
             Request::JoinGroup { group } => Op::RequestJoin { group, user: user()? },
             Request::LeaveGroup { group } => Op::LeaveGroup { group, user: user()? },
@@ -191,15 +251,11 @@ impl Service {
             }
             Request::UploadFile { group, file } => {
                 user()?;
-                Op::ShareFile {
-                    session: session.ok_or(TrackerError::NotLoggedIn)?,
-                    group,
-                    meta: file,
-                }
+                Op::ShareFile { session: session_token()?, group, meta: file }
             }
             Request::StopShare { group, name } => {
                 user()?;
-                Op::StopShare { session: session.ok_or(TrackerError::NotLoggedIn)?, group, name }
+                Op::StopShare { session: session_token()?, group, name }
             }
             Request::ListGroups
             | Request::ListMyGroups
@@ -208,8 +264,9 @@ impl Service {
             | Request::GetFile { .. }
             | Request::AnnouncePieces { .. }
             | Request::CheckTicket { .. }
+            | Request::StateDigest
             | Request::Heartbeat => {
-                // `TrackerState::read` answers these; reaching here is a bug, not bad input.
+                // Answered above; reaching here is a bug, not bad input.
                 return Err(TrackerError::Unavailable(
                     "internal error: read routed as write".to_string(),
                 ));
@@ -218,20 +275,36 @@ impl Service {
         Ok(op)
     }
 
-    /// Checks, durably logs, then applies `op`.
-    fn commit(&self, op: Op) -> Result<Reply, TrackerError> {
+    /// On the primary: checks `op`, logs it, ships it to every backup (in ascending id
+    /// order) and applies it once every member of the view has it durably.
+    fn commit(&self, op: Op, origin: Option<RequestId>) -> Result<Reply, TrackerError> {
         let mut store = self.store.lock();
-        self.state.read().check(&op)?;
-        let seq = store.append(&op).map_err(|e| unavailable("storage failure", e))?;
-        log::debug!("seq={seq} op={op:?}");
-        let result = self.state.write().apply(&op);
-        match &op {
+        let view = match (self.cluster.role(), self.cluster.view()) {
+            (Role::Primary, Some(view)) => view,
+            _ => return Err(TrackerError::Unavailable("tracker is not the primary".to_string())),
+        };
+        let reply = self.state.read().check(&op)?;
+        let entry = LogEntry { op, origin, reply };
+        let id = EntryId { epoch: view.epoch, seq: store.next_seq() };
+        let bytes =
+            postcard::to_stdvec(&entry).map_err(|e| unavailable("cannot encode entry", e))?;
+        store.append_encoded(id, &bytes).map_err(|e| unavailable("storage failure", e))?;
+        log::debug!("entry {id:?}: {:?}", entry.op);
+        self.cluster.ship(self, &mut store, &view, id, bytes)?;
+        let result = self.state.write().apply_entry(&entry);
+        match &entry.op {
             Op::CloseSession { session } => self.presence.lock().forget(session),
             Op::OpenSession { session, .. } if result.is_ok() => {
                 self.presence.lock().touch(*session, Instant::now())
             }
             _ => {}
         }
+        self.maybe_snapshot(&mut store);
+        result
+    }
+
+    /// Takes a snapshot if one is due.
+    pub(crate) fn maybe_snapshot(&self, store: &mut Store) {
         if store.wants_snapshot() {
             let snapshot = self.state.read().clone();
             if let Err(e) = store.snapshot(&snapshot) {
@@ -239,8 +312,19 @@ impl Service {
                 log::error!("store: snapshot failed: {e}");
             }
         }
-        result
     }
+}
+
+/// Whether a backup answers `request` itself (pure reads of replicated state).
+fn answers_locally(request: &Request) -> bool {
+    matches!(
+        request,
+        Request::ListGroups
+            | Request::ListMyGroups
+            | Request::ListRequests { .. }
+            | Request::CheckTicket { .. }
+            | Request::StateDigest
+    )
 }
 
 /// Seconds since the Unix epoch (0 if the clock is before it).
@@ -248,7 +332,7 @@ fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-fn unavailable(what: &str, err: impl std::fmt::Display) -> TrackerError {
+pub(crate) fn unavailable(what: &str, err: impl std::fmt::Display) -> TrackerError {
     log::error!("{what}: {err}");
     TrackerError::Unavailable(what.to_string())
 }

@@ -8,12 +8,13 @@ use common::connection::Connection;
 use common::frame::FrameError;
 use common::message::{ClientMessage, TrackerMessage, PROTOCOL_VERSION};
 
+use crate::replication;
 use crate::server::Limits;
 use crate::service::Service;
 
 /// Serves one connection to its end.
 pub fn serve(stream: TcpStream, service: &Service, limits: Limits, tracker_id: u32) {
-    let mut conn: Connection<ClientMessage, TrackerMessage> =
+    let conn: Connection<ClientMessage, TrackerMessage> =
         match Connection::new(stream, limits.handshake_timeout, limits.write_timeout) {
             Ok(conn) => conn,
             Err(e) => {
@@ -22,7 +23,7 @@ pub fn serve(stream: TcpStream, service: &Service, limits: Limits, tracker_id: u
             }
         };
     let peer = conn.peer_addr();
-    if let Err(e) = serve_conn(&mut conn, service, limits, tracker_id) {
+    if let Err(e) = serve_conn(conn, service, limits, tracker_id) {
         if e.is_timeout() {
             log::info!("peer={peer}: closing idle connection");
         } else {
@@ -34,13 +35,23 @@ pub fn serve(stream: TcpStream, service: &Service, limits: Limits, tracker_id: u
 }
 
 fn serve_conn(
-    conn: &mut Connection<ClientMessage, TrackerMessage>,
+    mut conn: Connection<ClientMessage, TrackerMessage>,
     service: &Service,
     limits: Limits,
     tracker_id: u32,
 ) -> Result<(), FrameError> {
     match conn.recv()? {
         None => return Ok(()),
+        Some(ClientMessage::ReplicaHello { version, from }) if version == PROTOCOL_VERSION => {
+            conn.set_read_timeout(limits.idle_timeout)?;
+            return replication::serve(conn.retype(), service, from);
+        }
+        Some(ClientMessage::ReplicaHello { version, from }) => {
+            log::warn!(
+                "tracker {from} speaks protocol version {version}, we speak {PROTOCOL_VERSION}"
+            );
+            return Ok(());
+        }
         Some(ClientMessage::Hello { version }) if version == PROTOCOL_VERSION => {
             conn.send(&TrackerMessage::Welcome { version: PROTOCOL_VERSION, tracker_id })?;
         }
@@ -66,7 +77,7 @@ fn serve_conn(
                 log::debug!("> {id:?} {result:?}");
                 conn.send(&TrackerMessage::Response { id, result })?;
             }
-            ClientMessage::Hello { .. } => {
+            ClientMessage::Hello { .. } | ClientMessage::ReplicaHello { .. } => {
                 log::warn!("peer={}: second hello", conn.peer_addr());
                 return Ok(());
             }

@@ -15,10 +15,16 @@ use serde::{Deserialize, Serialize};
 use sha1::Sha1;
 
 use common::hash::file_digest;
-use common::message::{FileMeta, FileSummary, Reply, Request, SessionToken, Ticket, TrackerError};
+use common::message::{
+    FileMeta, FileSummary, Reply, Request, RequestId, SessionToken, Ticket, TrackerError,
+};
 use common::{FileName, GroupId, Layout, Sha1Digest, UserId};
 
 use crate::credential::Credential;
+use crate::store::LogEntry;
+
+/// How many clients' last replies are remembered.
+const MAX_REMEMBERED_CLIENTS: usize = 65_536;
 
 /// A change to the tracker's state. Built by the service from a request (with whatever
 /// randomness or hashing it needs already done), validated, made durable, then applied.
@@ -101,6 +107,9 @@ struct FileRecord {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TrackerState {
     secret: Option<[u8; 32]>,
+    /// The last request of each client that changed state, with its reply, so that a
+    /// request retried after a lost reply (on any tracker) is answered, not applied again.
+    last_replies: BTreeMap<u64, (u64, Reply)>,
     users: BTreeMap<UserId, Credential>,
     groups: BTreeMap<GroupId, Group>,
     sessions: BTreeMap<SessionToken, Session>,
@@ -368,6 +377,29 @@ impl TrackerState {
                 Ok(Reply::Done)
             }
         }
+    }
+
+    /// The reply already given to request `id`, if it was applied.
+    pub fn replied(&self, id: &RequestId) -> Option<Reply> {
+        self.last_replies
+            .get(&id.client)
+            .filter(|(seq, _)| *seq == id.seq)
+            .map(|(_, reply)| reply.clone())
+    }
+
+    /// Applies a log entry: its op, and the record of the request it answered.
+    pub fn apply_entry(&mut self, entry: &LogEntry) -> Result<Reply, TrackerError> {
+        let reply = self.apply(&entry.op)?;
+        if let Some(origin) = entry.origin {
+            if self.last_replies.len() >= MAX_REMEMBERED_CLIENTS
+                && !self.last_replies.contains_key(&origin.client)
+            {
+                // Deterministic on every replica: forget the lowest client id.
+                self.last_replies.pop_first();
+            }
+            self.last_replies.insert(origin.client, (origin.seq, entry.reply.clone()));
+        }
+        Ok(reply)
     }
 
     /// Applies `op` if `check` allows it, and returns its reply; on an error nothing changes.

@@ -7,6 +7,7 @@ use crate::id::{FileName, GroupId, Password, UserId};
 use crate::message::*;
 use crate::peer_message::*;
 use crate::piece::PieceIndex;
+use crate::replica_message::*;
 
 fn user() -> impl Strategy<Value = UserId> {
     "[a-zA-Z0-9_.-]{1,64}".prop_map(|s| UserId::new(s).unwrap())
@@ -76,6 +77,7 @@ fn request() -> impl Strategy<Value = Request> {
         }),
         ticket().prop_map(|ticket| Request::CheckTicket { ticket }),
         Just(Request::Heartbeat),
+        Just(Request::StateDigest),
     ]
 }
 
@@ -88,6 +90,8 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
         any::<u16>().prop_map(|version| ClientMessage::Hello { version }),
         (request_id(), proptest::option::of(any::<[u8; 16]>().prop_map(SessionToken)), request())
             .prop_map(|(id, session, request)| ClientMessage::Request { id, session, request }),
+        (any::<u16>(), any::<u32>())
+            .prop_map(|(version, from)| ClientMessage::ReplicaHello { version, from }),
     ]
 }
 
@@ -127,6 +131,7 @@ fn reply() -> impl Strategy<Value = Reply> {
             |(meta, peers, ticket)| Reply::FileInfo { meta, peers, ticket: Box::new(ticket) }
         ),
         Just(Reply::TicketOk),
+        (any::<u64>(), digest()).prop_map(|(seq, digest)| Reply::StateDigest { seq, digest }),
     ]
 }
 
@@ -158,6 +163,41 @@ fn peer_reply() -> impl Strategy<Value = PeerReply> {
         (any::<u32>(), any::<u32>())
             .prop_map(|(i, len)| PeerReply::Piece { piece: PieceIndex(i), len }),
         any::<u32>().prop_map(|i| PeerReply::NoPiece { piece: PieceIndex(i) }),
+    ]
+}
+
+fn view() -> impl Strategy<Value = View> {
+    (any::<u64>(), prop::collection::btree_set(any::<u32>(), 1..4), any::<prop::sample::Index>())
+        .prop_map(|(epoch, members, pick)| {
+            let members: Vec<u32> = members.into_iter().collect();
+            View { epoch, primary: members[pick.index(members.len())], members }
+        })
+}
+fn entry_id() -> impl Strategy<Value = EntryId> {
+    (any::<u64>(), any::<u64>()).prop_map(|(epoch, seq)| EntryId { epoch, seq })
+}
+
+fn replica_request() -> impl Strategy<Value = ReplicaRequest> {
+    let entry = (entry_id(), prop::collection::vec(any::<u8>(), 0..16))
+        .prop_map(|(id, payload)| WireEntry { id, payload });
+    prop_oneof![
+        Just(ReplicaRequest::Status),
+        (view(), prop::collection::vec(entry, 0..3))
+            .prop_map(|(view, entries)| ReplicaRequest::Append { view, entries }),
+        (view(), entry_id(), prop::collection::vec(any::<u8>(), 0..16))
+            .prop_map(|(view, last, state)| ReplicaRequest::Snapshot { view, last, state }),
+        view().prop_map(|view| ReplicaRequest::Ping { view }),
+        any::<u32>().prop_map(|from| ReplicaRequest::Join { from }),
+    ]
+}
+
+fn replica_reply() -> impl Strategy<Value = ReplicaReply> {
+    prop_oneof![
+        (proptest::option::of(view()), proptest::option::of(entry_id()), any::<bool>())
+            .prop_map(|(view, last, serving)| ReplicaReply::Status { view, last, serving }),
+        proptest::option::of(entry_id()).prop_map(|last| ReplicaReply::Ack { last }),
+        view().prop_map(|view| ReplicaReply::Stale { view }),
+        ".{0,20}".prop_map(|reason| ReplicaReply::Refused { reason }),
     ]
 }
 
@@ -196,6 +236,16 @@ proptest! {
     }
 
     #[test]
+    fn replica_requests_round_trip(msg in replica_request()) {
+        round_trip(&msg);
+    }
+
+    #[test]
+    fn replica_replies_round_trip(msg in replica_reply()) {
+        round_trip(&msg);
+    }
+
+    #[test]
     fn peer_requests_round_trip(msg in peer_request()) {
         round_trip(&msg);
     }
@@ -211,6 +261,8 @@ proptest! {
         let _ = decode::<TrackerMessage>(&bytes);
         let _ = decode::<PeerRequest>(&bytes);
         let _ = decode::<PeerReply>(&bytes);
+        let _ = decode::<ReplicaRequest>(&bytes);
+        let _ = decode::<ReplicaReply>(&bytes);
     }
 
     #[test]

@@ -1,0 +1,722 @@
+//! Replication between trackers: epoch-fenced primary-backup over the durable op log.
+//!
+//! A `View` (epoch, primary, members) names the trackers in service and the one that leads.
+//! The primary logs every entry, ships it to every backup in ascending id order over one
+//! `ReplicaLink` each, and applies and acknowledges it only when every member has it
+//! durably; so the lowest-id backup always holds every entry any backup holds, and is the
+//! successor when the primary goes. Backups forward writes and soft-state requests to the primary and answer
+//! pure reads themselves.
+//!
+//! A `replication` thread keeps the cluster alive: the primary pings every backup every
+//! `PING_EVERY` and drops one that fails (new view, persisted first); a backup that has not
+//! heard from its primary for `FAIL_AFTER` checks that it is really gone and takes over with
+//! the next view; a (re)starting tracker serves nothing until it has caught up from the
+//! primary of the newest view (tail of the log, or a snapshot when its log diverged or the
+//! tail was pruned) and joined a new view. Every replication message carries the sender's
+//! view, and a view older than the receiver's is refused (`Stale`), which fences a primary
+//! that was paused and wakes up believing it still leads.
+//!
+//! Assumptions: trackers crash and stop (no byzantine behaviour), and the network does not
+//! partition. With two trackers no protocol can tell a dead peer from an unreachable one;
+//! surviving partitions would need a third voter and majority quorums (see ARCHITECTURE.md).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use common::connection::Connection;
+use common::frame::FrameError;
+use common::message::{
+    ClientMessage, Reply, Request, RequestId, SessionToken, TrackerError, TrackerMessage,
+    PROTOCOL_VERSION,
+};
+use common::replica_message::{EntryId, ReplicaReply, ReplicaRequest, View, WireEntry};
+use common::tracker_info::TrackerInfo;
+
+use crate::service::{unavailable, Service};
+use crate::state::TrackerState;
+use crate::store::{LogEntry, Store};
+
+/// How often the primary pings its backups.
+pub const PING_EVERY: Duration = Duration::from_millis(300);
+/// A backup that has not heard from its primary for this long checks on it.
+pub const FAIL_AFTER: Duration = Duration::from_millis(1500);
+/// How often a tracker that is not serving tries to join.
+const JOIN_EVERY: Duration = Duration::from_millis(500);
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(800);
+const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Entries per `Append` during catch-up.
+const CATCH_UP_BATCH: usize = 512;
+
+/// What this tracker does in the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Not serving: catching up, or waiting for the others.
+    Joining,
+    Primary,
+    Backup {
+        primary: u32,
+    },
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Role::Joining => f.write_str("joining"),
+            Role::Primary => f.write_str("primary"),
+            Role::Backup { primary } => write!(f, "backup of {primary}"),
+        }
+    }
+}
+
+struct Inner {
+    view: Option<View>,
+    role: Role,
+    last_heard: Instant,
+}
+
+/// This tracker's membership: its view and role, and (as primary) its links to backups.
+pub struct Cluster {
+    id: u32,
+    trackers: TrackerInfo,
+    links: Mutex<BTreeMap<u32, ReplicaLink>>,
+    inner: Mutex<Inner>,
+}
+
+impl Cluster {
+    /// A tracker that starts out joining, with the view it saved last time.
+    pub fn new(id: u32, trackers: TrackerInfo, saved_view: Option<View>) -> Cluster {
+        Cluster {
+            id,
+            trackers,
+            links: Mutex::new(BTreeMap::new()),
+            inner: Mutex::new(Inner {
+                view: saved_view,
+                role: Role::Joining,
+                last_heard: Instant::now(),
+            }),
+        }
+    }
+
+    /// This tracker's role.
+    pub fn role(&self) -> Role {
+        self.inner.lock().role
+    }
+
+    /// This tracker's view.
+    pub fn view(&self) -> Option<View> {
+        self.inner.lock().view.clone()
+    }
+
+    /// Persists `view` and records it with `role`. The caller holds the store lock.
+    fn adopt(&self, store: &mut Store, view: View, role: Role) -> Result<(), TrackerError> {
+        let changed = self.inner.lock().view.as_ref() != Some(&view);
+        if changed {
+            store.save_view(&view).map_err(|e| unavailable("cannot persist view", e))?;
+        }
+        let mut inner = self.inner.lock();
+        if changed || inner.role != role {
+            log::info!("tracker {}: {role}, view {}:{:?}", self.id, view.epoch, view.members);
+            if role != Role::Joining && inner.role == Role::Joining {
+                println!(
+                    "tracker {} serving as {role} (view {}:{:?})",
+                    self.id, view.epoch, view.members
+                );
+            }
+        }
+        inner.view = Some(view);
+        inner.role = role;
+        inner.last_heard = Instant::now();
+        Ok(())
+    }
+
+    /// Ships one entry to every backup of `view` in ascending id order (primary, under the
+    /// store lock). Backups that fail are dropped from the view; a backup that knows a newer
+    /// view makes this tracker step down, and the entry is not acknowledged.
+    pub(crate) fn ship(
+        &self,
+        svc: &Service,
+        store: &mut Store,
+        view: &View,
+        id: EntryId,
+        payload: Vec<u8>,
+    ) -> Result<(), TrackerError> {
+        let mut links = self.links.lock();
+        let mut failed = Vec::new();
+        let request =
+            ReplicaRequest::Append { view: view.clone(), entries: vec![WireEntry { id, payload }] };
+        for member in view.backups() {
+            let result = match links.get_mut(&member) {
+                Some(link) => link.call(&request),
+                None => Err(FrameError::Truncated),
+            };
+            match result {
+                Ok(ReplicaReply::Ack { .. }) => {}
+                Ok(ReplicaReply::Stale { view: newer }) => {
+                    drop(links);
+                    self.step_down(newer);
+                    return Err(TrackerError::Unavailable("another tracker leads now".to_string()));
+                }
+                Ok(other) => {
+                    log::warn!("tracker {member} did not take entry {id:?}: {other:?}");
+                    failed.push(member);
+                }
+                Err(e) => {
+                    log::warn!("tracker {member} unreachable while shipping {id:?}: {e}");
+                    failed.push(member);
+                }
+            }
+        }
+        drop(links);
+        if !failed.is_empty() {
+            self.drop_members(svc, store, view, &failed)?;
+        }
+        Ok(())
+    }
+
+    /// Moves to the next view without `failed` (primary, under the store lock).
+    fn drop_members(
+        &self,
+        _svc: &Service,
+        store: &mut Store,
+        view: &View,
+        failed: &[u32],
+    ) -> Result<(), TrackerError> {
+        let mut links = self.links.lock();
+        for m in failed {
+            links.remove(m);
+        }
+        drop(links);
+        let Some(next) = view.without(failed) else { return Ok(()) };
+        log::warn!("tracker {}: dropping {failed:?} from the view", self.id);
+        self.adopt(store, next, Role::Primary)
+    }
+
+    /// Stops acting as primary: another tracker leads a newer view.
+    fn step_down(&self, newer: View) {
+        log::warn!(
+            "tracker {}: view {}:{:?} is newer than ours; stepping down",
+            self.id,
+            newer.epoch,
+            newer.members
+        );
+        self.links.lock().clear();
+        let mut inner = self.inner.lock();
+        inner.role = Role::Joining;
+    }
+
+    /// Accepts a view from a primary (backup side, under the store lock).
+    fn accept_view(&self, store: &mut Store, view: &View) -> Result<(), ReplicaReply> {
+        if !view.is_well_formed() || !view.contains(self.id) || view.primary() == self.id {
+            return Err(ReplicaReply::Refused {
+                reason: format!("view {view:?} does not make tracker {} a backup", self.id),
+            });
+        }
+        let (current, role) = {
+            let inner = self.inner.lock();
+            (inner.view.clone(), inner.role)
+        };
+        if let Some(cur) = &current {
+            if view.epoch < cur.epoch
+                || (view.epoch == cur.epoch && view != cur && role == Role::Primary)
+            {
+                return Err(ReplicaReply::Stale { view: cur.clone() });
+            }
+        }
+        if role == Role::Primary {
+            self.links.lock().clear();
+        }
+        self.adopt(store, view.clone(), Role::Backup { primary: view.primary() })
+            .map_err(|e| ReplicaReply::Refused { reason: e.to_string() })
+    }
+}
+
+/// A replication connection to another tracker (this tracker sends the requests).
+pub struct ReplicaLink {
+    conn: Connection<ReplicaReply, ReplicaRequest>,
+}
+
+impl ReplicaLink {
+    /// Connects to the tracker at `addr` as tracker `from`.
+    pub fn connect(from: u32, addr: SocketAddr) -> Result<ReplicaLink, FrameError> {
+        let stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
+        let mut hello: Connection<TrackerMessage, ClientMessage> =
+            Connection::new(stream, REPLY_TIMEOUT, REPLY_TIMEOUT)?;
+        hello.send(&ClientMessage::ReplicaHello { version: PROTOCOL_VERSION, from })?;
+        Ok(ReplicaLink { conn: hello.retype() })
+    }
+
+    /// Sends one request and waits for its reply.
+    pub fn call(&mut self, request: &ReplicaRequest) -> Result<ReplicaReply, FrameError> {
+        self.conn.send(request)?;
+        self.conn.recv()?.ok_or(FrameError::Truncated)
+    }
+}
+
+/// Serves a replication connection opened by another tracker (`ClientMessage::ReplicaHello`).
+pub fn serve(
+    mut conn: Connection<ReplicaRequest, ReplicaReply>,
+    svc: &Service,
+    from: u32,
+) -> Result<(), FrameError> {
+    while let Some(request) = conn.recv()? {
+        let reply = match request {
+            ReplicaRequest::Status => {
+                let last = svc.store.lock().last();
+                let (view, role) = (svc.cluster.view(), svc.cluster.role());
+                ReplicaReply::Status { view, last, serving: role != Role::Joining }
+            }
+            ReplicaRequest::Append { view, entries } => on_append(svc, &view, entries),
+            ReplicaRequest::Snapshot { view, last, state } => on_snapshot(svc, &view, last, &state),
+            ReplicaRequest::Ping { view } => {
+                let mut store = svc.store.lock();
+                match svc.cluster.accept_view(&mut store, &view) {
+                    Ok(()) => ReplicaReply::Ack { last: store.last() },
+                    Err(reply) => reply,
+                }
+            }
+            ReplicaRequest::Join { from: joiner } => on_join(svc, joiner),
+        };
+        log::debug!("replica {from}: {reply:?}");
+        conn.send(&reply)?;
+    }
+    Ok(())
+}
+
+fn on_append(svc: &Service, view: &View, entries: Vec<WireEntry>) -> ReplicaReply {
+    let mut store = svc.store.lock();
+    if let Err(reply) = svc.cluster.accept_view(&mut store, view) {
+        return reply;
+    }
+    for e in entries {
+        if e.id.seq < store.next_seq() {
+            match store.entry_id_at(e.id.seq) {
+                Ok(Some(have)) if have == e.id => continue,
+                _ => {
+                    return ReplicaReply::Refused {
+                        reason: format!("log diverges at seq {}", e.id.seq),
+                    }
+                }
+            }
+        }
+        let entry: LogEntry = match postcard::from_bytes(&e.payload) {
+            Ok(entry) => entry,
+            Err(err) => {
+                return ReplicaReply::Refused {
+                    reason: format!("undecodable entry {:?}: {err}", e.id),
+                }
+            }
+        };
+        if let Err(err) = store.append_encoded(e.id, &e.payload) {
+            return ReplicaReply::Refused { reason: err.to_string() };
+        }
+        if let Err(err) = svc.state.write().apply_entry(&entry) {
+            // The primary checked it against the same state; this means a bug, not input.
+            log::error!("entry {:?} from the primary does not apply here: {err}", e.id);
+        }
+    }
+    svc.maybe_snapshot(&mut store);
+    ReplicaReply::Ack { last: store.last() }
+}
+
+fn on_snapshot(svc: &Service, view: &View, last: EntryId, bytes: &[u8]) -> ReplicaReply {
+    let mut store = svc.store.lock();
+    if let Err(reply) = svc.cluster.accept_view(&mut store, view) {
+        return reply;
+    }
+    let state: TrackerState = match postcard::from_bytes(bytes) {
+        Ok(state) => state,
+        Err(err) => {
+            return ReplicaReply::Refused { reason: format!("undecodable snapshot: {err}") }
+        }
+    };
+    if let Err(err) = store.install_snapshot(last, &state) {
+        return ReplicaReply::Refused { reason: err.to_string() };
+    }
+    *svc.state.write() = state;
+    log::info!("installed a snapshot at {last:?}");
+    ReplicaReply::Ack { last: Some(last) }
+}
+
+fn on_join(svc: &Service, joiner: u32) -> ReplicaReply {
+    let cluster = &svc.cluster;
+    let mut store = svc.store.lock();
+    let view = match (cluster.role(), cluster.view()) {
+        (Role::Primary, Some(view)) => view,
+        _ => return ReplicaReply::Refused { reason: "not the primary".to_string() },
+    };
+    let Some(addr) = cluster.trackers.addr(joiner).filter(|_| joiner != cluster.id) else {
+        return ReplicaReply::Refused {
+            reason: format!("tracker {joiner} is not in tracker_info.txt"),
+        };
+    };
+    let next = view.with(joiner);
+    if let Err(e) = cluster.adopt(&mut store, next.clone(), Role::Primary) {
+        return ReplicaReply::Refused { reason: e.to_string() };
+    }
+    let caught_up = ReplicaLink::connect(cluster.id, addr)
+        .and_then(|mut link| catch_up(svc, &store, &mut link, &next).map(|()| link));
+    match caught_up {
+        Ok(link) => {
+            cluster.links.lock().insert(joiner, link);
+            log::info!("tracker {joiner} joined: view {}:{:?}", next.epoch, next.members);
+            ReplicaReply::Ack { last: store.last() }
+        }
+        Err(e) => {
+            log::warn!("tracker {joiner} could not catch up: {e}");
+            let _ = cluster.drop_members(svc, &mut store, &next, &[joiner]);
+            ReplicaReply::Refused { reason: format!("catch-up failed: {e}") }
+        }
+    }
+}
+
+/// Brings the tracker behind `link` up to date with this primary's log and into `view`:
+/// the missing tail if its last entry is on our log, a snapshot otherwise. The caller holds
+/// the store lock, so nothing is committed meanwhile.
+fn catch_up(
+    svc: &Service,
+    store: &Store,
+    link: &mut ReplicaLink,
+    view: &View,
+) -> Result<(), FrameError> {
+    let their_last = match link.call(&ReplicaRequest::Status)? {
+        ReplicaReply::Status { last, .. } => last,
+        other => return Err(protocol(format!("unexpected status reply {other:?}"))),
+    };
+    let shared = match their_last {
+        None => Some(0),
+        Some(last) => match store.entry_id_at(last.seq) {
+            Ok(Some(ours)) if ours == last => Some(last.seq),
+            _ => None,
+        },
+    };
+    let mut from = match shared {
+        Some(seq) => seq,
+        None => return send_snapshot(svc, store, link, view),
+    };
+    loop {
+        let batch =
+            store.entries_after(from, CATCH_UP_BATCH).map_err(|e| protocol(e.to_string()))?;
+        let entries = match batch {
+            None => return send_snapshot(svc, store, link, view),
+            Some(entries) => entries,
+        };
+        let done = entries.is_empty();
+        let next = entries.last().map_or(from, |e| e.id.seq);
+        match link.call(&ReplicaRequest::Append { view: view.clone(), entries })? {
+            ReplicaReply::Ack { .. } => {}
+            ReplicaReply::Refused { reason } if reason.starts_with("log diverges") => {
+                return send_snapshot(svc, store, link, view)
+            }
+            other => return Err(protocol(format!("catch-up refused: {other:?}"))),
+        }
+        if done {
+            return Ok(());
+        }
+        from = next;
+    }
+}
+
+fn send_snapshot(
+    svc: &Service,
+    store: &Store,
+    link: &mut ReplicaLink,
+    view: &View,
+) -> Result<(), FrameError> {
+    let Some(last) = store.last() else {
+        // Nothing to send but the view.
+        return match link.call(&ReplicaRequest::Ping { view: view.clone() })? {
+            ReplicaReply::Ack { .. } => Ok(()),
+            other => Err(protocol(format!("view refused: {other:?}"))),
+        };
+    };
+    let state = postcard::to_stdvec(&*svc.state.read()).map_err(|e| protocol(e.to_string()))?;
+    log::info!("sending a snapshot at {last:?} ({} bytes)", state.len());
+    match link.call(&ReplicaRequest::Snapshot { view: view.clone(), last, state })? {
+        ReplicaReply::Ack { .. } => Ok(()),
+        other => Err(protocol(format!("snapshot refused: {other:?}"))),
+    }
+}
+
+fn protocol(detail: String) -> FrameError {
+    FrameError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, detail))
+}
+
+/// Runs the cluster's upkeep until `stop`: joining, pinging, failure detection.
+pub fn maintain(svc: Arc<Service>, stop: Arc<AtomicBool>) {
+    let mut last_join = Instant::now() - JOIN_EVERY;
+    let mut last_ping = Instant::now();
+    while !stop.load(Ordering::SeqCst) {
+        match svc.cluster.role() {
+            Role::Joining if last_join.elapsed() >= JOIN_EVERY => {
+                last_join = Instant::now();
+                try_join(&svc);
+            }
+            Role::Primary if last_ping.elapsed() >= PING_EVERY => {
+                last_ping = Instant::now();
+                ping_backups(&svc);
+            }
+            Role::Backup { primary } => {
+                let silent = svc.cluster.inner.lock().last_heard.elapsed();
+                if silent >= FAIL_AFTER {
+                    check_primary(&svc, primary);
+                }
+            }
+            _ => {}
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn ping_backups(svc: &Service) {
+    let cluster = &svc.cluster;
+    let mut store = svc.store.lock();
+    let Some(view) = cluster.view().filter(|_| cluster.role() == Role::Primary) else { return };
+    let mut failed = Vec::new();
+    {
+        let mut links = cluster.links.lock();
+        for member in view.backups() {
+            #[allow(clippy::map_entry)] // the insert needs `links` borrowed only after catch-up
+            if !links.contains_key(&member) {
+                // A member without a link (we just took over): connect and catch it up.
+                let linked =
+                    cluster.trackers.addr(member).ok_or(FrameError::Truncated).and_then(|addr| {
+                        let mut link = ReplicaLink::connect(cluster.id, addr)?;
+                        catch_up(svc, &store, &mut link, &view)?;
+                        Ok(link)
+                    });
+                match linked {
+                    Ok(link) => {
+                        links.insert(member, link);
+                    }
+                    Err(e) => {
+                        log::warn!("cannot bring tracker {member} up to date: {e}");
+                        failed.push(member);
+                    }
+                }
+                continue;
+            }
+            let reply = links
+                .get_mut(&member)
+                .map(|link| link.call(&ReplicaRequest::Ping { view: view.clone() }));
+            match reply {
+                Some(Ok(ReplicaReply::Ack { .. })) => {}
+                Some(Ok(ReplicaReply::Stale { view: newer })) => {
+                    drop(links);
+                    cluster.step_down(newer);
+                    return;
+                }
+                Some(other) => {
+                    log::warn!("tracker {member} did not answer a ping: {other:?}");
+                    failed.push(member);
+                }
+                None => failed.push(member),
+            }
+        }
+    }
+    if !failed.is_empty() {
+        let _ = cluster.drop_members(svc, &mut store, &view, &failed);
+    }
+}
+
+/// A backup whose primary went silent: if the primary still answers, wait (or rejoin if it
+/// dropped us); if not, move to the next view without it.
+fn check_primary(svc: &Service, primary: u32) {
+    let cluster = &svc.cluster;
+    let status = cluster
+        .trackers
+        .addr(primary)
+        .ok_or(FrameError::Truncated)
+        .and_then(|addr| ReplicaLink::connect(cluster.id, addr))
+        .and_then(|mut link| link.call(&ReplicaRequest::Status));
+    if let Ok(ReplicaReply::Status { view: Some(their), serving: true, .. }) = status {
+        let mut inner = cluster.inner.lock();
+        if their.contains(cluster.id) {
+            inner.last_heard = Instant::now();
+        } else {
+            log::warn!("tracker {primary} leads without us; rejoining");
+            inner.role = Role::Joining;
+        }
+        return;
+    }
+    let mut store = svc.store.lock();
+    let Some(view) = cluster.view() else { return };
+    if cluster.role() != (Role::Backup { primary }) {
+        return;
+    }
+    let Some(next) = view.without(&[primary]) else { return };
+    log::warn!(
+        "tracker {}: primary {primary} is gone; moving to view {}:{:?}",
+        cluster.id,
+        next.epoch,
+        next.members
+    );
+    let role = if next.primary() == cluster.id {
+        Role::Primary
+    } else {
+        Role::Backup { primary: next.primary() }
+    };
+    if cluster.adopt(&mut store, next, role).is_ok() && role == Role::Primary {
+        drop(store);
+        // The other backups get catch-up and the new view at the next ping.
+        ping_backups(svc);
+    }
+}
+
+/// A tracker that does not serve: find the newest view and join it, or, when every member
+/// of the newest view is here and none serves, restart the cluster from the member with the
+/// most complete log.
+fn try_join(svc: &Service) {
+    let cluster = &svc.cluster;
+    let my_last = svc.store.lock().last();
+    let my_view = cluster.view();
+    let mut statuses: BTreeMap<u32, (Option<View>, Option<EntryId>, bool)> = BTreeMap::new();
+    for (tid, addr) in cluster.trackers.trackers().filter(|(t, _)| *t != cluster.id) {
+        let status = ReplicaLink::connect(cluster.id, addr)
+            .and_then(|mut link| link.call(&ReplicaRequest::Status));
+        if let Ok(ReplicaReply::Status { view, last, serving }) = status {
+            statuses.insert(tid, (view.filter(View::is_well_formed), last, serving));
+        }
+    }
+
+    // 1. Join a serving tracker with the newest view, unless ours is newer.
+    let serving = statuses
+        .iter()
+        .filter_map(|(tid, (view, _, serving))| {
+            view.as_ref().filter(|_| *serving).map(|v| (*tid, v.clone()))
+        })
+        .max_by_key(|(_, v)| v.epoch);
+    if let Some((tid, view)) = serving {
+        if let Some(mine) = my_view.as_ref().filter(|mine| mine.epoch > view.epoch) {
+            log::error!(
+                "tracker {tid} serves view {} but ours is newer ({}); not joining it (its data may be older)",
+                view.epoch,
+                mine.epoch
+            );
+            return;
+        }
+        let primary = view.primary();
+        let joined = cluster
+            .trackers
+            .addr(primary)
+            .ok_or(FrameError::Truncated)
+            .and_then(|addr| ReplicaLink::connect(cluster.id, addr))
+            .and_then(|mut link| link.call(&ReplicaRequest::Join { from: cluster.id }));
+        match joined {
+            Ok(ReplicaReply::Ack { .. }) => log::info!("joined tracker {primary}'s view"),
+            other => log::info!("join via tracker {primary} not done yet: {other:?}"),
+        }
+        return;
+    }
+
+    // 2. Nobody serves.
+    let newest = statuses
+        .values()
+        .filter_map(|(v, _, _)| v.clone())
+        .chain(my_view.clone())
+        .max_by_key(|v| v.epoch);
+    let restart_view = match newest {
+        None => {
+            // A brand-new deployment: the lowest id present starts it.
+            if statuses.keys().any(|&t| t < cluster.id) {
+                return;
+            }
+            View::solo(1, cluster.id)
+        }
+        Some(newest) => {
+            if !newest.members.iter().all(|m| *m == cluster.id || statuses.contains_key(m)) {
+                log::info!("waiting for the members of view {}:{:?}", newest.epoch, newest.members);
+                return;
+            }
+            // Everyone who may hold acknowledged entries is here: the most complete log leads.
+            let last_of =
+                |m: u32| if m == cluster.id { my_last } else { statuses.get(&m).and_then(|s| s.1) };
+            let leader = newest
+                .members
+                .iter()
+                .copied()
+                .max_by(|a, b| last_of(*a).cmp(&last_of(*b)).then(b.cmp(a)))
+                .unwrap_or(cluster.id);
+            if leader != cluster.id {
+                return;
+            }
+            View::solo(newest.epoch + 1, cluster.id)
+        }
+    };
+    let mut store = svc.store.lock();
+    if cluster.adopt(&mut store, restart_view, Role::Primary).is_ok() {
+        drop(store);
+        if let Err(e) = svc.ensure_secret() {
+            log::error!("cannot create the ticket secret: {e}");
+        }
+    }
+}
+
+/// A backup's connection to its primary for forwarding client requests.
+pub struct Forwarder {
+    id: u32,
+    trackers: TrackerInfo,
+    conn: Mutex<Option<(u32, Connection<TrackerMessage, ClientMessage>)>>,
+}
+
+impl Forwarder {
+    pub fn new(id: u32, trackers: TrackerInfo) -> Forwarder {
+        Forwarder { id, trackers, conn: Mutex::new(None) }
+    }
+
+    /// Sends a client's request to the primary and returns its answer.
+    pub fn forward(
+        &self,
+        primary: u32,
+        id: RequestId,
+        session: Option<SessionToken>,
+        request: Request,
+    ) -> Result<Reply, TrackerError> {
+        let unreachable =
+            || TrackerError::Unavailable(format!("primary tracker {primary} unreachable"));
+        let mut guard = self.conn.lock();
+        let msg = ClientMessage::Request { id, session, request };
+        for _ in 0..2 {
+            if guard.as_ref().map(|(p, _)| *p) != Some(primary) {
+                let addr = self.trackers.addr(primary).ok_or_else(unreachable)?;
+                match connect_client(addr) {
+                    Ok(conn) => *guard = Some((primary, conn)),
+                    Err(e) => {
+                        log::warn!("tracker {}: cannot reach primary {primary}: {e}", self.id);
+                        *guard = None;
+                        return Err(unreachable());
+                    }
+                }
+            }
+            let Some((_, conn)) = guard.as_mut() else { return Err(unreachable()) };
+            let answer = conn.send(&msg).and_then(|()| conn.recv());
+            match answer {
+                Ok(Some(TrackerMessage::Response { id: got, result })) if got == id => {
+                    return result
+                }
+                other => {
+                    log::warn!("forwarding to tracker {primary} failed: {other:?}");
+                    *guard = None;
+                }
+            }
+        }
+        Err(unreachable())
+    }
+}
+
+fn connect_client(
+    addr: SocketAddr,
+) -> Result<Connection<TrackerMessage, ClientMessage>, FrameError> {
+    let stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
+    let mut conn = Connection::new(stream, Duration::from_secs(30), REPLY_TIMEOUT)?;
+    conn.send(&ClientMessage::Hello { version: PROTOCOL_VERSION })?;
+    match conn.recv()? {
+        Some(TrackerMessage::Welcome { .. }) => Ok(conn),
+        other => Err(protocol(format!("unexpected handshake reply {other:?}"))),
+    }
+}
