@@ -63,7 +63,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
         kdf_iterations: config.kdf_iterations,
         peer_timeout: Duration::from_secs(config.peer_timeout.max(1)),
     };
-    let cluster = Cluster::new(config.tracker_id, info, recovered.view);
+    let cluster = Cluster::new(config.tracker_id, info, recovered.view, recovered.last);
     let service = Arc::new(Service::new(settings, store, recovered.state, cluster));
     let shutdown = Arc::new(Shutdown::new(local));
 

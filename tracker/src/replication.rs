@@ -86,20 +86,25 @@ pub struct Cluster {
     trackers: TrackerInfo,
     links: Mutex<BTreeMap<u32, ReplicaLink>>,
     inner: Mutex<Inner>,
+    last: Mutex<Option<EntryId>>,
 }
 
 impl Cluster {
-    /// A tracker that starts out joining, with the view it saved last time.
-    pub fn new(id: u32, trackers: TrackerInfo, saved_view: Option<View>) -> Cluster {
+    /// A tracker that starts out joining, with the view it saved last time and the id of
+    /// the last entry in its log.
+    pub fn new(
+        id: u32,
+        trackers: TrackerInfo,
+        saved_view: Option<View>,
+        last: Option<EntryId>,
+    ) -> Cluster {
+        let inner = Inner { view: saved_view, role: Role::Joining, last_heard: Instant::now() };
         Cluster {
             id,
             trackers,
             links: Mutex::new(BTreeMap::new()),
-            inner: Mutex::new(Inner {
-                view: saved_view,
-                role: Role::Joining,
-                last_heard: Instant::now(),
-            }),
+            inner: Mutex::new(inner),
+            last: Mutex::new(last),
         }
     }
 
@@ -210,8 +215,15 @@ impl Cluster {
         inner.role = Role::Joining;
     }
 
-    /// Accepts a view from a primary (backup side, under the store lock).
-    fn accept_view(&self, store: &mut Store, view: &View) -> Result<(), ReplicaReply> {
+    /// Accepts a view from a primary (backup side, under the store lock). A tracker that is
+    /// joining stays out of service (it persists the view but serves nothing) until
+    /// `activate`: the primary's `Ping` that ends its catch-up.
+    fn accept_view(
+        &self,
+        store: &mut Store,
+        view: &View,
+        activate: bool,
+    ) -> Result<(), ReplicaReply> {
         if !view.is_well_formed() || !view.contains(self.id) || view.primary() == self.id {
             return Err(ReplicaReply::Refused {
                 reason: format!("view {view:?} does not make tracker {} a backup", self.id),
@@ -228,11 +240,56 @@ impl Cluster {
                 return Err(ReplicaReply::Stale { view: cur.clone() });
             }
         }
+        if current.as_ref() != Some(view) {
+            // Anyone can connect and claim a newer view: only its primary, at its listed
+            // address, can confirm it.
+            self.confirm_view(view)?;
+        }
         if role == Role::Primary {
             self.links.lock().clear();
         }
-        self.adopt(store, view.clone(), Role::Backup { primary: view.primary() })
+        let next_role = if role == Role::Joining && !activate {
+            Role::Joining
+        } else {
+            Role::Backup { primary: view.primary() }
+        };
+        self.adopt(store, view.clone(), next_role)
             .map_err(|e| ReplicaReply::Refused { reason: e.to_string() })
+    }
+
+    /// Asks the primary of `view`, at its address in `tracker_info.txt`, whether it leads it.
+    fn confirm_view(&self, view: &View) -> Result<(), ReplicaReply> {
+        let refused = |why: String| ReplicaReply::Refused {
+            reason: format!("view {}:{:?} not confirmed: {why}", view.epoch, view.members),
+        };
+        let addr =
+            self.trackers.addr(view.primary()).ok_or_else(|| refused("unknown primary".into()))?;
+        let status = ReplicaLink::connect(self.id, addr)
+            .and_then(|mut link| link.call(&ReplicaRequest::Status))
+            .map_err(|e| refused(e.to_string()))?;
+        match status {
+            ReplicaReply::Status { view: Some(theirs), serving: true, .. } if &theirs == view => {
+                Ok(())
+            }
+            other => {
+                log::warn!(
+                    "tracker {}: refusing unconfirmed view {view:?} (primary says {other:?})",
+                    self.id
+                );
+                Err(refused(format!("primary says {other:?}")))
+            }
+        }
+    }
+
+    /// The id of the last entry in this tracker's log (kept beside the store so that
+    /// `Status` never waits for the store lock).
+    pub fn last(&self) -> Option<EntryId> {
+        *self.last.lock()
+    }
+
+    /// Records the id of the last entry after the store changed.
+    pub(crate) fn note_last(&self, last: Option<EntryId>) {
+        *self.last.lock() = last;
     }
 }
 
@@ -267,7 +324,9 @@ pub fn serve(
     while let Some(request) = conn.recv()? {
         let reply = match request {
             ReplicaRequest::Status => {
-                let last = svc.store.lock().last();
+                // Without the store lock: a primary holding it while it catches this tracker
+                // up may be the one asking.
+                let last = svc.cluster.last();
                 let (view, role) = (svc.cluster.view(), svc.cluster.role());
                 ReplicaReply::Status { view, last, serving: role != Role::Joining }
             }
@@ -275,7 +334,7 @@ pub fn serve(
             ReplicaRequest::Snapshot { view, last, state } => on_snapshot(svc, &view, last, &state),
             ReplicaRequest::Ping { view } => {
                 let mut store = svc.store.lock();
-                match svc.cluster.accept_view(&mut store, &view) {
+                match svc.cluster.accept_view(&mut store, &view, true) {
                     Ok(()) => ReplicaReply::Ack { last: store.last() },
                     Err(reply) => reply,
                 }
@@ -290,7 +349,7 @@ pub fn serve(
 
 fn on_append(svc: &Service, view: &View, entries: Vec<WireEntry>) -> ReplicaReply {
     let mut store = svc.store.lock();
-    if let Err(reply) = svc.cluster.accept_view(&mut store, view) {
+    if let Err(reply) = svc.cluster.accept_view(&mut store, view, false) {
         return reply;
     }
     for e in entries {
@@ -320,13 +379,14 @@ fn on_append(svc: &Service, view: &View, entries: Vec<WireEntry>) -> ReplicaRepl
             log::error!("entry {:?} from the primary does not apply here: {err}", e.id);
         }
     }
+    svc.cluster.note_last(store.last());
     svc.maybe_snapshot(&mut store);
     ReplicaReply::Ack { last: store.last() }
 }
 
 fn on_snapshot(svc: &Service, view: &View, last: EntryId, bytes: &[u8]) -> ReplicaReply {
     let mut store = svc.store.lock();
-    if let Err(reply) = svc.cluster.accept_view(&mut store, view) {
+    if let Err(reply) = svc.cluster.accept_view(&mut store, view, false) {
         return reply;
     }
     let state: TrackerState = match postcard::from_bytes(bytes) {
@@ -339,6 +399,7 @@ fn on_snapshot(svc: &Service, view: &View, last: EntryId, bytes: &[u8]) -> Repli
         return ReplicaReply::Refused { reason: err.to_string() };
     }
     *svc.state.write() = state;
+    svc.cluster.note_last(Some(last));
     log::info!("installed a snapshot at {last:?}");
     ReplicaReply::Ack { last: Some(last) }
 }
@@ -416,9 +477,17 @@ fn catch_up(
             other => return Err(protocol(format!("catch-up refused: {other:?}"))),
         }
         if done {
-            return Ok(());
+            return activate(link, view);
         }
         from = next;
+    }
+}
+
+/// Ends a catch-up: the `Ping` tells the caught-up tracker to start serving.
+fn activate(link: &mut ReplicaLink, view: &View) -> Result<(), FrameError> {
+    match link.call(&ReplicaRequest::Ping { view: view.clone() })? {
+        ReplicaReply::Ack { .. } => Ok(()),
+        other => Err(protocol(format!("view refused: {other:?}"))),
     }
 }
 
@@ -430,15 +499,12 @@ fn send_snapshot(
 ) -> Result<(), FrameError> {
     let Some(last) = store.last() else {
         // Nothing to send but the view.
-        return match link.call(&ReplicaRequest::Ping { view: view.clone() })? {
-            ReplicaReply::Ack { .. } => Ok(()),
-            other => Err(protocol(format!("view refused: {other:?}"))),
-        };
+        return activate(link, view);
     };
     let state = postcard::to_stdvec(&*svc.state.read()).map_err(|e| protocol(e.to_string()))?;
     log::info!("sending a snapshot at {last:?} ({} bytes)", state.len());
     match link.call(&ReplicaRequest::Snapshot { view: view.clone(), last, state })? {
-        ReplicaReply::Ack { .. } => Ok(()),
+        ReplicaReply::Ack { .. } => activate(link, view),
         other => Err(protocol(format!("snapshot refused: {other:?}"))),
     }
 }

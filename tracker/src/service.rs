@@ -289,6 +289,7 @@ impl Service {
         let bytes =
             postcard::to_stdvec(&entry).map_err(|e| unavailable("cannot encode entry", e))?;
         store.append_encoded(id, &bytes).map_err(|e| unavailable("storage failure", e))?;
+        self.cluster.note_last(Some(id));
         log::debug!("entry {id:?}: {:?}", entry.op);
         self.cluster.ship(self, &mut store, &view, id, bytes)?;
         let result = self.state.write().apply_entry(&entry);

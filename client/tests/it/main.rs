@@ -7,5 +7,6 @@ mod downloads;
 mod durability;
 mod files;
 mod groups;
+mod replication;
 mod robustness;
 mod support;

@@ -115,8 +115,8 @@ impl Cluster {
             .unwrap();
         let lines = line_channel(child.stdout.take().unwrap());
         let stdin = child.stdin.take();
-        let mut proc = TrackerProc { child, stdin, addr: self.addrs[id as usize - 1] };
-        match wait_listening(&lines) {
+        let mut proc = TrackerProc { child, stdin, addr: self.addrs[id as usize - 1], id, lines };
+        match wait_listening(&proc.lines) {
             Some(addr) => {
                 assert_eq!(addr, proc.addr);
                 Some(proc)
@@ -145,6 +145,26 @@ impl Cluster {
         self.client_with(name, &[])
     }
 
+    /// Starts a client whose `tracker_info.txt` lists the trackers in `order` (ids), so that
+    /// it talks to `order[0]` first.
+    pub fn client_via(&self, name: &str, order: &[u32]) -> ClientProc {
+        let info = self.dir.path().join(format!("{name}-trackers.txt"));
+        let text: String =
+            order.iter().map(|id| format!("{}\n", self.addrs[*id as usize - 1])).collect();
+        std::fs::write(&info, text).unwrap();
+        ClientProc::start(&info, &self.dir.path().join(name), &[])
+    }
+
+    /// Starts every tracker and waits until each serves.
+    pub fn start_all(&self) -> Vec<TrackerProc> {
+        let trackers: Vec<TrackerProc> =
+            (1..=self.addrs.len() as u32).map(|id| self.start_tracker(id)).collect();
+        for t in &trackers {
+            t.wait_serving();
+        }
+        trackers
+    }
+
     /// Starts a client with extra command-line options.
     pub fn client_with(&self, name: &str, extra: &[&str]) -> ClientProc {
         ClientProc::start(&self.info, &self.dir.path().join(name), extra)
@@ -167,6 +187,8 @@ pub struct TrackerProc {
     child: Child,
     stdin: Option<ChildStdin>,
     pub addr: SocketAddr,
+    pub id: u32,
+    lines: Receiver<String>,
 }
 
 impl TrackerProc {
@@ -181,6 +203,38 @@ impl TrackerProc {
         let mut stdin = self.stdin.take().unwrap();
         writeln!(stdin, "quit").unwrap();
         wait_exit(&mut self.child)
+    }
+
+    /// Waits for a stdout line containing `pattern` and returns it.
+    pub fn wait_line(&self, pattern: &str) -> String {
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(TIMEOUT)
+                .unwrap_or_else(|e| panic!("tracker {}: no {pattern:?} ({e})", self.id));
+            if line.contains(pattern) {
+                return line;
+            }
+        }
+    }
+
+    /// Waits until the tracker serves (as primary or backup).
+    pub fn wait_serving(&self) -> String {
+        self.wait_line("serving as")
+    }
+
+    /// The tracker's `status` line: role, view, last entry and state digest.
+    pub fn status(&mut self) -> String {
+        let stdin = self.stdin.as_mut().unwrap();
+        writeln!(stdin, "status").unwrap();
+        stdin.flush().unwrap();
+        self.wait_line(&format!("tracker {}: ", self.id))
+    }
+
+    /// The `digest=...` field of `status`.
+    pub fn digest(&mut self) -> String {
+        let status = self.status();
+        status.split("digest=").nth(1).unwrap().to_string()
     }
 
     /// Whether the process is still running.
