@@ -1,24 +1,25 @@
 #!/usr/bin/env bash
-# A local demo of the group file-sharing system: builds the release binaries, starts a
-# tracker and four peers on 127.0.0.1, and walks through accounts, groups, join requests,
-# sharing and parallel downloads, including a tracker crash (kill -9) and restart in the
-# middle of the downloads that loses nothing. Every process it starts is stopped on exit;
-# logs stay in the work directory (with --keep, or after a failure).
+# A local demo of the group file-sharing system: builds the release binaries, starts two
+# replicated trackers and four peers on 127.0.0.1, and walks through accounts, groups, join
+# requests, sharing and parallel downloads, with the primary tracker killed (kill -9) in the
+# middle of the downloads: the other takes over, nothing is lost, and the killed one comes
+# back and catches up. Every process it starts is stopped on exit; logs stay in the work
+# directory (with --keep, or after a failure).
 set -euo pipefail
 
 usage() {
     cat <<USAGE
 Usage: scripts/demo.sh [--keep]
 
-Builds target/release/{tracker,client}, then runs a scripted session of a tracker and four
-peers on 127.0.0.1, printing every command and its output.
+Builds target/release/{tracker,client}, then runs a scripted session of two trackers and
+four peers on 127.0.0.1, printing every command and its output.
 
 Options:
   --keep      keep the work directory (state, logs) instead of deleting it
   -h, --help  show this help
 
 Environment:
-  DEMO_PORT_BASE  the tracker's port (default: random in 20000-49999)
+  DEMO_PORT_BASE  the first tracker's port; the second uses the next (default: random)
 USAGE
 }
 
@@ -44,10 +45,10 @@ step "building release binaries"
 (cd "$ROOT" && cargo build --release --quiet --bins)
 
 PEERS=(alice bob carol dave)
-step "starting a tracker and ${#PEERS[@]} peers in $WORK"
-write_tracker_info 1 "${DEMO_PORT_BASE:-$((20000 + RANDOM % 30000))}"
-start_tracker 1
-echo "tracker 1: $(cat "$WORK/tracker1.out")"
+step "starting two trackers (they replicate every change) and ${#PEERS[@]} peers in $WORK"
+write_tracker_info 2 "${DEMO_PORT_BASE:-$((20000 + RANDOM % 30000))}"
+for id in 1 2; do start_tracker "$id"; done
+for id in 1 2; do wait_for "$WORK/tracker$id.out" "serving as"; sed "s/^/tracker $id: /" "$WORK/tracker$id.out"; done
 # alice serves at most 8 MB/s, so that bob and dave visibly trade pieces with each other.
 start_peer alice --max-upload-rate 8000000
 for name in "${PEERS[@]:1}"; do start_peer "$name"; done
@@ -81,12 +82,19 @@ run dave "download_file photos holiday.bin $WORK/dave-files"
 run bob "show_downloads"
 run dave "show_downloads"
 
-step "tracker 1 crashes (kill -9) while they download, and restarts from its data directory"
+step "tracker 1 (the primary) crashes (kill -9) while they download; tracker 2 takes over"
 kill9 tracker1
-start_tracker 1
-echo "tracker 1: $(tail -n1 "$WORK/tracker1.out")"
+run carol "create_group carols-own" 1 30
+run alice "list_groups" 2
+wait_for "$WORK/tracker2.log" "primary, view"
+echo "tracker 2: $(grep -o 'primary, view.*' "$WORK/tracker2.log" | tail -n1)"
+
+step "the downloads complete; tracker 1 restarts, catches up from tracker 2 and serves again"
 run bob "wait_downloads" 1 120
 run dave "wait_downloads" 1 120
+start_tracker 1
+wait_for "$WORK/tracker1.out" "serving as"
+echo "tracker 1: $(tail -n1 "$WORK/tracker1.out")"
 run alice "list_files photos"
 
 step "checksums: every copy is identical"
