@@ -85,7 +85,9 @@ start_fifo_tracker() {
     "$BIN/tracker" "$WORK/tracker_info.txt" "$id" --data-dir "$WORK/tracker$id" --kdf-iterations 1000 \
         <"$WORK/tracker$id.in" >>"$WORK/tracker$id.out" 2>>"$WORK/tracker$id.log" &
     PID[tracker$id]=$!
-    exec {FD[tracker$id]}>"$WORK/tracker$id.in"
+    local fd
+    exec {fd}>"$WORK/tracker$id.in"
+    FD[tracker$id]=$fd
     wait_for "$WORK/tracker$id.out" "serving as" 60
 }
 start_fifo_tracker 1

@@ -46,7 +46,7 @@ step "building release binaries"
 
 PEERS=(alice bob carol dave)
 step "starting two trackers (they replicate every change) and ${#PEERS[@]} peers in $WORK"
-write_tracker_info 2 "${DEMO_PORT_BASE:-$((20000 + RANDOM % 30000))}"
+write_tracker_info 2 "${DEMO_PORT_BASE:-$((20000 + RANDOM % 12000))}"
 for id in 1 2; do start_tracker "$id"; done
 for id in 1 2; do wait_for "$WORK/tracker$id.out" "serving as"; sed "s/^/tracker $id: /" "$WORK/tracker$id.out"; done
 # alice serves at most 8 MB/s, so that bob and dave visibly trade pieces with each other.

@@ -17,7 +17,7 @@ lib_init() {
 lib_cleanup() {
     local status=$?
     local name
-    for name in "${!FD[@]}"; do exec {FD[$name]}>&- 2>/dev/null || true; done
+    for name in "${!FD[@]}"; do close_fd "$name"; done
     for name in "${!PID[@]}"; do kill "${PID[$name]}" 2>/dev/null || true; done
     for name in "${!PID[@]}"; do wait "${PID[$name]}" 2>/dev/null || true; done
     if [[ ${KEEP:-0} == 1 || $status != 0 ]]; then
@@ -40,7 +40,7 @@ wait_for() {
 
 # write_tracker_info N [BASE_PORT]: writes $WORK/tracker_info.txt for N trackers.
 write_tracker_info() {
-    local n=$1 base=${2:-$((20000 + RANDOM % 30000))} i
+    local n=$1 base=${2:-$((20000 + RANDOM % 12000))} i
     : >"$WORK/tracker_info.txt"
     for ((i = 0; i < n; i++)); do echo "127.0.0.1:$((base + i))" >>"$WORK/tracker_info.txt"; done
 }
@@ -56,16 +56,22 @@ start_tracker() {
     wait_for "$WORK/tracker$id.out" "listening on"
 }
 
-# stop NAME: SIGKILLs process NAME and forgets it.
+# close_fd NAME: closes the FIFO this script writes to NAME's stdin through.
+close_fd() {
+    local fd=${FD[$1]:-}
+    if [[ -n $fd ]]; then
+        exec {fd}>&-
+        unset "FD[$1]"
+    fi
+}
+
+# kill9 NAME: SIGKILLs process NAME and forgets it.
 kill9() {
     local name=$1
     kill -9 "${PID[$name]}" 2>/dev/null || true
     wait "${PID[$name]}" 2>/dev/null || true
     unset "PID[$name]"
-    if [[ -n ${FD[$name]:-} ]]; then
-        exec {FD[$name]}>&- 2>/dev/null || true
-        unset "FD[$name]"
-    fi
+    close_fd "$name"
 }
 
 # start_peer NAME [OPTIONS...]: a client reading commands from the FIFO $WORK/NAME.in,
@@ -78,7 +84,9 @@ start_peer() {
     "$BIN/client" 127.0.0.1:0 "$WORK/tracker_info.txt" --state-dir "$WORK/$name" "$@" \
         <"$WORK/$name.in" >>"$WORK/$name.out" 2>>"$WORK/$name.log" &
     PID[$name]=$!
-    exec {FD[$name]}>"$WORK/$name.in"
+    local fd
+    exec {fd}>"$WORK/$name.in"
+    FD[$name]=$fd
     wait_for "$WORK/$name.out" "listening on"
 }
 

@@ -9,4 +9,5 @@ mod files;
 mod groups;
 mod replication;
 mod robustness;
+mod scripts;
 mod support;
