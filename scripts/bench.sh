@@ -7,11 +7,13 @@ set -euo pipefail
 
 usage() {
     cat <<USAGE
-Usage: scripts/bench.sh [--size MIB] [--seeders N] [--no-aria2] [--keep]
+Usage: scripts/bench.sh [--size MIB] [--seeders N] [--no-aria2] [--no-flash] [--keep]
 
   --size MIB     size of the random test file (default 1024)
   --seeders N    seeders for the multi-seeder download (default 3)
   --no-aria2     skip the aria2c yardstick
+  --no-flash     skip the flash-crowd figure (one seeder capped at 50 MB/s, 8 leechers
+                 of a 256 MiB file, beside one leecher alone)
   --keep         keep the work directory
   -h, --help     show this help
 USAGE
@@ -20,12 +22,14 @@ USAGE
 SIZE_MIB=1024
 SEEDERS=3
 ARIA2=1
+FLASH=1
 KEEP=0
 while (($#)); do
     case "$1" in
         --size) SIZE_MIB=$2; shift 2 ;;
         --seeders) SEEDERS=$2; shift 2 ;;
         --no-aria2) ARIA2=0; shift ;;
+        --no-flash) FLASH=0; shift ;;
         --keep) KEEP=1; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "bench.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
@@ -137,4 +141,20 @@ if [[ $ARIA2 == 1 ]]; then
         bash "$ROOT/scripts/bench-aria2.sh" --size "$SIZE_MIB" --seeders "$SEEDERS" --file "$FILE" || status=$?
         if [[ $status == 3 ]]; then echo "aria2 yardstick skipped: its tools are not installed (see above)"; fi
     fi
+fi
+
+if [[ $FLASH == 1 ]]; then
+    echo
+    echo "== flash crowd: one seeder capped at 50 MB/s, a 256 MiB file (scripts/swarm.sh)"
+    # slowest_secs OUTPUT: the largest per-peer time in a swarm.sh summary table.
+    slowest_secs() { awk '$2 == "leecher" { if ($3 > m) m = $3 } END { print m }' <<<"$1"; }
+    alone=$(bash "$ROOT/scripts/swarm.sh" share --peers 2 --trackers 1 --size 256 --seed-rate 50000000 --bin "$BIN")
+    crowd=$(bash "$ROOT/scripts/swarm.sh" flash --peers 9 --trackers 1 --size 256 --seed-rate 50000000 --bin "$BIN")
+    alone_s=$(slowest_secs "$alone")
+    crowd_s=$(slowest_secs "$crowd")
+    echo "$crowd" | sed -n '/== summary/,$p'
+    echo "flash_1_leecher_seconds=$alone_s"
+    echo "flash_8_leechers_seconds=$crowd_s"
+    printf 'one leecher alone: %s s; 8 leechers at once: %s s (%.1fx the time for 8x the data)\n' \
+        "$alone_s" "$crowd_s" "$(echo "$crowd_s / $alone_s" | bc -l)"
 fi
