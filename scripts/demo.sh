@@ -49,7 +49,6 @@ step "starting two trackers (they replicate every change) and ${#PEERS[@]} peers
 write_tracker_info 2 "${DEMO_PORT_BASE:-$((20000 + RANDOM % 12000))}"
 for id in 1 2; do start_tracker "$id"; done
 for id in 1 2; do wait_for "$WORK/tracker$id.out" "serving as"; sed "s/^/tracker $id: /" "$WORK/tracker$id.out"; done
-# alice serves at most 8 MB/s, so that bob and dave visibly trade pieces with each other.
 start_peer alice --max-upload-rate 8000000
 for name in "${PEERS[@]:1}"; do start_peer "$name"; done
 for name in "${PEERS[@]}"; do echo "$name: $(head -n1 "$WORK/$name.out")"; done
@@ -60,6 +59,7 @@ run carol "login carol wrong-password"
 for name in "${PEERS[@]}"; do run "$name" "login $name pw-$name"; done
 
 step "alice creates a group and shares a 24 MiB file (SHA1 of every 512 KiB piece, on all cores)"
+echo "(alice serves at most 8 MB/s, so that the downloaders visibly trade pieces with each other)"
 head -c $((24 * 1024 * 1024)) /dev/urandom >"$WORK/holiday.bin"
 run alice "create_group photos"
 run alice "upload_file $WORK/holiday.bin photos"
@@ -75,12 +75,16 @@ run bob "list_files photos"
 run carol "list_files photos"
 run carol "download_file photos holiday.bin $WORK"
 
-step "bob and dave download at once; each shares every verified piece with the other at once"
-mkdir -p "$WORK/bob-files" "$WORK/dave-files"
-run bob "download_file photos holiday.bin $WORK/bob-files"
-run dave "download_file photos holiday.bin $WORK/dave-files"
-run bob "show_downloads"
-run dave "show_downloads"
+step "carol asks again, and this time alice accepts"
+run carol "join_group photos"
+run alice "accept_request photos carol"
+
+step "bob, carol and dave download at once; each shares every verified piece with the others at once"
+for name in bob carol dave; do
+    mkdir -p "$WORK/$name-files"
+    run "$name" "download_file photos holiday.bin $WORK/$name-files"
+done
+for name in bob carol dave; do run "$name" "show_downloads"; done
 
 step "tracker 1 (the primary) crashes (kill -9) while they download; tracker 2 takes over"
 kill9 tracker1
@@ -90,17 +94,25 @@ wait_for "$WORK/tracker2.log" "primary, view"
 echo "tracker 2: $(grep -o 'primary, view.*' "$WORK/tracker2.log" | tail -n1)"
 
 step "the downloads complete; tracker 1 restarts, catches up from tracker 2 and serves again"
-run bob "wait_downloads" 1 120
-run dave "wait_downloads" 1 120
+# named: replaces each peer's address by its name, to read who served whom.
+named() {
+    local args=() name addr
+    for name in "${PEERS[@]}"; do
+        addr=$(grep -o 'listening on .*' "$WORK/$name.out" | head -n1 | cut -d' ' -f3)
+        args+=(-e "s/$addr=/$name=/g")
+    done
+    sed "${args[@]}"
+}
+for name in bob carol dave; do run "$name" "wait_downloads" 1 120 | named; done
 start_tracker 1
 wait_for "$WORK/tracker1.out" "serving as"
 echo "tracker 1: $(tail -n1 "$WORK/tracker1.out")"
 run alice "list_files photos"
 
 step "checksums: every copy is identical"
-(cd "$WORK" && sha1sum holiday.bin bob-files/holiday.bin dave-files/holiday.bin)
+(cd "$WORK" && sha1sum holiday.bin bob-files/holiday.bin carol-files/holiday.bin dave-files/holiday.bin)
 
 step "done"
 for name in "${PEERS[@]}"; do send "$name" exit; done
 for name in "${PEERS[@]}"; do wait "${PID[$name]}" 2>/dev/null || true; unset "PID[$name]"; done
-echo "every acknowledged change survived the crash; see README.md for more"
+echo "every acknowledged change survived the crash, every copy is intact; see README.md for more"
