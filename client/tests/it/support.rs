@@ -56,6 +56,24 @@ fn line_channel(stdout: impl std::io::Read + Send + 'static) -> Receiver<String>
     rx
 }
 
+/// Spawns `command` with piped stdin and stdout (read line by line into a channel), debug
+/// logs to `stderr`.
+fn spawn_piped(
+    command: &mut Command,
+    stderr: std::fs::File,
+) -> (Child, Option<ChildStdin>, Receiver<String>) {
+    let mut child = command
+        .env("RUST_LOG", "debug")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let lines = line_channel(child.stdout.take().unwrap());
+    let stdin = child.stdin.take();
+    (child, stdin, lines)
+}
+
 /// Waits for a line containing `listening on ` and returns the address after it, or `None`
 /// if the process ended first.
 fn wait_listening(lines: &Receiver<String>) -> Option<SocketAddr> {
@@ -100,21 +118,15 @@ impl Cluster {
         let data_dir = self.dir.path().join(format!("tracker-{id}"));
         let stderr =
             std::fs::File::create(self.dir.path().join(format!("tracker-{id}.log"))).unwrap();
-        let mut child = Command::new(tracker_bin())
+        let mut command = Command::new(tracker_bin());
+        command
             .arg(&self.info)
             .arg(id.to_string())
             .arg("--data-dir")
             .arg(&data_dir)
             .args(["--kdf-iterations", TEST_KDF_ITERATIONS])
-            .args(extra)
-            .env("RUST_LOG", "debug")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .unwrap();
-        let lines = line_channel(child.stdout.take().unwrap());
-        let stdin = child.stdin.take();
+            .args(extra);
+        let (child, stdin, lines) = spawn_piped(&mut command, stderr);
         let mut proc = TrackerProc { child, stdin, addr: self.addrs[id as usize - 1], id, lines };
         match wait_listening(&proc.lines) {
             Some(addr) => {
@@ -272,20 +284,9 @@ pub struct ClientProc {
 impl ClientProc {
     pub fn start(info: &Path, state_dir: &Path, extra: &[&str]) -> ClientProc {
         let stderr = std::fs::File::create(state_dir.with_extension("log")).unwrap();
-        let mut child = Command::new(client_bin())
-            .arg("127.0.0.1:0")
-            .arg(info)
-            .arg("--state-dir")
-            .arg(state_dir)
-            .args(extra)
-            .env("RUST_LOG", "debug")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .unwrap();
-        let lines = line_channel(child.stdout.take().unwrap());
-        let stdin = child.stdin.take();
+        let mut command = Command::new(client_bin());
+        command.arg("127.0.0.1:0").arg(info).arg("--state-dir").arg(state_dir).args(extra);
+        let (child, stdin, lines) = spawn_piped(&mut command, stderr);
         let listen = wait_listening(&lines).expect("client did not start");
         ClientProc { child, stdin, lines, listen }
     }
