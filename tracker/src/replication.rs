@@ -723,16 +723,20 @@ fn try_join(svc: &Service) {
     }
 }
 
-/// A backup's connection to its primary for forwarding client requests.
+/// How many idle connections to the primary a backup keeps for forwarding.
+const MAX_IDLE_FORWARD_CONNECTIONS: usize = 8;
+
+/// A backup's connections to its primary for forwarding client requests: a small pool, so
+/// that one slow forwarded request (a key derivation) does not hold up the others.
 pub struct Forwarder {
     id: u32,
     trackers: TrackerInfo,
-    conn: Mutex<Option<(u32, Connection<TrackerMessage, ClientMessage>)>>,
+    idle: Mutex<Vec<(u32, Connection<TrackerMessage, ClientMessage>)>>,
 }
 
 impl Forwarder {
     pub fn new(id: u32, trackers: TrackerInfo) -> Forwarder {
-        Forwarder { id, trackers, conn: Mutex::new(None) }
+        Forwarder { id, trackers, idle: Mutex::new(Vec::new()) }
     }
 
     /// Sends a client's request to the primary and returns its answer.
@@ -745,30 +749,33 @@ impl Forwarder {
     ) -> Result<Reply, TrackerError> {
         let unreachable =
             || TrackerError::Unavailable(format!("primary tracker {primary} unreachable"));
-        let mut guard = self.conn.lock();
         let msg = ClientMessage::Request { id, session, request };
         for _ in 0..2 {
-            if guard.as_ref().map(|(p, _)| *p) != Some(primary) {
-                let addr = self.trackers.addr(primary).ok_or_else(unreachable)?;
-                match connect_client(addr) {
-                    Ok(conn) => *guard = Some((primary, conn)),
-                    Err(e) => {
+            let pooled = {
+                let mut idle = self.idle.lock();
+                idle.retain(|(p, _)| *p == primary);
+                idle.pop()
+            };
+            let mut conn = match pooled {
+                Some((_, conn)) => conn,
+                None => {
+                    let addr = self.trackers.addr(primary).ok_or_else(unreachable)?;
+                    connect_client(addr).map_err(|e| {
                         log::warn!("tracker {}: cannot reach primary {primary}: {e}", self.id);
-                        *guard = None;
-                        return Err(unreachable());
-                    }
+                        unreachable()
+                    })?
                 }
-            }
-            let Some((_, conn)) = guard.as_mut() else { return Err(unreachable()) };
-            let answer = conn.send(&msg).and_then(|()| conn.recv());
-            match answer {
+            };
+            match conn.send(&msg).and_then(|()| conn.recv()) {
                 Ok(Some(TrackerMessage::Response { id: got, result })) if got == id => {
-                    return result
+                    let mut idle = self.idle.lock();
+                    if idle.len() < MAX_IDLE_FORWARD_CONNECTIONS {
+                        idle.push((primary, conn));
+                    }
+                    return result;
                 }
-                other => {
-                    log::warn!("forwarding to tracker {primary} failed: {other:?}");
-                    *guard = None;
-                }
+                // A pooled connection may have been closed by the primary: try a fresh one.
+                other => log::warn!("forwarding to tracker {primary} failed: {other:?}"),
             }
         }
         Err(unreachable())
