@@ -26,7 +26,6 @@ pub use config::Config;
 use replication::Cluster;
 use server::{Limits, Shutdown};
 use service::{Service, Settings};
-use std::sync::atomic::{AtomicBool, Ordering};
 use store::{Store, StoreError};
 
 /// Why the tracker could not start or had to stop.
@@ -70,12 +69,13 @@ pub fn run(config: Config) -> Result<(), RunError> {
     let on_signal = Arc::clone(&shutdown);
     ctrlc::set_handler(move || on_signal.trigger())?;
     watch_stdin(Arc::clone(&shutdown), Arc::clone(&service))?;
-    let stop_upkeep = Arc::new(AtomicBool::new(false));
+    // The upkeep thread stops when `stop_upkeep` is dropped.
+    let (stop_upkeep, upkeep_stopped) = crossbeam_channel::bounded::<()>(0);
     let upkeep = {
-        let (service, stop) = (Arc::clone(&service), Arc::clone(&stop_upkeep));
+        let service = Arc::clone(&service);
         std::thread::Builder::new()
             .name("replication".into())
-            .spawn(move || replication::maintain(service, stop))?
+            .spawn(move || replication::maintain(service, upkeep_stopped))?
     };
 
     let limits = Limits {
@@ -90,7 +90,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
     stdout.flush()?;
     drop(stdout);
     let served = server::run(listener, service, limits, config.tracker_id, shutdown);
-    stop_upkeep.store(true, Ordering::SeqCst);
+    drop(stop_upkeep);
     let _ = upkeep.join();
     served?;
     log::info!("tracker {} stopped", config.tracker_id);

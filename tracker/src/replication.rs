@@ -23,8 +23,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+
+use crossbeam_channel::Receiver;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -513,11 +514,17 @@ fn protocol(detail: String) -> FrameError {
     FrameError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, detail))
 }
 
-/// Runs the cluster's upkeep until `stop`: joining, pinging, failure detection.
-pub fn maintain(svc: Arc<Service>, stop: Arc<AtomicBool>) {
+/// Runs the cluster's upkeep until `stop` is closed: joining, pinging, failure detection,
+/// on a 50 ms tick.
+pub fn maintain(svc: Arc<Service>, stop: Receiver<()>) {
     let mut last_join = Instant::now() - JOIN_EVERY;
     let mut last_ping = Instant::now();
-    while !stop.load(Ordering::SeqCst) {
+    let ticker = crossbeam_channel::tick(Duration::from_millis(50));
+    loop {
+        crossbeam_channel::select! {
+            recv(stop) -> _ => return,
+            recv(ticker) -> _ => {}
+        }
         match svc.cluster.role() {
             Role::Joining if last_join.elapsed() >= JOIN_EVERY => {
                 last_join = Instant::now();
@@ -535,7 +542,6 @@ pub fn maintain(svc: Arc<Service>, stop: Arc<AtomicBool>) {
             }
             _ => {}
         }
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
