@@ -1,13 +1,14 @@
-//! Downloads: the registry behind `show_downloads`/`wait_downloads`, and the coordinator
-//! thread (`dl-N`) of each download.
+//! Downloads: starting and resuming them, and the coordinator thread (`dl-N`) of each.
 //!
 //! The coordinator owns the `Scheduler`. It starts one worker thread per peer, feeds each a
 //! bounded `crossbeam-channel` of jobs, and reacts to the workers' events (ready, verified,
 //! bad hash, no piece, gone) and to a one-second tick, on which it announces its verified
 //! pieces to the tracker (partial seeding) and, every few ticks, asks the tracker for peers
-//! again. A verified piece is shared at once. When every piece is verified it re-checks the
-//! whole file on disk, renames it into place and becomes a complete sharer.
+//! again. A verified piece is shared at once. When every piece is verified it checks the
+//! file digest over the hashes computed on arrival, fsyncs, renames the file into place and
+//! becomes a complete sharer. `record` keeps what `show_downloads` shows.
 
+pub mod record;
 pub mod scheduler;
 pub mod worker;
 
@@ -20,7 +21,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, tick, Receiver, Sender};
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 
 use common::hash::file_digest;
 use common::message::{FileMeta, PeerInfo, Reply, Request, Ticket};
@@ -42,119 +43,7 @@ const REFRESH_TICKS: u32 = 2;
 /// Wait this long before connecting again to a peer whose connection failed.
 const RECONNECT_AFTER: Duration = Duration::from_secs(3);
 
-/// The state of a download.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DownloadState {
-    Running,
-    Complete,
-    Failed(String),
-}
-
-/// What `show_downloads` shows of one download.
-#[derive(Debug, Clone)]
-pub struct DownloadRecord {
-    pub group: GroupId,
-    pub name: FileName,
-    pub dest: PathBuf,
-    pub state: DownloadState,
-    pub size: u64,
-    pub n_pieces: u32,
-    pub n_have: u32,
-    pub n_peers: usize,
-    pub started: Instant,
-    pub finished: Option<Instant>,
-    /// Bytes fetched in this session (not counting pieces resumed from disk).
-    pub bytes_fetched: u64,
-    /// Pieces found verified on disk when the download resumed.
-    pub n_resumed: u32,
-    /// Pieces received from each peer.
-    pub from_peer: BTreeMap<SocketAddr, u32>,
-}
-
-impl DownloadRecord {
-    /// The `show_downloads` line.
-    pub fn line(&self) -> String {
-        let elapsed =
-            self.finished.unwrap_or_else(Instant::now).duration_since(self.started).as_secs_f64();
-        let mb_per_sec =
-            if elapsed > 0.0 { self.bytes_fetched as f64 / elapsed / 1e6 } else { 0.0 };
-        match &self.state {
-            DownloadState::Running => {
-                let percent = if self.n_pieces == 0 {
-                    100.0
-                } else {
-                    100.0 * self.n_have as f64 / self.n_pieces as f64
-                };
-                let peers = if self.n_peers == 1 { "peer" } else { "peers" };
-                format!(
-                    "[D] [{}] {} {percent:.0}% ({}/{} pieces) {mb_per_sec:.1} MB/s from {} {peers}",
-                    self.group, self.name, self.n_have, self.n_pieces, self.n_peers
-                )
-            }
-            DownloadState::Complete => {
-                let resumed = if self.n_resumed > 0 {
-                    format!("{} pieces resumed; ", self.n_resumed)
-                } else {
-                    String::new()
-                };
-                format!(
-                    "[C] [{}] {} -> {} ({} bytes in {elapsed:.2} s, {mb_per_sec:.1} MB/s; {resumed}pieces from {})",
-                    self.group,
-                    self.name,
-                    self.dest.display(),
-                    self.size,
-                    peer_counts(&self.from_peer)
-                )
-            }
-            DownloadState::Failed(reason) => {
-                format!("[F] [{}] {}: {reason}", self.group, self.name)
-            }
-        }
-    }
-}
-
-fn peer_counts(from_peer: &BTreeMap<SocketAddr, u32>) -> String {
-    if from_peer.is_empty() {
-        return "none".to_string();
-    }
-    from_peer.iter().map(|(addr, n)| format!("{addr}={n}")).collect::<Vec<_>>().join(" ")
-}
-
-/// Every download of this session.
-#[derive(Default)]
-pub struct Downloads {
-    records: Mutex<Vec<DownloadRecord>>,
-    changed: Condvar,
-}
-
-impl Downloads {
-    fn add(&self, record: DownloadRecord) -> usize {
-        let mut records = self.records.lock();
-        records.push(record);
-        records.len() - 1
-    }
-
-    fn update(&self, idx: usize, f: impl FnOnce(&mut DownloadRecord)) {
-        if let Some(record) = self.records.lock().get_mut(idx) {
-            f(record);
-        }
-        self.changed.notify_all();
-    }
-
-    /// A copy of every record.
-    pub fn snapshot(&self) -> Vec<DownloadRecord> {
-        self.records.lock().clone()
-    }
-
-    /// Blocks until no download is running, then returns the records.
-    pub fn wait_idle(&self) -> Vec<DownloadRecord> {
-        let mut records = self.records.lock();
-        while records.iter().any(|r| r.state == DownloadState::Running) {
-            self.changed.wait(&mut records);
-        }
-        records.clone()
-    }
-}
+pub use record::{DownloadRecord, DownloadState, Downloads};
 
 /// Why a download could not start. `Display` is the text after `error: `.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,127 @@
+//! The records behind `show_downloads` and `wait_downloads`: one per download of this
+//! session, updated by its coordinator, and the lines they print.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use parking_lot::{Condvar, Mutex};
+
+use common::{FileName, GroupId};
+
+/// The state of a download.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DownloadState {
+    Running,
+    Complete,
+    Failed(String),
+}
+
+/// What `show_downloads` shows of one download.
+#[derive(Debug, Clone)]
+pub struct DownloadRecord {
+    pub group: GroupId,
+    pub name: FileName,
+    pub dest: PathBuf,
+    pub state: DownloadState,
+    pub size: u64,
+    pub n_pieces: u32,
+    pub n_have: u32,
+    pub n_peers: usize,
+    pub started: Instant,
+    pub finished: Option<Instant>,
+    /// Bytes fetched in this session (not counting pieces resumed from disk).
+    pub bytes_fetched: u64,
+    /// Pieces found verified on disk when the download resumed.
+    pub n_resumed: u32,
+    /// Pieces received from each peer.
+    pub from_peer: BTreeMap<SocketAddr, u32>,
+}
+
+impl DownloadRecord {
+    /// The `show_downloads` line.
+    pub fn line(&self) -> String {
+        let elapsed =
+            self.finished.unwrap_or_else(Instant::now).duration_since(self.started).as_secs_f64();
+        let mb_per_sec =
+            if elapsed > 0.0 { self.bytes_fetched as f64 / elapsed / 1e6 } else { 0.0 };
+        match &self.state {
+            DownloadState::Running => {
+                let percent = if self.n_pieces == 0 {
+                    100.0
+                } else {
+                    100.0 * self.n_have as f64 / self.n_pieces as f64
+                };
+                let peers = if self.n_peers == 1 { "peer" } else { "peers" };
+                format!(
+                    "[D] [{}] {} {percent:.0}% ({}/{} pieces) {mb_per_sec:.1} MB/s from {} {peers}",
+                    self.group, self.name, self.n_have, self.n_pieces, self.n_peers
+                )
+            }
+            DownloadState::Complete => {
+                let resumed = if self.n_resumed > 0 {
+                    format!("{} pieces resumed; ", self.n_resumed)
+                } else {
+                    String::new()
+                };
+                format!(
+                    "[C] [{}] {} -> {} ({} bytes in {elapsed:.2} s, {mb_per_sec:.1} MB/s; {resumed}pieces from {})",
+                    self.group,
+                    self.name,
+                    self.dest.display(),
+                    self.size,
+                    peer_counts(&self.from_peer)
+                )
+            }
+            DownloadState::Failed(reason) => {
+                format!("[F] [{}] {}: {reason}", self.group, self.name)
+            }
+        }
+    }
+}
+
+fn peer_counts(from_peer: &BTreeMap<SocketAddr, u32>) -> String {
+    if from_peer.is_empty() {
+        return "none".to_string();
+    }
+    from_peer.iter().map(|(addr, n)| format!("{addr}={n}")).collect::<Vec<_>>().join(" ")
+}
+
+/// Every download of this session.
+#[derive(Default)]
+pub struct Downloads {
+    records: Mutex<Vec<DownloadRecord>>,
+    changed: Condvar,
+}
+
+impl Downloads {
+    /// Adds a running download; returns its index.
+    pub(super) fn add(&self, record: DownloadRecord) -> usize {
+        let mut records = self.records.lock();
+        records.push(record);
+        records.len() - 1
+    }
+
+    /// Changes the record at `idx` and wakes `wait_idle`.
+    pub(super) fn update(&self, idx: usize, f: impl FnOnce(&mut DownloadRecord)) {
+        if let Some(record) = self.records.lock().get_mut(idx) {
+            f(record);
+        }
+        self.changed.notify_all();
+    }
+
+    /// A copy of every record.
+    pub fn snapshot(&self) -> Vec<DownloadRecord> {
+        self.records.lock().clone()
+    }
+
+    /// Blocks until no download is running, then returns the records.
+    pub fn wait_idle(&self) -> Vec<DownloadRecord> {
+        let mut records = self.records.lock();
+        while records.iter().any(|r| r.state == DownloadState::Running) {
+            self.changed.wait(&mut records);
+        }
+        records.clone()
+    }
+}
