@@ -12,23 +12,6 @@ use common::{Bitfield, GroupId, PieceIndex};
 
 use crate::support::{assert_same_file, write_random, ClientProc, Cluster, RawSession, TIMEOUT};
 
-/// Clients named `names`, all logged in and members of group `g` (owned by the first).
-fn members(cluster: &Cluster, names: &[&str], extra: &[&str]) -> Vec<ClientProc> {
-    let mut clients: Vec<ClientProc> =
-        names.iter().map(|n| cluster.client_with(n, extra)).collect();
-    for (c, name) in clients.iter_mut().zip(names) {
-        c.sign_up(name);
-    }
-    clients[0].ok("create_group g", "created group g");
-    for i in 1..clients.len() {
-        clients[i].ok("join_group g", "requested to join group g");
-        let name = names[i];
-        clients[0]
-            .ok(&format!("accept_request g {name}"), &format!("accepted {name} into group g"));
-    }
-    clients
-}
-
 fn upload(c: &mut ClientProc, path: &Path) {
     let line = c.run1(&format!("upload_file '{}' g", path.display()));
     assert!(line.starts_with("uploaded ") || line.starts_with("sharing "), "{line}");
@@ -45,7 +28,7 @@ fn downloads_from_several_peers_at_once() {
     let (cluster, _tracker) = Cluster::with_one_tracker();
     // Each seeder serves at most 4 MB/s, so one peer alone would take well over a second
     // and the scheduler spreads the pieces.
-    let mut c = members(&cluster, &["s1", "s2", "s3", "leech"], &["--max-upload-rate", "4000000"]);
+    let mut c = cluster.members(&["s1", "s2", "s3", "leech"], &["--max-upload-rate", "4000000"]);
     let original = cluster.path("big.bin");
     write_random(&original, 6 * 1024 * 1024 + 123, 1);
     for (i, seeder) in c.iter_mut().take(3).enumerate() {
@@ -78,7 +61,7 @@ fn downloads_from_several_peers_at_once() {
 #[test]
 fn empty_tiny_one_piece_and_short_last_piece_files() {
     let (cluster, _tracker) = Cluster::with_one_tracker();
-    let mut c = members(&cluster, &["seed", "leech"], &[]);
+    let mut c = cluster.members(&["seed", "leech"], &[]);
     let sizes = [
         ("empty.bin", 0),
         ("one.bin", 1),
@@ -107,7 +90,7 @@ fn empty_tiny_one_piece_and_short_last_piece_files() {
 #[test]
 fn download_errors_leave_nothing_behind() {
     let (cluster, _tracker) = Cluster::with_one_tracker();
-    let mut c = members(&cluster, &["seed", "leech"], &[]);
+    let mut c = cluster.members(&["seed", "leech"], &[]);
     let mut outsider = cluster.client("outsider");
     outsider.sign_up("outsider");
     write_random(&cluster.path("f.bin"), 1000, 7);
@@ -161,7 +144,7 @@ fn n_have(line: &str) -> u32 {
 #[test]
 fn a_seeder_killed_mid_download_does_not_stop_it() {
     let (cluster, _tracker) = Cluster::with_one_tracker();
-    let mut c = members(&cluster, &["s1", "s2", "leech"], &["--max-upload-rate", "2000000"]);
+    let mut c = cluster.members(&["s1", "s2", "leech"], &["--max-upload-rate", "2000000"]);
     let original = cluster.path("f.bin");
     write_random(&original, 8 * 1024 * 1024, 3);
     upload(&mut c[0], &original);
@@ -188,7 +171,7 @@ fn corrupt(path: &Path, offset: u64) {
 #[test]
 fn a_corrupted_copy_is_not_served_and_the_good_one_is_used() {
     let (cluster, _tracker) = Cluster::with_one_tracker();
-    let mut c = members(&cluster, &["good", "bad", "leech"], &[]);
+    let mut c = cluster.members(&["good", "bad", "leech"], &[]);
     let original = cluster.path("f.bin");
     write_random(&original, 4 * 1024 * 1024, 5);
     upload(&mut c[0], &original);
@@ -209,7 +192,7 @@ fn a_corrupted_copy_is_not_served_and_the_good_one_is_used() {
 #[test]
 fn with_no_good_copy_the_download_fails_and_leaves_no_file() {
     let (cluster, _tracker) = Cluster::with_one_tracker();
-    let mut c = members(&cluster, &["bad", "leech"], &["--stall-timeout", "2"]);
+    let mut c = cluster.members(&["bad", "leech"], &["--stall-timeout", "2"]);
     let original = cluster.path("f.bin");
     write_random(&original, 2 * 1024 * 1024, 6);
     upload(&mut c[0], &original);
@@ -255,7 +238,7 @@ fn spawn_lying_peer() -> std::net::SocketAddr {
 #[test]
 fn a_peer_sending_bad_pieces_is_dropped_and_the_file_is_intact() {
     let (cluster, tracker) = Cluster::with_one_tracker();
-    let mut c = members(&cluster, &["good", "leech", "mallory"], &["--max-upload-rate", "4000000"]);
+    let mut c = cluster.members(&["good", "leech", "mallory"], &["--max-upload-rate", "4000000"]);
     let original = cluster.path("f.bin");
     write_random(&original, 4 * 1024 * 1024, 8);
     upload(&mut c[0], &original);
@@ -289,7 +272,7 @@ fn a_peer_sending_bad_pieces_is_dropped_and_the_file_is_intact() {
 #[test]
 fn the_peer_port_refuses_garbage_bad_tickets_and_bad_requests_and_keeps_serving() {
     let (cluster, tracker) = Cluster::with_one_tracker();
-    let mut c = members(&cluster, &["seed", "leech"], &[]);
+    let mut c = cluster.members(&["seed", "leech"], &[]);
     let original = cluster.path("f.bin");
     write_random(&original, 600 * 1024, 9);
     upload(&mut c[0], &original);
@@ -382,7 +365,7 @@ fn the_peer_port_refuses_garbage_bad_tickets_and_bad_requests_and_keeps_serving(
 #[test]
 fn a_leecher_killed_mid_download_resumes_without_fetching_again() {
     let (cluster, _tracker) = Cluster::with_one_tracker();
-    let mut c = members(&cluster, &["seed", "leech"], &["--max-upload-rate", "2000000"]);
+    let mut c = cluster.members(&["seed", "leech"], &["--max-upload-rate", "2000000"]);
     let original = cluster.path("f.bin");
     write_random(&original, 8 * 1024 * 1024, 11);
     upload(&mut c[0], &original);
@@ -414,7 +397,7 @@ fn a_leecher_killed_mid_download_resumes_without_fetching_again() {
 #[test]
 fn a_restarted_seeder_shares_again_after_login_but_not_what_it_stopped() {
     let (cluster, _tracker) = Cluster::with_one_tracker();
-    let mut c = members(&cluster, &["seed", "leech"], &[]);
+    let mut c = cluster.members(&["seed", "leech"], &[]);
     write_random(&cluster.path("a.bin"), 700_000, 12);
     write_random(&cluster.path("b.bin"), 10, 13);
     upload(&mut c[0], &cluster.path("a.bin"));
@@ -436,7 +419,7 @@ fn a_restarted_seeder_shares_again_after_login_but_not_what_it_stopped() {
 #[test]
 fn leechers_of_one_slow_seeder_trade_pieces_among_themselves() {
     let (cluster, _tracker) = Cluster::with_one_tracker();
-    let mut c = members(&cluster, &["seed", "l1", "l2", "l3"], &[]);
+    let mut c = cluster.members(&["seed", "l1", "l2", "l3"], &[]);
     // Only the seeder is slow: restart it with a 1 MB/s upload cap.
     c[0].send_line("exit");
     c[0].close_stdin();
@@ -474,7 +457,7 @@ fn a_silent_peer_is_no_longer_listed() {
     let cluster = Cluster::new(1);
     let _tracker =
         cluster.try_start_tracker(1, &["--peer-timeout", "8"]).expect("tracker did not start");
-    let mut c = members(&cluster, &["seed", "other"], &[]);
+    let mut c = cluster.members(&["seed", "other"], &[]);
     write_random(&cluster.path("f.bin"), 100, 22);
     upload(&mut c[0], &cluster.path("f.bin"));
     assert_eq!(c[1].run("list_files g").len(), 1);

@@ -2,15 +2,11 @@
 
 use crate::support::{ClientProc, Cluster};
 
+/// alice and bob, members of group g (owned by alice).
 fn member_pair(cluster: &Cluster) -> (ClientProc, ClientProc) {
-    let mut alice = cluster.client("alice");
-    let mut bob = cluster.client("bob");
-    alice.sign_up("alice");
-    bob.sign_up("bob");
-    alice.ok("create_group g", "created group g");
-    bob.ok("join_group g", "requested to join group g");
-    alice.ok("accept_request g bob", "accepted bob into group g");
-    (alice, bob)
+    let mut clients = cluster.members(&["alice", "bob"], &[]);
+    let bob = clients.pop().unwrap();
+    (clients.pop().unwrap(), bob)
 }
 
 #[test]

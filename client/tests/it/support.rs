@@ -182,6 +182,23 @@ impl Cluster {
         ClientProc::start(&self.info, &self.dir.path().join(name), extra)
     }
 
+    /// Clients named `names`, all logged in and members of group `g` (owned by the first),
+    /// each started with the options `extra`.
+    pub fn members(&self, names: &[&str], extra: &[&str]) -> Vec<ClientProc> {
+        let mut clients: Vec<ClientProc> =
+            names.iter().map(|n| self.client_with(n, extra)).collect();
+        for (c, name) in clients.iter_mut().zip(names) {
+            c.sign_up(name);
+        }
+        clients[0].ok("create_group g", "created group g");
+        for (i, name) in names.iter().enumerate().skip(1) {
+            clients[i].ok("join_group g", "requested to join group g");
+            clients[0]
+                .ok(&format!("accept_request g {name}"), &format!("accepted {name} into group g"));
+        }
+        clients
+    }
+
     /// A path inside the cluster's directory.
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
