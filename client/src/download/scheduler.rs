@@ -45,6 +45,13 @@ pub struct Scheduler {
     n_have: u32,
     /// A random rank per piece, to break ties in rarity.
     tiebreak: Vec<u32>,
+    /// The missing pieces some peer has, in the order they are handed out:
+    /// (availability, tiebreak, index). Kept up to date so that `assign` does not sort.
+    queue: BTreeSet<(u32, u32, u32)>,
+    /// How many pieces are `Missing` (available or not).
+    n_missing: u32,
+    /// The pieces `InFlight`, for the endgame.
+    in_flight: BTreeSet<u32>,
 }
 
 impl Scheduler {
@@ -58,6 +65,7 @@ impl Scheduler {
         let availability = vec![0; pieces.len()];
         let mut tiebreak: Vec<u32> = (0..have.n_pieces()).collect();
         fastrand::Rng::with_seed(seed).shuffle(&mut tiebreak);
+        let n_missing = have.n_pieces() - have.count();
         Scheduler {
             pieces,
             peers: BTreeMap::new(),
@@ -65,6 +73,43 @@ impl Scheduler {
             max_in_flight,
             n_have: have.count(),
             tiebreak,
+            queue: BTreeSet::new(),
+            n_missing,
+            in_flight: BTreeSet::new(),
+        }
+    }
+
+    fn queue_key(&self, i: usize) -> (u32, u32, u32) {
+        (self.availability[i], self.tiebreak[i], i as u32)
+    }
+
+    /// Changes how many peers have piece `i`, keeping the queue in order.
+    fn set_availability(&mut self, i: usize, n: u32) {
+        let queued = self.pieces[i] == PieceState::Missing;
+        if queued && self.availability[i] > 0 {
+            self.queue.remove(&self.queue_key(i));
+        }
+        self.availability[i] = n;
+        if queued && n > 0 {
+            self.queue.insert(self.queue_key(i));
+        }
+    }
+
+    /// Piece `i` becomes `Missing` again.
+    fn requeue(&mut self, i: usize) {
+        self.pieces[i] = PieceState::Missing;
+        self.in_flight.remove(&(i as u32));
+        self.n_missing += 1;
+        if self.availability[i] > 0 {
+            self.queue.insert(self.queue_key(i));
+        }
+    }
+
+    /// Piece `i` leaves `Missing` (the caller sets its new state).
+    fn unqueue(&mut self, i: usize) {
+        if self.pieces[i] == PieceState::Missing {
+            self.queue.remove(&self.queue_key(i));
+            self.n_missing -= 1;
         }
     }
 
@@ -98,13 +143,15 @@ impl Scheduler {
         if have.n_pieces() as usize != self.pieces.len() {
             return;
         }
-        if let Some(old) = self.peers.get(&peer) {
-            for idx in old.have.iter() {
-                self.availability[idx.0 as usize] -= 1;
-            }
+        let old: Vec<PieceIndex> =
+            self.peers.get(&peer).map(|p| p.have.iter().collect()).unwrap_or_default();
+        for idx in old {
+            let i = idx.0 as usize;
+            self.set_availability(i, self.availability[i] - 1);
         }
         for idx in have.iter() {
-            self.availability[idx.0 as usize] += 1;
+            let i = idx.0 as usize;
+            self.set_availability(i, self.availability[i] + 1);
         }
         let slot = self.peers.entry(peer).or_insert_with(|| PeerSlot {
             have: Bitfield::empty(0),
@@ -127,45 +174,41 @@ impl Scheduler {
 
     /// Whether some missing piece is had by no known peer.
     pub fn has_unavailable_piece(&self) -> bool {
-        self.pieces
-            .iter()
-            .zip(&self.availability)
-            .any(|(s, &n)| *s == PieceState::Missing && n == 0)
+        self.queue.len() < self.n_missing as usize
     }
 
     /// Hands out as many pieces as peers have room for: missing pieces rarest first, each to
     /// the least-loaded peer that has it; then, when no piece is missing, in-flight pieces
     /// to idle peers (endgame), so one slow peer does not hold the file back.
     pub fn assign(&mut self) -> Vec<(PeerId, PieceIndex)> {
+        use std::ops::Bound::{Excluded, Unbounded};
         let mut out = Vec::new();
-        let mut missing: Vec<PieceIndex> = (0..self.pieces.len() as u32)
-            .map(PieceIndex)
-            .filter(|idx| {
-                self.pieces[idx.0 as usize] == PieceState::Missing
-                    && self.availability[idx.0 as usize] > 0
-            })
-            .collect();
-        missing
-            .sort_by_key(|idx| (self.availability[idx.0 as usize], self.tiebreak[idx.0 as usize]));
-        for piece in missing {
+        let mut cursor: Option<(u32, u32, u32)> = None;
+        loop {
             if !self.peers.values().any(|p| p.in_flight.len() < self.max_in_flight) {
                 return out;
             }
+            let next = match cursor {
+                None => self.queue.iter().next(),
+                Some(after) => self.queue.range((Excluded(after), Unbounded)).next(),
+            };
+            let Some(&key) = next else { break };
+            cursor = Some(key);
+            let piece = PieceIndex(key.2);
             if let Some(peer) = self.least_loaded(piece, |_| true) {
                 self.start(peer, piece);
                 out.push((peer, piece));
             }
         }
-        if self.pieces.contains(&PieceState::Missing) {
+        if self.n_missing > 0 {
             return out;
         }
         // Endgame: idle peers duplicate in-flight pieces, fewest duplicates first.
         let mut in_flight: Vec<(usize, PieceIndex)> = self
-            .pieces
+            .in_flight
             .iter()
-            .enumerate()
-            .filter_map(|(i, s)| match s {
-                PieceState::InFlight(peers) => Some((peers.len(), PieceIndex(i as u32))),
+            .filter_map(|&i| match &self.pieces[i as usize] {
+                PieceState::InFlight(peers) => Some((peers.len(), PieceIndex(i))),
                 _ => None,
             })
             .collect();
@@ -202,7 +245,10 @@ impl Scheduler {
     }
 
     fn start(&mut self, peer: PeerId, piece: PieceIndex) {
-        let state = &mut self.pieces[piece.0 as usize];
+        let i = piece.0 as usize;
+        self.unqueue(i);
+        self.in_flight.insert(piece.0);
+        let state = &mut self.pieces[i];
         match state {
             PieceState::InFlight(peers) => {
                 peers.insert(peer);
@@ -217,8 +263,13 @@ impl Scheduler {
     /// `piece` was verified and written. Returns false if it already was (a duplicate from
     /// the endgame). Other peers still fetching it are no longer counted as loaded by it.
     pub fn complete(&mut self, piece: PieceIndex) -> bool {
-        let Some(state) = self.pieces.get_mut(piece.0 as usize) else { return false };
-        let previous = std::mem::replace(state, PieceState::Have);
+        let i = piece.0 as usize;
+        if i >= self.pieces.len() {
+            return false;
+        }
+        self.unqueue(i);
+        self.in_flight.remove(&piece.0);
+        let previous = std::mem::replace(&mut self.pieces[i], PieceState::Have);
         match previous {
             PieceState::Have => false,
             PieceState::InFlight(peers) => {
@@ -243,12 +294,11 @@ impl Scheduler {
         if let Some(slot) = self.peers.get_mut(&peer) {
             slot.in_flight.remove(&piece);
         }
-        let Some(state) = self.pieces.get_mut(piece.0 as usize) else { return };
-        if let PieceState::InFlight(peers) = state {
-            peers.remove(&peer);
-            if peers.is_empty() {
-                *state = PieceState::Missing;
-            }
+        let i = piece.0 as usize;
+        let Some(PieceState::InFlight(peers)) = self.pieces.get_mut(i) else { return };
+        peers.remove(&peer);
+        if peers.is_empty() {
+            self.requeue(i);
         }
     }
 
@@ -261,9 +311,34 @@ impl Scheduler {
         }
         if let Some(slot) = self.peers.remove(&peer) {
             for idx in slot.have.iter() {
-                self.availability[idx.0 as usize] -= 1;
+                let i = idx.0 as usize;
+                self.set_availability(i, self.availability[i] - 1);
             }
         }
+    }
+}
+
+#[cfg(test)]
+impl Scheduler {
+    /// Checks the derived bookkeeping against the piece states (for tests).
+    fn assert_consistent(&self) {
+        let mut expected_queue = BTreeSet::new();
+        for (i, state) in self.pieces.iter().enumerate() {
+            let had_by =
+                self.peers.values().filter(|p| p.have.has(PieceIndex(i as u32))).count() as u32;
+            assert_eq!(self.availability[i], had_by, "availability of piece {i}");
+            if *state == PieceState::Missing && had_by > 0 {
+                expected_queue.insert(self.queue_key(i));
+            }
+            assert_eq!(
+                self.in_flight.contains(&(i as u32)),
+                matches!(state, PieceState::InFlight(_)),
+                "piece {i}"
+            );
+        }
+        assert_eq!(self.queue, expected_queue);
+        let n_missing = self.pieces.iter().filter(|s| **s == PieceState::Missing).count();
+        assert_eq!(self.n_missing as usize, n_missing);
     }
 }
 

@@ -172,6 +172,7 @@ proptest! {
             for peer in s.peers() {
                 prop_assert!(s.load(peer) <= MAX);
             }
+            s.assert_consistent();
             prop_assert_eq!(s.n_have() as usize, have.len());
         }
     }
