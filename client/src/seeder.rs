@@ -31,15 +31,11 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How many pieces this peer served, per file name (for statistics).
-pub type ServedCounts = Mutex<HashMap<String, u64>>;
-
 /// The running seeder.
 pub struct Seeder {
     stop: Arc<AtomicBool>,
     addr: SocketAddr,
     thread: Option<JoinHandle<()>>,
-    pub served: Arc<ServedCounts>,
 }
 
 /// An upload rate cap shared by every connection: each piece reserves its share of time
@@ -71,7 +67,6 @@ struct Context {
     tracker: Arc<TrackerSession>,
     /// Ticket MACs the tracker confirmed, with their expiry (Unix seconds).
     tickets: Mutex<HashMap<[u8; 20], u64>>,
-    served: Arc<ServedCounts>,
 }
 
 impl Seeder {
@@ -85,23 +80,17 @@ impl Seeder {
     ) -> std::io::Result<Seeder> {
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
-        let served = Arc::new(Mutex::new(HashMap::new()));
         let rate_limit = max_upload_rate.filter(|&r| r > 0).map(|bytes_per_sec| RateLimit {
             bytes_per_sec,
             next_free: Mutex::new(Instant::now()),
         });
-        let ctx = Arc::new(Context {
-            shares,
-            rate_limit,
-            tracker,
-            tickets: Mutex::new(HashMap::new()),
-            served: Arc::clone(&served),
-        });
+        let ctx =
+            Arc::new(Context { shares, rate_limit, tracker, tickets: Mutex::new(HashMap::new()) });
         let stop_flag = Arc::clone(&stop);
         let thread = thread::Builder::new()
             .name("seeder".into())
             .spawn(move || accept_loop(listener, ctx, stop_flag))?;
-        Ok(Seeder { stop, addr, thread: Some(thread), served })
+        Ok(Seeder { stop, addr, thread: Some(thread) })
     }
 
     /// Stops accepting, closes every connection and joins every thread.
@@ -222,7 +211,6 @@ fn serve_conn(
                             limit.wait_for(len);
                         }
                         conn.send_with_payload(&PeerReply::Piece { piece, len: len as u32 }, data)?;
-                        *ctx.served.lock().entry(share.meta.name.to_string()).or_default() += 1;
                     }
                     Err(reason) => {
                         log::warn!(

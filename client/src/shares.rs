@@ -192,28 +192,42 @@ struct SavedState {
 /// The registry of the logged-in user's shares, by group and digest.
 pub struct Shares {
     files: RwLock<HashMap<(GroupId, Sha1Digest), Arc<SharedFile>>>,
-    /// The user whose shares are loaded, and the state file; held while saving.
-    owner: Mutex<Option<UserId>>,
+    /// Whose shares are loaded, and the other users' saved shares; held while saving.
+    saved: Mutex<Saved>,
     state_file: Option<PathBuf>,
+}
+
+/// What the state file holds besides the loaded user's shares. The file is read once, at
+/// the first login; this process is its only writer, so saving needs no read.
+#[derive(Default)]
+struct Saved {
+    owner: Option<UserId>,
+    others: Option<BTreeMap<UserId, Vec<SavedShare>>>,
 }
 
 impl Shares {
     /// A registry saved to `state_file` (or never saved, for `None`).
     pub fn new(state_file: Option<PathBuf>) -> Shares {
-        Shares { files: RwLock::default(), owner: Mutex::new(None), state_file }
+        Shares { files: RwLock::default(), saved: Mutex::new(Saved::default()), state_file }
     }
 
     /// Makes `user`'s saved shares the current ones (after a login). Returns them; shares of
     /// another user loaded before are put away (they stay saved).
     pub fn load_user(&self, user: &UserId) -> Vec<Arc<SharedFile>> {
-        let mut owner = self.owner.lock();
-        if owner.as_ref() == Some(user) {
+        let mut saved = self.saved.lock();
+        if saved.owner.as_ref() == Some(user) {
             return self.all();
         }
-        let saved = self.read_state().users.remove(user).unwrap_or_default();
+        let current: Vec<SavedShare> = self.all().iter().map(|f| f.saved()).collect();
+        let Saved { owner, others } = &mut *saved;
+        let others = others.get_or_insert_with(|| self.read_state().users);
+        if let Some(previous) = owner.take() {
+            others.insert(previous, current);
+        }
+        let mine = others.remove(user).unwrap_or_default();
         let mut files = self.files.write();
         files.clear();
-        for s in saved {
+        for s in mine {
             let Ok(layout) = Layout::new(s.meta.size) else { continue };
             if s.have.n_pieces() != layout.n_pieces() {
                 continue;
@@ -264,12 +278,13 @@ impl Shares {
     /// logged: sharing goes on, only the memory of it across a restart is at risk.
     pub fn save(&self) {
         let Some(path) = &self.state_file else { return };
-        let owner = self.owner.lock();
-        let Some(user) = owner.as_ref() else { return };
-        let mut state = self.read_state();
-        state.version = STATE_VERSION;
-        state.users.insert(user.clone(), self.all().iter().map(|f| f.saved()).collect());
-        if let Err(e) = write_atomically(path, &state) {
+        let saved = self.saved.lock();
+        let Some(user) = saved.owner.as_ref() else { return };
+        let mine: Vec<SavedShare> = self.all().iter().map(|f| f.saved()).collect();
+        let mut users: BTreeMap<&UserId, &Vec<SavedShare>> =
+            saved.others.iter().flatten().collect();
+        users.insert(user, &mine);
+        if let Err(e) = write_atomically(path, &SavedStateRef { version: STATE_VERSION, users }) {
             log::error!("cannot save shares to {}: {e}", path.display());
         }
     }
@@ -304,7 +319,14 @@ impl Shares {
     }
 }
 
-fn write_atomically(path: &Path, state: &SavedState) -> std::io::Result<()> {
+/// `SavedState` by reference, for writing: the same encoding.
+#[derive(Serialize)]
+struct SavedStateRef<'a> {
+    version: u32,
+    users: BTreeMap<&'a UserId, &'a Vec<SavedShare>>,
+}
+
+fn write_atomically(path: &Path, state: &SavedStateRef<'_>) -> std::io::Result<()> {
     let bytes = postcard::to_stdvec(state).map_err(std::io::Error::other)?;
     let tmp = path.with_extension("tmp");
     let mut file = File::create(&tmp)?;

@@ -63,11 +63,6 @@ impl TrackerLink {
         TrackerLink { trackers, conn: None, client_id: u64::from_le_bytes(id), next_seq: 1 }
     }
 
-    /// The tracker currently connected, if any.
-    pub fn connected_to(&self) -> Option<SocketAddr> {
-        self.conn.as_ref().map(|(addr, _)| *addr)
-    }
-
     /// Sends `request` and waits for its reply, failing over between trackers: a broken
     /// connection moves to the first reachable tracker, and a tracker that cannot serve now
     /// (catching up, or its primary just died) is skipped, retrying the same request id for

@@ -89,9 +89,4 @@ impl<In: DeserializeOwned, Out: Serialize> Connection<In, Out> {
             _types: PhantomData,
         }
     }
-
-    /// A handle that can shut the socket down from another thread.
-    pub fn try_clone_stream(&self) -> std::io::Result<TcpStream> {
-        self.writer.get_ref().try_clone()
-    }
 }

@@ -43,11 +43,6 @@ impl fmt::Debug for Sha1Digest {
     }
 }
 
-/// The SHA1 of each `PIECE_SIZE` chunk of `data`, computed in parallel.
-pub fn piece_hashes(data: &[u8]) -> Vec<Sha1Digest> {
-    data.par_chunks(PIECE_SIZE).map(Sha1Digest::of).collect()
-}
-
 /// The digest that names a file's content: its size and its piece hashes.
 pub fn file_digest(file_len: u64, pieces: &[Sha1Digest]) -> Sha1Digest {
     let mut hasher = Sha1::new();
@@ -116,6 +111,11 @@ pub fn hash_file(file: &File, file_len: u64) -> Result<FileHashes, HashFileError
 mod tests {
     use super::*;
     use std::io::Write;
+
+    /// The piece hashes of in-memory data: the reference `hash_file` must agree with.
+    fn piece_hashes(data: &[u8]) -> Vec<Sha1Digest> {
+        data.par_chunks(PIECE_SIZE).map(Sha1Digest::of).collect()
+    }
 
     #[test]
     fn known_sha1() {

@@ -97,24 +97,6 @@ pub enum Request {
     Heartbeat,
 }
 
-impl Request {
-    /// Whether the request changes the tracker's state.
-    pub fn is_write(&self) -> bool {
-        !matches!(
-            self,
-            Request::ListRequests { .. }
-                | Request::ListGroups
-                | Request::ListMyGroups
-                | Request::ListFiles { .. }
-                | Request::GetFile { .. }
-                | Request::CheckTicket { .. }
-                | Request::StateDigest
-                | Request::Heartbeat
-                | Request::AnnouncePieces { .. }
-        )
-    }
-}
-
 /// What a file is: enough for a downloader to fetch and verify every byte of it.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileMeta {

@@ -146,7 +146,6 @@ impl Cluster {
     /// view makes this tracker step down, and the entry is not acknowledged.
     pub(crate) fn ship(
         &self,
-        svc: &Service,
         store: &mut Store,
         view: &View,
         id: EntryId,
@@ -180,7 +179,7 @@ impl Cluster {
         }
         drop(links);
         if !failed.is_empty() {
-            self.drop_members(svc, store, view, &failed)?;
+            self.drop_members(store, view, &failed)?;
         }
         Ok(())
     }
@@ -188,7 +187,6 @@ impl Cluster {
     /// Moves to the next view without `failed` (primary, under the store lock).
     fn drop_members(
         &self,
-        _svc: &Service,
         store: &mut Store,
         view: &View,
         failed: &[u32],
@@ -431,7 +429,7 @@ fn on_join(svc: &Service, joiner: u32) -> ReplicaReply {
         }
         Err(e) => {
             log::warn!("tracker {joiner} could not catch up: {e}");
-            let _ = cluster.drop_members(svc, &mut store, &next, &[joiner]);
+            let _ = cluster.drop_members(&mut store, &next, &[joiner]);
             ReplicaReply::Refused { reason: format!("catch-up failed: {e}") }
         }
     }
@@ -592,7 +590,7 @@ fn ping_backups(svc: &Service) {
         }
     }
     if !failed.is_empty() {
-        let _ = cluster.drop_members(svc, &mut store, &view, &failed);
+        let _ = cluster.drop_members(&mut store, &view, &failed);
     }
 }
 

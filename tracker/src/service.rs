@@ -159,7 +159,7 @@ impl Service {
     /// One line describing this tracker's place in the cluster (for `status` on stdin).
     pub fn status_line(&self) -> String {
         let (seq, digest) = self.digest();
-        let last = self.store.lock().last();
+        let last = self.cluster.last();
         format!(
             "tracker {}: {} view={} last={} seq={seq} digest={digest}",
             self.settings.id,
@@ -291,7 +291,7 @@ impl Service {
         store.append_encoded(id, &bytes).map_err(|e| unavailable("storage failure", e))?;
         self.cluster.note_last(Some(id));
         log::debug!("entry {id:?}: {:?}", entry.op);
-        self.cluster.ship(self, &mut store, &view, id, bytes)?;
+        self.cluster.ship(&mut store, &view, id, bytes)?;
         let result = self.state.write().apply_entry(&entry);
         match &entry.op {
             Op::CloseSession { session } => self.presence.lock().forget(session),

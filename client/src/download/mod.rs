@@ -430,8 +430,13 @@ impl Coordinator {
         }
         let total = self.target.layout.n_pieces();
         let missing = total - self.scheduler.n_have();
+        let why = if self.scheduler.has_unavailable_piece() {
+            "no connected peer has them"
+        } else {
+            "peers stopped sending"
+        };
         Err(format!(
-            "no peer could provide the missing pieces for {} s ({missing} of {total} pieces missing)",
+            "no peer could provide the missing pieces for {} s ({missing} of {total} pieces missing; {why})",
             self.ctx.stall_timeout.as_secs()
         ))
     }
