@@ -16,7 +16,9 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::tracker_info::{TrackerInfo, TrackerInfoError};
+use common::identity::IdentityError;
+use common::tracker_info::{TrackerInfoError, TrackerInfoFile};
+use common::Identity;
 
 pub use config::Config;
 use peer::Peer;
@@ -35,15 +37,24 @@ pub enum RunError {
     #[error("cannot create state directory {path}: {source}")]
     StateDir { path: String, source: std::io::Error },
     #[error("{0}")]
+    Identity(#[from] IdentityError),
+    #[error("{0}")]
     Io(#[from] std::io::Error),
 }
 
 /// Runs the client until `exit` or the end of its input.
 pub fn run(config: Config) -> Result<(), RunError> {
-    let trackers = TrackerInfo::load(&config.tracker_info)?;
+    let trackers = Arc::new(TrackerInfoFile::load(&config.tracker_info)?);
     let state_dir = config.state_dir();
-    std::fs::create_dir_all(&state_dir)
-        .map_err(|source| RunError::StateDir { path: state_dir.display().to_string(), source })?;
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&state_dir).map_err(
+            |source| RunError::StateDir { path: state_dir.display().to_string(), source },
+        )?;
+    }
+    // This peer's identity: trackers bind its sessions to it, seeders its tickets.
+    let (identity, _) = Identity::load_or_create(&state_dir.join("client.key"))?;
+    let identity = Arc::new(identity);
     let listener = TcpListener::bind(config.listen)
         .map_err(|source| RunError::Bind { addr: config.listen, source })?;
     let listen_addr = listener.local_addr()?;
@@ -52,14 +63,20 @@ pub fn run(config: Config) -> Result<(), RunError> {
     writeln!(stdout, "listening on {listen_addr}")?;
     stdout.flush()?;
 
-    let tracker = Arc::new(TrackerSession::new(TrackerLink::new(trackers)));
+    let tracker = Arc::new(TrackerSession::new(TrackerLink::new(trackers, Arc::clone(&identity))));
     let shares = Arc::new(Shares::new(Some(state_dir.join("shares.bin"))));
-    let seeder =
-        Seeder::start(listener, Arc::clone(&shares), Arc::clone(&tracker), config.max_upload_rate)?;
+    let seeder = Seeder::start(
+        listener,
+        Arc::clone(&identity),
+        Arc::clone(&shares),
+        Arc::clone(&tracker),
+        config.max_upload_rate,
+    )?;
     // The disk writer lives as long as the process: downloads still running at exit are
     // abandoned with it (they resume at the next login).
     let (writer, _writer_thread) = download::worker::DiskWriter::start()?;
     let ctx = download::Context {
+        identity,
         writer,
         tracker: Arc::clone(&tracker),
         shares,

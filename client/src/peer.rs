@@ -19,7 +19,7 @@ use crate::command::{Command, USAGES};
 use crate::download::{self, StartError};
 use crate::shares::{FileStamp, SharedFile};
 use crate::tracker_link::LinkError;
-use crate::tracker_session::{CallError, Login};
+use crate::tracker_session::{CallError, Login, TrackerSession};
 
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]
@@ -88,10 +88,15 @@ impl Peer {
                 if let Some(login) = self.ctx.tracker.login() {
                     return Err(CommandError::AlreadyLoggedIn(login.user));
                 }
-                let request =
-                    Request::Login { user: user.clone(), password, peer_addr: self.listen_addr };
+                let session = TrackerSession::new_token()?;
+                let request = Request::Login {
+                    user: user.clone(),
+                    password,
+                    peer_addr: self.listen_addr,
+                    session,
+                };
                 match self.ctx.tracker.call_anonymous(request)? {
-                    Reply::LoggedIn { session } => {
+                    Reply::LoggedIn => {
                         self.ctx.tracker.set_login(Some(Login { user: user.clone(), session }));
                         let _ = writeln!(out, "logged in as {user}");
                         self.resume_shares(&user);

@@ -1,12 +1,15 @@
 //! The peer's server: serves verified pieces of shared files to other members.
 //!
 //! One accept thread (`seeder`) and one thread per downloader connection (`seed-N`), capped.
-//! A downloader must present a tracker-issued ticket for the file's group; the seeder asks
-//! its tracker to check it and caches the answer until the ticket expires. Every piece is
+//! Every connection is a secure channel on which the seeder proves this peer's key and the
+//! downloader proves its own. The downloader must present a tracker-issued ticket for the
+//! file's group, bound to the key it proved; the seeder asks its tracker to check it and
+//! caches the answer (keyed on the whole ticket) until the ticket expires. Nothing is served
+//! on an expired ticket: downloaders renew theirs while they run (`Renew`). Every piece is
 //! read from disk and checked against its SHA1 (once per state of the file on disk) before
 //! it is sent, so a file changed on disk after it was shared is noticed and no longer served.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::net::{Shutdown as SocketShutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,11 +19,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 
-use common::connection::Connection;
+use common::connection::{Connection, Timeouts};
 use common::frame::FrameError;
 use common::message::{Request, Ticket};
 use common::peer_message::{PeerReply, PeerRequest, Refusal, PEER_PROTOCOL_VERSION};
-use common::{Sha1Digest, PIECE_SIZE};
+use common::{Identity, PublicKey, Sha1Digest, PIECE_SIZE};
 
 use crate::shares::{SharedFile, Shares};
 use crate::tracker_session::{CallError, TrackerSession};
@@ -30,6 +33,8 @@ pub const MAX_PEER_CONNECTIONS: usize = 64;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Approved tickets remembered at most (expired ones are dropped first).
+const MAX_CACHED_TICKETS: usize = 4096;
 
 /// The running seeder.
 pub struct Seeder {
@@ -62,11 +67,12 @@ impl RateLimit {
 }
 
 struct Context {
+    identity: Arc<Identity>,
     shares: Arc<Shares>,
     rate_limit: Option<RateLimit>,
     tracker: Arc<TrackerSession>,
-    /// Ticket MACs the tracker confirmed, with their expiry (Unix seconds).
-    tickets: Mutex<HashMap<[u8; 20], u64>>,
+    /// Tickets the tracker confirmed (whole tickets, never a part of one).
+    tickets: Mutex<HashSet<Ticket>>,
 }
 
 impl Seeder {
@@ -74,6 +80,7 @@ impl Seeder {
     /// all if given.
     pub fn start(
         listener: TcpListener,
+        identity: Arc<Identity>,
         shares: Arc<Shares>,
         tracker: Arc<TrackerSession>,
         max_upload_rate: Option<u64>,
@@ -84,8 +91,13 @@ impl Seeder {
             bytes_per_sec,
             next_free: Mutex::new(Instant::now()),
         });
-        let ctx =
-            Arc::new(Context { shares, rate_limit, tracker, tickets: Mutex::new(HashMap::new()) });
+        let ctx = Arc::new(Context {
+            identity,
+            shares,
+            rate_limit,
+            tracker,
+            tickets: Mutex::new(HashSet::new()),
+        });
         let stop_flag = Arc::clone(&stop);
         let thread = thread::Builder::new()
             .name("seeder".into())
@@ -154,15 +166,17 @@ fn accept_loop(listener: TcpListener, ctx: Arc<Context>, stop: Arc<AtomicBool>) 
 }
 
 fn serve(stream: TcpStream, ctx: &Context) {
+    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let timeouts =
+        Timeouts { handshake: HANDSHAKE_TIMEOUT, read: HANDSHAKE_TIMEOUT, write: WRITE_TIMEOUT };
     let mut conn: Connection<PeerRequest, PeerReply> =
-        match Connection::new(stream, HANDSHAKE_TIMEOUT, WRITE_TIMEOUT) {
+        match Connection::accept(stream, &ctx.identity, timeouts) {
             Ok(conn) => conn,
             Err(e) => {
-                log::warn!("seeder: cannot set up connection: {e}");
+                log::info!("seeder: peer={peer}: handshake failed: {e}");
                 return;
             }
         };
-    let peer = conn.peer_addr();
     match serve_conn(&mut conn, ctx) {
         Ok(()) => log::debug!("seeder: peer={peer}: done"),
         Err(e) if e.is_timeout() => log::debug!("seeder: peer={peer}: idle, closing"),
@@ -174,11 +188,12 @@ fn serve_conn(
     conn: &mut Connection<PeerRequest, PeerReply>,
     ctx: &Context,
 ) -> Result<(), FrameError> {
-    let share = match conn.recv()? {
+    let holder = conn.remote_key();
+    let (share, mut ticket) = match conn.recv()? {
         None => return Ok(()),
         Some(PeerRequest::Hello { version, digest, ticket }) => {
-            match admit(ctx, version, &digest, &ticket) {
-                Ok(share) => share,
+            match admit(ctx, version, &digest, &ticket, &holder) {
+                Ok(share) => (share, ticket),
                 Err(reason) => {
                     log::info!("seeder: peer={}: refused: {reason}", conn.peer_addr());
                     conn.send(&PeerReply::Refused { reason })?;
@@ -196,7 +211,25 @@ fn serve_conn(
     let mut file: Option<File> = None;
     let mut buf = vec![0u8; PIECE_SIZE];
     while let Some(request) = conn.recv()? {
+        if !matches!(request, PeerRequest::Renew { .. }) && ticket.expires < unix_now() {
+            log::info!("seeder: peer={}: ticket expired", conn.peer_addr());
+            conn.send(&PeerReply::Refused { reason: Refusal::Expired })?;
+            return Ok(());
+        }
         match request {
+            PeerRequest::Renew { ticket: fresh } => {
+                let same_file = fresh.group == ticket.group && fresh.user == ticket.user;
+                let checked = match same_file {
+                    true => admit(ctx, PEER_PROTOCOL_VERSION, &share.meta.digest, &fresh, &holder),
+                    false => Err(Refusal::BadTicket("ticket is for another file or user".into())),
+                };
+                if let Err(reason) = checked {
+                    log::info!("seeder: peer={}: renewal refused: {reason}", conn.peer_addr());
+                    conn.send(&PeerReply::Refused { reason })?;
+                    return Ok(());
+                }
+                ticket = fresh;
+            }
             PeerRequest::GetBitfield => conn.send(&PeerReply::Bitfield { have: share.have() })?,
             PeerRequest::GetPiece { piece } => {
                 let len = share.layout.piece_len(piece);
@@ -233,12 +266,15 @@ fn serve_conn(
     Ok(())
 }
 
-/// Checks a downloader's hello: version, that we share the file, and the ticket.
+/// Checks a downloader's ticket: version, that we share the file, that the ticket is
+/// shown by the key it was issued to (`holder`, proven in the handshake), and that the
+/// tracker vouches for it (asked once per ticket).
 fn admit(
     ctx: &Context,
     version: u16,
     digest: &Sha1Digest,
     ticket: &Ticket,
+    holder: &PublicKey,
 ) -> Result<Arc<SharedFile>, Refusal> {
     if version != PEER_PROTOCOL_VERSION {
         return Err(Refusal::Version(PEER_PROTOCOL_VERSION));
@@ -246,24 +282,35 @@ fn admit(
     if &ticket.digest != digest {
         return Err(Refusal::BadTicket("ticket is for another file".into()));
     }
-    let share = ctx.shares.get(&ticket.group, digest).ok_or(Refusal::UnknownFile)?;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    if ticket.expires < now {
-        return Err(Refusal::BadTicket("expired".into()));
+    if &ticket.holder != holder {
+        return Err(Refusal::BadTicket("ticket was issued to another peer".into()));
     }
-    if ctx.tickets.lock().get(&ticket.mac).is_some_and(|&exp| exp >= now) {
+    let share = ctx.shares.get(&ticket.group, digest).ok_or(Refusal::UnknownFile)?;
+    let now = unix_now();
+    if ticket.expires < now {
+        return Err(Refusal::Expired);
+    }
+    if ctx.tickets.lock().contains(ticket) {
         return Ok(share);
     }
     match ctx.tracker.call(Request::CheckTicket { ticket: ticket.clone() }) {
         Ok(_) => {
             let mut tickets = ctx.tickets.lock();
-            tickets.retain(|_, exp| *exp >= now);
-            tickets.insert(ticket.mac, ticket.expires);
+            tickets.retain(|t| t.expires >= now);
+            if tickets.len() >= MAX_CACHED_TICKETS {
+                tickets.clear();
+            }
+            tickets.insert(ticket.clone());
             Ok(share)
         }
         Err(CallError::NotLoggedIn) => Err(Refusal::UnknownFile),
         Err(e) => Err(Refusal::BadTicket(e.to_string())),
     }
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// Reads piece `piece` of `share` into `data`, checked against its hash.

@@ -1,17 +1,23 @@
 //! The client's connection to the trackers: connects to the first reachable tracker of
 //! `tracker_info.txt`, and when a connection breaks, reconnects (first reachable again) and
 //! resends the same request with the same `RequestId`, so the tracker can recognise a retry.
+//!
+//! Every connection is a secure channel on which the tracker proved the key that
+//! `tracker_info.txt` lists for it; a tracker without a listed key (yet) is treated as
+//! unreachable, so no password, token or ticket ever goes to an unauthenticated tracker.
 
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::connection::Connection;
+use common::connection::{Connection, Timeouts};
 use common::frame::FrameError;
 use common::message::{
     ClientMessage, Reply, Request, RequestId, SessionToken, TrackerError, TrackerMessage,
     PROTOCOL_VERSION,
 };
-use common::tracker_info::TrackerInfo;
+use common::tracker_info::TrackerInfoFile;
+use common::Identity;
 
 /// How long to wait for a TCP connection to a tracker.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -21,6 +27,8 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 const FAILOVER_BUDGET: Duration = Duration::from_secs(15);
 /// The pause before trying busy trackers again.
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
+/// How long the secure channel's handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a request may take to be written.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -31,27 +39,31 @@ pub enum LinkError {
     #[error("{0}")]
     Tracker(#[from] TrackerError),
     /// No tracker could be reached (or every one broke the connection).
-    #[error("no tracker reachable (tried {})", list(.tried))]
-    NoTracker { tried: Vec<SocketAddr> },
+    #[error("no tracker reachable ({})", list(.tried))]
+    NoTracker { tried: Vec<(SocketAddr, String)> },
 }
 
-fn list(addrs: &[SocketAddr]) -> String {
-    addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
+fn list(tried: &[(SocketAddr, String)]) -> String {
+    if tried.is_empty() {
+        return "none tried".to_string();
+    }
+    tried.iter().map(|(addr, why)| format!("{addr}: {why}")).collect::<Vec<_>>().join("; ")
 }
 
 type TrackerConn = Connection<TrackerMessage, ClientMessage>;
 
 /// A request/response channel to whichever tracker is reachable.
 pub struct TrackerLink {
-    trackers: TrackerInfo,
+    trackers: Arc<TrackerInfoFile>,
+    identity: Arc<Identity>,
     conn: Option<(SocketAddr, TrackerConn)>,
     client_id: u64,
     next_seq: u64,
 }
 
 impl TrackerLink {
-    /// A link that connects lazily, on the first request.
-    pub fn new(trackers: TrackerInfo) -> TrackerLink {
+    /// A link that connects lazily, on the first request, as `identity`.
+    pub fn new(trackers: Arc<TrackerInfoFile>, identity: Arc<Identity>) -> TrackerLink {
         let mut id = [0u8; 8];
         // Without randomness the id is merely less unique; the time still separates clients.
         if getrandom::fill(&mut id).is_err() {
@@ -60,7 +72,13 @@ impl TrackerLink {
                 .unwrap_or_default();
             id = (now.as_nanos() as u64 ^ u64::from(std::process::id())).to_le_bytes();
         }
-        TrackerLink { trackers, conn: None, client_id: u64::from_le_bytes(id), next_seq: 1 }
+        TrackerLink {
+            trackers,
+            identity,
+            conn: None,
+            client_id: u64::from_le_bytes(id),
+            next_seq: 1,
+        }
     }
 
     /// Sends `request` and waits for its reply, failing over between trackers: a broken
@@ -110,7 +128,7 @@ impl TrackerLink {
                     self.conn = None;
                     broken += 1;
                     // A tracker that accepts and then breaks the connection every time.
-                    if broken > 2 * self.trackers.len() + 1 {
+                    if broken > 2 * self.trackers.current().len() + 1 {
                         return Err(LinkError::NoTracker { tried });
                     }
                 }
@@ -118,27 +136,49 @@ impl TrackerLink {
         }
     }
 
-    /// Connects to the first tracker that answers the handshake.
-    fn connect(&mut self, tried: &mut Vec<SocketAddr>, busy: &[SocketAddr]) {
-        for (tracker_id, addr) in self.trackers.trackers().filter(|(_, a)| !busy.contains(a)) {
-            if !tried.contains(&addr) {
-                tried.push(addr);
-            }
-            match handshake(addr) {
+    /// Connects to the first tracker that proves its listed key and answers the hello.
+    fn connect(&mut self, tried: &mut Vec<(SocketAddr, String)>, busy: &[SocketAddr]) {
+        let info = self.trackers.current();
+        for (tracker_id, addr) in info.trackers().filter(|(_, a)| !busy.contains(a)) {
+            let line = info.line(tracker_id).unwrap_or(0);
+            let result = match info.key(tracker_id) {
+                Some(key) => handshake(addr, &self.identity, &key).map_err(|e| match e {
+                    FrameError::Handshake(e) if !e.is_timeout() => format!(
+                        "did not prove the key on line {line} of {} ({e})",
+                        self.trackers.path().display()
+                    ),
+                    other => other.to_string(),
+                }),
+                None => Err(format!(
+                    "no key on line {line} of {} yet (a tracker writes it at its first start)",
+                    self.trackers.path().display()
+                )),
+            };
+            match result {
                 Ok(conn) => {
                     log::info!("connected to tracker {tracker_id} at {addr}");
                     self.conn = Some((addr, conn));
                     return;
                 }
-                Err(e) => log::info!("tracker {tracker_id} at {addr} unreachable: {e}"),
+                Err(why) => {
+                    log::info!("tracker {tracker_id} at {addr} unusable: {why}");
+                    tried.retain(|(a, _)| *a != addr);
+                    tried.push((addr, why));
+                }
             }
         }
     }
 }
 
-fn handshake(addr: SocketAddr) -> Result<TrackerConn, FrameError> {
+fn handshake(
+    addr: SocketAddr,
+    identity: &Identity,
+    key: &common::PublicKey,
+) -> Result<TrackerConn, FrameError> {
     let stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
-    let mut conn = Connection::new(stream, REPLY_TIMEOUT, WRITE_TIMEOUT)?;
+    let timeouts =
+        Timeouts { handshake: HANDSHAKE_TIMEOUT, read: REPLY_TIMEOUT, write: WRITE_TIMEOUT };
+    let mut conn = Connection::connect(stream, identity, key, timeouts)?;
     conn.send(&ClientMessage::Hello { version: PROTOCOL_VERSION })?;
     match conn.recv()? {
         Some(TrackerMessage::Welcome { .. }) => Ok(conn),

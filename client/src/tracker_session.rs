@@ -59,6 +59,17 @@ impl TrackerSession {
         Ok(self.link.lock().call(Some(session), request)?)
     }
 
+    /// A fresh random session token for a `login`.
+    pub fn new_token() -> Result<SessionToken, LinkError> {
+        let mut token = [0u8; 32];
+        getrandom::fill(&mut token).map_err(|e| {
+            LinkError::Tracker(common::message::TrackerError::Unavailable(format!(
+                "no randomness for a session token: {e}"
+            )))
+        })?;
+        Ok(SessionToken(token))
+    }
+
     /// Sends a request outside any session (`create_user`, `login`).
     pub fn call_anonymous(&self, request: Request) -> Result<Reply, LinkError> {
         self.link.lock().call(None, request)

@@ -1,40 +1,79 @@
-//! A framed, typed, buffered connection over a `TcpStream` with timeouts.
+//! A framed, typed, encrypted connection over a `TcpStream`, with timeouts.
 //!
-//! Invariant: every socket wrapped here has a read and a write timeout.
+//! Every connection starts with the secure channel's handshake (`secure_channel`): the side
+//! that connects names the key it expects, the side that accepts learns the key its peer
+//! proved. After that, frames travel sealed in records; nothing above this module sees
+//! ciphertext or keys other than the peer's public one.
+//!
+//! Invariant: every socket wrapped here has a read and a write timeout, and the handshake
+//! has a deadline for the whole exchange.
 
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{Read, Write};
 use std::marker::PhantomData;
 use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::frame::{self, FrameError};
+use crate::identity::{Identity, PublicKey};
+use crate::secure_channel::{self, SecureStream};
+
+/// The timeouts of a connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// The whole handshake must finish within this.
+    pub handshake: Duration,
+    /// How long a read may wait for data.
+    pub read: Duration,
+    /// How long a write may take.
+    pub write: Duration,
+}
 
 /// A connection that receives `In` messages and sends `Out` messages.
 pub struct Connection<In, Out> {
-    reader: BufReader<TcpStream>,
-    writer: BufWriter<TcpStream>,
+    stream: SecureStream,
     peer: SocketAddr,
     _types: PhantomData<fn(Out) -> In>,
 }
 
 impl<In: DeserializeOwned, Out: Serialize> Connection<In, Out> {
-    /// Wraps `stream`, setting its read and write timeouts and disabling Nagle's algorithm
-    /// (every message is written whole and flushed, so batching only adds latency).
-    pub fn new(
-        stream: TcpStream,
-        read_timeout: Duration,
-        write_timeout: Duration,
-    ) -> std::io::Result<Self> {
-        stream.set_read_timeout(Some(read_timeout))?;
-        stream.set_write_timeout(Some(write_timeout))?;
-        stream.set_nodelay(true)?;
-        let peer = stream.peer_addr()?;
-        let reader = BufReader::new(stream.try_clone()?);
-        let writer = BufWriter::new(stream);
-        Ok(Connection { reader, writer, peer, _types: PhantomData })
+    /// Opens the secure channel on a connected `stream`, checking that the peer holds the
+    /// private half of `remote`.
+    pub fn connect(
+        mut stream: TcpStream,
+        identity: &Identity,
+        remote: &PublicKey,
+        timeouts: Timeouts,
+    ) -> Result<Self, FrameError> {
+        let peer = prepare(&stream)?;
+        let deadline = Instant::now() + timeouts.handshake;
+        let secure = secure_channel::initiate(&mut stream, identity, remote, deadline)?;
+        Connection::established(secure, peer, timeouts)
+    }
+
+    /// Accepts the secure channel on an accepted `stream`; `remote_key` tells who the peer
+    /// proved to be.
+    pub fn accept(
+        mut stream: TcpStream,
+        identity: &Identity,
+        timeouts: Timeouts,
+    ) -> Result<Self, FrameError> {
+        let peer = prepare(&stream)?;
+        let deadline = Instant::now() + timeouts.handshake;
+        let secure = secure_channel::respond(&mut stream, identity, deadline)?;
+        Connection::established(secure, peer, timeouts)
+    }
+
+    fn established(
+        secure: SecureStream,
+        peer: SocketAddr,
+        timeouts: Timeouts,
+    ) -> Result<Self, FrameError> {
+        secure.socket().set_read_timeout(Some(timeouts.read))?;
+        secure.socket().set_write_timeout(Some(timeouts.write))?;
+        Ok(Connection { stream: secure, peer, _types: PhantomData })
     }
 
     /// The remote address.
@@ -42,35 +81,40 @@ impl<In: DeserializeOwned, Out: Serialize> Connection<In, Out> {
         self.peer
     }
 
-    /// Changes the read timeout (for example a short one for a handshake).
+    /// The static key the peer proved in the handshake.
+    pub fn remote_key(&self) -> PublicKey {
+        *self.stream.remote_key()
+    }
+
+    /// Changes the read timeout.
     pub fn set_read_timeout(&self, timeout: Duration) -> std::io::Result<()> {
-        self.writer.get_ref().set_read_timeout(Some(timeout))
+        self.stream.socket().set_read_timeout(Some(timeout))
     }
 
     /// Receives one message; `Ok(None)` when the peer closed the connection cleanly.
     pub fn recv(&mut self) -> Result<Option<In>, FrameError> {
-        frame::read_message(&mut self.reader)
+        frame::read_message(&mut self.stream)
     }
 
     /// Sends one message and flushes it.
     pub fn send(&mut self, msg: &Out) -> Result<(), FrameError> {
-        frame::write_frame(&mut self.writer, msg)?;
-        self.writer.flush()?;
+        frame::write_frame(&mut self.stream, msg)?;
+        self.stream.flush()?;
         Ok(())
     }
 
     /// Sends one message followed by `payload` as raw bytes (outside the frame), and
     /// flushes. The message must tell the receiver how many raw bytes follow.
     pub fn send_with_payload(&mut self, msg: &Out, payload: &[u8]) -> Result<(), FrameError> {
-        frame::write_frame(&mut self.writer, msg)?;
-        self.writer.write_all(payload)?;
-        self.writer.flush()?;
+        frame::write_frame(&mut self.stream, msg)?;
+        self.stream.write_all(payload)?;
+        self.stream.flush()?;
         Ok(())
     }
 
     /// Reads exactly `buf.len()` raw bytes that followed a message.
     pub fn recv_payload(&mut self, buf: &mut [u8]) -> Result<(), FrameError> {
-        self.reader.read_exact(buf).map_err(|e| {
+        self.stream.read_exact(buf).map_err(|e| {
             if e.kind() == std::io::ErrorKind::UnexpectedEof {
                 FrameError::Truncated
             } else {
@@ -82,11 +126,13 @@ impl<In: DeserializeOwned, Out: Serialize> Connection<In, Out> {
     /// The same connection (buffers included) speaking other message types, for a protocol
     /// switch after the first message.
     pub fn retype<In2, Out2>(self) -> Connection<In2, Out2> {
-        Connection {
-            reader: self.reader,
-            writer: self.writer,
-            peer: self.peer,
-            _types: PhantomData,
-        }
+        Connection { stream: self.stream, peer: self.peer, _types: PhantomData }
     }
+}
+
+/// Disables Nagle's algorithm (every message is written whole and flushed, so batching
+/// only adds latency) and returns the peer's address.
+fn prepare(stream: &TcpStream) -> std::io::Result<SocketAddr> {
+    stream.set_nodelay(true)?;
+    stream.peer_addr()
 }

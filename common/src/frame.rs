@@ -34,13 +34,21 @@ pub enum FrameError {
     /// The socket failed (this includes timeouts).
     #[error(transparent)]
     Io(#[from] io::Error),
+    /// The secure channel could not be set up.
+    #[error(transparent)]
+    Handshake(#[from] crate::secure_channel::HandshakeError),
 }
 
 impl FrameError {
     /// Whether the error is a read or write timeout.
     pub fn is_timeout(&self) -> bool {
-        matches!(self, FrameError::Io(e)
-            if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut))
+        match self {
+            FrameError::Io(e) => {
+                matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+            }
+            FrameError::Handshake(e) => e.is_timeout(),
+            _ => false,
+        }
     }
 }
 

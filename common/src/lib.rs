@@ -2,8 +2,9 @@
 //! codec with a hard size limit), validated identifiers, SHA1 hashing and piece math, and the
 //! `tracker_info.txt` format.
 //!
-//! Nothing here owns a thread or a long-lived socket; `frame` and `connection` are the only
-//! modules that touch bytes on a socket.
+//! Nothing here owns a thread or a long-lived socket; `secure_channel`, `frame` and
+//! `connection` are the only modules that touch bytes on a socket, and only
+//! `secure_channel` sees ciphertext or session keys.
 
 pub mod bitfield;
 pub mod codec;
@@ -11,13 +12,16 @@ pub mod connection;
 pub mod frame;
 pub mod hash;
 pub mod id;
+pub mod identity;
 pub mod message;
 pub mod peer_message;
 pub mod piece;
 pub mod replica_message;
+pub mod secure_channel;
 pub mod tracker_info;
 
 pub use bitfield::Bitfield;
 pub use hash::Sha1Digest;
 pub use id::{FileName, GroupId, IdError, Password, UserId};
+pub use identity::{Identity, PublicKey};
 pub use piece::{Layout, PieceIndex, PIECE_SIZE};

@@ -1,6 +1,8 @@
 //! The messages of the client ↔ tracker protocol: one typed enum per direction.
 //!
-//! A connection opens with `ClientMessage::Hello` answered by `TrackerMessage::Welcome`
+//! Every connection is a secure channel (`connection`) on which the client proved its static
+//! key and the tracker the key `tracker_info.txt` lists for it. It then opens with
+//! `ClientMessage::Hello` answered by `TrackerMessage::Welcome`
 //! (or `TrackerMessage::Refused` on a version mismatch); after that the client sends
 //! `Request`s and the tracker answers each with the `Response` of the same `RequestId`.
 //! Encoding lives in `codec`, framing in `frame`.
@@ -13,9 +15,10 @@ use serde::{Deserialize, Serialize};
 use crate::bitfield::Bitfield;
 use crate::hash::Sha1Digest;
 use crate::id::{FileName, GroupId, Password, UserId};
+use crate::identity::PublicKey;
 
 /// The protocol version this build speaks. Bumped on any incompatible change.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Identifies one request of one client instance, so that a request retried after a lost
 /// connection is recognised and applied once.
@@ -27,14 +30,36 @@ pub struct RequestId {
     pub seq: u64,
 }
 
-/// A logged-in session, issued by the tracker at `login` and sent with every later request.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct SessionToken(pub [u8; 16]);
+/// A logged-in session's secret: chosen at random by the client at `login` and sent with
+/// every later request of the session. The tracker keeps only its hash (`SessionId`), and
+/// accepts it only over a channel on which the client proved the key the session was
+/// opened with.
+#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionToken(pub [u8; 32]);
+
+impl SessionToken {
+    /// What the tracker stores and logs in place of the token: its SHA-256.
+    pub fn id(&self) -> SessionId {
+        use sha2::Digest;
+        SessionId(sha2::Sha256::digest(self.0).into())
+    }
+}
 
 impl fmt::Debug for SessionToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Enough to correlate logs, not enough to hijack a session.
-        write!(f, "Session({:02x}{:02x}..)", self.0[0], self.0[1])
+        // Nothing of the secret itself: the id is enough to correlate logs.
+        write!(f, "Token({:?})", self.id())
+    }
+}
+
+/// A session as the tracker knows it: the SHA-256 of its token. Knowing it does not let
+/// anyone act in the session.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SessionId(pub [u8; 32]);
+
+impl fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Session({:02x}{:02x}{:02x}..)", self.0[0], self.0[1], self.0[2])
     }
 }
 
@@ -49,7 +74,8 @@ pub enum ClientMessage {
     /// A command, with the session it runs in (none for `CreateUser` and `Login`).
     Request { id: RequestId, session: Option<SessionToken>, request: Request },
     /// Instead of `Hello`: another tracker (`from`) opens a replication connection; the
-    /// messages that follow are `replica_message`s.
+    /// messages that follow are `replica_message`s. Accepted only on a channel whose peer
+    /// proved the key `tracker_info.txt` lists for tracker `from`.
     ReplicaHello { version: u16, from: u32 },
 }
 
@@ -58,8 +84,9 @@ pub enum ClientMessage {
 pub enum Request {
     /// `create_user`.
     CreateUser { user: UserId, password: Password },
-    /// `login`; `peer_addr` is where this client serves pieces.
-    Login { user: UserId, password: Password, peer_addr: SocketAddr },
+    /// `login`; `peer_addr` is where this client serves pieces (under the key it proved on
+    /// this channel); `session` is the fresh random token the client will use.
+    Login { user: UserId, password: Password, peer_addr: SocketAddr, session: SessionToken },
     /// `logout`: ends the session and every share of it.
     Logout,
     /// `create_group`.
@@ -110,11 +137,14 @@ pub struct FileMeta {
     pub pieces: Vec<Sha1Digest>,
 }
 
-/// Proof, issued by a tracker, that `user` was a member of `group` and may fetch the file
-/// with `digest` until `expires` (seconds since the Unix epoch). `mac` is an HMAC-SHA1 over
-/// the other fields with a secret only the trackers know; seeders ask a tracker to check it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Proof, issued by a tracker, that `user`, logged in with the static key `holder`, was a
+/// member of `group` and may fetch the file with `digest` until `expires` (seconds since the
+/// Unix epoch; a few minutes, renewed while the download runs). `mac` is an HMAC-SHA1 over
+/// the other fields with a secret only the trackers know; seeders ask a tracker to check it,
+/// and accept it only from a peer that proved `holder` in its handshake.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Ticket {
+    pub holder: PublicKey,
     pub user: UserId,
     pub group: GroupId,
     pub digest: Sha1Digest,
@@ -122,11 +152,26 @@ pub struct Ticket {
     pub mac: [u8; 20],
 }
 
+impl fmt::Debug for Ticket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the MAC: logs must not be a source of tickets.
+        f.debug_struct("Ticket")
+            .field("holder", &self.holder)
+            .field("user", &self.user)
+            .field("group", &self.group)
+            .field("digest", &self.digest)
+            .field("expires", &self.expires)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A peer that has pieces of a file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerInfo {
     /// Where it serves pieces.
     pub addr: SocketAddr,
+    /// The static key it must prove when a downloader connects.
+    pub key: PublicKey,
     /// The pieces it has; `None` when it has the whole file.
     pub have: Option<Bitfield>,
 }
@@ -174,8 +219,8 @@ pub enum TrackerMessage {
 pub enum Reply {
     /// The change was made (and is durable).
     Done,
-    /// `Login` succeeded.
-    LoggedIn { session: SessionToken },
+    /// `Login` succeeded: the client's token now opens the session.
+    LoggedIn,
     /// A list of groups.
     Groups(Vec<GroupId>),
     /// A list of users.

@@ -1,7 +1,10 @@
 //! The messages of the peer ↔ peer protocol: one typed enum per direction.
 //!
-//! A downloader opens a connection with `PeerRequest::Hello`, naming the file by its digest
-//! and proving with a tracker-issued `Ticket` that its user is a member of the file's group.
+//! A downloader opens a secure channel to the seeder, checking the key the tracker listed
+//! for it and proving its own, then sends `PeerRequest::Hello`, naming the file by its
+//! digest and proving with a tracker-issued `Ticket` bound to that key that its user is a
+//! member of the file's group. Tickets are short-lived: the downloader sends `Renew` with a
+//! fresh one before the current one expires, and the seeder serves nothing on an expired one.
 //! The seeder answers `Welcome` with the pieces it has (or `Refused`), then serves
 //! `GetPiece` requests. A `PeerReply::Piece` frame is followed on the wire by exactly `len`
 //! raw bytes of piece data (at most `PIECE_SIZE`), outside the frame, so pieces go from the
@@ -15,7 +18,7 @@ use crate::message::Ticket;
 use crate::piece::PieceIndex;
 
 /// The peer protocol version this build speaks.
-pub const PEER_PROTOCOL_VERSION: u16 = 1;
+pub const PEER_PROTOCOL_VERSION: u16 = 2;
 
 /// Downloader → seeder.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,6 +29,9 @@ pub enum PeerRequest {
     GetBitfield,
     /// One piece.
     GetPiece { piece: PieceIndex },
+    /// A fresh ticket for the same file, before the current one expires. No answer; a
+    /// ticket the seeder does not accept ends the connection with `Refused`.
+    Renew { ticket: Ticket },
 }
 
 /// Seeder → downloader.
@@ -54,4 +60,6 @@ pub enum Refusal {
     BadTicket(String),
     #[error("peer is busy")]
     Busy,
+    #[error("ticket expired")]
+    Expired,
 }

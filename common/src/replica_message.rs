@@ -1,6 +1,7 @@
 //! The tracker ↔ tracker (replication) protocol: one typed enum per direction.
 //!
-//! A tracker opens a connection to another with `ClientMessage::ReplicaHello`; from then on
+//! A tracker opens a secure channel to another, proving the key `tracker_info.txt` lists
+//! for it, and sends `ClientMessage::ReplicaHello`; from then on
 //! the opener sends `ReplicaRequest`s and the other answers each with one `ReplicaReply`.
 //! The primary of a view opens one such connection to every other member and ships log
 //! entries over it; a tracker that (re)starts opens one to ask for its view and to join.
@@ -8,6 +9,9 @@
 //! an old view is refused (`Stale`) instead of obeyed.
 
 use serde::{Deserialize, Serialize};
+
+use crate::identity::PublicKey;
+use crate::message::{Reply, Request, RequestId, SessionToken, TrackerError};
 
 /// Which trackers are in service, and which of them leads.
 ///
@@ -118,6 +122,9 @@ pub enum ReplicaRequest {
     Ping { view: View },
     /// To the primary, from a tracker that is not in its view: bring me in.
     Join { from: u32 },
+    /// From a backup to its primary: a client's request, with the key that client proved
+    /// to the backup (sessions are bound to it).
+    Forward { id: RequestId, session: Option<SessionToken>, client: PublicKey, request: Request },
 }
 
 /// The answer to a `ReplicaRequest`.
@@ -131,4 +138,6 @@ pub enum ReplicaReply {
     Stale { view: View },
     /// The request cannot be carried out (the primary retries or gives up on this member).
     Refused { reason: String },
+    /// The answer to `Forward`.
+    Forwarded { result: Result<Reply, TrackerError> },
 }

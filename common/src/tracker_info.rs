@@ -1,8 +1,21 @@
-//! The `tracker_info.txt` format: one tracker per line as `IP:PORT`; blank lines and lines
-//! starting with `#` are ignored; tracker N is the N-th address line (1-based).
+//! The `tracker_info.txt` format: one tracker per line as `IP:PORT`, optionally followed by
+//! whitespace and the tracker's public key (64 hex digits); blank lines and lines starting
+//! with `#` are ignored; tracker N is the N-th address line (1-based).
+//!
+//! The keys are the deployment's trust anchor. A tracker whose line has no key writes its
+//! own there at first start (`record_key`: under a lock, by atomic replace, every other line
+//! left as it was); `TrackerInfoFile` re-reads the file when a key is still missing, so
+//! trackers and clients started before that pick the key up.
 
+use std::fs::{File, OpenOptions};
+use std::io::Write;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::identity::PublicKey;
 
 /// Why a `tracker_info.txt` could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -10,21 +23,41 @@ pub enum TrackerInfoError {
     /// The file could not be read.
     #[error("cannot read {path}: {source}")]
     Read { path: String, source: std::io::Error },
-    /// A line is not `IP:PORT`.
-    #[error("line {line}: expected IP:PORT, found {text:?}")]
+    /// The file could not be updated.
+    #[error("cannot write {path}: {source}")]
+    Write { path: String, source: std::io::Error },
+    /// A line is not `IP:PORT [KEY]`.
+    #[error(
+        "line {line}: expected IP:PORT optionally followed by a 64-hex-digit key, found {text:?}"
+    )]
     BadLine { line: usize, text: String },
     /// Two lines name the same address.
     #[error("line {line}: {addr} is listed twice")]
     Duplicate { line: usize, addr: SocketAddr },
+    /// Two lines carry the same key.
+    #[error("line {line}: the key of this tracker is also listed on line {first}")]
+    DuplicateKey { line: usize, first: usize },
     /// No tracker is listed.
     #[error("no tracker listed")]
     Empty,
+    /// Tracker `id` is not listed.
+    #[error("tracker {id} is not listed ({count} trackers)")]
+    NoSuchTracker { id: u32, count: usize },
+}
+
+/// One tracker's line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    addr: SocketAddr,
+    key: Option<PublicKey>,
+    /// Its line number in the file (1-based), for messages.
+    line: usize,
 }
 
 /// The trackers of a deployment, in file order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrackerInfo {
-    addrs: Vec<SocketAddr>,
+    entries: Vec<Entry>,
 }
 
 impl TrackerInfo {
@@ -39,45 +72,289 @@ impl TrackerInfo {
 
     /// Parses the text of a `tracker_info.txt`.
     pub fn parse(text: &str) -> Result<TrackerInfo, TrackerInfoError> {
-        let mut addrs = Vec::new();
+        let mut entries: Vec<Entry> = Vec::new();
         for (i, raw) in text.lines().enumerate() {
-            let line = raw.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
+            let line = i + 1;
+            let Some((addr, key)) = parse_line(raw, line)? else { continue };
+            if entries.iter().any(|e| e.addr == addr) {
+                return Err(TrackerInfoError::Duplicate { line, addr });
             }
-            let addr: SocketAddr = line
-                .parse()
-                .map_err(|_| TrackerInfoError::BadLine { line: i + 1, text: line.to_string() })?;
-            if addrs.contains(&addr) {
-                return Err(TrackerInfoError::Duplicate { line: i + 1, addr });
+            if let Some(first) = entries.iter().find(|e| key.is_some() && e.key == key) {
+                return Err(TrackerInfoError::DuplicateKey { line, first: first.line });
             }
-            addrs.push(addr);
+            entries.push(Entry { addr, key, line });
         }
-        if addrs.is_empty() {
+        if entries.is_empty() {
             return Err(TrackerInfoError::Empty);
         }
-        Ok(TrackerInfo { addrs })
+        Ok(TrackerInfo { entries })
+    }
+
+    fn entry(&self, id: u32) -> Option<&Entry> {
+        let idx = usize::try_from(id).ok()?.checked_sub(1)?;
+        self.entries.get(idx)
     }
 
     /// The address of tracker `id` (1-based), if listed.
     pub fn addr(&self, id: u32) -> Option<SocketAddr> {
-        let idx = usize::try_from(id).ok()?.checked_sub(1)?;
-        self.addrs.get(idx).copied()
+        self.entry(id).map(|e| e.addr)
+    }
+
+    /// The key listed for tracker `id`, if there is one yet.
+    pub fn key(&self, id: u32) -> Option<PublicKey> {
+        self.entry(id).and_then(|e| e.key)
+    }
+
+    /// The file line that lists tracker `id`.
+    pub fn line(&self, id: u32) -> Option<usize> {
+        self.entry(id).map(|e| e.line)
+    }
+
+    /// The tracker whose listed key is `key`.
+    pub fn tracker_with_key(&self, key: &PublicKey) -> Option<u32> {
+        (1u32..).zip(&self.entries).find(|(_, e)| e.key.as_ref() == Some(key)).map(|(id, _)| id)
+    }
+
+    /// Whether some tracker is listed without a key.
+    pub fn missing_keys(&self) -> bool {
+        self.entries.iter().any(|e| e.key.is_none())
     }
 
     /// Every tracker as `(id, address)`, in file order.
     pub fn trackers(&self) -> impl Iterator<Item = (u32, SocketAddr)> + '_ {
-        (1u32..).zip(self.addrs.iter().copied())
+        (1u32..).zip(self.entries.iter().map(|e| e.addr))
     }
 
     /// How many trackers are listed.
     pub fn len(&self) -> usize {
-        self.addrs.len()
+        self.entries.len()
     }
 
     /// Always false: an empty list does not parse.
     pub fn is_empty(&self) -> bool {
-        self.addrs.is_empty()
+        self.entries.is_empty()
+    }
+
+    /// Takes the keys `newer` lists for trackers that had none here; addresses and keys
+    /// already known never change. Returns whether a key was learned.
+    fn learn_keys(&mut self, newer: &TrackerInfo) -> bool {
+        let mut learned = false;
+        for (mine, theirs) in self.entries.iter_mut().zip(&newer.entries) {
+            if mine.addr != theirs.addr {
+                log::warn!(
+                    "tracker_info line {} now lists {} instead of {}; restart to use it",
+                    theirs.line,
+                    theirs.addr,
+                    mine.addr
+                );
+                continue;
+            }
+            match (mine.key, theirs.key) {
+                (None, Some(key)) => {
+                    mine.key = Some(key);
+                    learned = true;
+                }
+                (Some(known), Some(key)) if known != key => log::warn!(
+                    "tracker_info line {} lists a new key for {}; keeping the one read first \
+                     (restart to use the new one)",
+                    theirs.line,
+                    theirs.addr
+                ),
+                _ => {}
+            }
+        }
+        learned
+    }
+}
+
+/// Splits one line into an address and an optional key; `None` for blanks and comments.
+fn parse_line(
+    raw: &str,
+    line: usize,
+) -> Result<Option<(SocketAddr, Option<PublicKey>)>, TrackerInfoError> {
+    let text = raw.trim();
+    if text.is_empty() || text.starts_with('#') {
+        return Ok(None);
+    }
+    let bad = || TrackerInfoError::BadLine { line, text: text.to_string() };
+    let mut words = text.split_whitespace();
+    let addr: SocketAddr = words.next().and_then(|w| w.parse().ok()).ok_or_else(bad)?;
+    let key = match words.next() {
+        None => None,
+        Some(word) => Some(word.parse::<PublicKey>().map_err(|_| bad())?),
+    };
+    if words.next().is_some() {
+        return Err(bad());
+    }
+    Ok(Some((addr, key)))
+}
+
+/// Why a key could not be recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordKeyError {
+    #[error(transparent)]
+    Info(#[from] TrackerInfoError),
+    /// The line already lists another key.
+    #[error(
+        "{path} line {line} lists key {listed} for tracker {id}, but this tracker's key (in \
+         {key_file}) is {ours}; put {ours} on line {line}, or start with the --data-dir that \
+         holds the key listed there"
+    )]
+    Mismatch {
+        path: String,
+        line: usize,
+        id: u32,
+        listed: PublicKey,
+        ours: PublicKey,
+        key_file: String,
+    },
+}
+
+/// Makes sure `tracker_info.txt` at `path` lists `key` for tracker `id`: writes it after the
+/// address when the line has none (under an exclusive lock on the file, by atomic replace,
+/// every other line unchanged), and fails, naming the line, when it lists another key.
+/// Returns whether the file was changed.
+pub fn record_key(
+    path: &Path,
+    id: u32,
+    key: &PublicKey,
+    key_file: &Path,
+) -> Result<bool, RecordKeyError> {
+    let shown = || path.display().to_string();
+    let write_err = |source| TrackerInfoError::Write { path: shown(), source };
+    let _lock = lock_current(path)?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| TrackerInfoError::Read { path: shown(), source })?;
+    let info = TrackerInfo::parse(&text)?;
+    let entry =
+        info.entry(id).ok_or(TrackerInfoError::NoSuchTracker { id, count: info.len() })?.clone();
+    match entry.key {
+        Some(listed) if listed == *key => return Ok(false),
+        Some(listed) => {
+            return Err(RecordKeyError::Mismatch {
+                path: shown(),
+                line: entry.line,
+                id,
+                listed,
+                ours: *key,
+                key_file: key_file.display().to_string(),
+            })
+        }
+        None => {}
+    }
+    let mut out = String::with_capacity(text.len() + 80);
+    for (i, raw) in text.split_inclusive('\n').enumerate() {
+        if i + 1 == entry.line {
+            let (content, newline) = match raw.strip_suffix('\n') {
+                Some(content) => (content.trim_end(), "\n"),
+                None => (raw.trim_end(), ""),
+            };
+            out.push_str(&format!("{content} {key}{newline}"));
+        } else {
+            out.push_str(raw);
+        }
+    }
+    let tmp = temp_path(path);
+    let written = (|| {
+        let mode = std::fs::metadata(path)?.permissions().mode();
+        let mut file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        file.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))?;
+        file.write_all(out.as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.map_err(write_err)?;
+    Ok(true)
+}
+
+/// Locks the file currently at `path`. The file is replaced by rename, so a lock taken on a
+/// file that was replaced meanwhile is dropped and taken again on the new one.
+fn lock_current(path: &Path) -> Result<File, TrackerInfoError> {
+    let read_err = |source| TrackerInfoError::Read { path: path.display().to_string(), source };
+    loop {
+        let file = File::open(path).map_err(read_err)?;
+        file.lock().map_err(read_err)?;
+        let locked = file.metadata().map_err(read_err)?;
+        let current = std::fs::metadata(path).map_err(read_err)?;
+        if (locked.dev(), locked.ino()) == (current.dev(), current.ino()) {
+            return Ok(file);
+        }
+    }
+}
+
+fn temp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(format!(".tmp-{}", std::process::id()));
+    path.with_file_name(name)
+}
+
+/// How often a missing key makes the file be read again.
+const RELOAD_EVERY: Duration = Duration::from_millis(200);
+/// The least time between two reads, whatever asks.
+const MIN_RELOAD: Duration = Duration::from_millis(10);
+
+/// `tracker_info.txt` as a process sees it over time: read at start, and read again (at most
+/// every `RELOAD_EVERY`) while some tracker's key is missing, to learn keys that trackers
+/// wrote after this process started.
+#[derive(Debug)]
+pub struct TrackerInfoFile {
+    path: PathBuf,
+    state: Mutex<(TrackerInfo, Instant)>,
+}
+
+impl TrackerInfoFile {
+    /// Reads the file at `path`.
+    pub fn load(path: &Path) -> Result<TrackerInfoFile, TrackerInfoError> {
+        let info = TrackerInfo::load(path)?;
+        let state = Mutex::new((info, Instant::now()));
+        Ok(TrackerInfoFile { path: path.to_path_buf(), state })
+    }
+
+    /// A view of fixed contents (tests, tools).
+    pub fn fixed(info: TrackerInfo) -> TrackerInfoFile {
+        TrackerInfoFile { path: PathBuf::new(), state: Mutex::new((info, Instant::now())) }
+    }
+
+    /// The path it is read from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The current contents, re-read first if a key is missing and the last read is old.
+    pub fn current(&self) -> TrackerInfo {
+        self.read(RELOAD_EVERY)
+    }
+
+    /// The current contents, re-read first if a key is missing (unless the last read was
+    /// under `MIN_RELOAD` ago): for a peer that proved a key we do not know, which may have
+    /// been written a moment ago.
+    pub fn current_fresh(&self) -> TrackerInfo {
+        self.read(MIN_RELOAD)
+    }
+
+    fn read(&self, max_age: Duration) -> TrackerInfo {
+        let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (info, read_at) = &mut *state;
+        if info.missing_keys() && read_at.elapsed() >= max_age && !self.path.as_os_str().is_empty()
+        {
+            *read_at = Instant::now();
+            match TrackerInfo::load(&self.path) {
+                Ok(newer) => {
+                    if info.learn_keys(&newer) {
+                        log::info!("learned tracker keys from {}", self.path.display());
+                    }
+                }
+                Err(e) => log::warn!("cannot re-read {}: {e}", self.path.display()),
+            }
+        }
+        info.clone()
     }
 }
 
@@ -85,13 +362,21 @@ impl TrackerInfo {
 mod tests {
     use super::*;
 
+    const KEY_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const KEY_B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
     #[test]
-    fn parses_with_comments_and_blanks() {
-        let info =
-            TrackerInfo::parse("# trackers\n\n127.0.0.1:6000\n  127.0.0.1:6001  \n").unwrap();
+    fn parses_with_comments_blanks_and_keys() {
+        let text = format!("# trackers\n\n127.0.0.1:6000\n  127.0.0.1:6001 \t {KEY_A} \n");
+        let info = TrackerInfo::parse(&text).unwrap();
         assert_eq!(info.len(), 2);
         assert_eq!(info.addr(1), Some("127.0.0.1:6000".parse().unwrap()));
         assert_eq!(info.addr(2), Some("127.0.0.1:6001".parse().unwrap()));
+        assert_eq!(info.key(1), None);
+        assert_eq!(info.key(2), Some(KEY_A.parse().unwrap()));
+        assert_eq!(info.line(2), Some(4));
+        assert_eq!(info.tracker_with_key(&KEY_A.parse().unwrap()), Some(2));
+        assert!(info.missing_keys());
         assert_eq!(info.addr(0), None);
         assert_eq!(info.addr(3), None);
     }
@@ -99,7 +384,11 @@ mod tests {
     #[test]
     fn bad_line_names_its_number() {
         let err = TrackerInfo::parse("127.0.0.1:6000\n\nlocalhost\n").unwrap_err();
-        assert_eq!(err.to_string(), "line 3: expected IP:PORT, found \"localhost\"");
+        assert!(err.to_string().starts_with("line 3: expected IP:PORT"), "{err}");
+        let err = TrackerInfo::parse("127.0.0.1:6000 nothex\n").unwrap_err();
+        assert!(matches!(err, TrackerInfoError::BadLine { line: 1, .. }));
+        let err = TrackerInfo::parse(&format!("127.0.0.1:6000 {KEY_A} extra\n")).unwrap_err();
+        assert!(matches!(err, TrackerInfoError::BadLine { line: 1, .. }));
     }
 
     #[test]
@@ -109,5 +398,75 @@ mod tests {
             TrackerInfo::parse("127.0.0.1:1\n127.0.0.1:1\n"),
             Err(TrackerInfoError::Duplicate { line: 2, .. })
         ));
+        assert!(matches!(
+            TrackerInfo::parse(&format!("127.0.0.1:1 {KEY_A}\n127.0.0.1:2 {KEY_A}\n")),
+            Err(TrackerInfoError::DuplicateKey { line: 2, first: 1 })
+        ));
+    }
+
+    #[test]
+    fn record_key_fills_only_its_own_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tracker_info.txt");
+        let original = "# two trackers\n127.0.0.1:6000\n\n127.0.0.1:6001   \n";
+        std::fs::write(&path, original).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let a: PublicKey = KEY_A.parse().unwrap();
+        let b: PublicKey = KEY_B.parse().unwrap();
+        let key_file = Path::new("tracker.key");
+        assert!(record_key(&path, 2, &b, key_file).unwrap());
+        assert!(!record_key(&path, 2, &b, key_file).unwrap(), "already there");
+        assert!(record_key(&path, 1, &a, key_file).unwrap());
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            text,
+            format!("# two trackers\n127.0.0.1:6000 {KEY_A}\n\n127.0.0.1:6001 {KEY_B}\n")
+        );
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644, "the file keeps its mode");
+
+        let err = record_key(&path, 1, &b, key_file).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("line 2") && msg.contains(KEY_B), "{msg}");
+        assert!(matches!(
+            record_key(&path, 3, &a, key_file),
+            Err(RecordKeyError::Info(TrackerInfoError::NoSuchTracker { id: 3, count: 2 }))
+        ));
+    }
+
+    #[test]
+    fn concurrent_writers_lose_no_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tracker_info.txt");
+        let lines: String = (0..8).map(|i| format!("127.0.0.1:{}\n", 7000 + i)).collect();
+        std::fs::write(&path, lines).unwrap();
+        let keys: Vec<PublicKey> = (0..8u8).map(|i| PublicKey([i + 1; 32])).collect();
+        std::thread::scope(|s| {
+            for (i, key) in keys.iter().enumerate() {
+                let path = &path;
+                s.spawn(move || record_key(path, i as u32 + 1, key, Path::new("k")).unwrap());
+            }
+        });
+        let info = TrackerInfo::load(&path).unwrap();
+        for (i, key) in keys.iter().enumerate() {
+            assert_eq!(info.key(i as u32 + 1), Some(*key));
+        }
+    }
+
+    #[test]
+    fn the_file_view_learns_keys_written_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tracker_info.txt");
+        std::fs::write(&path, "127.0.0.1:6000\n").unwrap();
+        let view = TrackerInfoFile::load(&path).unwrap();
+        assert_eq!(view.current().key(1), None);
+        let a: PublicKey = KEY_A.parse().unwrap();
+        record_key(&path, 1, &a, Path::new("k")).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while view.current().key(1).is_none() {
+            assert!(Instant::now() < deadline, "key never learned");
+            std::thread::sleep(RELOAD_EVERY / 4);
+        }
+        assert_eq!(view.current().key(1), Some(a));
     }
 }

@@ -11,7 +11,8 @@ use crate::credential::DEFAULT_ITERATIONS;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "tracker", version)]
 pub struct Config {
-    /// The trackers of the deployment, one IP:PORT a line.
+    /// The trackers of the deployment, one `IP:PORT [KEY]` a line; this tracker writes its
+    /// public key into its own line at first start if the line has none.
     pub tracker_info: PathBuf,
 
     /// Which tracker this is: its line number in TRACKER_INFO (1-based); it listens there.
@@ -34,6 +35,13 @@ pub struct Config {
     /// longer listed as a peer.
     #[arg(long, value_name = "SECS", default_value_t = 15)]
     pub peer_timeout: u64,
+
+    /// Tickets (a downloader's proof of membership, shown to seeders) expire after this many
+    /// seconds; downloaders renew theirs while they run. A member who leaves a group or
+    /// logs out can fetch nothing more from any seeder once this has passed.
+    #[arg(long, value_name = "SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(2..))]
+    pub ticket_lifetime: u64,
 
     /// PBKDF2-HMAC-SHA1 iterations for new passwords (existing ones keep theirs).
     #[arg(long, value_name = "N", default_value_t = DEFAULT_ITERATIONS,

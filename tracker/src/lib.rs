@@ -20,7 +20,9 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::tracker_info::{TrackerInfo, TrackerInfoError};
+use common::identity::IdentityError;
+use common::tracker_info::{self, RecordKeyError, TrackerInfoError, TrackerInfoFile};
+use common::Identity;
 
 pub use config::Config;
 use replication::Cluster;
@@ -37,6 +39,12 @@ pub enum RunError {
     NoSuchTracker { id: u32, count: usize },
     #[error("cannot open data directory: {0}")]
     Store(#[from] StoreError),
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+    #[error("{0}")]
+    Identity(#[from] IdentityError),
+    #[error("{0}")]
+    RecordKey(#[from] Box<RecordKeyError>),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: std::net::SocketAddr, source: std::io::Error },
     #[error("cannot initialise state: {0}")]
@@ -49,20 +57,49 @@ pub enum RunError {
 
 /// Runs the tracker until it is asked to stop (SIGINT, SIGTERM, or `quit` on stdin).
 pub fn run(config: Config) -> Result<(), RunError> {
-    let info = TrackerInfo::load(&config.tracker_info)?;
+    let info = tracker_info::TrackerInfo::load(&config.tracker_info)?;
     let addr = info
         .addr(config.tracker_id)
         .ok_or(RunError::NoSuchTracker { id: config.tracker_id, count: info.len() })?;
-    let (store, recovered) = Store::open(&config.data_dir())?;
+    let data_dir = config.data_dir();
+    create_private_dir(&data_dir)
+        .map_err(|source| RunError::DataDir { path: data_dir.display().to_string(), source })?;
+    let key_file = data_dir.join("tracker.key");
+    let (identity, created) = Identity::load_or_create(&key_file)?;
+    if created {
+        log::info!("created this tracker's key pair in {}", key_file.display());
+    }
+    // Our line of tracker_info.txt gets our key if it has none; a different key there
+    // stops us, naming the line and the fix.
+    if tracker_info::record_key(
+        &config.tracker_info,
+        config.tracker_id,
+        &identity.public(),
+        &key_file,
+    )
+    .map_err(Box::new)?
+    {
+        log::info!(
+            "wrote this tracker's key into line {} of {}",
+            info.line(config.tracker_id).unwrap_or(0),
+            config.tracker_info.display()
+        );
+    }
+    let trackers = Arc::new(TrackerInfoFile::load(&config.tracker_info)?);
+    let identity = Arc::new(identity);
+    let (store, recovered) = Store::open(&data_dir)?;
     let listener = TcpListener::bind(addr).map_err(|source| RunError::Bind { addr, source })?;
     let local = listener.local_addr()?;
     let settings = Settings {
         id: config.tracker_id,
-        trackers: info.clone(),
+        trackers: Arc::clone(&trackers),
+        identity: Arc::clone(&identity),
         kdf_iterations: config.kdf_iterations,
         peer_timeout: Duration::from_secs(config.peer_timeout.max(1)),
+        ticket_lifetime: Duration::from_secs(config.ticket_lifetime.max(2)),
     };
-    let cluster = Cluster::new(config.tracker_id, info, recovered.view, recovered.last);
+    let cluster =
+        Cluster::new(config.tracker_id, trackers, identity, recovered.view, recovered.last);
     let service = Arc::new(Service::new(settings, store, recovered.state, cluster));
     let shutdown = Arc::new(Shutdown::new(local));
 
@@ -95,6 +132,12 @@ pub fn run(config: Config) -> Result<(), RunError> {
     served?;
     log::info!("tracker {} stopped", config.tracker_id);
     Ok(())
+}
+
+/// Creates `dir` (mode 0700) if missing.
+fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
 }
 
 /// Stops the tracker on a `quit` or `exit` line on stdin, and prints the tracker's place in

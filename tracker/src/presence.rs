@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::message::SessionToken;
+use common::message::SessionId;
 use common::{Bitfield, GroupId, Sha1Digest};
 
 /// By default, a session not heard from for this long is not listed as a peer (clients
@@ -18,8 +18,8 @@ pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(15);
 pub struct Presence {
     ttl: Duration,
     started: Instant,
-    last_seen: HashMap<SessionToken, Instant>,
-    partial: HashMap<(GroupId, Sha1Digest), HashMap<SessionToken, Bitfield>>,
+    last_seen: HashMap<SessionId, Instant>,
+    partial: HashMap<(GroupId, Sha1Digest), HashMap<SessionId, Bitfield>>,
 }
 
 impl Presence {
@@ -29,7 +29,7 @@ impl Presence {
     }
 
     /// Records that `session` was heard from.
-    pub fn touch(&mut self, session: SessionToken, now: Instant) {
+    pub fn touch(&mut self, session: SessionId, now: Instant) {
         self.last_seen.insert(session, now);
         // Bound the map: forget sessions silent for far longer than the TTL.
         if self.last_seen.len() > 4096 && self.last_seen.len().is_power_of_two() {
@@ -45,7 +45,7 @@ impl Presence {
     /// Whether `session` counts as live: heard from within the TTL, or, for a session not
     /// heard from since this tracker started, while the start is more recent than the TTL
     /// (its client has not had time to reconnect yet).
-    pub fn is_live(&self, session: &SessionToken, now: Instant) -> bool {
+    pub fn is_live(&self, session: &SessionId, now: Instant) -> bool {
         match self.last_seen.get(session) {
             Some(seen) => now.duration_since(*seen) < self.ttl,
             None => now.duration_since(self.started) < self.ttl,
@@ -57,14 +57,14 @@ impl Presence {
         &mut self,
         group: GroupId,
         digest: Sha1Digest,
-        session: SessionToken,
+        session: SessionId,
         have: Bitfield,
     ) {
         self.partial.entry((group, digest)).or_default().insert(session, have);
     }
 
     /// Forgets everything about `session` (it logged out).
-    pub fn forget(&mut self, session: &SessionToken) {
+    pub fn forget(&mut self, session: &SessionId) {
         self.last_seen.remove(session);
         for holders in self.partial.values_mut() {
             holders.remove(session);
@@ -77,7 +77,7 @@ impl Presence {
         &self,
         group: &GroupId,
         digest: &Sha1Digest,
-    ) -> Vec<(SessionToken, Bitfield)> {
+    ) -> Vec<(SessionId, Bitfield)> {
         let key = (group.clone(), *digest);
         self.partial
             .get(&key)
@@ -95,7 +95,7 @@ mod tests {
         const SESSION_TTL: Duration = DEFAULT_SESSION_TTL;
         let t0 = Instant::now();
         let mut p = Presence::new(t0, SESSION_TTL);
-        let s = SessionToken([1; 16]);
+        let s = SessionId([1; 32]);
         assert!(p.is_live(&s, t0 + SESSION_TTL / 2), "grace period after start");
         assert!(!p.is_live(&s, t0 + SESSION_TTL * 2));
         p.touch(s, t0 + SESSION_TTL * 2);
@@ -107,7 +107,7 @@ mod tests {
     fn partial_holders_are_forgotten_on_logout() {
         let now = Instant::now();
         let mut p = Presence::new(now, DEFAULT_SESSION_TTL);
-        let s = SessionToken([1; 16]);
+        let s = SessionId([1; 32]);
         let g = GroupId::new("g").unwrap();
         let d = Sha1Digest([3; 20]);
         p.announce(g.clone(), d, s, Bitfield::empty(4));

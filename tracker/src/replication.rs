@@ -16,6 +16,11 @@
 //! view, and a view older than the receiver's is refused (`Stale`), which fences a primary
 //! that was paused and wakes up believing it still leads.
 //!
+//! Every replication connection is a secure channel on which both trackers proved the keys
+//! `tracker_info.txt` lists for them (`session` admits `ReplicaHello` only then), and every
+//! message that claims to come from a view's primary or from a joiner must come from that
+//! very tracker.
+//!
 //! Assumptions: trackers crash and stop (no byzantine behaviour), and the network does not
 //! partition. With two trackers no protocol can tell a dead peer from an unreachable one;
 //! surviving partitions would need a third voter and majority quorums (see ARCHITECTURE.md).
@@ -31,13 +36,15 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use common::connection::Connection;
+use common::connection::Timeouts;
 use common::frame::FrameError;
 use common::message::{
     ClientMessage, Reply, Request, RequestId, SessionToken, TrackerError, TrackerMessage,
     PROTOCOL_VERSION,
 };
 use common::replica_message::{EntryId, ReplicaReply, ReplicaRequest, View, WireEntry};
-use common::tracker_info::TrackerInfo;
+use common::tracker_info::TrackerInfoFile;
+use common::{Identity, PublicKey};
 
 use crate::service::{unavailable, Service};
 use crate::state::TrackerState;
@@ -84,7 +91,8 @@ struct Inner {
 /// This tracker's membership: its view and role, and (as primary) its links to backups.
 pub struct Cluster {
     id: u32,
-    trackers: TrackerInfo,
+    trackers: Arc<TrackerInfoFile>,
+    identity: Arc<Identity>,
     links: Mutex<BTreeMap<u32, ReplicaLink>>,
     inner: Mutex<Inner>,
     last: Mutex<Option<EntryId>>,
@@ -95,7 +103,8 @@ impl Cluster {
     /// the last entry in its log.
     pub fn new(
         id: u32,
-        trackers: TrackerInfo,
+        trackers: Arc<TrackerInfoFile>,
+        identity: Arc<Identity>,
         saved_view: Option<View>,
         last: Option<EntryId>,
     ) -> Cluster {
@@ -103,10 +112,17 @@ impl Cluster {
         Cluster {
             id,
             trackers,
+            identity,
             links: Mutex::new(BTreeMap::new()),
             inner: Mutex::new(inner),
             last: Mutex::new(last),
         }
+    }
+
+    /// Opens a replication connection to tracker `to`, which must prove the key
+    /// `tracker_info.txt` lists for it (a tracker whose key is not there yet is unreachable).
+    fn link_to(&self, to: u32) -> Result<ReplicaLink, FrameError> {
+        connect_tracker(&self.trackers, &self.identity, self.id, to)
     }
 
     /// This tracker's role.
@@ -261,9 +277,8 @@ impl Cluster {
         let refused = |why: String| ReplicaReply::Refused {
             reason: format!("view {}:{:?} not confirmed: {why}", view.epoch, view.members),
         };
-        let addr =
-            self.trackers.addr(view.primary()).ok_or_else(|| refused("unknown primary".into()))?;
-        let status = ReplicaLink::connect(self.id, addr)
+        let status = self
+            .link_to(view.primary())
             .and_then(|mut link| link.call(&ReplicaRequest::Status))
             .map_err(|e| refused(e.to_string()))?;
         match status {
@@ -292,17 +307,40 @@ impl Cluster {
     }
 }
 
+/// Connects tracker `from` to tracker `to` as listed in `trackers`.
+fn connect_tracker(
+    trackers: &TrackerInfoFile,
+    identity: &Identity,
+    from: u32,
+    to: u32,
+) -> Result<ReplicaLink, FrameError> {
+    let info = trackers.current();
+    let addr = info.addr(to).ok_or_else(|| protocol(format!("tracker {to} is not listed")))?;
+    let key = info.key(to).ok_or_else(|| {
+        protocol(format!("no key for tracker {to} in {} yet", trackers.path().display()))
+    })?;
+    ReplicaLink::connect(from, identity, addr, &key)
+}
+
 /// A replication connection to another tracker (this tracker sends the requests).
 pub struct ReplicaLink {
     conn: Connection<ReplicaReply, ReplicaRequest>,
 }
 
 impl ReplicaLink {
-    /// Connects to the tracker at `addr` as tracker `from`.
-    pub fn connect(from: u32, addr: SocketAddr) -> Result<ReplicaLink, FrameError> {
+    /// Connects to the tracker at `addr`, which must prove `key`, as tracker `from` with
+    /// `identity`.
+    pub fn connect(
+        from: u32,
+        identity: &Identity,
+        addr: SocketAddr,
+        key: &PublicKey,
+    ) -> Result<ReplicaLink, FrameError> {
         let stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
+        let timeouts =
+            Timeouts { handshake: REPLY_TIMEOUT, read: REPLY_TIMEOUT, write: REPLY_TIMEOUT };
         let mut hello: Connection<TrackerMessage, ClientMessage> =
-            Connection::new(stream, REPLY_TIMEOUT, REPLY_TIMEOUT)?;
+            Connection::connect(stream, identity, key, timeouts)?;
         hello.send(&ClientMessage::ReplicaHello { version: PROTOCOL_VERSION, from })?;
         Ok(ReplicaLink { conn: hello.retype() })
     }
@@ -314,13 +352,18 @@ impl ReplicaLink {
     }
 }
 
-/// Serves a replication connection opened by another tracker (`ClientMessage::ReplicaHello`).
+/// Serves a replication connection opened by tracker `from`, which proved its listed key
+/// (`ClientMessage::ReplicaHello`). A message that speaks for a view's primary is obeyed
+/// only when `from` is that primary, and a `Join` only when `from` is the joiner.
 pub fn serve(
     mut conn: Connection<ReplicaRequest, ReplicaReply>,
     svc: &Service,
     from: u32,
 ) -> Result<(), FrameError> {
     while let Some(request) = conn.recv()? {
+        let not_from = |role: &str, claimed: u32| ReplicaReply::Refused {
+            reason: format!("tracker {from} cannot speak as {role} {claimed}"),
+        };
         let reply = match request {
             ReplicaRequest::Status => {
                 // Without the store lock: a primary holding it while it catches this tracker
@@ -328,6 +371,14 @@ pub fn serve(
                 let last = svc.cluster.last();
                 let (view, role) = (svc.cluster.view(), svc.cluster.role());
                 ReplicaReply::Status { view, last, serving: role != Role::Joining }
+            }
+            ReplicaRequest::Append { view, .. }
+            | ReplicaRequest::Snapshot { view, .. }
+            | ReplicaRequest::Ping { view }
+                if view.primary() != from =>
+            {
+                log::warn!("tracker {from} sent a message of view {view:?} led by another");
+                not_from("the primary of view", view.epoch as u32)
             }
             ReplicaRequest::Append { view, entries } => on_append(svc, &view, entries),
             ReplicaRequest::Snapshot { view, last, state } => on_snapshot(svc, &view, last, &state),
@@ -338,7 +389,14 @@ pub fn serve(
                     Err(reply) => reply,
                 }
             }
+            ReplicaRequest::Join { from: joiner } if joiner != from => {
+                log::warn!("tracker {from} asked to join as tracker {joiner}");
+                not_from("joiner", joiner)
+            }
             ReplicaRequest::Join { from: joiner } => on_join(svc, joiner),
+            ReplicaRequest::Forward { id, session, client, request } => {
+                ReplicaReply::Forwarded { result: svc.handle(id, session, client, request) }
+            }
         };
         log::debug!("replica {from}: {reply:?}");
         conn.send(&reply)?;
@@ -353,9 +411,17 @@ fn on_append(svc: &Service, view: &View, entries: Vec<WireEntry>) -> ReplicaRepl
     }
     for e in entries {
         if e.id.seq < store.next_seq() {
-            match store.entry_id_at(e.id.seq) {
-                Ok(Some(have)) if have == e.id => continue,
-                _ => {
+            // An entry we hold already must be the same entry, content included: the id
+            // alone does not prove it.
+            let same = match store.entry_at(e.id.seq) {
+                Ok(Some((have, payload))) => have == e.id && payload == e.payload,
+                // Pruned behind our snapshot, whose last entry it must be.
+                Ok(None) => matches!(store.entry_id_at(e.id.seq), Ok(Some(have)) if have == e.id),
+                Err(_) => false,
+            };
+            match same {
+                true => continue,
+                false => {
                     return ReplicaReply::Refused {
                         reason: format!("log diverges at seq {}", e.id.seq),
                     }
@@ -410,16 +476,17 @@ fn on_join(svc: &Service, joiner: u32) -> ReplicaReply {
         (Role::Primary, Some(view)) => view,
         _ => return ReplicaReply::Refused { reason: "not the primary".to_string() },
     };
-    let Some(addr) = cluster.trackers.addr(joiner).filter(|_| joiner != cluster.id) else {
+    if joiner == cluster.id || cluster.trackers.current().addr(joiner).is_none() {
         return ReplicaReply::Refused {
             reason: format!("tracker {joiner} is not in tracker_info.txt"),
         };
-    };
+    }
     let next = view.with(joiner);
     if let Err(e) = cluster.adopt(&mut store, next.clone(), Role::Primary) {
         return ReplicaReply::Refused { reason: e.to_string() };
     }
-    let caught_up = ReplicaLink::connect(cluster.id, addr)
+    let caught_up = cluster
+        .link_to(joiner)
         .and_then(|mut link| catch_up(svc, &store, &mut link, &next).map(|()| link));
     match caught_up {
         Ok(link) => {
@@ -554,12 +621,10 @@ fn ping_backups(svc: &Service) {
             #[allow(clippy::map_entry)] // the insert needs `links` borrowed only after catch-up
             if !links.contains_key(&member) {
                 // A member without a link (we just took over): connect and catch it up.
-                let linked =
-                    cluster.trackers.addr(member).ok_or(FrameError::Truncated).and_then(|addr| {
-                        let mut link = ReplicaLink::connect(cluster.id, addr)?;
-                        catch_up(svc, &store, &mut link, &view)?;
-                        Ok(link)
-                    });
+                let linked = cluster.link_to(member).and_then(|mut link| {
+                    catch_up(svc, &store, &mut link, &view)?;
+                    Ok(link)
+                });
                 match linked {
                     Ok(link) => {
                         links.insert(member, link);
@@ -598,12 +663,7 @@ fn ping_backups(svc: &Service) {
 /// dropped us); if not, move to the next view without it.
 fn check_primary(svc: &Service, primary: u32) {
     let cluster = &svc.cluster;
-    let status = cluster
-        .trackers
-        .addr(primary)
-        .ok_or(FrameError::Truncated)
-        .and_then(|addr| ReplicaLink::connect(cluster.id, addr))
-        .and_then(|mut link| link.call(&ReplicaRequest::Status));
+    let status = cluster.link_to(primary).and_then(|mut link| link.call(&ReplicaRequest::Status));
     if let Ok(ReplicaReply::Status { view: Some(their), serving: true, .. }) = status {
         let mut inner = cluster.inner.lock();
         if their.contains(cluster.id) {
@@ -646,9 +706,15 @@ fn try_join(svc: &Service) {
     let my_last = svc.store.lock().last();
     let my_view = cluster.view();
     let mut statuses: BTreeMap<u32, (Option<View>, Option<EntryId>, bool)> = BTreeMap::new();
-    for (tid, addr) in cluster.trackers.trackers().filter(|(t, _)| *t != cluster.id) {
-        let status = ReplicaLink::connect(cluster.id, addr)
-            .and_then(|mut link| link.call(&ReplicaRequest::Status));
+    let others: Vec<u32> = cluster
+        .trackers
+        .current()
+        .trackers()
+        .map(|(t, _)| t)
+        .filter(|t| *t != cluster.id)
+        .collect();
+    for tid in others {
+        let status = cluster.link_to(tid).and_then(|mut link| link.call(&ReplicaRequest::Status));
         if let Ok(ReplicaReply::Status { view, last, serving }) = status {
             statuses.insert(tid, (view.filter(View::is_well_formed), last, serving));
         }
@@ -672,10 +738,7 @@ fn try_join(svc: &Service) {
         }
         let primary = view.primary();
         let joined = cluster
-            .trackers
-            .addr(primary)
-            .ok_or(FrameError::Truncated)
-            .and_then(|addr| ReplicaLink::connect(cluster.id, addr))
+            .link_to(primary)
             .and_then(|mut link| link.call(&ReplicaRequest::Join { from: cluster.id }));
         match joined {
             Ok(ReplicaReply::Ack { .. }) => log::info!("joined tracker {primary}'s view"),
@@ -730,17 +793,19 @@ fn try_join(svc: &Service) {
 /// How many idle connections to the primary a backup keeps for forwarding.
 const MAX_IDLE_FORWARD_CONNECTIONS: usize = 8;
 
-/// A backup's connections to its primary for forwarding client requests: a small pool, so
-/// that one slow forwarded request (a key derivation) does not hold up the others.
+/// A backup's replication connections to its primary for forwarding client requests (with
+/// the key each client proved, which only a tracker may vouch for): a small pool, so that
+/// one slow forwarded request (a key derivation) does not hold up the others.
 pub struct Forwarder {
     id: u32,
-    trackers: TrackerInfo,
-    idle: Mutex<Vec<(u32, Connection<TrackerMessage, ClientMessage>)>>,
+    trackers: Arc<TrackerInfoFile>,
+    identity: Arc<Identity>,
+    idle: Mutex<Vec<(u32, ReplicaLink)>>,
 }
 
 impl Forwarder {
-    pub fn new(id: u32, trackers: TrackerInfo) -> Forwarder {
-        Forwarder { id, trackers, idle: Mutex::new(Vec::new()) }
+    pub fn new(id: u32, trackers: Arc<TrackerInfoFile>, identity: Arc<Identity>) -> Forwarder {
+        Forwarder { id, trackers, identity, idle: Mutex::new(Vec::new()) }
     }
 
     /// Sends a client's request to the primary and returns its answer.
@@ -749,32 +814,32 @@ impl Forwarder {
         primary: u32,
         id: RequestId,
         session: Option<SessionToken>,
+        client: PublicKey,
         request: Request,
     ) -> Result<Reply, TrackerError> {
         let unreachable =
             || TrackerError::Unavailable(format!("primary tracker {primary} unreachable"));
-        let msg = ClientMessage::Request { id, session, request };
+        let msg = ReplicaRequest::Forward { id, session, client, request };
         for _ in 0..2 {
             let pooled = {
                 let mut idle = self.idle.lock();
                 idle.retain(|(p, _)| *p == primary);
                 idle.pop()
             };
-            let mut conn = match pooled {
-                Some((_, conn)) => conn,
-                None => {
-                    let addr = self.trackers.addr(primary).ok_or_else(unreachable)?;
-                    connect_client(addr).map_err(|e| {
+            let mut link = match pooled {
+                Some((_, link)) => link,
+                None => connect_tracker(&self.trackers, &self.identity, self.id, primary).map_err(
+                    |e| {
                         log::warn!("tracker {}: cannot reach primary {primary}: {e}", self.id);
                         unreachable()
-                    })?
-                }
+                    },
+                )?,
             };
-            match conn.send(&msg).and_then(|()| conn.recv()) {
-                Ok(Some(TrackerMessage::Response { id: got, result })) if got == id => {
+            match link.call(&msg) {
+                Ok(ReplicaReply::Forwarded { result }) => {
                     let mut idle = self.idle.lock();
                     if idle.len() < MAX_IDLE_FORWARD_CONNECTIONS {
-                        idle.push((primary, conn));
+                        idle.push((primary, link));
                     }
                     return result;
                 }
@@ -783,17 +848,5 @@ impl Forwarder {
             }
         }
         Err(unreachable())
-    }
-}
-
-fn connect_client(
-    addr: SocketAddr,
-) -> Result<Connection<TrackerMessage, ClientMessage>, FrameError> {
-    let stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
-    let mut conn = Connection::new(stream, Duration::from_secs(30), REPLY_TIMEOUT)?;
-    conn.send(&ClientMessage::Hello { version: PROTOCOL_VERSION })?;
-    match conn.recv()? {
-        Some(TrackerMessage::Welcome { .. }) => Ok(conn),
-        other => Err(protocol(format!("unexpected handshake reply {other:?}"))),
     }
 }

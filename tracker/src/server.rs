@@ -12,12 +12,18 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use crate::service::Service;
-use crate::session;
+use crate::session::{self, Admit};
+
+/// Connection slots beyond `max_connections` kept for other trackers, so that a tracker
+/// whose client slots are all taken still answers its peers (a busy tracker must never
+/// look dead to the others).
+pub const TRACKER_SLOTS: usize = 16;
 
 /// Per-connection limits.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Live connections beyond this are closed at once.
+    /// Live client connections beyond this are closed at once (trackers have
+    /// `TRACKER_SLOTS` more).
     pub max_connections: usize,
     /// How long a new connection may take to say hello.
     pub handshake_timeout: Duration,
@@ -76,14 +82,13 @@ pub fn run(
             }
         };
         reap_finished(&mut threads);
-        if live.lock().len() >= limits.max_connections {
-            log::warn!(
-                "peer={:?}: refused, {} connections open",
-                stream.peer_addr(),
-                limits.max_connections
-            );
+        let open = live.lock().len();
+        if open >= limits.max_connections + TRACKER_SLOTS {
+            log::warn!("peer={:?}: refused, {open} connections open", stream.peer_addr());
             continue;
         }
+        let admit =
+            if open >= limits.max_connections { Admit::TrackersOnly } else { Admit::Anyone };
         next_id += 1;
         let conn_id = next_id;
         let handle = match stream.try_clone() {
@@ -100,7 +105,7 @@ pub fn run(
             .name(format!("conn-{conn_id}"))
             .stack_size(256 * 1024)
             .spawn(move || {
-                session::serve(stream, &service, limits, tracker_id);
+                session::serve(stream, &service, limits, tracker_id, admit);
                 live_for_thread.lock().remove(&conn_id);
             });
         match spawned {

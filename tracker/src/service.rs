@@ -14,19 +14,17 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Mutex, RwLock};
 
-use common::message::{PeerInfo, Reply, Request, RequestId, SessionToken, TrackerError};
+use common::message::{PeerInfo, Reply, Request, RequestId, SessionId, SessionToken, TrackerError};
 use common::replica_message::EntryId;
-use common::tracker_info::TrackerInfo;
-use common::{FileName, GroupId, Layout, Sha1Digest};
+use common::tracker_info::TrackerInfoFile;
+use common::{FileName, GroupId, Identity, Layout, PublicKey, Sha1Digest};
+use std::sync::Arc;
 
 use crate::credential::Credential;
 use crate::presence::Presence;
 use crate::replication::{Cluster, Forwarder, Role};
 use crate::state::{Op, TrackerState};
 use crate::store::{LogEntry, Store};
-
-/// How long a ticket issued with a file's peers stays valid.
-pub const TICKET_TTL: Duration = Duration::from_secs(3600);
 
 /// How many clients' last failed writes are remembered to answer a retried request.
 const MAX_REMEMBERED_CLIENTS: usize = 65_536;
@@ -35,9 +33,13 @@ const MAX_REMEMBERED_CLIENTS: usize = 65_536;
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub id: u32,
-    pub trackers: TrackerInfo,
+    pub trackers: Arc<TrackerInfoFile>,
+    /// This tracker's static key pair.
+    pub identity: Arc<Identity>,
     pub kdf_iterations: u32,
     pub peer_timeout: Duration,
+    /// How long a ticket issued with a file's peers stays valid (downloaders renew it).
+    pub ticket_lifetime: Duration,
 }
 
 /// The tracker's request handler, shared by every connection thread.
@@ -59,7 +61,11 @@ impl Service {
     pub fn new(settings: Settings, store: Store, state: TrackerState, cluster: Cluster) -> Service {
         let presence = Presence::new(Instant::now(), settings.peer_timeout);
         Service {
-            forwarder: Forwarder::new(settings.id, settings.trackers.clone()),
+            forwarder: Forwarder::new(
+                settings.id,
+                Arc::clone(&settings.trackers),
+                Arc::clone(&settings.identity),
+            ),
             settings,
             state: RwLock::new(state),
             store: Mutex::new(store),
@@ -69,11 +75,14 @@ impl Service {
         }
     }
 
-    /// Handles one client request and returns what to answer.
+    /// Handles one client request and returns what to answer. `client` is the static key
+    /// the client proved on its channel (to this tracker, or to the backup that forwarded
+    /// the request): a session is only ever used with the key it was opened with.
     pub fn handle(
         &self,
         id: RequestId,
-        session: Option<SessionToken>,
+        token: Option<SessionToken>,
+        client: PublicKey,
         request: Request,
     ) -> Result<Reply, TrackerError> {
         match self.cluster.role() {
@@ -83,21 +92,29 @@ impl Service {
                 ))
             }
             Role::Backup { primary } if !answers_locally(&request) => {
-                return self.forwarder.forward(primary, id, session, request);
+                return self.forwarder.forward(primary, id, token, client, request);
             }
             _ => {}
         }
         let now = Instant::now();
-        if let Some(token) = session {
-            if self.state.read().session_peer(&token).is_some() {
-                self.presence.lock().touch(token, now);
+        let session = token.map(|t| t.id());
+        if let Some(session) = session {
+            match self.state.read().session_key(&session) {
+                Some(key) if key == client => self.presence.lock().touch(session, now),
+                Some(_) => {
+                    log::warn!("request {id:?}: {session:?} presented from another key");
+                    return Err(TrackerError::NotLoggedIn);
+                }
+                None => {}
             }
         }
         match request {
             Request::Heartbeat => {
                 return self.state.read().session_user(session).map(|_| Reply::Done)
             }
-            Request::GetFile { group, name } => return self.get_file(session, group, name, now),
+            Request::GetFile { group, name } => {
+                return self.get_file(session, client, group, name, now)
+            }
             Request::AnnouncePieces { group, digest, have } => {
                 let state = self.state.read();
                 let user = state.session_user(session)?;
@@ -136,7 +153,7 @@ impl Service {
                 return Err(err.clone());
             }
         }
-        let result = self.to_op(session, request).and_then(|op| self.commit(op, Some(id)));
+        let result = self.to_op(session, client, request).and_then(|op| self.commit(op, Some(id)));
         if let Err(err) = &result {
             if !matches!(err, TrackerError::Unavailable(_)) {
                 let mut failures = self.last_failures.lock();
@@ -182,10 +199,12 @@ impl Service {
         self.commit(Op::InitSecret { secret }, None).map(|_| ())
     }
 
-    /// A file's metadata, its live peers other than the caller, and a ticket for them.
+    /// A file's metadata, its live peers other than the caller (with the keys they must
+    /// prove), and a ticket for them bound to the caller's key.
     fn get_file(
         &self,
-        session: Option<SessionToken>,
+        session: Option<SessionId>,
+        client: PublicKey,
         group: GroupId,
         name: FileName,
         now: Instant,
@@ -194,31 +213,36 @@ impl Service {
         let user = state.session_user(session)?;
         let (meta, sharers) = state.file_for_member(&user, &group, &name)?;
         let presence = self.presence.lock();
-        let wanted = |s: &SessionToken| Some(*s) != session && presence.is_live(s, now);
-        let complete: Vec<SessionToken> = sharers.filter(|s| wanted(s)).copied().collect();
+        let wanted = |s: &SessionId| Some(*s) != session && presence.is_live(s, now);
+        let complete: Vec<SessionId> = sharers.filter(|s| wanted(s)).copied().collect();
         let mut peers: Vec<PeerInfo> = complete
             .iter()
             .filter_map(|s| state.session_peer(s))
-            .map(|(_, addr)| PeerInfo { addr, have: None })
+            .map(|(_, addr, key)| PeerInfo { addr, key, have: None })
             .collect();
         let n_pieces = Layout::new(meta.size).map(|l| l.n_pieces()).unwrap_or(0);
         for (s, have) in presence.partial_holders(&group, &meta.digest) {
             if wanted(&s) && !complete.contains(&s) && have.n_pieces() == n_pieces {
-                if let Some((_, addr)) = state.session_peer(&s) {
-                    peers.push(PeerInfo { addr, have: Some(have) });
+                if let Some((_, addr, key)) = state.session_peer(&s) {
+                    peers.push(PeerInfo { addr, key, have: Some(have) });
                 }
             }
         }
-        let expires = unix_now() + TICKET_TTL.as_secs();
+        let expires = unix_now() + self.settings.ticket_lifetime.as_secs();
         let ticket = state
-            .mint_ticket(user, group, meta.digest, expires)
+            .mint_ticket(client, user, group, meta.digest, expires)
             .ok_or_else(|| TrackerError::Unavailable("no ticket secret yet".to_string()))?;
         Ok(Reply::FileInfo { meta: meta.clone(), peers, ticket: Box::new(ticket) })
     }
 
     /// Builds the op for a write request: resolves the session and does the work that must
     /// not happen under a lock (key derivation, password checks, randomness).
-    fn to_op(&self, session: Option<SessionToken>, request: Request) -> Result<Op, TrackerError> {
+    fn to_op(
+        &self,
+        session: Option<SessionId>,
+        client: PublicKey,
+        request: Request,
+    ) -> Result<Op, TrackerError> {
         let user = || self.state.read().session_user(session);
         let session_token = || session.ok_or(TrackerError::NotLoggedIn);
         let op = match request {
@@ -230,14 +254,13 @@ impl Service {
                     .map_err(|e| unavailable("no randomness", e))?;
                 Op::CreateUser { user, credential }
             }
-            Request::Login { user, password, peer_addr } => {
+            Request::Login { user, password, peer_addr, session: token } => {
                 let credential = self.state.read().credential(&user)?;
                 if !credential.verify(&password) {
                     return Err(TrackerError::WrongPassword);
                 }
-                let mut token = [0u8; 16];
-                getrandom::fill(&mut token).map_err(|e| unavailable("no randomness", e))?;
-                Op::OpenSession { session: SessionToken(token), user, peer_addr }
+                // Only the token's hash is stored, logged and replicated.
+                Op::OpenSession { session: token.id(), user, peer_addr, key: client }
             }
             Request::Logout => Op::CloseSession { session: session_token()? },
             Request::CreateGroup { group } => Op::CreateGroup { group, owner: user()? },

@@ -1,29 +1,57 @@
-//! One client connection: the version handshake, then request → service → response until the
-//! client leaves, goes idle for too long, or breaks the protocol (which closes only this
-//! connection).
+//! One connection: the secure channel's handshake (the peer proves a key), the version
+//! hello, then request → service → response until the peer leaves, goes idle for too long,
+//! or breaks the protocol (which closes only this connection).
+//!
+//! A peer that proved the key `tracker_info.txt` lists for tracker N may open a replication
+//! connection as tracker N (`ReplicaHello`); any other key is a client.
 
 use std::net::TcpStream;
 
-use common::connection::Connection;
+use common::connection::{Connection, Timeouts};
 use common::frame::FrameError;
 use common::message::{ClientMessage, TrackerMessage, PROTOCOL_VERSION};
+use common::PublicKey;
 
 use crate::replication;
 use crate::server::Limits;
 use crate::service::Service;
 
+/// Who a connection may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    /// Clients and trackers.
+    Anyone,
+    /// Trackers only: the client slots are full, these are the slots kept for trackers.
+    TrackersOnly,
+}
+
 /// Serves one connection to its end.
-pub fn serve(stream: TcpStream, service: &Service, limits: Limits, tracker_id: u32) {
+pub fn serve(stream: TcpStream, service: &Service, limits: Limits, tracker_id: u32, admit: Admit) {
+    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let timeouts = Timeouts {
+        handshake: limits.handshake_timeout,
+        read: limits.handshake_timeout,
+        write: limits.write_timeout,
+    };
     let conn: Connection<ClientMessage, TrackerMessage> =
-        match Connection::new(stream, limits.handshake_timeout, limits.write_timeout) {
+        match Connection::accept(stream, &service.settings.identity, timeouts) {
             Ok(conn) => conn,
             Err(e) => {
-                log::warn!("cannot set up connection: {e}");
+                log::info!("peer={peer}: handshake failed: {e}");
                 return;
             }
         };
-    let peer = conn.peer_addr();
-    if let Err(e) = serve_conn(conn, service, limits, tracker_id) {
+    let key = conn.remote_key();
+    let tracker = match admit {
+        Admit::Anyone => service.settings.trackers.current().tracker_with_key(&key),
+        // Only a tracker may stay; one started a moment ago may have just written its key.
+        Admit::TrackersOnly => service.settings.trackers.current_fresh().tracker_with_key(&key),
+    };
+    if admit == Admit::TrackersOnly && tracker.is_none() {
+        log::warn!("peer={peer}: refused, every client slot is taken");
+        return;
+    }
+    if let Err(e) = serve_conn(conn, service, limits, tracker_id, key, tracker) {
         if e.is_timeout() {
             log::info!("peer={peer}: closing idle connection");
         } else {
@@ -39,12 +67,35 @@ fn serve_conn(
     service: &Service,
     limits: Limits,
     tracker_id: u32,
+    key: PublicKey,
+    tracker: Option<u32>,
 ) -> Result<(), FrameError> {
-    match conn.recv()? {
+    let first = conn.recv()?;
+    let tracker = match &first {
+        // A tracker started a moment ago may have just written its key.
+        Some(ClientMessage::ReplicaHello { .. }) if tracker.is_none() => {
+            service.settings.trackers.current_fresh().tracker_with_key(&key)
+        }
+        _ => tracker,
+    };
+    match first {
         None => return Ok(()),
-        Some(ClientMessage::ReplicaHello { version, from }) if version == PROTOCOL_VERSION => {
+        Some(ClientMessage::ReplicaHello { version, from })
+            if version == PROTOCOL_VERSION && tracker == Some(from) =>
+        {
             conn.set_read_timeout(limits.idle_timeout)?;
             return replication::serve(conn.retype(), service, from);
+        }
+        Some(ClientMessage::ReplicaHello { from, .. }) if tracker != Some(from) => {
+            log::warn!(
+                "peer={}: claims to be tracker {from} but proved key {key} ({})",
+                conn.peer_addr(),
+                match tracker {
+                    Some(t) => format!("listed for tracker {t}"),
+                    None => "listed for no tracker".to_string(),
+                }
+            );
+            return Ok(());
         }
         Some(ClientMessage::ReplicaHello { version, from }) => {
             log::warn!(
@@ -73,7 +124,7 @@ fn serve_conn(
         match msg {
             ClientMessage::Request { id, session, request } => {
                 log::debug!("< {id:?} {request:?}");
-                let result = service.handle(id, session, request);
+                let result = service.handle(id, session, key, request);
                 log::debug!("> {id:?} {result:?}");
                 conn.send(&TrackerMessage::Response { id, result })?;
             }

@@ -16,9 +16,9 @@ use sha1::Sha1;
 
 use common::hash::file_digest;
 use common::message::{
-    FileMeta, FileSummary, Reply, Request, RequestId, SessionToken, Ticket, TrackerError,
+    FileMeta, FileSummary, Reply, Request, RequestId, SessionId, Ticket, TrackerError,
 };
-use common::{FileName, GroupId, Layout, Sha1Digest, UserId};
+use common::{FileName, GroupId, Layout, PublicKey, Sha1Digest, UserId};
 
 use crate::credential::Credential;
 use crate::store::LogEntry;
@@ -39,13 +39,16 @@ pub enum Op {
         user: UserId,
         credential: Credential,
     },
+    /// A login: the session is known by the hash of the client's token, and bound to the
+    /// static key the client proved.
     OpenSession {
-        session: SessionToken,
+        session: SessionId,
         user: UserId,
         peer_addr: SocketAddr,
+        key: PublicKey,
     },
     CloseSession {
-        session: SessionToken,
+        session: SessionId,
     },
     CreateGroup {
         group: GroupId,
@@ -70,12 +73,12 @@ pub enum Op {
         user: UserId,
     },
     ShareFile {
-        session: SessionToken,
+        session: SessionId,
         group: GroupId,
         meta: FileMeta,
     },
     StopShare {
-        session: SessionToken,
+        session: SessionId,
         group: GroupId,
         name: FileName,
     },
@@ -89,18 +92,20 @@ struct Group {
     requests: Vec<UserId>,
 }
 
-/// A logged-in session and where its peer serves pieces.
+/// A logged-in session, where its peer serves pieces, and the key it proved at login (its
+/// requests and its tickets are accepted only from that key).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Session {
     user: UserId,
     peer_addr: SocketAddr,
+    key: PublicKey,
 }
 
 /// A file announced in a group and the sessions that share it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct FileRecord {
     meta: FileMeta,
-    sharers: BTreeSet<SessionToken>,
+    sharers: BTreeSet<SessionId>,
 }
 
 /// Users, groups, sessions and files.
@@ -112,7 +117,7 @@ pub struct TrackerState {
     last_replies: BTreeMap<u64, (u64, Reply)>,
     users: BTreeMap<UserId, Credential>,
     groups: BTreeMap<GroupId, Group>,
-    sessions: BTreeMap<SessionToken, Session>,
+    sessions: BTreeMap<SessionId, Session>,
     files: BTreeMap<GroupId, BTreeMap<FileName, FileRecord>>,
 }
 
@@ -128,7 +133,7 @@ impl TrackerState {
     }
 
     /// The user a session belongs to.
-    pub fn session_user(&self, session: Option<SessionToken>) -> Result<UserId, TrackerError> {
+    pub fn session_user(&self, session: Option<SessionId>) -> Result<UserId, TrackerError> {
         session
             .and_then(|s| self.sessions.get(&s))
             .map(|s| s.user.clone())
@@ -140,9 +145,9 @@ impl TrackerState {
     /// currently connected; files only they share are not listed.
     pub fn read(
         &self,
-        session: Option<SessionToken>,
+        session: Option<SessionId>,
         request: &Request,
-        is_live: &dyn Fn(&SessionToken) -> bool,
+        is_live: &dyn Fn(&SessionId) -> bool,
     ) -> Option<Result<Reply, TrackerError>> {
         let result = match request {
             Request::ListGroups => self
@@ -173,7 +178,7 @@ impl TrackerState {
     fn file_summaries(
         &self,
         group: &GroupId,
-        is_live: &dyn Fn(&SessionToken) -> bool,
+        is_live: &dyn Fn(&SessionId) -> bool,
     ) -> Vec<FileSummary> {
         let Some(files) = self.files.get(group) else { return Vec::new() };
         files
@@ -201,7 +206,7 @@ impl TrackerState {
         user: &UserId,
         group: &GroupId,
         name: &FileName,
-    ) -> Result<(&FileMeta, impl Iterator<Item = &SessionToken>), TrackerError> {
+    ) -> Result<(&FileMeta, impl Iterator<Item = &SessionId>), TrackerError> {
         self.member_group(group, user)?;
         let record =
             self.files.get(group).and_then(|files| files.get(name)).ok_or_else(|| {
@@ -230,26 +235,34 @@ impl TrackerState {
         Ok(())
     }
 
-    /// Where a session's peer serves pieces, and its user.
-    pub fn session_peer(&self, session: &SessionToken) -> Option<(&UserId, SocketAddr)> {
-        self.sessions.get(session).map(|s| (&s.user, s.peer_addr))
+    /// Where a session's peer serves pieces, under which key, and its user.
+    pub fn session_peer(&self, session: &SessionId) -> Option<(&UserId, SocketAddr, PublicKey)> {
+        self.sessions.get(session).map(|s| (&s.user, s.peer_addr, s.key))
     }
 
-    /// A ticket for `user` to fetch the file `digest` of `group` until `expires`.
+    /// The key a session is bound to.
+    pub fn session_key(&self, session: &SessionId) -> Option<PublicKey> {
+        self.sessions.get(session).map(|s| s.key)
+    }
+
+    /// A ticket for `user`, logged in with `holder`, to fetch the file `digest` of `group`
+    /// until `expires`.
     pub fn mint_ticket(
         &self,
+        holder: PublicKey,
         user: UserId,
         group: GroupId,
         digest: Sha1Digest,
         expires: u64,
     ) -> Option<Ticket> {
-        let mut ticket = Ticket { user, group, digest, expires, mac: [0; 20] };
+        let mut ticket = Ticket { holder, user, group, digest, expires, mac: [0; 20] };
         ticket.mac = self.ticket_mac(&ticket)?;
         Some(ticket)
     }
 
-    /// Checks a ticket's MAC, its expiry against `now` (Unix seconds), and that its user is
-    /// still a member of its group.
+    /// Checks a ticket's MAC, its expiry against `now` (Unix seconds), that its user is
+    /// still a member of its group, and that the user still has a session with the key the
+    /// ticket was issued to (a logout ends the tickets of that login).
     pub fn verify_ticket(&self, ticket: &Ticket, now: u64) -> Result<(), TrackerError> {
         let bad = |why: &str| TrackerError::BadTicket(why.to_string());
         let expected =
@@ -262,6 +275,9 @@ impl TrackerState {
         }
         self.member_group(&ticket.group, &ticket.user)
             .map_err(|_| bad("holder is no longer a member"))?;
+        if !self.sessions.values().any(|s| s.user == ticket.user && s.key == ticket.holder) {
+            return Err(bad("holder is no longer logged in"));
+        }
         Ok(())
     }
 
@@ -269,7 +285,7 @@ impl TrackerState {
         let secret = self.secret.as_ref()?;
         // The key is any length for HMAC, so this cannot fail.
         let mut mac = Hmac::<Sha1>::new_from_slice(secret).ok()?;
-        let fields = (&ticket.user, &ticket.group, &ticket.digest, ticket.expires);
+        let fields = (&ticket.holder, &ticket.user, &ticket.group, &ticket.digest, ticket.expires);
         mac.update(&postcard::to_stdvec(&fields).ok()?);
         Some(mac.finalize().into_bytes().into())
     }
@@ -294,7 +310,7 @@ impl TrackerState {
         Ok(g)
     }
 
-    fn live_session(&self, session: &SessionToken) -> Result<&Session, TrackerError> {
+    fn live_session(&self, session: &SessionId) -> Result<&Session, TrackerError> {
         self.sessions.get(session).ok_or(TrackerError::NotLoggedIn)
     }
 
@@ -313,7 +329,10 @@ impl TrackerState {
                 if !self.users.contains_key(user) {
                     return Err(TrackerError::UnknownUser(user.clone()));
                 }
-                Ok(Reply::LoggedIn { session: *session })
+                if self.sessions.contains_key(session) {
+                    return Err(TrackerError::Unavailable("session token already in use".into()));
+                }
+                Ok(Reply::LoggedIn)
             }
             Op::CloseSession { session } => self.live_session(session).map(|_| Reply::Done),
             Op::CreateGroup { group, owner } => {
@@ -412,9 +431,9 @@ impl TrackerState {
             Op::CreateUser { user, credential } => {
                 self.users.insert(user.clone(), credential.clone());
             }
-            Op::OpenSession { session, user, peer_addr } => {
-                self.sessions
-                    .insert(*session, Session { user: user.clone(), peer_addr: *peer_addr });
+            Op::OpenSession { session, user, peer_addr, key } => {
+                let record = Session { user: user.clone(), peer_addr: *peer_addr, key: *key };
+                self.sessions.insert(*session, record);
             }
             Op::CloseSession { session } => {
                 self.sessions.remove(session);
@@ -486,7 +505,7 @@ impl TrackerState {
         self.drop_unshared_files();
     }
 
-    fn remove_sharers(&mut self, mut gone: impl FnMut(&SessionToken) -> bool) {
+    fn remove_sharers(&mut self, mut gone: impl FnMut(&SessionId) -> bool) {
         for files in self.files.values_mut() {
             for record in files.values_mut() {
                 record.sharers.retain(|s| !gone(s));

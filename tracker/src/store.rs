@@ -22,7 +22,7 @@ use crate::state::{Op, TrackerState};
 pub const SNAPSHOT_EVERY: u64 = 4096;
 
 /// The on-disk format version; a data directory of another version is refused.
-const FORMAT_VERSION: i64 = 2;
+const FORMAT_VERSION: i64 = 3;
 
 /// One log entry: an operation, the client request it came from, and the reply it gave.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -169,6 +169,17 @@ impl Store {
         )?;
         self.last = Some(id);
         Ok(())
+    }
+
+    /// The entry with sequence number `seq` as logged (id and encoded content), if it is
+    /// still in the log (not pruned behind a snapshot).
+    pub fn entry_at(&self, seq: u64) -> Result<Option<(EntryId, Vec<u8>)>, StoreError> {
+        Ok(self
+            .db
+            .query_row("SELECT epoch, entry FROM oplog WHERE seq = ?1", [seq], |r| {
+                Ok((EntryId { epoch: r.get(0)?, seq }, r.get(1)?))
+            })
+            .optional()?)
     }
 
     /// The id of the entry with sequence number `seq`, if the log (or the snapshot) knows it.

@@ -25,7 +25,7 @@ use parking_lot::Mutex;
 
 use common::hash::file_digest;
 use common::message::{FileMeta, PeerInfo, Reply, Request, Ticket};
-use common::{Bitfield, FileName, GroupId, Layout, PieceIndex, Sha1Digest};
+use common::{Bitfield, FileName, GroupId, Layout, PieceIndex, PublicKey, Sha1Digest};
 use rayon::prelude::*;
 use std::os::unix::fs::FileExt;
 
@@ -67,6 +67,8 @@ pub enum StartError {
 /// What a download needs from the rest of the client.
 #[derive(Clone)]
 pub struct Context {
+    /// This peer's key pair: seeders check that tickets are shown by their holder.
+    pub identity: Arc<common::Identity>,
     pub tracker: Arc<TrackerSession>,
     pub shares: Arc<Shares>,
     pub downloads: Arc<Downloads>,
@@ -307,8 +309,9 @@ impl Coordinator {
         let have = share.have();
         let pieces = meta.pieces.clone();
         let target = Arc::new(Target {
+            identity: Arc::clone(&ctx.identity),
             digest: meta.digest,
-            ticket,
+            ticket: Mutex::new(ticket),
             layout: share.layout,
             hashes: Arc::new(meta.pieces.clone()),
             file,
@@ -512,7 +515,7 @@ impl Coordinator {
             if self.failed.get(&info.addr).is_some_and(|at| at.elapsed() < RECONNECT_AFTER) {
                 continue;
             }
-            self.spawn_worker(info.addr);
+            self.spawn_worker(info.addr, info.key);
         }
         let n = self.workers.len();
         self.ctx.downloads.update(self.idx, |r| r.n_peers = n);
@@ -522,7 +525,7 @@ impl Coordinator {
         self.workers.iter().find(|(_, w)| w.addr == addr).map(|(id, _)| *id)
     }
 
-    fn spawn_worker(&mut self, addr: SocketAddr) {
+    fn spawn_worker(&mut self, addr: SocketAddr, key: PublicKey) {
         let peer = PeerId(self.next_peer);
         self.next_peer += 1;
         let (jobs_tx, jobs_rx) = crossbeam_channel::bounded(MAX_IN_FLIGHT);
@@ -532,7 +535,9 @@ impl Coordinator {
         let events = self.events_tx.clone();
         let spawned =
             thread::Builder::new().name(format!("dl-worker-{}", peer.0)).spawn(move || {
-                worker::run(peer, addr, target, jobs_rx, events, |s| *socket_slot.lock() = Some(s));
+                worker::run(peer, addr, key, target, jobs_rx, events, |s| {
+                    *socket_slot.lock() = Some(s)
+                });
             });
         match spawned {
             Ok(thread) => {
@@ -595,7 +600,9 @@ impl Coordinator {
     fn refresh(&mut self) {
         let request = Request::GetFile { group: self.group.clone(), name: self.meta.name.clone() };
         match self.ctx.tracker.call(request) {
-            Ok(Reply::FileInfo { meta, peers, .. }) if meta.digest == self.meta.digest => {
+            Ok(Reply::FileInfo { meta, peers, ticket }) if meta.digest == self.meta.digest => {
+                // Workers renew their seeders' copy with it before the old one expires.
+                *self.target.ticket.lock() = *ticket;
                 self.add_peers(peers)
             }
             Ok(_) => {

@@ -16,11 +16,12 @@ use std::time::{Duration, Instant};
 use aligned_vec::{avec, AVec, ConstAlign};
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
-use common::connection::Connection;
+use common::connection::{Connection, Timeouts};
 use common::frame::FrameError;
 use common::message::Ticket;
 use common::peer_message::{PeerReply, PeerRequest, PEER_PROTOCOL_VERSION};
-use common::{Bitfield, Layout, PieceIndex, Sha1Digest, PIECE_SIZE};
+use common::{Bitfield, Identity, Layout, PieceIndex, PublicKey, Sha1Digest, PIECE_SIZE};
+use parking_lot::Mutex;
 
 use super::scheduler::PeerId;
 
@@ -69,8 +70,12 @@ pub enum Event {
 
 /// What a worker needs to know of its download.
 pub struct Target {
+    /// This peer's key pair, proven to every seeder (tickets are bound to it).
+    pub identity: Arc<Identity>,
     pub digest: Sha1Digest,
-    pub ticket: Ticket,
+    /// The newest ticket from the tracker (the coordinator replaces it at every refresh);
+    /// workers pass it on to their seeder before the one it holds expires.
+    pub ticket: Mutex<Ticket>,
     pub layout: Layout,
     pub hashes: Arc<Vec<Sha1Digest>>,
     pub file: DownloadFile,
@@ -161,17 +166,19 @@ impl DiskWriter {
     }
 }
 
-/// Connects to `addr` and serves jobs until the job channel closes or the peer fails.
-/// `on_connect` receives a clone of the socket so the coordinator can cut it short.
+/// Connects to `addr`, which must prove `key`, and serves jobs until the job channel closes
+/// or the peer fails. `on_connect` receives a clone of the socket so the coordinator can
+/// cut it short.
 pub fn run(
     peer: PeerId,
     addr: SocketAddr,
+    key: PublicKey,
     target: Arc<Target>,
     jobs: Receiver<Job>,
     events: Sender<Event>,
     on_connect: impl FnOnce(TcpStream),
 ) {
-    let reason = match work(peer, addr, &target, &jobs, &events, on_connect) {
+    let reason = match work(peer, addr, &key, &target, &jobs, &events, on_connect) {
         Ok(()) => "done".to_string(),
         Err(e) => e.to_string(),
     };
@@ -181,6 +188,7 @@ pub fn run(
 fn work(
     peer: PeerId,
     addr: SocketAddr,
+    key: &PublicKey,
     target: &Arc<Target>,
     jobs: &Receiver<Job>,
     events: &Sender<Event>,
@@ -188,12 +196,16 @@ fn work(
 ) -> Result<(), FrameError> {
     let stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
     on_connect(stream.try_clone()?);
+    let timeouts =
+        Timeouts { handshake: CONNECT_TIMEOUT, read: READ_TIMEOUT, write: WRITE_TIMEOUT };
     let mut conn: Connection<PeerReply, PeerRequest> =
-        Connection::new(stream, READ_TIMEOUT, WRITE_TIMEOUT)?;
+        Connection::connect(stream, &target.identity, key, timeouts)?;
+    let ticket = target.ticket.lock().clone();
+    let mut ticket_expires = ticket.expires;
     conn.send(&PeerRequest::Hello {
         version: PEER_PROTOCOL_VERSION,
         digest: target.digest,
-        ticket: target.ticket.clone(),
+        ticket,
     })?;
     match conn.recv()? {
         Some(PeerReply::Welcome { have }) => {
@@ -222,6 +234,10 @@ fn work(
             };
             match job {
                 Ok(Job { piece }) => {
+                    if let Some(fresh) = renewal(&target.ticket, ticket_expires) {
+                        ticket_expires = fresh.expires;
+                        conn.send(&PeerRequest::Renew { ticket: fresh })?;
+                    }
                     conn.send(&PeerRequest::GetPiece { piece })?;
                     outstanding.push_back((piece, Instant::now()));
                 }
@@ -279,10 +295,27 @@ fn work(
             Some(PeerReply::Bitfield { have }) => {
                 let _ = events.send(Event::Ready { peer, have });
             }
+            Some(PeerReply::Refused { reason }) => {
+                return Err(protocol(format!("refused: {reason}")));
+            }
             Some(other) => return Err(protocol(format!("unexpected reply {other:?}"))),
             None => return Err(FrameError::Truncated),
         }
     }
+}
+
+/// The ticket to send the seeder, if the one it holds (expiring at `held_expires`) has used
+/// a third of its life and the coordinator has a newer one: the margin covers requests
+/// still queued at the seeder.
+fn renewal(latest: &Mutex<Ticket>, held_expires: u64) -> Option<Ticket> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let latest = latest.lock();
+    let left = held_expires.saturating_sub(now);
+    let fresh_life = latest.expires.saturating_sub(now);
+    (latest.expires > held_expires && left <= fresh_life * 2 / 3).then(|| latest.clone())
 }
 
 fn protocol(detail: String) -> FrameError {

@@ -5,12 +5,14 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 
-use common::frame::{read_message, write_frame};
+use common::connection::Connection;
 use common::message::{FileMeta, Reply, Request};
 use common::peer_message::{PeerReply, PeerRequest, Refusal, PEER_PROTOCOL_VERSION};
 use common::{Bitfield, GroupId, PieceIndex};
 
-use crate::support::{assert_same_file, write_random, ClientProc, Cluster, RawSession, TIMEOUT};
+use crate::support::{
+    assert_same_file, peer_connect, write_random, ClientProc, Cluster, RawSession, TIMEOUT,
+};
 
 fn upload(c: &mut ClientProc, path: &Path) {
     let line = c.run1(&format!("upload_file '{}' g", path.display()));
@@ -205,27 +207,33 @@ fn with_no_good_copy_the_download_fails_and_leaves_no_file() {
     assert!(!cluster.path("out.bin.part").exists());
 }
 
-/// A peer that answers every piece request with garbage.
-fn spawn_lying_peer() -> std::net::SocketAddr {
+/// A peer that answers every piece request with garbage, proving `identity` (the key its
+/// owner logged in with, which the tracker lists for it).
+fn spawn_lying_peer(identity: common::Identity) -> std::net::SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
-            let Ok(mut s) = stream else { return };
+            let Ok(s) = stream else { return };
+            let identity = identity.clone();
             std::thread::spawn(move || {
-                let Ok(Some(PeerRequest::Hello { ticket, .. })) = read_message(&mut s) else {
+                let Ok(mut conn) = Connection::<PeerRequest, PeerReply>::accept(
+                    s,
+                    &identity,
+                    crate::support::raw_timeouts(),
+                ) else {
                     return;
                 };
-                let _ = ticket;
+                let Ok(Some(PeerRequest::Hello { .. })) = conn.recv() else { return };
                 let have = Bitfield::full(8);
-                if write_frame(&mut s, &PeerReply::Welcome { have }).is_err() {
+                if conn.send(&PeerReply::Welcome { have }).is_err() {
                     return;
                 }
-                while let Ok(Some(PeerRequest::GetPiece { piece })) = read_message(&mut s) {
+                while let Ok(Some(request)) = conn.recv() {
+                    let PeerRequest::GetPiece { piece } = request else { continue };
                     let len = 512 * 1024;
-                    if write_frame(&mut s, &PeerReply::Piece { piece, len }).is_err()
-                        || s.write_all(&vec![0xAB; len as usize]).is_err()
-                    {
+                    let garbage = vec![0xAB; len as usize];
+                    if conn.send_with_payload(&PeerReply::Piece { piece, len }, &garbage).is_err() {
                         return;
                     }
                 }
@@ -253,8 +261,8 @@ fn a_peer_sending_bad_pieces_is_dropped_and_the_file_is_intact() {
             pieces: h.pieces,
         }
     };
-    let mut mallory = RawSession::connect(tracker.addr);
-    mallory.login("mallory", spawn_lying_peer());
+    let mut mallory = RawSession::connect(&cluster, &tracker);
+    mallory.login("mallory", spawn_lying_peer(mallory.identity.clone()));
     let group = GroupId::new("g").unwrap();
     assert_eq!(
         mallory.call(Request::UploadFile { group, file: meta }),
@@ -288,6 +296,7 @@ fn the_peer_port_refuses_garbage_bad_tickets_and_bad_requests_and_keeps_serving(
         buf.is_empty()
     };
 
+    // Not even a handshake: garbage, an oversized length, and a plaintext hello.
     let mut garbage = connect();
     garbage.write_all(b"\x00\x00\x00\x05hello, is this BitTorrent?").unwrap();
     assert!(closed(&mut garbage));
@@ -295,65 +304,49 @@ fn the_peer_port_refuses_garbage_bad_tickets_and_bad_requests_and_keeps_serving(
     huge.write_all(&u32::MAX.to_be_bytes()).unwrap();
     assert!(closed(&mut huge));
 
-    // A real ticket, obtained by the member leech through the tracker.
-    let mut raw = RawSession::connect(tracker.addr);
+    // A real ticket, obtained by the member leech through the tracker, with the seeder's
+    // key from the peer list.
+    let mut raw = RawSession::connect(&cluster, &tracker);
     raw.login("leech", "127.0.0.1:9".parse().unwrap());
     let request =
         Request::GetFile { group: GroupId::new("g").unwrap(), name: "f.bin".parse().unwrap() };
-    let Ok(Reply::FileInfo { meta, ticket, .. }) = raw.call(request) else {
+    let Ok(Reply::FileInfo { meta, ticket, peers }) = raw.call(request) else {
         panic!("get_file failed")
     };
+    let seed_key = peers.iter().find(|p| p.addr == seed).expect("seeder listed").key;
+    let hello = |ticket: common::message::Ticket| PeerRequest::Hello {
+        version: PEER_PROTOCOL_VERSION,
+        digest: ticket.digest,
+        ticket,
+    };
 
-    let mut forged = connect();
+    let mut forged = peer_connect(seed, &seed_key, &raw.identity);
     let mut bad_ticket = (*ticket).clone();
     bad_ticket.expires += 1;
-    write_frame(
-        &mut forged,
-        &PeerRequest::Hello {
-            version: PEER_PROTOCOL_VERSION,
-            digest: meta.digest,
-            ticket: bad_ticket,
-        },
-    )
-    .unwrap();
-    let reply: Option<PeerReply> = read_message(&mut forged).unwrap();
+    forged.send(&hello(bad_ticket)).unwrap();
+    let reply = forged.recv().unwrap();
     assert!(
         matches!(reply, Some(PeerReply::Refused { reason: Refusal::BadTicket(_) })),
         "{reply:?}"
     );
 
-    let mut unknown = connect();
+    let mut unknown = peer_connect(seed, &seed_key, &raw.identity);
     let mut other = (*ticket).clone();
     other.digest = common::Sha1Digest([1; 20]);
-    write_frame(
-        &mut unknown,
-        &PeerRequest::Hello { version: PEER_PROTOCOL_VERSION, digest: other.digest, ticket: other },
-    )
-    .unwrap();
-    let reply: Option<PeerReply> = read_message(&mut unknown).unwrap();
-    assert_eq!(reply, Some(PeerReply::Refused { reason: Refusal::UnknownFile }));
+    unknown.send(&hello(other)).unwrap();
+    assert_eq!(unknown.recv().unwrap(), Some(PeerReply::Refused { reason: Refusal::UnknownFile }));
 
-    let mut good = connect();
-    write_frame(
-        &mut good,
-        &PeerRequest::Hello {
-            version: PEER_PROTOCOL_VERSION,
-            digest: meta.digest,
-            ticket: *ticket,
-        },
-    )
-    .unwrap();
-    let reply: Option<PeerReply> = read_message(&mut good).unwrap();
-    assert_eq!(reply, Some(PeerReply::Welcome { have: Bitfield::full(2) }));
-    write_frame(&mut good, &PeerRequest::GetPiece { piece: PieceIndex(99) }).unwrap();
-    let reply: Option<PeerReply> = read_message(&mut good).unwrap();
-    assert_eq!(reply, Some(PeerReply::NoPiece { piece: PieceIndex(99) }));
-    write_frame(&mut good, &PeerRequest::GetPiece { piece: PieceIndex(1) }).unwrap();
-    let reply: Option<PeerReply> = read_message(&mut good).unwrap();
+    let mut good = peer_connect(seed, &seed_key, &raw.identity);
+    good.send(&hello((*ticket).clone())).unwrap();
+    assert_eq!(good.recv().unwrap(), Some(PeerReply::Welcome { have: Bitfield::full(2) }));
+    good.send(&PeerRequest::GetPiece { piece: PieceIndex(99) }).unwrap();
+    assert_eq!(good.recv().unwrap(), Some(PeerReply::NoPiece { piece: PieceIndex(99) }));
+    good.send(&PeerRequest::GetPiece { piece: PieceIndex(1) }).unwrap();
     assert_eq!(
-        reply,
+        good.recv().unwrap(),
         Some(PeerReply::Piece { piece: PieceIndex(1), len: 600 * 1024 - 512 * 1024 })
     );
+    let _ = meta;
 
     // After all that, a normal download still works.
     let out = cluster.path("out.bin");

@@ -10,4 +10,5 @@ mod groups;
 mod replication;
 mod robustness;
 mod scripts;
+mod secure_links;
 mod support;

@@ -1,14 +1,13 @@
 //! Several trackers: replication, failover, catch-up, fencing (issue 4), through the real
 //! binaries.
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 
-use common::frame::{read_message, write_frame};
+use common::connection::Connection;
 use common::message::{ClientMessage, PROTOCOL_VERSION};
 use common::replica_message::{EntryId, ReplicaReply, ReplicaRequest, View, WireEntry};
 
-use crate::support::{assert_same_file, write_random, ClientProc, Cluster, TIMEOUT};
+use crate::support::{assert_same_file, raw_timeouts, write_random, ClientProc, Cluster, TIMEOUT};
 
 #[track_caller]
 fn assert_same_digests(trackers: &mut [&mut crate::support::TrackerProc]) {
@@ -164,45 +163,82 @@ fn a_download_in_progress_survives_the_failover_of_its_tracker() {
     assert!(seed.run1("list_files g").contains(", 2 sharers,"));
 }
 
-fn replica_conn(addr: std::net::SocketAddr, from: u32) -> TcpStream {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(TIMEOUT)).unwrap();
-    write_frame(&mut s, &ClientMessage::ReplicaHello { version: PROTOCOL_VERSION, from }).unwrap();
-    s
+/// A replication connection to the tracker at `addr` (which must prove `key`) as tracker
+/// `from`, proving `identity`.
+fn replica_conn(
+    addr: std::net::SocketAddr,
+    key: &common::PublicKey,
+    identity: &common::Identity,
+    from: u32,
+) -> Connection<ReplicaReply, ClientMessage> {
+    let stream = TcpStream::connect(addr).unwrap();
+    let mut conn = Connection::connect(stream, identity, key, raw_timeouts()).unwrap();
+    conn.send(&ClientMessage::ReplicaHello { version: PROTOCOL_VERSION, from }).unwrap();
+    conn
 }
 
+/// Issue 8: a process without a tracker's key cannot speak for a tracker; a tracker's own
+/// (stolen) key cannot speak for another one, nor make a forged epoch stick.
 #[test]
-fn garbage_and_a_forged_epoch_on_the_replication_port_change_nothing() {
+fn forged_replication_traffic_changes_nothing() {
     let cluster = Cluster::new(2);
     let mut trackers = cluster.start_all();
     let mut c = cluster.client("c");
     c.sign_up("alice");
     c.ok("create_group g", "created group g");
     let before: Vec<String> = trackers.iter_mut().map(|t| t.status()).collect();
+    let keys = [cluster.tracker_key(1), cluster.tracker_key(2)];
+    let forged_append = |view: &View| ReplicaRequest::Append {
+        view: view.clone(),
+        entries: vec![WireEntry { id: EntryId { epoch: 999, seq: 1000 }, payload: vec![1, 2, 3] }],
+    };
 
-    // Garbage after a replica hello: the connection is closed.
-    let mut garbage = replica_conn(trackers[1].addr, 1);
-    garbage.write_all(&[0, 0, 0, 3, 0xff, 0xfe, 0xfd]).unwrap();
-    let mut buf = Vec::new();
-    let _ = garbage.read_to_end(&mut buf);
-    assert!(buf.is_empty());
-
-    // A forged view with a far higher epoch, naming the real primary, with a bogus entry.
-    for (target, primary) in [(1usize, 1u32), (0, 2)] {
-        let mut forged = replica_conn(trackers[target].addr, primary);
-        let view = View { epoch: 999, primary, members: vec![1, 2] };
-        let entry = WireEntry { id: EntryId { epoch: 999, seq: 1000 }, payload: vec![1, 2, 3] };
-        write_frame(
-            &mut forged,
-            &ReplicaRequest::Append { view: view.clone(), entries: vec![entry] },
-        )
-        .unwrap();
-        let reply: Option<ReplicaReply> = read_message(&mut forged).unwrap();
-        assert!(matches!(reply, Some(ReplicaReply::Refused { .. })), "{reply:?}");
-        write_frame(&mut forged, &ReplicaRequest::Ping { view }).unwrap();
-        let reply: Option<ReplicaReply> = read_message(&mut forged).unwrap();
-        assert!(matches!(reply, Some(ReplicaReply::Refused { .. })), "{reply:?}");
+    // An outsider's key claiming to be tracker 1 (and 2): the connection is closed at once.
+    let outsider = common::Identity::generate().unwrap();
+    for (target, claimed) in [(1usize, 1u32), (0, 2)] {
+        let conn = replica_conn(trackers[target].addr, &keys[target], &outsider, claimed);
+        let mut conn = conn.retype::<ReplicaReply, ReplicaRequest>();
+        let view = View { epoch: 999, primary: claimed, members: vec![1, 2] };
+        let _ = conn.send(&forged_append(&view));
+        assert!(!matches!(conn.recv(), Ok(Some(_))), "an outsider was answered");
+        let _ = conn.send(&ReplicaRequest::Join { from: claimed });
+        assert!(!matches!(conn.recv(), Ok(Some(_))), "an outsider was answered");
     }
+
+    // Tracker 2's own key, claiming to be tracker 1: closed too.
+    let two = cluster.tracker_identity(2);
+    let mut conn =
+        replica_conn(trackers[0].addr, &keys[0], &two, 1).retype::<ReplicaReply, ReplicaRequest>();
+    let _ = conn.send(&ReplicaRequest::Status);
+    assert!(!matches!(conn.recv(), Ok(Some(_))), "tracker 2 was taken for tracker 1");
+
+    // Tracker 2's key, honest about who it is, but speaking for a view that tracker 1
+    // leads, or for a joiner it is not: refused.
+    let mut conn =
+        replica_conn(trackers[0].addr, &keys[0], &two, 2).retype::<ReplicaReply, ReplicaRequest>();
+    let view = View { epoch: 999, primary: 1, members: vec![1, 2] };
+    conn.send(&forged_append(&view)).unwrap();
+    assert!(matches!(conn.recv().unwrap(), Some(ReplicaReply::Refused { .. })));
+    conn.send(&ReplicaRequest::Join { from: 3 }).unwrap();
+    assert!(matches!(conn.recv().unwrap(), Some(ReplicaReply::Refused { .. })));
+
+    // Tracker 1's stolen key, with a far higher epoch naming itself: the real tracker 1
+    // does not confirm that view, so tracker 2 refuses it.
+    let one = cluster.tracker_identity(1);
+    let mut conn =
+        replica_conn(trackers[1].addr, &keys[1], &one, 1).retype::<ReplicaReply, ReplicaRequest>();
+    let view = View { epoch: 999, primary: 1, members: vec![1, 2] };
+    conn.send(&forged_append(&view)).unwrap();
+    assert!(matches!(conn.recv().unwrap(), Some(ReplicaReply::Refused { .. })));
+    conn.send(&ReplicaRequest::Ping { view }).unwrap();
+    assert!(matches!(conn.recv().unwrap(), Some(ReplicaReply::Refused { .. })));
+
+    // Garbage inside an authenticated replication channel closes only that connection.
+    let mut garbage = replica_conn(trackers[1].addr, &keys[1], &one, 1);
+    garbage
+        .send_with_payload(&ClientMessage::Hello { version: 0 }, &[0, 0, 0, 3, 0xff, 0xfe, 0xfd])
+        .unwrap();
+    assert!(!matches!(garbage.recv(), Ok(Some(_))));
 
     let after: Vec<String> = trackers.iter_mut().map(|t| t.status()).collect();
     assert_eq!(before, after);

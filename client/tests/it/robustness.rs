@@ -2,12 +2,11 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::time::Duration;
 
-use common::frame::{read_message, write_frame};
+use common::connection::Connection;
 use common::message::{ClientMessage, TrackerMessage, PROTOCOL_VERSION};
 
-use crate::support::{Cluster, TIMEOUT};
+use crate::support::{raw_timeouts, Cluster, TIMEOUT};
 
 fn connect(addr: std::net::SocketAddr) -> TcpStream {
     let s = TcpStream::connect(addr).unwrap();
@@ -26,12 +25,20 @@ fn read_until_closed(s: &mut TcpStream) -> Vec<u8> {
     buf
 }
 
+/// A secure channel to tracker 1 of `cluster` with a fresh client key.
+fn secure(cluster: &Cluster) -> Connection<TrackerMessage, ClientMessage> {
+    let stream = TcpStream::connect(cluster.addrs[0]).unwrap();
+    let identity = common::Identity::generate().unwrap();
+    Connection::connect(stream, &identity, &cluster.tracker_key(1), raw_timeouts()).unwrap()
+}
+
 #[test]
 fn garbage_oversized_and_malformed_frames_close_only_that_connection() {
     let (cluster, mut tracker) = Cluster::with_one_tracker();
     let mut c = cluster.client("c");
     c.sign_up("alice");
 
+    // Before any handshake.
     let mut http = connect(tracker.addr);
     http.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     assert!(read_until_closed(&mut http).is_empty());
@@ -41,40 +48,45 @@ fn garbage_oversized_and_malformed_frames_close_only_that_connection() {
     assert!(read_until_closed(&mut huge).is_empty());
 
     let mut malformed = connect(tracker.addr);
-    malformed.write_all(&[0, 0, 0, 4, 0xff, 0xff, 0xff, 0xff]).unwrap();
+    malformed.write_all(&[0, 4, 0xff, 0xff, 0xff, 0xff]).unwrap();
     assert!(read_until_closed(&mut malformed).is_empty());
 
-    // A frame cut short, then the writer goes away.
+    // A handshake cut short, then the writer goes away.
     let mut cut = connect(tracker.addr);
-    cut.write_all(&[0, 0, 0, 100, 1, 2, 3]).unwrap();
+    cut.write_all(&[0, 96, 1, 2, 3]).unwrap();
     cut.shutdown(Shutdown::Write).unwrap();
     assert!(read_until_closed(&mut cut).is_empty());
 
-    // A request before the handshake.
-    let mut early = connect(tracker.addr);
-    write_frame(&mut early, &ClientMessage::Hello { version: PROTOCOL_VERSION }).unwrap();
-    let welcome: Option<TrackerMessage> = read_message(&mut early).unwrap();
+    // After a good handshake: an oversized frame, then a second hello.
+    let mut oversized = secure(&cluster);
+    let hello = ClientMessage::Hello { version: PROTOCOL_VERSION };
+    oversized.send_with_payload(&hello, &u32::MAX.to_be_bytes()).unwrap();
+    assert!(matches!(oversized.recv(), Ok(Some(TrackerMessage::Welcome { .. }))));
+    assert!(!matches!(oversized.recv(), Ok(Some(_))), "connection should close");
+
+    let mut early = secure(&cluster);
+    early.send(&hello).unwrap();
     assert!(matches!(
-        welcome,
+        early.recv().unwrap(),
         Some(TrackerMessage::Welcome { version: PROTOCOL_VERSION, tracker_id: 1 })
     ));
-    write_frame(&mut early, &ClientMessage::Hello { version: PROTOCOL_VERSION }).unwrap();
-    assert!(read_until_closed(&mut early).is_empty());
+    early.send(&hello).unwrap();
+    assert!(!matches!(early.recv(), Ok(Some(_))), "connection should close");
 
     assert!(tracker.is_running());
     c.ok("create_group g", "created group g");
     let log = cluster.tracker_log(1);
+    assert!(log.contains("handshake failed"), "failed handshakes not logged:\n{log}");
     assert!(log.contains("exceeds the"), "oversized frame not logged:\n{log}");
 }
 
 #[test]
 fn a_wrong_protocol_version_is_refused() {
-    let (_cluster, tracker) = Cluster::with_one_tracker();
-    let mut s = connect(tracker.addr);
-    write_frame(&mut s, &ClientMessage::Hello { version: PROTOCOL_VERSION + 100 }).unwrap();
-    let reply: Option<TrackerMessage> = read_message(&mut s).unwrap();
-    assert_eq!(reply, Some(TrackerMessage::Refused { version: PROTOCOL_VERSION }));
-    assert!(read_until_closed(&mut s).is_empty());
+    let (cluster, _tracker) = Cluster::with_one_tracker();
+    let mut s = secure(&cluster);
+    s.send(&ClientMessage::Hello { version: PROTOCOL_VERSION + 100 }).unwrap();
+    assert_eq!(s.recv().unwrap(), Some(TrackerMessage::Refused { version: PROTOCOL_VERSION }));
+    assert!(!matches!(s.recv(), Ok(Some(_))), "connection should close");
 }
 
 #[test]
@@ -93,10 +105,14 @@ fn silent_connections_are_dropped_after_the_handshake_timeout_and_the_cap_holds(
     let tracker =
         cluster.try_start_tracker(1, &["--max-connections", "3"]).expect("tracker did not start");
     let mut silent: Vec<TcpStream> = (0..3).map(|_| connect(tracker.addr)).collect();
-    // Over the cap: closed at once, without a reply.
-    let mut extra = connect(tracker.addr);
-    extra.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    assert!(read_until_closed(&mut extra).is_empty());
+    // Over the client cap, only trackers are admitted (issue 8: a tracker whose client
+    // slots are full must still answer its peers): a client that completes its handshake
+    // there is closed without a reply.
+    let mut extra = secure(&cluster);
+    let _ = extra.send(&ClientMessage::Hello { version: PROTOCOL_VERSION });
+    assert!(!matches!(extra.recv(), Ok(Some(_))), "a client was served over the cap");
+    let log = cluster.tracker_log(1);
+    assert!(log.contains("every client slot is taken"), "{log}");
     // The silent ones are closed when their handshake time runs out; then there is room.
     for s in &mut silent {
         assert!(read_until_closed(s).is_empty());

@@ -108,6 +108,19 @@ impl Cluster {
         std::fs::write(&self.info, format!("# test trackers\n{text}")).unwrap();
     }
 
+    /// The key tracker `id` wrote into `tracker_info.txt` (it must have started once).
+    pub fn tracker_key(&self, id: u32) -> common::PublicKey {
+        let info = common::tracker_info::TrackerInfo::load(&self.info).unwrap();
+        info.key(id).unwrap_or_else(|| panic!("tracker {id} has not written its key yet"))
+    }
+
+    /// Tracker `id`'s own key pair, read from its data directory (to play a tracker whose
+    /// key was stolen).
+    pub fn tracker_identity(&self, id: u32) -> common::Identity {
+        let path = self.dir.path().join(format!("tracker-{id}")).join("tracker.key");
+        common::Identity::load_or_create(&path).unwrap().0
+    }
+
     /// Starts tracker `id` (1-based) with its own data directory.
     pub fn start_tracker(&self, id: u32) -> TrackerProc {
         self.try_start_tracker(id, &[]).expect("tracker did not start")
@@ -161,8 +174,12 @@ impl Cluster {
     /// it talks to `order[0]` first.
     pub fn client_via(&self, name: &str, order: &[u32]) -> ClientProc {
         let info = self.dir.path().join(format!("{name}-trackers.txt"));
-        let text: String =
-            order.iter().map(|id| format!("{}\n", self.addrs[*id as usize - 1])).collect();
+        let listed = common::tracker_info::TrackerInfo::load(&self.info).unwrap();
+        let line = |id: u32| match listed.key(id) {
+            Some(key) => format!("{} {key}\n", self.addrs[id as usize - 1]),
+            None => format!("{}\n", self.addrs[id as usize - 1]),
+        };
+        let text: String = order.iter().map(|id| line(*id)).collect();
         std::fs::write(&info, text).unwrap();
         ClientProc::start(&info, &self.dir.path().join(name), &[])
     }
@@ -409,54 +426,99 @@ pub fn assert_same_file(a: &Path, b: &Path) {
     assert!(x.len() == y.len() && x == y, "{} and {} differ", a.display(), b.display());
 }
 
+/// The timeouts of the raw connections tests open.
+pub fn raw_timeouts() -> common::connection::Timeouts {
+    common::connection::Timeouts { handshake: TIMEOUT, read: TIMEOUT, write: TIMEOUT }
+}
+
+/// Opens a secure channel to a peer's piece server as `identity`, checking the peer's key.
+pub fn peer_connect(
+    addr: SocketAddr,
+    key: &common::PublicKey,
+    identity: &common::Identity,
+) -> common::connection::Connection<
+    common::peer_message::PeerReply,
+    common::peer_message::PeerRequest,
+> {
+    let stream = std::net::TcpStream::connect(addr).unwrap();
+    common::connection::Connection::connect(stream, identity, key, raw_timeouts()).unwrap()
+}
+
 /// A raw protocol session with a tracker, for tests that play a misbehaving peer.
 pub struct RawSession {
-    stream: std::net::TcpStream,
+    conn: common::connection::Connection<
+        common::message::TrackerMessage,
+        common::message::ClientMessage,
+    >,
+    /// The key this session proves to the tracker.
+    pub identity: common::Identity,
     session: Option<common::message::SessionToken>,
     seq: u64,
 }
 
 impl RawSession {
-    pub fn connect(addr: SocketAddr) -> RawSession {
-        use common::frame::{read_message, write_frame};
+    /// Connects to `tracker` of `cluster` with a fresh key pair.
+    pub fn connect(cluster: &Cluster, tracker: &TrackerProc) -> RawSession {
+        let identity = common::Identity::generate().unwrap();
+        RawSession::connect_as(tracker.addr, &cluster.tracker_key(tracker.id), identity)
+    }
+
+    /// Connects to the tracker at `addr`, which must prove `key`, as `identity`.
+    pub fn connect_as(
+        addr: SocketAddr,
+        key: &common::PublicKey,
+        identity: common::Identity,
+    ) -> RawSession {
         use common::message::{ClientMessage, TrackerMessage, PROTOCOL_VERSION};
-        let mut stream = std::net::TcpStream::connect(addr).unwrap();
-        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-        write_frame(&mut stream, &ClientMessage::Hello { version: PROTOCOL_VERSION }).unwrap();
-        let welcome: Option<TrackerMessage> = read_message(&mut stream).unwrap();
+        let stream = std::net::TcpStream::connect(addr).unwrap();
+        let mut conn =
+            common::connection::Connection::connect(stream, &identity, key, raw_timeouts())
+                .unwrap();
+        conn.send(&ClientMessage::Hello { version: PROTOCOL_VERSION }).unwrap();
+        let welcome = conn.recv().unwrap();
         assert!(matches!(welcome, Some(TrackerMessage::Welcome { .. })));
-        RawSession { stream, session: None, seq: 0 }
+        RawSession { conn, identity, session: None, seq: 0 }
     }
 
     pub fn call(
         &mut self,
         request: common::message::Request,
     ) -> Result<common::message::Reply, common::message::TrackerError> {
-        use common::frame::{read_message, write_frame};
         use common::message::{ClientMessage, RequestId, TrackerMessage};
         self.seq += 1;
-        let id = RequestId { client: 0xfeed, seq: self.seq };
-        write_frame(
-            &mut self.stream,
-            &ClientMessage::Request { id, session: self.session, request },
-        )
-        .unwrap();
-        match read_message::<TrackerMessage>(&mut self.stream).unwrap() {
+        // Each raw session is its own client (ids of retried requests must not collide).
+        let client = u64::from_le_bytes(self.identity.public().0[..8].try_into().unwrap());
+        let id = RequestId { client, seq: self.seq };
+        self.conn.send(&ClientMessage::Request { id, session: self.session, request }).unwrap();
+        match self.conn.recv().unwrap() {
             Some(TrackerMessage::Response { id: got, result }) if got == id => result,
             other => panic!("unexpected {other:?}"),
         }
     }
 
+    /// The session token, once logged in.
+    pub fn token(&self) -> Option<common::message::SessionToken> {
+        self.session
+    }
+
+    /// Uses `token` as this session's token (to play a thief).
+    pub fn use_token(&mut self, token: common::message::SessionToken) {
+        self.session = Some(token);
+    }
+
     /// Logs in as `user` (password `pw-<user>`), announcing `peer_addr` as its piece server.
     pub fn login(&mut self, user: &str, peer_addr: SocketAddr) {
-        use common::message::{Reply, Request};
+        use common::message::{Reply, Request, SessionToken};
+        // 32 random bytes (a fresh public key is as random as any).
+        let token = SessionToken(common::Identity::generate().unwrap().public().0);
         let request = Request::Login {
             user: common::UserId::new(user).unwrap(),
             password: common::Password::new(format!("pw-{user}")).unwrap(),
             peer_addr,
+            session: token,
         };
         match self.call(request).unwrap() {
-            Reply::LoggedIn { session } => self.session = Some(session),
+            Reply::LoggedIn => self.session = Some(token),
             other => panic!("unexpected {other:?}"),
         }
     }

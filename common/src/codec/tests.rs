@@ -4,6 +4,7 @@ use super::*;
 use crate::bitfield::Bitfield;
 use crate::hash::Sha1Digest;
 use crate::id::{FileName, GroupId, Password, UserId};
+use crate::identity::PublicKey;
 use crate::message::*;
 use crate::peer_message::*;
 use crate::piece::PieceIndex;
@@ -38,9 +39,24 @@ fn bitfield() -> impl Strategy<Value = Bitfield> {
         field
     })
 }
+fn key() -> impl Strategy<Value = PublicKey> {
+    any::<[u8; 32]>().prop_map(PublicKey)
+}
+
+fn token() -> impl Strategy<Value = SessionToken> {
+    any::<[u8; 32]>().prop_map(SessionToken)
+}
+
 fn ticket() -> impl Strategy<Value = Ticket> {
-    (user(), group(), digest(), any::<u64>(), any::<[u8; 20]>()).prop_map(
-        |(user, group, digest, expires, mac)| Ticket { user, group, digest, expires, mac },
+    (key(), user(), group(), digest(), any::<u64>(), any::<[u8; 20]>()).prop_map(
+        |(holder, user, group, digest, expires, mac)| Ticket {
+            holder,
+            user,
+            group,
+            digest,
+            expires,
+            mac,
+        },
     )
 }
 
@@ -55,8 +71,14 @@ fn socket_addr() -> impl Strategy<Value = std::net::SocketAddr> {
 fn request() -> impl Strategy<Value = Request> {
     prop_oneof![
         (user(), password()).prop_map(|(user, password)| Request::CreateUser { user, password }),
-        (user(), password(), socket_addr())
-            .prop_map(|(user, password, peer_addr)| Request::Login { user, password, peer_addr }),
+        (user(), password(), socket_addr(), token()).prop_map(
+            |(user, password, peer_addr, session)| Request::Login {
+                user,
+                password,
+                peer_addr,
+                session
+            }
+        ),
         Just(Request::Logout),
         group().prop_map(|group| Request::CreateGroup { group }),
         group().prop_map(|group| Request::JoinGroup { group }),
@@ -88,7 +110,7 @@ fn request_id() -> impl Strategy<Value = RequestId> {
 fn client_message() -> impl Strategy<Value = ClientMessage> {
     prop_oneof![
         any::<u16>().prop_map(|version| ClientMessage::Hello { version }),
-        (request_id(), proptest::option::of(any::<[u8; 16]>().prop_map(SessionToken)), request())
+        (request_id(), proptest::option::of(token()), request())
             .prop_map(|(id, session, request)| ClientMessage::Request { id, session, request }),
         (any::<u16>(), any::<u32>())
             .prop_map(|(version, from)| ClientMessage::ReplicaHello { version, from }),
@@ -122,7 +144,7 @@ fn reply() -> impl Strategy<Value = Reply> {
         .prop_map(|(name, size, digest, n_sharers)| FileSummary { name, size, digest, n_sharers });
     prop_oneof![
         Just(Reply::Done),
-        any::<[u8; 16]>().prop_map(|t| Reply::LoggedIn { session: SessionToken(t) }),
+        Just(Reply::LoggedIn),
         prop::collection::vec(group(), 0..5).prop_map(Reply::Groups),
         prop::collection::vec(user(), 0..5).prop_map(Reply::Users),
         prop::collection::vec(summary, 0..5).prop_map(Reply::Files),
@@ -136,8 +158,8 @@ fn reply() -> impl Strategy<Value = Reply> {
 }
 
 fn peer_info() -> impl Strategy<Value = PeerInfo> {
-    (socket_addr(), proptest::option::of(bitfield()))
-        .prop_map(|(addr, have)| PeerInfo { addr, have })
+    (socket_addr(), key(), proptest::option::of(bitfield()))
+        .prop_map(|(addr, key, have)| PeerInfo { addr, key, have })
 }
 
 fn peer_request() -> impl Strategy<Value = PeerRequest> {
@@ -146,6 +168,7 @@ fn peer_request() -> impl Strategy<Value = PeerRequest> {
             .prop_map(|(version, digest, ticket)| PeerRequest::Hello { version, digest, ticket }),
         Just(PeerRequest::GetBitfield),
         any::<u32>().prop_map(|i| PeerRequest::GetPiece { piece: PieceIndex(i) }),
+        ticket().prop_map(|ticket| PeerRequest::Renew { ticket }),
     ]
 }
 
@@ -155,6 +178,7 @@ fn peer_reply() -> impl Strategy<Value = PeerReply> {
         Just(Refusal::UnknownFile),
         ".{0,20}".prop_map(Refusal::BadTicket),
         Just(Refusal::Busy),
+        Just(Refusal::Expired),
     ];
     prop_oneof![
         bitfield().prop_map(|have| PeerReply::Welcome { have }),
@@ -188,6 +212,14 @@ fn replica_request() -> impl Strategy<Value = ReplicaRequest> {
             .prop_map(|(view, last, state)| ReplicaRequest::Snapshot { view, last, state }),
         view().prop_map(|view| ReplicaRequest::Ping { view }),
         any::<u32>().prop_map(|from| ReplicaRequest::Join { from }),
+        (request_id(), proptest::option::of(token()), key(), request()).prop_map(
+            |(id, session, client, request)| ReplicaRequest::Forward {
+                id,
+                session,
+                client,
+                request
+            }
+        ),
     ]
 }
 
@@ -198,6 +230,8 @@ fn replica_reply() -> impl Strategy<Value = ReplicaReply> {
         proptest::option::of(entry_id()).prop_map(|last| ReplicaReply::Ack { last }),
         view().prop_map(|view| ReplicaReply::Stale { view }),
         ".{0,20}".prop_map(|reason| ReplicaReply::Refused { reason }),
+        prop_oneof![reply().prop_map(Ok), tracker_error().prop_map(Err)]
+            .prop_map(|result| ReplicaReply::Forwarded { result }),
     ]
 }
 

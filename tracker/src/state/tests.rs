@@ -8,8 +8,12 @@ fn user(s: &str) -> UserId {
 fn group(s: &str) -> GroupId {
     GroupId::new(s).unwrap()
 }
-fn token(n: u8) -> SessionToken {
-    SessionToken([n; 16])
+fn token(n: u8) -> SessionId {
+    SessionId([n; 32])
+}
+/// The key session `n` logged in with.
+fn key(n: u8) -> PublicKey {
+    PublicKey([n; 32])
 }
 fn meta(name: &str, content: u8) -> FileMeta {
     let pieces = vec![Sha1Digest([content; 20])];
@@ -29,7 +33,8 @@ fn fixture() -> TrackerState {
     for (n, name) in [(1, "alice"), (2, "bob"), (3, "carol")] {
         st.apply(&Op::CreateUser { user: user(name), credential: cred.clone() }).unwrap();
         let peer_addr = format!("127.0.0.1:{}", 7000 + u16::from(n)).parse().unwrap();
-        st.apply(&Op::OpenSession { session: token(n), user: user(name), peer_addr }).unwrap();
+        let op = Op::OpenSession { session: token(n), user: user(name), peer_addr, key: key(n) };
+        st.apply(&op).unwrap();
     }
     st.apply(&Op::CreateGroup { group: group("g"), owner: user("alice") }).unwrap();
     st
@@ -230,12 +235,12 @@ fn requests_without_a_session_are_refused() {
 fn tickets_are_authenticated_expire_and_follow_membership() {
     let mut st = fixture();
     let digest = Sha1Digest([7; 20]);
-    assert!(st.mint_ticket(user("alice"), group("g"), digest, 100).is_none(), "no secret yet");
+    assert!(st.mint_ticket(key(1), user("alice"), group("g"), digest, 100).is_none(), "no secret");
     st.apply(&Op::InitSecret { secret: [1; 32] }).unwrap();
     // A second secret does not replace the first (tickets already issued stay valid).
     st.apply(&Op::InitSecret { secret: [2; 32] }).unwrap();
     join(&mut st, "bob");
-    let ticket = st.mint_ticket(user("bob"), group("g"), digest, 100).unwrap();
+    let ticket = st.mint_ticket(key(2), user("bob"), group("g"), digest, 100).unwrap();
     assert_eq!(st.verify_ticket(&ticket, 50), Ok(()));
     assert_eq!(st.verify_ticket(&ticket, 101), Err(TrackerError::BadTicket("expired".into())));
     let mut forged = ticket.clone();
@@ -244,16 +249,34 @@ fn tickets_are_authenticated_expire_and_follow_membership() {
         st.verify_ticket(&forged, 50),
         Err(TrackerError::BadTicket("forged or altered".into()))
     );
+    let mut stolen = ticket.clone();
+    stolen.holder = key(3);
+    assert_eq!(
+        st.verify_ticket(&stolen, 50),
+        Err(TrackerError::BadTicket("forged or altered".into()))
+    );
     let mut later = ticket.clone();
     later.expires = 1_000;
     assert_eq!(
         st.verify_ticket(&later, 50),
         Err(TrackerError::BadTicket("forged or altered".into()))
     );
+    // A ticket of a login that ended is dead, even for a member.
+    let other_login = st.mint_ticket(key(9), user("bob"), group("g"), digest, 100).unwrap();
+    assert_eq!(
+        st.verify_ticket(&other_login, 50),
+        Err(TrackerError::BadTicket("holder is no longer logged in".into()))
+    );
     st.apply(&Op::LeaveGroup { group: group("g"), user: user("bob") }).unwrap();
     assert_eq!(
         st.verify_ticket(&ticket, 50),
         Err(TrackerError::BadTicket("holder is no longer a member".into()))
+    );
+    join(&mut st, "bob");
+    st.apply(&Op::CloseSession { session: token(2) }).unwrap();
+    assert_eq!(
+        st.verify_ticket(&ticket, 50),
+        Err(TrackerError::BadTicket("holder is no longer logged in".into()))
     );
 }
 

@@ -1,0 +1,226 @@
+//! Static X25519 identities: every tracker and every client state directory has one key
+//! pair, and the public half is what the others authenticate it by (trackers' keys are
+//! listed in `tracker_info.txt`; clients' keys are bound to their sessions and tickets).
+//!
+//! The private key lives in a file of its own, created with mode 0600 and refused when
+//! anyone else may read it (as ssh does with its keys).
+
+use std::fmt;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::secure_channel;
+
+/// Length of a public or private key.
+pub const KEY_LEN: usize = 32;
+
+/// A static public key, written as 64 lowercase hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PublicKey(pub [u8; KEY_LEN]);
+
+impl fmt::Display for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Enough to tell keys apart in logs.
+        write!(f, "Key({:02x}{:02x}{:02x}{:02x}..)", self.0[0], self.0[1], self.0[2], self.0[3])
+    }
+}
+
+/// A key that is not 64 hex digits.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a key is 64 hex digits, found {0:?}")]
+pub struct BadKey(pub String);
+
+impl FromStr for PublicKey {
+    type Err = BadKey;
+
+    fn from_str(text: &str) -> Result<PublicKey, BadKey> {
+        parse_hex(text).map(PublicKey).ok_or_else(|| BadKey(text.to_string()))
+    }
+}
+
+fn parse_hex(text: &str) -> Option<[u8; KEY_LEN]> {
+    if text.len() != 2 * KEY_LEN || !text.is_ascii() {
+        return None;
+    }
+    let mut key = [0u8; KEY_LEN];
+    for (i, byte) in key.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(key)
+}
+
+/// Why an identity could not be loaded or created.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("cannot read key file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("cannot create key file {path}: {source}")]
+    Create { path: String, source: std::io::Error },
+    #[error("key file {path} is readable by others (mode {mode:o}); run: chmod 600 {path}")]
+    Exposed { path: String, mode: u32 },
+    #[error("key file {path} is damaged: {why}")]
+    Damaged { path: String, why: String },
+    #[error("cannot generate a key pair: {0}")]
+    Generate(String),
+}
+
+/// A static key pair.
+#[derive(Clone)]
+pub struct Identity {
+    private: [u8; KEY_LEN],
+    public: PublicKey,
+}
+
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Identity").field("public", &self.public).finish_non_exhaustive()
+    }
+}
+
+impl Identity {
+    /// A fresh random key pair.
+    pub fn generate() -> Result<Identity, IdentityError> {
+        let pair = secure_channel::builder()
+            .generate_keypair()
+            .map_err(|e| IdentityError::Generate(e.to_string()))?;
+        let private =
+            pair.private.try_into().map_err(|_| IdentityError::Generate("size".into()))?;
+        let public = pair.public.try_into().map_err(|_| IdentityError::Generate("size".into()))?;
+        Ok(Identity { private, public: PublicKey(public) })
+    }
+
+    /// The public half.
+    pub fn public(&self) -> PublicKey {
+        self.public
+    }
+
+    /// The private half, for the handshake only.
+    pub(crate) fn private(&self) -> &[u8; KEY_LEN] {
+        &self.private
+    }
+
+    /// Loads the key pair at `path`, or creates one there (mode 0600) if there is none.
+    /// Returns whether it was created.
+    pub fn load_or_create(path: &Path) -> Result<(Identity, bool), IdentityError> {
+        let shown = || path.display().to_string();
+        match std::fs::metadata(path) {
+            Ok(meta) => {
+                let mode = meta.permissions().mode() & 0o777;
+                if mode & 0o077 != 0 {
+                    return Err(IdentityError::Exposed { path: shown(), mode });
+                }
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| IdentityError::Read { path: shown(), source })?;
+                let identity = Identity::parse(&text).ok_or_else(|| IdentityError::Damaged {
+                    path: shown(),
+                    why: "unreadable".into(),
+                })?;
+                if !secure_channel::key_pair_matches(&identity) {
+                    return Err(IdentityError::Damaged {
+                        path: shown(),
+                        why: "its public key does not belong to its private key".into(),
+                    });
+                }
+                Ok((identity, false))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let identity = Identity::generate()?;
+                let create = |source| IdentityError::Create { path: shown(), source };
+                // O_NOFOLLOW: never created through a symlink someone planted.
+                let mut file = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(path)
+                    .map_err(create)?;
+                file.write_all(identity.to_text().as_bytes()).map_err(create)?;
+                file.sync_all().map_err(create)?;
+                Ok((identity, true))
+            }
+            Err(source) => Err(IdentityError::Read { path: shown(), source }),
+        }
+    }
+
+    fn to_text(&self) -> String {
+        let private: String = self.private.iter().map(|b| format!("{b:02x}")).collect();
+        format!(
+            "# Static X25519 key pair. Keep this file private: whoever has it is this peer.\n\
+             private {private}\npublic {}\n",
+            self.public
+        )
+    }
+
+    fn parse(text: &str) -> Option<Identity> {
+        let mut private = None;
+        let mut public = None;
+        for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+            match line.split_once(' ')? {
+                ("private", hex) => private = Some(parse_hex(hex.trim())?),
+                ("public", hex) => public = Some(PublicKey(parse_hex(hex.trim())?)),
+                _ => return None,
+            }
+        }
+        Some(Identity { private: private?, public: public? })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_print_and_parse_as_hex() {
+        let key = PublicKey([0xab; 32]);
+        let text = key.to_string();
+        assert_eq!(text.len(), 64);
+        assert_eq!(text.parse::<PublicKey>().unwrap(), key);
+        assert!("xyz".parse::<PublicKey>().is_err());
+        assert!("ab".repeat(31).parse::<PublicKey>().is_err());
+        assert!(format!("{}g", "a".repeat(63)).parse::<PublicKey>().is_err());
+        assert_eq!(format!("{key:?}"), "Key(abababab..)");
+    }
+
+    #[test]
+    fn created_once_private_and_reloaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("peer.key");
+        let (a, created) = Identity::load_or_create(&path).unwrap();
+        assert!(created);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let (b, created) = Identity::load_or_create(&path).unwrap();
+        assert!(!created);
+        assert_eq!(a.public(), b.public());
+        assert_eq!(a.private(), b.private());
+    }
+
+    #[test]
+    fn exposed_or_damaged_key_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("peer.key");
+        Identity::load_or_create(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = Identity::load_or_create(&path).unwrap_err();
+        assert!(err.to_string().contains("chmod 600"), "{err}");
+
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let other = Identity::generate().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let public_line = text.lines().find(|l| l.starts_with("public")).unwrap().to_string();
+        let swapped = text.replace(&public_line, &format!("public {}", other.public()));
+        std::fs::write(&path, swapped).unwrap();
+        assert!(matches!(Identity::load_or_create(&path), Err(IdentityError::Damaged { .. })));
+    }
+}

@@ -1,0 +1,212 @@
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+
+use super::*;
+
+fn pair() -> (TcpStream, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    (client, server)
+}
+
+fn soon() -> Instant {
+    Instant::now() + Duration::from_secs(5)
+}
+
+/// Runs both sides of a handshake; the initiator expects `expected` as the responder's key.
+fn handshake(
+    initiator: &Identity,
+    responder: &Identity,
+    expected: PublicKey,
+) -> (Result<SecureStream, HandshakeError>, Result<SecureStream, HandshakeError>) {
+    let (mut a, mut b) = pair();
+    let responder = responder.clone();
+    let server = thread::spawn(move || respond(&mut b, &responder, soon()));
+    let client = initiate(&mut a, initiator, &expected, soon());
+    // A failed initiator closes its end, so the responder never waits for the deadline.
+    drop(a);
+    (client, server.join().unwrap())
+}
+
+#[test]
+fn pattern_parses() {
+    assert_eq!(params().name, NOISE_PATTERN);
+}
+
+#[test]
+fn both_sides_learn_each_others_keys_and_bytes_round_trip() {
+    let (alice, bob) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+    let (client, server) = handshake(&alice, &bob, bob.public());
+    let (mut client, mut server) = (client.unwrap(), server.unwrap());
+    assert_eq!(client.remote_key(), &bob.public());
+    assert_eq!(server.remote_key(), &alice.public());
+
+    // Small writes, a write spanning many records, and a read into a small buffer.
+    let big: Vec<u8> = (0..3 * MAX_RECORD_PLAINTEXT + 12_345).map(|i| (i % 251) as u8).collect();
+    let sent = big.clone();
+    let writer = thread::spawn(move || {
+        client.write_all(b"hello").unwrap();
+        client.flush().unwrap();
+        client.write_all(&sent).unwrap();
+        client.flush().unwrap();
+        client
+    });
+    let mut hello = [0u8; 5];
+    server.read_exact(&mut hello).unwrap();
+    assert_eq!(&hello, b"hello");
+    let mut got = vec![0u8; big.len()];
+    server.read_exact(&mut got[..7]).unwrap();
+    server.read_exact(&mut got[7..]).unwrap();
+    assert_eq!(got, big);
+    drop(writer.join().unwrap());
+    assert_eq!(server.read(&mut hello).unwrap(), 0, "clean end of stream");
+}
+
+#[test]
+fn a_responder_without_the_expected_key_fails_the_handshake() {
+    let (alice, impostor, real) = (
+        Identity::generate().unwrap(),
+        Identity::generate().unwrap(),
+        Identity::generate().unwrap(),
+    );
+    let (client, server) = handshake(&alice, &impostor, real.public());
+    assert!(matches!(client, Err(HandshakeError::Crypto(_)) | Err(HandshakeError::Closed)));
+    // The impostor cannot even decrypt who called it.
+    assert!(matches!(server, Err(HandshakeError::Crypto(_))), "{:?}", server.err());
+}
+
+#[test]
+fn plaintext_never_appears_on_the_wire() {
+    let (alice, bob) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let bob_key = bob.public();
+    let server = thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut secure = respond(&mut s, &bob, soon()).unwrap();
+        let mut buf = Vec::new();
+        secure.read_to_end(&mut buf).unwrap();
+        buf
+    });
+    // A recording relay between the two.
+    let relay = TcpListener::bind("127.0.0.1:0").unwrap();
+    let relay_addr = relay.local_addr().unwrap();
+    let recorder = thread::spawn(move || {
+        let (mut from, _) = relay.accept().unwrap();
+        let mut to = TcpStream::connect(addr).unwrap();
+        let mut back = to.try_clone().unwrap();
+        let mut from_back = from.try_clone().unwrap();
+        let answers = thread::spawn(move || std::io::copy(&mut back, &mut from_back));
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = from.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buf[..n]);
+            to.write_all(&buf[..n]).unwrap();
+        }
+        to.shutdown(std::net::Shutdown::Write).unwrap();
+        let _ = answers.join();
+        seen
+    });
+    let secret = b"password=hunter2 token=0123456789abcdef".repeat(100);
+    let mut s = TcpStream::connect(relay_addr).unwrap();
+    let mut secure = initiate(&mut s, &alice, &bob_key, soon()).unwrap();
+    secure.write_all(&secret).unwrap();
+    secure.flush().unwrap();
+    drop(secure);
+    drop(s);
+    assert_eq!(server.join().unwrap(), secret);
+    let seen = recorder.join().unwrap();
+    assert!(seen.len() > secret.len());
+    assert!(!seen.windows(8).any(|w| w == b"hunter2 "), "plaintext seen on the wire");
+}
+
+#[cfg(not(feature = "bench-plaintext"))]
+#[test]
+fn a_tampered_record_is_refused() {
+    let (alice, bob) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+    let (a, b) = pair();
+    let bob_key = bob.public();
+    let server = thread::spawn(move || {
+        let mut b = b;
+        let mut secure = respond(&mut b, &bob, soon()).unwrap();
+        let mut buf = [0u8; 64];
+        secure.read(&mut buf).map(|_| ())
+    });
+    let mut a2 = a.try_clone().unwrap();
+    let mut a = a;
+    let _secure = initiate(&mut a, &alice, &bob_key, soon()).unwrap();
+    // A record with a valid length but forged contents.
+    let mut forged = vec![0u8, 40];
+    forged.extend_from_slice(&[0x55; 40]);
+    a2.write_all(&forged).unwrap();
+    let err = server.join().unwrap().unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+}
+
+#[test]
+fn a_truncated_handshake_times_out() {
+    let bob = Identity::generate().unwrap();
+    let (mut a, mut b) = pair();
+    a.write_all(&[0, 96, 1, 2, 3]).unwrap();
+    let started = Instant::now();
+    let result = respond(&mut b, &bob, Instant::now() + Duration::from_millis(300));
+    assert!(result.as_ref().err().is_some_and(HandshakeError::is_timeout), "{:?}", result.err());
+    assert!(started.elapsed() < Duration::from_secs(5));
+    drop(a);
+}
+
+#[test]
+fn a_slow_handshake_is_bounded_by_its_deadline_not_per_read() {
+    let bob = Identity::generate().unwrap();
+    let (mut a, mut b) = pair();
+    let dribble = thread::spawn(move || {
+        // One byte every 100 ms: each read succeeds, the whole never finishes in time.
+        for _ in 0..30 {
+            if a.write_all(&[0]).is_err() {
+                break;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let started = Instant::now();
+    let result = respond(&mut b, &bob, Instant::now() + Duration::from_millis(500));
+    assert!(result.is_err());
+    assert!(started.elapsed() < Duration::from_millis(1500), "{:?}", started.elapsed());
+    drop(b);
+    dribble.join().unwrap();
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn random_bytes_never_complete_a_handshake(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+        let bob = Identity::generate().unwrap();
+        let (mut a, mut b) = pair();
+        a.write_all(&bytes).unwrap();
+        drop(a);
+        prop_assert!(respond(&mut b, &bob, soon()).is_err());
+    }
+
+    #[test]
+    fn random_answers_never_complete_a_handshake(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let (alice, bob) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+        let (mut a, mut b) = pair();
+        let answer = thread::spawn(move || {
+            let mut first = [0u8; 98];
+            let _ = b.read_exact(&mut first);
+            let _ = b.write_all(&bytes);
+        });
+        prop_assert!(initiate(&mut a, &alice, &bob.public(), soon()).is_err());
+        answer.join().unwrap();
+    }
+}
