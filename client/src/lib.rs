@@ -8,6 +8,7 @@ pub mod peer;
 pub mod repl;
 pub mod seeder;
 pub mod shares;
+pub mod state_dir;
 pub mod tracker_link;
 pub mod tracker_session;
 
@@ -34,7 +35,7 @@ pub enum RunError {
     TrackerInfo(#[from] TrackerInfoError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: std::net::SocketAddr, source: std::io::Error },
-    #[error("cannot create state directory {path}: {source}")]
+    #[error("cannot set up state directory {path}: {source}")]
     StateDir { path: String, source: std::io::Error },
     #[error("{0}")]
     Identity(#[from] IdentityError),
@@ -46,12 +47,8 @@ pub enum RunError {
 pub fn run(config: Config) -> Result<(), RunError> {
     let trackers = Arc::new(TrackerInfoFile::load(&config.tracker_info)?);
     let state_dir = config.state_dir();
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&state_dir).map_err(
-            |source| RunError::StateDir { path: state_dir.display().to_string(), source },
-        )?;
-    }
+    state_dir::make_private(&state_dir)
+        .map_err(|source| RunError::StateDir { path: state_dir.display().to_string(), source })?;
     // This peer's identity: trackers bind its sessions to it, seeders its tickets.
     let (identity, _) = Identity::load_or_create(&state_dir.join("client.key"))?;
     let identity = Arc::new(identity);

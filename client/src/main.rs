@@ -5,7 +5,12 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    // Everything this process creates (state files, downloads) is private to its owner.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    without_line_editor(&mut env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("warn"),
+    ))
+    .init();
     let config = client::Config::parse();
     match client::run(config) {
         Ok(()) => ExitCode::SUCCESS,
@@ -13,5 +18,40 @@ fn main() -> ExitCode {
             eprintln!("client: {err}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Turns off the line editor's log target at every level, whatever `RUST_LOG` says: at
+/// debug level rustyline logs every key typed, passwords included. Every rustyline record
+/// has the target `rustyline`, and a directive added after `RUST_LOG` was parsed replaces
+/// one for the same target.
+fn without_line_editor(builder: &mut env_logger::Builder) -> &mut env_logger::Builder {
+    builder.filter_module("rustyline", log::LevelFilter::Off)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use log::{Level, Log, Metadata};
+
+    fn enabled(logger: &env_logger::Logger, target: &str, level: Level) -> bool {
+        logger.enabled(&Metadata::builder().target(target).level(level).build())
+    }
+
+    #[test]
+    fn the_line_editor_is_silent_at_every_level_and_the_rest_follows_rust_log() {
+        for rust_log in ["trace", "debug", "rustyline=trace", "trace,rustyline=trace"] {
+            let logger =
+                without_line_editor(env_logger::Builder::new().parse_filters(rust_log)).build();
+            for level in [Level::Error, Level::Warn, Level::Info, Level::Debug, Level::Trace] {
+                assert!(!enabled(&logger, "rustyline", level), "{rust_log}: {level}");
+            }
+        }
+        let logger = without_line_editor(env_logger::Builder::new().parse_filters("debug")).build();
+        assert!(enabled(&logger, "client::download", Level::Debug));
+        assert!(!enabled(&logger, "client::download", Level::Trace));
+        let logger = without_line_editor(env_logger::Builder::new().parse_filters("warn")).build();
+        assert!(enabled(&logger, "client::peer", Level::Warn));
+        assert!(!enabled(&logger, "client::peer", Level::Info));
     }
 }

@@ -1,6 +1,9 @@
 //! The read-eval-print loop. On a terminal: a prompt, line editing and history (rustyline).
 //! Otherwise (pipe, file, FIFO): plain lines, no prompt and no escape codes; each command's
 //! whole output is written and flushed before the next line is read. End of input is `exit`.
+//!
+//! Invariant: a line that carries a password (`create_user`, `login`) never enters the
+//! history, so it is never written to `history.txt`.
 
 use std::io::{self, BufRead, IsTerminal, Read, Write};
 use std::path::Path;
@@ -12,6 +15,9 @@ use crate::peer::{Flow, Peer};
 
 /// The longest line read from a non-terminal input; longer lines are refused.
 pub const MAX_LINE_LEN: usize = 64 * 1024;
+
+/// Commands whose arguments include a password.
+const SECRET_COMMANDS: &[&str] = &["create_user", "login"];
 
 /// Runs the REPL on stdin/stdout until `exit` or end of input.
 pub fn run(peer: &mut Peer, history: &Path) -> io::Result<()> {
@@ -87,7 +93,7 @@ fn run_terminal(peer: &mut Peer, history: &Path) -> io::Result<()> {
         };
         match editor.readline(&prompt) {
             Ok(line) => {
-                if !line.trim().is_empty() {
+                if keep_in_history(&line) {
                     let _ = editor.add_history_entry(line.as_str());
                 }
                 if execute_line(peer, &line, &mut stdout)? == Flow::Exit {
@@ -106,6 +112,28 @@ fn run_terminal(peer: &mut Peer, history: &Path) -> io::Result<()> {
         log::warn!("cannot save history to {}: {e}", history.display());
     }
     Ok(())
+}
+
+/// Whether `line` may be kept in the REPL history: not blank, and not a command that
+/// carries a password. The command word is found as `command::parse` finds it (shell-like
+/// splitting); a line that does not split (unbalanced quotes) is judged by its first word
+/// with quotes removed, so a mistyped `login` line is dropped too.
+pub fn keep_in_history(line: &str) -> bool {
+    let trimmed = line.trim();
+    if trimmed.is_empty() {
+        return false;
+    }
+    let word = match shlex::split(trimmed) {
+        Some(words) => words.into_iter().next().unwrap_or_default(),
+        None => trimmed
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .filter(|c| !matches!(c, '"' | '\'' | '\\'))
+            .collect(),
+    };
+    !SECRET_COMMANDS.contains(&word.as_str())
 }
 
 /// Parses and runs one line, then writes its whole output and flushes it.
@@ -132,4 +160,38 @@ fn execute_line(peer: &mut Peer, line: &str, out: &mut impl Write) -> io::Result
 fn respond(out: &mut impl Write, text: String) -> io::Result<()> {
     out.write_all(text.as_bytes())?;
     out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn check(line: &str, expected: bool) {
+        assert_eq!(keep_in_history(line), expected, "{line:?}");
+    }
+
+    #[test]
+    fn lines_with_passwords_are_not_kept() {
+        check("login alice secret", false);
+        check("create_user alice secret", false);
+        check("   login   alice secret  ", false);
+        check("'login' alice secret", false);
+        check("\"create_user\" alice 'my secret'", false);
+        check("login alice \"unbalanced", false);
+        check("\"login alice unbalanced", false);
+        check("login", false);
+    }
+
+    #[test]
+    fn other_lines_are_kept_and_blank_ones_are_not() {
+        check("list_groups", true);
+        check("join_group g", true);
+        check("download_file g login /tmp", true);
+        check("logout", true);
+        check("loginx alice pw", true);
+        check("# login alice pw", true);
+        check("", false);
+        check("   ", false);
+    }
 }

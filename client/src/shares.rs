@@ -326,10 +326,18 @@ struct SavedStateRef<'a> {
     users: BTreeMap<&'a UserId, &'a Vec<SavedShare>>,
 }
 
+/// Writes the state to a temporary file readable by its owner only (0600: it tells what the
+/// user shares and where), syncs it and renames it over `path`.
 fn write_atomically(path: &Path, state: &SavedStateRef<'_>) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let bytes = postcard::to_stdvec(state).map_err(std::io::Error::other)?;
     let tmp = path.with_extension("tmp");
-    let mut file = File::create(&tmp)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
     file.write_all(&bytes)?;
     file.sync_all()?;
     std::fs::rename(&tmp, path)

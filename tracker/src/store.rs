@@ -5,7 +5,12 @@
 //! committed with `synchronous=FULL`; opening the store replays the newest snapshot and every
 //! logged entry after it, so a restart after SIGKILL sees every acknowledged change.
 //! Invariant: log rows are consecutive; `append` refuses a gap.
+//! Invariant: the data directory is 0700 and its files (the database and SQLite's -wal and
+//! -shm files, which take the database's mode) 0600: they hold password hashes, session
+//! tokens and the ticket secret.
 
+use std::fs::{self, DirBuilder, OpenOptions, Permissions};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -38,7 +43,7 @@ pub struct LogEntry {
 pub enum StoreError {
     #[error("database: {0}")]
     Sql(#[from] rusqlite::Error),
-    #[error("cannot create data directory {path}: {source}")]
+    #[error("cannot set up data directory {path}: {source}")]
     CreateDir { path: String, source: std::io::Error },
     #[error("corrupt {what} at seq {seq}: {source}")]
     Corrupt { what: &'static str, seq: u64, source: postcard::Error },
@@ -69,9 +74,19 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the store in `dir` and rebuilds the state it holds.
     pub fn open(dir: &Path) -> Result<(Store, Recovered), StoreError> {
-        std::fs::create_dir_all(dir)
+        let db_path = dir.join("tracker.sqlite3");
+        make_private(dir)
+            .and_then(|()| {
+                // Created 0600 here, not by SQLite (0644 less the umask).
+                OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .mode(0o600)
+                    .open(&db_path)
+            })
             .map_err(|source| StoreError::CreateDir { path: dir.display().to_string(), source })?;
-        let db = Connection::open(dir.join("tracker.sqlite3"))?;
+        let db = Connection::open(&db_path)?;
         // WAL + FULL: a commit is on disk (fsync'd) before `append` returns.
         db.pragma_update(None, "journal_mode", "WAL")?;
         db.pragma_update(None, "synchronous", "FULL")?;
@@ -277,6 +292,34 @@ impl Store {
     }
 }
 
+/// The access bits of group and others.
+const GROUP_OTHER: u32 = 0o077;
+
+/// Creates `dir` (and missing parents) as 0700 if needed, then tightens it to 0700 and the
+/// regular files directly in it to owner-only access, logging a warning for each mode it
+/// had to change. Symbolic links in the directory are not followed.
+fn make_private(dir: &Path) -> std::io::Result<()> {
+    DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    let mode = fs::metadata(dir)?.permissions().mode() & 0o777;
+    if mode != 0o700 {
+        fs::set_permissions(dir, Permissions::from_mode(0o700))?;
+        log::warn!("data directory {} had mode {mode:04o}; set to 0700", dir.display());
+    }
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        // `DirEntry::metadata` does not follow a symbolic link.
+        let metadata = entry.metadata()?;
+        let mode = metadata.permissions().mode() & 0o777;
+        if metadata.is_file() && mode & GROUP_OTHER != 0 {
+            let path = entry.path();
+            let tightened = mode & !GROUP_OTHER;
+            fs::set_permissions(&path, Permissions::from_mode(tightened))?;
+            log::warn!("{} had mode {mode:04o}; set to {tightened:04o}", path.display());
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,6 +341,30 @@ mod tests {
         state.apply_entry(e).unwrap();
         let id = EntryId { epoch: 1, seq: store.next_seq() };
         store.append(id, e).unwrap();
+    }
+
+    #[test]
+    fn the_data_directory_and_its_files_are_private() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        fs::create_dir(&dir).unwrap();
+        fs::set_permissions(&dir, Permissions::from_mode(0o755)).unwrap();
+        fs::write(dir.join("tracker.sqlite3-wal"), b"").unwrap();
+        fs::set_permissions(dir.join("tracker.sqlite3-wal"), Permissions::from_mode(0o644))
+            .unwrap();
+        let (mut store, rec) = Store::open(&dir).unwrap();
+        let mut state = rec.state;
+        append(&mut store, &mut state, &create_user(1));
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        let mut names = Vec::new();
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            assert_eq!(mode(&path), 0o600, "{}", path.display());
+            names.push(path.file_name().unwrap().to_string_lossy().into_owned());
+        }
+        names.sort();
+        assert_eq!(names, ["tracker.sqlite3", "tracker.sqlite3-shm", "tracker.sqlite3-wal"]);
     }
 
     #[test]

@@ -7,6 +7,10 @@
 //! again. A verified piece is shared at once. When every piece is verified it checks the
 //! file digest over the hashes computed on arrival, fsyncs, renames the file into place and
 //! becomes a complete sharer. `record` keeps what `show_downloads` shows.
+//!
+//! Invariant: a download writes only into a `<dest>.part` it created itself (`O_EXCL`,
+//! `O_NOFOLLOW`) or, on resume, one its saved record names that is still a regular file;
+//! it deletes only that file, and its final rename never replaces an existing file.
 
 pub mod record;
 pub mod scheduler;
@@ -14,7 +18,9 @@ pub mod worker;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{File, OpenOptions};
+use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread;
@@ -54,6 +60,10 @@ pub enum StartError {
     BadMeta(FileName),
     #[error("{0} already exists")]
     Exists(String),
+    #[error("{0} already exists and is not a download of this client; remove it or choose another destination")]
+    PartExists(String),
+    #[error("{0} is not a regular file")]
+    NotRegular(String),
     #[error("directory {0} does not exist")]
     NoDirectory(String),
     #[error("cannot write {path}: {reason}")]
@@ -99,17 +109,7 @@ pub fn start(
         return Err(StartError::AlreadyRunning { name, path: dest.display().to_string() });
     }
     let temp = part_path(&dest);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&temp)
-        .and_then(|f| f.set_len(meta.size).map(|()| f))
-        .map_err(|e| StartError::Unwritable {
-            path: temp.display().to_string(),
-            reason: e.to_string(),
-        })?;
+    let file = create_part(&temp, meta.size)?;
     let have = Bitfield::empty(layout.n_pieces());
     let share = Arc::new(SharedFile::new(group, meta, layout, temp, have, Some(dest.clone())));
     ctx.shares.insert(Arc::clone(&share));
@@ -157,8 +157,22 @@ fn prepare_resume(
         path: temp.display().to_string(),
         reason: e.to_string(),
     };
-    let file = OpenOptions::new().read(true).write(true).open(&temp).map_err(unwritable)?;
-    if file.metadata().map_err(unwritable)?.len() != share.meta.size {
+    // Only our own saved record leads here, but the file at that path may have been
+    // replaced since: never follow a link, and write only into a regular file.
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&temp)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => StartError::NotRegular(temp.display().to_string()),
+            _ => unwritable(e),
+        })?;
+    let metadata = file.metadata().map_err(unwritable)?;
+    if !metadata.is_file() {
+        return Err(StartError::NotRegular(temp.display().to_string()));
+    }
+    if metadata.len() != share.meta.size {
         file.set_len(share.meta.size).map_err(unwritable)?;
     }
     let claimed: Vec<PieceIndex> = share.have().iter().collect();
@@ -243,7 +257,8 @@ fn resolve_destination(destination: &Path, name: &FileName) -> Result<PathBuf, S
     } else {
         destination.to_path_buf()
     };
-    if dest.exists() {
+    // `symlink_metadata`: a dangling symbolic link is a name that exists too.
+    if dest.symlink_metadata().is_ok() {
         return Err(StartError::Exists(dest.display().to_string()));
     }
     let parent = match dest.parent() {
@@ -261,6 +276,89 @@ pub fn part_path(dest: &Path) -> PathBuf {
     let mut name = dest.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     name.push(".part");
     dest.with_file_name(name)
+}
+
+/// Creates the `.part` file of a new download, pre-sized to `size`. It is created
+/// exclusively and never through a symbolic link (`O_EXCL | O_NOFOLLOW`): a file or a link
+/// already at that path belongs to someone else and is neither followed, truncated nor
+/// deleted.
+fn create_part(temp: &Path, size: u64) -> Result<File, StartError> {
+    let unwritable = |e: std::io::Error| StartError::Unwritable {
+        path: temp.display().to_string(),
+        reason: e.to_string(),
+    };
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(temp)
+        .map_err(|e| match e.kind() {
+            ErrorKind::AlreadyExists => StartError::PartExists(temp.display().to_string()),
+            _ => unwritable(e),
+        })?;
+    if let Err(e) = file.set_len(size) {
+        remove_own_part(temp, &file);
+        return Err(unwritable(e));
+    }
+    Ok(file)
+}
+
+/// Deletes `path` if it is still the file this download has open as `file` (same device
+/// and inode). A `.part` that someone replaced in the meantime is left alone.
+fn remove_own_part(path: &Path, file: &File) {
+    match is_same_file(path, file) {
+        Ok(true) => {
+            if let Err(e) = std::fs::remove_file(path) {
+                log::warn!("cannot remove {}: {e}", path.display());
+            }
+        }
+        Ok(false) => {
+            log::warn!("{} is no longer the file this download created; leaving it", path.display())
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => log::warn!("cannot check {} before removing it: {e}", path.display()),
+    }
+}
+
+/// Whether `path` itself (not a link's target) is the open `file`.
+fn is_same_file(path: &Path, file: &File) -> std::io::Result<bool> {
+    let on_disk = std::fs::symlink_metadata(path)?;
+    let open = file.metadata()?;
+    Ok(on_disk.dev() == open.dev() && on_disk.ino() == open.ino())
+}
+
+/// Renames `temp` to `dest` unless `dest` exists, which is then left as it is (the error
+/// is `AlreadyExists`). Uses `renameat2(RENAME_NOREPLACE)`; where the file system does not
+/// support it, a hard link (which fails if `dest` exists) and then unlinking `temp`.
+fn rename_no_replace(temp: &Path, dest: &Path) -> std::io::Result<()> {
+    use rustix::fs::{renameat_with, RenameFlags, CWD};
+    use rustix::io::Errno;
+    match renameat_with(CWD, temp, CWD, dest, RenameFlags::NOREPLACE) {
+        Ok(()) => Ok(()),
+        Err(e) if e == Errno::INVAL || e == Errno::NOSYS || e == Errno::OPNOTSUPP => {
+            log::debug!("no RENAME_NOREPLACE for {} ({e}); linking instead", dest.display());
+            std::fs::hard_link(temp, dest)?;
+            if let Err(e) = std::fs::remove_file(temp) {
+                log::warn!("{} is in place but {} is left: {e}", dest.display(), temp.display());
+            }
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Why a download failed, and whether its `.part` file is kept (a complete, verified file
+/// that could not be renamed into place) or removed.
+struct Failure {
+    reason: String,
+    keep_part: bool,
+}
+
+impl From<String> for Failure {
+    fn from(reason: String) -> Failure {
+        Failure { reason, keep_part: false }
+    }
 }
 
 struct WorkerHandle {
@@ -346,7 +444,7 @@ impl Coordinator {
 
     fn run(mut self, peers: Vec<PeerInfo>) {
         let started = Instant::now();
-        let result = self.fetch(peers).and_then(|()| {
+        let result = self.fetch(peers).map_err(Failure::from).and_then(|()| {
             let fetched = started.elapsed();
             self.finish()?;
             log::info!(
@@ -366,10 +464,12 @@ impl Coordinator {
                     r.finished = Some(Instant::now());
                 });
             }
-            Err(reason) => {
+            Err(Failure { reason, keep_part }) => {
                 log::warn!("download of {} failed: {reason}", self.meta.name);
                 self.ctx.shares.remove(&self.group, &self.meta.digest);
-                let _ = std::fs::remove_file(&self.temp);
+                if !keep_part {
+                    remove_own_part(&self.temp, &self.target.file.buffered);
+                }
                 self.ctx.downloads.update(self.idx, |r| {
                     r.state = DownloadState::Failed(reason);
                     r.finished = Some(Instant::now());
@@ -615,13 +715,14 @@ impl Coordinator {
     /// Checks the whole file, makes it durable, renames it into place and shares it as
     /// complete. The check is the file digest over the hashes computed from the bytes as
     /// they arrived (each piece hashed while still in cache), so it needs no second pass
-    /// over the file.
-    fn finish(&mut self) -> Result<(), String> {
+    /// over the file. The rename never replaces a file that appeared at the destination in
+    /// the meantime: the verified file then stays at its `.part` path, and the error says so.
+    fn finish(&mut self) -> Result<(), Failure> {
         self.stop_workers();
         let computed: Option<Vec<Sha1Digest>> = self.computed.iter().copied().collect();
         let whole = computed.map(|hashes| file_digest(self.meta.size, &hashes));
         if whole != Some(self.meta.digest) {
-            return Err("whole-file check failed after download".to_string());
+            return Err("whole-file check failed after download".to_string().into());
         }
         let file = &self.target.file.buffered;
         let len = file
@@ -629,24 +730,34 @@ impl Coordinator {
             .map(|m| m.len())
             .map_err(|e| format!("cannot stat {}: {e}", self.temp.display()))?;
         if len != self.meta.size {
-            return Err(format!(
-                "{} is {len} bytes, expected {}",
-                self.temp.display(),
-                self.meta.size
-            ));
+            let reason =
+                format!("{} is {len} bytes, expected {}", self.temp.display(), self.meta.size);
+            return Err(reason.into());
         }
         let sync_started = Instant::now();
         file.sync_all().map_err(|e| format!("cannot flush {}: {e}", self.temp.display()))?;
         log::info!("{}: fsync took {:.3} s", self.meta.name, sync_started.elapsed().as_secs_f64());
-        if self.dest.exists() {
-            return Err(format!(
-                "{} appeared during the download; the file is in {}",
-                self.dest.display(),
-                self.temp.display()
-            ));
+        // The bytes verified are those of our open file: rename only if the path still
+        // names it (not a file or link put there during the download).
+        if !is_same_file(&self.temp, file).unwrap_or(false) {
+            let reason = format!("{} was replaced during the download", self.temp.display());
+            return Err(reason.into());
         }
-        std::fs::rename(&self.temp, &self.dest)
-            .map_err(|e| format!("cannot rename into place: {e}"))?;
+        if let Err(e) = rename_no_replace(&self.temp, &self.dest) {
+            let reason = if e.kind() == ErrorKind::AlreadyExists {
+                format!(
+                    "{} appeared during the download and was not replaced; the downloaded file is at {}",
+                    self.dest.display(),
+                    self.temp.display()
+                )
+            } else {
+                format!(
+                    "cannot rename into place: {e}; the downloaded file is at {}",
+                    self.temp.display()
+                )
+            };
+            return Err(Failure { reason, keep_part: true });
+        }
         sync_parent(&self.dest);
         self.share.complete_at(self.dest.clone());
         // Every piece was hashed as it arrived and the file is synced as it is now.
@@ -669,5 +780,51 @@ fn sync_parent(path: &Path) {
         if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
             log::debug!("cannot sync {}: {e}", dir.display());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_final_rename_never_replaces_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (temp, dest) = (dir.path().join("f.part"), dir.path().join("f"));
+        std::fs::write(&temp, b"downloaded").unwrap();
+        std::fs::write(&dest, b"already there").unwrap();
+        let err = rename_no_replace(&temp, &dest).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&dest).unwrap(), b"already there");
+        assert_eq!(std::fs::read(&temp).unwrap(), b"downloaded");
+        // A dangling link at the destination is a name that exists too.
+        std::fs::remove_file(&dest).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), &dest).unwrap();
+        let err = rename_no_replace(&temp, &dest).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::AlreadyExists);
+        assert!(!dir.path().join("nowhere").exists());
+        std::fs::remove_file(&dest).unwrap();
+        rename_no_replace(&temp, &dest).unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), b"downloaded");
+        assert!(!temp.exists());
+    }
+
+    #[test]
+    fn a_part_is_created_exclusively_and_removed_only_while_it_is_ours() {
+        let dir = tempfile::tempdir().unwrap();
+        let temp = dir.path().join("f.part");
+        let file = create_part(&temp, 1000).unwrap();
+        assert_eq!(std::fs::metadata(&temp).unwrap().len(), 1000);
+        assert!(matches!(create_part(&temp, 10), Err(StartError::PartExists(_))));
+        assert_eq!(std::fs::metadata(&temp).unwrap().len(), 1000);
+        // Replaced by someone else's file: left alone.
+        std::fs::remove_file(&temp).unwrap();
+        std::fs::write(&temp, b"theirs").unwrap();
+        remove_own_part(&temp, &file);
+        assert_eq!(std::fs::read(&temp).unwrap(), b"theirs");
+        std::fs::remove_file(&temp).unwrap();
+        let file = create_part(&temp, 0).unwrap();
+        remove_own_part(&temp, &file);
+        assert!(!temp.exists());
     }
 }

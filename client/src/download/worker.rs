@@ -92,11 +92,23 @@ pub struct DownloadFile {
 }
 
 impl DownloadFile {
-    /// Opens `path` (which must exist) for writing pieces.
+    /// Wraps `buffered`, the open `.part` file at `path`, and opens `path` again for direct
+    /// writes. The second handle is kept only if it is the same file: a path replaced in
+    /// between (by a link or another file) is never written through.
     pub fn open(path: &std::path::Path, buffered: File) -> DownloadFile {
-        use std::os::unix::fs::OpenOptionsExt;
-        let direct =
-            std::fs::OpenOptions::new().write(true).custom_flags(libc::O_DIRECT).open(path);
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+        let direct = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DIRECT | libc::O_NOFOLLOW)
+            .open(path)
+            .and_then(|direct| {
+                let (a, b) = (direct.metadata()?, buffered.metadata()?);
+                if (a.dev(), a.ino()) == (b.dev(), b.ino()) {
+                    Ok(direct)
+                } else {
+                    Err(std::io::Error::other("the path now names another file"))
+                }
+            });
         if let Err(e) = &direct {
             log::debug!("no O_DIRECT for {}: {e}; using buffered writes", path.display());
         }

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod accounts;
+mod at_rest;
 mod downloads;
 mod durability;
 mod files;
