@@ -181,10 +181,13 @@ fn data_and_state_directories_and_their_files_are_private() {
     upload(&mut alice, &cluster.path("f.bin"));
 
     let names = assert_private(&data_dir);
-    assert_eq!(names, ["tracker.sqlite3", "tracker.sqlite3-shm", "tracker.sqlite3-wal"]);
+    assert_eq!(
+        names,
+        ["tracker.key", "tracker.sqlite3", "tracker.sqlite3-shm", "tracker.sqlite3-wal"]
+    );
     assert!(cluster.tracker_log(1).contains("had mode 0755; set to 0700"));
     let names = assert_private(&state_dir);
-    assert_eq!(names, ["history.txt", "shares.bin"]);
+    assert_eq!(names, ["client.key", "history.txt", "shares.bin"]);
     let log = std::fs::read_to_string(cluster.path("alice.log")).unwrap();
     assert!(log.contains("had mode 0755; set to 0700"), "{log}");
 }
