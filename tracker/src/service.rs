@@ -23,7 +23,7 @@ use std::sync::Arc;
 use crate::credential::Credential;
 use crate::presence::Presence;
 use crate::replication::{Cluster, Forwarder, Role};
-use crate::state::{Op, TrackerState};
+use crate::state::{Op, TicketSecret, TrackerState};
 use crate::store::{LogEntry, Store};
 
 /// How many clients' last failed writes are remembered to answer a retried request.
@@ -196,7 +196,7 @@ impl Service {
         }
         let mut secret = [0u8; 32];
         getrandom::fill(&mut secret).map_err(|e| unavailable("no randomness", e))?;
-        self.commit(Op::InitSecret { secret }, None).map(|_| ())
+        self.commit(Op::InitSecret { secret: TicketSecret(secret) }, None).map(|_| ())
     }
 
     /// A file's metadata, its live peers other than the caller (with the keys they must

@@ -33,7 +33,7 @@ pub enum Op {
     /// Sets the secret that authenticates tickets; committed once, when a tracker first
     /// starts with an empty store.
     InitSecret {
-        secret: [u8; 32],
+        secret: TicketSecret,
     },
     CreateUser {
         user: UserId,
@@ -84,6 +84,17 @@ pub enum Op {
     },
 }
 
+/// The trackers' secret that authenticates tickets. Its `Debug` hides it: ops and states
+/// are logged at debug level.
+#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TicketSecret(pub [u8; 32]);
+
+impl std::fmt::Debug for TicketSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TicketSecret(..)")
+    }
+}
+
 /// A group: its owner, its members in the order they joined, and pending join requests.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Group {
@@ -111,7 +122,7 @@ struct FileRecord {
 /// Users, groups, sessions and files.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TrackerState {
-    secret: Option<[u8; 32]>,
+    secret: Option<TicketSecret>,
     /// The last request of each client that changed state, with its reply, so that a
     /// request retried after a lost reply (on any tracker) is answered, not applied again.
     last_replies: BTreeMap<u64, (u64, Reply)>,
@@ -284,7 +295,7 @@ impl TrackerState {
     fn ticket_mac(&self, ticket: &Ticket) -> Option<[u8; 20]> {
         let secret = self.secret.as_ref()?;
         // The key is any length for HMAC, so this cannot fail.
-        let mut mac = Hmac::<Sha1>::new_from_slice(secret).ok()?;
+        let mut mac = Hmac::<Sha1>::new_from_slice(&secret.0).ok()?;
         let fields = (&ticket.holder, &ticket.user, &ticket.group, &ticket.digest, ticket.expires);
         mac.update(&postcard::to_stdvec(&fields).ok()?);
         Some(mac.finalize().into_bytes().into())

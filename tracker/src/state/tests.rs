@@ -236,9 +236,12 @@ fn tickets_are_authenticated_expire_and_follow_membership() {
     let mut st = fixture();
     let digest = Sha1Digest([7; 20]);
     assert!(st.mint_ticket(key(1), user("alice"), group("g"), digest, 100).is_none(), "no secret");
-    st.apply(&Op::InitSecret { secret: [1; 32] }).unwrap();
+    st.apply(&Op::InitSecret { secret: TicketSecret([1; 32]) }).unwrap();
     // A second secret does not replace the first (tickets already issued stay valid).
-    st.apply(&Op::InitSecret { secret: [2; 32] }).unwrap();
+    st.apply(&Op::InitSecret { secret: TicketSecret([2; 32]) }).unwrap();
+    // Ops and states are logged at debug level: the secret never shows.
+    let logged = format!("{:?} {st:?}", Op::InitSecret { secret: TicketSecret([0xab; 32]) });
+    assert!(!logged.contains("171") && !logged.contains("ab, ab"), "{logged}");
     join(&mut st, "bob");
     let ticket = st.mint_ticket(key(2), user("bob"), group("g"), digest, 100).unwrap();
     assert_eq!(st.verify_ticket(&ticket, 50), Ok(()));
