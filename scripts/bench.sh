@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# Benchmarks on this machine, all on 127.0.0.1: upload_file hashing throughput, download
-# throughput from 1 and from N seeders, and the downloader's peak RSS, each beside sha1sum
-# and cat of the same file; then, if installed, the same download with aria2c as the
-# yardstick (scripts/bench-aria2.sh). Prints key=value lines and a summary.
+# Benchmarks on this machine, all on 127.0.0.1: the secure channel's cipher on one core,
+# upload_file hashing throughput, download throughput from 1 and from N seeders, and the
+# downloader's peak RSS, each beside sha1sum and cat of the same file; the same downloads
+# with the bench-only plaintext baseline (records copied, not encrypted), side by side;
+# then, if installed, the same download with aria2c as the yardstick
+# (scripts/bench-aria2.sh). Prints key=value lines and a summary.
 set -euo pipefail
 
 usage() {
     cat <<USAGE
-Usage: scripts/bench.sh [--size MIB] [--seeders N] [--no-aria2] [--no-flash] [--keep]
+Usage: scripts/bench.sh [--size MIB] [--seeders N] [--rounds N] [--no-aria2] [--no-flash] [--keep]
 
   --size MIB     size of the random test file (default 1024)
   --seeders N    seeders for the multi-seeder download (default 3)
+  --rounds N     rounds of encrypted and plaintext downloads, alternated (default 3);
+                 the best of each is reported
   --no-aria2     skip the aria2c yardstick
   --no-flash     skip the flash-crowd figure (one seeder capped at 50 MB/s, 8 leechers
                  of a 256 MiB file, beside one leecher alone)
@@ -21,6 +25,7 @@ USAGE
 
 SIZE_MIB=1024
 SEEDERS=3
+ROUNDS=3
 ARIA2=1
 FLASH=1
 KEEP=0
@@ -28,6 +33,7 @@ while (($#)); do
     case "$1" in
         --size) SIZE_MIB=$2; shift 2 ;;
         --seeders) SEEDERS=$2; shift 2 ;;
+        --rounds) ROUNDS=$2; shift 2 ;;
         --no-aria2) ARIA2=0; shift ;;
         --no-flash) FLASH=0; shift ;;
         --keep) KEEP=1; shift ;;
@@ -44,6 +50,12 @@ source "$ROOT/scripts/lib.sh"
 lib_init
 
 (cd "$ROOT" && cargo build --release --quiet --bins)
+# The plaintext baseline: the same code with records copied instead of sealed, built into
+# its own target directory so that it can never be mistaken for a release binary.
+PLAIN_TARGET="$ROOT/target/bench-plaintext"
+(cd "$ROOT" && cargo build --release --quiet --bins --features common/bench-plaintext --target-dir "$PLAIN_TARGET")
+PLAIN_BIN="$PLAIN_TARGET/release"
+(cd "$ROOT" && cargo build --release --quiet -p common --example cipher_speed)
 
 BYTES=$((SIZE_MIB * 1024 * 1024))
 FILE="$WORK/bench.bin"
@@ -60,78 +72,57 @@ seconds() {
 }
 mbps() { echo "scale=1; $BYTES / $1 / 1000000" | bc -l; }
 fmt() { printf '%.3f' "$1"; }
+min() { echo "if ($1 < $2) $1 else $2" | bc -l; }
+field() { sed -n "s/^$1=//p" <<<"$2"; }
 
 sha1sum_s=$(seconds sha1sum "$FILE")
 cat_s=$(seconds cat "$FILE")
+cipher=$("$ROOT/target/release/examples/cipher_speed")
 
-write_tracker_info 1
-start_tracker 1
-for ((i = 1; i <= SEEDERS; i++)); do start_peer "seed$i"; done
-start_peer leech1
-start_peer leechN
-all=(leech1 leechN)
-for ((i = 1; i <= SEEDERS; i++)); do all+=("seed$i"); done
-for name in "${all[@]}"; do
-    quiet_run "$name" "create_user $name pw"
-    quiet_run "$name" "login $name pw"
+# Encrypted and plaintext rounds alternate, so that both see the same machine state.
+best() { if [[ -z $1 ]]; then echo "$2"; else min "$1" "$2"; fi; }
+upload_s="" one_s="" many_s="" plain_one_s="" plain_many_s="" one_rss=0 many_rss=0
+for ((round = 1; round <= ROUNDS; round++)); do
+    out=$(bash "$ROOT/scripts/bench-download.sh" --bin "$BIN" --file "$FILE" --seeders "$SEEDERS")
+    upload_s=$(best "$upload_s" "$(field upload_hash_seconds "$out")")
+    one_s=$(best "$one_s" "$(field download_1_seeder_seconds "$out")")
+    many_s=$(best "$many_s" "$(field download_n_seeders_seconds "$out")")
+    rss=$(field downloader_peak_rss_kib_1_seeder "$out"); ((rss > one_rss)) && one_rss=$rss
+    rss=$(field downloader_peak_rss_kib_n_seeders "$out"); ((rss > many_rss)) && many_rss=$rss
+    leech_result=$(field leechN_result "$out")
+    plain=$(bash "$ROOT/scripts/bench-download.sh" --bin "$PLAIN_BIN" --file "$FILE" --seeders "$SEEDERS")
+    plain_one_s=$(best "$plain_one_s" "$(field download_1_seeder_seconds "$plain")")
+    plain_many_s=$(best "$plain_many_s" "$(field download_n_seeders_seconds "$plain")")
 done
-quiet_run seed1 "create_group bench"
-for name in "${all[@]}"; do
-    [[ $name == seed1 ]] && continue
-    quiet_run "$name" "join_group bench"
-    quiet_run seed1 "accept_request bench $name"
-done
-
-# upload_file: hashing every piece (and the file digest) on all cores.
-t0=$(now)
-quiet_run seed1 "upload_file $FILE bench" 1 600
-upload_s=$(echo "$(now) - $t0" | bc -l)
-
-# download NAME: times download_file + wait_downloads on peer NAME.
-download() {
-    local name=$1 t0
-    mkdir -p "$WORK/$name-files"
-    t0=$(now)
-    quiet_run "$name" "download_file bench bench.bin $WORK/$name-files"
-    quiet_run "$name" "wait_downloads" 1 600
-    echo "$(now) - $t0" | bc -l
-}
-rss_kib() { awk '/VmHWM/ { print $2 }' "/proc/${PID[$1]}/status"; }
-
-one_s=$(download leech1)
-one_rss=$(rss_kib leech1)
-cmp -s "$FILE" "$WORK/leech1-files/bench.bin" || { echo "bench.sh: leech1's copy differs" >&2; exit 1; }
-tail -n1 "$WORK/leech1.out" >"$WORK/leech1.result"
-
-for ((i = 2; i <= SEEDERS; i++)); do
-    mkdir -p "$WORK/seed$i-files"
-    ln "$FILE" "$WORK/seed$i-files/bench.bin"
-    quiet_run "seed$i" "upload_file $WORK/seed$i-files/bench.bin bench" 1 600
-done
-many_s=$(download leechN)
-many_rss=$(rss_kib leechN)
-cmp -s "$FILE" "$WORK/leechN-files/bench.bin" || { echo "bench.sh: leechN's copy differs" >&2; exit 1; }
 
 cat <<RESULT
 file_mib=$SIZE_MIB
+$cipher
 sha1sum_seconds=$(fmt "$sha1sum_s")
 cat_seconds=$(fmt "$cat_s")
 upload_hash_seconds=$(fmt "$upload_s")
 download_1_seeder_seconds=$(fmt "$one_s")
 download_${SEEDERS}_seeders_seconds=$(fmt "$many_s")
+plaintext_download_1_seeder_seconds=$(fmt "$plain_one_s")
+plaintext_download_${SEEDERS}_seeders_seconds=$(fmt "$plain_many_s")
 downloader_peak_rss_kib_1_seeder=$one_rss
 downloader_peak_rss_kib_${SEEDERS}_seeders=$many_rss
 RESULT
 
 echo
-echo "== summary ($SIZE_MIB MiB, MB = 10^6 bytes)"
-printf '%-34s %8.3f s %8.1f MB/s\n' "sha1sum" "$sha1sum_s" "$(mbps "$sha1sum_s")"
-printf '%-34s %8.3f s %8.1f MB/s\n' "cat > /dev/null" "$cat_s" "$(mbps "$cat_s")"
-printf '%-34s %8.3f s %8.1f MB/s  (%.1fx sha1sum)\n' "upload_file (hashing)" "$upload_s" "$(mbps "$upload_s")" \
+echo "== summary ($SIZE_MIB MiB, MB = 10^6 bytes, best of $ROUNDS rounds)"
+printf '%-38s %8.3f s %8.1f MB/s\n' "sha1sum" "$sha1sum_s" "$(mbps "$sha1sum_s")"
+printf '%-38s %8.3f s %8.1f MB/s\n' "cat > /dev/null" "$cat_s" "$(mbps "$cat_s")"
+printf '%-38s %8.3f s %8.1f MB/s  (%.1fx sha1sum)\n' "upload_file (hashing)" "$upload_s" "$(mbps "$upload_s")" \
     "$(echo "$sha1sum_s / $upload_s" | bc -l)"
-printf '%-34s %8.3f s %8.1f MB/s  peak RSS %d MiB\n' "download from 1 seeder" "$one_s" "$(mbps "$one_s")" $((one_rss / 1024))
-printf '%-34s %8.3f s %8.1f MB/s  peak RSS %d MiB\n' "download from $SEEDERS seeders" "$many_s" "$(mbps "$many_s")" $((many_rss / 1024))
-echo "leechN: $(tail -n1 "$WORK/leechN.out")"
+printf '%-38s %8.3f s %8.1f MB/s  peak RSS %d MiB\n' "download from 1 seeder" "$one_s" "$(mbps "$one_s")" $((one_rss / 1024))
+printf '%-38s %8.3f s %8.1f MB/s  peak RSS %d MiB\n' "download from $SEEDERS seeders" "$many_s" "$(mbps "$many_s")" $((many_rss / 1024))
+printf '%-38s %8.3f s %8.1f MB/s\n' "plaintext baseline, 1 seeder" "$plain_one_s" "$(mbps "$plain_one_s")"
+printf '%-38s %8.3f s %8.1f MB/s\n' "plaintext baseline, $SEEDERS seeders" "$plain_many_s" "$(mbps "$plain_many_s")"
+printf 'encryption costs: %.2fx the plaintext time from 1 seeder, %.2fx from %s seeders (budget 1.35x)\n' \
+    "$(echo "$one_s / $plain_one_s" | bc -l)" "$(echo "$many_s / $plain_many_s" | bc -l)" "$SEEDERS"
+echo "cipher on one core: $(tr '\n' ' ' <<<"$cipher")"
+echo "leechN: $leech_result"
 
 if [[ $ARIA2 == 1 ]]; then
     if [[ -x $ROOT/scripts/bench-aria2.sh ]]; then

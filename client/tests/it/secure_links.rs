@@ -326,3 +326,45 @@ fn a_long_download_renews_its_tickets() {
     assert!(done[0].starts_with("[C] [g] f.bin"), "{done:?}");
     crate::support::assert_same_file(&original, &out);
 }
+
+#[test]
+fn a_tracker_whose_line_lists_another_key_refuses_to_start_naming_the_line() {
+    let cluster = Cluster::new(2);
+    let other = common::Identity::generate().unwrap().public();
+    let text = std::fs::read_to_string(&cluster.info).unwrap();
+    let wrong = text
+        .replace(&format!("{}\n", cluster.addrs[1]), &format!("{} {other}\n", cluster.addrs[1]));
+    std::fs::write(&cluster.info, &wrong).unwrap();
+    assert!(cluster.try_start_tracker(2, &[]).is_none(), "started with a wrong key listed");
+    let log = cluster.tracker_log(2);
+    assert!(log.contains("line 3 lists key") && log.contains(&other.to_string()), "{log}");
+    assert!(log.contains("put ") && log.contains("on line 3"), "{log}");
+    // The file is left as it was.
+    assert_eq!(std::fs::read_to_string(&cluster.info).unwrap(), wrong);
+}
+
+#[test]
+fn a_tracker_with_every_client_slot_taken_still_answers_the_others() {
+    let cluster = Cluster::new(2);
+    let mut one = cluster.try_start_tracker(1, &["--max-connections", "2"]).unwrap();
+    let mut two = cluster.try_start_tracker(2, &["--max-connections", "2"]).unwrap();
+    one.wait_serving();
+    two.wait_serving();
+    // Two idle clients fill tracker 1's client slots.
+    let idle: Vec<RawSession> = (0..2).map(|_| RawSession::connect(&cluster, &one)).collect();
+    // A client that can use only tracker 2, whose writes go to tracker 1 over a kept slot.
+    let mut c = cluster.client_via("c", &[2]);
+    c.sign_up("alice");
+    c.ok("create_group g", "created group g");
+    // Tracker 2 keeps seeing tracker 1 as its primary for several failure-detection periods
+    // (1.5 s each): the full client slots are not taken for a dead primary.
+    let until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < until {
+        let status = two.status();
+        assert!(status.contains("backup of 1"), "{status}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    c.ok("create_group h", "created group h");
+    assert_eq!(one.digest(), two.digest());
+    drop(idle);
+}
