@@ -49,6 +49,10 @@ step "starting two trackers (they replicate every change) and ${#PEERS[@]} peers
 write_tracker_info 2 "${DEMO_PORT_BASE:-$((20000 + RANDOM % 12000))}"
 for id in 1 2; do start_tracker "$id"; done
 for id in 1 2; do wait_for "$WORK/tracker$id.out" "serving as"; sed "s/^/tracker $id: /" "$WORK/tracker$id.out"; done
+echo "tracker_info.txt was written as plain IP:PORT lines; each tracker added its public key at"
+echo "first start, and from now on every link (clients, trackers, peers) is a Noise channel in"
+echo "which the other side must prove the key listed here:"
+sed 's/^/    /' "$WORK/tracker_info.txt"
 start_peer alice --max-upload-rate 8000000
 for name in "${PEERS[@]:1}"; do start_peer "$name"; done
 for name in "${PEERS[@]}"; do echo "$name: $(head -n1 "$WORK/$name.out")"; done
