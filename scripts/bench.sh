@@ -90,7 +90,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
     rss=$(field downloader_peak_rss_kib_1_seeder "$out"); ((rss > one_rss)) && one_rss=$rss
     rss=$(field downloader_peak_rss_kib_n_seeders "$out"); ((rss > many_rss)) && many_rss=$rss
     leech_result=$(field leechN_result "$out")
-    plain=$(bash "$ROOT/scripts/bench-download.sh" --bin "$PLAIN_BIN" --file "$FILE" --seeders "$SEEDERS")
+    plain=$(P2P_BENCH_PLAINTEXT=1 bash "$ROOT/scripts/bench-download.sh" --bin "$PLAIN_BIN" --file "$FILE" --seeders "$SEEDERS")
     plain_one_s=$(best "$plain_one_s" "$(field download_1_seeder_seconds "$plain")")
     plain_many_s=$(best "$plain_many_s" "$(field download_n_seeders_seconds "$plain")")
 done

@@ -85,6 +85,7 @@ fn run_terminal(peer: &mut Peer, history: &Path) -> io::Result<()> {
     let mut editor = rustyline::DefaultEditor::new().map_err(io::Error::other)?;
     // A missing history file is normal on first use.
     let _ = editor.load_history(history);
+    forget_passwords(&mut editor, history);
     let mut stdout = io::stdout();
     loop {
         let prompt = match peer.user() {
@@ -134,6 +135,31 @@ pub fn keep_in_history(line: &str) -> bool {
             .collect(),
     };
     !SECRET_COMMANDS.contains(&word.as_str())
+}
+
+/// Drops history lines that carry passwords, such as those an older version kept, from
+/// the editor and from the file at once.
+fn forget_passwords(editor: &mut rustyline::DefaultEditor, history: &Path) {
+    let loaded: Vec<String> = editor.history().iter().cloned().collect();
+    let kept: Vec<String> = loaded.iter().filter(|l| keep_in_history(l)).cloned().collect();
+    if kept.len() == loaded.len() {
+        return;
+    }
+    let _ = editor.clear_history();
+    for line in &kept {
+        let _ = editor.add_history_entry(line.as_str());
+    }
+    let rewritten = match kept.is_empty() {
+        true => std::fs::remove_file(history).map_err(io::Error::other),
+        false => editor.save_history(history).map_err(io::Error::other),
+    };
+    match rewritten {
+        Ok(()) => log::info!(
+            "removed {} lines with passwords from the history",
+            loaded.len() - kept.len()
+        ),
+        Err(e) => log::warn!("cannot rewrite history {}: {e}", history.display()),
+    }
 }
 
 /// Parses and runs one line, then writes its whole output and flushes it.

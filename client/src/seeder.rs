@@ -21,11 +21,12 @@ use parking_lot::Mutex;
 
 use common::connection::{Connection, Timeouts};
 use common::frame::FrameError;
-use common::message::{Request, Ticket};
+use common::message::{Request, Ticket, TrackerError};
 use common::peer_message::{PeerReply, PeerRequest, Refusal, PEER_PROTOCOL_VERSION};
 use common::{Identity, PublicKey, Sha1Digest, PIECE_SIZE};
 
 use crate::shares::{SharedFile, Shares};
+use crate::tracker_link::LinkError;
 use crate::tracker_session::{CallError, TrackerSession};
 
 /// Downloader connections beyond this many are refused.
@@ -35,6 +36,14 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Approved tickets remembered at most (expired ones are dropped first).
 const MAX_CACHED_TICKETS: usize = 4096;
+/// Refused tickets remembered at most, so that the same forged ticket costs one question.
+const MAX_REFUSED_TICKETS: usize = 1024;
+/// A ticket that claims to live longer than this is forged: it is refused unasked.
+const MAX_TICKET_LIFETIME_SECS: u64 = 3600;
+/// Questions to the tracker about new tickets: this many a second, with bursts of twice
+/// as many. Enough for hundreds of downloaders renewing; a flood of made-up tickets is
+/// answered `Busy` instead of starving this peer's own tracker link.
+const TICKET_CHECKS_PER_SEC: f64 = 20.0;
 
 /// The running seeder.
 pub struct Seeder {
@@ -73,6 +82,10 @@ struct Context {
     tracker: Arc<TrackerSession>,
     /// Tickets the tracker confirmed (whole tickets, never a part of one).
     tickets: Mutex<HashSet<Ticket>>,
+    /// Tickets the tracker refused.
+    refused: Mutex<HashSet<Ticket>>,
+    /// Token bucket for questions about new tickets: (tokens, last refill).
+    checks: Mutex<(f64, Instant)>,
 }
 
 impl Seeder {
@@ -97,6 +110,8 @@ impl Seeder {
             rate_limit,
             tracker,
             tickets: Mutex::new(HashSet::new()),
+            refused: Mutex::new(HashSet::new()),
+            checks: Mutex::new((2.0 * TICKET_CHECKS_PER_SEC, Instant::now())),
         });
         let stop_flag = Arc::clone(&stop);
         let thread = thread::Builder::new()
@@ -293,6 +308,13 @@ fn admit(
     if ctx.tickets.lock().contains(ticket) {
         return Ok(share);
     }
+    if ticket.expires > now + MAX_TICKET_LIFETIME_SECS || ctx.refused.lock().contains(ticket) {
+        return Err(Refusal::BadTicket("forged or altered".into()));
+    }
+    if !take_check_token(ctx) {
+        log::warn!("seeder: too many new tickets to check; refusing one as busy");
+        return Err(Refusal::Busy);
+    }
     match ctx.tracker.call(Request::CheckTicket { ticket: ticket.clone() }) {
         Ok(_) => {
             let mut tickets = ctx.tickets.lock();
@@ -304,8 +326,34 @@ fn admit(
             Ok(share)
         }
         Err(CallError::NotLoggedIn) => Err(Refusal::UnknownFile),
-        Err(e) => Err(Refusal::BadTicket(e.to_string())),
+        Err(e) => {
+            // Only the tracker's verdict is final; a tracker that could not answer is not.
+            if let CallError::Link(LinkError::Tracker(TrackerError::BadTicket(_))) = &e {
+                let mut refused = ctx.refused.lock();
+                if refused.len() >= MAX_REFUSED_TICKETS {
+                    refused.clear();
+                }
+                refused.insert(ticket.clone());
+            }
+            Err(Refusal::BadTicket(e.to_string()))
+        }
     }
+}
+
+/// Takes one token from the bucket of questions about new tickets, if there is one.
+fn take_check_token(ctx: &Context) -> bool {
+    let mut bucket = ctx.checks.lock();
+    let (tokens, refilled) = &mut *bucket;
+    let now = Instant::now();
+    let burst = 2.0 * TICKET_CHECKS_PER_SEC;
+    *tokens =
+        (*tokens + now.duration_since(*refilled).as_secs_f64() * TICKET_CHECKS_PER_SEC).min(burst);
+    *refilled = now;
+    if *tokens < 1.0 {
+        return false;
+    }
+    *tokens -= 1.0;
+    true
 }
 
 /// Seconds since the Unix epoch (0 if the clock is before it).

@@ -16,6 +16,7 @@ use common::message::{
     ClientMessage, Reply, Request, RequestId, SessionToken, TrackerError, TrackerMessage,
     PROTOCOL_VERSION,
 };
+use common::secure_channel::HandshakeError;
 use common::tracker_info::TrackerInfoFile;
 use common::Identity;
 
@@ -143,7 +144,7 @@ impl TrackerLink {
             let line = info.line(tracker_id).unwrap_or(0);
             let result = match info.key(tracker_id) {
                 Some(key) => handshake(addr, &self.identity, &key).map_err(|e| match e {
-                    FrameError::Handshake(e) if !e.is_timeout() => format!(
+                    FrameError::Handshake(e @ HandshakeError::Crypto(_)) => format!(
                         "did not prove the key on line {line} of {} ({e})",
                         self.trackers.path().display()
                     ),

@@ -81,6 +81,19 @@ fn crypto(e: snow::Error) -> HandshakeError {
     HandshakeError::Crypto(e.to_string())
 }
 
+/// The bench-only plaintext build runs only when asked for by name, so that a build made
+/// with `--all-features` can never carry anyone's bytes in the clear by accident.
+fn plaintext_allowed() -> Result<(), HandshakeError> {
+    if cfg!(feature = "bench-plaintext") && std::env::var_os("P2P_BENCH_PLAINTEXT").is_none() {
+        return Err(HandshakeError::Crypto(
+            "this build does not encrypt (feature bench-plaintext, for benchmarks only); \
+             it runs only with P2P_BENCH_PLAINTEXT=1"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Runs the initiator's side on `stream`: proves `identity` and checks that the peer holds
 /// the private half of `remote`.
 pub fn initiate(
@@ -89,6 +102,10 @@ pub fn initiate(
     remote: &PublicKey,
     deadline: Instant,
 ) -> Result<SecureStream, HandshakeError> {
+    plaintext_allowed()?;
+    if remote.is_weak() {
+        return Err(HandshakeError::Crypto("a key of small order".into()));
+    }
     let mut hs = builder()
         .prologue(PROLOGUE)
         .and_then(|b| b.local_private_key(identity.private()))
@@ -112,6 +129,7 @@ pub fn respond(
     identity: &Identity,
     deadline: Instant,
 ) -> Result<SecureStream, HandshakeError> {
+    plaintext_allowed()?;
     let mut hs = builder()
         .prologue(PROLOGUE)
         .and_then(|b| b.local_private_key(identity.private()))
@@ -125,7 +143,8 @@ pub fn respond(
         .get_remote_static()
         .and_then(|k| <[u8; KEY_LEN]>::try_from(k).ok())
         .map(PublicKey)
-        .ok_or_else(|| HandshakeError::Crypto("no static key".into()))?;
+        .filter(|key| !key.is_weak())
+        .ok_or_else(|| HandshakeError::Crypto("no static key, or one of small order".into()))?;
     let n = hs.write_message(&[], &mut msg).map_err(crypto)?;
     send_handshake(stream, &msg[..n], deadline)?;
     let transport = hs.into_transport_mode().map_err(crypto)?;

@@ -278,9 +278,25 @@ pub fn record_key(
 /// file that was replaced meanwhile is dropped and taken again on the new one.
 fn lock_current(path: &Path) -> Result<File, TrackerInfoError> {
     let read_err = |source| TrackerInfoError::Read { path: path.display().to_string(), source };
+    let deadline = Instant::now() + LOCK_WAIT;
     loop {
         let file = File::open(path).map_err(read_err)?;
-        file.lock().map_err(read_err)?;
+        // A bounded wait: another process holding the lock must not stall a start forever.
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(read_err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("locked by another process for {} s", LOCK_WAIT.as_secs()),
+                    )))
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(read_err(e)),
+            }
+        }
         let locked = file.metadata().map_err(read_err)?;
         let current = std::fs::metadata(path).map_err(read_err)?;
         if (locked.dev(), locked.ino()) == (current.dev(), current.ino()) {
@@ -294,6 +310,9 @@ fn temp_path(path: &Path) -> PathBuf {
     name.push(format!(".tmp-{}", std::process::id()));
     path.with_file_name(name)
 }
+
+/// How long `record_key` waits for another process's lock on the file.
+const LOCK_WAIT: Duration = Duration::from_secs(10);
 
 /// How often a missing key makes the file be read again.
 const RELOAD_EVERY: Duration = Duration::from_millis(200);

@@ -5,6 +5,7 @@
 //! data model, `service` turns requests into ops, `server` accepts connections and
 //! `session` serves one.
 
+pub mod admission;
 pub mod config;
 pub mod credential;
 pub mod presence;
@@ -117,7 +118,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
 
     let limits = Limits {
         max_connections: config.max_connections,
-        handshake_timeout: Duration::from_secs(10),
+        handshake_timeout: Duration::from_secs(5),
         idle_timeout: Duration::from_secs(config.idle_timeout.max(1)),
         write_timeout: Duration::from_secs(10),
     };

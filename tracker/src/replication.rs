@@ -96,6 +96,8 @@ pub struct Cluster {
     links: Mutex<BTreeMap<u32, ReplicaLink>>,
     inner: Mutex<Inner>,
     last: Mutex<Option<EntryId>>,
+    /// While joining: what this tracker waits for, in words for clients and operators.
+    waiting: Mutex<String>,
 }
 
 impl Cluster {
@@ -116,7 +118,22 @@ impl Cluster {
             links: Mutex::new(BTreeMap::new()),
             inner: Mutex::new(inner),
             last: Mutex::new(last),
+            waiting: Mutex::new(format!("tracker {id} is starting")),
         }
+    }
+
+    /// What a joining tracker waits for (logged when it changes).
+    fn set_waiting(&self, why: String) {
+        let mut waiting = self.waiting.lock();
+        if *waiting != why {
+            log::info!("{why}");
+            *waiting = why;
+        }
+    }
+
+    /// Why this tracker does not serve yet.
+    pub fn waiting(&self) -> String {
+        self.waiting.lock().clone()
     }
 
     /// Opens a replication connection to tracker `to`, which must prove the key
@@ -395,7 +412,16 @@ pub fn serve(
             }
             ReplicaRequest::Join { from: joiner } => on_join(svc, joiner),
             ReplicaRequest::Forward { id, session, client, request } => {
-                ReplicaReply::Forwarded { result: svc.handle(id, session, client, request) }
+                // Only the primary takes forwarded requests: during a view change two
+                // trackers must not bounce a request between them.
+                let result = match svc.cluster.role() {
+                    Role::Primary => svc.handle(id, session, client, request),
+                    role => Err(TrackerError::Unavailable(format!(
+                        "tracker {} is {role}, not the primary",
+                        svc.cluster.id
+                    ))),
+                };
+                ReplicaReply::Forwarded { result }
             }
         };
         log::debug!("replica {from}: {reply:?}");
@@ -522,8 +548,11 @@ fn catch_up(
             _ => None,
         },
     };
+    // Start one entry early: the joiner compares the content of the entry it already holds
+    // (`on_append`), so two logs that agree on ids but not on content (two deployments
+    // started apart) end in a snapshot rather than a silent divergence.
     let mut from = match shared {
-        Some(seq) => seq,
+        Some(seq) => seq.saturating_sub(1),
         None => return send_snapshot(svc, store, link, view),
     };
     loop {
@@ -726,7 +755,7 @@ fn try_join(svc: &Service) {
         .filter_map(|(tid, (view, _, serving))| {
             view.as_ref().filter(|_| *serving).map(|v| (*tid, v.clone()))
         })
-        .max_by_key(|(_, v)| v.epoch);
+        .max_by_key(|(_, v)| (v.epoch, std::cmp::Reverse(v.primary)));
     if let Some((tid, view)) = serving {
         if let Some(mine) = my_view.as_ref().filter(|mine| mine.epoch > view.epoch) {
             log::error!(
@@ -742,28 +771,63 @@ fn try_join(svc: &Service) {
             .and_then(|mut link| link.call(&ReplicaRequest::Join { from: cluster.id }));
         match joined {
             Ok(ReplicaReply::Ack { .. }) => log::info!("joined tracker {primary}'s view"),
-            other => log::info!("join via tracker {primary} not done yet: {other:?}"),
+            other => {
+                log::info!("join via tracker {primary} not done yet: {other:?}");
+                cluster.set_waiting(format!("tracker {} is joining tracker {primary}", cluster.id));
+            }
         }
         return;
     }
 
     // 2. Nobody serves.
+    // Equal epochs with different views should not happen; if they do, every tracker must
+    // pick the same one (never "its own"): the lower primary id wins.
     let newest = statuses
         .values()
         .filter_map(|(v, _, _)| v.clone())
         .chain(my_view.clone())
-        .max_by_key(|v| v.epoch);
+        .max_by_key(|v| (v.epoch, std::cmp::Reverse(v.primary)));
     let restart_view = match newest {
         None => {
-            // A brand-new deployment: the lowest id present starts it.
-            if statuses.keys().any(|&t| t < cluster.id) {
+            // A brand-new deployment: the lowest id present starts it. A lower-id tracker
+            // whose key we lack may well be up (on another machine, its key not copied here
+            // yet), and starting beside it would make two deployments: wait for its key.
+            let info = cluster.trackers.current();
+            let keyless: Vec<u32> = info
+                .trackers()
+                .map(|(t, _)| t)
+                .filter(|t| *t < cluster.id && info.key(*t).is_none())
+                .collect();
+            if !keyless.is_empty() {
+                cluster.set_waiting(format!(
+                    "tracker {} waits for the key of tracker{} {keyless:?} in {} (start {} once, \
+                     or copy its line with the key here)",
+                    cluster.id,
+                    if keyless.len() > 1 { "s" } else { "" },
+                    cluster.trackers.path().display(),
+                    if keyless.len() > 1 { "them" } else { "it" },
+                ));
+                return;
+            }
+            if let Some(lower) = statuses.keys().find(|&&t| t < cluster.id) {
+                cluster.set_waiting(format!("tracker {lower} starts the deployment"));
                 return;
             }
             View::solo(1, cluster.id)
         }
         Some(newest) => {
             if !newest.members.iter().all(|m| *m == cluster.id || statuses.contains_key(m)) {
-                log::info!("waiting for the members of view {}:{:?}", newest.epoch, newest.members);
+                let missing: Vec<u32> = newest
+                    .members
+                    .iter()
+                    .copied()
+                    .filter(|m| *m != cluster.id && !statuses.contains_key(m))
+                    .collect();
+                cluster.set_waiting(format!(
+                    "tracker {} waits for trackers {missing:?} of its last view {}:{:?} to \
+                     come back (one of them may hold the newest changes)",
+                    cluster.id, newest.epoch, newest.members
+                ));
                 return;
             }
             // Everyone who may hold acknowledged entries is here: the most complete log leads.

@@ -11,21 +11,16 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
+use crate::admission::{Admission, AdmissionLimits};
 use crate::service::Service;
-use crate::session::{self, Admit};
-
-/// Connection slots beyond `max_connections` kept for other trackers, so that a tracker
-/// whose client slots are all taken still answers its peers (a busy tracker must never
-/// look dead to the others).
-pub const TRACKER_SLOTS: usize = 16;
+use crate::session;
 
 /// Per-connection limits.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Live client connections beyond this are closed at once (trackers have
-    /// `TRACKER_SLOTS` more).
+    /// Live client connections beyond this are closed (see `admission`).
     pub max_connections: usize,
-    /// How long a new connection may take to say hello.
+    /// How long a new connection may take to finish its handshake and say hello.
     pub handshake_timeout: Duration,
     /// How long a connection may stay silent before it is closed.
     pub idle_timeout: Duration,
@@ -65,6 +60,9 @@ pub fn run(
     tracker_id: u32,
     shutdown: Arc<Shutdown>,
 ) -> io::Result<()> {
+    let tracker_ips = service.settings.trackers.current().trackers().map(|(_, a)| a.ip()).collect();
+    let admission =
+        Admission::new(AdmissionLimits { max_clients: limits.max_connections, tracker_ips });
     let live: Arc<Mutex<HashMap<u64, TcpStream>>> = Arc::new(Mutex::new(HashMap::new()));
     let mut threads: Vec<JoinHandle<()>> = Vec::new();
     let mut next_id = 0u64;
@@ -82,13 +80,18 @@ pub fn run(
             }
         };
         reap_finished(&mut threads);
-        let open = live.lock().len();
-        if open >= limits.max_connections + TRACKER_SLOTS {
-            log::warn!("peer={:?}: refused, {open} connections open", stream.peer_addr());
+        let Ok(peer) = stream.peer_addr() else { continue };
+        let handshake = match admission.start_handshake(peer.ip()) {
+            Ok(slot) => slot,
+            Err(why) => {
+                log::warn!("peer={peer}: refused: {why}");
+                continue;
+            }
+        };
+        if live.lock().len() >= admission.max_live() {
+            log::warn!("peer={peer}: refused, {} connections open", admission.max_live());
             continue;
         }
-        let admit =
-            if open >= limits.max_connections { Admit::TrackersOnly } else { Admit::Anyone };
         next_id += 1;
         let conn_id = next_id;
         let handle = match stream.try_clone() {
@@ -100,12 +103,13 @@ pub fn run(
         };
         live.lock().insert(conn_id, handle);
         let service = Arc::clone(&service);
+        let admission = admission.clone();
         let live_for_thread = Arc::clone(&live);
         let spawned = thread::Builder::new()
             .name(format!("conn-{conn_id}"))
             .stack_size(256 * 1024)
             .spawn(move || {
-                session::serve(stream, &service, limits, tracker_id, admit);
+                session::serve(stream, &service, limits, tracker_id, &admission, handshake);
                 live_for_thread.lock().remove(&conn_id);
             });
         match spawned {

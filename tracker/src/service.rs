@@ -86,11 +86,7 @@ impl Service {
         request: Request,
     ) -> Result<Reply, TrackerError> {
         match self.cluster.role() {
-            Role::Joining => {
-                return Err(TrackerError::Unavailable(
-                    "tracker is catching up with the others".to_string(),
-                ))
-            }
+            Role::Joining => return Err(TrackerError::Unavailable(self.cluster.waiting())),
             Role::Backup { primary } if !answers_locally(&request) => {
                 return self.forwarder.forward(primary, id, token, client, request);
             }

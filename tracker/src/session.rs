@@ -2,8 +2,9 @@
 //! hello, then request → service → response until the peer leaves, goes idle for too long,
 //! or breaks the protocol (which closes only this connection).
 //!
-//! A peer that proved the key `tracker_info.txt` lists for tracker N may open a replication
-//! connection as tracker N (`ReplicaHello`); any other key is a client.
+//! A peer that proved the key `tracker_info.txt` lists for tracker N takes a tracker slot
+//! and may open a replication connection as tracker N (`ReplicaHello`); any other key is a
+//! client and takes a client slot (`admission`).
 
 use std::net::TcpStream;
 
@@ -12,21 +13,21 @@ use common::frame::FrameError;
 use common::message::{ClientMessage, TrackerMessage, PROTOCOL_VERSION};
 use common::PublicKey;
 
+use crate::admission::{Admission, HandshakeSlot};
 use crate::replication;
 use crate::server::Limits;
 use crate::service::Service;
 
-/// Who a connection may be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admit {
-    /// Clients and trackers.
-    Anyone,
-    /// Trackers only: the client slots are full, these are the slots kept for trackers.
-    TrackersOnly,
-}
-
-/// Serves one connection to its end.
-pub fn serve(stream: TcpStream, service: &Service, limits: Limits, tracker_id: u32, admit: Admit) {
+/// Serves one connection to its end: the handshake (holding `handshake`), then a client or
+/// tracker slot from `admission` for as long as the connection lasts.
+pub fn serve(
+    stream: TcpStream,
+    service: &Service,
+    limits: Limits,
+    tracker_id: u32,
+    admission: &Admission,
+    handshake: HandshakeSlot,
+) {
     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let timeouts = Timeouts {
         handshake: limits.handshake_timeout,
@@ -42,15 +43,19 @@ pub fn serve(stream: TcpStream, service: &Service, limits: Limits, tracker_id: u
             }
         };
     let key = conn.remote_key();
-    let tracker = match admit {
-        Admit::Anyone => service.settings.trackers.current().tracker_with_key(&key),
-        // Only a tracker may stay; one started a moment ago may have just written its key.
-        Admit::TrackersOnly => service.settings.trackers.current_fresh().tracker_with_key(&key),
+    let trackers = &service.settings.trackers;
+    let listed = trackers.current();
+    let tracker = listed.tracker_with_key(&key).or_else(|| {
+        // A tracker started a moment ago may have just written its key.
+        listed.missing_keys().then(|| trackers.current_fresh().tracker_with_key(&key))?
+    });
+    let _slot = match admission.admit(handshake, tracker.is_some()) {
+        Ok(slot) => slot,
+        Err(why) => {
+            log::warn!("peer={peer}: refused: {why}");
+            return;
+        }
     };
-    if admit == Admit::TrackersOnly && tracker.is_none() {
-        log::warn!("peer={peer}: refused, every client slot is taken");
-        return;
-    }
     if let Err(e) = serve_conn(conn, service, limits, tracker_id, key, tracker) {
         if e.is_timeout() {
             log::info!("peer={peer}: closing idle connection");
@@ -70,15 +75,7 @@ fn serve_conn(
     key: PublicKey,
     tracker: Option<u32>,
 ) -> Result<(), FrameError> {
-    let first = conn.recv()?;
-    let tracker = match &first {
-        // A tracker started a moment ago may have just written its key.
-        Some(ClientMessage::ReplicaHello { .. }) if tracker.is_none() => {
-            service.settings.trackers.current_fresh().tracker_with_key(&key)
-        }
-        _ => tracker,
-    };
-    match first {
+    match conn.recv()? {
         None => return Ok(()),
         Some(ClientMessage::ReplicaHello { version, from })
             if version == PROTOCOL_VERSION && tracker == Some(from) =>

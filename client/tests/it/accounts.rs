@@ -133,8 +133,22 @@ fn no_reachable_tracker_is_a_clear_error() {
 #[test]
 fn client_uses_the_next_tracker_when_the_first_is_down() {
     let cluster = Cluster::new(2);
+    // Tracker 1 has run once (its key is listed) and is down.
+    cluster.start_tracker(1).kill();
     let _second = cluster.start_tracker(2);
     let mut c = cluster.client("c");
     c.sign_up("alice");
     assert!(cluster.tracker_log(2).contains("CreateUser"));
+}
+
+#[test]
+fn a_tracker_waiting_for_a_lower_trackers_key_says_so() {
+    // Tracker 1 never ran here: its key is not listed, so tracker 2 cannot tell whether it
+    // is up elsewhere, and does not start a second deployment beside it.
+    let cluster = Cluster::new(2);
+    let _second = cluster.start_tracker(2);
+    let mut c = cluster.client("c");
+    let line = c.run1("create_user alice pw");
+    assert!(line.starts_with("error: "), "{line}");
+    assert!(line.contains("tracker 2 waits for the key of tracker [1]"), "{line}");
 }

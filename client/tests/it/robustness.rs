@@ -92,7 +92,10 @@ fn a_wrong_protocol_version_is_refused() {
 #[test]
 fn hundreds_of_idle_connections_do_not_stop_service() {
     let (cluster, _tracker) = Cluster::with_one_tracker();
-    let idle: Vec<TcpStream> = (0..300).map(|_| connect(cluster.addrs[0])).collect();
+    // From another address: one address gets a few handshake slots, not all of them.
+    let stranger = std::net::Ipv4Addr::new(127, 0, 0, 2);
+    let idle: Vec<TcpStream> =
+        (0..300).map(|_| crate::support::connect_from(stranger, cluster.addrs[0])).collect();
     let mut c = cluster.client("c");
     c.sign_up("alice");
     c.ok("create_group g", "created group g");
@@ -104,7 +107,14 @@ fn silent_connections_are_dropped_after_the_handshake_timeout_and_the_cap_holds(
     let cluster = Cluster::new(1);
     let tracker =
         cluster.try_start_tracker(1, &["--max-connections", "3"]).expect("tracker did not start");
+    // Silent connections hold only handshake slots, which time out.
     let mut silent: Vec<TcpStream> = (0..3).map(|_| connect(tracker.addr)).collect();
+    // Three clients that finished their handshakes take the three client slots.
+    let mut clients: Vec<_> = (0..3).map(|_| secure(&cluster)).collect();
+    for c in &mut clients {
+        c.send(&ClientMessage::Hello { version: PROTOCOL_VERSION }).unwrap();
+        assert!(matches!(c.recv().unwrap(), Some(TrackerMessage::Welcome { .. })));
+    }
     // Over the client cap, only trackers are admitted (issue 8: a tracker whose client
     // slots are full must still answer its peers): a client that completes its handshake
     // there is closed without a reply.
@@ -113,10 +123,12 @@ fn silent_connections_are_dropped_after_the_handshake_timeout_and_the_cap_holds(
     assert!(!matches!(extra.recv(), Ok(Some(_))), "a client was served over the cap");
     let log = cluster.tracker_log(1);
     assert!(log.contains("every client slot is taken"), "{log}");
-    // The silent ones are closed when their handshake time runs out; then there is room.
+    // The silent ones are closed when their handshake time runs out.
     for s in &mut silent {
         assert!(read_until_closed(s).is_empty());
     }
+    // A client leaves; then there is room.
+    drop(clients.pop());
     let mut c = cluster.client("c");
     c.sign_up("alice");
 }

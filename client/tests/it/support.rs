@@ -523,3 +523,13 @@ impl RawSession {
         }
     }
 }
+
+/// A TCP connection to `to` from the loopback address `from` (127.0.0.2, ...): a client on
+/// another host, as the tracker sees it.
+pub fn connect_from(from: std::net::Ipv4Addr, to: SocketAddr) -> std::net::TcpStream {
+    use rustix::net::{AddressFamily, SocketType};
+    let socket = rustix::net::socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
+    rustix::net::bind(&socket, &SocketAddr::from((from, 0))).unwrap();
+    rustix::net::connect(&socket, &to).unwrap();
+    std::net::TcpStream::from(socket)
+}
