@@ -9,6 +9,7 @@ pub mod admission;
 pub mod config;
 pub mod credential;
 pub mod presence;
+pub mod raft_node;
 pub mod raft_store;
 pub mod replication;
 pub mod server;

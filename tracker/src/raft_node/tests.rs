@@ -1,0 +1,204 @@
+//! Three nodes in one process, joined by an in-memory network that can cut links: the
+//! Jepsen shape in miniature. Every proposal's outcome is recorded; after healing, every
+//! acknowledged entry must be applied on every node, in the same order, once, and no term
+//! may have had two leaders.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Instant;
+
+use super::*;
+
+/// Links between nodes; a cut drops messages both ways.
+#[derive(Default)]
+struct Network {
+    nodes: Mutex<BTreeMap<u64, Sender<Message>>>,
+    cut: Mutex<HashSet<(u64, u64)>>,
+}
+
+impl Network {
+    fn isolate(&self, id: u64, others: &[u64]) {
+        let mut cut = self.cut.lock();
+        for &o in others {
+            cut.insert((id, o));
+            cut.insert((o, id));
+        }
+    }
+
+    fn heal(&self) {
+        self.cut.lock().clear();
+    }
+}
+
+struct Link {
+    net: Arc<Network>,
+}
+
+impl Transport for Link {
+    fn send(&self, msg: Message) {
+        if self.net.cut.lock().contains(&(msg.from, msg.to)) {
+            return;
+        }
+        if let Some(to) = self.net.nodes.lock().get(&msg.to) {
+            let _ = to.try_send(msg);
+        }
+    }
+}
+
+/// What a node applied: (index, data) in order.
+type Applied = Vec<(u64, Vec<u8>)>;
+
+/// Records what a node applied.
+#[derive(Clone, Default)]
+struct Log(Arc<Mutex<Applied>>);
+
+impl Apply for Log {
+    fn entry(&mut self, index: u64, data: &[u8]) {
+        self.0.lock().push((index, data.to_vec()));
+    }
+    fn snapshot(&mut self, _: u64, data: &[u8]) {
+        *self.0.lock() = postcard::from_bytes(data).unwrap_or_default();
+    }
+    fn state(&self) -> Vec<u8> {
+        postcard::to_stdvec(&*self.0.lock()).unwrap_or_default()
+    }
+}
+
+struct Group {
+    _dir: tempfile::TempDir,
+    net: Arc<Network>,
+    nodes: BTreeMap<u64, Arc<RaftNode>>,
+    logs: BTreeMap<u64, Log>,
+    /// (term, leader) pairs ever observed.
+    leaders: Mutex<HashSet<(u64, u64)>>,
+}
+
+impl Group {
+    fn start(n: u64) -> Group {
+        let dir = tempfile::tempdir().unwrap();
+        let net = Arc::new(Network::default());
+        let voters: Vec<u64> = (1..=n).collect();
+        let mut nodes = BTreeMap::new();
+        let mut logs = BTreeMap::new();
+        for id in 1..=n {
+            let store = RaftStore::open(&dir.path().join(format!("{id}.sqlite3"))).unwrap();
+            let log = Log::default();
+            let node = Arc::new(
+                RaftNode::start(
+                    id,
+                    &voters,
+                    store,
+                    Box::new(log.clone()),
+                    Box::new(Link { net: Arc::clone(&net) }),
+                )
+                .unwrap(),
+            );
+            // Deliver the network's messages to the node.
+            let (tx, rx) = bounded::<Message>(INBOX);
+            net.nodes.lock().insert(id, tx);
+            let weak = Arc::downgrade(&node);
+            std::thread::spawn(move || {
+                for msg in rx {
+                    match weak.upgrade() {
+                        Some(node) => node.step(msg),
+                        None => return,
+                    }
+                }
+            });
+            nodes.insert(id, node);
+            logs.insert(id, log);
+        }
+        Group { _dir: dir, net, nodes, logs, leaders: Mutex::default() }
+    }
+
+    fn observe(&self) -> Vec<NodeStatus> {
+        let statuses: Vec<NodeStatus> = self.nodes.values().map(|n| n.status()).collect();
+        for s in &statuses {
+            if s.role == StateRole::Leader {
+                self.leaders.lock().insert((s.term, s.id));
+            }
+        }
+        statuses
+    }
+
+    /// Waits until a leader is seen among `among`, newer than `after_term`.
+    fn wait_leader(&self, among: &[u64], after_term: u64) -> NodeStatus {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let leader = self.observe().into_iter().find(|s| {
+                s.role == StateRole::Leader && among.contains(&s.id) && s.term > after_term
+            });
+            if let Some(leader) = leader {
+                return leader;
+            }
+            assert!(Instant::now() < deadline, "no leader among {among:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn propose(&self, on: u64, data: &str) -> Result<u64, ProposeError> {
+        let answer = self.nodes[&on].propose(data.as_bytes().to_vec());
+        answer.recv_timeout(Duration::from_secs(5)).unwrap_or(Err(ProposeError::Busy))
+    }
+
+    fn wait_applied(&self, index: u64) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.observe().iter().any(|s| s.applied < index) {
+            assert!(Instant::now() < deadline, "not applied everywhere: {:?}", self.observe());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
+fn a_group_elects_one_leader_commits_and_survives_an_isolated_leader() {
+    let group = Group::start(3);
+    let first = group.wait_leader(&[1, 2, 3], 0);
+    let mut acknowledged: Vec<(u64, String)> = Vec::new();
+    for i in 0..30 {
+        let data = format!("a{i}");
+        let index = group.propose(first.id, &data).expect("the leader commits");
+        acknowledged.push((index, data));
+    }
+    // A follower refuses proposals and names the leader.
+    let follower = (1..=3).find(|id| *id != first.id).unwrap();
+    assert_eq!(
+        group.propose(follower, "x"),
+        Err(ProposeError::NotLeader { leader: Some(first.id) })
+    );
+
+    // Cut the leader off: it cannot commit; the other two elect a new leader that can.
+    let others: Vec<u64> = (1..=3).filter(|id| *id != first.id).collect();
+    group.net.isolate(first.id, &others);
+    let stranded = group.nodes[&first.id].propose(b"lost?".to_vec());
+    let second = group.wait_leader(&others, first.term);
+    for i in 0..20 {
+        let data = format!("b{i}");
+        let index = group.propose(second.id, &data).expect("the new leader commits");
+        acknowledged.push((index, data));
+    }
+    // The stranded proposal is never acknowledged while cut off (the old leader steps
+    // down when CheckQuorum finds no majority).
+    let outcome = stranded.recv_timeout(Duration::from_secs(10)).unwrap_or(Err(ProposeError::Busy));
+    assert_eq!(
+        outcome,
+        Err(ProposeError::LeaderChanged),
+        "an isolated leader acknowledged a write"
+    );
+
+    group.net.heal();
+    let last = acknowledged.iter().map(|a| a.0).max().unwrap();
+    group.wait_applied(last);
+    let logs: Vec<Applied> = group.logs.values().map(|l| l.0.lock().clone()).collect();
+    for log in &logs[1..] {
+        let n = log.len().min(logs[0].len());
+        assert_eq!(log[..n], logs[0][..n], "nodes applied different entries");
+    }
+    for (index, data) in &acknowledged {
+        let found: Vec<_> = logs[0].iter().filter(|(_, d)| d == data.as_bytes()).collect();
+        assert_eq!(found.len(), 1, "acknowledged {data} applied {} times", found.len());
+        assert_eq!(found[0].0, *index);
+    }
+    let leaders = group.leaders.lock().clone();
+    let terms: HashSet<u64> = leaders.iter().map(|(t, _)| *t).collect();
+    assert_eq!(terms.len(), leaders.len(), "two leaders in one term: {leaders:?}");
+}
