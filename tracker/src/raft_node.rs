@@ -116,15 +116,23 @@ impl RaftNode {
             let conf = raft::eraftpb::ConfState { voters: voters.to_vec(), ..Default::default() };
             store.set_conf_state(&conf)?;
         }
+        // The state machine starts from the snapshot, if any: raft-rs then hands over the
+        // committed entries after it.
+        let snapshot = store.snapshot(0, 0)?;
+        let snapshot_index = snapshot.get_metadata().index;
+        let mut apply = apply;
+        if snapshot_index > 0 {
+            apply.snapshot(snapshot_index, &snapshot.data);
+        }
         let config = Config {
             id,
             election_tick: ELECTION_TICKS,
             heartbeat_tick: HEARTBEAT_TICKS,
             pre_vote: true,
             check_quorum: true,
-            // Nothing is applied at start: the state machine is rebuilt from the snapshot
-            // and the log (the application keeps no state of its own across starts).
-            applied: 0,
+            // The state machine is rebuilt at every start, from the snapshot and the log
+            // (the application keeps no state of its own across starts).
+            applied: snapshot_index,
             max_size_per_msg: 1024 * 1024,
             max_inflight_msgs: 256,
             ..Default::default()
@@ -147,7 +155,7 @@ impl RaftNode {
             status: Arc::clone(&status),
             pending: HashMap::new(),
             next_proposal: 1,
-            applied: 0,
+            applied: snapshot_index,
         };
         let thread = std::thread::Builder::new()
             .name(format!("raft-{id}"))

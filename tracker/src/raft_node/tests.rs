@@ -202,3 +202,54 @@ fn a_group_elects_one_leader_commits_and_survives_an_isolated_leader() {
     let terms: HashSet<u64> = leaders.iter().map(|(t, _)| *t).collect();
     assert_eq!(terms.len(), leaders.len(), "two leaders in one term: {leaders:?}");
 }
+
+#[test]
+fn a_restarted_node_rebuilds_its_state_from_snapshot_and_log_and_catches_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("1.sqlite3");
+    // A node alone (a group of one) commits, compacts, commits more, and stops.
+    let log = Log::default();
+    {
+        let store = RaftStore::open(&path).unwrap();
+        let node =
+            RaftNode::start(1, &[1], store, Box::new(log.clone()), Box::new(Nowhere)).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while node.status().role != StateRole::Leader {
+            assert!(Instant::now() < deadline, "a group of one elects itself");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for i in 0..5 {
+            let answer = node.propose(format!("e{i}").into_bytes());
+            answer.recv_timeout(Duration::from_secs(5)).unwrap().unwrap();
+        }
+    }
+    // Compact by hand at the last applied entry, as the driver does after COMPACT_AFTER.
+    {
+        let store = RaftStore::open(&path).unwrap();
+        let last = store.last_index().unwrap();
+        store.compact(last, log.state()).unwrap();
+    }
+    let rebuilt = Log::default();
+    let store = RaftStore::open(&path).unwrap();
+    let node =
+        RaftNode::start(1, &[1], store, Box::new(rebuilt.clone()), Box::new(Nowhere)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while node.status().role != StateRole::Leader {
+        assert!(Instant::now() < deadline, "the node leads again after a restart");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let answer = node.propose(b"after".to_vec());
+    let index = answer.recv_timeout(Duration::from_secs(5)).unwrap().unwrap();
+    let before: Vec<Vec<u8>> = log.0.lock().iter().map(|(_, d)| d.clone()).collect();
+    let after: Vec<Vec<u8>> = rebuilt.0.lock().iter().map(|(_, d)| d.clone()).collect();
+    assert_eq!(after[..before.len()], before[..], "the snapshot restored what was applied");
+    assert_eq!(after.last().map(Vec::as_slice), Some(&b"after"[..]));
+    assert!(index > 5);
+}
+
+/// A transport for a group of one.
+struct Nowhere;
+
+impl Transport for Nowhere {
+    fn send(&self, _: Message) {}
+}
