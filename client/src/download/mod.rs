@@ -392,6 +392,97 @@ struct Coordinator {
     /// The SHA1 computed from the bytes of every piece we have (received, or re-verified
     /// on resume): the whole-file check is the file digest over these.
     computed: Vec<Option<Sha1Digest>>,
+    /// Calls to the tracker, made off this thread.
+    calls: TrackerCalls,
+    /// A peer refresh was posted and has not been answered yet.
+    refresh_pending: bool,
+}
+
+/// A call the coordinator posts for its tracker thread.
+enum TrackerJob {
+    /// `AnnouncePieces`, when this peer has `n_have` pieces.
+    Announce { request: Request, n_have: u32 },
+    /// `GetFile`: new peers and a fresh ticket.
+    Refresh(Request),
+    /// `UploadFile` of the finished download (nobody waits for the answer).
+    Complete(Request),
+}
+
+/// The answer to a posted call.
+enum TrackerNews {
+    Announced { n_have: u32 },
+    Refreshed(Result<Reply, CallError>),
+}
+
+/// A download's calls to the tracker, made on a thread of their own (`dl-tracker-N`): the
+/// coordinator never waits on a tracker, which may take seconds to fail over, so pieces
+/// keep flowing meanwhile. Calls queue (a few at most; the coordinator skips a tick's
+/// call when they are full) and answers come back on `news`.
+struct TrackerCalls {
+    jobs: Option<Sender<TrackerJob>>,
+    news: Receiver<TrackerNews>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl TrackerCalls {
+    fn start(tracker: Arc<TrackerSession>, name: String, idx: usize) -> TrackerCalls {
+        let (jobs, todo) = crossbeam_channel::bounded::<TrackerJob>(4);
+        let (tell, news) = crossbeam_channel::bounded::<TrackerNews>(4);
+        let file = name.clone();
+        let thread = thread::Builder::new().name(format!("dl-tracker-{idx}")).spawn(move || {
+            for job in todo {
+                let told = match job {
+                    TrackerJob::Announce { request, n_have } => match tracker.call(request) {
+                        Ok(_) => tell.send(TrackerNews::Announced { n_have }),
+                        Err(e) => {
+                            log::warn!("cannot announce pieces of {file}: {e}");
+                            Ok(())
+                        }
+                    },
+                    TrackerJob::Refresh(request) => {
+                        tell.send(TrackerNews::Refreshed(tracker.call(request)))
+                    }
+                    TrackerJob::Complete(request) => {
+                        if let Err(e) = tracker.call(request) {
+                            log::warn!("cannot announce the finished {file} as shared: {e}");
+                        }
+                        Ok(())
+                    }
+                };
+                // The coordinator is gone: nobody wants the rest.
+                if told.is_err() {
+                    break;
+                }
+            }
+        });
+        let thread = match thread {
+            Ok(thread) => Some(thread),
+            Err(e) => {
+                log::error!("cannot start a tracker thread for {name}: {e}");
+                None
+            }
+        };
+        TrackerCalls { jobs: Some(jobs), news, thread }
+    }
+
+    /// Posts `job` unless the queue is full; returns whether it was posted.
+    fn post(&self, job: TrackerJob) -> bool {
+        self.jobs.as_ref().is_some_and(|jobs| jobs.try_send(job).is_ok())
+    }
+
+    /// Lets the queued calls finish, then ends the thread.
+    fn finish(&mut self) {
+        drop(self.jobs.take());
+        // Unblock a thread that waits to hand over an answer nobody will read.
+        while self.news.try_recv().is_ok() {}
+        if let Some(thread) = self.thread.take() {
+            // Drain answers while it finishes, so that it never blocks on `tell`.
+            while !thread.is_finished() {
+                let _ = self.news.recv_timeout(Duration::from_millis(50));
+            }
+            let _ = thread.join();
+        }
+    }
 }
 
 impl Coordinator {
@@ -416,7 +507,10 @@ impl Coordinator {
             writer: ctx.writer.clone(),
         });
         let (events_tx, events) = crossbeam_channel::unbounded();
+        let calls = TrackerCalls::start(Arc::clone(&ctx.tracker), meta.name.to_string(), idx);
         Coordinator {
+            calls,
+            refresh_pending: false,
             ctx,
             idx,
             group: share.group.clone(),
@@ -476,6 +570,8 @@ impl Coordinator {
                 });
             }
         }
+        // After the outcome is visible: the last calls may wait for a tracker.
+        self.calls.finish();
     }
 
     /// Fetches every piece. Errors are the reason the download failed.
@@ -496,11 +592,20 @@ impl Coordinator {
                         self.handle(event)?;
                     }
                 }
+                recv(self.calls.news) -> news => {
+                    if let Ok(news) = news {
+                        self.hear(news);
+                    }
+                }
                 recv(ticker) -> _ => {
                     ticks += 1;
                     self.announce();
-                    if ticks.is_multiple_of(REFRESH_TICKS) {
-                        self.refresh();
+                    if ticks.is_multiple_of(REFRESH_TICKS) && !self.refresh_pending {
+                        let request = Request::GetFile {
+                            group: self.group.clone(),
+                            name: self.meta.name.clone(),
+                        };
+                        self.refresh_pending = self.calls.post(TrackerJob::Refresh(request));
                     }
                 }
             }
@@ -690,16 +795,24 @@ impl Coordinator {
             digest: self.meta.digest,
             have: self.share.have(),
         };
-        match self.ctx.tracker.call(request) {
-            Ok(_) => self.announced = n_have,
-            Err(e) => log::warn!("cannot announce pieces of {}: {e}", self.meta.name),
+        // Skipped when calls are queued: the next tick announces again.
+        self.calls.post(TrackerJob::Announce { request, n_have });
+    }
+
+    /// Takes in the answer to a call posted earlier.
+    fn hear(&mut self, news: TrackerNews) {
+        match news {
+            TrackerNews::Announced { n_have } => self.announced = self.announced.max(n_have),
+            TrackerNews::Refreshed(answer) => {
+                self.refresh_pending = false;
+                self.refreshed(answer);
+            }
         }
     }
 
-    /// Asks the tracker for the file's peers again.
-    fn refresh(&mut self) {
-        let request = Request::GetFile { group: self.group.clone(), name: self.meta.name.clone() };
-        match self.ctx.tracker.call(request) {
+    /// The tracker's answer to a peer refresh.
+    fn refreshed(&mut self, answer: Result<Reply, CallError>) {
+        match answer {
             Ok(Reply::FileInfo { meta, peers, ticket }) if meta.digest == self.meta.digest => {
                 // Workers renew their seeders' copy with it before the old one expires.
                 *self.target.ticket.lock() = *ticket;
@@ -766,8 +879,11 @@ impl Coordinator {
         }
         self.ctx.shares.save();
         let request = Request::UploadFile { group: self.group.clone(), file: self.meta.clone() };
-        if let Err(e) = self.ctx.tracker.call(request) {
-            log::warn!("cannot announce the finished {} as shared: {e}", self.meta.name);
+        if !self.calls.post(TrackerJob::Complete(request.clone())) {
+            // The queue is full of older calls: wait for room rather than not announce.
+            if let Some(jobs) = &self.calls.jobs {
+                let _ = jobs.send(TrackerJob::Complete(request));
+            }
         }
         Ok(())
     }

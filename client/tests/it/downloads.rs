@@ -461,3 +461,44 @@ fn a_silent_peer_is_no_longer_listed() {
         assert!(std::time::Instant::now() < deadline, "still listed");
     }
 }
+
+/// Issue 9 (clients through failover): tracker traffic never stalls the piece path. With
+/// the tracker frozen (SIGSTOP, as a paused process or a failover in progress looks to a
+/// client), a running download completes, and no tracker call of it has given up yet.
+#[test]
+fn a_download_keeps_going_while_its_tracker_is_frozen() {
+    let (cluster, tracker) = Cluster::with_one_tracker();
+    let mut c = cluster.members(&["seed", "leech"], &["--max-upload-rate", "4000000"]);
+    let original = cluster.path("f.bin");
+    write_random(&original, 8 * 1024 * 1024, 41);
+    upload(&mut c[0], &original);
+    let out = cluster.path("out.bin");
+    c[1].run1(&format!("download_file g f.bin {}", out.display()));
+    let signal = |sig: &str| {
+        let status = std::process::Command::new("kill")
+            .args([sig, &tracker.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    // Freeze the tracker once pieces flow (the seeder has checked the ticket with it).
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        let line = c[1].run1("show_downloads");
+        if !line.contains(" (0/") || line.starts_with("[C]") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no piece arrived: {line}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    signal("-STOP");
+    let done = c[1].wait_downloads();
+    let log = std::fs::read_to_string(cluster.path("leech.log")).unwrap_or_default();
+    signal("-CONT");
+    assert!(done[0].starts_with("[C] [g] f.bin"), "{done:?}");
+    assert_same_file(&original, &out);
+    assert!(
+        !log.contains("cannot announce pieces") && !log.contains("cannot refresh peers"),
+        "the download waited for the frozen tracker:\n{log}"
+    );
+}

@@ -283,6 +283,11 @@ impl TrackerProc {
         status.split("digest=").nth(1).unwrap().to_string()
     }
 
+    /// The process id (to signal it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
