@@ -48,6 +48,8 @@ const MAX_BAD_PIECES: u32 = 3;
 const REFRESH_TICKS: u32 = 2;
 /// Wait this long before connecting again to a peer whose connection failed.
 const RECONNECT_AFTER: Duration = Duration::from_secs(3);
+/// Peers one download connects to at most (one thread each).
+pub const MAX_PEERS: usize = 32;
 
 pub use record::{DownloadRecord, DownloadState, Downloads};
 
@@ -363,6 +365,7 @@ impl From<String> for Failure {
 
 struct WorkerHandle {
     addr: SocketAddr,
+    key: PublicKey,
     jobs: Sender<Job>,
     socket: Arc<Mutex<Option<TcpStream>>>,
     thread: thread::JoinHandle<()>,
@@ -707,9 +710,12 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Connects to peers not yet connected (and not banned or recently failed).
+    /// Connects to peers not yet connected (and not banned or recently failed), one
+    /// connection per address and per key whatever the list repeats, and at most
+    /// `MAX_PEERS` in all: a peer list is not trusted to be small or distinct.
     fn add_peers(&mut self, peers: Vec<PeerInfo>) {
-        let connected: HashSet<SocketAddr> = self.workers.values().map(|w| w.addr).collect();
+        let mut connected: HashSet<SocketAddr> = self.workers.values().map(|w| w.addr).collect();
+        let mut keys: HashSet<PublicKey> = self.workers.values().map(|w| w.key).collect();
         for info in peers {
             if connected.contains(&info.addr) || self.banned.contains(&info.addr) {
                 if let (Some(have), Some(peer)) = (info.have, self.peer_at(info.addr)) {
@@ -717,9 +723,14 @@ impl Coordinator {
                 }
                 continue;
             }
-            if self.failed.get(&info.addr).is_some_and(|at| at.elapsed() < RECONNECT_AFTER) {
+            if keys.contains(&info.key)
+                || self.workers.len() >= MAX_PEERS
+                || self.failed.get(&info.addr).is_some_and(|at| at.elapsed() < RECONNECT_AFTER)
+            {
                 continue;
             }
+            connected.insert(info.addr);
+            keys.insert(info.key);
             self.spawn_worker(info.addr, info.key);
         }
         let n = self.workers.len();
@@ -746,7 +757,8 @@ impl Coordinator {
             });
         match spawned {
             Ok(thread) => {
-                self.workers.insert(peer, WorkerHandle { addr, jobs: jobs_tx, socket, thread });
+                self.workers
+                    .insert(peer, WorkerHandle { addr, key, jobs: jobs_tx, socket, thread });
             }
             Err(e) => log::error!("cannot start a worker thread: {e}"),
         }

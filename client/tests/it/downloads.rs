@@ -502,3 +502,57 @@ fn a_download_keeps_going_while_its_tracker_is_frozen() {
         "the download waited for the frozen tracker:\n{log}"
     );
 }
+
+/// Issue 13 (downloader bounds): a peer list that names one address many times (a member
+/// logged in 40 times, each session announcing the same address) costs the downloader one
+/// connection there, not forty threads.
+#[test]
+fn a_peer_list_repeating_one_address_costs_one_connection() {
+    let (cluster, tracker) = Cluster::with_one_tracker();
+    let mut c = cluster.members(&["seed", "leech", "mallory"], &["--max-upload-rate", "4000000"]);
+    let original = cluster.path("f.bin");
+    write_random(&original, 4 * 1024 * 1024, 43);
+    upload(&mut c[0], &original);
+    let meta = {
+        let file = std::fs::File::open(&original).unwrap();
+        let h = common::hash::hash_file(&file, 4 * 1024 * 1024).unwrap();
+        FileMeta {
+            name: "f.bin".parse().unwrap(),
+            size: h.file_len,
+            digest: h.digest,
+            pieces: h.pieces,
+        }
+    };
+    // A tarpit at mallory's address: it counts connections and never answers.
+    let tarpit = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = tarpit.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    {
+        let accepted = std::sync::Arc::clone(&accepted);
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for stream in tarpit.incoming().flatten() {
+                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                held.push(stream);
+            }
+        });
+    }
+    let sessions: Vec<RawSession> = (0..40)
+        .map(|_| {
+            let mut m = RawSession::connect(&cluster, &tracker);
+            m.login("mallory", addr);
+            let group = GroupId::new("g").unwrap();
+            let shared = m.call(Request::UploadFile { group, file: meta.clone() });
+            assert_eq!(shared, Ok(Reply::Uploaded { new_file: false }));
+            m
+        })
+        .collect();
+    let out = cluster.path("out.bin");
+    c[1].run1(&format!("download_file g f.bin {}", out.display()));
+    let done = c[1].wait_downloads();
+    assert!(done[0].starts_with("[C] [g] f.bin"), "{done:?}");
+    let n = accepted.load(std::sync::atomic::Ordering::SeqCst);
+    // One connection, and perhaps a retry of it (every 3 s), never one per listing.
+    assert!(n <= 3, "{n} connections to one address listed 40 times");
+    drop(sessions);
+}
