@@ -126,6 +126,8 @@ impl Service {
                 return state.verify_ticket(&ticket, unix_now()).map(|()| Reply::TicketOk);
             }
             Request::StateDigest => {
+                // Its sequence number tells how busy the tracker is: members only.
+                self.state.read().session_user(session)?;
                 let (seq, digest) = self.digest();
                 return Ok(Reply::StateDigest { seq, digest });
             }
@@ -164,9 +166,15 @@ impl Service {
 
     /// The last applied entry's sequence number and the SHA1 of the state.
     pub fn digest(&self) -> (u64, Sha1Digest) {
-        let store = self.store.lock();
-        let bytes = postcard::to_stdvec(&*self.state.read()).unwrap_or_default();
-        (store.last().map_or(0, |l| l.seq), Sha1Digest::of(&bytes))
+        // A consistent copy under the locks; the encoding and hashing happen after, so
+        // writers wait only for the copy.
+        let (seq, state) = {
+            let store = self.store.lock();
+            let state = self.state.read().clone();
+            (store.last().map_or(0, |l| l.seq), state)
+        };
+        let bytes = postcard::to_stdvec(&state).unwrap_or_default();
+        (seq, Sha1Digest::of(&bytes))
     }
 
     /// One line describing this tracker's place in the cluster (for `status` on stdin).

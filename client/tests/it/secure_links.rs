@@ -200,6 +200,9 @@ fn a_stolen_session_token_is_useless_from_another_key() {
         Err(TrackerError::NotLoggedIn)
     );
     assert_eq!(thief.call(Request::Logout), Err(TrackerError::NotLoggedIn));
+    // Not even the state digest (whose sequence number tells how busy the tracker is).
+    assert_eq!(thief.call(Request::StateDigest), Err(TrackerError::NotLoggedIn));
+    assert!(matches!(victim.call(Request::StateDigest), Ok(Reply::StateDigest { .. })));
     // The victim's session is untouched.
     assert_eq!(victim.call(Request::ListMyGroups), Ok(Reply::Groups(vec![])));
 }
