@@ -8,7 +8,6 @@ pub mod peer;
 pub mod repl;
 pub mod seeder;
 pub mod shares;
-pub mod state_dir;
 pub mod tracker_link;
 pub mod tracker_session;
 
@@ -47,7 +46,7 @@ pub enum RunError {
 pub fn run(config: Config) -> Result<(), RunError> {
     let trackers = Arc::new(TrackerInfoFile::load(&config.tracker_info)?);
     let state_dir = config.state_dir();
-    state_dir::make_private(&state_dir)
+    common::identity::make_private_dir(&state_dir)
         .map_err(|source| RunError::StateDir { path: state_dir.display().to_string(), source })?;
     // This peer's identity: trackers bind its sessions to it, seeders its tickets.
     let (identity, _) = Identity::load_or_create(&state_dir.join("client.key"))?;

@@ -8,7 +8,7 @@
 use std::fmt;
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::str::FromStr;
 
@@ -224,9 +224,71 @@ impl Identity {
     }
 }
 
+/// The access bits of group and others.
+const GROUP_OTHER: u32 = 0o077;
+
+/// Makes `dir`, the directory that holds a key pair and the secrets beside it (a tracker's
+/// data directory, a client's state directory), private: creates it (and missing parents)
+/// as 0700 if needed, then tightens it to 0700 and the regular files directly in it to
+/// owner-only access, logging a warning for each mode it had to change. Symbolic links in
+/// the directory are not followed.
+pub fn make_private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
+    if mode != 0o700 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        log::warn!("directory {} had mode {mode:04o}; set to 0700", dir.display());
+    }
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        // `DirEntry::metadata` does not follow a symbolic link.
+        let metadata = entry.metadata()?;
+        let mode = metadata.permissions().mode() & 0o777;
+        if metadata.is_file() && mode & GROUP_OTHER != 0 {
+            let path = entry.path();
+            let tightened = mode & !GROUP_OTHER;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(tightened))?;
+            log::warn!("{} had mode {mode:04o}; set to {tightened:04o}", path.display());
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn a_new_directory_is_private() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("a/state");
+        make_private_dir(&dir).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+    }
+
+    #[test]
+    fn a_loose_directory_and_its_files_are_tightened() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("state");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let file = dir.join("shares.bin");
+        std::fs::write(&file, b"x").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        // A link's target outside the directory is not touched.
+        let outside = tmp.path().join("outside");
+        std::fs::write(&outside, b"y").unwrap();
+        std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::os::unix::fs::symlink(&outside, dir.join("link")).unwrap();
+        make_private_dir(&dir).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&file), 0o600);
+        assert_eq!(mode(&outside), 0o644);
+    }
 
     #[test]
     fn keys_print_and_parse_as_hex() {

@@ -42,8 +42,6 @@ pub enum RunError {
     NoSuchTracker { id: u32, count: usize },
     #[error("cannot open data directory: {0}")]
     Store(#[from] StoreError),
-    #[error("cannot create data directory {path}: {source}")]
-    DataDir { path: String, source: std::io::Error },
     #[error("{0}")]
     Identity(#[from] IdentityError),
     #[error("{0}")]
@@ -65,8 +63,8 @@ pub fn run(config: Config) -> Result<(), RunError> {
         .addr(config.tracker_id)
         .ok_or(RunError::NoSuchTracker { id: config.tracker_id, count: info.len() })?;
     let data_dir = config.data_dir();
-    create_private_dir(&data_dir)
-        .map_err(|source| RunError::DataDir { path: data_dir.display().to_string(), source })?;
+    // Opening the store makes the data directory private, before the key goes there.
+    let (store, recovered) = Store::open(&data_dir)?;
     let key_file = data_dir.join("tracker.key");
     let (identity, created) = Identity::load_or_create(&key_file)?;
     if created {
@@ -90,7 +88,6 @@ pub fn run(config: Config) -> Result<(), RunError> {
     }
     let trackers = Arc::new(TrackerInfoFile::load(&config.tracker_info)?);
     let identity = Arc::new(identity);
-    let (store, recovered) = Store::open(&data_dir)?;
     let listener = TcpListener::bind(addr).map_err(|source| RunError::Bind { addr, source })?;
     let local = listener.local_addr()?;
     let settings = Settings {
@@ -135,12 +132,6 @@ pub fn run(config: Config) -> Result<(), RunError> {
     served?;
     log::info!("tracker {} stopped", config.tracker_id);
     Ok(())
-}
-
-/// Creates `dir` (mode 0700) if missing.
-fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
 }
 
 /// Stops the tracker on a `quit` or `exit` line on stdin, and prints the tracker's place in

@@ -9,8 +9,8 @@
 //! -shm files, which take the database's mode) 0600: they hold password hashes, session
 //! tokens and the ticket secret.
 
-use std::fs::{self, DirBuilder, OpenOptions, Permissions};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -75,7 +75,7 @@ impl Store {
     /// Opens (or creates) the store in `dir` and rebuilds the state it holds.
     pub fn open(dir: &Path) -> Result<(Store, Recovered), StoreError> {
         let db_path = dir.join("tracker.sqlite3");
-        make_private(dir)
+        common::identity::make_private_dir(dir)
             .and_then(|()| {
                 // Created 0600 here, not by SQLite (0644 less the umask).
                 OpenOptions::new()
@@ -292,36 +292,11 @@ impl Store {
     }
 }
 
-/// The access bits of group and others.
-const GROUP_OTHER: u32 = 0o077;
-
-/// Creates `dir` (and missing parents) as 0700 if needed, then tightens it to 0700 and the
-/// regular files directly in it to owner-only access, logging a warning for each mode it
-/// had to change. Symbolic links in the directory are not followed.
-fn make_private(dir: &Path) -> std::io::Result<()> {
-    DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-    let mode = fs::metadata(dir)?.permissions().mode() & 0o777;
-    if mode != 0o700 {
-        fs::set_permissions(dir, Permissions::from_mode(0o700))?;
-        log::warn!("data directory {} had mode {mode:04o}; set to 0700", dir.display());
-    }
-    for entry in fs::read_dir(dir)? {
-        let entry = entry?;
-        // `DirEntry::metadata` does not follow a symbolic link.
-        let metadata = entry.metadata()?;
-        let mode = metadata.permissions().mode() & 0o777;
-        if metadata.is_file() && mode & GROUP_OTHER != 0 {
-            let path = entry.path();
-            let tightened = mode & !GROUP_OTHER;
-            fs::set_permissions(&path, Permissions::from_mode(tightened))?;
-            log::warn!("{} had mode {mode:04o}; set to {tightened:04o}", path.display());
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
+    use std::fs::{self, Permissions};
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
     use crate::credential::Credential;
     use common::{GroupId, Password, UserId};

@@ -155,10 +155,7 @@ fn prepare_resume(
     share: &SharedFile,
 ) -> Result<(File, Vec<PeerInfo>, Ticket), StartError> {
     let temp = share.path();
-    let unwritable = |e: std::io::Error| StartError::Unwritable {
-        path: temp.display().to_string(),
-        reason: e.to_string(),
-    };
+    let unwritable = unwritable(&temp);
     // Only our own saved record leads here, but the file at that path may have been
     // replaced since: never follow a link, and write only into a regular file.
     let file = OpenOptions::new()
@@ -280,15 +277,17 @@ pub fn part_path(dest: &Path) -> PathBuf {
     dest.with_file_name(name)
 }
 
+/// Turns an I/O error on the `.part` file at `temp` into the download's error.
+fn unwritable(temp: &Path) -> impl Fn(std::io::Error) -> StartError + Copy + '_ {
+    move |e| StartError::Unwritable { path: temp.display().to_string(), reason: e.to_string() }
+}
+
 /// Creates the `.part` file of a new download, pre-sized to `size`. It is created
 /// exclusively and never through a symbolic link (`O_EXCL | O_NOFOLLOW`): a file or a link
 /// already at that path belongs to someone else and is neither followed, truncated nor
 /// deleted.
 fn create_part(temp: &Path, size: u64) -> Result<File, StartError> {
-    let unwritable = |e: std::io::Error| StartError::Unwritable {
-        path: temp.display().to_string(),
-        reason: e.to_string(),
-    };
+    let unwritable = unwritable(temp);
     let file = OpenOptions::new()
         .read(true)
         .write(true)
