@@ -57,7 +57,7 @@ fn downloads_from_several_peers_at_once() {
     assert_same_file(&original, &out.join("big.bin"));
     assert!(!out.join("big.bin.part").exists());
     // The leecher now shares the file too.
-    assert!(c[0].run1("list_files g").contains(", 4 sharers, "));
+    c[0].run1_until("list_files g", ", 4 sharers, ");
 }
 
 #[test]

@@ -160,7 +160,7 @@ fn a_download_in_progress_survives_the_failover_of_its_tracker() {
     assert!(done[0].starts_with("[C] [g] f.bin"), "{done:?}");
     assert_same_file(&original, &out);
     // The completed download was announced to the surviving tracker.
-    assert!(seed.run1("list_files g").contains(", 2 sharers,"));
+    seed.run1_until("list_files g", ", 2 sharers,");
 }
 
 /// A replication connection to the tracker at `addr` (which must prove `key`) as tracker

@@ -362,6 +362,22 @@ impl ClientProc {
         out.into_iter().next().unwrap()
     }
 
+    /// Runs `command` until its single line contains `wanted` (for what a client tells
+    /// its tracker after the fact, such as a finished download becoming a share), and
+    /// returns that line; fails with the last line after `TIMEOUT`.
+    #[track_caller]
+    pub fn run1_until(&mut self, command: &str, wanted: &str) -> String {
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        loop {
+            let line = self.run1(command);
+            if line.contains(wanted) {
+                return line;
+            }
+            assert!(std::time::Instant::now() < deadline, "{command:?} still prints {line:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Runs `command`, asserting it succeeds with exactly `expected` as its only line.
     #[track_caller]
     pub fn ok(&mut self, command: &str, expected: &str) {
