@@ -13,6 +13,13 @@
 //!
 //! PreVote and CheckQuorum are on: a partitioned node cannot disrupt the others with a
 //! higher term, and a leader that loses its majority steps down within an election timeout.
+//!
+//! Reads are linearizable through ReadIndex (`read_barrier`): the leader confirms with a
+//! majority that it still leads, and the caller waits until this node has applied up to the
+//! leader's commit index at that moment. No clock is trusted.
+//!
+//! A witness (`RaftNode::start` with `witness`) votes and keeps the log; when it is elected
+//! it hands the lead to the most up-to-date other voter at once.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,10 +34,10 @@ use raft::{Config, RawNode, StateRole, Storage};
 use crate::raft_store::{RaftStore, RaftStoreError};
 
 /// One tick of the Raft clock.
-pub const TICK: Duration = Duration::from_millis(100);
+pub const TICK: Duration = Duration::from_millis(50);
 /// Ticks without a leader's word before a follower campaigns (raft-rs randomizes it up to
-/// twice this): 1 to 2 s.
-const ELECTION_TICKS: usize = 10;
+/// twice this): 0.5 to 1 s.
+pub const ELECTION_TICKS: usize = 10;
 /// Ticks between a leader's heartbeats.
 const HEARTBEAT_TICKS: usize = 2;
 /// Inputs waiting for the driver thread at most.
@@ -38,10 +45,15 @@ const INBOX: usize = 4096;
 /// Applied entries kept in the log before a snapshot replaces them.
 pub const COMPACT_AFTER: u64 = 4096;
 
+/// A read that waited this long for the leader's confirmation gives up.
+const READ_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// What a committed entry does: the application's state machine.
 pub trait Apply: Send {
+    /// What applying an entry answers its proposer.
+    type Output: Send + 'static;
     /// Applies the entry at `index` (entries come in log order, each once per start).
-    fn entry(&mut self, index: u64, data: &[u8]);
+    fn entry(&mut self, index: u64, data: &[u8]) -> Self::Output;
     /// Replaces the state with a snapshot's, as of `index`.
     fn snapshot(&mut self, index: u64, data: &[u8]);
     /// The state as of the last applied entry, for a snapshot.
@@ -73,6 +85,8 @@ pub enum ProposeError {
     LeaderChanged,
     #[error("too many changes waiting")]
     Busy,
+    #[error("no leader confirmed the read in time")]
+    ReadTimeout,
     #[error("the raft node stopped")]
     Stopped,
 }
@@ -87,35 +101,67 @@ pub struct NodeStatus {
     pub leader: u64,
     pub commit: u64,
     pub applied: u64,
+    /// The term and index of the last entry in this node's log.
+    pub last_term: u64,
+    pub last_index: u64,
+    /// The voters of the configuration.
+    pub voters: [u64; MAX_VOTERS],
+    pub n_voters: usize,
 }
 
-enum Input {
-    Propose { data: Vec<u8>, reply: Sender<Result<u64, ProposeError>> },
+impl NodeStatus {
+    /// The voters of the configuration, ascending.
+    pub fn voters(&self) -> &[u64] {
+        &self.voters[..self.n_voters]
+    }
+}
+
+/// Voters a status can name (the trackers of `tracker_info.txt` are few).
+pub const MAX_VOTERS: usize = 16;
+
+/// What a proposal's caller hears: the entry's index and what applying it answered.
+pub type Proposed<O> = Result<(u64, O), ProposeError>;
+
+enum Input<O> {
+    Propose { data: Vec<u8>, reply: Sender<Proposed<O>> },
+    Read { reply: Sender<Result<(), ProposeError>> },
     Message(Box<Message>),
 }
 
 /// A running Raft node; dropping it stops the driver thread.
-pub struct RaftNode {
-    inbox: Option<Sender<Input>>,
+pub struct RaftNode<O: Send + 'static> {
+    inbox: Option<Sender<Input<O>>>,
     status: Arc<Mutex<NodeStatus>>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl RaftNode {
+/// How a node takes part.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NodeOptions {
+    /// A voter that never keeps the lead (see the module documentation).
+    pub witness: bool,
+}
+
+impl<O: Send + 'static> RaftNode<O> {
     /// Starts node `id` of a group of `voters` on `store` (a fresh store is initialized with
     /// that configuration; an existing one keeps its own).
     pub fn start(
         id: u64,
         voters: &[u64],
         store: RaftStore,
-        apply: Box<dyn Apply>,
+        apply: Box<dyn Apply<Output = O>>,
         transport: Box<dyn Transport>,
-    ) -> Result<RaftNode, RaftNodeError> {
+        options: NodeOptions,
+    ) -> Result<RaftNode<O>, RaftNodeError> {
         let state = store.initial_state()?;
-        if state.conf_state.voters.is_empty() {
+        let mut conf_voters = state.conf_state.voters.clone();
+        if conf_voters.is_empty() {
             let conf = raft::eraftpb::ConfState { voters: voters.to_vec(), ..Default::default() };
             store.set_conf_state(&conf)?;
+            conf_voters = voters.to_vec();
         }
+        conf_voters.sort_unstable();
+        conf_voters.truncate(MAX_VOTERS);
         // The state machine starts from the snapshot, if any: raft-rs then hands over the
         // committed entries after it.
         let snapshot = store.snapshot(0, 0)?;
@@ -138,7 +184,11 @@ impl RaftNode {
             ..Default::default()
         };
         let logger = slog::Logger::root(LogDrain, slog::o!("raft" => id));
-        let node = RawNode::new(&config, store, &logger)?;
+        let mut node = RawNode::new(&config, store, &logger)?;
+        if conf_voters == [id] && !options.witness {
+            // Nobody to wait for: lead at once rather than after an election timeout.
+            node.campaign()?;
+        }
         let status = Arc::new(Mutex::new(NodeStatus {
             id,
             role: StateRole::Follower,
@@ -146,16 +196,33 @@ impl RaftNode {
             leader: 0,
             commit: 0,
             applied: 0,
+            last_term: 0,
+            last_index: 0,
+            voters: [0; MAX_VOTERS],
+            n_voters: 0,
         }));
         let (inbox, inputs) = bounded(INBOX);
+        let mut nonce = [0u8; 8];
+        // Tells this run's proposals from a previous leader's (whose entries may commit
+        // under this one); a clock will do where randomness fails.
+        if getrandom::fill(&mut nonce).is_err() {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+            nonce = now.map(|d| d.as_nanos() as u64).unwrap_or(0).to_be_bytes();
+        }
         let driver = Driver {
             node,
             apply,
             transport,
             status: Arc::clone(&status),
             pending: HashMap::new(),
+            nonce,
             next_proposal: 1,
             applied: snapshot_index,
+            reads_asked: HashMap::new(),
+            reads_confirmed: Vec::new(),
+            witness: options.witness,
+            leader_seen: 0,
+            voters: conf_voters,
         };
         let thread = std::thread::Builder::new()
             .name(format!("raft-{id}"))
@@ -164,19 +231,33 @@ impl RaftNode {
     }
 
     /// Proposes `data`; the answer arrives on the returned channel once the entry is
-    /// committed and applied here (its index), or as soon as it cannot be.
-    pub fn propose(&self, data: Vec<u8>) -> Receiver<Result<u64, ProposeError>> {
+    /// committed and applied here (its index and what applying it answered), or as soon
+    /// as it cannot be.
+    pub fn propose(&self, data: Vec<u8>) -> Receiver<Proposed<O>> {
         let (reply, answer) = bounded(1);
-        let input = Input::Propose { data, reply: reply.clone() };
-        let refused = match self.inbox.as_ref().map(|inbox| inbox.try_send(input)) {
-            Some(Ok(())) => None,
-            Some(Err(TrySendError::Full(_))) => Some(ProposeError::Busy),
-            Some(Err(TrySendError::Disconnected(_))) | None => Some(ProposeError::Stopped),
-        };
-        if let Some(why) = refused {
+        self.send_input(Input::Propose { data, reply: reply.clone() }, |why| {
             let _ = reply.send(Err(why));
-        }
+        });
         answer
+    }
+
+    /// A linearizable read point: answers once this node has applied everything committed
+    /// before the call (as confirmed by a leader that a majority still follows), so that
+    /// reading its state then sees every write acknowledged before the call.
+    pub fn read_barrier(&self) -> Receiver<Result<(), ProposeError>> {
+        let (reply, answer) = bounded(1);
+        self.send_input(Input::Read { reply: reply.clone() }, |why| {
+            let _ = reply.send(Err(why));
+        });
+        answer
+    }
+
+    fn send_input(&self, input: Input<O>, refuse: impl FnOnce(ProposeError)) {
+        match self.inbox.as_ref().map(|inbox| inbox.try_send(input)) {
+            Some(Ok(())) => {}
+            Some(Err(TrySendError::Full(_))) => refuse(ProposeError::Busy),
+            Some(Err(TrySendError::Disconnected(_))) | None => refuse(ProposeError::Stopped),
+        }
     }
 
     /// Hands the driver a message from another node (dropped when the inbox is full: Raft
@@ -193,7 +274,7 @@ impl RaftNode {
     }
 }
 
-impl Drop for RaftNode {
+impl<O: Send + 'static> Drop for RaftNode<O> {
     fn drop(&mut self) {
         drop(self.inbox.take());
         if let Some(thread) = self.thread.take() {
@@ -202,19 +283,30 @@ impl Drop for RaftNode {
     }
 }
 
-struct Driver {
+struct Driver<O> {
     node: RawNode<RaftStore>,
-    apply: Box<dyn Apply>,
+    apply: Box<dyn Apply<Output = O>>,
     transport: Box<dyn Transport>,
     status: Arc<Mutex<NodeStatus>>,
-    /// Proposals waiting for their entry, by the id carried in the entry's context.
-    pending: HashMap<u64, Sender<Result<u64, ProposeError>>>,
+    /// Proposals waiting for their entry, by the number carried in the entry's context
+    /// (after this run's nonce).
+    pending: HashMap<u64, Sender<Proposed<O>>>,
+    nonce: [u8; 8],
     next_proposal: u64,
     applied: u64,
+    /// Reads waiting for the leader's confirmation, by context, with when they were asked.
+    reads_asked: HashMap<u64, (Sender<Result<(), ProposeError>>, std::time::Instant)>,
+    /// Confirmed reads waiting for this node to apply up to their index.
+    reads_confirmed: Vec<(u64, Sender<Result<(), ProposeError>>)>,
+    witness: bool,
+    /// The leader the last status named (reads asked of another leader are failed).
+    leader_seen: u64,
+    /// The voters (fixed: no configuration changes are proposed).
+    voters: Vec<u64>,
 }
 
-impl Driver {
-    fn run(mut self, inputs: Receiver<Input>) {
+impl<O: Send + 'static> Driver<O> {
+    fn run(mut self, inputs: Receiver<Input<O>>) {
         let ticker = tick(TICK);
         loop {
             select! {
@@ -230,6 +322,7 @@ impl Driver {
                 },
                 recv(ticker) -> _ => {
                     self.node.tick();
+                    self.expire_reads();
                 }
             }
             if let Err(e) = self.drive() {
@@ -242,7 +335,7 @@ impl Driver {
         self.fail_pending(ProposeError::Stopped);
     }
 
-    fn take(&mut self, input: Input) {
+    fn take(&mut self, input: Input<O>) {
         match input {
             Input::Propose { data, reply } => {
                 if self.node.raft.state != StateRole::Leader {
@@ -252,7 +345,7 @@ impl Driver {
                 }
                 let id = self.next_proposal;
                 self.next_proposal += 1;
-                match self.node.propose(id.to_be_bytes().to_vec(), data) {
+                match self.node.propose(self.context(id), data) {
                     Ok(()) => {
                         self.pending.insert(id, reply);
                     }
@@ -260,6 +353,16 @@ impl Driver {
                         let _ = reply.send(Err(ProposeError::LeaderChanged));
                     }
                 }
+            }
+            Input::Read { reply } => {
+                if self.node.raft.leader_id == 0 {
+                    let _ = reply.send(Err(ProposeError::NotLeader { leader: None }));
+                    return;
+                }
+                let id = self.next_proposal;
+                self.next_proposal += 1;
+                self.node.read_index(self.context(id));
+                self.reads_asked.insert(id, (reply, std::time::Instant::now()));
             }
             Input::Message(msg) => {
                 if let Err(e) = self.node.step(*msg) {
@@ -269,10 +372,55 @@ impl Driver {
         }
     }
 
+    /// The context of this run's proposal or read number `id`.
+    fn context(&self, id: u64) -> Vec<u8> {
+        let mut context = self.nonce.to_vec();
+        context.extend_from_slice(&id.to_be_bytes());
+        context
+    }
+
+    /// The number in a context made by `context` in this run.
+    fn ours(&self, context: &[u8]) -> Option<u64> {
+        let (nonce, id) = context.split_at_checked(8)?;
+        (nonce == self.nonce).then_some(())?;
+        Some(u64::from_be_bytes(id.try_into().ok()?))
+    }
+
+    /// Reads whose confirmation never came (no leader, or the leader lost its majority).
+    fn expire_reads(&mut self) {
+        let now = std::time::Instant::now();
+        self.reads_asked.retain(|_, (reply, asked)| {
+            let alive = now.duration_since(*asked) < READ_TIMEOUT;
+            if !alive {
+                let _ = reply.send(Err(ProposeError::ReadTimeout));
+            }
+            alive
+        });
+    }
+
+    /// Answers confirmed reads this node has applied far enough for.
+    fn release_reads(&mut self) {
+        let applied = self.applied;
+        self.reads_confirmed.retain(|(index, reply)| {
+            let waiting = *index > applied;
+            if !waiting {
+                let _ = reply.send(Ok(()));
+            }
+            waiting
+        });
+    }
+
     fn drive(&mut self) -> Result<(), RaftNodeError> {
         if self.node.has_ready() {
             let mut ready = self.node.ready();
             self.send(ready.take_messages());
+            for read in ready.take_read_states() {
+                let asked =
+                    self.ours(&read.request_ctx).and_then(|id| self.reads_asked.remove(&id));
+                if let Some((reply, _)) = asked {
+                    self.reads_confirmed.push((read.index, reply));
+                }
+            }
             if !ready.snapshot().is_empty() {
                 self.install(ready.snapshot().clone())?;
             }
@@ -289,6 +437,7 @@ impl Driver {
             self.send(light.take_messages());
             self.commit(light.take_committed_entries());
             self.node.advance_apply();
+            self.release_reads();
             self.maybe_compact()?;
         }
         // A leader that stepped down (in a tick, a message or this Ready) cannot tell
@@ -296,7 +445,20 @@ impl Driver {
         if self.node.raft.state != StateRole::Leader && !self.pending.is_empty() {
             self.fail_pending(ProposeError::LeaderChanged);
         }
+        if self.node.raft.leader_id != self.leader_seen {
+            // Reads asked of the old leader may never be confirmed.
+            self.leader_seen = self.node.raft.leader_id;
+            for (_, (reply, _)) in self.reads_asked.drain() {
+                let _ = reply.send(Err(ProposeError::LeaderChanged));
+            }
+        }
+        if self.witness && self.node.raft.state == StateRole::Leader {
+            self.hand_over_lead();
+        }
         let raft = &self.node.raft;
+        let mut voters = [0; MAX_VOTERS];
+        let n_voters = self.voters.len();
+        voters[..n_voters].copy_from_slice(&self.voters);
         *self.status.lock() = NodeStatus {
             id: raft.id,
             role: raft.state,
@@ -304,8 +466,32 @@ impl Driver {
             leader: raft.leader_id,
             commit: raft.raft_log.committed,
             applied: self.applied,
+            last_term: raft.raft_log.last_term(),
+            last_index: raft.raft_log.last_index(),
+            voters,
+            n_voters,
         };
         Ok(())
+    }
+
+    /// A witness that was elected passes the lead to the voter whose log matches furthest
+    /// (once it has committed in its term: raft-rs transfers only then).
+    fn hand_over_lead(&mut self) {
+        let raft = &self.node.raft;
+        if raft.lead_transferee.is_some() {
+            return;
+        }
+        let me = raft.id;
+        let best = raft
+            .prs()
+            .iter()
+            .filter(|(id, _)| **id != me)
+            .max_by_key(|(id, pr)| (pr.matched, std::cmp::Reverse(**id)))
+            .map(|(id, _)| *id);
+        if let Some(to) = best {
+            log::info!("raft {me}: a witness does not lead; handing over to {to}");
+            self.node.transfer_leader(to);
+        }
     }
 
     fn send(&self, messages: Vec<Message>) {
@@ -332,12 +518,13 @@ impl Driver {
                 // Membership is fixed by tracker_info.txt; no conf changes are proposed.
                 continue;
             }
-            if !entry.data.is_empty() {
-                self.apply.entry(entry.index, &entry.data);
+            if entry.data.is_empty() {
+                // A new leader's empty entry.
+                continue;
             }
-            let proposal = <[u8; 8]>::try_from(&entry.context[..]).ok().map(u64::from_be_bytes);
-            if let Some(reply) = proposal.and_then(|id| self.pending.remove(&id)) {
-                let _ = reply.send(Ok(entry.index));
+            let output = self.apply.entry(entry.index, &entry.data);
+            if let Some(reply) = self.ours(&entry.context).and_then(|id| self.pending.remove(&id)) {
+                let _ = reply.send(Ok((entry.index, output)));
             }
         }
     }

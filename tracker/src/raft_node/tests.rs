@@ -52,6 +52,7 @@ type Applied = Vec<(u64, Vec<u8>)>;
 struct Log(Arc<Mutex<Applied>>);
 
 impl Apply for Log {
+    type Output = ();
     fn entry(&mut self, index: u64, data: &[u8]) {
         self.0.lock().push((index, data.to_vec()));
     }
@@ -66,7 +67,7 @@ impl Apply for Log {
 struct Group {
     _dir: tempfile::TempDir,
     net: Arc<Network>,
-    nodes: BTreeMap<u64, Arc<RaftNode>>,
+    nodes: BTreeMap<u64, Arc<RaftNode<()>>>,
     logs: BTreeMap<u64, Log>,
     /// (term, leader) pairs ever observed.
     leaders: Mutex<HashSet<(u64, u64)>>,
@@ -89,6 +90,7 @@ impl Group {
                     store,
                     Box::new(log.clone()),
                     Box::new(Link { net: Arc::clone(&net) }),
+                    NodeOptions::default(),
                 )
                 .unwrap(),
             );
@@ -137,7 +139,7 @@ impl Group {
 
     fn propose(&self, on: u64, data: &str) -> Result<u64, ProposeError> {
         let answer = self.nodes[&on].propose(data.as_bytes().to_vec());
-        answer.recv_timeout(Duration::from_secs(5)).unwrap_or(Err(ProposeError::Busy))
+        answer.recv_timeout(Duration::from_secs(5)).unwrap_or(Err(ProposeError::Busy)).map(|a| a.0)
     }
 
     fn wait_applied(&self, index: u64) {
@@ -211,8 +213,15 @@ fn a_restarted_node_rebuilds_its_state_from_snapshot_and_log_and_catches_up() {
     let log = Log::default();
     {
         let store = RaftStore::open(&path).unwrap();
-        let node =
-            RaftNode::start(1, &[1], store, Box::new(log.clone()), Box::new(Nowhere)).unwrap();
+        let node = RaftNode::start(
+            1,
+            &[1],
+            store,
+            Box::new(log.clone()),
+            Box::new(Nowhere),
+            NodeOptions::default(),
+        )
+        .unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
         while node.status().role != StateRole::Leader {
             assert!(Instant::now() < deadline, "a group of one elects itself");
@@ -231,15 +240,22 @@ fn a_restarted_node_rebuilds_its_state_from_snapshot_and_log_and_catches_up() {
     }
     let rebuilt = Log::default();
     let store = RaftStore::open(&path).unwrap();
-    let node =
-        RaftNode::start(1, &[1], store, Box::new(rebuilt.clone()), Box::new(Nowhere)).unwrap();
+    let node = RaftNode::start(
+        1,
+        &[1],
+        store,
+        Box::new(rebuilt.clone()),
+        Box::new(Nowhere),
+        NodeOptions::default(),
+    )
+    .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while node.status().role != StateRole::Leader {
         assert!(Instant::now() < deadline, "the node leads again after a restart");
         std::thread::sleep(Duration::from_millis(20));
     }
     let answer = node.propose(b"after".to_vec());
-    let index = answer.recv_timeout(Duration::from_secs(5)).unwrap().unwrap();
+    let (index, ()) = answer.recv_timeout(Duration::from_secs(5)).unwrap().unwrap();
     let before: Vec<Vec<u8>> = log.0.lock().iter().map(|(_, d)| d.clone()).collect();
     let after: Vec<Vec<u8>> = rebuilt.0.lock().iter().map(|(_, d)| d.clone()).collect();
     assert_eq!(after[..before.len()], before[..], "the snapshot restored what was applied");
@@ -252,4 +268,26 @@ struct Nowhere;
 
 impl Transport for Nowhere {
     fn send(&self, _: Message) {}
+}
+
+#[test]
+fn a_read_through_any_node_sees_acknowledged_writes_and_an_isolated_leader_cannot_read() {
+    let group = Group::start(3);
+    let leader = group.wait_leader(&[1, 2, 3], 0);
+    let follower = (1..=3).find(|id| *id != leader.id).unwrap();
+    for i in 0..10 {
+        let data = format!("w{i}");
+        let index = group.propose(leader.id, &data).expect("the leader commits");
+        // The write was acknowledged: a read through the follower now sees it.
+        let read = group.nodes[&follower].read_barrier();
+        assert_eq!(read.recv_timeout(Duration::from_secs(5)).unwrap(), Ok(()));
+        let applied = group.logs[&follower].0.lock().clone();
+        assert!(applied.iter().any(|(at, d)| *at == index && d == data.as_bytes()));
+    }
+    // A leader cut off from the others cannot confirm that it still leads: no read.
+    let others: Vec<u64> = (1..=3).filter(|id| *id != leader.id).collect();
+    group.net.isolate(leader.id, &others);
+    let read = group.nodes[&leader.id].read_barrier();
+    let outcome = read.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(outcome.is_err(), "an isolated leader served a read: {outcome:?}");
 }
