@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# A local demo of the group file-sharing system: builds the release binaries, starts two
-# replicated trackers and four peers on 127.0.0.1, and walks through accounts, groups, join
-# requests, sharing and parallel downloads, with the primary tracker killed (kill -9) in the
-# middle of the downloads: the other takes over, nothing is lost, and the killed one comes
-# back and catches up. Every process it starts is stopped on exit; logs stay in the work
+# A local demo of the group file-sharing system: builds the release binaries, starts three
+# trackers (one Raft group) and four peers on 127.0.0.1, and walks through accounts, groups,
+# join requests, sharing and parallel downloads, with the leading tracker killed (kill -9)
+# in the middle of the downloads: the other two elect a new leader, nothing is lost, and
+# the killed one comes back and catches up. Every process it starts is stopped on exit; logs stay in the work
 # directory (with --keep, or after a failure).
 set -euo pipefail
 
@@ -11,15 +11,15 @@ usage() {
     cat <<USAGE
 Usage: scripts/demo.sh [--keep]
 
-Builds target/release/{tracker,client}, then runs a scripted session of two trackers and
-four peers on 127.0.0.1, printing every command and its output.
+Builds target/release/{tracker,client}, then runs a scripted session of three trackers
+and four peers on 127.0.0.1, printing every command and its output.
 
 Options:
   --keep      keep the work directory (state, logs) instead of deleting it
   -h, --help  show this help
 
 Environment:
-  DEMO_PORT_BASE  the first tracker's port; the second uses the next (default: random)
+  DEMO_PORT_BASE  the first tracker's port; the others use the next ones (default: random)
 USAGE
 }
 
@@ -45,10 +45,10 @@ step "building release binaries"
 (cd "$ROOT" && cargo build --release --quiet --bins)
 
 PEERS=(alice bob carol dave)
-step "starting two trackers (they replicate every change) and ${#PEERS[@]} peers in $WORK"
-write_tracker_info 2 "${DEMO_PORT_BASE:-$((20000 + RANDOM % 12000))}"
-for id in 1 2; do start_tracker "$id"; done
-for id in 1 2; do wait_for "$WORK/tracker$id.out" "serving as"; sed "s/^/tracker $id: /" "$WORK/tracker$id.out"; done
+step "starting three trackers (they elect a leader by majority and replicate every change) and ${#PEERS[@]} peers in $WORK"
+write_tracker_info 3 "${DEMO_PORT_BASE:-$((20000 + RANDOM % 12000))}"
+for id in 1 2 3; do start_tracker "$id"; done
+for id in 1 2 3; do wait_for "$WORK/tracker$id.out" "serving as"; sed "s/^/tracker $id: /" "$WORK/tracker$id.out"; done
 echo "tracker_info.txt was written as plain IP:PORT lines; each tracker added its public key at"
 echo "first start, and from now on every link (clients, trackers, peers) is a Noise channel in"
 echo "which the other side must prove the key listed here:"
@@ -90,14 +90,21 @@ for name in bob carol dave; do
 done
 for name in bob carol dave; do run "$name" "show_downloads"; done
 
-step "tracker 1 (the primary) crashes (kill -9) while they download; tracker 2 takes over"
-kill9 tracker1
+LEADER=$(leader_id 3)
+[[ -n $LEADER ]] || { echo "demo.sh: no tracker says it leads" >&2; exit 1; }
+step "tracker $LEADER (the leader) crashes (kill -9) while they download; the other two elect a new leader"
+kill9 "tracker$LEADER"
 run carol "create_group carols-own" 1 30
 run alice "list_groups" 2
-wait_for "$WORK/tracker2.log" "primary, view"
-echo "tracker 2: $(grep -o 'primary, view.*' "$WORK/tracker2.log" | tail -n1)"
+# The write above went through the new leader, which printed its "serving as" line.
+NEW_LEADER=$(leader_id 3)
+for id in 1 2 3; do
+    ((id == LEADER)) && continue
+    echo "tracker $id: $(grep 'serving as' "$WORK/tracker$id.out" | tail -n1)"
+done
+[[ $NEW_LEADER != "$LEADER" ]] || { echo "demo.sh: no new leader" >&2; exit 1; }
 
-step "the downloads complete; tracker 1 restarts, catches up from tracker 2 and serves again"
+step "the downloads complete; tracker $LEADER restarts, catches up from the new leader and serves again"
 # named: replaces each peer's address by its name, to read who served whom.
 named() {
     local args=() name addr
@@ -108,9 +115,9 @@ named() {
     sed "${args[@]}"
 }
 for name in bob carol dave; do run "$name" "wait_downloads" 1 120 | named; done
-start_tracker 1
-wait_for "$WORK/tracker1.out" "serving as"
-echo "tracker 1: $(tail -n1 "$WORK/tracker1.out")"
+start_tracker "$LEADER"
+wait_for "$WORK/tracker$LEADER.out" "serving as"
+echo "tracker $LEADER: $(tail -n1 "$WORK/tracker$LEADER.out")"
 run alice "list_files photos"
 
 step "checksums: every copy is identical"

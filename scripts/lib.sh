@@ -56,6 +56,23 @@ start_tracker() {
     wait_for "$WORK/tracker$id.out" "listening on"
 }
 
+# leader_id T: the id of the tracker (of trackers 1..T) whose latest "serving as" line says
+# it leads, with the highest term; empty if none does.
+leader_id() {
+    local t line term best=-1 id=
+    for ((t = 1; t <= $1; t++)); do
+        line=$(grep "serving as" "$WORK/tracker$t.out" 2>/dev/null | tail -n1) || true
+        [[ $line == *"serving as primary (term "* ]] || continue
+        term=${line##*(term }
+        term=${term%)*}
+        if ((term > best)); then
+            best=$term
+            id=$t
+        fi
+    done
+    printf '%s\n' "$id"
+}
+
 # close_fd NAME: closes the FIFO this script writes to NAME's stdin through.
 close_fd() {
     local fd=${FD[$1]:-}

@@ -15,12 +15,13 @@ Scenarios:
   flash    a flash crowd: one seeder with a capped upload rate, every other peer downloads
            at once; shows how many pieces each peer served (leechers feed each other)
   churn    like share, while peers and trackers die: a leecher is killed (kill -9) and
-           restarted (it resumes), another quits and comes back, the primary tracker is
-           killed and restarted; every download must still end intact
+           restarted (it resumes), another quits and comes back, the leading tracker is
+           killed and restarted (the others, a majority, elect a new leader); every
+           download must still end intact
 
 Options:
   --peers N          peers, seeder included (default 4)
-  --trackers T       trackers (default 2)
+  --trackers T       trackers (default 3; a majority of them must be up to write)
   --size MIB         size of the generated file (default 16)
   --file PATH        share this file instead of a generated one
   --seed-rate BPS    cap the seeder's upload, bytes/s (default: 20000000 for flash,
@@ -38,7 +39,7 @@ USAGE
 
 SCENARIO=
 PEERS=4
-TRACKERS=2
+TRACKERS=3
 SIZE_MIB=16
 FILE=
 SEED_RATE=
@@ -63,8 +64,8 @@ done
 [[ -n $SCENARIO ]] || { echo "swarm.sh: no scenario given" >&2; usage >&2; exit 2; }
 ((PEERS >= 2)) || { echo "swarm.sh: need at least 2 peers" >&2; exit 2; }
 ((TRACKERS >= 1)) || { echo "swarm.sh: need at least 1 tracker" >&2; exit 2; }
-if [[ $SCENARIO == churn ]] && ((PEERS < 4 || TRACKERS < 2)); then
-    echo "swarm.sh: churn needs at least 4 peers and 2 trackers" >&2
+if [[ $SCENARIO == churn ]] && ((PEERS < 4 || TRACKERS < 3)); then
+    echo "swarm.sh: churn needs at least 4 peers and 3 trackers (a majority outlives one)" >&2
     exit 2
 fi
 
@@ -175,15 +176,17 @@ if [[ $SCENARIO == churn ]]; then
     wait "${PID[p2]}" 2>/dev/null || true
     unset "PID[p2]"
     close_fd p2
-    say "-- churn: tracker 1 (primary) is killed (kill -9)"
-    kill9 tracker1
+    leader=$(leader_id "$TRACKERS")
+    [[ -n $leader ]] || { echo "swarm.sh: no tracker says it leads" >&2; exit 1; }
+    say "-- churn: tracker $leader (the leader) is killed (kill -9)"
+    kill9 "tracker$leader"
     restart_peer p1
     say "-- churn: p1 restarted and logged in; its download resumes"
     restart_peer p2
     say "-- churn: p2 restarted and logged in; its download resumes"
-    start_tracker 1
-    wait_for "$WORK/tracker1.out" "serving as" 60
-    say "-- churn: tracker 1 restarted: $(tail -n1 "$WORK/tracker1.out")"
+    start_tracker "$leader"
+    wait_for "$WORK/tracker$leader.out" "serving as" 60
+    say "-- churn: tracker $leader restarted: $(tail -n1 "$WORK/tracker$leader.out")"
 fi
 
 for ((i = 1; i < PEERS; i++)); do

@@ -97,6 +97,8 @@ impl TrackerLink {
         let deadline = Instant::now() + FAILOVER_BUDGET;
         let mut tried = Vec::new();
         let mut busy: Vec<SocketAddr> = Vec::new();
+        // Why the last tracker that answered could not serve (told to the user at the end).
+        let mut last_reason = None;
         let mut broken = 0;
         loop {
             if self.conn.is_none() {
@@ -106,9 +108,10 @@ impl TrackerLink {
                 if busy.is_empty() || Instant::now() >= deadline {
                     return Err(match busy.is_empty() {
                         true => LinkError::NoTracker { tried },
-                        false => LinkError::Tracker(TrackerError::Unavailable(
-                            "no tracker can serve now".into(),
-                        )),
+                        false => LinkError::Tracker(TrackerError::Unavailable(match last_reason {
+                            Some(reason) => format!("no tracker can serve now: {reason}"),
+                            None => "no tracker can serve now".to_string(),
+                        })),
                     });
                 }
                 // Every reachable tracker is busy failing over: give them a moment.
@@ -120,6 +123,7 @@ impl TrackerLink {
             match exchange(conn, &msg, id) {
                 Ok(Err(TrackerError::Unavailable(reason))) if Instant::now() < deadline => {
                     log::info!("tracker={addr}: cannot serve now ({reason}); trying another");
+                    last_reason = Some(reason);
                     busy.push(addr);
                     self.conn = None;
                 }

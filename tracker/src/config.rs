@@ -43,6 +43,12 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(2..))]
     pub ticket_lifetime: u64,
 
+    /// Take part as a witness: vote in elections and keep the log (so that two trackers
+    /// plus a witness survive the loss of any one of the three), but serve no client and
+    /// never stay leader.
+    #[arg(long)]
+    pub witness: bool,
+
     /// PBKDF2-HMAC-SHA1 iterations for new passwords (existing ones keep theirs).
     #[arg(long, value_name = "N", default_value_t = DEFAULT_ITERATIONS,
           value_parser = clap::value_parser!(u32).range(1..))]

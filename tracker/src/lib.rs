@@ -1,37 +1,45 @@
 //! The tracker: durable users, groups, join requests and file metadata, served to clients
 //! over the framed protocol of `common`.
 //!
-//! `config` parses the command line, `store` keeps the op log on disk, `state` is the pure
-//! data model, `service` turns requests into ops, `server` accepts connections and
-//! `session` serves one.
+//! `config` parses the command line; `state` is the pure data model and `state_machine`
+//! applies committed entries to it; `raft_store`, `raft_node`, `raft_transport` and
+//! `cluster` replicate them (Raft); `service` turns requests into entries; `server` accepts
+//! connections and `session` serves one.
 
 pub mod admission;
+pub mod cluster;
 pub mod config;
 pub mod credential;
 pub mod presence;
 pub mod raft_node;
 pub mod raft_store;
-pub mod replication;
+pub mod raft_transport;
 pub mod server;
 pub mod service;
 pub mod session;
 pub mod state;
-pub mod store;
+pub mod state_machine;
 
 use std::io::{BufRead, Write};
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
 
 use common::identity::IdentityError;
 use common::tracker_info::{self, RecordKeyError, TrackerInfoError, TrackerInfoFile};
 use common::Identity;
 
+use cluster::Cluster;
 pub use config::Config;
-use replication::Cluster;
+use presence::Presence;
+use raft_node::RaftNodeError;
+use raft_store::{RaftStore, RaftStoreError};
 use server::{Limits, Shutdown};
 use service::{Service, Settings};
-use store::{Store, StoreError};
+use state::TrackerState;
+use state_machine::StateMachine;
 
 /// Why the tracker could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -41,15 +49,17 @@ pub enum RunError {
     #[error("tracker id {id} is not in the tracker list ({count} trackers listed)")]
     NoSuchTracker { id: u32, count: usize },
     #[error("cannot open data directory: {0}")]
-    Store(#[from] StoreError),
+    Store(#[from] RaftStoreError),
+    #[error("{0}")]
+    Raft(#[from] RaftNodeError),
+    #[error("the raft node stopped (see the log); stopping the tracker")]
+    RaftStopped,
     #[error("{0}")]
     Identity(#[from] IdentityError),
     #[error("{0}")]
     RecordKey(#[from] Box<RecordKeyError>),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: std::net::SocketAddr, source: std::io::Error },
-    #[error("cannot initialise state: {0}")]
-    Init(common::message::TrackerError),
     #[error("cannot install signal handler: {0}")]
     Signal(#[from] ctrlc::Error),
     #[error("{0}")]
@@ -64,7 +74,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
         .ok_or(RunError::NoSuchTracker { id: config.tracker_id, count: info.len() })?;
     let data_dir = config.data_dir();
     // Opening the store makes the data directory private, before the key goes there.
-    let (store, recovered) = Store::open(&data_dir)?;
+    let store = RaftStore::open_dir(&data_dir)?;
     let key_file = data_dir.join("tracker.key");
     let (identity, created) = Identity::load_or_create(&key_file)?;
     if created {
@@ -98,21 +108,37 @@ pub fn run(config: Config) -> Result<(), RunError> {
         peer_timeout: Duration::from_secs(config.peer_timeout.max(1)),
         ticket_lifetime: Duration::from_secs(config.ticket_lifetime.max(2)),
     };
-    let cluster =
-        Cluster::new(config.tracker_id, trackers, identity, recovered.view, recovered.last);
-    let service = Arc::new(Service::new(settings, store, recovered.state, cluster));
+    let state = Arc::new(RwLock::new(TrackerState::default()));
+    let peer_timeout = settings.peer_timeout;
+    let presence = Arc::new(Mutex::new(Presence::new(Instant::now(), peer_timeout)));
+    let machine = StateMachine { state: Arc::clone(&state), presence: Arc::clone(&presence) };
+    let cluster = Cluster::start(
+        config.tracker_id,
+        config.witness,
+        store,
+        machine,
+        Arc::clone(&trackers),
+        Arc::clone(&identity),
+    )?;
+    let service = Arc::new(Service::new(settings, state, presence, cluster));
     let shutdown = Arc::new(Shutdown::new(local));
 
     let on_signal = Arc::clone(&shutdown);
     ctrlc::set_handler(move || on_signal.trigger())?;
     watch_stdin(Arc::clone(&shutdown), Arc::clone(&service))?;
-    // The upkeep thread stops when `stop_upkeep` is dropped.
-    let (stop_upkeep, upkeep_stopped) = crossbeam_channel::bounded::<()>(0);
-    let upkeep = {
+    // The watcher stops when `stop_watch` is dropped; if the Raft node stops, so does the
+    // tracker.
+    let (stop_watch, watch_stopped) = crossbeam_channel::bounded::<()>(0);
+    let watcher = {
         let service = Arc::clone(&service);
-        std::thread::Builder::new()
-            .name("replication".into())
-            .spawn(move || replication::maintain(service, upkeep_stopped))?
+        let shutdown = Arc::clone(&shutdown);
+        std::thread::Builder::new().name("cluster".into()).spawn(move || {
+            let node_ok = cluster::watch(service, watch_stopped, Service::on_lead);
+            if !node_ok {
+                shutdown.trigger();
+            }
+            node_ok
+        })?
     };
 
     let limits = Limits {
@@ -127,9 +153,12 @@ pub fn run(config: Config) -> Result<(), RunError> {
     stdout.flush()?;
     drop(stdout);
     let served = server::run(listener, service, limits, config.tracker_id, shutdown);
-    drop(stop_upkeep);
-    let _ = upkeep.join();
+    drop(stop_watch);
+    let node_ok = watcher.join().unwrap_or(false);
     served?;
+    if !node_ok {
+        return Err(RunError::RaftStopped);
+    }
     log::info!("tracker {} stopped", config.tracker_id);
     Ok(())
 }
@@ -147,15 +176,18 @@ fn watch_stdin(shutdown: Arc<Shutdown>, service: Arc<Service>) -> std::io::Resul
                     shutdown.trigger();
                     break;
                 }
-                "status" => {
-                    let mut stdout = std::io::stdout().lock();
-                    let _ = writeln!(stdout, "{}", service.status_line());
-                    let _ = stdout.flush();
-                }
+                "status" => print_line(&service.status_line()),
                 "" => {}
                 other => log::warn!("stdin: unknown command {other:?} (status, quit or exit)"),
             }
         }
     })?;
     Ok(())
+}
+
+/// Prints one line on stdout for operators and scripts, flushed at once.
+pub(crate) fn print_line(line: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{line}");
+    let _ = stdout.flush();
 }

@@ -52,10 +52,12 @@ const READ_TIMEOUT: Duration = Duration::from_secs(3);
 pub trait Apply: Send {
     /// What applying an entry answers its proposer.
     type Output: Send + 'static;
-    /// Applies the entry at `index` (entries come in log order, each once per start).
-    fn entry(&mut self, index: u64, data: &[u8]) -> Self::Output;
-    /// Replaces the state with a snapshot's, as of `index`.
-    fn snapshot(&mut self, index: u64, data: &[u8]);
+    /// Applies the entry at `index` (entries come in log order, each once per start). An
+    /// error (an entry this build cannot read) stops the node: applying less than the
+    /// others would make its state diverge.
+    fn entry(&mut self, index: u64, data: &[u8]) -> Result<Self::Output, String>;
+    /// Replaces the state with a snapshot's, as of `index` (an error stops the node).
+    fn snapshot(&mut self, index: u64, data: &[u8]) -> Result<(), String>;
     /// The state as of the last applied entry, for a snapshot.
     fn state(&self) -> Vec<u8>;
 }
@@ -74,6 +76,8 @@ pub enum RaftNodeError {
     Raft(#[from] raft::Error),
     #[error("cannot start the raft thread: {0}")]
     Thread(#[from] std::io::Error),
+    #[error("cannot apply {what} at index {index}: {reason}")]
+    Apply { what: &'static str, index: u64, reason: String },
 }
 
 /// Why a proposal did not commit.
@@ -168,7 +172,9 @@ impl<O: Send + 'static> RaftNode<O> {
         let snapshot_index = snapshot.get_metadata().index;
         let mut apply = apply;
         if snapshot_index > 0 {
-            apply.snapshot(snapshot_index, &snapshot.data);
+            apply.snapshot(snapshot_index, &snapshot.data).map_err(|reason| {
+                RaftNodeError::Apply { what: "the snapshot", index: snapshot_index, reason }
+            })?;
         }
         let config = Config {
             id,
@@ -271,6 +277,12 @@ impl<O: Send + 'static> RaftNode<O> {
     /// This node's role, term, leader, commit and applied index.
     pub fn status(&self) -> NodeStatus {
         *self.status.lock()
+    }
+
+    /// Whether the driver thread still runs (it stops when the log cannot be written or
+    /// an entry cannot be applied).
+    pub fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
     }
 }
 
@@ -424,7 +436,7 @@ impl<O: Send + 'static> Driver<O> {
             if !ready.snapshot().is_empty() {
                 self.install(ready.snapshot().clone())?;
             }
-            self.commit(ready.take_committed_entries());
+            self.commit(ready.take_committed_entries())?;
             let hard_state = ready.hs().cloned();
             self.node.store().persist(ready.entries(), hard_state.as_ref())?;
             self.send(ready.take_persisted_messages());
@@ -435,7 +447,7 @@ impl<O: Send + 'static> Driver<O> {
                 self.node.store().persist(&[], Some(&hs))?;
             }
             self.send(light.take_messages());
-            self.commit(light.take_committed_entries());
+            self.commit(light.take_committed_entries())?;
             self.node.advance_apply();
             self.release_reads();
             self.maybe_compact()?;
@@ -500,15 +512,19 @@ impl<O: Send + 'static> Driver<O> {
         }
     }
 
-    fn install(&mut self, snapshot: Snapshot) -> Result<(), RaftStoreError> {
+    fn install(&mut self, snapshot: Snapshot) -> Result<(), RaftNodeError> {
         self.node.store().apply_snapshot(&snapshot)?;
         let index = snapshot.get_metadata().index;
-        self.apply.snapshot(index, &snapshot.data);
+        self.apply.snapshot(index, &snapshot.data).map_err(|reason| RaftNodeError::Apply {
+            what: "a snapshot",
+            index,
+            reason,
+        })?;
         self.applied = index;
         Ok(())
     }
 
-    fn commit(&mut self, entries: Vec<Entry>) {
+    fn commit(&mut self, entries: Vec<Entry>) -> Result<(), RaftNodeError> {
         for entry in entries {
             if entry.index <= self.applied {
                 continue;
@@ -522,11 +538,16 @@ impl<O: Send + 'static> Driver<O> {
                 // A new leader's empty entry.
                 continue;
             }
-            let output = self.apply.entry(entry.index, &entry.data);
+            let index = entry.index;
+            let output = self
+                .apply
+                .entry(index, &entry.data)
+                .map_err(|reason| RaftNodeError::Apply { what: "the entry", index, reason })?;
             if let Some(reply) = self.ours(&entry.context).and_then(|id| self.pending.remove(&id)) {
                 let _ = reply.send(Ok((entry.index, output)));
             }
         }
+        Ok(())
     }
 
     fn maybe_compact(&mut self) -> Result<(), RaftNodeError> {

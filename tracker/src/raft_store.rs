@@ -40,7 +40,19 @@ pub enum RaftStoreError {
     BeforeSnapshot { snapshot: u64, got: u64 },
     #[error("raft log: cannot compact to {to}: only {first}..={last} is in the log")]
     CompactOutOfRange { to: u64, first: u64, last: u64 },
+    #[error("cannot set up data directory {path}: {source}")]
+    CreateDir { path: String, source: std::io::Error },
+    #[error(
+        "{path} holds a tracker database of the pre-Raft format (primary-backup op log), \
+         which this build does not read; start this tracker with an empty --data-dir \
+         (the others' data directories must be emptied too), or keep running the build \
+         that wrote it"
+    )]
+    PreRaft { path: String },
 }
+
+/// The database file in a tracker's data directory.
+pub const DATABASE: &str = "tracker.sqlite3";
 
 /// A configuration as stored: raft-rs's `ConfState` fields, versioned by `RAFT_FORMAT`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,6 +118,42 @@ pub struct RaftStore {
 }
 
 impl RaftStore {
+    /// Opens (or creates) the store of a tracker's data directory `dir`, making the
+    /// directory private (0700, files 0600: the state holds password hashes, session ids
+    /// and the ticket secret). A database of the pre-Raft format is refused, never misread.
+    pub fn open_dir(dir: &Path) -> Result<RaftStore, RaftStoreError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = dir.join(DATABASE);
+        common::identity::make_private_dir(dir)
+            .and_then(|()| {
+                // Created 0600 here, not by SQLite (0644 less the umask).
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .mode(0o600)
+                    .open(&path)
+            })
+            .map_err(|source| RaftStoreError::CreateDir {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        {
+            let db = Connection::open(&path)?;
+            let old: Option<String> = db
+                .query_row(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'oplog'",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if old.is_some() {
+                return Err(RaftStoreError::PreRaft { path: path.display().to_string() });
+            }
+        }
+        RaftStore::open(&path)
+    }
+
     /// Opens (or creates) the Raft tables in the SQLite database at `path`.
     pub fn open(path: &Path) -> Result<RaftStore, RaftStoreError> {
         let db = Connection::open(path)?;

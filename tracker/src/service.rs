@@ -1,13 +1,14 @@
-//! The one place where client requests become operations: reads are answered from the state,
-//! writes are turned into an `Op`, checked, logged, replicated to every other member of the
-//! view, then applied and answered.
+//! The one place where client requests become operations: reads are answered from the
+//! state, writes become an `Op`, are committed through Raft (see `cluster`), applied on
+//! every tracker by the state machine, and answered with what applying them gave.
 //!
-//! On a backup, requests that change state or need soft state (liveness, partial
-//! availability) are forwarded to the primary; pure reads are answered locally.
-//! Invariant: the store lock serializes writers and is held across the local log write and
-//! the shipping to backups (and by backups while they apply what they receive); the state
-//! lock is held only for in-memory work, so reads never wait for disk or network.
-//! Lock order: store, links, cluster, state, presence.
+//! On a follower, pure reads of replicated state are answered locally after a ReadIndex
+//! barrier (so they see every write acknowledged before them, wherever it was made);
+//! writes and requests that need soft state (liveness, partial availability, kept by the
+//! leader) are forwarded to the leader. The leader reads behind the same barrier, so a
+//! deposed leader that does not know it yet cannot answer from an old state.
+//! Locks: the state lock is held only for in-memory work, never across a commit or a
+//! network call. Lock order: state, presence.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -15,16 +16,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use parking_lot::{Mutex, RwLock};
 
 use common::message::{PeerInfo, Reply, Request, RequestId, SessionId, SessionToken, TrackerError};
-use common::replica_message::EntryId;
 use common::tracker_info::TrackerInfoFile;
 use common::{FileName, GroupId, Identity, Layout, PublicKey, Sha1Digest};
+use raft::StateRole;
 use std::sync::Arc;
 
+use crate::cluster::{Cluster, Role};
 use crate::credential::Credential;
 use crate::presence::Presence;
-use crate::replication::{Cluster, Forwarder, Role};
-use crate::state::{Op, TicketSecret, TrackerState};
-use crate::store::{LogEntry, Store};
+use crate::state::{LogEntry, Op, TicketSecret, TrackerState};
 
 /// How many clients' last failed writes are remembered to answer a retried request.
 const MAX_REMEMBERED_CLIENTS: usize = 65_536;
@@ -45,39 +45,30 @@ pub struct Settings {
 /// The tracker's request handler, shared by every connection thread.
 pub struct Service {
     pub(crate) settings: Settings,
-    pub(crate) state: RwLock<TrackerState>,
-    pub(crate) store: Mutex<Store>,
+    /// The replicated state, as applied by the state machine.
+    pub(crate) state: Arc<RwLock<TrackerState>>,
     pub(crate) cluster: Cluster,
-    /// Soft state, kept by the primary.
-    presence: Mutex<Presence>,
-    forwarder: Forwarder,
+    /// Soft state, kept by the leader.
+    presence: Arc<Mutex<Presence>>,
     /// The last failed write of each client (successful ones are in the state), so a
     /// request resent after a lost reply gets the same answer.
     last_failures: Mutex<HashMap<u64, (u64, TrackerError)>>,
 }
 
 impl Service {
-    /// A service over an opened store and what it recovered.
-    pub fn new(settings: Settings, store: Store, state: TrackerState, cluster: Cluster) -> Service {
-        let presence = Presence::new(Instant::now(), settings.peer_timeout);
-        Service {
-            forwarder: Forwarder::new(
-                settings.id,
-                Arc::clone(&settings.trackers),
-                Arc::clone(&settings.identity),
-            ),
-            settings,
-            state: RwLock::new(state),
-            store: Mutex::new(store),
-            cluster,
-            presence: Mutex::new(presence),
-            last_failures: Mutex::new(HashMap::new()),
-        }
+    /// A service over the state and presence its cluster's state machine applies to.
+    pub fn new(
+        settings: Settings,
+        state: Arc<RwLock<TrackerState>>,
+        presence: Arc<Mutex<Presence>>,
+        cluster: Cluster,
+    ) -> Service {
+        Service { settings, state, cluster, presence, last_failures: Mutex::new(HashMap::new()) }
     }
 
     /// Handles one client request and returns what to answer. `client` is the static key
-    /// the client proved on its channel (to this tracker, or to the backup that forwarded
-    /// the request): a session is only ever used with the key it was opened with.
+    /// the client proved on its channel: a session is only ever used with the key it was
+    /// opened with.
     pub fn handle(
         &self,
         id: RequestId,
@@ -85,12 +76,55 @@ impl Service {
         client: PublicKey,
         request: Request,
     ) -> Result<Reply, TrackerError> {
+        if self.cluster.witness {
+            return Err(TrackerError::Unavailable(format!(
+                "tracker {} is a witness: it votes but serves no clients",
+                self.settings.id
+            )));
+        }
         match self.cluster.role() {
-            Role::Joining => return Err(TrackerError::Unavailable(self.cluster.waiting())),
-            Role::Backup { primary } if !answers_locally(&request) => {
-                return self.forwarder.forward(primary, id, token, client, request);
+            Role::Primary => self.serve_here(id, token, client, request),
+            Role::Backup { .. } if answers_locally(&request) => {
+                self.serve_here(id, token, client, request)
             }
-            _ => {}
+            Role::Backup { leader } => self.cluster.forward(leader, id, token, client, request),
+            Role::Leaderless => Err(self.cluster.no_leader()),
+        }
+    }
+
+    /// Handles a request forwarded by tracker `from` on behalf of a client (which proved
+    /// `client` to it). Only the leader takes them: during an election two trackers must
+    /// not bounce a request between them.
+    pub fn handle_forwarded(
+        &self,
+        from: u32,
+        id: RequestId,
+        token: Option<SessionToken>,
+        client: PublicKey,
+        request: Request,
+    ) -> Result<Reply, TrackerError> {
+        match self.cluster.role() {
+            Role::Primary => self.serve_here(id, token, client, request),
+            _ => {
+                log::info!("tracker {from} forwarded {id:?}, but this tracker does not lead");
+                Err(TrackerError::Unavailable(format!(
+                    "tracker {} does not lead any more",
+                    self.settings.id
+                )))
+            }
+        }
+    }
+
+    /// Answers a request on this tracker (the leader, or a follower for a pure read).
+    fn serve_here(
+        &self,
+        id: RequestId,
+        token: Option<SessionToken>,
+        client: PublicKey,
+        request: Request,
+    ) -> Result<Reply, TrackerError> {
+        if reads_replicated_state(&request) {
+            self.cluster.read_barrier()?;
         }
         let now = Instant::now();
         let session = token.map(|t| t.id());
@@ -151,7 +185,12 @@ impl Service {
                 return Err(err.clone());
             }
         }
-        let result = self.to_op(session, client, request).and_then(|op| self.commit(op, Some(id)));
+        let result = self.to_op(session, client, request).and_then(|op| {
+            // Refused at once when it cannot apply now; applied (or refused) in log order
+            // otherwise.
+            self.state.read().check(&op)?;
+            self.cluster.commit(&LogEntry { op, origin: Some(id) })
+        });
         if let Err(err) = &result {
             if !matches!(err, TrackerError::Unavailable(_)) {
                 let mut failures = self.last_failures.lock();
@@ -164,35 +203,56 @@ impl Service {
         result
     }
 
-    /// The last applied entry's sequence number and the SHA1 of the state.
+    /// The last applied entry's index and the SHA1 of the state.
     pub fn digest(&self) -> (u64, Sha1Digest) {
-        // A consistent copy under the locks; the encoding and hashing happen after, so
-        // writers wait only for the copy.
-        let (seq, state) = {
-            let store = self.store.lock();
-            let state = self.state.read().clone();
-            (store.last().map_or(0, |l| l.seq), state)
+        // A copy under the lock; the encoding and hashing happen after, so writers wait
+        // only for the copy.
+        let (applied, state) = {
+            let state = self.state.read();
+            (self.cluster.status().applied, state.clone())
         };
-        let bytes = postcard::to_stdvec(&state).unwrap_or_default();
-        (seq, Sha1Digest::of(&bytes))
+        (applied, Sha1Digest::of(&state.encode()))
     }
 
-    /// One line describing this tracker's place in the cluster (for `status` on stdin).
+    /// One line describing this tracker's place in the cluster (for `status` on stdin):
+    /// `tracker N: ROLE view=TERM:[MEMBERS] last=TERM:INDEX ... digest=HEX`.
     pub fn status_line(&self) -> String {
-        let (seq, digest) = self.digest();
-        let last = self.cluster.last();
+        let (applied, digest) = self.digest();
+        let status = self.cluster.status();
+        let role = match (self.cluster.role(), status.role) {
+            (Role::Primary, _) => "primary".to_string(),
+            (Role::Backup { .. }, _) if self.cluster.witness => "witness".to_string(),
+            (Role::Backup { leader }, _) => format!("backup of {leader}"),
+            (Role::Leaderless, StateRole::Candidate | StateRole::PreCandidate) => {
+                "candidate".to_string()
+            }
+            (Role::Leaderless, _) => "leaderless".to_string(),
+        };
         format!(
-            "tracker {}: {} view={} last={} seq={seq} digest={digest}",
+            "tracker {}: {role} view={}:{:?} last={}:{} commit={} applied={applied} \
+             reach={}/{} digest={digest}",
             self.settings.id,
-            self.cluster.role(),
-            self.cluster
-                .view()
-                .map_or("none".to_string(), |v| format!("{}:{:?}", v.epoch, v.members)),
-            last.map_or("none".to_string(), |l| format!("{}:{}", l.epoch, l.seq)),
+            status.term,
+            status.voters(),
+            status.last_term,
+            status.last_index,
+            status.commit,
+            self.cluster.voters_up(),
+            self.cluster.n_voters(),
         )
     }
 
-    /// Commits a fresh ticket secret if the state has none (the first primary of a new
+    /// On becoming the leader: soft state starts afresh (every session counts as live for
+    /// one peer timeout, while clients' heartbeats find their way here), and a new
+    /// deployment gets its ticket secret.
+    pub fn on_lead(&self) {
+        *self.presence.lock() = Presence::new(Instant::now(), self.settings.peer_timeout);
+        if let Err(e) = self.ensure_secret() {
+            log::error!("cannot create the ticket secret: {e}");
+        }
+    }
+
+    /// Commits a fresh ticket secret if the state has none (the first leader of a new
     /// deployment).
     pub fn ensure_secret(&self) -> Result<(), TrackerError> {
         if self.state.read().has_secret() {
@@ -200,7 +260,8 @@ impl Service {
         }
         let mut secret = [0u8; 32];
         getrandom::fill(&mut secret).map_err(|e| unavailable("no randomness", e))?;
-        self.commit(Op::InitSecret { secret: TicketSecret(secret) }, None).map(|_| ())
+        let entry = LogEntry { op: Op::InitSecret { secret: TicketSecret(secret) }, origin: None };
+        self.cluster.commit(&entry).map(|_| ())
     }
 
     /// A file's metadata, its live peers other than the caller (with the keys they must
@@ -301,49 +362,10 @@ impl Service {
         };
         Ok(op)
     }
-
-    /// On the primary: checks `op`, logs it, ships it to every backup (in ascending id
-    /// order) and applies it once every member of the view has it durably.
-    fn commit(&self, op: Op, origin: Option<RequestId>) -> Result<Reply, TrackerError> {
-        let mut store = self.store.lock();
-        let view = match (self.cluster.role(), self.cluster.view()) {
-            (Role::Primary, Some(view)) => view,
-            _ => return Err(TrackerError::Unavailable("tracker is not the primary".to_string())),
-        };
-        let reply = self.state.read().check(&op)?;
-        let entry = LogEntry { op, origin, reply };
-        let id = EntryId { epoch: view.epoch, seq: store.next_seq() };
-        let bytes =
-            postcard::to_stdvec(&entry).map_err(|e| unavailable("cannot encode entry", e))?;
-        store.append_encoded(id, &bytes).map_err(|e| unavailable("storage failure", e))?;
-        self.cluster.note_last(Some(id));
-        log::debug!("entry {id:?}: {:?}", entry.op);
-        self.cluster.ship(&mut store, &view, id, bytes)?;
-        let result = self.state.write().apply_entry(&entry);
-        match &entry.op {
-            Op::CloseSession { session } => self.presence.lock().forget(session),
-            Op::OpenSession { session, .. } if result.is_ok() => {
-                self.presence.lock().touch(*session, Instant::now())
-            }
-            _ => {}
-        }
-        self.maybe_snapshot(&mut store);
-        result
-    }
-
-    /// Takes a snapshot if one is due.
-    pub(crate) fn maybe_snapshot(&self, store: &mut Store) {
-        if store.wants_snapshot() {
-            let snapshot = self.state.read().clone();
-            if let Err(e) = store.snapshot(&snapshot) {
-                // The log still holds everything; a failed snapshot only costs replay time.
-                log::error!("store: snapshot failed: {e}");
-            }
-        }
-    }
 }
 
-/// Whether a backup answers `request` itself (pure reads of replicated state).
+/// Whether a follower answers `request` itself (pure reads of replicated state; the rest
+/// needs the leader's soft state or is a write).
 fn answers_locally(request: &Request) -> bool {
     matches!(
         request,
@@ -353,6 +375,13 @@ fn answers_locally(request: &Request) -> bool {
             | Request::CheckTicket { .. }
             | Request::StateDigest
     )
+}
+
+/// Whether answering `request` reads replicated state, and so waits for a read barrier
+/// (heartbeats and piece announcements only touch soft state; writes go through the log).
+fn reads_replicated_state(request: &Request) -> bool {
+    answers_locally(request)
+        || matches!(request, Request::ListFiles { .. } | Request::GetFile { .. })
 }
 
 /// Seconds since the Unix epoch (0 if the clock is before it).

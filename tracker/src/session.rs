@@ -14,7 +14,7 @@ use common::message::{ClientMessage, TrackerMessage, PROTOCOL_VERSION};
 use common::PublicKey;
 
 use crate::admission::{Admission, HandshakeSlot};
-use crate::replication;
+use crate::cluster;
 use crate::server::Limits;
 use crate::service::Service;
 
@@ -81,7 +81,7 @@ fn serve_conn(
             if version == PROTOCOL_VERSION && tracker == Some(from) =>
         {
             conn.set_read_timeout(limits.idle_timeout)?;
-            return replication::serve(conn.retype(), service, from);
+            return cluster::serve(conn.retype(), service, from);
         }
         Some(ClientMessage::ReplicaHello { from, .. }) if tracker != Some(from) => {
             log::warn!(

@@ -21,10 +21,63 @@ use common::message::{
 use common::{FileName, GroupId, Layout, PublicKey, Sha1Digest, UserId};
 
 use crate::credential::Credential;
-use crate::store::LogEntry;
 
 /// How many clients' last replies are remembered.
 const MAX_REMEMBERED_CLIENTS: usize = 65_536;
+
+/// The encoding of a Raft entry's data: `ENTRY_FORMAT` then the postcard of a `LogEntry`.
+/// Bumped on any change to `LogEntry`, `Op` or the types they hold, so that an entry
+/// written by another build is refused, never misread.
+pub const ENTRY_FORMAT: u8 = 1;
+/// The encoding of a snapshot: `STATE_FORMAT` then the postcard of a `TrackerState`.
+pub const STATE_FORMAT: u8 = 1;
+
+/// One Raft entry's content: an operation and the client request it came from (so that a
+/// request retried after a lost reply, on any tracker, is answered and not applied twice).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogEntry {
+    pub op: Op,
+    pub origin: Option<RequestId>,
+}
+
+/// Why stored or received bytes are not an entry or a state of this build.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("written in format {found}, this build reads format {expected}")]
+    Format { found: u8, expected: u8 },
+    #[error("empty")]
+    Empty,
+    #[error("damaged: {0}")]
+    Damaged(String),
+}
+
+impl LogEntry {
+    pub fn encode(&self) -> Vec<u8> {
+        versioned(ENTRY_FORMAT, self)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<LogEntry, DecodeError> {
+        unversioned(ENTRY_FORMAT, bytes)
+    }
+}
+
+fn versioned<T: Serialize>(format: u8, value: &T) -> Vec<u8> {
+    let mut bytes = vec![format];
+    // Encoding plain data into a Vec cannot fail.
+    bytes.extend(postcard::to_stdvec(value).unwrap_or_default());
+    bytes
+}
+
+fn unversioned<T: serde::de::DeserializeOwned>(
+    expected: u8,
+    bytes: &[u8],
+) -> Result<T, DecodeError> {
+    let (&found, rest) = bytes.split_first().ok_or(DecodeError::Empty)?;
+    if found != expected {
+        return Err(DecodeError::Format { found, expected });
+    }
+    common::codec::decode(rest).map_err(|e| DecodeError::Damaged(e.to_string()))
+}
 
 /// A change to the tracker's state. Built by the service from a request (with whatever
 /// randomness or hashing it needs already done), validated, made durable, then applied.
@@ -417,8 +470,13 @@ impl TrackerState {
             .map(|(_, reply)| reply.clone())
     }
 
-    /// Applies a log entry: its op, and the record of the request it answered.
+    /// Applies a log entry: its op, and the record of the request it answered. An entry
+    /// whose request was already applied (proposed again after a lost reply) answers what
+    /// the first one did and changes nothing.
     pub fn apply_entry(&mut self, entry: &LogEntry) -> Result<Reply, TrackerError> {
+        if let Some(reply) = entry.origin.and_then(|origin| self.replied(&origin)) {
+            return Ok(reply);
+        }
         let reply = self.apply(&entry.op)?;
         if let Some(origin) = entry.origin {
             if self.last_replies.len() >= MAX_REMEMBERED_CLIENTS
@@ -427,9 +485,18 @@ impl TrackerState {
                 // Deterministic on every replica: forget the lowest client id.
                 self.last_replies.pop_first();
             }
-            self.last_replies.insert(origin.client, (origin.seq, entry.reply.clone()));
+            self.last_replies.insert(origin.client, (origin.seq, reply.clone()));
         }
         Ok(reply)
+    }
+
+    /// The state as a snapshot's bytes (`STATE_FORMAT`).
+    pub fn encode(&self) -> Vec<u8> {
+        versioned(STATE_FORMAT, self)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<TrackerState, DecodeError> {
+        unversioned(STATE_FORMAT, bytes)
     }
 
     /// Applies `op` if `check` allows it, and returns its reply; on an error nothing changes.

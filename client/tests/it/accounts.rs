@@ -132,23 +132,23 @@ fn no_reachable_tracker_is_a_clear_error() {
 
 #[test]
 fn client_uses_the_next_tracker_when_the_first_is_down() {
-    let cluster = Cluster::new(2);
-    // Tracker 1 has run once (its key is listed) and is down.
+    let cluster = Cluster::new(3);
+    // Tracker 1 has run once (its key is listed) and is down; 2 and 3 are a majority.
     cluster.start_tracker(1).kill();
-    let _second = cluster.start_tracker(2);
+    let _others = [cluster.start_tracker(2), cluster.start_tracker(3)];
     let mut c = cluster.client("c");
     c.sign_up("alice");
-    assert!(cluster.tracker_log(2).contains("CreateUser"));
+    c.ok("create_group g", "created group g");
 }
 
 #[test]
-fn a_tracker_waiting_for_a_lower_trackers_key_says_so() {
-    // Tracker 1 never ran here: its key is not listed, so tracker 2 cannot tell whether it
-    // is up elsewhere, and does not start a second deployment beside it.
-    let cluster = Cluster::new(2);
+fn a_lone_tracker_whose_peers_never_started_says_what_it_waits_for() {
+    // Trackers 1 and 3 never ran here: their keys are not listed, so tracker 2 cannot
+    // reach them, and alone it is no majority.
+    let cluster = Cluster::new(3);
     let _second = cluster.start_tracker(2);
     let mut c = cluster.client("c");
     let line = c.run1("create_user alice pw");
     assert!(line.starts_with("error: "), "{line}");
-    assert!(line.contains("tracker 2 waits for the key of tracker [1]"), "{line}");
+    assert!(line.contains("no majority: tracker 2 reaches 1 of 3 trackers"), "{line}");
 }

@@ -1,19 +1,16 @@
-//! Several trackers: replication, failover, catch-up, fencing (issue 4), through the real
-//! binaries.
+//! Several trackers under Raft (issue 9): replication, failover, catch-up, a lone tracker
+//! refusing writes, and forged tracker traffic, through the real binaries.
 
 use std::net::TcpStream;
 
 use common::connection::Connection;
 use common::message::{ClientMessage, PROTOCOL_VERSION};
-use common::replica_message::{EntryId, ReplicaReply, ReplicaRequest, View, WireEntry};
+use common::replica_message::{ReplicaReply, ReplicaRequest};
 
-use crate::support::{assert_same_file, raw_timeouts, write_random, ClientProc, Cluster, TIMEOUT};
-
-#[track_caller]
-fn assert_same_digests(trackers: &mut [&mut crate::support::TrackerProc]) {
-    let digests: Vec<String> = trackers.iter_mut().map(|t| t.digest()).collect();
-    assert!(digests.windows(2).all(|w| w[0] == w[1]), "digests differ: {digests:?}");
-}
+use crate::support::{
+    assert_same_file, raw_timeouts, wait_converged, wait_leader, write_random, ClientProc, Cluster,
+    TrackerProc, TIMEOUT,
+};
 
 fn check_visible_everywhere(n: usize) {
     let cluster = Cluster::new(n);
@@ -22,7 +19,8 @@ fn check_visible_everywhere(n: usize) {
         (1..=n as u32).map(|id| cluster.client_via(&format!("c{id}"), &[id])).collect();
     clients[0].sign_up("alice");
     clients[0].ok("create_group g", "created group g");
-    // Every other tracker answers reads from its own replica, and forwards writes.
+    // Every other tracker answers reads from its own replica (after a read barrier: a
+    // write acknowledged anywhere is seen), and forwards writes to the leader.
     for (i, c) in clients.iter_mut().enumerate().skip(1) {
         c.ok("login alice pw-alice", "logged in as alice");
         let expected: Vec<String> =
@@ -31,8 +29,8 @@ fn check_visible_everywhere(n: usize) {
         c.ok(&format!("create_group g{i}"), &format!("created group g{i}"));
     }
     assert_eq!(clients[0].run("list_groups").len(), n);
-    let mut refs: Vec<&mut crate::support::TrackerProc> = trackers.iter_mut().collect();
-    assert_same_digests(&mut refs);
+    let mut refs: Vec<&mut TrackerProc> = trackers.iter_mut().collect();
+    wait_converged(&mut refs);
 }
 
 #[test]
@@ -45,13 +43,18 @@ fn changes_through_one_of_three_trackers_are_visible_through_all() {
     check_visible_everywhere(3);
 }
 
-/// Several clients write in a burst; tracker `victim` is killed after `after` acknowledged
-/// writes. Every acknowledged write must be on the survivors, and on the victim after it
-/// restarts and catches up.
-fn burst_with_a_kill(n: usize, victim: usize, after: usize) {
-    let cluster = Cluster::new(n);
-    let mut trackers: Vec<Option<crate::support::TrackerProc>> =
+/// Several clients write in a burst to a group of three; the leader (or a follower) is
+/// killed after `after` acknowledged writes. Every acknowledged write must be on the
+/// survivors, and on the victim after it restarts and catches up.
+fn burst_with_a_kill(kill_leader: bool, after: usize) {
+    let cluster = Cluster::new(3);
+    let mut trackers: Vec<Option<TrackerProc>> =
         cluster.start_all().into_iter().map(Some).collect();
+    let leader = {
+        let mut refs: Vec<&mut TrackerProc> = trackers.iter_mut().flatten().collect();
+        wait_leader(&mut refs)
+    };
+    let victim = if kill_leader { leader } else { (leader + 1) % 3 };
     let mut writers: Vec<ClientProc> = (0..3).map(|i| cluster.client(&format!("w{i}"))).collect();
     for (i, w) in writers.iter_mut().enumerate() {
         w.sign_up(&format!("w{i}"));
@@ -75,7 +78,7 @@ fn burst_with_a_kill(n: usize, victim: usize, after: usize) {
             });
         }
         kill_rx.recv_timeout(TIMEOUT).unwrap();
-        trackers[victim - 1].take().unwrap().kill();
+        trackers[victim].take().unwrap().kill();
     });
     let acked = acked.into_inner().unwrap();
     assert_eq!(acked.len(), 45);
@@ -84,64 +87,77 @@ fn burst_with_a_kill(n: usize, victim: usize, after: usize) {
         assert!(groups.contains(g), "acknowledged {g} lost");
     }
     // The victim comes back, catches up, and holds the same state.
-    let back = cluster.start_tracker(victim as u32);
+    let back = cluster.start_tracker(victim as u32 + 1);
     back.wait_serving();
-    trackers[victim - 1] = Some(back);
-    let mut refs: Vec<&mut crate::support::TrackerProc> = trackers.iter_mut().flatten().collect();
-    assert_same_digests(&mut refs);
+    trackers[victim] = Some(back);
+    let mut refs: Vec<&mut TrackerProc> = trackers.iter_mut().flatten().collect();
+    wait_converged(&mut refs);
 }
 
 #[test]
-fn killing_the_primary_during_a_burst_loses_no_acknowledged_write() {
-    burst_with_a_kill(2, 1, 5);
+fn killing_the_leader_during_a_burst_loses_no_acknowledged_write() {
+    burst_with_a_kill(true, 12);
 }
 
 #[test]
-fn killing_a_backup_during_a_burst_loses_no_acknowledged_write() {
-    burst_with_a_kill(2, 2, 20);
+fn killing_a_follower_during_a_burst_loses_no_acknowledged_write() {
+    burst_with_a_kill(false, 20);
 }
 
+/// A tracker that missed writes catches up when it returns, and then counts toward the
+/// majority: with another tracker gone, it and the third serve everything.
 #[test]
-fn killing_the_primary_of_three_loses_no_acknowledged_write() {
-    burst_with_a_kill(3, 1, 12);
-}
-
-#[test]
-fn a_restarted_tracker_catches_up_then_serves_alone() {
-    let cluster = Cluster::new(2);
-    let mut trackers = cluster.start_all();
+fn a_restarted_tracker_catches_up_and_then_makes_the_majority() {
+    let cluster = Cluster::new(3);
+    let mut trackers: Vec<Option<TrackerProc>> =
+        cluster.start_all().into_iter().map(Some).collect();
     let mut c = cluster.client("c");
     c.sign_up("alice");
     c.ok("create_group before", "created group before");
-    let mut t1 = trackers.remove(0);
-    t1.kill();
-    // Changes while tracker 1 is down; the session survives the failover.
+    trackers[0].take().unwrap().kill();
+    // Changes while tracker 1 is down; the session survives any failover.
     for i in 0..30 {
         c.ok(&format!("create_group while{i}"), &format!("created group while{i}"));
     }
-    let t1 = cluster.start_tracker(1);
-    let joined = t1.wait_serving();
-    assert!(joined.contains("backup"), "{joined}");
-    let mut t2 = trackers.remove(0);
-    t2.kill();
-    // Tracker 1 alone has everything, including what was written while it was down.
-    let groups = c.run("list_groups");
-    assert_eq!(
-        groups.len(),
-        31,
-        "{groups:?}\n{}\n------\n{}",
-        cluster.tracker_log(1),
-        cluster.tracker_log(2)
+    let back = cluster.start_tracker(1);
+    back.wait_serving();
+    trackers[0] = Some(back);
+    {
+        let mut refs: Vec<&mut TrackerProc> = trackers.iter_mut().flatten().collect();
+        wait_converged(&mut refs);
+    }
+    // Tracker 2 goes: 1 and 3 are the majority, and tracker 1 has everything.
+    trackers[1].take().unwrap().kill();
+    let mut via_one = cluster.client_via("via1", &[1]);
+    via_one.ok("login alice pw-alice", "logged in as alice");
+    let groups = via_one.run("list_groups");
+    assert_eq!(groups.len(), 31, "{groups:?}");
+    via_one.ok("create_group after", "created group after");
+}
+
+/// With no majority, writes are refused with an error that says so, and nothing hangs.
+#[test]
+fn a_tracker_without_a_majority_refuses_writes_and_says_why() {
+    let cluster = Cluster::new(3);
+    let mut trackers = cluster.start_all();
+    let mut c = cluster.client_via("c", &[1]);
+    c.sign_up("alice");
+    trackers.remove(2).kill();
+    trackers.remove(1).kill();
+    let line = c.run1("create_group g");
+    assert!(line.starts_with("error: "), "{line}");
+    assert!(
+        line.contains("no majority: tracker 1 reaches 1 of 3 trackers and 2 are needed"),
+        "{line}"
     );
-    c.ok("create_group after", "created group after");
-    let mut fresh = cluster.client("fresh");
-    fresh.ok("login alice pw-alice", "logged in as alice");
-    drop(t1);
+    let status = trackers[0].status();
+    assert!(status.contains("reach=1/3"), "{status}");
+    assert!(!status.contains(": primary "), "{status}");
 }
 
 #[test]
 fn a_download_in_progress_survives_the_failover_of_its_tracker() {
-    let cluster = Cluster::new(2);
+    let cluster = Cluster::new(3);
     let mut trackers = cluster.start_all();
     let mut seed = cluster.client_with("seed", &["--max-upload-rate", "3000000"]);
     let mut leech = cluster.client("leech");
@@ -155,11 +171,16 @@ fn a_download_in_progress_survives_the_failover_of_its_tracker() {
     seed.run1(&format!("upload_file {} g", original.display()));
     let out = cluster.path("out.bin");
     leech.run1(&format!("download_file g f.bin {}", out.display()));
-    trackers.remove(0).kill();
+    // The leader goes (every client's tracker is tracker 1, or the leader forwards to).
+    let leader = {
+        let mut refs: Vec<&mut TrackerProc> = trackers.iter_mut().collect();
+        wait_leader(&mut refs)
+    };
+    trackers.remove(leader).kill();
     let done = leech.wait_downloads();
     assert!(done[0].starts_with("[C] [g] f.bin"), "{done:?}");
     assert_same_file(&original, &out);
-    // The completed download was announced to the surviving tracker.
+    // The completed download was announced to the surviving trackers.
     seed.run1_until("list_files g", ", 2 sharers,");
 }
 
@@ -178,7 +199,8 @@ fn replica_conn(
 }
 
 /// Issue 8: a process without a tracker's key cannot speak for a tracker; a tracker's own
-/// (stolen) key cannot speak for another one, nor make a forged epoch stick.
+/// key cannot speak for another one, and what it sends that is not a Raft message of its
+/// own closes only its link.
 #[test]
 fn forged_replication_traffic_changes_nothing() {
     let cluster = Cluster::new(2);
@@ -186,22 +208,20 @@ fn forged_replication_traffic_changes_nothing() {
     let mut c = cluster.client("c");
     c.sign_up("alice");
     c.ok("create_group g", "created group g");
-    let before: Vec<String> = trackers.iter_mut().map(|t| t.status()).collect();
-    let keys = [cluster.tracker_key(1), cluster.tracker_key(2)];
-    let forged_append = |view: &View| ReplicaRequest::Append {
-        view: view.clone(),
-        entries: vec![WireEntry { id: EntryId { epoch: 999, seq: 1000 }, payload: vec![1, 2, 3] }],
+    let before = {
+        let mut refs: Vec<&mut TrackerProc> = trackers.iter_mut().collect();
+        wait_converged(&mut refs)
     };
+    let keys = [cluster.tracker_key(1), cluster.tracker_key(2)];
+    let raft_garbage =
+        ReplicaRequest::Raft { part: vec![0x08, 0xff, 0xff, 0x7f, 1, 2, 3], last: true };
 
     // An outsider's key claiming to be tracker 1 (and 2): the connection is closed at once.
     let outsider = common::Identity::generate().unwrap();
     for (target, claimed) in [(1usize, 1u32), (0, 2)] {
         let conn = replica_conn(trackers[target].addr, &keys[target], &outsider, claimed);
         let mut conn = conn.retype::<ReplicaReply, ReplicaRequest>();
-        let view = View { epoch: 999, primary: claimed, members: vec![1, 2] };
-        let _ = conn.send(&forged_append(&view));
-        assert!(!matches!(conn.recv(), Ok(Some(_))), "an outsider was answered");
-        let _ = conn.send(&ReplicaRequest::Join { from: claimed });
+        let _ = conn.send(&raft_garbage);
         assert!(!matches!(conn.recv(), Ok(Some(_))), "an outsider was answered");
     }
 
@@ -209,40 +229,30 @@ fn forged_replication_traffic_changes_nothing() {
     let two = cluster.tracker_identity(2);
     let mut conn =
         replica_conn(trackers[0].addr, &keys[0], &two, 1).retype::<ReplicaReply, ReplicaRequest>();
-    let _ = conn.send(&ReplicaRequest::Status);
+    let _ = conn.send(&raft_garbage);
     assert!(!matches!(conn.recv(), Ok(Some(_))), "tracker 2 was taken for tracker 1");
 
-    // Tracker 2's key, honest about who it is, but speaking for a view that tracker 1
-    // leads, or for a joiner it is not: refused.
+    // Tracker 2's key, honest about who it is, sending what is not a Raft message: its
+    // link is closed, and nothing changes.
     let mut conn =
         replica_conn(trackers[0].addr, &keys[0], &two, 2).retype::<ReplicaReply, ReplicaRequest>();
-    let view = View { epoch: 999, primary: 1, members: vec![1, 2] };
-    conn.send(&forged_append(&view)).unwrap();
-    assert!(matches!(conn.recv().unwrap(), Some(ReplicaReply::Refused { .. })));
-    conn.send(&ReplicaRequest::Join { from: 3 }).unwrap();
-    assert!(matches!(conn.recv().unwrap(), Some(ReplicaReply::Refused { .. })));
-
-    // Tracker 1's stolen key, with a far higher epoch naming itself: the real tracker 1
-    // does not confirm that view, so tracker 2 refuses it.
+    conn.send(&raft_garbage).unwrap();
+    assert!(!matches!(conn.recv(), Ok(Some(_))));
     let one = cluster.tracker_identity(1);
-    let mut conn =
-        replica_conn(trackers[1].addr, &keys[1], &one, 1).retype::<ReplicaReply, ReplicaRequest>();
-    let view = View { epoch: 999, primary: 1, members: vec![1, 2] };
-    conn.send(&forged_append(&view)).unwrap();
-    assert!(matches!(conn.recv().unwrap(), Some(ReplicaReply::Refused { .. })));
-    conn.send(&ReplicaRequest::Ping { view }).unwrap();
-    assert!(matches!(conn.recv().unwrap(), Some(ReplicaReply::Refused { .. })));
 
-    // Garbage inside an authenticated replication channel closes only that connection.
+    // Garbage inside an authenticated tracker channel closes only that connection.
     let mut garbage = replica_conn(trackers[1].addr, &keys[1], &one, 1);
     garbage
         .send_with_payload(&ClientMessage::Hello { version: 0 }, &[0, 0, 0, 3, 0xff, 0xfe, 0xfd])
         .unwrap();
     assert!(!matches!(garbage.recv(), Ok(Some(_))));
 
-    let after: Vec<String> = trackers.iter_mut().map(|t| t.status()).collect();
+    let after = {
+        let mut refs: Vec<&mut TrackerProc> = trackers.iter_mut().collect();
+        wait_converged(&mut refs)
+    };
     assert_eq!(before, after);
     c.ok("create_group h", "created group h");
-    let mut refs: Vec<&mut crate::support::TrackerProc> = trackers.iter_mut().collect();
-    assert_same_digests(&mut refs);
+    let mut refs: Vec<&mut TrackerProc> = trackers.iter_mut().collect();
+    wait_converged(&mut refs);
 }

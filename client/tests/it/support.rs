@@ -277,12 +277,6 @@ impl TrackerProc {
         self.wait_line(&format!("tracker {}: ", self.id))
     }
 
-    /// The `digest=...` field of `status`.
-    pub fn digest(&mut self) -> String {
-        let status = self.status();
-        status.split("digest=").nth(1).unwrap().to_string()
-    }
-
     /// The process id (to signal it).
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -291,6 +285,40 @@ impl TrackerProc {
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
+    }
+}
+
+/// Waits until every tracker in `trackers` reports the same state digest (followers apply
+/// a moment after the leader acknowledges), and returns it; panics with their status lines
+/// after `TIMEOUT`.
+#[track_caller]
+pub fn wait_converged(trackers: &mut [&mut TrackerProc]) -> String {
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        let statuses: Vec<String> = trackers.iter_mut().map(|t| t.status()).collect();
+        let digests: Vec<&str> =
+            statuses.iter().map(|s| s.split("digest=").nth(1).unwrap_or("")).collect();
+        if digests.windows(2).all(|w| w[0] == w[1]) {
+            return digests[0].to_string();
+        }
+        assert!(std::time::Instant::now() < deadline, "digests differ: {statuses:#?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until one of `trackers` says it is the primary (the Raft leader) and returns its
+/// position in the slice.
+#[track_caller]
+pub fn wait_leader(trackers: &mut [&mut TrackerProc]) -> usize {
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        for (i, t) in trackers.iter_mut().enumerate() {
+            if t.status().contains(": primary ") {
+                return i;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "no leader among the trackers");
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

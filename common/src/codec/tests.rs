@@ -190,28 +190,10 @@ fn peer_reply() -> impl Strategy<Value = PeerReply> {
     ]
 }
 
-fn view() -> impl Strategy<Value = View> {
-    (any::<u64>(), prop::collection::btree_set(any::<u32>(), 1..4), any::<prop::sample::Index>())
-        .prop_map(|(epoch, members, pick)| {
-            let members: Vec<u32> = members.into_iter().collect();
-            View { epoch, primary: members[pick.index(members.len())], members }
-        })
-}
-fn entry_id() -> impl Strategy<Value = EntryId> {
-    (any::<u64>(), any::<u64>()).prop_map(|(epoch, seq)| EntryId { epoch, seq })
-}
-
 fn replica_request() -> impl Strategy<Value = ReplicaRequest> {
-    let entry = (entry_id(), prop::collection::vec(any::<u8>(), 0..16))
-        .prop_map(|(id, payload)| WireEntry { id, payload });
     prop_oneof![
-        Just(ReplicaRequest::Status),
-        (view(), prop::collection::vec(entry, 0..3))
-            .prop_map(|(view, entries)| ReplicaRequest::Append { view, entries }),
-        (view(), entry_id(), prop::collection::vec(any::<u8>(), 0..16))
-            .prop_map(|(view, last, state)| ReplicaRequest::Snapshot { view, last, state }),
-        view().prop_map(|view| ReplicaRequest::Ping { view }),
-        any::<u32>().prop_map(|from| ReplicaRequest::Join { from }),
+        (prop::collection::vec(any::<u8>(), 0..64), any::<bool>())
+            .prop_map(|(part, last)| ReplicaRequest::Raft { part, last }),
         (request_id(), proptest::option::of(token()), key(), request()).prop_map(
             |(id, session, client, request)| ReplicaRequest::Forward {
                 id,
@@ -224,15 +206,8 @@ fn replica_request() -> impl Strategy<Value = ReplicaRequest> {
 }
 
 fn replica_reply() -> impl Strategy<Value = ReplicaReply> {
-    prop_oneof![
-        (proptest::option::of(view()), proptest::option::of(entry_id()), any::<bool>())
-            .prop_map(|(view, last, serving)| ReplicaReply::Status { view, last, serving }),
-        proptest::option::of(entry_id()).prop_map(|last| ReplicaReply::Ack { last }),
-        view().prop_map(|view| ReplicaReply::Stale { view }),
-        ".{0,20}".prop_map(|reason| ReplicaReply::Refused { reason }),
-        prop_oneof![reply().prop_map(Ok), tracker_error().prop_map(Err)]
-            .prop_map(|result| ReplicaReply::Forwarded { result }),
-    ]
+    prop_oneof![reply().prop_map(Ok), tracker_error().prop_map(Err)]
+        .prop_map(|result| ReplicaReply::Forwarded { result })
 }
 
 fn tracker_message() -> impl Strategy<Value = TrackerMessage> {

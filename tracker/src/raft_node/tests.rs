@@ -53,11 +53,13 @@ struct Log(Arc<Mutex<Applied>>);
 
 impl Apply for Log {
     type Output = ();
-    fn entry(&mut self, index: u64, data: &[u8]) {
+    fn entry(&mut self, index: u64, data: &[u8]) -> Result<(), String> {
         self.0.lock().push((index, data.to_vec()));
+        Ok(())
     }
-    fn snapshot(&mut self, _: u64, data: &[u8]) {
-        *self.0.lock() = postcard::from_bytes(data).unwrap_or_default();
+    fn snapshot(&mut self, _: u64, data: &[u8]) -> Result<(), String> {
+        *self.0.lock() = postcard::from_bytes(data).map_err(|e| e.to_string())?;
+        Ok(())
     }
     fn state(&self) -> Vec<u8> {
         postcard::to_stdvec(&*self.0.lock()).unwrap_or_default()

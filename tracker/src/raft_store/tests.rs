@@ -224,3 +224,22 @@ fn another_format_is_refused() {
     drop(db);
     assert!(matches!(RaftStore::open(&path), Err(RaftStoreError::Format { found: 99 })));
 }
+
+#[test]
+fn a_data_directory_of_the_pre_raft_format_is_refused_with_the_way_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Connection::open(dir.path().join(DATABASE)).unwrap();
+    db.execute_batch("CREATE TABLE oplog (seq INTEGER PRIMARY KEY, epoch INTEGER, entry BLOB);")
+        .unwrap();
+    drop(db);
+    let err = RaftStore::open_dir(dir.path()).err().expect("refused");
+    assert!(matches!(err, RaftStoreError::PreRaft { .. }), "{err}");
+    assert!(err.to_string().contains("empty --data-dir"), "{err}");
+    // A fresh directory opens, private.
+    let fresh = dir.path().join("fresh");
+    RaftStore::open_dir(&fresh).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&fresh), 0o700);
+    assert_eq!(mode(&fresh.join(DATABASE)), 0o600);
+}

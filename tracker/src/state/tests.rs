@@ -294,3 +294,100 @@ fn list_files_hides_files_whose_sharers_are_all_gone() {
         Some(Ok(Reply::Files(vec![])))
     );
 }
+
+/// The bytes of one entry and one state as written by format 1 (`ENTRY_FORMAT`,
+/// `STATE_FORMAT`). If an encoding changes (a reordered enum variant, a new field), these
+/// fail: bump the format and say in the change how existing data directories are handled.
+mod golden {
+    use super::*;
+
+    fn fixed_credential() -> Credential {
+        let mut bytes = vec![1u8; 16];
+        bytes.extend([0xe8, 0x07]); // 1000 iterations, varint
+        bytes.extend([2u8; 20]);
+        postcard::from_bytes(&bytes).unwrap()
+    }
+
+    fn entries() -> Vec<LogEntry> {
+        let origin = |seq| Some(RequestId { client: 77, seq });
+        vec![
+            LogEntry { op: Op::InitSecret { secret: TicketSecret([7; 32]) }, origin: None },
+            LogEntry {
+                op: Op::CreateUser { user: user("alice"), credential: fixed_credential() },
+                origin: origin(1),
+            },
+            LogEntry {
+                op: Op::OpenSession {
+                    session: token(1),
+                    user: user("alice"),
+                    peer_addr: "127.0.0.1:9".parse().unwrap(),
+                    key: key(1),
+                },
+                origin: origin(2),
+            },
+            LogEntry {
+                op: Op::CreateGroup { group: group("g"), owner: user("alice") },
+                origin: origin(3),
+            },
+            LogEntry {
+                op: Op::ShareFile { session: token(1), group: group("g"), meta: meta("f", 5) },
+                origin: origin(4),
+            },
+        ]
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    #[test]
+    fn entries_and_states_keep_their_bytes() {
+        let mut state = TrackerState::default();
+        let encoded: Vec<String> = entries()
+            .iter()
+            .map(|e| {
+                state.apply_entry(e).unwrap();
+                hex(&e.encode())
+            })
+            .collect();
+        for e in &entries() {
+            assert_eq!(LogEntry::decode(&e.encode()).as_ref(), Ok(e));
+        }
+        assert_eq!(TrackerState::decode(&state.encode()), Ok(state.clone()));
+        assert_eq!(encoded, GOLDEN_ENTRIES);
+        assert_eq!(hex(&state.encode()), GOLDEN_STATE);
+    }
+
+    #[test]
+    fn another_format_is_refused_not_misread() {
+        let mut bytes = entries()[1].encode();
+        bytes[0] = ENTRY_FORMAT + 1;
+        assert_eq!(
+            LogEntry::decode(&bytes),
+            Err(DecodeError::Format { found: ENTRY_FORMAT + 1, expected: ENTRY_FORMAT })
+        );
+        assert_eq!(LogEntry::decode(&[]), Err(DecodeError::Empty));
+        let state = TrackerState::default().encode();
+        assert!(LogEntry::decode(&state).is_err());
+        let mut trailing = entries()[0].encode();
+        trailing.push(0);
+        assert!(matches!(LogEntry::decode(&trailing), Err(DecodeError::Damaged(_))));
+    }
+
+    const GOLDEN_ENTRIES: [&str; 5] = [
+        "0100070707070707070707070707070707070707070707070707070707070707070700",
+        "010105616c69636501010101010101010101010101010101e8070202020202020202020202020202020202020202014d01",
+        "0102010101010101010101010101010101010101010101010101010101010101010105616c696365007f000001090101010101010101010101010101010101010101010101010101010101010101014d02",
+        "0104016705616c696365014d03",
+        "01090101010101010101010101010101010101010101010101010101010101010101016701660acb063d858626beedea66c7edb63c5c86d4464751010505050505050505050505050505050505050505014d04",
+    ];
+    const GOLDEN_STATE: &str = concat!(
+        "01010707070707070707070707070707070707070707070707070707070707070707014d04050101",
+        "05616c69636501010101010101010101010101010101e80702020202020202020202020202020202",
+        "0202020201016705616c6963650105616c6963650001010101010101010101010101010101010101",
+        "010101010101010101010101010105616c696365007f000001090101010101010101010101010101",
+        "01010101010101010101010101010101010101016701016601660acb063d858626beedea66c7edb6",
+        "3c5c86d4464751010505050505050505050505050505050505050505010101010101010101010101",
+        "010101010101010101010101010101010101010101",
+    );
+}

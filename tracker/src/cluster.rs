@@ -1,0 +1,343 @@
+//! The trackers as one Raft group: this tracker's `RaftNode` (see `raft_node`), its links
+//! to the others (`raft_transport`), the serving side of tracker connections, and the
+//! forwarding of clients' requests from a follower to the leader.
+//!
+//! Roles: the Raft leader is the **primary** (it commits writes and keeps soft state); a
+//! follower is a **backup of M**: it answers pure reads itself after a ReadIndex barrier
+//! (linearizable) and forwards everything else to leader M. With no leader (no majority
+//! reachable, or an election running) requests are refused with `Unavailable`, naming how
+//! many voters this tracker reaches, and clients try another tracker.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::Receiver;
+use parking_lot::Mutex;
+use raft::StateRole;
+
+use common::connection::Connection;
+use common::frame::FrameError;
+use common::message::{Reply, Request, RequestId, SessionToken, TrackerError};
+use common::replica_message::{ReplicaReply, ReplicaRequest};
+use common::tracker_info::TrackerInfoFile;
+use common::{Identity, PublicKey};
+
+use crate::raft_node::{
+    NodeOptions, NodeStatus, ProposeError, RaftNode, RaftNodeError, ELECTION_TICKS, TICK,
+};
+use crate::raft_store::RaftStore;
+use crate::raft_transport::{self, Contacts, PeerLinks, Reassembly};
+use crate::service::Service;
+use crate::state::LogEntry;
+use crate::state_machine::StateMachine;
+
+/// How long a write may wait to be committed before the client is told to retry (it is
+/// then answered from the log if it did commit).
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a read may wait for its barrier.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a forwarded request may take at the leader (a key derivation, a commit).
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(15);
+/// Idle forwarding connections kept to the leader.
+const MAX_IDLE_FORWARD_CONNECTIONS: usize = 8;
+
+/// This tracker's place in the group, as its Raft node last saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Leads: commits writes, keeps soft state.
+    Primary,
+    /// Follows leader `leader`.
+    Backup { leader: u32 },
+    /// Knows no leader (an election runs, or no majority is reachable).
+    Leaderless,
+}
+
+/// The Raft group as this tracker takes part in it.
+pub struct Cluster {
+    pub id: u32,
+    /// Votes and keeps the log, but serves no client directly.
+    pub witness: bool,
+    voters: Vec<u64>,
+    node: RaftNode<Result<Reply, TrackerError>>,
+    contacts: Arc<Contacts>,
+    forwarder: Forwarder,
+}
+
+impl Cluster {
+    /// Starts this tracker's Raft node over `store`, applying to `machine`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start(
+        id: u32,
+        witness: bool,
+        store: RaftStore,
+        machine: StateMachine,
+        trackers: Arc<TrackerInfoFile>,
+        identity: Arc<Identity>,
+    ) -> Result<Cluster, RaftNodeError> {
+        let voters: Vec<u64> = trackers.current().trackers().map(|(t, _)| u64::from(t)).collect();
+        let others: Vec<u64> = voters.iter().copied().filter(|v| *v != u64::from(id)).collect();
+        let links = PeerLinks::start(id, &others, Arc::clone(&trackers), Arc::clone(&identity))?;
+        let node = RaftNode::start(
+            u64::from(id),
+            &voters,
+            store,
+            Box::new(machine),
+            Box::new(links),
+            NodeOptions { witness },
+        )?;
+        Ok(Cluster {
+            id,
+            witness,
+            voters,
+            node,
+            contacts: Arc::new(Contacts::default()),
+            forwarder: Forwarder::new(id, trackers, identity),
+        })
+    }
+
+    /// The Raft node's status.
+    pub fn status(&self) -> NodeStatus {
+        self.node.status()
+    }
+
+    /// This tracker's role.
+    pub fn role(&self) -> Role {
+        let status = self.node.status();
+        match (status.role, u32::try_from(status.leader)) {
+            (StateRole::Leader, _) => Role::Primary,
+            (_, Ok(leader)) if leader != 0 => Role::Backup { leader },
+            _ => Role::Leaderless,
+        }
+    }
+
+    /// Commits `entry` (on the leader) and returns what applying it answered.
+    pub fn commit(&self, entry: &LogEntry) -> Result<Reply, TrackerError> {
+        let answer = self.node.propose(entry.encode());
+        match answer.recv_timeout(COMMIT_TIMEOUT) {
+            Ok(Ok((_, result))) => result,
+            Ok(Err(ProposeError::NotLeader { leader: Some(l) })) => Err(TrackerError::Unavailable(
+                format!("tracker {} no longer leads ({l} does)", self.id),
+            )),
+            Ok(Err(ProposeError::NotLeader { leader: None })) => Err(self.no_leader()),
+            Ok(Err(why @ (ProposeError::LeaderChanged | ProposeError::ReadTimeout))) => {
+                // The entry may still commit under the new leader: a retry of the same
+                // request is answered from the log, never applied twice.
+                Err(TrackerError::Unavailable(format!("{why}; retrying")))
+            }
+            Ok(Err(why @ (ProposeError::Busy | ProposeError::Stopped))) => {
+                Err(TrackerError::Unavailable(format!("tracker {}: {why}", self.id)))
+            }
+            Err(_) => Err(TrackerError::Unavailable(
+                "the change was not confirmed in time; retrying".to_string(),
+            )),
+        }
+    }
+
+    /// Waits until this tracker's state holds every write acknowledged before the call.
+    pub fn read_barrier(&self) -> Result<(), TrackerError> {
+        match self.node.read_barrier().recv_timeout(READ_TIMEOUT) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(ProposeError::NotLeader { .. })) => Err(self.no_leader()),
+            Ok(Err(ProposeError::ReadTimeout)) | Err(_) => Err(self.no_leader()),
+            Ok(Err(why)) => Err(TrackerError::Unavailable(format!("tracker {}: {why}", self.id))),
+        }
+    }
+
+    /// The refusal while no leader is known: how many voters this tracker reaches.
+    pub fn no_leader(&self) -> TrackerError {
+        TrackerError::Unavailable(self.describe_quorum())
+    }
+
+    /// "no leader: ..." naming the voters reached and the majority needed.
+    pub fn describe_quorum(&self) -> String {
+        let up = self.voters_up();
+        let n = self.voters.len();
+        let majority = n / 2 + 1;
+        if up >= majority {
+            format!("tracker {} is electing a leader ({up} of {n} trackers reachable)", self.id)
+        } else {
+            format!(
+                "no majority: tracker {} reaches {up} of {n} trackers and {majority} are needed; \
+                 writes are refused until enough trackers are back",
+                self.id
+            )
+        }
+    }
+
+    /// The voters this tracker heard from lately, itself included.
+    pub fn voters_up(&self) -> usize {
+        let me = u64::from(self.id);
+        let others: Vec<u64> = self.voters.iter().copied().filter(|v| *v != me).collect();
+        let recent = TICK * (2 * ELECTION_TICKS as u32);
+        1 + self.contacts.reachable(&others, recent)
+    }
+
+    /// The number of voters.
+    pub fn n_voters(&self) -> usize {
+        self.voters.len()
+    }
+
+    /// Sends a client's request to leader `leader` and returns its answer.
+    pub fn forward(
+        &self,
+        leader: u32,
+        id: RequestId,
+        session: Option<SessionToken>,
+        client: PublicKey,
+        request: Request,
+    ) -> Result<Reply, TrackerError> {
+        self.forwarder.forward(leader, id, session, client, request)
+    }
+
+    /// Notes a role change; returns the line to print if the leader this tracker knows of
+    /// changed.
+    pub fn note_role(&self, previous: &mut Option<(Role, u64)>) -> Option<String> {
+        let status = self.node.status();
+        let now = (self.role(), status.term);
+        if previous.map(|p| p.0) == Some(now.0) {
+            return None;
+        }
+        let first = previous.is_none();
+        *previous = Some(now);
+        let what = match (now.0, self.witness) {
+            (Role::Primary, _) => "primary".to_string(),
+            (Role::Backup { leader }, true) => format!("witness (leader {leader})"),
+            (Role::Backup { leader }, false) => format!("backup of {leader}"),
+            (Role::Leaderless, _) if first => {
+                log::info!("tracker {}: waiting for a leader", self.id);
+                return None;
+            }
+            (Role::Leaderless, _) => {
+                let why = self.describe_quorum();
+                log::warn!("tracker {}: no leader (term {}): {why}", self.id, now.1);
+                return None;
+            }
+        };
+        Some(format!("tracker {} serving as {what} (term {})", self.id, now.1))
+    }
+
+    /// Whether the Raft node still runs (it stops on a storage failure).
+    pub fn is_running(&self) -> bool {
+        self.node.is_running()
+    }
+}
+
+/// Serves a connection opened by tracker `from` (which proved its listed key): Raft
+/// messages go to the node, forwarded client requests to the service.
+pub fn serve(
+    mut conn: Connection<ReplicaRequest, ReplicaReply>,
+    svc: &Service,
+    from: u32,
+) -> Result<(), FrameError> {
+    let cluster = &svc.cluster;
+    let mut reassembly = Reassembly::new(u64::from(from), u64::from(cluster.id));
+    while let Some(request) = conn.recv()? {
+        match request {
+            ReplicaRequest::Raft { part, last } => match reassembly.part(&part, last) {
+                Ok(Some(msg)) => {
+                    cluster.contacts.heard(u64::from(from));
+                    cluster.node.step(msg);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    log::warn!("tracker {from}: {e}; closing its link");
+                    return Ok(());
+                }
+            },
+            ReplicaRequest::Forward { id, session, client, request } => {
+                let result = svc.handle_forwarded(from, id, session, client, request);
+                conn.send(&ReplicaReply::Forwarded { result })?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Watches the node: prints `serving as` lines when the leader changes, and runs `on_lead`
+/// each time this tracker becomes the leader; stops when `stop` closes, or when the node
+/// stopped (returning false).
+pub fn watch(svc: Arc<Service>, stop: Receiver<()>, on_lead: impl Fn(&Service)) -> bool {
+    let mut previous = None;
+    let ticker = crossbeam_channel::tick(TICK);
+    loop {
+        crossbeam_channel::select! {
+            recv(stop) -> _ => return true,
+            recv(ticker) -> _ => {}
+        }
+        if !svc.cluster.is_running() {
+            return false;
+        }
+        let was_primary = matches!(previous, Some((Role::Primary, _)));
+        if let Some(line) = svc.cluster.note_role(&mut previous) {
+            log::info!("{line}");
+            crate::print_line(&line);
+        }
+        if !was_primary && matches!(previous, Some((Role::Primary, _))) {
+            on_lead(&svc);
+        }
+    }
+}
+
+/// A follower's connections to the leader for forwarding client requests (with the key
+/// each client proved, which only a tracker may vouch for): a small pool, so that one slow
+/// forwarded request (a key derivation) does not hold up the others.
+pub struct Forwarder {
+    id: u32,
+    trackers: Arc<TrackerInfoFile>,
+    identity: Arc<Identity>,
+    idle: Mutex<Vec<(u32, Connection<ReplicaReply, ReplicaRequest>)>>,
+}
+
+impl Forwarder {
+    pub fn new(id: u32, trackers: Arc<TrackerInfoFile>, identity: Arc<Identity>) -> Forwarder {
+        Forwarder { id, trackers, identity, idle: Mutex::new(Vec::new()) }
+    }
+
+    /// Sends a client's request to the leader and returns its answer.
+    pub fn forward(
+        &self,
+        leader: u32,
+        id: RequestId,
+        session: Option<SessionToken>,
+        client: PublicKey,
+        request: Request,
+    ) -> Result<Reply, TrackerError> {
+        let unreachable =
+            || TrackerError::Unavailable(format!("leader tracker {leader} unreachable"));
+        let msg = ReplicaRequest::Forward { id, session, client, request };
+        for _ in 0..2 {
+            let pooled = {
+                let mut idle = self.idle.lock();
+                idle.retain(|(l, _)| *l == leader);
+                idle.pop()
+            };
+            let mut conn = match pooled {
+                Some((_, conn)) => conn,
+                None => raft_transport::connect_tracker(
+                    &self.trackers,
+                    &self.identity,
+                    self.id,
+                    leader,
+                    FORWARD_TIMEOUT,
+                )
+                .map_err(|e| {
+                    log::warn!("tracker {}: cannot reach leader {leader}: {e}", self.id);
+                    unreachable()
+                })?,
+            };
+            let answer = conn.send(&msg).and_then(|()| conn.recv());
+            match answer {
+                Ok(Some(ReplicaReply::Forwarded { result })) => {
+                    let mut idle = self.idle.lock();
+                    if idle.len() < MAX_IDLE_FORWARD_CONNECTIONS {
+                        idle.push((leader, conn));
+                    }
+                    return result;
+                }
+                // A pooled connection may have been closed by the leader: try a fresh one.
+                other => log::info!("forwarding to tracker {leader} failed: {other:?}"),
+            }
+        }
+        Err(unreachable())
+    }
+}
