@@ -18,6 +18,12 @@ pub struct Config {
     /// Which tracker this is: its line number in TRACKER_INFO (1-based); it listens there.
     pub tracker_id: u32,
 
+    /// Listen on ADDR instead of this tracker's line of TRACKER_INFO, for a tracker
+    /// reached through a port forward or a proxy (the others still connect to the listed
+    /// address).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
+
     /// Where the durable state lives [default: ./tracker-<TRACKER_ID>-data].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,

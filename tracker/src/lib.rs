@@ -98,6 +98,9 @@ pub fn run(config: Config) -> Result<(), RunError> {
     }
     let trackers = Arc::new(TrackerInfoFile::load(&config.tracker_info)?);
     let identity = Arc::new(identity);
+    // Behind a port forward or a proxy, the listed address is where others reach us, and
+    // `--listen` where we listen.
+    let addr = config.listen.unwrap_or(addr);
     let listener = TcpListener::bind(addr).map_err(|source| RunError::Bind { addr, source })?;
     let local = listener.local_addr()?;
     let settings = Settings {

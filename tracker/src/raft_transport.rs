@@ -91,7 +91,11 @@ fn connect_from(own: Option<SocketAddr>, to: SocketAddr) -> std::io::Result<TcpS
         Some(socket2::Protocol::TCP),
     )?;
     if let Some(own) = own.filter(|a| !a.ip().is_unspecified() && a.is_ipv4() == to.is_ipv4()) {
-        socket.bind(&SocketAddr::new(own.ip(), 0).into())?;
+        // Behind a proxy or a port forward the listed address may not be ours: then the
+        // system picks the source address.
+        if let Err(e) = socket.bind(&SocketAddr::new(own.ip(), 0).into()) {
+            log::debug!("cannot leave from {}: {e}", own.ip());
+        }
     }
     socket.connect_timeout(&to.into(), CONNECT_TIMEOUT)?;
     socket.set_tcp_nodelay(true)?;
