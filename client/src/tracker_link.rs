@@ -22,8 +22,11 @@ use common::Identity;
 
 /// How long to wait for a TCP connection to a tracker.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long a tracker may take to answer a request (key derivation takes a moment).
-const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a tracker may take to answer a request: longer than a tracker itself waits
+/// for a commit (8 s) or for a request it forwarded to the leader (10 s), so that a live
+/// tracker always answers first; a paused or cut-off one costs this much, then the next
+/// tracker is tried.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(12);
 /// How long a request keeps being retried while trackers fail over.
 const FAILOVER_BUDGET: Duration = Duration::from_secs(15);
 /// The pause before trying busy trackers again.

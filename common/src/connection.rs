@@ -91,6 +91,32 @@ impl<In: DeserializeOwned, Out: Serialize> Connection<In, Out> {
         self.stream.socket().set_read_timeout(Some(timeout))
     }
 
+    /// Waits up to `timeout` for something to read (a message, or the end of the stream),
+    /// without reading it: a caller can give up waiting between polls and the connection
+    /// stays whole. Returns whether something arrived.
+    pub fn wait_readable(&self, timeout: Duration) -> std::io::Result<bool> {
+        if self.stream.has_buffered() {
+            return Ok(true);
+        }
+        let socket = self.stream.socket();
+        let usual = socket.read_timeout()?;
+        socket.set_read_timeout(Some(timeout))?;
+        let arrived = match socket.peek(&mut [0u8; 1]) {
+            Ok(_) => Ok(true),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        };
+        socket.set_read_timeout(usual)?;
+        arrived
+    }
+
     /// Receives one message; `Ok(None)` when the peer closed the connection cleanly.
     pub fn recv(&mut self) -> Result<Option<In>, FrameError> {
         frame::read_message(&mut self.stream)

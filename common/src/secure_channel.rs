@@ -275,6 +275,12 @@ impl SecureStream {
         &self.stream
     }
 
+    /// Whether received bytes wait here, not yet read (so the socket may be silent while a
+    /// message is already available).
+    pub fn has_buffered(&self) -> bool {
+        self.plain_end > self.plain_start || self.recv_end > self.recv_start
+    }
+
     /// The next whole record in `recv` as `(offset, len)`, reading from the socket as
     /// needed; `None` at a clean end of stream between records.
     fn next_record(&mut self) -> io::Result<Option<(usize, usize)>> {

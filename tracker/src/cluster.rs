@@ -33,11 +33,14 @@ use crate::state_machine::StateMachine;
 
 /// How long a write may wait to be committed before the client is told to retry (it is
 /// then answered from the log if it did commit).
-const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(8);
 /// How long a read may wait for its barrier.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a forwarded request may take at the leader (a key derivation, a commit).
-const FORWARD_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a forwarded request may take at the leader (a key derivation, a commit);
+/// clients wait 12 s for an answer.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a follower waiting for a forwarded answer checks that its leader still leads.
+const FORWARD_POLL: Duration = Duration::from_millis(100);
 /// Idle forwarding connections kept to the leader.
 const MAX_IDLE_FORWARD_CONNECTIONS: usize = 8;
 
@@ -186,7 +189,8 @@ impl Cluster {
         client: PublicKey,
         request: Request,
     ) -> Result<Reply, TrackerError> {
-        self.forwarder.forward(leader, id, session, client, request)
+        let still_leader = || self.role() == Role::Backup { leader };
+        self.forwarder.forward(leader, id, session, client, request, still_leader)
     }
 
     /// Notes a role change; returns the line to print if the leader this tracker knows of
@@ -293,7 +297,10 @@ impl Forwarder {
         Forwarder { id, trackers, identity, idle: Mutex::new(Vec::new()) }
     }
 
-    /// Sends a client's request to the leader and returns its answer.
+    /// Sends a client's request to the leader and returns its answer. While waiting, it
+    /// gives up as soon as `still_leader` says `leader` is no longer this tracker's leader
+    /// (cut off, paused, deposed), so that the client tries another tracker within about
+    /// an election timeout rather than after `FORWARD_TIMEOUT`.
     pub fn forward(
         &self,
         leader: u32,
@@ -301,6 +308,7 @@ impl Forwarder {
         session: Option<SessionToken>,
         client: PublicKey,
         request: Request,
+        still_leader: impl Fn() -> bool,
     ) -> Result<Reply, TrackerError> {
         let unreachable =
             || TrackerError::Unavailable(format!("leader tracker {leader} unreachable"));
@@ -325,7 +333,29 @@ impl Forwarder {
                     unreachable()
                 })?,
             };
-            let answer = conn.send(&msg).and_then(|()| conn.recv());
+            if let Err(e) = conn.send(&msg) {
+                // A pooled connection may have been closed by the leader: try a fresh one.
+                log::info!("forwarding to tracker {leader} failed: {e}");
+                continue;
+            }
+            let sent = std::time::Instant::now();
+            loop {
+                match conn.wait_readable(FORWARD_POLL) {
+                    Ok(true) => break,
+                    Ok(false) if still_leader() && sent.elapsed() < FORWARD_TIMEOUT => {}
+                    Ok(false) => {
+                        log::info!("tracker {leader} stopped answering {id:?}; giving up");
+                        return Err(TrackerError::Unavailable(format!(
+                            "leader tracker {leader} stopped answering; retrying"
+                        )));
+                    }
+                    Err(e) => {
+                        log::info!("forwarding to tracker {leader} failed: {e}");
+                        break;
+                    }
+                }
+            }
+            let answer = conn.recv();
             match answer {
                 Ok(Some(ReplicaReply::Forwarded { result })) => {
                     let mut idle = self.idle.lock();

@@ -135,6 +135,40 @@ fn a_restarted_tracker_catches_up_and_then_makes_the_majority() {
     via_one.ok("create_group after", "created group after");
 }
 
+/// A follower that missed more writes than the leader keeps in its log (it compacts after
+/// 4096) is caught up by a snapshot, and then holds the same state.
+#[test]
+fn a_follower_that_missed_thousands_of_writes_catches_up_by_snapshot() {
+    let cluster = Cluster::new(3);
+    let mut trackers = cluster.start_all();
+    let follower = {
+        let mut refs: Vec<&mut TrackerProc> = trackers.iter_mut().collect();
+        (wait_leader(&mut refs) + 1) % 3
+    };
+    trackers[follower].kill();
+    std::thread::scope(|scope| {
+        for w in 0..2 {
+            let mut writer = cluster.client(&format!("w{w}"));
+            scope.spawn(move || {
+                writer.sign_up(&format!("w{w}"));
+                for batch in 0..6 {
+                    let commands: Vec<String> =
+                        (0..500).map(|k| format!("create_group w{w}b{batch}k{k}")).collect();
+                    let out = writer.run_many(&commands);
+                    let created = out.iter().filter(|l| l.starts_with("created group")).count();
+                    assert_eq!(created, 500, "{:?}", out.iter().find(|l| l.starts_with("error")));
+                }
+            });
+        }
+    });
+    trackers[follower] = cluster.start_tracker(follower as u32 + 1);
+    trackers[follower].wait_serving();
+    let mut refs: Vec<&mut TrackerProc> = trackers.iter_mut().collect();
+    wait_converged(&mut refs);
+    let log = cluster.tracker_log(follower as u32 + 1);
+    assert!(log.contains("replaced by the snapshot"), "no snapshot was installed");
+}
+
 /// With no majority, writes are refused with an error that says so, and nothing hangs.
 #[test]
 fn a_tracker_without_a_majority_refuses_writes_and_says_why() {

@@ -85,11 +85,26 @@ fn wait_listening(lines: &Receiver<String>) -> Option<SocketAddr> {
     }
 }
 
+/// A command that runs `bin`, inside network namespace `netns` if one is given (`ip netns
+/// exec` execs the program: its PID is the program's).
+pub fn launcher(netns: Option<&str>, bin: &Path) -> Command {
+    match netns {
+        Some(ns) => {
+            let mut command = Command::new("ip");
+            command.args(["netns", "exec", ns]).arg(bin);
+            command
+        }
+        None => Command::new(bin),
+    }
+}
+
 /// A temporary directory with a `tracker_info.txt` for `n` trackers.
 pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub info: PathBuf,
     pub addrs: Vec<SocketAddr>,
+    /// The network namespace every process of the cluster runs in (none: the host's).
+    pub netns: Option<String>,
 }
 
 impl Cluster {
@@ -97,9 +112,22 @@ impl Cluster {
     pub fn new(n: usize) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let info = dir.path().join("tracker_info.txt");
-        let mut cluster = Cluster { dir, info, addrs: Vec::new() };
+        let mut cluster = Cluster { dir, info, addrs: Vec::new(), netns: None };
         cluster.pick_ports(n);
         cluster
+    }
+
+    /// A cluster of `n` trackers inside network namespace `netns` (which the caller made),
+    /// tracker `i` on `127.0.0.(10 + i):7000`, so that links between trackers are pairs of
+    /// addresses a test can cut while clients (on 127.0.0.1) still reach every tracker.
+    pub fn in_netns(n: usize, netns: &str) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let info = dir.path().join("tracker_info.txt");
+        let addrs: Vec<SocketAddr> =
+            (1..=n as u8).map(|i| SocketAddr::from(([127, 0, 0, 10 + i], 7000))).collect();
+        let text: String = addrs.iter().map(|a| format!("{a}\n")).collect();
+        std::fs::write(&info, format!("# test trackers\n{text}")).unwrap();
+        Cluster { dir, info, addrs, netns: Some(netns.to_string()) }
     }
 
     fn pick_ports(&mut self, n: usize) {
@@ -131,7 +159,7 @@ impl Cluster {
         let data_dir = self.dir.path().join(format!("tracker-{id}"));
         let stderr =
             std::fs::File::create(self.dir.path().join(format!("tracker-{id}.log"))).unwrap();
-        let mut command = Command::new(tracker_bin());
+        let mut command = launcher(self.netns.as_deref(), &tracker_bin());
         command
             .arg(&self.info)
             .arg(id.to_string())
@@ -181,7 +209,7 @@ impl Cluster {
         };
         let text: String = order.iter().map(|id| line(*id)).collect();
         std::fs::write(&info, text).unwrap();
-        ClientProc::start(&info, &self.dir.path().join(name), &[])
+        ClientProc::start_in(self.netns.as_deref(), &info, &self.dir.path().join(name), &[])
     }
 
     /// Starts every tracker and waits until each serves.
@@ -196,7 +224,7 @@ impl Cluster {
 
     /// Starts a client with extra command-line options.
     pub fn client_with(&self, name: &str, extra: &[&str]) -> ClientProc {
-        ClientProc::start(&self.info, &self.dir.path().join(name), extra)
+        ClientProc::start_in(self.netns.as_deref(), &self.info, &self.dir.path().join(name), extra)
     }
 
     /// Clients named `names`, all logged in and members of group `g` (owned by the first),
@@ -350,8 +378,18 @@ pub struct ClientProc {
 
 impl ClientProc {
     pub fn start(info: &Path, state_dir: &Path, extra: &[&str]) -> ClientProc {
+        ClientProc::start_in(None, info, state_dir, extra)
+    }
+
+    /// Like `start`, inside network namespace `netns` if one is given.
+    pub fn start_in(
+        netns: Option<&str>,
+        info: &Path,
+        state_dir: &Path,
+        extra: &[&str],
+    ) -> ClientProc {
         let stderr = std::fs::File::create(state_dir.with_extension("log")).unwrap();
-        let mut command = Command::new(client_bin());
+        let mut command = launcher(netns, &client_bin());
         command.arg("127.0.0.1:0").arg(info).arg("--state-dir").arg(state_dir).args(extra);
         let (child, stdin, lines) = spawn_piped(&mut command, stderr);
         let listen = wait_listening(&lines).expect("client did not start");
@@ -380,6 +418,15 @@ impl ClientProc {
             }
             out.push(line);
         }
+    }
+
+    /// Sends every command of `commands` at once (pipelined), then returns every line they
+    /// printed.
+    pub fn run_many(&mut self, commands: &[String]) -> Vec<String> {
+        for command in commands {
+            self.send_line(command);
+        }
+        self.run("")
     }
 
     /// Runs `command` and returns its single output line.
