@@ -24,7 +24,9 @@ pub const RAFT_PART_MAX: usize = 1024 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ReplicaRequest {
     /// A part of one encoded Raft message; `last` ends the message. No reply.
-    Raft { part: Vec<u8>, last: bool },
+    /// `generation` counts the times an operator forced a tracker to serve alone: trackers
+    /// of different generations never take each other's messages.
+    Raft { generation: u64, part: Vec<u8>, last: bool },
     /// From a follower to the leader: a client's request, with the key that client proved
     /// to the follower (sessions are bound to it).
     Forward { id: RequestId, session: Option<SessionToken>, client: PublicKey, request: Request },

@@ -7,7 +7,17 @@
 //! (linearizable) and forwards everything else to leader M. With no leader (no majority
 //! reachable, or an election running) requests are refused with `Unavailable`, naming how
 //! many voters this tracker reaches, and clients try another tracker.
+//!
+//! `force-serve` (an operator's command on stdin) makes a tracker that lost its majority
+//! for good the only voter, so that it serves alone. It bumps the group's *generation*,
+//! which every Raft message carries: a tracker that hears a newer generation than its own
+//! stops (its data predates the forcing; it must come back empty with `--join`, and the
+//! leader then adds it as a learner and, once caught up, as a voter), and messages of an
+//! older generation are dropped. What the others committed that the forced tracker never
+//! received is lost: that is the price of serving without a majority.
 
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,8 +35,8 @@ use common::{Identity, PublicKey};
 use crate::raft_node::{
     NodeOptions, NodeStatus, ProposeError, RaftNode, RaftNodeError, ELECTION_TICKS, TICK,
 };
-use crate::raft_store::RaftStore;
-use crate::raft_transport::{self, Contacts, PeerLinks, Reassembly};
+use crate::raft_store::{self, RaftStore};
+use crate::raft_transport::{self, Contacts, Generation, PeerLinks, Reassembly};
 use crate::service::Service;
 use crate::state::LogEntry;
 use crate::state_machine::StateMachine;
@@ -64,6 +74,14 @@ pub struct Cluster {
     node: RaftNode<Result<Reply, TrackerError>>,
     contacts: Arc<Contacts>,
     forwarder: Forwarder,
+    /// See the module documentation.
+    generation: Generation,
+    /// A blank tracker started with `--join` takes the generation of the first tracker
+    /// that talks to it.
+    adoptable: AtomicBool,
+    /// Why this tracker must stop (a newer generation was heard).
+    fenced: Mutex<Option<String>>,
+    database: PathBuf,
 }
 
 impl Cluster {
@@ -72,6 +90,7 @@ impl Cluster {
     pub fn start(
         id: u32,
         witness: bool,
+        join: bool,
         store: RaftStore,
         machine: StateMachine,
         trackers: Arc<TrackerInfoFile>,
@@ -79,14 +98,24 @@ impl Cluster {
     ) -> Result<Cluster, RaftNodeError> {
         let voters: Vec<u64> = trackers.current().trackers().map(|(t, _)| u64::from(t)).collect();
         let others: Vec<u64> = voters.iter().copied().filter(|v| *v != u64::from(id)).collect();
-        let links = PeerLinks::start(id, &others, Arc::clone(&trackers), Arc::clone(&identity))?;
+        let generation: Generation = Arc::new(store.generation()?.into());
+        let adoptable = AtomicBool::new(join && store.is_blank());
+        let database = store.path();
+        let links = PeerLinks::start(
+            id,
+            &others,
+            Arc::clone(&trackers),
+            Arc::clone(&identity),
+            Arc::clone(&generation),
+        )?;
+        let options = NodeOptions { witness, join, known: voters.clone() };
         let node = RaftNode::start(
             u64::from(id),
             &voters,
             store,
             Box::new(machine),
             Box::new(links),
-            NodeOptions { witness },
+            options,
         )?;
         Ok(Cluster {
             id,
@@ -95,6 +124,10 @@ impl Cluster {
             node,
             contacts: Arc::new(Contacts::default()),
             forwarder: Forwarder::new(id, trackers, identity),
+            generation,
+            adoptable,
+            fenced: Mutex::new(None),
+            database,
         })
     }
 
@@ -220,9 +253,76 @@ impl Cluster {
         Some(format!("tracker {} serving as {what} (term {})", self.id, now.1))
     }
 
-    /// Whether the Raft node still runs (it stops on a storage failure).
-    pub fn is_running(&self) -> bool {
-        self.node.is_running()
+    /// Why this tracker must stop, if it must: its Raft node stopped (a storage failure),
+    /// or a newer generation was heard.
+    pub fn stopped(&self) -> Option<String> {
+        if let Some(why) = self.fenced.lock().clone() {
+            return Some(why);
+        }
+        (!self.node.is_running()).then(|| "the raft node stopped (see the log)".to_string())
+    }
+
+    /// The generation (see the module documentation).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    /// The operator's `force-serve`: this tracker becomes the only voter of a new
+    /// generation and leads. Returns what to tell the operator.
+    pub fn force_serve(&self) -> Result<String, String> {
+        if self.role() == Role::Primary {
+            return Err(format!("tracker {} already leads; nothing to force", self.id));
+        }
+        if self.witness {
+            return Err(format!("tracker {} is a witness and cannot serve alone", self.id));
+        }
+        let generation = self.generation() + 1;
+        raft_store::save_generation(&self.database, generation).map_err(|e| e.to_string())?;
+        self.generation.store(generation, Ordering::Relaxed);
+        match self.node.force_alone().recv_timeout(READ_TIMEOUT) {
+            Ok(Ok(())) => Ok(format!(
+                "tracker {}: forced to serve alone (generation {generation}). Changes the other \
+                 trackers committed without this one are lost. Before starting any of them \
+                 again, empty its data directory (keep tracker.key) and start it with --join: \
+                 this tracker adds it back once it has caught up.",
+                self.id
+            )),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err("the raft node did not answer".to_string()),
+        }
+    }
+
+    /// Checks the generation of a Raft message from tracker `from`: whether to take it.
+    fn admit_generation(&self, from: u32, theirs: u64) -> bool {
+        let ours = self.generation();
+        if theirs == ours {
+            return true;
+        }
+        if theirs > ours && self.adoptable.swap(false, Ordering::Relaxed) {
+            if let Err(e) = raft_store::save_generation(&self.database, theirs) {
+                log::error!("cannot record generation {theirs}: {e}");
+                self.adoptable.store(true, Ordering::Relaxed);
+                return false;
+            }
+            self.generation.store(theirs, Ordering::Relaxed);
+            log::info!("tracker {}: joined generation {theirs} (from tracker {from})", self.id);
+            return true;
+        }
+        if theirs > ours {
+            let why = format!(
+                "tracker {from} was forced to serve alone (generation {theirs}, ours {ours}): \
+                 this tracker's data predates that and must not be used; empty its data \
+                 directory (keep tracker.key) and start it again with --join"
+            );
+            log::error!("{why}");
+            *self.fenced.lock() = Some(why);
+        } else {
+            log::warn!(
+                "tracker {from} runs the abandoned generation {theirs} (ours {ours}); \
+                 ignoring it until it is restarted empty with --join"
+            );
+        }
+        false
     }
 }
 
@@ -237,7 +337,12 @@ pub fn serve(
     let mut reassembly = Reassembly::new(u64::from(from), u64::from(cluster.id));
     while let Some(request) = conn.recv()? {
         match request {
-            ReplicaRequest::Raft { part, last } => match reassembly.part(&part, last) {
+            ReplicaRequest::Raft { generation, .. }
+                if !cluster.admit_generation(from, generation) =>
+            {
+                return Ok(());
+            }
+            ReplicaRequest::Raft { part, last, .. } => match reassembly.part(&part, last) {
                 Ok(Some(msg)) => {
                     cluster.contacts.heard(u64::from(from));
                     cluster.node.step(msg);
@@ -258,18 +363,22 @@ pub fn serve(
 }
 
 /// Watches the node: prints `serving as` lines when the leader changes, and runs `on_lead`
-/// each time this tracker becomes the leader; stops when `stop` closes, or when the node
-/// stopped (returning false).
-pub fn watch(svc: Arc<Service>, stop: Receiver<()>, on_lead: impl Fn(&Service)) -> bool {
+/// each time this tracker becomes the leader; stops when `stop` closes, or with the reason
+/// the tracker must stop (see `Cluster::stopped`).
+pub fn watch(
+    svc: Arc<Service>,
+    stop: Receiver<()>,
+    on_lead: impl Fn(&Service),
+) -> Result<(), String> {
     let mut previous = None;
     let ticker = crossbeam_channel::tick(TICK);
     loop {
         crossbeam_channel::select! {
-            recv(stop) -> _ => return true,
+            recv(stop) -> _ => return Ok(()),
             recv(ticker) -> _ => {}
         }
-        if !svc.cluster.is_running() {
-            return false;
+        if let Some(why) = svc.cluster.stopped() {
+            return Err(why);
         }
         let was_primary = matches!(previous, Some((Role::Primary, _)));
         if let Some(line) = svc.cluster.note_role(&mut previous) {

@@ -55,6 +55,12 @@ pub struct Config {
     #[arg(long)]
     pub witness: bool,
 
+    /// With an empty data directory, wait to be added by the leader instead of starting a
+    /// new group: how a tracker comes back after another one was forced to serve alone
+    /// (`force-serve` on its stdin).
+    #[arg(long)]
+    pub join: bool,
+
     /// PBKDF2-HMAC-SHA1 iterations for new passwords (existing ones keep theirs).
     #[arg(long, value_name = "N", default_value_t = DEFAULT_ITERATIONS,
           value_parser = clap::value_parser!(u32).range(1..))]

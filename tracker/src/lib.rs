@@ -52,8 +52,8 @@ pub enum RunError {
     Store(#[from] RaftStoreError),
     #[error("{0}")]
     Raft(#[from] RaftNodeError),
-    #[error("the raft node stopped (see the log); stopping the tracker")]
-    RaftStopped,
+    #[error("stopping: {0}")]
+    Stopped(String),
     #[error("{0}")]
     Identity(#[from] IdentityError),
     #[error("{0}")]
@@ -118,6 +118,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
     let cluster = Cluster::start(
         config.tracker_id,
         config.witness,
+        config.join,
         store,
         machine,
         Arc::clone(&trackers),
@@ -136,11 +137,11 @@ pub fn run(config: Config) -> Result<(), RunError> {
         let service = Arc::clone(&service);
         let shutdown = Arc::clone(&shutdown);
         std::thread::Builder::new().name("cluster".into()).spawn(move || {
-            let node_ok = cluster::watch(service, watch_stopped, Service::on_lead);
-            if !node_ok {
+            let outcome = cluster::watch(service, watch_stopped, Service::on_lead);
+            if outcome.is_err() {
                 shutdown.trigger();
             }
-            node_ok
+            outcome
         })?
     };
 
@@ -157,11 +158,10 @@ pub fn run(config: Config) -> Result<(), RunError> {
     drop(stdout);
     let served = server::run(listener, service, limits, config.tracker_id, shutdown);
     drop(stop_watch);
-    let node_ok = watcher.join().unwrap_or(false);
+    let outcome =
+        watcher.join().unwrap_or_else(|_| Err("the cluster watcher panicked".to_string()));
     served?;
-    if !node_ok {
-        return Err(RunError::RaftStopped);
-    }
+    outcome.map_err(RunError::Stopped)?;
     log::info!("tracker {} stopped", config.tracker_id);
     Ok(())
 }
@@ -180,8 +180,17 @@ fn watch_stdin(shutdown: Arc<Shutdown>, service: Arc<Service>) -> std::io::Resul
                     break;
                 }
                 "status" => print_line(&service.status_line()),
+                "force-serve" => match service.cluster.force_serve() {
+                    Ok(done) => {
+                        log::warn!("{done}");
+                        print_line(&done);
+                    }
+                    Err(why) => print_line(&format!("force-serve refused: {why}")),
+                },
                 "" => {}
-                other => log::warn!("stdin: unknown command {other:?} (status, quit or exit)"),
+                other => log::warn!(
+                    "stdin: unknown command {other:?} (status, force-serve, quit or exit)"
+                ),
             }
         }
     })?;

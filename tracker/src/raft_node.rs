@@ -28,7 +28,10 @@ use std::time::Duration;
 
 use crossbeam_channel::{bounded, select, tick, Receiver, Sender, TrySendError};
 use parking_lot::Mutex;
-use raft::eraftpb::{Entry, EntryType, Message, Snapshot};
+use protobuf::Message as _;
+use raft::eraftpb::{
+    ConfChange, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, Message, Snapshot,
+};
 use raft::{Config, RawNode, StateRole, Storage};
 
 use crate::raft_store::{RaftStore, RaftStoreError};
@@ -130,6 +133,7 @@ enum Input<O> {
     Propose { data: Vec<u8>, reply: Sender<Proposed<O>> },
     Read { reply: Sender<Result<(), ProposeError>> },
     Message(Box<Message>),
+    ForceAlone { reply: Sender<Result<(), String>> },
 }
 
 /// A running Raft node; dropping it stops the driver thread.
@@ -140,10 +144,16 @@ pub struct RaftNode<O: Send + 'static> {
 }
 
 /// How a node takes part.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct NodeOptions {
     /// A voter that never keeps the lead (see the module documentation).
     pub witness: bool,
+    /// With an empty store: start with no configuration and wait to be added by a leader
+    /// (a tracker brought back after `force_alone`), instead of bootstrapping one.
+    pub join: bool,
+    /// Every node that should be in the group: a leader adds those missing as learners,
+    /// and makes each a voter once it has caught up.
+    pub known: Vec<u64>,
 }
 
 impl<O: Send + 'static> RaftNode<O> {
@@ -159,7 +169,8 @@ impl<O: Send + 'static> RaftNode<O> {
     ) -> Result<RaftNode<O>, RaftNodeError> {
         let state = store.initial_state()?;
         let mut conf_voters = state.conf_state.voters.clone();
-        if conf_voters.is_empty() {
+        let fresh = conf_voters.is_empty() && state.conf_state.learners.is_empty();
+        if fresh && !options.join {
             let conf = raft::eraftpb::ConfState { voters: voters.to_vec(), ..Default::default() };
             store.set_conf_state(&conf)?;
             conf_voters = voters.to_vec();
@@ -191,7 +202,7 @@ impl<O: Send + 'static> RaftNode<O> {
         };
         let logger = slog::Logger::root(LogDrain, slog::o!("raft" => id));
         let mut node = RawNode::new(&config, store, &logger)?;
-        if conf_voters == [id] && !options.witness {
+        if conf_voters == [id] && !options.witness && options.known.iter().all(|k| *k == id) {
             // Nobody to wait for: lead at once rather than after an election timeout.
             node.campaign()?;
         }
@@ -229,6 +240,8 @@ impl<O: Send + 'static> RaftNode<O> {
             witness: options.witness,
             leader_seen: 0,
             voters: conf_voters,
+            known: options.known,
+            compact_soon: false,
         };
         let thread = std::thread::Builder::new()
             .name(format!("raft-{id}"))
@@ -254,6 +267,18 @@ impl<O: Send + 'static> RaftNode<O> {
         let (reply, answer) = bounded(1);
         self.send_input(Input::Read { reply: reply.clone() }, |why| {
             let _ = reply.send(Err(why));
+        });
+        answer
+    }
+
+    /// Makes this node the only voter, without the consent of the others, and lets it
+    /// lead: the operator's way out when a majority is gone for good. What the others
+    /// committed that this node never received is lost, and they must not come back with
+    /// their old logs (see `cluster`). Answers once the configuration is changed.
+    pub fn force_alone(&self) -> Receiver<Result<(), String>> {
+        let (reply, answer) = bounded(1);
+        self.send_input(Input::ForceAlone { reply: reply.clone() }, |why| {
+            let _ = reply.send(Err(why.to_string()));
         });
         answer
     }
@@ -313,8 +338,14 @@ struct Driver<O> {
     witness: bool,
     /// The leader the last status named (reads asked of another leader are failed).
     leader_seen: u64,
-    /// The voters (fixed: no configuration changes are proposed).
+    /// The voters, ascending.
     voters: Vec<u64>,
+    /// Every node that should be in the group (see `NodeOptions::known`).
+    known: Vec<u64>,
+    /// Take a snapshot as soon as an entry after the last one is applied: after the
+    /// configuration changed, so that a node added later starts from a snapshot whose
+    /// configuration names it (raft-rs ignores one that does not).
+    compact_soon: bool,
 }
 
 impl<O: Send + 'static> Driver<O> {
@@ -335,6 +366,7 @@ impl<O: Send + 'static> Driver<O> {
                 recv(ticker) -> _ => {
                     self.node.tick();
                     self.expire_reads();
+                    self.grow();
                 }
             }
             if let Err(e) = self.drive() {
@@ -381,6 +413,69 @@ impl<O: Send + 'static> Driver<O> {
                     log::debug!("raft {}: message refused: {e}", self.node.raft.id);
                 }
             }
+            Input::ForceAlone { reply } => {
+                let _ = reply.send(self.force_alone().map_err(|e| e.to_string()));
+            }
+        }
+    }
+
+    /// Removes every other voter from the configuration, here only, and campaigns (a
+    /// group of one wins at once).
+    fn force_alone(&mut self) -> Result<(), RaftNodeError> {
+        let me = self.node.raft.id;
+        let mut conf = None;
+        for other in self.voters.clone().into_iter().filter(|v| *v != me) {
+            let cc = ConfChange {
+                change_type: ConfChangeType::RemoveNode,
+                node_id: other,
+                ..Default::default()
+            };
+            conf = Some(self.node.apply_conf_change(&cc)?);
+        }
+        if let Some(conf) = conf {
+            self.node.store().set_conf_state(&conf)?;
+            self.note_conf(&conf);
+        }
+        log::warn!("raft {me}: forced to be the only voter");
+        self.compact_soon = true;
+        self.node.campaign()?;
+        Ok(())
+    }
+
+    fn note_conf(&mut self, conf: &ConfState) {
+        let mut voters = conf.voters.clone();
+        voters.sort_unstable();
+        voters.truncate(MAX_VOTERS);
+        self.voters = voters;
+    }
+
+    /// A leader brings in the known nodes missing from the configuration: as a learner
+    /// first (it does not count toward a majority while it catches up), then as a voter
+    /// once its log matches the commit index. One change at a time.
+    fn grow(&mut self) {
+        let raft = &self.node.raft;
+        if raft.state != StateRole::Leader || raft.has_pending_conf() || self.witness {
+            return;
+        }
+        let conf = raft.prs().conf().to_conf_state();
+        let missing = self
+            .known
+            .iter()
+            .copied()
+            .find(|k| !conf.voters.contains(k) && !conf.learners.contains(k));
+        let caught_up =
+            conf.learners.iter().copied().find(|l| {
+                raft.prs().get(*l).is_some_and(|pr| pr.matched >= raft.raft_log.committed)
+            });
+        let change = match (missing, caught_up) {
+            (Some(id), _) => (ConfChangeType::AddLearnerNode, id),
+            (None, Some(id)) => (ConfChangeType::AddNode, id),
+            (None, None) => return,
+        };
+        log::info!("raft {}: proposing {:?} of {}", raft.id, change.0, change.1);
+        let cc = ConfChange { change_type: change.0, node_id: change.1, ..Default::default() };
+        if let Err(e) = self.node.propose_conf_change(Vec::new(), cc) {
+            log::warn!("raft {}: cannot propose a configuration change: {e}", self.node.raft.id);
         }
     }
 
@@ -530,9 +625,42 @@ impl<O: Send + 'static> Driver<O> {
                 continue;
             }
             self.applied = entry.index;
-            if entry.entry_type != EntryType::EntryNormal {
-                // Membership is fixed by tracker_info.txt; no conf changes are proposed.
-                continue;
+            match entry.entry_type {
+                EntryType::EntryNormal => {}
+                EntryType::EntryConfChange => {
+                    let cc = ConfChange::parse_from_bytes(&entry.data).map_err(|e| {
+                        RaftNodeError::Apply {
+                            what: "the conf change",
+                            index: entry.index,
+                            reason: e.to_string(),
+                        }
+                    })?;
+                    let conf = self.node.apply_conf_change(&cc)?;
+                    self.node.store().set_conf_state(&conf)?;
+                    log::info!(
+                        "raft {}: configuration now {:?} (learners {:?})",
+                        self.node.raft.id,
+                        conf.voters,
+                        conf.learners
+                    );
+                    self.note_conf(&conf);
+                    self.compact_soon = true;
+                    continue;
+                }
+                EntryType::EntryConfChangeV2 => {
+                    let cc = ConfChangeV2::parse_from_bytes(&entry.data).map_err(|e| {
+                        RaftNodeError::Apply {
+                            what: "the conf change",
+                            index: entry.index,
+                            reason: e.to_string(),
+                        }
+                    })?;
+                    let conf = self.node.apply_conf_change(&cc)?;
+                    self.node.store().set_conf_state(&conf)?;
+                    self.note_conf(&conf);
+                    self.compact_soon = true;
+                    continue;
+                }
             }
             if entry.data.is_empty() {
                 // A new leader's empty entry.
@@ -552,7 +680,11 @@ impl<O: Send + 'static> Driver<O> {
 
     fn maybe_compact(&mut self) -> Result<(), RaftNodeError> {
         let first = self.node.store().first_index()?;
-        if self.applied >= first + COMPACT_AFTER {
+        let forced = self.compact_soon && self.applied >= first;
+        if forced {
+            self.compact_soon = false;
+        }
+        if forced || self.applied >= first + COMPACT_AFTER {
             self.node.store().compact(self.applied, self.apply.state())?;
         }
         Ok(())

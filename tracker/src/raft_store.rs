@@ -51,6 +51,20 @@ pub enum RaftStoreError {
     PreRaft { path: String },
 }
 
+/// Durably records the generation of the store in database `path` (before acting on it),
+/// through a connection of its own: the store itself belongs to the Raft thread.
+pub fn save_generation(path: &Path, generation: u64) -> Result<(), RaftStoreError> {
+    let db = Connection::open(path)?;
+    db.pragma_update(None, "synchronous", "FULL")?;
+    db.busy_timeout(std::time::Duration::from_secs(5))?;
+    db.execute(
+        "INSERT INTO generation (id, generation) VALUES (1, ?1)
+         ON CONFLICT (id) DO UPDATE SET generation = excluded.generation",
+        [generation],
+    )?;
+    Ok(())
+}
+
 /// The database file in a tracker's data directory.
 pub const DATABASE: &str = "tracker.sqlite3";
 
@@ -163,6 +177,8 @@ impl RaftStore {
             "CREATE TABLE IF NOT EXISTS raft_log (
                  idx INTEGER PRIMARY KEY, term INTEGER NOT NULL, kind INTEGER NOT NULL,
                  data BLOB NOT NULL, context BLOB NOT NULL);
+             CREATE TABLE IF NOT EXISTS generation (
+                 id INTEGER PRIMARY KEY CHECK (id = 1), generation INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS raft_meta (
                  id INTEGER PRIMARY KEY CHECK (id = 1), format INTEGER NOT NULL,
                  term INTEGER NOT NULL, vote INTEGER NOT NULL, [commit] INTEGER NOT NULL,
@@ -234,6 +250,30 @@ impl RaftStore {
             core.hard = hs.clone();
         }
         Ok(())
+    }
+
+    /// How many times this group was forced to a single tracker (see `cluster`).
+    pub fn generation(&self) -> Result<u64, RaftStoreError> {
+        Ok(self
+            .db
+            .lock()
+            .query_row("SELECT generation FROM generation WHERE id = 1", [], |r| r.get(0))
+            .optional()?
+            .unwrap_or(0))
+    }
+
+    /// The database file this store is in.
+    pub fn path(&self) -> std::path::PathBuf {
+        self.db.lock().path().map(std::path::PathBuf::from).unwrap_or_default()
+    }
+
+    /// Whether this store has never been part of a group (no configuration, no log).
+    pub fn is_blank(&self) -> bool {
+        let core = self.core.read();
+        core.conf.voters.is_empty()
+            && core.conf.learners.is_empty()
+            && core.snapshot_index == 0
+            && core.entries.is_empty()
     }
 
     /// Records a new configuration (a conf change was applied).

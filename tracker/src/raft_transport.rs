@@ -111,6 +111,9 @@ pub struct PeerLinks {
     queues: HashMap<u64, Sender<Message>>,
 }
 
+/// This tracker's generation (see `ReplicaRequest::Raft`), shared by its links.
+pub type Generation = Arc<std::sync::atomic::AtomicU64>;
+
 impl PeerLinks {
     /// Starts a sender thread to each of `others`.
     pub fn start(
@@ -118,6 +121,7 @@ impl PeerLinks {
         others: &[u64],
         trackers: Arc<TrackerInfoFile>,
         identity: Arc<Identity>,
+        generation: Generation,
     ) -> std::io::Result<PeerLinks> {
         let mut queues = HashMap::new();
         for &to in others {
@@ -127,6 +131,7 @@ impl PeerLinks {
                 to,
                 trackers: Arc::clone(&trackers),
                 identity: Arc::clone(&identity),
+                generation: Arc::clone(&generation),
             };
             std::thread::Builder::new()
                 .name(format!("raft-send-{to}"))
@@ -153,6 +158,7 @@ struct Sender_ {
     to: u64,
     trackers: Arc<TrackerInfoFile>,
     identity: Arc<Identity>,
+    generation: Generation,
 }
 
 impl Sender_ {
@@ -183,7 +189,8 @@ impl Sender_ {
                 }
             }
             let Some(conn) = link.as_mut() else { continue };
-            if let Err(e) = send_message(conn, &msg) {
+            let generation = self.generation.load(std::sync::atomic::Ordering::Relaxed);
+            if let Err(e) = send_message(conn, generation, &msg) {
                 log::info!("raft link to tracker {} lost: {e}", self.to);
                 link = None;
             }
@@ -194,16 +201,17 @@ impl Sender_ {
 /// Sends one Raft message in parts.
 fn send_message(
     conn: &mut Connection<ReplicaReply, ReplicaRequest>,
+    generation: u64,
     msg: &Message,
 ) -> Result<(), FrameError> {
     let bytes = msg.write_to_bytes().map_err(|e| protocol(format!("cannot encode: {e}")))?;
     let mut parts = bytes.chunks(RAFT_PART_MAX).peekable();
     if parts.peek().is_none() {
-        return conn.send(&ReplicaRequest::Raft { part: Vec::new(), last: true });
+        return conn.send(&ReplicaRequest::Raft { generation, part: Vec::new(), last: true });
     }
     while let Some(part) = parts.next() {
         let last = parts.peek().is_none();
-        conn.send(&ReplicaRequest::Raft { part: part.to_vec(), last })?;
+        conn.send(&ReplicaRequest::Raft { generation, part: part.to_vec(), last })?;
     }
     Ok(())
 }

@@ -230,7 +230,7 @@ impl Service {
         };
         format!(
             "tracker {}: {role} view={}:{:?} last={}:{} commit={} applied={applied} \
-             reach={}/{} digest={digest}",
+             reach={}/{} generation={} digest={digest}",
             self.settings.id,
             status.term,
             status.voters(),
@@ -239,6 +239,7 @@ impl Service {
             status.commit,
             self.cluster.voters_up(),
             self.cluster.n_voters(),
+            self.cluster.generation(),
         )
     }
 

@@ -189,6 +189,111 @@ fn a_tracker_without_a_majority_refuses_writes_and_says_why() {
     assert!(!status.contains(": primary "), "{status}");
 }
 
+/// The operator's way out when a majority is gone for good: `force-serve` makes the
+/// survivor serve alone; a tracker brought back empty with `--join` is added back and
+/// catches up; one that comes back with its old data stops itself instead of forming a
+/// group of its own.
+#[test]
+fn force_serve_lets_a_survivor_serve_and_the_others_come_back_only_empty() {
+    let cluster = Cluster::new(3);
+    let mut trackers: Vec<Option<TrackerProc>> =
+        cluster.start_all().into_iter().map(Some).collect();
+    let mut c = cluster.client_via("c", &[1]);
+    c.sign_up("alice");
+    c.ok("create_group before", "created group before");
+    trackers[1].take().unwrap().kill();
+    trackers[2].take().unwrap().kill();
+    let one = trackers[0].as_mut().unwrap();
+    let refused = c.run1("create_group stuck");
+    assert!(refused.contains("no majority"), "{refused}");
+    let forced = one.command("force-serve", "forced to serve alone");
+    assert!(forced.contains("generation 1") && forced.contains("--join"), "{forced}");
+    c.ok("create_group alone", "created group alone");
+    let status = one.status();
+    assert!(status.contains(": primary view=") && status.contains("[1]"), "{status}");
+
+    // Tracker 2 comes back empty (its key kept) with --join: it is added back.
+    let two_dir = cluster.dir.path().join("tracker-2");
+    for entry in std::fs::read_dir(&two_dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().unwrap() != "tracker.key" {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    let two = cluster.try_start_tracker(2, &["--join"]).unwrap();
+    two.wait_line("serving as backup of 1");
+    trackers[1] = Some(two);
+    {
+        let mut refs: Vec<&mut TrackerProc> = trackers.iter_mut().flatten().collect();
+        wait_converged(&mut refs);
+    }
+    // Once it is a voter again, 1 and 2 are a majority: tracker 2 serves what was written.
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while !trackers[0].as_mut().unwrap().status().contains("[1, 2]") {
+        assert!(std::time::Instant::now() < deadline, "tracker 2 never became a voter");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let mut via_two = cluster.client_via("via2", &[2]);
+    via_two.ok("login alice pw-alice", "logged in as alice");
+    assert_eq!(via_two.run("list_groups"), ["alone", "before"]);
+
+    // Tracker 3 comes back with its old data: it hears the newer generation and stops.
+    let mut three = cluster.start_tracker(3);
+    assert!(!three.wait_exit().success());
+    let log = cluster.tracker_log(3);
+    assert!(log.contains("was forced to serve alone") && log.contains("--join"), "{log}");
+    c.ok("create_group after", "created group after");
+}
+
+/// A witness votes and keeps the log but serves no client: with the leader gone, the
+/// witness and the other tracker are the majority, and the other tracker leads.
+#[test]
+fn a_witness_makes_the_majority_but_never_serves_clients() {
+    let cluster = Cluster::new(3);
+    let mut trackers: Vec<Option<TrackerProc>> = vec![
+        Some(cluster.start_tracker(1)),
+        Some(cluster.start_tracker(2)),
+        Some(cluster.try_start_tracker(3, &["--witness"]).unwrap()),
+    ];
+    for t in trackers.iter().flatten() {
+        t.wait_serving();
+    }
+    let mut raw = crate::support::RawSession::connect(&cluster, trackers[2].as_ref().unwrap());
+    match raw.call(common::message::Request::ListGroups) {
+        Err(common::message::TrackerError::Unavailable(why)) => {
+            assert!(why.contains("tracker 3 is a witness"), "{why}")
+        }
+        other => panic!("a witness answered a client: {other:?}"),
+    }
+    let mut c = cluster.client_via("c", &[3, 1, 2]);
+    c.sign_up("alice");
+    c.ok("create_group before", "created group before");
+    // The leader goes, whichever of 1 and 2 it is: the other one leads, with the witness.
+    // (If the witness is elected, it hands the lead over at once.)
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let leader = loop {
+        let mut refs: Vec<&mut TrackerProc> = trackers.iter_mut().flatten().collect();
+        let leader = wait_leader(&mut refs);
+        if leader != 2 {
+            break leader;
+        }
+        assert!(std::time::Instant::now() < deadline, "the witness kept the lead");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    trackers[leader].take().unwrap().kill();
+    c.ok("create_group after", "created group after");
+    // Left: the other tracker (leading) and the witness.
+    let mut refs: Vec<&mut TrackerProc> = trackers.iter_mut().flatten().collect();
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while wait_leader(&mut refs) != 0 {
+        assert!(std::time::Instant::now() < deadline, "the witness kept the lead");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    wait_converged(&mut refs);
+    let status = refs[1].status();
+    assert!(status.starts_with("tracker 3: witness "), "{status}");
+}
+
 #[test]
 fn a_download_in_progress_survives_the_failover_of_its_tracker() {
     let cluster = Cluster::new(3);
@@ -247,8 +352,11 @@ fn forged_replication_traffic_changes_nothing() {
         wait_converged(&mut refs)
     };
     let keys = [cluster.tracker_key(1), cluster.tracker_key(2)];
-    let raft_garbage =
-        ReplicaRequest::Raft { part: vec![0x08, 0xff, 0xff, 0x7f, 1, 2, 3], last: true };
+    let raft_garbage = ReplicaRequest::Raft {
+        generation: 0,
+        part: vec![0x08, 0xff, 0xff, 0x7f, 1, 2, 3],
+        last: true,
+    };
 
     // An outsider's key claiming to be tracker 1 (and 2): the connection is closed at once.
     let outsider = common::Identity::generate().unwrap();

@@ -297,6 +297,20 @@ impl TrackerProc {
         self.wait_line("serving as")
     }
 
+    /// Sends `command` on the tracker's stdin and returns the first stdout line containing
+    /// `answer`.
+    pub fn command(&mut self, command: &str, answer: &str) -> String {
+        let stdin = self.stdin.as_mut().unwrap();
+        writeln!(stdin, "{command}").unwrap();
+        stdin.flush().unwrap();
+        self.wait_line(answer)
+    }
+
+    /// Waits for the process to exit by itself and returns its status.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        wait_exit(&mut self.child)
+    }
+
     /// The tracker's `status` line: role, view, last entry and state digest.
     pub fn status(&mut self) -> String {
         let stdin = self.stdin.as_mut().unwrap();

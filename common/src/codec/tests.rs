@@ -192,8 +192,8 @@ fn peer_reply() -> impl Strategy<Value = PeerReply> {
 
 fn replica_request() -> impl Strategy<Value = ReplicaRequest> {
     prop_oneof![
-        (prop::collection::vec(any::<u8>(), 0..64), any::<bool>())
-            .prop_map(|(part, last)| ReplicaRequest::Raft { part, last }),
+        (any::<u64>(), prop::collection::vec(any::<u8>(), 0..64), any::<bool>())
+            .prop_map(|(generation, part, last)| ReplicaRequest::Raft { generation, part, last }),
         (request_id(), proptest::option::of(token()), key(), request()).prop_map(
             |(id, session, client, request)| ReplicaRequest::Forward {
                 id,
