@@ -2,7 +2,7 @@
 //!
 //! Pure: no I/O, no clock, no randomness. Every change goes through `TrackerState::apply` of
 //! an `Op`, so the same ops applied in the same order give the same state; that is what makes
-//! the op log (and later replication) sound.
+//! the Raft log sound: every tracker applies the same entries in the same order.
 //! Invariants: every group has its owner among its members; a member is never also a
 //! pending requester; a listed file has at least one sharer, and every sharer is a live
 //! session of a member of the file's group.
