@@ -24,7 +24,6 @@ pub use config::Config;
 use peer::Peer;
 use seeder::Seeder;
 use shares::Shares;
-use tracker_link::TrackerLink;
 use tracker_session::{TrackerSession, HEARTBEAT_EVERY};
 
 /// Why the client could not start or had to stop.
@@ -59,7 +58,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
     writeln!(stdout, "listening on {listen_addr}")?;
     stdout.flush()?;
 
-    let tracker = Arc::new(TrackerSession::new(TrackerLink::new(trackers, Arc::clone(&identity))));
+    let tracker = Arc::new(TrackerSession::new(trackers, Arc::clone(&identity)));
     let shares = Arc::new(Shares::new(Some(state_dir.join("shares.bin"))));
     let seeder = Seeder::start(
         listener,

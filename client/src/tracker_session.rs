@@ -1,14 +1,19 @@
 //! The client's tracker session, shared by the REPL, the seeder, the downloads and the
-//! heartbeat: one `TrackerLink` and the current login.
+//! heartbeat: a few `TrackerLink`s and the current login.
 //!
-//! Lock order: `login` is never held while `link` is (the token is copied out first).
+//! No lock is held across a call: each call takes a link of its own (at most `MAX_LINKS` at
+//! once, one kept open while idle), so a call that waits for a tracker to fail over (seconds)
+//! never holds up a seeder's ticket check or a download's refresh.
+//! Lock order: `login`, then `links`; neither is held during a call.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use common::message::{Reply, Request, SessionToken};
-use common::UserId;
+use common::tracker_info::TrackerInfoFile;
+use common::{Identity, UserId};
 
 use crate::tracker_link::{LinkError, TrackerLink};
 
@@ -31,15 +36,63 @@ pub struct Login {
     pub session: SessionToken,
 }
 
+/// Calls to the trackers in flight at once, at most (each on its own connection).
+const MAX_LINKS: usize = 4;
+/// Links kept open while idle.
+const IDLE_LINKS: usize = 1;
+
+/// The links: idle ones, and how many exist.
+struct Links {
+    idle: Vec<TrackerLink>,
+    open: usize,
+}
+
 /// The shared tracker session.
 pub struct TrackerSession {
-    link: Mutex<TrackerLink>,
+    trackers: Arc<TrackerInfoFile>,
+    identity: Arc<Identity>,
+    links: Mutex<Links>,
+    freed: Condvar,
     login: Mutex<Option<Login>>,
 }
 
 impl TrackerSession {
-    pub fn new(link: TrackerLink) -> TrackerSession {
-        TrackerSession { link: Mutex::new(link), login: Mutex::new(None) }
+    pub fn new(trackers: Arc<TrackerInfoFile>, identity: Arc<Identity>) -> TrackerSession {
+        TrackerSession {
+            trackers,
+            identity,
+            links: Mutex::new(Links { idle: Vec::new(), open: 0 }),
+            freed: Condvar::new(),
+            login: Mutex::new(None),
+        }
+    }
+
+    /// Runs `call` on a link of its own: an idle one, a new one, or the first one freed.
+    fn with_link<T>(&self, call: impl FnOnce(&mut TrackerLink) -> T) -> T {
+        let mut link = {
+            let mut links = self.links.lock();
+            loop {
+                if let Some(link) = links.idle.pop() {
+                    break link;
+                }
+                if links.open < MAX_LINKS {
+                    links.open += 1;
+                    break TrackerLink::new(Arc::clone(&self.trackers), Arc::clone(&self.identity));
+                }
+                self.freed.wait(&mut links);
+            }
+        };
+        let result = call(&mut link);
+        let mut links = self.links.lock();
+        if links.idle.len() < IDLE_LINKS {
+            links.idle.push(link);
+        } else {
+            // Closes its connection: one idle connection per client is enough.
+            links.open -= 1;
+        }
+        drop(links);
+        self.freed.notify_one();
+        result
     }
 
     /// The current login, if any.
@@ -56,7 +109,7 @@ impl TrackerSession {
     pub fn call(&self, request: Request) -> Result<Reply, CallError> {
         let session =
             self.login.lock().as_ref().map(|l| l.session).ok_or(CallError::NotLoggedIn)?;
-        Ok(self.link.lock().call(Some(session), request)?)
+        Ok(self.with_link(|link| link.call(Some(session), request))?)
     }
 
     /// A fresh random session token for a `login`.
@@ -72,7 +125,7 @@ impl TrackerSession {
 
     /// Sends a request outside any session (`create_user`, `login`).
     pub fn call_anonymous(&self, request: Request) -> Result<Reply, LinkError> {
-        self.link.lock().call(None, request)
+        self.with_link(|link| link.call(None, request))
     }
 
     /// Sends a heartbeat if logged in; failures are only logged (the next one retries).
