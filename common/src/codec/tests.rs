@@ -304,3 +304,43 @@ fn invalid_ids_on_the_wire_are_rejected() {
     bad[at + 1] = b' ';
     assert!(matches!(decode::<ClientMessage>(&bad), Err(DecodeError::Malformed(_))));
 }
+
+/// Pinned encodings of representative messages of every direction. If one changes (a
+/// reordered variant, a new field), peers of the previous build would misread it: bump
+/// `PROTOCOL_VERSION` (or `PEER_PROTOCOL_VERSION`) and update these.
+#[test]
+fn wire_encodings_keep_their_bytes() {
+    fn hex<T: serde::Serialize>(msg: &T) -> String {
+        let mut bytes = Vec::new();
+        crate::codec::encode(msg, &mut bytes).unwrap();
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+    let id = RequestId { client: 7, seq: 9 };
+    let group = GroupId::new("g").unwrap();
+    let cases: Vec<(String, &str)> = vec![
+        (hex(&ClientMessage::Hello { version: PROTOCOL_VERSION }), "0003"),
+        (
+            hex(&ClientMessage::Request {
+                id,
+                session: Some(SessionToken([1; 32])),
+                request: Request::CreateGroup { group: group.clone() },
+            }),
+            "010709010101010101010101010101010101010101010101010101010101010101010101030167",
+        ),
+        (
+            hex(&TrackerMessage::Response {
+                id,
+                result: Err(TrackerError::GroupExists(group.clone())),
+            }),
+            "02070901040167",
+        ),
+        (
+            hex(&ReplicaRequest::Raft { generation: 1, part: vec![1, 2], last: true }),
+            "000102010201",
+        ),
+        (hex(&PeerRequest::GetPiece { piece: PieceIndex(3) }), "0203"),
+    ];
+    for (got, want) in &cases {
+        assert_eq!(got, want);
+    }
+}
