@@ -23,6 +23,41 @@ pub const MAX_HANDSHAKES_PER_IP: usize = 8;
 /// Handshakes in progress in all, from IPs that are not trackers'.
 pub const MAX_HANDSHAKES: usize = 64;
 
+/// File descriptors a live connection holds (its socket, and the handle the server keeps
+/// to shut it down), and one more while its handshake runs.
+pub const FDS_PER_CONNECTION: u64 = 2;
+/// File descriptors kept for everything else: the listener, the database and its journal,
+/// links to the other trackers, logs.
+pub const RESERVED_FDS: u64 = 128;
+
+/// Raises this process's open-files limit to its hard limit (connections are files), and
+/// returns the limit now in force, if known.
+pub fn raise_open_files_limit() -> Option<u64> {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let raised = Rlimit { current: limit.maximum, maximum: limit.maximum };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => return limit.maximum.or(Some(u64::MAX)),
+            Err(e) => log::warn!("cannot raise the open-files limit to {:?}: {e}", limit.maximum),
+        }
+    }
+    limit.current.or(Some(u64::MAX))
+}
+
+/// The client connections a process with `open_files` file descriptors can hold beside the
+/// handshakes and the trackers' slots: `configured`, or fewer if the descriptors would run
+/// out first.
+pub fn connection_cap(configured: usize, open_files: Option<u64>) -> usize {
+    let Some(open_files) = open_files else { return configured };
+    let in_handshakes =
+        (MAX_HANDSHAKES as u64 + MAX_HANDSHAKES_PER_IP as u64) * (FDS_PER_CONNECTION + 1);
+    let for_trackers = TRACKER_SLOTS as u64 * FDS_PER_CONNECTION;
+    let spare = open_files.saturating_sub(RESERVED_FDS + in_handshakes + for_trackers);
+    let fits = usize::try_from(spare / FDS_PER_CONNECTION).unwrap_or(usize::MAX);
+    configured.min(fits)
+}
+
 /// The limits of an `Admission`.
 #[derive(Debug, Clone)]
 pub struct AdmissionLimits {
@@ -223,5 +258,19 @@ mod tests {
         // Every handshake slot was given back.
         assert_eq!(a.counts.lock().handshaking_strangers, 0);
         assert_eq!(a.counts.lock().handshaking_trackers, 0);
+    }
+
+    #[test]
+    fn the_connection_cap_follows_the_open_files_limit() {
+        assert_eq!(connection_cap(1024, None), 1024);
+        assert_eq!(connection_cap(1024, Some(1_048_576)), 1024);
+        // Under a common default of 1024 descriptors, the cap leaves room for the rest.
+        let cap = connection_cap(1024, Some(1024));
+        assert!(cap > 100 && cap < 400, "{cap}");
+        let used = RESERVED_FDS
+            + (MAX_HANDSHAKES + MAX_HANDSHAKES_PER_IP) as u64 * (FDS_PER_CONNECTION + 1)
+            + (TRACKER_SLOTS + cap) as u64 * FDS_PER_CONNECTION;
+        assert!(used <= 1024);
+        assert_eq!(connection_cap(1024, Some(10)), 0);
     }
 }

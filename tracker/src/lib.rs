@@ -145,8 +145,18 @@ pub fn run(config: Config) -> Result<(), RunError> {
         })?
     };
 
+    let open_files = admission::raise_open_files_limit();
+    let max_connections = admission::connection_cap(config.max_connections, open_files);
+    if max_connections < config.max_connections {
+        log::warn!(
+            "--max-connections {} lowered to {max_connections}: the open-files limit is {} \
+             (raise it with `ulimit -Hn`)",
+            config.max_connections,
+            open_files.unwrap_or(0)
+        );
+    }
     let limits = Limits {
-        max_connections: config.max_connections,
+        max_connections,
         handshake_timeout: Duration::from_secs(5),
         idle_timeout: Duration::from_secs(config.idle_timeout.max(1)),
         write_timeout: Duration::from_secs(10),
