@@ -61,6 +61,9 @@ pub struct TrackerLink {
     trackers: Arc<TrackerInfoFile>,
     identity: Arc<Identity>,
     conn: Option<(SocketAddr, TrackerConn)>,
+    /// The session announced on `conn` (`ClientMessage::Resume`): the tracker takes large
+    /// frames only from a connection in a session.
+    resumed: Option<SessionToken>,
     client_id: u64,
     next_seq: u64,
 }
@@ -80,6 +83,7 @@ impl TrackerLink {
             trackers,
             identity,
             conn: None,
+            resumed: None,
             client_id: u64::from_le_bytes(id),
             next_seq: 1,
         }
@@ -123,7 +127,17 @@ impl TrackerLink {
                 continue;
             };
             let addr = *addr;
-            match exchange(conn, &msg, id) {
+            let resume = session.filter(|s| self.resumed != Some(*s));
+            let outcome = match resume {
+                Some(session) => conn
+                    .send(&ClientMessage::Resume { session })
+                    .and_then(|()| exchange(conn, &msg, id)),
+                None => exchange(conn, &msg, id),
+            };
+            if resume.is_some() && outcome.is_ok() {
+                self.resumed = resume;
+            }
+            match outcome {
                 Ok(Err(TrackerError::Unavailable(reason))) if Instant::now() < deadline => {
                     log::info!("tracker={addr}: cannot serve now ({reason}); trying another");
                     last_reason = Some(reason);
@@ -166,6 +180,7 @@ impl TrackerLink {
                 Ok(conn) => {
                     log::info!("connected to tracker {tracker_id} at {addr}");
                     self.conn = Some((addr, conn));
+                    self.resumed = None;
                     return;
                 }
                 Err(why) => {

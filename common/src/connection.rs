@@ -35,6 +35,8 @@ pub struct Timeouts {
 pub struct Connection<In, Out> {
     stream: SecureStream,
     peer: SocketAddr,
+    /// The largest frame `recv` takes.
+    max_frame: usize,
     _types: PhantomData<fn(Out) -> In>,
 }
 
@@ -73,7 +75,12 @@ impl<In: DeserializeOwned, Out: Serialize> Connection<In, Out> {
     ) -> Result<Self, FrameError> {
         secure.socket().set_read_timeout(Some(timeouts.read))?;
         secure.socket().set_write_timeout(Some(timeouts.write))?;
-        Ok(Connection { stream: secure, peer, _types: PhantomData })
+        Ok(Connection {
+            stream: secure,
+            peer,
+            max_frame: frame::MAX_FRAME_LEN,
+            _types: PhantomData,
+        })
     }
 
     /// The remote address.
@@ -119,7 +126,12 @@ impl<In: DeserializeOwned, Out: Serialize> Connection<In, Out> {
 
     /// Receives one message; `Ok(None)` when the peer closed the connection cleanly.
     pub fn recv(&mut self) -> Result<Option<In>, FrameError> {
-        frame::read_message(&mut self.stream)
+        frame::read_message_limited(&mut self.stream, self.max_frame)
+    }
+
+    /// Takes frames of at most `max` bytes from now on (never above `MAX_FRAME_LEN`).
+    pub fn set_max_frame(&mut self, max: usize) {
+        self.max_frame = max.min(frame::MAX_FRAME_LEN);
     }
 
     /// Sends one message and flushes it.
@@ -152,7 +164,12 @@ impl<In: DeserializeOwned, Out: Serialize> Connection<In, Out> {
     /// The same connection (buffers included) speaking other message types, for a protocol
     /// switch after the first message.
     pub fn retype<In2, Out2>(self) -> Connection<In2, Out2> {
-        Connection { stream: self.stream, peer: self.peer, _types: PhantomData }
+        Connection {
+            stream: self.stream,
+            peer: self.peer,
+            max_frame: self.max_frame,
+            _types: PhantomData,
+        }
     }
 }
 

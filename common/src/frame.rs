@@ -54,6 +54,15 @@ impl FrameError {
 
 /// Reads one frame's payload. `Ok(None)` is a clean end of stream before a frame started.
 pub fn read_frame(reader: &mut impl Read) -> Result<Option<Vec<u8>>, FrameError> {
+    read_frame_limited(reader, MAX_FRAME_LEN)
+}
+
+/// Like `read_frame`, refusing a declared length above `max` (at most `MAX_FRAME_LEN`).
+pub fn read_frame_limited(
+    reader: &mut impl Read,
+    max: usize,
+) -> Result<Option<Vec<u8>>, FrameError> {
+    let max = max.min(MAX_FRAME_LEN);
     let mut header = [0u8; 4];
     let mut filled = 0;
     while filled < header.len() {
@@ -66,8 +75,8 @@ pub fn read_frame(reader: &mut impl Read) -> Result<Option<Vec<u8>>, FrameError>
         }
     }
     let len = u32::from_be_bytes(header) as usize;
-    if len > MAX_FRAME_LEN {
-        return Err(FrameError::TooLarge { len, max: MAX_FRAME_LEN });
+    if len > max {
+        return Err(FrameError::TooLarge { len, max });
     }
     // Grow with the data rather than trusting the length: a peer that declares 10 MiB and
     // sends nothing costs us nothing.
@@ -99,7 +108,15 @@ pub fn write_frame<T: Serialize>(writer: &mut impl Write, msg: &T) -> Result<(),
 
 /// Reads and decodes one message. `Ok(None)` is a clean end of stream.
 pub fn read_message<T: DeserializeOwned>(reader: &mut impl Read) -> Result<Option<T>, FrameError> {
-    match read_frame(reader)? {
+    read_message_limited(reader, MAX_FRAME_LEN)
+}
+
+/// Like `read_message`, with frames of at most `max` bytes.
+pub fn read_message_limited<T: DeserializeOwned>(
+    reader: &mut impl Read,
+    max: usize,
+) -> Result<Option<T>, FrameError> {
+    match read_frame_limited(reader, max)? {
         Some(payload) => Ok(Some(codec::decode(&payload)?)),
         None => Ok(None),
     }
@@ -144,5 +161,22 @@ mod tests {
         }
         let max = u32::MAX.to_be_bytes();
         assert!(matches!(read_frame(&mut max.as_slice()), Err(FrameError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn a_lower_limit_refuses_what_the_full_one_takes() {
+        let mut wire = Vec::new();
+        write_frame(&mut wire, &vec![7u8; 1000]).unwrap();
+        assert!(matches!(
+            read_frame_limited(&mut wire.as_slice(), 999),
+            Err(FrameError::TooLarge { max: 999, .. })
+        ));
+        assert!(read_frame_limited(&mut wire.as_slice(), 1003).unwrap().is_some());
+        // Never above the hard limit.
+        let huge = (MAX_FRAME_LEN as u32 + 1).to_be_bytes();
+        assert!(matches!(
+            read_frame_limited(&mut huge.as_slice(), usize::MAX),
+            Err(FrameError::TooLarge { .. })
+        ));
     }
 }

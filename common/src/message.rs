@@ -77,7 +77,15 @@ pub enum ClientMessage {
     /// messages that follow are `replica_message`s. Accepted only on a channel whose peer
     /// proved the key `tracker_info.txt` lists for tracker `from`.
     ReplicaHello { version: u16, from: u32 },
+    /// After `Welcome`, from a client that is logged in: the session it resumes on this
+    /// connection (no answer). Until a connection has a valid session (or logs in), the
+    /// tracker takes only frames up to `PRE_LOGIN_FRAME_LEN`.
+    Resume { session: SessionToken },
 }
+
+/// The largest frame a tracker takes from a connection that has no session yet (a
+/// `create_user` or `login` is far smaller; an `upload_file` needs a session anyway).
+pub const PRE_LOGIN_FRAME_LEN: usize = 64 * 1024;
 
 /// What a client asks of the tracker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

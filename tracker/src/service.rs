@@ -203,6 +203,12 @@ impl Service {
         result
     }
 
+    /// Whether `token` is a live session opened with `client`'s key (as far as this
+    /// tracker has applied: for the frame limit of a connection, not for access).
+    pub fn has_session(&self, token: &SessionToken, client: &PublicKey) -> bool {
+        self.state.read().session_key(&token.id()) == Some(*client)
+    }
+
     /// The last applied entry's index and the SHA1 of the state.
     pub fn digest(&self) -> (u64, Sha1Digest) {
         // A copy under the lock; the encoding and hashing happen after, so writers wait

@@ -10,7 +10,9 @@ use std::net::TcpStream;
 
 use common::connection::{Connection, Timeouts};
 use common::frame::FrameError;
-use common::message::{ClientMessage, TrackerMessage, PROTOCOL_VERSION};
+use common::message::{
+    ClientMessage, Reply, TrackerMessage, PRE_LOGIN_FRAME_LEN, PROTOCOL_VERSION,
+};
 use common::PublicKey;
 
 use crate::admission::{Admission, HandshakeSlot};
@@ -102,6 +104,8 @@ fn serve_conn(
         }
         Some(ClientMessage::Hello { version }) if version == PROTOCOL_VERSION => {
             conn.send(&TrackerMessage::Welcome { version: PROTOCOL_VERSION, tracker_id })?;
+            // Small frames only until this connection has a session.
+            conn.set_max_frame(PRE_LOGIN_FRAME_LEN);
         }
         Some(ClientMessage::Hello { version }) => {
             log::warn!(
@@ -123,7 +127,15 @@ fn serve_conn(
                 log::debug!("< {id:?} {request:?}");
                 let result = service.handle(id, session, key, request);
                 log::debug!("> {id:?} {result:?}");
+                if matches!(result, Ok(Reply::LoggedIn)) {
+                    conn.set_max_frame(usize::MAX);
+                }
                 conn.send(&TrackerMessage::Response { id, result })?;
+            }
+            ClientMessage::Resume { session } => {
+                if service.has_session(&session, &key) {
+                    conn.set_max_frame(usize::MAX);
+                }
             }
             ClientMessage::Hello { .. } | ClientMessage::ReplicaHello { .. } => {
                 log::warn!("peer={}: second hello", conn.peer_addr());

@@ -132,3 +132,65 @@ fn silent_connections_are_dropped_after_the_handshake_timeout_and_the_cap_holds(
     let mut c = cluster.client("c");
     c.sign_up("alice");
 }
+
+/// Issue 13: until a connection is in a session, the tracker takes only small frames, so
+/// strangers cannot make it buffer megabytes; a logged-in client still uploads metadata of
+/// any size, also on a connection it resumes its session on.
+#[test]
+fn only_a_connection_in_a_session_may_send_large_frames() {
+    use common::message::{FileMeta, Request, PRE_LOGIN_FRAME_LEN};
+    use common::{FileName, GroupId, Sha1Digest};
+    let (cluster, tracker) = Cluster::with_one_tracker();
+    let mut c = cluster.client("c");
+    c.sign_up("alice");
+    c.ok("create_group g", "created group g");
+    // About 100 KiB of piece hashes: over the pre-login limit, far under the full one.
+    let pieces = vec![Sha1Digest([3; 20]); 5000];
+    let big = Request::UploadFile {
+        group: GroupId::new("g").unwrap(),
+        file: FileMeta {
+            name: FileName::new("f").unwrap(),
+            size: 5000 * 512 * 1024,
+            digest: common::hash::file_digest(5000 * 512 * 1024, &pieces),
+            pieces,
+        },
+    };
+    let request = |session| ClientMessage::Request {
+        id: common::message::RequestId { client: 99, seq: 1 },
+        session,
+        request: big.clone(),
+    };
+    let encoded = common::frame::encode_frame(&request(None)).unwrap();
+    assert!(encoded.len() > PRE_LOGIN_FRAME_LEN);
+
+    // A stranger (no session) is cut off.
+    let mut stranger = crate::support::RawSession::connect(&cluster, &tracker);
+    stranger.conn.send(&request(None)).unwrap();
+    assert!(!matches!(stranger.conn.recv(), Ok(Some(_))), "a large frame was taken");
+
+    // Logged in on this connection: taken (and answered).
+    let mut alice = crate::support::RawSession::connect(&cluster, &tracker);
+    alice.login("alice", "127.0.0.1:9".parse().unwrap());
+    let token = alice.token().unwrap();
+    assert!(alice.call(big.clone()).is_ok());
+
+    // A new connection that resumes the session first: taken too.
+    let mut resumed = crate::support::RawSession::connect_as(
+        tracker.addr,
+        &cluster.tracker_key(1),
+        alice.identity.clone(),
+    );
+    resumed.conn.send(&ClientMessage::Resume { session: token }).unwrap();
+    resumed.use_token(token);
+    let answer = resumed.call(Request::ListFiles { group: GroupId::new("g").unwrap() });
+    assert!(answer.is_ok(), "{answer:?}");
+    resumed.conn.send(&request(Some(token))).unwrap();
+    assert!(matches!(resumed.conn.recv(), Ok(Some(TrackerMessage::Response { .. }))));
+
+    // A made-up session does not lift the limit.
+    let mut forger = crate::support::RawSession::connect(&cluster, &tracker);
+    let fake = common::message::SessionToken([9; 32]);
+    forger.conn.send(&ClientMessage::Resume { session: fake }).unwrap();
+    forger.conn.send(&request(Some(fake))).unwrap();
+    assert!(!matches!(forger.conn.recv(), Ok(Some(_))), "a forged session lifted the limit");
+}

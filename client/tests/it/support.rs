@@ -556,7 +556,7 @@ pub fn peer_connect(
 
 /// A raw protocol session with a tracker, for tests that play a misbehaving peer.
 pub struct RawSession {
-    conn: common::connection::Connection<
+    pub conn: common::connection::Connection<
         common::message::TrackerMessage,
         common::message::ClientMessage,
     >,

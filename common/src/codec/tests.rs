@@ -110,6 +110,7 @@ fn request_id() -> impl Strategy<Value = RequestId> {
 fn client_message() -> impl Strategy<Value = ClientMessage> {
     prop_oneof![
         any::<u16>().prop_map(|version| ClientMessage::Hello { version }),
+        token().prop_map(|session| ClientMessage::Resume { session }),
         (request_id(), proptest::option::of(token()), request())
             .prop_map(|(id, session, request)| ClientMessage::Request { id, session, request }),
         (any::<u16>(), any::<u32>())
