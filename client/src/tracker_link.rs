@@ -27,6 +27,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// tracker always answers first; a paused or cut-off one costs this much, then the next
 /// tracker is tried.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(12);
+/// How long a `login` or `create_user` may take to be answered: the tracker derives a key
+/// from the password (a deliberately slow hash) and may queue it behind others.
+const KDF_REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a request keeps being retried while trackers fail over.
 const FAILOVER_BUDGET: Duration = Duration::from_secs(15);
 /// The pause before trying busy trackers again.
@@ -100,6 +103,11 @@ impl TrackerLink {
     ) -> Result<Reply, LinkError> {
         let id = RequestId { client: self.client_id, seq: self.next_seq };
         self.next_seq += 1;
+        // Password hashing queues behind other logins on a busy tracker: give it longer.
+        let reply_timeout = match request {
+            Request::Login { .. } | Request::CreateUser { .. } => KDF_REPLY_TIMEOUT,
+            _ => REPLY_TIMEOUT,
+        };
         let msg = ClientMessage::Request { id, session, request };
         let deadline = Instant::now() + FAILOVER_BUDGET;
         let mut tried = Vec::new();
@@ -127,6 +135,9 @@ impl TrackerLink {
                 continue;
             };
             let addr = *addr;
+            if let Err(e) = conn.set_read_timeout(reply_timeout) {
+                log::debug!("cannot set the reply timeout: {e}");
+            }
             let resume = session.filter(|s| self.resumed != Some(*s));
             let outcome = match resume {
                 Some(session) => conn
@@ -148,6 +159,9 @@ impl TrackerLink {
                 Err(e) => {
                     log::warn!("tracker={addr}: request failed ({e}); reconnecting");
                     self.conn = None;
+                    // Others first: a tracker that timed out may be paused, and would
+                    // keep the next handshake waiting too.
+                    busy.push(addr);
                     broken += 1;
                     // A tracker that accepts and then breaks the connection every time.
                     if broken > 2 * self.trackers.current().len() + 1 {

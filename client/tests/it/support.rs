@@ -157,8 +157,12 @@ impl Cluster {
     /// Starts tracker `id`, or `None` if it exited before listening (a port clash).
     pub fn try_start_tracker(&self, id: u32, extra: &[&str]) -> Option<TrackerProc> {
         let data_dir = self.dir.path().join(format!("tracker-{id}"));
-        let stderr =
-            std::fs::File::create(self.dir.path().join(format!("tracker-{id}.log"))).unwrap();
+        // Appended to: a restarted tracker's log follows its previous run's.
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("tracker-{id}.log")))
+            .unwrap();
         let mut command = launcher(self.netns.as_deref(), &tracker_bin());
         command
             .arg(&self.info)
@@ -169,9 +173,15 @@ impl Cluster {
             .args(extra);
         let (child, stdin, lines) = spawn_piped(&mut command, stderr);
         let mut proc = TrackerProc { child, stdin, addr: self.addrs[id as usize - 1], id, lines };
+        // Where it listens: its line of tracker_info.txt, or `--listen` (behind a proxy).
+        let listen = extra
+            .iter()
+            .position(|a| *a == "--listen")
+            .and_then(|i| extra.get(i + 1))
+            .map_or(proc.addr, |a| a.parse().unwrap());
         match wait_listening(&proc.lines) {
             Some(addr) => {
-                assert_eq!(addr, proc.addr);
+                assert_eq!(addr, listen);
                 Some(proc)
             }
             None => {
