@@ -15,7 +15,8 @@ fn main() -> ExitCode {
     match client::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("client: {err}");
+            // One line, as clap's argument errors and the REPL's failures read.
+            eprintln!("error: {err}");
             ExitCode::FAILURE
         }
     }

@@ -8,6 +8,7 @@ mod downloads;
 mod durability;
 mod files;
 mod groups;
+mod repl;
 mod replication;
 mod robustness;
 mod scripts;
