@@ -4,6 +4,7 @@
 pub mod command;
 pub mod config;
 pub mod download;
+pub mod interrupt;
 pub mod peer;
 pub mod repl;
 pub mod seeder;
@@ -19,6 +20,7 @@ use std::time::Duration;
 use common::identity::IdentityError;
 use common::tracker_info::{TrackerInfoError, TrackerInfoFile};
 use common::Identity;
+use interrupt::Interrupt;
 
 pub use config::Config;
 use peer::Peer;
@@ -77,12 +79,19 @@ pub fn run(config: Config) -> Result<(), RunError> {
     // The disk writer lives as long as the process: downloads still running at exit are
     // abandoned with it (they resume at the next login).
     let (writer, _writer_thread) = download::worker::DiskWriter::start()?;
+    let downloads: Arc<download::record::Downloads> = Arc::default();
+    let interrupt = Arc::new(Interrupt::default());
+    interrupt.on_fire({
+        let downloads = Arc::clone(&downloads);
+        move || downloads.wake()
+    });
+    Interrupt::install(&interrupt)?;
     let ctx = download::Context {
         identity,
         writer,
         tracker: Arc::clone(&tracker),
         shares,
-        downloads: Arc::default(),
+        downloads,
         stall_timeout: Duration::from_secs(config.stall_timeout),
     };
 
@@ -96,7 +105,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
         }
     })?;
 
-    let mut peer = Peer::new(ctx, listen_addr);
+    let mut peer = Peer::new(ctx, listen_addr, interrupt);
     let result = repl::run(&mut peer, &state_dir.join("history.txt"));
     drop(stop_heartbeat);
     let _ = heartbeat.join();

@@ -17,6 +17,7 @@ use common::{Bitfield, FileName, GroupId, Layout, UserId};
 
 use crate::command::{Command, USAGES};
 use crate::download::{self, StartError};
+use crate::interrupt::Interrupt;
 use crate::shares::{FileStamp, SharedFile};
 use crate::tracker_link::LinkError;
 use crate::tracker_session::{CallError, Login, TrackerSession};
@@ -40,6 +41,8 @@ pub enum CommandError {
     BadFileName { path: String, reason: String },
     #[error("unexpected reply from tracker: {0}")]
     UnexpectedReply(String),
+    #[error("interrupted; downloads go on in the background (show_downloads lists them)")]
+    WaitInterrupted,
 }
 
 /// What the REPL should do after a command.
@@ -53,12 +56,13 @@ pub enum Flow {
 pub struct Peer {
     ctx: download::Context,
     listen_addr: SocketAddr,
+    interrupt: Arc<Interrupt>,
 }
 
 impl Peer {
-    /// A peer that serves pieces on `listen_addr`.
-    pub fn new(ctx: download::Context, listen_addr: SocketAddr) -> Peer {
-        Peer { ctx, listen_addr }
+    /// A peer that serves pieces on `listen_addr`; Ctrl-C fires `interrupt`.
+    pub fn new(ctx: download::Context, listen_addr: SocketAddr, interrupt: Arc<Interrupt>) -> Peer {
+        Peer { ctx, listen_addr, interrupt }
     }
 
     /// The user logged in, if any.
@@ -66,8 +70,10 @@ impl Peer {
         self.ctx.tracker.login().map(|l| l.user)
     }
 
-    /// Runs one command, appending its output lines to `out`.
+    /// Runs one command, appending its output lines to `out`. Ctrl-C while it runs makes
+    /// its waits give up; one that came before it is forgotten.
     pub fn execute(&mut self, command: Command, out: &mut String) -> Result<Flow, CommandError> {
+        self.interrupt.reset();
         match command {
             Command::Help => {
                 for (_, usage) in USAGES {
@@ -79,9 +85,10 @@ impl Peer {
                 return Ok(Flow::Exit);
             }
             Command::CreateUser { user, password } => {
-                self.ctx
-                    .tracker
-                    .call_anonymous(Request::CreateUser { user: user.clone(), password })?;
+                self.ctx.tracker.call_anonymous(
+                    Request::CreateUser { user: user.clone(), password },
+                    Some(&self.interrupt),
+                )?;
                 let _ = writeln!(out, "created user {user}");
             }
             Command::Login { user, password } => {
@@ -95,7 +102,7 @@ impl Peer {
                     peer_addr: self.listen_addr,
                     session,
                 };
-                match self.ctx.tracker.call_anonymous(request)? {
+                match self.ctx.tracker.call_anonymous(request, Some(&self.interrupt))? {
                     Reply::LoggedIn => {
                         self.ctx.tracker.set_login(Some(Login { user: user.clone(), session }));
                         let _ = writeln!(out, "logged in as {user}");
@@ -105,20 +112,20 @@ impl Peer {
                 }
             }
             Command::Logout => {
-                self.ctx.tracker.call(Request::Logout)?;
+                self.call(Request::Logout)?;
                 self.ctx.tracker.set_login(None);
                 let _ = writeln!(out, "logged out");
             }
             Command::CreateGroup { group } => {
-                self.ctx.tracker.call(Request::CreateGroup { group: group.clone() })?;
+                self.call(Request::CreateGroup { group: group.clone() })?;
                 let _ = writeln!(out, "created group {group}");
             }
             Command::JoinGroup { group } => {
-                self.ctx.tracker.call(Request::JoinGroup { group: group.clone() })?;
+                self.call(Request::JoinGroup { group: group.clone() })?;
                 let _ = writeln!(out, "requested to join group {group}");
             }
             Command::LeaveGroup { group } => {
-                self.ctx.tracker.call(Request::LeaveGroup { group: group.clone() })?;
+                self.call(Request::LeaveGroup { group: group.clone() })?;
                 for share in self.ctx.shares.all() {
                     if share.group == group {
                         self.ctx.shares.remove(&share.group, &share.meta.digest);
@@ -126,24 +133,18 @@ impl Peer {
                 }
                 let _ = writeln!(out, "left group {group}");
             }
-            Command::ListRequests { group } => {
-                match self.ctx.tracker.call(Request::ListRequests { group })? {
-                    Reply::Users(users) => users.iter().for_each(|u| {
-                        let _ = writeln!(out, "{u}");
-                    }),
-                    other => return Err(unexpected(other)),
-                }
-            }
+            Command::ListRequests { group } => match self.call(Request::ListRequests { group })? {
+                Reply::Users(users) => users.iter().for_each(|u| {
+                    let _ = writeln!(out, "{u}");
+                }),
+                other => return Err(unexpected(other)),
+            },
             Command::AcceptRequest { group, user } => {
-                self.ctx
-                    .tracker
-                    .call(Request::AcceptRequest { group: group.clone(), user: user.clone() })?;
+                self.call(Request::AcceptRequest { group: group.clone(), user: user.clone() })?;
                 let _ = writeln!(out, "accepted {user} into group {group}");
             }
             Command::RejectRequest { group, user } => {
-                self.ctx
-                    .tracker
-                    .call(Request::RejectRequest { group: group.clone(), user: user.clone() })?;
+                self.call(Request::RejectRequest { group: group.clone(), user: user.clone() })?;
                 let _ = writeln!(out, "rejected {user}'s request to join group {group}");
             }
             Command::ListGroups | Command::ListMyGroups => {
@@ -152,7 +153,7 @@ impl Peer {
                 } else {
                     Request::ListMyGroups
                 };
-                match self.ctx.tracker.call(request)? {
+                match self.call(request)? {
                     Reply::Groups(groups) => groups.iter().for_each(|g| {
                         let _ = writeln!(out, "{g}");
                     }),
@@ -160,7 +161,7 @@ impl Peer {
                 }
             }
             Command::ListFiles { group } => {
-                match self.ctx.tracker.call(Request::ListFiles { group })? {
+                match self.call(Request::ListFiles { group })? {
                     Reply::Files(files) => {
                         for f in files {
                             let sharers = if f.n_sharers == 1 { "sharer" } else { "sharers" };
@@ -184,11 +185,7 @@ impl Peer {
                 }
                 let (meta, stamp) = describe_file(&path)?;
                 let (name, size, n_pieces) = (meta.name.clone(), meta.size, meta.pieces.len());
-                match self
-                    .ctx
-                    .tracker
-                    .call(Request::UploadFile { group: group.clone(), file: meta.clone() })?
-                {
+                match self.call(Request::UploadFile { group: group.clone(), file: meta.clone() })? {
                     Reply::Uploaded { new_file } => {
                         self.share_complete(group.clone(), meta, &path, stamp);
                         if new_file {
@@ -205,9 +202,7 @@ impl Peer {
                 }
             }
             Command::StopShare { group, name } => {
-                self.ctx
-                    .tracker
-                    .call(Request::StopShare { group: group.clone(), name: name.clone() })?;
+                self.call(Request::StopShare { group: group.clone(), name: name.clone() })?;
                 self.ctx.shares.remove_named(&group, name.as_str());
                 let _ = writeln!(out, "stopped sharing {name} in group {group}");
             }
@@ -224,7 +219,9 @@ impl Peer {
             }
             Command::WaitDownloads => {
                 self.require_login()?;
-                for record in self.ctx.downloads.wait_idle() {
+                log::debug!("wait_downloads: waiting (Ctrl-C interrupts)");
+                let records = self.ctx.downloads.wait_idle(&self.interrupt);
+                for record in records.ok_or(CommandError::WaitInterrupted)? {
                     let _ = writeln!(out, "{}", record.line());
                 }
             }
@@ -240,6 +237,11 @@ impl Peer {
             }
             self.ctx.tracker.set_login(None);
         }
+    }
+
+    /// A tracker call in the session that Ctrl-C interrupts.
+    fn call(&self, request: Request) -> Result<Reply, CallError> {
+        self.ctx.tracker.call_until(request, Some(&self.interrupt))
     }
 
     fn require_login(&self) -> Result<(), CommandError> {

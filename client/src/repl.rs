@@ -16,6 +16,10 @@ use crate::peer::{Flow, Peer};
 /// The longest line read from a non-terminal input; longer lines are refused.
 pub const MAX_LINE_LEN: usize = 64 * 1024;
 
+/// What Ctrl-C at the prompt prints: it only clears the line.
+pub const CTRL_C_HINT: &str =
+    "(Ctrl-C clears the line and interrupts a command; type exit or press Ctrl-D to quit)";
+
 /// Commands whose arguments include a password.
 const SECRET_COMMANDS: &[&str] = &["create_user", "login"];
 
@@ -101,7 +105,10 @@ fn run_terminal(peer: &mut Peer, history: &Path) -> io::Result<()> {
                     break;
                 }
             }
-            Err(ReadlineError::Interrupted) => continue,
+            // Ctrl-C at the prompt clears the line, as in a shell; it never quits.
+            Err(ReadlineError::Interrupted) => {
+                respond(&mut stdout, format!("{CTRL_C_HINT}\n"))?;
+            }
             Err(ReadlineError::Eof) => {
                 peer.logout_quietly();
                 break;

@@ -10,6 +10,7 @@ use parking_lot::Mutex;
 use common::message::{Reply, Request, SessionToken};
 use common::UserId;
 
+use crate::interrupt::Interrupt;
 use crate::tracker_link::{LinkError, TrackerLink};
 
 /// How often a logged-in client tells the tracker it is alive.
@@ -54,9 +55,18 @@ impl TrackerSession {
 
     /// Sends a request in the current session.
     pub fn call(&self, request: Request) -> Result<Reply, CallError> {
+        self.call_until(request, None)
+    }
+
+    /// Sends a request in the current session; Ctrl-C on `interrupt` gives up waiting.
+    pub fn call_until(
+        &self,
+        request: Request,
+        interrupt: Option<&Interrupt>,
+    ) -> Result<Reply, CallError> {
         let session =
             self.login.lock().as_ref().map(|l| l.session).ok_or(CallError::NotLoggedIn)?;
-        Ok(self.link.lock().call(Some(session), request)?)
+        Ok(self.link.lock().call(Some(session), request, interrupt)?)
     }
 
     /// A fresh random session token for a `login`.
@@ -70,9 +80,14 @@ impl TrackerSession {
         Ok(SessionToken(token))
     }
 
-    /// Sends a request outside any session (`create_user`, `login`).
-    pub fn call_anonymous(&self, request: Request) -> Result<Reply, LinkError> {
-        self.link.lock().call(None, request)
+    /// Sends a request outside any session (`create_user`, `login`); Ctrl-C on
+    /// `interrupt` gives up waiting.
+    pub fn call_anonymous(
+        &self,
+        request: Request,
+        interrupt: Option<&Interrupt>,
+    ) -> Result<Reply, LinkError> {
+        self.link.lock().call(None, request, interrupt)
     }
 
     /// Sends a heartbeat if logged in; failures are only logged (the next one retries).

@@ -10,6 +10,8 @@ use parking_lot::{Condvar, Mutex};
 
 use common::{FileName, GroupId};
 
+use crate::interrupt::Interrupt;
+
 /// The state of a download.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DownloadState {
@@ -116,12 +118,23 @@ impl Downloads {
         self.records.lock().clone()
     }
 
-    /// Blocks until no download is running, then returns the records.
-    pub fn wait_idle(&self) -> Vec<DownloadRecord> {
+    /// Blocks until no download is running, then returns the records; `None` if
+    /// `interrupt` fires first (`wake` must be called on each interrupt).
+    pub fn wait_idle(&self, interrupt: &Interrupt) -> Option<Vec<DownloadRecord>> {
         let mut records = self.records.lock();
         while records.iter().any(|r| r.state == DownloadState::Running) {
+            if interrupt.is_fired() {
+                return None;
+            }
             self.changed.wait(&mut records);
         }
-        records.clone()
+        Some(records.clone())
+    }
+
+    /// Wakes `wait_idle` to look at its interrupt again. The lock is taken first, so a
+    /// waiter is either still before its check or already waiting.
+    pub fn wake(&self) {
+        drop(self.records.lock());
+        self.changed.notify_all();
     }
 }

@@ -1,9 +1,16 @@
 //! The REPL as a person lives in it (issue 10), driven through a pipe: one client per state
-//! directory.
+//! directory, and Ctrl-C that interrupts a command and never the client.
 
+use std::net::TcpListener;
 use std::process::{Command, Stdio};
 
-use crate::support::{client_bin, Cluster};
+use rustix::process::{kill_process, Pid, Signal};
+
+use crate::support::{client_bin, write_random, ClientProc, Cluster};
+
+fn sigint(pid: u32) {
+    kill_process(Pid::from_raw(pid as i32).unwrap(), Signal::INT).unwrap();
+}
 
 /// Issue 10: two clients on one state directory overwrote each other's shares.
 #[test]
@@ -61,4 +68,69 @@ fn the_default_state_dir_is_named_after_the_bound_port() {
         assert!(dir.join("client.key").is_file(), "{} has no key", dir.display());
     }
     assert!(!cwd.join("client-127.0.0.1-0-state").exists());
+}
+
+/// Issue 10: Ctrl-C during `wait_downloads` killed the client (exit 130).
+#[test]
+fn sigint_interrupts_wait_downloads_and_the_client_lives_on() {
+    let (cluster, _tracker) = Cluster::with_one_tracker();
+    // A seeder this slow keeps the download running for as long as the test needs.
+    let mut c = cluster.members(&["seed", "leech"], &["--max-upload-rate", "1000"]);
+    let file = cluster.path("slow.bin");
+    write_random(&file, 2 * 1024 * 1024, 7);
+    let line = c[0].run1(&format!("upload_file {} g", file.display()));
+    assert!(line.starts_with("uploaded slow.bin"), "{line}");
+    let out = cluster.path("out");
+    std::fs::create_dir(&out).unwrap();
+    let leech = &mut c[1];
+    leech.ok(
+        &format!("download_file g slow.bin {}", out.display()),
+        &format!("downloading slow.bin from group g to {}", out.join("slow.bin").display()),
+    );
+    // A Ctrl-C between commands interrupts nothing.
+    sigint(leech.pid());
+    let shown = leech.run1("show_downloads");
+    assert!(shown.starts_with("[D] [g] slow.bin "), "{shown}");
+    assert!(leech.is_running());
+
+    leech.send_line("wait_downloads");
+    leech.wait_log("wait_downloads: waiting");
+    sigint(leech.pid());
+    let lines = leech.run("show_downloads");
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(
+        lines[0],
+        "error: interrupted; downloads go on in the background (show_downloads lists them)"
+    );
+    assert!(lines[1].starts_with("[D] [g] slow.bin "), "{lines:?}");
+    assert!(leech.is_running());
+}
+
+/// Only SIGINT interrupts: SIGTERM still ends the client, as scripts expect.
+#[test]
+fn sigterm_still_ends_the_client() {
+    let (cluster, _tracker) = Cluster::with_one_tracker();
+    let mut c = cluster.client("c");
+    c.ok("create_user alice pw", "created user alice");
+    kill_process(Pid::from_raw(c.pid() as i32).unwrap(), Signal::TERM).unwrap();
+    let status = c.wait();
+    assert!(!status.success(), "{status:?}");
+}
+
+/// Issue 10: a tracker call that hangs gives up on Ctrl-C with an `error: ` line.
+#[test]
+fn sigint_makes_a_hanging_tracker_call_give_up() {
+    let cluster = Cluster::new(1);
+    // A "tracker" that accepts connections and never answers the handshake.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let key = common::Identity::generate().unwrap().public();
+    let info = cluster.path("silent-tracker.txt");
+    std::fs::write(&info, format!("{} {key}\n", silent.local_addr().unwrap())).unwrap();
+    let mut c = ClientProc::start(&info, &cluster.path("c"), &[]);
+    c.send_line("create_user alice pw");
+    let (_conn, _) = silent.accept().unwrap();
+    sigint(c.pid());
+    let lines = c.run("show_downloads");
+    assert_eq!(lines, ["error: interrupted before the tracker answered", "error: not logged in"]);
+    assert!(c.is_running());
 }

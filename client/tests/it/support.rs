@@ -318,16 +318,63 @@ pub struct ClientProc {
     lines: Receiver<String>,
     /// Where this client serves pieces.
     pub listen: SocketAddr,
+    /// Its stderr.
+    log: PathBuf,
 }
 
 impl ClientProc {
     pub fn start(info: &Path, state_dir: &Path, extra: &[&str]) -> ClientProc {
-        let stderr = std::fs::File::create(state_dir.with_extension("log")).unwrap();
+        ClientProc::start_with_env(info, state_dir, extra, &[])
+    }
+
+    /// Starts a client with extra environment variables (its log in `<state_dir>.log`).
+    pub fn start_with_env(
+        info: &Path,
+        state_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &Path)],
+    ) -> ClientProc {
+        let log = state_dir.with_extension("log");
+        let stderr = std::fs::File::create(&log).unwrap();
         let mut command = Command::new(client_bin());
         command.arg("127.0.0.1:0").arg(info).arg("--state-dir").arg(state_dir).args(extra);
+        command.envs(env.iter().copied());
         let (child, stdin, lines) = spawn_piped(&mut command, stderr);
         let listen = wait_listening(&lines).expect("client did not start");
-        ClientProc { child, stdin, lines, listen }
+        ClientProc { child, stdin, lines, listen, log }
+    }
+
+    /// The process id (to signal it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Waits for the process to exit (after a signal), killing it after `TIMEOUT`.
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        wait_exit(&mut self.child)
+    }
+
+    /// Waits until the client's log (stderr, at debug level) has a line containing
+    /// `pattern`: a readiness signal for what prints nothing on stdout.
+    pub fn wait_log(&self, pattern: &str) {
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        loop {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if log.contains(pattern) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {pattern:?} in {}",
+                self.log.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Sends one raw line without waiting for anything.
