@@ -5,6 +5,7 @@ pub mod command;
 pub mod config;
 pub mod download;
 pub mod interrupt;
+pub mod log_file;
 pub mod peer;
 pub mod repl;
 pub mod seeder;
@@ -63,6 +64,13 @@ pub fn run(config: Config) -> Result<(), RunError> {
     let (identity, _) = Identity::load_or_create(&state_dir.join("client.key"))?;
     let identity = Arc::new(identity);
     let mut stdout = std::io::stdout();
+    if log_file::wanted() {
+        let log_path = state_dir.join("client.log");
+        match log_file::open(&log_path) {
+            Ok(()) => writeln!(stdout, "log: {}", log_path.display())?,
+            Err(e) => log::warn!("cannot open {}: {e}; logging to stderr", log_path.display()),
+        }
+    }
     log::info!("listening on {listen_addr}");
     writeln!(stdout, "listening on {listen_addr}")?;
     stdout.flush()?;
