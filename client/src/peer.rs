@@ -15,7 +15,7 @@ use common::hash::{hash_file, HashFileError};
 use common::message::{FileMeta, Reply, Request};
 use common::{Bitfield, FileName, GroupId, Layout, UserId};
 
-use crate::command::{Command, USAGES};
+use crate::command::{self, Command, COMMANDS};
 use crate::download::{self, StartError};
 use crate::interrupt::Interrupt;
 use crate::shares::{FileStamp, SharedFile};
@@ -75,9 +75,21 @@ impl Peer {
     pub fn execute(&mut self, command: Command, out: &mut String) -> Result<Flow, CommandError> {
         self.interrupt.reset();
         match command {
-            Command::Help => {
-                for (_, usage) in USAGES {
-                    let _ = writeln!(out, "{usage}");
+            Command::Help { topic: None } => {
+                for info in COMMANDS {
+                    let _ = writeln!(out, "{}", info.usage);
+                }
+            }
+            Command::Help { topic: Some(info) } => {
+                let _ = writeln!(out, "{}", info.usage);
+                let _ = writeln!(out, "  {}", info.summary);
+            }
+            Command::ListShares => {
+                self.require_login()?;
+                let mut shares = self.ctx.shares.all();
+                shares.sort_by(|a, b| (&a.group, &a.meta.name).cmp(&(&b.group, &b.meta.name)));
+                for share in shares {
+                    let _ = writeln!(out, "{}", share_line(&share));
                 }
             }
             Command::Exit => {
@@ -183,6 +195,7 @@ impl Peer {
                 if self.ctx.tracker.login().is_none() {
                     return Err(CallError::NotLoggedIn.into());
                 }
+                let path = command::expand_home(&path, home_dir().as_deref());
                 let (meta, stamp) = describe_file(&path)?;
                 let (name, size, n_pieces) = (meta.name.clone(), meta.size, meta.pieces.len());
                 match self.call(Request::UploadFile { group: group.clone(), file: meta.clone() })? {
@@ -207,6 +220,7 @@ impl Peer {
                 let _ = writeln!(out, "stopped sharing {name} in group {group}");
             }
             Command::DownloadFile { group, name, destination } => {
+                let destination = command::expand_home(&destination, home_dir().as_deref());
                 let dest = download::start(&self.ctx, group.clone(), name.clone(), &destination)?;
                 let _ =
                     writeln!(out, "downloading {name} from group {group} to {}", dest.display());
@@ -284,6 +298,30 @@ impl Peer {
             }
         }
     }
+}
+
+/// The `list_shares` line of `share`: group, name (shell-quoted when it has spaces), the
+/// pieces this peer has, size, and where the bytes are or will be.
+fn share_line(share: &SharedFile) -> String {
+    let have = share.have();
+    let name = shlex::try_quote(share.meta.name.as_str())
+        .map_or_else(|_| share.meta.name.to_string(), |q| q.into_owned());
+    let place = match share.destination() {
+        Some(dest) => format!("downloading to {}", dest.display()),
+        None => format!("from {}", share.path().display()),
+    };
+    format!(
+        "[{}] {name}: {}/{} pieces, {} bytes, {place}",
+        share.group,
+        have.count(),
+        have.n_pieces(),
+        share.meta.size
+    )
+}
+
+/// The user's home directory, for `~` in paths.
+fn home_dir() -> Option<std::path::PathBuf> {
+    std::env::var_os("HOME").filter(|h| !h.is_empty()).map(std::path::PathBuf::from)
 }
 
 fn unexpected(reply: Reply) -> CommandError {

@@ -1,5 +1,6 @@
 //! The REPL as a person lives in it (issue 10), driven through a pipe: one client per state
-//! directory, and Ctrl-C that interrupts a command and never the client.
+//! directory, Ctrl-C that interrupts a command and never the client, and the commands
+//! people reach for (`list_shares`, `help <command>`, "did you mean", `~` in paths).
 
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
@@ -133,4 +134,82 @@ fn sigint_makes_a_hanging_tracker_call_give_up() {
     let lines = c.run("show_downloads");
     assert_eq!(lines, ["error: interrupted before the tracker answered", "error: not logged in"]);
     assert!(c.is_running());
+}
+
+#[test]
+fn list_shares_shows_what_this_peer_shares_per_group() {
+    let (cluster, _tracker) = Cluster::with_one_tracker();
+    let mut c = cluster.members(&["alice"], &[]);
+    let c = &mut c[0];
+    c.ok("create_group h", "created group h");
+    assert_eq!(c.run("list_shares"), Vec::<String>::new());
+    let a = cluster.path("a file.bin");
+    write_random(&a, 600 * 1024, 1);
+    let b = cluster.path("b.bin");
+    write_random(&b, 100, 2);
+    c.run1(&format!("upload_file '{}' h", a.display()));
+    c.run1(&format!("upload_file {} g", b.display()));
+    c.run1(&format!("upload_file '{}' g", a.display()));
+    let (a, b) = (a.canonicalize().unwrap(), b.canonicalize().unwrap());
+    assert_eq!(
+        c.run("list_shares"),
+        [
+            format!("[g] 'a file.bin': 2/2 pieces, 614400 bytes, from {}", a.display()),
+            format!("[g] b.bin: 1/1 pieces, 100 bytes, from {}", b.display()),
+            format!("[h] 'a file.bin': 2/2 pieces, 614400 bytes, from {}", a.display()),
+        ]
+    );
+    c.ok("stop_share g b.bin", "stopped sharing b.bin in group g");
+    assert_eq!(c.run("list_shares").len(), 2);
+    c.ok("logout", "logged out");
+    c.err("list_shares", "not logged in");
+}
+
+#[test]
+fn help_names_a_command_and_near_misses_get_a_suggestion() {
+    let (cluster, _tracker) = Cluster::with_one_tracker();
+    let mut c = cluster.client("c");
+    assert_eq!(
+        c.run("help download_file"),
+        [
+            "download_file <group_id> <file_name> <destination_path>",
+            "  Starts downloading in the background to a directory or a new file path (~ is your home directory).",
+        ]
+    );
+    let help = c.run("help");
+    assert!(help.contains(&"list_shares".to_string()), "{help:?}");
+    assert!(help.contains(&"help [<command>]".to_string()), "{help:?}");
+    c.err(
+        "lgoin alice pw",
+        "unknown command 'lgoin'; did you mean 'login'? (type help for the list)",
+    );
+    c.err("help lgoin", "unknown command 'lgoin'; did you mean 'login'? (type help for the list)");
+    c.err("frobnicate", "unknown command 'frobnicate' (type help for the list)");
+    c.err("help a b", "wrong number of arguments for help; usage: help [<command>]");
+}
+
+#[test]
+fn a_leading_tilde_in_a_path_is_the_home_directory() {
+    let (cluster, _tracker) = Cluster::with_one_tracker();
+    let home = cluster.path("home");
+    std::fs::create_dir_all(home.join("in")).unwrap();
+    std::fs::create_dir_all(home.join("out")).unwrap();
+    write_random(&home.join("in/t.bin"), 1000, 3);
+    let start = |name: &str| {
+        ClientProc::start_with_env(&cluster.info, &cluster.path(name), &[], &[("HOME", &home)])
+    };
+    let (mut seed, mut leech) = (start("seed"), start("leech"));
+    seed.sign_up("seed");
+    leech.sign_up("leech");
+    seed.ok("create_group g", "created group g");
+    leech.ok("join_group g", "requested to join group g");
+    seed.ok("accept_request g leech", "accepted leech into group g");
+    seed.ok("upload_file ~/in/t.bin g", "uploaded t.bin to group g (1000 bytes, 1 piece)");
+    leech.ok(
+        "download_file g t.bin ~/out",
+        &format!("downloading t.bin from group g to {}", home.join("out/t.bin").display()),
+    );
+    let done = leech.wait_downloads();
+    assert!(done[0].starts_with("[C] [g] t.bin"), "{done:?}");
+    crate::support::assert_same_file(&home.join("in/t.bin"), &home.join("out/t.bin"));
 }
