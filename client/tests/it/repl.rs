@@ -1,6 +1,7 @@
 //! The REPL as a person lives in it (issue 10), driven through a pipe: one client per state
 //! directory, Ctrl-C that interrupts a command and never the client, and the commands
-//! people reach for (`list_shares`, `help <command>`, "did you mean", `~` in paths).
+//! people reach for (`list_shares`, `help <command>`, "did you mean", `~` in paths); and in
+//! a terminal (tmux, skipped where it is not installed): the README's by-hand path.
 
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
@@ -212,4 +213,157 @@ fn a_leading_tilde_in_a_path_is_the_home_directory() {
     let done = leech.wait_downloads();
     assert!(done[0].starts_with("[C] [g] t.bin"), "{done:?}");
     crate::support::assert_same_file(&home.join("in/t.bin"), &home.join("out/t.bin"));
+}
+
+/// A shell in a pseudo-terminal (tmux, with a socket of its own), typed into as a person
+/// would. Every process it started is killed by PID (`pids.txt`), then the tmux server.
+struct Terminal {
+    socket: std::path::PathBuf,
+    dir: std::path::PathBuf,
+}
+
+impl Terminal {
+    /// A terminal running bash in `dir`, or `None` when tmux is not installed.
+    fn start(dir: &std::path::Path) -> Option<Terminal> {
+        let socket = dir.join("tmux.sock");
+        let tmux_ok = Command::new("tmux").arg("-V").output().is_ok_and(|o| o.status.success());
+        if !tmux_ok {
+            eprintln!("tmux not found: skipping this terminal test");
+            return None;
+        }
+        let status = Command::new("tmux")
+            .arg("-S")
+            .arg(&socket)
+            .args(["-f", "/dev/null", "new-session", "-d", "-x", "200", "-y", "50", "-c"])
+            .arg(dir)
+            .arg("env PS1='$ ' bash --norc --noprofile -i")
+            .status()
+            .unwrap();
+        assert!(status.success());
+        Some(Terminal { socket, dir: dir.to_path_buf() })
+    }
+
+    fn tmux(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux").arg("-S").arg(&self.socket).args(args).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Types `text`, then Enter.
+    fn type_line(&self, text: &str) {
+        self.tmux(&["send-keys", "-l", text]);
+        self.tmux(&["send-keys", "Enter"]);
+    }
+
+    /// Everything on the screen and in its history, wrapped lines joined.
+    fn screen(&self) -> String {
+        self.tmux(&["capture-pane", "-p", "-J", "-S", "-"])
+    }
+
+    /// Waits until the screen shows `pattern` `count` times, and returns the screen.
+    fn wait_for(&self, pattern: &str, count: usize) -> String {
+        let deadline = std::time::Instant::now() + crate::support::TIMEOUT;
+        loop {
+            let screen = self.screen();
+            if screen.matches(pattern).count() >= count {
+                return screen;
+            }
+            assert!(std::time::Instant::now() < deadline, "no {pattern:?} on\n{screen}");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until the last non-blank line of the screen is `prompt` (the program reads).
+    fn wait_prompt(&self, prompt: &str) {
+        let deadline = std::time::Instant::now() + crate::support::TIMEOUT;
+        loop {
+            let screen = self.screen();
+            if screen.lines().rfind(|l| !l.trim().is_empty()).map(str::trim_end) == Some(prompt) {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "no prompt {prompt:?} on\n{screen}");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Terminal {
+    fn drop(&mut self) {
+        let pids = std::fs::read_to_string(self.dir.join("pids.txt")).unwrap_or_default();
+        for pid in pids.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+            if let Some(pid) = Pid::from_raw(pid) {
+                let _ = kill_process(pid, Signal::KILL);
+            }
+        }
+        self.tmux(&["kill-server"]);
+    }
+}
+
+/// Issue 10: the README's "Running it by hand", pasted into one terminal. The trackers run
+/// as background jobs and must not be stopped for reading the terminal; each stdout line
+/// shows once; the client logs to a file, Ctrl-C at its prompt only hints, and its history
+/// holds no password.
+#[test]
+fn the_readme_by_hand_path_works_in_one_terminal() {
+    let cluster = Cluster::new(3);
+    let dir = cluster.dir.path();
+    let Some(term) = Terminal::start(dir) else { return };
+    term.wait_prompt("$");
+    let (tracker, client) = (crate::support::tracker_bin(), client_bin());
+    // The README's lines, with the test's binaries and cheap password hashing.
+    for id in 1..=3 {
+        term.type_line(&format!(
+            "{} tracker_info.txt {id} --kdf-iterations 2000 &",
+            tracker.display()
+        ));
+    }
+    term.type_line("jobs -p > pids.txt");
+    // Every tracker says so before the client starts: a background job's late line would
+    // land after the client's prompt, as it would for a person.
+    term.wait_for(" serving as ", 3);
+    term.type_line(&format!("{} 127.0.0.1:0 tracker_info.txt", client.display()));
+    term.wait_prompt(">");
+    let screen = term.screen();
+    let port = screen
+        .lines()
+        .find(|l| l.starts_with("listening on 127.0.0.1:"))
+        .and_then(|l| l.rsplit(':').next())
+        .unwrap_or_else(|| panic!("no listening line on\n{screen}"))
+        .trim()
+        .to_string();
+    let state_dir = dir.join(format!("client-127.0.0.1-{port}-state"));
+    assert!(screen.contains(&format!("log: client-127.0.0.1-{port}-state/client.log")), "{screen}");
+
+    term.type_line("create_user zed pw");
+    term.wait_for("created user zed", 1);
+    term.wait_prompt(">");
+    term.type_line("login zed pw");
+    term.wait_for("logged in as zed", 1);
+    term.wait_prompt("zed>");
+    term.tmux(&["send-keys", "-l", "half typed"]);
+    term.tmux(&["send-keys", "C-c"]);
+    term.wait_for("type exit or press Ctrl-D to quit", 1);
+    term.wait_prompt("zed>");
+    term.type_line("list_my_groups");
+    term.wait_prompt("zed>");
+    term.type_line("exit");
+    term.wait_prompt("$");
+
+    // The trackers kept running in the background, and said each line once.
+    term.type_line("jobs");
+    let screen = term.wait_for("Running", 3);
+    assert!(!screen.contains("Stopped"), "{screen}");
+    for id in 1..=3 {
+        assert_eq!(screen.matches(&format!("tracker {id} listening on")).count(), 1, "{screen}");
+    }
+    // Brought to the foreground, a tracker reads its commands again.
+    term.type_line("fg %1");
+    term.type_line("status");
+    term.wait_for("tracker 1: primary", 1);
+    term.type_line("quit");
+    term.wait_prompt("$");
+
+    let history = std::fs::read_to_string(state_dir.join("history.txt")).unwrap();
+    assert!(history.contains("list_my_groups"), "{history}");
+    assert!(!history.contains("pw") && !history.contains("half"), "{history}");
+    assert!(state_dir.join("client.log").is_file());
 }
