@@ -243,6 +243,11 @@ impl Peer {
         Ok(Flow::Continue)
     }
 
+    /// Calls `hook` each time a download of this peer finishes (`None`: no more).
+    pub fn on_download_finished(&self, hook: Option<download::record::FinishHook>) {
+        self.ctx.downloads.set_on_finish(hook);
+    }
+
     /// Ends the session if there is one, ignoring failures (used on exit).
     pub fn logout_quietly(&mut self) {
         if self.ctx.tracker.login().is_some() {

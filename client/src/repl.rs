@@ -87,6 +87,7 @@ fn skip_rest_of_line(input: &mut impl BufRead) -> io::Result<()> {
 
 fn run_terminal(peer: &mut Peer, history: &Path) -> io::Result<()> {
     let mut editor = rustyline::DefaultEditor::new().map_err(io::Error::other)?;
+    let notices = start_notices(&mut editor, peer);
     // A missing history file is normal on first use.
     let _ = editor.load_history(history);
     forget_passwords(&mut editor, history);
@@ -119,7 +120,50 @@ fn run_terminal(peer: &mut Peer, history: &Path) -> io::Result<()> {
     if let Err(e) = editor.save_history(history) {
         log::warn!("cannot save history to {}: {e}", history.display());
     }
+    // Dropping the hook drops the notices' sender, which ends their thread.
+    peer.on_download_finished(None);
+    if let Some(notices) = notices {
+        let _ = notices.join();
+    }
     Ok(())
+}
+
+/// On a terminal, each download that finishes prints its `show_downloads` line at once,
+/// above the prompt and the line being typed (rustyline's external printer), or between a
+/// command's lines while one runs (issue 10). A thread of its own prints them, so a
+/// download never waits on the terminal.
+fn start_notices(
+    editor: &mut rustyline::DefaultEditor,
+    peer: &Peer,
+) -> Option<std::thread::JoinHandle<()>> {
+    use rustyline::ExternalPrinter as _;
+    let mut printer = match editor.create_external_printer() {
+        Ok(printer) => printer,
+        Err(e) => {
+            log::info!("no download notices: {e}");
+            return None;
+        }
+    };
+    let (notice_tx, notice_rx) = crossbeam_channel::unbounded::<String>();
+    let notices = std::thread::Builder::new().name("notices".into()).spawn(move || {
+        for notice in notice_rx {
+            if let Err(e) = printer.print(notice) {
+                log::warn!("cannot print a download notice: {e}");
+            }
+        }
+    });
+    match notices {
+        Ok(handle) => {
+            peer.on_download_finished(Some(Box::new(move |record| {
+                let _ = notice_tx.send(format!("{}\n", record.line()));
+            })));
+            Some(handle)
+        }
+        Err(e) => {
+            log::warn!("no download notices: {e}");
+            None
+        }
+    }
 }
 
 /// Whether `line` may be kept in the REPL history: not blank, and not a command that

@@ -90,11 +90,15 @@ fn peer_counts(from_peer: &BTreeMap<SocketAddr, u32>) -> String {
     from_peer.iter().map(|(addr, n)| format!("{addr}={n}")).collect::<Vec<_>>().join(" ")
 }
 
+/// Called with the record of a download that just finished (complete or failed).
+pub type FinishHook = Box<dyn Fn(&DownloadRecord) + Send + Sync>;
+
 /// Every download of this session.
 #[derive(Default)]
 pub struct Downloads {
     records: Mutex<Vec<DownloadRecord>>,
     changed: Condvar,
+    on_finish: Mutex<Option<FinishHook>>,
 }
 
 impl Downloads {
@@ -105,12 +109,25 @@ impl Downloads {
         records.len() - 1
     }
 
-    /// Changes the record at `idx` and wakes `wait_idle`.
+    /// Changes the record at `idx`, wakes `wait_idle`, and calls the finish hook (outside
+    /// the lock) if the download just finished.
     pub(super) fn update(&self, idx: usize, f: impl FnOnce(&mut DownloadRecord)) {
-        if let Some(record) = self.records.lock().get_mut(idx) {
+        let finished = self.records.lock().get_mut(idx).and_then(|record| {
+            let was_running = record.state == DownloadState::Running;
             f(record);
-        }
+            (was_running && record.state != DownloadState::Running).then(|| record.clone())
+        });
         self.changed.notify_all();
+        if let Some(record) = finished {
+            if let Some(hook) = self.on_finish.lock().as_ref() {
+                hook(&record);
+            }
+        }
+    }
+
+    /// Calls `hook` each time a download finishes, from then on (`None`: no more).
+    pub fn set_on_finish(&self, hook: Option<FinishHook>) {
+        *self.on_finish.lock() = hook;
     }
 
     /// A copy of every record.

@@ -367,3 +367,56 @@ fn the_readme_by_hand_path_works_in_one_terminal() {
     assert!(!history.contains("pw") && !history.contains("half"), "{history}");
     assert!(state_dir.join("client.log").is_file());
 }
+
+/// Issue 10: a download's end printed nothing until one polled `show_downloads`. On a
+/// terminal its line appears at once, above the line being typed, which stays as it was.
+#[test]
+fn a_finished_download_is_announced_above_a_half_typed_line() {
+    let (cluster, _tracker) = Cluster::with_one_tracker();
+    let Some(term) = Terminal::start(cluster.dir.path()) else { return };
+    // 8 MiB at 2 MB/s: long enough to type a few keys before it ends.
+    let mut seed = cluster.client_with("seed", &["--max-upload-rate", "2000000"]);
+    seed.sign_up("seed");
+    seed.ok("create_group g", "created group g");
+    let file = cluster.path("big.bin");
+    write_random(&file, 8 * 1024 * 1024, 5);
+    let line = seed.run1(&format!("upload_file {} g", file.display()));
+    assert!(line.starts_with("uploaded big.bin"), "{line}");
+    std::fs::create_dir(cluster.path("out")).unwrap();
+
+    term.wait_prompt("$");
+    term.type_line(&format!(
+        "{} 127.0.0.1:0 {} --state-dir leech",
+        client_bin().display(),
+        cluster.info.display()
+    ));
+    term.wait_prompt(">");
+    term.type_line("create_user leech pw");
+    term.wait_for("created user leech", 1);
+    term.wait_prompt(">");
+    term.type_line("login leech pw");
+    term.wait_prompt("leech>");
+    term.type_line("join_group g");
+    term.wait_for("requested to join group g", 1);
+    seed.ok("accept_request g leech", "accepted leech into group g");
+    term.wait_prompt("leech>");
+    term.type_line("download_file g big.bin out");
+    term.wait_for("downloading big.bin from group g", 1);
+    term.wait_prompt("leech>");
+    term.tmux(&["send-keys", "-l", "list_gr"]);
+    term.wait_prompt("leech> list_gr");
+    assert!(!term.screen().contains("[C] [g] big.bin"), "finished before the test typed");
+    term.wait_for("[C] [g] big.bin -> ", 1);
+    term.wait_prompt("leech> list_gr");
+    let screen = term.screen();
+    let lines: Vec<&str> = screen.lines().collect();
+    let notice = lines.iter().position(|l| l.starts_with("[C] [g] big.bin -> ")).unwrap();
+    let prompt = lines.iter().rposition(|l| l.starts_with("leech> list_gr")).unwrap();
+    assert!(notice < prompt, "{screen}");
+    term.tmux(&["send-keys", "Enter"]);
+    term.wait_for("did you mean 'list_groups'?", 1);
+    term.wait_prompt("leech>");
+    term.type_line("exit");
+    term.wait_prompt("$");
+    crate::support::assert_same_file(&file, &cluster.path("out/big.bin"));
+}
