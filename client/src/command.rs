@@ -25,8 +25,8 @@ pub enum Command {
     ListFiles { group: GroupId },
     UploadFile { path: PathBuf, group: GroupId },
     DownloadFile { group: GroupId, name: FileName, destination: PathBuf },
-    ShowDownloads,
-    WaitDownloads,
+    ShowDownloads { json: bool },
+    WaitDownloads { json: bool },
     StopShare { group: GroupId, name: FileName },
     ListShares,
     Help { topic: Option<&'static CommandInfo> },
@@ -49,6 +49,8 @@ pub enum ParseError {
     Unknown { word: String, suggestion: Option<&'static str> },
     #[error("wrong number of arguments for {name}; usage: {usage}")]
     Arity { name: &'static str, usage: &'static str },
+    #[error("unknown option '{option}' for {name}; usage: {usage}")]
+    UnknownOption { name: &'static str, option: String, usage: &'static str },
     #[error("unbalanced quotes")]
     Quotes,
     #[error("invalid argument '{arg}': {source}")]
@@ -71,8 +73,8 @@ pub const COMMANDS: &[CommandInfo] = &[
     info("list_files", "list_files <group_id>", "Members only: the files some peer shares in the group, with size, sharers and digest."),
     info("upload_file", "upload_file <file_path> <group_id>", "Hashes the file and shares it in the group under its base name (~ is your home directory)."),
     info("download_file", "download_file <group_id> <file_name> <destination_path>", "Starts downloading in the background to a directory or a new file path (~ is your home directory)."),
-    info("show_downloads", "show_downloads", "One line per download of this session: [D] downloading, [C] complete, [F] failed."),
-    info("wait_downloads", "wait_downloads", "Waits until no download is running (Ctrl-C stops waiting), then prints what show_downloads prints."),
+    info("show_downloads", "show_downloads [--json]", "One line per download of this session: [D] downloading, [C] complete, [F] failed; with --json, one JSON object a line."),
+    info("wait_downloads", "wait_downloads [--json]", "Waits until no download is running (Ctrl-C stops waiting), then prints what show_downloads prints."),
     info("stop_share", "stop_share <group_id> <file_name>", "Stops sharing the file in the group; upload_file of it shares it again."),
     info("list_shares", "list_shares", "What this peer shares, per group: each file with the pieces it has and where they are."),
     info("help", "help [<command>]", "Lists the commands, or tells what one does."),
@@ -120,8 +122,8 @@ pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
             name: id(a(1))?,
             destination: PathBuf::from(a(2)),
         },
-        "show_downloads" => Command::ShowDownloads,
-        "wait_downloads" => Command::WaitDownloads,
+        "show_downloads" => Command::ShowDownloads { json: json_flag(name, usage, args)? },
+        "wait_downloads" => Command::WaitDownloads { json: json_flag(name, usage, args)? },
         "stop_share" => Command::StopShare { group: id(a(0))?, name: id(a(1))? },
         "list_shares" => Command::ListShares,
         "help" => match args.first() {
@@ -156,6 +158,15 @@ fn suggest(word: &str) -> Option<&'static str> {
     match (starting.next(), starting.next()) {
         (Some(only), None) => Some(only.name),
         _ => None,
+    }
+}
+
+/// Whether `args` (at most one, as the arity check made sure) is `--json`.
+fn json_flag(name: &'static str, usage: &'static str, args: &[String]) -> Result<bool, ParseError> {
+    match args.first().map(String::as_str) {
+        None => Ok(false),
+        Some("--json") => Ok(true),
+        Some(other) => Err(ParseError::UnknownOption { name, option: other.to_string(), usage }),
     }
 }
 
@@ -280,6 +291,12 @@ mod tests {
         assert_eq!(info.usage, "login <user_id> <passwd>");
         check("help a b", Err(ParseError::Arity { name: "help", usage: "help [<command>]" }));
         check("list_shares", Ok(Some(Command::ListShares)));
+        check("show_downloads", Ok(Some(Command::ShowDownloads { json: false })));
+        check("wait_downloads --json", Ok(Some(Command::WaitDownloads { json: true })));
+        assert_eq!(
+            parse("show_downloads --jsn").unwrap_err().to_string(),
+            "unknown option '--jsn' for show_downloads; usage: show_downloads [--json]"
+        );
     }
 
     #[test]

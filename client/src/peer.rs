@@ -225,18 +225,18 @@ impl Peer {
                 let _ =
                     writeln!(out, "downloading {name} from group {group} to {}", dest.display());
             }
-            Command::ShowDownloads => {
+            Command::ShowDownloads { json } => {
                 self.require_login()?;
                 for record in self.ctx.downloads.snapshot() {
-                    let _ = writeln!(out, "{}", record.line());
+                    let _ = writeln!(out, "{}", if json { record.json() } else { record.line() });
                 }
             }
-            Command::WaitDownloads => {
+            Command::WaitDownloads { json } => {
                 self.require_login()?;
                 log::debug!("wait_downloads: waiting (Ctrl-C interrupts)");
                 let records = self.ctx.downloads.wait_idle(&self.interrupt);
                 for record in records.ok_or(CommandError::WaitInterrupted)? {
-                    let _ = writeln!(out, "{}", record.line());
+                    let _ = writeln!(out, "{}", if json { record.json() } else { record.line() });
                 }
             }
         }

@@ -83,6 +83,39 @@ impl DownloadRecord {
     }
 }
 
+impl DownloadRecord {
+    /// The `show_downloads --json` line: one JSON object with every field, for scripts.
+    /// `state` is `downloading`, `complete` or `failed` (with a `reason`); `seconds` runs
+    /// until the download ends; `from_peers` maps each peer address to its piece count.
+    pub fn json(&self) -> String {
+        let seconds =
+            self.finished.unwrap_or_else(Instant::now).duration_since(self.started).as_secs_f64();
+        let (state, reason) = match &self.state {
+            DownloadState::Running => ("downloading", None),
+            DownloadState::Complete => ("complete", None),
+            DownloadState::Failed(reason) => ("failed", Some(reason.as_str())),
+        };
+        let from_peers: BTreeMap<String, u32> =
+            self.from_peer.iter().map(|(addr, n)| (addr.to_string(), *n)).collect();
+        serde_json::json!({
+            "state": state,
+            "group": self.group.to_string(),
+            "file": self.name.to_string(),
+            "destination": self.dest.display().to_string(),
+            "size": self.size,
+            "pieces": self.n_pieces,
+            "pieces_have": self.n_have,
+            "pieces_resumed": self.n_resumed,
+            "peers": self.n_peers,
+            "bytes_fetched": self.bytes_fetched,
+            "seconds": (seconds * 1000.0).round() / 1000.0,
+            "from_peers": from_peers,
+            "reason": reason,
+        })
+        .to_string()
+    }
+}
+
 fn peer_counts(from_peer: &BTreeMap<SocketAddr, u32>) -> String {
     if from_peer.is_empty() {
         return "none".to_string();

@@ -420,3 +420,35 @@ fn a_finished_download_is_announced_above_a_half_typed_line() {
     term.wait_prompt("$");
     crate::support::assert_same_file(&file, &cluster.path("out/big.bin"));
 }
+
+/// Issue 10: scripts parsed the human `[C]` lines; `--json` gives them one object a line.
+#[test]
+fn show_and_wait_downloads_print_json_for_scripts() {
+    let (cluster, _tracker) = Cluster::with_one_tracker();
+    let mut c = cluster.members(&["seed", "leech"], &[]);
+    let file = cluster.path("j.bin");
+    write_random(&file, 600 * 1024, 9);
+    c[0].run1(&format!("upload_file {} g", file.display()));
+    let dest = cluster.path("j-copy.bin");
+    c[1].run1(&format!("download_file g j.bin {}", dest.display()));
+    let done = c[1].run1("wait_downloads --json");
+    let record: serde_json::Value = serde_json::from_str(&done).unwrap();
+    assert_eq!(record["state"], "complete", "{done}");
+    assert_eq!(record["group"], "g");
+    assert_eq!(record["file"], "j.bin");
+    assert_eq!(record["destination"], dest.display().to_string());
+    assert_eq!(record["size"], 600 * 1024);
+    assert_eq!(record["pieces"], 2);
+    assert_eq!(record["pieces_have"], 2);
+    assert_eq!(record["from_peers"][c[0].listen.to_string()], 2, "{done}");
+    assert!(record["reason"].is_null());
+    let shown: serde_json::Value =
+        serde_json::from_str(&c[1].run1("show_downloads --json")).unwrap();
+    assert_eq!(shown["state"], "complete");
+    // Without the option, the lines are as they were.
+    assert!(c[1].run1("show_downloads").starts_with("[C] [g] j.bin -> "));
+    c[1].err(
+        "show_downloads --yaml",
+        "unknown option '--yaml' for show_downloads; usage: show_downloads [--json]",
+    );
+}
