@@ -2,6 +2,7 @@
 //! the trackers through `tracker_link`.
 
 pub mod command;
+pub mod completion;
 pub mod config;
 pub mod download;
 pub mod interrupt;

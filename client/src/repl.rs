@@ -11,7 +11,11 @@ use std::path::Path;
 use rustyline::error::ReadlineError;
 
 use crate::command;
+use crate::completion::ReplHelper;
 use crate::peer::{Flow, Peer};
+
+/// The line editor on a terminal, completing with `ReplHelper`.
+type Editor = rustyline::Editor<ReplHelper, rustyline::history::DefaultHistory>;
 
 /// The longest line read from a non-terminal input; longer lines are refused.
 pub const MAX_LINE_LEN: usize = 64 * 1024;
@@ -86,7 +90,9 @@ fn skip_rest_of_line(input: &mut impl BufRead) -> io::Result<()> {
 }
 
 fn run_terminal(peer: &mut Peer, history: &Path) -> io::Result<()> {
-    let mut editor = rustyline::DefaultEditor::new().map_err(io::Error::other)?;
+    let mut editor: Editor =
+        rustyline::Editor::with_config(rustyline::Config::default()).map_err(io::Error::other)?;
+    editor.set_helper(Some(ReplHelper::default()));
     let notices = start_notices(&mut editor, peer);
     // A missing history file is normal on first use.
     let _ = editor.load_history(history);
@@ -132,10 +138,7 @@ fn run_terminal(peer: &mut Peer, history: &Path) -> io::Result<()> {
 /// above the prompt and the line being typed (rustyline's external printer), or between a
 /// command's lines while one runs (issue 10). A thread of its own prints them, so a
 /// download never waits on the terminal.
-fn start_notices(
-    editor: &mut rustyline::DefaultEditor,
-    peer: &Peer,
-) -> Option<std::thread::JoinHandle<()>> {
+fn start_notices(editor: &mut Editor, peer: &Peer) -> Option<std::thread::JoinHandle<()>> {
     use rustyline::ExternalPrinter as _;
     let mut printer = match editor.create_external_printer() {
         Ok(printer) => printer,
@@ -190,7 +193,7 @@ pub fn keep_in_history(line: &str) -> bool {
 
 /// Drops history lines that carry passwords, such as those an older version kept, from
 /// the editor and from the file at once.
-fn forget_passwords(editor: &mut rustyline::DefaultEditor, history: &Path) {
+fn forget_passwords(editor: &mut Editor, history: &Path) {
     let loaded: Vec<String> = editor.history().iter().cloned().collect();
     let kept: Vec<String> = loaded.iter().filter(|l| keep_in_history(l)).cloned().collect();
     if kept.len() == loaded.len() {

@@ -300,8 +300,8 @@ impl Drop for Terminal {
 
 /// Issue 10: the README's "Running it by hand", pasted into one terminal. The trackers run
 /// as background jobs and must not be stopped for reading the terminal; each stdout line
-/// shows once; the client logs to a file, Ctrl-C at its prompt only hints, and its history
-/// holds no password.
+/// shows once; the client logs to a file, Ctrl-C at its prompt only hints, Tab completes,
+/// and its history holds no password.
 #[test]
 fn the_readme_by_hand_path_works_in_one_terminal() {
     let cluster = Cluster::new(3);
@@ -343,7 +343,17 @@ fn the_readme_by_hand_path_works_in_one_terminal() {
     term.tmux(&["send-keys", "C-c"]);
     term.wait_for("type exit or press Ctrl-D to quit", 1);
     term.wait_prompt("zed>");
-    term.type_line("list_my_groups");
+    // Tab completes command names and paths.
+    term.tmux(&["send-keys", "-l", "list_my_g"]);
+    term.tmux(&["send-keys", "Tab"]);
+    term.wait_prompt("zed> list_my_groups");
+    term.tmux(&["send-keys", "Enter"]);
+    term.wait_prompt("zed>");
+    term.tmux(&["send-keys", "-l", "upload_file tracker_in"]);
+    term.tmux(&["send-keys", "Tab"]);
+    term.wait_prompt("zed> upload_file tracker_info.txt");
+    term.tmux(&["send-keys", "C-c"]);
+    term.wait_for("type exit or press Ctrl-D to quit", 2);
     term.wait_prompt("zed>");
     term.type_line("exit");
     term.wait_prompt("$");
