@@ -8,6 +8,7 @@ pub mod download;
 pub mod interrupt;
 pub mod log_file;
 pub mod peer;
+pub mod progress;
 pub mod repl;
 pub mod seeder;
 pub mod shares;

@@ -18,6 +18,7 @@ use common::{Bitfield, FileName, GroupId, Layout, UserId};
 use crate::command::{self, Command, COMMANDS};
 use crate::download::{self, StartError};
 use crate::interrupt::Interrupt;
+use crate::progress;
 use crate::shares::{FileStamp, SharedFile};
 use crate::tracker_link::LinkError;
 use crate::tracker_session::{CallError, Login, TrackerSession};
@@ -57,12 +58,19 @@ pub struct Peer {
     ctx: download::Context,
     listen_addr: SocketAddr,
     interrupt: Arc<Interrupt>,
+    /// Whether `wait_downloads` draws progress bars (on a terminal).
+    progress: bool,
 }
 
 impl Peer {
     /// A peer that serves pieces on `listen_addr`; Ctrl-C fires `interrupt`.
     pub fn new(ctx: download::Context, listen_addr: SocketAddr, interrupt: Arc<Interrupt>) -> Peer {
-        Peer { ctx, listen_addr, interrupt }
+        Peer { ctx, listen_addr, interrupt, progress: false }
+    }
+
+    /// Makes `wait_downloads` (without `--json`) draw live progress bars while it waits.
+    pub fn show_progress(&mut self, progress: bool) {
+        self.progress = progress;
     }
 
     /// The user logged in, if any.
@@ -234,7 +242,10 @@ impl Peer {
             Command::WaitDownloads { json } => {
                 self.require_login()?;
                 log::debug!("wait_downloads: waiting (Ctrl-C interrupts)");
-                let records = self.ctx.downloads.wait_idle(&self.interrupt);
+                let records = match self.progress && !json {
+                    true => progress::wait_idle(&self.ctx.downloads, &self.interrupt),
+                    false => self.ctx.downloads.wait_idle(&self.interrupt),
+                };
                 for record in records.ok_or(CommandError::WaitInterrupted)? {
                     let _ = writeln!(out, "{}", if json { record.json() } else { record.line() });
                 }

@@ -94,6 +94,7 @@ fn run_terminal(peer: &mut Peer, history: &Path) -> io::Result<()> {
         rustyline::Editor::with_config(rustyline::Config::default()).map_err(io::Error::other)?;
     editor.set_helper(Some(ReplHelper::default()));
     let notices = start_notices(&mut editor, peer);
+    peer.show_progress(io::stderr().is_terminal());
     // A missing history file is normal on first use.
     let _ = editor.load_history(history);
     forget_passwords(&mut editor, history);

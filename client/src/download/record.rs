@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use parking_lot::{Condvar, Mutex};
@@ -132,6 +133,8 @@ pub struct Downloads {
     records: Mutex<Vec<DownloadRecord>>,
     changed: Condvar,
     on_finish: Mutex<Option<FinishHook>>,
+    /// While set, the finish hook is not called (the progress bars are on the screen).
+    muted: AtomicBool,
 }
 
 impl Downloads {
@@ -151,11 +154,22 @@ impl Downloads {
             (was_running && record.state != DownloadState::Running).then(|| record.clone())
         });
         self.changed.notify_all();
-        if let Some(record) = finished {
+        if let Some(record) = finished.filter(|_| !self.muted.load(Ordering::SeqCst)) {
             if let Some(hook) = self.on_finish.lock().as_ref() {
                 hook(&record);
             }
         }
+    }
+
+    /// Holds the finish hook back (`true`) or lets it run again (`false`).
+    pub fn mute_notices(&self, muted: bool) {
+        self.muted.store(muted, Ordering::SeqCst);
+    }
+
+    /// Waits until a record changes, an interrupt wakes it, or `timeout` passes.
+    pub fn wait_change(&self, timeout: std::time::Duration) {
+        let mut records = self.records.lock();
+        let _ = self.changed.wait_for(&mut records, timeout);
     }
 
     /// Calls `hook` each time a download finishes, from then on (`None`: no more).

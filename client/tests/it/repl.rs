@@ -378,10 +378,12 @@ fn the_readme_by_hand_path_works_in_one_terminal() {
     assert!(state_dir.join("client.log").is_file());
 }
 
-/// Issue 10: a download's end printed nothing until one polled `show_downloads`. On a
-/// terminal its line appears at once, above the line being typed, which stays as it was.
+/// Issue 10: a download's end printed nothing until one polled `show_downloads`, and
+/// `wait_downloads` blocked silently. On a terminal a download's line appears at once,
+/// above the line being typed (which stays as it was), and `wait_downloads` draws a live
+/// bar until the download ends, then clears it and prints its usual lines.
 #[test]
-fn a_finished_download_is_announced_above_a_half_typed_line() {
+fn on_a_terminal_downloads_announce_their_end_and_show_live_progress() {
     let (cluster, _tracker) = Cluster::with_one_tracker();
     let Some(term) = Terminal::start(cluster.dir.path()) else { return };
     // 8 MiB at 2 MB/s: long enough to type a few keys before it ends.
@@ -426,9 +428,27 @@ fn a_finished_download_is_announced_above_a_half_typed_line() {
     term.tmux(&["send-keys", "Enter"]);
     term.wait_for("did you mean 'list_groups'?", 1);
     term.wait_prompt("leech>");
+
+    let file2 = cluster.path("big2.bin");
+    write_random(&file2, 8 * 1024 * 1024, 6);
+    let line = seed.run1(&format!("upload_file {} g", file2.display()));
+    assert!(line.starts_with("uploaded big2.bin"), "{line}");
+    term.type_line("download_file g big2.bin out");
+    term.wait_for("downloading big2.bin from group g", 1);
+    term.wait_prompt("leech>");
+    term.type_line("wait_downloads");
+    term.wait_for("/8.00 MiB ", 1);
+    // The bar moves, in place: one line, redrawn.
+    let screen = term.wait_for(" MiB/8.00 MiB ", 1);
+    assert_eq!(screen.matches("[g] big2.bin (1 peer) [").count(), 1, "{screen}");
+    assert!(screen.contains(" ETA "), "{screen}");
+    term.wait_for("[C] [g] big2.bin -> ", 1);
+    term.wait_prompt("leech>");
+    assert!(!term.screen().contains(" ETA "), "the bar was not cleared:\n{}", term.screen());
     term.type_line("exit");
     term.wait_prompt("$");
     crate::support::assert_same_file(&file, &cluster.path("out/big.bin"));
+    crate::support::assert_same_file(&file2, &cluster.path("out/big2.bin"));
 }
 
 /// Issue 10: scripts parsed the human `[C]` lines; `--json` gives them one object a line.
