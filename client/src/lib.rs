@@ -12,6 +12,7 @@ pub mod progress;
 pub mod repl;
 pub mod seeder;
 pub mod shares;
+pub mod size;
 pub mod tracker_link;
 pub mod tracker_session;
 

@@ -20,6 +20,7 @@ use crate::download::{self, StartError};
 use crate::interrupt::Interrupt;
 use crate::progress;
 use crate::shares::{FileStamp, SharedFile};
+use crate::size;
 use crate::tracker_link::LinkError;
 use crate::tracker_session::{CallError, Login, TrackerSession};
 
@@ -58,19 +59,20 @@ pub struct Peer {
     ctx: download::Context,
     listen_addr: SocketAddr,
     interrupt: Arc<Interrupt>,
-    /// Whether `wait_downloads` draws progress bars (on a terminal).
-    progress: bool,
+    /// At a terminal: `wait_downloads` draws progress bars, and sizes read as `8.0 MiB`.
+    on_terminal: bool,
 }
 
 impl Peer {
     /// A peer that serves pieces on `listen_addr`; Ctrl-C fires `interrupt`.
     pub fn new(ctx: download::Context, listen_addr: SocketAddr, interrupt: Arc<Interrupt>) -> Peer {
-        Peer { ctx, listen_addr, interrupt, progress: false }
+        Peer { ctx, listen_addr, interrupt, on_terminal: false }
     }
 
-    /// Makes `wait_downloads` (without `--json`) draw live progress bars while it waits.
-    pub fn show_progress(&mut self, progress: bool) {
-        self.progress = progress;
+    /// At a terminal (`true`), `wait_downloads` (without `--json`) draws live progress
+    /// bars while it waits, and sizes are shown as `8.0 MiB` instead of exact bytes.
+    pub fn set_terminal(&mut self, on_terminal: bool) {
+        self.on_terminal = on_terminal;
     }
 
     /// The user logged in, if any.
@@ -97,7 +99,7 @@ impl Peer {
                 let mut shares = self.ctx.shares.all();
                 shares.sort_by(|a, b| (&a.group, &a.meta.name).cmp(&(&b.group, &b.meta.name)));
                 for share in shares {
-                    let _ = writeln!(out, "{}", share_line(&share));
+                    let _ = writeln!(out, "{}", share_line(&share, self.on_terminal));
                 }
             }
             Command::Exit => {
@@ -191,8 +193,10 @@ impl Peer {
                                 .map_or_else(|_| f.name.to_string(), |q| q.into_owned());
                             let _ = writeln!(
                                 out,
-                                "{name} {} bytes, {} {sharers}, digest {}",
-                                f.size, f.n_sharers, f.digest
+                                "{name} {}, {} {sharers}, digest {}",
+                                size::shown(f.size, self.on_terminal),
+                                f.n_sharers,
+                                f.digest
                             );
                         }
                     }
@@ -211,7 +215,11 @@ impl Peer {
                         self.share_complete(group.clone(), meta, &path, stamp);
                         if new_file {
                             let pieces = if n_pieces == 1 { "piece" } else { "pieces" };
-                            let _ = writeln!(out, "uploaded {name} to group {group} ({size} bytes, {n_pieces} {pieces})");
+                            let _ = writeln!(
+                                out,
+                                "uploaded {name} to group {group} ({}, {n_pieces} {pieces})",
+                                size::shown(size, self.on_terminal)
+                            );
                         } else {
                             let _ = writeln!(
                                 out,
@@ -236,18 +244,18 @@ impl Peer {
             Command::ShowDownloads { json } => {
                 self.require_login()?;
                 for record in self.ctx.downloads.snapshot() {
-                    let _ = writeln!(out, "{}", if json { record.json() } else { record.line() });
+                    let _ = writeln!(out, "{}", self.download_line(&record, json));
                 }
             }
             Command::WaitDownloads { json } => {
                 self.require_login()?;
                 log::debug!("wait_downloads: waiting (Ctrl-C interrupts)");
-                let records = match self.progress && !json {
+                let records = match self.on_terminal && !json {
                     true => progress::wait_idle(&self.ctx.downloads, &self.interrupt),
                     false => self.ctx.downloads.wait_idle(&self.interrupt),
                 };
                 for record in records.ok_or(CommandError::WaitInterrupted)? {
-                    let _ = writeln!(out, "{}", if json { record.json() } else { record.line() });
+                    let _ = writeln!(out, "{}", self.download_line(&record, json));
                 }
             }
         }
@@ -266,6 +274,14 @@ impl Peer {
                 log::warn!("logout on exit failed: {e}");
             }
             self.ctx.tracker.set_login(None);
+        }
+    }
+
+    /// What `show_downloads`/`wait_downloads` print of `record`.
+    fn download_line(&self, record: &download::record::DownloadRecord, json: bool) -> String {
+        match json {
+            true => record.json(),
+            false => record.line_for(self.on_terminal),
         }
     }
 
@@ -318,7 +334,7 @@ impl Peer {
 
 /// The `list_shares` line of `share`: group, name (shell-quoted when it has spaces), the
 /// pieces this peer has, size, and where the bytes are or will be.
-fn share_line(share: &SharedFile) -> String {
+fn share_line(share: &SharedFile, on_terminal: bool) -> String {
     let have = share.have();
     let name = shlex::try_quote(share.meta.name.as_str())
         .map_or_else(|_| share.meta.name.to_string(), |q| q.into_owned());
@@ -327,11 +343,11 @@ fn share_line(share: &SharedFile) -> String {
         None => format!("from {}", share.path().display()),
     };
     format!(
-        "[{}] {name}: {}/{} pieces, {} bytes, {place}",
+        "[{}] {name}: {}/{} pieces, {}, {place}",
         share.group,
         have.count(),
         have.n_pieces(),
-        share.meta.size
+        size::shown(share.meta.size, on_terminal)
     )
 }
 

@@ -94,7 +94,7 @@ fn run_terminal(peer: &mut Peer, history: &Path) -> io::Result<()> {
         rustyline::Editor::with_config(rustyline::Config::default()).map_err(io::Error::other)?;
     editor.set_helper(Some(ReplHelper::default()));
     let notices = start_notices(&mut editor, peer);
-    peer.show_progress(io::stderr().is_terminal());
+    peer.set_terminal(true);
     // A missing history file is normal on first use.
     let _ = editor.load_history(history);
     forget_passwords(&mut editor, history);
@@ -159,7 +159,7 @@ fn start_notices(editor: &mut Editor, peer: &Peer) -> Option<std::thread::JoinHa
     match notices {
         Ok(handle) => {
             peer.on_download_finished(Some(Box::new(move |record| {
-                let _ = notice_tx.send(format!("{}\n", record.line()));
+                let _ = notice_tx.send(format!("{}\n", record.line_for(true)));
             })));
             Some(handle)
         }

@@ -43,8 +43,13 @@ pub struct DownloadRecord {
 }
 
 impl DownloadRecord {
-    /// The `show_downloads` line.
+    /// The `show_downloads` line, with exact sizes (as on a pipe).
     pub fn line(&self) -> String {
+        self.line_for(false)
+    }
+
+    /// The `show_downloads` line; at a terminal (`on_terminal`) sizes read as `8.0 MiB`.
+    pub fn line_for(&self, on_terminal: bool) -> String {
         let elapsed =
             self.finished.unwrap_or_else(Instant::now).duration_since(self.started).as_secs_f64();
         let mb_per_sec =
@@ -69,11 +74,11 @@ impl DownloadRecord {
                     String::new()
                 };
                 format!(
-                    "[C] [{}] {} -> {} ({} bytes in {elapsed:.2} s, {mb_per_sec:.1} MB/s; {resumed}pieces from {})",
+                    "[C] [{}] {} -> {} ({} in {elapsed:.2} s, {mb_per_sec:.1} MB/s; {resumed}pieces from {})",
                     self.group,
                     self.name,
                     self.dest.display(),
-                    self.size,
+                    crate::size::shown(self.size, on_terminal),
                     peer_counts(&self.from_peer)
                 )
             }

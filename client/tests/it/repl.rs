@@ -381,7 +381,8 @@ fn the_readme_by_hand_path_works_in_one_terminal() {
 /// Issue 10: a download's end printed nothing until one polled `show_downloads`, and
 /// `wait_downloads` blocked silently. On a terminal a download's line appears at once,
 /// above the line being typed (which stays as it was), and `wait_downloads` draws a live
-/// bar until the download ends, then clears it and prints its usual lines.
+/// bar until the download ends, then clears it and prints its usual lines. Sizes read as
+/// `8.0 MiB` there.
 #[test]
 fn on_a_terminal_downloads_announce_their_end_and_show_live_progress() {
     let (cluster, _tracker) = Cluster::with_one_tracker();
@@ -425,6 +426,8 @@ fn on_a_terminal_downloads_announce_their_end_and_show_live_progress() {
     let notice = lines.iter().position(|l| l.starts_with("[C] [g] big.bin -> ")).unwrap();
     let prompt = lines.iter().rposition(|l| l.starts_with("leech> list_gr")).unwrap();
     assert!(notice < prompt, "{screen}");
+    // At a terminal, sizes read as people write them.
+    assert!(lines[notice].contains(" (8.0 MiB in "), "{screen}");
     term.tmux(&["send-keys", "Enter"]);
     term.wait_for("did you mean 'list_groups'?", 1);
     term.wait_prompt("leech>");
@@ -433,6 +436,9 @@ fn on_a_terminal_downloads_announce_their_end_and_show_live_progress() {
     write_random(&file2, 8 * 1024 * 1024, 6);
     let line = seed.run1(&format!("upload_file {} g", file2.display()));
     assert!(line.starts_with("uploaded big2.bin"), "{line}");
+    term.type_line("list_files g");
+    term.wait_for("big2.bin 8.0 MiB, 1 sharer, digest ", 1);
+    term.wait_prompt("leech>");
     term.type_line("download_file g big2.bin out");
     term.wait_for("downloading big2.bin from group g", 1);
     term.wait_prompt("leech>");
@@ -442,7 +448,7 @@ fn on_a_terminal_downloads_announce_their_end_and_show_live_progress() {
     let screen = term.wait_for(" MiB/8.00 MiB ", 1);
     assert_eq!(screen.matches("[g] big2.bin (1 peer) [").count(), 1, "{screen}");
     assert!(screen.contains(" ETA "), "{screen}");
-    term.wait_for("[C] [g] big2.bin -> ", 1);
+    term.wait_for("[C] [g] big2.bin -> out/big2.bin (8.0 MiB in ", 1);
     term.wait_prompt("leech>");
     assert!(!term.screen().contains(" ETA "), "the bar was not cleared:\n{}", term.screen());
     term.type_line("exit");
