@@ -25,7 +25,7 @@ pub enum Command {
     ListFiles { group: GroupId },
     UploadFile { path: PathBuf, group: GroupId },
     DownloadFile { group: GroupId, name: FileName, destination: PathBuf },
-    ShowDownloads { json: bool },
+    ShowDownloads { json: bool, active: bool },
     WaitDownloads { json: bool },
     StopShare { group: GroupId, name: FileName },
     ListShares,
@@ -73,7 +73,7 @@ pub const COMMANDS: &[CommandInfo] = &[
     info("list_files", "list_files <group_id>", "Members only: the files some peer shares in the group, with size, sharers and digest."),
     info("upload_file", "upload_file <file_path> <group_id>", "Hashes the file and shares it in the group under its base name (~ is your home directory)."),
     info("download_file", "download_file <group_id> <file_name> <destination_path>", "Starts downloading in the background to a directory or a new file path (~ is your home directory)."),
-    info("show_downloads", "show_downloads [--json]", "One line per download of this session: [D] downloading, [C] complete, [F] failed; with --json, one JSON object a line."),
+    info("show_downloads", "show_downloads [--json] [--active]", "One line per download of this session: [D] downloading, [C] complete, [F] failed; with --json, one JSON object a line; with --active, only those still downloading."),
     info("wait_downloads", "wait_downloads [--json]", "Waits until no download is running (Ctrl-C stops waiting), then prints what show_downloads prints."),
     info("stop_share", "stop_share <group_id> <file_name>", "Stops sharing the file in the group; upload_file of it shares it again."),
     info("list_shares", "list_shares", "What this peer shares, per group: each file with the pieces it has and where they are."),
@@ -122,8 +122,14 @@ pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
             name: id(a(1))?,
             destination: PathBuf::from(a(2)),
         },
-        "show_downloads" => Command::ShowDownloads { json: json_flag(name, usage, args)? },
-        "wait_downloads" => Command::WaitDownloads { json: json_flag(name, usage, args)? },
+        "show_downloads" => {
+            let [json, active] = flags(name, usage, args, ["--json", "--active"])?;
+            Command::ShowDownloads { json, active }
+        }
+        "wait_downloads" => {
+            let [json] = flags(name, usage, args, ["--json"])?;
+            Command::WaitDownloads { json }
+        }
         "stop_share" => Command::StopShare { group: id(a(0))?, name: id(a(1))? },
         "list_shares" => Command::ListShares,
         "help" => match args.first() {
@@ -161,13 +167,24 @@ fn suggest(word: &str) -> Option<&'static str> {
     }
 }
 
-/// Whether `args` (at most one, as the arity check made sure) is `--json`.
-fn json_flag(name: &'static str, usage: &'static str, args: &[String]) -> Result<bool, ParseError> {
-    match args.first().map(String::as_str) {
-        None => Ok(false),
-        Some("--json") => Ok(true),
-        Some(other) => Err(ParseError::UnknownOption { name, option: other.to_string(), usage }),
+/// Which of the options `known` are among `args`, in the order of `known`; any other
+/// argument is an unknown option.
+fn flags<const N: usize>(
+    name: &'static str,
+    usage: &'static str,
+    args: &[String],
+    known: [&str; N],
+) -> Result<[bool; N], ParseError> {
+    let mut set = [false; N];
+    for arg in args {
+        match known.iter().position(|k| k == arg) {
+            Some(i) => set[i] = true,
+            None => {
+                return Err(ParseError::UnknownOption { name, option: arg.clone(), usage });
+            }
+        }
     }
+    Ok(set)
 }
 
 fn did_you_mean(suggestion: &Option<&'static str>) -> String {
@@ -291,11 +308,15 @@ mod tests {
         assert_eq!(info.usage, "login <user_id> <passwd>");
         check("help a b", Err(ParseError::Arity { name: "help", usage: "help [<command>]" }));
         check("list_shares", Ok(Some(Command::ListShares)));
-        check("show_downloads", Ok(Some(Command::ShowDownloads { json: false })));
+        check("show_downloads", Ok(Some(Command::ShowDownloads { json: false, active: false })));
+        check(
+            "show_downloads --active --json",
+            Ok(Some(Command::ShowDownloads { json: true, active: true })),
+        );
         check("wait_downloads --json", Ok(Some(Command::WaitDownloads { json: true })));
         assert_eq!(
             parse("show_downloads --jsn").unwrap_err().to_string(),
-            "unknown option '--jsn' for show_downloads; usage: show_downloads [--json]"
+            "unknown option '--jsn' for show_downloads; usage: show_downloads [--json] [--active]"
         );
     }
 

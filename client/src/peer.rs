@@ -16,6 +16,7 @@ use common::message::{FileMeta, Reply, Request};
 use common::{Bitfield, FileName, GroupId, Layout, UserId};
 
 use crate::command::{self, Command, COMMANDS};
+use crate::download::record::{DownloadRecord, DownloadState};
 use crate::download::{self, StartError};
 use crate::interrupt::Interrupt;
 use crate::progress;
@@ -241,10 +242,12 @@ impl Peer {
                 let _ =
                     writeln!(out, "downloading {name} from group {group} to {}", dest.display());
             }
-            Command::ShowDownloads { json } => {
+            Command::ShowDownloads { json, active } => {
                 self.require_login()?;
-                for record in self.ctx.downloads.snapshot() {
-                    let _ = writeln!(out, "{}", self.download_line(&record, json));
+                let records = self.ctx.downloads.snapshot();
+                let shown = records.iter().filter(|r| !active || r.state == DownloadState::Running);
+                for record in shown {
+                    let _ = writeln!(out, "{}", self.download_line(record, json));
                 }
             }
             Command::WaitDownloads { json } => {
@@ -278,7 +281,7 @@ impl Peer {
     }
 
     /// What `show_downloads`/`wait_downloads` print of `record`.
-    fn download_line(&self, record: &download::record::DownloadRecord, json: bool) -> String {
+    fn download_line(&self, record: &DownloadRecord, json: bool) -> String {
         match json {
             true => record.json(),
             false => record.line_for(self.on_terminal),

@@ -91,7 +91,7 @@ fn sigint_interrupts_wait_downloads_and_the_client_lives_on() {
     );
     // A Ctrl-C between commands interrupts nothing.
     sigint(leech.pid());
-    let shown = leech.run1("show_downloads");
+    let shown = leech.run1("show_downloads --active");
     assert!(shown.starts_with("[D] [g] slow.bin "), "{shown}");
     assert!(leech.is_running());
 
@@ -481,10 +481,12 @@ fn show_and_wait_downloads_print_json_for_scripts() {
     let shown: serde_json::Value =
         serde_json::from_str(&c[1].run1("show_downloads --json")).unwrap();
     assert_eq!(shown["state"], "complete");
+    // Only the downloads still running; none here.
+    assert_eq!(c[1].run("show_downloads --active"), Vec::<String>::new());
     // Without the option, the lines are as they were.
     assert!(c[1].run1("show_downloads").starts_with("[C] [g] j.bin -> "));
     c[1].err(
         "show_downloads --yaml",
-        "unknown option '--yaml' for show_downloads; usage: show_downloads [--json]",
+        "unknown option '--yaml' for show_downloads; usage: show_downloads [--json] [--active]",
     );
 }
