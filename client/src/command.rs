@@ -4,11 +4,11 @@
 //! and `#` comments are no command, and every identifier is validated here, so the rest of
 //! the client only ever sees well-formed commands.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use common::{FileName, GroupId, IdError, Password, UserId};
 
-/// A command typed at the REPL.
+/// A command typed at the REPL. `Help { topic }` is `help`, or `help <command>` for one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     CreateUser { user: UserId, password: Password },
@@ -25,48 +25,65 @@ pub enum Command {
     ListFiles { group: GroupId },
     UploadFile { path: PathBuf, group: GroupId },
     DownloadFile { group: GroupId, name: FileName, destination: PathBuf },
-    ShowDownloads,
-    WaitDownloads,
+    ShowDownloads { json: bool, active: bool },
+    WaitDownloads { json: bool },
     StopShare { group: GroupId, name: FileName },
-    Help,
+    ListShares,
+    Help { topic: Option<&'static CommandInfo> },
     Exit,
+}
+
+/// What `help` says of a command.
+#[derive(Debug, PartialEq, Eq)]
+pub struct CommandInfo {
+    pub name: &'static str,
+    pub usage: &'static str,
+    /// One sentence, for `help <command>`.
+    pub summary: &'static str,
 }
 
 /// Why a line is not a command. `Display` is the text after `error: `.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
-    #[error("unknown command '{0}' (type help for the list)")]
-    Unknown(String),
+    #[error("unknown command '{word}'{} (type help for the list)", did_you_mean(.suggestion))]
+    Unknown { word: String, suggestion: Option<&'static str> },
     #[error("wrong number of arguments for {name}; usage: {usage}")]
     Arity { name: &'static str, usage: &'static str },
+    #[error("unknown option '{option}' for {name}; usage: {usage}")]
+    UnknownOption { name: &'static str, option: String, usage: &'static str },
     #[error("unbalanced quotes")]
     Quotes,
     #[error("invalid argument '{arg}': {source}")]
     Invalid { arg: String, source: IdError },
 }
 
-/// Every command with its usage, in the order `help` lists them.
-pub const USAGES: &[(&str, &str)] = &[
-    ("create_user", "create_user <user_id> <passwd>"),
-    ("login", "login <user_id> <passwd>"),
-    ("logout", "logout"),
-    ("create_group", "create_group <group_id>"),
-    ("join_group", "join_group <group_id>"),
-    ("leave_group", "leave_group <group_id>"),
-    ("list_requests", "list_requests <group_id>"),
-    ("accept_request", "accept_request <group_id> <user_id>"),
-    ("reject_request", "reject_request <group_id> <user_id>"),
-    ("list_groups", "list_groups"),
-    ("list_my_groups", "list_my_groups"),
-    ("list_files", "list_files <group_id>"),
-    ("upload_file", "upload_file <file_path> <group_id>"),
-    ("download_file", "download_file <group_id> <file_name> <destination_path>"),
-    ("show_downloads", "show_downloads"),
-    ("wait_downloads", "wait_downloads"),
-    ("stop_share", "stop_share <group_id> <file_name>"),
-    ("help", "help"),
-    ("exit", "exit"),
+/// Every command, in the order `help` lists them.
+pub const COMMANDS: &[CommandInfo] = &[
+    info("create_user", "create_user <user_id> <passwd>", "Creates an account; fails if the id exists."),
+    info("login", "login <user_id> <passwd>", "Starts a session; this peer then shares again what the user shared and resumes unfinished downloads."),
+    info("logout", "logout", "Ends the session; this peer stops sharing until the next login."),
+    info("create_group", "create_group <group_id>", "Creates a group, owned by you, with you as its member."),
+    info("join_group", "join_group <group_id>", "Asks the group's owner to let you in."),
+    info("leave_group", "leave_group <group_id>", "Leaves the group and ends your shares in it; an owner's group passes to the longest-standing member."),
+    info("list_requests", "list_requests <group_id>", "Owner only: the users asking to join, one a line."),
+    info("accept_request", "accept_request <group_id> <user_id>", "Owner only: lets the user into the group."),
+    info("reject_request", "reject_request <group_id> <user_id>", "Owner only: turns the user's request down."),
+    info("list_groups", "list_groups", "Every group, one a line."),
+    info("list_my_groups", "list_my_groups", "The groups you belong to, one a line."),
+    info("list_files", "list_files <group_id>", "Members only: the files some peer shares in the group, with size, sharers and digest."),
+    info("upload_file", "upload_file <file_path> <group_id>", "Hashes the file and shares it in the group under its base name (~ is your home directory)."),
+    info("download_file", "download_file <group_id> <file_name> <destination_path>", "Starts downloading in the background to a directory or a new file path (~ is your home directory)."),
+    info("show_downloads", "show_downloads [--json] [--active]", "One line per download of this session: [D] downloading, [C] complete, [F] failed; with --json, one JSON object a line; with --active, only those still downloading."),
+    info("wait_downloads", "wait_downloads [--json]", "Waits until no download is running (Ctrl-C stops waiting), then prints what show_downloads prints."),
+    info("stop_share", "stop_share <group_id> <file_name>", "Stops sharing the file in the group; upload_file of it shares it again."),
+    info("list_shares", "list_shares", "What this peer shares, per group: each file with the pieces it has and where they are."),
+    info("help", "help [<command>]", "Lists the commands, or tells what one does."),
+    info("exit", "exit", "Logs out and quits (as does Ctrl-D)."),
 ];
+
+const fn info(name: &'static str, usage: &'static str, summary: &'static str) -> CommandInfo {
+    CommandInfo { name, usage, summary }
+}
 
 /// Parses one line. `Ok(None)` for a blank line or a comment.
 pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
@@ -76,11 +93,13 @@ pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
     }
     let words = shlex::split(trimmed).ok_or(ParseError::Quotes)?;
     let Some((word, args)) = words.split_first() else { return Ok(None) };
-    let Some(&(name, usage)) = USAGES.iter().find(|(name, _)| name == word) else {
-        return Err(ParseError::Unknown(word.clone()));
+    let Some(&CommandInfo { name, usage, .. }) = COMMANDS.iter().find(|c| c.name == word) else {
+        return Err(ParseError::Unknown { word: word.clone(), suggestion: suggest(word) });
     };
-    let arity = usage.split_whitespace().count() - 1;
-    if args.len() != arity {
+    // Optional arguments are written `[<arg>]` in the usage.
+    let max_args = usage.split_whitespace().count() - 1;
+    let min_args = usage.split_whitespace().filter(|w| w.starts_with('<')).count();
+    if args.len() < min_args || args.len() > max_args {
         return Err(ParseError::Arity { name, usage });
     }
     let a = |i: usize| args[i].as_str();
@@ -103,13 +122,87 @@ pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
             name: id(a(1))?,
             destination: PathBuf::from(a(2)),
         },
-        "show_downloads" => Command::ShowDownloads,
-        "wait_downloads" => Command::WaitDownloads,
+        "show_downloads" => {
+            let [json, active] = flags(name, usage, args, ["--json", "--active"])?;
+            Command::ShowDownloads { json, active }
+        }
+        "wait_downloads" => {
+            let [json] = flags(name, usage, args, ["--json"])?;
+            Command::WaitDownloads { json }
+        }
         "stop_share" => Command::StopShare { group: id(a(0))?, name: id(a(1))? },
-        "help" => Command::Help,
+        "list_shares" => Command::ListShares,
+        "help" => match args.first() {
+            None => Command::Help { topic: None },
+            Some(topic) => match COMMANDS.iter().find(|c| c.name == topic) {
+                Some(info) => Command::Help { topic: Some(info) },
+                None => {
+                    return Err(ParseError::Unknown {
+                        word: topic.clone(),
+                        suggestion: suggest(topic),
+                    })
+                }
+            },
+        },
         _ => Command::Exit,
     };
     Ok(Some(command))
+}
+
+/// The command a mistyped `word` most likely meant: one at most two edits away (a swap of
+/// two neighbours is one edit), or else the only one that starts with it.
+fn suggest(word: &str) -> Option<&'static str> {
+    let closest = COMMANDS
+        .iter()
+        .map(|c| (strsim::damerau_levenshtein(word, c.name), c.name))
+        .filter(|&(distance, _)| distance <= 2)
+        .min_by_key(|&(distance, _)| distance);
+    if let Some((_, name)) = closest {
+        return Some(name);
+    }
+    let mut starting = COMMANDS.iter().filter(|c| word.len() >= 3 && c.name.starts_with(word));
+    match (starting.next(), starting.next()) {
+        (Some(only), None) => Some(only.name),
+        _ => None,
+    }
+}
+
+/// Which of the options `known` are among `args`, in the order of `known`; any other
+/// argument is an unknown option.
+fn flags<const N: usize>(
+    name: &'static str,
+    usage: &'static str,
+    args: &[String],
+    known: [&str; N],
+) -> Result<[bool; N], ParseError> {
+    let mut set = [false; N];
+    for arg in args {
+        match known.iter().position(|k| k == arg) {
+            Some(i) => set[i] = true,
+            None => {
+                return Err(ParseError::UnknownOption { name, option: arg.clone(), usage });
+            }
+        }
+    }
+    Ok(set)
+}
+
+fn did_you_mean(suggestion: &Option<&'static str>) -> String {
+    match suggestion {
+        Some(name) => format!("; did you mean '{name}'?"),
+        None => String::new(),
+    }
+}
+
+/// `path` with a leading `~` or `~/` replaced by `home` (as a shell would, though quoting
+/// does not stop it); `~user` and every other path are left as they are.
+pub fn expand_home(path: &Path, home: Option<&Path>) -> PathBuf {
+    let Some(home) = home else { return path.to_path_buf() };
+    match path.strip_prefix("~") {
+        Ok(rest) if rest.as_os_str().is_empty() => home.to_path_buf(),
+        Ok(rest) => home.join(rest),
+        Err(_) => path.to_path_buf(),
+    }
 }
 
 fn id<T: std::str::FromStr<Err = IdError>>(arg: &str) -> Result<T, ParseError> {
@@ -163,7 +256,10 @@ mod tests {
 
     #[test]
     fn errors_name_the_word_and_usage() {
-        check("frobnicate x", Err(ParseError::Unknown("frobnicate".into())));
+        check(
+            "frobnicate x",
+            Err(ParseError::Unknown { word: "frobnicate".into(), suggestion: None }),
+        );
         check(
             "login alice",
             Err(ParseError::Arity { name: "login", usage: "login <user_id> <passwd>" }),
@@ -177,6 +273,66 @@ mod tests {
             parse("login alice pw x").unwrap_err().to_string(),
             "wrong number of arguments for login; usage: login <user_id> <passwd>"
         );
+    }
+
+    #[test]
+    fn near_misses_get_a_suggestion_and_others_none() {
+        let error = |line: &str| parse(line).unwrap_err().to_string();
+        assert_eq!(
+            error("lgoin a b"),
+            "unknown command 'lgoin'; did you mean 'login'? (type help for the list)"
+        );
+        assert_eq!(
+            error("list_group"),
+            "unknown command 'list_group'; did you mean 'list_groups'? (type help for the list)"
+        );
+        assert_eq!(
+            error("upload x g"),
+            "unknown command 'upload'; did you mean 'upload_file'? (type help for the list)"
+        );
+        // The test harness's marker must stay a plain unknown command.
+        assert_eq!(error("__sync__"), "unknown command '__sync__' (type help for the list)");
+        assert_eq!(error("list"), "unknown command 'list' (type help for the list)");
+        assert_eq!(
+            error("help lgoin"),
+            "unknown command 'lgoin'; did you mean 'login'? (type help for the list)"
+        );
+    }
+
+    #[test]
+    fn help_takes_an_optional_command() {
+        check("help", Ok(Some(Command::Help { topic: None })));
+        let Ok(Some(Command::Help { topic: Some(info) })) = parse("help login") else {
+            panic!("help login")
+        };
+        assert_eq!(info.usage, "login <user_id> <passwd>");
+        check("help a b", Err(ParseError::Arity { name: "help", usage: "help [<command>]" }));
+        check("list_shares", Ok(Some(Command::ListShares)));
+        check("show_downloads", Ok(Some(Command::ShowDownloads { json: false, active: false })));
+        check(
+            "show_downloads --active --json",
+            Ok(Some(Command::ShowDownloads { json: true, active: true })),
+        );
+        check("wait_downloads --json", Ok(Some(Command::WaitDownloads { json: true })));
+        assert_eq!(
+            parse("show_downloads --jsn").unwrap_err().to_string(),
+            "unknown option '--jsn' for show_downloads; usage: show_downloads [--json] [--active]"
+        );
+    }
+
+    #[test]
+    fn a_leading_tilde_is_the_home_directory() {
+        let home = Some(Path::new("/home/zed"));
+        let check = |path: &str, expected: &str| {
+            assert_eq!(expand_home(Path::new(path), home), PathBuf::from(expected), "{path}");
+        };
+        check("~", "/home/zed");
+        check("~/", "/home/zed/");
+        check("~/a/b.txt", "/home/zed/a/b.txt");
+        check("~bob/x", "~bob/x");
+        check("a/~/x", "a/~/x");
+        check("/tmp/x", "/tmp/x");
+        assert_eq!(expand_home(Path::new("~/x"), None), PathBuf::from("~/x"));
     }
 
     #[test]

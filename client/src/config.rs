@@ -16,8 +16,9 @@ pub struct Config {
     /// The trackers, one IP:PORT a line; the first reachable one is used.
     pub tracker_info: PathBuf,
 
-    /// Where this peer keeps its state (shares, partial downloads, history)
-    /// [default: ./client-<IP>-<PORT>-state].
+    /// Where this peer keeps its state (shares, partial downloads, history, the log on a
+    /// terminal); one client at a time [default: ./client-<IP>-<PORT>-state, with the port
+    /// actually bound].
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 
@@ -32,10 +33,35 @@ pub struct Config {
 }
 
 impl Config {
-    /// The state directory, explicit or derived from the listen address.
-    pub fn state_dir(&self) -> PathBuf {
-        self.state_dir.clone().unwrap_or_else(|| {
-            PathBuf::from(format!("client-{}-{}-state", self.listen.ip(), self.listen.port()))
-        })
+    /// The state directory: explicit, or derived from the address the peer actually listens
+    /// on (`listen_addr`, whose port is the one chosen for a port 0), so that two clients
+    /// started with port 0 never share one (issue 10).
+    pub fn state_dir(&self, listen_addr: SocketAddr) -> PathBuf {
+        self.state_dir.clone().unwrap_or_else(|| default_state_dir(listen_addr))
+    }
+}
+
+/// `client-<IP>-<PORT>-state`, in the working directory.
+pub fn default_state_dir(listen_addr: SocketAddr) -> PathBuf {
+    PathBuf::from(format!("client-{}-{}-state", listen_addr.ip(), listen_addr.port()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_state_dir_names_the_bound_port() {
+        let config = Config::parse_from(["client", "127.0.0.1:0", "tracker_info.txt"]);
+        let bound: SocketAddr = "127.0.0.1:40579".parse().unwrap();
+        assert_eq!(config.state_dir(bound), PathBuf::from("client-127.0.0.1-40579-state"));
+        let config = Config::parse_from([
+            "client",
+            "127.0.0.1:0",
+            "tracker_info.txt",
+            "--state-dir",
+            "/tmp/s",
+        ]);
+        assert_eq!(config.state_dir(bound), PathBuf::from("/tmp/s"));
     }
 }

@@ -2,12 +2,17 @@
 //! the trackers through `tracker_link`.
 
 pub mod command;
+pub mod completion;
 pub mod config;
 pub mod download;
+pub mod interrupt;
+pub mod log_file;
 pub mod peer;
+pub mod progress;
 pub mod repl;
 pub mod seeder;
 pub mod shares;
+pub mod size;
 pub mod tracker_link;
 pub mod tracker_session;
 
@@ -19,6 +24,7 @@ use std::time::Duration;
 use common::identity::IdentityError;
 use common::tracker_info::{TrackerInfoError, TrackerInfoFile};
 use common::Identity;
+use interrupt::Interrupt;
 
 pub use config::Config;
 use peer::Peer;
@@ -35,6 +41,10 @@ pub enum RunError {
     Bind { addr: std::net::SocketAddr, source: std::io::Error },
     #[error("cannot set up state directory {path}: {source}")]
     StateDir { path: String, source: std::io::Error },
+    #[error(
+        "state directory {path} is in use by another client; stop that client or choose another --state-dir"
+    )]
+    StateDirInUse { path: String },
     #[error("{0}")]
     Identity(#[from] IdentityError),
     #[error("{0}")]
@@ -44,17 +54,26 @@ pub enum RunError {
 /// Runs the client until `exit` or the end of its input.
 pub fn run(config: Config) -> Result<(), RunError> {
     let trackers = Arc::new(TrackerInfoFile::load(&config.tracker_info)?);
-    let state_dir = config.state_dir();
-    common::identity::make_private_dir(&state_dir)
-        .map_err(|source| RunError::StateDir { path: state_dir.display().to_string(), source })?;
-    // This peer's identity: trackers bind its sessions to it, seeders its tickets.
-    let (identity, _) = Identity::load_or_create(&state_dir.join("client.key"))?;
-    let identity = Arc::new(identity);
     let listener = TcpListener::bind(config.listen)
         .map_err(|source| RunError::Bind { addr: config.listen, source })?;
     let listen_addr = listener.local_addr()?;
-    log::info!("listening on {listen_addr}");
+    let state_dir = config.state_dir(listen_addr);
+    common::identity::make_private_dir(&state_dir)
+        .map_err(|source| RunError::StateDir { path: state_dir.display().to_string(), source })?;
+    // Held until the process ends: the kernel releases the lock with the descriptor.
+    let _lock = lock_state_dir(&state_dir)?;
+    // This peer's identity: trackers bind its sessions to it, seeders its tickets.
+    let (identity, _) = Identity::load_or_create(&state_dir.join("client.key"))?;
+    let identity = Arc::new(identity);
     let mut stdout = std::io::stdout();
+    if log_file::wanted() {
+        let log_path = state_dir.join("client.log");
+        match log_file::open(&log_path) {
+            Ok(()) => writeln!(stdout, "log: {}", log_path.display())?,
+            Err(e) => log::warn!("cannot open {}: {e}; logging to stderr", log_path.display()),
+        }
+    }
+    log::info!("listening on {listen_addr}");
     writeln!(stdout, "listening on {listen_addr}")?;
     stdout.flush()?;
 
@@ -70,12 +89,19 @@ pub fn run(config: Config) -> Result<(), RunError> {
     // The disk writer lives as long as the process: downloads still running at exit are
     // abandoned with it (they resume at the next login).
     let (writer, _writer_thread) = download::worker::DiskWriter::start()?;
+    let downloads: Arc<download::record::Downloads> = Arc::default();
+    let interrupt = Arc::new(Interrupt::default());
+    interrupt.on_fire({
+        let downloads = Arc::clone(&downloads);
+        move || downloads.wake()
+    });
+    Interrupt::install(&interrupt)?;
     let ctx = download::Context {
         identity,
         writer,
         tracker: Arc::clone(&tracker),
         shares,
-        downloads: Arc::default(),
+        downloads,
         stall_timeout: Duration::from_secs(config.stall_timeout),
     };
 
@@ -89,11 +115,31 @@ pub fn run(config: Config) -> Result<(), RunError> {
         }
     })?;
 
-    let mut peer = Peer::new(ctx, listen_addr);
+    let mut peer = Peer::new(ctx, listen_addr, interrupt);
     let result = repl::run(&mut peer, &state_dir.join("history.txt"));
     drop(stop_heartbeat);
     let _ = heartbeat.join();
     seeder.stop();
     result?;
     Ok(())
+}
+
+/// Takes the lock that makes `state_dir` this client's alone: two clients on one state
+/// directory would overwrite each other's shares and history (issue 10). The lock is an
+/// `flock` on `<state_dir>/lock`, so it ends with the process, however it ends.
+fn lock_state_dir(state_dir: &std::path::Path) -> Result<std::fs::File, RunError> {
+    use rustix::fs::FlockOperation;
+    let path = state_dir.join("lock");
+    let shown = || state_dir.display().to_string();
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| RunError::StateDir { path: shown(), source })?;
+    match rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(file),
+        Err(rustix::io::Errno::WOULDBLOCK) => Err(RunError::StateDirInUse { path: shown() }),
+        Err(e) => Err(RunError::StateDir { path: shown(), source: e.into() }),
+    }
 }

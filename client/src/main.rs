@@ -7,15 +7,19 @@ use clap::Parser;
 fn main() -> ExitCode {
     // Everything this process creates (state files, downloads) is private to its owner.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
-    without_line_editor(&mut env_logger::Builder::from_env(
-        env_logger::Env::default().default_filter_or("warn"),
-    ))
-    .init();
+    let mut logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"));
+    if client::log_file::wanted() {
+        // At the prompt, logs go to a file in the state directory (named once it is known).
+        logger.target(env_logger::Target::Pipe(Box::new(client::log_file::LogFile)));
+    }
+    without_line_editor(&mut logger).init();
     let config = client::Config::parse();
     match client::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("client: {err}");
+            // One line, as clap's argument errors and the REPL's failures read.
+            eprintln!("error: {err}");
             ExitCode::FAILURE
         }
     }

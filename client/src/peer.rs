@@ -15,9 +15,13 @@ use common::hash::{hash_file, HashFileError};
 use common::message::{FileMeta, Reply, Request};
 use common::{Bitfield, FileName, GroupId, Layout, UserId};
 
-use crate::command::{Command, USAGES};
+use crate::command::{self, Command, COMMANDS};
+use crate::download::record::{DownloadRecord, DownloadState};
 use crate::download::{self, StartError};
+use crate::interrupt::Interrupt;
+use crate::progress;
 use crate::shares::{FileStamp, SharedFile};
+use crate::size;
 use crate::tracker_link::LinkError;
 use crate::tracker_session::{CallError, Login, TrackerSession};
 
@@ -40,6 +44,8 @@ pub enum CommandError {
     BadFileName { path: String, reason: String },
     #[error("unexpected reply from tracker: {0}")]
     UnexpectedReply(String),
+    #[error("interrupted; downloads go on in the background (show_downloads lists them)")]
+    WaitInterrupted,
 }
 
 /// What the REPL should do after a command.
@@ -53,12 +59,21 @@ pub enum Flow {
 pub struct Peer {
     ctx: download::Context,
     listen_addr: SocketAddr,
+    interrupt: Arc<Interrupt>,
+    /// At a terminal: `wait_downloads` draws progress bars, and sizes read as `8.0 MiB`.
+    on_terminal: bool,
 }
 
 impl Peer {
-    /// A peer that serves pieces on `listen_addr`.
-    pub fn new(ctx: download::Context, listen_addr: SocketAddr) -> Peer {
-        Peer { ctx, listen_addr }
+    /// A peer that serves pieces on `listen_addr`; Ctrl-C fires `interrupt`.
+    pub fn new(ctx: download::Context, listen_addr: SocketAddr, interrupt: Arc<Interrupt>) -> Peer {
+        Peer { ctx, listen_addr, interrupt, on_terminal: false }
+    }
+
+    /// At a terminal (`true`), `wait_downloads` (without `--json`) draws live progress
+    /// bars while it waits, and sizes are shown as `8.0 MiB` instead of exact bytes.
+    pub fn set_terminal(&mut self, on_terminal: bool) {
+        self.on_terminal = on_terminal;
     }
 
     /// The user logged in, if any.
@@ -66,12 +81,26 @@ impl Peer {
         self.ctx.tracker.login().map(|l| l.user)
     }
 
-    /// Runs one command, appending its output lines to `out`.
+    /// Runs one command, appending its output lines to `out`. Ctrl-C while it runs makes
+    /// its waits give up; one that came before it is forgotten.
     pub fn execute(&mut self, command: Command, out: &mut String) -> Result<Flow, CommandError> {
+        self.interrupt.reset();
         match command {
-            Command::Help => {
-                for (_, usage) in USAGES {
-                    let _ = writeln!(out, "{usage}");
+            Command::Help { topic: None } => {
+                for info in COMMANDS {
+                    let _ = writeln!(out, "{}", info.usage);
+                }
+            }
+            Command::Help { topic: Some(info) } => {
+                let _ = writeln!(out, "{}", info.usage);
+                let _ = writeln!(out, "  {}", info.summary);
+            }
+            Command::ListShares => {
+                self.require_login()?;
+                let mut shares = self.ctx.shares.all();
+                shares.sort_by(|a, b| (&a.group, &a.meta.name).cmp(&(&b.group, &b.meta.name)));
+                for share in shares {
+                    let _ = writeln!(out, "{}", share_line(&share, self.on_terminal));
                 }
             }
             Command::Exit => {
@@ -79,9 +108,10 @@ impl Peer {
                 return Ok(Flow::Exit);
             }
             Command::CreateUser { user, password } => {
-                self.ctx
-                    .tracker
-                    .call_anonymous(Request::CreateUser { user: user.clone(), password })?;
+                self.ctx.tracker.call_anonymous(
+                    Request::CreateUser { user: user.clone(), password },
+                    Some(&self.interrupt),
+                )?;
                 let _ = writeln!(out, "created user {user}");
             }
             Command::Login { user, password } => {
@@ -95,7 +125,7 @@ impl Peer {
                     peer_addr: self.listen_addr,
                     session,
                 };
-                match self.ctx.tracker.call_anonymous(request)? {
+                match self.ctx.tracker.call_anonymous(request, Some(&self.interrupt))? {
                     Reply::LoggedIn => {
                         self.ctx.tracker.set_login(Some(Login { user: user.clone(), session }));
                         let _ = writeln!(out, "logged in as {user}");
@@ -105,20 +135,20 @@ impl Peer {
                 }
             }
             Command::Logout => {
-                self.ctx.tracker.call(Request::Logout)?;
+                self.call(Request::Logout)?;
                 self.ctx.tracker.set_login(None);
                 let _ = writeln!(out, "logged out");
             }
             Command::CreateGroup { group } => {
-                self.ctx.tracker.call(Request::CreateGroup { group: group.clone() })?;
+                self.call(Request::CreateGroup { group: group.clone() })?;
                 let _ = writeln!(out, "created group {group}");
             }
             Command::JoinGroup { group } => {
-                self.ctx.tracker.call(Request::JoinGroup { group: group.clone() })?;
+                self.call(Request::JoinGroup { group: group.clone() })?;
                 let _ = writeln!(out, "requested to join group {group}");
             }
             Command::LeaveGroup { group } => {
-                self.ctx.tracker.call(Request::LeaveGroup { group: group.clone() })?;
+                self.call(Request::LeaveGroup { group: group.clone() })?;
                 for share in self.ctx.shares.all() {
                     if share.group == group {
                         self.ctx.shares.remove(&share.group, &share.meta.digest);
@@ -126,24 +156,18 @@ impl Peer {
                 }
                 let _ = writeln!(out, "left group {group}");
             }
-            Command::ListRequests { group } => {
-                match self.ctx.tracker.call(Request::ListRequests { group })? {
-                    Reply::Users(users) => users.iter().for_each(|u| {
-                        let _ = writeln!(out, "{u}");
-                    }),
-                    other => return Err(unexpected(other)),
-                }
-            }
+            Command::ListRequests { group } => match self.call(Request::ListRequests { group })? {
+                Reply::Users(users) => users.iter().for_each(|u| {
+                    let _ = writeln!(out, "{u}");
+                }),
+                other => return Err(unexpected(other)),
+            },
             Command::AcceptRequest { group, user } => {
-                self.ctx
-                    .tracker
-                    .call(Request::AcceptRequest { group: group.clone(), user: user.clone() })?;
+                self.call(Request::AcceptRequest { group: group.clone(), user: user.clone() })?;
                 let _ = writeln!(out, "accepted {user} into group {group}");
             }
             Command::RejectRequest { group, user } => {
-                self.ctx
-                    .tracker
-                    .call(Request::RejectRequest { group: group.clone(), user: user.clone() })?;
+                self.call(Request::RejectRequest { group: group.clone(), user: user.clone() })?;
                 let _ = writeln!(out, "rejected {user}'s request to join group {group}");
             }
             Command::ListGroups | Command::ListMyGroups => {
@@ -152,7 +176,7 @@ impl Peer {
                 } else {
                     Request::ListMyGroups
                 };
-                match self.ctx.tracker.call(request)? {
+                match self.call(request)? {
                     Reply::Groups(groups) => groups.iter().for_each(|g| {
                         let _ = writeln!(out, "{g}");
                     }),
@@ -160,7 +184,7 @@ impl Peer {
                 }
             }
             Command::ListFiles { group } => {
-                match self.ctx.tracker.call(Request::ListFiles { group })? {
+                match self.call(Request::ListFiles { group })? {
                     Reply::Files(files) => {
                         for f in files {
                             let sharers = if f.n_sharers == 1 { "sharer" } else { "sharers" };
@@ -170,8 +194,10 @@ impl Peer {
                                 .map_or_else(|_| f.name.to_string(), |q| q.into_owned());
                             let _ = writeln!(
                                 out,
-                                "{name} {} bytes, {} {sharers}, digest {}",
-                                f.size, f.n_sharers, f.digest
+                                "{name} {}, {} {sharers}, digest {}",
+                                size::shown(f.size, self.on_terminal),
+                                f.n_sharers,
+                                f.digest
                             );
                         }
                     }
@@ -182,18 +208,19 @@ impl Peer {
                 if self.ctx.tracker.login().is_none() {
                     return Err(CallError::NotLoggedIn.into());
                 }
+                let path = command::expand_home(&path, home_dir().as_deref());
                 let (meta, stamp) = describe_file(&path)?;
                 let (name, size, n_pieces) = (meta.name.clone(), meta.size, meta.pieces.len());
-                match self
-                    .ctx
-                    .tracker
-                    .call(Request::UploadFile { group: group.clone(), file: meta.clone() })?
-                {
+                match self.call(Request::UploadFile { group: group.clone(), file: meta.clone() })? {
                     Reply::Uploaded { new_file } => {
                         self.share_complete(group.clone(), meta, &path, stamp);
                         if new_file {
                             let pieces = if n_pieces == 1 { "piece" } else { "pieces" };
-                            let _ = writeln!(out, "uploaded {name} to group {group} ({size} bytes, {n_pieces} {pieces})");
+                            let _ = writeln!(
+                                out,
+                                "uploaded {name} to group {group} ({}, {n_pieces} {pieces})",
+                                size::shown(size, self.on_terminal)
+                            );
                         } else {
                             let _ = writeln!(
                                 out,
@@ -205,31 +232,42 @@ impl Peer {
                 }
             }
             Command::StopShare { group, name } => {
-                self.ctx
-                    .tracker
-                    .call(Request::StopShare { group: group.clone(), name: name.clone() })?;
+                self.call(Request::StopShare { group: group.clone(), name: name.clone() })?;
                 self.ctx.shares.remove_named(&group, name.as_str());
                 let _ = writeln!(out, "stopped sharing {name} in group {group}");
             }
             Command::DownloadFile { group, name, destination } => {
+                let destination = command::expand_home(&destination, home_dir().as_deref());
                 let dest = download::start(&self.ctx, group.clone(), name.clone(), &destination)?;
                 let _ =
                     writeln!(out, "downloading {name} from group {group} to {}", dest.display());
             }
-            Command::ShowDownloads => {
+            Command::ShowDownloads { json, active } => {
                 self.require_login()?;
-                for record in self.ctx.downloads.snapshot() {
-                    let _ = writeln!(out, "{}", record.line());
+                let records = self.ctx.downloads.snapshot();
+                let shown = records.iter().filter(|r| !active || r.state == DownloadState::Running);
+                for record in shown {
+                    let _ = writeln!(out, "{}", self.download_line(record, json));
                 }
             }
-            Command::WaitDownloads => {
+            Command::WaitDownloads { json } => {
                 self.require_login()?;
-                for record in self.ctx.downloads.wait_idle() {
-                    let _ = writeln!(out, "{}", record.line());
+                log::debug!("wait_downloads: waiting (Ctrl-C interrupts)");
+                let records = match self.on_terminal && !json {
+                    true => progress::wait_idle(&self.ctx.downloads, &self.interrupt),
+                    false => self.ctx.downloads.wait_idle(&self.interrupt),
+                };
+                for record in records.ok_or(CommandError::WaitInterrupted)? {
+                    let _ = writeln!(out, "{}", self.download_line(&record, json));
                 }
             }
         }
         Ok(Flow::Continue)
+    }
+
+    /// Calls `hook` each time a download of this peer finishes (`None`: no more).
+    pub fn on_download_finished(&self, hook: Option<download::record::FinishHook>) {
+        self.ctx.downloads.set_on_finish(hook);
     }
 
     /// Ends the session if there is one, ignoring failures (used on exit).
@@ -240,6 +278,19 @@ impl Peer {
             }
             self.ctx.tracker.set_login(None);
         }
+    }
+
+    /// What `show_downloads`/`wait_downloads` print of `record`.
+    fn download_line(&self, record: &DownloadRecord, json: bool) -> String {
+        match json {
+            true => record.json(),
+            false => record.line_for(self.on_terminal),
+        }
+    }
+
+    /// A tracker call in the session that Ctrl-C interrupts.
+    fn call(&self, request: Request) -> Result<Reply, CallError> {
+        self.ctx.tracker.call_until(request, Some(&self.interrupt))
     }
 
     fn require_login(&self) -> Result<(), CommandError> {
@@ -282,6 +333,30 @@ impl Peer {
             }
         }
     }
+}
+
+/// The `list_shares` line of `share`: group, name (shell-quoted when it has spaces), the
+/// pieces this peer has, size, and where the bytes are or will be.
+fn share_line(share: &SharedFile, on_terminal: bool) -> String {
+    let have = share.have();
+    let name = shlex::try_quote(share.meta.name.as_str())
+        .map_or_else(|_| share.meta.name.to_string(), |q| q.into_owned());
+    let place = match share.destination() {
+        Some(dest) => format!("downloading to {}", dest.display()),
+        None => format!("from {}", share.path().display()),
+    };
+    format!(
+        "[{}] {name}: {}/{} pieces, {}, {place}",
+        share.group,
+        have.count(),
+        have.n_pieces(),
+        size::shown(share.meta.size, on_terminal)
+    )
+}
+
+/// The user's home directory, for `~` in paths.
+fn home_dir() -> Option<std::path::PathBuf> {
+    std::env::var_os("HOME").filter(|h| !h.is_empty()).map(std::path::PathBuf::from)
 }
 
 fn unexpected(reply: Reply) -> CommandError {

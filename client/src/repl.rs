@@ -11,10 +11,18 @@ use std::path::Path;
 use rustyline::error::ReadlineError;
 
 use crate::command;
+use crate::completion::ReplHelper;
 use crate::peer::{Flow, Peer};
+
+/// The line editor on a terminal, completing with `ReplHelper`.
+type Editor = rustyline::Editor<ReplHelper, rustyline::history::DefaultHistory>;
 
 /// The longest line read from a non-terminal input; longer lines are refused.
 pub const MAX_LINE_LEN: usize = 64 * 1024;
+
+/// What Ctrl-C at the prompt prints: it only clears the line.
+pub const CTRL_C_HINT: &str =
+    "(Ctrl-C clears the line and interrupts a command; type exit or press Ctrl-D to quit)";
 
 /// Commands whose arguments include a password.
 const SECRET_COMMANDS: &[&str] = &["create_user", "login"];
@@ -82,7 +90,11 @@ fn skip_rest_of_line(input: &mut impl BufRead) -> io::Result<()> {
 }
 
 fn run_terminal(peer: &mut Peer, history: &Path) -> io::Result<()> {
-    let mut editor = rustyline::DefaultEditor::new().map_err(io::Error::other)?;
+    let mut editor: Editor =
+        rustyline::Editor::with_config(rustyline::Config::default()).map_err(io::Error::other)?;
+    editor.set_helper(Some(ReplHelper::default()));
+    let notices = start_notices(&mut editor, peer);
+    peer.set_terminal(true);
     // A missing history file is normal on first use.
     let _ = editor.load_history(history);
     forget_passwords(&mut editor, history);
@@ -101,7 +113,10 @@ fn run_terminal(peer: &mut Peer, history: &Path) -> io::Result<()> {
                     break;
                 }
             }
-            Err(ReadlineError::Interrupted) => continue,
+            // Ctrl-C at the prompt clears the line, as in a shell; it never quits.
+            Err(ReadlineError::Interrupted) => {
+                respond(&mut stdout, format!("{CTRL_C_HINT}\n"))?;
+            }
             Err(ReadlineError::Eof) => {
                 peer.logout_quietly();
                 break;
@@ -112,7 +127,47 @@ fn run_terminal(peer: &mut Peer, history: &Path) -> io::Result<()> {
     if let Err(e) = editor.save_history(history) {
         log::warn!("cannot save history to {}: {e}", history.display());
     }
+    // Dropping the hook drops the notices' sender, which ends their thread.
+    peer.on_download_finished(None);
+    if let Some(notices) = notices {
+        let _ = notices.join();
+    }
     Ok(())
+}
+
+/// On a terminal, each download that finishes prints its `show_downloads` line at once,
+/// above the prompt and the line being typed (rustyline's external printer), or between a
+/// command's lines while one runs (issue 10). A thread of its own prints them, so a
+/// download never waits on the terminal.
+fn start_notices(editor: &mut Editor, peer: &Peer) -> Option<std::thread::JoinHandle<()>> {
+    use rustyline::ExternalPrinter as _;
+    let mut printer = match editor.create_external_printer() {
+        Ok(printer) => printer,
+        Err(e) => {
+            log::info!("no download notices: {e}");
+            return None;
+        }
+    };
+    let (notice_tx, notice_rx) = crossbeam_channel::unbounded::<String>();
+    let notices = std::thread::Builder::new().name("notices".into()).spawn(move || {
+        for notice in notice_rx {
+            if let Err(e) = printer.print(notice) {
+                log::warn!("cannot print a download notice: {e}");
+            }
+        }
+    });
+    match notices {
+        Ok(handle) => {
+            peer.on_download_finished(Some(Box::new(move |record| {
+                let _ = notice_tx.send(format!("{}\n", record.line_for(true)));
+            })));
+            Some(handle)
+        }
+        Err(e) => {
+            log::warn!("no download notices: {e}");
+            None
+        }
+    }
 }
 
 /// Whether `line` may be kept in the REPL history: not blank, and not a command that
@@ -139,7 +194,7 @@ pub fn keep_in_history(line: &str) -> bool {
 
 /// Drops history lines that carry passwords, such as those an older version kept, from
 /// the editor and from the file at once.
-fn forget_passwords(editor: &mut rustyline::DefaultEditor, history: &Path) {
+fn forget_passwords(editor: &mut Editor, history: &Path) {
     let loaded: Vec<String> = editor.history().iter().cloned().collect();
     let kept: Vec<String> = loaded.iter().filter(|l| keep_in_history(l)).cloned().collect();
     if kept.len() == loaded.len() {

@@ -20,6 +20,8 @@ use common::secure_channel::HandshakeError;
 use common::tracker_info::TrackerInfoFile;
 use common::Identity;
 
+use crate::interrupt::Interrupt;
+
 /// How long to wait for a TCP connection to a tracker.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a tracker may take to answer a request: longer than a tracker itself waits
@@ -48,6 +50,9 @@ pub enum LinkError {
     /// No tracker could be reached (or every one broke the connection).
     #[error("no tracker reachable ({})", list(.tried))]
     NoTracker { tried: Vec<(SocketAddr, String)> },
+    /// Ctrl-C came before an answer (the tracker may still carry the request out).
+    #[error("interrupted before the tracker answered")]
+    Interrupted,
 }
 
 fn list(tried: &[(SocketAddr, String)]) -> String {
@@ -95,12 +100,16 @@ impl TrackerLink {
     /// Sends `request` and waits for its reply, failing over between trackers: a broken
     /// connection moves to the first reachable tracker, and a tracker that cannot serve now
     /// (catching up, or its primary just died) is skipped, retrying the same request id for
-    /// up to `FAILOVER_BUDGET`.
+    /// up to `FAILOVER_BUDGET`. With an `interrupt` (the REPL's calls), Ctrl-C gives up at
+    /// once with `LinkError::Interrupted`, dropping the connection, whose next frame might
+    /// be the abandoned reply.
     pub fn call(
         &mut self,
         session: Option<SessionToken>,
         request: Request,
+        interrupt: Option<&Interrupt>,
     ) -> Result<Reply, LinkError> {
+        let interrupted = || interrupt.is_some_and(Interrupt::is_fired);
         let id = RequestId { client: self.client_id, seq: self.next_seq };
         self.next_seq += 1;
         // Password hashing queues behind other logins on a busy tracker: give it longer.
@@ -116,10 +125,16 @@ impl TrackerLink {
         let mut last_reason = None;
         let mut broken = 0;
         loop {
+            if interrupted() {
+                return Err(LinkError::Interrupted);
+            }
             if self.conn.is_none() {
-                self.connect(&mut tried, &busy);
+                self.connect(&mut tried, &busy, interrupt);
             }
             let Some((addr, conn)) = self.conn.as_mut() else {
+                if interrupted() {
+                    return Err(LinkError::Interrupted);
+                }
                 if busy.is_empty() || Instant::now() >= deadline {
                     return Err(match busy.is_empty() {
                         true => LinkError::NoTracker { tried },
@@ -139,12 +154,18 @@ impl TrackerLink {
                 log::debug!("cannot set the reply timeout: {e}");
             }
             let resume = session.filter(|s| self.resumed != Some(*s));
+            let watch = interrupt.map(|i| i.watch_socket(conn.socket()));
             let outcome = match resume {
                 Some(session) => conn
                     .send(&ClientMessage::Resume { session })
                     .and_then(|()| exchange(conn, &msg, id)),
                 None => exchange(conn, &msg, id),
             };
+            drop(watch);
+            if interrupted() {
+                self.conn = None;
+                return Err(LinkError::Interrupted);
+            }
             if resume.is_some() && outcome.is_ok() {
                 self.resumed = resume;
             }
@@ -173,18 +194,28 @@ impl TrackerLink {
     }
 
     /// Connects to the first tracker that proves its listed key and answers the hello.
-    fn connect(&mut self, tried: &mut Vec<(SocketAddr, String)>, busy: &[SocketAddr]) {
+    fn connect(
+        &mut self,
+        tried: &mut Vec<(SocketAddr, String)>,
+        busy: &[SocketAddr],
+        interrupt: Option<&Interrupt>,
+    ) {
         let info = self.trackers.current();
         for (tracker_id, addr) in info.trackers().filter(|(_, a)| !busy.contains(a)) {
+            if interrupt.is_some_and(Interrupt::is_fired) {
+                return;
+            }
             let line = info.line(tracker_id).unwrap_or(0);
             let result = match info.key(tracker_id) {
-                Some(key) => handshake(addr, &self.identity, &key).map_err(|e| match e {
-                    FrameError::Handshake(e @ HandshakeError::Crypto(_)) => format!(
-                        "did not prove the key on line {line} of {} ({e})",
-                        self.trackers.path().display()
-                    ),
-                    other => other.to_string(),
-                }),
+                Some(key) => {
+                    handshake(addr, &self.identity, &key, interrupt).map_err(|e| match e {
+                        FrameError::Handshake(e @ HandshakeError::Crypto(_)) => format!(
+                            "did not prove the key on line {line} of {} ({e})",
+                            self.trackers.path().display()
+                        ),
+                        other => other.to_string(),
+                    })
+                }
                 None => Err(format!(
                     "no key on line {line} of {} yet (a tracker writes it at its first start)",
                     self.trackers.path().display()
@@ -211,8 +242,10 @@ fn handshake(
     addr: SocketAddr,
     identity: &Identity,
     key: &common::PublicKey,
+    interrupt: Option<&Interrupt>,
 ) -> Result<TrackerConn, FrameError> {
     let stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
+    let _watch = interrupt.map(|i| i.watch_socket(&stream));
     let timeouts =
         Timeouts { handshake: HANDSHAKE_TIMEOUT, read: REPLY_TIMEOUT, write: WRITE_TIMEOUT };
     let mut conn = Connection::connect(stream, identity, key, timeouts)?;

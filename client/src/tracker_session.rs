@@ -15,6 +15,7 @@ use common::message::{Reply, Request, SessionToken};
 use common::tracker_info::TrackerInfoFile;
 use common::{Identity, UserId};
 
+use crate::interrupt::Interrupt;
 use crate::tracker_link::{LinkError, TrackerLink};
 
 /// How often a logged-in client tells the tracker it is alive.
@@ -107,9 +108,18 @@ impl TrackerSession {
 
     /// Sends a request in the current session.
     pub fn call(&self, request: Request) -> Result<Reply, CallError> {
+        self.call_until(request, None)
+    }
+
+    /// Sends a request in the current session; Ctrl-C on `interrupt` gives up waiting.
+    pub fn call_until(
+        &self,
+        request: Request,
+        interrupt: Option<&Interrupt>,
+    ) -> Result<Reply, CallError> {
         let session =
             self.login.lock().as_ref().map(|l| l.session).ok_or(CallError::NotLoggedIn)?;
-        Ok(self.with_link(|link| link.call(Some(session), request))?)
+        Ok(self.with_link(|link| link.call(Some(session), request, interrupt))?)
     }
 
     /// A fresh random session token for a `login`.
@@ -123,9 +133,14 @@ impl TrackerSession {
         Ok(SessionToken(token))
     }
 
-    /// Sends a request outside any session (`create_user`, `login`).
-    pub fn call_anonymous(&self, request: Request) -> Result<Reply, LinkError> {
-        self.with_link(|link| link.call(None, request))
+    /// Sends a request outside any session (`create_user`, `login`); Ctrl-C on
+    /// `interrupt` gives up waiting.
+    pub fn call_anonymous(
+        &self,
+        request: Request,
+        interrupt: Option<&Interrupt>,
+    ) -> Result<Reply, LinkError> {
+        self.with_link(|link| link.call(None, request, interrupt))
     }
 
     /// Sends a heartbeat if logged in; failures are only logged (the next one retries).

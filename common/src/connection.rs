@@ -93,6 +93,12 @@ impl<In: DeserializeOwned, Out: Serialize> Connection<In, Out> {
         *self.stream.remote_key()
     }
 
+    /// The underlying socket (for a caller that shuts the connection down from another
+    /// thread, such as a client's interrupted command).
+    pub fn socket(&self) -> &TcpStream {
+        self.stream.socket()
+    }
+
     /// Changes the read timeout.
     pub fn set_read_timeout(&self, timeout: Duration) -> std::io::Result<()> {
         self.stream.socket().set_read_timeout(Some(timeout))

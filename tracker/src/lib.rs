@@ -178,12 +178,60 @@ pub fn run(config: Config) -> Result<(), RunError> {
 
 /// Stops the tracker on a `quit` or `exit` line on stdin, and prints the tracker's place in
 /// the cluster on `status`. At end of input it keeps running. This thread is left blocked in
-/// `read` at exit: a blocking stdin read cannot be cancelled, and it holds nothing that
-/// needs cleaning up.
+/// `poll` or `read` at exit: a blocking stdin read cannot be cancelled, and it holds nothing
+/// that needs cleaning up.
+///
+/// A terminal is read only while this tracker's process group is its foreground group
+/// (issue 10): a background job (`tracker ... &`) that reads its terminal is stopped by
+/// SIGTTIN. So on a terminal the thread first waits in `poll` (which never stops a
+/// background job) for a line, then reads it only if `tcgetpgrp` names this process
+/// group; a line typed for the foreground job (the shell, a client) is left to it, looking
+/// again every `NOT_OURS_PAUSE` until it is taken, as no event says so. A tracker
+/// brought to the foreground later (`fg`) reads its lines again. Pipes, files and
+/// `/dev/null` are read as they come.
 fn watch_stdin(shutdown: Arc<Shutdown>, service: Arc<Service>) -> std::io::Result<()> {
+    use std::io::IsTerminal;
+    use std::os::fd::AsFd;
+
+    const NOT_OURS_PAUSE: Duration = Duration::from_millis(200);
+
+    /// Waits until the terminal `fd` has input for this process group (or has hung up, which
+    /// the read then reports). `false` if the terminal cannot be polled.
+    fn wait_for_own_line(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+        use rustix::event::{PollFd, PollFlags};
+        loop {
+            let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+            match rustix::event::poll(&mut fds, None) {
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => {
+                    log::warn!("stdin: cannot poll the terminal ({e}); no longer reading it");
+                    return false;
+                }
+            }
+            let hung_up = fds[0].revents().intersects(PollFlags::HUP | PollFlags::ERR);
+            let foreground = rustix::termios::tcgetpgrp(fd)
+                .is_ok_and(|group| group == rustix::process::getpgrp());
+            if hung_up || foreground {
+                return true;
+            }
+            std::thread::sleep(NOT_OURS_PAUSE);
+        }
+    }
+
     std::thread::Builder::new().name("stdin".to_string()).spawn(move || {
-        for line in std::io::stdin().lock().lines() {
-            let Ok(line) = line else { break };
+        let stdin = std::io::stdin();
+        let on_terminal = stdin.is_terminal();
+        let mut line = String::new();
+        loop {
+            if on_terminal && !wait_for_own_line(stdin.as_fd()) {
+                break;
+            }
+            line.clear();
+            match stdin.lock().read_line(&mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
             match line.trim() {
                 "quit" | "exit" => {
                     shutdown.trigger();

@@ -4,11 +4,14 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use parking_lot::{Condvar, Mutex};
 
 use common::{FileName, GroupId};
+
+use crate::interrupt::Interrupt;
 
 /// The state of a download.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,8 +43,13 @@ pub struct DownloadRecord {
 }
 
 impl DownloadRecord {
-    /// The `show_downloads` line.
+    /// The `show_downloads` line, with exact sizes (as on a pipe).
     pub fn line(&self) -> String {
+        self.line_for(false)
+    }
+
+    /// The `show_downloads` line; at a terminal (`on_terminal`) sizes read as `8.0 MiB`.
+    pub fn line_for(&self, on_terminal: bool) -> String {
         let elapsed =
             self.finished.unwrap_or_else(Instant::now).duration_since(self.started).as_secs_f64();
         let mb_per_sec =
@@ -66,11 +74,11 @@ impl DownloadRecord {
                     String::new()
                 };
                 format!(
-                    "[C] [{}] {} -> {} ({} bytes in {elapsed:.2} s, {mb_per_sec:.1} MB/s; {resumed}pieces from {})",
+                    "[C] [{}] {} -> {} ({} in {elapsed:.2} s, {mb_per_sec:.1} MB/s; {resumed}pieces from {})",
                     self.group,
                     self.name,
                     self.dest.display(),
-                    self.size,
+                    crate::size::shown(self.size, on_terminal),
                     peer_counts(&self.from_peer)
                 )
             }
@@ -81,6 +89,39 @@ impl DownloadRecord {
     }
 }
 
+impl DownloadRecord {
+    /// The `show_downloads --json` line: one JSON object with every field, for scripts.
+    /// `state` is `downloading`, `complete` or `failed` (with a `reason`); `seconds` runs
+    /// until the download ends; `from_peers` maps each peer address to its piece count.
+    pub fn json(&self) -> String {
+        let seconds =
+            self.finished.unwrap_or_else(Instant::now).duration_since(self.started).as_secs_f64();
+        let (state, reason) = match &self.state {
+            DownloadState::Running => ("downloading", None),
+            DownloadState::Complete => ("complete", None),
+            DownloadState::Failed(reason) => ("failed", Some(reason.as_str())),
+        };
+        let from_peers: BTreeMap<String, u32> =
+            self.from_peer.iter().map(|(addr, n)| (addr.to_string(), *n)).collect();
+        serde_json::json!({
+            "state": state,
+            "group": self.group.to_string(),
+            "file": self.name.to_string(),
+            "destination": self.dest.display().to_string(),
+            "size": self.size,
+            "pieces": self.n_pieces,
+            "pieces_have": self.n_have,
+            "pieces_resumed": self.n_resumed,
+            "peers": self.n_peers,
+            "bytes_fetched": self.bytes_fetched,
+            "seconds": (seconds * 1000.0).round() / 1000.0,
+            "from_peers": from_peers,
+            "reason": reason,
+        })
+        .to_string()
+    }
+}
+
 fn peer_counts(from_peer: &BTreeMap<SocketAddr, u32>) -> String {
     if from_peer.is_empty() {
         return "none".to_string();
@@ -88,11 +129,17 @@ fn peer_counts(from_peer: &BTreeMap<SocketAddr, u32>) -> String {
     from_peer.iter().map(|(addr, n)| format!("{addr}={n}")).collect::<Vec<_>>().join(" ")
 }
 
+/// Called with the record of a download that just finished (complete or failed).
+pub type FinishHook = Box<dyn Fn(&DownloadRecord) + Send + Sync>;
+
 /// Every download of this session.
 #[derive(Default)]
 pub struct Downloads {
     records: Mutex<Vec<DownloadRecord>>,
     changed: Condvar,
+    on_finish: Mutex<Option<FinishHook>>,
+    /// While set, the finish hook is not called (the progress bars are on the screen).
+    muted: AtomicBool,
 }
 
 impl Downloads {
@@ -103,12 +150,36 @@ impl Downloads {
         records.len() - 1
     }
 
-    /// Changes the record at `idx` and wakes `wait_idle`.
+    /// Changes the record at `idx`, wakes `wait_idle`, and calls the finish hook (outside
+    /// the lock) if the download just finished.
     pub(super) fn update(&self, idx: usize, f: impl FnOnce(&mut DownloadRecord)) {
-        if let Some(record) = self.records.lock().get_mut(idx) {
+        let finished = self.records.lock().get_mut(idx).and_then(|record| {
+            let was_running = record.state == DownloadState::Running;
             f(record);
-        }
+            (was_running && record.state != DownloadState::Running).then(|| record.clone())
+        });
         self.changed.notify_all();
+        if let Some(record) = finished.filter(|_| !self.muted.load(Ordering::SeqCst)) {
+            if let Some(hook) = self.on_finish.lock().as_ref() {
+                hook(&record);
+            }
+        }
+    }
+
+    /// Holds the finish hook back (`true`) or lets it run again (`false`).
+    pub fn mute_notices(&self, muted: bool) {
+        self.muted.store(muted, Ordering::SeqCst);
+    }
+
+    /// Waits until a record changes, an interrupt wakes it, or `timeout` passes.
+    pub fn wait_change(&self, timeout: std::time::Duration) {
+        let mut records = self.records.lock();
+        let _ = self.changed.wait_for(&mut records, timeout);
+    }
+
+    /// Calls `hook` each time a download finishes, from then on (`None`: no more).
+    pub fn set_on_finish(&self, hook: Option<FinishHook>) {
+        *self.on_finish.lock() = hook;
     }
 
     /// A copy of every record.
@@ -116,12 +187,23 @@ impl Downloads {
         self.records.lock().clone()
     }
 
-    /// Blocks until no download is running, then returns the records.
-    pub fn wait_idle(&self) -> Vec<DownloadRecord> {
+    /// Blocks until no download is running, then returns the records; `None` if
+    /// `interrupt` fires first (`wake` must be called on each interrupt).
+    pub fn wait_idle(&self, interrupt: &Interrupt) -> Option<Vec<DownloadRecord>> {
         let mut records = self.records.lock();
         while records.iter().any(|r| r.state == DownloadState::Running) {
+            if interrupt.is_fired() {
+                return None;
+            }
             self.changed.wait(&mut records);
         }
-        records.clone()
+        Some(records.clone())
+    }
+
+    /// Wakes `wait_idle` to look at its interrupt again. The lock is taken first, so a
+    /// waiter is either still before its check or already waiting.
+    pub fn wake(&self) {
+        drop(self.records.lock());
+        self.changed.notify_all();
     }
 }

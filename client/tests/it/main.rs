@@ -9,6 +9,7 @@ mod durability;
 mod files;
 mod groups;
 mod partitions;
+mod repl;
 mod replication;
 mod robustness;
 mod scripts;

@@ -219,7 +219,7 @@ impl Cluster {
         };
         let text: String = order.iter().map(|id| line(*id)).collect();
         std::fs::write(&info, text).unwrap();
-        ClientProc::start_in(self.netns.as_deref(), &info, &self.dir.path().join(name), &[])
+        ClientProc::start_in(self.netns.as_deref(), &info, &self.dir.path().join(name), &[], &[])
     }
 
     /// Starts every tracker and waits until each serves.
@@ -234,7 +234,13 @@ impl Cluster {
 
     /// Starts a client with extra command-line options.
     pub fn client_with(&self, name: &str, extra: &[&str]) -> ClientProc {
-        ClientProc::start_in(self.netns.as_deref(), &self.info, &self.dir.path().join(name), extra)
+        ClientProc::start_in(
+            self.netns.as_deref(),
+            &self.info,
+            &self.dir.path().join(name),
+            extra,
+            &[],
+        )
     }
 
     /// Clients named `names`, all logged in and members of group `g` (owned by the first),
@@ -398,26 +404,74 @@ pub struct ClientProc {
     lines: Receiver<String>,
     /// Where this client serves pieces.
     pub listen: SocketAddr,
+    /// Its stderr.
+    log: PathBuf,
 }
 
 impl ClientProc {
     pub fn start(info: &Path, state_dir: &Path, extra: &[&str]) -> ClientProc {
-        ClientProc::start_in(None, info, state_dir, extra)
+        ClientProc::start_in(None, info, state_dir, extra, &[])
     }
 
-    /// Like `start`, inside network namespace `netns` if one is given.
+    /// Starts a client with extra environment variables (its log in `<state_dir>.log`).
+    pub fn start_with_env(
+        info: &Path,
+        state_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &Path)],
+    ) -> ClientProc {
+        ClientProc::start_in(None, info, state_dir, extra, env)
+    }
+
+    /// Like `start_with_env`, inside network namespace `netns` if one is given.
     pub fn start_in(
         netns: Option<&str>,
         info: &Path,
         state_dir: &Path,
         extra: &[&str],
+        env: &[(&str, &Path)],
     ) -> ClientProc {
-        let stderr = std::fs::File::create(state_dir.with_extension("log")).unwrap();
+        let log = state_dir.with_extension("log");
+        let stderr = std::fs::File::create(&log).unwrap();
         let mut command = launcher(netns, &client_bin());
         command.arg("127.0.0.1:0").arg(info).arg("--state-dir").arg(state_dir).args(extra);
+        command.envs(env.iter().copied());
         let (child, stdin, lines) = spawn_piped(&mut command, stderr);
         let listen = wait_listening(&lines).expect("client did not start");
-        ClientProc { child, stdin, lines, listen }
+        ClientProc { child, stdin, lines, listen, log }
+    }
+
+    /// The process id (to signal it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Waits for the process to exit (after a signal), killing it after `TIMEOUT`.
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        wait_exit(&mut self.child)
+    }
+
+    /// Waits until the client's log (stderr, at debug level) has a line containing
+    /// `pattern`: a readiness signal for what prints nothing on stdout.
+    pub fn wait_log(&self, pattern: &str) {
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        loop {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if log.contains(pattern) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {pattern:?} in {}",
+                self.log.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Sends one raw line without waiting for anything.
