@@ -368,7 +368,7 @@ fn the_readme_by_hand_path_works_in_one_terminal() {
     // Brought to the foreground, a tracker reads its commands again.
     term.type_line("fg %1");
     term.type_line("status");
-    term.wait_for("tracker 1: primary", 1);
+    term.wait_for(" view=", 1);
     term.type_line("quit");
     term.wait_prompt("$");
 
