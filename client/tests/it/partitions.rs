@@ -239,8 +239,8 @@ fn a_leader_cut_off_from_both_followers_loses_nothing_acknowledged() {
 }
 
 #[test]
-fn a_link_cut_between_the_leader_and_one_follower_loses_nothing_acknowledged() {
-    let Some(netns) = Netns::create("one-link split") else { return };
+fn a_link_cut_then_a_two_way_split_lose_nothing_acknowledged() {
+    let Some(netns) = Netns::create("one-link cut and split") else { return };
     let (cluster, mut trackers) = three(&netns);
     let writers = Writers::start(&cluster, 3);
     writers.wait_acked(30);
@@ -248,6 +248,14 @@ fn a_link_cut_between_the_leader_and_one_follower_loses_nothing_acknowledged() {
     let leader = leader_of(&mut trackers) as u32 + 1;
     let other = if leader == 1 { 2 } else { 1 };
     netns.cut(leader, other);
+    writers.wait_acked(80);
+    netns.heal();
+    writers.wait_acked(30);
+    // Then a two-way split: one follower alone on one side, the leader and the other
+    // follower on the other.
+    let leader = leader_of(&mut trackers) as u32 + 1;
+    let alone = leader % 3 + 1;
+    netns.isolate(alone, 3);
     writers.wait_acked(80);
     netns.heal();
     writers.wait_acked(30);
@@ -288,9 +296,11 @@ fn a_paused_leader_loses_nothing_acknowledged() {
     let leader = leader_of(&mut trackers);
     let pid = trackers[leader].pid().to_string();
     assert!(run(&["kill", "-STOP", &pid]));
-    // The others elect a leader and serve; the paused one wakes up as a deposed leader.
+    let paused = Instant::now();
+    // The others elect a leader and serve; the paused one wakes up, 10 s later, as a
+    // deposed leader with stale ideas.
     writers.wait_acked(50);
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(Duration::from_secs(10).saturating_sub(paused.elapsed()));
     assert!(run(&["kill", "-CONT", &pid]));
     writers.wait_acked(30);
     let history = writers.finish();
