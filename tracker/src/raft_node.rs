@@ -28,7 +28,6 @@ use std::time::Duration;
 
 use crossbeam_channel::{bounded, select, tick, Receiver, Sender, TrySendError};
 use parking_lot::Mutex;
-use protobuf::Message as _;
 use raft::eraftpb::{
     ConfChange, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, Message, Snapshot,
 };
@@ -442,6 +441,26 @@ impl<O: Send + 'static> Driver<O> {
         Ok(())
     }
 
+    /// Applies a committed configuration change (encoded as `C`).
+    fn apply_conf_change<C: raft_proto::ConfChangeI + protobuf::Message>(
+        &mut self,
+        index: u64,
+        data: &[u8],
+    ) -> Result<(), RaftNodeError> {
+        let cc = C::parse_from_bytes(data).map_err(|e| RaftNodeError::Apply {
+            what: "the conf change",
+            index,
+            reason: e.to_string(),
+        })?;
+        let conf = self.node.apply_conf_change(&cc)?;
+        self.node.store().set_conf_state(&conf)?;
+        let id = self.node.raft.id;
+        log::info!("raft {id}: configuration now {:?} (learners {:?})", conf.voters, conf.learners);
+        self.note_conf(&conf);
+        self.compact_soon = true;
+        Ok(())
+    }
+
     fn note_conf(&mut self, conf: &ConfState) {
         let mut voters = conf.voters.clone();
         voters.sort_unstable();
@@ -628,37 +647,11 @@ impl<O: Send + 'static> Driver<O> {
             match entry.entry_type {
                 EntryType::EntryNormal => {}
                 EntryType::EntryConfChange => {
-                    let cc = ConfChange::parse_from_bytes(&entry.data).map_err(|e| {
-                        RaftNodeError::Apply {
-                            what: "the conf change",
-                            index: entry.index,
-                            reason: e.to_string(),
-                        }
-                    })?;
-                    let conf = self.node.apply_conf_change(&cc)?;
-                    self.node.store().set_conf_state(&conf)?;
-                    log::info!(
-                        "raft {}: configuration now {:?} (learners {:?})",
-                        self.node.raft.id,
-                        conf.voters,
-                        conf.learners
-                    );
-                    self.note_conf(&conf);
-                    self.compact_soon = true;
+                    self.apply_conf_change::<ConfChange>(entry.index, &entry.data)?;
                     continue;
                 }
                 EntryType::EntryConfChangeV2 => {
-                    let cc = ConfChangeV2::parse_from_bytes(&entry.data).map_err(|e| {
-                        RaftNodeError::Apply {
-                            what: "the conf change",
-                            index: entry.index,
-                            reason: e.to_string(),
-                        }
-                    })?;
-                    let conf = self.node.apply_conf_change(&cc)?;
-                    self.node.store().set_conf_state(&conf)?;
-                    self.note_conf(&conf);
-                    self.compact_soon = true;
+                    self.apply_conf_change::<ConfChangeV2>(entry.index, &entry.data)?;
                     continue;
                 }
             }
