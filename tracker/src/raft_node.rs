@@ -170,6 +170,14 @@ impl<O: Send + 'static> RaftNode<O> {
         // committed entries after it.
         let snapshot = store.snapshot(0, 0)?;
         let snapshot_index = snapshot.get_metadata().index;
+        // The saved commit index may lag behind the snapshot (`drive` saves it only along
+        // with entries, a term or a vote); raft-rs refuses to start below the snapshot, and
+        // a snapshot holds only committed entries.
+        let mut hard_state = store.hard_state();
+        if hard_state.commit < snapshot_index {
+            hard_state.commit = snapshot_index;
+            store.persist(&[], Some(&hard_state))?;
+        }
         let mut apply = apply;
         if snapshot_index > 0 {
             apply.snapshot(snapshot_index, &snapshot.data).map_err(|reason| {
@@ -437,15 +445,21 @@ impl<O: Send + 'static> Driver<O> {
                 self.install(ready.snapshot().clone())?;
             }
             self.commit(ready.take_committed_entries())?;
-            let hard_state = ready.hs().cloned();
-            self.node.store().persist(ready.entries(), hard_state.as_ref())?;
+            // The commit index is volatile in Raft (raft-rs: a `LightReady`'s "is not
+            // required to save it to stable storage"): a hard state that only moves it
+            // is not worth an fsync of its own, which would double the fsyncs per write
+            // on every node. It rides along with the next entries, term or vote (and
+            // `start` raises it to the snapshot's index if it lags behind that).
+            let hard_state = ready.hs().filter(|hs| {
+                let stored = self.node.store().hard_state();
+                !ready.entries().is_empty() || hs.term != stored.term || hs.vote != stored.vote
+            });
+            let hard_state = hard_state.cloned();
+            if !ready.entries().is_empty() || hard_state.is_some() {
+                self.node.store().persist(ready.entries(), hard_state.as_ref())?;
+            }
             self.send(ready.take_persisted_messages());
             let mut light = self.node.advance(ready);
-            if let Some(commit) = light.commit_index() {
-                let mut hs = self.node.store().hard_state();
-                hs.commit = commit;
-                self.node.store().persist(&[], Some(&hs))?;
-            }
             self.send(light.take_messages());
             self.commit(light.take_committed_entries())?;
             self.node.advance_apply();
