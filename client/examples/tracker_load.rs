@@ -63,6 +63,10 @@ struct Run {
     trackers: Arc<TrackerInfoFile>,
     /// Writes started in all (a write is started only while this stays within `--writes`).
     started: AtomicU64,
+    /// Held while a session connects and logs in: the tracker caps handshakes per IP
+    /// address (all of ours share one), and a refused handshake would send the session to
+    /// the next tracker of the list instead of the one measured.
+    connecting: parking_lot::Mutex<()>,
     errors: AtomicU64,
     printed: AtomicUsize,
 }
@@ -97,6 +101,7 @@ fn main() -> ExitCode {
         args,
         trackers,
         started: AtomicU64::new(0),
+        connecting: parking_lot::Mutex::new(()),
         errors: AtomicU64::new(0),
         printed: AtomicUsize::new(0),
     });
@@ -172,7 +177,10 @@ fn session(
     [ready, go]: &[Arc<Barrier>; 2],
     start: &parking_lot::Mutex<Option<Instant>>,
 ) -> Outcome {
-    let login = log_in(run, client_idx);
+    let login = {
+        let _one_at_a_time = run.connecting.lock();
+        log_in(run, client_idx)
+    };
     ready.wait();
     go.wait();
     let mut outcome = Outcome::default();
