@@ -28,8 +28,8 @@ use std::time::Duration;
 
 use crossbeam_channel::{bounded, select, tick, Receiver, Sender, TrySendError};
 use parking_lot::Mutex;
-use raft::eraftpb::{Entry, EntryType, Message, Snapshot};
-use raft::{Config, RawNode, StateRole, Storage};
+use raft::eraftpb::{Entry, EntryType, Message, MessageType, Snapshot};
+use raft::{Config, RawNode, SnapshotStatus, StateRole, Storage};
 
 use crate::raft_store::{RaftStore, RaftStoreError};
 
@@ -237,6 +237,7 @@ impl<O: Send + 'static> RaftNode<O> {
             witness: options.witness,
             leader_seen: 0,
             voters: conf_voters,
+            snapshots_sent: Vec::new(),
         };
         let thread = std::thread::Builder::new()
             .name(format!("raft-{id}"))
@@ -323,6 +324,8 @@ struct Driver<O> {
     leader_seen: u64,
     /// The voters (fixed: no configuration changes are proposed).
     voters: Vec<u64>,
+    /// Followers sent a snapshot in this `Ready` (reported to raft-rs after it).
+    snapshots_sent: Vec<u64>,
 }
 
 impl<O: Send + 'static> Driver<O> {
@@ -463,6 +466,13 @@ impl<O: Send + 'static> Driver<O> {
             self.send(light.take_messages());
             self.commit(light.take_committed_entries())?;
             self.node.advance_apply();
+            // raft-rs keeps a follower it sent a snapshot to paused until told how the
+            // send went. The transport is best effort, so report it sent: the follower
+            // is probed, and gets another snapshot if this one was lost (without this, a
+            // follower that died before acknowledging a snapshot was never caught up).
+            for to in std::mem::take(&mut self.snapshots_sent) {
+                self.node.report_snapshot(to, SnapshotStatus::Finish);
+            }
             self.release_reads();
             self.maybe_compact()?;
         }
@@ -520,8 +530,11 @@ impl<O: Send + 'static> Driver<O> {
         }
     }
 
-    fn send(&self, messages: Vec<Message>) {
+    fn send(&mut self, messages: Vec<Message>) {
         for msg in messages {
+            if msg.get_msg_type() == MessageType::MsgSnapshot {
+                self.snapshots_sent.push(msg.to);
+            }
             self.transport.send(msg);
         }
     }
