@@ -29,9 +29,10 @@ use std::time::Duration;
 use crossbeam_channel::{bounded, select, tick, Receiver, Sender, TrySendError};
 use parking_lot::Mutex;
 use raft::eraftpb::{
-    ConfChange, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, Message, Snapshot,
+    ConfChange, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, Message, MessageType,
+    Snapshot,
 };
-use raft::{Config, RawNode, StateRole, Storage};
+use raft::{Config, RawNode, SnapshotStatus, StateRole, Storage};
 
 use crate::raft_store::{RaftStore, RaftStoreError};
 
@@ -180,6 +181,14 @@ impl<O: Send + 'static> RaftNode<O> {
         // committed entries after it.
         let snapshot = store.snapshot(0, 0)?;
         let snapshot_index = snapshot.get_metadata().index;
+        // The saved commit index may lag behind the snapshot (`drive` saves it only along
+        // with entries, a term or a vote); raft-rs refuses to start below the snapshot, and
+        // a snapshot holds only committed entries.
+        let mut hard_state = store.hard_state();
+        if hard_state.commit < snapshot_index {
+            hard_state.commit = snapshot_index;
+            store.persist(&[], Some(&hard_state))?;
+        }
         let mut apply = apply;
         if snapshot_index > 0 {
             apply.snapshot(snapshot_index, &snapshot.data).map_err(|reason| {
@@ -241,6 +250,7 @@ impl<O: Send + 'static> RaftNode<O> {
             voters: conf_voters,
             known: options.known,
             compact_soon: false,
+            snapshots_sent: Vec::new(),
         };
         let thread = std::thread::Builder::new()
             .name(format!("raft-{id}"))
@@ -345,6 +355,8 @@ struct Driver<O> {
     /// configuration changed, so that a node added later starts from a snapshot whose
     /// configuration names it (raft-rs ignores one that does not).
     compact_soon: bool,
+    /// Followers sent a snapshot in this `Ready` (reported to raft-rs after it).
+    snapshots_sent: Vec<u64>,
 }
 
 impl<O: Send + 'static> Driver<O> {
@@ -551,18 +563,31 @@ impl<O: Send + 'static> Driver<O> {
                 self.install(ready.snapshot().clone())?;
             }
             self.commit(ready.take_committed_entries())?;
-            let hard_state = ready.hs().cloned();
-            self.node.store().persist(ready.entries(), hard_state.as_ref())?;
+            // The commit index is volatile in Raft (raft-rs: a `LightReady`'s "is not
+            // required to save it to stable storage"): a hard state that only moves it
+            // is not worth an fsync of its own, which would double the fsyncs per write
+            // on every node. It rides along with the next entries, term or vote (and
+            // `start` raises it to the snapshot's index if it lags behind that).
+            let hard_state = ready.hs().filter(|hs| {
+                let stored = self.node.store().hard_state();
+                !ready.entries().is_empty() || hs.term != stored.term || hs.vote != stored.vote
+            });
+            let hard_state = hard_state.cloned();
+            if !ready.entries().is_empty() || hard_state.is_some() {
+                self.node.store().persist(ready.entries(), hard_state.as_ref())?;
+            }
             self.send(ready.take_persisted_messages());
             let mut light = self.node.advance(ready);
-            if let Some(commit) = light.commit_index() {
-                let mut hs = self.node.store().hard_state();
-                hs.commit = commit;
-                self.node.store().persist(&[], Some(&hs))?;
-            }
             self.send(light.take_messages());
             self.commit(light.take_committed_entries())?;
             self.node.advance_apply();
+            // raft-rs keeps a follower it sent a snapshot to paused until told how the
+            // send went. The transport is best effort, so report it sent: the follower
+            // is probed, and gets another snapshot if this one was lost (without this, a
+            // follower that died before acknowledging a snapshot was never caught up).
+            for to in std::mem::take(&mut self.snapshots_sent) {
+                self.node.report_snapshot(to, SnapshotStatus::Finish);
+            }
             self.release_reads();
             self.maybe_compact()?;
         }
@@ -620,8 +645,11 @@ impl<O: Send + 'static> Driver<O> {
         }
     }
 
-    fn send(&self, messages: Vec<Message>) {
+    fn send(&mut self, messages: Vec<Message>) {
         for msg in messages {
+            if msg.get_msg_type() == MessageType::MsgSnapshot {
+                self.snapshots_sent.push(msg.to);
+            }
             self.transport.send(msg);
         }
     }
