@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace. The client's integration tests start the real tracker
-# binary too, which `cargo test` alone does not build (it is another package), so build
-# every binary first. Extra arguments go to `cargo test` (e.g. a test name filter).
+# binary too (and the client's delay_proxy example), which `cargo test` alone does not
+# build, so build every binary and example first. Extra arguments go to `cargo test` (e.g.
+# a test name filter).
 # Ends with one totals line over every test binary: "tests: N passed, N failed".
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --workspace --bins
+cargo build --workspace --bins --examples
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0

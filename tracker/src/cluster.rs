@@ -70,7 +70,6 @@ pub struct Cluster {
     pub id: u32,
     /// Votes and keeps the log, but serves no client directly.
     pub witness: bool,
-    voters: Vec<u64>,
     node: RaftNode<Result<Reply, TrackerError>>,
     contacts: Arc<Contacts>,
     forwarder: Forwarder,
@@ -120,7 +119,6 @@ impl Cluster {
         Ok(Cluster {
             id,
             witness,
-            voters,
             node,
             contacts: Arc::new(Contacts::default()),
             forwarder: Forwarder::new(id, trackers, identity),
@@ -186,8 +184,7 @@ impl Cluster {
 
     /// "no leader: ..." naming the voters reached and the majority needed.
     pub fn describe_quorum(&self) -> String {
-        let up = self.voters_up();
-        let n = self.voters.len();
+        let (up, n) = self.voters_up();
         let majority = n / 2 + 1;
         if up >= majority {
             format!("tracker {} is electing a leader ({up} of {n} trackers reachable)", self.id)
@@ -200,17 +197,15 @@ impl Cluster {
         }
     }
 
-    /// The voters this tracker heard from lately, itself included.
-    pub fn voters_up(&self) -> usize {
+    /// How many voters of the configuration in force this tracker heard from lately
+    /// (itself included, if it votes), and how many there are.
+    pub fn voters_up(&self) -> (usize, usize) {
+        let status = self.node.status();
         let me = u64::from(self.id);
-        let others: Vec<u64> = self.voters.iter().copied().filter(|v| *v != me).collect();
+        let others: Vec<u64> = status.voters().iter().copied().filter(|v| *v != me).collect();
         let recent = TICK * (2 * ELECTION_TICKS as u32);
-        1 + self.contacts.reachable(&others, recent)
-    }
-
-    /// The number of voters.
-    pub fn n_voters(&self) -> usize {
-        self.voters.len()
+        let itself = usize::from(status.voters().contains(&me));
+        (itself + self.contacts.reachable(&others, recent), status.voters().len())
     }
 
     /// Sends a client's request to leader `leader` and returns its answer.

@@ -29,8 +29,7 @@ use std::time::Duration;
 use crossbeam_channel::{bounded, select, tick, Receiver, Sender, TrySendError};
 use parking_lot::Mutex;
 use raft::eraftpb::{
-    ConfChange, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, Message, MessageType,
-    Snapshot,
+    ConfChange, ConfChangeType, ConfChangeV2, Entry, EntryType, Message, MessageType, Snapshot,
 };
 use raft::{Config, RawNode, SnapshotStatus, StateRole, Storage};
 
@@ -175,8 +174,6 @@ impl<O: Send + 'static> RaftNode<O> {
             store.set_conf_state(&conf)?;
             conf_voters = voters.to_vec();
         }
-        conf_voters.sort_unstable();
-        conf_voters.truncate(MAX_VOTERS);
         // The state machine starts from the snapshot, if any: raft-rs then hands over the
         // committed entries after it.
         let snapshot = store.snapshot(0, 0)?;
@@ -247,7 +244,6 @@ impl<O: Send + 'static> RaftNode<O> {
             reads_confirmed: Vec::new(),
             witness: options.witness,
             leader_seen: 0,
-            voters: conf_voters,
             known: options.known,
             compact_soon: false,
             snapshots_sent: Vec::new(),
@@ -347,8 +343,6 @@ struct Driver<O> {
     witness: bool,
     /// The leader the last status named (reads asked of another leader are failed).
     leader_seen: u64,
-    /// The voters, ascending.
-    voters: Vec<u64>,
     /// Every node that should be in the group (see `NodeOptions::known`).
     known: Vec<u64>,
     /// Take a snapshot as soon as an entry after the last one is applied: after the
@@ -435,7 +429,7 @@ impl<O: Send + 'static> Driver<O> {
     fn force_alone(&mut self) -> Result<(), RaftNodeError> {
         let me = self.node.raft.id;
         let mut conf = None;
-        for other in self.voters.clone().into_iter().filter(|v| *v != me) {
+        for other in self.voters().into_iter().filter(|v| *v != me) {
             let cc = ConfChange {
                 change_type: ConfChangeType::RemoveNode,
                 node_id: other,
@@ -445,7 +439,6 @@ impl<O: Send + 'static> Driver<O> {
         }
         if let Some(conf) = conf {
             self.node.store().set_conf_state(&conf)?;
-            self.note_conf(&conf);
         }
         log::warn!("raft {me}: forced to be the only voter");
         self.compact_soon = true;
@@ -468,16 +461,15 @@ impl<O: Send + 'static> Driver<O> {
         self.node.store().set_conf_state(&conf)?;
         let id = self.node.raft.id;
         log::info!("raft {id}: configuration now {:?} (learners {:?})", conf.voters, conf.learners);
-        self.note_conf(&conf);
         self.compact_soon = true;
         Ok(())
     }
 
-    fn note_conf(&mut self, conf: &ConfState) {
-        let mut voters = conf.voters.clone();
+    /// The voters of the configuration in force, ascending.
+    fn voters(&self) -> Vec<u64> {
+        let mut voters = self.node.raft.prs().conf().to_conf_state().voters;
         voters.sort_unstable();
-        voters.truncate(MAX_VOTERS);
-        self.voters = voters;
+        voters
     }
 
     /// A leader brings in the known nodes missing from the configuration: as a learner
@@ -607,9 +599,10 @@ impl<O: Send + 'static> Driver<O> {
             self.hand_over_lead();
         }
         let raft = &self.node.raft;
+        let conf_voters = self.voters();
+        let n_voters = conf_voters.len().min(MAX_VOTERS);
         let mut voters = [0; MAX_VOTERS];
-        let n_voters = self.voters.len();
-        voters[..n_voters].copy_from_slice(&self.voters);
+        voters[..n_voters].copy_from_slice(&conf_voters[..n_voters]);
         *self.status.lock() = NodeStatus {
             id: raft.id,
             role: raft.state,

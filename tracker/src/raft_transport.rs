@@ -126,7 +126,7 @@ impl PeerLinks {
         let mut queues = HashMap::new();
         for &to in others {
             let (queue, messages) = bounded(QUEUE);
-            let sender = Sender_ {
+            let sender = LinkSender {
                 from: id,
                 to,
                 trackers: Arc::clone(&trackers),
@@ -153,7 +153,7 @@ impl Transport for PeerLinks {
 
 /// One `raft-send-N` thread: connects lazily, reconnects after a failure, and ends when the
 /// Raft node drops its transport.
-struct Sender_ {
+struct LinkSender {
     from: u32,
     to: u64,
     trackers: Arc<TrackerInfoFile>,
@@ -161,7 +161,7 @@ struct Sender_ {
     generation: Generation,
 }
 
-impl Sender_ {
+impl LinkSender {
     fn run(self, messages: Receiver<Message>) {
         let mut link: Option<Connection<ReplicaReply, ReplicaRequest>> = None;
         let mut paused_until: Option<Instant> = None;

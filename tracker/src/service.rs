@@ -225,6 +225,7 @@ impl Service {
     pub fn status_line(&self) -> String {
         let (applied, digest) = self.digest();
         let status = self.cluster.status();
+        let reach = self.cluster.voters_up();
         let role = match (self.cluster.role(), status.role) {
             (Role::Primary, _) => "primary".to_string(),
             (Role::Backup { .. }, _) if self.cluster.witness => "witness".to_string(),
@@ -243,8 +244,8 @@ impl Service {
             status.last_term,
             status.last_index,
             status.commit,
-            self.cluster.voters_up(),
-            self.cluster.n_voters(),
+            reach.0,
+            reach.1,
             self.cluster.generation(),
         )
     }

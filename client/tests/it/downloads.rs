@@ -243,6 +243,14 @@ fn spawn_lying_peer(identity: common::Identity) -> std::net::SocketAddr {
     addr
 }
 
+/// The metadata `upload_file` would announce for the file at `path` under `name`.
+fn file_meta(path: &std::path::Path, name: &str) -> FileMeta {
+    let file = std::fs::File::open(path).unwrap();
+    let len = file.metadata().unwrap().len();
+    let h = common::hash::hash_file(&file, len).unwrap();
+    FileMeta { name: name.parse().unwrap(), size: h.file_len, digest: h.digest, pieces: h.pieces }
+}
+
 #[test]
 fn a_peer_sending_bad_pieces_is_dropped_and_the_file_is_intact() {
     let (cluster, tracker) = Cluster::with_one_tracker();
@@ -251,16 +259,7 @@ fn a_peer_sending_bad_pieces_is_dropped_and_the_file_is_intact() {
     write_random(&original, 4 * 1024 * 1024, 8);
     upload(&mut c[0], &original);
     // mallory announces the same file from a peer address that serves garbage.
-    let meta = {
-        let file = std::fs::File::open(&original).unwrap();
-        let h = common::hash::hash_file(&file, 4 * 1024 * 1024).unwrap();
-        FileMeta {
-            name: "f.bin".parse().unwrap(),
-            size: h.file_len,
-            digest: h.digest,
-            pieces: h.pieces,
-        }
-    };
+    let meta = file_meta(&original, "f.bin");
     let mut mallory = RawSession::connect(&cluster, &tracker);
     mallory.login("mallory", spawn_lying_peer(mallory.identity.clone()));
     let group = GroupId::new("g").unwrap();
@@ -513,16 +512,7 @@ fn a_peer_list_repeating_one_address_costs_one_connection() {
     let original = cluster.path("f.bin");
     write_random(&original, 4 * 1024 * 1024, 43);
     upload(&mut c[0], &original);
-    let meta = {
-        let file = std::fs::File::open(&original).unwrap();
-        let h = common::hash::hash_file(&file, 4 * 1024 * 1024).unwrap();
-        FileMeta {
-            name: "f.bin".parse().unwrap(),
-            size: h.file_len,
-            digest: h.digest,
-            pieces: h.pieces,
-        }
-    };
+    let meta = file_meta(&original, "f.bin");
     // A tarpit at mallory's address: it counts connections and never answers.
     let tarpit = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = tarpit.local_addr().unwrap();

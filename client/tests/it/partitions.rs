@@ -13,7 +13,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::support::{wait_converged, wait_leader, ClientProc, Cluster, TrackerProc, TIMEOUT};
+use crate::support::{
+    wait_converged, wait_leader, ClientProc, Cluster, DelayProxy, TrackerProc, TIMEOUT,
+};
 
 /// A network namespace made for one test, deleted on drop (after the processes in it,
 /// which the test declares later and so drops first).
@@ -307,55 +309,6 @@ fn a_paused_leader_loses_nothing_acknowledged() {
     check(&cluster, &mut trackers, &history);
 }
 
-/// A TCP proxy that delays every chunk by `delay` each way, and now and then (`loss`, per
-/// chunk) by 200 ms more, as a lost segment's retransmission would. Runs until the test
-/// process ends.
-fn delay_proxy(listen: std::net::SocketAddr, to: std::net::SocketAddr, delay: Duration, loss: f64) {
-    let listener = std::net::TcpListener::bind(listen).unwrap();
-    std::thread::spawn(move || {
-        for inbound in listener.incoming() {
-            let Ok(inbound) = inbound else { return };
-            let Ok(outbound) = std::net::TcpStream::connect(to) else { continue };
-            for (from, into) in
-                [(inbound.try_clone().unwrap(), outbound.try_clone().unwrap()), (outbound, inbound)]
-            {
-                pump(from, into, delay, loss);
-            }
-        }
-    });
-}
-
-/// Copies `from` to `into`, each chunk released `delay` after it was read (in order).
-fn pump(mut from: std::net::TcpStream, mut into: std::net::TcpStream, delay: Duration, loss: f64) {
-    use std::io::{Read, Write};
-    let (chunks, released) = std::sync::mpsc::sync_channel::<(Instant, Vec<u8>)>(1024);
-    std::thread::spawn(move || {
-        let mut rng = fastrand::Rng::new();
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            match from.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    let extra =
-                        if rng.f64() < loss { Duration::from_millis(200) } else { Duration::ZERO };
-                    if chunks.send((Instant::now() + delay + extra, buf[..n].to_vec())).is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-    });
-    std::thread::spawn(move || {
-        for (at, chunk) in released {
-            std::thread::sleep(at.saturating_duration_since(Instant::now()));
-            if into.write_all(&chunk).is_err() {
-                break;
-            }
-        }
-        let _ = into.shutdown(std::net::Shutdown::Write);
-    });
-}
-
 /// 50 ms each way between every two trackers (and to clients), with 1% of chunks held back
 /// as a lost segment would be: writes go on, batched, the leader dies, and nothing
 /// acknowledged is lost.
@@ -364,9 +317,10 @@ fn a_slow_lossy_network_between_trackers_loses_nothing_acknowledged() {
     let cluster = Cluster::new(3);
     let mut trackers = Vec::new();
     let mut listens = Vec::new();
+    let mut proxies = Vec::new();
     for id in 1..=3u32 {
         let real = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-        delay_proxy(cluster.addrs[id as usize - 1], real, Duration::from_millis(50), 0.01);
+        proxies.push(DelayProxy::start(cluster.addrs[id as usize - 1], real, 50, 1.0));
         listens.push(real.to_string());
         trackers
             .push(cluster.try_start_tracker(id, &["--listen", &listens[id as usize - 1]]).unwrap());

@@ -25,6 +25,17 @@ pub fn client_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_client"))
 }
 
+/// The example binary `name` of the client crate (`cargo build --examples`).
+pub fn example_bin(name: &str) -> PathBuf {
+    let path = client_bin().with_file_name("examples").join(name);
+    assert!(
+        path.exists(),
+        "{} not found: build it first with `cargo build --workspace --bins --examples`",
+        path.display()
+    );
+    path
+}
+
 pub fn tracker_bin() -> PathBuf {
     let path = client_bin().with_file_name("tracker");
     assert!(
@@ -269,6 +280,43 @@ impl Cluster {
     pub fn tracker_log(&self, id: u32) -> String {
         std::fs::read_to_string(self.dir.path().join(format!("tracker-{id}.log")))
             .unwrap_or_default()
+    }
+}
+
+/// `client/examples/delay_proxy` forwarding `listen` to `to`, each direction delayed by
+/// `delay_ms`, with `loss_pct` percent of chunks held back as a retransmission would be;
+/// killed on drop.
+pub struct DelayProxy {
+    child: Child,
+}
+
+impl DelayProxy {
+    pub fn start(listen: SocketAddr, to: SocketAddr, delay_ms: u64, loss_pct: f64) -> DelayProxy {
+        let mut command = Command::new(example_bin("delay_proxy"));
+        command.args(["--listen", &listen.to_string(), "--to", &to.to_string()]).args([
+            "--delay-ms",
+            &delay_ms.to_string(),
+            "--loss-pct",
+            &loss_pct.to_string(),
+        ]);
+        let (child, _stdin, lines) =
+            spawn_piped(&mut command, std::fs::File::create("/dev/null").unwrap());
+        let mut proxy = DelayProxy { child };
+        // "delay_proxy listening on LISTEN to TO"
+        let started = std::iter::from_fn(|| lines.recv_timeout(TIMEOUT).ok())
+            .any(|line| line.contains("listening on"));
+        if !started {
+            let _ = proxy.child.kill();
+            panic!("delay_proxy did not start on {listen}");
+        }
+        proxy
+    }
+}
+
+impl Drop for DelayProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
