@@ -184,12 +184,26 @@ impl RaftStore {
                  term INTEGER NOT NULL, vote INTEGER NOT NULL, [commit] INTEGER NOT NULL,
                  conf BLOB NOT NULL,
                  snap_index INTEGER NOT NULL, snap_term INTEGER NOT NULL,
-                 snap_conf BLOB NOT NULL, snap_data BLOB NOT NULL);",
+                 snap_conf BLOB NOT NULL, snap_data BLOB NOT NULL);
+             CREATE TABLE IF NOT EXISTS raft_snapshot (
+                 id INTEGER PRIMARY KEY CHECK (id = 1), data BLOB NOT NULL);",
         )?;
         let empty_conf = encode_conf(&ConfState::default())?;
         db.execute(
             "INSERT OR IGNORE INTO raft_meta VALUES (1, ?1, 0, 0, 0, ?2, 0, 0, ?2, x'')",
             params![RAFT_FORMAT, empty_conf],
+        )?;
+        // The snapshot's state lives in a row of its own: SQLite rewrites a whole row on
+        // every update, and `raft_meta` is updated at every commit (the hard state), so a
+        // snapshot kept there made each write copy the whole state. Stores written before
+        // move theirs here once (`raft_meta.snap_data` stays empty).
+        db.execute_batch(
+            "BEGIN;
+             INSERT OR IGNORE INTO raft_snapshot (id, data) VALUES (1, x'');
+             UPDATE raft_snapshot SET data = (SELECT snap_data FROM raft_meta WHERE id = 1)
+                 WHERE id = 1 AND (SELECT length(snap_data) FROM raft_meta WHERE id = 1) > 0;
+             UPDATE raft_meta SET snap_data = x'' WHERE length(snap_data) > 0;
+             COMMIT;",
         )?;
         let core = load(&db)?;
         Ok(RaftStore { db: Mutex::new(db), core: RwLock::new(core) })
@@ -304,9 +318,10 @@ impl RaftStore {
         tx.execute("DELETE FROM raft_log", [])?;
         tx.execute(
             "UPDATE raft_meta SET term = ?1, [commit] = ?2, conf = ?3, snap_index = ?2,
-                 snap_term = ?4, snap_conf = ?3, snap_data = ?5 WHERE id = 1",
-            params![term, meta.index, conf, meta.term, &snapshot.data[..]],
+                 snap_term = ?4, snap_conf = ?3 WHERE id = 1",
+            params![term, meta.index, conf, meta.term],
         )?;
+        tx.execute("UPDATE raft_snapshot SET data = ?1 WHERE id = 1", [&snapshot.data[..]])?;
         tx.commit()?;
         core.entries.clear();
         core.snapshot_index = meta.index;
@@ -333,10 +348,10 @@ impl RaftStore {
         let tx = db.transaction()?;
         tx.execute("DELETE FROM raft_log WHERE idx <= ?1", [applied])?;
         tx.execute(
-            "UPDATE raft_meta SET snap_index = ?1, snap_term = ?2, snap_conf = ?3,
-                 snap_data = ?4 WHERE id = 1",
-            params![applied, term, encode_conf(&conf)?, state],
+            "UPDATE raft_meta SET snap_index = ?1, snap_term = ?2, snap_conf = ?3 WHERE id = 1",
+            params![applied, term, encode_conf(&conf)?],
         )?;
+        tx.execute("UPDATE raft_snapshot SET data = ?1 WHERE id = 1", [&state])?;
         tx.commit()?;
         core.entries.drain(..(applied - first + 1) as usize);
         core.snapshot_index = applied;
@@ -367,7 +382,7 @@ fn load(db: &Connection) -> Result<Core, RaftStoreError> {
     let meta: Option<Meta> = db
         .query_row(
             "SELECT format, term, vote, [commit], conf, snap_index, snap_term, snap_conf,
-                 snap_data FROM raft_meta WHERE id = 1",
+                 (SELECT data FROM raft_snapshot WHERE id = 1) FROM raft_meta WHERE id = 1",
             [],
             |r| {
                 Ok((

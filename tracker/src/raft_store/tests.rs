@@ -243,3 +243,28 @@ fn a_data_directory_of_the_pre_raft_format_is_refused_with_the_way_out() {
     assert_eq!(mode(&fresh), 0o700);
     assert_eq!(mode(&fresh.join(DATABASE)), 0o600);
 }
+
+#[test]
+fn the_snapshot_lives_in_a_row_of_its_own_and_older_stores_are_moved() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("raft.sqlite3");
+    let store = RaftStore::open(&path).unwrap();
+    store.persist(&[entry(1, 1, b"a"), entry(2, 1, b"b")], None).unwrap();
+    store.compact(2, b"state".to_vec()).unwrap();
+    drop(store);
+    let db = Connection::open(&path).unwrap();
+    let in_meta: Vec<u8> =
+        db.query_row("SELECT snap_data FROM raft_meta", [], |r| r.get(0)).unwrap();
+    assert!(in_meta.is_empty(), "the row updated at every commit stays small");
+    // A store written before: the snapshot in raft_meta, no raft_snapshot table.
+    db.execute_batch("UPDATE raft_meta SET snap_data = x'6f6c64'; DROP TABLE raft_snapshot;")
+        .unwrap();
+    drop(db);
+    let store = RaftStore::open(&path).unwrap();
+    assert_eq!(store.snapshot(2, 0).unwrap().data.to_vec(), b"old".to_vec());
+    drop(store);
+    let db = Connection::open(&path).unwrap();
+    let in_meta: Vec<u8> =
+        db.query_row("SELECT snap_data FROM raft_meta", [], |r| r.get(0)).unwrap();
+    assert!(in_meta.is_empty(), "moved once");
+}
