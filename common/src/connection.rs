@@ -44,27 +44,27 @@ impl<In: DeserializeOwned, Out: Serialize> Connection<In, Out> {
     /// Opens the secure channel on a connected `stream`, checking that the peer holds the
     /// private half of `remote`.
     pub fn connect(
-        mut stream: TcpStream,
+        stream: TcpStream,
         identity: &Identity,
         remote: &PublicKey,
         timeouts: Timeouts,
     ) -> Result<Self, FrameError> {
         let peer = prepare(&stream)?;
         let deadline = Instant::now() + timeouts.handshake;
-        let secure = secure_channel::initiate(&mut stream, identity, remote, deadline)?;
+        let secure = secure_channel::initiate(stream, identity, remote, deadline)?;
         Connection::established(secure, peer, timeouts)
     }
 
     /// Accepts the secure channel on an accepted `stream`; `remote_key` tells who the peer
     /// proved to be.
     pub fn accept(
-        mut stream: TcpStream,
+        stream: TcpStream,
         identity: &Identity,
         timeouts: Timeouts,
     ) -> Result<Self, FrameError> {
         let peer = prepare(&stream)?;
         let deadline = Instant::now() + timeouts.handshake;
-        let secure = secure_channel::respond(&mut stream, identity, deadline)?;
+        let secure = secure_channel::respond(stream, identity, deadline)?;
         Connection::established(secure, peer, timeouts)
     }
 

@@ -97,7 +97,7 @@ fn plaintext_allowed() -> Result<(), HandshakeError> {
 /// Runs the initiator's side on `stream`: proves `identity` and checks that the peer holds
 /// the private half of `remote`.
 pub fn initiate(
-    stream: &mut TcpStream,
+    mut stream: TcpStream,
     identity: &Identity,
     remote: &PublicKey,
     deadline: Instant,
@@ -115,17 +115,17 @@ pub fn initiate(
     let mut msg = [0u8; MAX_HANDSHAKE_MSG];
     let mut payload = [0u8; MAX_HANDSHAKE_MSG];
     let n = hs.write_message(&[], &mut msg).map_err(crypto)?;
-    send_handshake(stream, &msg[..n], deadline)?;
-    let n = recv_handshake(stream, &mut msg, deadline)?;
+    send_handshake(&mut stream, &msg[..n], deadline)?;
+    let n = recv_handshake(&mut stream, &mut msg, deadline)?;
     hs.read_message(&msg[..n], &mut payload).map_err(crypto)?;
     let transport = hs.into_transport_mode().map_err(crypto)?;
-    SecureStream::new(stream.try_clone()?, transport, *remote)
+    SecureStream::new(stream, transport, *remote)
 }
 
 /// Runs the responder's side on `stream`: proves `identity`; the peer's proven key is
 /// `SecureStream::remote_key`.
 pub fn respond(
-    stream: &mut TcpStream,
+    mut stream: TcpStream,
     identity: &Identity,
     deadline: Instant,
 ) -> Result<SecureStream, HandshakeError> {
@@ -137,7 +137,7 @@ pub fn respond(
         .map_err(crypto)?;
     let mut msg = [0u8; MAX_HANDSHAKE_MSG];
     let mut payload = [0u8; MAX_HANDSHAKE_MSG];
-    let n = recv_handshake(stream, &mut msg, deadline)?;
+    let n = recv_handshake(&mut stream, &mut msg, deadline)?;
     hs.read_message(&msg[..n], &mut payload).map_err(crypto)?;
     let remote = hs
         .get_remote_static()
@@ -146,9 +146,9 @@ pub fn respond(
         .filter(|key| !key.is_weak())
         .ok_or_else(|| HandshakeError::Crypto("no static key, or one of small order".into()))?;
     let n = hs.write_message(&[], &mut msg).map_err(crypto)?;
-    send_handshake(stream, &msg[..n], deadline)?;
+    send_handshake(&mut stream, &msg[..n], deadline)?;
     let transport = hs.into_transport_mode().map_err(crypto)?;
-    SecureStream::new(stream.try_clone()?, transport, remote)
+    SecureStream::new(stream, transport, remote)
 }
 
 /// Whether `identity`'s public key belongs to its private key: a handshake with itself.

@@ -152,7 +152,7 @@ fn a_process_at_a_trackers_address_without_its_key_gets_nothing() {
         std::thread::spawn(move || {
             let identity = common::Identity::generate().unwrap();
             for stream in impostor.incoming() {
-                let Ok(mut stream) = stream else { return };
+                let Ok(stream) = stream else { return };
                 // Keep what arrives (peek leaves it for the handshake), then answer as a
                 // real responder would: it cannot work without the listed key.
                 let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
@@ -161,7 +161,7 @@ fn a_process_at_a_trackers_address_without_its_key_gets_nothing() {
                     recorded.lock().unwrap().extend_from_slice(&first[..n]);
                 }
                 let deadline = Instant::now() + Duration::from_millis(500);
-                if common::secure_channel::respond(&mut stream, &identity, deadline).is_ok() {
+                if common::secure_channel::respond(stream, &identity, deadline).is_ok() {
                     *done.lock().unwrap() += 1;
                 }
             }
@@ -191,10 +191,13 @@ fn a_stolen_session_token_is_useless_from_another_key() {
     c.sign_up("alice");
     let mut victim = RawSession::connect(&cluster, &tracker);
     victim.login("alice", "127.0.0.1:9".parse().unwrap());
-    assert_eq!(victim.call(Request::ListMyGroups), Ok(Reply::Groups(vec![])));
+    assert_eq!(
+        victim.call(Request::ListMyGroups { after: None }),
+        Ok(Reply::Groups { groups: vec![], more: false })
+    );
     let mut thief = RawSession::connect(&cluster, &tracker);
     thief.use_token(victim.token().unwrap());
-    assert_eq!(thief.call(Request::ListMyGroups), Err(TrackerError::NotLoggedIn));
+    assert_eq!(thief.call(Request::ListMyGroups { after: None }), Err(TrackerError::NotLoggedIn));
     assert_eq!(
         thief.call(Request::CreateGroup { group: GroupId::new("stolen").unwrap() }),
         Err(TrackerError::NotLoggedIn)
@@ -204,7 +207,10 @@ fn a_stolen_session_token_is_useless_from_another_key() {
     assert_eq!(thief.call(Request::StateDigest), Err(TrackerError::NotLoggedIn));
     assert!(matches!(victim.call(Request::StateDigest), Ok(Reply::StateDigest { .. })));
     // The victim's session is untouched.
-    assert_eq!(victim.call(Request::ListMyGroups), Ok(Reply::Groups(vec![])));
+    assert_eq!(
+        victim.call(Request::ListMyGroups { after: None }),
+        Ok(Reply::Groups { groups: vec![], more: false })
+    );
 }
 
 #[test]

@@ -24,12 +24,12 @@ fn handshake(
     responder: &Identity,
     expected: PublicKey,
 ) -> (Result<SecureStream, HandshakeError>, Result<SecureStream, HandshakeError>) {
-    let (mut a, mut b) = pair();
+    let (a, b) = pair();
     let responder = responder.clone();
-    let server = thread::spawn(move || respond(&mut b, &responder, soon()));
-    let client = initiate(&mut a, initiator, &expected, soon());
-    // A failed initiator closes its end, so the responder never waits for the deadline.
-    drop(a);
+    let server = thread::spawn(move || respond(b, &responder, soon()));
+    // A failed initiator closes its end (it owns it), so the responder never waits for
+    // the deadline.
+    let client = initiate(a, initiator, &expected, soon());
     (client, server.join().unwrap())
 }
 
@@ -87,8 +87,8 @@ fn plaintext_never_appears_on_the_wire() {
     let addr = listener.local_addr().unwrap();
     let bob_key = bob.public();
     let server = thread::spawn(move || {
-        let (mut s, _) = listener.accept().unwrap();
-        let mut secure = respond(&mut s, &bob, soon()).unwrap();
+        let (s, _) = listener.accept().unwrap();
+        let mut secure = respond(s, &bob, soon()).unwrap();
         let mut buf = Vec::new();
         secure.read_to_end(&mut buf).unwrap();
         buf
@@ -117,12 +117,11 @@ fn plaintext_never_appears_on_the_wire() {
         seen
     });
     let secret = b"password=hunter2 token=0123456789abcdef".repeat(100);
-    let mut s = TcpStream::connect(relay_addr).unwrap();
-    let mut secure = initiate(&mut s, &alice, &bob_key, soon()).unwrap();
+    let s = TcpStream::connect(relay_addr).unwrap();
+    let mut secure = initiate(s, &alice, &bob_key, soon()).unwrap();
     secure.write_all(&secret).unwrap();
     secure.flush().unwrap();
     drop(secure);
-    drop(s);
     assert_eq!(server.join().unwrap(), secret);
     let seen = recorder.join().unwrap();
     assert!(seen.len() > secret.len());
@@ -136,14 +135,12 @@ fn a_tampered_record_is_refused() {
     let (a, b) = pair();
     let bob_key = bob.public();
     let server = thread::spawn(move || {
-        let mut b = b;
-        let mut secure = respond(&mut b, &bob, soon()).unwrap();
+        let mut secure = respond(b, &bob, soon()).unwrap();
         let mut buf = [0u8; 64];
         secure.read(&mut buf).map(|_| ())
     });
     let mut a2 = a.try_clone().unwrap();
-    let mut a = a;
-    let _secure = initiate(&mut a, &alice, &bob_key, soon()).unwrap();
+    let _secure = initiate(a, &alice, &bob_key, soon()).unwrap();
     // A record with a valid length but forged contents.
     let mut forged = vec![0u8, 40];
     forged.extend_from_slice(&[0x55; 40]);
@@ -155,10 +152,10 @@ fn a_tampered_record_is_refused() {
 #[test]
 fn a_truncated_handshake_times_out() {
     let bob = Identity::generate().unwrap();
-    let (mut a, mut b) = pair();
+    let (mut a, b) = pair();
     a.write_all(&[0, 96, 1, 2, 3]).unwrap();
     let started = Instant::now();
-    let result = respond(&mut b, &bob, Instant::now() + Duration::from_millis(300));
+    let result = respond(b, &bob, Instant::now() + Duration::from_millis(300));
     assert!(result.as_ref().err().is_some_and(HandshakeError::is_timeout), "{:?}", result.err());
     assert!(started.elapsed() < Duration::from_secs(5));
     drop(a);
@@ -167,7 +164,7 @@ fn a_truncated_handshake_times_out() {
 #[test]
 fn a_slow_handshake_is_bounded_by_its_deadline_not_per_read() {
     let bob = Identity::generate().unwrap();
-    let (mut a, mut b) = pair();
+    let (mut a, b) = pair();
     let dribble = thread::spawn(move || {
         // One byte every 100 ms: each read succeeds, the whole never finishes in time.
         for _ in 0..30 {
@@ -178,10 +175,9 @@ fn a_slow_handshake_is_bounded_by_its_deadline_not_per_read() {
         }
     });
     let started = Instant::now();
-    let result = respond(&mut b, &bob, Instant::now() + Duration::from_millis(500));
+    let result = respond(b, &bob, Instant::now() + Duration::from_millis(500));
     assert!(result.is_err());
     assert!(started.elapsed() < Duration::from_millis(1500), "{:?}", started.elapsed());
-    drop(b);
     dribble.join().unwrap();
 }
 
@@ -191,22 +187,22 @@ proptest! {
     #[test]
     fn random_bytes_never_complete_a_handshake(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
         let bob = Identity::generate().unwrap();
-        let (mut a, mut b) = pair();
+        let (mut a, b) = pair();
         a.write_all(&bytes).unwrap();
         drop(a);
-        prop_assert!(respond(&mut b, &bob, soon()).is_err());
+        prop_assert!(respond(b, &bob, soon()).is_err());
     }
 
     #[test]
     fn random_answers_never_complete_a_handshake(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
         let (alice, bob) = (Identity::generate().unwrap(), Identity::generate().unwrap());
-        let (mut a, mut b) = pair();
+        let (a, mut b) = pair();
         let answer = thread::spawn(move || {
             let mut first = [0u8; 98];
             let _ = b.read_exact(&mut first);
             let _ = b.write_all(&bytes);
         });
-        prop_assert!(initiate(&mut a, &alice, &bob.public(), soon()).is_err());
+        prop_assert!(initiate(a, &alice, &bob.public(), soon()).is_err());
         answer.join().unwrap();
     }
 }
