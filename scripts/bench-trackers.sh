@@ -3,9 +3,10 @@
 # with concurrent clients, (b) one client's write latency, (c) the concurrent load with
 # every tracker behind a delay proxy (one-way delay plus emulated loss), (d) the failover
 # a client sees when the leader is killed, (e) the time a restarted follower takes to
-# catch up after missing N writes. (a), (b) and (c) run once with the clients at the
-# leader and once at a follower (which forwards writes). Prints key=value lines and a
-# summary beside the goals.
+# catch up after missing N writes; and of issue 13: (f) a real user's login latency while
+# 64 threads guess passwords (from one address, then from 64). (a), (b) and (c) run once
+# with the clients at the leader and once at a follower (which forwards writes). Prints
+# key=value lines and a summary beside the goals.
 set -euo pipefail
 
 usage() {
@@ -17,7 +18,8 @@ Usage: scripts/bench-trackers.sh [OPTIONS]
   --missed N      writes a stopped follower misses in (e) (default 100000)
   --delay-ms MS   one-way delay the proxies of (c) add (default 50)
   --loss-pct P    chance per chunk of a 200 ms stall in (c), emulated loss (default 1)
-  --only LETTERS  run only these parts, e.g. --only ab (default abcde)
+  --attackers N   password guessers in (f) (default 64)
+  --only LETTERS  run only these parts, e.g. --only ab (default abcdef)
   --keep          keep the work directory
   -h, --help      show this help
 
@@ -26,7 +28,9 @@ tracker_info.txt lists the proxies, so trackers and clients both go through them
 load has the clients reach the leader directly (delay between trackers only).
 
 The load is client/examples/tracker_load.rs (CreateGroup writes, one user per client),
-the proxy client/examples/delay_proxy.rs; both are built here with the release binaries.
+the proxy client/examples/delay_proxy.rs, the guessers of (f) client/examples/login_attack.rs
+(with the default password hashing, 1.3 M PBKDF2 iterations); all are built here with the
+release binaries.
 USAGE
 }
 
@@ -35,7 +39,8 @@ SECONDS_LOAD=10
 MISSED=100000
 DELAY_MS=50
 LOSS_PCT=1
-ONLY=abcde
+ONLY=abcdef
+ATTACKERS=64
 KEEP=0
 while (($#)); do
     case "$1" in
@@ -44,6 +49,7 @@ while (($#)); do
         --missed) MISSED=$2; shift 2 ;;
         --delay-ms) DELAY_MS=$2; shift 2 ;;
         --loss-pct) LOSS_PCT=$2; shift 2 ;;
+        --attackers) ATTACKERS=$2; shift 2 ;;
         --only) ONLY=$2; shift 2 ;;
         --keep) KEEP=1; shift ;;
         -h|--help) usage; exit 0 ;;
@@ -79,7 +85,7 @@ start_fifo_tracker() {
     [[ -p $WORK/tracker$id.in ]] || mkfifo "$WORK/tracker$id.in"
     : >"$WORK/tracker$id.out"
     "$BIN/tracker" "$WORK/tracker_info.txt" "$id" --data-dir "$WORK/tracker$id" \
-        --kdf-iterations 1000 "$@" \
+        --kdf-iterations 1000 --signups-per-ip-per-hour 0 "$@" \
         <"$WORK/tracker$id.in" >>"$WORK/tracker$id.out" 2>>"$WORK/tracker$id.log" &
     PID[tracker$id]=$!
     exec {fd}>"$WORK/tracker$id.in"
@@ -284,6 +290,31 @@ if part c; then
     load c_direct "$WORK/direct-leader.txt" --clients "$CLIENTS" --seconds "$((SECONDS_LOAD + 5))"
     stop_cluster
 fi
+# (f) A real user's login while guessers hammer wrong passwords at the leader, with the
+# default (slow) password hashing: from one address, then spread over 64 addresses.
+if part f; then
+    mkdir -p "$WORK_ALL/attack"
+    WORK=$WORK_ALL/attack
+    write_tracker_info 3
+    for id in 1 2 3; do start_fifo_tracker "$id" --kdf-iterations 1300000; done
+    for id in 1 2 3; do wait_for "$WORK/tracker$id.out" "serving as" 60; done
+    client_lists
+    printf 'create_user alice pw-alice\ncreate_user victim pw-victim\n' |
+        "$BIN/client" 127.0.0.1:0 "$WORK/via-leader.txt" --state-dir "$WORK/setup" \
+            >"$WORK/setup.out" 2>"$WORK/setup.log"
+    for spread in 1 64; do
+        name=f_$spread
+        "$EXAMPLES/login_attack" "$WORK/tracker_info.txt" --tracker "$LEADER" \
+            --attackers "$ATTACKERS" --addresses "$spread" --victim victim --user alice \
+            --password pw-alice --seconds 20 >"$WORK/$name.txt" 2>"$WORK/$name.log" || true
+        sed "s/^/${name}_/" "$WORK/$name.txt"
+        for key in probe_p50_ms probe_p99_ms probe_max_ms probe_failures wrong_password \
+            too_many_attempts busy; do
+            FIG[${name}_$key]=$(kv "$WORK/$name.txt" "$key")
+        done
+    done
+    stop_cluster
+fi
 WORK=$WORK_ALL
 echo "loadavg_after=$(cut -d' ' -f1-3 /proc/loadavg)"
 
@@ -340,4 +371,13 @@ fi
 if part e; then
     row "(e) $MISSED missed writes took, s" "${FIG[e_missed_s]}" "" "errors=${FIG[e_errors]}"
     row "(e) restart to equal digest, s" "${FIG[e_catch_up_s]}" "(no goal)" ""
+fi
+if part f; then
+    for spread in 1 64; do
+        row "(f) login, $ATTACKERS guessers from $spread address(es): p99 ms" \
+            "${FIG[f_${spread}_probe_p99_ms]:-none}" "< 500 (issue 13)" \
+            "$(verdict le "${FIG[f_${spread}_probe_p99_ms]:-none}" 500) (p50 ${FIG[f_${spread}_probe_p50_ms]:-?}, max ${FIG[f_${spread}_probe_max_ms]:-?}, failed ${FIG[f_${spread}_probe_failures]:-?})"
+        row "    guesses hashed / throttled / busy" \
+            "${FIG[f_${spread}_wrong_password]:-?}/${FIG[f_${spread}_too_many_attempts]:-?}/${FIG[f_${spread}_busy]:-?}" "" ""
+    done
 fi

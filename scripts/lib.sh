@@ -46,11 +46,13 @@ write_tracker_info() {
 }
 
 # start_tracker ID [OPTIONS...]: starts tracker ID with its data in $WORK/trackerID.
+# Every peer of a local swarm signs up from 127.0.0.1: no per-address sign-up limit.
 start_tracker() {
     local id=$1
     shift
     : >"$WORK/tracker$id.out"
-    "$BIN/tracker" "$WORK/tracker_info.txt" "$id" --data-dir "$WORK/tracker$id" "$@" \
+    "$BIN/tracker" "$WORK/tracker_info.txt" "$id" --data-dir "$WORK/tracker$id" \
+        --signups-per-ip-per-hour 0 "$@" \
         </dev/null >>"$WORK/tracker$id.out" 2>>"$WORK/tracker$id.log" &
     PID[tracker$id]=$!
     wait_for "$WORK/tracker$id.out" "listening on"

@@ -11,25 +11,67 @@ use common::{FileName, GroupId, IdError, Password, UserId};
 /// A command typed at the REPL. `Help { topic }` is `help`, or `help <command>` for one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    CreateUser { user: UserId, password: Password },
-    Login { user: UserId, password: Password },
-    Logout,
-    CreateGroup { group: GroupId },
-    JoinGroup { group: GroupId },
-    LeaveGroup { group: GroupId },
-    ListRequests { group: GroupId },
-    AcceptRequest { group: GroupId, user: UserId },
-    RejectRequest { group: GroupId, user: UserId },
+    CreateUser {
+        user: UserId,
+        password: Password,
+    },
+    Login {
+        user: UserId,
+        password: Password,
+    },
+    /// `logout`, or with `everywhere` (`logout --all`) every session of the user.
+    Logout {
+        everywhere: bool,
+    },
+    CreateGroup {
+        group: GroupId,
+    },
+    JoinGroup {
+        group: GroupId,
+    },
+    LeaveGroup {
+        group: GroupId,
+    },
+    ListRequests {
+        group: GroupId,
+    },
+    AcceptRequest {
+        group: GroupId,
+        user: UserId,
+    },
+    RejectRequest {
+        group: GroupId,
+        user: UserId,
+    },
     ListGroups,
     ListMyGroups,
-    ListFiles { group: GroupId },
-    UploadFile { path: PathBuf, group: GroupId },
-    DownloadFile { group: GroupId, name: FileName, destination: PathBuf },
-    ShowDownloads { json: bool, active: bool },
-    WaitDownloads { json: bool },
-    StopShare { group: GroupId, name: FileName },
+    ListFiles {
+        group: GroupId,
+    },
+    UploadFile {
+        path: PathBuf,
+        group: GroupId,
+    },
+    DownloadFile {
+        group: GroupId,
+        name: FileName,
+        destination: PathBuf,
+    },
+    ShowDownloads {
+        json: bool,
+        active: bool,
+    },
+    WaitDownloads {
+        json: bool,
+    },
+    StopShare {
+        group: GroupId,
+        name: FileName,
+    },
     ListShares,
-    Help { topic: Option<&'static CommandInfo> },
+    Help {
+        topic: Option<&'static CommandInfo>,
+    },
     Exit,
 }
 
@@ -61,7 +103,12 @@ pub enum ParseError {
 pub const COMMANDS: &[CommandInfo] = &[
     info("create_user", "create_user <user_id> <passwd>", "Creates an account; fails if the id exists."),
     info("login", "login <user_id> <passwd>", "Starts a session; this peer then shares again what the user shared and resumes unfinished downloads."),
-    info("logout", "logout", "Ends the session; this peer stops sharing until the next login."),
+    info(
+        "logout",
+        "logout [--all]",
+        "Ends the session (with --all, every session of this user, on every device); this \
+         peer stops sharing until the next login.",
+    ),
     info("create_group", "create_group <group_id>", "Creates a group, owned by you, with you as its member."),
     info("join_group", "join_group <group_id>", "Asks the group's owner to let you in."),
     info("leave_group", "leave_group <group_id>", "Leaves the group and ends your shares in it; an owner's group passes to the longest-standing member."),
@@ -106,7 +153,10 @@ pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
     let command = match name {
         "create_user" => Command::CreateUser { user: id(a(0))?, password: id(a(1))? },
         "login" => Command::Login { user: id(a(0))?, password: id(a(1))? },
-        "logout" => Command::Logout,
+        "logout" => {
+            let [everywhere] = flags(name, usage, args, ["--all"])?;
+            Command::Logout { everywhere }
+        }
         "create_group" => Command::CreateGroup { group: id(a(0))? },
         "join_group" => Command::JoinGroup { group: id(a(0))? },
         "leave_group" => Command::LeaveGroup { group: id(a(0))? },

@@ -134,10 +134,10 @@ impl Peer {
                     other => return Err(unexpected(other)),
                 }
             }
-            Command::Logout => {
-                self.call(Request::Logout)?;
+            Command::Logout { everywhere } => {
+                self.call(if everywhere { Request::LogoutEverywhere } else { Request::Logout })?;
                 self.ctx.tracker.set_login(None);
-                let _ = writeln!(out, "logged out");
+                let _ = writeln!(out, "logged out{}", if everywhere { " everywhere" } else { "" });
             }
             Command::CreateGroup { group } => {
                 self.call(Request::CreateGroup { group: group.clone() })?;
@@ -156,12 +156,11 @@ impl Peer {
                 }
                 let _ = writeln!(out, "left group {group}");
             }
-            Command::ListRequests { group } => match self.call(Request::ListRequests { group })? {
-                Reply::Users(users) => users.iter().for_each(|u| {
-                    let _ = writeln!(out, "{u}");
-                }),
-                other => return Err(unexpected(other)),
-            },
+            Command::ListRequests { group } => {
+                for user in self.ctx.tracker.list_requests(&group, Some(&self.interrupt))? {
+                    let _ = writeln!(out, "{user}");
+                }
+            }
             Command::AcceptRequest { group, user } => {
                 self.call(Request::AcceptRequest { group: group.clone(), user: user.clone() })?;
                 let _ = writeln!(out, "accepted {user} into group {group}");
@@ -171,37 +170,25 @@ impl Peer {
                 let _ = writeln!(out, "rejected {user}'s request to join group {group}");
             }
             Command::ListGroups | Command::ListMyGroups => {
-                let request = if command == Command::ListGroups {
-                    Request::ListGroups
-                } else {
-                    Request::ListMyGroups
-                };
-                match self.call(request)? {
-                    Reply::Groups(groups) => groups.iter().for_each(|g| {
-                        let _ = writeln!(out, "{g}");
-                    }),
-                    other => return Err(unexpected(other)),
+                let mine = command == Command::ListMyGroups;
+                for group in self.ctx.tracker.list_groups(mine, Some(&self.interrupt))? {
+                    let _ = writeln!(out, "{group}");
                 }
             }
             Command::ListFiles { group } => {
-                match self.call(Request::ListFiles { group })? {
-                    Reply::Files(files) => {
-                        for f in files {
-                            let sharers = if f.n_sharers == 1 { "sharer" } else { "sharers" };
-                            // Quoted like a shell word when it holds spaces, so the name can be
-                            // pasted back into download_file and the line still splits cleanly.
-                            let name = shlex::try_quote(f.name.as_str())
-                                .map_or_else(|_| f.name.to_string(), |q| q.into_owned());
-                            let _ = writeln!(
-                                out,
-                                "{name} {}, {} {sharers}, digest {}",
-                                size::shown(f.size, self.on_terminal),
-                                f.n_sharers,
-                                f.digest
-                            );
-                        }
-                    }
-                    other => return Err(unexpected(other)),
+                for f in self.ctx.tracker.list_files(&group, Some(&self.interrupt))? {
+                    let sharers = if f.n_sharers == 1 { "sharer" } else { "sharers" };
+                    // Quoted like a shell word when it holds spaces, so the name can be
+                    // pasted back into download_file and the line still splits cleanly.
+                    let name = shlex::try_quote(f.name.as_str())
+                        .map_or_else(|_| f.name.to_string(), |q| q.into_owned());
+                    let _ = writeln!(
+                        out,
+                        "{name} {}, {} {sharers}, digest {}",
+                        size::shown(f.size, self.on_terminal),
+                        f.n_sharers,
+                        f.digest
+                    );
                 }
             }
             Command::UploadFile { path, group } => {

@@ -36,6 +36,11 @@ const KDF_REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 const FAILOVER_BUDGET: Duration = Duration::from_secs(15);
 /// The pause before trying busy trackers again.
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
+/// How long a request keeps being retried while the trackers answer `Busy` (their
+/// password-hashing queues are full: many logins at once).
+const BUSY_BUDGET: Duration = Duration::from_secs(60);
+/// The longest pause between retries of a request the trackers are too busy for.
+const MAX_BUSY_PAUSE: Duration = Duration::from_secs(3);
 /// How long the secure channel's handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a request may take to be written.
@@ -118,7 +123,9 @@ impl TrackerLink {
             _ => REPLY_TIMEOUT,
         };
         let msg = ClientMessage::Request { id, session, request };
-        let deadline = Instant::now() + FAILOVER_BUDGET;
+        let started = Instant::now();
+        let mut deadline = started + FAILOVER_BUDGET;
+        let mut busy_rounds = 0u32;
         let mut tried = Vec::new();
         let mut busy: Vec<SocketAddr> = Vec::new();
         // Why the last tracker that answered could not serve (told to the user at the end).
@@ -144,8 +151,14 @@ impl TrackerLink {
                         })),
                     });
                 }
-                // Every reachable tracker is busy failing over: give them a moment.
-                std::thread::sleep(RETRY_PAUSE);
+                // Every reachable tracker is failing over or busy: give them a moment
+                // (longer and spread out while they are busy hashing passwords, so that
+                // clients refused together do not all come back together).
+                std::thread::sleep(if busy_rounds == 0 {
+                    RETRY_PAUSE
+                } else {
+                    busy_pause(busy_rounds)
+                });
                 busy.clear();
                 continue;
             };
@@ -170,6 +183,14 @@ impl TrackerLink {
                 self.resumed = resume;
             }
             match outcome {
+                Ok(Err(TrackerError::Busy(reason))) if Instant::now() < started + BUSY_BUDGET => {
+                    log::info!("tracker={addr}: busy ({reason}); trying again shortly");
+                    deadline = deadline.max(started + BUSY_BUDGET);
+                    busy_rounds += 1;
+                    last_reason = Some(format!("busy: {reason}"));
+                    busy.push(addr);
+                    self.conn = None;
+                }
                 Ok(Err(TrackerError::Unavailable(reason))) if Instant::now() < deadline => {
                     log::info!("tracker={addr}: cannot serve now ({reason}); trying another");
                     last_reason = Some(reason);
@@ -258,6 +279,15 @@ fn handshake(
         Some(other) => Err(protocol(format!("unexpected handshake reply {other:?}"))),
         None => Err(FrameError::Truncated),
     }
+}
+
+/// The pause before the `round`th retry of a request the trackers were too busy for:
+/// doubling from `RETRY_PAUSE` up to `MAX_BUSY_PAUSE`, with up to half of it random.
+fn busy_pause(round: u32) -> Duration {
+    let base = RETRY_PAUSE.saturating_mul(1 << round.min(5)).min(MAX_BUSY_PAUSE);
+    let mut byte = [0u8; 1];
+    let spread = getrandom::fill(&mut byte).map_or(0, |()| u32::from(byte[0]));
+    base / 2 + base / 2 * spread / 255
 }
 
 fn exchange(

@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 
-use common::message::{Reply, Request, SessionToken};
+use common::message::{FileSummary, Reply, Request, SessionToken};
 use common::tracker_info::TrackerInfoFile;
-use common::{Identity, UserId};
+use common::{GroupId, Identity, UserId};
 
 use crate::interrupt::Interrupt;
 use crate::tracker_link::{LinkError, TrackerLink};
@@ -28,6 +28,8 @@ pub enum CallError {
     NotLoggedIn,
     #[error(transparent)]
     Link(#[from] LinkError),
+    #[error("the tracker answered a list request with something else")]
+    UnexpectedReply,
 }
 
 /// Who is logged in.
@@ -120,6 +122,82 @@ impl TrackerSession {
         let session =
             self.login.lock().as_ref().map(|l| l.session).ok_or(CallError::NotLoggedIn)?;
         Ok(self.with_link(|link| link.call(Some(session), request, interrupt))?)
+    }
+
+    /// Every group (or, with `mine`, the caller's), page after page.
+    pub fn list_groups(
+        &self,
+        mine: bool,
+        interrupt: Option<&Interrupt>,
+    ) -> Result<Vec<GroupId>, CallError> {
+        self.all_pages(
+            interrupt,
+            |after| match mine {
+                true => Request::ListMyGroups { after },
+                false => Request::ListGroups { after },
+            },
+            |reply| match reply {
+                Reply::Groups { groups, more } => Some((groups, more)),
+                _ => None,
+            },
+            GroupId::clone,
+        )
+    }
+
+    /// The pending requests to join `group` (its owner only), page after page.
+    pub fn list_requests(
+        &self,
+        group: &GroupId,
+        interrupt: Option<&Interrupt>,
+    ) -> Result<Vec<UserId>, CallError> {
+        self.all_pages(
+            interrupt,
+            |after| Request::ListRequests { group: group.clone(), after },
+            |reply| match reply {
+                Reply::Users { users, more } => Some((users, more)),
+                _ => None,
+            },
+            UserId::clone,
+        )
+    }
+
+    /// The files of `group` (members only), page after page.
+    pub fn list_files(
+        &self,
+        group: &GroupId,
+        interrupt: Option<&Interrupt>,
+    ) -> Result<Vec<FileSummary>, CallError> {
+        self.all_pages(
+            interrupt,
+            |after| Request::ListFiles { group: group.clone(), after },
+            |reply| match reply {
+                Reply::Files { files, more } => Some((files, more)),
+                _ => None,
+            },
+            |f: &FileSummary| f.name.clone(),
+        )
+    }
+
+    /// Asks for a list page by page (`ask` builds the request for the page after a
+    /// cursor, `take` opens its reply, `cursor` names an item) until the last page.
+    fn all_pages<T, C>(
+        &self,
+        interrupt: Option<&Interrupt>,
+        ask: impl Fn(Option<C>) -> Request,
+        take: impl Fn(Reply) -> Option<(Vec<T>, bool)>,
+        cursor: impl Fn(&T) -> C,
+    ) -> Result<Vec<T>, CallError> {
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            let reply = self.call_until(ask(after), interrupt)?;
+            let (page, more) = take(reply).ok_or(CallError::UnexpectedReply)?;
+            after = page.last().map(&cursor);
+            all.extend(page);
+            if !more || after.is_none() {
+                return Ok(all);
+            }
+        }
     }
 
     /// A fresh random session token for a `login`.

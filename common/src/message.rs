@@ -18,7 +18,7 @@ use crate::id::{FileName, GroupId, Password, UserId};
 use crate::identity::PublicKey;
 
 /// The protocol version this build speaks. Bumped on any incompatible change.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// Identifies one request of one client instance, so that a request retried after a lost
 /// connection is recognised and applied once.
@@ -83,6 +83,11 @@ pub enum ClientMessage {
     Resume { session: SessionToken },
 }
 
+/// The most items one page of a list reply holds (a page of the largest items, file
+/// summaries, stays far below the frame limit): longer lists take several requests, each
+/// naming the last item it got.
+pub const MAX_PAGE_ITEMS: usize = 1000;
+
 /// The largest frame a tracker takes from a connection that has no session yet (a
 /// `create_user` or `login` is far smaller; an `upload_file` needs a session anyway).
 pub const PRE_LOGIN_FRAME_LEN: usize = 64 * 1024;
@@ -103,18 +108,20 @@ pub enum Request {
     JoinGroup { group: GroupId },
     /// `leave_group`.
     LeaveGroup { group: GroupId },
-    /// `list_requests`.
-    ListRequests { group: GroupId },
+    /// `list_requests`: the pending requests of a group, by user id, from the first after
+    /// `after` (one page: see `MAX_PAGE_ITEMS`).
+    ListRequests { group: GroupId, after: Option<UserId> },
     /// `accept_request`.
     AcceptRequest { group: GroupId, user: UserId },
     /// `reject_request`.
     RejectRequest { group: GroupId, user: UserId },
-    /// `list_groups`.
-    ListGroups,
-    /// `list_my_groups`.
-    ListMyGroups,
-    /// `list_files`.
-    ListFiles { group: GroupId },
+    /// `list_groups`: every group, by id, from the first after `after` (one page).
+    ListGroups { after: Option<GroupId> },
+    /// `list_my_groups`: the caller's groups, by id, from the first after `after` (one
+    /// page).
+    ListMyGroups { after: Option<GroupId> },
+    /// `list_files`: a group's files, by name, from the first after `after` (one page).
+    ListFiles { group: GroupId, after: Option<FileName> },
     /// `upload_file`: announce a file and share it from this session.
     UploadFile { group: GroupId, file: FileMeta },
     /// `stop_share`.
@@ -130,6 +137,30 @@ pub enum Request {
     StateDigest,
     /// This session is alive (sent every few seconds; any request counts too).
     Heartbeat,
+    /// `logout --all`: ends every session of this user, wherever it was opened (a lost
+    /// or stolen device's included).
+    LogoutEverywhere,
+}
+
+impl Request {
+    /// What makes a retry of this request, sent by the client that proved `client`,
+    /// recognisable: the SHA-256 of the key and of the request, passwords left out (the
+    /// tracker keeps it in its replicated state).
+    pub fn fingerprint(&self, client: &PublicKey) -> [u8; 32] {
+        use sha2::Digest;
+        let content = match self {
+            Request::CreateUser { user, .. } => postcard::to_stdvec(&(0u8, user)),
+            Request::Login { user, peer_addr, session, .. } => {
+                postcard::to_stdvec(&(1u8, user, peer_addr, session.id()))
+            }
+            other => postcard::to_stdvec(&(2u8, other)),
+        };
+        let mut hash = sha2::Sha256::new();
+        hash.update(client.0);
+        // Encoding plain data into a Vec cannot fail.
+        hash.update(content.unwrap_or_default());
+        hash.finalize().into()
+    }
 }
 
 /// What a file is: enough for a downloader to fetch and verify every byte of it.
@@ -184,6 +215,14 @@ pub struct PeerInfo {
     pub have: Option<Bitfield>,
 }
 
+impl FileMeta {
+    /// About the bytes it takes to keep: its piece hashes, name and fixed fields.
+    pub fn metadata_len(&self) -> u64 {
+        let hashes = self.pieces.len() as u64 * 20;
+        hashes + self.name.as_str().len() as u64 + 8 + 20
+    }
+}
+
 impl fmt::Debug for FileMeta {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The piece hashes can run to megabytes; logs get their count.
@@ -229,12 +268,12 @@ pub enum Reply {
     Done,
     /// `Login` succeeded: the client's token now opens the session.
     LoggedIn,
-    /// A list of groups.
-    Groups(Vec<GroupId>),
-    /// A list of users.
-    Users(Vec<UserId>),
-    /// A list of files.
-    Files(Vec<FileSummary>),
+    /// A page of groups; `more` when the list goes on after the last one.
+    Groups { groups: Vec<GroupId>, more: bool },
+    /// A page of users; `more` when the list goes on after the last one.
+    Users { users: Vec<UserId>, more: bool },
+    /// A page of files; `more` when the list goes on after the last one.
+    Files { files: Vec<FileSummary>, more: bool },
     /// `UploadFile` succeeded; `new_file` is false when the group already had that content
     /// under that name and this peer became one more sharer.
     Uploaded { new_file: bool },
@@ -284,4 +323,33 @@ pub enum TrackerError {
     BadFileMeta(String),
     #[error("tracker cannot serve requests now: {0}")]
     Unavailable(String),
+    /// The tracker has more of this kind of work queued than it takes (password hashing):
+    /// retry after a short pause.
+    #[error("tracker busy: {0}")]
+    Busy(String),
+    /// Too many failed logins or account creations: nothing is tried before the wait.
+    #[error("too many {what}; retry in {retry_after_secs} s")]
+    TooManyAttempts { what: String, retry_after_secs: u64 },
+    /// A per-user or per-group limit of this deployment (tracker options).
+    #[error("limit reached: {0}")]
+    QuotaExceeded(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_tell_keys_and_contents_apart_but_not_passwords() {
+        let (a, b) = (PublicKey([1; 32]), PublicKey([2; 32]));
+        let join = |g: &str| Request::JoinGroup { group: GroupId::new(g).unwrap() };
+        assert_eq!(join("g").fingerprint(&a), join("g").fingerprint(&a));
+        assert_ne!(join("g").fingerprint(&a), join("g").fingerprint(&b));
+        assert_ne!(join("g").fingerprint(&a), join("h").fingerprint(&a));
+        let signup = |pw: &str| Request::CreateUser {
+            user: UserId::new("alice").unwrap(),
+            password: Password::new(pw).unwrap(),
+        };
+        assert_eq!(signup("one").fingerprint(&a), signup("two").fingerprint(&a));
+    }
 }

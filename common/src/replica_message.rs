@@ -6,7 +6,8 @@
 //! - a **Raft stream** (one per ordered pair of trackers) carries Raft messages one way,
 //!   with no reply: Raft itself retries what is lost;
 //! - a **forwarding** connection carries a client's request from a follower to the leader
-//!   (`Forward`) and its answer back (`ReplicaReply::Forwarded`).
+//!   (`Forward`), or an entry the follower built (`Propose`), and its answer back
+//!   (`ReplicaReply::Forwarded`).
 //!
 //! Raft messages are raft-rs's protobuf encoding, cut into parts of at most
 //! `RAFT_PART_MAX` bytes (a snapshot may be far larger than one frame); the receiver
@@ -30,6 +31,10 @@ pub enum ReplicaRequest {
     /// From a follower to the leader: a client's request, with the key that client proved
     /// to the follower (sessions are bound to it).
     Forward { id: RequestId, session: Option<SessionToken>, client: PublicKey, request: Request },
+    /// From a follower to the leader: an entry to commit, which the follower built from a
+    /// client's request (a login or a new account, whose password it hashed). Answered
+    /// with `ReplicaReply::Forwarded`.
+    Propose { entry: Vec<u8> },
 }
 
 /// The answer to a `ReplicaRequest::Forward`.

@@ -8,13 +8,16 @@
 //! `TRACKER_SLOTS` kept for trackers: a tracker whose client slots are all taken still
 //! answers its peers, and a busy tracker never looks dead to them.
 //!
-//! Every slot is released when its guard is dropped.
+//! Every slot is released when its guard is dropped. While every stranger's handshake slot
+//! is taken, the accept loop waits a moment before accepting (`wait_for_handshake_room`):
+//! a burst of clients reconnecting at once queues in the kernel's accept queue rather than
+//! being accepted and closed.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 /// Connections kept for the other trackers beyond the client slots.
 pub const TRACKER_SLOTS: usize = 16;
@@ -23,9 +26,9 @@ pub const MAX_HANDSHAKES_PER_IP: usize = 8;
 /// Handshakes in progress in all, from IPs that are not trackers'.
 pub const MAX_HANDSHAKES: usize = 64;
 
-/// File descriptors a live connection holds (its socket, and the handle the server keeps
-/// to shut it down), and one more while its handshake runs.
-pub const FDS_PER_CONNECTION: u64 = 2;
+/// File descriptors a live connection holds (its socket), and one more while its
+/// handshake runs (the secure channel takes a handle of its own).
+pub const FDS_PER_CONNECTION: u64 = 1;
 /// File descriptors kept for everything else: the listener, the database and its journal,
 /// links to the other trackers, logs.
 pub const RESERVED_FDS: u64 = 128;
@@ -83,6 +86,8 @@ struct Counts {
 pub struct Admission {
     limits: Arc<AdmissionLimits>,
     counts: Arc<Mutex<Counts>>,
+    /// Signalled when a stranger's handshake slot frees.
+    freed: Arc<Condvar>,
 }
 
 /// Why a connection was refused.
@@ -125,7 +130,7 @@ pub struct Slot {
 
 impl Admission {
     pub fn new(limits: AdmissionLimits) -> Admission {
-        Admission { limits: Arc::new(limits), counts: Arc::default() }
+        Admission { limits: Arc::new(limits), counts: Arc::default(), freed: Arc::default() }
     }
 
     /// A handshake slot for a connection from `ip`, or why there is none.
@@ -149,6 +154,19 @@ impl Admission {
         }
         *counts.handshaking.entry(ip).or_default() += 1;
         Ok(HandshakeSlot { admission: self.clone(), ip })
+    }
+
+    /// Waits (up to `patience`) until a stranger's handshake could start: while every such
+    /// slot is taken, new connections are better left in the kernel's accept queue (a
+    /// storm of reconnecting clients waits there a moment) than accepted and closed.
+    pub fn wait_for_handshake_room(&self, patience: std::time::Duration) {
+        let deadline = std::time::Instant::now() + patience;
+        let mut counts = self.counts.lock();
+        while counts.handshaking_strangers >= MAX_HANDSHAKES {
+            if self.freed.wait_until(&mut counts, deadline).timed_out() {
+                return;
+            }
+        }
     }
 
     /// Trades a finished handshake for a client slot, or a tracker slot if the proven key
@@ -183,6 +201,7 @@ impl Drop for HandshakeSlot {
             counts.handshaking_trackers -= 1;
         } else {
             counts.handshaking_strangers -= 1;
+            self.admission.freed.notify_one();
         }
         if let Some(n) = counts.handshaking.get_mut(&self.ip) {
             *n -= 1;
@@ -237,6 +256,23 @@ mod tests {
     }
 
     #[test]
+    fn the_accept_loop_waits_for_a_free_handshake_slot_but_not_for_ever() {
+        let a = admission(10);
+        let mut held: Vec<_> = (0..MAX_HANDSHAKES)
+            .map(|i| a.start_handshake(IpAddr::from([10, 2, (i / 200) as u8, (i % 200) as u8])))
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let started = std::time::Instant::now();
+        a.wait_for_handshake_room(std::time::Duration::from_millis(100));
+        assert!(started.elapsed() >= std::time::Duration::from_millis(100), "gave up early");
+        let one = held.pop().unwrap();
+        let freer = std::thread::spawn(move || drop(one));
+        a.wait_for_handshake_room(std::time::Duration::from_secs(60));
+        freer.join().unwrap();
+        assert!(a.start_handshake(ip(3)).is_ok());
+    }
+
+    #[test]
     fn client_slots_full_leave_tracker_slots_open() {
         let a = admission(2);
         let c1 = a.admit(a.start_handshake(ip(2)).unwrap(), false).unwrap();
@@ -266,7 +302,7 @@ mod tests {
         assert_eq!(connection_cap(1024, Some(1_048_576)), 1024);
         // Under a common default of 1024 descriptors, the cap leaves room for the rest.
         let cap = connection_cap(1024, Some(1024));
-        assert!(cap > 100 && cap < 400, "{cap}");
+        assert!(cap > 600 && cap < 1024, "{cap}");
         let used = RESERVED_FDS
             + (MAX_HANDSHAKES + MAX_HANDSHAKES_PER_IP) as u64 * (FDS_PER_CONNECTION + 1)
             + (TRACKER_SLOTS + cap) as u64 * FDS_PER_CONNECTION;

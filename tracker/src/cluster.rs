@@ -218,7 +218,16 @@ impl Cluster {
         request: Request,
     ) -> Result<Reply, TrackerError> {
         let still_leader = || self.role() == Role::Backup { leader };
-        self.forwarder.forward(leader, id, session, client, request, still_leader)
+        let msg = ReplicaRequest::Forward { id, session, client, request };
+        self.forwarder.forward(leader, &msg, still_leader)
+    }
+
+    /// Has leader `leader` commit `entry` (built here from a client's request) and returns
+    /// what applying it answered.
+    pub fn propose_at(&self, leader: u32, entry: &LogEntry) -> Result<Reply, TrackerError> {
+        let still_leader = || self.role() == Role::Backup { leader };
+        let msg = ReplicaRequest::Propose { entry: entry.encode() };
+        self.forwarder.forward(leader, &msg, still_leader)
     }
 
     /// Notes a role change; returns the line to print if the leader this tracker knows of
@@ -352,6 +361,10 @@ pub fn serve(
                 let result = svc.handle_forwarded(from, id, session, client, request);
                 conn.send(&ReplicaReply::Forwarded { result })?;
             }
+            ReplicaRequest::Propose { entry } => {
+                let result = svc.handle_proposed(from, &entry);
+                conn.send(&ReplicaReply::Forwarded { result })?;
+            }
         }
     }
     Ok(())
@@ -408,15 +421,11 @@ impl Forwarder {
     pub fn forward(
         &self,
         leader: u32,
-        id: RequestId,
-        session: Option<SessionToken>,
-        client: PublicKey,
-        request: Request,
+        msg: &ReplicaRequest,
         still_leader: impl Fn() -> bool,
     ) -> Result<Reply, TrackerError> {
         let unreachable =
             || TrackerError::Unavailable(format!("leader tracker {leader} unreachable"));
-        let msg = ReplicaRequest::Forward { id, session, client, request };
         for _ in 0..2 {
             let pooled = {
                 let mut idle = self.idle.lock();
@@ -437,7 +446,7 @@ impl Forwarder {
                     unreachable()
                 })?,
             };
-            if let Err(e) = conn.send(&msg) {
+            if let Err(e) = conn.send(msg) {
                 // A pooled connection may have been closed by the leader: try a fresh one.
                 log::info!("forwarding to tracker {leader} failed: {e}");
                 continue;
@@ -448,7 +457,7 @@ impl Forwarder {
                     Ok(true) => break,
                     Ok(false) if still_leader() && sent.elapsed() < FORWARD_TIMEOUT => {}
                     Ok(false) => {
-                        log::info!("tracker {leader} stopped answering {id:?}; giving up");
+                        log::info!("tracker {leader} stopped answering; giving up");
                         return Err(TrackerError::Unavailable(format!(
                             "leader tracker {leader} stopped answering; retrying"
                         )));

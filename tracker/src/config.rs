@@ -5,11 +5,14 @@ use std::path::PathBuf;
 use clap::Parser;
 
 use crate::credential::DEFAULT_ITERATIONS;
+use crate::login_throttle::ThrottleLimits;
+use crate::quota::QuotaLimits;
 
 /// A tracker of the group file-sharing system: keeps users, groups, join requests and file
 /// metadata durably, and serves clients.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "tracker", version)]
+// An option given twice takes its last value (scripts add to a default command line).
+#[command(name = "tracker", version, args_override_self = true)]
 pub struct Config {
     /// The trackers of the deployment, one `IP:PORT [KEY]` a line; this tracker writes its
     /// public key into its own line at first start if the line has none.
@@ -65,9 +68,85 @@ pub struct Config {
     #[arg(long, value_name = "N", default_value_t = DEFAULT_ITERATIONS,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub kdf_iterations: u32,
+
+    /// End a session not heard from for this many seconds (a running client is heard
+    /// every 5 s; a client that stopped without `logout` leaves its session behind).
+    #[arg(long, value_name = "SECS", default_value_t = 86_400, help_heading = "Limits",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub session_idle_timeout: u64,
+
+    /// Threads that hash passwords (logins, new accounts) [default: one per core]. Up to
+    /// four hashes per thread wait; beyond that clients are told to retry shortly.
+    #[arg(long, value_name = "N", help_heading = "Limits",
+          value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub kdf_threads: Option<u64>,
+
+    /// Failed logins from one address before each further one doubles a wait (1 s to
+    /// 5 min) during which that address's logins are refused unchecked; 0: no limit.
+    #[arg(long, value_name = "N", default_value_t = 10, help_heading = "Limits")]
+    pub login_failures_per_ip: u32,
+
+    /// Failed logins for one user before each further one doubles a wait (1 s to 30 s)
+    /// for addresses that have failed lately; 0: no limit.
+    #[arg(long, value_name = "N", default_value_t = 20, help_heading = "Limits")]
+    pub login_failures_per_user: u32,
+
+    /// Accounts one address may create per hour; 0: no limit.
+    #[arg(long, value_name = "N", default_value_t = 30, help_heading = "Limits")]
+    pub signups_per_ip_per_hour: u32,
+
+    /// Groups one user may own.
+    #[arg(long, value_name = "N", default_value_t = 100, help_heading = "Limits")]
+    pub max_groups_per_user: usize,
+
+    /// Join requests one user may have pending.
+    #[arg(long, value_name = "N", default_value_t = 100, help_heading = "Limits")]
+    pub max_requests_per_user: usize,
+
+    /// Files one group may list.
+    #[arg(long, value_name = "N", default_value_t = 10_000, help_heading = "Limits")]
+    pub max_files_per_group: usize,
+
+    /// MiB of file metadata (20 bytes per 512 KiB piece) one user may share in all.
+    #[arg(long, value_name = "MIB", default_value_t = 64, help_heading = "Limits")]
+    pub max_metadata_per_user: u64,
+
+    /// Sessions one user may have; a new login ends the longest silent one that is not
+    /// live, or is refused.
+    #[arg(long, value_name = "N", default_value_t = 16, help_heading = "Limits",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_sessions_per_user: u64,
+
+    /// Changes one user may make per second on average (ten times as many in a burst).
+    #[arg(long, value_name = "N", default_value_t = 100, help_heading = "Limits",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_writes_per_second: u32,
 }
 
 impl Config {
+    /// The limits on password guessing and account creation.
+    pub fn throttle_limits(&self) -> ThrottleLimits {
+        ThrottleLimits {
+            failures_per_ip: self.login_failures_per_ip,
+            failures_per_user: self.login_failures_per_user,
+            signups_per_ip_per_hour: self.signups_per_ip_per_hour,
+            ..ThrottleLimits::default()
+        }
+    }
+
+    /// The per-user and per-group limits.
+    pub fn quota_limits(&self) -> QuotaLimits {
+        QuotaLimits {
+            groups_per_user: self.max_groups_per_user,
+            requests_per_user: self.max_requests_per_user,
+            files_per_group: self.max_files_per_group,
+            metadata_per_user: self.max_metadata_per_user.saturating_mul(1024 * 1024),
+            sessions_per_user: usize::try_from(self.max_sessions_per_user).unwrap_or(usize::MAX),
+            writes_per_second: self.max_writes_per_second,
+            write_burst: self.max_writes_per_second.saturating_mul(10),
+        }
+    }
+
     /// The data directory, explicit or derived from the tracker id.
     pub fn data_dir(&self) -> PathBuf {
         self.data_dir

@@ -10,7 +10,10 @@ pub mod admission;
 pub mod cluster;
 pub mod config;
 pub mod credential;
+pub mod kdf_pool;
+pub mod login_throttle;
 pub mod presence;
+pub mod quota;
 pub mod raft_node;
 pub mod raft_store;
 pub mod raft_transport;
@@ -21,7 +24,6 @@ pub mod state;
 pub mod state_machine;
 
 use std::io::{BufRead, Write};
-use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,6 +42,10 @@ use server::{Limits, Shutdown};
 use service::{Service, Settings};
 use state::TrackerState;
 use state_machine::StateMachine;
+
+/// How often the leader looks for idle sessions to end, at most (a quarter of the idle
+/// timeout when that is shorter).
+const SESSION_SWEEP_EVERY: Duration = Duration::from_secs(30);
 
 /// Why the tracker could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -101,7 +107,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
     // Behind a port forward or a proxy, the listed address is where others reach us, and
     // `--listen` where we listen.
     let addr = config.listen.unwrap_or(addr);
-    let listener = TcpListener::bind(addr).map_err(|source| RunError::Bind { addr, source })?;
+    let listener = server::listen(addr).map_err(|source| RunError::Bind { addr, source })?;
     let local = listener.local_addr()?;
     let settings = Settings {
         id: config.tracker_id,
@@ -110,6 +116,13 @@ pub fn run(config: Config) -> Result<(), RunError> {
         kdf_iterations: config.kdf_iterations,
         peer_timeout: Duration::from_secs(config.peer_timeout.max(1)),
         ticket_lifetime: Duration::from_secs(config.ticket_lifetime.max(2)),
+        session_idle_timeout: Duration::from_secs(config.session_idle_timeout),
+        kdf_threads: config
+            .kdf_threads
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or_else(kdf_pool::KdfPool::threads_per_core),
+        throttle: config.throttle_limits(),
+        quotas: config.quota_limits(),
     };
     let state = Arc::new(RwLock::new(TrackerState::default()));
     let peer_timeout = settings.peer_timeout;
@@ -124,7 +137,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
         Arc::clone(&trackers),
         Arc::clone(&identity),
     )?;
-    let service = Arc::new(Service::new(settings, state, presence, cluster));
+    let service = Arc::new(Service::new(settings, state, presence, cluster)?);
     let shutdown = Arc::new(Shutdown::new(local));
 
     let on_signal = Arc::clone(&shutdown);
@@ -133,6 +146,19 @@ pub fn run(config: Config) -> Result<(), RunError> {
     // The watcher stops when `stop_watch` is dropped; if the Raft node stops, so does the
     // tracker.
     let (stop_watch, watch_stopped) = crossbeam_channel::bounded::<()>(0);
+    // The leader ends idle sessions; a commit may wait seconds, so not on the watcher.
+    {
+        let service = Arc::clone(&service);
+        let stop = watch_stopped.clone();
+        let every = (Duration::from_secs(config.session_idle_timeout) / 4)
+            .clamp(Duration::from_millis(500), SESSION_SWEEP_EVERY);
+        std::thread::Builder::new().name("session-sweep".into()).spawn(move || loop {
+            crossbeam_channel::select! {
+                recv(stop) -> _ => break,
+                default(every) => service.expire_idle_sessions(),
+            }
+        })?;
+    }
     let watcher = {
         let service = Arc::clone(&service);
         let shutdown = Arc::clone(&shutdown);

@@ -28,18 +28,26 @@ impl Presence {
         Presence { ttl, started: now, last_seen: HashMap::new(), partial: HashMap::new() }
     }
 
-    /// Records that `session` was heard from.
+    /// Records that `session` (a session of the replicated state: the maps hold no other,
+    /// and `keep_only` prunes those that end) was heard from.
     pub fn touch(&mut self, session: SessionId, now: Instant) {
         self.last_seen.insert(session, now);
-        // Bound the map: forget sessions silent for far longer than the TTL.
-        if self.last_seen.len() > 4096 && self.last_seen.len().is_power_of_two() {
-            self.last_seen.retain(|_, seen| now.duration_since(*seen) < self.ttl * 4);
-            let live = &self.last_seen;
-            for holders in self.partial.values_mut() {
-                holders.retain(|s, _| live.contains_key(s));
-            }
-            self.partial.retain(|_, holders| !holders.is_empty());
+    }
+
+    /// How long `session` has been silent: since it was last heard from, or since this
+    /// tracker started keeping presence if it has not been heard from since.
+    pub fn silent_for(&self, session: &SessionId, now: Instant) -> Duration {
+        now.duration_since(self.last_seen.get(session).copied().unwrap_or(self.started))
+    }
+
+    /// Forgets every session `exists` denies (ended sessions), so that the maps hold at
+    /// most the sessions of the replicated state.
+    pub fn keep_only(&mut self, exists: impl Fn(&SessionId) -> bool) {
+        self.last_seen.retain(|s, _| exists(s));
+        for holders in self.partial.values_mut() {
+            holders.retain(|s, _| exists(s));
         }
+        self.partial.retain(|_, holders| !holders.is_empty());
     }
 
     /// Whether `session` counts as live: heard from within the TTL, or, for a session not

@@ -1,15 +1,12 @@
 //! The accept loop: one named OS thread per connection, a cap on live connections, and a
-//! clean shutdown that wakes `accept`, closes every live socket and joins every thread.
+//! shutdown that wakes `accept` and stops accepting.
 
-use std::collections::HashMap;
 use std::io;
-use std::net::{Shutdown as SocketShutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::Duration;
-
-use parking_lot::Mutex;
 
 use crate::admission::{Admission, AdmissionLimits};
 use crate::service::Service;
@@ -52,7 +49,35 @@ impl Shutdown {
     }
 }
 
+/// The accept queue asked of the kernel (which caps it at `net.core.somaxconn`): deep
+/// enough that thousands of clients reconnecting at once after a failover are queued, not
+/// dropped and left to retry a second later.
+pub const ACCEPT_BACKLOG: i32 = 8192;
+
+/// Binds a listening socket on `addr` with `ACCEPT_BACKLOG`.
+pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(ACCEPT_BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// How long the accept loop waits for a stranger's handshake slot to free before it
+/// accepts anyway (and closes what cannot be admitted).
+const HANDSHAKE_ROOM_PATIENCE: Duration = Duration::from_millis(250);
+
+/// The stack of a connection thread: a request is decoded and answered in a few frames
+/// of calls, and 20,000 connections must fit in memory and in the address space.
+pub const CONNECTION_STACK: usize = 128 * 1024;
+
 /// Serves connections on an already-bound `listener` until `shutdown` is triggered.
+///
+/// Each connection holds one file descriptor (its socket) and one thread. At shutdown the
+/// loop stops accepting and returns: connection threads are not joined (the process exits
+/// and the kernel closes their sockets, which clients see at once); none of them holds
+/// state that needs saving, as only the Raft node writes to disk.
 pub fn run(
     listener: TcpListener,
     service: Arc<Service>,
@@ -63,10 +88,13 @@ pub fn run(
     let tracker_ips = service.settings.trackers.current().trackers().map(|(_, a)| a.ip()).collect();
     let admission =
         Admission::new(AdmissionLimits { max_clients: limits.max_connections, tracker_ips });
-    let live: Arc<Mutex<HashMap<u64, TcpStream>>> = Arc::new(Mutex::new(HashMap::new()));
-    let mut threads: Vec<JoinHandle<()>> = Vec::new();
+    let live = Arc::new(AtomicUsize::new(0));
     let mut next_id = 0u64;
-    for stream in listener.incoming() {
+    loop {
+        // A stranger's connection accepted now would only be closed: leave it queued a
+        // moment (not long: a tracker's connection may be queued behind it).
+        admission.wait_for_handshake_room(HANDSHAKE_ROOM_PATIENCE);
+        let stream = listener.accept().map(|(stream, _)| stream);
         if shutdown.is_triggered() {
             break;
         }
@@ -79,7 +107,6 @@ pub fn run(
                 continue;
             }
         };
-        reap_finished(&mut threads);
         let Ok(peer) = stream.peer_addr() else { continue };
         let handshake = match admission.start_handshake(peer.ip()) {
             Ok(slot) => slot,
@@ -88,52 +115,41 @@ pub fn run(
                 continue;
             }
         };
-        if live.lock().len() >= admission.max_live() {
+        if live.load(Ordering::SeqCst) >= admission.max_live() {
             log::warn!("peer={peer}: refused, {} connections open", admission.max_live());
             continue;
         }
         next_id += 1;
-        let conn_id = next_id;
-        let handle = match stream.try_clone() {
-            Ok(handle) => handle,
-            Err(e) => {
-                log::warn!("cannot clone socket: {e}");
-                continue;
-            }
-        };
-        live.lock().insert(conn_id, handle);
         let service = Arc::clone(&service);
         let admission = admission.clone();
-        let live_for_thread = Arc::clone(&live);
+        let counted = LiveConnection::new(&live);
         let spawned = thread::Builder::new()
-            .name(format!("conn-{conn_id}"))
-            .stack_size(256 * 1024)
+            .name(format!("conn-{next_id}"))
+            .stack_size(CONNECTION_STACK)
             .spawn(move || {
+                let _counted = counted;
                 session::serve(stream, &service, limits, tracker_id, &admission, handshake);
-                live_for_thread.lock().remove(&conn_id);
             });
-        match spawned {
-            Ok(thread) => threads.push(thread),
-            Err(e) => {
-                log::error!("cannot spawn connection thread: {e}");
-                live.lock().remove(&conn_id);
-            }
+        if let Err(e) = spawned {
+            log::error!("cannot spawn connection thread: {e}");
         }
     }
-    log::info!("shutting down: closing {} connections", live.lock().len());
-    for stream in live.lock().values() {
-        let _ = stream.shutdown(SocketShutdown::Both);
-    }
-    for thread in threads {
-        let _ = thread.join();
-    }
+    log::info!("shutting down: {} connections open", live.load(Ordering::SeqCst));
     Ok(())
 }
 
-fn reap_finished(threads: &mut Vec<JoinHandle<()>>) {
-    let (done, running): (Vec<_>, Vec<_>) = threads.drain(..).partition(|t| t.is_finished());
-    *threads = running;
-    for thread in done {
-        let _ = thread.join();
+/// Counts a connection thread while it lives.
+struct LiveConnection(Arc<AtomicUsize>);
+
+impl LiveConnection {
+    fn new(live: &Arc<AtomicUsize>) -> LiveConnection {
+        live.fetch_add(1, Ordering::SeqCst);
+        LiveConnection(Arc::clone(live))
+    }
+}
+
+impl Drop for LiveConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }

@@ -11,20 +11,23 @@
 //! network call. Lock order: state, presence.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Mutex, RwLock};
 
 use common::message::{PeerInfo, Reply, Request, RequestId, SessionId, SessionToken, TrackerError};
 use common::tracker_info::TrackerInfoFile;
-use common::{FileName, GroupId, Identity, Layout, PublicKey, Sha1Digest};
+use common::{FileName, GroupId, Identity, Layout, PublicKey, Sha1Digest, UserId};
 use raft::StateRole;
 use std::sync::Arc;
 
 use crate::cluster::{Cluster, Role};
-use crate::credential::Credential;
+use crate::kdf_pool::{KdfPool, Priority};
+use crate::login_throttle::{LoginThrottle, ThrottleLimits};
 use crate::presence::Presence;
-use crate::state::{LogEntry, Op, TicketSecret, TrackerState};
+use crate::quota::{QuotaLimits, Quotas};
+use crate::state::{LogEntry, Op, Origin, TicketSecret, TrackerState};
 
 /// How many clients' last failed writes are remembered to answer a retried request.
 const MAX_REMEMBERED_CLIENTS: usize = 65_536;
@@ -40,7 +43,18 @@ pub struct Settings {
     pub peer_timeout: Duration,
     /// How long a ticket issued with a file's peers stays valid (downloaders renew it).
     pub ticket_lifetime: Duration,
+    /// A session silent for this long is ended by the leader.
+    pub session_idle_timeout: Duration,
+    /// Password-hashing threads.
+    pub kdf_threads: usize,
+    /// Limits on password guessing and account creation.
+    pub throttle: ThrottleLimits,
+    /// Per-user and per-group limits.
+    pub quotas: QuotaLimits,
 }
+
+/// Sessions ended per sweep of idle ones, at most (the rest wait for the next sweep).
+const MAX_EXPIRED_PER_SWEEP: usize = 1000;
 
 /// The tracker's request handler, shared by every connection thread.
 pub struct Service {
@@ -52,7 +66,11 @@ pub struct Service {
     presence: Arc<Mutex<Presence>>,
     /// The last failed write of each client (successful ones are in the state), so a
     /// request resent after a lost reply gets the same answer.
-    last_failures: Mutex<HashMap<u64, (u64, TrackerError)>>,
+    last_failures: Mutex<HashMap<u64, (Origin, TrackerError)>>,
+    /// Password hashing, off the connection threads.
+    kdf: KdfPool,
+    throttle: LoginThrottle,
+    quotas: Quotas,
 }
 
 impl Service {
@@ -62,18 +80,31 @@ impl Service {
         state: Arc<RwLock<TrackerState>>,
         presence: Arc<Mutex<Presence>>,
         cluster: Cluster,
-    ) -> Service {
-        Service { settings, state, cluster, presence, last_failures: Mutex::new(HashMap::new()) }
+    ) -> std::io::Result<Service> {
+        let throttle = LoginThrottle::new(settings.throttle);
+        let quotas = Quotas::new(settings.quotas);
+        let kdf = KdfPool::new(settings.kdf_threads)?;
+        Ok(Service {
+            settings,
+            state,
+            cluster,
+            presence,
+            last_failures: Mutex::new(HashMap::new()),
+            kdf,
+            throttle,
+            quotas,
+        })
     }
 
     /// Handles one client request and returns what to answer. `client` is the static key
-    /// the client proved on its channel: a session is only ever used with the key it was
-    /// opened with.
+    /// the client proved on its channel (a session is only ever used with the key it was
+    /// opened with), `from` the address it connects from.
     pub fn handle(
         &self,
         id: RequestId,
         token: Option<SessionToken>,
         client: PublicKey,
+        from: IpAddr,
         request: Request,
     ) -> Result<Reply, TrackerError> {
         if self.cluster.witness {
@@ -83,9 +114,16 @@ impl Service {
             )));
         }
         match self.cluster.role() {
-            Role::Primary => self.serve_here(id, token, client, request),
+            Role::Primary => self.serve_here(id, token, client, from, request),
             Role::Backup { .. } if answers_locally(&request) => {
-                self.serve_here(id, token, client, request)
+                self.serve_here(id, token, client, from, request)
+            }
+            Role::Backup { .. } if hashes_a_password(&request) => {
+                // The password is hashed here, where the client's address is known (for the
+                // throttle), and the hashing of a flood of logins is spread over every
+                // tracker; the leader gets the entry to commit.
+                self.cluster.read_barrier()?;
+                self.write(id, token.map(|t| t.id()), client, from, request)
             }
             Role::Backup { leader } => self.cluster.forward(leader, id, token, client, request),
             Role::Leaderless => Err(self.cluster.no_leader()),
@@ -103,16 +141,32 @@ impl Service {
         client: PublicKey,
         request: Request,
     ) -> Result<Reply, TrackerError> {
-        match self.cluster.role() {
-            Role::Primary => self.serve_here(id, token, client, request),
-            _ => {
-                log::info!("tracker {from} forwarded {id:?}, but this tracker does not lead");
-                Err(TrackerError::Unavailable(format!(
-                    "tracker {} does not lead any more",
-                    self.settings.id
-                )))
-            }
+        self.only_leader(from)?;
+        // The client's address is the follower's: nothing forwarded hashes a password.
+        let follower = self.settings.trackers.current().addr(from).map(|a| a.ip());
+        let from_ip = follower.unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        self.serve_here(id, token, client, from_ip, request)
+    }
+
+    /// Commits an entry a follower built (a login or an account whose password it hashed).
+    pub fn handle_proposed(&self, from: u32, entry: &[u8]) -> Result<Reply, TrackerError> {
+        self.only_leader(from)?;
+        let entry = LogEntry::decode(entry).map_err(|e| {
+            log::warn!("tracker {from} proposed an entry this build cannot read: {e}");
+            TrackerError::Unavailable(format!("tracker {from} proposed an unreadable entry"))
+        })?;
+        self.commit_here(entry)
+    }
+
+    fn only_leader(&self, from: u32) -> Result<(), TrackerError> {
+        if self.cluster.role() == Role::Primary {
+            return Ok(());
         }
+        log::info!("tracker {from} forwarded a request, but this tracker does not lead");
+        Err(TrackerError::Unavailable(format!(
+            "tracker {} does not lead any more",
+            self.settings.id
+        )))
     }
 
     /// Answers a request on this tracker (the leader, or a follower for a pure read).
@@ -121,6 +175,7 @@ impl Service {
         id: RequestId,
         token: Option<SessionToken>,
         client: PublicKey,
+        from: IpAddr,
         request: Request,
     ) -> Result<Reply, TrackerError> {
         if reads_replicated_state(&request) {
@@ -148,7 +203,13 @@ impl Service {
             Request::AnnouncePieces { group, digest, have } => {
                 let state = self.state.read();
                 let user = state.session_user(session)?;
-                state.check_member_file(&user, &group, &digest)?;
+                let n_pieces = state.member_file_pieces(&user, &group, &digest)?;
+                if have.n_pieces() != n_pieces {
+                    return Err(TrackerError::BadFileMeta(format!(
+                        "{} pieces announced for a file of {n_pieces}",
+                        have.n_pieces()
+                    )));
+                }
                 if let Some(token) = session {
                     self.presence.lock().announce(group, digest, token, have);
                 }
@@ -174,33 +235,140 @@ impl Service {
                 return result;
             }
         }
-        // A write. Was it already applied (a retry after a lost reply, maybe on another
-        // tracker)?
-        if let Some(reply) = self.state.read().replied(&id) {
+        self.write(id, session, client, from, request)
+    }
+
+    /// A write: answered from the record if it is a retry of one already applied (maybe
+    /// on another tracker), else turned into an entry and committed.
+    fn write(
+        &self,
+        id: RequestId,
+        session: Option<SessionId>,
+        client: PublicKey,
+        from: IpAddr,
+        request: Request,
+    ) -> Result<Reply, TrackerError> {
+        let origin = Origin { id, fingerprint: Some(request.fingerprint(&client)) };
+        if let Some(reply) = self.state.read().replied(&origin) {
             log::debug!("request {id:?}: answering a retry from the log");
             return Ok(reply);
         }
-        if let Some((seq, err)) = self.last_failures.lock().get(&id.client) {
-            if *seq == id.seq {
+        if let Some((recorded, err)) = self.last_failures.lock().get(&id.client) {
+            if recorded == &origin {
                 return Err(err.clone());
             }
         }
-        let result = self.to_op(session, client, request).and_then(|op| {
-            // Refused at once when it cannot apply now; applied (or refused) in log order
-            // otherwise.
-            self.state.read().check(&op)?;
-            self.cluster.commit(&LogEntry { op, origin: Some(id) })
-        });
+        let result = self
+            .to_op(session, client, from, request)
+            .and_then(|op| self.submit(LogEntry { op, origin: Some(origin) }));
         if let Err(err) = &result {
-            if !matches!(err, TrackerError::Unavailable(_)) {
+            // Refusals that depend on the moment are not answers to remember.
+            let lasting = !matches!(
+                err,
+                TrackerError::Unavailable(_)
+                    | TrackerError::Busy(_)
+                    | TrackerError::TooManyAttempts { .. }
+                    | TrackerError::QuotaExceeded(_)
+            );
+            if lasting {
                 let mut failures = self.last_failures.lock();
                 if failures.len() >= MAX_REMEMBERED_CLIENTS {
                     failures.clear();
                 }
-                failures.insert(id.client, (id.seq, err.clone()));
+                failures.insert(id.client, (origin, err.clone()));
             }
         }
         result
+    }
+
+    /// Commits `entry` here if this tracker leads, or has the leader commit it.
+    fn submit(&self, entry: LogEntry) -> Result<Reply, TrackerError> {
+        match self.cluster.role() {
+            Role::Primary => self.commit_here(entry),
+            Role::Backup { leader } => self.cluster.propose_at(leader, &entry),
+            Role::Leaderless => Err(self.cluster.no_leader()),
+        }
+    }
+
+    /// On the leader: checks `entry` against the state and the quotas, makes room for a
+    /// new session, and commits it. Refused at once when it cannot apply now; applied (or
+    /// refused) in log order otherwise.
+    fn commit_here(&self, entry: LogEntry) -> Result<Reply, TrackerError> {
+        {
+            let state = self.state.read();
+            if let Some(reply) = entry.origin.and_then(|origin| state.replied(&origin)) {
+                return Ok(reply);
+            }
+            state.check(&entry.op)?;
+            self.quotas.check(&state, &entry.op, Instant::now())?;
+        }
+        if let Op::OpenSession { user, .. } = &entry.op {
+            self.make_room_for_session(user)?;
+        }
+        self.cluster.commit(&entry)
+    }
+
+    /// Before a login of `user` who has every session the quota allows: ends the one
+    /// silent the longest if it is not live, or refuses the login.
+    fn make_room_for_session(&self, user: &UserId) -> Result<(), TrackerError> {
+        let limit = self.quotas.limits().sessions_per_user.max(1);
+        let now = Instant::now();
+        let stale = {
+            let state = self.state.read();
+            let presence = self.presence.lock();
+            let sessions: Vec<SessionId> = state.sessions_of(user).collect();
+            if sessions.len() < limit {
+                return Ok(());
+            }
+            let excess = sessions.len() + 1 - limit;
+            let mut idle: Vec<(Duration, SessionId)> = sessions
+                .into_iter()
+                .filter(|s| !presence.is_live(s, now))
+                .map(|s| (presence.silent_for(&s, now), s))
+                .collect();
+            if idle.len() < excess {
+                return Err(TrackerError::QuotaExceeded(format!(
+                    "{user} already has {limit} live sessions (tracker option \
+                     --max-sessions-per-user); log out of one, or `logout --all`"
+                )));
+            }
+            idle.sort_by_key(|(silent, _)| std::cmp::Reverse(*silent));
+            idle.into_iter().take(excess).map(|(_, s)| s).collect::<Vec<_>>()
+        };
+        for session in stale {
+            log::info!("{user}: ending {session:?}, silent the longest, for a new login");
+            self.cluster.commit(&LogEntry { op: Op::CloseSession { session }, origin: None })?;
+        }
+        Ok(())
+    }
+
+    /// On the leader: ends the sessions silent for longer than the idle timeout (at most
+    /// `MAX_EXPIRED_PER_SWEEP` at a time), and forgets the presence of ended ones. Run
+    /// every few seconds.
+    pub fn expire_idle_sessions(&self) {
+        if self.cluster.role() != Role::Primary {
+            return;
+        }
+        let now = Instant::now();
+        let idle: Vec<SessionId> = {
+            let state = self.state.read();
+            let mut presence = self.presence.lock();
+            presence.keep_only(|s| state.session_key(s).is_some());
+            state
+                .session_ids()
+                .filter(|s| presence.silent_for(s, now) > self.settings.session_idle_timeout)
+                .take(MAX_EXPIRED_PER_SWEEP)
+                .copied()
+                .collect()
+        };
+        for session in idle {
+            log::info!("ending {session:?}: silent for longer than the session idle timeout");
+            let entry = LogEntry { op: Op::CloseSession { session }, origin: None };
+            if let Err(e) = self.cluster.commit(&entry) {
+                log::info!("cannot end idle sessions now: {e}");
+                return;
+            }
+        }
     }
 
     /// Whether `token` is a live session opened with `client`'s key (as far as this
@@ -314,6 +482,7 @@ impl Service {
         &self,
         session: Option<SessionId>,
         client: PublicKey,
+        from: IpAddr,
         request: Request,
     ) -> Result<Op, TrackerError> {
         let user = || self.state.read().session_user(session);
@@ -323,19 +492,32 @@ impl Service {
                 if self.state.read().has_user(&user) {
                     return Err(TrackerError::UserExists(user));
                 }
-                let credential = Credential::derive(&password, self.settings.kdf_iterations)
-                    .map_err(|e| unavailable("no randomness", e))?;
+                self.throttle.admit_signup(from, Instant::now())?;
+                let priority = self.kdf_priority(from);
+                let credential =
+                    self.kdf.derive(priority, password, self.settings.kdf_iterations)?;
                 Op::CreateUser { user, credential }
             }
             Request::Login { user, password, peer_addr, session: token } => {
-                let credential = self.state.read().credential(&user)?;
-                if !credential.verify(&password) {
+                self.throttle.admit_login(from, &user, Instant::now())?;
+                let credential = match self.state.read().credential(&user) {
+                    Ok(credential) => credential,
+                    Err(unknown) => {
+                        // Guessing user names counts as guessing passwords.
+                        self.throttle.login_failed(from, &user, Instant::now());
+                        return Err(unknown);
+                    }
+                };
+                if !self.kdf.verify(self.kdf_priority(from), credential, password)? {
+                    self.throttle.login_failed(from, &user, Instant::now());
                     return Err(TrackerError::WrongPassword);
                 }
+                self.throttle.login_succeeded(from);
                 // Only the token's hash is stored, logged and replicated.
                 Op::OpenSession { session: token.id(), user, peer_addr, key: client }
             }
             Request::Logout => Op::CloseSession { session: session_token()? },
+            Request::LogoutEverywhere => Op::CloseUserSessions { user: user()? },
             Request::CreateGroup { group } => Op::CreateGroup { group, owner: user()? },
             Request::JoinGroup { group } => Op::RequestJoin { group, user: user()? },
             Request::LeaveGroup { group } => Op::LeaveGroup { group, user: user()? },
@@ -353,8 +535,8 @@ impl Service {
                 user()?;
                 Op::StopShare { session: session_token()?, group, name }
             }
-            Request::ListGroups
-            | Request::ListMyGroups
+            Request::ListGroups { .. }
+            | Request::ListMyGroups { .. }
             | Request::ListRequests { .. }
             | Request::ListFiles { .. }
             | Request::GetFile { .. }
@@ -372,17 +554,33 @@ impl Service {
     }
 }
 
+impl Service {
+    /// Hashes for addresses that failed lately wait behind everyone else's.
+    fn kdf_priority(&self, from: IpAddr) -> Priority {
+        match self.throttle.has_failed(from, Instant::now()) {
+            true => Priority::Suspect,
+            false => Priority::Clean,
+        }
+    }
+}
+
 /// Whether a follower answers `request` itself (pure reads of replicated state; the rest
 /// needs the leader's soft state or is a write).
 fn answers_locally(request: &Request) -> bool {
     matches!(
         request,
-        Request::ListGroups
-            | Request::ListMyGroups
+        Request::ListGroups { .. }
+            | Request::ListMyGroups { .. }
             | Request::ListRequests { .. }
             | Request::CheckTicket { .. }
             | Request::StateDigest
     )
+}
+
+/// Whether `request` hashes a password (and so is prepared by the tracker the client is
+/// connected to, not forwarded).
+fn hashes_a_password(request: &Request) -> bool {
+    matches!(request, Request::CreateUser { .. } | Request::Login { .. })
 }
 
 /// Whether answering `request` reads replicated state, and so waits for a read barrier

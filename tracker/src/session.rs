@@ -6,7 +6,7 @@
 //! and may open a replication connection as tracker N (`ReplicaHello`); any other key is a
 //! client and takes a client slot (`admission`).
 
-use std::net::TcpStream;
+use std::net::{IpAddr, TcpStream};
 
 use common::connection::{Connection, Timeouts};
 use common::frame::FrameError;
@@ -30,7 +30,8 @@ pub fn serve(
     admission: &Admission,
     handshake: HandshakeSlot,
 ) {
-    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let Ok(peer_addr) = stream.peer_addr() else { return };
+    let peer = peer_addr.to_string();
     let timeouts = Timeouts {
         handshake: limits.handshake_timeout,
         read: limits.handshake_timeout,
@@ -58,7 +59,7 @@ pub fn serve(
             return;
         }
     };
-    if let Err(e) = serve_conn(conn, service, limits, tracker_id, key, tracker) {
+    if let Err(e) = serve_conn(conn, service, limits, tracker_id, key, peer_addr.ip(), tracker) {
         if e.is_timeout() {
             log::info!("peer={peer}: closing idle connection");
         } else {
@@ -75,6 +76,7 @@ fn serve_conn(
     limits: Limits,
     tracker_id: u32,
     key: PublicKey,
+    from: IpAddr,
     tracker: Option<u32>,
 ) -> Result<(), FrameError> {
     match conn.recv()? {
@@ -125,7 +127,7 @@ fn serve_conn(
         match msg {
             ClientMessage::Request { id, session, request } => {
                 log::debug!("< {id:?} {request:?}");
-                let result = service.handle(id, session, key, request);
+                let result = service.handle(id, session, key, from, request);
                 log::debug!("> {id:?} {result:?}");
                 if matches!(result, Ok(Reply::LoggedIn)) {
                     conn.set_max_frame(usize::MAX);

@@ -17,6 +17,7 @@ use sha1::Sha1;
 use common::hash::file_digest;
 use common::message::{
     FileMeta, FileSummary, Reply, Request, RequestId, SessionId, Ticket, TrackerError,
+    MAX_PAGE_ITEMS,
 };
 use common::{FileName, GroupId, Layout, PublicKey, Sha1Digest, UserId};
 
@@ -27,17 +28,62 @@ const MAX_REMEMBERED_CLIENTS: usize = 65_536;
 
 /// The encoding of a Raft entry's data: `ENTRY_FORMAT` then the postcard of a `LogEntry`.
 /// Bumped on any change to `LogEntry`, `Op` or the types they hold, so that an entry
-/// written by another build is refused, never misread.
-pub const ENTRY_FORMAT: u8 = 1;
+/// written by another build is refused, never misread. Format 1 (origins without a
+/// fingerprint) is still read.
+pub const ENTRY_FORMAT: u8 = 2;
 /// The encoding of a snapshot: `STATE_FORMAT` then the postcard of a `TrackerState`.
-pub const STATE_FORMAT: u8 = 1;
+/// Format 1 is still read.
+pub const STATE_FORMAT: u8 = 2;
 
 /// One Raft entry's content: an operation and the client request it came from (so that a
 /// request retried after a lost reply, on any tracker, is answered and not applied twice).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogEntry {
     pub op: Op,
-    pub origin: Option<RequestId>,
+    pub origin: Option<Origin>,
+}
+
+/// The client request an entry came from: its id, and a fingerprint of the key that sent
+/// it and of what it asked (`Request::fingerprint`), so that only the same request from
+/// the same client is answered as a retry. `None` in entries written by format 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    pub id: RequestId,
+    pub fingerprint: Option<[u8; 32]>,
+}
+
+impl Origin {
+    /// Whether `self` (a recorded request) is `retry` sent again.
+    fn answers(&self, retry: &Origin) -> bool {
+        self.id == retry.id
+            && match (self.fingerprint, retry.fingerprint) {
+                (Some(mine), Some(theirs)) => mine == theirs,
+                // Recorded by format 1: ids only.
+                (None, _) => true,
+                (Some(_), None) => false,
+            }
+    }
+}
+
+/// What format 1 wrote, read to upgrade a data directory in place.
+mod format1 {
+    use super::*;
+
+    #[derive(Deserialize)]
+    pub struct LogEntry {
+        pub op: Op,
+        pub origin: Option<RequestId>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct TrackerState {
+        pub secret: Option<TicketSecret>,
+        pub last_replies: BTreeMap<u64, (u64, Reply)>,
+        pub users: BTreeMap<UserId, Credential>,
+        pub groups: BTreeMap<GroupId, Group>,
+        pub sessions: BTreeMap<SessionId, Session>,
+        pub files: BTreeMap<GroupId, BTreeMap<FileName, FileRecord>>,
+    }
 }
 
 /// Why stored or received bytes are not an entry or a state of this build.
@@ -57,6 +103,11 @@ impl LogEntry {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<LogEntry, DecodeError> {
+        if bytes.first() == Some(&1) {
+            let old: format1::LogEntry = unversioned(1, bytes)?;
+            let origin = old.origin.map(|id| Origin { id, fingerprint: None });
+            return Ok(LogEntry { op: old.op, origin });
+        }
         unversioned(ENTRY_FORMAT, bytes)
     }
 }
@@ -135,6 +186,10 @@ pub enum Op {
         group: GroupId,
         name: FileName,
     },
+    /// `logout --all`: every session of `user` ends, wherever it was opened.
+    CloseUserSessions {
+        user: UserId,
+    },
 }
 
 /// The trackers' secret that authenticates tickets. Its `Debug` hides it: ops and states
@@ -178,7 +233,7 @@ pub struct TrackerState {
     secret: Option<TicketSecret>,
     /// The last request of each client that changed state, with its reply, so that a
     /// request retried after a lost reply (on any tracker) is answered, not applied again.
-    last_replies: BTreeMap<u64, (u64, Reply)>,
+    last_replies: BTreeMap<u64, (Origin, Reply)>,
     users: BTreeMap<UserId, Credential>,
     groups: BTreeMap<GroupId, Group>,
     sessions: BTreeMap<SessionId, Session>,
@@ -214,49 +269,100 @@ impl TrackerState {
         is_live: &dyn Fn(&SessionId) -> bool,
     ) -> Option<Result<Reply, TrackerError>> {
         let result = match request {
-            Request::ListGroups => self
-                .session_user(session)
-                .map(|_| Reply::Groups(self.groups.keys().cloned().collect())),
-            Request::ListMyGroups => self.session_user(session).map(|user| {
-                Reply::Groups(
-                    self.groups
-                        .iter()
-                        .filter(|(_, g)| g.members.contains(&user))
-                        .map(|(id, _)| id.clone())
-                        .collect(),
-                )
+            Request::ListGroups { after } => self.session_user(session).map(|_| {
+                let (groups, more) = page(self.groups.keys().filter(|g| Some(*g) > after.as_ref()));
+                Reply::Groups { groups, more }
             }),
-            Request::ListRequests { group } => self
+            Request::ListMyGroups { after } => self.session_user(session).map(|user| {
+                let mine = self
+                    .groups
+                    .iter()
+                    .filter(|(id, g)| Some(*id) > after.as_ref() && g.members.contains(&user))
+                    .map(|(id, _)| id);
+                let (groups, more) = page(mine);
+                Reply::Groups { groups, more }
+            }),
+            Request::ListRequests { group, after } => self
                 .session_user(session)
                 .and_then(|user| self.owned_group(group, &user))
-                .map(|g| Reply::Users(g.requests.clone())),
-            Request::ListFiles { group } => self
+                .map(|g| {
+                    let mut pending: Vec<&UserId> =
+                        g.requests.iter().filter(|u| Some(*u) > after.as_ref()).collect();
+                    pending.sort_unstable();
+                    let (users, more) = page(pending.into_iter());
+                    Reply::Users { users, more }
+                }),
+            Request::ListFiles { group, after } => self
                 .session_user(session)
                 .and_then(|user| self.member_group(group, &user))
-                .map(|_| Reply::Files(self.file_summaries(group, is_live))),
+                .map(|_| {
+                    let (files, more) = self.file_summaries(group, after.as_ref(), is_live);
+                    Reply::Files { files, more }
+                }),
             _ => return None,
         };
         Some(result)
     }
 
+    /// One page of a group's files listed after `after` that a live session shares.
     fn file_summaries(
         &self,
         group: &GroupId,
+        after: Option<&FileName>,
         is_live: &dyn Fn(&SessionId) -> bool,
-    ) -> Vec<FileSummary> {
-        let Some(files) = self.files.get(group) else { return Vec::new() };
-        files
-            .values()
-            .filter_map(|f| {
-                let n_live = f.sharers.iter().filter(|s| is_live(s)).count();
-                (n_live > 0).then(|| FileSummary {
-                    name: f.meta.name.clone(),
-                    size: f.meta.size,
-                    digest: f.meta.digest,
-                    n_sharers: u32::try_from(n_live).unwrap_or(u32::MAX),
-                })
+    ) -> (Vec<FileSummary>, bool) {
+        let Some(files) = self.files.get(group) else { return (Vec::new(), false) };
+        let listed = files.values().filter(|f| Some(&f.meta.name) > after).filter_map(|f| {
+            let n_live = f.sharers.iter().filter(|s| is_live(s)).count();
+            (n_live > 0).then(|| FileSummary {
+                name: f.meta.name.clone(),
+                size: f.meta.size,
+                digest: f.meta.digest,
+                n_sharers: u32::try_from(n_live).unwrap_or(u32::MAX),
             })
-            .collect()
+        });
+        page(listed)
+    }
+
+    /// How many groups `user` owns.
+    pub fn groups_owned(&self, user: &UserId) -> usize {
+        self.groups.values().filter(|g| &g.owner == user).count()
+    }
+
+    /// How many join requests `user` has pending.
+    pub fn requests_pending(&self, user: &UserId) -> usize {
+        self.groups.values().filter(|g| g.requests.contains(user)).count()
+    }
+
+    /// Whether `group` lists a file called `name`.
+    pub fn has_file(&self, group: &GroupId, name: &FileName) -> bool {
+        self.files.get(group).is_some_and(|files| files.contains_key(name))
+    }
+
+    /// How many files `group` lists.
+    pub fn files_in(&self, group: &GroupId) -> usize {
+        self.files.get(group).map_or(0, BTreeMap::len)
+    }
+
+    /// The bytes of metadata of the files `user` shares (from any session).
+    pub fn metadata_shared_by(&self, user: &UserId) -> u64 {
+        let mine = |s: &SessionId| self.sessions.get(s).is_some_and(|s| &s.user == user);
+        self.files
+            .values()
+            .flat_map(BTreeMap::values)
+            .filter(|f| f.sharers.iter().any(mine))
+            .map(|f| f.meta.metadata_len())
+            .sum()
+    }
+
+    /// The sessions of `user`.
+    pub fn sessions_of<'a>(&'a self, user: &'a UserId) -> impl Iterator<Item = SessionId> + 'a {
+        self.sessions.iter().filter(move |(_, s)| &s.user == user).map(|(id, _)| *id)
+    }
+
+    /// Every session, for the leader's sweep of idle ones.
+    pub fn session_ids(&self) -> impl Iterator<Item = &SessionId> {
+        self.sessions.keys()
     }
 
     /// Whether the ticket secret has been set.
@@ -279,24 +385,22 @@ impl TrackerState {
         Ok((&record.meta, record.sharers.iter()))
     }
 
-    /// Checks that `user` is a member of `group` and the group has a file with `digest`.
-    pub fn check_member_file(
+    /// Checks that `user` is a member of `group` and the group has a file with `digest`,
+    /// and returns how many pieces that file has.
+    pub fn member_file_pieces(
         &self,
         user: &UserId,
         group: &GroupId,
         digest: &Sha1Digest,
-    ) -> Result<(), TrackerError> {
+    ) -> Result<u32, TrackerError> {
         self.member_group(group, user)?;
-        let known = self
-            .files
+        self.files
             .get(group)
-            .is_some_and(|files| files.values().any(|f| &f.meta.digest == digest));
-        if !known {
-            return Err(TrackerError::BadFileMeta(format!(
-                "group {group} has no file with digest {digest}"
-            )));
-        }
-        Ok(())
+            .and_then(|files| files.values().find(|f| &f.meta.digest == digest))
+            .map(|f| u32::try_from(f.meta.pieces.len()).unwrap_or(u32::MAX))
+            .ok_or_else(|| {
+                TrackerError::BadFileMeta(format!("group {group} has no file with digest {digest}"))
+            })
     }
 
     /// Where a session's peer serves pieces, under which key, and its user.
@@ -399,6 +503,12 @@ impl TrackerState {
                 Ok(Reply::LoggedIn)
             }
             Op::CloseSession { session } => self.live_session(session).map(|_| Reply::Done),
+            Op::CloseUserSessions { user } => {
+                if !self.users.contains_key(user) {
+                    return Err(TrackerError::UnknownUser(user.clone()));
+                }
+                Ok(Reply::Done)
+            }
             Op::CreateGroup { group, owner } => {
                 if !self.users.contains_key(owner) {
                     return Err(TrackerError::UnknownUser(owner.clone()));
@@ -462,11 +572,11 @@ impl TrackerState {
         }
     }
 
-    /// The reply already given to request `id`, if it was applied.
-    pub fn replied(&self, id: &RequestId) -> Option<Reply> {
+    /// The reply already given to the request `origin`, if it was applied.
+    pub fn replied(&self, origin: &Origin) -> Option<Reply> {
         self.last_replies
-            .get(&id.client)
-            .filter(|(seq, _)| *seq == id.seq)
+            .get(&origin.id.client)
+            .filter(|(recorded, _)| recorded.answers(origin))
             .map(|(_, reply)| reply.clone())
     }
 
@@ -480,12 +590,12 @@ impl TrackerState {
         let reply = self.apply(&entry.op)?;
         if let Some(origin) = entry.origin {
             if self.last_replies.len() >= MAX_REMEMBERED_CLIENTS
-                && !self.last_replies.contains_key(&origin.client)
+                && !self.last_replies.contains_key(&origin.id.client)
             {
                 // Deterministic on every replica: forget the lowest client id.
                 self.last_replies.pop_first();
             }
-            self.last_replies.insert(origin.client, (origin.seq, reply.clone()));
+            self.last_replies.insert(origin.id.client, (origin, reply.clone()));
         }
         Ok(reply)
     }
@@ -496,6 +606,25 @@ impl TrackerState {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<TrackerState, DecodeError> {
+        if bytes.first() == Some(&1) {
+            let old: format1::TrackerState = unversioned(1, bytes)?;
+            let last_replies = old
+                .last_replies
+                .into_iter()
+                .map(|(client, (seq, reply))| {
+                    let id = RequestId { client, seq };
+                    (client, (Origin { id, fingerprint: None }, reply))
+                })
+                .collect();
+            return Ok(TrackerState {
+                secret: old.secret,
+                last_replies,
+                users: old.users,
+                groups: old.groups,
+                sessions: old.sessions,
+                files: old.files,
+            });
+        }
         unversioned(STATE_FORMAT, bytes)
     }
 
@@ -516,6 +645,11 @@ impl TrackerState {
             Op::CloseSession { session } => {
                 self.sessions.remove(session);
                 self.remove_sharers(|s| s == session);
+            }
+            Op::CloseUserSessions { user } => {
+                let gone: BTreeSet<SessionId> = self.sessions_of(user).collect();
+                self.sessions.retain(|s, _| !gone.contains(s));
+                self.remove_sharers(|s| gone.contains(s));
             }
             Op::CreateGroup { group, owner } => {
                 let g = Group {
@@ -598,6 +732,15 @@ impl TrackerState {
         }
         self.files.retain(|_, files| !files.is_empty());
     }
+}
+
+/// The first `MAX_PAGE_ITEMS` of `items`, and whether more follow.
+fn page<'a, T: Clone + 'a>(
+    items: impl Iterator<Item = impl std::borrow::Borrow<T>>,
+) -> (Vec<T>, bool) {
+    let mut items = items.peekable();
+    let first: Vec<T> = items.by_ref().take(MAX_PAGE_ITEMS).map(|i| i.borrow().clone()).collect();
+    (first, items.peek().is_some())
 }
 
 /// Checks that a file's metadata is self-consistent: the piece count fits the size and the

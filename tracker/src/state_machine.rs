@@ -29,6 +29,10 @@ impl Apply for StateMachine {
         let result = self.state.write().apply_entry(&entry);
         match &entry.op {
             Op::CloseSession { session } => self.presence.lock().forget(session),
+            Op::CloseUserSessions { .. } => {
+                let state = self.state.read();
+                self.presence.lock().keep_only(|s| state.session_key(s).is_some());
+            }
             Op::OpenSession { session, .. } if result.is_ok() => {
                 self.presence.lock().touch(*session, Instant::now())
             }

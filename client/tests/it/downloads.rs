@@ -507,7 +507,9 @@ fn a_download_keeps_going_while_its_tracker_is_frozen() {
 /// connection there, not forty threads.
 #[test]
 fn a_peer_list_repeating_one_address_costs_one_connection() {
-    let (cluster, tracker) = Cluster::with_one_tracker();
+    // The tracker would end all but 16 of mallory's sessions (see
+    // `a_user_s_sessions_are_capped`): allow more, to test the downloader's own bound.
+    let (cluster, tracker) = Cluster::with_one_tracker_args(&["--max-sessions-per-user", "64"]);
     let mut c = cluster.members(&["seed", "leech", "mallory"], &["--max-upload-rate", "4000000"]);
     let original = cluster.path("f.bin");
     write_random(&original, 4 * 1024 * 1024, 43);

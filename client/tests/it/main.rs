@@ -8,6 +8,7 @@ mod downloads;
 mod durability;
 mod files;
 mod groups;
+mod hostile;
 mod partitions;
 mod repl;
 mod replication;

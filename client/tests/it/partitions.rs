@@ -213,7 +213,7 @@ fn check(cluster: &Cluster, trackers: &mut [TrackerProc], history: &History) {
 
 /// Starts three trackers in `netns`, and writers; returns them with the leader's index.
 fn three(netns: &Netns) -> (Cluster, Vec<TrackerProc>) {
-    let cluster = Cluster::in_netns(3, &netns.name);
+    let cluster = Cluster::in_netns(3, &netns.name).with_load_limits();
     let trackers = cluster.start_all();
     (cluster, trackers)
 }
@@ -314,7 +314,7 @@ fn a_paused_leader_loses_nothing_acknowledged() {
 /// acknowledged is lost.
 #[test]
 fn a_slow_lossy_network_between_trackers_loses_nothing_acknowledged() {
-    let cluster = Cluster::new(3);
+    let cluster = Cluster::new(3).with_load_limits();
     let mut trackers = Vec::new();
     let mut listens = Vec::new();
     let mut proxies = Vec::new();

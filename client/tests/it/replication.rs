@@ -9,7 +9,7 @@ use common::replica_message::{ReplicaReply, ReplicaRequest};
 
 use crate::support::{
     assert_same_file, raw_timeouts, wait_converged, wait_leader, write_random, ClientProc, Cluster,
-    TrackerProc, TIMEOUT,
+    RawSession, TrackerProc, TIMEOUT,
 };
 
 fn check_visible_everywhere(n: usize) {
@@ -139,13 +139,45 @@ fn a_restarted_tracker_catches_up_and_then_makes_the_majority() {
 /// 4096) is caught up by a snapshot, and then holds the same state.
 #[test]
 fn a_follower_that_missed_thousands_of_writes_catches_up_by_snapshot() {
-    let cluster = Cluster::new(3);
+    let cluster = Cluster::new(3).with_load_limits();
     let mut trackers = cluster.start_all();
     let follower = {
         let mut refs: Vec<&mut TrackerProc> = trackers.iter_mut().collect();
         (wait_leader(&mut refs) + 1) % 3
     };
     trackers[follower].kill();
+    // 20 MiB of state first (issue 13: state of any size replicates, in 1 MiB parts):
+    // 80 files of 6.4 GiB declared, whose metadata holds 13,107 piece hashes each.
+    let leader_idx = (follower + 2) % 3;
+    let leader_proc = &trackers[leader_idx];
+    let mut uploader = RawSession::connect(&cluster, leader_proc);
+    let password = common::Password::new("pw-big").unwrap();
+    let big = common::UserId::new("big").unwrap();
+    let created = uploader.call(common::message::Request::CreateUser { user: big, password });
+    assert_eq!(created, Ok(common::message::Reply::Done));
+    uploader.login("big", "127.0.0.1:9".parse().unwrap());
+    let g = common::GroupId::new("big").unwrap();
+    let reply = uploader.call(common::message::Request::CreateGroup { group: g.clone() });
+    assert_eq!(reply, Ok(common::message::Reply::Done));
+    for n in 0..80u8 {
+        let size = 13_107 * common::PIECE_SIZE as u64;
+        let pieces: Vec<common::Sha1Digest> = (0..13_107u32)
+            .map(|i| {
+                let mut d = [n; 20];
+                d[..4].copy_from_slice(&i.to_be_bytes());
+                common::Sha1Digest(d)
+            })
+            .collect();
+        let meta = common::message::FileMeta {
+            name: common::FileName::new(format!("big{n}")).unwrap(),
+            size,
+            digest: common::hash::file_digest(size, &pieces),
+            pieces,
+        };
+        let reply =
+            uploader.call(common::message::Request::UploadFile { group: g.clone(), file: meta });
+        assert_eq!(reply, Ok(common::message::Reply::Uploaded { new_file: true }));
+    }
     std::thread::scope(|scope| {
         for w in 0..2 {
             let mut writer = cluster.client(&format!("w{w}"));
@@ -264,7 +296,7 @@ fn a_witness_makes_the_majority_but_never_serves_clients() {
         t.wait_serving();
     }
     let mut raw = crate::support::RawSession::connect(&cluster, trackers[2].as_ref().unwrap());
-    match raw.call(common::message::Request::ListGroups) {
+    match raw.call(common::message::Request::ListGroups { after: None }) {
         Err(common::message::TrackerError::Unavailable(why)) => {
             assert!(why.contains("tracker 3 is a witness"), "{why}")
         }

@@ -182,7 +182,8 @@ fn only_a_connection_in_a_session_may_send_large_frames() {
     );
     resumed.conn.send(&ClientMessage::Resume { session: token }).unwrap();
     resumed.use_token(token);
-    let answer = resumed.call(Request::ListFiles { group: GroupId::new("g").unwrap() });
+    let answer =
+        resumed.call(Request::ListFiles { group: GroupId::new("g").unwrap(), after: None });
     assert!(answer.is_ok(), "{answer:?}");
     resumed.conn.send(&request(Some(token))).unwrap();
     assert!(matches!(resumed.conn.recv(), Ok(Some(TrackerMessage::Response { .. }))));

@@ -116,14 +116,22 @@ pub struct Cluster {
     pub addrs: Vec<SocketAddr>,
     /// The network namespace every process of the cluster runs in (none: the host's).
     pub netns: Option<String>,
+    /// Options every tracker of the cluster is started with.
+    pub tracker_args: Vec<String>,
 }
+
+/// Tracker options for tests whose workload is thousands of `create_group`s by a few
+/// users: no per-user group or rate limit in the way.
+pub const LOAD_LIMITS: [&str; 4] =
+    ["--max-groups-per-user", "1000000", "--max-writes-per-second", "1000000"];
 
 impl Cluster {
     /// A cluster of `n` trackers; none is started yet.
     pub fn new(n: usize) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let info = dir.path().join("tracker_info.txt");
-        let mut cluster = Cluster { dir, info, addrs: Vec::new(), netns: None };
+        let mut cluster =
+            Cluster { dir, info, addrs: Vec::new(), netns: None, tracker_args: Vec::new() };
         cluster.pick_ports(n);
         cluster
     }
@@ -138,7 +146,13 @@ impl Cluster {
             (1..=n as u8).map(|i| SocketAddr::from(([127, 0, 0, 10 + i], 7000))).collect();
         let text: String = addrs.iter().map(|a| format!("{a}\n")).collect();
         std::fs::write(&info, format!("# test trackers\n{text}")).unwrap();
-        Cluster { dir, info, addrs, netns: Some(netns.to_string()) }
+        Cluster { dir, info, addrs, netns: Some(netns.to_string()), tracker_args: Vec::new() }
+    }
+
+    /// The same cluster, its trackers started with `LOAD_LIMITS`.
+    pub fn with_load_limits(mut self) -> Cluster {
+        self.tracker_args = LOAD_LIMITS.iter().map(|a| a.to_string()).collect();
+        self
     }
 
     fn pick_ports(&mut self, n: usize) {
@@ -181,6 +195,7 @@ impl Cluster {
             .arg("--data-dir")
             .arg(&data_dir)
             .args(["--kdf-iterations", TEST_KDF_ITERATIONS])
+            .args(&self.tracker_args)
             .args(extra);
         let (child, stdin, lines) = spawn_piped(&mut command, stderr);
         let mut proc = TrackerProc { child, stdin, addr: self.addrs[id as usize - 1], id, lines };
@@ -204,9 +219,14 @@ impl Cluster {
 
     /// Starts a one-tracker cluster, re-picking the port if another process took it.
     pub fn with_one_tracker() -> (Cluster, TrackerProc) {
+        Cluster::with_one_tracker_args(&[])
+    }
+
+    /// Like `with_one_tracker`, with extra tracker options.
+    pub fn with_one_tracker_args(extra: &[&str]) -> (Cluster, TrackerProc) {
         let mut cluster = Cluster::new(1);
         for _ in 0..5 {
-            if let Some(tracker) = cluster.try_start_tracker(1, &[]) {
+            if let Some(tracker) = cluster.try_start_tracker(1, extra) {
                 return (cluster, tracker);
             }
             cluster.pick_ports(1);
@@ -691,8 +711,28 @@ impl RawSession {
         key: &common::PublicKey,
         identity: common::Identity,
     ) -> RawSession {
-        use common::message::{ClientMessage, TrackerMessage, PROTOCOL_VERSION};
         let stream = std::net::TcpStream::connect(addr).unwrap();
+        RawSession::open(stream, key, identity)
+    }
+
+    /// Connects to `tracker` of `cluster` from the loopback address `from` (another host,
+    /// as the tracker sees it), with a fresh key pair.
+    pub fn connect_from(
+        cluster: &Cluster,
+        tracker: &TrackerProc,
+        from: std::net::Ipv4Addr,
+    ) -> RawSession {
+        let stream = connect_from(from, tracker.addr);
+        let identity = common::Identity::generate().unwrap();
+        RawSession::open(stream, &cluster.tracker_key(tracker.id), identity)
+    }
+
+    fn open(
+        stream: std::net::TcpStream,
+        key: &common::PublicKey,
+        identity: common::Identity,
+    ) -> RawSession {
+        use common::message::{ClientMessage, TrackerMessage, PROTOCOL_VERSION};
         let mut conn =
             common::connection::Connection::connect(stream, &identity, key, raw_timeouts())
                 .unwrap();
@@ -706,11 +746,20 @@ impl RawSession {
         &mut self,
         request: common::message::Request,
     ) -> Result<common::message::Reply, common::message::TrackerError> {
-        use common::message::{ClientMessage, RequestId, TrackerMessage};
         self.seq += 1;
         // Each raw session is its own client (ids of retried requests must not collide).
         let client = u64::from_le_bytes(self.identity.public().0[..8].try_into().unwrap());
-        let id = RequestId { client, seq: self.seq };
+        let id = common::message::RequestId { client, seq: self.seq };
+        self.call_as(id, request)
+    }
+
+    /// Sends `request` under the request id `id` (a retry, or someone else's id).
+    pub fn call_as(
+        &mut self,
+        id: common::message::RequestId,
+        request: common::message::Request,
+    ) -> Result<common::message::Reply, common::message::TrackerError> {
+        use common::message::{ClientMessage, TrackerMessage};
         self.conn.send(&ClientMessage::Request { id, session: self.session, request }).unwrap();
         match self.conn.recv().unwrap() {
             Some(TrackerMessage::Response { id: got, result }) if got == id => result,
@@ -730,6 +779,15 @@ impl RawSession {
 
     /// Logs in as `user` (password `pw-<user>`), announcing `peer_addr` as its piece server.
     pub fn login(&mut self, user: &str, peer_addr: SocketAddr) {
+        self.try_login(user, peer_addr).unwrap();
+    }
+
+    /// Like `login`, returning the tracker's refusal.
+    pub fn try_login(
+        &mut self,
+        user: &str,
+        peer_addr: SocketAddr,
+    ) -> Result<(), common::message::TrackerError> {
         use common::message::{Reply, Request, SessionToken};
         // 32 random bytes (a fresh public key is as random as any).
         let token = SessionToken(common::Identity::generate().unwrap().public().0);
@@ -739,10 +797,11 @@ impl RawSession {
             peer_addr,
             session: token,
         };
-        match self.call(request).unwrap() {
+        match self.call(request)? {
             Reply::LoggedIn => self.session = Some(token),
             other => panic!("unexpected {other:?}"),
         }
+        Ok(())
     }
 }
 

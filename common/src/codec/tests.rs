@@ -83,12 +83,14 @@ fn request() -> impl Strategy<Value = Request> {
         group().prop_map(|group| Request::CreateGroup { group }),
         group().prop_map(|group| Request::JoinGroup { group }),
         group().prop_map(|group| Request::LeaveGroup { group }),
-        group().prop_map(|group| Request::ListRequests { group }),
+        (group(), prop::option::of(user()))
+            .prop_map(|(group, after)| Request::ListRequests { group, after }),
         (group(), user()).prop_map(|(group, user)| Request::AcceptRequest { group, user }),
         (group(), user()).prop_map(|(group, user)| Request::RejectRequest { group, user }),
-        Just(Request::ListGroups),
-        Just(Request::ListMyGroups),
-        group().prop_map(|group| Request::ListFiles { group }),
+        prop::option::of(group()).prop_map(|after| Request::ListGroups { after }),
+        prop::option::of(group()).prop_map(|after| Request::ListMyGroups { after }),
+        (group(), prop::option::of(file_name()))
+            .prop_map(|(group, after)| Request::ListFiles { group, after }),
         (group(), file_meta()).prop_map(|(group, file)| Request::UploadFile { group, file }),
         (group(), file_name()).prop_map(|(group, name)| Request::StopShare { group, name }),
         (group(), file_name()).prop_map(|(group, name)| Request::GetFile { group, name }),
@@ -100,6 +102,7 @@ fn request() -> impl Strategy<Value = Request> {
         ticket().prop_map(|ticket| Request::CheckTicket { ticket }),
         Just(Request::Heartbeat),
         Just(Request::StateDigest),
+        Just(Request::LogoutEverywhere),
     ]
 }
 
@@ -137,6 +140,11 @@ fn tracker_error() -> impl Strategy<Value = TrackerError> {
         ".{0,40}".prop_map(TrackerError::BadFileMeta),
         ".{0,40}".prop_map(TrackerError::BadTicket),
         ".{0,40}".prop_map(TrackerError::Unavailable),
+        ".{0,40}".prop_map(TrackerError::Busy),
+        (".{0,40}", any::<u64>()).prop_map(|(what, retry_after_secs)| {
+            TrackerError::TooManyAttempts { what, retry_after_secs }
+        }),
+        ".{0,40}".prop_map(TrackerError::QuotaExceeded),
     ]
 }
 
@@ -146,9 +154,12 @@ fn reply() -> impl Strategy<Value = Reply> {
     prop_oneof![
         Just(Reply::Done),
         Just(Reply::LoggedIn),
-        prop::collection::vec(group(), 0..5).prop_map(Reply::Groups),
-        prop::collection::vec(user(), 0..5).prop_map(Reply::Users),
-        prop::collection::vec(summary, 0..5).prop_map(Reply::Files),
+        (prop::collection::vec(group(), 0..5), any::<bool>())
+            .prop_map(|(groups, more)| Reply::Groups { groups, more }),
+        (prop::collection::vec(user(), 0..5), any::<bool>())
+            .prop_map(|(users, more)| Reply::Users { users, more }),
+        (prop::collection::vec(summary, 0..5), any::<bool>())
+            .prop_map(|(files, more)| Reply::Files { files, more }),
         any::<bool>().prop_map(|new_file| Reply::Uploaded { new_file }),
         (file_meta(), prop::collection::vec(peer_info(), 0..4), ticket()).prop_map(
             |(meta, peers, ticket)| Reply::FileInfo { meta, peers, ticket: Box::new(ticket) }
@@ -319,7 +330,7 @@ fn wire_encodings_keep_their_bytes() {
     let id = RequestId { client: 7, seq: 9 };
     let group = GroupId::new("g").unwrap();
     let cases: Vec<(String, &str)> = vec![
-        (hex(&ClientMessage::Hello { version: PROTOCOL_VERSION }), "0003"),
+        (hex(&ClientMessage::Hello { version: PROTOCOL_VERSION }), "0004"),
         (
             hex(&ClientMessage::Request {
                 id,

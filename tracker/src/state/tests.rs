@@ -82,13 +82,13 @@ fn join_accept_reject_flow() {
     check_read(
         &st,
         1,
-        Request::ListRequests { group: group("g") },
-        Ok(Reply::Users(vec![user("bob"), user("carol")])),
+        Request::ListRequests { group: group("g"), after: None },
+        Ok(Reply::Users { users: vec![user("bob"), user("carol")], more: false }),
     );
     check_read(
         &st,
         2,
-        Request::ListRequests { group: group("g") },
+        Request::ListRequests { group: group("g"), after: None },
         Err(TrackerError::NotOwner(group("g"))),
     );
     assert_eq!(
@@ -111,9 +111,24 @@ fn join_accept_reject_flow() {
         st.apply(&Op::RequestJoin { group: group("g"), user: user("bob") }),
         Err(TrackerError::AlreadyMember(group("g")))
     );
-    check_read(&st, 2, Request::ListMyGroups, Ok(Reply::Groups(vec![group("g")])));
-    check_read(&st, 3, Request::ListMyGroups, Ok(Reply::Groups(vec![])));
-    check_read(&st, 3, Request::ListGroups, Ok(Reply::Groups(vec![group("g")])));
+    check_read(
+        &st,
+        2,
+        Request::ListMyGroups { after: None },
+        Ok(Reply::Groups { groups: vec![group("g")], more: false }),
+    );
+    check_read(
+        &st,
+        3,
+        Request::ListMyGroups { after: None },
+        Ok(Reply::Groups { groups: vec![], more: false }),
+    );
+    check_read(
+        &st,
+        3,
+        Request::ListGroups { after: None },
+        Ok(Reply::Groups { groups: vec![group("g")], more: false }),
+    );
 }
 
 #[test]
@@ -139,11 +154,11 @@ fn only_members_list_files_and_upload() {
     check_read(
         &st,
         3,
-        Request::ListFiles { group: group("g") },
+        Request::ListFiles { group: group("g"), after: None },
         Err(TrackerError::NotMember(group("g"))),
     );
-    let Some(Ok(Reply::Files(files))) =
-        st.read(Some(token(2)), &Request::ListFiles { group: group("g") }, &|_| true)
+    let Some(Ok(Reply::Files { files, .. })) =
+        st.read(Some(token(2)), &Request::ListFiles { group: group("g"), after: None }, &|_| true)
     else {
         panic!("list_files failed")
     };
@@ -189,7 +204,12 @@ fn file_disappears_when_its_last_sharer_stops_or_logs_out() {
         Err(TrackerError::NotSharing { group: group("g"), name: FileName::new("f").unwrap() })
     );
     st.apply(&Op::CloseSession { session: token(2) }).unwrap();
-    check_read(&st, 1, Request::ListFiles { group: group("g") }, Ok(Reply::Files(vec![])));
+    check_read(
+        &st,
+        1,
+        Request::ListFiles { group: group("g"), after: None },
+        Ok(Reply::Files { files: vec![], more: false }),
+    );
     assert_eq!(st.session_user(Some(token(2))), Err(TrackerError::NotLoggedIn));
     // Different content under the freed name is accepted now.
     assert_eq!(
@@ -205,12 +225,27 @@ fn owner_leaving_passes_the_group_to_the_longest_standing_member() {
     join(&mut st, "bob");
     st.apply(&Op::ShareFile { session: token(1), group: group("g"), meta: meta("f", 1) }).unwrap();
     st.apply(&Op::LeaveGroup { group: group("g"), user: user("alice") }).unwrap();
-    check_read(&st, 3, Request::ListRequests { group: group("g") }, Ok(Reply::Users(vec![])));
+    check_read(
+        &st,
+        3,
+        Request::ListRequests { group: group("g"), after: None },
+        Ok(Reply::Users { users: vec![], more: false }),
+    );
     // alice's share ended with her membership.
-    check_read(&st, 3, Request::ListFiles { group: group("g") }, Ok(Reply::Files(vec![])));
+    check_read(
+        &st,
+        3,
+        Request::ListFiles { group: group("g"), after: None },
+        Ok(Reply::Files { files: vec![], more: false }),
+    );
     st.apply(&Op::LeaveGroup { group: group("g"), user: user("carol") }).unwrap();
     st.apply(&Op::LeaveGroup { group: group("g"), user: user("bob") }).unwrap();
-    check_read(&st, 1, Request::ListGroups, Ok(Reply::Groups(vec![])));
+    check_read(
+        &st,
+        1,
+        Request::ListGroups { after: None },
+        Ok(Reply::Groups { groups: vec![], more: false }),
+    );
     assert_eq!(
         st.apply(&Op::LeaveGroup { group: group("g"), user: user("bob") }),
         Err(TrackerError::UnknownGroup(group("g")))
@@ -221,11 +256,11 @@ fn owner_leaving_passes_the_group_to_the_longest_standing_member() {
 fn requests_without_a_session_are_refused() {
     let st = fixture();
     assert_eq!(
-        st.read(None, &Request::ListGroups, &|_| true),
+        st.read(None, &Request::ListGroups { after: None }, &|_| true),
         Some(Err(TrackerError::NotLoggedIn))
     );
     assert_eq!(
-        st.read(Some(token(99)), &Request::ListMyGroups, &|_| true),
+        st.read(Some(token(99)), &Request::ListMyGroups { after: None }, &|_| true),
         Some(Err(TrackerError::NotLoggedIn))
     );
     assert_eq!(st.read(Some(token(1)), &Request::Logout, &|_| true), None);
@@ -288,15 +323,15 @@ fn list_files_hides_files_whose_sharers_are_all_gone() {
     let mut st = fixture();
     join(&mut st, "bob");
     st.apply(&Op::ShareFile { session: token(1), group: group("g"), meta: meta("f", 1) }).unwrap();
-    let request = Request::ListFiles { group: group("g") };
+    let request = Request::ListFiles { group: group("g"), after: None };
     assert_eq!(
         st.read(Some(token(2)), &request, &|s| *s != token(1)),
-        Some(Ok(Reply::Files(vec![])))
+        Some(Ok(Reply::Files { files: vec![], more: false }))
     );
 }
 
-/// The bytes of one entry and one state as written by format 1 (`ENTRY_FORMAT`,
-/// `STATE_FORMAT`). If an encoding changes (a reordered enum variant, a new field), these
+/// The bytes of entries and a state as written by the current formats (`ENTRY_FORMAT`,
+/// `STATE_FORMAT`), and by format 1, which is still read. If an encoding changes (a reordered enum variant, a new field), these
 /// fail: bump the format and say in the change how existing data directories are handled.
 mod golden {
     use super::*;
@@ -308,8 +343,9 @@ mod golden {
         postcard::from_bytes(&bytes).unwrap()
     }
 
-    fn entries() -> Vec<LogEntry> {
-        let origin = |seq| Some(RequestId { client: 77, seq });
+    /// The entries of the golden tests, their origins with `fingerprint` (none in format 1).
+    fn entries_with(fingerprint: Option<[u8; 32]>) -> Vec<LogEntry> {
+        let origin = |seq| Some(Origin { id: RequestId { client: 77, seq }, fingerprint });
         vec![
             LogEntry { op: Op::InitSecret { secret: TicketSecret([7; 32]) }, origin: None },
             LogEntry {
@@ -336,8 +372,44 @@ mod golden {
         ]
     }
 
+    fn entries() -> Vec<LogEntry> {
+        entries_with(Some([9; 32]))
+    }
+
     fn hex(bytes: &[u8]) -> String {
         bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn unhex(hex: &str) -> Vec<u8> {
+        (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect()
+    }
+
+    #[test]
+    fn format_1_entries_and_states_are_still_read() {
+        let mut state = TrackerState::default();
+        for (bytes, expected) in GOLDEN_ENTRIES_1.iter().zip(entries_with(None)) {
+            let entry = LogEntry::decode(&unhex(bytes)).unwrap();
+            assert_eq!(entry, expected);
+            state.apply_entry(&entry).unwrap();
+        }
+        assert_eq!(TrackerState::decode(&unhex(GOLDEN_STATE_1)), Ok(state.clone()));
+        // A retry recorded by format 1 is still recognised, by its id alone.
+        let id = RequestId { client: 77, seq: 4 };
+        let retry = Origin { id, fingerprint: Some([1; 32]) };
+        assert_eq!(state.replied(&retry), Some(Reply::Uploaded { new_file: true }));
+    }
+
+    #[test]
+    fn a_retry_is_recognised_only_with_the_same_fingerprint() {
+        let mut state = TrackerState::default();
+        for e in entries() {
+            state.apply_entry(&e).unwrap();
+        }
+        let id = RequestId { client: 77, seq: 4 };
+        let same = Origin { id, fingerprint: Some([9; 32]) };
+        assert_eq!(state.replied(&same), Some(Reply::Uploaded { new_file: true }));
+        assert_eq!(state.replied(&Origin { id, fingerprint: Some([8; 32]) }), None);
+        assert_eq!(state.replied(&Origin { id, fingerprint: None }), None);
     }
 
     #[test]
@@ -375,13 +447,32 @@ mod golden {
     }
 
     const GOLDEN_ENTRIES: [&str; 5] = [
+        "0200070707070707070707070707070707070707070707070707070707070707070700",
+        "020105616c69636501010101010101010101010101010101e8070202020202020202020202020202020202020202014d01010909090909090909090909090909090909090909090909090909090909090909",
+        "0202010101010101010101010101010101010101010101010101010101010101010105616c696365007f000001090101010101010101010101010101010101010101010101010101010101010101014d02010909090909090909090909090909090909090909090909090909090909090909",
+        "0204016705616c696365014d03010909090909090909090909090909090909090909090909090909090909090909",
+        "02090101010101010101010101010101010101010101010101010101010101010101016701660acb063d858626beedea66c7edb63c5c86d4464751010505050505050505050505050505050505050505014d04010909090909090909090909090909090909090909090909090909090909090909",
+    ];
+    const GOLDEN_STATE: &str = concat!(
+        "02010707070707070707070707070707070707070707070707070707070707070707014d4d040109",
+        "0909090909090909090909090909090909090909090909090909090909090905010105616c696365",
+        "01010101010101010101010101010101e80702020202020202020202020202020202020202020101",
+        "6705616c6963650105616c6963650001010101010101010101010101010101010101010101010101",
+        "010101010101010105616c696365007f000001090101010101010101010101010101010101010101",
+        "01010101010101010101010101016701016601660acb063d858626beedea66c7edb63c5c86d44647",
+        "51010505050505050505050505050505050505050505010101010101010101010101010101010101",
+        "010101010101010101010101010101",
+    );
+
+    /// As written by format 1.
+    const GOLDEN_ENTRIES_1: [&str; 5] = [
         "0100070707070707070707070707070707070707070707070707070707070707070700",
         "010105616c69636501010101010101010101010101010101e8070202020202020202020202020202020202020202014d01",
         "0102010101010101010101010101010101010101010101010101010101010101010105616c696365007f000001090101010101010101010101010101010101010101010101010101010101010101014d02",
         "0104016705616c696365014d03",
         "01090101010101010101010101010101010101010101010101010101010101010101016701660acb063d858626beedea66c7edb63c5c86d4464751010505050505050505050505050505050505050505014d04",
     ];
-    const GOLDEN_STATE: &str = concat!(
+    const GOLDEN_STATE_1: &str = concat!(
         "01010707070707070707070707070707070707070707070707070707070707070707014d04050101",
         "05616c69636501010101010101010101010101010101e80702020202020202020202020202020202",
         "0202020201016705616c6963650105616c6963650001010101010101010101010101010101010101",

@@ -1,0 +1,185 @@
+//! The password-hashing pool: key derivations (`create_user`) and password checks (`login`)
+//! run on a few threads of their own, about one per core, behind a short queue.
+//!
+//! A derivation costs about 0.1 s of CPU at the default iterations, so a flood of logins
+//! could otherwise take every core (and every connection thread would wait on them). When
+//! the queue is full the answer is at once `TrackerError::Busy`: the client retries a
+//! moment later, and everything else the tracker does keeps its CPU.
+//!
+//! Two queues: work from addresses with no recent failed login (`Priority::Clean`) is
+//! always taken first, so that a user logging in while others guess passwords waits for
+//! at most the hashes already running, not for the guessers' queue.
+
+use std::thread;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+
+use common::message::TrackerError;
+use common::Password;
+
+use crate::credential::Credential;
+
+/// Work waiting for a hashing thread, at most, per thread.
+pub const QUEUE_PER_THREAD: usize = 4;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Which queue a hash waits in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    /// From an address with no recent failed login: served first.
+    Clean,
+    /// From an address that failed lately.
+    Suspect,
+}
+
+/// The pool. Dropping it lets its threads finish the queued work and stop.
+pub struct KdfPool {
+    clean: Sender<Job>,
+    suspect: Sender<Job>,
+    threads: usize,
+}
+
+impl KdfPool {
+    /// A pool of `threads` hashing threads (at least one) with two queues of
+    /// `QUEUE_PER_THREAD` jobs per thread.
+    pub fn new(threads: usize) -> std::io::Result<KdfPool> {
+        let threads = threads.max(1);
+        let (clean, clean_queue) = crossbeam_channel::bounded::<Job>(threads * QUEUE_PER_THREAD);
+        let (suspect, suspect_queue) =
+            crossbeam_channel::bounded::<Job>(threads * QUEUE_PER_THREAD);
+        for n in 0..threads {
+            let (first, then): (Receiver<Job>, Receiver<Job>) =
+                (clean_queue.clone(), suspect_queue.clone());
+            thread::Builder::new().name(format!("kdf-{n}")).spawn(move || loop {
+                let job = match first.try_recv() {
+                    Ok(job) => Ok(job),
+                    Err(_) => crossbeam_channel::select! {
+                        recv(first) -> job => job,
+                        recv(then) -> job => job,
+                    },
+                };
+                match job {
+                    Ok(job) => job(),
+                    Err(_) => break, // the pool was dropped
+                }
+            })?;
+        }
+        Ok(KdfPool { clean, suspect, threads })
+    }
+
+    /// One thread per core.
+    pub fn threads_per_core() -> usize {
+        thread::available_parallelism().map_or(1, |n| n.get())
+    }
+
+    /// Runs `work` on a hashing thread and waits for its result, or answers `Busy` at once
+    /// when its queue is full.
+    fn run<T: Send + 'static>(
+        &self,
+        priority: Priority,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, TrackerError> {
+        let (answer, result) = crossbeam_channel::bounded(1);
+        let job: Job = Box::new(move || {
+            let _ = answer.send(work());
+        });
+        let queue = match priority {
+            Priority::Clean => &self.clean,
+            Priority::Suspect => &self.suspect,
+        };
+        match queue.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                return Err(TrackerError::Busy(format!(
+                    "{} password checks already queued; retry in a moment",
+                    self.threads * QUEUE_PER_THREAD
+                )))
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                return Err(TrackerError::Unavailable("password hashing stopped".to_string()))
+            }
+        }
+        result.recv().map_err(|_| TrackerError::Unavailable("password hashing failed".to_string()))
+    }
+
+    /// Whether `password` matches `credential`.
+    pub fn verify(
+        &self,
+        priority: Priority,
+        credential: Credential,
+        password: Password,
+    ) -> Result<bool, TrackerError> {
+        self.run(priority, move || credential.verify(&password))
+    }
+
+    /// A new credential for `password`.
+    pub fn derive(
+        &self,
+        priority: Priority,
+        password: Password,
+        iterations: u32,
+    ) -> Result<Credential, TrackerError> {
+        self.run(priority, move || Credential::derive(&password, iterations))?
+            .map_err(|e| crate::service::unavailable("no randomness", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Barrier};
+
+    #[test]
+    fn verifies_and_derives() {
+        let pool = KdfPool::new(1).unwrap();
+        let pw = Password::new("pw").unwrap();
+        let cred = pool.derive(Priority::Clean, pw.clone(), 10).unwrap();
+        assert!(pool.verify(Priority::Suspect, cred.clone(), pw).unwrap());
+        assert!(!pool.verify(Priority::Clean, cred, Password::new("other").unwrap()).unwrap());
+    }
+
+    #[test]
+    fn a_full_queue_answers_busy_at_once_and_clean_work_goes_first() {
+        let pool = Arc::new(KdfPool::new(1).unwrap());
+        // Hold the only thread, then fill the suspects' queue.
+        let gate = Arc::new(Barrier::new(2));
+        let (started, running) = crossbeam_channel::bounded(0);
+        let held = {
+            let (pool, gate) = (Arc::clone(&pool), Arc::clone(&gate));
+            thread::spawn(move || {
+                pool.run(Priority::Clean, move || {
+                    let _ = started.send(());
+                    gate.wait();
+                })
+            })
+        };
+        running.recv().unwrap();
+        let (order_tx, order) = crossbeam_channel::unbounded();
+        let run_as = |priority: Priority, name: &'static str| {
+            let (pool, order_tx) = (Arc::clone(&pool), order_tx.clone());
+            thread::spawn(move || pool.run(priority, move || order_tx.send(name)))
+        };
+        let suspects: Vec<_> =
+            (0..QUEUE_PER_THREAD).map(|_| run_as(Priority::Suspect, "suspect")).collect();
+        // The callers may not all have enqueued yet: wait until the queue is full.
+        while pool.suspect.len() < QUEUE_PER_THREAD {
+            thread::yield_now();
+        }
+        assert!(matches!(pool.run(Priority::Suspect, || ()), Err(TrackerError::Busy(_))));
+        // The clean queue still takes work, and its work runs before the queued suspects.
+        let clean = run_as(Priority::Clean, "clean");
+        while pool.clean.is_empty() {
+            thread::yield_now();
+        }
+        gate.wait();
+        held.join().unwrap().unwrap();
+        clean.join().unwrap().unwrap().unwrap();
+        for s in suspects {
+            s.join().unwrap().unwrap().unwrap();
+        }
+        let ran: Vec<&str> = order.try_iter().collect();
+        assert_eq!(ran.first(), Some(&"clean"), "{ran:?}");
+        assert_eq!(ran.len(), QUEUE_PER_THREAD + 1);
+    }
+}
