@@ -4,7 +4,10 @@
 # every tracker behind a delay proxy (one-way delay plus emulated loss), (d) the failover
 # a client sees when the leader is killed, (e) the time a restarted follower takes to
 # catch up after missing N writes; and of issue 13: (f) a real user's login latency while
-# 64 threads guess passwords (from one address, then from 64). (a), (b) and (c) run once
+# 64 threads guess passwords (from one address, then from 64), (g) capacity: 2000, 5000
+# and 20000 idle sessions (heartbeat every 5 s, a list every 30 s) over the three
+# trackers, with read and write latency meanwhile, the trackers' memory, threads and
+# descriptors, and a storm of every session reconnecting. (a), (b) and (c) run once
 # with the clients at the leader and once at a follower (which forwards writes). Prints
 # key=value lines and a summary beside the goals.
 set -euo pipefail
@@ -19,7 +22,8 @@ Usage: scripts/bench-trackers.sh [OPTIONS]
   --delay-ms MS   one-way delay the proxies of (c) add (default 50)
   --loss-pct P    chance per chunk of a 200 ms stall in (c), emulated loss (default 1)
   --attackers N   password guessers in (f) (default 64)
-  --only LETTERS  run only these parts, e.g. --only ab (default abcdef)
+  --sessions LIST session counts of (g), comma-separated (default 2000,5000,20000)
+  --only LETTERS  run only these parts, e.g. --only ab (default abcdefg)
   --keep          keep the work directory
   -h, --help      show this help
 
@@ -39,8 +43,9 @@ SECONDS_LOAD=10
 MISSED=100000
 DELAY_MS=50
 LOSS_PCT=1
-ONLY=abcdef
+ONLY=abcdefg
 ATTACKERS=64
+SESSIONS=2000,5000,20000
 KEEP=0
 while (($#)); do
     case "$1" in
@@ -50,6 +55,7 @@ while (($#)); do
         --delay-ms) DELAY_MS=$2; shift 2 ;;
         --loss-pct) LOSS_PCT=$2; shift 2 ;;
         --attackers) ATTACKERS=$2; shift 2 ;;
+        --sessions) SESSIONS=$2; shift 2 ;;
         --only) ONLY=$2; shift 2 ;;
         --keep) KEEP=1; shift ;;
         -h|--help) usage; exit 0 ;;
@@ -315,6 +321,38 @@ if part f; then
     done
     stop_cluster
 fi
+# (g) Capacity: idle sessions spread over the three trackers, then a reconnect storm.
+if part g; then
+    # Every session is a descriptor here and at a tracker, and a thread at a tracker.
+    ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+    echo "g_open_files_limit=$(ulimit -n) g_pid_max=$(cat /proc/sys/kernel/pid_max)"
+    for n in ${SESSIONS//,/ }; do
+        mkdir -p "$WORK_ALL/capacity$n"
+        WORK=$WORK_ALL/capacity$n
+        write_tracker_info 3
+        for id in 1 2 3; do start_fifo_tracker "$id" --max-connections 30000; done
+        for id in 1 2 3; do wait_for "$WORK/tracker$id.out" "serving as" 60; done
+        name=g_$n
+        "$EXAMPLES/session_load" "$WORK/tracker_info.txt" --sessions "$n" --seconds 30 \
+            --storm --tracker-pid "${PID[tracker1]}" --tracker-pid "${PID[tracker2]}" \
+            --tracker-pid "${PID[tracker3]}" >"$WORK/$name.txt" 2>"$WORK/$name.log" || true
+        sed "s/^/${name}_/" "$WORK/$name.txt"
+        for key in setup_s read_p99_ms write_p99_ms heartbeat_p99_ms storm_s storm_failures \
+            errors; do
+            FIG[${name}_$key]=$(kv "$WORK/$name.txt" "$key")
+        done
+        rss=0 threads=0 fds=0
+        for id in 1 2 3; do
+            rss=$((rss + $(kv "$WORK/$name.txt" "tracker_${PID[tracker$id]}_rss_kib")))
+            threads=$((threads + $(kv "$WORK/$name.txt" "tracker_${PID[tracker$id]}_threads")))
+            fds=$((fds + $(kv "$WORK/$name.txt" "tracker_${PID[tracker$id]}_fds")))
+        done
+        FIG[${name}_rss_per_session_kib]=$((rss / n))
+        FIG[${name}_threads]=$threads
+        FIG[${name}_fds]=$fds
+        stop_cluster
+    done
+fi
 WORK=$WORK_ALL
 echo "loadavg_after=$(cut -d' ' -f1-3 /proc/loadavg)"
 
@@ -371,6 +409,18 @@ fi
 if part e; then
     row "(e) $MISSED missed writes took, s" "${FIG[e_missed_s]}" "" "errors=${FIG[e_errors]}"
     row "(e) restart to equal digest, s" "${FIG[e_catch_up_s]}" "(no goal)" ""
+fi
+if part g; then
+    for n in ${SESSIONS//,/ }; do
+        row "(g) $n sessions: read / write p99 ms" \
+            "${FIG[g_${n}_read_p99_ms]:-?}/${FIG[g_${n}_write_p99_ms]:-?}" "< 50 (issue 13)" \
+            "$(verdict le "${FIG[g_${n}_write_p99_ms]:-none}" 50) (errors ${FIG[g_${n}_errors]:-?}, heartbeat p99 ${FIG[g_${n}_heartbeat_p99_ms]:-?} ms)"
+        row "    trackers: KiB/session, threads, fds" \
+            "${FIG[g_${n}_rss_per_session_kib]}/${FIG[g_${n}_threads]}/${FIG[g_${n}_fds]}" "1 fd/session" ""
+        row "    reconnect storm: s, failures" \
+            "${FIG[g_${n}_storm_s]:-?}/${FIG[g_${n}_storm_failures]:-?}" "0 failures" \
+            "$(verdict le "${FIG[g_${n}_storm_failures]:-none}" 0)"
+    done
 fi
 if part f; then
     for spread in 1 64; do

@@ -16,7 +16,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::identity::PublicKey;
-use crate::message::{Reply, Request, RequestId, SessionToken, TrackerError};
+use crate::message::{Reply, Request, RequestId, SessionId, SessionToken, TrackerError};
 
 /// The largest part of a Raft message in one frame.
 pub const RAFT_PART_MAX: usize = 1024 * 1024;
@@ -35,7 +35,14 @@ pub enum ReplicaRequest {
     /// client's request (a login or a new account, whose password it hashed). Answered
     /// with `ReplicaReply::Forwarded`.
     Propose { entry: Vec<u8> },
+    /// From a follower to the leader, every second: the sessions whose heartbeats it
+    /// answered since its last report (at most `MAX_PRESENCE_REPORT`). Answered with
+    /// `ReplicaReply::Forwarded`.
+    Presence { sessions: Vec<SessionId> },
 }
+
+/// The most sessions one `Presence` report names (32 bytes each, well within a frame).
+pub const MAX_PRESENCE_REPORT: usize = 65_536;
 
 /// The answer to a `ReplicaRequest::Forward`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

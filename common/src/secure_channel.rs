@@ -39,6 +39,12 @@ pub const MAX_RECORD_PLAINTEXT: usize = MAX_RECORD - TAG_LEN;
 const MAX_HANDSHAKE_MSG: usize = 256;
 /// Records sealed before they are written in one system call.
 const SEND_BATCH: usize = 4;
+/// The most a stream buffers of either direction: a batch of whole records.
+const MAX_BUFFER: usize = SEND_BATCH * (2 + MAX_RECORD);
+/// What a new stream's receive buffer holds: a connection that only ever carries small
+/// messages (a tracker's clients, by the thousand) never needs more; a bulk transfer
+/// grows it to `MAX_BUFFER`.
+const FIRST_BUFFER: usize = 8 * 1024;
 
 /// Why a handshake failed.
 #[derive(Debug, thiserror::Error)]
@@ -227,18 +233,20 @@ pub struct SecureStream {
     stream: TcpStream,
     transport: TransportState,
     remote: PublicKey,
-    /// Received bytes, `recv_start..recv_end` not yet consumed (records and their headers).
-    recv: Box<[u8]>,
+    /// Received bytes, `recv_start..recv_end` not yet consumed (records and their headers);
+    /// grows from `FIRST_BUFFER` to `MAX_BUFFER` as records and reads need.
+    recv: Vec<u8>,
     recv_start: usize,
     recv_end: usize,
-    /// Plaintext of the last record opened, `plain_start..plain_end` not yet read.
-    plain: Box<[u8]>,
+    /// Plaintext of the last record opened, `plain_start..plain_end` not yet read (sized
+    /// when first needed).
+    plain: Vec<u8>,
     plain_start: usize,
     plain_end: usize,
     /// Plaintext written but not yet sealed (less than one record).
     pending: Vec<u8>,
-    /// Sealed records not yet written, `..sealed_len`.
-    sealed: Box<[u8]>,
+    /// Sealed records not yet written, `..sealed_len` (grows to `MAX_BUFFER` as needed).
+    sealed: Vec<u8>,
     sealed_len: usize,
 }
 
@@ -252,15 +260,14 @@ impl SecureStream {
             stream,
             transport,
             remote,
-            recv: vec![0u8; SEND_BATCH * (2 + MAX_RECORD)].into_boxed_slice(),
+            recv: vec![0u8; FIRST_BUFFER],
             recv_start: 0,
             recv_end: 0,
-            // Room for the tag as well: ring opens in place.
-            plain: vec![0u8; MAX_RECORD].into_boxed_slice(),
+            plain: Vec::new(),
             plain_start: 0,
             plain_end: 0,
-            pending: Vec::with_capacity(MAX_RECORD_PLAINTEXT),
-            sealed: vec![0u8; SEND_BATCH * (2 + MAX_RECORD)].into_boxed_slice(),
+            pending: Vec::new(),
+            sealed: Vec::new(),
             sealed_len: 0,
         })
     }
@@ -294,13 +301,26 @@ impl SecureStream {
                     return Ok(Some((at + 2, len)));
                 }
             }
+            // Room for the whole of the record begun (or a header): move what is left to
+            // the front, and grow the buffer if that is not enough.
+            let needed = match avail >= 2 {
+                true => {
+                    let at = self.recv_start;
+                    2 + usize::from(u16::from_be_bytes([self.recv[at], self.recv[at + 1]]))
+                }
+                false => 2,
+            };
             if self.recv_start == self.recv_end {
                 (self.recv_start, self.recv_end) = (0, 0);
-            } else if self.recv.len() - self.recv_end < 2 + MAX_RECORD {
-                // Move the partial record to the front so that a whole one fits after it.
+            } else if self.recv.len() - self.recv_start < needed
+                || self.recv.len() - self.recv_end < FIRST_BUFFER / 2
+            {
                 self.recv.copy_within(self.recv_start..self.recv_end, 0);
                 self.recv_end -= self.recv_start;
                 self.recv_start = 0;
+            }
+            if self.recv.len() < needed {
+                self.recv.resize(needed.next_power_of_two().min(MAX_BUFFER), 0);
             }
             let n = loop {
                 match self.stream.read(&mut self.recv[self.recv_end..]) {
@@ -315,15 +335,23 @@ impl SecureStream {
                 return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed mid-record"));
             }
             self.recv_end += n;
+            if self.recv_end == self.recv.len() && self.recv.len() < MAX_BUFFER {
+                // A read filled it: a bulk transfer, which larger reads serve better.
+                self.recv.resize((2 * self.recv.len()).min(MAX_BUFFER), 0);
+            }
         }
     }
 
     /// Seals `plaintext` (at most one record's worth) into `sealed`.
     fn seal(&mut self, plaintext: &[u8]) -> io::Result<()> {
-        if self.sealed.len() - self.sealed_len < 2 + plaintext.len() + TAG_LEN {
+        let record = 2 + plaintext.len() + TAG_LEN;
+        if self.sealed_len + record > MAX_BUFFER {
             self.write_sealed()?;
         }
         let at = self.sealed_len;
+        if self.sealed.len() < at + record {
+            self.sealed.resize((at + record).next_power_of_two().min(MAX_BUFFER), 0);
+        }
         let out = &mut self.sealed[at + 2..at + 2 + plaintext.len() + TAG_LEN];
         let n = seal_record(&mut self.transport, plaintext, out)?;
         self.sealed[at..at + 2].copy_from_slice(&(n as u16).to_be_bytes());
@@ -373,7 +401,12 @@ impl Read for SecureStream {
                     return Ok(n);
                 }
             } else {
-                let n = open_record(&mut self.transport, record, &mut self.plain)?;
+                // Room for the tag as well: ring opens in place.
+                if self.plain.len() < len {
+                    self.plain.resize(MAX_RECORD, 0);
+                }
+                let n =
+                    open_record(&mut self.transport, &self.recv[at..at + len], &mut self.plain)?;
                 (self.plain_start, self.plain_end) = (0, n);
             }
             // An empty record carries nothing; never report it as the end of the stream.

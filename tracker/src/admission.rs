@@ -19,8 +19,10 @@ use std::sync::Arc;
 
 use parking_lot::{Condvar, Mutex};
 
-/// Connections kept for the other trackers beyond the client slots.
-pub const TRACKER_SLOTS: usize = 16;
+/// Connections kept for the other trackers beyond the client slots: for each of up to
+/// four others, its Raft stream and its forwarding connections
+/// (`cluster::MAX_FORWARD_CONNECTIONS`).
+pub const TRACKER_SLOTS: usize = 64;
 /// Handshakes in progress from one IP (trackers' IPs excepted).
 pub const MAX_HANDSHAKES_PER_IP: usize = 8;
 /// Handshakes in progress in all, from IPs that are not trackers'.

@@ -27,7 +27,7 @@ use raft::StateRole;
 
 use common::connection::Connection;
 use common::frame::FrameError;
-use common::message::{Reply, Request, RequestId, SessionToken, TrackerError};
+use common::message::{Reply, Request, RequestId, SessionId, SessionToken, TrackerError};
 use common::replica_message::{ReplicaReply, ReplicaRequest};
 use common::tracker_info::TrackerInfoFile;
 use common::{Identity, PublicKey};
@@ -53,6 +53,8 @@ const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 const FORWARD_POLL: Duration = Duration::from_millis(100);
 /// Idle forwarding connections kept to the leader.
 const MAX_IDLE_FORWARD_CONNECTIONS: usize = 8;
+/// Requests a follower forwards to the leader at once, at most (the rest wait their turn).
+pub const MAX_FORWARD_CONNECTIONS: usize = 12;
 
 /// This tracker's place in the group, as its Raft node last saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -222,6 +224,17 @@ impl Cluster {
         self.forwarder.forward(leader, &msg, still_leader)
     }
 
+    /// Tells leader `leader` which sessions this follower heard from (their heartbeats).
+    pub fn report_presence(
+        &self,
+        leader: u32,
+        sessions: Vec<SessionId>,
+    ) -> Result<Reply, TrackerError> {
+        let still_leader = || self.role() == Role::Backup { leader };
+        let msg = ReplicaRequest::Presence { sessions };
+        self.forwarder.forward(leader, &msg, still_leader)
+    }
+
     /// Has leader `leader` commit `entry` (built here from a client's request) and returns
     /// what applying it answered.
     pub fn propose_at(&self, leader: u32, entry: &LogEntry) -> Result<Reply, TrackerError> {
@@ -365,6 +378,10 @@ pub fn serve(
                 let result = svc.handle_proposed(from, &entry);
                 conn.send(&ReplicaReply::Forwarded { result })?;
             }
+            ReplicaRequest::Presence { sessions } => {
+                let result = svc.handle_presence(from, &sessions);
+                conn.send(&ReplicaReply::Forwarded { result })?;
+            }
         }
     }
     Ok(())
@@ -407,11 +424,45 @@ pub struct Forwarder {
     trackers: Arc<TrackerInfoFile>,
     identity: Arc<Identity>,
     idle: Mutex<Vec<(u32, Connection<ReplicaReply, ReplicaRequest>)>>,
+    /// Forwards in flight (each on a connection of its own), at most
+    /// `MAX_FORWARD_CONNECTIONS`: the leader keeps only `TRACKER_SLOTS` for trackers.
+    in_flight: Mutex<usize>,
+    slot_freed: parking_lot::Condvar,
+}
+
+/// A forward in flight, counted until dropped.
+struct ForwardSlot<'a>(&'a Forwarder);
+
+impl Drop for ForwardSlot<'_> {
+    fn drop(&mut self) {
+        *self.0.in_flight.lock() -= 1;
+        self.0.slot_freed.notify_one();
+    }
 }
 
 impl Forwarder {
     pub fn new(id: u32, trackers: Arc<TrackerInfoFile>, identity: Arc<Identity>) -> Forwarder {
-        Forwarder { id, trackers, identity, idle: Mutex::new(Vec::new()) }
+        Forwarder {
+            id,
+            trackers,
+            identity,
+            idle: Mutex::new(Vec::new()),
+            in_flight: Mutex::new(0),
+            slot_freed: parking_lot::Condvar::new(),
+        }
+    }
+
+    /// Waits (up to `FORWARD_TIMEOUT`) for one of the `MAX_FORWARD_CONNECTIONS`.
+    fn slot(&self) -> Option<ForwardSlot<'_>> {
+        let deadline = std::time::Instant::now() + FORWARD_TIMEOUT;
+        let mut in_flight = self.in_flight.lock();
+        while *in_flight >= MAX_FORWARD_CONNECTIONS {
+            if self.slot_freed.wait_until(&mut in_flight, deadline).timed_out() {
+                return None;
+            }
+        }
+        *in_flight += 1;
+        Some(ForwardSlot(self))
     }
 
     /// Sends a client's request to the leader and returns its answer. While waiting, it
@@ -426,6 +477,12 @@ impl Forwarder {
     ) -> Result<Reply, TrackerError> {
         let unreachable =
             || TrackerError::Unavailable(format!("leader tracker {leader} unreachable"));
+        let Some(_slot) = self.slot() else {
+            return Err(TrackerError::Busy(format!(
+                "tracker {} has {MAX_FORWARD_CONNECTIONS} requests waiting on the leader",
+                self.id
+            )));
+        };
         for _ in 0..2 {
             let pooled = {
                 let mut idle = self.idle.lock();

@@ -43,6 +43,9 @@ use service::{Service, Settings};
 use state::TrackerState;
 use state_machine::StateMachine;
 
+/// How often a follower tells the leader which sessions it heard from.
+const PRESENCE_REPORT_EVERY: Duration = Duration::from_secs(1);
+
 /// How often the leader looks for idle sessions to end, at most (a quarter of the idle
 /// timeout when that is shorter).
 const SESSION_SWEEP_EVERY: Duration = Duration::from_secs(30);
@@ -146,16 +149,25 @@ pub fn run(config: Config) -> Result<(), RunError> {
     // The watcher stops when `stop_watch` is dropped; if the Raft node stops, so does the
     // tracker.
     let (stop_watch, watch_stopped) = crossbeam_channel::bounded::<()>(0);
-    // The leader ends idle sessions; a commit may wait seconds, so not on the watcher.
+    // Followers report the heartbeats they answered, every second; the leader ends idle
+    // sessions. A commit or a report may wait seconds, so not on the watcher.
     {
         let service = Arc::clone(&service);
         let stop = watch_stopped.clone();
-        let every = (Duration::from_secs(config.session_idle_timeout) / 4)
+        let sweep_every = (Duration::from_secs(config.session_idle_timeout) / 4)
             .clamp(Duration::from_millis(500), SESSION_SWEEP_EVERY);
-        std::thread::Builder::new().name("session-sweep".into()).spawn(move || loop {
-            crossbeam_channel::select! {
-                recv(stop) -> _ => break,
-                default(every) => service.expire_idle_sessions(),
+        std::thread::Builder::new().name("presence".into()).spawn(move || {
+            let mut next_sweep = Instant::now() + sweep_every;
+            loop {
+                crossbeam_channel::select! {
+                    recv(stop) -> _ => break,
+                    default(PRESENCE_REPORT_EVERY.min(sweep_every)) => {}
+                }
+                service.report_presence();
+                if Instant::now() >= next_sweep {
+                    service.expire_idle_sessions();
+                    next_sweep = Instant::now() + sweep_every;
+                }
             }
         })?;
     }

@@ -10,13 +10,14 @@
 //! Locks: the state lock is held only for in-memory work, never across a commit or a
 //! network call. Lock order: state, presence.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Mutex, RwLock};
 
 use common::message::{PeerInfo, Reply, Request, RequestId, SessionId, SessionToken, TrackerError};
+use common::replica_message::MAX_PRESENCE_REPORT;
 use common::tracker_info::TrackerInfoFile;
 use common::{FileName, GroupId, Identity, Layout, PublicKey, Sha1Digest, UserId};
 use raft::StateRole;
@@ -67,6 +68,9 @@ pub struct Service {
     /// The last failed write of each client (successful ones are in the state), so a
     /// request resent after a lost reply gets the same answer.
     last_failures: Mutex<HashMap<u64, (Origin, TrackerError)>>,
+    /// On a follower: the sessions whose heartbeats it answered since its last report to
+    /// the leader (only sessions of the state, so bounded by them).
+    heard: Mutex<HashSet<SessionId>>,
     /// Password hashing, off the connection threads.
     kdf: KdfPool,
     throttle: LoginThrottle,
@@ -90,6 +94,7 @@ impl Service {
             cluster,
             presence,
             last_failures: Mutex::new(HashMap::new()),
+            heard: Mutex::new(HashSet::new()),
             kdf,
             throttle,
             quotas,
@@ -117,6 +122,22 @@ impl Service {
             Role::Primary => self.serve_here(id, token, client, from, request),
             Role::Backup { .. } if answers_locally(&request) => {
                 self.serve_here(id, token, client, from, request)
+            }
+            Role::Backup { leader } if request == Request::Heartbeat => {
+                // Answered here and reported to the leader in bulk every second: tens of
+                // thousands of idle clients cost the leader a message a second per
+                // follower, not one per heartbeat.
+                let session = token.map(|t| t.id());
+                let known = session.filter(|s| self.state.read().session_key(s) == Some(client));
+                match known {
+                    Some(session) => {
+                        self.heard.lock().insert(session);
+                        Ok(Reply::Done)
+                    }
+                    // Not applied here yet (a login a moment ago), or not a session: the
+                    // leader knows.
+                    None => self.cluster.forward(leader, id, token, client, request),
+                }
             }
             Role::Backup { .. } if hashes_a_password(&request) => {
                 // The password is hashed here, where the client's address is known (for the
@@ -156,6 +177,42 @@ impl Service {
             TrackerError::Unavailable(format!("tracker {from} proposed an unreadable entry"))
         })?;
         self.commit_here(entry)
+    }
+
+    /// On the leader: tracker `from` answered heartbeats of `sessions` lately.
+    pub fn handle_presence(
+        &self,
+        from: u32,
+        sessions: &[SessionId],
+    ) -> Result<Reply, TrackerError> {
+        self.only_leader(from)?;
+        let now = Instant::now();
+        let state = self.state.read();
+        let mut presence = self.presence.lock();
+        for session in sessions.iter().filter(|s| state.session_key(s).is_some()) {
+            presence.touch(*session, now);
+        }
+        Ok(Reply::Done)
+    }
+
+    /// On a follower: reports to the leader the sessions whose heartbeats it answered since
+    /// the last report. Run every second; a lost report costs nothing lasting (the next
+    /// heartbeats come within 5 s, and a session stays live for `--peer-timeout`).
+    pub fn report_presence(&self) {
+        let Role::Backup { leader } = self.cluster.role() else {
+            self.heard.lock().clear();
+            return;
+        };
+        let heard: Vec<SessionId> = self.heard.lock().drain().collect();
+        for chunk in heard.chunks(MAX_PRESENCE_REPORT) {
+            if let Err(e) = self.cluster.report_presence(leader, chunk.to_vec()) {
+                log::info!(
+                    "cannot report {} sessions' heartbeats to tracker {leader}: {e}",
+                    chunk.len()
+                );
+                return;
+            }
+        }
     }
 
     fn only_leader(&self, from: u32) -> Result<(), TrackerError> {

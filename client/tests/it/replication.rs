@@ -174,8 +174,20 @@ fn a_follower_that_missed_thousands_of_writes_catches_up_by_snapshot() {
             digest: common::hash::file_digest(size, &pieces),
             pieces,
         };
-        let reply =
-            uploader.call(common::message::Request::UploadFile { group: g.clone(), file: meta });
+        // Retried with the same request id while the leader is busy or changing, as a
+        // client would (a loaded machine may delay heartbeats past an election timeout).
+        let id = common::message::RequestId { client: 0xb16, seq: u64::from(n) };
+        let upload = common::message::Request::UploadFile { group: g.clone(), file: meta };
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        let reply = loop {
+            match uploader.call_as(id, upload.clone()) {
+                Err(common::message::TrackerError::Unavailable(why)) => {
+                    assert!(std::time::Instant::now() < deadline, "{why}");
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                other => break other,
+            }
+        };
         assert_eq!(reply, Ok(common::message::Reply::Uploaded { new_file: true }));
     }
     std::thread::scope(|scope| {

@@ -184,6 +184,46 @@ fn a_slow_handshake_is_bounded_by_its_deadline_not_per_read() {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
+    /// Whatever the sizes of the writes, flushes and reads (small messages, whole records,
+    /// bulk), the bytes arrive intact and in order, as buffers grow from small to a batch.
+    #[test]
+    fn any_mix_of_write_and_read_sizes_round_trips(
+        writes in proptest::collection::vec((1usize..200_000, any::<bool>()), 1..12),
+        reads in proptest::collection::vec(1usize..150_000, 1..8),
+    ) {
+        let (alice, bob) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+        let (a, b) = pair();
+        let bob_key = bob.public();
+        let total: usize = writes.iter().map(|(n, _)| n).sum();
+        let sent: Vec<u8> = (0..total).map(|i| (i * 7 + i / 251) as u8).collect();
+        let expected = sent.clone();
+        let reader = thread::spawn(move || {
+            let mut secure = respond(b, &bob, soon()).unwrap();
+            let mut got = Vec::with_capacity(total);
+            let mut buf = vec![0u8; 150_000];
+            for size in reads.iter().cycle() {
+                if got.len() == total {
+                    break;
+                }
+                let n = secure.read(&mut buf[..*size]).unwrap();
+                assert!(n > 0, "end of stream after {} of {total} bytes", got.len());
+                got.extend_from_slice(&buf[..n]);
+            }
+            got
+        });
+        let mut secure = initiate(a, &alice, &bob_key, soon()).unwrap();
+        let mut at = 0;
+        for (n, flush) in &writes {
+            secure.write_all(&sent[at..at + n]).unwrap();
+            at += n;
+            if *flush {
+                secure.flush().unwrap();
+            }
+        }
+        secure.flush().unwrap();
+        prop_assert!(reader.join().unwrap() == expected);
+    }
+
     #[test]
     fn random_bytes_never_complete_a_handshake(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
         let bob = Identity::generate().unwrap();
