@@ -16,8 +16,10 @@ Usage: scripts/bench.sh [--size MIB] [--seeders N] [--rounds N] [--no-aria2] [--
   --rounds N     rounds of encrypted and plaintext downloads, alternated (default 3);
                  the best of each is reported
   --no-aria2     skip the aria2c yardstick
-  --no-flash     skip the flash-crowd figure (one seeder capped at 50 MB/s, 8 leechers
-                 of a 256 MiB file, beside one leecher alone)
+  --no-flash     skip the flash-crowd figures (one seeder capped at 50 MB/s, 8 and 16
+                 leechers of a 256 MiB file, beside one leecher alone; issue 12)
+  --only-flash   only the flash-crowd figures
+  --flash-mib N  the flash crowd's file size (default 256)
   --keep         keep the work directory
   -h, --help     show this help
 USAGE
@@ -28,6 +30,8 @@ SEEDERS=3
 ROUNDS=3
 ARIA2=1
 FLASH=1
+ONLY_FLASH=0
+FLASH_MIB=256
 KEEP=0
 while (($#)); do
     case "$1" in
@@ -36,6 +40,8 @@ while (($#)); do
         --rounds) ROUNDS=$2; shift 2 ;;
         --no-aria2) ARIA2=0; shift ;;
         --no-flash) FLASH=0; shift ;;
+        --only-flash) ONLY_FLASH=1; shift ;;
+        --flash-mib) FLASH_MIB=$2; shift 2 ;;
         --keep) KEEP=1; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "bench.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
@@ -43,16 +49,18 @@ while (($#)); do
 done
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BIN="$ROOT/target/release"
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+BIN="$TARGET/release"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/p2p-bench.XXXXXX")
 # shellcheck source=scripts/lib.sh
 source "$ROOT/scripts/lib.sh"
 lib_init
 
 (cd "$ROOT" && cargo build --release --quiet --bins)
+if [[ $ONLY_FLASH == 0 ]]; then
 # The plaintext baseline: the same code with records copied instead of sealed, built into
 # its own target directory so that it can never be mistaken for a release binary.
-PLAIN_TARGET="$ROOT/target/bench-plaintext"
+PLAIN_TARGET="$TARGET/bench-plaintext"
 (cd "$ROOT" && cargo build --release --quiet --bins --features common/bench-plaintext --target-dir "$PLAIN_TARGET")
 PLAIN_BIN="$PLAIN_TARGET/release"
 (cd "$ROOT" && cargo build --release --quiet -p common --example cipher_speed)
@@ -77,7 +85,7 @@ field() { sed -n "s/^$1=//p" <<<"$2"; }
 
 sha1sum_s=$(seconds sha1sum "$FILE")
 cat_s=$(seconds cat "$FILE")
-cipher=$("$ROOT/target/release/examples/cipher_speed")
+cipher=$("$BIN/examples/cipher_speed")
 
 # Encrypted and plaintext rounds alternate, so that both see the same machine state.
 best() { if [[ -z $1 ]]; then echo "$2"; else min "$1" "$2"; fi; }
@@ -134,18 +142,31 @@ if [[ $ARIA2 == 1 ]]; then
     fi
 fi
 
+fi # ONLY_FLASH
+
 if [[ $FLASH == 1 ]]; then
     echo
-    echo "== flash crowd: one seeder capped at 50 MB/s, a 256 MiB file (scripts/swarm.sh)"
+    echo "== flash crowd (issue 12): one seeder capped at 50 MB/s, a $FLASH_MIB MiB file (scripts/swarm.sh)"
     # slowest_secs OUTPUT: the largest per-peer time in a swarm.sh summary table.
     slowest_secs() { awk '$2 == "leecher" { if ($3 > m) m = $3 } END { print m }' <<<"$1"; }
-    alone=$(bash "$ROOT/scripts/swarm.sh" share --peers 2 --trackers 1 --size 256 --seed-rate 50000000 --bin "$BIN")
-    crowd=$(bash "$ROOT/scripts/swarm.sh" flash --peers 9 --trackers 1 --size 256 --seed-rate 50000000 --bin "$BIN")
+    # copies OUTPUT: the copies of the file the seeder served.
+    copies() { sed -n 's/^seeder copies: \([0-9.]*\).*/\1/p' <<<"$1"; }
+    swarm() { bash "$ROOT/scripts/swarm.sh" "$@" --trackers 1 --size "$FLASH_MIB" --seed-rate 50000000 --bin "$BIN"; }
+    summary=()
+    alone=$(swarm share --peers 2)
     alone_s=$(slowest_secs "$alone")
-    crowd_s=$(slowest_secs "$crowd")
-    echo "$crowd" | sed -n '/== summary/,$p'
     echo "flash_1_leecher_seconds=$alone_s"
-    echo "flash_8_leechers_seconds=$crowd_s"
-    printf 'one leecher alone: %s s; 8 leechers at once: %s s (%.1fx the time for 8x the data)\n' \
-        "$alone_s" "$crowd_s" "$(echo "$crowd_s / $alone_s" | bc -l)"
+    for n in 8 16; do
+        crowd=$(swarm flash --peers $((n + 1)))
+        crowd_s=$(slowest_secs "$crowd")
+        echo "$crowd" | sed -n '/== summary/,$p'
+        echo "flash_${n}_leechers_seconds=$crowd_s"
+        echo "flash_${n}_leechers_ratio=$(printf '%.2f' "$(echo "$crowd_s / $alone_s" | bc -l)")"
+        echo "flash_${n}_leechers_seeder_copies=$(copies "$crowd")"
+        summary+=("$(printf '%2d leechers at once: %6.2f s, %.2fx one leecher alone (%.2f s) for %dx the data; the seeder served %s copies' \
+            "$n" "$crowd_s" "$(echo "$crowd_s / $alone_s" | bc -l)" "$alone_s" "$n" "$(copies "$crowd")")")
+    done
+    echo
+    echo "== flash crowd summary (goals: 8 leechers <= 1.25x with <= 1.15 copies; 16 leechers <= 1.4x)"
+    printf '%s\n' "${summary[@]}"
 fi

@@ -27,13 +27,14 @@ Options:
   --seed-rate BPS    cap the seeder's upload, bytes/s (default: 20000000 for flash,
                      4000000 for churn, unlimited for share)
   --bin DIR          use the tracker and client binaries in DIR (default: build
-                     target/release first)
+                     \$CARGO_TARGET_DIR/release, or target/release, first)
   --work DIR         keep state and logs in DIR (default: a new temporary directory)
   --keep             keep the work directory after a successful run
   -h, --help         show this help
 
 Output ends with a table: per peer its role, time to complete, MB/s, pieces received
-from the seeder and from other peers, and pieces it served; then totals.
+from the seeder and from other peers, and pieces it served; then totals, and how many
+copies of the file the seeder served (pieces it served / pieces in the file).
 USAGE
 }
 
@@ -72,7 +73,7 @@ fi
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 if [[ -z $BIN ]]; then
     (cd "$ROOT" && cargo build --release --quiet --bins)
-    BIN="$ROOT/target/release"
+    BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 fi
 if [[ -n $WORK ]]; then
     mkdir -p "$WORK"
@@ -240,6 +241,10 @@ for ((i = 1; i < PEERS; i++)); do printf '%s %7s\n' "${rows[$((i - 1))]}" "${SER
 total_peers=0
 for ((i = 1; i < PEERS; i++)); do total_peers=$((total_peers + ${SERVED[p$i]})); done
 say "totals: $((PEERS - 1 - failed)) of $((PEERS - 1)) copies intact; pieces served by the seeder ${SERVED[p0]}, by leechers $total_peers"
+n_pieces=$(( ($(stat -c %s "$FILE") + 524287) / 524288 ))
+if ((n_pieces > 0)); then
+    say "seeder copies: $(printf '%.2f' "$(echo "${SERVED[p0]} / $n_pieces" | bc -l)") (${SERVED[p0]} pieces served of a $n_pieces-piece file)"
+fi
 if ((failed > 0)); then
     say "swarm.sh: $failed download(s) failed or differ"
     exit 1

@@ -9,6 +9,7 @@ pub mod interrupt;
 pub mod log_file;
 pub mod peer;
 pub mod progress;
+pub mod readiness;
 pub mod repl;
 pub mod seeder;
 pub mod shares;

@@ -8,11 +8,16 @@
 //! on an expired ticket: downloaders renew theirs while they run (`Renew`). Every piece is
 //! read from disk and checked against its SHA1 (once per state of the file on disk) before
 //! it is sent, so a file changed on disk after it was shared is noticed and no longer served.
+//!
+//! Issue 12: a connection for a file this peer is still downloading pushes `Have` to its
+//! downloader as pieces verify (it waits on the socket and on the share's wake-up at once,
+//! `readiness`). Which piece a request gets is `handout`'s choice (super-seeding): with two
+//! or more downloaders of a complete file, each piece goes out once before any repeats.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::net::{Shutdown as SocketShutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -22,12 +27,19 @@ use parking_lot::Mutex;
 use common::connection::{Connection, Timeouts};
 use common::frame::FrameError;
 use common::message::{Request, Ticket, TrackerError};
-use common::peer_message::{PeerReply, PeerRequest, Refusal, PEER_PROTOCOL_VERSION};
-use common::{Identity, PublicKey, Sha1Digest, PIECE_SIZE};
+use common::peer_message::{
+    PeerReply, PeerRequest, Refusal, MAX_HAVE_BATCH, PEER_PROTOCOL_VERSION,
+};
+use common::{Bitfield, Identity, PieceIndex, PublicKey, Sha1Digest, PIECE_SIZE};
 
+use crate::readiness;
 use crate::shares::{SharedFile, Shares};
 use crate::tracker_link::LinkError;
 use crate::tracker_session::{CallError, TrackerSession};
+
+pub mod handout;
+
+use handout::{Choice, ConnId, Handout};
 
 /// Downloader connections beyond this many are refused.
 pub const MAX_PEER_CONNECTIONS: usize = 64;
@@ -86,6 +98,54 @@ struct Context {
     refused: Mutex<HashSet<Ticket>>,
     /// Token bucket for questions about new tickets: (tokens, last refill).
     checks: Mutex<(f64, Instant)>,
+    /// Which pieces of each file went to which connected downloader (an entry per file
+    /// with downloaders connected, so at most `MAX_PEER_CONNECTIONS`).
+    handouts: Mutex<HashMap<Sha1Digest, Handout>>,
+    next_conn: AtomicU64,
+}
+
+/// A downloader's place in its file's `Handout`, given back when the connection ends.
+struct Joined<'a> {
+    ctx: &'a Context,
+    digest: Sha1Digest,
+    conn: ConnId,
+}
+
+impl<'a> Joined<'a> {
+    fn join(ctx: &'a Context, share: &SharedFile) -> Joined<'a> {
+        let conn = ConnId(ctx.next_conn.fetch_add(1, Ordering::Relaxed));
+        let digest = share.meta.digest;
+        let n_pieces = share.layout.n_pieces();
+        ctx.handouts.lock().entry(digest).or_insert_with(|| Handout::new(n_pieces)).join(conn);
+        Joined { ctx, digest, conn }
+    }
+
+    /// `piece` was sent whole.
+    fn delivered(&self, piece: PieceIndex) {
+        if let Some(handout) = self.ctx.handouts.lock().get_mut(&self.digest) {
+            handout.delivered(self.conn, piece);
+        }
+    }
+
+    /// What to send for a request of `asked`.
+    fn choose(&self, asked: PieceIndex, complete: bool) -> Choice {
+        match self.ctx.handouts.lock().get_mut(&self.digest) {
+            Some(handout) => handout.choose(self.conn, asked, complete),
+            None => Choice::Serve,
+        }
+    }
+}
+
+impl Drop for Joined<'_> {
+    fn drop(&mut self) {
+        let mut handouts = self.ctx.handouts.lock();
+        if let Some(handout) = handouts.get_mut(&self.digest) {
+            handout.leave(self.conn);
+            if handout.is_empty() {
+                handouts.remove(&self.digest);
+            }
+        }
+    }
 }
 
 impl Seeder {
@@ -112,6 +172,8 @@ impl Seeder {
             tickets: Mutex::new(HashSet::new()),
             refused: Mutex::new(HashSet::new()),
             checks: Mutex::new((2.0 * TICKET_CHECKS_PER_SEC, Instant::now())),
+            handouts: Mutex::new(HashMap::new()),
+            next_conn: AtomicU64::new(0),
         });
         let stop_flag = Arc::clone(&stop);
         let thread = thread::Builder::new()
@@ -221,11 +283,33 @@ fn serve_conn(
             return Ok(());
         }
     };
-    conn.send(&PeerReply::Welcome { have: share.have() })?;
-    conn.set_read_timeout(IDLE_TIMEOUT)?;
+    // A file still downloading gets new pieces: watch it, and tell them as they come.
+    let wake = if share.destination().is_some() { share.watch() } else { None };
+    let mut told = share.have();
+    conn.send(&PeerReply::Welcome { have: told.clone() })?;
+    let joined = Joined::join(ctx, &share);
+    let mut wake = wake;
     let mut file: Option<File> = None;
     let mut buf = vec![0u8; PIECE_SIZE];
-    while let Some(request) = conn.recv()? {
+    let mut last_request = Instant::now();
+    loop {
+        let idle_left = IDLE_TIMEOUT.saturating_sub(last_request.elapsed());
+        if idle_left.is_zero() {
+            log::debug!("seeder: peer={}: idle, closing", conn.peer_addr());
+            return Ok(());
+        }
+        let ready = readiness::wait(conn.socket(), conn.has_buffered(), wake.as_ref(), idle_left)?;
+        if ready.closed {
+            wake = None;
+        }
+        if ready.woken {
+            tell_new_pieces(conn, &share, &mut told)?;
+        }
+        if !ready.socket {
+            continue;
+        }
+        let Some(request) = conn.recv()? else { break };
+        last_request = Instant::now();
         if !matches!(request, PeerRequest::Renew { .. }) && ticket.expires < unix_now() {
             log::info!("seeder: peer={}: ticket expired", conn.peer_addr());
             conn.send(&PeerReply::Refused { reason: Refusal::Expired })?;
@@ -246,19 +330,32 @@ fn serve_conn(
                 ticket = fresh;
             }
             PeerRequest::GetBitfield => conn.send(&PeerReply::Bitfield { have: share.have() })?,
-            PeerRequest::GetPiece { piece } => {
-                let len = share.layout.piece_len(piece);
-                if len == 0 || !share.has(piece) {
-                    conn.send(&PeerReply::NoPiece { piece })?;
+            PeerRequest::GetPiece { piece: asked } => {
+                if share.layout.piece_len(asked) == 0 || !share.has(asked) {
+                    conn.send(&PeerReply::NoPiece { piece: asked })?;
                     continue;
                 }
+                let piece = match joined.choose(asked, share.destination().is_none()) {
+                    Choice::Serve => asked,
+                    Choice::Instead(piece) => piece,
+                    Choice::Elsewhere => {
+                        conn.send(&PeerReply::Elsewhere { piece: asked })?;
+                        continue;
+                    }
+                };
+                let len = share.layout.piece_len(piece);
                 let data = &mut buf[..len];
                 match read_verified(&share, &mut file, piece, data) {
                     Ok(()) => {
                         if let Some(limit) = &ctx.rate_limit {
                             limit.wait_for(len);
                         }
-                        conn.send_with_payload(&PeerReply::Piece { piece, len: len as u32 }, data)?;
+                        let reply = match piece == asked {
+                            true => PeerReply::Piece { piece, len: len as u32 },
+                            false => PeerReply::Instead { asked, piece, len: len as u32 },
+                        };
+                        conn.send_with_payload(&reply, data)?;
+                        joined.delivered(piece);
                     }
                     Err(reason) => {
                         log::warn!(
@@ -267,7 +364,7 @@ fn serve_conn(
                             share.path().display()
                         );
                         withdraw(ctx, &share);
-                        conn.send(&PeerReply::NoPiece { piece })?;
+                        conn.send(&PeerReply::NoPiece { piece: asked })?;
                         return Ok(());
                     }
                 }
@@ -278,6 +375,22 @@ fn serve_conn(
             }
         }
     }
+    Ok(())
+}
+
+/// Pushes to the downloader the pieces verified since it was last told (`told`), in
+/// batches of at most `MAX_HAVE_BATCH`.
+fn tell_new_pieces(
+    conn: &mut Connection<PeerRequest, PeerReply>,
+    share: &SharedFile,
+    told: &mut Bitfield,
+) -> Result<(), FrameError> {
+    let have = share.have();
+    let news: Vec<PieceIndex> = have.iter().filter(|&p| !told.has(p)).collect();
+    for batch in news.chunks(MAX_HAVE_BATCH) {
+        conn.send(&PeerReply::Have { pieces: batch.to_vec() })?;
+    }
+    *told = have;
     Ok(())
 }
 

@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::Write;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -20,6 +21,9 @@ use common::{Bitfield, GroupId, Layout, PieceIndex, Sha1Digest, UserId};
 
 /// The state file's format version.
 const STATE_VERSION: u32 = 1;
+/// Connections told of each new piece of one file at most (the seeder serves at most
+/// `MAX_PEER_CONNECTIONS` downloaders; watchers of closed connections are pruned).
+const MAX_WATCHERS: usize = 256;
 
 /// A file's identity on disk; any write to the file changes it (ctime cannot be set back).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +64,9 @@ pub struct SharedFile {
     /// Where a download of this file will be renamed to; `None` once complete.
     destination: Mutex<Option<PathBuf>>,
     checked: Mutex<Checked>,
+    /// The write ends of the wake-up sockets of the seeder connections that push this
+    /// file's new pieces (`watch`): one byte is written to each when a piece is marked.
+    watchers: Mutex<Vec<UnixStream>>,
 }
 
 impl SharedFile {
@@ -82,7 +89,29 @@ impl SharedFile {
             have: Mutex::new(have),
             destination: Mutex::new(destination),
             checked: Mutex::new(checked),
+            watchers: Mutex::new(Vec::new()),
         }
+    }
+
+    /// A socket that becomes readable whenever a piece of this file is marked as had, for
+    /// a seeder connection that pushes new pieces to its downloader. `None` when the file
+    /// has too many watchers already (that downloader learns of new pieces from the
+    /// tracker instead) or the socket cannot be made.
+    pub fn watch(&self) -> Option<UnixStream> {
+        let (reader, writer) = UnixStream::pair().ok()?;
+        reader.set_nonblocking(true).ok()?;
+        writer.set_nonblocking(true).ok()?;
+        let mut watchers = self.watchers.lock();
+        if watchers.len() >= MAX_WATCHERS {
+            // Drop the watchers whose reader is gone (a spurious wake-up costs the others
+            // a look at the bitfield).
+            watchers.retain(crate::readiness::wake);
+        }
+        if watchers.len() >= MAX_WATCHERS {
+            return None;
+        }
+        watchers.push(writer);
+        Some(reader)
     }
 
     /// Records that every piece was hashed and found good while the file had `stamp`.
@@ -161,6 +190,7 @@ impl SharedFile {
     /// Records a verified, written piece.
     pub fn mark(&self, piece: PieceIndex) {
         self.have.lock().set(piece);
+        self.watchers.lock().retain(crate::readiness::wake);
     }
 
     fn saved(&self) -> SavedShare {

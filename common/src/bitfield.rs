@@ -88,6 +88,13 @@ impl Bitfield {
         }
     }
 
+    /// Removes piece `idx` (ignored when out of range).
+    pub fn clear(&mut self, idx: PieceIndex) {
+        if idx.0 < self.n_pieces {
+            self.bits[(idx.0 / 8) as usize] &= !(0x80 >> (idx.0 % 8));
+        }
+    }
+
     /// How many pieces are in the set.
     pub fn count(&self) -> u32 {
         self.bits.iter().map(|b| b.count_ones()).sum()
@@ -124,6 +131,10 @@ mod tests {
         assert!(field.has(PieceIndex(0)) && field.has(PieceIndex(9)));
         assert!(!field.has(PieceIndex(1)) && !field.has(PieceIndex(10)));
         assert_eq!(field.iter().collect::<Vec<_>>(), [PieceIndex(0), PieceIndex(9)]);
+        field.clear(PieceIndex(9));
+        field.clear(PieceIndex(10));
+        assert_eq!(field.iter().collect::<Vec<_>>(), [PieceIndex(0)]);
+        field.set(PieceIndex(9));
         assert!(Bitfield::full(10).is_complete());
         assert!(Bitfield::full(0).is_complete());
     }

@@ -104,6 +104,12 @@ impl<In: DeserializeOwned, Out: Serialize> Connection<In, Out> {
         self.stream.socket().set_read_timeout(Some(timeout))
     }
 
+    /// Whether bytes already read from the socket wait to be taken: a caller that waits on
+    /// the socket itself (with `poll`) must take those first.
+    pub fn has_buffered(&self) -> bool {
+        self.stream.has_buffered()
+    }
+
     /// Waits up to `timeout` for something to read (a message, or the end of the stream),
     /// without reading it: a caller can give up waiting between polls and the connection
     /// stays whole. Returns whether something arrived.

@@ -9,6 +9,13 @@
 //! `GetPiece` requests. A `PeerReply::Piece` frame is followed on the wire by exactly `len`
 //! raw bytes of piece data (at most `PIECE_SIZE`), outside the frame, so pieces go from the
 //! file to the socket without being re-encoded.
+//!
+//! Version 3 (issue 12) adds what makes a swarm converge: a seeder that shares a file it is
+//! still downloading pushes `Have` as pieces verify, between its answers, without being
+//! asked; a seeder handing out pieces to several downloaders answers a request for a piece
+//! it already gave someone still connected with another piece nobody has yet (`Instead`)
+//! or, once every piece has gone out, with `Elsewhere` (ask another peer; asking again
+//! later is answered with the piece).
 
 use serde::{Deserialize, Serialize};
 
@@ -18,7 +25,11 @@ use crate::message::Ticket;
 use crate::piece::PieceIndex;
 
 /// The peer protocol version this build speaks.
-pub const PEER_PROTOCOL_VERSION: u16 = 2;
+pub const PEER_PROTOCOL_VERSION: u16 = 3;
+
+/// The most pieces one `Have` names. A seeder with more news sends several; a receiver
+/// drops a peer that sends more (the frame limit bounds the message anyway).
+pub const MAX_HAVE_BATCH: usize = 8192;
 
 /// Downloader → seeder.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,6 +58,16 @@ pub enum PeerReply {
     Piece { piece: PieceIndex, len: u32 },
     /// The seeder cannot serve that piece (it does not have it, or its copy went bad).
     NoPiece { piece: PieceIndex },
+    /// Pushed, unasked: the seeder has verified these pieces since it last said what it
+    /// has (at most `MAX_HAVE_BATCH` of them).
+    Have { pieces: Vec<PieceIndex> },
+    /// The answer to `GetPiece { piece: asked }` from a seeder that already handed `asked`
+    /// to another downloader: piece `piece`, which no downloader has been sent yet, and
+    /// exactly `len` raw bytes of it follow. Fetch `asked` from another peer.
+    Instead { asked: PieceIndex, piece: PieceIndex, len: u32 },
+    /// The seeder already handed `piece` to another downloader (and every other piece
+    /// too): fetch it from another peer. Asked again, the seeder sends it.
+    Elsewhere { piece: PieceIndex },
 }
 
 /// Why a seeder refused a downloader.

@@ -4,7 +4,10 @@
 //! bounded `crossbeam-channel` of jobs, and reacts to the workers' events (ready, verified,
 //! bad hash, no piece, gone) and to a one-second tick, on which it announces its verified
 //! pieces to the tracker (partial seeding) and, every few ticks, asks the tracker for peers
-//! again. A verified piece is shared at once. When every piece is verified it checks the
+//! again. Workers pass on the pieces their peers announce (`Have`) and the pieces a seeder
+//! said to fetch elsewhere; the scheduler prefers other peers to such a loaded seeder and
+//! lets its deferrals expire every tick. A verified piece is shared at once (and pushed
+//! by this peer's seeder to its downloaders). When every piece is verified it checks the
 //! file digest over the hashes computed on arrival, fsyncs, renames the file into place and
 //! becomes a complete sharer. `record` keeps what `show_downloads` shows.
 //!
@@ -21,6 +24,7 @@ use std::fs::{File, OpenOptions};
 use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread;
@@ -38,14 +42,19 @@ use std::os::unix::fs::FileExt;
 use crate::shares::{FileStamp, SharedFile, Shares};
 use crate::tracker_session::{CallError, TrackerSession};
 use scheduler::{PeerId, Scheduler};
-use worker::{Event, Job, Target};
+use worker::{Event, HaveNews, Inbox, Job, Target};
 
 /// Pieces asked of one peer at a time.
 pub const MAX_IN_FLIGHT: usize = 4;
 /// A peer that sends this many pieces with a bad hash is dropped.
 const MAX_BAD_PIECES: u32 = 3;
-/// Ask the tracker for peers every this many ticks.
-const REFRESH_TICKS: u32 = 2;
+/// Ask the tracker for peers every this many ticks: every tick, so that the leechers of a
+/// flash crowd find each other (the tracker lists a partial sharer once it announced a
+/// piece) within a second or two (issue 12).
+const REFRESH_TICKS: u32 = 1;
+/// A seeder's "fetch elsewhere" holds for one to two periods of this many ticks; then the
+/// piece is asked of it again (and sent, if a holder received it whole meanwhile).
+const DEFER_TICKS: u32 = 2;
 /// Wait this long before connecting again to a peer whose connection failed.
 const RECONNECT_AFTER: Duration = Duration::from_secs(3);
 /// Peers one download connects to at most (one thread each).
@@ -366,6 +375,10 @@ struct WorkerHandle {
     addr: SocketAddr,
     key: PublicKey,
     jobs: Sender<Job>,
+    /// Written after each job, so that a worker waiting on its peer takes it.
+    wake: UnixStream,
+    /// The pieces its peer announced, not yet taken.
+    news: Arc<Mutex<HaveNews>>,
     socket: Arc<Mutex<Option<TcpStream>>>,
     thread: thread::JoinHandle<()>,
 }
@@ -601,6 +614,9 @@ impl Coordinator {
                 }
                 recv(ticker) -> _ => {
                     ticks += 1;
+                    if ticks.is_multiple_of(DEFER_TICKS) {
+                        self.scheduler.expire_deferrals();
+                    }
                     self.announce();
                     if ticks.is_multiple_of(REFRESH_TICKS) && !self.refresh_pending {
                         let request = Request::GetFile {
@@ -619,7 +635,7 @@ impl Coordinator {
             let sent = self
                 .workers
                 .get(&peer)
-                .map(|w| w.jobs.try_send(Job { piece }).is_ok())
+                .map(|w| w.jobs.try_send(Job { piece }).is_ok() && crate::readiness::wake(&w.wake))
                 .unwrap_or(false);
             if !sent {
                 self.scheduler.fail(piece, peer);
@@ -686,6 +702,13 @@ impl Coordinator {
                     }
                 }
             }
+            Event::Have { peer } => {
+                if let Some(w) = self.workers.get(&peer) {
+                    let news = w.news.lock().take();
+                    self.scheduler.add_have(peer, &news);
+                }
+            }
+            Event::Elsewhere { peer, piece } => self.scheduler.defer(piece, peer),
             Event::NoPiece { peer, piece } => {
                 self.scheduler.fail(piece, peer);
                 // Its copy may have gone bad; forget what it claimed and let it reconnect.
@@ -715,10 +738,30 @@ impl Coordinator {
     fn add_peers(&mut self, peers: Vec<PeerInfo>) {
         let mut connected: HashSet<SocketAddr> = self.workers.values().map(|w| w.addr).collect();
         let mut keys: HashSet<PublicKey> = self.workers.values().map(|w| w.key).collect();
+        let n_pieces = self.target.layout.n_pieces();
+        // What the peers not connected have, for rarity over the whole swarm.
+        let mut swarm = vec![0u32; n_pieces as usize];
+        for info in &peers {
+            if connected.contains(&info.addr) {
+                continue;
+            }
+            match &info.have {
+                None => swarm.iter_mut().for_each(|n| *n = n.saturating_add(1)),
+                Some(have) if have.n_pieces() == n_pieces => {
+                    for piece in have.iter() {
+                        swarm[piece.0 as usize] = swarm[piece.0 as usize].saturating_add(1);
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        self.scheduler.set_swarm_availability(swarm);
         for info in peers {
             if connected.contains(&info.addr) || self.banned.contains(&info.addr) {
-                if let (Some(have), Some(peer)) = (info.have, self.peer_at(info.addr)) {
-                    self.scheduler.set_peer_have(peer, have);
+                // Pieces are only ever added (they are pushed meanwhile): merge.
+                if let Some(peer) = self.peer_at(info.addr) {
+                    let have = info.have.unwrap_or_else(|| Bitfield::full(n_pieces));
+                    self.scheduler.add_have(peer, &have);
                 }
                 continue;
             }
@@ -744,20 +787,35 @@ impl Coordinator {
         let peer = PeerId(self.next_peer);
         self.next_peer += 1;
         let (jobs_tx, jobs_rx) = crossbeam_channel::bounded(MAX_IN_FLIGHT);
+        let (wake, wake_rx) = match UnixStream::pair().and_then(|(a, b)| {
+            a.set_nonblocking(true)?;
+            b.set_nonblocking(true)?;
+            Ok((a, b))
+        }) {
+            Ok(pair) => pair,
+            Err(e) => {
+                log::error!("cannot make a worker's wake-up socket: {e}");
+                return;
+            }
+        };
+        let news = Arc::new(HaveNews::new(self.target.layout.n_pieces()));
+        let inbox = Inbox { jobs: jobs_rx, wake: wake_rx, news: Arc::clone(&news) };
         let socket: Arc<Mutex<Option<TcpStream>>> = Arc::new(Mutex::new(None));
         let socket_slot = Arc::clone(&socket);
         let target = Arc::clone(&self.target);
         let events = self.events_tx.clone();
         let spawned =
             thread::Builder::new().name(format!("dl-worker-{}", peer.0)).spawn(move || {
-                worker::run(peer, addr, key, target, jobs_rx, events, |s| {
+                worker::run(peer, addr, key, target, inbox, events, |s| {
                     *socket_slot.lock() = Some(s)
                 });
             });
         match spawned {
             Ok(thread) => {
-                self.workers
-                    .insert(peer, WorkerHandle { addr, key, jobs: jobs_tx, socket, thread });
+                self.workers.insert(
+                    peer,
+                    WorkerHandle { addr, key, jobs: jobs_tx, wake, news, socket, thread },
+                );
             }
             Err(e) => log::error!("cannot start a worker thread: {e}"),
         }
@@ -776,7 +834,9 @@ impl Coordinator {
     fn remove_worker(&mut self, peer: PeerId) {
         self.scheduler.release_peer(peer);
         if let Some(w) = self.workers.remove(&peer) {
+            // Both ends gone: the worker, idle or not, sees that it is to stop.
             drop(w.jobs);
+            drop(w.wake);
             let _ = w.thread.join();
         }
         let n = self.workers.len();
@@ -786,6 +846,7 @@ impl Coordinator {
     fn stop_workers(&mut self) {
         for (_, w) in self.workers.drain() {
             drop(w.jobs);
+            drop(w.wake);
             if let Some(s) = w.socket.lock().as_ref() {
                 let _ = s.shutdown(std::net::Shutdown::Both);
             }

@@ -9,6 +9,12 @@
 //! shuffled per download, so that leechers of one seeder start on different pieces and can
 //! trade them), each to the least-loaded peer that has it: fewest pieces in flight, then
 //! best measured throughput, then lowest `PeerId`.
+//!
+//! Issue 12: rarity counts the connected peers and the other peers the tracker listed (the
+//! swarm), and connected peers' pieces grow as they announce them (`add_have`). A complete
+//! peer that said to fetch a piece elsewhere (`defer`) is a *loaded seeder*: it is asked
+//! only for pieces no other peer has, and not for a deferred piece until its deferral
+//! expires (`expire_deferrals`, one to two periods later), when it is asked again and sends it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -29,9 +35,24 @@ pub enum PieceState {
 #[derive(Debug)]
 struct PeerSlot {
     have: Bitfield,
+    n_have: u32,
     in_flight: BTreeSet<PieceIndex>,
     /// Bytes per second, smoothed.
     throughput: f64,
+    /// It said to fetch a piece elsewhere (it hands out pieces to several downloaders).
+    loaded: bool,
+    /// Pieces it said to fetch elsewhere, this period and the one before.
+    deferred: [Bitfield; 2],
+}
+
+impl PeerSlot {
+    fn is_loaded_seeder(&self) -> bool {
+        self.loaded && self.n_have == self.have.n_pieces()
+    }
+
+    fn deferred(&self, piece: PieceIndex) -> bool {
+        self.deferred[0].has(piece) || self.deferred[1].has(piece)
+    }
 }
 
 /// The piece scheduler of one download.
@@ -39,14 +60,17 @@ struct PeerSlot {
 pub struct Scheduler {
     pieces: Vec<PieceState>,
     peers: BTreeMap<PeerId, PeerSlot>,
-    /// How many peers have each piece.
+    /// How many connected peers have each piece.
     availability: Vec<u32>,
+    /// How many other peers of the swarm (listed by the tracker, not connected) have it.
+    swarm: Vec<u32>,
     max_in_flight: usize,
     n_have: u32,
     /// A random rank per piece, to break ties in rarity.
     tiebreak: Vec<u32>,
-    /// The missing pieces some peer has, in the order they are handed out:
-    /// (availability, tiebreak, index). Kept up to date so that `assign` does not sort.
+    /// The missing pieces some connected peer has, in the order they are handed out:
+    /// (availability in the swarm, tiebreak, index). Kept up to date so that `assign`
+    /// does not sort.
     queue: BTreeSet<(u32, u32, u32)>,
     /// How many pieces are `Missing` (available or not).
     n_missing: u32,
@@ -63,6 +87,7 @@ impl Scheduler {
             .map(|i| if have.has(PieceIndex(i)) { PieceState::Have } else { PieceState::Missing })
             .collect();
         let availability = vec![0; pieces.len()];
+        let swarm = vec![0; pieces.len()];
         let mut tiebreak: Vec<u32> = (0..have.n_pieces()).collect();
         fastrand::Rng::with_seed(seed).shuffle(&mut tiebreak);
         let n_missing = have.n_pieces() - have.count();
@@ -70,6 +95,7 @@ impl Scheduler {
             pieces,
             peers: BTreeMap::new(),
             availability,
+            swarm,
             max_in_flight,
             n_have: have.count(),
             tiebreak,
@@ -80,7 +106,7 @@ impl Scheduler {
     }
 
     fn queue_key(&self, i: usize) -> (u32, u32, u32) {
-        (self.availability[i], self.tiebreak[i], i as u32)
+        (self.availability[i].saturating_add(self.swarm[i]), self.tiebreak[i], i as u32)
     }
 
     /// Changes how many peers have piece `i`, keeping the queue in order.
@@ -153,12 +179,71 @@ impl Scheduler {
             let i = idx.0 as usize;
             self.set_availability(i, self.availability[i] + 1);
         }
+        let n = self.pieces.len() as u32;
         let slot = self.peers.entry(peer).or_insert_with(|| PeerSlot {
             have: Bitfield::empty(0),
+            n_have: 0,
             in_flight: BTreeSet::new(),
             throughput: 0.0,
+            loaded: false,
+            deferred: [Bitfield::empty(n), Bitfield::empty(n)],
         });
+        slot.n_have = have.count();
         slot.have = have;
+    }
+
+    /// Adds the pieces in `news` to what a known peer has (pieces it announced).
+    pub fn add_have(&mut self, peer: PeerId, news: &Bitfield) {
+        if news.n_pieces() as usize != self.pieces.len() {
+            return;
+        }
+        let Some(slot) = self.peers.get_mut(&peer) else { return };
+        let fresh: Vec<PieceIndex> = news.iter().filter(|&p| !slot.have.has(p)).collect();
+        for &piece in &fresh {
+            slot.have.set(piece);
+        }
+        slot.n_have += fresh.len() as u32;
+        for piece in fresh {
+            let i = piece.0 as usize;
+            self.set_availability(i, self.availability[i] + 1);
+        }
+    }
+
+    /// How many peers of the swarm that are not connected have each piece (from the
+    /// tracker's list), for rarity. Ignored when the length is wrong.
+    pub fn set_swarm_availability(&mut self, counts: Vec<u32>) {
+        if counts.len() != self.pieces.len() || counts == self.swarm {
+            return;
+        }
+        self.swarm = counts;
+        self.queue = (0..self.pieces.len())
+            .filter(|&i| self.pieces[i] == PieceState::Missing && self.availability[i] > 0)
+            .map(|i| self.queue_key(i))
+            .collect();
+    }
+
+    /// `peer` said to fetch `piece` from another peer: it is a loaded seeder, not asked for
+    /// that piece again until the deferral expires. The piece goes back to the queue unless
+    /// another peer is fetching it.
+    pub fn defer(&mut self, piece: PieceIndex, peer: PeerId) {
+        self.fail(piece, peer);
+        if let Some(slot) = self.peers.get_mut(&peer) {
+            slot.loaded = true;
+            slot.deferred[0].set(piece);
+        }
+    }
+
+    /// Ends the older period of deferrals: a piece deferred then may be asked of its
+    /// seeder again (which then sends it). Call periodically.
+    pub fn expire_deferrals(&mut self) {
+        let n = self.pieces.len() as u32;
+        for slot in self.peers.values_mut() {
+            if slot.deferred[0].count() + slot.deferred[1].count() == 0 {
+                continue;
+            }
+            let current = std::mem::replace(&mut slot.deferred[0], Bitfield::empty(n));
+            slot.deferred[1] = current;
+        }
     }
 
     /// Records a measured throughput for `peer` (bytes per second).
@@ -228,11 +313,18 @@ impl Scheduler {
         out
     }
 
+    /// The peer to ask for `piece`: of the peers that have it, have room and did not defer
+    /// it, the least loaded; a loaded seeder only if no other peer has the piece.
     fn least_loaded(&self, piece: PieceIndex, allowed: impl Fn(PeerId) -> bool) -> Option<PeerId> {
+        let others_have = self.peers.values().any(|p| p.have.has(piece) && !p.is_loaded_seeder());
         self.peers
             .iter()
             .filter(|(id, p)| {
-                p.in_flight.len() < self.max_in_flight && p.have.has(piece) && allowed(**id)
+                p.in_flight.len() < self.max_in_flight
+                    && p.have.has(piece)
+                    && !p.deferred(piece)
+                    && !(others_have && p.is_loaded_seeder())
+                    && allowed(**id)
             })
             .min_by(|(a_id, a), (b_id, b)| {
                 a.in_flight
@@ -242,6 +334,11 @@ impl Scheduler {
                     .then(a_id.cmp(b_id))
             })
             .map(|(id, _)| *id)
+    }
+
+    /// Whether `peer` is a loaded seeder (complete, and it deferred a piece).
+    pub fn is_loaded_seeder(&self, peer: PeerId) -> bool {
+        self.peers.get(&peer).is_some_and(PeerSlot::is_loaded_seeder)
     }
 
     fn start(&mut self, peer: PeerId, piece: PieceIndex) {

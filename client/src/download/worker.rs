@@ -5,11 +5,17 @@
 //! the SHA1 and passes a good piece to the client's disk writer (one thread, so writes to a
 //! file never contend for its lock); the writer reports to the coordinator. Memory per peer
 //! is `BUFFERS` pieces, whatever the file's size.
+//!
+//! Issue 12: while it has nothing on the wire it waits on its socket and on a wake-up the
+//! coordinator writes with each job (`readiness`), so it takes in the pieces its peer
+//! pushes (`Have`) at any time. Those are merged into one bounded `HaveNews` per worker,
+//! with at most one `Event::Have` waiting for the coordinator, whatever the peer sends.
 
 use std::collections::VecDeque;
 use std::fs::File;
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::FileExt;
+use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,11 +25,12 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use common::connection::{Connection, Timeouts};
 use common::frame::FrameError;
 use common::message::Ticket;
-use common::peer_message::{PeerReply, PeerRequest, PEER_PROTOCOL_VERSION};
+use common::peer_message::{PeerReply, PeerRequest, MAX_HAVE_BATCH, PEER_PROTOCOL_VERSION};
 use common::{Bitfield, Identity, Layout, PieceIndex, PublicKey, Sha1Digest, PIECE_SIZE};
 use parking_lot::Mutex;
 
 use super::scheduler::PeerId;
+use crate::readiness;
 
 /// Requests kept on the wire per peer.
 pub const PIPELINE: usize = 2;
@@ -62,10 +69,38 @@ pub enum Event {
     BadHash { peer: PeerId, piece: PieceIndex },
     /// The peer does not have (or no longer serves) the piece.
     NoPiece { peer: PeerId, piece: PieceIndex },
+    /// The peer, a seeder handing out pieces to several downloaders, said to fetch `piece`
+    /// from another peer (it may have sent another piece instead).
+    Elsewhere { peer: PeerId, piece: PieceIndex },
+    /// The peer announced new pieces: take them from its `HaveNews`.
+    Have { peer: PeerId },
     /// Writing a verified piece failed.
     WriteFailed { piece: PieceIndex, reason: String },
     /// The connection ended.
     Gone { peer: PeerId, reason: String },
+}
+
+/// The pieces a peer announced that its coordinator has not taken yet. Bounded: one bit per
+/// piece, and one `Event::Have` waiting at most.
+#[derive(Debug)]
+pub struct HaveNews {
+    pieces: Bitfield,
+    /// An `Event::Have` was sent and not yet answered by `take`.
+    signalled: bool,
+}
+
+impl HaveNews {
+    /// No news about a file of `n_pieces` pieces.
+    pub fn new(n_pieces: u32) -> Mutex<HaveNews> {
+        Mutex::new(HaveNews { pieces: Bitfield::empty(n_pieces), signalled: false })
+    }
+
+    /// Takes the news (for the coordinator, on `Event::Have`).
+    pub fn take(&mut self) -> Bitfield {
+        self.signalled = false;
+        let empty = Bitfield::empty(self.pieces.n_pieces());
+        std::mem::replace(&mut self.pieces, empty)
+    }
 }
 
 /// What a worker needs to know of its download.
@@ -186,15 +221,25 @@ pub fn run(
     addr: SocketAddr,
     key: PublicKey,
     target: Arc<Target>,
-    jobs: Receiver<Job>,
+    inbox: Inbox,
     events: Sender<Event>,
     on_connect: impl FnOnce(TcpStream),
 ) {
-    let reason = match work(peer, addr, &key, &target, &jobs, &events, on_connect) {
+    let reason = match work(peer, addr, &key, &target, &inbox, &events, on_connect) {
         Ok(()) => "done".to_string(),
         Err(e) => e.to_string(),
     };
     let _ = events.send(Event::Gone { peer, reason });
+}
+
+/// What a worker receives from its coordinator.
+pub struct Inbox {
+    /// Pieces to fetch (bounded); closed when the worker should stop.
+    pub jobs: Receiver<Job>,
+    /// Readable when a job was sent, at its end when the coordinator dropped the worker.
+    pub wake: UnixStream,
+    /// Where the pieces the peer announces go.
+    pub news: Arc<Mutex<HaveNews>>,
 }
 
 fn work(
@@ -202,10 +247,11 @@ fn work(
     addr: SocketAddr,
     key: &PublicKey,
     target: &Arc<Target>,
-    jobs: &Receiver<Job>,
+    inbox: &Inbox,
     events: &Sender<Event>,
     on_connect: impl FnOnce(TcpStream),
 ) -> Result<(), FrameError> {
+    let jobs = &inbox.jobs;
     let stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
     on_connect(stream.try_clone()?);
     let timeouts =
@@ -236,15 +282,11 @@ fn work(
     }
     let mut outstanding: VecDeque<(PieceIndex, Instant)> = VecDeque::new();
     let mut closed = false;
+    let n_pieces = target.layout.n_pieces();
     loop {
-        // Keep the pipeline full; block for a job only when nothing is on the wire.
+        // Keep the pipeline full.
         while !closed && outstanding.len() < PIPELINE {
-            let job = if outstanding.is_empty() {
-                jobs.recv().map_err(|_| TryRecvError::Disconnected)
-            } else {
-                jobs.try_recv()
-            };
-            match job {
+            match jobs.try_recv() {
                 Ok(Job { piece }) => {
                     if let Some(fresh) = renewal(&target.ticket, ticket_expires) {
                         ticket_expires = fresh.expires;
@@ -257,63 +299,123 @@ fn work(
                 Err(TryRecvError::Disconnected) => closed = true,
             }
         }
-        let Some(&(expected, asked)) = outstanding.front() else {
-            return Ok(());
-        };
-        match conn.recv()? {
-            Some(PeerReply::Piece { piece, len }) => {
-                let want = target.layout.piece_len(piece);
-                if piece != expected || len as usize != want {
+        if outstanding.is_empty() {
+            if closed {
+                return Ok(());
+            }
+            // Nothing on the wire: wait for a job, or for what the peer pushes.
+            let ready = readiness::wait(
+                conn.socket(),
+                conn.has_buffered(),
+                Some(&inbox.wake),
+                READ_TIMEOUT,
+            )?;
+            if ready.closed {
+                closed = true;
+            }
+            if !ready.socket {
+                continue;
+            }
+        }
+        let reply = conn.recv()?;
+        let expected = outstanding.front().copied();
+        match (reply, expected) {
+            (Some(PeerReply::Have { pieces }), _) => {
+                if pieces.len() > MAX_HAVE_BATCH || pieces.iter().any(|p| p.0 >= n_pieces) {
                     return Err(protocol(format!(
-                        "sent piece {} ({len} bytes), expected piece {}",
-                        piece.0, expected.0
+                        "announced {} pieces, some unknown",
+                        pieces.len()
                     )));
                 }
-                outstanding.pop_front();
-                let mut buf = free_rx.recv().map_err(|_| protocol("buffer pool closed".into()))?;
-                conn.recv_payload(&mut buf[..want])?;
-                let secs = asked.elapsed().as_secs_f64().max(1e-6);
-                let bytes_per_sec = want as f64 / secs;
-                let target = Arc::clone(target);
-                let events = events.clone();
-                let free_tx = free_tx.clone();
-                rayon::spawn(move || {
-                    let hash = Sha1Digest::of(&buf[..want]);
-                    if target.hashes.get(piece.0 as usize) != Some(&hash) {
-                        let _ = events.send(Event::BadHash { peer, piece });
-                        let _ = free_tx.send(buf);
-                        return;
+                let mut news = inbox.news.lock();
+                for piece in pieces {
+                    news.pieces.set(piece);
+                }
+                if !news.signalled {
+                    news.signalled = true;
+                    if events.send(Event::Have { peer }).is_err() {
+                        return Ok(());
                     }
-                    let write = PieceWrite {
-                        file: target.file.clone(),
-                        offset: target.layout.piece_offset(piece),
-                        buf,
-                        len: want,
-                        done: Event::Verified { peer, piece, hash, bytes_per_sec },
-                        events,
-                        free: free_tx,
-                    };
-                    if let Err(unsent) = target.writer.tx.send(write) {
-                        let w = unsent.into_inner();
-                        let reason = "disk writer stopped".to_string();
-                        let _ = w.events.send(Event::WriteFailed { piece, reason });
-                    }
-                });
+                }
             }
-            Some(PeerReply::NoPiece { piece }) if piece == expected => {
+            (Some(PeerReply::Piece { piece, len }), Some((asked, at))) if piece == asked => {
+                outstanding.pop_front();
+                take_piece(&mut conn, target, &free_tx, &free_rx, events, peer, piece, len, at)?;
+            }
+            (Some(PeerReply::Instead { asked, piece, len }), Some((expected, at)))
+                if asked == expected && piece.0 < n_pieces =>
+            {
+                outstanding.pop_front();
+                let _ = events.send(Event::Elsewhere { peer, piece: asked });
+                take_piece(&mut conn, target, &free_tx, &free_rx, events, peer, piece, len, at)?;
+            }
+            (Some(PeerReply::Elsewhere { piece }), Some((asked, _))) if piece == asked => {
+                outstanding.pop_front();
+                let _ = events.send(Event::Elsewhere { peer, piece });
+            }
+            (Some(PeerReply::NoPiece { piece }), Some((asked, _))) if piece == asked => {
                 outstanding.pop_front();
                 let _ = events.send(Event::NoPiece { peer, piece });
             }
-            Some(PeerReply::Bitfield { have }) => {
-                let _ = events.send(Event::Ready { peer, have });
-            }
-            Some(PeerReply::Refused { reason }) => {
+            (Some(PeerReply::Refused { reason }), _) => {
                 return Err(protocol(format!("refused: {reason}")));
             }
-            Some(other) => return Err(protocol(format!("unexpected reply {other:?}"))),
-            None => return Err(FrameError::Truncated),
+            (Some(other), _) => {
+                return Err(protocol(format!("unasked or unexpected reply {other:?}")))
+            }
+            (None, _) => return Err(FrameError::Truncated),
         }
     }
+}
+
+/// Reads the `len` bytes of `piece` that follow its reply into a free buffer and hands
+/// them to the rayon pool, which checks the hash and passes a good piece to the writer.
+#[allow(clippy::too_many_arguments)]
+fn take_piece(
+    conn: &mut Connection<PeerReply, PeerRequest>,
+    target: &Arc<Target>,
+    free_tx: &Sender<PieceBuf>,
+    free_rx: &Receiver<PieceBuf>,
+    events: &Sender<Event>,
+    peer: PeerId,
+    piece: PieceIndex,
+    len: u32,
+    asked: Instant,
+) -> Result<(), FrameError> {
+    let want = target.layout.piece_len(piece);
+    if want == 0 || len as usize != want {
+        return Err(protocol(format!("sent piece {} with {len} bytes", piece.0)));
+    }
+    let mut buf = free_rx.recv().map_err(|_| protocol("buffer pool closed".into()))?;
+    conn.recv_payload(&mut buf[..want])?;
+    let secs = asked.elapsed().as_secs_f64().max(1e-6);
+    let bytes_per_sec = want as f64 / secs;
+    let target = Arc::clone(target);
+    let events = events.clone();
+    let free_tx = free_tx.clone();
+    rayon::spawn(move || {
+        let hash = Sha1Digest::of(&buf[..want]);
+        if target.hashes.get(piece.0 as usize) != Some(&hash) {
+            let _ = events.send(Event::BadHash { peer, piece });
+            let _ = free_tx.send(buf);
+            return;
+        }
+        let write = PieceWrite {
+            file: target.file.clone(),
+            offset: target.layout.piece_offset(piece),
+            buf,
+            len: want,
+            done: Event::Verified { peer, piece, hash, bytes_per_sec },
+            events,
+            free: free_tx,
+        };
+        if let Err(unsent) = target.writer.tx.send(write) {
+            let w = unsent.into_inner();
+            let reason = "disk writer stopped".to_string();
+            let _ = w.events.send(Event::WriteFailed { piece, reason });
+        }
+    });
+    Ok(())
 }
 
 /// The ticket to send the seeder, if the one it holds (expiring at `held_expires`) has used

@@ -444,6 +444,52 @@ fn leechers_of_one_slow_seeder_trade_pieces_among_themselves() {
     assert!(from_leechers > 0, "no piece went from leecher to leecher");
 }
 
+/// Issue 12: a seeder that hands out pieces to a flash crowd sends each piece about once,
+/// and the leechers trade the rest. Counts pieces; times nothing.
+#[test]
+fn issue_12_a_flash_crowd_gets_about_one_copy_from_the_seeder() {
+    const LEECHERS: usize = 6;
+    const PIECES: u32 = 32;
+    let (cluster, _tracker) = Cluster::with_one_tracker();
+    let names = ["seed", "l1", "l2", "l3", "l4", "l5", "l6"];
+    let mut c = cluster.members(&names, &[]);
+    // Only the seeder is slow, so that it cannot keep up with six leechers.
+    c[0].send_line("exit");
+    c[0].close_stdin();
+    c[0] = cluster.client_with("seed", &["--max-upload-rate", "4000000"]);
+    c[0].ok("login seed pw-seed", "logged in as seed");
+    let original = cluster.path("f.bin");
+    write_random(&original, PIECES as usize * 512 * 1024, 120);
+    upload(&mut c[0], &original);
+    let seed = format!("{}=", c[0].listen);
+    for (i, leech) in c.iter_mut().enumerate().skip(1) {
+        leech.run1(&format!(
+            "download_file g f.bin {}",
+            cluster.path(&format!("out{i}.bin")).display()
+        ));
+    }
+    let mut from_seeder = 0;
+    for (i, leech) in c.iter_mut().enumerate().skip(1) {
+        let done = leech.wait_downloads();
+        assert!(done[0].starts_with("[C] [g] f.bin"), "{done:?}");
+        assert_same_file(&original, &cluster.path(&format!("out{i}.bin")));
+        let list = done[0].split("pieces from ").nth(1).unwrap().trim_end_matches(')').to_string();
+        from_seeder += list
+            .split(' ')
+            .filter(|kv| kv.starts_with(&seed))
+            .filter_map(|kv| kv.split('=').nth(1))
+            .map(|n| n.parse::<u32>().unwrap())
+            .sum::<u32>();
+    }
+    assert_eq!(c.len(), LEECHERS + 1);
+    // At most 1.3 copies of the file from the seeder (6 leechers would take 6 without
+    // trading).
+    assert!(
+        from_seeder * 10 <= PIECES * 13,
+        "the seeder served {from_seeder} pieces of a {PIECES}-piece file to {LEECHERS} leechers"
+    );
+}
+
 #[test]
 fn a_silent_peer_is_no_longer_listed() {
     let cluster = Cluster::new(1);

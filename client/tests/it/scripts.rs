@@ -50,6 +50,8 @@ fn swarm_flash_crowd_scenario() {
     assert!(out.contains("peer   role"), "no summary table:\n{out}");
 }
 
+/// p1, killed mid-download, is the first receiver of the pieces the seeder handed it
+/// (issue 12: each piece goes to one leecher first); the others must still get them.
 #[test]
 fn swarm_churn_scenario() {
     let out = swarm(&[

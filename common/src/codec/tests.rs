@@ -199,6 +199,14 @@ fn peer_reply() -> impl Strategy<Value = PeerReply> {
         (any::<u32>(), any::<u32>())
             .prop_map(|(i, len)| PeerReply::Piece { piece: PieceIndex(i), len }),
         any::<u32>().prop_map(|i| PeerReply::NoPiece { piece: PieceIndex(i) }),
+        prop::collection::vec(any::<u32>(), 0..16)
+            .prop_map(|v| PeerReply::Have { pieces: v.into_iter().map(PieceIndex).collect() }),
+        (any::<u32>(), any::<u32>(), any::<u32>()).prop_map(|(a, i, len)| PeerReply::Instead {
+            asked: PieceIndex(a),
+            piece: PieceIndex(i),
+            len
+        }),
+        any::<u32>().prop_map(|i| PeerReply::Elsewhere { piece: PieceIndex(i) }),
     ]
 }
 
@@ -351,6 +359,13 @@ fn wire_encodings_keep_their_bytes() {
             "000102010201",
         ),
         (hex(&PeerRequest::GetPiece { piece: PieceIndex(3) }), "0203"),
+        (hex(&PEER_PROTOCOL_VERSION), "03"),
+        (hex(&PeerReply::Have { pieces: vec![PieceIndex(1), PieceIndex(300)] }), "050201ac02"),
+        (
+            hex(&PeerReply::Instead { asked: PieceIndex(3), piece: PieceIndex(4), len: 5 }),
+            "06030405",
+        ),
+        (hex(&PeerReply::Elsewhere { piece: PieceIndex(3) }), "0703"),
     ];
     for (got, want) in &cases {
         assert_eq!(got, want);

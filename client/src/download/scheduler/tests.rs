@@ -92,6 +92,42 @@ fn resumed_pieces_are_not_fetched_again() {
     assert_eq!(s.assign(), [(PeerId(1), PieceIndex(1))]);
 }
 
+#[test]
+fn a_loaded_seeder_is_asked_only_for_pieces_no_other_peer_has() {
+    let mut s = Scheduler::new(&Bitfield::empty(4), 4, SEED);
+    s.set_peer_have(PeerId(0), Bitfield::full(4));
+    s.set_peer_have(PeerId(1), Bitfield::empty(4));
+    let first = s.assign();
+    assert_eq!(first.len(), 4);
+    // The seeder says to fetch piece 0 elsewhere: it is loaded now.
+    s.defer(PieceIndex(0), PeerId(0));
+    assert!(s.is_loaded_seeder(PeerId(0)));
+    assert_eq!(s.assign(), [], "piece 0 is not asked of it again, and nobody else has it");
+    // Peer 1 announces pieces 0 and 1; 1 fails at the seeder: it goes to peer 1.
+    s.add_have(PeerId(1), &field(4, &[0, 1]));
+    s.fail(PieceIndex(1), PeerId(0));
+    let mut again = s.assign();
+    again.sort();
+    assert_eq!(again, [(PeerId(1), PieceIndex(0)), (PeerId(1), PieceIndex(1))]);
+    // After two expiry periods, a piece only the seeder has is asked of it again.
+    s.defer(PieceIndex(2), PeerId(0));
+    assert_eq!(s.assign(), []);
+    s.expire_deferrals();
+    assert_eq!(s.assign(), []);
+    s.expire_deferrals();
+    assert_eq!(s.assign(), [(PeerId(0), PieceIndex(2))]);
+}
+
+#[test]
+fn rarity_counts_the_swarm_beyond_the_connected_peers() {
+    let mut s = Scheduler::new(&Bitfield::empty(2), 1, SEED);
+    s.set_peer_have(PeerId(1), Bitfield::full(2));
+    // Piece 0 is also with three peers we are not connected to: piece 1 is rarer.
+    s.set_swarm_availability(vec![3, 0]);
+    assert_eq!(s.assign(), [(PeerId(1), PieceIndex(1))]);
+    s.assert_consistent();
+}
+
 #[derive(Debug, Clone)]
 enum Event {
     AddPeer(u32, Vec<bool>),
@@ -99,6 +135,10 @@ enum Event {
     Complete(u32),
     Fail(u32, u32),
     Release(u32),
+    Announce(u32, u32),
+    Defer(u32, u32),
+    Expire,
+    Swarm(Vec<u32>),
 }
 
 fn event(n: u32) -> impl Strategy<Value = Event> {
@@ -110,12 +150,18 @@ fn event(n: u32) -> impl Strategy<Value = Event> {
         (0..n).prop_map(Event::Complete),
         (0..n, 0..4u32).prop_map(|(i, p)| Event::Fail(i, p)),
         (0..4u32).prop_map(Event::Release),
+        (0..4u32, 0..n).prop_map(|(p, i)| Event::Announce(p, i)),
+        (0..n, 0..4u32).prop_map(|(i, p)| Event::Defer(i, p)),
+        Just(Event::Expire),
+        prop::collection::vec(0..3u32, n as usize).prop_map(Event::Swarm),
     ]
 }
 
 proptest! {
     /// Random event sequences keep every piece in exactly one state, agree with a simple
-    /// reference model, and never exceed a peer's in-flight limit.
+    /// reference model, and never exceed a peer's in-flight limit; a loaded seeder is
+    /// asked only for pieces no other peer has, and never for a piece it deferred in this
+    /// period or the one before (issue 12).
     #[test]
     fn invariants_hold(events in prop::collection::vec(event(6), 0..60), seed in any::<u64>()) {
         const N: u32 = 6;
@@ -125,6 +171,9 @@ proptest! {
         let mut fetching: HashMap<u32, BTreeSet<u32>> = HashMap::new();
         let mut have: BTreeSet<u32> = BTreeSet::new();
         let mut peers: HashMap<u32, Vec<bool>> = HashMap::new();
+        // Peers that deferred a piece (loaded, if complete), and their deferrals by period.
+        let mut loaded: BTreeSet<u32> = BTreeSet::new();
+        let mut deferred: HashMap<u32, [BTreeSet<u32>; 2]> = HashMap::new();
         for ev in events {
             match ev {
                 Event::AddPeer(p, h) => {
@@ -135,6 +184,15 @@ proptest! {
                 Event::Assign => {
                     for (peer, piece) in s.assign() {
                         prop_assert!(peers[&peer.0][piece.0 as usize], "assigned a piece the peer lacks");
+                        let is_loaded_seeder = |p: u32| {
+                            loaded.contains(&p) && peers[&p].iter().all(|b| *b)
+                        };
+                        if is_loaded_seeder(peer.0) {
+                            let others = peers.iter().any(|(p, h)| h[piece.0 as usize] && !is_loaded_seeder(*p));
+                            prop_assert!(!others, "a loaded seeder was asked for a piece another peer has");
+                        }
+                        let d = deferred.get(&peer.0);
+                        prop_assert!(!d.is_some_and(|d| d[0].contains(&piece.0) || d[1].contains(&piece.0)), "asked for a deferred piece");
                         prop_assert!(!have.contains(&piece.0), "assigned a piece we have");
                         prop_assert!(fetching.entry(piece.0).or_default().insert(peer.0), "assigned twice to one peer");
                     }
@@ -152,8 +210,34 @@ proptest! {
                         if set.is_empty() { fetching.remove(&i); }
                     }
                 }
+                Event::Announce(p, i) => {
+                    s.add_have(PeerId(p), &field(N, &[i]));
+                    if let Some(h) = peers.get_mut(&p) {
+                        h[i as usize] = true;
+                    }
+                }
+                Event::Defer(i, p) => {
+                    s.defer(PieceIndex(i), PeerId(p));
+                    if let Some(set) = fetching.get_mut(&i) {
+                        set.remove(&p);
+                        if set.is_empty() { fetching.remove(&i); }
+                    }
+                    if peers.contains_key(&p) {
+                        loaded.insert(p);
+                        deferred.entry(p).or_default()[0].insert(i);
+                    }
+                }
+                Event::Expire => {
+                    s.expire_deferrals();
+                    for d in deferred.values_mut() {
+                        d[1] = std::mem::take(&mut d[0]);
+                    }
+                }
+                Event::Swarm(counts) => s.set_swarm_availability(counts),
                 Event::Release(p) => {
                     s.release_peer(PeerId(p));
+                    loaded.remove(&p);
+                    deferred.remove(&p);
                     peers.remove(&p);
                     for set in fetching.values_mut() { set.remove(&p); }
                     fetching.retain(|_, set| !set.is_empty());
