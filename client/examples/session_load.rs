@@ -57,6 +57,13 @@ struct Args {
     /// A tracker's process id, to report its memory, threads and descriptors (repeat).
     #[arg(long = "tracker-pid")]
     tracker_pids: Vec<u32>,
+    /// Number the sessions from N (several generators on one cluster, each under its own
+    /// open-files limit, use distinct ranges).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    offset: u32,
+    /// Run no probe (another generator measures).
+    #[arg(long)]
+    no_probe: bool,
 }
 
 type Conn = Connection<TrackerMessage, ClientMessage>;
@@ -223,7 +230,8 @@ fn main() -> ExitCode {
     let started = Instant::now();
     let mut threads = Vec::new();
     for w in 0..workers {
-        let mine: Vec<u32> = (0..args.sessions).filter(|i| i % workers == w).collect();
+        let mine: Vec<u32> =
+            (0..args.sessions).filter(|i| i % workers == w).map(|i| i + args.offset).collect();
         let (stats, trackers, prefix) = (Arc::clone(&stats), trackers.clone(), args.prefix.clone());
         let barriers = [Arc::clone(&opened), Arc::clone(&steady_done), Arc::clone(&stormed)];
         let (until, storm, storm_failures) =
@@ -327,11 +335,16 @@ fn main() -> ExitCode {
     let end = Instant::now() + Duration::from_secs_f64(args.seconds.max(1.0));
     *until.lock() = Some(end);
     // The probe: one session of its own, a read and a write every 100 ms.
+    let no_probe = args.no_probe;
     let probe = {
         let stats = Arc::clone(&stats);
         let tracker = trackers[0];
         let prefix = args.prefix.clone();
         std::thread::spawn(move || {
+            if no_probe {
+                std::thread::sleep(end.saturating_duration_since(Instant::now()));
+                return;
+            }
             let Ok(identity) = Identity::generate() else { return };
             let mut s = Session {
                 conn: None,

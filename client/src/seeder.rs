@@ -37,12 +37,17 @@ use crate::shares::{SharedFile, Shares};
 use crate::tracker_link::LinkError;
 use crate::tracker_session::{CallError, TrackerSession};
 
+pub mod admission;
 pub mod handout;
 
+use admission::{Pending, SeederAdmission, ADMISSION_DEADLINE};
 use handout::{Choice, ConnId, Handout};
 
-/// Downloader connections beyond this many are refused.
-pub const MAX_PEER_CONNECTIONS: usize = 64;
+/// Downloader connections served at once, at most (see `admission`).
+pub const MAX_PEER_CONNECTIONS: usize = admission::MAX_ADMITTED;
+/// The largest frame taken before a connection's ticket is accepted (a `Hello` with its
+/// ticket is a few hundred bytes).
+const MAX_HELLO_FRAME: usize = 4096;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -192,8 +197,31 @@ impl Seeder {
     }
 }
 
+/// A live connection: a handle to shut it down, and whether it still waits for admission
+/// (since when).
+struct Live {
+    handle: TcpStream,
+    pending_since: Option<Instant>,
+}
+
 fn accept_loop(listener: TcpListener, ctx: Arc<Context>, stop: Arc<AtomicBool>) {
-    let live: Arc<Mutex<HashMap<u64, TcpStream>>> = Arc::new(Mutex::new(HashMap::new()));
+    let live: Arc<Mutex<HashMap<u64, Live>>> = Arc::new(Mutex::new(HashMap::new()));
+    let admission = Arc::new(SeederAdmission::default());
+    // Ends connections still without an accepted ticket after `ADMISSION_DEADLINE`,
+    // however slowly they dribble their handshake or hello.
+    let reaper = {
+        let (live, stop) = (Arc::clone(&live), Arc::clone(&stop));
+        thread::Builder::new().name("seed-reaper".into()).spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                thread::sleep(Duration::from_millis(500));
+                for conn in live.lock().values() {
+                    if conn.pending_since.is_some_and(|t| t.elapsed() > ADMISSION_DEADLINE) {
+                        let _ = conn.handle.shutdown(SocketShutdown::Both);
+                    }
+                }
+            }
+        })
+    };
     let mut threads: Vec<JoinHandle<()>> = Vec::new();
     let mut next_id = 0u64;
     for stream in listener.incoming() {
@@ -209,21 +237,27 @@ fn accept_loop(listener: TcpListener, ctx: Arc<Context>, stop: Arc<AtomicBool>) 
             }
         };
         threads.retain(|t| !t.is_finished());
-        if live.lock().len() >= MAX_PEER_CONNECTIONS {
-            log::warn!(
-                "seeder: refusing {:?}: {MAX_PEER_CONNECTIONS} connections open",
-                stream.peer_addr()
-            );
-            continue;
-        }
+        let Ok(peer) = stream.peer_addr() else { continue };
+        let pending = match admission.start(peer.ip()) {
+            Ok(pending) => pending,
+            Err(why) => {
+                log::warn!("seeder: refusing {peer}: {why}");
+                continue;
+            }
+        };
         next_id += 1;
         let id = next_id;
         let Ok(handle) = stream.try_clone() else { continue };
-        live.lock().insert(id, handle);
+        live.lock().insert(id, Live { handle, pending_since: Some(Instant::now()) });
         let ctx = Arc::clone(&ctx);
         let live_for_thread = Arc::clone(&live);
         let spawned = thread::Builder::new().name(format!("seed-{id}")).spawn(move || {
-            serve(stream, &ctx);
+            let admitted = || {
+                if let Some(conn) = live_for_thread.lock().get_mut(&id) {
+                    conn.pending_since = None;
+                }
+            };
+            serve(stream, &ctx, pending, admitted);
             live_for_thread.lock().remove(&id);
         });
         match spawned {
@@ -234,15 +268,18 @@ fn accept_loop(listener: TcpListener, ctx: Arc<Context>, stop: Arc<AtomicBool>) 
             }
         }
     }
-    for stream in live.lock().values() {
-        let _ = stream.shutdown(SocketShutdown::Both);
+    for conn in live.lock().values() {
+        let _ = conn.handle.shutdown(SocketShutdown::Both);
     }
     for t in threads {
         let _ = t.join();
     }
+    if let Ok(reaper) = reaper {
+        let _ = reaper.join();
+    }
 }
 
-fn serve(stream: TcpStream, ctx: &Context) {
+fn serve(stream: TcpStream, ctx: &Context, pending: Pending, admitted: impl FnOnce()) {
     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let timeouts =
         Timeouts { handshake: HANDSHAKE_TIMEOUT, read: HANDSHAKE_TIMEOUT, write: WRITE_TIMEOUT };
@@ -254,7 +291,9 @@ fn serve(stream: TcpStream, ctx: &Context) {
                 return;
             }
         };
-    match serve_conn(&mut conn, ctx) {
+    // Small frames until the hello's ticket is accepted.
+    conn.set_max_frame(MAX_HELLO_FRAME);
+    match serve_conn(&mut conn, ctx, pending, admitted) {
         Ok(()) => log::debug!("seeder: peer={peer}: done"),
         Err(e) if e.is_timeout() => log::debug!("seeder: peer={peer}: idle, closing"),
         Err(e) => log::warn!("seeder: peer={peer}: closing connection: {e}"),
@@ -264,13 +303,26 @@ fn serve(stream: TcpStream, ctx: &Context) {
 fn serve_conn(
     conn: &mut Connection<PeerRequest, PeerReply>,
     ctx: &Context,
+    pending: Pending,
+    admitted: impl FnOnce(),
 ) -> Result<(), FrameError> {
     let holder = conn.remote_key();
-    let (share, mut ticket) = match conn.recv()? {
+    let (share, mut ticket, _slot) = match conn.recv()? {
         None => return Ok(()),
         Some(PeerRequest::Hello { version, digest, ticket }) => {
-            match admit(ctx, version, &digest, &ticket, &holder) {
-                Ok(share) => (share, ticket),
+            let share = admit(ctx, version, &digest, &ticket, &holder).and_then(|share| {
+                let slot = pending.admit(holder).map_err(|why| {
+                    log::info!("seeder: peer={}: {why}", conn.peer_addr());
+                    Refusal::Busy
+                })?;
+                Ok((share, slot))
+            });
+            match share {
+                Ok((share, slot)) => {
+                    admitted();
+                    conn.set_max_frame(common::frame::MAX_FRAME_LEN);
+                    (share, ticket, slot)
+                }
                 Err(reason) => {
                     log::info!("seeder: peer={}: refused: {reason}", conn.peer_addr());
                     conn.send(&PeerReply::Refused { reason })?;

@@ -521,6 +521,10 @@ impl Coordinator {
             file,
             writer: ctx.writer.clone(),
         });
+        // Unbounded in type, bounded by construction: a worker sends one event per request
+        // it made (at most 2 in flight), per connection change, and at most one `Have`
+        // waiting, whatever its peer sends; and there are at most `MAX_PEERS` workers. (A
+        // bounded channel here could deadlock: the coordinator also feeds the workers.)
         let (events_tx, events) = crossbeam_channel::unbounded();
         let calls = TrackerCalls::start(Arc::clone(&ctx.tracker), meta.name.to_string(), idx);
         Coordinator {

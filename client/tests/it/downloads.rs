@@ -243,6 +243,46 @@ fn spawn_lying_peer(identity: common::Identity) -> std::net::SocketAddr {
     addr
 }
 
+/// A peer that, once greeted, floods its downloader with what nobody asked for: a
+/// `Bitfield` and then `Have`s naming every piece, as fast as it can. Counts the frames
+/// it got out before the downloader closed the connection.
+fn spawn_flooding_peer(
+    identity: common::Identity,
+    sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(s) = stream else { return };
+            let (identity, sent) = (identity.clone(), std::sync::Arc::clone(&sent));
+            std::thread::spawn(move || {
+                let Ok(mut conn) = Connection::<PeerRequest, PeerReply>::accept(
+                    s,
+                    &identity,
+                    crate::support::raw_timeouts(),
+                ) else {
+                    return;
+                };
+                let Ok(Some(PeerRequest::Hello { .. })) = conn.recv() else { return };
+                if conn.send(&PeerReply::Welcome { have: Bitfield::empty(8) }).is_err() {
+                    return;
+                }
+                let pieces: Vec<common::PieceIndex> = (0..8).map(common::PieceIndex).collect();
+                let flood =
+                    [PeerReply::Bitfield { have: Bitfield::full(8) }, PeerReply::Have { pieces }];
+                for n in 0..1_000_000u64 {
+                    if conn.send(&flood[(n % 2) as usize]).is_err() {
+                        return;
+                    }
+                    sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    addr
+}
+
 /// The metadata `upload_file` would announce for the file at `path` under `name`.
 fn file_meta(path: &std::path::Path, name: &str) -> FileMeta {
     let file = std::fs::File::open(path).unwrap();
@@ -593,4 +633,32 @@ fn a_peer_list_repeating_one_address_costs_one_connection() {
     // One connection, and perhaps a retry of it (every 3 s), never one per listing.
     assert!(n <= 3, "{n} connections to one address listed 40 times");
     drop(sessions);
+}
+
+#[test]
+fn a_peer_flooding_what_nobody_asked_for_is_dropped_and_the_download_completes() {
+    let (cluster, tracker) = Cluster::with_one_tracker();
+    let mut c = cluster.members(&["good", "leech", "mallory"], &["--max-upload-rate", "4000000"]);
+    let original = cluster.path("f.bin");
+    write_random(&original, 4 * 1024 * 1024, 21);
+    upload(&mut c[0], &original);
+    let meta = file_meta(&original, "f.bin");
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut mallory = RawSession::connect(&cluster, &tracker);
+    let flooder = spawn_flooding_peer(mallory.identity.clone(), std::sync::Arc::clone(&sent));
+    mallory.login("mallory", flooder);
+    let group = GroupId::new("g").unwrap();
+    assert_eq!(
+        mallory.call(Request::UploadFile { group, file: meta }),
+        Ok(Reply::Uploaded { new_file: false })
+    );
+    let out = cluster.path("out.bin");
+    c[1].run1(&format!("download_file g f.bin {}", out.display()));
+    let done = c[1].wait_downloads();
+    assert!(done[0].starts_with("[C] [g] f.bin"), "{done:?}");
+    assert_same_file(&original, &out);
+    // The downloader closed each flooding connection at the first unasked reply: a
+    // handful of frames per connection got out, never the million it tried.
+    let got_out = sent.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(got_out < 500_000, "{got_out} unasked frames were taken");
 }

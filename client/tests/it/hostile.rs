@@ -286,3 +286,36 @@ fn announcements_must_match_the_files_piece_count() {
     let ok = raw.call(Request::AnnouncePieces { group: group("g"), digest, have: right });
     assert_eq!(ok, Ok(Reply::Done));
 }
+
+#[test]
+fn strangers_holding_a_seeders_connections_do_not_stop_its_downloads() {
+    let (cluster, _tracker) = one_tracker(&[]);
+    let mut c = cluster.members(&["seed", "leech"], &[]);
+    let original = cluster.path("f.bin");
+    write_random(&original, 2 * 1024 * 1024, 13);
+    c[0].run1(&format!("upload_file '{}' g", original.display()));
+    // A stranger (no ticket) keeps opening connections to the seeder's port from one
+    // address, holding the last 200, sending nothing: every slot it can take, it takes.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seeder = c[0].listen;
+    let attacker = {
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut held = std::collections::VecDeque::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                held.push_back(connect_from(Ipv4Addr::new(127, 0, 0, 2), seeder));
+                if held.len() > 200 {
+                    held.pop_front();
+                }
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        })
+    };
+    let out = cluster.path("out.bin");
+    c[1].run1(&format!("download_file g f.bin {}", out.display()));
+    let done = c[1].wait_downloads();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    attacker.join().unwrap();
+    assert!(done[0].starts_with("[C] [g] f.bin"), "{done:?}");
+    assert_same_file(&original, &out);
+}
