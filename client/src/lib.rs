@@ -111,7 +111,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
         while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
             heartbeat_stopped.recv_timeout(HEARTBEAT_EVERY)
         {
-            tracker.heartbeat();
+            tracker.heartbeat(None);
         }
     })?;
 

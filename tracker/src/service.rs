@@ -104,7 +104,14 @@ impl Service {
         request: Request,
     ) -> Result<Reply, TrackerError> {
         match self.cluster.role() {
-            Role::Primary => self.serve_here(id, token, client, request),
+            Role::Primary => {
+                let level = log_level(&request);
+                if log::log_enabled!(level) {
+                    let who = self.who(token.as_ref(), format_args!("tracker {from}"));
+                    log::log!(level, "< {who} #{} {request:?}", id.seq);
+                }
+                self.serve_here(id, token, client, request)
+            }
             _ => {
                 log::info!("tracker {from} forwarded {id:?}, but this tracker does not lead");
                 Err(TrackerError::Unavailable(format!(
@@ -139,8 +146,12 @@ impl Service {
             }
         }
         match request {
-            Request::Heartbeat => {
-                return self.state.read().session_user(session).map(|_| Reply::Done)
+            Request::Heartbeat { known } => {
+                // O(the caller's groups): the state keeps an index of each user's groups.
+                let state = self.state.read();
+                let memberships = state.memberships(&state.session_user(session)?);
+                let changed = known != Some(memberships.version);
+                return Ok(Reply::Alive { memberships: changed.then_some(memberships) });
             }
             Request::GetFile { group, name } => {
                 return self.get_file(session, client, group, name, now)
@@ -201,6 +212,16 @@ impl Service {
             }
         }
         result
+    }
+
+    /// Who a request comes from, for logs: `user@addr` (the address its peer serves on)
+    /// for a session, `?@conn` (where it came from) without one.
+    pub fn who(&self, token: Option<&SessionToken>, conn: impl std::fmt::Display) -> String {
+        let state = self.state.read();
+        match token.and_then(|t| state.session_peer(&t.id())) {
+            Some((user, addr, _)) => format!("{user}@{addr}"),
+            None => format!("?@{conn}"),
+        }
     }
 
     /// Whether `token` is a live session opened with `client`'s key (as far as this
@@ -291,13 +312,13 @@ impl Service {
         let mut peers: Vec<PeerInfo> = complete
             .iter()
             .filter_map(|s| state.session_peer(s))
-            .map(|(_, addr, key)| PeerInfo { addr, key, have: None })
+            .map(|(user, addr, key)| PeerInfo { user: user.clone(), addr, key, have: None })
             .collect();
         let n_pieces = Layout::new(meta.size).map(|l| l.n_pieces()).unwrap_or(0);
         for (s, have) in presence.partial_holders(&group, &meta.digest) {
             if wanted(&s) && !complete.contains(&s) && have.n_pieces() == n_pieces {
-                if let Some((_, addr, key)) = state.session_peer(&s) {
-                    peers.push(PeerInfo { addr, key, have: Some(have) });
+                if let Some((user, addr, key)) = state.session_peer(&s) {
+                    peers.push(PeerInfo { user: user.clone(), addr, key, have: Some(have) });
                 }
             }
         }
@@ -361,7 +382,7 @@ impl Service {
             | Request::AnnouncePieces { .. }
             | Request::CheckTicket { .. }
             | Request::StateDigest
-            | Request::Heartbeat => {
+            | Request::Heartbeat { .. } => {
                 // Answered above; reaching here is a bug, not bad input.
                 return Err(TrackerError::Unavailable(
                     "internal error: read routed as write".to_string(),
@@ -369,6 +390,18 @@ impl Service {
             }
         };
         Ok(op)
+    }
+}
+
+/// The level at which requests are logged: trace for what every client sends every few
+/// seconds (heartbeats, a downloader's piece announcements and ticket checks), so that
+/// debug stays readable; debug for the rest.
+pub fn log_level(request: &Request) -> log::Level {
+    match request {
+        Request::Heartbeat { .. }
+        | Request::AnnouncePieces { .. }
+        | Request::CheckTicket { .. } => log::Level::Trace,
+        _ => log::Level::Debug,
     }
 }
 

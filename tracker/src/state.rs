@@ -16,7 +16,8 @@ use sha1::Sha1;
 
 use common::hash::file_digest;
 use common::message::{
-    FileMeta, FileSummary, Reply, Request, RequestId, SessionId, Ticket, TrackerError,
+    FileMeta, FileSummary, GroupRole, Memberships, Reply, Request, RequestId, SessionId, Ticket,
+    TrackerError,
 };
 use common::{FileName, GroupId, Layout, PublicKey, Sha1Digest, UserId};
 
@@ -183,6 +184,11 @@ pub struct TrackerState {
     groups: BTreeMap<GroupId, Group>,
     sessions: BTreeMap<SessionId, Session>,
     files: BTreeMap<GroupId, BTreeMap<FileName, FileRecord>>,
+    /// The groups each user is a member of or asked to join: derived from `groups`, kept
+    /// by `apply` and rebuilt by `decode`, never encoded (so not in snapshots or the
+    /// digest). It makes a heartbeat's `memberships` cost the caller's groups, not all.
+    #[serde(skip)]
+    groups_of: BTreeMap<UserId, BTreeSet<GroupId>>,
 }
 
 impl TrackerState {
@@ -496,7 +502,39 @@ impl TrackerState {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<TrackerState, DecodeError> {
-        unversioned(STATE_FORMAT, bytes)
+        let mut state: TrackerState = unversioned(STATE_FORMAT, bytes)?;
+        state.groups_of = index_groups(&state.groups);
+        Ok(state)
+    }
+
+    /// The groups `user` is a member of or asked to join, with how (for heartbeats).
+    pub fn memberships(&self, user: &UserId) -> Memberships {
+        let groups = self.groups_of.get(user).into_iter().flatten();
+        let roles = groups.filter_map(|id| {
+            let g = self.groups.get(id)?;
+            let role = if &g.owner == user {
+                GroupRole::Owner
+            } else if g.members.contains(user) {
+                GroupRole::Member
+            } else {
+                GroupRole::Requested
+            };
+            Some((id.clone(), role))
+        });
+        Memberships::new(roles.collect())
+    }
+
+    fn index_add(&mut self, user: &UserId, group: &GroupId) {
+        self.groups_of.entry(user.clone()).or_default().insert(group.clone());
+    }
+
+    fn index_remove(&mut self, user: &UserId, group: &GroupId) {
+        if let Some(groups) = self.groups_of.get_mut(user) {
+            groups.remove(group);
+            if groups.is_empty() {
+                self.groups_of.remove(user);
+            }
+        }
     }
 
     /// Applies `op` if `check` allows it, and returns its reply; on an error nothing changes.
@@ -524,10 +562,12 @@ impl TrackerState {
                     requests: Vec::new(),
                 };
                 self.groups.insert(group.clone(), g);
+                self.index_add(owner, group);
             }
             Op::RequestJoin { group, user } => {
                 if let Some(g) = self.groups.get_mut(group) {
                     g.requests.push(user.clone());
+                    self.index_add(user, group);
                 }
             }
             Op::AcceptRequest { group, user, .. } => {
@@ -539,6 +579,7 @@ impl TrackerState {
             Op::RejectRequest { group, user, .. } => {
                 if let Some(g) = self.groups.get_mut(group) {
                     g.requests.retain(|u| u != user);
+                    self.index_remove(user, group);
                 }
             }
             Op::LeaveGroup { group, user } => self.leave_group(group, user),
@@ -565,10 +606,17 @@ impl TrackerState {
         let Some(g) = self.groups.get_mut(group) else { return };
         g.members.retain(|u| u != user);
         if g.members.is_empty() {
+            // Those who asked to join a removed group are no longer waiting on it.
+            let requesters = std::mem::take(&mut g.requests);
             self.groups.remove(group);
             self.files.remove(group);
+            for requester in requesters.iter().chain([user]) {
+                self.index_remove(requester, group);
+            }
             return;
         }
+        self.index_remove(user, group);
+        let Some(g) = self.groups.get_mut(group) else { return };
         if &g.owner == user {
             // Members are kept in join order, so the first is the longest-standing.
             g.owner = g.members[0].clone();
@@ -598,6 +646,17 @@ impl TrackerState {
         }
         self.files.retain(|_, files| !files.is_empty());
     }
+}
+
+/// Which groups each user is a member of or asked to join (`TrackerState::groups_of`).
+fn index_groups(groups: &BTreeMap<GroupId, Group>) -> BTreeMap<UserId, BTreeSet<GroupId>> {
+    let mut index: BTreeMap<UserId, BTreeSet<GroupId>> = BTreeMap::new();
+    for (id, g) in groups {
+        for user in g.members.iter().chain(&g.requests) {
+            index.entry(user.clone()).or_default().insert(id.clone());
+        }
+    }
+    index
 }
 
 /// Checks that a file's metadata is self-consistent: the piece count fits the size and the
