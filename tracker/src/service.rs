@@ -198,8 +198,16 @@ impl Service {
         }
         let result = self.to_op(session, client, request).and_then(|op| {
             // Refused at once when it cannot apply now; applied (or refused) in log order
-            // otherwise.
-            self.state.read().check(&op)?;
+            // otherwise. The retry check is made again under the same lock as `check`: the
+            // first copy of a retried request may have been applied since the check above
+            // (a login then looked like a reuse of its own token).
+            {
+                let state = self.state.read();
+                if let Some(reply) = state.replied(&id) {
+                    return Ok(reply);
+                }
+                state.check(&op)?;
+            }
             self.cluster.commit(&LogEntry { op, origin: Some(id) })
         });
         if let Err(err) = &result {
