@@ -221,6 +221,7 @@ for ((i = 1; i < PEERS; i++)); do
     read -ra sources <<<"$(sed -E 's/.*pieces from (.*)\)$/\1/' <<<"$line")"
     for kv in "${sources[@]}"; do
         addr=${kv%=*}
+        addr=${addr##*@} # peers read user@addr since issue 10
         n=${kv##*=}
         who=${NAME_OF[$addr]:-}
         if [[ -z $who ]]; then

@@ -79,6 +79,9 @@ struct Session {
     seq: u64,
     next_heartbeat: Instant,
     next_list: Instant,
+    /// The memberships version the tracker last sent (heartbeats carry it, as clients'
+    /// do, so that replies stay small).
+    known: Option<u64>,
 }
 
 #[derive(Default)]
@@ -164,13 +167,22 @@ impl Session {
         Ok(())
     }
 
+    /// A heartbeat, as a client sends it every 5 s.
+    fn heartbeat(&mut self) -> Result<Reply, String> {
+        let reply = self.call(Some(self.token), Request::Heartbeat { known: self.known })?;
+        if let Reply::Alive { memberships: Some(m) } = &reply {
+            self.known = Some(m.version);
+        }
+        Ok(reply)
+    }
+
     /// A new connection, on which the session is resumed (no password hashing).
     fn reconnect(&mut self) -> Result<(), String> {
         let (from, (addr, key)) = (self.from, self.tracker);
         let mut conn = connect(from, addr, &key, &self.identity)?;
         conn.send(&ClientMessage::Resume { session: self.token }).map_err(|e| e.to_string())?;
         self.conn = Some(conn);
-        self.call(Some(self.token), Request::Heartbeat).map(|_| ())
+        self.heartbeat().map(|_| ())
     }
 }
 
@@ -255,6 +267,7 @@ fn main() -> ExitCode {
                     // Spread over the period, as clients started at different times are.
                     next_heartbeat: now + Duration::from_millis(u64::from(i) * 5000 / 4096 % 5000),
                     next_list: now + Duration::from_millis(u64::from(i) * 30_000 / 4096 % 30_000),
+                    known: None,
                 };
                 let user = match UserId::new(format!("{prefix}{i}")) {
                     Ok(user) => user,
@@ -280,8 +293,7 @@ fn main() -> ExitCode {
                 for s in &mut sessions {
                     let now = Instant::now();
                     if now >= s.next_heartbeat {
-                        let token = s.token;
-                        match s.call(Some(token), Request::Heartbeat) {
+                        match s.heartbeat() {
                             Ok(_) => {
                                 stats.heartbeat_us.lock().push(now.elapsed().as_micros() as u64)
                             }
@@ -356,6 +368,7 @@ fn main() -> ExitCode {
                 seq: 0,
                 next_heartbeat: Instant::now(),
                 next_list: Instant::now(),
+                known: None,
             };
             let Ok(user) = UserId::new(format!("{prefix}probe")) else { return };
             if let Err(e) = s.open(&user) {

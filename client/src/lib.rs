@@ -7,6 +7,8 @@ pub mod config;
 pub mod download;
 pub mod interrupt;
 pub mod log_file;
+pub mod membership;
+pub mod notice;
 pub mod peer;
 pub mod progress;
 pub mod readiness;
@@ -23,9 +25,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::identity::IdentityError;
+use common::message::{Request, TrackerError};
 use common::tracker_info::{TrackerInfoError, TrackerInfoFile};
+use common::GroupId;
 use common::Identity;
+use completion::{Fetcher, Known};
 use interrupt::Interrupt;
+use membership::{Change, Watch};
+use notice::Notices;
+use tracker_session::CallError;
 
 pub use config::Config;
 use peer::Peer;
@@ -106,23 +114,102 @@ pub fn run(config: Config) -> Result<(), RunError> {
         stall_timeout: Duration::from_secs(config.stall_timeout),
     };
 
+    let known = Arc::new(Known::default());
+    let watch = Arc::new(parking_lot::Mutex::new(Watch::default()));
+    let notices = Arc::new(Notices::default());
     // Heartbeats until the sender is dropped at the end of `run`.
     let (stop_heartbeat, heartbeat_stopped) = crossbeam_channel::bounded::<()>(0);
-    let heartbeat = std::thread::Builder::new().name("heartbeat".into()).spawn(move || {
-        while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
-            heartbeat_stopped.recv_timeout(HEARTBEAT_EVERY)
-        {
-            tracker.heartbeat();
+    let heartbeat = std::thread::Builder::new().name("heartbeat".into()).spawn({
+        let (tracker, known, watch, notices) =
+            (Arc::clone(&tracker), Arc::clone(&known), Arc::clone(&watch), Arc::clone(&notices));
+        move || {
+            while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+                heartbeat_stopped.recv_timeout(HEARTBEAT_EVERY)
+            {
+                heartbeat_once(&tracker, &watch, &known, &notices);
+            }
         }
     })?;
+    let fetcher = Fetcher::start(Arc::clone(&known), Arc::clone(&tracker))?;
 
-    let mut peer = Peer::new(ctx, listen_addr, interrupt);
-    let result = repl::run(&mut peer, &state_dir.join("history.txt"));
+    let mut peer = Peer::new(ctx, listen_addr, interrupt, known, watch);
+    let result = repl::run(&mut peer, &state_dir.join("history.txt"), &notices);
+    fetcher.stop();
     drop(stop_heartbeat);
     let _ = heartbeat.join();
     seeder.stop();
     result?;
     Ok(())
+}
+
+/// One heartbeat: tells the tracker this session is alive, and, when the user's
+/// memberships changed since the last one, tells the user what changed (a notice above the
+/// prompt, on a terminal) and completion which groups there are.
+fn heartbeat_once(
+    tracker: &TrackerSession,
+    watch: &parking_lot::Mutex<Watch>,
+    known: &Known,
+    notices: &Notices,
+) {
+    let session = tracker.login().map(|l| l.session);
+    let (known_version, sent) = watch.lock().begin(session);
+    let Some(memberships) = tracker.heartbeat(known_version) else { return };
+    known.add_groups(memberships.groups.iter().map(|(g, _)| g.clone()));
+    let changes = {
+        let mut watch = watch.lock();
+        // A logout or another login while the heartbeat was out: its news is stale.
+        if tracker.login().map(|l| l.session) != session {
+            return;
+        }
+        watch.update(memberships, sent)
+    };
+    for change in changes {
+        let line = match change {
+            Change::NowOwner(group) => {
+                format!("notice: you now own group {group} (its owner left)")
+            }
+            Change::Accepted(group) => {
+                format!("notice: your request to join group {group} was accepted")
+            }
+            Change::RequestGone(group) => match group_exists(tracker, &group) {
+                Some(false) => {
+                    known.remove_group(&group);
+                    format!("notice: group {group}, which you asked to join, was removed")
+                }
+                _ => format!("notice: your request to join group {group} was rejected"),
+            },
+            Change::MembershipGone(group) => match group_exists(tracker, &group) {
+                Some(false) => {
+                    known.remove_group(&group);
+                    format!("notice: group {group} was removed (you left it in another session)")
+                }
+                _ => format!(
+                    "notice: you are no longer a member of group {group} (you left it in another session)"
+                ),
+            },
+        };
+        log::info!("{line}");
+        notices.send(line);
+    }
+}
+
+/// Whether `group` still exists, asked of the tracker as cheaply as it answers (a
+/// `list_files` that a non-member gets refused: `unknown group` or `not a member`);
+/// `None` if it cannot tell.
+fn group_exists(tracker: &TrackerSession, group: &GroupId) -> Option<bool> {
+    match tracker.call(Request::ListFiles { group: group.clone(), after: None }) {
+        Err(CallError::Link(tracker_link::LinkError::Tracker(TrackerError::UnknownGroup(_)))) => {
+            Some(false)
+        }
+        Ok(_)
+        | Err(CallError::Link(tracker_link::LinkError::Tracker(TrackerError::NotMember(_)))) => {
+            Some(true)
+        }
+        Err(e) => {
+            log::info!("cannot tell whether group {group} exists: {e}");
+            None
+        }
+    }
 }
 
 /// Takes the lock that makes `state_dir` this client's alone: two clients on one state

@@ -11,14 +11,18 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
+use parking_lot::Mutex;
+
 use common::hash::{hash_file, HashFileError};
 use common::message::{FileMeta, Reply, Request};
 use common::{Bitfield, FileName, GroupId, Layout, UserId};
 
 use crate::command::{self, Command, COMMANDS};
+use crate::completion::Known;
 use crate::download::record::{DownloadRecord, DownloadState};
 use crate::download::{self, StartError};
 use crate::interrupt::Interrupt;
+use crate::membership::Watch;
 use crate::progress;
 use crate::shares::{FileStamp, SharedFile};
 use crate::size;
@@ -48,6 +52,45 @@ pub enum CommandError {
     WaitInterrupted,
 }
 
+impl CommandError {
+    /// What to do about it, when the error alone does not say (issue 10: errors name the
+    /// fix): appended to the `error: ` line after `; `.
+    pub fn fix(&self) -> Option<String> {
+        use common::message::TrackerError as E;
+        let tracker_error = match self {
+            CommandError::Link(LinkError::Tracker(e))
+            | CommandError::Call(CallError::Link(LinkError::Tracker(e)))
+            | CommandError::Download(StartError::Call(CallError::Link(LinkError::Tracker(e)))) => e,
+            CommandError::Call(CallError::NotLoggedIn)
+            | CommandError::Download(StartError::Call(CallError::NotLoggedIn)) => {
+                return Some(LOGIN_FIRST.to_string())
+            }
+            _ => return None,
+        };
+        Some(match tracker_error {
+            E::NotLoggedIn => LOGIN_FIRST.to_string(),
+            E::UnknownUser(user) => format!("create_user {user} <passwd> makes the account"),
+            E::UserExists(user) => format!("login {user} <passwd> if it is yours"),
+            E::GroupExists(group) => format!("join_group {group} asks to join it"),
+            E::UnknownGroup(_) => "list_groups lists the groups".to_string(),
+            E::NotMember(group) => format!("join_group {group} asks its owner to let you in"),
+            E::AlreadyRequested(_) => "its owner has yet to accept it".to_string(),
+            E::NoSuchFile { group, .. } => {
+                format!("list_files {group} lists the files shared there")
+            }
+            E::NotSharing { .. } => "list_shares lists what this peer shares".to_string(),
+            E::NoSuchRequest { group, .. } => {
+                format!("list_requests {group} lists who asked")
+            }
+            E::NameTaken { .. } => "rename your file to share it there".to_string(),
+            _ => return None,
+        })
+    }
+}
+
+/// The fix for `not logged in`.
+const LOGIN_FIRST: &str = "login <user_id> <passwd> first (create_user makes an account)";
+
 /// What the REPL should do after a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flow {
@@ -60,14 +103,32 @@ pub struct Peer {
     ctx: download::Context,
     listen_addr: SocketAddr,
     interrupt: Arc<Interrupt>,
+    /// What completion offers: fed with what the commands list.
+    known: Arc<Known>,
+    /// The memberships the heartbeats watch: told of this client's own `leave_group`.
+    watch: Arc<Mutex<Watch>>,
     /// At a terminal: `wait_downloads` draws progress bars, and sizes read as `8.0 MiB`.
     on_terminal: bool,
+    /// The download the last `download_file` started, to follow at a terminal.
+    to_follow: Option<usize>,
 }
 
 impl Peer {
-    /// A peer that serves pieces on `listen_addr`; Ctrl-C fires `interrupt`.
-    pub fn new(ctx: download::Context, listen_addr: SocketAddr, interrupt: Arc<Interrupt>) -> Peer {
-        Peer { ctx, listen_addr, interrupt, on_terminal: false }
+    /// A peer that serves pieces on `listen_addr`; Ctrl-C fires `interrupt`. What its
+    /// commands list feeds `known`; its own `leave_group` is told to `watch`.
+    pub fn new(
+        ctx: download::Context,
+        listen_addr: SocketAddr,
+        interrupt: Arc<Interrupt>,
+        known: Arc<Known>,
+        watch: Arc<Mutex<Watch>>,
+    ) -> Peer {
+        Peer { ctx, listen_addr, interrupt, known, watch, on_terminal: false, to_follow: None }
+    }
+
+    /// What completion offers (for the line editor).
+    pub fn known(&self) -> Arc<Known> {
+        Arc::clone(&self.known)
     }
 
     /// At a terminal (`true`), `wait_downloads` (without `--json`) draws live progress
@@ -129,6 +190,7 @@ impl Peer {
                     Reply::LoggedIn => {
                         self.ctx.tracker.set_login(Some(Login { user: user.clone(), session }));
                         let _ = writeln!(out, "logged in as {user}");
+                        self.watch_memberships(session);
                         self.resume_shares(&user);
                     }
                     other => return Err(unexpected(other)),
@@ -141,14 +203,18 @@ impl Peer {
             }
             Command::CreateGroup { group } => {
                 self.call(Request::CreateGroup { group: group.clone() })?;
+                self.known.add_groups([group.clone()]);
                 let _ = writeln!(out, "created group {group}");
             }
             Command::JoinGroup { group } => {
                 self.call(Request::JoinGroup { group: group.clone() })?;
+                self.known.add_groups([group.clone()]);
+                self.watch.lock().requested_here(group.clone());
                 let _ = writeln!(out, "requested to join group {group}");
             }
             Command::LeaveGroup { group } => {
                 self.call(Request::LeaveGroup { group: group.clone() })?;
+                self.watch.lock().left_here(group.clone());
                 for share in self.ctx.shares.all() {
                     if share.group == group {
                         self.ctx.shares.remove(&share.group, &share.meta.digest);
@@ -171,12 +237,19 @@ impl Peer {
             }
             Command::ListGroups | Command::ListMyGroups => {
                 let mine = command == Command::ListMyGroups;
-                for group in self.ctx.tracker.list_groups(mine, Some(&self.interrupt))? {
+                let groups = self.ctx.tracker.list_groups(mine, Some(&self.interrupt))?;
+                for group in &groups {
                     let _ = writeln!(out, "{group}");
+                }
+                match mine {
+                    false => self.known.set_groups(groups),
+                    true => self.known.add_groups(groups),
                 }
             }
             Command::ListFiles { group } => {
-                for f in self.ctx.tracker.list_files(&group, Some(&self.interrupt))? {
+                let files = self.ctx.tracker.list_files(&group, Some(&self.interrupt))?;
+                self.known.set_files(group, files.iter().map(|f| f.name.clone()));
+                for f in files {
                     let sharers = if f.n_sharers == 1 { "sharer" } else { "sharers" };
                     // Quoted like a shell word when it holds spaces, so the name can be
                     // pasted back into download_file and the line still splits cleanly.
@@ -201,6 +274,7 @@ impl Peer {
                 match self.call(Request::UploadFile { group: group.clone(), file: meta.clone() })? {
                     Reply::Uploaded { new_file } => {
                         self.share_complete(group.clone(), meta, &path, stamp);
+                        self.known.add_file(group.clone(), name.clone());
                         if new_file {
                             let pieces = if n_pieces == 1 { "piece" } else { "pieces" };
                             let _ = writeln!(
@@ -228,6 +302,10 @@ impl Peer {
                 let dest = download::start(&self.ctx, group.clone(), name.clone(), &destination)?;
                 let _ =
                     writeln!(out, "downloading {name} from group {group} to {}", dest.display());
+                if self.on_terminal {
+                    let records = self.ctx.downloads.snapshot();
+                    self.to_follow = records.iter().rposition(|r| r.dest == dest);
+                }
             }
             Command::ShowDownloads { json, active } => {
                 self.require_login()?;
@@ -252,6 +330,15 @@ impl Peer {
         Ok(Flow::Continue)
     }
 
+    /// At a terminal, after `download_file` printed its line: draws the live bars until
+    /// that download ends (or Ctrl-C leaves it to the background), and returns the lines
+    /// to print then. `None` when there is nothing to follow.
+    pub fn follow_download(&mut self) -> Option<Vec<String>> {
+        let idx = self.to_follow.take()?;
+        log::debug!("download_file: following download {idx} (Ctrl-C leaves it)");
+        Some(progress::follow(&self.ctx.downloads, idx, &self.interrupt))
+    }
+
     /// Calls `hook` each time a download of this peer finishes (`None`: no more).
     pub fn on_download_finished(&self, hook: Option<download::record::FinishHook>) {
         self.ctx.downloads.set_on_finish(hook);
@@ -272,6 +359,16 @@ impl Peer {
         match json {
             true => record.json(),
             false => record.line_for(self.on_terminal),
+        }
+    }
+
+    /// Learns the user's memberships at login, so that the heartbeats tell of what changes
+    /// from then on (and not only from the first heartbeat, seconds later).
+    fn watch_memberships(&self, session: common::message::SessionToken) {
+        let (known, sent) = self.watch.lock().begin(Some(session));
+        if let Some(memberships) = self.ctx.tracker.heartbeat(known) {
+            self.known.add_groups(memberships.groups.iter().map(|(g, _)| g.clone()));
+            self.watch.lock().update(memberships, sent);
         }
     }
 

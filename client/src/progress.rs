@@ -1,7 +1,10 @@
-//! Live progress for `wait_downloads` on a terminal (issue 10): one indicatif bar per
-//! running download, with bytes done and total, speed, ETA and peers, redrawn in place on
-//! stderr until no download runs. Then the bars are cleared and `wait_downloads` prints
-//! its usual lines, so what stays on the screen is what a pipe would get.
+//! Live progress on a terminal (issue 10): one indicatif bar per running download, with
+//! bytes done and total, speed, ETA and the peers by name (`user@addr`), redrawn in place
+//! on stderr while `wait_downloads` waits, or while `download_file` follows the download it
+//! started (until it ends, or Ctrl-C leaves it to the background). The prompt is not on
+//! the screen meanwhile, so the bars never break a half-typed line. Then the bars are
+//! cleared and the usual lines printed, so what stays on the screen is what a pipe would
+//! get.
 
 use std::time::Duration;
 
@@ -18,6 +21,47 @@ const TICK: Duration = Duration::from_millis(250);
 /// Like `Downloads::wait_idle`, drawing a bar per running download meanwhile; `None` if
 /// `interrupt` fires first. Download notices are held back while the bars are drawn.
 pub fn wait_idle(downloads: &Downloads, interrupt: &Interrupt) -> Option<Vec<DownloadRecord>> {
+    let done =
+        |records: &[DownloadRecord]| !records.iter().any(|r| r.state == DownloadState::Running);
+    let (records, finished) = watch(downloads, interrupt, done);
+    finished.then_some(records)
+}
+
+/// What `download_file` does on a terminal: draws the bars until the download at `idx`
+/// ends, then returns the lines of every download that ended meanwhile (their notices were
+/// held back); if `interrupt` fires first, says that the download goes on.
+pub fn follow(downloads: &Downloads, idx: usize, interrupt: &Interrupt) -> Vec<String> {
+    let running_before: Vec<bool> =
+        downloads.snapshot().iter().map(|r| r.state == DownloadState::Running).collect();
+    let done = |records: &[DownloadRecord]| {
+        records.get(idx).is_none_or(|r| r.state != DownloadState::Running)
+    };
+    let (records, ended) = watch(downloads, interrupt, done);
+    let mut lines: Vec<String> = records
+        .iter()
+        .enumerate()
+        .filter(|(i, r)| {
+            r.state != DownloadState::Running && running_before.get(*i).copied().unwrap_or(true)
+        })
+        .map(|(_, r)| r.line_for(true))
+        .collect();
+    if !ended {
+        lines.push(IN_BACKGROUND.to_string());
+    }
+    lines
+}
+
+/// What `download_file` says when Ctrl-C stops it following its download.
+pub const IN_BACKGROUND: &str = "(the download goes on in the background; show_downloads or wait_downloads follow it, and its line shows here when it ends)";
+
+/// Draws a bar per running download until `done` holds of the records (`true`) or
+/// `interrupt` fires (`false`), and returns the records as of the end. Download notices
+/// are held back meanwhile: the downloads that ended then are in the records returned.
+fn watch(
+    downloads: &Downloads,
+    interrupt: &Interrupt,
+    done: impl Fn(&[DownloadRecord]) -> bool,
+) -> (Vec<DownloadRecord>, bool) {
     let multi = MultiProgress::new();
     let style = ProgressStyle::with_template(
         "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
@@ -25,8 +69,11 @@ pub fn wait_idle(downloads: &Downloads, interrupt: &Interrupt) -> Option<Vec<Dow
     .map(|s| s.progress_chars("=> "))
     .unwrap_or_else(|_| ProgressStyle::default_bar());
     let mut bars: Vec<Option<ProgressBar>> = Vec::new();
-    downloads.mute_notices(true);
-    let result = loop {
+    // Keys typed meanwhile (and the ^C of Ctrl-C) would be echoed into the bars and move
+    // the cursor under indicatif; they are not echoed, and wait for the next prompt.
+    let no_echo = NoEcho::start();
+    downloads.mute();
+    let finished = loop {
         let records = downloads.snapshot();
         bars.resize(records.len(), None);
         for (record, slot) in records.iter().zip(bars.iter_mut()) {
@@ -46,11 +93,11 @@ pub fn wait_idle(downloads: &Downloads, interrupt: &Interrupt) -> Option<Vec<Dow
                 _ => {}
             }
         }
-        if !records.iter().any(|r| r.state == DownloadState::Running) {
-            break Some(records);
+        if done(&records) {
+            break true;
         }
         if interrupt.is_fired() {
-            break None;
+            break false;
         }
         downloads.wait_change(TICK);
     };
@@ -58,8 +105,41 @@ pub fn wait_idle(downloads: &Downloads, interrupt: &Interrupt) -> Option<Vec<Dow
         bar.finish_and_clear();
     }
     let _ = multi.clear();
-    downloads.mute_notices(false);
-    result
+    drop(no_echo);
+    (downloads.unmute(), finished)
+}
+
+/// Echo off on the terminal (stdin) while it lives; restored on drop. Nothing on a
+/// non-terminal.
+struct NoEcho {
+    saved: Option<rustix::termios::Termios>,
+}
+
+impl NoEcho {
+    fn start() -> NoEcho {
+        use rustix::termios::{tcgetattr, tcsetattr, LocalModes, OptionalActions};
+        let stdin = std::io::stdin();
+        let Ok(saved) = tcgetattr(&stdin) else { return NoEcho { saved: None } };
+        let mut quiet = saved.clone();
+        quiet.local_modes.remove(LocalModes::ECHO | LocalModes::ECHOCTL);
+        match tcsetattr(&stdin, OptionalActions::Now, &quiet) {
+            Ok(()) => NoEcho { saved: Some(saved) },
+            Err(e) => {
+                log::debug!("cannot turn echo off: {e}");
+                NoEcho { saved: None }
+            }
+        }
+    }
+}
+
+impl Drop for NoEcho {
+    fn drop(&mut self) {
+        if let Some(saved) = &self.saved {
+            let stdin = std::io::stdin();
+            let _ =
+                rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, saved);
+        }
+    }
 }
 
 /// The bytes of the pieces this download has (the last piece may be short).
@@ -67,7 +147,24 @@ fn bytes_done(record: &DownloadRecord) -> u64 {
     (u64::from(record.n_have) * PIECE_SIZE as u64).min(record.size)
 }
 
-fn message(record: &DownloadRecord) -> String {
+/// `[g1] big.iso (2 peers: alice@127.0.0.1:6201 bob@127.0.0.1:6202)`: at most
+/// `NAMED_PEERS` named, then how many more.
+pub fn message(record: &DownloadRecord) -> String {
+    const NAMED_PEERS: usize = 3;
     let peers = if record.n_peers == 1 { "peer" } else { "peers" };
-    format!("[{}] {} ({} {peers})", record.group, record.name, record.n_peers)
+    let mut names: Vec<String> =
+        record.connected.iter().take(NAMED_PEERS).map(|addr| record.peer_name(addr)).collect();
+    if record.connected.len() > NAMED_PEERS {
+        names.push(format!("+{}", record.connected.len() - NAMED_PEERS));
+    }
+    match names.is_empty() {
+        true => format!("[{}] {} ({} {peers})", record.group, record.name, record.n_peers),
+        false => format!(
+            "[{}] {} ({} {peers}: {})",
+            record.group,
+            record.name,
+            record.n_peers,
+            names.join(" ")
+        ),
+    }
 }

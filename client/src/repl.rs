@@ -7,11 +7,13 @@
 
 use std::io::{self, BufRead, IsTerminal, Read, Write};
 use std::path::Path;
+use std::sync::Arc;
 
 use rustyline::error::ReadlineError;
 
 use crate::command;
 use crate::completion::ReplHelper;
+use crate::notice::Notices;
 use crate::peer::{Flow, Peer};
 
 /// The line editor on a terminal, completing with `ReplHelper`.
@@ -27,10 +29,11 @@ pub const CTRL_C_HINT: &str =
 /// Commands whose arguments include a password.
 const SECRET_COMMANDS: &[&str] = &["create_user", "login"];
 
-/// Runs the REPL on stdin/stdout until `exit` or end of input.
-pub fn run(peer: &mut Peer, history: &Path) -> io::Result<()> {
+/// Runs the REPL on stdin/stdout until `exit` or end of input. On a terminal, `notices`
+/// print above the prompt meanwhile.
+pub fn run(peer: &mut Peer, history: &Path, notices: &Arc<Notices>) -> io::Result<()> {
     if io::stdin().is_terminal() {
-        run_terminal(peer, history)
+        run_terminal(peer, history, notices)
     } else {
         run_lines(peer, &mut io::stdin().lock(), &mut io::stdout())
     }
@@ -89,11 +92,11 @@ fn skip_rest_of_line(input: &mut impl BufRead) -> io::Result<()> {
     }
 }
 
-fn run_terminal(peer: &mut Peer, history: &Path) -> io::Result<()> {
+fn run_terminal(peer: &mut Peer, history: &Path, notices: &Arc<Notices>) -> io::Result<()> {
     let mut editor: Editor =
         rustyline::Editor::with_config(rustyline::Config::default()).map_err(io::Error::other)?;
-    editor.set_helper(Some(ReplHelper::default()));
-    let notices = start_notices(&mut editor, peer);
+    editor.set_helper(Some(ReplHelper::new(peer.known())));
+    let printer = start_notices(&mut editor, peer, notices);
     peer.set_terminal(true);
     // A missing history file is normal on first use.
     let _ = editor.load_history(history);
@@ -127,44 +130,52 @@ fn run_terminal(peer: &mut Peer, history: &Path) -> io::Result<()> {
     if let Err(e) = editor.save_history(history) {
         log::warn!("cannot save history to {}: {e}", history.display());
     }
-    // Dropping the hook drops the notices' sender, which ends their thread.
+    // Dropping the hook and the sink drops the notices' senders, which ends their thread.
     peer.on_download_finished(None);
-    if let Some(notices) = notices {
-        let _ = notices.join();
+    notices.set_sink(None);
+    if let Some(printer) = printer {
+        let _ = printer.join();
     }
     Ok(())
 }
 
-/// On a terminal, each download that finishes prints its `show_downloads` line at once,
-/// above the prompt and the line being typed (rustyline's external printer), or between a
-/// command's lines while one runs (issue 10). A thread of its own prints them, so a
-/// download never waits on the terminal.
-fn start_notices(editor: &mut Editor, peer: &Peer) -> Option<std::thread::JoinHandle<()>> {
+/// On a terminal, notices print at once, above the prompt and the line being typed
+/// (rustyline's external printer), or between a command's lines while one runs (issue 10):
+/// each download that finishes prints its `show_downloads` line, and the heartbeat tells
+/// of changes in the user's groups. A thread of its own prints them, so neither a download
+/// nor a heartbeat ever waits on the terminal.
+fn start_notices(
+    editor: &mut Editor,
+    peer: &Peer,
+    notices: &Arc<Notices>,
+) -> Option<std::thread::JoinHandle<()>> {
     use rustyline::ExternalPrinter as _;
     let mut printer = match editor.create_external_printer() {
         Ok(printer) => printer,
         Err(e) => {
-            log::info!("no download notices: {e}");
+            log::info!("no notices: {e}");
             return None;
         }
     };
     let (notice_tx, notice_rx) = crossbeam_channel::unbounded::<String>();
-    let notices = std::thread::Builder::new().name("notices".into()).spawn(move || {
+    let thread = std::thread::Builder::new().name("notices".into()).spawn(move || {
         for notice in notice_rx {
             if let Err(e) = printer.print(notice) {
-                log::warn!("cannot print a download notice: {e}");
+                log::warn!("cannot print a notice: {e}");
             }
         }
     });
-    match notices {
+    match thread {
         Ok(handle) => {
+            notices.set_sink(Some(notice_tx));
+            let notices = Arc::clone(notices);
             peer.on_download_finished(Some(Box::new(move |record| {
-                let _ = notice_tx.send(format!("{}\n", record.line_for(true)));
+                notices.send(record.line_for(true));
             })));
             Some(handle)
         }
         Err(e) => {
-            log::warn!("no download notices: {e}");
+            log::warn!("no notices: {e}");
             None
         }
     }
@@ -225,7 +236,10 @@ fn execute_line(peer: &mut Peer, line: &str, out: &mut impl Write) -> io::Result
         Ok(Some(cmd)) => match peer.execute(cmd, &mut text) {
             Ok(flow) => flow,
             Err(e) => {
-                text = format!("error: {e}\n");
+                text = match e.fix() {
+                    Some(fix) => format!("error: {e}; {fix}\n"),
+                    None => format!("error: {e}\n"),
+                };
                 Flow::Continue
             }
         },
@@ -235,6 +249,10 @@ fn execute_line(peer: &mut Peer, line: &str, out: &mut impl Write) -> io::Result
         }
     };
     respond(out, text)?;
+    // At a terminal, `download_file` then follows its download with a live bar.
+    if let Some(lines) = peer.follow_download() {
+        respond(out, lines.iter().map(|l| format!("{l}\n")).collect())?;
+    }
     Ok(flow)
 }
 

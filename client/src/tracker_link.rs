@@ -52,9 +52,13 @@ pub enum LinkError {
     /// The tracker answered with an error.
     #[error("{0}")]
     Tracker(#[from] TrackerError),
-    /// No tracker could be reached (or every one broke the connection).
-    #[error("no tracker reachable ({})", list(.tried))]
-    NoTracker { tried: Vec<(SocketAddr, String)> },
+    /// No tracker could be reached (or every one broke the connection); the message says
+    /// which trackers to start (`info` is the path of `tracker_info.txt`, which lists `n`).
+    #[error(
+        "no tracker reachable ({}); start the trackers listed in {info} (tracker {info} N, for N from 1 to {n})",
+        list(.tried)
+    )]
+    NoTracker { tried: Vec<(SocketAddr, String)>, info: String, n: usize },
     /// Ctrl-C came before an answer (the tracker may still carry the request out).
     #[error("interrupted before the tracker answered")]
     Interrupted,
@@ -144,7 +148,7 @@ impl TrackerLink {
                 }
                 if busy.is_empty() || Instant::now() >= deadline {
                     return Err(match busy.is_empty() {
-                        true => LinkError::NoTracker { tried },
+                        true => self.no_tracker(tried),
                         false => LinkError::Tracker(TrackerError::Unavailable(match last_reason {
                             Some(reason) => format!("no tracker can serve now: {reason}"),
                             None => "no tracker can serve now".to_string(),
@@ -207,11 +211,16 @@ impl TrackerLink {
                     broken += 1;
                     // A tracker that accepts and then breaks the connection every time.
                     if broken > 2 * self.trackers.current().len() + 1 {
-                        return Err(LinkError::NoTracker { tried });
+                        return Err(self.no_tracker(tried));
                     }
                 }
             }
         }
+    }
+
+    fn no_tracker(&self, tried: Vec<(SocketAddr, String)>) -> LinkError {
+        let info = self.trackers.path().display().to_string();
+        LinkError::NoTracker { tried, info, n: self.trackers.current().len() }
     }
 
     /// Connects to the first tracker that proves its listed key and answers the hello.

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 
-use common::message::{FileSummary, Reply, Request, SessionToken};
+use common::message::{FileSummary, Memberships, Reply, Request, SessionToken};
 use common::tracker_info::TrackerInfoFile;
 use common::{GroupId, Identity, UserId};
 
@@ -221,11 +221,21 @@ impl TrackerSession {
         self.with_link(|link| link.call(None, request, interrupt))
     }
 
-    /// Sends a heartbeat if logged in; failures are only logged (the next one retries).
-    pub fn heartbeat(&self) {
-        match self.call(Request::Heartbeat) {
-            Ok(_) | Err(CallError::NotLoggedIn) => {}
-            Err(e) => log::warn!("heartbeat failed: {e}"),
+    /// Sends a heartbeat if logged in, saying which version of the user's memberships it
+    /// knows (`known`); returns the memberships when the tracker says they changed.
+    /// Failures are only logged (the next one retries).
+    pub fn heartbeat(&self, known: Option<u64>) -> Option<Memberships> {
+        match self.call(Request::Heartbeat { known }) {
+            Ok(Reply::Alive { memberships }) => memberships,
+            Ok(other) => {
+                log::warn!("heartbeat: unexpected reply {other:?}");
+                None
+            }
+            Err(CallError::NotLoggedIn) => None,
+            Err(e) => {
+                log::warn!("heartbeat failed: {e}");
+                None
+            }
         }
     }
 }

@@ -135,8 +135,10 @@ pub enum Request {
     CheckTicket { ticket: Ticket },
     /// A digest of the tracker's durable state, to compare trackers (operators, tests).
     StateDigest,
-    /// This session is alive (sent every few seconds; any request counts too).
-    Heartbeat,
+    /// This session is alive (sent every few seconds; any request counts too). `known` is
+    /// the `Memberships::version` the client last got (`None` at first): the reply carries
+    /// the caller's memberships only when they differ from it.
+    Heartbeat { known: Option<u64> },
     /// `logout --all`: ends every session of this user, wherever it was opened (a lost
     /// or stolen device's included).
     LogoutEverywhere,
@@ -207,6 +209,8 @@ impl fmt::Debug for Ticket {
 /// A peer that has pieces of a file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerInfo {
+    /// The user logged in on it (for people: peers read as `user@addr`).
+    pub user: UserId,
     /// Where it serves pieces.
     pub addr: SocketAddr,
     /// The static key it must prove when a downloader connects.
@@ -284,6 +288,49 @@ pub enum Reply {
     /// The answer to `StateDigest`: the last applied entry's sequence number and the SHA1
     /// of the state.
     StateDigest { seq: u64, digest: Sha1Digest },
+    /// The answer to `Heartbeat`: the caller's memberships, or `None` when their version is
+    /// the one the heartbeat said it knows. (Appended last: replies are kept in the
+    /// replicated state, and the encoding of the others must not move.)
+    Alive { memberships: Option<Memberships> },
+}
+
+/// The groups a user is in or asked to join, and how: what a client compares between
+/// heartbeats to tell its user that a group passed to them, a request was accepted or
+/// rejected, or a group is gone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Memberships {
+    /// Derived from `groups` alone (the same on every tracker), so a client that sends it
+    /// back gets `None` while nothing changed.
+    pub version: u64,
+    /// Sorted by group id.
+    pub groups: Vec<(GroupId, GroupRole)>,
+}
+
+impl Memberships {
+    /// The memberships `groups` (sorted by group id), with their version.
+    pub fn new(groups: Vec<(GroupId, GroupRole)>) -> Memberships {
+        let mut bytes = Vec::new();
+        for (group, role) in &groups {
+            bytes.extend_from_slice(group.as_str().as_bytes());
+            bytes.push(0);
+            bytes.push(*role as u8);
+        }
+        let digest = Sha1Digest::of(&bytes).0;
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        Memberships { version: u64::from_be_bytes(first), groups }
+    }
+}
+
+/// A user's place in a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum GroupRole {
+    /// Owner (and member).
+    Owner,
+    /// Member, not owner.
+    Member,
+    /// Asked to join; not yet accepted or rejected.
+    Requested,
 }
 
 /// Why the tracker refused a request. `Display` is the text the REPL prints after `error: `.

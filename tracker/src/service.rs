@@ -123,21 +123,28 @@ impl Service {
             Role::Backup { .. } if answers_locally(&request) => {
                 self.serve_here(id, token, client, from, request)
             }
-            Role::Backup { leader } if request == Request::Heartbeat => {
-                // Answered here and reported to the leader in bulk every second: tens of
+            Role::Backup { leader } if matches!(request, Request::Heartbeat { .. }) => {
+                // Answered here (memberships from this replica: a change shows at most a
+                // heartbeat later) and reported to the leader in bulk every second: tens of
                 // thousands of idle clients cost the leader a message a second per
                 // follower, not one per heartbeat.
-                let session = token.map(|t| t.id());
-                let known = session.filter(|s| self.state.read().session_key(s) == Some(client));
-                match known {
-                    Some(session) => {
-                        self.heard.lock().insert(session);
-                        Ok(Reply::Done)
-                    }
+                let known = match &request {
+                    Request::Heartbeat { known } => *known,
+                    _ => None,
+                };
+                let session = token
+                    .map(|t| t.id())
+                    .filter(|s| self.state.read().session_key(s) == Some(client));
+                let Some(session) = session else {
                     // Not applied here yet (a login a moment ago), or not a session: the
                     // leader knows.
-                    None => self.cluster.forward(leader, id, token, client, request),
-                }
+                    return self.cluster.forward(leader, id, token, client, request);
+                };
+                self.heard.lock().insert(session);
+                let state = self.state.read();
+                let memberships = state.memberships(&state.session_user(Some(session))?);
+                let changed = known != Some(memberships.version);
+                Ok(Reply::Alive { memberships: changed.then_some(memberships) })
             }
             Role::Backup { .. } if hashes_a_password(&request) => {
                 // The password is hashed here, where the client's address is known (for the
@@ -163,6 +170,11 @@ impl Service {
         request: Request,
     ) -> Result<Reply, TrackerError> {
         self.only_leader(from)?;
+        let level = log_level(&request);
+        if log::log_enabled!(level) {
+            let who = self.who(token.as_ref(), format_args!("tracker {from}"));
+            log::log!(level, "< {who} #{} {request:?}", id.seq);
+        }
         // The client's address is the follower's: nothing forwarded hashes a password.
         let follower = self.settings.trackers.current().addr(from).map(|a| a.ip());
         let from_ip = follower.unwrap_or(IpAddr::from([0, 0, 0, 0]));
@@ -251,8 +263,12 @@ impl Service {
             }
         }
         match request {
-            Request::Heartbeat => {
-                return self.state.read().session_user(session).map(|_| Reply::Done)
+            Request::Heartbeat { known } => {
+                // O(the caller's groups): the state keeps an index of each user's groups.
+                let state = self.state.read();
+                let memberships = state.memberships(&state.session_user(session)?);
+                let changed = known != Some(memberships.version);
+                return Ok(Reply::Alive { memberships: changed.then_some(memberships) });
             }
             Request::GetFile { group, name } => {
                 return self.get_file(session, client, group, name, now)
@@ -428,6 +444,16 @@ impl Service {
         }
     }
 
+    /// Who a request comes from, for logs: `user@addr` (the address its peer serves on)
+    /// for a session, `?@conn` (where it came from) without one.
+    pub fn who(&self, token: Option<&SessionToken>, conn: impl std::fmt::Display) -> String {
+        let state = self.state.read();
+        match token.and_then(|t| state.session_peer(&t.id())) {
+            Some((user, addr, _)) => format!("{user}@{addr}"),
+            None => format!("?@{conn}"),
+        }
+    }
+
     /// Whether `token` is a live session opened with `client`'s key (as far as this
     /// tracker has applied: for the frame limit of a connection, not for access).
     pub fn has_session(&self, token: &SessionToken, client: &PublicKey) -> bool {
@@ -516,13 +542,13 @@ impl Service {
         let mut peers: Vec<PeerInfo> = complete
             .iter()
             .filter_map(|s| state.session_peer(s))
-            .map(|(_, addr, key)| PeerInfo { addr, key, have: None })
+            .map(|(user, addr, key)| PeerInfo { user: user.clone(), addr, key, have: None })
             .collect();
         let n_pieces = Layout::new(meta.size).map(|l| l.n_pieces()).unwrap_or(0);
         for (s, have) in presence.partial_holders(&group, &meta.digest) {
             if wanted(&s) && !complete.contains(&s) && have.n_pieces() == n_pieces {
-                if let Some((_, addr, key)) = state.session_peer(&s) {
-                    peers.push(PeerInfo { addr, key, have: Some(have) });
+                if let Some((user, addr, key)) = state.session_peer(&s) {
+                    peers.push(PeerInfo { user: user.clone(), addr, key, have: Some(have) });
                 }
             }
         }
@@ -600,7 +626,7 @@ impl Service {
             | Request::AnnouncePieces { .. }
             | Request::CheckTicket { .. }
             | Request::StateDigest
-            | Request::Heartbeat => {
+            | Request::Heartbeat { .. } => {
                 // Answered above; reaching here is a bug, not bad input.
                 return Err(TrackerError::Unavailable(
                     "internal error: read routed as write".to_string(),
@@ -618,6 +644,18 @@ impl Service {
             true => Priority::Suspect,
             false => Priority::Clean,
         }
+    }
+}
+
+/// The level at which requests are logged: trace for what every client sends every few
+/// seconds (heartbeats, a downloader's piece announcements and ticket checks), so that
+/// debug stays readable; debug for the rest.
+pub fn log_level(request: &Request) -> log::Level {
+    match request {
+        Request::Heartbeat { .. }
+        | Request::AnnouncePieces { .. }
+        | Request::CheckTicket { .. } => log::Level::Trace,
+        _ => log::Level::Debug,
     }
 }
 

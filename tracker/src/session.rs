@@ -126,9 +126,14 @@ fn serve_conn(
     while let Some(msg) = conn.recv()? {
         match msg {
             ClientMessage::Request { id, session, request } => {
-                log::debug!("< {id:?} {request:?}");
+                let level = crate::service::log_level(&request);
+                let who = match log::log_enabled!(level) {
+                    true => service.who(session.as_ref(), conn.peer_addr()),
+                    false => String::new(),
+                };
+                log::log!(level, "< {who} #{} {request:?}", id.seq);
                 let result = service.handle(id, session, key, from, request);
-                log::debug!("> {id:?} {result:?}");
+                log::log!(level, "> {who} #{} {result:?}", id.seq);
                 if matches!(result, Ok(Reply::LoggedIn)) {
                     conn.set_max_frame(usize::MAX);
                 }

@@ -16,8 +16,8 @@ use sha1::Sha1;
 
 use common::hash::file_digest;
 use common::message::{
-    FileMeta, FileSummary, Reply, Request, RequestId, SessionId, Ticket, TrackerError,
-    MAX_PAGE_ITEMS,
+    FileMeta, FileSummary, GroupRole, Memberships, Reply, Request, RequestId, SessionId, Ticket,
+    TrackerError, MAX_PAGE_ITEMS,
 };
 use common::{FileName, GroupId, Layout, PublicKey, Sha1Digest, UserId};
 
@@ -238,6 +238,11 @@ pub struct TrackerState {
     groups: BTreeMap<GroupId, Group>,
     sessions: BTreeMap<SessionId, Session>,
     files: BTreeMap<GroupId, BTreeMap<FileName, FileRecord>>,
+    /// The groups each user is a member of or asked to join: derived from `groups`, kept
+    /// by `apply` and rebuilt by `decode`, never encoded (so not in snapshots or the
+    /// digest). It makes a heartbeat's `memberships` cost the caller's groups, not all.
+    #[serde(skip)]
+    groups_of: BTreeMap<UserId, BTreeSet<GroupId>>,
 }
 
 impl TrackerState {
@@ -606,7 +611,7 @@ impl TrackerState {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<TrackerState, DecodeError> {
-        if bytes.first() == Some(&1) {
+        let mut state: TrackerState = if bytes.first() == Some(&1) {
             let old: format1::TrackerState = unversioned(1, bytes)?;
             let last_replies = old
                 .last_replies
@@ -616,16 +621,50 @@ impl TrackerState {
                     (client, (Origin { id, fingerprint: None }, reply))
                 })
                 .collect();
-            return Ok(TrackerState {
+            TrackerState {
                 secret: old.secret,
                 last_replies,
                 users: old.users,
                 groups: old.groups,
                 sessions: old.sessions,
                 files: old.files,
-            });
+                groups_of: BTreeMap::new(),
+            }
+        } else {
+            unversioned(STATE_FORMAT, bytes)?
+        };
+        state.groups_of = index_groups(&state.groups);
+        Ok(state)
+    }
+
+    /// The groups `user` is a member of or asked to join, with how (for heartbeats).
+    pub fn memberships(&self, user: &UserId) -> Memberships {
+        let groups = self.groups_of.get(user).into_iter().flatten();
+        let roles = groups.filter_map(|id| {
+            let g = self.groups.get(id)?;
+            let role = if &g.owner == user {
+                GroupRole::Owner
+            } else if g.members.contains(user) {
+                GroupRole::Member
+            } else {
+                GroupRole::Requested
+            };
+            Some((id.clone(), role))
+        });
+        Memberships::new(roles.collect())
+    }
+
+    fn index_add(&mut self, user: &UserId, group: &GroupId) {
+        self.groups_of.entry(user.clone()).or_default().insert(group.clone());
+    }
+
+    fn index_remove(&mut self, user: &UserId, group: &GroupId) {
+        if let Some(groups) = self.groups_of.get_mut(user) {
+            groups.remove(group);
+            if groups.is_empty() {
+                self.groups_of.remove(user);
+            }
         }
-        unversioned(STATE_FORMAT, bytes)
     }
 
     /// Applies `op` if `check` allows it, and returns its reply; on an error nothing changes.
@@ -658,10 +697,12 @@ impl TrackerState {
                     requests: Vec::new(),
                 };
                 self.groups.insert(group.clone(), g);
+                self.index_add(owner, group);
             }
             Op::RequestJoin { group, user } => {
                 if let Some(g) = self.groups.get_mut(group) {
                     g.requests.push(user.clone());
+                    self.index_add(user, group);
                 }
             }
             Op::AcceptRequest { group, user, .. } => {
@@ -673,6 +714,7 @@ impl TrackerState {
             Op::RejectRequest { group, user, .. } => {
                 if let Some(g) = self.groups.get_mut(group) {
                     g.requests.retain(|u| u != user);
+                    self.index_remove(user, group);
                 }
             }
             Op::LeaveGroup { group, user } => self.leave_group(group, user),
@@ -699,10 +741,17 @@ impl TrackerState {
         let Some(g) = self.groups.get_mut(group) else { return };
         g.members.retain(|u| u != user);
         if g.members.is_empty() {
+            // Those who asked to join a removed group are no longer waiting on it.
+            let requesters = std::mem::take(&mut g.requests);
             self.groups.remove(group);
             self.files.remove(group);
+            for requester in requesters.iter().chain([user]) {
+                self.index_remove(requester, group);
+            }
             return;
         }
+        self.index_remove(user, group);
+        let Some(g) = self.groups.get_mut(group) else { return };
         if &g.owner == user {
             // Members are kept in join order, so the first is the longest-standing.
             g.owner = g.members[0].clone();
@@ -741,6 +790,17 @@ fn page<'a, T: Clone + 'a>(
     let mut items = items.peekable();
     let first: Vec<T> = items.by_ref().take(MAX_PAGE_ITEMS).map(|i| i.borrow().clone()).collect();
     (first, items.peek().is_some())
+}
+
+/// Which groups each user is a member of or asked to join (`TrackerState::groups_of`).
+fn index_groups(groups: &BTreeMap<GroupId, Group>) -> BTreeMap<UserId, BTreeSet<GroupId>> {
+    let mut index: BTreeMap<UserId, BTreeSet<GroupId>> = BTreeMap::new();
+    for (id, g) in groups {
+        for user in g.members.iter().chain(&g.requests) {
+            index.entry(user.clone()).or_default().insert(id.clone());
+        }
+    }
+    index
 }
 
 /// Checks that a file's metadata is self-consistent: the piece count fits the size and the

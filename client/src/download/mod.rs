@@ -69,13 +69,13 @@ pub enum StartError {
     Call(#[from] CallError),
     #[error("tracker sent inconsistent metadata for {0}")]
     BadMeta(FileName),
-    #[error("{0} already exists")]
+    #[error("{0} already exists; remove it or choose another destination")]
     Exists(String),
     #[error("{0} already exists and is not a download of this client; remove it or choose another destination")]
     PartExists(String),
     #[error("{0} is not a regular file")]
     NotRegular(String),
-    #[error("directory {0} does not exist")]
+    #[error("directory {0} does not exist; create it first (mkdir) or choose another destination")]
     NoDirectory(String),
     #[error("cannot write {path}: {reason}")]
     Unwritable { path: String, reason: String },
@@ -235,6 +235,8 @@ fn record(share: &SharedFile, dest: PathBuf) -> DownloadRecord {
         bytes_fetched: 0,
         n_resumed: share.have().count(),
         from_peer: BTreeMap::new(),
+        peer_users: BTreeMap::new(),
+        connected: Vec::new(),
     }
 }
 
@@ -740,6 +742,9 @@ impl Coordinator {
     /// connection per address and per key whatever the list repeats, and at most
     /// `MAX_PEERS` in all: a peer list is not trusted to be small or distinct.
     fn add_peers(&mut self, peers: Vec<PeerInfo>) {
+        let named: Vec<(SocketAddr, common::UserId)> =
+            peers.iter().map(|p| (p.addr, p.user.clone())).collect();
+        self.ctx.downloads.update(self.idx, |r| r.peer_users.extend(named));
         let mut connected: HashSet<SocketAddr> = self.workers.values().map(|w| w.addr).collect();
         let mut keys: HashSet<PublicKey> = self.workers.values().map(|w| w.key).collect();
         let n_pieces = self.target.layout.n_pieces();
@@ -779,8 +784,17 @@ impl Coordinator {
             keys.insert(info.key);
             self.spawn_worker(info.addr, info.key);
         }
-        let n = self.workers.len();
-        self.ctx.downloads.update(self.idx, |r| r.n_peers = n);
+        self.record_connected();
+    }
+
+    /// Tells the record which peers are connected now.
+    fn record_connected(&self) {
+        let mut connected: Vec<SocketAddr> = self.workers.values().map(|w| w.addr).collect();
+        connected.sort();
+        self.ctx.downloads.update(self.idx, |r| {
+            r.n_peers = connected.len();
+            r.connected = connected;
+        });
     }
 
     fn peer_at(&self, addr: SocketAddr) -> Option<PeerId> {
@@ -843,8 +857,7 @@ impl Coordinator {
             drop(w.wake);
             let _ = w.thread.join();
         }
-        let n = self.workers.len();
-        self.ctx.downloads.update(self.idx, |r| r.n_peers = n);
+        self.record_connected();
     }
 
     fn stop_workers(&mut self) {

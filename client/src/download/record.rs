@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use parking_lot::{Condvar, Mutex};
 
-use common::{FileName, GroupId};
+use common::{FileName, GroupId, UserId};
 
 use crate::interrupt::Interrupt;
 
@@ -40,6 +40,10 @@ pub struct DownloadRecord {
     pub n_resumed: u32,
     /// Pieces received from each peer.
     pub from_peer: BTreeMap<SocketAddr, u32>,
+    /// The user logged in on each peer the tracker listed, as it said.
+    pub peer_users: BTreeMap<SocketAddr, UserId>,
+    /// The peers connected now.
+    pub connected: Vec<SocketAddr>,
 }
 
 impl DownloadRecord {
@@ -79,7 +83,7 @@ impl DownloadRecord {
                     self.name,
                     self.dest.display(),
                     crate::size::shown(self.size, on_terminal),
-                    peer_counts(&self.from_peer)
+                    self.peer_counts()
                 )
             }
             DownloadState::Failed(reason) => {
@@ -92,7 +96,8 @@ impl DownloadRecord {
 impl DownloadRecord {
     /// The `show_downloads --json` line: one JSON object with every field, for scripts.
     /// `state` is `downloading`, `complete` or `failed` (with a `reason`); `seconds` runs
-    /// until the download ends; `from_peers` maps each peer address to its piece count.
+    /// until the download ends; `from_peers` maps each peer address to its piece count, and
+    /// `peer_users` each address (of those and of the peers connected now) to its user.
     pub fn json(&self) -> String {
         let seconds =
             self.finished.unwrap_or_else(Instant::now).duration_since(self.started).as_secs_f64();
@@ -103,6 +108,12 @@ impl DownloadRecord {
         };
         let from_peers: BTreeMap<String, u32> =
             self.from_peer.iter().map(|(addr, n)| (addr.to_string(), *n)).collect();
+        let peer_users: BTreeMap<String, String> = self
+            .peer_users
+            .iter()
+            .filter(|(addr, _)| self.from_peer.contains_key(addr) || self.connected.contains(addr))
+            .map(|(addr, user)| (addr.to_string(), user.to_string()))
+            .collect();
         serde_json::json!({
             "state": state,
             "group": self.group.to_string(),
@@ -116,17 +127,30 @@ impl DownloadRecord {
             "bytes_fetched": self.bytes_fetched,
             "seconds": (seconds * 1000.0).round() / 1000.0,
             "from_peers": from_peers,
+            "peer_users": peer_users,
             "reason": reason,
         })
         .to_string()
     }
 }
 
-fn peer_counts(from_peer: &BTreeMap<SocketAddr, u32>) -> String {
-    if from_peer.is_empty() {
-        return "none".to_string();
+impl DownloadRecord {
+    /// A peer as people read it: `user@addr` (just `addr` if the tracker did not say).
+    pub fn peer_name(&self, addr: &SocketAddr) -> String {
+        match self.peer_users.get(addr) {
+            Some(user) => format!("{user}@{addr}"),
+            None => addr.to_string(),
+        }
     }
-    from_peer.iter().map(|(addr, n)| format!("{addr}={n}")).collect::<Vec<_>>().join(" ")
+
+    /// `alice@127.0.0.1:6201=690 bob@127.0.0.1:6202=679`: the pieces from each peer.
+    fn peer_counts(&self) -> String {
+        if self.from_peer.is_empty() {
+            return "none".to_string();
+        }
+        let counts = self.from_peer.iter().map(|(addr, n)| format!("{}={n}", self.peer_name(addr)));
+        counts.collect::<Vec<_>>().join(" ")
+    }
 }
 
 /// Called with the record of a download that just finished (complete or failed).
@@ -153,22 +177,38 @@ impl Downloads {
     /// Changes the record at `idx`, wakes `wait_idle`, and calls the finish hook (outside
     /// the lock) if the download just finished.
     pub(super) fn update(&self, idx: usize, f: impl FnOnce(&mut DownloadRecord)) {
-        let finished = self.records.lock().get_mut(idx).and_then(|record| {
-            let was_running = record.state == DownloadState::Running;
-            f(record);
-            (was_running && record.state != DownloadState::Running).then(|| record.clone())
-        });
+        let finished = {
+            let mut records = self.records.lock();
+            // Read under the lock: `unmute` snapshots and unmutes under it, so a download
+            // that ends is either in that snapshot or announced by the hook, not both.
+            let muted = self.muted.load(Ordering::SeqCst);
+            records.get_mut(idx).and_then(|record| {
+                let was_running = record.state == DownloadState::Running;
+                f(record);
+                (was_running && record.state != DownloadState::Running && !muted)
+                    .then(|| record.clone())
+            })
+        };
         self.changed.notify_all();
-        if let Some(record) = finished.filter(|_| !self.muted.load(Ordering::SeqCst)) {
+        if let Some(record) = finished {
             if let Some(hook) = self.on_finish.lock().as_ref() {
                 hook(&record);
             }
         }
     }
 
-    /// Holds the finish hook back (`true`) or lets it run again (`false`).
-    pub fn mute_notices(&self, muted: bool) {
-        self.muted.store(muted, Ordering::SeqCst);
+    /// Holds the finish hook back until `unmute`.
+    pub fn mute(&self) {
+        let _records = self.records.lock();
+        self.muted.store(true, Ordering::SeqCst);
+    }
+
+    /// Lets the finish hook run again, and returns every record as of that moment: the
+    /// downloads that ended while muted are there, and only there.
+    pub fn unmute(&self) -> Vec<DownloadRecord> {
+        let records = self.records.lock();
+        self.muted.store(false, Ordering::SeqCst);
+        records.clone()
     }
 
     /// Waits until a record changes, an interrupt wakes it, or `timeout` passes.

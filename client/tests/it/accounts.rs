@@ -7,13 +7,16 @@ fn create_login_logout() {
     let (cluster, _tracker) = Cluster::with_one_tracker();
     let mut c = cluster.client("c");
     c.ok("create_user alice s3cret", "created user alice");
-    c.err("create_user alice other", "user alice already exists");
+    c.err(
+        "create_user alice other",
+        "user alice already exists; login alice <passwd> if it is yours",
+    );
     c.err("login alice nope", "wrong password");
-    c.err("login bob s3cret", "unknown user bob");
+    c.err("login bob s3cret", "unknown user bob; create_user bob <passwd> makes the account");
     c.ok("login alice s3cret", "logged in as alice");
     c.err("login alice s3cret", "already logged in as alice; logout first");
     c.ok("logout", "logged out");
-    c.err("logout", "not logged in");
+    c.err("logout", "not logged in; login <user_id> <passwd> first (create_user makes an account)");
     c.ok("login alice s3cret", "logged in as alice");
 }
 
@@ -35,7 +38,7 @@ fn commands_before_login_fail() {
         "stop_share g f",
         "logout",
     ] {
-        c.err(cmd, "not logged in");
+        c.err(cmd, "not logged in; login <user_id> <passwd> first (create_user makes an account)");
     }
 }
 

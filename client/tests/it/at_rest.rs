@@ -106,7 +106,7 @@ fn a_destination_that_appears_during_the_download_is_not_replaced() {
     // A destination that exists before the download is refused at once, as before.
     c[1].err(
         &format!("download_file g f.bin {}", dest.display()),
-        &format!("{} already exists", dest.display()),
+        &format!("{} already exists; remove it or choose another destination", dest.display()),
     );
     assert_eq!(std::fs::read(&dest).unwrap(), b"written meanwhile");
 }

@@ -11,18 +11,13 @@ use common::peer_message::{PeerReply, PeerRequest, Refusal, PEER_PROTOCOL_VERSIO
 use common::{Bitfield, GroupId, PieceIndex};
 
 use crate::support::{
-    assert_same_file, peer_connect, write_random, ClientProc, Cluster, RawSession, TIMEOUT,
+    assert_same_file, peer_connect, write_random, ClientProc, Cluster, Download, RawSession,
+    TIMEOUT,
 };
 
 fn upload(c: &mut ClientProc, path: &Path) {
     let line = c.run1(&format!("upload_file '{}' g", path.display()));
     assert!(line.starts_with("uploaded ") || line.starts_with("sharing "), "{line}");
-}
-
-/// The peers a `[C]` line says pieces came from, with their counts.
-fn pieces_from(line: &str) -> Vec<u32> {
-    let list = line.split("pieces from ").nth(1).unwrap().trim_end_matches(')');
-    list.split(' ').filter_map(|kv| kv.split('=').nth(1)).map(|n| n.parse().unwrap()).collect()
 }
 
 #[test]
@@ -45,15 +40,19 @@ fn downloads_from_several_peers_at_once() {
         &format!("download_file g big.bin {}", out.display()),
         &format!("downloading big.bin from group g to {}", out.join("big.bin").display()),
     );
-    let done = c[3].wait_downloads();
+    let done = c[3].wait_downloads_json();
     assert_eq!(done.len(), 1, "{done:?}");
-    assert!(
-        done[0].starts_with(&format!("[C] [g] big.bin -> {}", out.join("big.bin").display())),
-        "{done:?}"
-    );
-    let counts = pieces_from(&done[0]);
-    assert_eq!(counts.iter().sum::<u32>(), 13, "{done:?}");
+    assert!(done[0].is_complete("big.bin"), "{done:?}");
+    let counts = &done[0].from_peers;
+    assert_eq!(counts.values().sum::<u32>(), 13, "{done:?}");
     assert!(counts.len() >= 2, "pieces came from one peer only: {done:?}");
+    // Each peer is named by its user (issue 10), in JSON and in the `[C]` line.
+    let users: Vec<&str> = done[0].peer_users.values().map(String::as_str).collect();
+    assert!(users.iter().all(|u| ["s1", "s2", "s3"].contains(u)), "{done:?}");
+    let line = c[3].run1("show_downloads");
+    for (addr, user) in &done[0].peer_users {
+        assert!(line.contains(&format!(" {user}@{addr}=")), "{line}");
+    }
     assert_same_file(&original, &out.join("big.bin"));
     assert!(!out.join("big.bin.part").exists());
     // The leecher now shares the file too.
@@ -101,19 +100,31 @@ fn download_errors_leave_nothing_behind() {
     std::fs::create_dir(&out).unwrap();
     let o = out.display();
 
-    outsider.err(&format!("download_file g f.bin {o}"), "not a member of group g");
-    c[1].err(&format!("download_file g nope.bin {o}"), "no file nope.bin in group g");
-    c[1].err(&format!("download_file nope f.bin {o}"), "unknown group nope");
+    outsider.err(
+        &format!("download_file g f.bin {o}"),
+        "not a member of group g; join_group g asks its owner to let you in",
+    );
+    c[1].err(
+        &format!("download_file g nope.bin {o}"),
+        "no file nope.bin in group g; list_files g lists the files shared there",
+    );
+    c[1].err(
+        &format!("download_file nope f.bin {o}"),
+        "unknown group nope; list_groups lists the groups",
+    );
     c[1].err(
         "download_file g f.bin /nonexistent/dir/f.bin",
-        "directory /nonexistent/dir does not exist",
+        "directory /nonexistent/dir does not exist; create it first (mkdir) or choose another destination",
     );
     let line = c[1].run1("download_file g f.bin /proc/f.bin");
     assert!(line.starts_with("error: cannot write /proc/f.bin.part"), "{line}");
     std::fs::write(out.join("f.bin"), b"mine").unwrap();
     c[1].err(
         &format!("download_file g f.bin {o}"),
-        &format!("{} already exists", out.join("f.bin").display()),
+        &format!(
+            "{} already exists; remove it or choose another destination",
+            out.join("f.bin").display()
+        ),
     );
     assert_eq!(std::fs::read(out.join("f.bin")).unwrap(), b"mine");
     let line = c[1].run1(&format!("download_file g ../f.bin {o}"));
@@ -122,25 +133,15 @@ fn download_errors_leave_nothing_behind() {
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1);
 }
 
-/// Runs `show_downloads` until its first line satisfies `ready`.
-fn wait_for_progress(c: &mut ClientProc, ready: impl Fn(&str) -> bool) -> String {
+/// Runs `show_downloads --json` until its first download satisfies `ready`.
+fn wait_for_progress(c: &mut ClientProc, ready: impl Fn(&Download) -> bool) -> Download {
     let deadline = std::time::Instant::now() + TIMEOUT;
     loop {
-        let lines = c.run("show_downloads");
-        if let Some(line) = lines.first().filter(|l| ready(l)) {
-            return line.clone();
+        if let Some(d) = c.downloads().into_iter().next().filter(|d| ready(d)) {
+            return d;
         }
-        assert!(std::time::Instant::now() < deadline, "no progress: {lines:?}");
+        assert!(std::time::Instant::now() < deadline, "no progress: {:?}", c.downloads());
     }
-}
-
-/// The number of verified pieces in a `[D]` line.
-fn n_have(line: &str) -> u32 {
-    line.split('(')
-        .nth(1)
-        .and_then(|s| s.split('/').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
 }
 
 #[test]
@@ -156,8 +157,8 @@ fn a_seeder_killed_mid_download_does_not_stop_it() {
     upload(&mut c[1], &copy.join("f.bin"));
     let out = cluster.path("out.bin");
     c[2].run1(&format!("download_file g f.bin {}", out.display()));
-    let line = wait_for_progress(&mut c[2], |l| l.starts_with("[D]") && n_have(l) >= 2);
-    assert!(n_have(&line) < 16, "finished before the kill: {line}");
+    let d = wait_for_progress(&mut c[2], |d| d.state == "downloading" && d.pieces_have >= 2);
+    assert!(d.pieces_have < 16, "finished before the kill: {d:?}");
     c[0].kill();
     let done = c[2].wait_downloads();
     assert!(done[0].starts_with("[C] [g] f.bin"), "{done:?}");
@@ -310,9 +311,10 @@ fn a_peer_sending_bad_pieces_is_dropped_and_the_file_is_intact() {
 
     let out = cluster.path("out.bin");
     c[1].run1(&format!("download_file g f.bin {}", out.display()));
-    let done = c[1].wait_downloads();
-    assert!(done[0].starts_with("[C] [g] f.bin"), "{done:?}");
-    assert_eq!(pieces_from(&done[0]), [8], "only the good peer delivered: {done:?}");
+    let done = c[1].wait_downloads_json();
+    assert!(done[0].is_complete("f.bin"), "{done:?}");
+    let counts: Vec<u32> = done[0].from_peers.values().copied().collect();
+    assert_eq!(counts, [8], "only the good peer delivered: {done:?}");
     assert_same_file(&original, &out);
 }
 
@@ -405,24 +407,22 @@ fn a_leecher_killed_mid_download_resumes_without_fetching_again() {
     c[1].run1(&format!("download_file g f.bin {}", out.display()));
     // At 2 MB/s, 8 pieces take at least 2 s, so progress has been saved at least once
     // (it is saved every second).
-    wait_for_progress(&mut c[1], |l| l.starts_with("[D]") && n_have(l) >= 8);
+    wait_for_progress(&mut c[1], |d| d.state == "downloading" && d.pieces_have >= 8);
     c[1].kill();
     assert!(!out.exists());
 
     let mut leech = cluster.client("leech");
     leech.ok("login leech pw-leech", "logged in as leech");
-    let done = leech.wait_downloads();
+    let done = leech.wait_downloads_json();
     assert_eq!(done.len(), 1, "{done:?}");
-    assert!(done[0].starts_with("[C] [g] f.bin"), "{done:?}");
-    let resumed: u32 = done[0]
-        .split(" pieces resumed")
-        .next()
-        .and_then(|s| s.rsplit(' ').next())
-        .unwrap()
-        .parse()
-        .unwrap();
+    assert!(done[0].is_complete("f.bin"), "{done:?}");
+    let resumed = done[0].pieces_resumed;
     assert!(resumed >= 1, "{done:?}");
-    assert_eq!(resumed + pieces_from(&done[0]).iter().sum::<u32>(), 16, "fetched again: {done:?}");
+    let fetched: u32 = done[0].from_peers.values().sum();
+    assert_eq!(resumed + fetched, 16, "fetched again: {done:?}");
+    // The human line says the same.
+    let line = leech.run1("show_downloads");
+    assert!(line.contains(&format!("; {resumed} pieces resumed; pieces from ")), "{line}");
     assert_same_file(&original, &out);
 }
 
@@ -469,15 +469,14 @@ fn leechers_of_one_slow_seeder_trade_pieces_among_themselves() {
     }
     let mut from_leechers = 0;
     for (i, leech) in c.iter_mut().enumerate().skip(1) {
-        let done = leech.wait_downloads();
-        assert!(done[0].starts_with("[C] [g] f.bin"), "{done:?}");
+        let done = leech.wait_downloads_json();
+        assert!(done[0].is_complete("f.bin"), "{done:?}");
         assert_same_file(&original, &cluster.path(&format!("out{i}.bin")));
-        let list = done[0].split("pieces from ").nth(1).unwrap().trim_end_matches(')').to_string();
-        from_leechers += list
-            .split(' ')
-            .filter(|kv| !kv.starts_with(&format!("{seed}=")))
-            .filter_map(|kv| kv.split('=').nth(1))
-            .map(|n| n.parse::<u32>().unwrap())
+        from_leechers += done[0]
+            .from_peers
+            .iter()
+            .filter(|(addr, _)| **addr != seed)
+            .map(|(_, n)| n)
             .sum::<u32>();
     }
     // 3 leechers need 36 pieces; the seeder alone would send all of them.
@@ -569,11 +568,11 @@ fn a_download_keeps_going_while_its_tracker_is_frozen() {
     // Freeze the tracker once pieces flow (the seeder has checked the ticket with it).
     let deadline = std::time::Instant::now() + TIMEOUT;
     loop {
-        let line = c[1].run1("show_downloads");
-        if !line.contains(" (0/") || line.starts_with("[C]") {
+        let d = c[1].downloads().remove(0);
+        if d.pieces_have > 0 || d.state == "complete" {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "no piece arrived: {line}");
+        assert!(std::time::Instant::now() < deadline, "no piece arrived: {d:?}");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     signal("-STOP");

@@ -43,7 +43,10 @@ fn kill_9_and_restart_loses_nothing_acknowledged() {
     let mut carol = cluster.client("carol");
     carol.err("login alice wrong", "wrong password");
     carol.ok("login bob pw-bob", "logged in as bob");
-    carol.err("create_user alice x", "user alice already exists");
+    carol.err(
+        "create_user alice x",
+        "user alice already exists; login alice <passwd> if it is yours",
+    );
 }
 
 #[test]

@@ -37,7 +37,10 @@ fn upload_list_and_stop_share() {
     );
     assert!(bob.run1("list_files g").contains(", 2 sharers, "));
     let other = dir.join("other/a.bin").display().to_string();
-    bob.err(&format!("upload_file {other} g"), "group g already has a different file named a.bin");
+    bob.err(
+        &format!("upload_file {other} g"),
+        "group g already has a different file named a.bin; rename your file to share it there",
+    );
 
     // Quoted paths with spaces work; an empty file is a file too.
     let spaced = dir.join("my file.txt").display().to_string();
@@ -48,8 +51,14 @@ fn upload_list_and_stop_share() {
     assert_eq!(bob.run("list_files g").len(), 2);
 
     alice.ok("stop_share g a.bin", "stopped sharing a.bin in group g");
-    alice.err("stop_share g a.bin", "you are not sharing a.bin in group g");
-    alice.err("stop_share g nope.bin", "no file nope.bin in group g");
+    alice.err(
+        "stop_share g a.bin",
+        "you are not sharing a.bin in group g; list_shares lists what this peer shares",
+    );
+    alice.err(
+        "stop_share g nope.bin",
+        "no file nope.bin in group g; list_files g lists the files shared there",
+    );
     bob.ok("stop_share g a.bin", "stopped sharing a.bin in group g");
     // Nobody shares a.bin any more, so it is no longer listed.
     let files = bob.run("list_files g");
@@ -73,9 +82,12 @@ fn upload_errors() {
     alice.err(&format!("upload_file {d} g"), &format!("{d} is not a regular file"));
     std::fs::write(dir.join("f.txt"), b"x").unwrap();
     let f = dir.join("f.txt").display().to_string();
-    alice.err(&format!("upload_file {f} nope"), "unknown group nope");
-    carol.err(&format!("upload_file {f} g"), "not a member of group g");
-    carol.err("list_files g", "not a member of group g");
+    alice.err(&format!("upload_file {f} nope"), "unknown group nope; list_groups lists the groups");
+    carol.err(
+        &format!("upload_file {f} g"),
+        "not a member of group g; join_group g asks its owner to let you in",
+    );
+    carol.err("list_files g", "not a member of group g; join_group g asks its owner to let you in");
 }
 
 #[test]

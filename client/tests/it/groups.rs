@@ -14,30 +14,42 @@ fn join_accept_reject_and_lists() {
 
     alice.ok("create_group g1", "created group g1");
     alice.ok("create_group g2", "created group g2");
-    bob.err("create_group g1", "group g1 already exists");
+    bob.err("create_group g1", "group g1 already exists; join_group g1 asks to join it");
     assert_eq!(bob.run("list_groups"), ["g1", "g2"]);
     assert!(bob.run("list_my_groups").is_empty());
 
     bob.ok("join_group g1", "requested to join group g1");
-    bob.err("join_group g1", "a request to join group g1 is already pending");
-    bob.err("join_group nope", "unknown group nope");
+    bob.err(
+        "join_group g1",
+        "a request to join group g1 is already pending; its owner has yet to accept it",
+    );
+    bob.err("join_group nope", "unknown group nope; list_groups lists the groups");
     carol.ok("join_group g1", "requested to join group g1");
     alice.err("join_group g1", "already a member of group g1");
 
     assert_eq!(alice.run("list_requests g1"), ["bob", "carol"]);
     bob.err("list_requests g1", "only the owner of group g1 can do that");
     bob.err("accept_request g1 bob", "only the owner of group g1 can do that");
-    alice.err("accept_request g1 dave", "dave has not asked to join group g1");
-    alice.err("accept_request nope bob", "unknown group nope");
+    alice.err(
+        "accept_request g1 dave",
+        "dave has not asked to join group g1; list_requests g1 lists who asked",
+    );
+    alice.err("accept_request nope bob", "unknown group nope; list_groups lists the groups");
 
     alice.ok("accept_request g1 bob", "accepted bob into group g1");
     alice.ok("reject_request g1 carol", "rejected carol's request to join group g1");
-    alice.err("reject_request g1 carol", "carol has not asked to join group g1");
+    alice.err(
+        "reject_request g1 carol",
+        "carol has not asked to join group g1; list_requests g1 lists who asked",
+    );
     assert!(alice.run("list_requests g1").is_empty());
 
     assert_eq!(bob.run("list_my_groups"), ["g1"]);
     assert!(carol.run("list_my_groups").is_empty());
-    carol.err("list_files g1", "not a member of group g1");
+    carol.err(
+        "list_files g1",
+        "not a member of group g1; join_group g1 asks its owner to let you in",
+    );
     assert!(bob.run("list_files g1").is_empty());
 }
 
@@ -56,7 +68,8 @@ fn owner_leaving_hands_the_group_to_the_longest_standing_member() {
         alice.ok(&format!("accept_request g {name}"), &format!("accepted {name} into group g"));
     }
     alice.ok("leave_group g", "left group g");
-    alice.err("leave_group g", "not a member of group g");
+    alice
+        .err("leave_group g", "not a member of group g; join_group g asks its owner to let you in");
     // bob joined before carol, so bob owns the group now.
     assert!(bob.run("list_requests g").is_empty());
     carol.err("list_requests g", "only the owner of group g can do that");

@@ -133,7 +133,13 @@ fn sigint_makes_a_hanging_tracker_call_give_up() {
     let (_conn, _) = silent.accept().unwrap();
     sigint(c.pid());
     let lines = c.run("show_downloads");
-    assert_eq!(lines, ["error: interrupted before the tracker answered", "error: not logged in"]);
+    assert_eq!(
+        lines,
+        [
+            "error: interrupted before the tracker answered",
+            "error: not logged in; login <user_id> <passwd> first (create_user makes an account)"
+        ]
+    );
     assert!(c.is_running());
 }
 
@@ -163,7 +169,10 @@ fn list_shares_shows_what_this_peer_shares_per_group() {
     c.ok("stop_share g b.bin", "stopped sharing b.bin in group g");
     assert_eq!(c.run("list_shares").len(), 2);
     c.ok("logout", "logged out");
-    c.err("list_shares", "not logged in");
+    c.err(
+        "list_shares",
+        "not logged in; login <user_id> <passwd> first (create_user makes an account)",
+    );
 }
 
 #[test]
@@ -379,22 +388,27 @@ fn the_readme_by_hand_path_works_in_one_terminal() {
 }
 
 /// Issue 10: a download's end printed nothing until one polled `show_downloads`, and
-/// `wait_downloads` blocked silently. On a terminal a download's line appears at once,
-/// above the line being typed (which stays as it was), and `wait_downloads` draws a live
-/// bar until the download ends, then clears it and prints its usual lines. Sizes read as
-/// `8.0 MiB` there.
+/// neither `download_file` nor `wait_downloads` showed progress. On a terminal
+/// `download_file` follows its download with a live bar naming the peers (`user@addr`)
+/// until it ends, or until Ctrl-C leaves it to the background; then its line appears at
+/// once, above the line being typed (which stays as it was); `wait_downloads` draws the
+/// bars too. The bars are cleared at the end. Sizes read as `8.0 MiB` there.
 #[test]
 fn on_a_terminal_downloads_announce_their_end_and_show_live_progress() {
     let (cluster, _tracker) = Cluster::with_one_tracker();
     let Some(term) = Terminal::start(cluster.dir.path()) else { return };
-    // 8 MiB at 2 MB/s: long enough to type a few keys before it ends.
-    let mut seed = cluster.client_with("seed", &["--max-upload-rate", "2000000"]);
+    // 8 MiB at 1 MB/s: long enough to press Ctrl-C and type a few keys before it ends.
+    let mut seed = cluster.client_with("seed", &["--max-upload-rate", "1000000"]);
     seed.sign_up("seed");
     seed.ok("create_group g", "created group g");
-    let file = cluster.path("big.bin");
-    write_random(&file, 8 * 1024 * 1024, 5);
-    let line = seed.run1(&format!("upload_file {} g", file.display()));
-    assert!(line.starts_with("uploaded big.bin"), "{line}");
+    let upload = |seed: &mut ClientProc, name: &str, mib: usize, content: u64| {
+        let file = cluster.path(name);
+        write_random(&file, mib * 1024 * 1024, content);
+        let line = seed.run1(&format!("upload_file {} g", file.display()));
+        assert!(line.starts_with(&format!("uploaded {name}")), "{line}");
+        file
+    };
+    let file = upload(&mut seed, "big.bin", 8, 5);
     std::fs::create_dir(cluster.path("out")).unwrap();
 
     term.wait_prompt("$");
@@ -415,6 +429,11 @@ fn on_a_terminal_downloads_announce_their_end_and_show_live_progress() {
     term.wait_prompt("leech>");
     term.type_line("download_file g big.bin out");
     term.wait_for("downloading big.bin from group g", 1);
+    // download_file follows it: a bar with the peer by name, then Ctrl-C leaves it running.
+    let screen = term.wait_for(" MiB/8.00 MiB ", 1);
+    assert!(screen.contains("[g] big.bin (1 peer: seed@127.0.0.1:"), "{screen}");
+    term.tmux(&["send-keys", "C-c"]);
+    term.wait_for("the download goes on in the background", 1);
     term.wait_prompt("leech>");
     term.tmux(&["send-keys", "-l", "list_gr"]);
     term.wait_prompt("leech> list_gr");
@@ -426,35 +445,116 @@ fn on_a_terminal_downloads_announce_their_end_and_show_live_progress() {
     let notice = lines.iter().position(|l| l.starts_with("[C] [g] big.bin -> ")).unwrap();
     let prompt = lines.iter().rposition(|l| l.starts_with("leech> list_gr")).unwrap();
     assert!(notice < prompt, "{screen}");
-    // At a terminal, sizes read as people write them.
+    // At a terminal, sizes read as people write them, and peers by their user.
     assert!(lines[notice].contains(" (8.0 MiB in "), "{screen}");
+    assert!(lines[notice].contains("pieces from seed@127.0.0.1:"), "{screen}");
     term.tmux(&["send-keys", "Enter"]);
     term.wait_for("did you mean 'list_groups'?", 1);
     term.wait_prompt("leech>");
 
-    let file2 = cluster.path("big2.bin");
-    write_random(&file2, 8 * 1024 * 1024, 6);
-    let line = seed.run1(&format!("upload_file {} g", file2.display()));
-    assert!(line.starts_with("uploaded big2.bin"), "{line}");
+    // Followed to its end: the bar moves in place (one line, redrawn), then gives way to
+    // the [C] line.
+    let file2 = upload(&mut seed, "big2.bin", 2, 6);
     term.type_line("list_files g");
-    term.wait_for("big2.bin 8.0 MiB, 1 sharer, digest ", 1);
+    term.wait_for("big2.bin 2.0 MiB, 1 sharer, digest ", 1);
     term.wait_prompt("leech>");
     term.type_line("download_file g big2.bin out");
-    term.wait_for("downloading big2.bin from group g", 1);
+    let screen = term.wait_for(" MiB/2.00 MiB ", 1);
+    assert_eq!(screen.matches("[g] big2.bin (1 peer: seed@").count(), 1, "{screen}");
+    assert!(screen.contains(" ETA "), "{screen}");
+    term.wait_for("[C] [g] big2.bin -> out/big2.bin (2.0 MiB in ", 1);
+    term.wait_prompt("leech>");
+    assert!(!term.screen().contains(" ETA "), "the bar was not cleared:\n{}", term.screen());
+
+    // Left to the background, then waited for: wait_downloads draws the bar.
+    let file3 = upload(&mut seed, "big3.bin", 2, 7);
+    term.type_line("download_file g big3.bin out");
+    term.wait_for(" MiB/2.00 MiB ", 1);
+    term.tmux(&["send-keys", "C-c"]);
+    term.wait_for("the download goes on in the background", 2);
     term.wait_prompt("leech>");
     term.type_line("wait_downloads");
-    term.wait_for("/8.00 MiB ", 1);
-    // The bar moves, in place: one line, redrawn.
-    let screen = term.wait_for(" MiB/8.00 MiB ", 1);
-    assert_eq!(screen.matches("[g] big2.bin (1 peer) [").count(), 1, "{screen}");
-    assert!(screen.contains(" ETA "), "{screen}");
-    term.wait_for("[C] [g] big2.bin -> out/big2.bin (8.0 MiB in ", 1);
+    term.wait_for("[g] big3.bin (1 peer: seed@", 1);
+    term.wait_for("[C] [g] big3.bin -> out/big3.bin (2.0 MiB in ", 1);
     term.wait_prompt("leech>");
     assert!(!term.screen().contains(" ETA "), "the bar was not cleared:\n{}", term.screen());
     term.type_line("exit");
     term.wait_prompt("$");
     crate::support::assert_same_file(&file, &cluster.path("out/big.bin"));
     crate::support::assert_same_file(&file2, &cluster.path("out/big2.bin"));
+    crate::support::assert_same_file(&file3, &cluster.path("out/big3.bin"));
+}
+
+/// Issue 10: nothing was said when a request was decided or a group passed to the user,
+/// and Tab completed neither group ids nor file names. Notices arrive above the prompt,
+/// the half-typed line staying as it was; Tab completes the groups the tracker lists and
+/// the files `list_files` would list.
+#[test]
+fn on_a_terminal_group_news_arrive_above_the_prompt_and_tab_completes_ids() {
+    let (cluster, _tracker) = Cluster::with_one_tracker();
+    let Some(term) = Terminal::start(cluster.dir.path()) else { return };
+    let mut owner = cluster.client("owner");
+    owner.sign_up("owner");
+    owner.ok("create_group team", "created group team");
+    owner.ok("create_group tools", "created group tools");
+    let file = cluster.path("report.txt");
+    write_random(&file, 1000, 9);
+    assert!(owner.run1(&format!("upload_file {} team", file.display())).starts_with("uploaded "));
+
+    term.wait_prompt("$");
+    term.type_line(&format!(
+        "{} 127.0.0.1:0 {} --state-dir zed",
+        client_bin().display(),
+        cluster.info.display()
+    ));
+    term.wait_prompt(">");
+    term.type_line("create_user zed pw");
+    term.wait_for("created user zed", 1);
+    term.wait_prompt(">");
+    term.type_line("login zed pw");
+    term.wait_prompt("zed>");
+    // Group ids: fetched from the tracker on the first Tab.
+    term.tmux(&["send-keys", "-l", "join_group te"]);
+    term.tmux(&["send-keys", "Tab"]);
+    term.wait_prompt("zed> join_group team");
+    term.tmux(&["send-keys", "Enter"]);
+    term.wait_for("requested to join group team", 1);
+    term.wait_prompt("zed>");
+    term.type_line("join_group tools");
+    term.wait_for("requested to join group tools", 1);
+    term.wait_prompt("zed>");
+
+    // Accepted while a line is half typed: the notice comes above it.
+    term.tmux(&["send-keys", "-l", "list_files te"]);
+    term.wait_prompt("zed> list_files te");
+    owner.ok("accept_request team zed", "accepted zed into group team");
+    owner.ok("reject_request tools zed", "rejected zed's request to join group tools");
+    term.wait_for("notice: your request to join group team was accepted", 1);
+    term.wait_for("notice: your request to join group tools was rejected", 1);
+    term.wait_prompt("zed> list_files te");
+    let screen = term.screen();
+    let lines: Vec<&str> = screen.lines().collect();
+    let notice = lines.iter().position(|l| l.starts_with("notice: your request")).unwrap();
+    let prompt = lines.iter().rposition(|l| l.starts_with("zed> list_files te")).unwrap();
+    assert!(notice < prompt, "{screen}");
+    term.tmux(&["send-keys", "Tab"]);
+    term.wait_prompt("zed> list_files team");
+    term.tmux(&["send-keys", "Enter"]);
+    term.wait_for("report.txt 1000 bytes, 1 sharer, digest ", 1);
+    term.wait_prompt("zed>");
+    // File names: those list_files just listed.
+    term.tmux(&["send-keys", "-l", "download_file team rep"]);
+    term.tmux(&["send-keys", "Tab"]);
+    term.wait_prompt("zed> download_file team report.txt");
+    term.tmux(&["send-keys", "C-c"]);
+    term.wait_prompt("zed>");
+
+    // The owner leaves: the group passes to zed, its longest-standing member.
+    owner.ok("leave_group team", "left group team");
+    term.wait_for("notice: you now own group team (its owner left)", 1);
+    term.wait_prompt("zed>");
+    term.type_line("exit");
+    term.wait_prompt("$");
 }
 
 /// Issue 10: scripts parsed the human `[C]` lines; `--json` gives them one object a line.

@@ -628,6 +628,16 @@ impl ClientProc {
         self.run("wait_downloads")
     }
 
+    /// Runs `wait_downloads --json` and returns the downloads it describes.
+    pub fn wait_downloads_json(&mut self) -> Vec<Download> {
+        self.run("wait_downloads --json").iter().map(|l| Download::parse(l)).collect()
+    }
+
+    /// Runs `show_downloads --json` and returns the downloads it describes.
+    pub fn downloads(&mut self) -> Vec<Download> {
+        self.run("show_downloads --json").iter().map(|l| Download::parse(l)).collect()
+    }
+
     /// Closes stdin and waits for the client to exit on its own.
     pub fn close_stdin(&mut self) -> std::process::ExitStatus {
         drop(self.stdin.take());
@@ -813,4 +823,32 @@ pub fn connect_from(from: std::net::Ipv4Addr, to: SocketAddr) -> std::net::TcpSt
     rustix::net::bind(&socket, &SocketAddr::from((from, 0))).unwrap();
     rustix::net::connect(&socket, &to).unwrap();
     std::net::TcpStream::from(socket)
+}
+
+/// One download as `show_downloads --json` describes it: what tests read instead of the
+/// human `[D]`/`[C]`/`[F]` lines.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Download {
+    /// `downloading`, `complete` or `failed`.
+    pub state: String,
+    pub group: String,
+    pub file: String,
+    pub pieces_have: u32,
+    pub pieces_resumed: u32,
+    /// Pieces received from each peer address.
+    pub from_peers: std::collections::BTreeMap<String, u32>,
+    /// The user on each peer address.
+    pub peer_users: std::collections::BTreeMap<String, String>,
+}
+
+impl Download {
+    #[track_caller]
+    fn parse(line: &str) -> Download {
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("not a download ({e}): {line}"))
+    }
+
+    /// Whether it completed, as `file` of group `g`.
+    pub fn is_complete(&self, file: &str) -> bool {
+        self.state == "complete" && self.group == "g" && self.file == file
+    }
 }

@@ -100,7 +100,7 @@ fn request() -> impl Strategy<Value = Request> {
             have
         }),
         ticket().prop_map(|ticket| Request::CheckTicket { ticket }),
-        Just(Request::Heartbeat),
+        proptest::option::of(any::<u64>()).prop_map(|known| Request::Heartbeat { known }),
         Just(Request::StateDigest),
         Just(Request::LogoutEverywhere),
     ]
@@ -166,12 +166,18 @@ fn reply() -> impl Strategy<Value = Reply> {
         ),
         Just(Reply::TicketOk),
         (any::<u64>(), digest()).prop_map(|(seq, digest)| Reply::StateDigest { seq, digest }),
+        proptest::option::of(prop::collection::vec((group(), group_role()), 0..4))
+            .prop_map(|groups| Reply::Alive { memberships: groups.map(Memberships::new) }),
     ]
 }
 
+fn group_role() -> impl Strategy<Value = GroupRole> {
+    prop_oneof![Just(GroupRole::Owner), Just(GroupRole::Member), Just(GroupRole::Requested)]
+}
+
 fn peer_info() -> impl Strategy<Value = PeerInfo> {
-    (socket_addr(), key(), proptest::option::of(bitfield()))
-        .prop_map(|(addr, key, have)| PeerInfo { addr, key, have })
+    (user(), socket_addr(), key(), proptest::option::of(bitfield()))
+        .prop_map(|(user, addr, key, have)| PeerInfo { user, addr, key, have })
 }
 
 fn peer_request() -> impl Strategy<Value = PeerRequest> {
@@ -366,6 +372,24 @@ fn wire_encodings_keep_their_bytes() {
             "06030405",
         ),
         (hex(&PeerReply::Elsewhere { piece: PieceIndex(3) }), "0703"),
+        // Version 4: heartbeats carry the memberships version the client knows, and their
+        // replies the memberships when it changed; peers carry their user.
+        (hex(&Request::Heartbeat { known: Some(5) }), "120105"),
+        (
+            hex(&Reply::Alive {
+                memberships: Some(Memberships::new(vec![(group.clone(), GroupRole::Member)])),
+            }),
+            "0901dcc7b6a7efafe5958e0101016701",
+        ),
+        (
+            hex(&PeerInfo {
+                user: UserId::new("al").unwrap(),
+                addr: "127.0.0.1:7".parse().unwrap(),
+                key: PublicKey([2; 32]),
+                have: None,
+            }),
+            "02616c007f00000107020202020202020202020202020202020202020202020202020202020202020200",
+        ),
     ];
     for (got, want) in &cases {
         assert_eq!(got, want);

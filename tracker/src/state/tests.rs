@@ -56,6 +56,48 @@ fn check_read(
     assert_eq!(st.read(Some(token(session)), &request, &|_| true), Some(expected));
 }
 
+#[track_caller]
+fn check_memberships(st: &TrackerState, name: &str, expected: &[(&str, GroupRole)]) {
+    let got = st.memberships(&user(name));
+    let want: Vec<(GroupId, GroupRole)> = expected.iter().map(|(g, r)| (group(g), *r)).collect();
+    assert_eq!(got.groups, want, "{name}");
+    assert_eq!(got, Memberships::new(want), "{name}: version");
+    // The index `apply` keeps is the one `decode` rebuilds from the groups.
+    assert_eq!(st.groups_of, index_groups(&st.groups));
+}
+
+/// Issue 10: heartbeats tell each user their groups and roles, from an index kept by
+/// `apply`, so a client can say when a group passed to its user, a request was decided,
+/// or a group is gone.
+#[test]
+fn memberships_follow_requests_ownership_and_removal() {
+    use GroupRole::*;
+    let mut st = fixture();
+    check_memberships(&st, "alice", &[("g", Owner)]);
+    check_memberships(&st, "bob", &[]);
+    st.apply(&Op::RequestJoin { group: group("g"), user: user("bob") }).unwrap();
+    st.apply(&Op::RequestJoin { group: group("g"), user: user("carol") }).unwrap();
+    check_memberships(&st, "bob", &[("g", Requested)]);
+    st.apply(&Op::AcceptRequest { owner: user("alice"), group: group("g"), user: user("bob") })
+        .unwrap();
+    check_memberships(&st, "bob", &[("g", Member)]);
+    st.apply(&Op::CreateGroup { group: group("h"), owner: user("carol") }).unwrap();
+    st.apply(&Op::RequestJoin { group: group("h"), user: user("bob") }).unwrap();
+    st.apply(&Op::RejectRequest { owner: user("carol"), group: group("h"), user: user("bob") })
+        .unwrap();
+    check_memberships(&st, "bob", &[("g", Member)]);
+    check_memberships(&st, "carol", &[("g", Requested), ("h", Owner)]);
+    st.apply(&Op::LeaveGroup { group: group("g"), user: user("alice") }).unwrap();
+    check_memberships(&st, "alice", &[]);
+    check_memberships(&st, "bob", &[("g", Owner)]);
+    // The last member leaves: the group is gone for its requesters too.
+    st.apply(&Op::LeaveGroup { group: group("g"), user: user("bob") }).unwrap();
+    check_memberships(&st, "bob", &[]);
+    check_memberships(&st, "carol", &[("h", Owner)]);
+    let decoded = TrackerState::decode(&st.encode()).unwrap();
+    assert_eq!(decoded, st);
+}
+
 #[test]
 fn duplicate_user_and_group_are_refused() {
     let mut st = fixture();
