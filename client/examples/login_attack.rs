@@ -7,7 +7,8 @@
 //! per-address limits see several hosts). A refused attempt is retried after 5 ms, as a
 //! remote attacker's round trip would space them (without it the attack generator, on
 //! the same 2 cores, would measure itself). Meanwhile the real user logs in from
-//! 127.0.0.1 every `--probe-every` seconds on a fresh connection, and logs out.
+//! 127.0.0.1 every `--probe-every` seconds on a fresh connection (retrying `Busy` as the
+//! client does, the wait included in its time), and logs out.
 //!
 //! Prints `key=value` lines: probes, probe_p50_ms, probe_p99_ms, probe_max_ms,
 //! probe_failures, and the attackers' answers: wrong_password, too_many_attempts, busy,
@@ -209,9 +210,17 @@ fn main() -> ExitCode {
             seq += 1;
             let token = random_token();
             let id = RequestId { client: u64::MAX, seq };
-            match call(&mut conn, id, None, login_request(&user, &password, token))? {
-                Ok(Reply::LoggedIn) => {}
-                other => return Err(format!("login: {other:?}")),
+            // As the client does: `Busy` is retried shortly (the time counts).
+            let mut pause = Duration::from_millis(100);
+            loop {
+                match call(&mut conn, id, None, login_request(&user, &password, token))? {
+                    Ok(Reply::LoggedIn) => break,
+                    Err(TrackerError::Busy(_)) if started.elapsed() < Duration::from_secs(60) => {
+                        std::thread::sleep(pause);
+                        pause = (pause * 2).min(Duration::from_secs(2));
+                    }
+                    other => return Err(format!("login: {other:?}")),
+                }
             }
             let elapsed = started.elapsed();
             seq += 1;

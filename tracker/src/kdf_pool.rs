@@ -6,9 +6,10 @@
 //! the queue is full the answer is at once `TrackerError::Busy`: the client retries a
 //! moment later, and everything else the tracker does keeps its CPU.
 //!
-//! Two queues: work from addresses with no recent failed login (`Priority::Clean`) is
-//! always taken first, so that a user logging in while others guess passwords waits for
-//! at most the hashes already running, not for the guessers' queue.
+//! Two queues: logins from addresses, and for users, with no recent failure
+//! (`Priority::Clean`) are always taken first, so that a user logging in while others
+//! guess passwords waits for at most the hashes already running, not for the guessers'
+//! queue.
 
 use std::thread;
 
@@ -27,9 +28,9 @@ type Job = Box<dyn FnOnce() + Send>;
 /// Which queue a hash waits in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Priority {
-    /// From an address with no recent failed login: served first.
+    /// From an address, and for a user, with no recent failed login: served first.
     Clean,
-    /// From an address that failed lately.
+    /// From an address, or for a user, that failed lately.
     Suspect,
 }
 

@@ -204,10 +204,10 @@ impl LoginThrottle {
         Ok(())
     }
 
-    /// Whether `ip` failed a login lately (its hashes wait behind those of clean
-    /// addresses).
-    pub fn has_failed(&self, ip: IpAddr, now: Instant) -> bool {
-        self.ips.lock().has_failed(&source(ip), now)
+    /// Whether a login of `user` from `ip` looks like guessing: the address failed lately,
+    /// or the user was failed on lately (from anywhere). Its hash waits behind the others.
+    pub fn is_suspect(&self, ip: IpAddr, user: &UserId, now: Instant) -> bool {
+        self.ips.lock().has_failed(&source(ip), now) || self.users.lock().has_failed(user, now)
     }
 
     /// Counts a wrong password for `user` from `ip`.
@@ -300,6 +300,18 @@ mod tests {
         }
         assert!(t.admit_login(ip("10.0.1.1"), &alice, now).is_err(), "guessers wait");
         t.admit_login(ip("10.0.9.9"), &alice, now).unwrap();
+    }
+
+    #[test]
+    fn guessing_makes_the_address_and_the_user_suspect_but_no_one_else() {
+        let t = LoginThrottle::new(limits());
+        let now = Instant::now();
+        assert!(!t.is_suspect(ip("10.0.0.1"), &user("alice"), now));
+        t.login_failed(ip("10.0.0.1"), &user("victim"), now);
+        assert!(t.is_suspect(ip("10.0.0.1"), &user("alice"), now), "the address");
+        assert!(t.is_suspect(ip("10.0.0.2"), &user("victim"), now), "the user");
+        assert!(!t.is_suspect(ip("10.0.0.2"), &user("alice"), now));
+        assert!(!t.is_suspect(ip("10.0.0.1"), &user("alice"), now + FORGET_AFTER));
     }
 
     #[test]

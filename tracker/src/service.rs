@@ -576,7 +576,7 @@ impl Service {
                     return Err(TrackerError::UserExists(user));
                 }
                 self.throttle.admit_signup(from, Instant::now())?;
-                let priority = self.kdf_priority(from);
+                let priority = self.kdf_priority(from, &user);
                 let credential =
                     self.kdf.derive(priority, password, self.settings.kdf_iterations)?;
                 Op::CreateUser { user, credential }
@@ -591,7 +591,7 @@ impl Service {
                         return Err(unknown);
                     }
                 };
-                if !self.kdf.verify(self.kdf_priority(from), credential, password)? {
+                if !self.kdf.verify(self.kdf_priority(from, &user), credential, password)? {
                     self.throttle.login_failed(from, &user, Instant::now());
                     return Err(TrackerError::WrongPassword);
                 }
@@ -638,9 +638,9 @@ impl Service {
 }
 
 impl Service {
-    /// Hashes for addresses that failed lately wait behind everyone else's.
-    fn kdf_priority(&self, from: IpAddr) -> Priority {
-        match self.throttle.has_failed(from, Instant::now()) {
+    /// Hashes for addresses, or users, that failed lately wait behind everyone else's.
+    fn kdf_priority(&self, from: IpAddr, user: &UserId) -> Priority {
+        match self.throttle.is_suspect(from, user, Instant::now()) {
             true => Priority::Suspect,
             false => Priority::Clean,
         }
