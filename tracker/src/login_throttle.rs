@@ -90,18 +90,26 @@ impl<K: Hash + Eq + Clone> Table<K> {
         self.records.get(key).is_some_and(|r| now.duration_since(r.last) < FORGET_AFTER)
     }
 
+    /// The record of `key`, started afresh at `now` if it has none or if `stale` says its
+    /// old one no longer counts.
+    fn fresh_record(
+        &mut self,
+        key: K,
+        now: Instant,
+        stale: impl Fn(&Record) -> bool,
+    ) -> &mut Record {
+        self.make_room(now);
+        let empty = Record { count: 0, since: now, last: now, blocked_until: None };
+        let record = self.records.entry(key).or_insert(empty);
+        if stale(record) {
+            *record = empty;
+        }
+        record
+    }
+
     /// Counts a failure; past `free` of them, blocks `key` for a doubling backoff.
     fn fail(&mut self, key: K, now: Instant, free: u32, max_backoff: Duration) {
-        self.make_room(now);
-        let record = self.records.entry(key).or_insert(Record {
-            count: 0,
-            since: now,
-            last: now,
-            blocked_until: None,
-        });
-        if now.duration_since(record.last) >= FORGET_AFTER {
-            *record = Record { count: 0, since: now, last: now, blocked_until: None };
-        }
+        let record = self.fresh_record(key, now, |r| now.duration_since(r.last) >= FORGET_AFTER);
         record.count = record.count.saturating_add(1);
         record.last = now;
         if free > 0 && record.count > free {
@@ -113,16 +121,7 @@ impl<K: Hash + Eq + Clone> Table<K> {
 
     /// Counts an event in a fixed window; `false` if `key` already had `limit` in it.
     fn count_in_window(&mut self, key: K, now: Instant, limit: u32, window: Duration) -> bool {
-        self.make_room(now);
-        let record = self.records.entry(key).or_insert(Record {
-            count: 0,
-            since: now,
-            last: now,
-            blocked_until: None,
-        });
-        if now.duration_since(record.since) >= window {
-            *record = Record { count: 0, since: now, last: now, blocked_until: None };
-        }
+        let record = self.fresh_record(key, now, |r| now.duration_since(r.since) >= window);
         if record.count >= limit {
             return false;
         }

@@ -208,15 +208,22 @@ fn with_no_good_copy_the_download_fails_and_leaves_no_file() {
     assert!(!cluster.path("out.bin.part").exists());
 }
 
-/// A peer that answers every piece request with garbage, proving `identity` (the key its
-/// owner logged in with, which the tracker lists for it).
-fn spawn_lying_peer(identity: common::Identity) -> std::net::SocketAddr {
+/// A peer at a fresh address proving `identity` (the key its owner logged in with, which
+/// the tracker lists for it): it greets each downloader with `have`, then `serve`s the
+/// connection.
+fn spawn_fake_peer(
+    identity: common::Identity,
+    have: Bitfield,
+    serve: impl Fn(&mut Connection<PeerRequest, PeerReply>) + Send + Sync + 'static,
+) -> std::net::SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
+    let serve = std::sync::Arc::new(serve);
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(s) = stream else { return };
-            let identity = identity.clone();
+            let (identity, have, serve) =
+                (identity.clone(), have.clone(), std::sync::Arc::clone(&serve));
             std::thread::spawn(move || {
                 let Ok(mut conn) = Connection::<PeerRequest, PeerReply>::accept(
                     s,
@@ -226,17 +233,8 @@ fn spawn_lying_peer(identity: common::Identity) -> std::net::SocketAddr {
                     return;
                 };
                 let Ok(Some(PeerRequest::Hello { .. })) = conn.recv() else { return };
-                let have = Bitfield::full(8);
-                if conn.send(&PeerReply::Welcome { have }).is_err() {
-                    return;
-                }
-                while let Ok(Some(request)) = conn.recv() {
-                    let PeerRequest::GetPiece { piece } = request else { continue };
-                    let len = 512 * 1024;
-                    let garbage = vec![0xAB; len as usize];
-                    if conn.send_with_payload(&PeerReply::Piece { piece, len }, &garbage).is_err() {
-                        return;
-                    }
+                if conn.send(&PeerReply::Welcome { have }).is_ok() {
+                    serve(&mut conn);
                 }
             });
         }
@@ -244,44 +242,37 @@ fn spawn_lying_peer(identity: common::Identity) -> std::net::SocketAddr {
     addr
 }
 
-/// A peer that, once greeted, floods its downloader with what nobody asked for: a
-/// `Bitfield` and then `Have`s naming every piece, as fast as it can. Counts the frames
-/// it got out before the downloader closed the connection.
+/// A peer that answers every piece request with garbage.
+fn spawn_lying_peer(identity: common::Identity) -> std::net::SocketAddr {
+    spawn_fake_peer(identity, Bitfield::full(8), |conn| {
+        while let Ok(Some(request)) = conn.recv() {
+            let PeerRequest::GetPiece { piece } = request else { continue };
+            let len = 512 * 1024;
+            let garbage = vec![0xAB; len as usize];
+            if conn.send_with_payload(&PeerReply::Piece { piece, len }, &garbage).is_err() {
+                return;
+            }
+        }
+    })
+}
+
+/// A peer that floods its downloader with what nobody asked for: a `Bitfield` and then
+/// `Have`s naming every piece, as fast as it can. Counts the frames it got out before the
+/// downloader closed the connection.
 fn spawn_flooding_peer(
     identity: common::Identity,
     sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
 ) -> std::net::SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(s) = stream else { return };
-            let (identity, sent) = (identity.clone(), std::sync::Arc::clone(&sent));
-            std::thread::spawn(move || {
-                let Ok(mut conn) = Connection::<PeerRequest, PeerReply>::accept(
-                    s,
-                    &identity,
-                    crate::support::raw_timeouts(),
-                ) else {
-                    return;
-                };
-                let Ok(Some(PeerRequest::Hello { .. })) = conn.recv() else { return };
-                if conn.send(&PeerReply::Welcome { have: Bitfield::empty(8) }).is_err() {
-                    return;
-                }
-                let pieces: Vec<common::PieceIndex> = (0..8).map(common::PieceIndex).collect();
-                let flood =
-                    [PeerReply::Bitfield { have: Bitfield::full(8) }, PeerReply::Have { pieces }];
-                for n in 0..1_000_000u64 {
-                    if conn.send(&flood[(n % 2) as usize]).is_err() {
-                        return;
-                    }
-                    sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-            });
+    spawn_fake_peer(identity, Bitfield::empty(8), move |conn| {
+        let pieces: Vec<common::PieceIndex> = (0..8).map(common::PieceIndex).collect();
+        let flood = [PeerReply::Bitfield { have: Bitfield::full(8) }, PeerReply::Have { pieces }];
+        for n in 0..1_000_000u64 {
+            if conn.send(&flood[(n % 2) as usize]).is_err() {
+                return;
+            }
+            sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-    });
-    addr
+    })
 }
 
 /// The metadata `upload_file` would announce for the file at `path` under `name`.
