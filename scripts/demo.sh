@@ -105,12 +105,13 @@ done
 [[ $NEW_LEADER != "$LEADER" ]] || { echo "demo.sh: no new leader" >&2; exit 1; }
 
 step "the downloads complete; tracker $LEADER restarts, catches up from the new leader and serves again"
-# named: replaces each peer's address by its name, to read who served whom.
+# named: replaces each peer's `user@address` (or bare address) by its name, to read who
+# served whom.
 named() {
     local args=() name addr
     for name in "${PEERS[@]}"; do
         addr=$(grep -o 'listening on .*' "$WORK/$name.out" | head -n1 | cut -d' ' -f3)
-        args+=(-e "s/$addr=/$name=/g")
+        args+=(-e "s/[[:alnum:]_.-]*@$addr=/$name=/g" -e "s/$addr=/$name=/g")
     done
     sed "${args[@]}"
 }
