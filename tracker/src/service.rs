@@ -141,10 +141,7 @@ impl Service {
                     return self.cluster.forward(leader, id, token, client, request);
                 };
                 self.heard.lock().insert(session);
-                let state = self.state.read();
-                let memberships = state.memberships(&state.session_user(Some(session))?);
-                let changed = known != Some(memberships.version);
-                Ok(Reply::Alive { memberships: changed.then_some(memberships) })
+                self.alive(Some(session), known)
             }
             Role::Backup { .. } if hashes_a_password(&request) => {
                 // The password is hashed here, where the client's address is known (for the
@@ -189,6 +186,15 @@ impl Service {
             TrackerError::Unavailable(format!("tracker {from} proposed an unreadable entry"))
         })?;
         self.commit_here(entry)
+    }
+
+    /// The answer to a heartbeat of `session`: its user's memberships if their version is
+    /// not `known`. O(the caller's groups): the state keeps an index of each user's groups.
+    fn alive(&self, session: Option<SessionId>, known: Option<u64>) -> Result<Reply, TrackerError> {
+        let state = self.state.read();
+        let memberships = state.memberships(&state.session_user(session)?);
+        let changed = known != Some(memberships.version);
+        Ok(Reply::Alive { memberships: changed.then_some(memberships) })
     }
 
     /// On the leader: tracker `from` answered heartbeats of `sessions` lately.
@@ -263,13 +269,7 @@ impl Service {
             }
         }
         match request {
-            Request::Heartbeat { known } => {
-                // O(the caller's groups): the state keeps an index of each user's groups.
-                let state = self.state.read();
-                let memberships = state.memberships(&state.session_user(session)?);
-                let changed = known != Some(memberships.version);
-                return Ok(Reply::Alive { memberships: changed.then_some(memberships) });
-            }
+            Request::Heartbeat { known } => return self.alive(session, known),
             Request::GetFile { group, name } => {
                 return self.get_file(session, client, group, name, now)
             }

@@ -12,7 +12,7 @@ use common::{Bitfield, GroupId, PieceIndex};
 
 use crate::support::{
     assert_same_file, peer_connect, write_random, ClientProc, Cluster, Download, RawSession,
-    TIMEOUT,
+    TrackerProc, TIMEOUT,
 };
 
 fn upload(c: &mut ClientProc, path: &Path) {
@@ -275,6 +275,25 @@ fn spawn_flooding_peer(
     })
 }
 
+/// mallory (a member) logs in with the peer address `peer` gives for its key, and
+/// announces the file at `path` as `f.bin` in group g, which already lists it.
+fn announce_from(
+    cluster: &Cluster,
+    tracker: &TrackerProc,
+    path: &Path,
+    peer: impl FnOnce(common::Identity) -> std::net::SocketAddr,
+) -> RawSession {
+    let mut mallory = RawSession::connect(cluster, tracker);
+    mallory.login("mallory", peer(mallory.identity.clone()));
+    let file = file_meta(path, "f.bin");
+    let group = GroupId::new("g").unwrap();
+    assert_eq!(
+        mallory.call(Request::UploadFile { group, file }),
+        Ok(Reply::Uploaded { new_file: false })
+    );
+    mallory
+}
+
 /// The metadata `upload_file` would announce for the file at `path` under `name`.
 fn file_meta(path: &std::path::Path, name: &str) -> FileMeta {
     let file = std::fs::File::open(path).unwrap();
@@ -291,14 +310,7 @@ fn a_peer_sending_bad_pieces_is_dropped_and_the_file_is_intact() {
     write_random(&original, 4 * 1024 * 1024, 8);
     upload(&mut c[0], &original);
     // mallory announces the same file from a peer address that serves garbage.
-    let meta = file_meta(&original, "f.bin");
-    let mut mallory = RawSession::connect(&cluster, &tracker);
-    mallory.login("mallory", spawn_lying_peer(mallory.identity.clone()));
-    let group = GroupId::new("g").unwrap();
-    assert_eq!(
-        mallory.call(Request::UploadFile { group, file: meta }),
-        Ok(Reply::Uploaded { new_file: false })
-    );
+    let _mallory = announce_from(&cluster, &tracker, &original, spawn_lying_peer);
 
     let out = cluster.path("out.bin");
     c[1].run1(&format!("download_file g f.bin {}", out.display()));
@@ -632,20 +644,15 @@ fn a_peer_flooding_what_nobody_asked_for_is_dropped_and_the_download_completes()
     let original = cluster.path("f.bin");
     write_random(&original, 4 * 1024 * 1024, 21);
     upload(&mut c[0], &original);
-    let meta = file_meta(&original, "f.bin");
     let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let mut mallory = RawSession::connect(&cluster, &tracker);
-    let flooder = spawn_flooding_peer(mallory.identity.clone(), std::sync::Arc::clone(&sent));
-    mallory.login("mallory", flooder);
-    let group = GroupId::new("g").unwrap();
-    assert_eq!(
-        mallory.call(Request::UploadFile { group, file: meta }),
-        Ok(Reply::Uploaded { new_file: false })
-    );
+    let counter = std::sync::Arc::clone(&sent);
+    let _mallory = announce_from(&cluster, &tracker, &original, move |identity| {
+        spawn_flooding_peer(identity, counter)
+    });
     let out = cluster.path("out.bin");
     c[1].run1(&format!("download_file g f.bin {}", out.display()));
-    let done = c[1].wait_downloads();
-    assert!(done[0].starts_with("[C] [g] f.bin"), "{done:?}");
+    let done = c[1].wait_downloads_json();
+    assert!(done[0].is_complete("f.bin"), "{done:?}");
     assert_same_file(&original, &out);
     // The downloader closed each flooding connection at the first unasked reply: a
     // handful of frames per connection got out, never the million it tried.
