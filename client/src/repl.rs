@@ -12,7 +12,7 @@ use rustyline::error::ReadlineError;
 
 use crate::command;
 use crate::completion::ReplHelper;
-use crate::peer::{Flow, Peer};
+use crate::console::{Console, Flow};
 
 /// The line editor on a terminal, completing with `ReplHelper`.
 type Editor = rustyline::Editor<ReplHelper, rustyline::history::DefaultHistory>;
@@ -28,17 +28,17 @@ pub const CTRL_C_HINT: &str =
 const SECRET_COMMANDS: &[&str] = &["create_user", "login"];
 
 /// Runs the REPL on stdin/stdout until `exit` or end of input.
-pub fn run(peer: &mut Peer, history: &Path) -> io::Result<()> {
+pub fn run(console: &mut Console, history: &Path) -> io::Result<()> {
     if io::stdin().is_terminal() {
-        run_terminal(peer, history)
+        run_terminal(console, history)
     } else {
-        run_lines(peer, &mut io::stdin().lock(), &mut io::stdout())
+        run_lines(console, &mut io::stdin().lock(), &mut io::stdout())
     }
 }
 
 /// Runs commands read line by line from `input`, writing results to `out`.
 pub fn run_lines(
-    peer: &mut Peer,
+    console: &mut Console,
     input: &mut impl BufRead,
     out: &mut impl Write,
 ) -> io::Result<()> {
@@ -55,7 +55,7 @@ pub fn run_lines(
             Flow::Continue
         } else {
             match std::str::from_utf8(&buf) {
-                Ok(line) => execute_line(peer, line, out)?,
+                Ok(line) => execute_line(console, line, out)?,
                 Err(_) => {
                     respond(out, "error: input is not valid UTF-8\n".to_string())?;
                     Flow::Continue
@@ -66,7 +66,7 @@ pub fn run_lines(
             return Ok(());
         }
     }
-    peer.logout_quietly();
+    console.logout_quietly();
     Ok(())
 }
 
@@ -89,18 +89,18 @@ fn skip_rest_of_line(input: &mut impl BufRead) -> io::Result<()> {
     }
 }
 
-fn run_terminal(peer: &mut Peer, history: &Path) -> io::Result<()> {
+fn run_terminal(console: &mut Console, history: &Path) -> io::Result<()> {
     let mut editor: Editor =
         rustyline::Editor::with_config(rustyline::Config::default()).map_err(io::Error::other)?;
     editor.set_helper(Some(ReplHelper::default()));
-    let notices = start_notices(&mut editor, peer);
-    peer.set_terminal(true);
+    let notices = start_notices(&mut editor, console);
+    console.set_terminal(true);
     // A missing history file is normal on first use.
     let _ = editor.load_history(history);
     forget_passwords(&mut editor, history);
     let mut stdout = io::stdout();
     loop {
-        let prompt = match peer.user() {
+        let prompt = match console.peer().user() {
             Some(user) => format!("{user}> "),
             None => "> ".to_string(),
         };
@@ -109,7 +109,7 @@ fn run_terminal(peer: &mut Peer, history: &Path) -> io::Result<()> {
                 if keep_in_history(&line) {
                     let _ = editor.add_history_entry(line.as_str());
                 }
-                if execute_line(peer, &line, &mut stdout)? == Flow::Exit {
+                if execute_line(console, &line, &mut stdout)? == Flow::Exit {
                     break;
                 }
             }
@@ -118,7 +118,7 @@ fn run_terminal(peer: &mut Peer, history: &Path) -> io::Result<()> {
                 respond(&mut stdout, format!("{CTRL_C_HINT}\n"))?;
             }
             Err(ReadlineError::Eof) => {
-                peer.logout_quietly();
+                console.logout_quietly();
                 break;
             }
             Err(e) => return Err(io::Error::other(e)),
@@ -128,7 +128,7 @@ fn run_terminal(peer: &mut Peer, history: &Path) -> io::Result<()> {
         log::warn!("cannot save history to {}: {e}", history.display());
     }
     // Dropping the hook drops the notices' sender, which ends their thread.
-    peer.on_download_finished(None);
+    console.on_download_finished(None);
     if let Some(notices) = notices {
         let _ = notices.join();
     }
@@ -139,7 +139,7 @@ fn run_terminal(peer: &mut Peer, history: &Path) -> io::Result<()> {
 /// above the prompt and the line being typed (rustyline's external printer), or between a
 /// command's lines while one runs (issue 10). A thread of its own prints them, so a
 /// download never waits on the terminal.
-fn start_notices(editor: &mut Editor, peer: &Peer) -> Option<std::thread::JoinHandle<()>> {
+fn start_notices(editor: &mut Editor, console: &Console) -> Option<std::thread::JoinHandle<()>> {
     use rustyline::ExternalPrinter as _;
     let mut printer = match editor.create_external_printer() {
         Ok(printer) => printer,
@@ -158,7 +158,7 @@ fn start_notices(editor: &mut Editor, peer: &Peer) -> Option<std::thread::JoinHa
     });
     match notices {
         Ok(handle) => {
-            peer.on_download_finished(Some(Box::new(move |record| {
+            console.on_download_finished(Some(Box::new(move |record| {
                 let _ = notice_tx.send(format!("{}\n", record.line_for(true)));
             })));
             Some(handle)
@@ -218,11 +218,11 @@ fn forget_passwords(editor: &mut Editor, history: &Path) {
 }
 
 /// Parses and runs one line, then writes its whole output and flushes it.
-fn execute_line(peer: &mut Peer, line: &str, out: &mut impl Write) -> io::Result<Flow> {
+fn execute_line(console: &mut Console, line: &str, out: &mut impl Write) -> io::Result<Flow> {
     let mut text = String::new();
     let flow = match command::parse(line) {
         Ok(None) => Flow::Continue,
-        Ok(Some(cmd)) => match peer.execute(cmd, &mut text) {
+        Ok(Some(cmd)) => match console.execute(cmd, &mut text) {
             Ok(flow) => flow,
             Err(e) => {
                 text = format!("error: {e}\n");
