@@ -9,13 +9,16 @@ set -euo pipefail
 
 usage() {
     cat <<USAGE
-Usage: scripts/demo.sh [--keep]
+Usage: scripts/demo.sh [--keep] [--web]
 
 Builds target/release/{tracker,client}, then runs a scripted session of three trackers
 and four peers on 127.0.0.1, printing every command and its output.
 
 Options:
   --keep      keep the work directory (state, logs) instead of deleting it
+  --web       dave serves the dashboard on 127.0.0.1 (its URL is printed): watch its
+              piece map fill from several peers; at a terminal the demo then waits for
+              Enter before it stops everything
   -h, --help  show this help
 
 Environment:
@@ -24,10 +27,12 @@ USAGE
 }
 
 KEEP=0
+WEB=0
 for arg in "$@"; do
     case "$arg" in
         -h|--help) usage; exit 0 ;;
         --keep) KEEP=1 ;;
+        --web) WEB=1 ;;
         *) echo "demo.sh: unknown argument '$arg'" >&2; usage >&2; exit 2 ;;
     esac
 done
@@ -54,8 +59,13 @@ echo "first start, and from now on every link (clients, trackers, peers) is a No
 echo "which the other side must prove the key listed here:"
 sed 's/^/    /' "$WORK/tracker_info.txt"
 start_peer alice --max-upload-rate 8000000
-for name in "${PEERS[@]:1}"; do start_peer "$name"; done
+for name in bob carol; do start_peer "$name"; done
+if ((WEB)); then start_peer dave --web 127.0.0.1:0; else start_peer dave; fi
 for name in "${PEERS[@]}"; do echo "$name: $(head -n1 "$WORK/$name.out")"; done
+if ((WEB)); then
+    wait_for "$WORK/dave.out" "dashboard at"
+    echo "dave's $(grep -m1 'dashboard at' "$WORK/dave.out")  <- open it now, to watch dave's downloads"
+fi
 
 step "accounts (passwords are stored as salted PBKDF2-HMAC-SHA1)"
 for name in "${PEERS[@]}"; do run "$name" "create_user $name pw-$name"; done
@@ -123,6 +133,11 @@ run alice "list_files photos"
 
 step "checksums: every copy is identical"
 (cd "$WORK" && sha1sum holiday.bin bob-files/holiday.bin carol-files/holiday.bin dave-files/holiday.bin)
+
+if ((WEB)) && [[ -t 0 ]]; then
+    step "dave's dashboard stays up: $(grep -m1 -o 'http://.*' "$WORK/dave.out")"
+    read -r -p "press Enter to stop everything " _ || true
+fi
 
 step "done"
 for name in "${PEERS[@]}"; do send "$name" exit; done

@@ -69,6 +69,8 @@ pub enum Command {
         name: FileName,
     },
     ListShares,
+    /// `web`: the dashboard's URL.
+    Web,
     Help {
         topic: Option<&'static CommandInfo>,
     },
@@ -124,6 +126,7 @@ pub const COMMANDS: &[CommandInfo] = &[
     info("wait_downloads", "wait_downloads [--json]", "Waits until no download is running (Ctrl-C stops waiting), then prints what show_downloads prints."),
     info("stop_share", "stop_share <group_id> <file_name>", "Stops sharing the file in the group; upload_file of it shares it again."),
     info("list_shares", "list_shares", "What this peer shares, per group: each file with the pieces it has and where they are."),
+    info("web", "web", "Prints the dashboard's URL with its access token (the client runs one when started with --web)."),
     info("help", "help [<command>]", "Lists the commands, or tells what one does."),
     info("exit", "exit", "Logs out and quits (as does Ctrl-D)."),
 ];
@@ -182,6 +185,7 @@ pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
         }
         "stop_share" => Command::StopShare { group: id(a(0))?, name: id(a(1))? },
         "list_shares" => Command::ListShares,
+        "web" => Command::Web,
         "help" => match args.first() {
             None => Command::Help { topic: None },
             Some(topic) => match COMMANDS.iter().find(|c| c.name == topic) {

@@ -30,6 +30,12 @@ pub struct Config {
     /// connections together) [default: unlimited].
     #[arg(long, value_name = "BYTES_PER_SEC")]
     pub max_upload_rate: Option<u64>,
+
+    /// Serve the dashboard (a web page over this client's operations) on IP:PORT, such as
+    /// 127.0.0.1:8080 (port 0 picks one). Its URL, with a random access token, is printed
+    /// at start and by the REPL command `web`. Keep it on loopback unless you mean otherwise.
+    #[arg(long, value_name = "IP:PORT")]
+    pub web: Option<SocketAddr>,
 }
 
 impl Config {

@@ -4,6 +4,7 @@
 pub mod command;
 pub mod completion;
 pub mod config;
+pub mod console;
 pub mod download;
 pub mod interrupt;
 pub mod log_file;
@@ -18,6 +19,7 @@ pub mod shares;
 pub mod size;
 pub mod tracker_link;
 pub mod tracker_session;
+pub mod web;
 
 use std::io::Write;
 use std::net::TcpListener;
@@ -36,6 +38,7 @@ use notice::Notices;
 use tracker_session::CallError;
 
 pub use config::Config;
+use console::Console;
 use peer::Peer;
 use seeder::Seeder;
 use shares::Shares;
@@ -48,6 +51,8 @@ pub enum RunError {
     TrackerInfo(#[from] TrackerInfoError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("cannot serve the dashboard on {addr}: {source}")]
+    WebBind { addr: std::net::SocketAddr, source: std::io::Error },
     #[error("cannot set up state directory {path}: {source}")]
     StateDir { path: String, source: std::io::Error },
     #[error(
@@ -132,8 +137,23 @@ pub fn run(config: Config) -> Result<(), RunError> {
     })?;
     let fetcher = Fetcher::start(Arc::clone(&known), Arc::clone(&tracker))?;
 
-    let mut peer = Peer::new(ctx, listen_addr, interrupt, known, watch);
-    let result = repl::run(&mut peer, &state_dir.join("history.txt"), &notices);
+    let peer = Arc::new(Peer::new(ctx, listen_addr, known, watch));
+    let mut console = Console::new(Arc::clone(&peer), interrupt);
+    let dashboard = match config.web {
+        Some(addr) => {
+            let dashboard = web::Dashboard::start(addr, Arc::clone(&peer))
+                .map_err(|source| RunError::WebBind { addr, source })?;
+            writeln!(stdout, "dashboard at {}", dashboard.url())?;
+            stdout.flush()?;
+            console.set_web_url(Some(dashboard.url()));
+            Some(dashboard)
+        }
+        None => None,
+    };
+    let result = repl::run(&mut console, &state_dir.join("history.txt"), &notices);
+    if let Some(dashboard) = dashboard {
+        dashboard.stop();
+    }
     fetcher.stop();
     drop(stop_heartbeat);
     let _ = heartbeat.join();

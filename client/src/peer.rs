@@ -1,35 +1,34 @@
-//! The local peer: the commands the REPL runs, against the tracker session, the shares and
-//! the downloads.
+//! The local peer's operations: the one typed API over the tracker session, the shares and
+//! the downloads that every view calls (the REPL through `console`, the dashboard through
+//! `web`), so that no command has a second implementation.
 //!
-//! `Peer::execute` turns one `Command` into the lines to print, or one `CommandError` whose
-//! `Display` is the text after `error: `.
+//! Every operation takes `&self` (views on several threads share one `Arc<Peer>`) and
+//! returns typed values or one `CommandError`, whose `Display` is the text after `error: `.
+//! Operations that wait on a tracker take an optional `Interrupt` (the REPL's Ctrl-C).
 
-use std::fmt::Write as _;
 use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
 use common::hash::{hash_file, HashFileError};
-use common::message::{FileMeta, Reply, Request};
-use common::{Bitfield, FileName, GroupId, Layout, UserId};
+use common::message::{FileMeta, FileSummary, Reply, Request};
+use common::{Bitfield, FileName, GroupId, Layout, Password, UserId};
 
-use crate::command::{self, Command, COMMANDS};
+use crate::command;
 use crate::completion::Known;
-use crate::download::record::{DownloadRecord, DownloadState};
+use crate::download::record::{DownloadRecord, Downloads};
 use crate::download::{self, StartError};
 use crate::interrupt::Interrupt;
 use crate::membership::Watch;
-use crate::progress;
 use crate::shares::{FileStamp, SharedFile};
-use crate::size;
 use crate::tracker_link::LinkError;
 use crate::tracker_session::{CallError, Login, TrackerSession};
 
-/// Why a command failed.
+/// Why an operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
     #[error(transparent)]
@@ -50,6 +49,8 @@ pub enum CommandError {
     UnexpectedReply(String),
     #[error("interrupted; downloads go on in the background (show_downloads lists them)")]
     WaitInterrupted,
+    #[error("no dashboard: start the client with --web 127.0.0.1:PORT")]
+    NoDashboard,
 }
 
 impl CommandError {
@@ -91,39 +92,52 @@ impl CommandError {
 /// The fix for `not logged in`.
 const LOGIN_FIRST: &str = "login <user_id> <passwd> first (create_user makes an account)";
 
-/// What the REPL should do after a command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flow {
-    Continue,
-    Exit,
+/// What `upload_file` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uploaded {
+    pub name: FileName,
+    pub group: GroupId,
+    pub size: u64,
+    pub n_pieces: usize,
+    /// `false`: the group had this content under this name already; this peer is one more
+    /// sharer.
+    pub new_file: bool,
+}
+
+/// Who is logged in, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub user: Option<UserId>,
+    /// The tracker that answered this client's last call.
+    pub tracker: Option<SocketAddr>,
+    /// Where this peer serves pieces.
+    pub listen: SocketAddr,
 }
 
 /// The local peer.
 pub struct Peer {
     ctx: download::Context,
     listen_addr: SocketAddr,
-    interrupt: Arc<Interrupt>,
-    /// What completion offers: fed with what the commands list.
+    /// Held while a login or logout runs, so that two views cannot log in at once (the
+    /// second would replace the first's session). Guards no data; nothing else takes it.
+    session_change: Mutex<()>,
+    /// What completion offers: fed with what the operations list, whichever view asked.
     known: Arc<Known>,
-    /// The memberships the heartbeats watch: told of this client's own `leave_group`.
+    /// The memberships the heartbeats watch: told of this client's own `join_group` and
+    /// `leave_group`, so that only others' doings become notices.
     watch: Arc<Mutex<Watch>>,
-    /// At a terminal: `wait_downloads` draws progress bars, and sizes read as `8.0 MiB`.
-    on_terminal: bool,
-    /// The download the last `download_file` started, to follow at a terminal.
-    to_follow: Option<usize>,
 }
 
 impl Peer {
-    /// A peer that serves pieces on `listen_addr`; Ctrl-C fires `interrupt`. What its
-    /// commands list feeds `known`; its own `leave_group` is told to `watch`.
+    /// A peer that serves pieces on `listen_addr`. What its operations list feeds `known`;
+    /// its own `join_group` and `leave_group` are told to `watch`.
     pub fn new(
         ctx: download::Context,
         listen_addr: SocketAddr,
-        interrupt: Arc<Interrupt>,
         known: Arc<Known>,
         watch: Arc<Mutex<Watch>>,
     ) -> Peer {
-        Peer { ctx, listen_addr, interrupt, known, watch, on_terminal: false, to_follow: None }
+        Peer { ctx, listen_addr, session_change: Mutex::new(()), known, watch }
     }
 
     /// What completion offers (for the line editor).
@@ -131,221 +145,78 @@ impl Peer {
         Arc::clone(&self.known)
     }
 
-    /// At a terminal (`true`), `wait_downloads` (without `--json`) draws live progress
-    /// bars while it waits, and sizes are shown as `8.0 MiB` instead of exact bytes.
-    pub fn set_terminal(&mut self, on_terminal: bool) {
-        self.on_terminal = on_terminal;
-    }
-
     /// The user logged in, if any.
     pub fn user(&self) -> Option<UserId> {
         self.ctx.tracker.login().map(|l| l.user)
     }
 
-    /// Runs one command, appending its output lines to `out`. Ctrl-C while it runs makes
-    /// its waits give up; one that came before it is forgotten.
-    pub fn execute(&mut self, command: Command, out: &mut String) -> Result<Flow, CommandError> {
-        self.interrupt.reset();
-        match command {
-            Command::Help { topic: None } => {
-                for info in COMMANDS {
-                    let _ = writeln!(out, "{}", info.usage);
-                }
-            }
-            Command::Help { topic: Some(info) } => {
-                let _ = writeln!(out, "{}", info.usage);
-                let _ = writeln!(out, "  {}", info.summary);
-            }
-            Command::ListShares => {
-                self.require_login()?;
-                let mut shares = self.ctx.shares.all();
-                shares.sort_by(|a, b| (&a.group, &a.meta.name).cmp(&(&b.group, &b.meta.name)));
-                for share in shares {
-                    let _ = writeln!(out, "{}", share_line(&share, self.on_terminal));
-                }
-            }
-            Command::Exit => {
-                self.logout_quietly();
-                return Ok(Flow::Exit);
-            }
-            Command::CreateUser { user, password } => {
-                self.ctx.tracker.call_anonymous(
-                    Request::CreateUser { user: user.clone(), password },
-                    Some(&self.interrupt),
-                )?;
-                let _ = writeln!(out, "created user {user}");
-            }
-            Command::Login { user, password } => {
-                if let Some(login) = self.ctx.tracker.login() {
-                    return Err(CommandError::AlreadyLoggedIn(login.user));
-                }
-                let session = TrackerSession::new_token()?;
-                let request = Request::Login {
-                    user: user.clone(),
-                    password,
-                    peer_addr: self.listen_addr,
-                    session,
-                };
-                match self.ctx.tracker.call_anonymous(request, Some(&self.interrupt))? {
-                    Reply::LoggedIn => {
-                        self.ctx.tracker.set_login(Some(Login { user: user.clone(), session }));
-                        let _ = writeln!(out, "logged in as {user}");
-                        self.watch_memberships(session);
-                        self.resume_shares(&user);
-                    }
-                    other => return Err(unexpected(other)),
-                }
-            }
-            Command::Logout { everywhere } => {
-                self.call(if everywhere { Request::LogoutEverywhere } else { Request::Logout })?;
-                self.ctx.tracker.set_login(None);
-                let _ = writeln!(out, "logged out{}", if everywhere { " everywhere" } else { "" });
-            }
-            Command::CreateGroup { group } => {
-                self.call(Request::CreateGroup { group: group.clone() })?;
-                self.known.add_groups([group.clone()]);
-                let _ = writeln!(out, "created group {group}");
-            }
-            Command::JoinGroup { group } => {
-                self.call(Request::JoinGroup { group: group.clone() })?;
-                self.known.add_groups([group.clone()]);
-                self.watch.lock().requested_here(group.clone());
-                let _ = writeln!(out, "requested to join group {group}");
-            }
-            Command::LeaveGroup { group } => {
-                self.call(Request::LeaveGroup { group: group.clone() })?;
-                self.watch.lock().left_here(group.clone());
-                for share in self.ctx.shares.all() {
-                    if share.group == group {
-                        self.ctx.shares.remove(&share.group, &share.meta.digest);
-                    }
-                }
-                let _ = writeln!(out, "left group {group}");
-            }
-            Command::ListRequests { group } => {
-                for user in self.ctx.tracker.list_requests(&group, Some(&self.interrupt))? {
-                    let _ = writeln!(out, "{user}");
-                }
-            }
-            Command::AcceptRequest { group, user } => {
-                self.call(Request::AcceptRequest { group: group.clone(), user: user.clone() })?;
-                let _ = writeln!(out, "accepted {user} into group {group}");
-            }
-            Command::RejectRequest { group, user } => {
-                self.call(Request::RejectRequest { group: group.clone(), user: user.clone() })?;
-                let _ = writeln!(out, "rejected {user}'s request to join group {group}");
-            }
-            Command::ListGroups | Command::ListMyGroups => {
-                let mine = command == Command::ListMyGroups;
-                let groups = self.ctx.tracker.list_groups(mine, Some(&self.interrupt))?;
-                for group in &groups {
-                    let _ = writeln!(out, "{group}");
-                }
-                match mine {
-                    false => self.known.set_groups(groups),
-                    true => self.known.add_groups(groups),
-                }
-            }
-            Command::ListFiles { group } => {
-                let files = self.ctx.tracker.list_files(&group, Some(&self.interrupt))?;
-                self.known.set_files(group, files.iter().map(|f| f.name.clone()));
-                for f in files {
-                    let sharers = if f.n_sharers == 1 { "sharer" } else { "sharers" };
-                    // Quoted like a shell word when it holds spaces, so the name can be
-                    // pasted back into download_file and the line still splits cleanly.
-                    let name = shlex::try_quote(f.name.as_str())
-                        .map_or_else(|_| f.name.to_string(), |q| q.into_owned());
-                    let _ = writeln!(
-                        out,
-                        "{name} {}, {} {sharers}, digest {}",
-                        size::shown(f.size, self.on_terminal),
-                        f.n_sharers,
-                        f.digest
-                    );
-                }
-            }
-            Command::UploadFile { path, group } => {
-                if self.ctx.tracker.login().is_none() {
-                    return Err(CallError::NotLoggedIn.into());
-                }
-                let path = command::expand_home(&path, home_dir().as_deref());
-                let (meta, stamp) = describe_file(&path)?;
-                let (name, size, n_pieces) = (meta.name.clone(), meta.size, meta.pieces.len());
-                match self.call(Request::UploadFile { group: group.clone(), file: meta.clone() })? {
-                    Reply::Uploaded { new_file } => {
-                        self.share_complete(group.clone(), meta, &path, stamp);
-                        self.known.add_file(group.clone(), name.clone());
-                        if new_file {
-                            let pieces = if n_pieces == 1 { "piece" } else { "pieces" };
-                            let _ = writeln!(
-                                out,
-                                "uploaded {name} to group {group} ({}, {n_pieces} {pieces})",
-                                size::shown(size, self.on_terminal)
-                            );
-                        } else {
-                            let _ = writeln!(
-                                out,
-                                "sharing {name} in group {group} (same content already there)"
-                            );
-                        }
-                    }
-                    other => return Err(unexpected(other)),
-                }
-            }
-            Command::StopShare { group, name } => {
-                self.call(Request::StopShare { group: group.clone(), name: name.clone() })?;
-                self.ctx.shares.remove_named(&group, name.as_str());
-                let _ = writeln!(out, "stopped sharing {name} in group {group}");
-            }
-            Command::DownloadFile { group, name, destination } => {
-                let destination = command::expand_home(&destination, home_dir().as_deref());
-                let dest = download::start(&self.ctx, group.clone(), name.clone(), &destination)?;
-                let _ =
-                    writeln!(out, "downloading {name} from group {group} to {}", dest.display());
-                if self.on_terminal {
-                    let records = self.ctx.downloads.snapshot();
-                    self.to_follow = records.iter().rposition(|r| r.dest == dest);
-                }
-            }
-            Command::ShowDownloads { json, active } => {
-                self.require_login()?;
-                let records = self.ctx.downloads.snapshot();
-                let shown = records.iter().filter(|r| !active || r.state == DownloadState::Running);
-                for record in shown {
-                    let _ = writeln!(out, "{}", self.download_line(record, json));
-                }
-            }
-            Command::WaitDownloads { json } => {
-                self.require_login()?;
-                log::debug!("wait_downloads: waiting (Ctrl-C interrupts)");
-                let records = match self.on_terminal && !json {
-                    true => progress::wait_idle(&self.ctx.downloads, &self.interrupt),
-                    false => self.ctx.downloads.wait_idle(&self.interrupt),
-                };
-                for record in records.ok_or(CommandError::WaitInterrupted)? {
-                    let _ = writeln!(out, "{}", self.download_line(&record, json));
-                }
-            }
+    /// Who is logged in, on which tracker, and where this peer serves pieces.
+    pub fn account(&self) -> Account {
+        Account {
+            user: self.user(),
+            tracker: self.ctx.tracker.last_tracker(),
+            listen: self.listen_addr,
         }
-        Ok(Flow::Continue)
     }
 
-    /// At a terminal, after `download_file` printed its line: draws the live bars until
-    /// that download ends (or Ctrl-C leaves it to the background), and returns the lines
-    /// to print then. `None` when there is nothing to follow.
-    pub fn follow_download(&mut self) -> Option<Vec<String>> {
-        let idx = self.to_follow.take()?;
-        log::debug!("download_file: following download {idx} (Ctrl-C leaves it)");
-        Some(progress::follow(&self.ctx.downloads, idx, &self.interrupt))
+    /// Every download of this session, for views that wait on them.
+    pub fn downloads(&self) -> &Downloads {
+        &self.ctx.downloads
     }
 
-    /// Calls `hook` each time a download of this peer finishes (`None`: no more).
-    pub fn on_download_finished(&self, hook: Option<download::record::FinishHook>) {
-        self.ctx.downloads.set_on_finish(hook);
+    /// `create_user`.
+    pub fn create_user(
+        &self,
+        user: &UserId,
+        password: Password,
+        interrupt: Option<&Interrupt>,
+    ) -> Result<(), CommandError> {
+        self.ctx
+            .tracker
+            .call_anonymous(Request::CreateUser { user: user.clone(), password }, interrupt)?;
+        Ok(())
+    }
+
+    /// `login`; then shares again what the user shared and resumes unfinished downloads.
+    pub fn login(
+        &self,
+        user: &UserId,
+        password: Password,
+        interrupt: Option<&Interrupt>,
+    ) -> Result<(), CommandError> {
+        let _changing = self.session_change.lock();
+        if let Some(login) = self.ctx.tracker.login() {
+            return Err(CommandError::AlreadyLoggedIn(login.user));
+        }
+        let session = TrackerSession::new_token()?;
+        let request =
+            Request::Login { user: user.clone(), password, peer_addr: self.listen_addr, session };
+        match self.ctx.tracker.call_anonymous(request, interrupt)? {
+            Reply::LoggedIn => {
+                self.ctx.tracker.set_login(Some(Login { user: user.clone(), session }));
+                self.watch_memberships(session);
+                self.resume_shares(user);
+                Ok(())
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// `logout` (`everywhere`: `logout --all`).
+    pub fn logout(
+        &self,
+        everywhere: bool,
+        interrupt: Option<&Interrupt>,
+    ) -> Result<(), CommandError> {
+        let _changing = self.session_change.lock();
+        self.call(if everywhere { Request::LogoutEverywhere } else { Request::Logout }, interrupt)?;
+        self.ctx.tracker.set_login(None);
+        Ok(())
     }
 
     /// Ends the session if there is one, ignoring failures (used on exit).
-    pub fn logout_quietly(&mut self) {
+    pub fn logout_quietly(&self) {
+        let _changing = self.session_change.lock();
         if self.ctx.tracker.login().is_some() {
             if let Err(e) = self.ctx.tracker.call(Request::Logout) {
                 log::warn!("logout on exit failed: {e}");
@@ -354,11 +225,173 @@ impl Peer {
         }
     }
 
-    /// What `show_downloads`/`wait_downloads` print of `record`.
-    fn download_line(&self, record: &DownloadRecord, json: bool) -> String {
-        match json {
-            true => record.json(),
-            false => record.line_for(self.on_terminal),
+    /// `create_group`.
+    pub fn create_group(
+        &self,
+        group: &GroupId,
+        interrupt: Option<&Interrupt>,
+    ) -> Result<(), CommandError> {
+        self.call(Request::CreateGroup { group: group.clone() }, interrupt)?;
+        self.known.add_groups([group.clone()]);
+        Ok(())
+    }
+
+    /// `join_group`: a pending request to the owner.
+    pub fn join_group(
+        &self,
+        group: &GroupId,
+        interrupt: Option<&Interrupt>,
+    ) -> Result<(), CommandError> {
+        self.call(Request::JoinGroup { group: group.clone() }, interrupt)?;
+        self.known.add_groups([group.clone()]);
+        self.watch.lock().requested_here(group.clone());
+        Ok(())
+    }
+
+    /// `leave_group`; this peer's shares in the group end.
+    pub fn leave_group(
+        &self,
+        group: &GroupId,
+        interrupt: Option<&Interrupt>,
+    ) -> Result<(), CommandError> {
+        self.call(Request::LeaveGroup { group: group.clone() }, interrupt)?;
+        self.watch.lock().left_here(group.clone());
+        for share in self.ctx.shares.all() {
+            if &share.group == group {
+                self.ctx.shares.remove(&share.group, &share.meta.digest);
+            }
+        }
+        Ok(())
+    }
+
+    /// `list_requests` (owner only), in user id order.
+    pub fn list_requests(
+        &self,
+        group: &GroupId,
+        interrupt: Option<&Interrupt>,
+    ) -> Result<Vec<UserId>, CommandError> {
+        Ok(self.ctx.tracker.list_requests(group, interrupt)?)
+    }
+
+    /// `accept_request` (owner only).
+    pub fn accept_request(
+        &self,
+        group: &GroupId,
+        user: &UserId,
+        interrupt: Option<&Interrupt>,
+    ) -> Result<(), CommandError> {
+        self.call(Request::AcceptRequest { group: group.clone(), user: user.clone() }, interrupt)?;
+        Ok(())
+    }
+
+    /// `reject_request` (owner only).
+    pub fn reject_request(
+        &self,
+        group: &GroupId,
+        user: &UserId,
+        interrupt: Option<&Interrupt>,
+    ) -> Result<(), CommandError> {
+        self.call(Request::RejectRequest { group: group.clone(), user: user.clone() }, interrupt)?;
+        Ok(())
+    }
+
+    /// `list_groups`, or with `mine` `list_my_groups`.
+    pub fn list_groups(
+        &self,
+        mine: bool,
+        interrupt: Option<&Interrupt>,
+    ) -> Result<Vec<GroupId>, CommandError> {
+        let groups = self.ctx.tracker.list_groups(mine, interrupt)?;
+        match mine {
+            false => self.known.set_groups(groups.clone()),
+            true => self.known.add_groups(groups.clone()),
+        }
+        Ok(groups)
+    }
+
+    /// `list_files` (members only).
+    pub fn list_files(
+        &self,
+        group: &GroupId,
+        interrupt: Option<&Interrupt>,
+    ) -> Result<Vec<FileSummary>, CommandError> {
+        let files = self.ctx.tracker.list_files(group, interrupt)?;
+        self.known.set_files(group.clone(), files.iter().map(|f| f.name.clone()));
+        Ok(files)
+    }
+
+    /// `upload_file`: hashes the file at `path` (a leading `~` is the home directory),
+    /// announces it to `group` and shares it.
+    pub fn upload_file(
+        &self,
+        path: &Path,
+        group: &GroupId,
+        interrupt: Option<&Interrupt>,
+    ) -> Result<Uploaded, CommandError> {
+        self.require_login()?;
+        let path = command::expand_home(path, home_dir().as_deref());
+        let (meta, stamp) = describe_file(&path)?;
+        let (name, size, n_pieces) = (meta.name.clone(), meta.size, meta.pieces.len());
+        match self
+            .call(Request::UploadFile { group: group.clone(), file: meta.clone() }, interrupt)?
+        {
+            Reply::Uploaded { new_file } => {
+                self.share_complete(group.clone(), meta, &path, stamp);
+                self.known.add_file(group.clone(), name.clone());
+                Ok(Uploaded { name, group: group.clone(), size, n_pieces, new_file })
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// `stop_share`.
+    pub fn stop_share(
+        &self,
+        group: &GroupId,
+        name: &FileName,
+        interrupt: Option<&Interrupt>,
+    ) -> Result<(), CommandError> {
+        self.call(Request::StopShare { group: group.clone(), name: name.clone() }, interrupt)?;
+        self.ctx.shares.remove_named(group, name.as_str());
+        Ok(())
+    }
+
+    /// `download_file`: starts the download in the background (a leading `~` in
+    /// `destination` is the home directory) and returns its final path.
+    pub fn download_file(
+        &self,
+        group: &GroupId,
+        name: &FileName,
+        destination: &Path,
+    ) -> Result<PathBuf, CommandError> {
+        let destination = command::expand_home(destination, home_dir().as_deref());
+        Ok(download::start(&self.ctx, group.clone(), name.clone(), &destination)?)
+    }
+
+    /// `list_shares`: what this peer shares, sorted by group then name.
+    pub fn list_shares(&self) -> Result<Vec<Arc<SharedFile>>, CommandError> {
+        self.require_login()?;
+        let mut shares = self.ctx.shares.all();
+        shares.sort_by(|a, b| (&a.group, &a.meta.name).cmp(&(&b.group, &b.meta.name)));
+        Ok(shares)
+    }
+
+    /// `show_downloads`: every download of this session.
+    pub fn show_downloads(&self) -> Result<Vec<DownloadRecord>, CommandError> {
+        self.require_login()?;
+        Ok(self.ctx.downloads.snapshot())
+    }
+
+    /// Calls `hook` each time a download of this peer finishes (`None`: no more).
+    pub fn on_download_finished(&self, hook: Option<download::record::FinishHook>) {
+        self.ctx.downloads.set_on_finish(hook);
+    }
+
+    /// Fails unless a user is logged in.
+    pub fn require_login(&self) -> Result<(), CommandError> {
+        match self.ctx.tracker.login() {
+            Some(_) => Ok(()),
+            None => Err(CallError::NotLoggedIn.into()),
         }
     }
 
@@ -372,16 +405,9 @@ impl Peer {
         }
     }
 
-    /// A tracker call in the session that Ctrl-C interrupts.
-    fn call(&self, request: Request) -> Result<Reply, CallError> {
-        self.ctx.tracker.call_until(request, Some(&self.interrupt))
-    }
-
-    fn require_login(&self) -> Result<(), CommandError> {
-        match self.ctx.tracker.login() {
-            Some(_) => Ok(()),
-            None => Err(CallError::NotLoggedIn.into()),
-        }
+    /// A tracker call in the session.
+    fn call(&self, request: Request, interrupt: Option<&Interrupt>) -> Result<Reply, CallError> {
+        self.ctx.tracker.call_until(request, interrupt)
     }
 
     fn share_complete(&self, group: GroupId, meta: FileMeta, path: &Path, stamp: FileStamp) {
@@ -417,25 +443,6 @@ impl Peer {
             }
         }
     }
-}
-
-/// The `list_shares` line of `share`: group, name (shell-quoted when it has spaces), the
-/// pieces this peer has, size, and where the bytes are or will be.
-fn share_line(share: &SharedFile, on_terminal: bool) -> String {
-    let have = share.have();
-    let name = shlex::try_quote(share.meta.name.as_str())
-        .map_or_else(|_| share.meta.name.to_string(), |q| q.into_owned());
-    let place = match share.destination() {
-        Some(dest) => format!("downloading to {}", dest.display()),
-        None => format!("from {}", share.path().display()),
-    };
-    format!(
-        "[{}] {name}: {}/{} pieces, {}, {place}",
-        share.group,
-        have.count(),
-        have.n_pieces(),
-        size::shown(share.meta.size, on_terminal)
-    )
 }
 
 /// The user's home directory, for `~` in paths.

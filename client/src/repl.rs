@@ -13,8 +13,8 @@ use rustyline::error::ReadlineError;
 
 use crate::command;
 use crate::completion::ReplHelper;
+use crate::console::{Console, Flow};
 use crate::notice::Notices;
-use crate::peer::{Flow, Peer};
 
 /// The line editor on a terminal, completing with `ReplHelper`.
 type Editor = rustyline::Editor<ReplHelper, rustyline::history::DefaultHistory>;
@@ -31,17 +31,17 @@ const SECRET_COMMANDS: &[&str] = &["create_user", "login"];
 
 /// Runs the REPL on stdin/stdout until `exit` or end of input. On a terminal, `notices`
 /// print above the prompt meanwhile.
-pub fn run(peer: &mut Peer, history: &Path, notices: &Arc<Notices>) -> io::Result<()> {
+pub fn run(console: &mut Console, history: &Path, notices: &Arc<Notices>) -> io::Result<()> {
     if io::stdin().is_terminal() {
-        run_terminal(peer, history, notices)
+        run_terminal(console, history, notices)
     } else {
-        run_lines(peer, &mut io::stdin().lock(), &mut io::stdout())
+        run_lines(console, &mut io::stdin().lock(), &mut io::stdout())
     }
 }
 
 /// Runs commands read line by line from `input`, writing results to `out`.
 pub fn run_lines(
-    peer: &mut Peer,
+    console: &mut Console,
     input: &mut impl BufRead,
     out: &mut impl Write,
 ) -> io::Result<()> {
@@ -58,7 +58,7 @@ pub fn run_lines(
             Flow::Continue
         } else {
             match std::str::from_utf8(&buf) {
-                Ok(line) => execute_line(peer, line, out)?,
+                Ok(line) => execute_line(console, line, out)?,
                 Err(_) => {
                     respond(out, "error: input is not valid UTF-8\n".to_string())?;
                     Flow::Continue
@@ -69,7 +69,7 @@ pub fn run_lines(
             return Ok(());
         }
     }
-    peer.logout_quietly();
+    console.logout_quietly();
     Ok(())
 }
 
@@ -92,18 +92,18 @@ fn skip_rest_of_line(input: &mut impl BufRead) -> io::Result<()> {
     }
 }
 
-fn run_terminal(peer: &mut Peer, history: &Path, notices: &Arc<Notices>) -> io::Result<()> {
+fn run_terminal(console: &mut Console, history: &Path, notices: &Arc<Notices>) -> io::Result<()> {
     let mut editor: Editor =
         rustyline::Editor::with_config(rustyline::Config::default()).map_err(io::Error::other)?;
-    editor.set_helper(Some(ReplHelper::new(peer.known())));
-    let printer = start_notices(&mut editor, peer, notices);
-    peer.set_terminal(true);
+    editor.set_helper(Some(ReplHelper::new(console.peer().known())));
+    let printer = start_notices(&mut editor, console, notices);
+    console.set_terminal(true);
     // A missing history file is normal on first use.
     let _ = editor.load_history(history);
     forget_passwords(&mut editor, history);
     let mut stdout = io::stdout();
     loop {
-        let prompt = match peer.user() {
+        let prompt = match console.peer().user() {
             Some(user) => format!("{user}> "),
             None => "> ".to_string(),
         };
@@ -112,7 +112,7 @@ fn run_terminal(peer: &mut Peer, history: &Path, notices: &Arc<Notices>) -> io::
                 if keep_in_history(&line) {
                     let _ = editor.add_history_entry(line.as_str());
                 }
-                if execute_line(peer, &line, &mut stdout)? == Flow::Exit {
+                if execute_line(console, &line, &mut stdout)? == Flow::Exit {
                     break;
                 }
             }
@@ -121,7 +121,7 @@ fn run_terminal(peer: &mut Peer, history: &Path, notices: &Arc<Notices>) -> io::
                 respond(&mut stdout, format!("{CTRL_C_HINT}\n"))?;
             }
             Err(ReadlineError::Eof) => {
-                peer.logout_quietly();
+                console.logout_quietly();
                 break;
             }
             Err(e) => return Err(io::Error::other(e)),
@@ -131,7 +131,7 @@ fn run_terminal(peer: &mut Peer, history: &Path, notices: &Arc<Notices>) -> io::
         log::warn!("cannot save history to {}: {e}", history.display());
     }
     // Dropping the hook and the sink drops the notices' senders, which ends their thread.
-    peer.on_download_finished(None);
+    console.on_download_finished(None);
     notices.set_sink(None);
     if let Some(printer) = printer {
         let _ = printer.join();
@@ -146,7 +146,7 @@ fn run_terminal(peer: &mut Peer, history: &Path, notices: &Arc<Notices>) -> io::
 /// nor a heartbeat ever waits on the terminal.
 fn start_notices(
     editor: &mut Editor,
-    peer: &Peer,
+    console: &Console,
     notices: &Arc<Notices>,
 ) -> Option<std::thread::JoinHandle<()>> {
     use rustyline::ExternalPrinter as _;
@@ -169,7 +169,7 @@ fn start_notices(
         Ok(handle) => {
             notices.set_sink(Some(notice_tx));
             let notices = Arc::clone(notices);
-            peer.on_download_finished(Some(Box::new(move |record| {
+            console.on_download_finished(Some(Box::new(move |record| {
                 notices.send(record.line_for(true));
             })));
             Some(handle)
@@ -229,11 +229,11 @@ fn forget_passwords(editor: &mut Editor, history: &Path) {
 }
 
 /// Parses and runs one line, then writes its whole output and flushes it.
-fn execute_line(peer: &mut Peer, line: &str, out: &mut impl Write) -> io::Result<Flow> {
+fn execute_line(console: &mut Console, line: &str, out: &mut impl Write) -> io::Result<Flow> {
     let mut text = String::new();
     let flow = match command::parse(line) {
         Ok(None) => Flow::Continue,
-        Ok(Some(cmd)) => match peer.execute(cmd, &mut text) {
+        Ok(Some(cmd)) => match console.execute(cmd, &mut text) {
             Ok(flow) => flow,
             Err(e) => {
                 text = match e.fix() {
@@ -250,7 +250,7 @@ fn execute_line(peer: &mut Peer, line: &str, out: &mut impl Write) -> io::Result
     };
     respond(out, text)?;
     // At a terminal, `download_file` then follows its download with a live bar.
-    if let Some(lines) = peer.follow_download() {
+    if let Some(lines) = console.follow_download() {
         respond(out, lines.iter().map(|l| format!("{l}\n")).collect())?;
     }
     Ok(flow)

@@ -106,6 +106,11 @@ impl TrackerLink {
         }
     }
 
+    /// The tracker this link is connected to, if any.
+    pub fn tracker_addr(&self) -> Option<SocketAddr> {
+        self.conn.as_ref().map(|(addr, _)| *addr)
+    }
+
     /// Sends `request` and waits for its reply, failing over between trackers: a broken
     /// connection moves to the first reachable tracker, and a tracker that cannot serve now
     /// (catching up, or its primary just died) is skipped, retrying the same request id for

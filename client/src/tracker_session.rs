@@ -57,6 +57,8 @@ pub struct TrackerSession {
     links: Mutex<Links>,
     freed: Condvar,
     login: Mutex<Option<Login>>,
+    /// The tracker that answered the last call, for the dashboard.
+    last_tracker: Mutex<Option<std::net::SocketAddr>>,
 }
 
 impl TrackerSession {
@@ -67,6 +69,7 @@ impl TrackerSession {
             links: Mutex::new(Links { idle: Vec::new(), open: 0 }),
             freed: Condvar::new(),
             login: Mutex::new(None),
+            last_tracker: Mutex::new(None),
         }
     }
 
@@ -86,6 +89,9 @@ impl TrackerSession {
             }
         };
         let result = call(&mut link);
+        if let Some(addr) = link.tracker_addr() {
+            *self.last_tracker.lock() = Some(addr);
+        }
         let mut links = self.links.lock();
         if links.idle.len() < IDLE_LINKS {
             links.idle.push(link);
@@ -96,6 +102,11 @@ impl TrackerSession {
         drop(links);
         self.freed.notify_one();
         result
+    }
+
+    /// The tracker that answered the last call, if any did.
+    pub fn last_tracker(&self) -> Option<std::net::SocketAddr> {
+        *self.last_tracker.lock()
     }
 
     /// The current login, if any.

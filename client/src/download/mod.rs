@@ -237,6 +237,13 @@ fn record(share: &SharedFile, dest: PathBuf) -> DownloadRecord {
         from_peer: BTreeMap::new(),
         peer_users: BTreeMap::new(),
         connected: Vec::new(),
+        piece_source: (0..share.layout.n_pieces())
+            .map(|i| match share.has(PieceIndex(i)) {
+                true => record::PIECE_RESUMED,
+                false => record::PIECE_MISSING,
+            })
+            .collect(),
+        sources: Vec::new(),
     }
 }
 
@@ -691,6 +698,7 @@ impl Coordinator {
                         r.bytes_fetched += len;
                         if let Some(addr) = addr {
                             *r.from_peer.entry(addr).or_default() += 1;
+                            r.note_piece_source(piece.0 as usize, addr);
                         }
                     });
                 }

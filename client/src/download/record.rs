@@ -44,9 +44,41 @@ pub struct DownloadRecord {
     pub peer_users: BTreeMap<SocketAddr, UserId>,
     /// The peers connected now.
     pub connected: Vec<SocketAddr>,
+    /// Where each piece came from, one byte a piece: `PIECE_MISSING`, `PIECE_RESUMED`, or
+    /// `k` for a piece received from `sources[k - 1]` (the dashboard's piece map).
+    pub piece_source: Vec<u8>,
+    /// The peers of `piece_source`, in the order they first delivered a piece.
+    pub sources: Vec<SocketAddr>,
 }
 
+/// `piece_source` of a piece not yet had.
+pub const PIECE_MISSING: u8 = 0;
+/// `piece_source` of a piece found verified on disk when the download resumed.
+pub const PIECE_RESUMED: u8 = u8::MAX;
+/// `piece_source` of a piece from a peer beyond the first 253 that delivered some.
+pub const PIECE_OTHER_PEER: u8 = u8::MAX - 1;
+
 impl DownloadRecord {
+    /// Records that `piece` arrived from `addr`, for the piece map.
+    pub fn note_piece_source(&mut self, piece: usize, addr: SocketAddr) {
+        let k = match self.sources.iter().position(|a| *a == addr) {
+            Some(i) => i + 1,
+            None if self.sources.len() + 1 < usize::from(PIECE_OTHER_PEER) => {
+                self.sources.push(addr);
+                self.sources.len()
+            }
+            None => usize::from(PIECE_OTHER_PEER),
+        };
+        if let Some(slot) = self.piece_source.get_mut(piece) {
+            *slot = u8::try_from(k).unwrap_or(PIECE_OTHER_PEER);
+        }
+    }
+
+    /// Seconds from the start to the end, or to now while it runs.
+    pub fn seconds(&self) -> f64 {
+        self.finished.unwrap_or_else(Instant::now).duration_since(self.started).as_secs_f64()
+    }
+
     /// The `show_downloads` line, with exact sizes (as on a pipe).
     pub fn line(&self) -> String {
         self.line_for(false)
@@ -99,8 +131,12 @@ impl DownloadRecord {
     /// until the download ends; `from_peers` maps each peer address to its piece count, and
     /// `peer_users` each address (of those and of the peers connected now) to its user.
     pub fn json(&self) -> String {
-        let seconds =
-            self.finished.unwrap_or_else(Instant::now).duration_since(self.started).as_secs_f64();
+        self.json_value().to_string()
+    }
+
+    /// `json` as a value, for views that add to it (the dashboard).
+    pub fn json_value(&self) -> serde_json::Value {
+        let seconds = self.seconds();
         let (state, reason) = match &self.state {
             DownloadState::Running => ("downloading", None),
             DownloadState::Complete => ("complete", None),
@@ -130,7 +166,6 @@ impl DownloadRecord {
             "peer_users": peer_users,
             "reason": reason,
         })
-        .to_string()
     }
 }
 

@@ -16,3 +16,4 @@ mod robustness;
 mod scripts;
 mod secure_links;
 mod support;
+mod web;

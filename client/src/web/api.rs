@@ -1,0 +1,350 @@
+//! The dashboard's JSON endpoints: each one calls one of `Peer`'s operations, as the REPL's
+//! command of the same name does, and answers JSON. Endpoints that change state are POSTs
+//! with a JSON object body; a GET to one of them is refused (405). Every failure is
+//! `{"error": "<the REPL's text after error: >"}` with a 4xx or 5xx status. README's
+//! "Dashboard" section lists them.
+
+use std::str::FromStr;
+
+use serde_json::{json, Map, Value};
+
+use common::IdError;
+
+use super::guard::{Guard, Refusal};
+use super::http::{Request, Response};
+use crate::download::record::DownloadState;
+use crate::peer::{CommandError, Peer};
+use crate::tracker_link::LinkError;
+use crate::tracker_session::CallError;
+
+/// Whether an endpoint reads (GET) or changes state (POST).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Read,
+    Change,
+}
+
+/// Every endpoint under `/api/`, with its kind.
+const ENDPOINTS: &[(&str, Kind)] = &[
+    ("account", Kind::Read),
+    ("groups", Kind::Read),
+    ("requests", Kind::Read),
+    ("files", Kind::Read),
+    ("shares", Kind::Read),
+    ("downloads", Kind::Read),
+    ("create_user", Kind::Change),
+    ("login", Kind::Change),
+    ("logout", Kind::Change),
+    ("create_group", Kind::Change),
+    ("join_group", Kind::Change),
+    ("leave_group", Kind::Change),
+    ("accept_request", Kind::Change),
+    ("reject_request", Kind::Change),
+    ("upload_file", Kind::Change),
+    ("download_file", Kind::Change),
+    ("stop_share", Kind::Change),
+];
+
+/// A refusal: its status and message.
+struct ApiError {
+    status: u16,
+    message: String,
+}
+
+impl ApiError {
+    fn bad(message: impl Into<String>) -> ApiError {
+        ApiError { status: 400, message: message.into() }
+    }
+}
+
+impl From<CommandError> for ApiError {
+    fn from(e: CommandError) -> ApiError {
+        let unreachable = matches!(
+            e,
+            CommandError::Link(LinkError::NoTracker { .. })
+                | CommandError::Call(CallError::Link(LinkError::NoTracker { .. }))
+        );
+        ApiError { status: if unreachable { 502 } else { 409 }, message: e.to_string() }
+    }
+}
+
+/// Answers one request under `/api/` (the site was checked already).
+pub fn handle(peer: &Peer, guard: &Guard, request: &Request) -> Response {
+    match route(peer, guard, request) {
+        Ok(value) => Response::json(200, &value),
+        Err(ApiError { status, message }) => {
+            let response = Response::error(status, &message);
+            match status {
+                405 => response.with_header("Allow", allowed(request).into()),
+                _ => response,
+            }
+        }
+    }
+}
+
+fn allowed(request: &Request) -> &'static str {
+    match kind(&request.path) {
+        Some(Kind::Change) => "POST",
+        _ => "GET",
+    }
+}
+
+fn kind(path: &str) -> Option<Kind> {
+    let name = path.strip_prefix("/api/")?;
+    ENDPOINTS.iter().find(|(n, _)| *n == name).map(|(_, k)| *k)
+}
+
+fn route(peer: &Peer, guard: &Guard, request: &Request) -> Result<Value, ApiError> {
+    let name = request.path.strip_prefix("/api/").unwrap_or_default();
+    let kind = kind(&request.path)
+        .ok_or_else(|| ApiError { status: 404, message: format!("no endpoint /api/{name}") })?;
+    if !guard.has_token(request) {
+        return Err(ApiError { status: 401, message: Refusal::Token.to_string() });
+    }
+    match (kind, request.method.as_str()) {
+        (Kind::Read, "GET") => read(peer, name, request),
+        (Kind::Change, "POST") => {
+            if !guard.has_token_header(request) {
+                return Err(ApiError { status: 401, message: Refusal::TokenHeader.to_string() });
+            }
+            let json_body = request.header("content-type").is_some_and(|t| {
+                t.split(';').next().is_some_and(|t| t.trim() == "application/json")
+            });
+            if !json_body {
+                return Err(ApiError {
+                    status: 415,
+                    message: "the body must be a JSON object (Content-Type: application/json)"
+                        .into(),
+                });
+            }
+            change(peer, name, &Body::parse(&request.body)?)
+        }
+        (Kind::Change, _) => {
+            Err(ApiError { status: 405, message: format!("/api/{name} changes state: POST only") })
+        }
+        (Kind::Read, _) => Err(ApiError { status: 405, message: format!("/api/{name}: GET only") }),
+    }
+}
+
+fn read(peer: &Peer, name: &str, request: &Request) -> Result<Value, ApiError> {
+    let group = || -> Result<common::GroupId, ApiError> {
+        let text = request.query_param("group").ok_or_else(|| ApiError::bad("missing ?group="))?;
+        parse_id("group", &text)
+    };
+    Ok(match name {
+        "account" => {
+            let account = peer.account();
+            json!({
+                "user": account.user.map(|u| u.to_string()),
+                "tracker": account.tracker.map(|t| t.to_string()),
+                "listen": account.listen.to_string(),
+            })
+        }
+        "groups" => {
+            let all = peer.list_groups(false, None)?;
+            let mine = peer.list_groups(true, None)?;
+            json!({
+                "all": all.iter().map(|g| g.to_string()).collect::<Vec<_>>(),
+                "mine": mine.iter().map(|g| g.to_string()).collect::<Vec<_>>(),
+            })
+        }
+        "requests" => {
+            let users = peer.list_requests(&group()?, None)?;
+            json!({ "users": users.iter().map(|u| u.to_string()).collect::<Vec<_>>() })
+        }
+        "files" => {
+            let files = peer.list_files(&group()?, None)?;
+            let files: Vec<Value> = files
+                .iter()
+                .map(|f| {
+                    json!({
+                        "name": f.name.to_string(),
+                        "size": f.size,
+                        "sharers": f.n_sharers,
+                        "digest": f.digest.to_string(),
+                    })
+                })
+                .collect();
+            json!({ "files": files })
+        }
+        "shares" => {
+            let shares: Vec<Value> = peer
+                .list_shares()?
+                .iter()
+                .map(|s| {
+                    let have = s.have();
+                    json!({
+                        "group": s.group.to_string(),
+                        "name": s.meta.name.to_string(),
+                        "size": s.meta.size,
+                        "pieces": have.n_pieces(),
+                        "pieces_have": have.count(),
+                        "path": s.path().display().to_string(),
+                        "downloading_to": s.destination().map(|d| d.display().to_string()),
+                    })
+                })
+                .collect();
+            json!({ "shares": shares })
+        }
+        "downloads" => {
+            peer.require_login()?;
+            downloads_json(peer)
+        }
+        _ => return Err(ApiError { status: 404, message: format!("no endpoint /api/{name}") }),
+    })
+}
+
+fn change(peer: &Peer, name: &str, body: &Body) -> Result<Value, ApiError> {
+    Ok(match name {
+        "create_user" => {
+            peer.create_user(&body.id("user")?, body.id("password")?, None)?;
+            json!({ "ok": true })
+        }
+        "login" => {
+            peer.login(&body.id("user")?, body.id("password")?, None)?;
+            json!({ "ok": true })
+        }
+        "logout" => {
+            peer.logout(body.flag("everywhere")?, None)?;
+            json!({ "ok": true })
+        }
+        "create_group" => {
+            peer.create_group(&body.id("group")?, None)?;
+            json!({ "ok": true })
+        }
+        "join_group" => {
+            peer.join_group(&body.id("group")?, None)?;
+            json!({ "ok": true })
+        }
+        "leave_group" => {
+            peer.leave_group(&body.id("group")?, None)?;
+            json!({ "ok": true })
+        }
+        "accept_request" => {
+            peer.accept_request(&body.id("group")?, &body.id("user")?, None)?;
+            json!({ "ok": true })
+        }
+        "reject_request" => {
+            peer.reject_request(&body.id("group")?, &body.id("user")?, None)?;
+            json!({ "ok": true })
+        }
+        "upload_file" => {
+            let path = std::path::PathBuf::from(body.text("path")?);
+            let up = peer.upload_file(&path, &body.id("group")?, None)?;
+            json!({
+                "name": up.name.to_string(),
+                "group": up.group.to_string(),
+                "size": up.size,
+                "pieces": up.n_pieces,
+                "new_file": up.new_file,
+            })
+        }
+        "download_file" => {
+            let destination = std::path::PathBuf::from(body.text("destination")?);
+            let dest = peer.download_file(&body.id("group")?, &body.id("file")?, &destination)?;
+            json!({ "destination": dest.display().to_string() })
+        }
+        "stop_share" => {
+            peer.stop_share(&body.id("group")?, &body.id("file")?, None)?;
+            json!({ "ok": true })
+        }
+        _ => return Err(ApiError { status: 404, message: format!("no endpoint /api/{name}") }),
+    })
+}
+
+/// `/api/downloads` (and each `downloads` event): every download of this session as
+/// `show_downloads --json` shows it, plus `id`, `bytes_done`, `bytes_per_sec` (since the
+/// start), `sources` (peer addresses) and `piece_map` (one number a piece: 0 missing, 255
+/// resumed from disk, k from `sources[k - 1]`).
+pub fn downloads_json(peer: &Peer) -> Value {
+    let records = match peer.show_downloads() {
+        Ok(records) => records,
+        Err(e) => return json!({ "downloads": [], "error": e.to_string() }),
+    };
+    let downloads: Vec<Value> = records
+        .iter()
+        .enumerate()
+        .map(|(id, r)| {
+            let mut v = r.json_value();
+            let bytes_done = (u64::from(r.n_have) * common::PIECE_SIZE as u64).min(r.size);
+            let seconds = r.seconds();
+            let rate = if seconds > 0.0 { r.bytes_fetched as f64 / seconds } else { 0.0 };
+            if let Some(map) = v.as_object_mut() {
+                map.insert("id".into(), json!(id));
+                map.insert("bytes_done".into(), json!(bytes_done));
+                map.insert("bytes_per_sec".into(), json!(rate.round()));
+                map.insert("running".into(), json!(r.state == DownloadState::Running));
+                map.insert(
+                    "sources".into(),
+                    json!(r.sources.iter().map(|a| a.to_string()).collect::<Vec<_>>()),
+                );
+                map.insert("piece_map".into(), json!(r.piece_source));
+            }
+            v
+        })
+        .collect();
+    json!({ "downloads": downloads })
+}
+
+/// A request's JSON object body.
+struct Body(Map<String, Value>);
+
+impl Body {
+    fn parse(bytes: &[u8]) -> Result<Body, ApiError> {
+        match serde_json::from_slice::<Value>(bytes) {
+            Ok(Value::Object(map)) => Ok(Body(map)),
+            Ok(_) => Err(ApiError::bad("the body must be a JSON object")),
+            Err(e) => Err(ApiError::bad(format!("the body is not JSON: {e}"))),
+        }
+    }
+
+    fn text(&self, key: &str) -> Result<&str, ApiError> {
+        match self.0.get(key) {
+            Some(Value::String(s)) => Ok(s),
+            Some(_) => Err(ApiError::bad(format!("'{key}' must be a string"))),
+            None => Err(ApiError::bad(format!("missing '{key}'"))),
+        }
+    }
+
+    fn id<T: FromStr<Err = IdError>>(&self, key: &str) -> Result<T, ApiError> {
+        parse_id(key, self.text(key)?)
+    }
+
+    /// An optional boolean, `false` when absent.
+    fn flag(&self, key: &str) -> Result<bool, ApiError> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Ok(false),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(_) => Err(ApiError::bad(format!("'{key}' must be true or false"))),
+        }
+    }
+}
+
+/// An id, validated as the REPL validates it.
+fn parse_id<T: FromStr<Err = IdError>>(key: &str, text: &str) -> Result<T, ApiError> {
+    text.parse().map_err(|e: IdError| {
+        ApiError::bad(format!("invalid {key} '{}': {e}", text.escape_debug()))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_endpoint_has_one_kind_and_bodies_are_checked() {
+        assert_eq!(kind("/api/login"), Some(Kind::Change));
+        assert_eq!(kind("/api/files"), Some(Kind::Read));
+        assert_eq!(kind("/api/nope"), None);
+        assert!(Body::parse(b"[1]").is_err());
+        assert!(Body::parse(b"{").is_err());
+        let body = Body::parse(br#"{"group":"g 1","everywhere":1,"user":"bob"}"#).ok().unwrap();
+        assert!(body.id::<common::GroupId>("group").is_err());
+        assert!(body.flag("everywhere").is_err());
+        assert!(body.text("missing").is_err());
+        assert_eq!(
+            body.id::<common::UserId>("user").ok().map(|u| u.to_string()),
+            Some("bob".into())
+        );
+    }
+}

@@ -1,0 +1,225 @@
+// The dashboard's page: every action is one call to the client's JSON API (README,
+// "Dashboard"), with the access token in a header; downloads arrive as Server-Sent Events.
+"use strict";
+
+const TOKEN = document.querySelector('meta[name="token"]').content;
+const COLORS = ["#2563eb", "#f59e0b", "#10b981", "#ef4444", "#8b5cf6", "#06b6d4", "#ec4899",
+  "#84cc16", "#f97316", "#14b8a6", "#6366f1", "#a855f7"];
+const RESUMED = 255;
+let currentGroup = null;
+let user = null;
+
+const $ = (sel) => document.querySelector(sel);
+
+function el(tag, attrs = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else if (k === "class") e.className = v;
+    else e.setAttribute(k, v);
+  }
+  for (const c of children) e.append(c instanceof Node ? c : String(c));
+  return e;
+}
+
+function showError(message) {
+  const box = $("#error");
+  box.textContent = message ? "error: " + message : "";
+  box.hidden = !message;
+}
+
+async function api(name, body) {
+  const options = { headers: { "Authorization": "Bearer " + TOKEN } };
+  if (body !== undefined) {
+    options.method = "POST";
+    options.headers["Content-Type"] = "application/json";
+    options.body = JSON.stringify(body);
+  }
+  let response;
+  try {
+    response = await fetch("/api/" + name, options);
+  } catch (e) {
+    throw new Error("the client does not answer (" + e.message + ")");
+  }
+  const data = await response.json().catch(() => ({ error: "bad answer from the client" }));
+  if (!response.ok) throw new Error(data.error || response.statusText);
+  return data;
+}
+
+// Runs an action; shows its error in the banner instead of failing silently.
+async function act(fn) {
+  try {
+    showError(null);
+    await fn();
+  } catch (e) {
+    showError(e.message);
+  }
+}
+
+function size(bytes) {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (bytes >= 1024 && i < units.length - 1) { bytes /= 1024; i++; }
+  return (i === 0 ? bytes : bytes.toFixed(1)) + " " + units[i];
+}
+
+async function refreshAccount() {
+  const a = await api("account");
+  user = a.user;
+  $("#account-line").textContent = a.user
+    ? `${a.user} · tracker ${a.tracker || "?"} · peer ${a.listen}`
+    : `not logged in · peer ${a.listen}`;
+  $("#login-form").hidden = !!a.user;
+  $("#logged-in").hidden = !a.user;
+  for (const id of ["#groups", "#shares"]) $(id).hidden = !a.user;
+  if (!a.user) $("#group-detail").hidden = true;
+}
+
+async function refreshGroups() {
+  if (!user) return;
+  const g = await api("groups");
+  const rows = $("#group-rows");
+  rows.replaceChildren();
+  for (const group of g.all) {
+    const member = g.mine.includes(group);
+    const actions = member
+      ? [el("button", { class: "plain", onclick: () => act(() => openGroup(group)) }, "open"), " ",
+         el("button", { class: "plain", onclick: () => act(async () => {
+           await api("leave_group", { group }); if (currentGroup === group) $("#group-detail").hidden = true;
+           await refreshAll(); }) }, "leave")]
+      : [el("button", { onclick: () => act(async () => {
+           await api("join_group", { group }); showError(null); }) }, "ask to join")];
+    rows.append(el("tr", {}, el("td", {}, group), el("td", {}, member ? "yes" : ""), el("td", {}, ...actions)));
+  }
+}
+
+async function openGroup(group) {
+  currentGroup = group;
+  $("#current-group").textContent = group;
+  $("#group-detail").hidden = false;
+  await refreshGroupDetail();
+}
+
+async function refreshGroupDetail() {
+  if (!currentGroup || !user) return;
+  const group = currentGroup;
+  const files = await api("files?group=" + encodeURIComponent(group));
+  const rows = $("#file-rows");
+  rows.replaceChildren();
+  for (const f of files.files) {
+    const dest = el("input", { placeholder: "directory or new file path", size: "28" });
+    rows.append(el("tr", {},
+      el("td", { title: "digest " + f.digest }, f.name), el("td", {}, size(f.size)), el("td", {}, f.sharers),
+      el("td", {}, dest, " ", el("button", { onclick: () => act(async () => {
+        await api("download_file", { group, file: f.name, destination: dest.value });
+      }) }, "download"))));
+  }
+  // Pending requests are the owner's to see; anyone else is refused, and the box stays hidden.
+  try {
+    const r = await api("requests?group=" + encodeURIComponent(group));
+    const list = $("#request-rows");
+    list.replaceChildren();
+    for (const u of r.users) {
+      list.append(el("li", {}, u, " ",
+        el("button", { onclick: () => act(async () => { await api("accept_request", { group, user: u }); await refreshGroupDetail(); }) }, "accept"), " ",
+        el("button", { class: "plain", onclick: () => act(async () => { await api("reject_request", { group, user: u }); await refreshGroupDetail(); }) }, "reject")));
+    }
+    $("#requests-box").hidden = false;
+  } catch (e) {
+    $("#requests-box").hidden = true;
+  }
+}
+
+async function refreshShares() {
+  if (!user) return;
+  const s = await api("shares");
+  const rows = $("#share-rows");
+  rows.replaceChildren();
+  for (const f of s.shares) {
+    rows.append(el("tr", {}, el("td", {}, f.group), el("td", {}, f.name),
+      el("td", {}, `${f.pieces_have}/${f.pieces}`), el("td", {}, size(f.size)),
+      el("td", { class: "muted" }, f.downloading_to ? "→ " + f.downloading_to : f.path),
+      el("td", {}, el("button", { class: "plain", onclick: () => act(async () => {
+        await api("stop_share", { group: f.group, file: f.name }); await refreshShares(); }) }, "stop sharing"))));
+  }
+}
+
+function renderDownloads(data) {
+  const box = $("#download-rows");
+  if (!data.downloads || data.downloads.length === 0) {
+    box.replaceChildren(el("p", { class: "muted" }, "No download in this session."));
+    return;
+  }
+  box.replaceChildren();
+  for (const d of data.downloads.slice().reverse()) {
+    const pct = d.size > 0 ? (100 * d.bytes_done / d.size) : 100;
+    const rate = d.bytes_per_sec;
+    const eta = d.state === "downloading" && rate > 0 ? Math.round((d.size - d.bytes_done) / rate) + " s left" : "";
+    const status = d.state === "failed" ? "failed: " + d.reason
+      : d.state === "complete" ? `done in ${d.seconds.toFixed(2)} s` : `${pct.toFixed(0)}%`;
+    const bar = el("div", { class: "bar " + (d.state === "complete" ? "done" : d.state === "failed" ? "failed" : "") },
+      el("div", { style: `width:${pct}%` }));
+    const map = el("div", { class: "pieces" });
+    d.piece_map.forEach((src, i) => {
+      const cell = el("span", { title: `piece ${i}: ` + (src === 0 ? "missing" : src === RESUMED ? "resumed from disk" : "from " + d.sources[src - 1]) });
+      if (src === RESUMED) cell.style.background = "#9ca3af";
+      else if (src > 0) cell.style.background = COLORS[(src - 1) % COLORS.length];
+      map.append(cell);
+    });
+    const legend = el("div", { class: "legend muted" }, ...d.sources.map((addr, i) =>
+      el("span", {}, el("i", { style: "background:" + COLORS[i % COLORS.length] }), `${addr} (${d.from_peers[addr] || 0})`)));
+    box.append(el("div", { class: "dl", "data-state": d.state, "data-id": d.id },
+      el("div", { class: "dl-head" },
+        el("strong", {}, `[${d.group}] ${d.file}`),
+        el("span", { class: "muted" }, `→ ${d.destination}`),
+        el("span", { class: "status" }, status),
+        el("span", {}, `${size(d.bytes_done)} / ${size(d.size)} · ${size(rate)}/s · ${d.peers} peers ${eta ? "· " + eta : ""}`)),
+      bar, map, legend));
+  }
+}
+
+function listen() {
+  const events = new EventSource("/api/events");
+  let wasRunning = new Set();
+  events.addEventListener("downloads", (e) => {
+    const data = JSON.parse(e.data);
+    renderDownloads(data);
+    // A download that just finished is a new share.
+    const running = new Set((data.downloads || []).filter((d) => d.state === "downloading").map((d) => d.id));
+    if ([...wasRunning].some((id) => !running.has(id))) act(refreshShares);
+    wasRunning = running;
+  });
+}
+
+async function refreshAll() {
+  await refreshAccount();
+  await Promise.all([refreshGroups(), refreshShares(), refreshGroupDetail()]);
+}
+
+$("#login-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const form = e.target;
+  const action = e.submitter ? e.submitter.dataset.action : "login";
+  act(async () => {
+    const body = { user: form.user.value, password: form.password.value };
+    if (action === "create_user") await api("create_user", body);
+    await api("login", body);
+    form.password.value = "";
+    await refreshAll();
+  });
+});
+$("#logout").addEventListener("click", () => act(async () => { await api("logout", {}); await refreshAll(); }));
+$("#logout-all").addEventListener("click", () => act(async () => { await api("logout", { everywhere: true }); await refreshAll(); }));
+$("#create-group-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  act(async () => { const group = e.target.group.value; await api("create_group", { group }); e.target.reset(); await refreshGroups(); await openGroup(group); });
+});
+$("#upload-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  act(async () => { await api("upload_file", { path: e.target.path.value, group: currentGroup }); e.target.reset(); await refreshGroupDetail(); await refreshShares(); });
+});
+
+act(refreshAll);
+listen();
+// Files and requests change on other peers: look again now and then.
+setInterval(() => { if (!document.hidden) act(async () => { await refreshAccount(); await refreshGroupDetail(); }); }, 5000);

@@ -1,0 +1,328 @@
+//! The dashboard (issue 11) over HTTP on the real client binary: who may use it (token,
+//! `Host`, `Origin`, POST for changes, bounded bodies), and one user's path through its
+//! JSON API: log in, create a group, accept a member, list files, download from the other
+//! client and watch the progress reach done on the event stream.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Instant;
+
+use serde_json::{json, Value};
+
+use crate::support::{assert_same_file, write_random, ClientProc, Cluster, TIMEOUT};
+
+/// The dashboard of a client, as its `web` command prints it.
+struct Web {
+    addr: SocketAddr,
+    token: String,
+}
+
+/// One HTTP answer.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {self:?}"))
+    }
+}
+
+impl Web {
+    fn of(c: &mut ClientProc) -> Web {
+        let out = c.run("web");
+        let url = out.last().unwrap().clone();
+        let rest = url.strip_prefix("http://").unwrap_or_else(|| panic!("{out:?}"));
+        let (addr, token) = rest.split_once("/?token=").unwrap();
+        Web { addr: addr.parse().unwrap(), token: token.to_string() }
+    }
+
+    fn host(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Sends `raw` as it is and reads the whole answer (the server closes after one).
+    fn raw(&self, raw: &[u8]) -> Answer {
+        let mut stream = TcpStream::connect(self.addr).unwrap();
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        stream.write_all(raw).unwrap();
+        let mut bytes = Vec::new();
+        // The server may close before it read a body it refused: what it sent still counts.
+        let _ = stream.read_to_end(&mut bytes);
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("{text:?}"));
+        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+        Answer { status, head: head.to_string(), body: body.to_string() }
+    }
+
+    /// A request with the usual headers plus `extra` lines.
+    fn request(&self, method: &str, path: &str, extra: &[&str], body: &str) -> Answer {
+        let mut raw = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", self.host());
+        for line in extra {
+            raw.push_str(line);
+            raw.push_str("\r\n");
+        }
+        raw.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+        self.raw(raw.as_bytes())
+    }
+
+    fn bearer(&self) -> String {
+        format!("Authorization: Bearer {}", self.token)
+    }
+
+    fn get(&self, path: &str) -> Answer {
+        self.request("GET", path, &[&self.bearer()], "")
+    }
+
+    fn post(&self, path: &str, body: Value) -> Answer {
+        let ct = "Content-Type: application/json";
+        self.request("POST", path, &[&self.bearer(), ct], &body.to_string())
+    }
+
+    /// A GET that must succeed; its JSON.
+    #[track_caller]
+    fn ok_get(&self, path: &str) -> Value {
+        let answer = self.get(path);
+        assert_eq!(answer.status, 200, "GET {path}: {answer:?}");
+        answer.json()
+    }
+
+    /// A POST that must succeed; its JSON.
+    #[track_caller]
+    fn ok_post(&self, path: &str, body: Value) -> Value {
+        let answer = self.post(path, body);
+        assert_eq!(answer.status, 200, "POST {path}: {answer:?}");
+        answer.json()
+    }
+}
+
+#[test]
+fn the_dashboard_refuses_strangers_other_sites_state_changing_gets_and_big_bodies() {
+    let (cluster, _tracker) = Cluster::with_one_tracker();
+    let mut plain = cluster.client("plain");
+    plain.err("web", "no dashboard: start the client with --web 127.0.0.1:PORT");
+    let mut c = cluster.client_with("a", &["--web", "127.0.0.1:0"]);
+    let web = Web::of(&mut c);
+    assert!(web.addr.ip().is_loopback() && web.token.len() == 64, "{}", web.token);
+    let host = format!("Host: {}", web.host());
+
+    // No token, or a wrong one: 401, for the API and the page alike.
+    let answer = web.raw(format!("GET /api/account HTTP/1.1\r\n{host}\r\n\r\n").as_bytes());
+    assert_eq!(answer.status, 401, "{answer:?}");
+    assert!(answer.json()["error"].as_str().unwrap().contains("token"), "{answer:?}");
+    let wrong = "Authorization: Bearer 0000";
+    assert_eq!(web.request("GET", "/api/account", &[wrong], "").status, 401);
+    assert_eq!(web.request("GET", "/", &[], "").status, 401);
+    assert_eq!(web.request("GET", "/?token=nope", &[], "").status, 401);
+
+    // The printed URL sets a cookie and sends the browser on to the page, which works with
+    // the cookie alone.
+    let answer = web.request("GET", &format!("/?token={}", web.token), &[], "");
+    assert_eq!(answer.status, 303, "{answer:?}");
+    let cookie_line = answer.head.lines().find(|l| l.starts_with("Set-Cookie: ")).unwrap();
+    assert!(cookie_line.contains("HttpOnly") && cookie_line.contains("SameSite=Strict"));
+    let cookie = cookie_line.trim_start_matches("Set-Cookie: ").split(';').next().unwrap();
+    let cookie = format!("Cookie: {cookie}");
+    let page = web.request("GET", "/", &[&cookie], "");
+    assert_eq!(page.status, 200, "{page:?}");
+    assert!(page.body.contains("p2p-groups") && page.head.contains("Content-Security-Policy"));
+    assert_eq!(web.request("GET", "/api/account", &[&cookie], "").status, 200);
+
+    // Another site's name (DNS rebinding) or origin: 403, even with the token.
+    let answer = web.raw(
+        format!(
+            "GET /api/account HTTP/1.1\r\nHost: evil.example:{}\r\n{}\r\n\r\n",
+            web.addr.port(),
+            web.bearer()
+        )
+        .as_bytes(),
+    );
+    assert_eq!(answer.status, 403, "{answer:?}");
+    let evil = "Origin: http://evil.example";
+    assert_eq!(web.request("GET", "/api/account", &[&web.bearer(), evil], "").status, 403);
+    let ct = "Content-Type: application/json";
+    let body = r#"{"group":"evil"}"#;
+    let answer = web.request("POST", "/api/create_group", &[&cookie, evil, ct], body);
+    assert_eq!(answer.status, 403, "{answer:?}");
+    let cross = "Sec-Fetch-Site: cross-site";
+    assert_eq!(web.request("GET", "/api/account", &[&cookie, cross], "").status, 403);
+
+    // A GET that would change state: 405, and nothing changed.
+    let answer = web.get("/api/logout");
+    assert_eq!(answer.status, 405, "{answer:?}");
+    assert!(answer.head.contains("Allow: POST"), "{answer:?}");
+    // A POST with the cookie alone (what a browser sends by itself): 401.
+    let answer = web.request("POST", "/api/create_group", &[&cookie, ct], body);
+    assert_eq!(answer.status, 401, "{answer:?}");
+    // A POST that is not JSON (a plain form): 415.
+    let form = "Content-Type: application/x-www-form-urlencoded";
+    assert_eq!(web.request("POST", "/api/login", &[&web.bearer(), form], "user=a").status, 415);
+
+    // Oversized: a body announced over 64 KiB is refused before it is read, a head over
+    // 16 KiB too; chunked bodies are not taken.
+    let answer = web.raw(
+        format!(
+            "POST /api/login HTTP/1.1\r\n{host}\r\n{}\r\n{ct}\r\nContent-Length: 10000000\r\n\r\n",
+            web.bearer()
+        )
+        .as_bytes(),
+    );
+    assert_eq!(answer.status, 413, "{answer:?}");
+    let long =
+        format!("GET /api/account HTTP/1.1\r\n{host}\r\nX-Long: {}\r\n\r\n", "a".repeat(20_000));
+    assert_eq!(web.raw(long.as_bytes()).status, 431);
+    let chunked =
+        format!("POST /api/login HTTP/1.1\r\n{host}\r\nTransfer-Encoding: chunked\r\n\r\n");
+    assert_eq!(web.raw(chunked.as_bytes()).status, 411);
+
+    // Bad input: a clear JSON error, never a crash.
+    for (path, body) in [
+        ("/api/login", "{not json"),
+        ("/api/login", "[1, 2]"),
+        ("/api/login", r#"{"user":"a b","password":"x"}"#),
+        ("/api/create_group", r#"{"group":7}"#),
+    ] {
+        let answer = web.request("POST", path, &[&web.bearer(), ct], body);
+        assert_eq!(answer.status, 400, "{path} {body}: {answer:?}");
+        assert!(answer.json()["error"].is_string(), "{answer:?}");
+    }
+    let answer = web.post("/api/create_group", json!({ "group": "g" }));
+    assert_eq!(answer.status, 409, "{answer:?}");
+    assert_eq!(answer.json()["error"], "not logged in");
+    assert_eq!(web.get("/api/nothing").status, 404);
+    assert_eq!(web.raw(b"\x16\x03\x01 not http\r\n\r\n").status, 400);
+
+    // The client lived through all of it, and no state changed.
+    assert_eq!(web.ok_get("/api/account")["user"], Value::Null);
+    c.ok("create_user a pw-a", "created user a");
+    c.ok("login a pw-a", "logged in as a");
+    assert!(c.run("list_groups").is_empty());
+}
+
+/// Reads the event stream until a `downloads` event in which every download is done;
+/// returns that event's data.
+fn wait_downloads_done(web: &Web) -> Value {
+    let mut stream = TcpStream::connect(web.addr).unwrap();
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    write!(stream, "GET /api/events HTTP/1.1\r\nHost: {}\r\n{}\r\n\r\n", web.host(), web.bearer())
+        .unwrap();
+    let mut reader = BufReader::new(stream);
+    let deadline = Instant::now() + TIMEOUT;
+    let mut status = String::new();
+    reader.read_line(&mut status).unwrap();
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    let mut line = String::new();
+    loop {
+        assert!(Instant::now() < deadline, "downloads not done in time");
+        line.clear();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "event stream closed");
+        let Some(data) = line.strip_prefix("data: ") else { continue };
+        let data: Value = serde_json::from_str(data).unwrap();
+        let downloads = data["downloads"].as_array().unwrap();
+        if !downloads.is_empty() && downloads.iter().all(|d| d["state"] != "downloading") {
+            return data;
+        }
+    }
+}
+
+#[test]
+fn through_the_dashboard_a_user_logs_in_manages_a_group_and_downloads_from_a_peer() {
+    let (cluster, _tracker) = Cluster::with_one_tracker();
+    let mut dash = cluster.client_with("dash", &["--web", "127.0.0.1:0"]);
+    let web = Web::of(&mut dash);
+    let mut seeder = cluster.client_with("seeder", &["--max-upload-rate", "4000000"]);
+
+    web.ok_post("/api/create_user", json!({ "user": "alice", "password": "pw-alice" }));
+    let answer = web.post("/api/login", json!({ "user": "alice", "password": "wrong" }));
+    assert_eq!((answer.status, answer.json()["error"].as_str()), (409, Some("wrong password")));
+    web.ok_post("/api/login", json!({ "user": "alice", "password": "pw-alice" }));
+    let account = web.ok_get("/api/account");
+    assert_eq!(account["user"], "alice");
+    assert_eq!(account["tracker"], cluster_tracker(&cluster));
+    assert_eq!(account["listen"], dash.listen.to_string());
+    // The REPL and the dashboard are views of one client: the REPL sees the login.
+    dash.err("login alice pw-alice", "already logged in as alice; logout first");
+
+    web.ok_post("/api/create_group", json!({ "group": "g" }));
+    assert_eq!(web.ok_get("/api/groups"), json!({ "all": ["g"], "mine": ["g"] }));
+    seeder.sign_up("bob");
+    seeder.ok("join_group g", "requested to join group g");
+    assert_eq!(web.ok_get("/api/requests?group=g"), json!({ "users": ["bob"] }));
+    web.ok_post("/api/accept_request", json!({ "group": "g", "user": "bob" }));
+    assert_eq!(web.ok_get("/api/requests?group=g"), json!({ "users": [] }));
+    assert_eq!(seeder.run("list_my_groups"), ["g"]);
+
+    // A file of the seeder's, listed and downloaded through the dashboard.
+    let original = cluster.path("film.bin");
+    write_random(&original, 5 * 1024 * 1024 + 77, 11);
+    seeder.run1(&format!("upload_file {} g", original.display()));
+    let files = web.ok_get("/api/files?group=g");
+    assert_eq!(files["files"][0]["name"], "film.bin", "{files}");
+    assert_eq!(files["files"][0]["size"], 5 * 1024 * 1024 + 77);
+    assert_eq!(files["files"][0]["sharers"], 1);
+    let out = cluster.path("out");
+    std::fs::create_dir(&out).unwrap();
+    let started = web.ok_post(
+        "/api/download_file",
+        json!({ "group": "g", "file": "film.bin", "destination": out.display().to_string() }),
+    );
+    assert_eq!(started["destination"], out.join("film.bin").display().to_string());
+    let answer = web.post(
+        "/api/download_file",
+        json!({ "group": "g", "file": "film.bin", "destination": out.display().to_string() }),
+    );
+    assert_eq!(answer.status, 409, "{answer:?}");
+
+    let done = wait_downloads_done(&web);
+    let d = &done["downloads"][0];
+    assert_eq!(d["state"], "complete", "{done}");
+    assert_eq!(
+        (d["bytes_done"].as_u64(), d["size"].as_u64()),
+        (Some(5 * 1024 * 1024 + 77), Some(5 * 1024 * 1024 + 77))
+    );
+    assert_eq!(d["pieces_have"], 11);
+    let piece_map = d["piece_map"].as_array().unwrap();
+    assert_eq!(piece_map.len(), 11);
+    assert!(piece_map.iter().all(|p| p == 1), "{d}");
+    assert_eq!(d["sources"], json!([seeder.listen.to_string()]));
+    assert_same_file(&original, &out.join("film.bin"));
+    assert_eq!(web.ok_get("/api/downloads")["downloads"][0]["state"], "complete");
+    // The REPL shows the same download.
+    let line = dash.run1("show_downloads");
+    assert!(line.starts_with("[C] [g] film.bin -> "), "{line}");
+
+    // Shares: the downloaded file, then an upload from a local path, then stop sharing.
+    let mine = cluster.path("notes.txt");
+    std::fs::write(&mine, b"hello").unwrap();
+    let up = web
+        .ok_post("/api/upload_file", json!({ "path": mine.display().to_string(), "group": "g" }));
+    assert_eq!(
+        up,
+        json!({ "name": "notes.txt", "group": "g", "size": 5, "pieces": 1, "new_file": true })
+    );
+    let shares = web.ok_get("/api/shares");
+    let names: Vec<&str> =
+        shares["shares"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["film.bin", "notes.txt"], "{shares}");
+    web.ok_post("/api/stop_share", json!({ "group": "g", "file": "notes.txt" }));
+    assert_eq!(dash.run("list_shares").len(), 1);
+    let answer = web.post("/api/upload_file", json!({ "path": "/no/such/file", "group": "g" }));
+    assert_eq!(answer.status, 409, "{answer:?}");
+    assert!(answer.json()["error"].as_str().unwrap().contains("no such file"), "{answer:?}");
+
+    web.ok_post("/api/logout", json!({}));
+    assert_eq!(web.ok_get("/api/account")["user"], Value::Null);
+    dash.err(
+        "list_groups",
+        "not logged in; login <user_id> <passwd> first (create_user makes an account)",
+    );
+}
+
+/// The address of the cluster's only tracker, as the account shows it.
+fn cluster_tracker(cluster: &Cluster) -> String {
+    let info = common::tracker_info::TrackerInfo::load(&cluster.info).unwrap();
+    info.addr(1).unwrap().to_string()
+}
