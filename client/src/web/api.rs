@@ -132,14 +132,7 @@ fn read(peer: &Peer, name: &str, request: &Request) -> Result<Value, ApiError> {
         parse_id("group", &text)
     };
     Ok(match name {
-        "account" => {
-            let account = peer.account();
-            json!({
-                "user": account.user.map(|u| u.to_string()),
-                "tracker": account.tracker.map(|t| t.to_string()),
-                "listen": account.listen.to_string(),
-            })
-        }
+        "account" => account_json(peer),
         "groups" => {
             let all = peer.list_groups(false, None)?;
             let mine = peer.list_groups(true, None)?;
@@ -167,25 +160,7 @@ fn read(peer: &Peer, name: &str, request: &Request) -> Result<Value, ApiError> {
                 .collect();
             json!({ "files": files })
         }
-        "shares" => {
-            let shares: Vec<Value> = peer
-                .list_shares()?
-                .iter()
-                .map(|s| {
-                    let have = s.have();
-                    json!({
-                        "group": s.group.to_string(),
-                        "name": s.meta.name.to_string(),
-                        "size": s.meta.size,
-                        "pieces": have.n_pieces(),
-                        "pieces_have": have.count(),
-                        "path": s.path().display().to_string(),
-                        "downloading_to": s.destination().map(|d| d.display().to_string()),
-                    })
-                })
-                .collect();
-            json!({ "shares": shares })
-        }
+        "shares" => shares_json(&peer.list_shares()?),
         "downloads" => {
             peer.require_login()?;
             downloads_json(peer)
@@ -250,6 +225,47 @@ fn change(peer: &Peer, name: &str, body: &Body) -> Result<Value, ApiError> {
         }
         _ => return Err(ApiError { status: 404, message: format!("no endpoint /api/{name}") }),
     })
+}
+
+/// The events of `/api/events`, by name, as they are now: each is sent when it changed
+/// (README, "Dashboard"). They cost no tracker call, so a stream may look every tick.
+pub fn events(peer: &Peer) -> [(&'static str, Value); 3] {
+    let shares = match peer.list_shares() {
+        Ok(shares) => shares_json(&shares),
+        Err(_) => json!({ "shares": [] }),
+    };
+    [("account", account_json(peer)), ("shares", shares), ("downloads", downloads_json(peer))]
+}
+
+/// `/api/account` (and each `account` event): who is logged in, the tracker that answered
+/// last, and where this peer serves pieces.
+pub fn account_json(peer: &Peer) -> Value {
+    let account = peer.account();
+    json!({
+        "user": account.user.map(|u| u.to_string()),
+        "tracker": account.tracker.map(|t| t.to_string()),
+        "listen": account.listen.to_string(),
+    })
+}
+
+/// `/api/shares` (and each `shares` event): what `list_shares` lists.
+fn shares_json(shares: &[std::sync::Arc<crate::shares::SharedFile>]) -> Value {
+    let shares: Vec<Value> = shares
+        .iter()
+        .map(|s| {
+            let have = s.have();
+            json!({
+                "group": s.group.to_string(),
+                "name": s.meta.name.to_string(),
+                "size": s.meta.size,
+                "pieces": have.n_pieces(),
+                "pieces_have": have.count(),
+                "path": s.path().display().to_string(),
+                "downloading_to": s.destination().map(|d| d.display().to_string()),
+            })
+        })
+        .collect();
+    json!({ "shares": shares })
 }
 
 /// `/api/downloads` (and each `downloads` event): every download of this session as

@@ -230,6 +230,7 @@ pub fn sse_event(out: &mut impl Write, event: &str, data: &str) -> io::Result<()
 fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        204 => "No Content",
         303 => "See Other",
         400 => "Bad Request",
         401 => "Unauthorized",

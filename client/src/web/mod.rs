@@ -158,7 +158,10 @@ fn serve(mut stream: TcpStream, shared: &Shared) -> io::Result<()> {
     let response = match (request.method.as_str(), request.path.as_str()) {
         ("GET", "/app.js") => asset("text/javascript; charset=utf-8", SCRIPT),
         ("GET", "/app.css") => asset("text/css; charset=utf-8", STYLE),
-        ("GET", "/favicon.ico") => Response::error(404, "no icon"),
+        // No icon, and no error in the browser's console for the lack of one.
+        ("GET", "/favicon.ico") => {
+            Response { status: 204, content_type: "text/plain", headers: vec![], body: vec![] }
+        }
         ("GET", "/") => page(&request, &shared.guard),
         (_, "/") => Response::error(405, "only GET here").with_header("Allow", "GET".into()),
         (_, "/api/events") if request.method == "GET" => {
@@ -210,20 +213,26 @@ fn unauthorized_page() -> Response {
     }
 }
 
-/// `/api/events`: the downloads as an event named `downloads` (the JSON of
-/// `/api/downloads`) whenever they change, at most every `MIN_EVENT_GAP`, until the browser
-/// goes away or the dashboard stops.
+/// `/api/events`: the account, the shares and the downloads (`api::events`), each as an
+/// event of that name whenever it changed, at most every `MIN_EVENT_GAP`, until the
+/// browser goes away or the dashboard stops. A page that opens, or a login or upload made
+/// in the REPL, shows at once (the page reloads its groups when the user changes).
 fn stream_events(stream: &mut TcpStream, shared: &Shared) -> io::Result<()> {
     http::start_sse(stream)?;
-    let mut last = String::new();
+    let mut last: Vec<String> = Vec::new();
     let mut last_sent = Instant::now();
     while !shared.stop.load(Ordering::SeqCst) {
-        let now = api::downloads_json(&shared.peer).to_string();
-        if now != last {
-            http::sse_event(stream, "downloads", &now)?;
-            last = now;
-            last_sent = Instant::now();
-        } else if last_sent.elapsed() >= KEEPALIVE {
+        let events = api::events(&shared.peer);
+        last.resize(events.len(), String::new());
+        for ((name, value), last) in events.iter().zip(last.iter_mut()) {
+            let now = value.to_string();
+            if now != *last {
+                http::sse_event(stream, name, &now)?;
+                *last = now;
+                last_sent = Instant::now();
+            }
+        }
+        if last_sent.elapsed() >= KEEPALIVE {
             io::Write::write_all(stream, b": keepalive\n\n")?;
             last_sent = Instant::now();
         }

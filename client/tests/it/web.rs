@@ -215,11 +215,19 @@ fn wait_downloads_done(web: &Web) -> Value {
     reader.read_line(&mut status).unwrap();
     assert!(status.starts_with("HTTP/1.1 200"), "{status}");
     let mut line = String::new();
+    let mut event = String::new();
     loop {
         assert!(Instant::now() < deadline, "downloads not done in time");
         line.clear();
         assert!(reader.read_line(&mut line).unwrap() > 0, "event stream closed");
+        if let Some(name) = line.strip_prefix("event: ") {
+            event = name.trim().to_string();
+            continue;
+        }
         let Some(data) = line.strip_prefix("data: ") else { continue };
+        if event != "downloads" {
+            continue;
+        }
         let data: Value = serde_json::from_str(data).unwrap();
         let downloads = data["downloads"].as_array().unwrap();
         if !downloads.is_empty() && downloads.iter().all(|d| d["state"] != "downloading") {

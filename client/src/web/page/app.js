@@ -64,7 +64,14 @@ function size(bytes) {
 }
 
 async function refreshAccount() {
-  const a = await api("account");
+  renderAccount(await api("account"));
+}
+
+// Shows who is logged in; when that changed (here, in the REPL or in another tab), the
+// groups are fetched again, as nothing else would bring them (issue 11: the tables stayed
+// empty when the login was not made on this page).
+function renderAccount(a) {
+  const changed = a.user !== user;
   user = a.user;
   $("#account-line").textContent = a.user
     ? `${a.user} · tracker ${a.tracker || "?"} · peer ${a.listen}`
@@ -72,7 +79,13 @@ async function refreshAccount() {
   $("#login-form").hidden = !!a.user;
   $("#logged-in").hidden = !a.user;
   for (const id of ["#groups", "#shares"]) $(id).hidden = !a.user;
-  if (!a.user) $("#group-detail").hidden = true;
+  if (changed) {
+    currentGroup = null;
+    $("#group-detail").hidden = true;
+    $("#group-rows").replaceChildren();
+    $("#share-rows").replaceChildren();
+    if (a.user) act(refreshGroups);
+  }
 }
 
 async function refreshGroups() {
@@ -132,7 +145,10 @@ async function refreshGroupDetail() {
 
 async function refreshShares() {
   if (!user) return;
-  const s = await api("shares");
+  renderShares(await api("shares"));
+}
+
+function renderShares(s) {
   const rows = $("#share-rows");
   rows.replaceChildren();
   for (const f of s.shares) {
@@ -178,17 +194,13 @@ function renderDownloads(data) {
   }
 }
 
+// The client pushes what changes without a tracker call: the account, the shares and the
+// downloads, each as an event of that name.
 function listen() {
   const events = new EventSource("/api/events");
-  let wasRunning = new Set();
-  events.addEventListener("downloads", (e) => {
-    const data = JSON.parse(e.data);
-    renderDownloads(data);
-    // A download that just finished is a new share.
-    const running = new Set((data.downloads || []).filter((d) => d.state === "downloading").map((d) => d.id));
-    if ([...wasRunning].some((id) => !running.has(id))) act(refreshShares);
-    wasRunning = running;
-  });
+  events.addEventListener("account", (e) => renderAccount(JSON.parse(e.data)));
+  events.addEventListener("shares", (e) => renderShares(JSON.parse(e.data)));
+  events.addEventListener("downloads", (e) => renderDownloads(JSON.parse(e.data)));
 }
 
 async function refreshAll() {
@@ -221,5 +233,5 @@ $("#upload-form").addEventListener("submit", (e) => {
 
 act(refreshAll);
 listen();
-// Files and requests change on other peers: look again now and then.
-setInterval(() => { if (!document.hidden) act(async () => { await refreshAccount(); await refreshGroupDetail(); }); }, 5000);
+// Groups, files and requests change on the trackers: look again now and then.
+setInterval(() => { if (!document.hidden) act(async () => { await refreshGroups(); await refreshGroupDetail(); }); }, 5000);
