@@ -4,6 +4,7 @@
 
 mod accounts;
 mod at_rest;
+mod browser;
 mod downloads;
 mod durability;
 mod files;

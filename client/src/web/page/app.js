@@ -22,6 +22,16 @@ function el(tag, attrs = {}, ...children) {
   return e;
 }
 
+// What each table last showed, so that a refresh that brings nothing new leaves it alone:
+// a path being typed, the focus, and a button about to be clicked survive the timer.
+const shown = new Map();
+function changed(key, data) {
+  const text = JSON.stringify(data);
+  if (shown.get(key) === text) return false;
+  shown.set(key, text);
+  return true;
+}
+
 function showError(message) {
   const box = $("#error");
   box.textContent = message ? "error: " + message : "";
@@ -84,6 +94,7 @@ function renderAccount(a) {
     $("#group-detail").hidden = true;
     $("#group-rows").replaceChildren();
     $("#share-rows").replaceChildren();
+    shown.clear();
     if (a.user) act(refreshGroups);
   }
 }
@@ -91,6 +102,7 @@ function renderAccount(a) {
 async function refreshGroups() {
   if (!user) return;
   const g = await api("groups");
+  if (!changed("groups", g)) return;
   const rows = $("#group-rows");
   rows.replaceChildren();
   for (const group of g.all) {
@@ -102,7 +114,7 @@ async function refreshGroups() {
            await refreshAll(); }) }, "leave")]
       : [el("button", { onclick: () => act(async () => {
            await api("join_group", { group }); showError(null); }) }, "ask to join")];
-    rows.append(el("tr", {}, el("td", {}, group), el("td", {}, member ? "yes" : ""), el("td", {}, ...actions)));
+    rows.append(el("tr", { "data-group": group }, el("td", {}, group), el("td", {}, member ? "yes" : ""), el("td", {}, ...actions)));
   }
 }
 
@@ -117,29 +129,42 @@ async function refreshGroupDetail() {
   if (!currentGroup || !user) return;
   const group = currentGroup;
   const files = await api("files?group=" + encodeURIComponent(group));
+  if (changed("files", { group, files })) renderFiles(group, files);
+  // Pending requests are the owner's to see; anyone else is refused, and the box stays hidden.
+  let requests = null;
+  try {
+    requests = await api("requests?group=" + encodeURIComponent(group));
+  } catch (e) {
+    requests = null;
+  }
+  if (changed("requests", { group, requests })) renderRequests(group, requests);
+}
+
+function renderFiles(group, files) {
   const rows = $("#file-rows");
+  // Destinations being typed stay as they were.
+  const typed = new Map([...rows.querySelectorAll("tr")].map((tr) => [tr.dataset.file, tr.querySelector("input").value]));
   rows.replaceChildren();
   for (const f of files.files) {
     const dest = el("input", { placeholder: "directory or new file path", size: "28" });
-    rows.append(el("tr", {},
+    dest.value = typed.get(f.name) || "";
+    rows.append(el("tr", { "data-file": f.name },
       el("td", { title: "digest " + f.digest }, f.name), el("td", {}, size(f.size)), el("td", {}, f.sharers),
       el("td", {}, dest, " ", el("button", { onclick: () => act(async () => {
         await api("download_file", { group, file: f.name, destination: dest.value });
       }) }, "download"))));
   }
-  // Pending requests are the owner's to see; anyone else is refused, and the box stays hidden.
-  try {
-    const r = await api("requests?group=" + encodeURIComponent(group));
-    const list = $("#request-rows");
-    list.replaceChildren();
-    for (const u of r.users) {
-      list.append(el("li", {}, u, " ",
-        el("button", { onclick: () => act(async () => { await api("accept_request", { group, user: u }); await refreshGroupDetail(); }) }, "accept"), " ",
-        el("button", { class: "plain", onclick: () => act(async () => { await api("reject_request", { group, user: u }); await refreshGroupDetail(); }) }, "reject")));
-    }
-    $("#requests-box").hidden = false;
-  } catch (e) {
-    $("#requests-box").hidden = true;
+}
+
+function renderRequests(group, r) {
+  const list = $("#request-rows");
+  list.replaceChildren();
+  $("#requests-box").hidden = !r;
+  if (!r) return;
+  for (const u of r.users) {
+    list.append(el("li", { "data-user": u }, u, " ",
+      el("button", { onclick: () => act(async () => { await api("accept_request", { group, user: u }); await refreshGroupDetail(); }) }, "accept"), " ",
+      el("button", { class: "plain", onclick: () => act(async () => { await api("reject_request", { group, user: u }); await refreshGroupDetail(); }) }, "reject")));
   }
 }
 
@@ -152,7 +177,7 @@ function renderShares(s) {
   const rows = $("#share-rows");
   rows.replaceChildren();
   for (const f of s.shares) {
-    rows.append(el("tr", {}, el("td", {}, f.group), el("td", {}, f.name),
+    rows.append(el("tr", { "data-share": f.group + "/" + f.name }, el("td", {}, f.group), el("td", {}, f.name),
       el("td", {}, `${f.pieces_have}/${f.pieces}`), el("td", {}, size(f.size)),
       el("td", { class: "muted" }, f.downloading_to ? "→ " + f.downloading_to : f.path),
       el("td", {}, el("button", { class: "plain", onclick: () => act(async () => {
