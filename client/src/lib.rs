@@ -19,6 +19,7 @@ pub mod shares;
 pub mod size;
 pub mod tracker_link;
 pub mod tracker_session;
+pub mod tracker_view;
 pub mod web;
 
 use std::io::Write;
@@ -93,12 +94,14 @@ pub fn run(config: Config) -> Result<(), RunError> {
 
     let tracker = Arc::new(TrackerSession::new(trackers, Arc::clone(&identity)));
     let shares = Arc::new(Shares::new(Some(state_dir.join("shares.bin"))));
+    let served = Arc::new(seeder::served::Served::default());
     let seeder = Seeder::start(
         listener,
         Arc::clone(&identity),
         Arc::clone(&shares),
         Arc::clone(&tracker),
         config.max_upload_rate,
+        Arc::clone(&served),
     )?;
     // The disk writer lives as long as the process: downloads still running at exit are
     // abandoned with it (they resume at the next login).
@@ -137,7 +140,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
     })?;
     let fetcher = Fetcher::start(Arc::clone(&known), Arc::clone(&tracker))?;
 
-    let peer = Arc::new(Peer::new(ctx, listen_addr, known, watch));
+    let peer = Arc::new(Peer::new(ctx, listen_addr, known, watch, served));
     let mut console = Console::new(Arc::clone(&peer), interrupt);
     let dashboard = match config.web {
         Some(addr) => {

@@ -24,9 +24,11 @@ use crate::download::record::{DownloadRecord, Downloads};
 use crate::download::{self, StartError};
 use crate::interrupt::Interrupt;
 use crate::membership::Watch;
+use crate::seeder::served::{Served, ServedRow};
 use crate::shares::{FileStamp, SharedFile};
 use crate::tracker_link::LinkError;
 use crate::tracker_session::{CallError, Login, TrackerSession};
+use crate::tracker_view::{Seen, TrackerEvent};
 
 /// Why an operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +128,23 @@ pub struct Peer {
     /// The memberships the heartbeats watch: told of this client's own `join_group` and
     /// `leave_group`, so that only others' doings become notices.
     watch: Arc<Mutex<Watch>>,
+    /// What this peer's seeder served, to whom.
+    served: Arc<Served>,
+}
+
+/// The trackers as this client sees them (the dashboard's trackers panel).
+#[derive(Debug, Clone)]
+pub struct TrackersSeen {
+    /// What `tracker_info.txt` lists: line number, address, whether its key is listed.
+    pub listed: Vec<(u32, SocketAddr, bool)>,
+    /// The tracker that answered this client's last call.
+    pub last: Option<SocketAddr>,
+    /// The tracker this client's links connected to last, unless it failed since.
+    pub serving: Option<SocketAddr>,
+    /// Each tracker's state as this client's links last found it.
+    pub seen: Vec<(SocketAddr, Seen)>,
+    /// Failovers and other changes, oldest first.
+    pub events: Vec<TrackerEvent>,
 }
 
 impl Peer {
@@ -136,8 +155,26 @@ impl Peer {
         listen_addr: SocketAddr,
         known: Arc<Known>,
         watch: Arc<Mutex<Watch>>,
+        served: Arc<Served>,
     ) -> Peer {
-        Peer { ctx, listen_addr, session_change: Mutex::new(()), known, watch }
+        Peer { ctx, listen_addr, session_change: Mutex::new(()), known, watch, served }
+    }
+
+    /// What this peer served, by downloader and file.
+    pub fn served(&self) -> Vec<ServedRow> {
+        self.served.snapshot()
+    }
+
+    /// The trackers as this client sees them.
+    pub fn trackers(&self) -> TrackersSeen {
+        let (serving, seen, events) = self.ctx.tracker.view().snapshot();
+        TrackersSeen {
+            listed: self.ctx.tracker.listed(),
+            last: self.ctx.tracker.last_tracker(),
+            serving,
+            seen,
+            events,
+        }
     }
 
     /// What completion offers (for the line editor).

@@ -39,9 +39,11 @@ use crate::tracker_session::{CallError, TrackerSession};
 
 pub mod admission;
 pub mod handout;
+pub mod served;
 
 use admission::{Pending, SeederAdmission, ADMISSION_DEADLINE};
 use handout::{Choice, ConnId, Handout};
+use served::Served;
 
 /// Downloader connections served at once, at most (see `admission`).
 pub const MAX_PEER_CONNECTIONS: usize = admission::MAX_ADMITTED;
@@ -107,6 +109,8 @@ struct Context {
     /// with downloaders connected, so at most `MAX_PEER_CONNECTIONS`).
     handouts: Mutex<HashMap<Sha1Digest, Handout>>,
     next_conn: AtomicU64,
+    /// What went to whom (the dashboard's peers).
+    served: Arc<Served>,
 }
 
 /// A downloader's place in its file's `Handout`, given back when the connection ends.
@@ -155,13 +159,14 @@ impl Drop for Joined<'_> {
 
 impl Seeder {
     /// Starts serving on `listener`, sending at most `max_upload_rate` bytes per second in
-    /// all if given.
+    /// all if given; every piece sent is counted in `served`.
     pub fn start(
         listener: TcpListener,
         identity: Arc<Identity>,
         shares: Arc<Shares>,
         tracker: Arc<TrackerSession>,
         max_upload_rate: Option<u64>,
+        served: Arc<Served>,
     ) -> std::io::Result<Seeder> {
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -179,6 +184,7 @@ impl Seeder {
             checks: Mutex::new((2.0 * TICKET_CHECKS_PER_SEC, Instant::now())),
             handouts: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(0),
+            served,
         });
         let stop_flag = Arc::clone(&stop);
         let thread = thread::Builder::new()
@@ -408,6 +414,9 @@ fn serve_conn(
                         };
                         conn.send_with_payload(&reply, data)?;
                         joined.delivered(piece);
+                        let from = conn.peer_addr().ip();
+                        let name = &share.meta.name;
+                        ctx.served.note(&ticket.user, &share.group, name, from, len as u64);
                     }
                     Err(reason) => {
                         log::warn!(

@@ -21,6 +21,7 @@ use common::tracker_info::TrackerInfoFile;
 use common::Identity;
 
 use crate::interrupt::Interrupt;
+use crate::tracker_view::TrackerView;
 
 /// How long to wait for a TCP connection to a tracker.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -83,6 +84,8 @@ pub struct TrackerLink {
     resumed: Option<SessionToken>,
     client_id: u64,
     next_seq: u64,
+    /// Where this link reports what it finds at the trackers (the dashboard's panel).
+    view: Option<Arc<TrackerView>>,
 }
 
 impl TrackerLink {
@@ -103,7 +106,14 @@ impl TrackerLink {
             resumed: None,
             client_id: u64::from_le_bytes(id),
             next_seq: 1,
+            view: None,
         }
+    }
+
+    /// This link, reporting to `view` what it finds at each tracker.
+    pub fn with_view(mut self, view: Arc<TrackerView>) -> TrackerLink {
+        self.view = Some(view);
+        self
     }
 
     /// The tracker this link is connected to, if any.
@@ -202,6 +212,9 @@ impl TrackerLink {
                 }
                 Ok(Err(TrackerError::Unavailable(reason))) if Instant::now() < deadline => {
                     log::info!("tracker={addr}: cannot serve now ({reason}); trying another");
+                    if let Some(view) = &self.view {
+                        view.cannot_serve(addr, &reason);
+                    }
                     last_reason = Some(reason);
                     busy.push(addr);
                     self.conn = None;
@@ -209,6 +222,9 @@ impl TrackerLink {
                 Ok(result) => return result.map_err(LinkError::Tracker),
                 Err(e) => {
                     log::warn!("tracker={addr}: request failed ({e}); reconnecting");
+                    if let Some(view) = &self.view {
+                        view.lost(addr, &e.to_string());
+                    }
                     self.conn = None;
                     // Others first: a tracker that timed out may be paused, and would
                     // keep the next handshake waiting too.
@@ -259,12 +275,18 @@ impl TrackerLink {
             match result {
                 Ok(conn) => {
                     log::info!("connected to tracker {tracker_id} at {addr}");
+                    if let Some(view) = &self.view {
+                        view.connected(tracker_id, addr);
+                    }
                     self.conn = Some((addr, conn));
                     self.resumed = None;
                     return;
                 }
                 Err(why) => {
                     log::info!("tracker {tracker_id} at {addr} unusable: {why}");
+                    if let Some(view) = &self.view {
+                        view.unusable(tracker_id, addr, &why);
+                    }
                     tried.retain(|(a, _)| *a != addr);
                     tried.push((addr, why));
                 }

@@ -17,6 +17,7 @@ use common::{GroupId, Identity, UserId};
 
 use crate::interrupt::Interrupt;
 use crate::tracker_link::{LinkError, TrackerLink};
+use crate::tracker_view::TrackerView;
 
 /// How often a logged-in client tells the tracker it is alive.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
@@ -59,6 +60,8 @@ pub struct TrackerSession {
     login: Mutex<Option<Login>>,
     /// The tracker that answered the last call, for the dashboard.
     last_tracker: Mutex<Option<std::net::SocketAddr>>,
+    /// What the links found at the trackers, for the dashboard.
+    view: Arc<TrackerView>,
 }
 
 impl TrackerSession {
@@ -70,6 +73,7 @@ impl TrackerSession {
             freed: Condvar::new(),
             login: Mutex::new(None),
             last_tracker: Mutex::new(None),
+            view: Arc::new(TrackerView::default()),
         }
     }
 
@@ -83,7 +87,8 @@ impl TrackerSession {
                 }
                 if links.open < MAX_LINKS {
                     links.open += 1;
-                    break TrackerLink::new(Arc::clone(&self.trackers), Arc::clone(&self.identity));
+                    break TrackerLink::new(Arc::clone(&self.trackers), Arc::clone(&self.identity))
+                        .with_view(Arc::clone(&self.view));
                 }
                 self.freed.wait(&mut links);
             }
@@ -102,6 +107,18 @@ impl TrackerSession {
         drop(links);
         self.freed.notify_one();
         result
+    }
+
+    /// What this session's links found at each tracker, and the failovers.
+    pub fn view(&self) -> &TrackerView {
+        &self.view
+    }
+
+    /// The trackers `tracker_info.txt` lists now: line number, address, and whether their
+    /// key is listed.
+    pub fn listed(&self) -> Vec<(u32, std::net::SocketAddr, bool)> {
+        let info = self.trackers.current();
+        info.trackers().map(|(id, addr)| (id, addr, info.key(id).is_some())).collect()
     }
 
     /// The tracker that answered the last call, if any did.

@@ -244,6 +244,8 @@ fn record(share: &SharedFile, dest: PathBuf) -> DownloadRecord {
             })
             .collect(),
         sources: Vec::new(),
+        piece_ms: vec![record::PIECE_NOT_TIMED; share.layout.n_pieces() as usize],
+        peer_have: BTreeMap::new(),
     }
 }
 
@@ -682,7 +684,10 @@ impl Coordinator {
 
     fn handle(&mut self, event: Event) -> Result<(), String> {
         match event {
-            Event::Ready { peer, have } => self.scheduler.set_peer_have(peer, have),
+            Event::Ready { peer, have } => {
+                self.scheduler.set_peer_have(peer, have);
+                self.record_peer_have(peer);
+            }
             Event::Verified { peer, piece, hash, bytes_per_sec } => {
                 self.scheduler.record_throughput(peer, bytes_per_sec);
                 if self.scheduler.complete(piece) {
@@ -720,6 +725,7 @@ impl Coordinator {
                 if let Some(w) = self.workers.get(&peer) {
                     let news = w.news.lock().take();
                     self.scheduler.add_have(peer, &news);
+                    self.record_peer_have(peer);
                 }
             }
             Event::Elsewhere { peer, piece } => self.scheduler.defer(piece, peer),
@@ -752,7 +758,17 @@ impl Coordinator {
     fn add_peers(&mut self, peers: Vec<PeerInfo>) {
         let named: Vec<(SocketAddr, common::UserId)> =
             peers.iter().map(|p| (p.addr, p.user.clone())).collect();
-        self.ctx.downloads.update(self.idx, |r| r.peer_users.extend(named));
+        let n_all = self.target.layout.n_pieces();
+        let listed_have: Vec<(SocketAddr, u32)> =
+            peers.iter().map(|p| (p.addr, p.have.as_ref().map_or(n_all, |h| h.count()))).collect();
+        self.ctx.downloads.update(self.idx, |r| {
+            r.peer_users.extend(named);
+            // A peer's pieces only grow: the larger of the list's and what it announced.
+            for (addr, n) in listed_have {
+                let had = r.peer_have.entry(addr).or_default();
+                *had = (*had).max(n);
+            }
+        });
         let mut connected: HashSet<SocketAddr> = self.workers.values().map(|w| w.addr).collect();
         let mut keys: HashSet<PublicKey> = self.workers.values().map(|w| w.key).collect();
         let n_pieces = self.target.layout.n_pieces();
@@ -793,6 +809,17 @@ impl Coordinator {
             self.spawn_worker(info.addr, info.key);
         }
         self.record_connected();
+    }
+
+    /// Tells the record how many pieces `peer` has now.
+    fn record_peer_have(&self, peer: PeerId) {
+        let (Some(w), Some(n)) = (self.workers.get(&peer), self.scheduler.peer_n_have(peer)) else {
+            return;
+        };
+        let addr = w.addr;
+        self.ctx.downloads.update(self.idx, |r| {
+            r.peer_have.insert(addr, n);
+        });
     }
 
     /// Tells the record which peers are connected now.

@@ -49,7 +49,16 @@ pub struct DownloadRecord {
     pub piece_source: Vec<u8>,
     /// The peers of `piece_source`, in the order they first delivered a piece.
     pub sources: Vec<SocketAddr>,
+    /// When each piece arrived, in milliseconds after `started` (`PIECE_NOT_TIMED` for a
+    /// piece not received in this session): the dashboard's throughput chart.
+    pub piece_ms: Vec<u32>,
+    /// How many pieces of the file each peer has, as last heard (the tracker's list, then
+    /// what a connected peer announced): the dashboard's peers.
+    pub peer_have: BTreeMap<SocketAddr, u32>,
 }
+
+/// `piece_ms` of a piece not received in this session.
+pub const PIECE_NOT_TIMED: u32 = u32::MAX;
 
 /// `piece_source` of a piece not yet had.
 pub const PIECE_MISSING: u8 = 0;
@@ -59,7 +68,7 @@ pub const PIECE_RESUMED: u8 = u8::MAX;
 pub const PIECE_OTHER_PEER: u8 = u8::MAX - 1;
 
 impl DownloadRecord {
-    /// Records that `piece` arrived from `addr`, for the piece map.
+    /// Records that `piece` arrived from `addr`, now, for the piece map and the chart.
     pub fn note_piece_source(&mut self, piece: usize, addr: SocketAddr) {
         let k = match self.sources.iter().position(|a| *a == addr) {
             Some(i) => i + 1,
@@ -71,6 +80,10 @@ impl DownloadRecord {
         };
         if let Some(slot) = self.piece_source.get_mut(piece) {
             *slot = u8::try_from(k).unwrap_or(PIECE_OTHER_PEER);
+        }
+        let ms = u32::try_from(self.started.elapsed().as_millis()).unwrap_or(PIECE_NOT_TIMED - 1);
+        if let Some(slot) = self.piece_ms.get_mut(piece) {
+            *slot = ms;
         }
     }
 

@@ -159,6 +159,11 @@ impl Scheduler {
         self.peers.keys().copied()
     }
 
+    /// How many pieces `peer` has, as far as it told (`None`: not a known peer).
+    pub fn peer_n_have(&self, peer: PeerId) -> Option<u32> {
+        self.peers.get(&peer).map(|p| p.n_have)
+    }
+
     /// How many pieces `peer` has in flight.
     pub fn load(&self, peer: PeerId) -> usize {
         self.peers.get(&peer).map_or(0, |p| p.in_flight.len())

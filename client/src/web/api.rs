@@ -32,6 +32,8 @@ const ENDPOINTS: &[(&str, Kind)] = &[
     ("files", Kind::Read),
     ("shares", Kind::Read),
     ("downloads", Kind::Read),
+    ("peers", Kind::Read),
+    ("trackers", Kind::Read),
     ("create_user", Kind::Change),
     ("login", Kind::Change),
     ("logout", Kind::Change),
@@ -165,6 +167,11 @@ fn read(peer: &Peer, name: &str, request: &Request) -> Result<Value, ApiError> {
             peer.require_login()?;
             downloads_json(peer)
         }
+        "peers" => {
+            peer.require_login()?;
+            peers_json(peer)
+        }
+        "trackers" => trackers_json(peer),
         _ => return Err(ApiError { status: 404, message: format!("no endpoint /api/{name}") }),
     })
 }
@@ -229,12 +236,123 @@ fn change(peer: &Peer, name: &str, body: &Body) -> Result<Value, ApiError> {
 
 /// The events of `/api/events`, by name, as they are now: each is sent when it changed
 /// (README, "Dashboard"). They cost no tracker call, so a stream may look every tick.
-pub fn events(peer: &Peer) -> [(&'static str, Value); 3] {
+pub fn events(peer: &Peer) -> [(&'static str, Value); 5] {
     let shares = match peer.list_shares() {
         Ok(shares) => shares_json(&shares),
         Err(_) => json!({ "shares": [] }),
     };
-    [("account", account_json(peer)), ("shares", shares), ("downloads", downloads_json(peer))]
+    [
+        ("account", account_json(peer)),
+        ("shares", shares),
+        ("downloads", downloads_json(peer)),
+        ("peers", peers_json(peer)),
+        ("trackers", trackers_json(peer)),
+    ]
+}
+
+/// `/api/peers` (and each `peers` event): every peer of this session's downloads' swarms
+/// and every downloader this peer served, one row per peer and file: `user`, `addr` (where
+/// it serves pieces; for a downloader only seen by the seeder, the IP it came from),
+/// `has` (pieces of the file it has, as last heard; null if not known), `pieces` (of the
+/// file), `served_me`, `served_them` (pieces), `connected` (to a download of this session).
+pub fn peers_json(peer: &Peer) -> Value {
+    let Ok(records) = peer.show_downloads() else { return json!({ "peers": [] }) };
+    let mut rows: Vec<Map<String, Value>> = Vec::new();
+    for r in &records {
+        let mut addrs: Vec<std::net::SocketAddr> = r.peer_have.keys().copied().collect();
+        addrs.extend(r.from_peer.keys().copied());
+        addrs.extend(r.connected.iter().copied());
+        addrs.sort();
+        addrs.dedup();
+        for addr in addrs {
+            let row = json!({
+                "group": r.group.to_string(),
+                "file": r.name.to_string(),
+                "user": r.peer_users.get(&addr).map(|u| u.to_string()),
+                "addr": addr.to_string(),
+                "has": r.peer_have.get(&addr),
+                "pieces": r.n_pieces,
+                "served_me": r.from_peer.get(&addr).copied().unwrap_or(0),
+                "served_them": 0,
+                // A finished download's record keeps the peers it last had.
+                "connected": r.state == DownloadState::Running && r.connected.contains(&addr),
+            });
+            if let Value::Object(row) = row {
+                rows.push(row);
+            }
+        }
+    }
+    for served in peer.served() {
+        let (group, file, user) =
+            (served.group.to_string(), served.name.to_string(), served.user.to_string());
+        let same = |row: &&mut Map<String, Value>| {
+            row["group"] == group.as_str()
+                && row["file"] == file.as_str()
+                && row["user"] == user.as_str()
+        };
+        match rows.iter_mut().find(same) {
+            Some(row) => {
+                row.insert("served_them".into(), json!(served.to.pieces));
+            }
+            None => {
+                let row = json!({
+                    "group": group,
+                    "file": file,
+                    "user": user,
+                    "addr": served.to.from.to_string(),
+                    "has": null,
+                    "pieces": null,
+                    "served_me": 0,
+                    "served_them": served.to.pieces,
+                    "connected": false,
+                });
+                if let Value::Object(row) = row {
+                    rows.push(row);
+                }
+            }
+        }
+    }
+    let key = |row: &Map<String, Value>| {
+        ["group", "file", "user", "addr"].map(|k| row[k].as_str().unwrap_or_default().to_string())
+    };
+    rows.sort_by_key(key);
+    json!({ "peers": rows })
+}
+
+/// `/api/trackers` (and each `trackers` event): the trackers `tracker_info.txt` lists, as
+/// this client's links last found them, and the failover events (README, "Dashboard").
+pub fn trackers_json(peer: &Peer) -> Value {
+    let seen = peer.trackers();
+    let unix = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    };
+    let mut trackers: Vec<Value> = Vec::new();
+    let row = |id: Option<u32>, addr: std::net::SocketAddr, key: Option<bool>| {
+        let found = seen.seen.iter().find(|(a, _)| *a == addr).map(|(_, s)| s);
+        json!({
+            "id": id.or_else(|| found.and_then(|s| s.id)),
+            "addr": addr.to_string(),
+            "key_listed": key,
+            "state": found.map_or("not tried yet", |s| s.state.word()),
+            "reason": found.and_then(|s| s.state.reason()),
+            "since_ms": found.map(|s| unix(s.since)),
+            "serving": seen.serving == Some(addr),
+        })
+    };
+    for (id, addr, key) in &seen.listed {
+        trackers.push(row(Some(*id), *addr, Some(*key)));
+    }
+    for (addr, _) in seen.seen.iter().filter(|(a, _)| !seen.listed.iter().any(|l| l.1 == *a)) {
+        trackers.push(row(None, *addr, None));
+    }
+    let events: Vec<Value> =
+        seen.events.iter().map(|e| json!({ "at_ms": unix(e.at), "text": e.text })).collect();
+    json!({
+        "serving": seen.serving.map(|a| a.to_string()),
+        "last": seen.last.map(|a| a.to_string()),
+        "trackers": trackers,
+        "events": events,
+    })
 }
 
 /// `/api/account` (and each `account` event): who is logged in, the tracker that answered
@@ -295,11 +413,49 @@ pub fn downloads_json(peer: &Peer) -> Value {
                     json!(r.sources.iter().map(|a| a.to_string()).collect::<Vec<_>>()),
                 );
                 map.insert("piece_map".into(), json!(r.piece_source));
+                map.insert(
+                    "source_names".into(),
+                    json!(r.sources.iter().map(|a| r.peer_name(a)).collect::<Vec<_>>()),
+                );
+                map.insert("chart".into(), chart_json(r));
             }
             v
         })
         .collect();
     json!({ "downloads": downloads })
+}
+
+/// Points of a throughput chart at most.
+const MAX_CHART_POINTS: u64 = 60;
+/// The narrowest time step of a chart.
+const MIN_CHART_STEP_MS: u64 = 250;
+
+/// A download's per-peer throughput over time, from when each piece arrived: `step_ms`
+/// and, for each peer of `sources` (in that order), `rates`, the bytes per second received
+/// from it in each step since the start (at most `MAX_CHART_POINTS` steps).
+fn chart_json(r: &crate::download::record::DownloadRecord) -> Value {
+    use crate::download::record::{PIECE_MISSING, PIECE_NOT_TIMED, PIECE_RESUMED};
+    let end = r.finished.unwrap_or_else(std::time::Instant::now).duration_since(r.started);
+    let end_ms = (end.as_millis() as u64).max(1);
+    let step_ms = end_ms.div_ceil(MAX_CHART_POINTS).max(MIN_CHART_STEP_MS);
+    let n_steps = end_ms.div_ceil(step_ms).clamp(1, MAX_CHART_POINTS) as usize;
+    // One series per source, plus one for the peers beyond the map's 253 sources.
+    let mut bytes = vec![vec![0u64; n_steps]; r.sources.len() + 1];
+    let layout = common::Layout::new(r.size).ok();
+    for (i, (&source, &ms)) in r.piece_source.iter().zip(&r.piece_ms).enumerate() {
+        if source == PIECE_MISSING || source == PIECE_RESUMED || ms == PIECE_NOT_TIMED {
+            continue;
+        }
+        let series = usize::from(source).min(r.sources.len() + 1) - 1;
+        let step = ((u64::from(ms) / step_ms) as usize).min(n_steps - 1);
+        let len = layout.as_ref().map_or(0, |l| l.piece_len(common::PieceIndex(i as u32)) as u64);
+        if let Some(slot) = bytes.get_mut(series).and_then(|s| s.get_mut(step)) {
+            *slot += len;
+        }
+    }
+    let rates: Vec<Vec<u64>> =
+        bytes.iter().map(|s| s.iter().map(|b| b * 1000 / step_ms).collect()).collect();
+    json!({ "step_ms": step_ms, "rates": rates })
 }
 
 /// A request's JSON object body.

@@ -438,6 +438,48 @@ fn in_a_browser_a_user_runs_a_group_and_watches_a_download_from_two_seeders_fill
     browser.wait_for("the copy in My shares", r##"document.querySelector('#share-rows tr[data-share="g/film.bin"]')?.textContent.includes("13/13")"##);
     assert!(browser.run("return document.querySelector('#error').hidden") == Value::Bool(true));
 
+    // The chart has a band per seeder; the peers panel shows each with the pieces it
+    // has and sent; the trackers panel names the tracker that serves this client.
+    let peers = browser.run(
+        "return new Set([...document.querySelectorAll('.dl svg.chart rect')].map((r) => r.dataset.peer)).size",
+    );
+    assert_eq!(peers, 2, "a colour per seeder in the chart");
+    for seeder in [&bob, &carol] {
+        let row = format!(r##"#peer-rows tr[data-peer$="@{}"]"##, seeder.listen);
+        let cells = browser.wait_for(
+            "the seeder in the peers panel",
+            &format!("(() => {{ const r = document.querySelector('{row}'); return r && [...r.children].map((c) => c.textContent); }})()"),
+        );
+        let cells: Vec<&str> =
+            cells.as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+        assert_eq!(cells[2..4], ["[g] film.bin", "13/13"], "{cells:?}");
+        assert_ne!(cells[4], "0", "each seeder served some pieces: {cells:?}");
+    }
+    let served: u64 = browser
+        .run("return [...document.querySelectorAll('#peer-rows tr')].map((r) => +r.children[4].textContent).reduce((a, b) => a + b, 0)")
+        .as_u64()
+        .unwrap();
+    assert_eq!(served, 13);
+    browser.wait_for(
+        "the tracker serving this client",
+        r##"document.querySelector("#tracker-rows tr.serving")?.textContent.includes("tracker 1")"##,
+    );
+    browser.wait_for(
+        "the first event",
+        r##"document.querySelector("#tracker-events").textContent.includes("served by tracker 1 at ")"##,
+    );
+
+    // bob fetches the page's upload: the peers panel counts what this peer served him.
+    let bob_out = cluster.path("bob-out");
+    std::fs::create_dir(&bob_out).unwrap();
+    bob.run1(&format!("download_file g notes.txt {}", bob_out.display()));
+    let done = bob.run1("wait_downloads");
+    assert!(done.starts_with("[C] [g] notes.txt"), "{done}");
+    browser.wait_for(
+        "bob in the peers panel, served by this peer",
+        r##"[...document.querySelectorAll('#peer-rows tr[data-peer^="bob@"]')].some((r) => r.children[2].textContent === "[g] notes.txt" && r.children[5].textContent === "1")"##,
+    );
+
     // The copy is the file.
     let copy = out.join("film.bin");
     assert_eq!(sha1_of(&copy), sha1_of(&film));

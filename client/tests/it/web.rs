@@ -298,6 +298,29 @@ fn through_the_dashboard_a_user_logs_in_manages_a_group_and_downloads_from_a_pee
     assert_eq!(d["sources"], json!([seeder.listen.to_string()]));
     assert_same_file(&original, &out.join("film.bin"));
     assert_eq!(web.ok_get("/api/downloads")["downloads"][0]["state"], "complete");
+    let chart = &d["chart"];
+    let rates = chart["rates"][0].as_array().unwrap();
+    assert!(chart["step_ms"].as_u64().unwrap() >= 250 && !rates.is_empty(), "{chart}");
+    assert!(rates.iter().any(|r| r.as_u64().unwrap() > 0), "{chart}");
+
+    // The peers and the trackers, as the page's panels show them.
+    let peers = web.ok_get("/api/peers");
+    assert_eq!(
+        peers["peers"],
+        json!([{ "group": "g", "file": "film.bin", "user": "bob",
+                 "addr": seeder.listen.to_string(), "has": 11, "pieces": 11,
+                 "served_me": 11, "served_them": 0, "connected": false }]),
+        "{peers}"
+    );
+    let trackers = web.ok_get("/api/trackers");
+    let t = &trackers["trackers"][0];
+    assert_eq!(
+        (&t["id"], &t["serving"], &t["key_listed"]),
+        (&json!(1), &json!(true), &json!(true))
+    );
+    assert_eq!(trackers["serving"], cluster_tracker(&cluster));
+    let first = trackers["events"][0]["text"].as_str().unwrap();
+    assert_eq!(first, format!("served by tracker 1 at {}", cluster_tracker(&cluster)));
     // The REPL shows the same download.
     let line = dash.run1("show_downloads");
     assert!(line.starts_with("[C] [g] film.bin -> "), "{line}");
@@ -333,4 +356,37 @@ fn through_the_dashboard_a_user_logs_in_manages_a_group_and_downloads_from_a_pee
 fn cluster_tracker(cluster: &Cluster) -> String {
     let info = common::tracker_info::TrackerInfo::load(&cluster.info).unwrap();
     info.addr(1).unwrap().to_string()
+}
+
+#[test]
+fn the_trackers_panel_shows_the_client_failing_over_when_its_tracker_dies() {
+    let cluster = Cluster::new(3);
+    let mut trackers = cluster.start_all();
+    let mut c = cluster.client_with("a", &["--web", "127.0.0.1:0"]);
+    let web = Web::of(&mut c);
+    c.sign_up("alice");
+    let before = web.ok_get("/api/trackers");
+    let listed = before["trackers"].as_array().unwrap();
+    assert_eq!(listed.len(), 3, "{before}");
+    let serving = before["serving"].as_str().unwrap().to_string();
+    let i = listed.iter().position(|t| t["addr"] == serving.as_str()).unwrap();
+    assert_eq!(listed[i]["state"], "connected", "{before}");
+    assert_eq!(listed[i]["serving"], true, "{before}");
+
+    // The client's tracker dies; its next call fails over, and the panel says so.
+    trackers[i].kill();
+    c.ok("create_group g", "created group g");
+    let after = web.ok_get("/api/trackers");
+    let now = after["serving"].as_str().unwrap();
+    assert_ne!(now, serving, "{after}");
+    let dead = &after["trackers"][i];
+    assert!(["lost", "unusable"].contains(&dead["state"].as_str().unwrap()), "{after}");
+    assert_eq!(dead["serving"], false, "{after}");
+    let events: Vec<&str> =
+        after["events"].as_array().unwrap().iter().map(|e| e["text"].as_str().unwrap()).collect();
+    let moved = format!("at {now} (was tracker {} at {serving})", i + 1);
+    assert!(
+        events.iter().any(|e| e.starts_with("now served by tracker ") && e.ends_with(&moved)),
+        "{events:?}"
+    );
 }

@@ -86,9 +86,12 @@ function renderAccount(a) {
   $("#account-line").textContent = a.user
     ? `${a.user} · tracker ${a.tracker || "?"} · peer ${a.listen}`
     : `not logged in · peer ${a.listen}`;
+  $("#account-detail").textContent = a.user
+    ? `Logged in as ${a.user}, through tracker ${a.tracker || "?"}; this peer serves pieces on ${a.listen}.`
+    : "";
   $("#login-form").hidden = !!a.user;
   $("#logged-in").hidden = !a.user;
-  for (const id of ["#groups", "#shares"]) $(id).hidden = !a.user;
+  for (const id of ["#groups", "#shares", "#peers"]) $(id).hidden = !a.user;
   if (changed) {
     currentGroup = null;
     $("#group-detail").hidden = true;
@@ -161,6 +164,7 @@ function renderRequests(group, r) {
   list.replaceChildren();
   $("#requests-box").hidden = !r;
   if (!r) return;
+  if (r.users.length === 0) list.append(el("li", { class: "muted" }, "none"));
   for (const u of r.users) {
     list.append(el("li", { "data-user": u }, u, " ",
       el("button", { onclick: () => act(async () => { await api("accept_request", { group, user: u }); await refreshGroupDetail(); }) }, "accept"), " ",
@@ -200,32 +204,107 @@ function renderDownloads(data) {
       : d.state === "complete" ? `done in ${d.seconds.toFixed(2)} s` : `${pct.toFixed(0)}%`;
     const bar = el("div", { class: "bar " + (d.state === "complete" ? "done" : d.state === "failed" ? "failed" : "") },
       el("div", { style: `width:${pct}%` }));
+    const names = d.source_names || d.sources;
     const map = el("div", { class: "pieces" });
     d.piece_map.forEach((src, i) => {
-      const cell = el("span", { title: `piece ${i}: ` + (src === 0 ? "missing" : src === RESUMED ? "resumed from disk" : "from " + d.sources[src - 1]) });
+      const from = src === 0 ? "missing" : src === RESUMED ? "resumed from disk"
+        : src <= names.length ? "from " + names[src - 1] : "from another peer";
+      const cell = el("span", { title: `piece ${i}: ${from}` });
       if (src === RESUMED) cell.style.background = "#9ca3af";
       else if (src > 0) cell.style.background = COLORS[(src - 1) % COLORS.length];
       map.append(cell);
     });
     const legend = el("div", { class: "legend muted" }, ...d.sources.map((addr, i) =>
-      el("span", {}, el("i", { style: "background:" + COLORS[i % COLORS.length] }), `${addr} (${d.from_peers[addr] || 0})`)));
+      el("span", {}, el("i", { style: "background:" + COLORS[i % COLORS.length] }), `${names[i]} (${d.from_peers[addr] || 0} pieces)`)));
     box.append(el("div", { class: "dl", "data-state": d.state, "data-id": d.id },
       el("div", { class: "dl-head" },
         el("strong", {}, `[${d.group}] ${d.file}`),
         el("span", { class: "muted" }, `→ ${d.destination}`),
         el("span", { class: "status" }, status),
         el("span", {}, `${size(d.bytes_done)} / ${size(d.size)} · ${size(rate)}/s · ${d.peers} peers ${eta ? "· " + eta : ""}`)),
-      bar, map, legend));
+      bar, map, legend, chart(d.chart, names)));
   }
 }
 
-// The client pushes what changes without a tracker call: the account, the shares and the
-// downloads, each as an event of that name.
+// Throughput over time: a column per step of the download, stacked by peer (the bytes per
+// second received from each; the client buckets the arrival times of the pieces).
+function chart(c, names) {
+  const NS = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(NS, "svg");
+  svg.setAttribute("class", "chart");
+  svg.setAttribute("viewBox", "0 0 600 100");
+  svg.setAttribute("preserveAspectRatio", "none");
+  const box = el("div", { class: "chart-box" });
+  if (!c || !c.rates) return box;
+  const n = Math.max(1, ...c.rates.map((r) => r.length));
+  const totals = Array.from({ length: n }, (_, j) => c.rates.reduce((sum, r) => sum + (r[j] || 0), 0));
+  const max = Math.max(1, ...totals);
+  const w = 600 / n;
+  for (let j = 0; j < n; j++) {
+    let base = 100;
+    c.rates.forEach((rates, i) => {
+      const v = rates[j] || 0;
+      if (v <= 0) return;
+      const h = (v / max) * 95;
+      base -= h;
+      const r = document.createElementNS(NS, "rect");
+      const attrs = { x: (j * w).toFixed(2), y: base.toFixed(2), width: Math.max(w - 1, 0.5).toFixed(2), height: h.toFixed(2),
+        fill: i < names.length ? COLORS[i % COLORS.length] : "#9ca3af", "data-peer": i < names.length ? names[i] : "others" };
+      for (const [k, val] of Object.entries(attrs)) r.setAttribute(k, val);
+      const title = document.createElementNS(NS, "title");
+      title.textContent = `${attrs["data-peer"]}: ${size(v)}/s at ${((j * c.step_ms) / 1000).toFixed(2)} s`;
+      r.append(title);
+      svg.append(r);
+    });
+  }
+  box.append(el("div", { class: "chart-labels muted" },
+    el("span", {}, "throughput per peer, stacked"), el("span", {}, `peak ${size(max)}/s`),
+    el("span", {}, `${((n * c.step_ms) / 1000).toFixed(1)} s, steps of ${c.step_ms} ms`)), svg);
+  return box;
+}
+
+function renderPeers(data) {
+  const rows = $("#peer-rows");
+  rows.replaceChildren();
+  const cell = (v) => el("td", { class: "num" }, v === null || v === undefined ? "—" : v);
+  for (const p of data.peers || []) {
+    rows.append(el("tr", { "data-peer": `${p.user}@${p.addr}`, class: p.connected ? "" : "muted" },
+      el("td", {}, p.user || "?"), el("td", {}, p.addr), el("td", {}, `[${p.group}] ${p.file}`),
+      cell(p.has === null ? null : p.pieces ? `${p.has}/${p.pieces}` : p.has),
+      cell(p.served_me), cell(p.served_them)));
+  }
+  $("#peers-empty").hidden = (data.peers || []).length > 0;
+}
+
+function clock(ms) {
+  return new Date(ms).toLocaleTimeString([], { hour12: false });
+}
+
+function renderTrackers(data) {
+  const rows = $("#tracker-rows");
+  rows.replaceChildren();
+  for (const t of data.trackers || []) {
+    const word = t.serving ? "serving this client" : t.state;
+    const cls = "state-" + (t.serving ? "connected" : t.state.split(" ")[0]);
+    rows.append(el("tr", { "data-tracker": t.addr, class: t.serving ? "serving" : "" },
+      el("td", {}, t.id === null ? "?" : "tracker " + t.id), el("td", {}, t.addr),
+      el("td", { class: cls }, word + (t.reason ? ": " + t.reason : "") + (t.key_listed === false ? " (no key listed yet)" : "")),
+      el("td", { class: "muted" }, t.since_ms ? clock(t.since_ms) : "")));
+  }
+  const list = $("#tracker-events");
+  list.replaceChildren(...(data.events || []).slice().reverse().map((e) =>
+    el("li", {}, el("time", {}, clock(e.at_ms)), e.text)));
+  if (!list.children.length) list.append(el("li", { class: "muted" }, "No event yet."));
+}
+
+// The client pushes what changes without a tracker call, each as an event of that name.
 function listen() {
   const events = new EventSource("/api/events");
   events.addEventListener("account", (e) => renderAccount(JSON.parse(e.data)));
   events.addEventListener("shares", (e) => renderShares(JSON.parse(e.data)));
   events.addEventListener("downloads", (e) => renderDownloads(JSON.parse(e.data)));
+  events.addEventListener("peers", (e) => renderPeers(JSON.parse(e.data)));
+  events.addEventListener("trackers", (e) => renderTrackers(JSON.parse(e.data)));
 }
 
 async function refreshAll() {
