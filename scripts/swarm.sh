@@ -30,6 +30,10 @@ Options:
                      \$CARGO_TARGET_DIR/release, or target/release, first)
   --work DIR         keep state and logs in DIR (default: a new temporary directory)
   --keep             keep the work directory after a successful run
+  --web              peer p1 (a leecher) serves the dashboard on 127.0.0.1; its URL is
+                     printed: watch its piece map fill from the seeder and the other
+                     leechers. At a terminal the script waits for Enter before the
+                     downloads start and again before it stops everything
   -h, --help         show this help
 
 Output ends with a table: per peer its role, time to complete, MB/s, pieces received
@@ -47,6 +51,7 @@ SEED_RATE=
 BIN=
 WORK=
 KEEP=0
+WEB=0
 while (($#)); do
     case "$1" in
         share|flash|churn) SCENARIO=$1; shift ;;
@@ -58,6 +63,7 @@ while (($#)); do
         --bin) BIN=$2; shift 2 ;;
         --work) WORK=$2; shift 2 ;;
         --keep) KEEP=1; shift ;;
+        --web) WEB=1; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "swarm.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
     esac
@@ -103,7 +109,18 @@ for ((t = 1; t <= TRACKERS; t++)); do wait_for "$WORK/tracker$t.out" "serving as
 seed_opts=()
 ((SEED_RATE > 0)) && seed_opts=(--max-upload-rate "$SEED_RATE")
 start_peer p0 "${seed_opts[@]}"
-for ((i = 1; i < PEERS; i++)); do start_peer "p$i"; done
+for ((i = 1; i < PEERS; i++)); do
+    if ((WEB && i == 1)); then
+        start_peer p1 --web 127.0.0.1:0
+        # Before any command: its output lines are counted from here on.
+        wait_for "$WORK/p1.out" "dashboard at"
+    else
+        start_peer "p$i"
+    fi
+done
+if ((WEB)); then
+    say "p1's $(grep -m1 'dashboard at' "$WORK/p1.out")  <- open it to watch p1's download"
+fi
 declare -A ADDR
 for ((i = 0; i < PEERS; i++)); do
     ADDR[p$i]=$(grep -o 'listening on .*' "$WORK/p$i.out" | head -n1 | cut -d' ' -f3)
@@ -127,6 +144,9 @@ NAME=$(basename "$FILE")
 SUM=$(sha1sum <"$FILE" | cut -d' ' -f1)
 run p0 "upload_file '$FILE' swarm" 1 600
 
+if ((WEB)) && [[ -t 0 ]]; then
+    read -r -p "open p1's dashboard, then press Enter to start the downloads " _ || true
+fi
 for ((i = 1; i < PEERS; i++)); do
     mkdir -p "$WORK/p$i-files"
     send "p$i" "download_file swarm '$NAME' $WORK/p$i-files"
@@ -245,6 +265,9 @@ say "totals: $((PEERS - 1 - failed)) of $((PEERS - 1)) copies intact; pieces ser
 n_pieces=$(( ($(stat -c %s "$FILE") + 524287) / 524288 ))
 if ((n_pieces > 0)); then
     say "seeder copies: $(printf '%.2f' "$(echo "${SERVED[p0]} / $n_pieces" | bc -l)") (${SERVED[p0]} pieces served of a $n_pieces-piece file)"
+fi
+if ((WEB)) && [[ -t 0 ]]; then
+    read -r -p "p1's dashboard stays up: press Enter to stop everything " _ || true
 fi
 if ((failed > 0)); then
     say "swarm.sh: $failed download(s) failed or differ"
