@@ -38,7 +38,7 @@ for arg in "$@"; do
 done
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BIN="$ROOT/target/release"
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/p2p-demo.XXXXXX")
 # shellcheck source=scripts/lib.sh
 source "$ROOT/scripts/lib.sh"
