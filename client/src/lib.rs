@@ -127,6 +127,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
     let notices = Arc::new(Notices::default());
     // Heartbeats until the sender is dropped at the end of `run`.
     let (stop_heartbeat, heartbeat_stopped) = crossbeam_channel::bounded::<()>(0);
+    let with_web = config.web.is_some();
     let heartbeat = std::thread::Builder::new().name("heartbeat".into()).spawn({
         let (tracker, known, watch, notices) =
             (Arc::clone(&tracker), Arc::clone(&known), Arc::clone(&watch), Arc::clone(&notices));
@@ -135,6 +136,10 @@ pub fn run(config: Config) -> Result<(), RunError> {
                 heartbeat_stopped.recv_timeout(HEARTBEAT_EVERY)
             {
                 heartbeat_once(&tracker, &watch, &known, &notices);
+                // The dashboard's trackers panel shows the roles: one more small read.
+                if with_web {
+                    tracker.refresh_status();
+                }
             }
         }
     })?;

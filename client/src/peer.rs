@@ -15,7 +15,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use common::hash::{hash_file, HashFileError};
-use common::message::{FileMeta, FileSummary, Reply, Request};
+use common::message::{FileMeta, FileSummary, Reply, Request, TrackerStatus};
 use common::{Bitfield, FileName, GroupId, Layout, Password, UserId};
 
 use crate::command;
@@ -145,6 +145,8 @@ pub struct TrackersSeen {
     pub seen: Vec<(SocketAddr, Seen)>,
     /// Failovers and other changes, oldest first.
     pub events: Vec<TrackerEvent>,
+    /// The last `Status` a tracker gave of its place in the cluster, and when.
+    pub status: Option<(std::time::SystemTime, TrackerStatus)>,
 }
 
 impl Peer {
@@ -167,13 +169,14 @@ impl Peer {
 
     /// The trackers as this client sees them.
     pub fn trackers(&self) -> TrackersSeen {
-        let (serving, seen, events) = self.ctx.tracker.view().snapshot();
+        let view = self.ctx.tracker.view().snapshot();
         TrackersSeen {
             listed: self.ctx.tracker.listed(),
             last: self.ctx.tracker.last_tracker(),
-            serving,
-            seen,
-            events,
+            serving: view.serving,
+            seen: view.trackers,
+            events: view.events,
+            status: view.status,
         }
     }
 

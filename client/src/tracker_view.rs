@@ -1,6 +1,7 @@
 //! What this client has seen of the trackers: each one's state as its links last found it
-//! (serving this client, unusable, unable to serve, connection lost) and the failover
-//! events, for the dashboard's trackers panel. Every `TrackerLink` of the session reports
+//! (serving this client, unusable, unable to serve, connection lost), the last `Status` a
+//! tracker gave of its place in the cluster, and the failover events, for the dashboard's
+//! trackers panel. Every `TrackerLink` of the session reports
 //! here; nothing here does I/O.
 //!
 //! Invariant: at most `MAX_TRACKERS` trackers and `MAX_EVENTS` events are kept; an event is
@@ -11,6 +12,8 @@ use std::net::SocketAddr;
 use std::time::SystemTime;
 
 use parking_lot::Mutex;
+
+use common::message::TrackerStatus;
 
 /// Trackers remembered at most (a `tracker_info.txt` lists a handful).
 pub const MAX_TRACKERS: usize = 256;
@@ -31,6 +34,21 @@ struct Inner {
     /// The tracker that served before something went wrong with it.
     was: Option<SocketAddr>,
     events: VecDeque<TrackerEvent>,
+    /// The last `Status` a tracker gave, and when.
+    status: Option<(SystemTime, TrackerStatus)>,
+}
+
+/// What `TrackerView::snapshot` returns.
+#[derive(Debug, Clone)]
+pub struct ViewSnapshot {
+    /// The tracker the last connection went to, unless something went wrong with it since.
+    pub serving: Option<SocketAddr>,
+    /// Every tracker seen, by address.
+    pub trackers: Vec<(SocketAddr, Seen)>,
+    /// The events, oldest first.
+    pub events: Vec<TrackerEvent>,
+    /// The last `Status` a tracker gave, and when.
+    pub status: Option<(SystemTime, TrackerStatus)>,
 }
 
 /// One tracker's state as last seen.
@@ -120,12 +138,31 @@ impl TrackerView {
         self.change(addr, None, SeenState::Lost(why.to_string()));
     }
 
-    /// The tracker the last connection went to, every tracker seen (by address), and the
-    /// events, oldest first.
-    pub fn snapshot(&self) -> (Option<SocketAddr>, Vec<(SocketAddr, Seen)>, Vec<TrackerEvent>) {
+    /// A tracker told its place in the cluster; a change of its role is an event.
+    pub fn set_status(&self, status: TrackerStatus) {
+        let mut inner = self.inner.lock();
+        let changed = inner.status.as_ref().is_none_or(|(_, old)| {
+            (old.id, old.role, old.term) != (status.id, status.role, status.term)
+        });
+        if changed {
+            let text = format!(
+                "tracker {} says: {} in term {}, voters {:?}, reaching {}",
+                status.id, status.role, status.term, status.voters, status.reach
+            );
+            inner.push(text);
+        }
+        inner.status = Some((SystemTime::now(), status));
+    }
+
+    /// What was seen, now.
+    pub fn snapshot(&self) -> ViewSnapshot {
         let inner = self.inner.lock();
-        let trackers = inner.trackers.iter().map(|(a, s)| (*a, s.clone())).collect();
-        (inner.serving, trackers, inner.events.iter().cloned().collect())
+        ViewSnapshot {
+            serving: inner.serving,
+            trackers: inner.trackers.iter().map(|(a, s)| (*a, s.clone())).collect(),
+            events: inner.events.iter().cloned().collect(),
+            status: inner.status.clone(),
+        }
     }
 
     /// Records `state` for `addr`, with an event when it is news.
@@ -182,7 +219,7 @@ mod tests {
     use super::*;
 
     fn texts(view: &TrackerView) -> Vec<String> {
-        view.snapshot().2.into_iter().map(|e| e.text).collect()
+        view.snapshot().events.into_iter().map(|e| e.text).collect()
     }
 
     #[test]
@@ -205,12 +242,12 @@ mod tests {
                 "now served by tracker 2 at 127.0.0.1:2 (was tracker 1 at 127.0.0.1:1)",
             ]
         );
-        let (serving, trackers, _) = view.snapshot();
-        assert_eq!(serving, Some(b));
-        assert_eq!(trackers.len(), 2);
+        let seen = view.snapshot();
+        assert_eq!(seen.serving, Some(b));
+        assert_eq!(seen.trackers.len(), 2);
         for i in 0..2 * MAX_EVENTS {
             view.cannot_serve(a, &format!("no majority {i}"));
         }
-        assert_eq!(view.snapshot().2.len(), MAX_EVENTS);
+        assert_eq!(view.snapshot().events.len(), MAX_EVENTS);
     }
 }

@@ -18,7 +18,7 @@ use crate::id::{FileName, GroupId, Password, UserId};
 use crate::identity::PublicKey;
 
 /// The protocol version this build speaks. Bumped on any incompatible change.
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// Identifies one request of one client instance, so that a request retried after a lost
 /// connection is recognised and applied once.
@@ -142,6 +142,10 @@ pub enum Request {
     /// `logout --all`: ends every session of this user, wherever it was opened (a lost
     /// or stolen device's included).
     LogoutEverywhere,
+    /// This tracker's place in the cluster, as its `status` line shows it (members only):
+    /// any tracker answers for itself at once, without its leader or a read barrier, as
+    /// it matters most when there is no majority. The dashboard's trackers panel.
+    Status,
 }
 
 impl Request {
@@ -292,6 +296,52 @@ pub enum Reply {
     /// the one the heartbeat said it knows. (Appended last: replies are kept in the
     /// replicated state, and the encoding of the others must not move.)
     Alive { memberships: Option<Memberships> },
+    /// The answer to `Status` (appended last, as `Alive`).
+    Status { status: TrackerStatus },
+}
+
+/// A tracker's place in the cluster (`Request::Status`), as its `status` line shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackerStatus {
+    /// Its line in `tracker_info.txt`.
+    pub id: u32,
+    pub role: TrackerRole,
+    /// The Raft term it is in.
+    pub term: u64,
+    /// The voters of its configuration.
+    pub voters: Vec<u32>,
+    /// How many voters it heard from in the last second, itself included.
+    pub reach: u32,
+    /// Its commit and applied indexes.
+    pub commit: u64,
+    pub applied: u64,
+}
+
+/// A tracker's role, as `status` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TrackerRole {
+    /// The leader: it commits writes.
+    Primary,
+    /// A follower of tracker `leader`.
+    Backup { leader: u32 },
+    /// Campaigning in an election.
+    Candidate,
+    /// It knows no leader (and is not campaigning).
+    Leaderless,
+    /// It votes and keeps the log but serves no client.
+    Witness,
+}
+
+impl fmt::Display for TrackerRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TrackerRole::Primary => write!(f, "primary"),
+            TrackerRole::Backup { leader } => write!(f, "backup of {leader}"),
+            TrackerRole::Candidate => write!(f, "candidate"),
+            TrackerRole::Leaderless => write!(f, "leaderless"),
+            TrackerRole::Witness => write!(f, "witness"),
+        }
+    }
 }
 
 /// The groups a user is in or asked to join, and how: what a client compares between

@@ -16,7 +16,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Mutex, RwLock};
 
-use common::message::{PeerInfo, Reply, Request, RequestId, SessionId, SessionToken, TrackerError};
+use common::message::{
+    PeerInfo, Reply, Request, RequestId, SessionId, SessionToken, TrackerError, TrackerRole,
+    TrackerStatus,
+};
 use common::replica_message::MAX_PRESENCE_REPORT;
 use common::tracker_info::TrackerInfoFile;
 use common::{FileName, GroupId, Identity, Layout, PublicKey, Sha1Digest, UserId};
@@ -117,6 +120,15 @@ impl Service {
                 "tracker {} is a witness: it votes but serves no clients",
                 self.settings.id
             )));
+        }
+        if let Request::Status = request {
+            // Answered here whatever the role, at once: it matters most without a majority.
+            let session = token.map(|t| t.id());
+            let bound = session.is_some_and(|s| self.state.read().session_key(&s) == Some(client));
+            return match bound {
+                true => Ok(Reply::Status { status: self.status() }),
+                false => Err(TrackerError::NotLoggedIn),
+            };
         }
         match self.cluster.role() {
             Role::Primary => self.serve_here(id, token, client, from, request),
@@ -477,19 +489,11 @@ impl Service {
         let (applied, digest) = self.digest();
         let status = self.cluster.status();
         let reach = self.cluster.voters_up();
-        let role = match (self.cluster.role(), status.role) {
-            (Role::Primary, _) => "primary".to_string(),
-            (Role::Backup { .. }, _) if self.cluster.witness => "witness".to_string(),
-            (Role::Backup { leader }, _) => format!("backup of {leader}"),
-            (Role::Leaderless, StateRole::Candidate | StateRole::PreCandidate) => {
-                "candidate".to_string()
-            }
-            (Role::Leaderless, _) => "leaderless".to_string(),
-        };
         format!(
-            "tracker {}: {role} view={}:{:?} last={}:{} commit={} applied={applied} \
+            "tracker {}: {} view={}:{:?} last={}:{} commit={} applied={applied} \
              reach={}/{} generation={} digest={digest}",
             self.settings.id,
+            self.role(),
             status.term,
             status.voters(),
             status.last_term,
@@ -499,6 +503,34 @@ impl Service {
             reach.1,
             self.cluster.generation(),
         )
+    }
+
+    /// This tracker's place in the cluster, for `Request::Status`.
+    pub fn status(&self) -> TrackerStatus {
+        let status = self.cluster.status();
+        let (up, _) = self.cluster.voters_up();
+        TrackerStatus {
+            id: self.settings.id,
+            role: self.role(),
+            term: status.term,
+            voters: status.voters().iter().filter_map(|v| u32::try_from(*v).ok()).collect(),
+            reach: u32::try_from(up).unwrap_or(u32::MAX),
+            commit: status.commit,
+            applied: status.applied,
+        }
+    }
+
+    /// This tracker's role, as `status` names it.
+    fn role(&self) -> TrackerRole {
+        match (self.cluster.role(), self.cluster.status().role) {
+            (Role::Primary, _) => TrackerRole::Primary,
+            (Role::Backup { .. }, _) if self.cluster.witness => TrackerRole::Witness,
+            (Role::Backup { leader }, _) => TrackerRole::Backup { leader },
+            (Role::Leaderless, StateRole::Candidate | StateRole::PreCandidate) => {
+                TrackerRole::Candidate
+            }
+            (Role::Leaderless, _) => TrackerRole::Leaderless,
+        }
     }
 
     /// On becoming the leader: soft state starts afresh (every session counts as live for
@@ -626,6 +658,7 @@ impl Service {
             | Request::AnnouncePieces { .. }
             | Request::CheckTicket { .. }
             | Request::StateDigest
+            | Request::Status
             | Request::Heartbeat { .. } => {
                 // Answered above; reaching here is a bug, not bad input.
                 return Err(TrackerError::Unavailable(
@@ -654,7 +687,8 @@ pub fn log_level(request: &Request) -> log::Level {
     match request {
         Request::Heartbeat { .. }
         | Request::AnnouncePieces { .. }
-        | Request::CheckTicket { .. } => log::Level::Trace,
+        | Request::CheckTicket { .. }
+        | Request::Status => log::Level::Trace,
         _ => log::Level::Debug,
     }
 }

@@ -8,6 +8,7 @@ use std::str::FromStr;
 
 use serde_json::{json, Map, Value};
 
+use common::message::TrackerRole;
 use common::IdError;
 
 use super::guard::{Guard, Refusal};
@@ -327,10 +328,25 @@ pub fn trackers_json(peer: &Peer) -> Value {
         t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
     };
     let mut trackers: Vec<Value> = Vec::new();
+    // Roles as the last tracker that told its status sees them: its own, and its leader's.
+    let role_of = |id: Option<u32>| -> Option<String> {
+        let (_, status) = seen.status.as_ref()?;
+        let id = id?;
+        if id == status.id {
+            return Some(status.role.to_string());
+        }
+        match status.role {
+            TrackerRole::Backup { leader } if leader == id => Some("primary".into()),
+            _ if status.voters.contains(&id) => Some("voter".into()),
+            _ => None,
+        }
+    };
     let row = |id: Option<u32>, addr: std::net::SocketAddr, key: Option<bool>| {
         let found = seen.seen.iter().find(|(a, _)| *a == addr).map(|(_, s)| s);
+        let id = id.or_else(|| found.and_then(|s| s.id));
         json!({
-            "id": id.or_else(|| found.and_then(|s| s.id)),
+            "role": role_of(id),
+            "id": id,
             "addr": addr.to_string(),
             "key_listed": key,
             "state": found.map_or("not tried yet", |s| s.state.word()),
@@ -347,7 +363,20 @@ pub fn trackers_json(peer: &Peer) -> Value {
     }
     let events: Vec<Value> =
         seen.events.iter().map(|e| json!({ "at_ms": unix(e.at), "text": e.text })).collect();
+    let status = seen.status.as_ref().map(|(at, s)| {
+        json!({
+            "id": s.id,
+            "role": s.role.to_string(),
+            "term": s.term,
+            "voters": s.voters,
+            "reach": s.reach,
+            "commit": s.commit,
+            "applied": s.applied,
+            "at_ms": unix(*at),
+        })
+    });
     json!({
+        "status": status,
         "serving": seen.serving.map(|a| a.to_string()),
         "last": seen.last.map(|a| a.to_string()),
         "trackers": trackers,

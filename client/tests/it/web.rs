@@ -205,6 +205,15 @@ fn the_dashboard_refuses_strangers_other_sites_state_changing_gets_and_big_bodie
 /// Reads the event stream until a `downloads` event in which every download is done;
 /// returns that event's data.
 fn wait_downloads_done(web: &Web) -> Value {
+    wait_event(web, "downloads", |data| {
+        let downloads = data["downloads"].as_array().unwrap();
+        !downloads.is_empty() && downloads.iter().all(|d| d["state"] != "downloading")
+    })
+}
+
+/// Reads the event stream until an event named `name` whose data satisfies `wanted`;
+/// returns that data.
+fn wait_event(web: &Web, name: &str, wanted: impl Fn(&Value) -> bool) -> Value {
     let mut stream = TcpStream::connect(web.addr).unwrap();
     stream.set_read_timeout(Some(TIMEOUT)).unwrap();
     write!(stream, "GET /api/events HTTP/1.1\r\nHost: {}\r\n{}\r\n\r\n", web.host(), web.bearer())
@@ -217,20 +226,19 @@ fn wait_downloads_done(web: &Web) -> Value {
     let mut line = String::new();
     let mut event = String::new();
     loop {
-        assert!(Instant::now() < deadline, "downloads not done in time");
+        assert!(Instant::now() < deadline, "no {name} event as wanted in time");
         line.clear();
         assert!(reader.read_line(&mut line).unwrap() > 0, "event stream closed");
-        if let Some(name) = line.strip_prefix("event: ") {
-            event = name.trim().to_string();
+        if let Some(named) = line.strip_prefix("event: ") {
+            event = named.trim().to_string();
             continue;
         }
         let Some(data) = line.strip_prefix("data: ") else { continue };
-        if event != "downloads" {
+        if event != name {
             continue;
         }
         let data: Value = serde_json::from_str(data).unwrap();
-        let downloads = data["downloads"].as_array().unwrap();
-        if !downloads.is_empty() && downloads.iter().all(|d| d["state"] != "downloading") {
+        if wanted(&data) {
             return data;
         }
     }
@@ -373,6 +381,15 @@ fn the_trackers_panel_shows_the_client_failing_over_when_its_tracker_dies() {
     assert_eq!(listed[i]["state"], "connected", "{before}");
     assert_eq!(listed[i]["serving"], true, "{before}");
 
+    // Roles, as the tracker that serves the client tells them (asked with each heartbeat).
+    let told = wait_event(&web, "trackers", |t| !t["status"].is_null());
+    let primaries: Vec<&Value> =
+        told["trackers"].as_array().unwrap().iter().filter(|t| t["role"] == "primary").collect();
+    assert_eq!(primaries.len(), 1, "{told}");
+    let status = &told["status"];
+    assert_eq!(status["voters"], json!([1, 2, 3]), "{told}");
+    assert_eq!(listed[i]["id"], status["id"], "the serving tracker tells: {told}");
+
     // The client's tracker dies; its next call fails over, and the panel says so.
     trackers[i].kill();
     c.ok("create_group g", "created group g");
@@ -389,4 +406,10 @@ fn the_trackers_panel_shows_the_client_failing_over_when_its_tracker_dies() {
         events.iter().any(|e| e.starts_with("now served by tracker ") && e.ends_with(&moved)),
         "{events:?}"
     );
+    // The next status comes from the tracker that serves now.
+    let dead_id = i as u64 + 1;
+    let told = wait_event(&web, "trackers", |t| {
+        t["status"]["id"].as_u64().is_some_and(|id| id != dead_id)
+    });
+    assert!(told["events"].to_string().contains(" says: "), "{told}");
 }

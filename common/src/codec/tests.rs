@@ -103,6 +103,7 @@ fn request() -> impl Strategy<Value = Request> {
         proptest::option::of(any::<u64>()).prop_map(|known| Request::Heartbeat { known }),
         Just(Request::StateDigest),
         Just(Request::LogoutEverywhere),
+        Just(Request::Status),
     ]
 }
 
@@ -168,7 +169,28 @@ fn reply() -> impl Strategy<Value = Reply> {
         (any::<u64>(), digest()).prop_map(|(seq, digest)| Reply::StateDigest { seq, digest }),
         proptest::option::of(prop::collection::vec((group(), group_role()), 0..4))
             .prop_map(|groups| Reply::Alive { memberships: groups.map(Memberships::new) }),
+        tracker_status().prop_map(|status| Reply::Status { status }),
     ]
+}
+
+fn tracker_status() -> impl Strategy<Value = TrackerStatus> {
+    let role = prop_oneof![
+        Just(TrackerRole::Primary),
+        any::<u32>().prop_map(|leader| TrackerRole::Backup { leader }),
+        Just(TrackerRole::Candidate),
+        Just(TrackerRole::Leaderless),
+        Just(TrackerRole::Witness),
+    ];
+    (any::<u32>(), role, any::<u64>(), prop::collection::vec(any::<u32>(), 0..5), any::<u32>())
+        .prop_map(|(id, role, term, voters, reach)| TrackerStatus {
+            id,
+            role,
+            term,
+            voters,
+            reach,
+            commit: term.wrapping_mul(3),
+            applied: term,
+        })
 }
 
 fn group_role() -> impl Strategy<Value = GroupRole> {
@@ -344,7 +366,7 @@ fn wire_encodings_keep_their_bytes() {
     let id = RequestId { client: 7, seq: 9 };
     let group = GroupId::new("g").unwrap();
     let cases: Vec<(String, &str)> = vec![
-        (hex(&ClientMessage::Hello { version: PROTOCOL_VERSION }), "0004"),
+        (hex(&ClientMessage::Hello { version: PROTOCOL_VERSION }), "0005"),
         (
             hex(&ClientMessage::Request {
                 id,

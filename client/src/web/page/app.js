@@ -288,9 +288,15 @@ function renderTrackers(data) {
     const cls = "state-" + (t.serving ? "connected" : t.state.split(" ")[0]);
     rows.append(el("tr", { "data-tracker": t.addr, class: t.serving ? "serving" : "" },
       el("td", {}, t.id === null ? "?" : "tracker " + t.id), el("td", {}, t.addr),
+      el("td", { class: "role" }, t.role || "—"),
       el("td", { class: cls }, word + (t.reason ? ": " + t.reason : "") + (t.key_listed === false ? " (no key listed yet)" : "")),
       el("td", { class: "muted" }, t.since_ms ? clock(t.since_ms) : "")));
   }
+  const st = data.status;
+  $("#role-head").textContent = st ? `role (as tracker ${st.id} sees it)` : "role";
+  $("#tracker-status").textContent = st
+    ? `Tracker ${st.id} at ${clock(st.at_ms)}: ${st.role}, term ${st.term}, voters ${st.voters.join(", ")}, reaching ${st.reach} of ${st.voters.length}, commit ${st.commit}, applied ${st.applied}.`
+    : "";
   const list = $("#tracker-events");
   list.replaceChildren(...(data.events || []).slice().reverse().map((e) =>
     el("li", {}, el("time", {}, clock(e.at_ms)), e.text)));
