@@ -1,5 +1,6 @@
-//! The client: a REPL for accounts, groups and files (`repl`, `command`, `peer`), talking to
-//! the trackers through `tracker_link`.
+//! The client: a REPL for accounts, groups and files (`repl`, `command`, `console`) and,
+//! with `--web`, a dashboard (`web`), two views over one typed API (`peer`), talking to the
+//! trackers through `tracker_link`.
 
 pub mod command;
 pub mod completion;
