@@ -5,12 +5,11 @@
 # a client sees when the leader is killed, (e) the time a restarted follower takes to
 # catch up after missing N writes; and of issue 13: (f) a real user's login latency while
 # 64 threads guess passwords (from one address, from 64, and from 64 with a connection a
-# guess), (g) capacity: 2000, 5000
-# and 20000 idle sessions (heartbeat every 5 s, a list every 30 s) over the three
-# trackers, with read and write latency meanwhile, the trackers' memory, threads and
-# descriptors, and a storm of every session reconnecting. (a), (b) and (c) run once
-# with the clients at the leader and once at a follower (which forwards writes). Prints
-# key=value lines and a summary beside the goals.
+# guess), (g) capacity: 2000, 5000 and 20000 idle sessions (heartbeat every 5 s, a list
+# every 30 s) over the three trackers, with read and write latency meanwhile, the
+# trackers' memory, threads and descriptors, and a storm of every session reconnecting.
+# (a), (b) and (c) run once with the clients at the leader and once at a follower (which
+# forwards writes). Prints key=value lines and a summary beside the goals.
 set -euo pipefail
 
 usage() {
