@@ -6,7 +6,8 @@
 //! own, from the loopback addresses 127.0.0.2 onwards (`--addresses` of them, so that
 //! per-address limits see several hosts). A refused attempt is retried after 5 ms, as a
 //! remote attacker's round trip would space them (without it the attack generator, on
-//! the same 2 cores, would measure itself). Meanwhile the real user logs in from
+//! the same 2 cores, would measure itself); with `--reconnect`, each guess comes on a new
+//! connection. Meanwhile the real user logs in from
 //! 127.0.0.1 every `--probe-every` seconds on a fresh connection (retrying `Busy` as the
 //! client does, the wait included in its time), and logs out.
 //!
@@ -57,6 +58,10 @@ struct Args {
     /// How long the attack goes on, in seconds.
     #[arg(long, default_value_t = 20.0)]
     seconds: f64,
+    /// Every guess on a new connection (the guessers pay for a handshake each, and so does
+    /// the tracker), instead of one connection per guesser.
+    #[arg(long)]
+    reconnect: bool,
     /// Seconds between the real user's logins.
     #[arg(long, default_value_t = 1.0)]
     probe_every: f64,
@@ -156,6 +161,7 @@ fn main() -> ExitCode {
         let from = Ipv4Addr::new(127, 0, 0, 2 + (n % args.addresses) as u8);
         let (stop, counts, victim, wrong) =
             (Arc::clone(&stop), Arc::clone(&counts), victim.clone(), wrong.clone());
+        let reconnect = args.reconnect;
         attackers.push(std::thread::spawn(move || {
             let mut seq = 0u64;
             let client = u64::from(n) << 32;
@@ -193,6 +199,9 @@ fn main() -> ExitCode {
                     };
                     if refused {
                         std::thread::sleep(Duration::from_millis(5));
+                    }
+                    if reconnect {
+                        break;
                     }
                 }
             }

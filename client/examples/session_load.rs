@@ -186,6 +186,40 @@ impl Session {
     }
 }
 
+/// The time since `started` in µs; a sample over `SLOW_MS` is also printed to stderr with
+/// the wall-clock time it began, to line it up with the trackers' logs.
+fn slow(what: &str, started: Instant) -> u64 {
+    let took = started.elapsed();
+    if took > Duration::from_millis(SLOW_MS) {
+        let began = std::time::SystemTime::now() - took;
+        let since_epoch = began.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        eprintln!(
+            "session_load: slow {what}: {:.1} ms, began at {}.{:03} (Unix time)",
+            took.as_secs_f64() * 1000.0,
+            since_epoch.as_secs(),
+            since_epoch.subsec_millis()
+        );
+    }
+    took.as_micros() as u64
+}
+
+/// The time after `due` for something done every `period`, done at `now`: a whole period
+/// from now if the generator fell a period behind (it sends late, never in a burst).
+fn next_time(due: Instant, period: Duration, now: Instant) -> Instant {
+    match due + period {
+        next if next > now => next,
+        _ => now + period,
+    }
+}
+
+/// How often each session sends a heartbeat, as the client does.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+/// How often each session lists its groups.
+const LIST_EVERY: Duration = Duration::from_secs(30);
+
+/// Probe samples slower than this are printed (`slow`).
+const SLOW_MS: u64 = 20;
+
 fn percentile_ms(sorted: &[u64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -264,9 +298,9 @@ fn main() -> ExitCode {
                     token: SessionToken(token),
                     client: (u64::from(i) << 32) | 0xcafe,
                     seq: 0,
-                    // Spread over the period, as clients started at different times are.
-                    next_heartbeat: now + Duration::from_millis(u64::from(i) * 5000 / 4096 % 5000),
-                    next_list: now + Duration::from_millis(u64::from(i) * 30_000 / 4096 % 30_000),
+                    // Set when the steady state starts.
+                    next_heartbeat: now,
+                    next_list: now,
                     known: None,
                 };
                 let user = match UserId::new(format!("{prefix}{i}")) {
@@ -288,6 +322,15 @@ fn main() -> ExitCode {
                 }
                 std::thread::sleep(Duration::from_millis(10));
             };
+            // The schedule starts with the steady state: sessions opened early in a long
+            // setup must not all catch up on the heartbeats they skipped (a burst no real
+            // client makes: it heartbeats from its login on).
+            let steady = Instant::now();
+            for (n, s) in sessions.iter_mut().enumerate() {
+                let i = n as u64 * u64::from(workers) + u64::from(w);
+                s.next_heartbeat = steady + Duration::from_millis(i * 5000 / 4096 % 5000);
+                s.next_list = steady + Duration::from_millis(i * 30_000 / 4096 % 30_000);
+            }
             while Instant::now() < end {
                 let mut soonest = end;
                 for s in &mut sessions {
@@ -299,14 +342,14 @@ fn main() -> ExitCode {
                             }
                             Err(e) => stats.error(&format!("heartbeat: {e}")),
                         }
-                        s.next_heartbeat += Duration::from_secs(5);
+                        s.next_heartbeat = next_time(s.next_heartbeat, HEARTBEAT_EVERY, now);
                     }
                     if now >= s.next_list {
                         let token = s.token;
                         if let Err(e) = s.call(Some(token), Request::ListMyGroups { after: None }) {
                             stats.error(&format!("list: {e}"));
                         }
-                        s.next_list += Duration::from_secs(30);
+                        s.next_list = next_time(s.next_list, LIST_EVERY, now);
                     }
                     soonest = soonest.min(s.next_heartbeat).min(s.next_list);
                 }
@@ -379,14 +422,14 @@ fn main() -> ExitCode {
             while Instant::now() < end {
                 let t = Instant::now();
                 match s.call(Some(s.token), Request::ListMyGroups { after: None }) {
-                    Ok(_) => stats.read_us.lock().push(t.elapsed().as_micros() as u64),
+                    Ok(_) => stats.read_us.lock().push(slow("read", t)),
                     Err(e) => stats.error(&format!("probe read: {e}")),
                 }
                 n += 1;
                 let Ok(group) = GroupId::new(format!("{prefix}p{n}")) else { break };
                 let t = Instant::now();
                 match s.call(Some(s.token), Request::CreateGroup { group }) {
-                    Ok(_) => stats.write_us.lock().push(t.elapsed().as_micros() as u64),
+                    Ok(_) => stats.write_us.lock().push(slow("write", t)),
                     Err(e) if e.contains("limit reached") => {}
                     Err(e) => stats.error(&format!("probe write: {e}")),
                 }

@@ -238,8 +238,8 @@ pub struct SecureStream {
     recv: Vec<u8>,
     recv_start: usize,
     recv_end: usize,
-    /// Plaintext of the last record opened, `plain_start..plain_end` not yet read (sized
-    /// when first needed).
+    /// Plaintext of the last record opened, `plain_start..plain_end` not yet read (grown
+    /// to the largest record opened here, rounded up to a power of two).
     plain: Vec<u8>,
     plain_start: usize,
     plain_end: usize,
@@ -401,9 +401,11 @@ impl Read for SecureStream {
                     return Ok(n);
                 }
             } else {
-                // Room for the tag as well: ring opens in place.
+                // Room for the tag as well: ring opens in place. Sized by the records seen,
+                // not the largest possible: a connection of small messages (a tracker's
+                // idle clients, by the thousand) keeps a few hundred bytes here, not 64 KiB.
                 if self.plain.len() < len {
-                    self.plain.resize(MAX_RECORD, 0);
+                    self.plain.resize(len.next_power_of_two().min(MAX_RECORD), 0);
                 }
                 let n =
                     open_record(&mut self.transport, &self.recv[at..at + len], &mut self.plain)?;

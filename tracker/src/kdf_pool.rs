@@ -9,7 +9,8 @@
 //! Two queues: logins from addresses, and for users, with no recent failure
 //! (`Priority::Clean`) are always taken first, so that a user logging in while others
 //! guess passwords waits for at most the hashes already running, not for the guessers'
-//! queue.
+//! queue. With more than one thread, one of them hashes only clean work, so such a user
+//! does not even wait for a guess being hashed: guessers get the other threads.
 
 use std::thread;
 
@@ -52,9 +53,12 @@ impl KdfPool {
         for n in 0..threads {
             let (first, then): (Receiver<Job>, Receiver<Job>) =
                 (clean_queue.clone(), suspect_queue.clone());
+            // With more than one thread, the first hashes only clean work.
+            let clean_only = threads > 1 && n == 0;
             thread::Builder::new().name(format!("kdf-{n}")).spawn(move || loop {
                 let job = match first.try_recv() {
                     Ok(job) => Ok(job),
+                    Err(_) if clean_only => first.recv(),
                     Err(_) => crossbeam_channel::select! {
                         recv(first) -> job => job,
                         recv(then) -> job => job,
@@ -182,5 +186,40 @@ mod tests {
         let ran: Vec<&str> = order.try_iter().collect();
         assert_eq!(ran.first(), Some(&"clean"), "{ran:?}");
         assert_eq!(ran.len(), QUEUE_PER_THREAD + 1);
+    }
+
+    #[test]
+    fn with_two_threads_clean_work_never_waits_for_a_suspect_hash() {
+        let pool = Arc::new(KdfPool::new(2).unwrap());
+        // Suspect work that does not finish until released: it may take only one thread.
+        let (release_tx, release) = crossbeam_channel::unbounded::<()>();
+        let (started_tx, started) = crossbeam_channel::unbounded();
+        let suspects: Vec<_> = (0..2)
+            .map(|_| {
+                let (pool, release, started_tx) =
+                    (Arc::clone(&pool), release.clone(), started_tx.clone());
+                thread::spawn(move || {
+                    pool.run(Priority::Suspect, move || {
+                        let _ = started_tx.send(());
+                        let _ = release.recv();
+                    })
+                })
+            })
+            .collect();
+        started.recv().unwrap();
+        // The other suspect waits in its queue (once its caller has queued it)...
+        while pool.suspect.is_empty() {
+            thread::yield_now();
+        }
+        // ...while a clean hash runs.
+        pool.run(Priority::Clean, || ()).unwrap();
+        assert!(started.is_empty(), "two suspect hashes ran at once on a pool of two");
+        assert_eq!(pool.suspect.len(), 1);
+        release_tx.send(()).unwrap();
+        release_tx.send(()).unwrap();
+        for s in suspects {
+            s.join().unwrap().unwrap();
+        }
+        assert_eq!(started.len(), 1, "the second suspect ran once the first was done");
     }
 }

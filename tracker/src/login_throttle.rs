@@ -9,6 +9,10 @@
 //!   guesser gets about one try per address, then the user's backoff.)
 //! - **Account creations** are limited per address per hour.
 //!
+//! - **Refusals are held** on the guesser's connection (`refusal_hold`) for the wait they
+//!   name, up to 2 s, before they are sent: a guesser that retries at once costs a
+//!   sleeping thread, not a core. Other users' answers are never held.
+//!
 //! IPv6 addresses count by their /64, which one host usually holds in full. Each table
 //! keeps at most `MAX_TRACKED` entries: stale ones go first, then the longest quiet.
 //! Kept in memory, per tracker: a restart forgets, and three trackers give three budgets.
@@ -29,6 +33,10 @@ pub const MAX_TRACKED: usize = 65_536;
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 /// A record with no failure for this long is forgotten.
 const FORGET_AFTER: Duration = Duration::from_secs(15 * 60);
+/// The longest a "too many attempts" answer is held before it is sent.
+pub const MAX_REFUSAL_HOLD: Duration = Duration::from_secs(2);
+/// How long a "busy" answer to an address that failed lately is held.
+pub const BUSY_HOLD: Duration = Duration::from_millis(500);
 /// The window of `signups_per_ip_per_hour`.
 const SIGNUP_WINDOW: Duration = Duration::from_secs(3600);
 
@@ -209,6 +217,43 @@ impl LoginThrottle {
         self.ips.lock().has_failed(&source(ip), now) || self.users.lock().has_failed(user, now)
     }
 
+    /// Whether `ip` failed a login lately.
+    pub fn address_failed(&self, ip: IpAddr, now: Instant) -> bool {
+        self.ips.lock().has_failed(&source(ip), now)
+    }
+
+    /// How long to hold a refusal of a request from `ip` (a login or signup for `user`, if
+    /// it is one) before sending it, so that a guesser who retries at once does not cost
+    /// the tracker a request every few microseconds: the wait the refusal names (at most
+    /// `MAX_REFUSAL_HOLD`) for "too many attempts", and `BUSY_HOLD` for "busy" to a login
+    /// that looks like guessing (`is_suspect`). Nothing for anyone else: a real user's
+    /// "busy" is answered at once.
+    pub fn refusal_hold(
+        &self,
+        ip: IpAddr,
+        user: Option<&UserId>,
+        error: &TrackerError,
+        now: Instant,
+    ) -> Duration {
+        match error {
+            TrackerError::TooManyAttempts { retry_after_secs, .. } => {
+                Duration::from_secs(*retry_after_secs).min(MAX_REFUSAL_HOLD)
+            }
+            TrackerError::Busy(_) => {
+                let suspect = match user {
+                    Some(user) => self.is_suspect(ip, user, now),
+                    None => self.address_failed(ip, now),
+                };
+                if suspect {
+                    BUSY_HOLD
+                } else {
+                    Duration::ZERO
+                }
+            }
+            _ => Duration::ZERO,
+        }
+    }
+
     /// Counts a wrong password for `user` from `ip`.
     pub fn login_failed(&self, ip: IpAddr, user: &UserId, now: Instant) {
         let limits = &self.limits;
@@ -311,6 +356,34 @@ mod tests {
         assert!(t.is_suspect(ip("10.0.0.2"), &user("victim"), now), "the user");
         assert!(!t.is_suspect(ip("10.0.0.2"), &user("alice"), now));
         assert!(!t.is_suspect(ip("10.0.0.1"), &user("alice"), now + FORGET_AFTER));
+    }
+
+    #[test]
+    fn refusals_to_guessers_are_held_and_no_one_elses() {
+        let t = LoginThrottle::new(limits());
+        let now = Instant::now();
+        let too_many = |secs| TrackerError::TooManyAttempts {
+            what: "failed logins from this address".to_string(),
+            retry_after_secs: secs,
+        };
+        let busy = TrackerError::Busy("queue full".to_string());
+        let (alice, victim) = (user("alice"), user("victim"));
+        let hold = |from: &str, who: &UserId, error: &TrackerError| {
+            t.refusal_hold(ip(from), Some(who), error, now)
+        };
+        assert_eq!(hold("10.0.0.1", &alice, &too_many(1)), Duration::from_secs(1));
+        assert_eq!(hold("10.0.0.1", &alice, &too_many(300)), MAX_REFUSAL_HOLD);
+        // "Busy" is held only for a login that looks like guessing.
+        assert_eq!(hold("10.0.0.1", &alice, &busy), Duration::ZERO);
+        t.login_failed(ip("10.0.0.1"), &victim, now);
+        assert_eq!(hold("10.0.0.1", &alice, &busy), BUSY_HOLD, "from an address that failed");
+        assert_eq!(hold("10.0.0.2", &victim, &busy), BUSY_HOLD, "for a user failed on");
+        assert_eq!(hold("10.0.0.2", &alice, &busy), Duration::ZERO);
+        assert_eq!(t.refusal_hold(ip("10.0.0.2"), None, &busy, now), Duration::ZERO);
+        assert_eq!(t.refusal_hold(ip("10.0.0.1"), None, &busy, now), BUSY_HOLD);
+        // Other errors are answered at once.
+        let wrong = TrackerError::WrongPassword;
+        assert_eq!(hold("10.0.0.1", &victim, &wrong), Duration::ZERO);
     }
 
     #[test]

@@ -466,6 +466,17 @@ impl Service {
         }
     }
 
+    /// How long the connection should wait before it sends `refused` to `from`, the answer
+    /// to a login or signup for `user` if it was one (`LoginThrottle::refusal_hold`).
+    pub fn refusal_hold(
+        &self,
+        from: IpAddr,
+        user: Option<&UserId>,
+        refused: &TrackerError,
+    ) -> std::time::Duration {
+        self.throttle.refusal_hold(from, user, refused, Instant::now())
+    }
+
     /// Whether `token` is a live session opened with `client`'s key (as far as this
     /// tracker has applied: for the frame limit of a connection, not for access).
     pub fn has_session(&self, token: &SessionToken, client: &PublicKey) -> bool {

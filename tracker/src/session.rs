@@ -11,7 +11,7 @@ use std::net::{IpAddr, TcpStream};
 use common::connection::{Connection, Timeouts};
 use common::frame::FrameError;
 use common::message::{
-    ClientMessage, Reply, TrackerMessage, PRE_LOGIN_FRAME_LEN, PROTOCOL_VERSION,
+    ClientMessage, Reply, Request, TrackerMessage, PRE_LOGIN_FRAME_LEN, PROTOCOL_VERSION,
 };
 use common::PublicKey;
 
@@ -132,10 +132,25 @@ fn serve_conn(
                     false => String::new(),
                 };
                 log::log!(level, "< {who} #{} {request:?}", id.seq);
+                let signing_in = match &request {
+                    Request::Login { user, .. } | Request::CreateUser { user, .. } => {
+                        Some(user.clone())
+                    }
+                    _ => None,
+                };
                 let result = service.handle(id, session, key, from, request);
                 log::log!(level, "> {who} #{} {result:?}", id.seq);
-                if matches!(result, Ok(Reply::LoggedIn)) {
-                    conn.set_max_frame(usize::MAX);
+                match &result {
+                    Ok(Reply::LoggedIn) => conn.set_max_frame(usize::MAX),
+                    Ok(_) => {}
+                    Err(refused) => {
+                        let hold = service.refusal_hold(from, signing_in.as_ref(), refused);
+                        if !hold.is_zero() {
+                            // Only this connection's thread waits; it holds no lock.
+                            log::trace!("holding a refusal to {from} for {hold:?}");
+                            std::thread::sleep(hold);
+                        }
+                    }
                 }
                 conn.send(&TrackerMessage::Response { id, result })?;
             }

@@ -2,7 +2,7 @@
 //! binaries and checks that legitimate users are still served.
 
 use std::net::Ipv4Addr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use common::message::{Reply, Request, RequestId, TrackerError};
 use common::{GroupId, Password, UserId};
@@ -53,14 +53,25 @@ fn password_guessing_is_throttled_per_address_and_the_user_still_logs_in() {
         assert_eq!(wrong_login(&mut guesser, "alice"), Err(TrackerError::WrongPassword), "{n}");
     }
     assert_eq!(wrong_login(&mut guesser, "alice"), Err(TrackerError::WrongPassword));
+    let asked = Instant::now();
     let refused = wrong_login(&mut guesser, "alice");
     assert!(
         matches!(&refused, Err(TrackerError::TooManyAttempts { what, .. })
             if what == "failed logins from this address"),
         "{refused:?}"
     );
-    // Also for other users, from that address.
-    assert!(matches!(wrong_login(&mut guesser, "bob"), Err(TrackerError::TooManyAttempts { .. })));
+    // The refusal was held for the wait it names (1 s, the first backoff), so that a
+    // guesser retrying at once does not cost the tracker a core.
+    assert!(asked.elapsed() >= Duration::from_secs(1), "{:?}", asked.elapsed());
+    // Once that wait is over one more attempt is checked (bob does not exist, which counts
+    // as a failure too), and the next waits twice as long, whichever user it names.
+    let checked = wrong_login(&mut guesser, "bob");
+    assert!(!matches!(checked, Err(TrackerError::TooManyAttempts { .. })), "{checked:?}");
+    let refused = wrong_login(&mut guesser, "carol");
+    assert!(
+        matches!(refused, Err(TrackerError::TooManyAttempts { retry_after_secs: 2, .. })),
+        "{refused:?}"
+    );
     // Alice, from her own address, is not held up.
     alice.login("alice", "127.0.0.1:9".parse().unwrap());
     assert_eq!(alice.call(Request::ListMyGroups { after: None }).map(|_| ()), Ok(()));
