@@ -49,7 +49,34 @@ pub fn tracker_bin() -> PathBuf {
 /// A free port on 127.0.0.1 at the time of the call. Trackers must know each other's
 /// addresses before they start, so `tracker_info.txt` needs ports chosen in advance;
 /// `Cluster::start` retries if another process takes one in between.
+///
+/// Chosen below the kernel's ephemeral range (`ip_local_port_range`), so that no outgoing
+/// connection of any process can take it while a tracker that used it restarts: tests that
+/// restart a tracker need its port again. Only another test's choice could clash, and
+/// each choice starts at a random place in the range.
 fn free_port() -> u16 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u32, ephemeral_low.min(65_536));
+    if high > low + 1000 {
+        let start = {
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u32(std::process::id());
+            h.finish() as u32
+        };
+        let span = high - low;
+        for _ in 0..span.min(2000) {
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let port = low + start.wrapping_add(n.wrapping_mul(7919)) % span;
+            if let Ok(listener) = TcpListener::bind(("127.0.0.1", port as u16)) {
+                return listener.local_addr().unwrap().port();
+            }
+        }
+    }
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
