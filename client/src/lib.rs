@@ -14,6 +14,7 @@ pub mod notice;
 pub mod peer;
 pub mod progress;
 pub mod readiness;
+pub mod recent_pieces;
 pub mod repl;
 pub mod seeder;
 pub mod shares;

@@ -402,9 +402,16 @@ fn serve_conn(
                     }
                 };
                 let len = share.layout.piece_len(piece);
-                let data = &mut buf[..len];
-                match read_verified(&share, &mut file, piece, data) {
-                    Ok(()) => {
+                // A piece our download verified lately is served from memory: it was
+                // written past the page cache, and peers ask mostly for the newest.
+                let recent = share.recent_piece(piece).filter(|data| data.len() == len);
+                let read = match &recent {
+                    Some(data) => Ok(&data[..]),
+                    None => read_verified(&share, &mut file, piece, &mut buf[..len])
+                        .map(|()| &buf[..len]),
+                };
+                match read {
+                    Ok(data) => {
                         if let Some(limit) = &ctx.rate_limit {
                             limit.wait_for(len);
                         }

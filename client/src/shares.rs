@@ -19,6 +19,8 @@ use serde::{Deserialize, Serialize};
 use common::message::FileMeta;
 use common::{Bitfield, GroupId, Layout, PieceIndex, Sha1Digest, UserId};
 
+use crate::recent_pieces::RecentPieces;
+
 /// The state file's format version.
 const STATE_VERSION: u32 = 1;
 /// Connections told of each new piece of one file at most (the seeder serves at most
@@ -67,6 +69,8 @@ pub struct SharedFile {
     /// The write ends of the wake-up sockets of the seeder connections that push this
     /// file's new pieces (`watch`): one byte is written to each when a piece is marked.
     watchers: Mutex<Vec<UnixStream>>,
+    /// A download's newest verified pieces, while peers download them from us.
+    recent: Mutex<RecentPieces>,
 }
 
 impl SharedFile {
@@ -90,6 +94,7 @@ impl SharedFile {
             destination: Mutex::new(destination),
             checked: Mutex::new(checked),
             watchers: Mutex::new(Vec::new()),
+            recent: Mutex::new(RecentPieces::default()),
         }
     }
 
@@ -170,6 +175,22 @@ impl SharedFile {
     pub fn complete_at(&self, path: PathBuf) {
         *self.path.lock() = path;
         *self.destination.lock() = None;
+        self.recent.lock().clear();
+    }
+
+    /// Keeps a copy of `data`, the verified bytes of `piece` of this download in progress,
+    /// for the seeder to serve from memory (`recent_pieces`), if peers download this file
+    /// from us now: otherwise the copy would be for no one.
+    pub fn keep_recent(&self, piece: PieceIndex, data: &[u8]) {
+        if self.destination.lock().is_none() || self.watchers.lock().is_empty() {
+            return;
+        }
+        self.recent.lock().keep(piece, data);
+    }
+
+    /// The bytes of `piece` if this download verified it lately (`keep_recent`).
+    pub fn recent_piece(&self, piece: PieceIndex) -> Option<Arc<[u8]>> {
+        self.recent.lock().get(piece)
     }
 
     /// The pieces this peer has.
@@ -434,5 +455,36 @@ mod tests {
         let shares = Shares::new(Some(state.clone()));
         assert!(shares.load_user(&UserId::new("alice").unwrap()).is_empty());
         assert!(state.with_extension("corrupt").exists());
+    }
+
+    #[test]
+    fn a_download_keeps_its_newest_pieces_only_while_peers_download_from_it() {
+        let n = 4;
+        let download = Arc::new(SharedFile::new(
+            GroupId::new("g").unwrap(),
+            share("f", Bitfield::empty(n)).meta.clone(),
+            Layout::new(u64::from(n) * common::PIECE_SIZE as u64).unwrap(),
+            PathBuf::from("f.part"),
+            Bitfield::empty(n),
+            Some(PathBuf::from("f")),
+        ));
+        // No seeder connection watches it: nothing is kept.
+        download.keep_recent(PieceIndex(0), b"piece 0");
+        assert!(download.recent_piece(PieceIndex(0)).is_none());
+        // A peer downloads it from us: pieces are kept and served from memory.
+        let watcher = download.watch().expect("a watch socket");
+        download.keep_recent(PieceIndex(1), b"piece 1");
+        assert_eq!(download.recent_piece(PieceIndex(1)).as_deref(), Some(&b"piece 1"[..]));
+        // Complete: the file is read from disk again.
+        download.complete_at(PathBuf::from("f"));
+        assert!(download.recent_piece(PieceIndex(1)).is_none());
+        download.keep_recent(PieceIndex(2), b"piece 2");
+        assert!(download.recent_piece(PieceIndex(2)).is_none());
+        drop(watcher);
+        // A complete share never keeps pieces.
+        let complete = share("c", Bitfield::full(n));
+        let _watcher = complete.watch();
+        complete.keep_recent(PieceIndex(0), b"piece 0");
+        assert!(complete.recent_piece(PieceIndex(0)).is_none());
     }
 }

@@ -531,6 +531,7 @@ impl Coordinator {
             hashes: Arc::new(meta.pieces.clone()),
             file,
             writer: ctx.writer.clone(),
+            share: Arc::clone(&share),
         });
         // Unbounded in type, bounded by construction: a worker sends one event per request
         // it made (at most 2 in flight), per connection change, and at most one `Have`

@@ -31,6 +31,7 @@ use parking_lot::Mutex;
 
 use super::scheduler::PeerId;
 use crate::readiness;
+use crate::shares::SharedFile;
 
 /// Requests kept on the wire per peer.
 pub const PIPELINE: usize = 2;
@@ -115,6 +116,8 @@ pub struct Target {
     pub hashes: Arc<Vec<Sha1Digest>>,
     pub file: DownloadFile,
     pub writer: DiskWriter,
+    /// The download's share, which keeps the newest verified pieces for our seeder.
+    pub share: Arc<SharedFile>,
 }
 
 /// The `.part` file of a download: a buffered handle, and where the file system allows it
@@ -400,6 +403,8 @@ fn take_piece(
             let _ = free_tx.send(buf);
             return;
         }
+        // Copied while the bytes are hot, and only if peers download from us now.
+        target.share.keep_recent(piece, &buf[..want]);
         let write = PieceWrite {
             file: target.file.clone(),
             offset: target.layout.piece_offset(piece),
