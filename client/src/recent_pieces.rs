@@ -31,12 +31,25 @@ impl RecentPieces {
         if self.pieces.contains_key(&piece.0) {
             return;
         }
+        let mut spare = None;
         while self.order.len() >= MAX_PIECES {
             if let Some(oldest) = self.order.pop_front() {
-                self.pieces.remove(&oldest);
+                spare = self.pieces.remove(&oldest);
             }
         }
-        self.pieces.insert(piece.0, Arc::from(data));
+        // The oldest piece's memory is reused when no seeder still sends from it: a fresh
+        // 512 KiB allocation would cost page faults and zeroing for every piece.
+        let kept = match spare {
+            Some(mut old) if old.len() == data.len() => match Arc::get_mut(&mut old) {
+                Some(bytes) => {
+                    bytes.copy_from_slice(data);
+                    old
+                }
+                None => Arc::from(data),
+            },
+            _ => Arc::from(data),
+        };
+        self.pieces.insert(piece.0, kept);
         self.order.push_back(piece.0);
     }
 
@@ -76,6 +89,24 @@ mod tests {
         let newest = MAX_PIECES as u32 + 9;
         assert_eq!(recent.get(PieceIndex(newest)).as_deref(), Some(&newest.to_be_bytes()[..]));
         assert_eq!(recent.get(PieceIndex(10)).as_deref(), Some(&10u32.to_be_bytes()[..]));
+    }
+
+    #[test]
+    fn the_oldest_pieces_memory_is_reused_unless_it_is_still_being_sent() {
+        let mut recent = RecentPieces::default();
+        for n in 0..MAX_PIECES as u32 {
+            recent.keep(PieceIndex(n), &[n as u8; 8]);
+        }
+        let oldest = recent.get(PieceIndex(0)).unwrap().as_ptr();
+        recent.keep(PieceIndex(100), &[100; 8]);
+        let reused = recent.get(PieceIndex(100)).unwrap();
+        assert_eq!(reused.as_ptr(), oldest);
+        assert_eq!(&reused[..], &[100; 8]);
+        // Piece 1 is being sent (a clone is held): its bytes must not change under it.
+        let sending = recent.get(PieceIndex(1)).unwrap();
+        recent.keep(PieceIndex(101), &[101; 8]);
+        assert_eq!(&sending[..], &[1; 8]);
+        assert_eq!(recent.get(PieceIndex(101)).as_deref(), Some(&[101u8; 8][..]));
     }
 
     #[test]
