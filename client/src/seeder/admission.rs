@@ -115,16 +115,21 @@ impl Pending {
     }
 }
 
+/// Gives back one of `key`'s places in `counts`, forgetting a key that holds none.
+fn release<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, usize>, key: &K) {
+    if let Some(n) = counts.get_mut(key) {
+        *n -= 1;
+        if *n == 0 {
+            counts.remove(key);
+        }
+    }
+}
+
 impl Drop for Pending {
     fn drop(&mut self) {
         let mut counts = self.admission.counts.lock();
         counts.pending -= 1;
-        if let Some(n) = counts.pending_by_ip.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                counts.pending_by_ip.remove(&self.ip);
-            }
-        }
+        release(&mut counts.pending_by_ip, &self.ip);
     }
 }
 
@@ -132,12 +137,7 @@ impl Drop for Admitted {
     fn drop(&mut self) {
         let mut counts = self.admission.counts.lock();
         counts.admitted -= 1;
-        if let Some(n) = counts.admitted_by_key.get_mut(&self.key) {
-            *n -= 1;
-            if *n == 0 {
-                counts.admitted_by_key.remove(&self.key);
-            }
-        }
+        release(&mut counts.admitted_by_key, &self.key);
     }
 }
 

@@ -62,12 +62,7 @@ fn free_port() -> u16 {
         .unwrap_or(32768);
     let (low, high) = (10_000u32, ephemeral_low.min(65_536));
     if high > low + 1000 {
-        let start = {
-            use std::hash::{BuildHasher, Hasher};
-            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-            h.write_u32(std::process::id());
-            h.finish() as u32
-        };
+        let start = fastrand::u32(..);
         let span = high - low;
         for _ in 0..span.min(2000) {
             let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
