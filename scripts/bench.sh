@@ -20,6 +20,7 @@ Usage: scripts/bench.sh [--size MIB] [--seeders N] [--rounds N] [--no-aria2] [--
                  leechers of a 256 MiB file, beside one leecher alone; issue 12)
   --only-flash   only the flash-crowd figures
   --flash-mib N  the flash crowd's file size (default 256)
+  --flash-rounds N  runs of each flash-crowd scenario; the median is reported (default 3)
   --keep         keep the work directory
   -h, --help     show this help
 USAGE
@@ -32,6 +33,7 @@ ARIA2=1
 FLASH=1
 ONLY_FLASH=0
 FLASH_MIB=256
+FLASH_ROUNDS=3
 KEEP=0
 while (($#)); do
     case "$1" in
@@ -42,6 +44,7 @@ while (($#)); do
         --no-flash) FLASH=0; shift ;;
         --only-flash) ONLY_FLASH=1; shift ;;
         --flash-mib) FLASH_MIB=$2; shift 2 ;;
+        --flash-rounds) FLASH_ROUNDS=$2; shift 2 ;;
         --keep) KEEP=1; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "bench.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
@@ -151,21 +154,64 @@ if [[ $FLASH == 1 ]]; then
     slowest_secs() { awk '$2 == "leecher" { if ($3 > m) m = $3 } END { print m }' <<<"$1"; }
     # copies OUTPUT: the copies of the file the seeder served.
     copies() { sed -n 's/^seeder copies: \([0-9.]*\).*/\1/p' <<<"$1"; }
-    swarm() { bash "$ROOT/scripts/swarm.sh" "$@" --trackers 1 --size "$FLASH_MIB" --seed-rate 50000000 --bin "$BIN"; }
+    # median NUMBERS...: the median (the lower middle one of an even count).
+    median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+    # longest_fsync DIR: the longest completion fsync of the leechers logged in DIR.
+    longest_fsync() {
+        cat "$1"/p*.log 2>/dev/null | sed -n 's/.*fsync took \([0-9.]*\) s.*/\1/p' | sort -g | tail -1
+    }
+    # swarm NAME SCENARIO ARGS...: one run, its state and logs in $WORK/NAME (the leechers
+    # log how long their completion fsync took).
+    swarm() {
+        local name=$1
+        shift
+        RUST_LOG="${RUST_LOG:-warn},client::download=info" bash "$ROOT/scripts/swarm.sh" "$@" \
+            --trackers 1 --size "$FLASH_MIB" --seed-rate 50000000 --bin "$BIN" --work "$WORK/$name" --keep
+    }
+    # The disk alone: N writers of the file at once with O_DIRECT, as N leechers write.
+    disk_floor() {
+        local n=$1 t0 t1 i
+        t0=$(now)
+        for ((i = 0; i < n; i++)); do
+            dd if=/dev/zero of="$WORK/disk-$i" bs=512K count=$((FLASH_MIB * 2)) oflag=direct status=none &
+        done
+        wait
+        t1=$(now)
+        rm -f "$WORK"/disk-*
+        echo "$t1 - $t0" | bc -l
+    }
     summary=()
-    alone=$(swarm share --peers 2)
-    alone_s=$(slowest_secs "$alone")
-    echo "flash_1_leecher_seconds=$alone_s"
-    for n in 8 16; do
-        crowd=$(swarm flash --peers $((n + 1)))
-        crowd_s=$(slowest_secs "$crowd")
-        echo "$crowd" | sed -n '/== summary/,$p'
-        echo "flash_${n}_leechers_seconds=$crowd_s"
-        echo "flash_${n}_leechers_ratio=$(printf '%.2f' "$(echo "$crowd_s / $alone_s" | bc -l)")"
-        echo "flash_${n}_leechers_seeder_copies=$(copies "$crowd")"
-        summary+=("$(printf '%2d leechers at once: %6.2f s, %.2fx one leecher alone (%.2f s) for %dx the data; the seeder served %s copies' \
-            "$n" "$crowd_s" "$(echo "$crowd_s / $alone_s" | bc -l)" "$alone_s" "$n" "$(copies "$crowd")")")
+    alone_runs=()
+    for ((r = 1; r <= FLASH_ROUNDS; r++)); do
+        alone=$(swarm "alone-$r" share --peers 2)
+        alone_runs+=("$(slowest_secs "$alone")")
     done
+    alone_s=$(median "${alone_runs[@]}")
+    echo "flash_1_leecher_seconds=$alone_s (runs: ${alone_runs[*]})"
+    for n in 8 16; do
+        runs=() copies_runs=() fsyncs=()
+        for ((r = 1; r <= FLASH_ROUNDS; r++)); do
+            crowd=$(swarm "crowd-$n-$r" flash --peers $((n + 1)))
+            echo "$crowd" | sed -n '/== summary/,$p' | grep -v '^work directory'
+            runs+=("$(slowest_secs "$crowd")")
+            copies_runs+=("$(copies "$crowd")")
+            fsyncs+=("$(longest_fsync "$WORK/crowd-$n-$r")")
+            rm -rf "$WORK/crowd-$n-$r"
+        done
+        crowd_s=$(median "${runs[@]}")
+        ratio=$(printf '%.2f' "$(echo "$crowd_s / $alone_s" | bc -l)")
+        disk_s=$(disk_floor "$n")
+        echo "flash_${n}_leechers_seconds=$crowd_s (runs: ${runs[*]})"
+        echo "flash_${n}_leechers_ratio=$ratio"
+        echo "flash_${n}_leechers_seeder_copies=$(median "${copies_runs[@]}") (runs: ${copies_runs[*]})"
+        echo "flash_${n}_leechers_longest_completion_fsync_seconds=${fsyncs[*]}"
+        echo "flash_${n}_disk_floor_seconds=$(printf '%.2f' "$disk_s")"
+        summary+=("$(printf '%2d leechers at once: %6.2f s (median of %d), %.2fx one leecher alone (%.2f s) for %dx the data; the seeder served %s copies' \
+            "$n" "$crowd_s" "$FLASH_ROUNDS" "$ratio" "$alone_s" "$n" "$(median "${copies_runs[@]}")")")
+        summary+=("$(printf '    the disk alone: %d writers of %d MiB with O_DIRECT take %.2f s (%.2fx); longest completion fsync per run: %s s' \
+            "$n" "$FLASH_MIB" "$disk_s" "$(echo "$disk_s / $alone_s" | bc -l)" "${fsyncs[*]}")")
+    done
+    rm -rf "$WORK"/alone-*
     echo
     echo "== flash crowd summary (goals: 8 leechers <= 1.25x with <= 1.15 copies; 16 leechers <= 1.4x)"
     printf '%s\n' "${summary[@]}"

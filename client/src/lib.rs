@@ -12,6 +12,7 @@ pub mod log_file;
 pub mod membership;
 pub mod notice;
 pub mod peer;
+pub mod piece_buf;
 pub mod progress;
 pub mod readiness;
 pub mod recent_pieces;

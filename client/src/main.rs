@@ -9,6 +9,7 @@ fn main() -> ExitCode {
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let mut logger =
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"));
+    logger.format_timestamp_millis();
     if client::log_file::wanted() {
         // At the prompt, logs go to a file in the state directory (named once it is known).
         logger.target(env_logger::Target::Pipe(Box::new(client::log_file::LogFile)));

@@ -6,10 +6,13 @@
 //! arrived the one others want. So while other peers download a file from us, its last
 //! `MAX_PIECES` verified pieces stay here and are served from memory.
 //!
-//! Pure container: the caller decides when keeping is worth its copy (`SharedFile`
+//! The pieces are not copied: the buffer a piece was received, hashed and written in is
+//! handed over (`adopt`), and the caller gets the oldest piece's buffer back to receive
+//! into. Pure container: the caller decides when keeping is worth the memory (`SharedFile`
 //! keeps pieces only while a seeder connection watches the file).
 
 use std::collections::{HashMap, VecDeque};
+use std::ops::Deref;
 use std::sync::Arc;
 
 use common::PieceIndex;
@@ -17,19 +20,53 @@ use common::PieceIndex;
 /// Pieces kept per file, at most (512 KiB each: 32 MiB).
 pub const MAX_PIECES: usize = 64;
 
-/// A bounded set of verified pieces, the oldest dropped first.
-#[derive(Debug, Default)]
-pub struct RecentPieces {
-    pieces: HashMap<u32, Arc<[u8]>>,
+/// A kept piece: a buffer whose first `len` bytes are the piece.
+#[derive(Debug)]
+pub struct Kept<B> {
+    buf: B,
+    len: usize,
+}
+
+impl<B: AsRef<[u8]>> Deref for Kept<B> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.buf.as_ref()[..self.len]
+    }
+}
+
+/// A bounded set of verified pieces in buffers of type `B`, the oldest dropped first.
+#[derive(Debug)]
+pub struct RecentPieces<B> {
+    pieces: HashMap<u32, Arc<Kept<B>>>,
     order: VecDeque<u32>,
 }
 
-impl RecentPieces {
-    /// Keeps a copy of `data`, the verified bytes of `piece`, dropping the oldest piece if
+impl<B> Default for RecentPieces<B> {
+    fn default() -> Self {
+        RecentPieces { pieces: HashMap::new(), order: VecDeque::new() }
+    }
+}
+
+/// What `adopt` did with a buffer.
+#[derive(Debug)]
+pub enum Adopted<B> {
+    /// Kept; here is the oldest piece's buffer, dropped to make room, for the caller to
+    /// reuse.
+    Spare(B),
+    /// Kept; no buffer is free to give back (fewer than `MAX_PIECES` were kept, or a
+    /// seeder still sends from the oldest one).
+    Kept,
+    /// Not kept (the piece is kept already): the caller's buffer, back.
+    Refused(B),
+}
+
+impl<B: AsRef<[u8]>> RecentPieces<B> {
+    /// Keeps `buf[..len]`, the verified bytes of `piece`, dropping the oldest piece if
     /// `MAX_PIECES` are kept already.
-    pub fn keep(&mut self, piece: PieceIndex, data: &[u8]) {
-        if self.pieces.contains_key(&piece.0) {
-            return;
+    pub fn adopt(&mut self, piece: PieceIndex, buf: B, len: usize) -> Adopted<B> {
+        if self.pieces.contains_key(&piece.0) || len > buf.as_ref().len() {
+            return Adopted::Refused(buf);
         }
         let mut spare = None;
         while self.order.len() >= MAX_PIECES {
@@ -37,24 +74,18 @@ impl RecentPieces {
                 spare = self.pieces.remove(&oldest);
             }
         }
-        // The oldest piece's memory is reused when no seeder still sends from it: a fresh
-        // 512 KiB allocation would cost page faults and zeroing for every piece.
-        let kept = match spare {
-            Some(mut old) if old.len() == data.len() => match Arc::get_mut(&mut old) {
-                Some(bytes) => {
-                    bytes.copy_from_slice(data);
-                    old
-                }
-                None => Arc::from(data),
-            },
-            _ => Arc::from(data),
-        };
-        self.pieces.insert(piece.0, kept);
+        self.pieces.insert(piece.0, Arc::new(Kept { buf, len }));
         self.order.push_back(piece.0);
+        // A seeder thread still sending from the oldest piece keeps it alive; it is freed
+        // when that thread lets go.
+        match spare.and_then(Arc::into_inner) {
+            Some(kept) => Adopted::Spare(kept.buf),
+            None => Adopted::Kept,
+        }
     }
 
     /// The bytes of `piece`, if kept.
-    pub fn get(&self, piece: PieceIndex) -> Option<Arc<[u8]>> {
+    pub fn get(&self, piece: PieceIndex) -> Option<Arc<Kept<B>>> {
         self.pieces.get(&piece.0).cloned()
     }
 
@@ -78,44 +109,66 @@ impl RecentPieces {
 mod tests {
     use super::*;
 
+    fn buf(n: u32) -> Vec<u8> {
+        n.to_be_bytes().to_vec()
+    }
+
     #[test]
     fn keeps_the_newest_pieces_up_to_the_bound() {
         let mut recent = RecentPieces::default();
         for n in 0..(MAX_PIECES as u32 + 10) {
-            recent.keep(PieceIndex(n), &n.to_be_bytes());
+            recent.adopt(PieceIndex(n), buf(n), 4);
         }
         assert_eq!(recent.len(), MAX_PIECES);
         assert!(recent.get(PieceIndex(9)).is_none(), "the oldest went first");
         let newest = MAX_PIECES as u32 + 9;
-        assert_eq!(recent.get(PieceIndex(newest)).as_deref(), Some(&newest.to_be_bytes()[..]));
-        assert_eq!(recent.get(PieceIndex(10)).as_deref(), Some(&10u32.to_be_bytes()[..]));
+        assert_eq!(
+            recent.get(PieceIndex(newest)).as_deref().map(|k| &k[..]),
+            Some(&buf(newest)[..])
+        );
+        assert_eq!(recent.get(PieceIndex(10)).as_deref().map(|k| &k[..]), Some(&buf(10)[..]));
     }
 
     #[test]
-    fn the_oldest_pieces_memory_is_reused_unless_it_is_still_being_sent() {
+    fn the_oldest_pieces_buffer_comes_back_unless_it_is_still_being_sent() {
         let mut recent = RecentPieces::default();
         for n in 0..MAX_PIECES as u32 {
-            recent.keep(PieceIndex(n), &[n as u8; 8]);
+            assert!(matches!(recent.adopt(PieceIndex(n), vec![n as u8; 8], 8), Adopted::Kept));
         }
         let oldest = recent.get(PieceIndex(0)).unwrap().as_ptr();
-        recent.keep(PieceIndex(100), &[100; 8]);
-        let reused = recent.get(PieceIndex(100)).unwrap();
-        assert_eq!(reused.as_ptr(), oldest);
-        assert_eq!(&reused[..], &[100; 8]);
-        // Piece 1 is being sent (a clone is held): its bytes must not change under it.
+        match recent.adopt(PieceIndex(100), vec![100; 8], 8) {
+            Adopted::Spare(spare) => {
+                assert_eq!(spare.as_ptr(), oldest, "the very buffer, not a copy");
+                assert_eq!(spare, vec![0; 8]);
+            }
+            other => panic!("expected the oldest buffer back, got {other:?}"),
+        }
+        // Piece 1 is being sent (a clone is held): its buffer must not be handed out.
         let sending = recent.get(PieceIndex(1)).unwrap();
-        recent.keep(PieceIndex(101), &[101; 8]);
+        assert!(matches!(recent.adopt(PieceIndex(101), vec![101; 8], 8), Adopted::Kept));
         assert_eq!(&sending[..], &[1; 8]);
-        assert_eq!(recent.get(PieceIndex(101)).as_deref(), Some(&[101u8; 8][..]));
+        assert!(recent.get(PieceIndex(1)).is_none());
+        assert_eq!(recent.get(PieceIndex(101)).as_deref().map(|k| &k[..]), Some(&[101u8; 8][..]));
+    }
+
+    #[test]
+    fn a_piece_is_the_first_len_bytes_of_its_buffer() {
+        let mut recent = RecentPieces::default();
+        recent.adopt(PieceIndex(7), b"short piece and spare room".to_vec(), 11);
+        assert_eq!(recent.get(PieceIndex(7)).as_deref().map(|k| &k[..]), Some(&b"short piece"[..]));
+        assert!(matches!(recent.adopt(PieceIndex(8), vec![0; 4], 5), Adopted::Refused(_)));
     }
 
     #[test]
     fn keeping_a_piece_twice_keeps_one_copy() {
         let mut recent = RecentPieces::default();
-        recent.keep(PieceIndex(1), b"one");
-        recent.keep(PieceIndex(1), b"one again");
+        recent.adopt(PieceIndex(1), b"one".to_vec(), 3);
+        match recent.adopt(PieceIndex(1), b"one again".to_vec(), 9) {
+            Adopted::Refused(back) => assert_eq!(back, b"one again"),
+            other => panic!("expected the buffer back, got {other:?}"),
+        }
         assert_eq!(recent.len(), 1);
-        assert_eq!(recent.get(PieceIndex(1)).as_deref(), Some(&b"one"[..]));
+        assert_eq!(recent.get(PieceIndex(1)).as_deref().map(|k| &k[..]), Some(&b"one"[..]));
         recent.clear();
         assert!(recent.is_empty());
     }

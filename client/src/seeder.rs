@@ -421,6 +421,7 @@ fn serve_conn(
                         };
                         conn.send_with_payload(&reply, data)?;
                         joined.delivered(piece);
+                        log::trace!("seeder: peer={}: sent piece {}", conn.peer_addr(), piece.0);
                         let from = conn.peer_addr().ip();
                         let name = &share.meta.name;
                         ctx.served.note(&ticket.user, &share.group, name, from, len as u64);

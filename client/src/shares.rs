@@ -19,7 +19,8 @@ use serde::{Deserialize, Serialize};
 use common::message::FileMeta;
 use common::{Bitfield, GroupId, Layout, PieceIndex, Sha1Digest, UserId};
 
-use crate::recent_pieces::RecentPieces;
+use crate::piece_buf::{piece_buf, PieceBuf};
+use crate::recent_pieces::{Adopted, Kept, RecentPieces};
 
 /// The state file's format version.
 const STATE_VERSION: u32 = 1;
@@ -70,7 +71,7 @@ pub struct SharedFile {
     /// file's new pieces (`watch`): one byte is written to each when a piece is marked.
     watchers: Mutex<Vec<UnixStream>>,
     /// A download's newest verified pieces, while peers download them from us.
-    recent: Mutex<RecentPieces>,
+    recent: Mutex<RecentPieces<PieceBuf>>,
 }
 
 impl SharedFile {
@@ -178,18 +179,25 @@ impl SharedFile {
         self.recent.lock().clear();
     }
 
-    /// Keeps a copy of `data`, the verified bytes of `piece` of this download in progress,
-    /// for the seeder to serve from memory (`recent_pieces`), if peers download this file
-    /// from us now: otherwise the copy would be for no one.
-    pub fn keep_recent(&self, piece: PieceIndex, data: &[u8]) {
+    /// Offers `buf[..len]`, the verified and written bytes of `piece` of this download in
+    /// progress, for the seeder to serve from memory (`recent_pieces`). Kept only if peers
+    /// download this file from us now; otherwise it would be memory for no one. Returns the
+    /// buffer for the caller to receive its next piece into: `buf` itself if it was not
+    /// kept, else the oldest kept piece's, or a new one.
+    pub fn offer_recent(&self, piece: PieceIndex, buf: PieceBuf, len: usize) -> PieceBuf {
         if self.destination.lock().is_none() || self.watchers.lock().is_empty() {
-            return;
+            return buf;
         }
-        self.recent.lock().keep(piece, data);
+        let adopted = self.recent.lock().adopt(piece, buf, len);
+        match adopted {
+            Adopted::Spare(spare) => spare,
+            Adopted::Refused(buf) => buf,
+            Adopted::Kept => piece_buf(),
+        }
     }
 
-    /// The bytes of `piece` if this download verified it lately (`keep_recent`).
-    pub fn recent_piece(&self, piece: PieceIndex) -> Option<Arc<[u8]>> {
+    /// The bytes of `piece` if this download verified it lately (`offer_recent`).
+    pub fn recent_piece(&self, piece: PieceIndex) -> Option<Arc<Kept<PieceBuf>>> {
         self.recent.lock().get(piece)
     }
 
@@ -468,23 +476,32 @@ mod tests {
             Bitfield::empty(n),
             Some(PathBuf::from("f")),
         ));
-        // No seeder connection watches it: nothing is kept.
-        download.keep_recent(PieceIndex(0), b"piece 0");
+        let piece = |text: &[u8]| {
+            let mut buf = piece_buf();
+            buf[..text.len()].copy_from_slice(text);
+            buf
+        };
+        let bytes = |kept: Option<Arc<Kept<PieceBuf>>>| kept.map(|k| k.to_vec());
+        // No seeder connection watches it: nothing is kept, the buffer comes back.
+        let back = download.offer_recent(PieceIndex(0), piece(b"piece 0"), 7);
+        assert_eq!(&back[..7], b"piece 0");
         assert!(download.recent_piece(PieceIndex(0)).is_none());
-        // A peer downloads it from us: pieces are kept and served from memory.
+        // A peer downloads it from us: pieces are kept and served from memory, and the
+        // caller gets another buffer to receive into.
         let watcher = download.watch().expect("a watch socket");
-        download.keep_recent(PieceIndex(1), b"piece 1");
-        assert_eq!(download.recent_piece(PieceIndex(1)).as_deref(), Some(&b"piece 1"[..]));
+        let other = download.offer_recent(PieceIndex(1), piece(b"piece 1"), 7);
+        assert_eq!(other.len(), common::PIECE_SIZE);
+        assert_eq!(bytes(download.recent_piece(PieceIndex(1))), Some(b"piece 1".to_vec()));
         // Complete: the file is read from disk again.
         download.complete_at(PathBuf::from("f"));
         assert!(download.recent_piece(PieceIndex(1)).is_none());
-        download.keep_recent(PieceIndex(2), b"piece 2");
+        download.offer_recent(PieceIndex(2), piece(b"piece 2"), 7);
         assert!(download.recent_piece(PieceIndex(2)).is_none());
         drop(watcher);
         // A complete share never keeps pieces.
         let complete = share("c", Bitfield::full(n));
         let _watcher = complete.watch();
-        complete.keep_recent(PieceIndex(0), b"piece 0");
+        complete.offer_recent(PieceIndex(0), piece(b"piece 0"), 7);
         assert!(complete.recent_piece(PieceIndex(0)).is_none());
     }
 }

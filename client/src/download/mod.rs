@@ -55,6 +55,12 @@ const REFRESH_TICKS: u32 = 1;
 /// A seeder's "fetch elsewhere" holds for one to two periods of this many ticks; then the
 /// piece is asked of it again (and sent, if a holder received it whole meanwhile).
 const DEFER_TICKS: u32 = 2;
+/// A download's progress (the pieces it has) is saved this often at most while it runs,
+/// and at its end. Each save is a write, an fsync and a rename of the state file; an fsync
+/// a second per download stalled every write to the disk for a third of a second in a
+/// flash crowd (issue 12). A resume re-hashes the pieces it was saved with anyway, so what
+/// a crash loses is at most this long of pieces to fetch again.
+const SAVE_PROGRESS_EVERY: Duration = Duration::from_secs(10);
 /// Wait this long before connecting again to a peer whose connection failed.
 const RECONNECT_AFTER: Duration = Duration::from_secs(3);
 /// Peers one download connects to at most (one thread each).
@@ -415,6 +421,8 @@ struct Coordinator {
     events: Receiver<Event>,
     stalled_since: Option<Instant>,
     announced: u32,
+    /// When this download's progress was last saved (`SAVE_PROGRESS_EVERY`).
+    progress_saved: Instant,
     /// The SHA1 computed from the bytes of every piece we have (received, or re-verified
     /// on resume): the whole-file check is the file digest over these.
     computed: Vec<Option<Sha1Digest>>,
@@ -560,6 +568,7 @@ impl Coordinator {
             events,
             stalled_since: None,
             announced: have.count(),
+            progress_saved: Instant::now(),
             // Resumed pieces were re-hashed from disk and matched before they were marked.
             computed: (0..have.n_pieces())
                 .map(|i| have.has(PieceIndex(i)).then(|| pieces[i as usize]))
@@ -697,6 +706,11 @@ impl Coordinator {
                     }
                     self.share.mark(piece);
                     let addr = self.workers.get(&peer).map(|w| w.addr);
+                    log::trace!(
+                        "piece={} from={addr:?}: verified and written ({} had)",
+                        piece.0,
+                        self.scheduler.n_have()
+                    );
                     let len = self.target.layout.piece_len(piece) as u64;
                     let n_have = self.scheduler.n_have();
                     self.ctx.downloads.update(self.idx, |r| {
@@ -914,7 +928,10 @@ impl Coordinator {
         if n_have == self.announced {
             return;
         }
-        self.ctx.shares.save();
+        if self.progress_saved.elapsed() >= SAVE_PROGRESS_EVERY {
+            self.ctx.shares.save();
+            self.progress_saved = Instant::now();
+        }
         let request = Request::AnnouncePieces {
             group: self.group.clone(),
             digest: self.meta.digest,

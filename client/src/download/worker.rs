@@ -19,17 +19,17 @@ use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aligned_vec::{avec, AVec, ConstAlign};
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
 use common::connection::{Connection, Timeouts};
 use common::frame::FrameError;
 use common::message::Ticket;
 use common::peer_message::{PeerReply, PeerRequest, MAX_HAVE_BATCH, PEER_PROTOCOL_VERSION};
-use common::{Bitfield, Identity, Layout, PieceIndex, PublicKey, Sha1Digest, PIECE_SIZE};
+use common::{Bitfield, Identity, Layout, PieceIndex, PublicKey, Sha1Digest};
 use parking_lot::Mutex;
 
 use super::scheduler::PeerId;
+use crate::piece_buf::{piece_buf, PieceBuf, BUF_ALIGN};
 use crate::readiness;
 use crate::shares::SharedFile;
 
@@ -40,17 +40,6 @@ const BUFFERS: usize = PIPELINE + 1;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const READ_TIMEOUT: Duration = Duration::from_secs(20);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The alignment of piece buffers: what `O_DIRECT` writes need (a page covers every
-/// logical block size in use).
-pub const BUF_ALIGN: usize = 4096;
-
-/// A piece buffer, aligned for `O_DIRECT`.
-pub type PieceBuf = AVec<u8, ConstAlign<BUF_ALIGN>>;
-
-fn piece_buf() -> PieceBuf {
-    avec![[BUF_ALIGN] | 0u8; PIECE_SIZE]
-}
 
 /// A piece to fetch.
 #[derive(Debug, Clone, Copy)]
@@ -178,6 +167,10 @@ struct PieceWrite {
     offset: u64,
     buf: PieceBuf,
     len: usize,
+    /// The download's share: once written, the piece is offered to it to serve from
+    /// memory (`SharedFile::offer_recent`).
+    share: Arc<SharedFile>,
+    piece: PieceIndex,
     /// Sent once the piece is written.
     done: Event,
     events: Sender<Event>,
@@ -199,17 +192,17 @@ impl DiskWriter {
         let (tx, rx) = crossbeam_channel::bounded::<PieceWrite>(16);
         let thread = std::thread::Builder::new().name("disk-writer".into()).spawn(move || {
             for w in rx {
-                let event = match w.file.write_at(&w.buf[..w.len], w.offset) {
-                    Ok(()) => w.done,
-                    Err(e) => match w.done {
-                        Event::Verified { piece, .. } => {
-                            Event::WriteFailed { piece, reason: e.to_string() }
-                        }
-                        other => other,
-                    },
+                let (event, buf) = match w.file.write_at(&w.buf[..w.len], w.offset) {
+                    // Kept before the coordinator hears of it, so that the seeder finds
+                    // it in memory as soon as the piece is announced.
+                    Ok(()) => (w.done, w.share.offer_recent(w.piece, w.buf, w.len)),
+                    Err(e) => {
+                        let reason = e.to_string();
+                        (Event::WriteFailed { piece: w.piece, reason }, w.buf)
+                    }
                 };
                 let _ = w.events.send(event);
-                let _ = w.free.send(w.buf);
+                let _ = w.free.send(buf);
             }
         })?;
         Ok((DiskWriter { tx }, thread))
@@ -403,13 +396,13 @@ fn take_piece(
             let _ = free_tx.send(buf);
             return;
         }
-        // Copied while the bytes are hot, and only if peers download from us now.
-        target.share.keep_recent(piece, &buf[..want]);
         let write = PieceWrite {
             file: target.file.clone(),
             offset: target.layout.piece_offset(piece),
             buf,
             len: want,
+            share: Arc::clone(&target.share),
+            piece,
             done: Event::Verified { peer, piece, hash, bytes_per_sec },
             events,
             free: free_tx,
