@@ -185,6 +185,7 @@ if [[ $FLASH == 1 ]]; then
     for ((r = 1; r <= FLASH_ROUNDS; r++)); do
         alone=$(swarm "alone-$r" share --peers 2)
         alone_runs+=("$(slowest_secs "$alone")")
+        rm -rf "$WORK/alone-$r"
     done
     alone_s=$(median "${alone_runs[@]}")
     echo "flash_1_leecher_seconds=$alone_s (runs: ${alone_runs[*]})"
@@ -200,18 +201,18 @@ if [[ $FLASH == 1 ]]; then
         done
         crowd_s=$(median "${runs[@]}")
         ratio=$(printf '%.2f' "$(echo "$crowd_s / $alone_s" | bc -l)")
+        crowd_copies=$(median "${copies_runs[@]}")
         disk_s=$(disk_floor "$n")
         echo "flash_${n}_leechers_seconds=$crowd_s (runs: ${runs[*]})"
         echo "flash_${n}_leechers_ratio=$ratio"
-        echo "flash_${n}_leechers_seeder_copies=$(median "${copies_runs[@]}") (runs: ${copies_runs[*]})"
+        echo "flash_${n}_leechers_seeder_copies=$crowd_copies (runs: ${copies_runs[*]})"
         echo "flash_${n}_leechers_longest_completion_fsync_seconds=${fsyncs[*]}"
         echo "flash_${n}_disk_floor_seconds=$(printf '%.2f' "$disk_s")"
         summary+=("$(printf '%2d leechers at once: %6.2f s (median of %d), %.2fx one leecher alone (%.2f s) for %dx the data; the seeder served %s copies' \
-            "$n" "$crowd_s" "$FLASH_ROUNDS" "$ratio" "$alone_s" "$n" "$(median "${copies_runs[@]}")")")
+            "$n" "$crowd_s" "$FLASH_ROUNDS" "$ratio" "$alone_s" "$n" "$crowd_copies")")
         summary+=("$(printf '    the disk alone: %d writers of %d MiB with O_DIRECT take %.2f s (%.2fx); longest completion fsync per run: %s s' \
             "$n" "$FLASH_MIB" "$disk_s" "$(echo "$disk_s / $alone_s" | bc -l)" "${fsyncs[*]}")")
     done
-    rm -rf "$WORK"/alone-*
     echo
     echo "== flash crowd summary (goals: 8 leechers <= 1.25x with <= 1.15 copies; 16 leechers <= 1.4x)"
     printf '%s\n' "${summary[@]}"

@@ -68,12 +68,10 @@ impl<B: AsRef<[u8]>> RecentPieces<B> {
         if self.pieces.contains_key(&piece.0) || len > buf.as_ref().len() {
             return Adopted::Refused(buf);
         }
-        let mut spare = None;
-        while self.order.len() >= MAX_PIECES {
-            if let Some(oldest) = self.order.pop_front() {
-                spare = self.pieces.remove(&oldest);
-            }
-        }
+        let spare = match self.order.len() >= MAX_PIECES {
+            true => self.order.pop_front().and_then(|oldest| self.pieces.remove(&oldest)),
+            false => None,
+        };
         self.pieces.insert(piece.0, Arc::new(Kept { buf, len }));
         self.order.push_back(piece.0);
         // A seeder thread still sending from the oldest piece keeps it alive; it is freed

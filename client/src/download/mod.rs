@@ -706,13 +706,12 @@ impl Coordinator {
                     }
                     self.share.mark(piece);
                     let addr = self.workers.get(&peer).map(|w| w.addr);
-                    log::trace!(
-                        "piece={} from={addr:?}: verified and written ({} had)",
-                        piece.0,
-                        self.scheduler.n_have()
-                    );
                     let len = self.target.layout.piece_len(piece) as u64;
                     let n_have = self.scheduler.n_have();
+                    log::trace!(
+                        "piece={} from={addr:?}: verified and written ({n_have} had)",
+                        piece.0
+                    );
                     self.ctx.downloads.update(self.idx, |r| {
                         r.n_have = n_have;
                         r.bytes_fetched += len;

@@ -112,10 +112,9 @@ pub struct Target {
 /// The `.part` file of a download: a buffered handle, and where the file system allows it
 /// an `O_DIRECT` one for whole pieces. Writing a piece straight from its aligned buffer to
 /// disk costs no copy into the page cache and leaves little for the final fsync.
-#[derive(Clone)]
 pub struct DownloadFile {
-    pub buffered: Arc<File>,
-    pub direct: Option<Arc<File>>,
+    pub buffered: File,
+    pub direct: Option<File>,
 }
 
 impl DownloadFile {
@@ -139,7 +138,7 @@ impl DownloadFile {
         if let Err(e) = &direct {
             log::debug!("no O_DIRECT for {}: {e}; using buffered writes", path.display());
         }
-        DownloadFile { buffered: Arc::new(buffered), direct: direct.ok().map(Arc::new) }
+        DownloadFile { buffered, direct: direct.ok() }
     }
 
     /// Writes `data` at `offset`: directly when offset and length are block-aligned,
@@ -163,14 +162,11 @@ impl DownloadFile {
 
 /// A verified piece on its way to disk.
 struct PieceWrite {
-    file: DownloadFile,
-    offset: u64,
-    buf: PieceBuf,
-    len: usize,
-    /// The download's share: once written, the piece is offered to it to serve from
-    /// memory (`SharedFile::offer_recent`).
-    share: Arc<SharedFile>,
+    /// The download: its file, the piece's place in it, and its share, to which the
+    /// written piece is offered to serve from memory (`SharedFile::offer_recent`).
+    target: Arc<Target>,
     piece: PieceIndex,
+    buf: PieceBuf,
     /// Sent once the piece is written.
     done: Event,
     events: Sender<Event>,
@@ -192,10 +188,12 @@ impl DiskWriter {
         let (tx, rx) = crossbeam_channel::bounded::<PieceWrite>(16);
         let thread = std::thread::Builder::new().name("disk-writer".into()).spawn(move || {
             for w in rx {
-                let (event, buf) = match w.file.write_at(&w.buf[..w.len], w.offset) {
+                let (layout, len) = (&w.target.layout, w.target.layout.piece_len(w.piece));
+                let written = w.target.file.write_at(&w.buf[..len], layout.piece_offset(w.piece));
+                let (event, buf) = match written {
                     // Kept before the coordinator hears of it, so that the seeder finds
                     // it in memory as soon as the piece is announced.
-                    Ok(()) => (w.done, w.share.offer_recent(w.piece, w.buf, w.len)),
+                    Ok(()) => (w.done, w.target.share.offer_recent(w.piece, w.buf, len)),
                     Err(e) => {
                         let reason = e.to_string();
                         (Event::WriteFailed { piece: w.piece, reason }, w.buf)
@@ -397,12 +395,9 @@ fn take_piece(
             return;
         }
         let write = PieceWrite {
-            file: target.file.clone(),
-            offset: target.layout.piece_offset(piece),
-            buf,
-            len: want,
-            share: Arc::clone(&target.share),
+            target: Arc::clone(&target),
             piece,
+            buf,
             done: Event::Verified { peer, piece, hash, bytes_per_sec },
             events,
             free: free_tx,
