@@ -11,8 +11,8 @@ use crate::download::record::{DownloadRecord, DownloadState, FinishHook};
 use crate::interrupt::Interrupt;
 use crate::peer::{CommandError, Peer};
 use crate::progress;
-use crate::shares::SharedFile;
 use crate::size;
+use crate::swarm::Swarm;
 
 /// What the REPL should do after a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -231,12 +231,14 @@ fn quoted(name: &str) -> String {
 
 /// The `list_shares` line of `share`: group, name (shell-quoted when it has spaces), the
 /// pieces this peer has, size, and where the bytes are or will be.
-fn share_line(share: &SharedFile, on_terminal: bool) -> String {
-    let have = share.have();
-    let place = match share.destination() {
-        Some(dest) => format!("downloading to {}", dest.display()),
-        None => format!("from {}", share.path().display()),
-    };
+fn share_line(share: &Swarm, on_terminal: bool) -> String {
+    let (have, place) = share.inspect(|s| {
+        let place = match s.downloading_to() {
+            Some(dest) => format!("downloading to {}", dest.display()),
+            None => format!("from {}", s.path().display()),
+        };
+        (s.have().clone(), place)
+    });
     format!(
         "[{}] {}: {}/{} pieces, {}, {place}",
         share.group,

@@ -16,10 +16,11 @@ pub mod piece_buf;
 pub mod progress;
 pub mod readiness;
 pub mod recent_pieces;
+pub mod registry;
 pub mod repl;
 pub mod seeder;
-pub mod shares;
 pub mod size;
+pub mod swarm;
 pub mod tracker_link;
 pub mod tracker_session;
 pub mod tracker_view;
@@ -44,8 +45,8 @@ use tracker_session::CallError;
 pub use config::Config;
 use console::Console;
 use peer::Peer;
+use registry::Registry;
 use seeder::Seeder;
-use shares::Shares;
 use tracker_session::{TrackerSession, HEARTBEAT_EVERY};
 
 /// Why the client could not start or had to stop.
@@ -65,6 +66,8 @@ pub enum RunError {
     StateDirInUse { path: String },
     #[error("{0}")]
     Identity(#[from] IdentityError),
+    #[error("{0}")]
+    StateFile(#[from] registry::StateFileError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -96,19 +99,19 @@ pub fn run(config: Config) -> Result<(), RunError> {
     stdout.flush()?;
 
     let tracker = Arc::new(TrackerSession::new(trackers, Arc::clone(&identity)));
-    let shares = Arc::new(Shares::new(Some(state_dir.join("shares.bin"))));
+    let registry = Arc::new(Registry::open(Some(state_dir.join("shares.bin")))?);
     let served = Arc::new(seeder::served::Served::default());
     let seeder = Seeder::start(
         listener,
         Arc::clone(&identity),
-        Arc::clone(&shares),
+        Arc::clone(&registry),
         Arc::clone(&tracker),
         config.max_upload_rate,
         Arc::clone(&served),
     )?;
     // The disk writer lives as long as the process: downloads still running at exit are
     // abandoned with it (they resume at the next login).
-    let (writer, _writer_thread) = download::worker::DiskWriter::start()?;
+    let (writer, _writer_thread) = download::disk_writer::DiskWriter::start()?;
     let downloads: Arc<download::record::Downloads> = Arc::default();
     let interrupt = Arc::new(Interrupt::default());
     interrupt.on_fire({
@@ -120,7 +123,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
         identity,
         writer,
         tracker: Arc::clone(&tracker),
-        shares,
+        registry: Arc::clone(&registry),
         downloads,
         stall_timeout: Duration::from_secs(config.stall_timeout),
     };
@@ -169,6 +172,8 @@ pub fn run(config: Config) -> Result<(), RunError> {
     drop(stop_heartbeat);
     let _ = heartbeat.join();
     seeder.stop();
+    // The last progress of running downloads, and whatever else changed, on disk.
+    registry.close();
     result?;
     Ok(())
 }

@@ -16,7 +16,7 @@ use parking_lot::Mutex;
 
 use common::hash::{hash_file, HashFileError};
 use common::message::{FileMeta, FileSummary, Reply, Request, TrackerStatus};
-use common::{Bitfield, FileName, GroupId, Layout, Password, UserId};
+use common::{FileName, GroupId, Layout, Password, UserId};
 
 use crate::command;
 use crate::completion::Known;
@@ -25,7 +25,7 @@ use crate::download::{self, StartError};
 use crate::interrupt::Interrupt;
 use crate::membership::Watch;
 use crate::seeder::served::{Served, ServedRow};
-use crate::shares::{FileStamp, SharedFile};
+use crate::swarm::{FileStamp, Swarm};
 use crate::tracker_link::LinkError;
 use crate::tracker_session::{CallError, Login, TrackerSession};
 use crate::tracker_view::{Seen, TrackerEvent};
@@ -296,11 +296,8 @@ impl Peer {
     ) -> Result<(), CommandError> {
         self.call(Request::LeaveGroup { group: group.clone() }, interrupt)?;
         self.watch.lock().left_here(group.clone());
-        for share in self.ctx.shares.all() {
-            if &share.group == group {
-                self.ctx.shares.remove(&share.group, &share.meta.digest);
-            }
-        }
+        self.ctx.registry.remove_group(group);
+        self.ctx.registry.flush();
         Ok(())
     }
 
@@ -392,7 +389,8 @@ impl Peer {
         interrupt: Option<&Interrupt>,
     ) -> Result<(), CommandError> {
         self.call(Request::StopShare { group: group.clone(), name: name.clone() }, interrupt)?;
-        self.ctx.shares.remove_named(group, name.as_str());
+        self.ctx.registry.remove_named(group, name.as_str());
+        self.ctx.registry.flush();
         Ok(())
     }
 
@@ -409,9 +407,9 @@ impl Peer {
     }
 
     /// `list_shares`: what this peer shares, sorted by group then name.
-    pub fn list_shares(&self) -> Result<Vec<Arc<SharedFile>>, CommandError> {
+    pub fn list_shares(&self) -> Result<Vec<Arc<Swarm>>, CommandError> {
         self.require_login()?;
-        let mut shares = self.ctx.shares.all();
+        let mut shares = self.ctx.registry.all();
         shares.sort_by(|a, b| (&a.group, &a.meta.name).cmp(&(&b.group, &b.meta.name)));
         Ok(shares)
     }
@@ -453,18 +451,17 @@ impl Peer {
     fn share_complete(&self, group: GroupId, meta: FileMeta, path: &Path, stamp: FileStamp) {
         let Ok(layout) = Layout::new(meta.size) else { return };
         let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-        let have = Bitfield::full(layout.n_pieces());
-        let share = SharedFile::new(group, meta, layout, path, have, None);
         // Every piece was just hashed, as the file was when it was opened.
-        share.set_all_checked(stamp);
-        self.ctx.shares.insert(Arc::new(share));
+        let swarm = Swarm::seeding(group, meta, layout, path, Some(stamp));
+        self.ctx.registry.insert(Arc::new(swarm));
+        self.ctx.registry.flush();
     }
 
     /// After a login, shares again what this user shared (from this run or a saved one)
     /// and resumes unfinished downloads.
     fn resume_shares(&self, user: &UserId) {
-        for share in self.ctx.shares.load_user(user) {
-            if share.destination().is_some() {
+        for share in self.ctx.registry.load_user(user, self.ctx.downloads.changes()) {
+            if share.downloading_to().is_some() {
                 download::resume(&self.ctx, share);
                 continue;
             }
@@ -473,7 +470,7 @@ impl Peer {
                 std::fs::metadata(&path).map(|m| m.is_file() && m.len() == share.meta.size);
             if !matches!(intact, Ok(true)) {
                 log::warn!("{} is gone or changed size; no longer sharing it", path.display());
-                self.ctx.shares.remove(&share.group, &share.meta.digest);
+                self.ctx.registry.remove(&share);
                 continue;
             }
             let request =

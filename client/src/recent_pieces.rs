@@ -8,7 +8,7 @@
 //!
 //! The pieces are not copied: the buffer a piece was received, hashed and written in is
 //! handed over (`adopt`), and the caller gets the oldest piece's buffer back to receive
-//! into. Pure container: the caller decides when keeping is worth the memory (`SharedFile`
+//! into. Pure container: the caller decides when keeping is worth the memory (`Swarm`
 //! keeps pieces only while a seeder connection watches the file).
 
 use std::collections::{HashMap, VecDeque};

@@ -10,14 +10,15 @@
 //! it is sent, so a file changed on disk after it was shared is noticed and no longer served.
 //!
 //! Issue 12: a connection for a file this peer is still downloading pushes `Have` to its
-//! downloader as pieces verify (it waits on the socket and on the share's wake-up at once,
-//! `readiness`). Which piece a request gets is `handout`'s choice (super-seeding): with two
+//! downloader as pieces verify (it waits on the socket and on the swarm's wake-up at once,
+//! `readiness`). Which piece a request gets is the swarm's choice (`Swarm::pick`, by
+//! `handout`: super-seeding): with two
 //! or more downloaders of a complete file, each piece goes out once before any repeats.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::net::{Shutdown as SocketShutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -33,7 +34,8 @@ use common::peer_message::{
 use common::{Bitfield, Identity, PieceIndex, PublicKey, Sha1Digest, PIECE_SIZE};
 
 use crate::readiness;
-use crate::shares::{SharedFile, Shares};
+use crate::registry::Registry;
+use crate::swarm::{Pick, ReadError, Swarm};
 use crate::tracker_link::LinkError;
 use crate::tracker_session::{CallError, TrackerSession};
 
@@ -42,7 +44,6 @@ pub mod handout;
 pub mod served;
 
 use admission::{Pending, SeederAdmission, ADMISSION_DEADLINE};
-use handout::{Choice, ConnId, Handout};
 use served::Served;
 
 /// Downloader connections served at once, at most (see `admission`).
@@ -96,7 +97,7 @@ impl RateLimit {
 
 struct Context {
     identity: Arc<Identity>,
-    shares: Arc<Shares>,
+    registry: Arc<Registry>,
     rate_limit: Option<RateLimit>,
     tracker: Arc<TrackerSession>,
     /// Tickets the tracker confirmed (whole tickets, never a part of one).
@@ -105,56 +106,8 @@ struct Context {
     refused: Mutex<HashSet<Ticket>>,
     /// Token bucket for questions about new tickets: (tokens, last refill).
     checks: Mutex<(f64, Instant)>,
-    /// Which pieces of each file went to which connected downloader (an entry per file
-    /// with downloaders connected, so at most `MAX_PEER_CONNECTIONS`).
-    handouts: Mutex<HashMap<Sha1Digest, Handout>>,
-    next_conn: AtomicU64,
     /// What went to whom (the dashboard's peers).
     served: Arc<Served>,
-}
-
-/// A downloader's place in its file's `Handout`, given back when the connection ends.
-struct Joined<'a> {
-    ctx: &'a Context,
-    digest: Sha1Digest,
-    conn: ConnId,
-}
-
-impl<'a> Joined<'a> {
-    fn join(ctx: &'a Context, share: &SharedFile) -> Joined<'a> {
-        let conn = ConnId(ctx.next_conn.fetch_add(1, Ordering::Relaxed));
-        let digest = share.meta.digest;
-        let n_pieces = share.layout.n_pieces();
-        ctx.handouts.lock().entry(digest).or_insert_with(|| Handout::new(n_pieces)).join(conn);
-        Joined { ctx, digest, conn }
-    }
-
-    /// `piece` was sent whole.
-    fn delivered(&self, piece: PieceIndex) {
-        if let Some(handout) = self.ctx.handouts.lock().get_mut(&self.digest) {
-            handout.delivered(self.conn, piece);
-        }
-    }
-
-    /// What to send for a request of `asked`.
-    fn choose(&self, asked: PieceIndex, complete: bool) -> Choice {
-        match self.ctx.handouts.lock().get_mut(&self.digest) {
-            Some(handout) => handout.choose(self.conn, asked, complete),
-            None => Choice::Serve,
-        }
-    }
-}
-
-impl Drop for Joined<'_> {
-    fn drop(&mut self) {
-        let mut handouts = self.ctx.handouts.lock();
-        if let Some(handout) = handouts.get_mut(&self.digest) {
-            handout.leave(self.conn);
-            if handout.is_empty() {
-                handouts.remove(&self.digest);
-            }
-        }
-    }
 }
 
 impl Seeder {
@@ -163,7 +116,7 @@ impl Seeder {
     pub fn start(
         listener: TcpListener,
         identity: Arc<Identity>,
-        shares: Arc<Shares>,
+        registry: Arc<Registry>,
         tracker: Arc<TrackerSession>,
         max_upload_rate: Option<u64>,
         served: Arc<Served>,
@@ -176,14 +129,12 @@ impl Seeder {
         });
         let ctx = Arc::new(Context {
             identity,
-            shares,
+            registry,
             rate_limit,
             tracker,
             tickets: Mutex::new(HashSet::new()),
             refused: Mutex::new(HashSet::new()),
             checks: Mutex::new((2.0 * TICKET_CHECKS_PER_SEC, Instant::now())),
-            handouts: Mutex::new(HashMap::new()),
-            next_conn: AtomicU64::new(0),
             served,
         });
         let stop_flag = Arc::clone(&stop);
@@ -313,21 +264,21 @@ fn serve_conn(
     admitted: impl FnOnce(),
 ) -> Result<(), FrameError> {
     let holder = conn.remote_key();
-    let (share, mut ticket, _slot) = match conn.recv()? {
+    let (swarm, mut ticket, _slot) = match conn.recv()? {
         None => return Ok(()),
         Some(PeerRequest::Hello { version, digest, ticket }) => {
-            let share = admit(ctx, version, &digest, &ticket, &holder).and_then(|share| {
+            let admitted_swarm = admit(ctx, version, &digest, &ticket, &holder).and_then(|swarm| {
                 let slot = pending.admit(holder).map_err(|why| {
                     log::info!("seeder: peer={}: {why}", conn.peer_addr());
                     Refusal::Busy
                 })?;
-                Ok((share, slot))
+                Ok((swarm, slot))
             });
-            match share {
-                Ok((share, slot)) => {
+            match admitted_swarm {
+                Ok((swarm, slot)) => {
                     admitted();
                     conn.set_max_frame(common::frame::MAX_FRAME_LEN);
-                    (share, ticket, slot)
+                    (swarm, ticket, slot)
                 }
                 Err(reason) => {
                     log::info!("seeder: peer={}: refused: {reason}", conn.peer_addr());
@@ -342,10 +293,10 @@ fn serve_conn(
         }
     };
     // A file still downloading gets new pieces: watch it, and tell them as they come.
-    let wake = if share.destination().is_some() { share.watch() } else { None };
-    let mut told = share.have();
+    let wake = if swarm.downloading_to().is_some() { swarm.watch() } else { None };
+    let mut told = swarm.have();
     conn.send(&PeerReply::Welcome { have: told.clone() })?;
-    let joined = Joined::join(ctx, &share);
+    let seat = swarm.take_seat();
     let mut wake = wake;
     let mut file: Option<File> = None;
     let mut buf = vec![0u8; PIECE_SIZE];
@@ -361,7 +312,7 @@ fn serve_conn(
             wake = None;
         }
         if ready.woken {
-            tell_new_pieces(conn, &share, &mut told)?;
+            tell_new_pieces(conn, &swarm, &mut told)?;
         }
         if !ready.socket {
             continue;
@@ -377,7 +328,7 @@ fn serve_conn(
             PeerRequest::Renew { ticket: fresh } => {
                 let same_file = fresh.group == ticket.group && fresh.user == ticket.user;
                 let checked = match same_file {
-                    true => admit(ctx, PEER_PROTOCOL_VERSION, &share.meta.digest, &fresh, &holder),
+                    true => admit(ctx, PEER_PROTOCOL_VERSION, &swarm.meta.digest, &fresh, &holder),
                     false => Err(Refusal::BadTicket("ticket is for another file or user".into())),
                 };
                 if let Err(reason) = checked {
@@ -387,27 +338,27 @@ fn serve_conn(
                 }
                 ticket = fresh;
             }
-            PeerRequest::GetBitfield => conn.send(&PeerReply::Bitfield { have: share.have() })?,
+            PeerRequest::GetBitfield => conn.send(&PeerReply::Bitfield { have: swarm.have() })?,
             PeerRequest::GetPiece { piece: asked } => {
-                if share.layout.piece_len(asked) == 0 || !share.has(asked) {
-                    conn.send(&PeerReply::NoPiece { piece: asked })?;
-                    continue;
-                }
-                let piece = match joined.choose(asked, share.destination().is_none()) {
-                    Choice::Serve => asked,
-                    Choice::Instead(piece) => piece,
-                    Choice::Elsewhere => {
+                // The swarm says what to send: the piece, another nobody was handed yet
+                // (super-seeding), or neither.
+                let (piece, recent) = match swarm.pick(&seat, asked) {
+                    Pick::Send { piece, recent } => (piece, recent),
+                    Pick::Elsewhere => {
                         conn.send(&PeerReply::Elsewhere { piece: asked })?;
                         continue;
                     }
+                    Pick::NoPiece => {
+                        conn.send(&PeerReply::NoPiece { piece: asked })?;
+                        continue;
+                    }
                 };
-                let len = share.layout.piece_len(piece);
+                let len = swarm.layout.piece_len(piece);
                 // A piece our download verified lately is served from memory: it was
                 // written past the page cache, and peers ask mostly for the newest.
-                let recent = share.recent_piece(piece).filter(|data| data.len() == len);
                 let read = match &recent {
                     Some(data) => Ok(&data[..]),
-                    None => read_verified(&share, &mut file, piece, &mut buf[..len])
+                    None => read_verified(&swarm, &mut file, piece, &mut buf[..len])
                         .map(|()| &buf[..len]),
                 };
                 match read {
@@ -420,19 +371,19 @@ fn serve_conn(
                             false => PeerReply::Instead { asked, piece, len: len as u32 },
                         };
                         conn.send_with_payload(&reply, data)?;
-                        joined.delivered(piece);
+                        seat.delivered(piece);
                         log::trace!("seeder: peer={}: sent piece {}", conn.peer_addr(), piece.0);
                         let from = conn.peer_addr().ip();
-                        let name = &share.meta.name;
-                        ctx.served.note(&ticket.user, &share.group, name, from, len as u64);
+                        let name = &swarm.meta.name;
+                        ctx.served.note(&ticket.user, &swarm.group, name, from, len as u64);
                     }
                     Err(reason) => {
                         log::warn!(
                             "file {} ({}) changed or vanished on disk ({reason}); no longer sharing it",
-                            share.meta.name,
-                            share.path().display()
+                            swarm.meta.name,
+                            swarm.path().display()
                         );
-                        withdraw(ctx, &share);
+                        withdraw(ctx, &swarm);
                         conn.send(&PeerReply::NoPiece { piece: asked })?;
                         return Ok(());
                     }
@@ -451,10 +402,10 @@ fn serve_conn(
 /// batches of at most `MAX_HAVE_BATCH`.
 fn tell_new_pieces(
     conn: &mut Connection<PeerRequest, PeerReply>,
-    share: &SharedFile,
+    swarm: &Swarm,
     told: &mut Bitfield,
 ) -> Result<(), FrameError> {
-    let have = share.have();
+    let have = swarm.have();
     let news: Vec<PieceIndex> = have.iter().filter(|&p| !told.has(p)).collect();
     for batch in news.chunks(MAX_HAVE_BATCH) {
         conn.send(&PeerReply::Have { pieces: batch.to_vec() })?;
@@ -472,7 +423,7 @@ fn admit(
     digest: &Sha1Digest,
     ticket: &Ticket,
     holder: &PublicKey,
-) -> Result<Arc<SharedFile>, Refusal> {
+) -> Result<Arc<Swarm>, Refusal> {
     if version != PEER_PROTOCOL_VERSION {
         return Err(Refusal::Version(PEER_PROTOCOL_VERSION));
     }
@@ -482,13 +433,13 @@ fn admit(
     if &ticket.holder != holder {
         return Err(Refusal::BadTicket("ticket was issued to another peer".into()));
     }
-    let share = ctx.shares.get(&ticket.group, digest).ok_or(Refusal::UnknownFile)?;
+    let swarm = ctx.registry.get(&ticket.group, digest).ok_or(Refusal::UnknownFile)?;
     let now = unix_now();
     if ticket.expires < now {
         return Err(Refusal::Expired);
     }
     if ctx.tickets.lock().contains(ticket) {
-        return Ok(share);
+        return Ok(swarm);
     }
     if ticket.expires > now + MAX_TICKET_LIFETIME_SECS || ctx.refused.lock().contains(ticket) {
         return Err(Refusal::BadTicket("forged or altered".into()));
@@ -505,7 +456,7 @@ fn admit(
                 tickets.clear();
             }
             tickets.insert(ticket.clone());
-            Ok(share)
+            Ok(swarm)
         }
         Err(CallError::NotLoggedIn) => Err(Refusal::UnknownFile),
         Err(e) => {
@@ -543,25 +494,25 @@ fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-/// Reads piece `piece` of `share` into `data`, checked against its hash.
+/// Reads piece `piece` of `swarm` into `data`, checked against its hash.
 fn read_verified(
-    share: &SharedFile,
+    swarm: &Swarm,
     file: &mut Option<File>,
     piece: common::PieceIndex,
     data: &mut [u8],
-) -> Result<(), String> {
-    if file.is_none() {
-        *file = Some(File::open(share.path()).map_err(|e| e.to_string())?);
-    }
-    let Some(f) = file.as_ref() else { return Err("file not open".into()) };
-    share.read_piece(f, piece, data)
+) -> Result<(), ReadError> {
+    let f = match file {
+        Some(f) => f,
+        None => file.insert(File::open(swarm.path())?),
+    };
+    swarm.read_piece(f, piece, data)
 }
 
 /// Stops sharing a file whose bytes went bad, locally and at the tracker.
-fn withdraw(ctx: &Context, share: &SharedFile) {
-    ctx.shares.remove(&share.group, &share.meta.digest);
-    let request = Request::StopShare { group: share.group.clone(), name: share.meta.name.clone() };
+fn withdraw(ctx: &Context, swarm: &Arc<Swarm>) {
+    ctx.registry.remove(swarm);
+    let request = Request::StopShare { group: swarm.group.clone(), name: swarm.meta.name.clone() };
     if let Err(e) = ctx.tracker.call(request) {
-        log::warn!("cannot tell the tracker to stop sharing {}: {e}", share.meta.name);
+        log::warn!("cannot tell the tracker to stop sharing {}: {e}", swarm.meta.name);
     }
 }

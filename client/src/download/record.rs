@@ -1,17 +1,21 @@
-//! The records behind `show_downloads` and `wait_downloads`: one per download of this
-//! session, updated by its coordinator, and the lines they print.
+//! The download views' side of the swarms: `Downloads`, the downloads of this session in
+//! the order they started, and `DownloadRecord`, a copy of one download's swarm as
+//! `show_downloads`, `wait_downloads`, the progress bars and the dashboard show it, and
+//! the lines they print. A record is made when a view asks (`Downloads::snapshot`), from
+//! each swarm under its own lock; nothing is written here while pieces arrive.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 
 use common::{FileName, GroupId, UserId};
 
 use crate::interrupt::Interrupt;
+use crate::swarm::{Changes, DownloadError, FileStamp, Phase, Swarm};
 
 /// The state of a download.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,34 +61,41 @@ pub struct DownloadRecord {
     pub peer_have: BTreeMap<SocketAddr, u32>,
 }
 
-/// `piece_ms` of a piece not received in this session.
-pub const PIECE_NOT_TIMED: u32 = u32::MAX;
-
-/// `piece_source` of a piece not yet had.
-pub const PIECE_MISSING: u8 = 0;
-/// `piece_source` of a piece found verified on disk when the download resumed.
-pub const PIECE_RESUMED: u8 = u8::MAX;
-/// `piece_source` of a piece from a peer beyond the first 253 that delivered some.
-pub const PIECE_OTHER_PEER: u8 = u8::MAX - 1;
+pub use crate::swarm::{PIECE_MISSING, PIECE_NOT_TIMED, PIECE_OTHER_PEER, PIECE_RESUMED};
 
 impl DownloadRecord {
-    /// Records that `piece` arrived from `addr`, now, for the piece map and the chart.
-    pub fn note_piece_source(&mut self, piece: usize, addr: SocketAddr) {
-        let k = match self.sources.iter().position(|a| *a == addr) {
-            Some(i) => i + 1,
-            None if self.sources.len() + 1 < usize::from(PIECE_OTHER_PEER) => {
-                self.sources.push(addr);
-                self.sources.len()
-            }
-            None => usize::from(PIECE_OTHER_PEER),
-        };
-        if let Some(slot) = self.piece_source.get_mut(piece) {
-            *slot = u8::try_from(k).unwrap_or(PIECE_OTHER_PEER);
-        }
-        let ms = u32::try_from(self.started.elapsed().as_millis()).unwrap_or(PIECE_NOT_TIMED - 1);
-        if let Some(slot) = self.piece_ms.get_mut(piece) {
-            *slot = ms;
-        }
+    /// The record of `swarm`'s download as it is now; `None` for a swarm that is not a
+    /// download.
+    pub fn of(swarm: &Swarm) -> Option<DownloadRecord> {
+        swarm.inspect(|s| {
+            let t = s.transfer()?;
+            let state = match s.phase() {
+                Phase::Checking | Phase::Fetching | Phase::Finishing => DownloadState::Running,
+                Phase::Seeding => DownloadState::Complete,
+                Phase::Failed(e) => DownloadState::Failed(e.to_string()),
+            };
+            Some(DownloadRecord {
+                group: swarm.group.clone(),
+                name: swarm.meta.name.clone(),
+                dest: t.dest.clone(),
+                state,
+                size: swarm.meta.size,
+                n_pieces: swarm.layout.n_pieces(),
+                n_have: s.have().count(),
+                n_peers: t.connected.len(),
+                started: t.started,
+                finished: t.finished,
+                bytes_fetched: t.bytes_fetched,
+                n_resumed: t.n_resumed,
+                from_peer: t.from_peer.clone(),
+                peer_users: t.peer_users.clone(),
+                connected: t.connected.clone(),
+                piece_source: t.piece_source.clone(),
+                sources: t.sources.clone(),
+                piece_ms: t.piece_ms.clone(),
+                peer_have: t.peer_have.clone(),
+            })
+        })
     }
 
     /// Seconds from the start to the end, or to now while it runs.
@@ -204,42 +215,53 @@ impl DownloadRecord {
 /// Called with the record of a download that just finished (complete or failed).
 pub type FinishHook = Box<dyn Fn(&DownloadRecord) + Send + Sync>;
 
-/// Every download of this session.
+/// The downloads of this session, in the order they started.
 #[derive(Default)]
 pub struct Downloads {
-    records: Mutex<Vec<DownloadRecord>>,
-    changed: Condvar,
+    swarms: Mutex<Vec<Arc<Swarm>>>,
+    /// Told by every download's swarm of each change; its lock orders the ends of
+    /// downloads with `mute`/`unmute`.
+    changes: Arc<Changes>,
     on_finish: Mutex<Option<FinishHook>>,
-    /// While set, the finish hook is not called (the progress bars are on the screen).
-    muted: AtomicBool,
 }
 
 impl Downloads {
-    /// Adds a running download; returns its index.
-    pub(super) fn add(&self, record: DownloadRecord) -> usize {
-        let mut records = self.records.lock();
-        records.push(record);
-        records.len() - 1
+    /// Where downloads' swarms tell their changes.
+    pub fn changes(&self) -> &Arc<Changes> {
+        &self.changes
     }
 
-    /// Changes the record at `idx`, wakes `wait_idle`, and calls the finish hook (outside
-    /// the lock) if the download just finished.
-    pub(super) fn update(&self, idx: usize, f: impl FnOnce(&mut DownloadRecord)) {
-        let finished = {
-            let mut records = self.records.lock();
-            // Read under the lock: `unmute` snapshots and unmutes under it, so a download
-            // that ends is either in that snapshot or announced by the hook, not both.
-            let muted = self.muted.load(Ordering::SeqCst);
-            records.get_mut(idx).and_then(|record| {
-                let was_running = record.state == DownloadState::Running;
-                f(record);
-                (was_running && record.state != DownloadState::Running && !muted)
-                    .then(|| record.clone())
-            })
+    /// Adds a download; returns its index.
+    pub fn add(&self, swarm: Arc<Swarm>) -> usize {
+        let mut swarms = self.swarms.lock();
+        swarms.push(swarm);
+        let idx = swarms.len() - 1;
+        drop(swarms);
+        self.changes.notify();
+        idx
+    }
+
+    /// The downloads (not failed) whose destination is `dest`, still under way.
+    pub fn running_to(&self, dest: &std::path::Path) -> bool {
+        self.swarms.lock().iter().any(|s| s.downloading_to().as_deref() == Some(dest))
+    }
+
+    /// Ends `swarm`'s download (complete, with the stamp of its verified file, or failed),
+    /// wakes the views, and calls the finish hook (outside every lock) unless muted.
+    pub fn end(&self, swarm: &Swarm, outcome: Result<Option<FileStamp>, DownloadError>) {
+        let announce = {
+            let hub = self.changes.lock();
+            // Under the views' lock: `unmute` snapshots and unmutes under it, so a
+            // download that ends is either in that snapshot or announced by the hook, not
+            // both.
+            swarm.end(outcome);
+            !hub.muted
         };
-        self.changed.notify_all();
-        if let Some(record) = finished {
-            if let Some(hook) = self.on_finish.lock().as_ref() {
+        self.changes.notify();
+        if announce {
+            if let (Some(hook), Some(record)) =
+                (self.on_finish.lock().as_ref(), DownloadRecord::of(swarm))
+            {
                 hook(&record);
             }
         }
@@ -247,22 +269,21 @@ impl Downloads {
 
     /// Holds the finish hook back until `unmute`.
     pub fn mute(&self) {
-        let _records = self.records.lock();
-        self.muted.store(true, Ordering::SeqCst);
+        self.changes.lock().muted = true;
     }
 
     /// Lets the finish hook run again, and returns every record as of that moment: the
     /// downloads that ended while muted are there, and only there.
     pub fn unmute(&self) -> Vec<DownloadRecord> {
-        let records = self.records.lock();
-        self.muted.store(false, Ordering::SeqCst);
-        records.clone()
+        let mut hub = self.changes.lock();
+        hub.muted = false;
+        self.snapshot()
     }
 
-    /// Waits until a record changes, an interrupt wakes it, or `timeout` passes.
+    /// Waits until a download changes, an interrupt wakes it, or `timeout` passes.
     pub fn wait_change(&self, timeout: std::time::Duration) {
-        let mut records = self.records.lock();
-        let _ = self.changed.wait_for(&mut records, timeout);
+        let mut hub = self.changes.lock();
+        self.changes.wait(&mut hub, Some(timeout));
     }
 
     /// Calls `hook` each time a download finishes, from then on (`None`: no more).
@@ -270,28 +291,32 @@ impl Downloads {
         *self.on_finish.lock() = hook;
     }
 
-    /// A copy of every record.
+    /// The record of every download, as of now.
     pub fn snapshot(&self) -> Vec<DownloadRecord> {
-        self.records.lock().clone()
+        let swarms: Vec<Arc<Swarm>> = self.swarms.lock().clone();
+        swarms.iter().filter_map(|s| DownloadRecord::of(s)).collect()
     }
 
     /// Blocks until no download is running, then returns the records; `None` if
     /// `interrupt` fires first (`wake` must be called on each interrupt).
     pub fn wait_idle(&self, interrupt: &Interrupt) -> Option<Vec<DownloadRecord>> {
-        let mut records = self.records.lock();
-        while records.iter().any(|r| r.state == DownloadState::Running) {
+        let mut hub = self.changes.lock();
+        loop {
+            // Under the views' lock: a swarm tells of a change after it made it, taking
+            // this lock, so no change between this look and the wait is missed.
+            let running = self.swarms.lock().iter().any(|s| s.phase().is_running());
+            if !running {
+                return Some(self.snapshot());
+            }
             if interrupt.is_fired() {
                 return None;
             }
-            self.changed.wait(&mut records);
+            self.changes.wait(&mut hub, None);
         }
-        Some(records.clone())
     }
 
-    /// Wakes `wait_idle` to look at its interrupt again. The lock is taken first, so a
-    /// waiter is either still before its check or already waiting.
+    /// Wakes `wait_idle` to look at its interrupt again.
     pub fn wake(&self) {
-        drop(self.records.lock());
-        self.changed.notify_all();
+        self.changes.notify();
     }
 }

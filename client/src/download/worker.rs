@@ -2,9 +2,9 @@
 //!
 //! It takes `Job`s from its bounded channel, keeps up to `PIPELINE` requests on the wire,
 //! reads each piece into one of its own buffers and hands it to the rayon pool, which checks
-//! the SHA1 and passes a good piece to the client's disk writer (one thread, so writes to a
-//! file never contend for its lock); the writer reports to the coordinator. Memory per peer
-//! is `BUFFERS` pieces, whatever the file's size.
+//! the SHA1 and passes a good piece to the client's disk writer (`disk_writer`); the writer
+//! reports to the coordinator. Memory per peer is `BUFFERS` pieces, whatever the file's
+//! size.
 //!
 //! Issue 12: while it has nothing on the wire it waits on its socket and on a wake-up the
 //! coordinator writes with each job (`readiness`), so it takes in the pieces its peer
@@ -12,9 +12,7 @@
 //! with at most one `Event::Have` waiting for the coordinator, whatever the peer sends.
 
 use std::collections::VecDeque;
-use std::fs::File;
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::fs::FileExt;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,13 +23,14 @@ use common::connection::{Connection, Timeouts};
 use common::frame::FrameError;
 use common::message::Ticket;
 use common::peer_message::{PeerReply, PeerRequest, MAX_HAVE_BATCH, PEER_PROTOCOL_VERSION};
-use common::{Bitfield, Identity, Layout, PieceIndex, PublicKey, Sha1Digest};
+use common::{Bitfield, Identity, PieceIndex, PublicKey, Sha1Digest};
 use parking_lot::Mutex;
 
+use super::disk_writer::{DiskWriter, DownloadFile, PieceWrite};
 use super::scheduler::PeerId;
-use crate::piece_buf::{piece_buf, PieceBuf, BUF_ALIGN};
+use crate::piece_buf::{piece_buf, PieceBuf};
 use crate::readiness;
-use crate::shares::SharedFile;
+use crate::swarm::Swarm;
 
 /// Requests kept on the wire per peer.
 pub const PIPELINE: usize = 2;
@@ -97,114 +96,14 @@ impl HaveNews {
 pub struct Target {
     /// This peer's key pair, proven to every seeder (tickets are bound to it).
     pub identity: Arc<Identity>,
-    pub digest: Sha1Digest,
     /// The newest ticket from the tracker (the coordinator replaces it at every refresh);
     /// workers pass it on to their seeder before the one it holds expires.
     pub ticket: Mutex<Ticket>,
-    pub layout: Layout,
-    pub hashes: Arc<Vec<Sha1Digest>>,
     pub file: DownloadFile,
     pub writer: DiskWriter,
-    /// The download's share, which keeps the newest verified pieces for our seeder.
-    pub share: Arc<SharedFile>,
-}
-
-/// The `.part` file of a download: a buffered handle, and where the file system allows it
-/// an `O_DIRECT` one for whole pieces. Writing a piece straight from its aligned buffer to
-/// disk costs no copy into the page cache and leaves little for the final fsync.
-pub struct DownloadFile {
-    pub buffered: File,
-    pub direct: Option<File>,
-}
-
-impl DownloadFile {
-    /// Wraps `buffered`, the open `.part` file at `path`, and opens `path` again for direct
-    /// writes. The second handle is kept only if it is the same file: a path replaced in
-    /// between (by a link or another file) is never written through.
-    pub fn open(path: &std::path::Path, buffered: File) -> DownloadFile {
-        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-        let direct = std::fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_DIRECT | libc::O_NOFOLLOW)
-            .open(path)
-            .and_then(|direct| {
-                let (a, b) = (direct.metadata()?, buffered.metadata()?);
-                if (a.dev(), a.ino()) == (b.dev(), b.ino()) {
-                    Ok(direct)
-                } else {
-                    Err(std::io::Error::other("the path now names another file"))
-                }
-            });
-        if let Err(e) = &direct {
-            log::debug!("no O_DIRECT for {}: {e}; using buffered writes", path.display());
-        }
-        DownloadFile { buffered, direct: direct.ok() }
-    }
-
-    /// Writes `data` at `offset`: directly when offset and length are block-aligned,
-    /// buffered otherwise (the short last piece) or when a direct write is refused.
-    fn write_at(&self, data: &[u8], offset: u64) -> std::io::Result<()> {
-        let aligned = offset.is_multiple_of(BUF_ALIGN as u64)
-            && data.len().is_multiple_of(BUF_ALIGN)
-            && (data.as_ptr() as usize).is_multiple_of(BUF_ALIGN);
-        if let (true, Some(direct)) = (aligned, &self.direct) {
-            match direct.write_all_at(data, offset) {
-                Ok(()) => return Ok(()),
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                    log::debug!("direct write refused ({e}); writing through the page cache");
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        self.buffered.write_all_at(data, offset)
-    }
-}
-
-/// A verified piece on its way to disk.
-struct PieceWrite {
-    /// The download: its file, the piece's place in it, and its share, to which the
-    /// written piece is offered to serve from memory (`SharedFile::offer_recent`).
-    target: Arc<Target>,
-    piece: PieceIndex,
-    buf: PieceBuf,
-    /// Sent once the piece is written.
-    done: Event,
-    events: Sender<Event>,
-    /// Where the buffer goes back to.
-    free: Sender<PieceBuf>,
-}
-
-/// The client's disk writer: one thread that writes verified pieces at their offsets, in
-/// the order they were verified.
-#[derive(Clone)]
-pub struct DiskWriter {
-    tx: Sender<PieceWrite>,
-}
-
-impl DiskWriter {
-    /// Starts the writer thread (`disk-writer`). It ends when every `DiskWriter` is dropped.
-    pub fn start() -> std::io::Result<(DiskWriter, std::thread::JoinHandle<()>)> {
-        // A few pieces of slack; the workers' buffer pools bound the memory anyway.
-        let (tx, rx) = crossbeam_channel::bounded::<PieceWrite>(16);
-        let thread = std::thread::Builder::new().name("disk-writer".into()).spawn(move || {
-            for w in rx {
-                let (layout, len) = (&w.target.layout, w.target.layout.piece_len(w.piece));
-                let written = w.target.file.write_at(&w.buf[..len], layout.piece_offset(w.piece));
-                let (event, buf) = match written {
-                    // Kept before the coordinator hears of it, so that the seeder finds
-                    // it in memory as soon as the piece is announced.
-                    Ok(()) => (w.done, w.target.share.offer_recent(w.piece, w.buf, len)),
-                    Err(e) => {
-                        let reason = e.to_string();
-                        (Event::WriteFailed { piece: w.piece, reason }, w.buf)
-                    }
-                };
-                let _ = w.events.send(event);
-                let _ = w.free.send(buf);
-            }
-        })?;
-        Ok((DiskWriter { tx }, thread))
-    }
+    /// The download's swarm: its metadata (piece hashes, layout), and where the newest
+    /// verified pieces are kept for our seeder.
+    pub swarm: Arc<Swarm>,
 }
 
 /// Connects to `addr`, which must prove `key`, and serves jobs until the job channel closes
@@ -256,7 +155,7 @@ fn work(
     let mut ticket_expires = ticket.expires;
     conn.send(&PeerRequest::Hello {
         version: PEER_PROTOCOL_VERSION,
-        digest: target.digest,
+        digest: target.swarm.meta.digest,
         ticket,
     })?;
     match conn.recv()? {
@@ -276,7 +175,7 @@ fn work(
     }
     let mut outstanding: VecDeque<(PieceIndex, Instant)> = VecDeque::new();
     let mut closed = false;
-    let n_pieces = target.layout.n_pieces();
+    let n_pieces = target.swarm.layout.n_pieces();
     loop {
         // Keep the pipeline full.
         while !closed && outstanding.len() < PIPELINE {
@@ -376,7 +275,7 @@ fn take_piece(
     len: u32,
     asked: Instant,
 ) -> Result<(), FrameError> {
-    let want = target.layout.piece_len(piece);
+    let want = target.swarm.layout.piece_len(piece);
     if want == 0 || len as usize != want {
         return Err(protocol(format!("sent piece {} with {len} bytes", piece.0)));
     }
@@ -389,7 +288,7 @@ fn take_piece(
     let free_tx = free_tx.clone();
     rayon::spawn(move || {
         let hash = Sha1Digest::of(&buf[..want]);
-        if target.hashes.get(piece.0 as usize) != Some(&hash) {
+        if target.swarm.meta.pieces.get(piece.0 as usize) != Some(&hash) {
             let _ = events.send(Event::BadHash { peer, piece });
             let _ = free_tx.send(buf);
             return;

@@ -396,19 +396,20 @@ pub fn account_json(peer: &Peer) -> Value {
 }
 
 /// `/api/shares` (and each `shares` event): what `list_shares` lists.
-fn shares_json(shares: &[std::sync::Arc<crate::shares::SharedFile>]) -> Value {
+fn shares_json(shares: &[std::sync::Arc<crate::swarm::Swarm>]) -> Value {
     let shares: Vec<Value> = shares
         .iter()
-        .map(|s| {
-            let have = s.have();
-            json!({
-                "group": s.group.to_string(),
-                "name": s.meta.name.to_string(),
-                "size": s.meta.size,
-                "pieces": have.n_pieces(),
-                "pieces_have": have.count(),
-                "path": s.path().display().to_string(),
-                "downloading_to": s.destination().map(|d| d.display().to_string()),
+        .map(|swarm| {
+            swarm.inspect(|s| {
+                json!({
+                    "group": swarm.group.to_string(),
+                    "name": swarm.meta.name.to_string(),
+                    "size": swarm.meta.size,
+                    "pieces": s.have().n_pieces(),
+                    "pieces_have": s.have().count(),
+                    "path": s.path().display().to_string(),
+                    "downloading_to": s.downloading_to().map(|d| d.display().to_string()),
+                })
             })
         })
         .collect();

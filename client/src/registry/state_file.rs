@@ -1,0 +1,154 @@
+//! The bytes of `<state-dir>/shares.bin`: what each user of this client shares and
+//! downloads, so that a restarted client shares again and resumes. Pure: encoding and
+//! decoding only (the registry's writer thread does the I/O).
+//!
+//! Format: postcard of `(format: u32, users: map of user -> [share])`, the format first so
+//! that a file of another format is recognised before the rest is read. Golden-byte tests
+//! pin format 1: a change to the encoding must come with a new format number, and a file of
+//! an unknown format is refused with the way out, never misread or overwritten.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use common::message::FileMeta;
+use common::{Bitfield, GroupId, UserId};
+
+/// The format this build reads and writes.
+pub const FORMAT: u32 = 1;
+
+/// One share as saved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedShare {
+    pub group: GroupId,
+    pub meta: FileMeta,
+    /// Where the bytes are (the `.part` file of a download).
+    pub path: PathBuf,
+    /// The pieces had (claimed: a resume re-hashes them).
+    pub have: Bitfield,
+    /// The final path of a download under way; `None` for a complete file.
+    pub destination: Option<PathBuf>,
+}
+
+/// Every user's saved shares.
+pub type SavedUsers = BTreeMap<UserId, Vec<SavedShare>>;
+
+/// Why the state file cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("it has format {found}; this client reads format {FORMAT}")]
+    UnknownFormat { found: u32 },
+    #[error("it is corrupt: {0}")]
+    Corrupt(#[from] postcard::Error),
+}
+
+#[derive(Serialize)]
+struct StateRef<'a> {
+    format: u32,
+    users: BTreeMap<&'a UserId, &'a [SavedShare]>,
+}
+
+#[derive(Deserialize)]
+struct State {
+    _format: u32,
+    users: SavedUsers,
+}
+
+/// The file's bytes for `users`.
+pub fn encode<'a>(
+    users: impl IntoIterator<Item = (&'a UserId, &'a [SavedShare])>,
+) -> Result<Vec<u8>, postcard::Error> {
+    postcard::to_stdvec(&StateRef { format: FORMAT, users: users.into_iter().collect() })
+}
+
+/// The users' shares in `bytes`.
+pub fn decode(bytes: &[u8]) -> Result<SavedUsers, DecodeError> {
+    let (format, _) = postcard::take_from_bytes::<u32>(bytes)?;
+    if format != FORMAT {
+        return Err(DecodeError::UnknownFormat { found: format });
+    }
+    Ok(postcard::from_bytes::<State>(bytes)?.users)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use common::hash::file_digest;
+    use common::Sha1Digest;
+
+    fn sample() -> SavedUsers {
+        let pieces = vec![Sha1Digest([0xab; 20])];
+        let meta = FileMeta {
+            name: "a.txt".parse().unwrap(),
+            size: 5,
+            digest: file_digest(5, &pieces),
+            pieces,
+        };
+        let share = SavedShare {
+            group: GroupId::new("g").unwrap(),
+            meta,
+            path: PathBuf::from("/d/a.txt.part"),
+            have: Bitfield::empty(1),
+            destination: Some(PathBuf::from("/d/a.txt")),
+        };
+        BTreeMap::from([(UserId::new("al").unwrap(), vec![share])])
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Format 1, byte for byte: a change here is a change of format, and needs a new
+    /// `FORMAT` (and a way to read the old one).
+    #[test]
+    fn format_1_golden_bytes() {
+        let users = sample();
+        let bytes = encode(users.iter().map(|(u, s)| (u, s.as_slice()))).unwrap();
+        let digest = hex(&users[&UserId::new("al").unwrap()][0].meta.digest.0);
+        let expected = format!(
+            "01\
+             01\
+             02616c\
+             01\
+             0167\
+             05612e747874\
+             05\
+             {digest}\
+             01{}\
+             0d2f642f612e7478742e70617274\
+             010100\
+             01082f642f612e747874",
+            "ab".repeat(20)
+        );
+        assert_eq!(hex(&bytes), expected);
+        assert_eq!(decode(&bytes).unwrap(), users);
+    }
+
+    #[test]
+    fn another_format_is_refused_before_the_rest_is_read() {
+        let mut bytes = encode(sample().iter().map(|(u, s)| (u, s.as_slice()))).unwrap();
+        bytes[0] = 2;
+        let err = decode(&bytes).unwrap_err();
+        assert!(matches!(err, DecodeError::UnknownFormat { found: 2 }));
+        assert_eq!(err.to_string(), "it has format 2; this client reads format 1");
+        // Even when what follows is not format 1's at all.
+        assert!(matches!(decode(&[7, 0xff, 0xff]), Err(DecodeError::UnknownFormat { found: 7 })));
+    }
+
+    #[test]
+    fn damaged_bytes_are_corrupt_not_a_panic() {
+        let bytes = encode(sample().iter().map(|(u, s)| (u, s.as_slice()))).unwrap();
+        for end in 1..bytes.len() {
+            assert!(matches!(decode(&bytes[..end]), Err(DecodeError::Corrupt(_))), "{end}");
+        }
+        assert!(matches!(decode(b""), Err(DecodeError::Corrupt(_))));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(0u8.., 0..256)) {
+            let _ = decode(&bytes);
+        }
+    }
+}

@@ -1,0 +1,788 @@
+//! One shared item and everything this peer knows and does about it: a `Swarm` (issue 22).
+//!
+//! A swarm is the one owner of a shared file's state: where its bytes are, which pieces this
+//! peer has, which were checked in which state of the file on disk, the seeder's handout of
+//! pieces to its downloaders, the newest verified pieces kept in memory for them, the seeder
+//! connections waiting for news, and, for a download, its lifecycle and statistics. All of
+//! it sits behind one lock, so that every change is one step that no reader sees half done
+//! (a completed download's path, phase and kept pieces change together). Views (the REPL,
+//! the dashboard, the state file) ask the swarm; none keeps a copy.
+//!
+//! The lifecycle is `Phase`: a download is `Checking` (a resumed one re-hashes what it was
+//! saved with), then `Fetching`, then `Finishing` (whole-file check, fsync, rename), then
+//! `Seeding`, or `Failed`. A file shared from where it is starts as `Seeding`.
+//!
+//! Invariant: a piece is marked as had only after its SHA1 was verified and it was written.
+//! Invariant: the lock is never held across disk or socket I/O, nor while hashing.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::net::SocketAddr;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex, MutexGuard};
+
+use common::message::FileMeta;
+use common::{Bitfield, GroupId, Layout, PieceIndex, Sha1Digest, UserId};
+
+use crate::piece_buf::{piece_buf, PieceBuf};
+use crate::recent_pieces::{Adopted, Kept, RecentPieces};
+use crate::seeder::handout::{Choice, ConnId, Handout};
+
+/// Seeder connections told of each new piece of one swarm at most (the seeder serves at
+/// most `MAX_PEER_CONNECTIONS` downloaders; watchers of closed connections are pruned).
+const MAX_WATCHERS: usize = 256;
+
+/// Where a swarm is in its life.
+#[derive(Debug, Clone)]
+pub enum Phase {
+    /// A resumed download re-hashing the pieces it was saved with, before it fetches.
+    Checking,
+    /// A download fetching pieces (and serving those it verified).
+    Fetching,
+    /// Every piece verified: the whole file is checked, synced and renamed into place.
+    Finishing,
+    /// Complete: served from its path.
+    Seeding,
+    /// The download failed; the swarm is no longer shared.
+    Failed(DownloadError),
+}
+
+impl Phase {
+    /// Whether a download is still under way (not yet seeding, not failed).
+    pub fn is_running(&self) -> bool {
+        matches!(self, Phase::Checking | Phase::Fetching | Phase::Finishing)
+    }
+}
+
+/// Why a download failed. `Display` is the reason `show_downloads` gives after `[F]`.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DownloadError {
+    #[error("no peer could provide the missing pieces for {secs} s ({missing} of {total} pieces missing; {cause})")]
+    Stalled { secs: u64, missing: u32, total: u32, cause: StallCause },
+    #[error("cannot write piece {piece} to {path}: {reason}")]
+    Write { piece: u32, path: String, reason: String },
+    #[error("whole-file check failed after download")]
+    WholeFileMismatch,
+    #[error("cannot stat {path}: {reason}")]
+    Stat { path: String, reason: String },
+    #[error("{path} is {len} bytes, expected {size}")]
+    WrongLength { path: String, len: u64, size: u64 },
+    #[error("cannot flush {path}: {reason}")]
+    Flush { path: String, reason: String },
+    #[error("{path} was replaced during the download")]
+    PartReplaced { path: String },
+    #[error("{dest} appeared during the download and was not replaced; the downloaded file is at {part}")]
+    DestinationAppeared { dest: String, part: String },
+    #[error("cannot rename into place: {reason}; the downloaded file is at {part}")]
+    Rename { reason: String, part: String },
+    #[error("cannot resume: {0}")]
+    Resume(String),
+    #[error("cannot start thread: {0}")]
+    Thread(String),
+}
+
+impl DownloadError {
+    /// Whether the `.part` file stays: a complete, verified file that could not be renamed
+    /// into place is the user's to keep.
+    pub fn keeps_part(&self) -> bool {
+        matches!(self, DownloadError::DestinationAppeared { .. } | DownloadError::Rename { .. })
+    }
+}
+
+/// Why no piece is in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum StallCause {
+    #[error("no connected peer has them")]
+    NoPeerHasThem,
+    #[error("peers stopped sending")]
+    PeersStopped,
+}
+
+/// A file's identity on disk; any write to the file changes it (ctime cannot be set back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    len: u64,
+    ino: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileStamp {
+    /// The stamp of an open file.
+    pub fn of(file: &File) -> std::io::Result<FileStamp> {
+        use std::os::unix::fs::MetadataExt;
+        let m = file.metadata()?;
+        Ok(FileStamp {
+            len: m.len(),
+            ino: m.ino(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        })
+    }
+}
+
+/// Why a piece could not be read for a downloader.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("piece {0} does not match its hash")]
+    Mismatch(u32),
+}
+
+/// What the seeder sends for a request (`Swarm::pick`).
+#[derive(Debug)]
+pub enum Pick {
+    /// This piece (the one asked for, or another that nobody was handed yet), from memory
+    /// when the download verified it lately.
+    Send { piece: PieceIndex, recent: Option<Arc<Kept<PieceBuf>>> },
+    /// Fetch it from another peer, which was handed it.
+    Elsewhere,
+    /// This peer does not have it.
+    NoPiece,
+}
+
+/// A download's statistics: what `show_downloads` and the dashboard show besides the
+/// pieces (the swarm's `have`).
+#[derive(Debug, Clone)]
+pub struct Transfer {
+    /// The final path of the download.
+    pub dest: PathBuf,
+    pub started: Instant,
+    pub finished: Option<Instant>,
+    /// Bytes fetched in this session (not counting pieces resumed from disk).
+    pub bytes_fetched: u64,
+    /// Pieces found verified on disk when the download resumed.
+    pub n_resumed: u32,
+    /// Pieces received from each peer.
+    pub from_peer: BTreeMap<SocketAddr, u32>,
+    /// The user logged in on each peer the tracker listed, as it said.
+    pub peer_users: BTreeMap<SocketAddr, UserId>,
+    /// The peers connected now.
+    pub connected: Vec<SocketAddr>,
+    /// Where each piece came from, one byte a piece: `PIECE_MISSING`, `PIECE_RESUMED`, or
+    /// `k` for a piece received from `sources[k - 1]` (the dashboard's piece map).
+    pub piece_source: Vec<u8>,
+    /// The peers of `piece_source`, in the order they first delivered a piece.
+    pub sources: Vec<SocketAddr>,
+    /// When each piece arrived, in milliseconds after `started` (`PIECE_NOT_TIMED` for a
+    /// piece not received in this session): the dashboard's throughput chart.
+    pub piece_ms: Vec<u32>,
+    /// How many pieces of the file each peer has, as last heard (the tracker's list, then
+    /// what a connected peer announced): the dashboard's peers.
+    pub peer_have: BTreeMap<SocketAddr, u32>,
+}
+
+/// `Transfer::piece_ms` of a piece not received in this session.
+pub const PIECE_NOT_TIMED: u32 = u32::MAX;
+/// `Transfer::piece_source` of a piece not yet had.
+pub const PIECE_MISSING: u8 = 0;
+/// `Transfer::piece_source` of a piece found verified on disk when the download resumed.
+pub const PIECE_RESUMED: u8 = u8::MAX;
+/// `Transfer::piece_source` of a piece from a peer beyond the first 253 that delivered some.
+pub const PIECE_OTHER_PEER: u8 = u8::MAX - 1;
+
+impl Transfer {
+    /// The statistics of a download to `dest` that starts with the pieces in `have`.
+    fn new(dest: PathBuf, have: &Bitfield) -> Transfer {
+        let n = have.n_pieces();
+        Transfer {
+            dest,
+            started: Instant::now(),
+            finished: None,
+            bytes_fetched: 0,
+            n_resumed: have.count(),
+            from_peer: BTreeMap::new(),
+            peer_users: BTreeMap::new(),
+            connected: Vec::new(),
+            piece_source: (0..n)
+                .map(|i| if have.has(PieceIndex(i)) { PIECE_RESUMED } else { PIECE_MISSING })
+                .collect(),
+            sources: Vec::new(),
+            piece_ms: vec![PIECE_NOT_TIMED; n as usize],
+            peer_have: BTreeMap::new(),
+        }
+    }
+
+    /// Records that `piece` arrived from `addr`, now, for the piece map and the chart.
+    fn note_piece_source(&mut self, piece: usize, addr: SocketAddr) {
+        let k = match self.sources.iter().position(|a| *a == addr) {
+            Some(i) => i + 1,
+            None if self.sources.len() + 1 < usize::from(PIECE_OTHER_PEER) => {
+                self.sources.push(addr);
+                self.sources.len()
+            }
+            None => usize::from(PIECE_OTHER_PEER),
+        };
+        if let Some(slot) = self.piece_source.get_mut(piece) {
+            *slot = u8::try_from(k).unwrap_or(PIECE_OTHER_PEER);
+        }
+        let ms = u32::try_from(self.started.elapsed().as_millis()).unwrap_or(PIECE_NOT_TIMED - 1);
+        if let Some(slot) = self.piece_ms.get_mut(piece) {
+            *slot = ms;
+        }
+    }
+}
+
+/// Which pieces were hashed and found good, and in which state of the file.
+#[derive(Debug)]
+struct Checked {
+    stamp: Option<FileStamp>,
+    pieces: Bitfield,
+}
+
+/// What a swarm's lock guards. Read through `Swarm::inspect`; changed only by `Swarm`'s
+/// methods.
+#[derive(Debug)]
+pub struct SwarmState {
+    phase: Phase,
+    /// Where the bytes are: the `.part` file while downloading, the file once complete.
+    path: PathBuf,
+    have: Bitfield,
+    checked: Checked,
+    /// The write ends of the wake-up sockets of the seeder connections that push this
+    /// swarm's new pieces (`watch`): one byte is written to each when a piece is marked.
+    watchers: Vec<UnixStream>,
+    /// A download's newest verified pieces, while peers download them from us.
+    recent: RecentPieces<PieceBuf>,
+    /// Which pieces went to which of the seeder's downloaders (super-seeding).
+    handout: Handout,
+    next_conn: u64,
+    /// A download's statistics; `None` for a file shared from where it is.
+    transfer: Option<Transfer>,
+}
+
+impl SwarmState {
+    pub fn phase(&self) -> &Phase {
+        &self.phase
+    }
+
+    /// Where the bytes are.
+    pub fn path(&self) -> &PathBuf {
+        &self.path
+    }
+
+    /// The pieces this peer has.
+    pub fn have(&self) -> &Bitfield {
+        &self.have
+    }
+
+    /// A download's statistics.
+    pub fn transfer(&self) -> Option<&Transfer> {
+        self.transfer.as_ref()
+    }
+
+    /// The final path of a download still under way.
+    pub fn downloading_to(&self) -> Option<&PathBuf> {
+        match self.phase.is_running() {
+            true => self.transfer.as_ref().map(|t| &t.dest),
+            false => None,
+        }
+    }
+}
+
+/// One shared item: its metadata and its state behind one lock.
+#[derive(Debug)]
+pub struct Swarm {
+    pub group: GroupId,
+    pub meta: FileMeta,
+    pub layout: Layout,
+    state: Mutex<SwarmState>,
+    /// Told of every change the download views show (downloads only).
+    changes: Option<Arc<Changes>>,
+}
+
+impl Swarm {
+    /// A complete file at `path`, shared from there. `stamp`: every piece was hashed and
+    /// found good while the file had it.
+    pub fn seeding(
+        group: GroupId,
+        meta: FileMeta,
+        layout: Layout,
+        path: PathBuf,
+        stamp: Option<FileStamp>,
+    ) -> Swarm {
+        let n = layout.n_pieces();
+        let checked = match stamp {
+            Some(stamp) => Checked { stamp: Some(stamp), pieces: Bitfield::full(n) },
+            None => Checked { stamp: None, pieces: Bitfield::empty(n) },
+        };
+        Swarm::with(group, meta, layout, path, Bitfield::full(n), Phase::Seeding, checked, None)
+    }
+
+    /// A download into `part`, to be renamed to `dest`, with the pieces in `have` (claimed:
+    /// a resumed download is `Checking` until `checked` confirmed them). Its changes are
+    /// told to `changes`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn download(
+        group: GroupId,
+        meta: FileMeta,
+        layout: Layout,
+        part: PathBuf,
+        dest: PathBuf,
+        have: Bitfield,
+        phase: Phase,
+        changes: Arc<Changes>,
+    ) -> Swarm {
+        let n = layout.n_pieces();
+        let checked = Checked { stamp: None, pieces: Bitfield::empty(n) };
+        let transfer = Transfer::new(dest, &have);
+        Swarm::with(group, meta, layout, part, have, phase, checked, Some((transfer, changes)))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn with(
+        group: GroupId,
+        meta: FileMeta,
+        layout: Layout,
+        path: PathBuf,
+        have: Bitfield,
+        phase: Phase,
+        checked: Checked,
+        download: Option<(Transfer, Arc<Changes>)>,
+    ) -> Swarm {
+        let (transfer, changes) = download.unzip();
+        let state = SwarmState {
+            phase,
+            path,
+            have,
+            checked,
+            watchers: Vec::new(),
+            recent: RecentPieces::default(),
+            handout: Handout::new(layout.n_pieces()),
+            next_conn: 0,
+            transfer,
+        };
+        Swarm { group, meta, layout, state: Mutex::new(state), changes }
+    }
+
+    /// Reads the state under the lock (keep `f` short: no I/O).
+    pub fn inspect<R>(&self, f: impl FnOnce(&SwarmState) -> R) -> R {
+        f(&self.state.lock())
+    }
+
+    /// The phase now.
+    pub fn phase(&self) -> Phase {
+        self.state.lock().phase.clone()
+    }
+
+    /// Where the bytes are.
+    pub fn path(&self) -> PathBuf {
+        self.state.lock().path.clone()
+    }
+
+    /// The final path of a download still under way.
+    pub fn downloading_to(&self) -> Option<PathBuf> {
+        self.state.lock().downloading_to().cloned()
+    }
+
+    /// The pieces this peer has.
+    pub fn have(&self) -> Bitfield {
+        self.state.lock().have.clone()
+    }
+
+    /// Changes the state and tells the views, after the lock is released.
+    fn change<R>(&self, f: impl FnOnce(&mut SwarmState) -> R) -> R {
+        let result = f(&mut self.state.lock());
+        if let Some(changes) = &self.changes {
+            changes.notify();
+        }
+        result
+    }
+
+    /// A resumed download's re-hash is done: these are the pieces it has; it fetches the
+    /// rest.
+    pub fn checked(&self, have: Bitfield) {
+        self.change(|s| {
+            if let Some(t) = &mut s.transfer {
+                *t = Transfer::new(t.dest.clone(), &have);
+            }
+            s.have = have;
+            s.phase = Phase::Fetching;
+        });
+    }
+
+    /// Records a verified, written piece of a download, received from `from`: it is had,
+    /// served and pushed to the seeder's connections from now on.
+    pub fn piece_verified(&self, piece: PieceIndex, from: Option<SocketAddr>) {
+        let len = self.layout.piece_len(piece) as u64;
+        self.change(|s| {
+            if s.have.has(piece) {
+                return;
+            }
+            s.have.set(piece);
+            s.watchers.retain(crate::readiness::wake);
+            if let Some(t) = &mut s.transfer {
+                t.bytes_fetched += len;
+                if let Some(addr) = from {
+                    *t.from_peer.entry(addr).or_default() += 1;
+                    t.note_piece_source(piece.0 as usize, addr);
+                }
+            }
+        });
+    }
+
+    /// What the tracker's list said of its peers: who is logged in on each, and how many
+    /// pieces each has (a peer's pieces only grow: the larger of this and what it said).
+    pub fn note_listed_peers(&self, listed: impl IntoIterator<Item = (SocketAddr, UserId, u32)>) {
+        self.change(|s| {
+            let Some(t) = &mut s.transfer else { return };
+            for (addr, user, n) in listed {
+                t.peer_users.insert(addr, user);
+                let had = t.peer_have.entry(addr).or_default();
+                *had = (*had).max(n);
+            }
+        });
+    }
+
+    /// A connected peer has `n` pieces now.
+    pub fn note_peer_have(&self, addr: SocketAddr, n: u32) {
+        self.change(|s| {
+            if let Some(t) = &mut s.transfer {
+                t.peer_have.insert(addr, n);
+            }
+        });
+    }
+
+    /// The peers a download is connected to now.
+    pub fn set_connected(&self, mut connected: Vec<SocketAddr>) {
+        connected.sort();
+        self.change(|s| {
+            if let Some(t) = &mut s.transfer {
+                t.connected = connected;
+            }
+        });
+    }
+
+    /// Every piece is verified: the download checks, syncs and renames the file.
+    pub fn finishing(&self) {
+        self.change(|s| s.phase = Phase::Finishing);
+    }
+
+    /// Ends a download: complete at its destination (`Ok`, with the stamp of the file every
+    /// piece of which was hashed as it arrived), or failed. In one step: a reader sees the
+    /// old path with the old phase or the new path with the new one. Called by
+    /// `Downloads::end`, which tells the views (this takes no views' lock: `end` holds it).
+    pub(crate) fn end(&self, outcome: Result<Option<FileStamp>, DownloadError>) {
+        let s = &mut *self.state.lock();
+        {
+            if let Some(t) = &mut s.transfer {
+                t.finished = Some(Instant::now());
+                t.connected.clear();
+            }
+            s.recent.clear();
+            match outcome {
+                Ok(stamp) => {
+                    if let Some(dest) = s.transfer.as_ref().map(|t| t.dest.clone()) {
+                        s.path = dest;
+                    }
+                    let n = self.layout.n_pieces();
+                    s.checked = match stamp {
+                        Some(stamp) => Checked { stamp: Some(stamp), pieces: Bitfield::full(n) },
+                        None => Checked { stamp: None, pieces: Bitfield::empty(n) },
+                    };
+                    s.phase = Phase::Seeding;
+                }
+                Err(e) => s.phase = Phase::Failed(e),
+            }
+        }
+    }
+
+    /// A socket that becomes readable whenever a piece of this swarm is marked as had, for
+    /// a seeder connection that pushes new pieces to its downloader. `None` when the swarm
+    /// has too many watchers already (that downloader learns of new pieces from the
+    /// tracker instead) or the socket cannot be made.
+    pub fn watch(&self) -> Option<UnixStream> {
+        let (reader, writer) = UnixStream::pair().ok()?;
+        reader.set_nonblocking(true).ok()?;
+        writer.set_nonblocking(true).ok()?;
+        let mut s = self.state.lock();
+        if s.watchers.len() >= MAX_WATCHERS {
+            // Drop the watchers whose reader is gone (a spurious wake-up costs the others
+            // a look at the bitfield).
+            s.watchers.retain(crate::readiness::wake);
+        }
+        if s.watchers.len() >= MAX_WATCHERS {
+            return None;
+        }
+        s.watchers.push(writer);
+        Some(reader)
+    }
+
+    /// A seat in the handout for one downloader connection; given back when dropped.
+    pub fn take_seat(&self) -> Seat<'_> {
+        let mut s = self.state.lock();
+        let conn = ConnId(s.next_conn);
+        s.next_conn += 1;
+        s.handout.join(conn);
+        Seat { swarm: self, conn }
+    }
+
+    /// What to send the downloader in `seat` that asked for `asked`: the piece, another
+    /// one nobody was handed yet (super-seeding), or neither.
+    pub fn pick(&self, seat: &Seat<'_>, asked: PieceIndex) -> Pick {
+        let mut s = self.state.lock();
+        if self.layout.piece_len(asked) == 0 || !s.have.has(asked) {
+            return Pick::NoPiece;
+        }
+        let complete = matches!(s.phase, Phase::Seeding);
+        let piece = match s.handout.choose(seat.conn, asked, complete) {
+            Choice::Serve => asked,
+            Choice::Instead(piece) => piece,
+            Choice::Elsewhere => return Pick::Elsewhere,
+        };
+        let len = self.layout.piece_len(piece);
+        let recent = s.recent.get(piece).filter(|data| data.len() == len);
+        Pick::Send { piece, recent }
+    }
+
+    /// Reads piece `piece` from `file` (this swarm's bytes) into `data`, making sure it
+    /// matches its hash. Each piece is hashed once per state of the file: when the file
+    /// changes on disk (its stamp), every piece is checked again before it is served. The
+    /// pieces of a download in progress were verified before this peer wrote them.
+    pub fn read_piece(
+        &self,
+        file: &File,
+        piece: PieceIndex,
+        data: &mut [u8],
+    ) -> Result<(), ReadError> {
+        use std::os::unix::fs::FileExt;
+        file.read_exact_at(data, self.layout.piece_offset(piece))?;
+        let stamp = {
+            let mut s = self.state.lock();
+            if !matches!(s.phase, Phase::Seeding) {
+                return Ok(());
+            }
+            let stamp = FileStamp::of(file)?;
+            if s.checked.stamp != Some(stamp) {
+                s.checked =
+                    Checked { stamp: Some(stamp), pieces: Bitfield::empty(self.layout.n_pieces()) };
+            }
+            if s.checked.pieces.has(piece) {
+                return Ok(());
+            }
+            stamp
+        };
+        if self.meta.pieces.get(piece.0 as usize) != Some(&Sha1Digest::of(data)) {
+            return Err(ReadError::Mismatch(piece.0));
+        }
+        let mut s = self.state.lock();
+        if s.checked.stamp == Some(stamp) {
+            s.checked.pieces.set(piece);
+        }
+        Ok(())
+    }
+
+    /// Offers `buf[..len]`, the verified and written bytes of `piece` of this download in
+    /// progress, for the seeder to serve from memory (`recent_pieces`). Kept only if peers
+    /// download this swarm from us now; otherwise it would be memory for no one. Returns the
+    /// buffer for the caller to receive its next piece into: `buf` itself if it was not
+    /// kept, else the oldest kept piece's, or a new one.
+    pub fn offer_recent(&self, piece: PieceIndex, buf: PieceBuf, len: usize) -> PieceBuf {
+        let adopted = {
+            let mut s = self.state.lock();
+            if !s.phase.is_running() || s.watchers.is_empty() {
+                return buf;
+            }
+            s.recent.adopt(piece, buf, len)
+        };
+        match adopted {
+            Adopted::Spare(spare) => spare,
+            Adopted::Refused(buf) => buf,
+            Adopted::Kept => piece_buf(),
+        }
+    }
+}
+
+/// A downloader connection's place in its swarm's handout.
+pub struct Seat<'a> {
+    swarm: &'a Swarm,
+    conn: ConnId,
+}
+
+impl Seat<'_> {
+    /// `piece` was sent whole.
+    pub fn delivered(&self, piece: PieceIndex) {
+        self.swarm.state.lock().handout.delivered(self.conn, piece);
+    }
+}
+
+impl Drop for Seat<'_> {
+    fn drop(&mut self) {
+        self.swarm.state.lock().handout.leave(self.conn);
+    }
+}
+
+/// Where the download views learn that something changed: a condition variable over the
+/// views' own flag. Lock order: this before any swarm's lock (a swarm tells it after
+/// releasing its own).
+#[derive(Debug, Default)]
+pub struct Changes {
+    hub: Mutex<Hub>,
+    changed: Condvar,
+}
+
+/// What the download views keep under `Changes`' lock.
+#[derive(Debug, Default)]
+pub struct Hub {
+    /// While set, finished downloads are not announced (progress bars are on the screen).
+    pub muted: bool,
+}
+
+impl Changes {
+    /// Wakes every waiter. The lock is taken first, so a waiter is either still before
+    /// its check or already waiting.
+    pub fn notify(&self) {
+        drop(self.hub.lock());
+        self.changed.notify_all();
+    }
+
+    /// The views' lock.
+    pub fn lock(&self) -> MutexGuard<'_, Hub> {
+        self.hub.lock()
+    }
+
+    /// Waits (releasing `hub`) until a change, a `notify`, or `timeout`.
+    pub fn wait(&self, hub: &mut MutexGuard<'_, Hub>, timeout: Option<Duration>) {
+        match timeout {
+            Some(timeout) => {
+                let _ = self.changed.wait_for(hub, timeout);
+            }
+            None => self.changed.wait(hub),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use common::hash::file_digest;
+
+    fn meta(name: &str, n: u32) -> FileMeta {
+        let pieces = vec![Sha1Digest([1; 20]); n as usize];
+        let size = u64::from(n) * common::PIECE_SIZE as u64;
+        FileMeta { name: name.parse().unwrap(), size, digest: file_digest(size, &pieces), pieces }
+    }
+
+    fn download(n: u32) -> Swarm {
+        let meta = meta("f", n);
+        let layout = Layout::new(meta.size).unwrap();
+        Swarm::download(
+            GroupId::new("g").unwrap(),
+            meta,
+            layout,
+            PathBuf::from("f.part"),
+            PathBuf::from("f"),
+            Bitfield::empty(n),
+            Phase::Fetching,
+            Arc::default(),
+        )
+    }
+
+    fn piece(text: &[u8]) -> PieceBuf {
+        let mut buf = piece_buf();
+        buf[..text.len()].copy_from_slice(text);
+        buf
+    }
+
+    fn recent(swarm: &Swarm, piece: u32) -> Option<Vec<u8>> {
+        swarm.inspect(|s| s.recent.get(PieceIndex(piece)).map(|k| k.to_vec()))
+    }
+
+    #[test]
+    fn a_download_keeps_its_newest_pieces_only_while_peers_download_from_it() {
+        let n = 4;
+        let swarm = download(n);
+        // No seeder connection watches it: nothing is kept, the buffer comes back.
+        let back = swarm.offer_recent(PieceIndex(0), piece(b"piece 0"), 7);
+        assert_eq!(&back[..7], b"piece 0");
+        assert!(recent(&swarm, 0).is_none());
+        // A peer downloads it from us: pieces are kept and served from memory, and the
+        // caller gets another buffer to receive into.
+        let watcher = swarm.watch().expect("a watch socket");
+        let other = swarm.offer_recent(PieceIndex(1), piece(b"piece 1"), 7);
+        assert_eq!(other.len(), common::PIECE_SIZE);
+        assert_eq!(recent(&swarm, 1), Some(b"piece 1".to_vec()));
+        // Complete: the file is read from disk again.
+        swarm.end(Ok(None));
+        assert!(recent(&swarm, 1).is_none());
+        swarm.offer_recent(PieceIndex(2), piece(b"piece 2"), 7);
+        assert!(recent(&swarm, 2).is_none());
+        drop(watcher);
+        // A complete share never keeps pieces.
+        let meta = meta("c", n);
+        let layout = Layout::new(meta.size).unwrap();
+        let complete =
+            Swarm::seeding(GroupId::new("g").unwrap(), meta, layout, PathBuf::from("c"), None);
+        let _watcher = complete.watch();
+        complete.offer_recent(PieceIndex(0), piece(b"piece 0"), 7);
+        assert!(recent(&complete, 0).is_none());
+    }
+
+    #[test]
+    fn completion_moves_path_phase_and_statistics_in_one_step() {
+        let swarm = download(2);
+        let from: SocketAddr = "127.0.0.1:7000".parse().unwrap();
+        swarm.piece_verified(PieceIndex(0), Some(from));
+        swarm.piece_verified(PieceIndex(0), Some(from));
+        swarm.piece_verified(PieceIndex(1), Some(from));
+        swarm.inspect(|s| {
+            assert_eq!(s.path(), &PathBuf::from("f.part"));
+            assert_eq!(s.downloading_to(), Some(&PathBuf::from("f")));
+            let t = s.transfer().unwrap();
+            // A piece verified twice (endgame) counts once.
+            assert_eq!(t.from_peer.get(&from), Some(&2));
+            assert_eq!(t.bytes_fetched, 2 * common::PIECE_SIZE as u64);
+            assert_eq!(t.piece_source, [1, 1]);
+        });
+        swarm.finishing();
+        assert!(swarm.phase().is_running());
+        swarm.end(Ok(None));
+        swarm.inspect(|s| {
+            assert!(matches!(s.phase(), Phase::Seeding));
+            assert_eq!(s.path(), &PathBuf::from("f"));
+            assert_eq!(s.downloading_to(), None);
+            assert!(s.transfer().unwrap().finished.is_some());
+        });
+    }
+
+    #[test]
+    fn a_failed_download_says_why_and_whether_its_part_stays() {
+        let swarm = download(1);
+        let error = DownloadError::Stalled {
+            secs: 60,
+            missing: 1,
+            total: 1,
+            cause: StallCause::NoPeerHasThem,
+        };
+        assert_eq!(
+            error.to_string(),
+            "no peer could provide the missing pieces for 60 s (1 of 1 pieces missing; no connected peer has them)"
+        );
+        assert!(!error.keeps_part());
+        swarm.end(Err(error));
+        assert!(matches!(swarm.phase(), Phase::Failed(DownloadError::Stalled { .. })));
+        let renamed = DownloadError::Rename { reason: "EXDEV".into(), part: "f.part".into() };
+        assert!(renamed.keeps_part());
+    }
+
+    #[test]
+    fn the_seeder_picks_only_pieces_it_has_and_hands_each_out_once() {
+        let swarm = download(3);
+        let a = swarm.take_seat();
+        assert!(matches!(swarm.pick(&a, PieceIndex(0)), Pick::NoPiece));
+        assert!(matches!(swarm.pick(&a, PieceIndex(9)), Pick::NoPiece));
+        swarm.piece_verified(PieceIndex(0), None);
+        assert!(matches!(
+            swarm.pick(&a, PieceIndex(0)),
+            Pick::Send { piece: PieceIndex(0), recent: None }
+        ));
+        a.delivered(PieceIndex(0));
+        drop(a);
+        swarm.inspect(|s| assert!(s.handout.is_empty()));
+    }
+}
