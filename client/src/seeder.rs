@@ -15,7 +15,7 @@
 //! `handout`: super-seeding): with two
 //! or more downloaders of a complete file, each piece goes out once before any repeats.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::File;
 use std::net::{Shutdown as SocketShutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,9 +42,11 @@ use crate::tracker_session::{CallError, TrackerSession};
 pub mod admission;
 pub mod handout;
 pub mod served;
+pub mod tickets;
 
 use admission::{Pending, SeederAdmission, ADMISSION_DEADLINE};
 use served::Served;
+use tickets::{Pacer, TicketBook, Verdict};
 
 /// Downloader connections served at once, at most (see `admission`).
 pub const MAX_PEER_CONNECTIONS: usize = admission::MAX_ADMITTED;
@@ -54,12 +56,6 @@ const MAX_HELLO_FRAME: usize = 4096;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Approved tickets remembered at most (expired ones are dropped first).
-const MAX_CACHED_TICKETS: usize = 4096;
-/// Refused tickets remembered at most, so that the same forged ticket costs one question.
-const MAX_REFUSED_TICKETS: usize = 1024;
-/// A ticket that claims to live longer than this is forged: it is refused unasked.
-const MAX_TICKET_LIFETIME_SECS: u64 = 3600;
 /// Questions to the tracker about new tickets: this many a second, with bursts of twice
 /// as many. Enough for hundreds of downloaders renewing; a flood of made-up tickets is
 /// answered `Busy` instead of starving this peer's own tracker link.
@@ -72,40 +68,15 @@ pub struct Seeder {
     thread: Option<JoinHandle<()>>,
 }
 
-/// An upload rate cap shared by every connection: each piece reserves its share of time
-/// and waits for it.
-struct RateLimit {
-    bytes_per_sec: u64,
-    next_free: Mutex<Instant>,
-}
-
-impl RateLimit {
-    fn wait_for(&self, len: usize) {
-        let cost = Duration::from_secs_f64(len as f64 / self.bytes_per_sec as f64);
-        let start = {
-            let mut next_free = self.next_free.lock();
-            let start = (*next_free).max(Instant::now());
-            *next_free = start + cost;
-            start
-        };
-        let now = Instant::now();
-        if start > now {
-            thread::sleep(start - now);
-        }
-    }
-}
-
 struct Context {
     identity: Arc<Identity>,
     registry: Arc<Registry>,
-    rate_limit: Option<RateLimit>,
+    /// The upload cap, shared by every connection.
+    pacer: Option<Mutex<Pacer>>,
     tracker: Arc<TrackerSession>,
-    /// Tickets the tracker confirmed (whole tickets, never a part of one).
-    tickets: Mutex<HashSet<Ticket>>,
-    /// Tickets the tracker refused.
-    refused: Mutex<HashSet<Ticket>>,
-    /// Token bucket for questions about new tickets: (tokens, last refill).
-    checks: Mutex<(f64, Instant)>,
+    /// Tickets the tracker confirmed or refused, and the budget of questions about new
+    /// ones.
+    tickets: Mutex<TicketBook>,
     /// What went to whom (the dashboard's peers).
     served: Arc<Served>,
 }
@@ -123,18 +94,15 @@ impl Seeder {
     ) -> std::io::Result<Seeder> {
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
-        let rate_limit = max_upload_rate.filter(|&r| r > 0).map(|bytes_per_sec| RateLimit {
-            bytes_per_sec,
-            next_free: Mutex::new(Instant::now()),
-        });
+        let pacer = max_upload_rate
+            .filter(|&r| r > 0)
+            .map(|bytes_per_sec| Mutex::new(Pacer::new(bytes_per_sec, Instant::now())));
         let ctx = Arc::new(Context {
             identity,
             registry,
-            rate_limit,
+            pacer,
             tracker,
-            tickets: Mutex::new(HashSet::new()),
-            refused: Mutex::new(HashSet::new()),
-            checks: Mutex::new((2.0 * TICKET_CHECKS_PER_SEC, Instant::now())),
+            tickets: Mutex::new(TicketBook::new(TICKET_CHECKS_PER_SEC, Instant::now())),
             served,
         });
         let stop_flag = Arc::clone(&stop);
@@ -363,8 +331,10 @@ fn serve_conn(
                 };
                 match read {
                     Ok(data) => {
-                        if let Some(limit) = &ctx.rate_limit {
-                            limit.wait_for(len);
+                        if let Some(pacer) = &ctx.pacer {
+                            // Reserved under the lock, waited for outside it.
+                            let start = pacer.lock().reserve(len, Instant::now());
+                            thread::sleep(start.saturating_duration_since(Instant::now()));
                         }
                         let reply = match piece == asked {
                             true => PeerReply::Piece { piece, len: len as u32 },
@@ -435,58 +405,31 @@ fn admit(
     }
     let swarm = ctx.registry.get(&ticket.group, digest).ok_or(Refusal::UnknownFile)?;
     let now = unix_now();
-    if ticket.expires < now {
-        return Err(Refusal::Expired);
-    }
-    if ctx.tickets.lock().contains(ticket) {
-        return Ok(swarm);
-    }
-    if ticket.expires > now + MAX_TICKET_LIFETIME_SECS || ctx.refused.lock().contains(ticket) {
-        return Err(Refusal::BadTicket("forged or altered".into()));
-    }
-    if !take_check_token(ctx) {
-        log::warn!("seeder: too many new tickets to check; refusing one as busy");
-        return Err(Refusal::Busy);
+    let verdict = ctx.tickets.lock().judge(ticket, now, Instant::now());
+    match verdict {
+        Verdict::Known => return Ok(swarm),
+        Verdict::Expired => return Err(Refusal::Expired),
+        Verdict::Forged => return Err(Refusal::BadTicket("forged or altered".into())),
+        Verdict::Busy => {
+            log::warn!("seeder: too many new tickets to check; refusing one as busy");
+            return Err(Refusal::Busy);
+        }
+        Verdict::Ask => {}
     }
     match ctx.tracker.call(Request::CheckTicket { ticket: ticket.clone() }) {
         Ok(_) => {
-            let mut tickets = ctx.tickets.lock();
-            tickets.retain(|t| t.expires >= now);
-            if tickets.len() >= MAX_CACHED_TICKETS {
-                tickets.clear();
-            }
-            tickets.insert(ticket.clone());
+            ctx.tickets.lock().approve(ticket.clone(), now);
             Ok(swarm)
         }
         Err(CallError::NotLoggedIn) => Err(Refusal::UnknownFile),
         Err(e) => {
             // Only the tracker's verdict is final; a tracker that could not answer is not.
             if let CallError::Link(LinkError::Tracker(TrackerError::BadTicket(_))) = &e {
-                let mut refused = ctx.refused.lock();
-                if refused.len() >= MAX_REFUSED_TICKETS {
-                    refused.clear();
-                }
-                refused.insert(ticket.clone());
+                ctx.tickets.lock().refuse(ticket.clone());
             }
             Err(Refusal::BadTicket(e.to_string()))
         }
     }
-}
-
-/// Takes one token from the bucket of questions about new tickets, if there is one.
-fn take_check_token(ctx: &Context) -> bool {
-    let mut bucket = ctx.checks.lock();
-    let (tokens, refilled) = &mut *bucket;
-    let now = Instant::now();
-    let burst = 2.0 * TICKET_CHECKS_PER_SEC;
-    *tokens =
-        (*tokens + now.duration_since(*refilled).as_secs_f64() * TICKET_CHECKS_PER_SEC).min(burst);
-    *refilled = now;
-    if *tokens < 1.0 {
-        return false;
-    }
-    *tokens -= 1.0;
-    true
 }
 
 /// Seconds since the Unix epoch (0 if the clock is before it).

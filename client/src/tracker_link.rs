@@ -21,6 +21,9 @@ use common::tracker_info::TrackerInfoFile;
 use common::Identity;
 
 use crate::interrupt::Interrupt;
+use failover::{AfterRound, Failover, Outcome};
+
+pub mod failover;
 use crate::tracker_view::TrackerView;
 
 /// How long to wait for a TCP connection to a tracker.
@@ -33,15 +36,6 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(12);
 /// How long a `login` or `create_user` may take to be answered: the tracker derives a key
 /// from the password (a deliberately slow hash) and may queue it behind others.
 const KDF_REPLY_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a request keeps being retried while trackers fail over.
-const FAILOVER_BUDGET: Duration = Duration::from_secs(15);
-/// The pause before trying busy trackers again.
-const RETRY_PAUSE: Duration = Duration::from_millis(200);
-/// How long a request keeps being retried while the trackers answer `Busy` (their
-/// password-hashing queues are full: many logins at once).
-const BUSY_BUDGET: Duration = Duration::from_secs(60);
-/// The longest pause between retries of a request the trackers are too busy for.
-const MAX_BUSY_PAUSE: Duration = Duration::from_secs(3);
 /// How long the secure channel's handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a request may take to be written.
@@ -142,43 +136,32 @@ impl TrackerLink {
             _ => REPLY_TIMEOUT,
         };
         let msg = ClientMessage::Request { id, session, request };
-        let started = Instant::now();
-        let mut deadline = started + FAILOVER_BUDGET;
-        let mut busy_rounds = 0u32;
+        let mut failover = Failover::new(Instant::now(), self.trackers.current().len());
         let mut tried = Vec::new();
-        let mut busy: Vec<SocketAddr> = Vec::new();
-        // Why the last tracker that answered could not serve (told to the user at the end).
-        let mut last_reason = None;
-        let mut broken = 0;
         loop {
             if interrupted() {
                 return Err(LinkError::Interrupted);
             }
             if self.conn.is_none() {
-                self.connect(&mut tried, &busy, interrupt);
+                self.connect(&mut tried, failover.skipped(), interrupt);
             }
             let Some((addr, conn)) = self.conn.as_mut() else {
                 if interrupted() {
                     return Err(LinkError::Interrupted);
                 }
-                if busy.is_empty() || Instant::now() >= deadline {
-                    return Err(match busy.is_empty() {
-                        true => self.no_tracker(tried),
-                        false => LinkError::Tracker(TrackerError::Unavailable(match last_reason {
+                // Every tracker of this round failed over, was busy or unreachable.
+                let mut jitter = [0u8; 1];
+                let _ = getrandom::fill(&mut jitter);
+                match failover.round_over(Instant::now(), jitter[0]) {
+                    AfterRound::Pause(pause) => std::thread::sleep(pause),
+                    AfterRound::NoTracker => return Err(self.no_tracker(tried)),
+                    AfterRound::Unavailable(reason) => {
+                        return Err(LinkError::Tracker(TrackerError::Unavailable(match reason {
                             Some(reason) => format!("no tracker can serve now: {reason}"),
                             None => "no tracker can serve now".to_string(),
-                        })),
-                    });
+                        })))
+                    }
                 }
-                // Every reachable tracker is failing over or busy: give them a moment
-                // (longer and spread out while they are busy hashing passwords, so that
-                // clients refused together do not all come back together).
-                std::thread::sleep(if busy_rounds == 0 {
-                    RETRY_PAUSE
-                } else {
-                    busy_pause(busy_rounds)
-                });
-                busy.clear();
                 continue;
             };
             let addr = *addr;
@@ -201,41 +184,40 @@ impl TrackerLink {
             if resume.is_some() && outcome.is_ok() {
                 self.resumed = resume;
             }
-            match outcome {
-                Ok(Err(TrackerError::Busy(reason))) if Instant::now() < started + BUSY_BUDGET => {
-                    log::info!("tracker={addr}: busy ({reason}); trying again shortly");
-                    deadline = deadline.max(started + BUSY_BUDGET);
-                    busy_rounds += 1;
-                    last_reason = Some(format!("busy: {reason}"));
-                    busy.push(addr);
-                    self.conn = None;
-                }
-                Ok(Err(TrackerError::Unavailable(reason))) if Instant::now() < deadline => {
-                    log::info!("tracker={addr}: cannot serve now ({reason}); trying another");
-                    if let Some(view) = &self.view {
-                        view.cannot_serve(addr, &reason);
-                    }
-                    last_reason = Some(reason);
-                    busy.push(addr);
-                    self.conn = None;
-                }
+            let failed = match outcome {
+                Ok(Err(TrackerError::Busy(reason))) => Outcome::Busy(reason),
+                Ok(Err(TrackerError::Unavailable(reason))) => Outcome::Unavailable(reason),
                 Ok(result) => return result.map_err(LinkError::Tracker),
                 Err(e) => {
                     log::warn!("tracker={addr}: request failed ({e}); reconnecting");
                     if let Some(view) = &self.view {
                         view.lost(addr, &e.to_string());
                     }
-                    self.conn = None;
-                    // Others first: a tracker that timed out may be paused, and would
-                    // keep the next handshake waiting too.
-                    busy.push(addr);
-                    broken += 1;
-                    // A tracker that accepts and then breaks the connection every time.
-                    if broken > 2 * self.trackers.current().len() + 1 {
-                        return Err(self.no_tracker(tried));
+                    Outcome::Broken
+                }
+            };
+            if !failover.failed(addr, failed.clone(), Instant::now()) {
+                return Err(match failed {
+                    Outcome::Busy(reason) => LinkError::Tracker(TrackerError::Busy(reason)),
+                    Outcome::Unavailable(reason) => {
+                        LinkError::Tracker(TrackerError::Unavailable(reason))
+                    }
+                    Outcome::Broken => self.no_tracker(tried),
+                });
+            }
+            match &failed {
+                Outcome::Busy(reason) => {
+                    log::info!("tracker={addr}: busy ({reason}); trying again shortly")
+                }
+                Outcome::Unavailable(reason) => {
+                    log::info!("tracker={addr}: cannot serve now ({reason}); trying another");
+                    if let Some(view) = &self.view {
+                        view.cannot_serve(addr, reason);
                     }
                 }
+                Outcome::Broken => {}
             }
+            self.conn = None;
         }
     }
 
@@ -315,15 +297,6 @@ fn handshake(
         Some(other) => Err(protocol(format!("unexpected handshake reply {other:?}"))),
         None => Err(FrameError::Truncated),
     }
-}
-
-/// The pause before the `round`th retry of a request the trackers were too busy for:
-/// doubling from `RETRY_PAUSE` up to `MAX_BUSY_PAUSE`, with up to half of it random.
-fn busy_pause(round: u32) -> Duration {
-    let base = RETRY_PAUSE.saturating_mul(1 << round.min(5)).min(MAX_BUSY_PAUSE);
-    let mut byte = [0u8; 1];
-    let spread = getrandom::fill(&mut byte).map_or(0, |()| u32::from(byte[0]));
-    base / 2 + base / 2 * spread / 255
 }
 
 fn exchange(
