@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 use common::{FileName, GroupId, IdError, Password, UserId};
 
+use crate::rate::{parse_rate, RateError};
+
 /// A command typed at the REPL. `Help { topic }` is `help`, or `help <command>` for one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -69,12 +71,40 @@ pub enum Command {
         name: FileName,
     },
     ListShares,
+    /// `pause`: a download stops fetching, keeps (and serves) its pieces.
+    Pause {
+        group: GroupId,
+        name: FileName,
+    },
+    /// `resume`: a paused download goes on.
+    Resume {
+        group: GroupId,
+        name: FileName,
+    },
+    /// `cancel`: a download stops and its partial file is removed.
+    Cancel {
+        group: GroupId,
+        name: FileName,
+    },
+    /// `limit_rate up|down <rate>` (`None`: no cap), or without arguments the caps now.
+    LimitRate {
+        change: Option<(Direction, Option<u64>)>,
+    },
     /// `web`: the dashboard's URL.
     Web,
     Help {
         topic: Option<&'static CommandInfo>,
     },
     Exit,
+}
+
+/// Which of this peer's rate caps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Serving pieces to other peers, all connections together.
+    Up,
+    /// Downloading, all downloads together.
+    Down,
 }
 
 /// What `help` says of a command.
@@ -99,6 +129,10 @@ pub enum ParseError {
     Quotes,
     #[error("invalid argument '{arg}': {source}")]
     Invalid { arg: String, source: IdError },
+    #[error("{0}")]
+    Rate(#[from] RateError),
+    #[error("limit_rate takes up or down, not '{0}'; usage: limit_rate [up|down] [<rate>]")]
+    Direction(String),
 }
 
 /// Every command, in the order `help` lists them.
@@ -122,10 +156,20 @@ pub const COMMANDS: &[CommandInfo] = &[
     info("list_files", "list_files <group_id>", "Members only: the files some peer shares in the group, with size, sharers and digest."),
     info("upload_file", "upload_file <file_path> <group_id>", "Hashes the file and shares it in the group under its base name (~ is your home directory)."),
     info("download_file", "download_file <group_id> <file_name> <destination_path>", "Starts downloading in the background to a directory or a new file path (~ is your home directory)."),
-    info("show_downloads", "show_downloads [--json] [--active]", "One line per download of this session: [D] downloading, [C] complete, [F] failed; with --json, one JSON object a line; with --active, only those still downloading."),
+    info("show_downloads", "show_downloads [--json] [--active]", "One line per download of this session: [D] downloading, [P] paused, [C] complete, [F] failed; with --json, one JSON object a line; with --active, only those still downloading."),
     info("wait_downloads", "wait_downloads [--json]", "Waits until no download is running (Ctrl-C stops waiting), then prints what show_downloads prints."),
     info("stop_share", "stop_share <group_id> <file_name>", "Stops sharing the file in the group; upload_file of it shares it again."),
     info("list_shares", "list_shares", "What this peer shares, per group: each file with the pieces it has and where they are."),
+    info("pause", "pause <group_id> <file_name>", "Pauses a download: it stops fetching, and keeps and still serves the pieces it has."),
+    info("resume", "resume <group_id> <file_name>", "Goes on with a paused download."),
+    info("cancel", "cancel <group_id> <file_name>", "Stops a download and removes its partial file; it leaves show_downloads."),
+    info(
+        "limit_rate",
+        "limit_rate [up|down] [<rate>]",
+        "Caps this peer's upload (up) or download (down) at once: <rate> is bytes per second \
+         with an optional K, M or G (10^3, 10^6, 10^9), or off; without arguments, shows \
+         both caps.",
+    ),
     info("web", "web", "Prints the dashboard's URL with its access token (the client runs one when started with --web)."),
     info("help", "help [<command>]", "Lists the commands, or tells what one does."),
     info("exit", "exit", "Logs out and quits (as does Ctrl-D)."),
@@ -185,6 +229,21 @@ pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
         }
         "stop_share" => Command::StopShare { group: id(a(0))?, name: id(a(1))? },
         "list_shares" => Command::ListShares,
+        "pause" => Command::Pause { group: id(a(0))?, name: id(a(1))? },
+        "resume" => Command::Resume { group: id(a(0))?, name: id(a(1))? },
+        "cancel" => Command::Cancel { group: id(a(0))?, name: id(a(1))? },
+        "limit_rate" => match args.len() {
+            0 => Command::LimitRate { change: None },
+            1 => return Err(ParseError::Arity { name, usage }),
+            _ => {
+                let direction = match a(0) {
+                    "up" => Direction::Up,
+                    "down" => Direction::Down,
+                    other => return Err(ParseError::Direction(other.to_string())),
+                };
+                Command::LimitRate { change: Some((direction, parse_rate(a(1))?)) }
+            }
+        },
         "web" => Command::Web,
         "help" => match args.first() {
             None => Command::Help { topic: None },
@@ -350,6 +409,43 @@ mod tests {
         assert_eq!(
             error("help lgoin"),
             "unknown command 'lgoin'; did you mean 'login'? (type help for the list)"
+        );
+    }
+
+    #[test]
+    fn transfer_control_commands() {
+        let error = |line: &str| parse(line).unwrap_err().to_string();
+        let (g, f) = (GroupId::new("g").unwrap(), FileName::new("my file").unwrap());
+        check("pause g 'my file'", Ok(Some(Command::Pause { group: g.clone(), name: f.clone() })));
+        check(
+            "resume g 'my file'",
+            Ok(Some(Command::Resume { group: g.clone(), name: f.clone() })),
+        );
+        check("cancel g 'my file'", Ok(Some(Command::Cancel { group: g, name: f })));
+        check("limit_rate", Ok(Some(Command::LimitRate { change: None })));
+        check(
+            "limit_rate up 10M",
+            Ok(Some(Command::LimitRate { change: Some((Direction::Up, Some(10_000_000))) })),
+        );
+        check(
+            "limit_rate down off",
+            Ok(Some(Command::LimitRate { change: Some((Direction::Down, None)) })),
+        );
+        assert_eq!(
+            error("limit_rate sideways 1M"),
+            "limit_rate takes up or down, not 'sideways'; usage: limit_rate [up|down] [<rate>]"
+        );
+        assert_eq!(
+            error("limit_rate up fast"),
+            "'fast' is not a rate: give bytes per second, like 500K, 10M or 1G (10^3, 10^6, 10^9), or off"
+        );
+        assert_eq!(
+            error("limit_rate up"),
+            "wrong number of arguments for limit_rate; usage: limit_rate [up|down] [<rate>]"
+        );
+        assert_eq!(
+            error("pause g"),
+            "wrong number of arguments for pause; usage: pause <group_id> <file_name>"
         );
     }
 

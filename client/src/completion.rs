@@ -1,7 +1,8 @@
 //! Tab completion at the terminal prompt (issue 10): command names (and the command after
 //! `help`), paths where a command takes one (`upload_file`'s file, `download_file`'s
 //! destination; `~` expands), group ids where a command takes a group, and the file names
-//! of a group (as `list_files <group>` lists them) for `download_file` and `stop_share`.
+//! of a group (as `list_files <group>` lists them) for `download_file`, `stop_share`,
+//! `pause`, `resume` and `cancel`.
 //!
 //! Group ids and file names come from `Known`: what the REPL's own commands and the
 //! heartbeats already fetched. When that is older than `FRESH_FOR`, a Tab asks the
@@ -214,8 +215,11 @@ pub fn slot(before: &str) -> (usize, Slot<'_>) {
         ["upload_file"] | ["download_file", _, _] => Slot::Path,
         ["join_group" | "leave_group" | "list_requests" | "list_files"]
         | ["accept_request" | "reject_request" | "download_file" | "stop_share"]
+        | ["pause" | "resume" | "cancel"]
         | ["upload_file", _] => Slot::Group(prefix),
-        ["download_file" | "stop_share", group] => Slot::File { group, prefix },
+        ["download_file" | "stop_share" | "pause" | "resume" | "cancel", group] => {
+            Slot::File { group, prefix }
+        }
         _ => Slot::Other,
     };
     (start, slot)
@@ -301,6 +305,8 @@ mod tests {
         check("download_file g ", (16, Slot::File { group: "g", prefix: "" }));
         check("download_file g1 bi", (17, Slot::File { group: "g1", prefix: "bi" }));
         check("stop_share g1 ", (14, Slot::File { group: "g1", prefix: "" }));
+        check("pause g1 fi", (9, Slot::File { group: "g1", prefix: "fi" }));
+        check("cancel ", (7, Slot::Group("")));
         check("download_file ", (14, Slot::Group("")));
         check("join_group te", (11, Slot::Group("te")));
         check("upload_file a.txt t", (18, Slot::Group("t")));

@@ -27,9 +27,15 @@ pub struct Config {
     pub stall_timeout: u64,
 
     /// Serve pieces to other peers at most this fast, in bytes per second (all
-    /// connections together) [default: unlimited].
+    /// connections together) [default: unlimited]. The REPL's `limit_rate up` changes it
+    /// while the client runs.
     #[arg(long, value_name = "BYTES_PER_SEC")]
     pub max_upload_rate: Option<u64>,
+
+    /// Download at most this fast, in bytes per second (all downloads together)
+    /// [default: unlimited]. The REPL's `limit_rate down` changes it while the client runs.
+    #[arg(long, value_name = "BYTES_PER_SEC")]
+    pub max_download_rate: Option<u64>,
 
     /// Serve the dashboard (a web page over this client's operations) on IP:PORT, such as
     /// 127.0.0.1:8080 (port 0 picks one). Its URL, with a random access token, is printed

@@ -11,8 +11,9 @@ use crate::download::record::{DownloadRecord, DownloadState, FinishHook};
 use crate::interrupt::Interrupt;
 use crate::peer::{CommandError, Peer};
 use crate::progress;
+use crate::rate;
 use crate::size;
-use crate::swarm::Swarm;
+use crate::swarm::{Swarm, Toggled};
 
 /// What the REPL should do after a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,13 +175,40 @@ impl Console {
                 peer.stop_share(&group, &name, i)?;
                 let _ = writeln!(out, "stopped sharing {name} in group {group}");
             }
+            Command::Pause { group, name } => {
+                let line = match peer.pause(&group, &name)? {
+                    Toggled::Done => format!("paused {name} in group {group}"),
+                    Toggled::AlreadySo => format!("{name} in group {group} is paused already"),
+                };
+                let _ = writeln!(out, "{line}");
+            }
+            Command::Resume { group, name } => {
+                let line = match peer.resume(&group, &name)? {
+                    Toggled::Done => format!("resumed {name} in group {group}"),
+                    Toggled::AlreadySo => format!("{name} in group {group} is not paused"),
+                };
+                let _ = writeln!(out, "{line}");
+            }
+            Command::Cancel { group, name } => {
+                peer.cancel(&group, &name)?;
+                let _ =
+                    writeln!(out, "cancelled {name} in group {group}; its partial file is removed");
+            }
+            Command::LimitRate { change } => {
+                if let Some((direction, rate)) = change {
+                    peer.limit_rate(direction, rate)?;
+                }
+                let (up, down) = peer.rate_limits();
+                let shown = |r: Option<u64>| r.map_or("unlimited".to_string(), rate::shown);
+                let _ = writeln!(out, "upload {}, download {}", shown(up), shown(down));
+            }
             Command::DownloadFile { group, name, destination } => {
                 let dest = peer.download_file(&group, &name, &destination)?;
                 let _ =
                     writeln!(out, "downloading {name} from group {group} to {}", dest.display());
                 if self.on_terminal {
                     let records = peer.downloads().snapshot();
-                    self.to_follow = records.iter().rposition(|r| r.dest == dest);
+                    self.to_follow = records.iter().rfind(|r| r.dest == dest).map(|r| r.id);
                 }
             }
             Command::ShowDownloads { json, active } => {

@@ -14,6 +14,7 @@ pub mod notice;
 pub mod peer;
 pub mod piece_buf;
 pub mod progress;
+pub mod rate;
 pub mod readiness;
 pub mod recent_pieces;
 pub mod registry;
@@ -101,12 +102,14 @@ pub fn run(config: Config) -> Result<(), RunError> {
     let tracker = Arc::new(TrackerSession::new(trackers, Arc::clone(&identity)));
     let registry = Arc::new(Registry::open(Some(state_dir.join("shares.bin")))?);
     let served = Arc::new(seeder::served::Served::default());
+    let upload_cap = Arc::new(rate::RateCap::new(config.max_upload_rate));
+    let download_cap = Arc::new(rate::RateCap::new(config.max_download_rate));
     let seeder = Seeder::start(
         listener,
         Arc::clone(&identity),
         Arc::clone(&registry),
         Arc::clone(&tracker),
-        config.max_upload_rate,
+        Arc::clone(&upload_cap),
         Arc::clone(&served),
     )?;
     // The disk writer lives as long as the process: downloads still running at exit are
@@ -126,6 +129,8 @@ pub fn run(config: Config) -> Result<(), RunError> {
         registry: Arc::clone(&registry),
         downloads,
         stall_timeout: Duration::from_secs(config.stall_timeout),
+        download_cap,
+        upload_cap,
     };
 
     let known = Arc::new(Known::default());

@@ -18,14 +18,14 @@ use common::hash::{hash_file, HashFileError};
 use common::message::{FileMeta, FileSummary, Reply, Request, TrackerStatus};
 use common::{FileName, GroupId, Layout, Password, UserId};
 
-use crate::command;
+use crate::command::{self, Direction};
 use crate::completion::Known;
-use crate::download::record::{DownloadRecord, Downloads};
+use crate::download::record::{DownloadRecord, Downloads, FindError};
 use crate::download::{self, StartError};
 use crate::interrupt::Interrupt;
 use crate::membership::Watch;
 use crate::seeder::served::{Served, ServedRow};
-use crate::swarm::{FileStamp, Swarm};
+use crate::swarm::{FileStamp, Swarm, Toggled};
 use crate::tracker_link::LinkError;
 use crate::tracker_session::{CallError, Login, TrackerSession};
 use crate::tracker_view::{Seen, TrackerEvent};
@@ -53,6 +53,8 @@ pub enum CommandError {
     WaitInterrupted,
     #[error("no dashboard: start the client with --web 127.0.0.1:PORT")]
     NoDashboard,
+    #[error(transparent)]
+    Transfer(#[from] FindError),
 }
 
 impl CommandError {
@@ -418,6 +420,50 @@ impl Peer {
     pub fn show_downloads(&self) -> Result<Vec<DownloadRecord>, CommandError> {
         self.require_login()?;
         Ok(self.ctx.downloads.snapshot())
+    }
+
+    /// `pause`: the download of `name` in `group` stops fetching; it keeps, and still
+    /// serves, the pieces it has.
+    pub fn pause(&self, group: &GroupId, name: &FileName) -> Result<Toggled, CommandError> {
+        self.require_login()?;
+        let toggled = self.ctx.downloads.pause(group, name)?;
+        self.ctx.registry.flush();
+        Ok(toggled)
+    }
+
+    /// `resume`: a paused download goes on.
+    pub fn resume(&self, group: &GroupId, name: &FileName) -> Result<Toggled, CommandError> {
+        self.require_login()?;
+        let toggled = self.ctx.downloads.resume(group, name)?;
+        self.ctx.registry.flush();
+        Ok(toggled)
+    }
+
+    /// `cancel`: the download stops and its partial file is removed; it is no longer
+    /// listed.
+    pub fn cancel(&self, group: &GroupId, name: &FileName) -> Result<(), CommandError> {
+        self.require_login()?;
+        self.ctx.downloads.cancel(group, name)?;
+        self.ctx.registry.flush();
+        Ok(())
+    }
+
+    /// `limit_rate up|down <rate>`: changes a cap at once (`None`: no cap).
+    pub fn limit_rate(
+        &self,
+        direction: Direction,
+        bytes_per_sec: Option<u64>,
+    ) -> Result<(), CommandError> {
+        match direction {
+            Direction::Up => self.ctx.upload_cap.set(bytes_per_sec),
+            Direction::Down => self.ctx.download_cap.set(bytes_per_sec),
+        }
+        Ok(())
+    }
+
+    /// The upload and download caps now, in bytes per second (`None`: unlimited).
+    pub fn rate_limits(&self) -> (Option<u64>, Option<u64>) {
+        (self.ctx.upload_cap.get(), self.ctx.download_cap.get())
     }
 
     /// Calls `hook` each time a download of this peer finishes (`None`: no more).

@@ -27,23 +27,23 @@ pub fn wait_idle(downloads: &Downloads, interrupt: &Interrupt) -> Option<Vec<Dow
     finished.then_some(records)
 }
 
-/// What `download_file` does on a terminal: draws the bars until the download at `idx`
-/// ends, then returns the lines of every download that ended meanwhile (their notices were
-/// held back); if `interrupt` fires first, says that the download goes on.
-pub fn follow(downloads: &Downloads, idx: usize, interrupt: &Interrupt) -> Vec<String> {
-    let running_before: Vec<bool> =
-        downloads.snapshot().iter().map(|r| r.state == DownloadState::Running).collect();
+/// What `download_file` does on a terminal: draws the bars until the download numbered
+/// `id` ends, then returns the lines of every download that ended meanwhile (their notices
+/// were held back); if `interrupt` fires first, says that the download goes on.
+pub fn follow(downloads: &Downloads, id: usize, interrupt: &Interrupt) -> Vec<String> {
+    // Whether each download known now runs; a download started meanwhile counts as running.
+    let running_before: std::collections::HashMap<usize, bool> =
+        downloads.snapshot().iter().map(|r| (r.id, r.state == DownloadState::Running)).collect();
     let done = |records: &[DownloadRecord]| {
-        records.get(idx).is_none_or(|r| r.state != DownloadState::Running)
+        records.iter().find(|r| r.id == id).is_none_or(|r| r.state != DownloadState::Running)
     };
     let (records, ended) = watch(downloads, interrupt, done);
     let mut lines: Vec<String> = records
         .iter()
-        .enumerate()
-        .filter(|(i, r)| {
-            r.state != DownloadState::Running && running_before.get(*i).copied().unwrap_or(true)
+        .filter(|r| {
+            r.state != DownloadState::Running && running_before.get(&r.id).copied().unwrap_or(true)
         })
-        .map(|(_, r)| r.line_for(true))
+        .map(|r| r.line_for(true))
         .collect();
     if !ended {
         lines.push(IN_BACKGROUND.to_string());
@@ -68,22 +68,21 @@ fn watch(
     )
     .map(|s| s.progress_chars("=> "))
     .unwrap_or_else(|_| ProgressStyle::default_bar());
-    let mut bars: Vec<Option<ProgressBar>> = Vec::new();
+    let mut bars: std::collections::HashMap<usize, ProgressBar> = std::collections::HashMap::new();
     // Keys typed meanwhile (and the ^C of Ctrl-C) would be echoed into the bars and move
     // the cursor under indicatif; they are not echoed, and wait for the next prompt.
     let no_echo = NoEcho::start();
     downloads.mute();
     let finished = loop {
         let records = downloads.snapshot();
-        bars.resize(records.len(), None);
-        for (record, slot) in records.iter().zip(bars.iter_mut()) {
-            match (&record.state, slot.as_ref()) {
+        for record in &records {
+            match (&record.state, bars.get(&record.id)) {
                 (DownloadState::Running, None) => {
                     let bar = multi.add(ProgressBar::new(record.size).with_style(style.clone()));
                     bar.set_position(bytes_done(record));
                     bar.reset_eta();
                     bar.set_message(message(record));
-                    *slot = Some(bar);
+                    bars.insert(record.id, bar);
                 }
                 (DownloadState::Running, Some(bar)) => {
                     bar.set_position(bytes_done(record));
@@ -101,7 +100,7 @@ fn watch(
         }
         downloads.wait_change(TICK);
     };
-    for bar in bars.into_iter().flatten() {
+    for bar in bars.into_values() {
         bar.finish_and_clear();
     }
     let _ = multi.clear();

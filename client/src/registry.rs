@@ -118,16 +118,22 @@ impl Registry {
                 continue;
             }
             let swarm = match s.destination {
-                Some(dest) => Swarm::download(
-                    s.group,
-                    s.meta,
-                    layout,
-                    s.path,
-                    dest,
-                    s.have,
-                    Phase::Checking,
-                    Arc::clone(changes),
-                ),
+                Some(dest) => {
+                    let swarm = Swarm::download(
+                        s.group,
+                        s.meta,
+                        layout,
+                        s.path,
+                        dest,
+                        s.have,
+                        Phase::Checking,
+                        Arc::clone(changes),
+                    );
+                    if s.paused {
+                        swarm.pause_after_check();
+                    }
+                    swarm
+                }
                 None => Swarm::seeding(s.group, s.meta, layout, s.path, None),
             };
             swarms.insert((swarm.group.clone(), swarm.meta.digest), Arc::new(swarm));
@@ -270,7 +276,7 @@ fn write_state(inner: &Inner, path: &Path) -> std::io::Result<()> {
 fn saved_share(swarm: &Swarm) -> Option<SavedShare> {
     swarm.inspect(|s| {
         let destination = match s.phase() {
-            Phase::Failed(_) => return None,
+            Phase::Failed(_) | Phase::Cancelled => return None,
             Phase::Seeding => None,
             _ => s.downloading_to().cloned(),
         };
@@ -282,6 +288,7 @@ fn saved_share(swarm: &Swarm) -> Option<SavedShare> {
             path: s.path().clone(),
             have,
             destination,
+            paused: s.is_paused(),
         })
     })
 }
@@ -442,15 +449,15 @@ mod tests {
     fn a_state_file_of_another_format_is_refused_and_left_alone() {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("shares.bin");
-        std::fs::write(&state, b"\x02 from a newer client").unwrap();
+        std::fs::write(&state, b"\x07 from a newer client").unwrap();
         let err = Registry::open(Some(state.clone())).err().unwrap();
         let shown = state.display();
         assert_eq!(
             err.to_string(),
             format!(
-                "{shown}: it has format 2; this client reads format 1; a newer client wrote it: run that client, or move the file aside (mv {shown} {shown}.old) to start this one with no saved shares"
+                "{shown}: it has format 7; this client reads formats 1 to 2; a newer client wrote it: run that client, or move the file aside (mv {shown} {shown}.old) to start this one with no saved shares"
             )
         );
-        assert_eq!(std::fs::read(&state).unwrap(), b"\x02 from a newer client");
+        assert_eq!(std::fs::read(&state).unwrap(), b"\x07 from a newer client");
     }
 }

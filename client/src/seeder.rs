@@ -33,6 +33,7 @@ use common::peer_message::{
 };
 use common::{Bitfield, Identity, PieceIndex, PublicKey, Sha1Digest, PIECE_SIZE};
 
+use crate::rate::RateCap;
 use crate::readiness;
 use crate::registry::Registry;
 use crate::swarm::{Pick, ReadError, Swarm};
@@ -46,7 +47,7 @@ pub mod tickets;
 
 use admission::{Pending, SeederAdmission, ADMISSION_DEADLINE};
 use served::Served;
-use tickets::{Pacer, TicketBook, Verdict};
+use tickets::{TicketBook, Verdict};
 
 /// Downloader connections served at once, at most (see `admission`).
 pub const MAX_PEER_CONNECTIONS: usize = admission::MAX_ADMITTED;
@@ -71,8 +72,8 @@ pub struct Seeder {
 struct Context {
     identity: Arc<Identity>,
     registry: Arc<Registry>,
-    /// The upload cap, shared by every connection.
-    pacer: Option<Mutex<Pacer>>,
+    /// The upload cap, shared by every connection (`limit_rate up` changes it).
+    upload: Arc<RateCap>,
     tracker: Arc<TrackerSession>,
     /// Tickets the tracker confirmed or refused, and the budget of questions about new
     /// ones.
@@ -82,25 +83,23 @@ struct Context {
 }
 
 impl Seeder {
-    /// Starts serving on `listener`, sending at most `max_upload_rate` bytes per second in
-    /// all if given; every piece sent is counted in `served`.
+    /// Starts serving on `listener`, sending no faster than `upload` allows (all
+    /// connections together; `limit_rate up` changes it); every piece sent is counted in
+    /// `served`.
     pub fn start(
         listener: TcpListener,
         identity: Arc<Identity>,
         registry: Arc<Registry>,
         tracker: Arc<TrackerSession>,
-        max_upload_rate: Option<u64>,
+        upload: Arc<RateCap>,
         served: Arc<Served>,
     ) -> std::io::Result<Seeder> {
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
-        let pacer = max_upload_rate
-            .filter(|&r| r > 0)
-            .map(|bytes_per_sec| Mutex::new(Pacer::new(bytes_per_sec, Instant::now())));
         let ctx = Arc::new(Context {
             identity,
             registry,
-            pacer,
+            upload,
             tracker,
             tickets: Mutex::new(TicketBook::new(TICKET_CHECKS_PER_SEC, Instant::now())),
             served,
@@ -331,11 +330,7 @@ fn serve_conn(
                 };
                 match read {
                     Ok(data) => {
-                        if let Some(pacer) = &ctx.pacer {
-                            // Reserved under the lock, waited for outside it.
-                            let start = pacer.lock().reserve(len, Instant::now());
-                            thread::sleep(start.saturating_duration_since(Instant::now()));
-                        }
+                        ctx.upload.wait(len);
                         let reply = match piece == asked {
                             true => PeerReply::Piece { piece, len: len as u32 },
                             false => PeerReply::Instead { asked, piece, len: len as u32 },

@@ -43,19 +43,50 @@ pub enum Phase {
     Checking,
     /// A download fetching pieces (and serving those it verified).
     Fetching,
+    /// A download paused by the user: connected to no peer, still serving its pieces.
+    Paused,
     /// Every piece verified: the whole file is checked, synced and renamed into place.
     Finishing,
     /// Complete: served from its path.
     Seeding,
     /// The download failed; the swarm is no longer shared.
     Failed(DownloadError),
+    /// The user cancelled the download; its `.part` file is (being) removed.
+    Cancelled,
 }
 
 impl Phase {
-    /// Whether a download is still under way (not yet seeding, not failed).
-    pub fn is_running(&self) -> bool {
+    /// Whether a download is not over yet: it may still become a complete file (paused
+    /// included).
+    pub fn is_unfinished(&self) -> bool {
+        matches!(self, Phase::Checking | Phase::Fetching | Phase::Paused | Phase::Finishing)
+    }
+
+    /// Whether a download is at work now (not paused, not over): what `wait_downloads`
+    /// waits for.
+    pub fn is_active(&self) -> bool {
         matches!(self, Phase::Checking | Phase::Fetching | Phase::Finishing)
     }
+}
+
+/// Why a download cannot be paused, resumed or cancelled now. `Display` is the text after
+/// `error: `.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    #[error("the download of {name} is complete; stop_share {group} {name} stops sharing it")]
+    Complete { group: GroupId, name: common::FileName },
+    #[error("the download of {name} failed; download_file starts it again")]
+    Failed { name: common::FileName },
+    #[error("the download of {name} is being checked and renamed into place; it is nearly done")]
+    Finishing { name: common::FileName },
+}
+
+/// What a pause or resume did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Toggled {
+    Done,
+    /// It was so already.
+    AlreadySo,
 }
 
 /// Why a download failed. `Display` is the reason `show_downloads` gives after `[F]`.
@@ -254,6 +285,9 @@ pub struct SwarmState {
     next_conn: u64,
     /// A download's statistics; `None` for a file shared from where it is.
     transfer: Option<Transfer>,
+    /// A download to pause as soon as its check ends (paused while `Checking`, or saved
+    /// paused).
+    pause_after_check: bool,
 }
 
 impl SwarmState {
@@ -276,9 +310,14 @@ impl SwarmState {
         self.transfer.as_ref()
     }
 
-    /// The final path of a download still under way.
+    /// Whether the download is paused, or will be once its check ends.
+    pub fn is_paused(&self) -> bool {
+        matches!(self.phase, Phase::Paused) || self.pause_after_check
+    }
+
+    /// The final path of a download not over yet.
     pub fn downloading_to(&self) -> Option<&PathBuf> {
-        match self.phase.is_running() {
+        match self.phase.is_unfinished() {
             true => self.transfer.as_ref().map(|t| &t.dest),
             false => None,
         }
@@ -356,6 +395,7 @@ impl Swarm {
             handout: Handout::new(layout.n_pieces()),
             next_conn: 0,
             transfer,
+            pause_after_check: false,
         };
         Swarm { group, meta, layout, state: Mutex::new(state), changes }
     }
@@ -395,15 +435,80 @@ impl Swarm {
     }
 
     /// A resumed download's re-hash is done: these are the pieces it has; it fetches the
-    /// rest.
+    /// rest, or waits paused if it was paused.
     pub fn checked(&self, have: Bitfield) {
         self.change(|s| {
             if let Some(t) = &mut s.transfer {
                 *t = Transfer::new(t.dest.clone(), &have);
             }
             s.have = have;
-            s.phase = Phase::Fetching;
+            if matches!(s.phase, Phase::Checking) {
+                s.phase = match std::mem::take(&mut s.pause_after_check) {
+                    true => Phase::Paused,
+                    false => Phase::Fetching,
+                };
+            }
         });
+    }
+
+    /// Pauses the download (the coordinator, told next, lets its peers go).
+    pub fn pause(&self) -> Result<Toggled, ControlError> {
+        self.change(|s| match s.phase {
+            Phase::Fetching => {
+                s.phase = Phase::Paused;
+                Ok(Toggled::Done)
+            }
+            Phase::Checking if !s.pause_after_check => {
+                s.pause_after_check = true;
+                Ok(Toggled::Done)
+            }
+            Phase::Checking | Phase::Paused | Phase::Cancelled => Ok(Toggled::AlreadySo),
+            _ => Err(self.cannot_control(&s.phase)),
+        })
+    }
+
+    /// Goes on with a paused download (the coordinator, told next, asks for peers).
+    pub fn unpause(&self) -> Result<Toggled, ControlError> {
+        self.change(|s| match s.phase {
+            Phase::Paused => {
+                s.phase = Phase::Fetching;
+                Ok(Toggled::Done)
+            }
+            Phase::Checking if s.pause_after_check => {
+                s.pause_after_check = false;
+                Ok(Toggled::Done)
+            }
+            Phase::Checking | Phase::Fetching | Phase::Cancelled => Ok(Toggled::AlreadySo),
+            _ => Err(self.cannot_control(&s.phase)),
+        })
+    }
+
+    /// Marks the download cancelled (the coordinator, told next, removes its `.part` file):
+    /// from now on it is no download of any view. Fails once it is complete, failed, or
+    /// being renamed into place.
+    pub fn cancel(&self) -> Result<(), ControlError> {
+        self.change(|s| match s.phase {
+            Phase::Checking | Phase::Fetching | Phase::Paused | Phase::Cancelled => {
+                s.phase = Phase::Cancelled;
+                s.pause_after_check = false;
+                Ok(())
+            }
+            _ => Err(self.cannot_control(&s.phase)),
+        })
+    }
+
+    /// Restores a download saved paused: it stays paused once its check ends.
+    pub(crate) fn pause_after_check(&self) {
+        self.state.lock().pause_after_check = true;
+    }
+
+    fn cannot_control(&self, phase: &Phase) -> ControlError {
+        let name = self.meta.name.clone();
+        match phase {
+            Phase::Seeding => ControlError::Complete { group: self.group.clone(), name },
+            Phase::Finishing => ControlError::Finishing { name },
+            _ => ControlError::Failed { name },
+        }
     }
 
     /// Records a verified, written piece of a download, received from `from`: it is had,
@@ -458,9 +563,16 @@ impl Swarm {
         });
     }
 
-    /// Every piece is verified: the download checks, syncs and renames the file.
-    pub fn finishing(&self) {
-        self.change(|s| s.phase = Phase::Finishing);
+    /// Every piece is verified: the download checks, syncs and renames the file. Returns
+    /// `false` (and changes nothing) if it was cancelled meanwhile.
+    pub fn finishing(&self) -> bool {
+        self.change(|s| {
+            if matches!(s.phase, Phase::Cancelled) {
+                return false;
+            }
+            s.phase = Phase::Finishing;
+            true
+        })
     }
 
     /// Ends a download: complete at its destination (`Ok`, with the stamp of the file every
@@ -585,7 +697,7 @@ impl Swarm {
     pub fn offer_recent(&self, piece: PieceIndex, buf: PieceBuf, len: usize) -> PieceBuf {
         let adopted = {
             let mut s = self.state.lock();
-            if !s.phase.is_running() || s.watchers.is_empty() {
+            if !s.phase.is_unfinished() || s.watchers.is_empty() {
                 return buf;
             }
             s.recent.adopt(piece, buf, len)
@@ -740,7 +852,7 @@ mod tests {
             assert_eq!(t.piece_source, [1, 1]);
         });
         swarm.finishing();
-        assert!(swarm.phase().is_running());
+        assert!(swarm.phase().is_active());
         swarm.end(Ok(None));
         swarm.inspect(|s| {
             assert!(matches!(s.phase(), Phase::Seeding));
@@ -768,6 +880,40 @@ mod tests {
         assert!(matches!(swarm.phase(), Phase::Failed(DownloadError::Stalled { .. })));
         let renamed = DownloadError::Rename { reason: "EXDEV".into(), part: "f.part".into() };
         assert!(renamed.keeps_part());
+    }
+
+    #[test]
+    fn pause_resume_and_cancel_follow_the_lifecycle() {
+        let swarm = download(2);
+        assert_eq!(swarm.pause(), Ok(Toggled::Done));
+        assert_eq!(swarm.pause(), Ok(Toggled::AlreadySo));
+        assert!(matches!(swarm.phase(), Phase::Paused));
+        // Paused: not at work, not over, still downloading to its destination.
+        assert!(!swarm.phase().is_active() && swarm.phase().is_unfinished());
+        assert_eq!(swarm.downloading_to(), Some(PathBuf::from("f")));
+        assert_eq!(swarm.unpause(), Ok(Toggled::Done));
+        assert_eq!(swarm.unpause(), Ok(Toggled::AlreadySo));
+        assert!(matches!(swarm.phase(), Phase::Fetching));
+        // Paused while its resume re-hashes: it waits paused once the check ends.
+        let checking = download(2);
+        checking.state.lock().phase = Phase::Checking;
+        assert_eq!(checking.pause(), Ok(Toggled::Done));
+        assert!(checking.inspect(|s| s.is_paused()));
+        checking.checked(Bitfield::empty(2));
+        assert!(matches!(checking.phase(), Phase::Paused));
+        // Cancelled: over, and no longer downloading anywhere; pausing it says so.
+        assert_eq!(checking.cancel(), Ok(()));
+        assert!(!checking.phase().is_unfinished());
+        assert_eq!(checking.downloading_to(), None);
+        assert_eq!(checking.pause(), Ok(Toggled::AlreadySo));
+        assert!(!checking.finishing());
+        // Complete: nothing to pause or cancel.
+        swarm.end(Ok(None));
+        assert!(matches!(swarm.pause(), Err(ControlError::Complete { .. })));
+        assert_eq!(
+            swarm.cancel().unwrap_err().to_string(),
+            "the download of f is complete; stop_share g f stops sharing it"
+        );
     }
 
     #[test]

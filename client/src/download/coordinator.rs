@@ -22,11 +22,12 @@ use common::{Bitfield, PieceIndex, PublicKey, Sha1Digest};
 
 use super::disk_writer::DownloadFile;
 use super::peer_set::{PeerPolicy, RefreshSchedule, Strike, MAX_BAD_PIECES};
+use super::record::Control;
 use super::scheduler::{PeerId, Scheduler};
 use super::tracker_calls::{TrackerCalls, TrackerJob, TrackerNews};
 use super::worker::{self, Event, HaveNews, Inbox, Job, Target};
 use super::{finish, part_file, Context};
-use crate::swarm::{DownloadError, StallCause, Swarm};
+use crate::swarm::{DownloadError, Phase, StallCause, Swarm};
 use crate::tracker_session::CallError;
 
 /// Pieces asked of one peer at a time.
@@ -78,16 +79,37 @@ pub struct Coordinator {
     computed: Vec<Option<Sha1Digest>>,
     /// Calls to the tracker, made off this thread.
     calls: TrackerCalls,
+    /// What the views tell this download (pause, resume, cancel).
+    control: Receiver<Control>,
+    /// Paused: no peer connected, no piece asked, no stall counted.
+    paused: bool,
+    /// Who waits for a cancel to be carried out (answered at the end of `run`).
+    cancel_done: Vec<Sender<()>>,
+}
+
+/// Why fetching stopped before every piece was had.
+enum Stop {
+    Failed(DownloadError),
+    /// The user cancelled the download.
+    Cancelled,
+}
+
+impl From<DownloadError> for Stop {
+    fn from(e: DownloadError) -> Stop {
+        Stop::Failed(e)
+    }
 }
 
 impl Coordinator {
-    /// The coordinator of `swarm`'s download (number `idx`) into `file`, with `ticket`.
+    /// The coordinator of `swarm`'s download (number `idx`) into `file`, with `ticket`,
+    /// told by the views on `control`.
     pub fn new(
         ctx: Context,
         idx: usize,
         swarm: Arc<Swarm>,
         ticket: Ticket,
         file: DownloadFile,
+        control: Receiver<Control>,
     ) -> Coordinator {
         let have = swarm.have();
         let target = Arc::new(Target {
@@ -96,6 +118,7 @@ impl Coordinator {
             file,
             writer: ctx.writer.clone(),
             swarm: Arc::clone(&swarm),
+            cap: Arc::clone(&ctx.download_cap),
         });
         // Unbounded in type, bounded by construction: a worker sends one event per request
         // it made (at most 2 in flight), per connection change, and at most one `Have`
@@ -124,6 +147,9 @@ impl Coordinator {
             progress_saved: Instant::now(),
             computed,
             swarm,
+            control,
+            paused: false,
+            cancel_done: Vec::new(),
         }
     }
 
@@ -134,7 +160,9 @@ impl Coordinator {
         let result = self.fetch(peers).and_then(|()| {
             let fetched = started.elapsed();
             self.stop_workers();
-            self.swarm.finishing();
+            if !self.swarm.finishing() {
+                return Err(Stop::Cancelled);
+            }
             let part = self.swarm.path();
             let dest = self.swarm.downloading_to().unwrap_or_else(|| part.clone());
             let stamp = finish::finish(
@@ -168,7 +196,7 @@ impl Coordinator {
                     self.calls.send(TrackerJob::Complete(request));
                 }
             }
-            Err(error) => {
+            Err(Stop::Failed(error)) => {
                 log::warn!("download of {name} failed: {error}");
                 self.ctx.registry.remove(&self.swarm);
                 if !error.keeps_part() {
@@ -176,22 +204,47 @@ impl Coordinator {
                 }
                 self.ctx.downloads.end(&self.swarm, Err(error));
             }
+            Err(Stop::Cancelled) => {
+                log::info!("download of {name} cancelled");
+                self.ctx.registry.remove(&self.swarm);
+                part_file::remove_own_part(&self.swarm.path(), &self.target.file.buffered);
+                self.ctx.downloads.changes().notify();
+            }
         }
         // After the outcome is visible: the last calls may wait for a tracker.
         self.calls.finish();
+        // Whoever cancelled waits for the file to be gone (and a cancel that came too late
+        // to stop the end hears that this thread is done).
+        let queued = self.control.try_iter().filter_map(|message| match message {
+            Control::Cancel { done } => Some(done),
+            Control::Look => None,
+        });
+        for done in self.cancel_done.drain(..).chain(queued.collect::<Vec<_>>()) {
+            let _ = done.send(());
+        }
     }
 
-    /// Fetches every piece. Errors are the reason the download failed.
-    fn fetch(&mut self, peers: Vec<PeerInfo>) -> Result<(), DownloadError> {
-        self.add_peers(peers);
+    /// Fetches every piece (pausing while the user says so). Errors are why it stopped.
+    fn fetch(&mut self, peers: Vec<PeerInfo>) -> Result<(), Stop> {
+        match self.swarm.phase() {
+            Phase::Cancelled => return Err(Stop::Cancelled),
+            Phase::Paused => self.paused = true,
+            _ => {
+                self.add_peers(peers);
+            }
+        }
         let ticker = tick(Duration::from_secs(1));
         let mut ticks = 0u32;
         loop {
-            self.dispatch();
+            if !self.paused {
+                self.dispatch();
+            }
             if self.scheduler.is_complete() {
                 return Ok(());
             }
-            self.check_stall()?;
+            if !self.paused {
+                self.check_stall()?;
+            }
             select! {
                 recv(self.events) -> event => {
                     // The coordinator holds a sender, so the channel never disconnects.
@@ -204,15 +257,51 @@ impl Coordinator {
                         self.hear(news);
                     }
                 }
+                recv(self.control) -> message => match message {
+                    Ok(Control::Look) => self.look(),
+                    Ok(Control::Cancel { done }) => {
+                        // Answered once the file is gone (`run`).
+                        self.cancel_done.push(done);
+                        return Err(Stop::Cancelled);
+                    }
+                    // The views are gone (the client is ending): go on until it does.
+                    Err(_) => {}
+                },
                 recv(ticker) -> _ => {
                     ticks += 1;
                     if ticks.is_multiple_of(DEFER_TICKS) {
                         self.scheduler.expire_deferrals();
                     }
                     self.announce();
-                    self.refresh_if_due();
+                    if !self.paused {
+                        self.refresh_if_due();
+                    }
                 }
             }
+        }
+    }
+
+    /// Follows the swarm's phase after a pause or resume: a paused download lets its peers
+    /// go (it keeps, and serves, its pieces); a resumed one asks the tracker for peers, with
+    /// a fresh ticket, at once.
+    fn look(&mut self) {
+        match self.swarm.phase() {
+            Phase::Paused if !self.paused => {
+                log::info!("download of {} paused", self.swarm.meta.name);
+                self.paused = true;
+                let peers: Vec<PeerId> = self.workers.keys().copied().collect();
+                for peer in peers {
+                    self.drop_worker(peer);
+                }
+            }
+            Phase::Fetching if self.paused => {
+                log::info!("download of {} resumed", self.swarm.meta.name);
+                self.paused = false;
+                self.stalled_since = None;
+                self.refresh.ask_now(Instant::now());
+                self.refresh_if_due();
+            }
+            _ => {}
         }
     }
 

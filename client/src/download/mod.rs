@@ -40,6 +40,7 @@ use common::hash::file_digest;
 use common::message::{FileMeta, PeerInfo, Reply, Request, Ticket};
 use common::{Bitfield, FileName, GroupId, Layout, PieceIndex, Sha1Digest};
 
+use crate::rate::RateCap;
 use crate::registry::Registry;
 use crate::swarm::{DownloadError, Phase, Swarm};
 use crate::tracker_session::{CallError, TrackerSession};
@@ -71,6 +72,9 @@ pub enum StartError {
     AlreadyRunning { name: FileName, path: String },
     #[error("unexpected reply from tracker: {0}")]
     UnexpectedReply(String),
+    /// Cancelled by the user while it was being checked.
+    #[error("cancelled")]
+    Cancelled,
 }
 
 /// What a download needs from the rest of the client.
@@ -85,6 +89,10 @@ pub struct Context {
     pub stall_timeout: Duration,
     /// Writes verified pieces to disk.
     pub writer: DiskWriter,
+    /// The download cap, all downloads together (`limit_rate down`).
+    pub download_cap: Arc<RateCap>,
+    /// The seeder's upload cap (`limit_rate up`), kept here for the operations.
+    pub upload_cap: Arc<RateCap>,
 }
 
 /// What a download's thread starts fetching with: its `.part` file, the peers and a ticket.
@@ -142,14 +150,18 @@ fn launch(
     swarm: Arc<Swarm>,
     prepare: impl FnOnce(&Context, &Swarm) -> Result<Prepared, StartError> + Send + 'static,
 ) {
-    let idx = ctx.downloads.add(Arc::clone(&swarm));
+    let (idx, control) = ctx.downloads.add(Arc::clone(&swarm));
     let (thread_ctx, thread_swarm) = (ctx.clone(), Arc::clone(&swarm));
     let spawned = thread::Builder::new().name(format!("dl-{idx}")).spawn(move || {
         let (ctx, swarm) = (thread_ctx, thread_swarm);
         match prepare(&ctx, &swarm) {
             Ok((file, peers, ticket)) => {
                 let file = DownloadFile::open(&swarm.path(), file);
-                Coordinator::new(ctx, idx, swarm, ticket, file).run(peers);
+                Coordinator::new(ctx, idx, swarm, ticket, file, control).run(peers);
+            }
+            Err(StartError::Cancelled) => {
+                ctx.registry.remove(&swarm);
+                ctx.downloads.changes().notify();
             }
             Err(e) => {
                 log::warn!("cannot resume {}: {e}", swarm.meta.name);
@@ -183,6 +195,10 @@ fn prepare_resume(ctx: &Context, swarm: &Swarm) -> Result<Prepared, StartError> 
     }
     log::info!("resuming {} with {} verified pieces", swarm.meta.name, have.count());
     swarm.checked(have);
+    if matches!(swarm.phase(), Phase::Cancelled) {
+        part_file::remove_own_part(&swarm.path(), &file);
+        return Err(StartError::Cancelled);
+    }
     ctx.registry.save();
     let (meta, peers, ticket) = get_file(ctx, &swarm.group, &swarm.meta.name)?;
     if meta.digest != swarm.meta.digest {

@@ -173,7 +173,16 @@ impl RefreshSchedule {
         }
     }
 
-    /// How long until the next ask is due, from `now`.
+    /// Ask at once (a resumed download): at the pace of news again.
+    pub fn ask_now(&mut self, now: Instant) {
+        self.interval = MIN_REFRESH;
+        match self.pending {
+            true => self.hurried = true,
+            false => self.next = now,
+        }
+    }
+
+    /// The pace now: the time from one answer to the next ask.
     pub fn interval(&self) -> Duration {
         self.interval
     }

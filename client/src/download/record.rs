@@ -15,12 +15,13 @@ use parking_lot::Mutex;
 use common::{FileName, GroupId, UserId};
 
 use crate::interrupt::Interrupt;
-use crate::swarm::{Changes, DownloadError, FileStamp, Phase, Swarm};
+use crate::swarm::{Changes, DownloadError, FileStamp, Phase, Swarm, Toggled};
 
 /// The state of a download.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DownloadState {
     Running,
+    Paused,
     Complete,
     Failed(String),
 }
@@ -28,6 +29,8 @@ pub enum DownloadState {
 /// What `show_downloads` shows of one download.
 #[derive(Debug, Clone)]
 pub struct DownloadRecord {
+    /// Its number in this session (`Downloads`), for views that follow one download.
+    pub id: usize,
     pub group: GroupId,
     pub name: FileName,
     pub dest: PathBuf,
@@ -64,17 +67,21 @@ pub struct DownloadRecord {
 pub use crate::swarm::{PIECE_MISSING, PIECE_NOT_TIMED, PIECE_OTHER_PEER, PIECE_RESUMED};
 
 impl DownloadRecord {
-    /// The record of `swarm`'s download as it is now; `None` for a swarm that is not a
-    /// download.
-    pub fn of(swarm: &Swarm) -> Option<DownloadRecord> {
+    /// The record of `swarm`'s download (number `id` of the session) as it is now; `None`
+    /// for a swarm that is not a download, or a cancelled one.
+    pub fn of(id: usize, swarm: &Swarm) -> Option<DownloadRecord> {
         swarm.inspect(|s| {
             let t = s.transfer()?;
             let state = match s.phase() {
+                _ if s.is_paused() => DownloadState::Paused,
                 Phase::Checking | Phase::Fetching | Phase::Finishing => DownloadState::Running,
+                Phase::Paused => DownloadState::Paused,
                 Phase::Seeding => DownloadState::Complete,
                 Phase::Failed(e) => DownloadState::Failed(e.to_string()),
+                Phase::Cancelled => return None,
             };
             Some(DownloadRecord {
+                id,
                 group: swarm.group.clone(),
                 name: swarm.meta.name.clone(),
                 dest: t.dest.clone(),
@@ -127,6 +134,16 @@ impl DownloadRecord {
                     self.group, self.name, self.n_have, self.n_pieces, self.n_peers
                 )
             }
+            DownloadState::Paused => {
+                let percent = match self.n_pieces {
+                    0 => 100.0,
+                    n => 100.0 * f64::from(self.n_have) / f64::from(n),
+                };
+                format!(
+                    "[P] [{}] {} {percent:.0}% ({}/{} pieces) paused",
+                    self.group, self.name, self.n_have, self.n_pieces
+                )
+            }
             DownloadState::Complete => {
                 let resumed = if self.n_resumed > 0 {
                     format!("{} pieces resumed; ", self.n_resumed)
@@ -163,6 +180,7 @@ impl DownloadRecord {
         let seconds = self.seconds();
         let (state, reason) = match &self.state {
             DownloadState::Running => ("downloading", None),
+            DownloadState::Paused => ("paused", None),
             DownloadState::Complete => ("complete", None),
             DownloadState::Failed(reason) => ("failed", Some(reason.as_str())),
         };
@@ -215,15 +233,46 @@ impl DownloadRecord {
 /// Called with the record of a download that just finished (complete or failed).
 pub type FinishHook = Box<dyn Fn(&DownloadRecord) + Send + Sync>;
 
-/// The downloads of this session, in the order they started.
+/// What a download's coordinator is told by the views.
+#[derive(Debug)]
+pub enum Control {
+    /// The swarm was paused or resumed: look at its phase.
+    Look,
+    /// The swarm was cancelled: remove the `.part` file and stop; then say so on `done`.
+    Cancel { done: crossbeam_channel::Sender<()> },
+}
+
+/// One download of the session.
+struct Entry {
+    swarm: Arc<Swarm>,
+    /// To its coordinator (bounded: a full queue already has a `Look` waiting).
+    control: crossbeam_channel::Sender<Control>,
+}
+
+/// Why a download cannot be found or controlled. `Display` is the text after `error: `.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FindError {
+    #[error("no download of {name} in group {group} in this session; show_downloads lists them")]
+    NoDownload { group: GroupId, name: FileName },
+    #[error(transparent)]
+    Control(#[from] crate::swarm::ControlError),
+    #[error("the download of {name} did not stop within {secs} s; it stops when its thread ends")]
+    Slow { name: FileName, secs: u64 },
+}
+
+/// The downloads of this session, in the order they started; a download's number is its
+/// place here.
 #[derive(Default)]
 pub struct Downloads {
-    swarms: Mutex<Vec<Arc<Swarm>>>,
+    entries: Mutex<Vec<Entry>>,
     /// Told by every download's swarm of each change; its lock orders the ends of
     /// downloads with `mute`/`unmute`.
     changes: Arc<Changes>,
     on_finish: Mutex<Option<FinishHook>>,
 }
+
+/// How long `cancel` waits for the download's thread to remove its file.
+const CANCEL_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Downloads {
     /// Where downloads' swarms tell their changes.
@@ -231,19 +280,77 @@ impl Downloads {
         &self.changes
     }
 
-    /// Adds a download; returns its index.
-    pub fn add(&self, swarm: Arc<Swarm>) -> usize {
-        let mut swarms = self.swarms.lock();
-        swarms.push(swarm);
-        let idx = swarms.len() - 1;
-        drop(swarms);
+    /// Adds a download; returns its number and where its coordinator hears from the views.
+    pub fn add(&self, swarm: Arc<Swarm>) -> (usize, crossbeam_channel::Receiver<Control>) {
+        let (control, heard) = crossbeam_channel::bounded(4);
+        let mut entries = self.entries.lock();
+        entries.push(Entry { swarm, control });
+        let id = entries.len() - 1;
+        drop(entries);
         self.changes.notify();
-        idx
+        (id, heard)
     }
 
-    /// The downloads (not failed) whose destination is `dest`, still under way.
+    /// Whether a download not over yet (paused included) goes to `dest`.
     pub fn running_to(&self, dest: &std::path::Path) -> bool {
-        self.swarms.lock().iter().any(|s| s.downloading_to().as_deref() == Some(dest))
+        self.entries.lock().iter().any(|e| e.swarm.downloading_to().as_deref() == Some(dest))
+    }
+
+    /// The newest download of `name` in `group` that is not over, else the newest at all
+    /// (not cancelled).
+    fn find(
+        &self,
+        group: &GroupId,
+        name: &FileName,
+    ) -> Result<(Arc<Swarm>, crossbeam_channel::Sender<Control>), FindError> {
+        let entries = self.entries.lock();
+        let of_it = || {
+            entries.iter().rev().filter(|e| {
+                &e.swarm.group == group
+                    && &e.swarm.meta.name == name
+                    && !matches!(e.swarm.phase(), Phase::Cancelled)
+            })
+        };
+        of_it()
+            .find(|e| e.swarm.phase().is_unfinished())
+            .or_else(|| of_it().next())
+            .map(|e| (Arc::clone(&e.swarm), e.control.clone()))
+            .ok_or_else(|| FindError::NoDownload { group: group.clone(), name: name.clone() })
+    }
+
+    /// Pauses the download of `name` in `group`: it lets its peers go and keeps (and
+    /// serves) its pieces.
+    pub fn pause(&self, group: &GroupId, name: &FileName) -> Result<Toggled, FindError> {
+        let (swarm, control) = self.find(group, name)?;
+        let toggled = swarm.pause()?;
+        let _ = control.try_send(Control::Look);
+        Ok(toggled)
+    }
+
+    /// Goes on with the paused download of `name` in `group`.
+    pub fn resume(&self, group: &GroupId, name: &FileName) -> Result<Toggled, FindError> {
+        let (swarm, control) = self.find(group, name)?;
+        let toggled = swarm.unpause()?;
+        let _ = control.try_send(Control::Look);
+        Ok(toggled)
+    }
+
+    /// Cancels the download of `name` in `group` and waits (a few seconds at most) until
+    /// its thread removed its `.part` file; it is then no download of any view.
+    pub fn cancel(&self, group: &GroupId, name: &FileName) -> Result<(), FindError> {
+        let (swarm, control) = self.find(group, name)?;
+        swarm.cancel()?;
+        let (done, stopped) = crossbeam_channel::bounded(1);
+        // Waits for room: a full queue holds only `Look`s, which the coordinator takes.
+        let _ = control.send_timeout(Control::Cancel { done }, CANCEL_WAIT);
+        self.changes.notify();
+        match stopped.recv_timeout(CANCEL_WAIT) {
+            // Done, or the thread had ended already (nothing left to remove).
+            Ok(()) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Ok(()),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                Err(FindError::Slow { name: name.clone(), secs: CANCEL_WAIT.as_secs() })
+            }
+        }
     }
 
     /// Ends `swarm`'s download (complete, with the stamp of its verified file, or failed),
@@ -258,12 +365,14 @@ impl Downloads {
             !hub.muted
         };
         self.changes.notify();
-        if announce {
-            if let (Some(hook), Some(record)) =
-                (self.on_finish.lock().as_ref(), DownloadRecord::of(swarm))
-            {
-                hook(&record);
-            }
+        if !announce {
+            return;
+        }
+        let id = self.entries.lock().iter().position(|e| std::ptr::eq(&*e.swarm, swarm));
+        if let (Some(hook), Some(record)) =
+            (self.on_finish.lock().as_ref(), id.and_then(|id| DownloadRecord::of(id, swarm)))
+        {
+            hook(&record);
         }
     }
 
@@ -291,21 +400,23 @@ impl Downloads {
         *self.on_finish.lock() = hook;
     }
 
-    /// The record of every download, as of now.
+    /// The record of every download (cancelled ones left out), as of now.
     pub fn snapshot(&self) -> Vec<DownloadRecord> {
-        let swarms: Vec<Arc<Swarm>> = self.swarms.lock().clone();
-        swarms.iter().filter_map(|s| DownloadRecord::of(s)).collect()
+        let swarms: Vec<Arc<Swarm>> =
+            self.entries.lock().iter().map(|e| Arc::clone(&e.swarm)).collect();
+        swarms.iter().enumerate().filter_map(|(id, s)| DownloadRecord::of(id, s)).collect()
     }
 
-    /// Blocks until no download is running, then returns the records; `None` if
-    /// `interrupt` fires first (`wake` must be called on each interrupt).
+    /// Blocks until no download is at work (paused ones do not count), then returns the
+    /// records; `None` if `interrupt` fires first (`wake` must be called on each
+    /// interrupt).
     pub fn wait_idle(&self, interrupt: &Interrupt) -> Option<Vec<DownloadRecord>> {
         let mut hub = self.changes.lock();
         loop {
             // Under the views' lock: a swarm tells of a change after it made it, taking
             // this lock, so no change between this look and the wait is missed.
-            let running = self.swarms.lock().iter().any(|s| s.phase().is_running());
-            if !running {
+            let active = self.entries.lock().iter().any(|e| e.swarm.phase().is_active());
+            if !active {
                 return Some(self.snapshot());
             }
             if interrupt.is_fired() {

@@ -29,6 +29,7 @@ use parking_lot::Mutex;
 use super::disk_writer::{DiskWriter, DownloadFile, PieceWrite};
 use super::scheduler::PeerId;
 use crate::piece_buf::{piece_buf, PieceBuf};
+use crate::rate::RateCap;
 use crate::readiness;
 use crate::swarm::Swarm;
 
@@ -104,6 +105,9 @@ pub struct Target {
     /// The download's swarm: its metadata (piece hashes, layout), and where the newest
     /// verified pieces are kept for our seeder.
     pub swarm: Arc<Swarm>,
+    /// The download cap, all downloads together: each request waits for its piece's
+    /// share of it.
+    pub cap: Arc<RateCap>,
 }
 
 /// Connects to `addr`, which must prove `key`, and serves jobs until the job channel closes
@@ -174,35 +178,48 @@ fn work(
         let _ = free_tx.send(piece_buf());
     }
     let mut outstanding: VecDeque<(PieceIndex, Instant)> = VecDeque::new();
+    // A job taken that the download cap did not let go yet.
+    let mut held: Option<PieceIndex> = None;
     let mut closed = false;
     let n_pieces = target.swarm.layout.n_pieces();
     loop {
-        // Keep the pipeline full.
+        // Keep the pipeline full, as far as the download cap lets this piece go now.
+        let mut cap_wait = None;
         while !closed && outstanding.len() < PIPELINE {
-            match jobs.try_recv() {
-                Ok(Job { piece }) => {
-                    if let Some(fresh) = renewal(&target.ticket, ticket_expires) {
-                        ticket_expires = fresh.expires;
-                        conn.send(&PeerRequest::Renew { ticket: fresh })?;
+            let piece = match held.take() {
+                Some(piece) => piece,
+                None => match jobs.try_recv() {
+                    Ok(Job { piece }) => piece,
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        closed = true;
+                        break;
                     }
-                    conn.send(&PeerRequest::GetPiece { piece })?;
-                    outstanding.push_back((piece, Instant::now()));
-                }
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => closed = true,
+                },
+            };
+            // The download cap: a request that does not fit now is held, and the replies
+            // to those on the wire are read meanwhile.
+            if let Err(wait) = target.cap.try_take(target.swarm.layout.piece_len(piece)) {
+                held = Some(piece);
+                cap_wait = Some(wait);
+                break;
             }
+            if let Some(fresh) = renewal(&target.ticket, ticket_expires) {
+                ticket_expires = fresh.expires;
+                conn.send(&PeerRequest::Renew { ticket: fresh })?;
+            }
+            conn.send(&PeerRequest::GetPiece { piece })?;
+            outstanding.push_back((piece, Instant::now()));
         }
         if outstanding.is_empty() {
             if closed {
                 return Ok(());
             }
-            // Nothing on the wire: wait for a job, or for what the peer pushes.
-            let ready = readiness::wait(
-                conn.socket(),
-                conn.has_buffered(),
-                Some(&inbox.wake),
-                READ_TIMEOUT,
-            )?;
+            // Nothing on the wire: wait for a job, for what the peer pushes, or until the
+            // held request fits under the cap.
+            let timeout = cap_wait.map_or(READ_TIMEOUT, |w| w.min(READ_TIMEOUT));
+            let ready =
+                readiness::wait(conn.socket(), conn.has_buffered(), Some(&inbox.wake), timeout)?;
             if ready.closed {
                 closed = true;
             }

@@ -4,8 +4,12 @@
 //!
 //! Format: postcard of `(format: u32, users: map of user -> [share])`, the format first so
 //! that a file of another format is recognised before the rest is read. Golden-byte tests
-//! pin format 1: a change to the encoding must come with a new format number, and a file of
-//! an unknown format is refused with the way out, never misread or overwritten.
+//! pin every format: a change to the encoding must come with a new format number, older
+//! formats are still read, and a file of an unknown format is refused with the way out,
+//! never misread or overwritten.
+//!
+//! - Format 1: group, metadata, path, pieces had, destination of a download.
+//! - Format 2 (issue 20): and whether the download is paused.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -15,8 +19,8 @@ use serde::{Deserialize, Serialize};
 use common::message::FileMeta;
 use common::{Bitfield, GroupId, UserId};
 
-/// The format this build reads and writes.
-pub const FORMAT: u32 = 1;
+/// The format this build writes (it reads this one and every older one).
+pub const FORMAT: u32 = 2;
 
 /// One share as saved.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -29,6 +33,25 @@ pub struct SavedShare {
     pub have: Bitfield,
     /// The final path of a download under way; `None` for a complete file.
     pub destination: Option<PathBuf>,
+    /// A download the user paused (format 2).
+    pub paused: bool,
+}
+
+/// A share as format 1 saved it.
+#[derive(Deserialize)]
+struct SavedShareV1 {
+    group: GroupId,
+    meta: FileMeta,
+    path: PathBuf,
+    have: Bitfield,
+    destination: Option<PathBuf>,
+}
+
+impl From<SavedShareV1> for SavedShare {
+    fn from(v1: SavedShareV1) -> SavedShare {
+        let SavedShareV1 { group, meta, path, have, destination } = v1;
+        SavedShare { group, meta, path, have, destination, paused: false }
+    }
 }
 
 /// Every user's saved shares.
@@ -37,7 +60,7 @@ pub type SavedUsers = BTreeMap<UserId, Vec<SavedShare>>;
 /// Why the state file cannot be read.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
-    #[error("it has format {found}; this client reads format {FORMAT}")]
+    #[error("it has format {found}; this client reads formats 1 to {FORMAT}")]
     UnknownFormat { found: u32 },
     #[error("it is corrupt: {0}")]
     Corrupt(#[from] postcard::Error),
@@ -50,9 +73,9 @@ struct StateRef<'a> {
 }
 
 #[derive(Deserialize)]
-struct State {
+struct State<S> {
     _format: u32,
-    users: SavedUsers,
+    users: BTreeMap<UserId, Vec<S>>,
 }
 
 /// The file's bytes for `users`.
@@ -65,10 +88,17 @@ pub fn encode<'a>(
 /// The users' shares in `bytes`.
 pub fn decode(bytes: &[u8]) -> Result<SavedUsers, DecodeError> {
     let (format, _) = postcard::take_from_bytes::<u32>(bytes)?;
-    if format != FORMAT {
-        return Err(DecodeError::UnknownFormat { found: format });
+    match format {
+        1 => {
+            let users = postcard::from_bytes::<State<SavedShareV1>>(bytes)?.users;
+            Ok(users
+                .into_iter()
+                .map(|(u, s)| (u, s.into_iter().map(Into::into).collect()))
+                .collect())
+        }
+        FORMAT => Ok(postcard::from_bytes::<State<SavedShare>>(bytes)?.users),
+        found => Err(DecodeError::UnknownFormat { found }),
     }
-    Ok(postcard::from_bytes::<State>(bytes)?.users)
 }
 
 #[cfg(test)]
@@ -91,6 +121,7 @@ mod tests {
             path: PathBuf::from("/d/a.txt.part"),
             have: Bitfield::empty(1),
             destination: Some(PathBuf::from("/d/a.txt")),
+            paused: true,
         };
         BTreeMap::from([(UserId::new("al").unwrap(), vec![share])])
     }
@@ -99,15 +130,13 @@ mod tests {
         bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
 
-    /// Format 1, byte for byte: a change here is a change of format, and needs a new
-    /// `FORMAT` (and a way to read the old one).
-    #[test]
-    fn format_1_golden_bytes() {
+    /// The bytes of `sample()` in `format`, as pinned: format 1 has no `paused` byte.
+    fn golden(format: u8) -> String {
         let users = sample();
-        let bytes = encode(users.iter().map(|(u, s)| (u, s.as_slice()))).unwrap();
         let digest = hex(&users[&UserId::new("al").unwrap()][0].meta.digest.0);
-        let expected = format!(
-            "01\
+        let paused = if format >= 2 { "01" } else { "" };
+        format!(
+            "{format:02x}\
              01\
              02616c\
              01\
@@ -118,20 +147,46 @@ mod tests {
              01{}\
              0d2f642f612e7478742e70617274\
              010100\
-             01082f642f612e747874",
+             01082f642f612e747874\
+             {paused}",
             "ab".repeat(20)
-        );
-        assert_eq!(hex(&bytes), expected);
+        )
+    }
+
+    fn unhex(text: &str) -> Vec<u8> {
+        (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// Format 2, byte for byte: a change here is a change of format, and needs a new
+    /// `FORMAT` (and a way to read the old one).
+    #[test]
+    fn format_2_golden_bytes() {
+        let users = sample();
+        let bytes = encode(users.iter().map(|(u, s)| (u, s.as_slice()))).unwrap();
+        assert_eq!(hex(&bytes), golden(2));
         assert_eq!(decode(&bytes).unwrap(), users);
+    }
+
+    /// Format 1 (before pausing existed) is still read: nothing in it is paused.
+    #[test]
+    fn format_1_is_still_read() {
+        let mut expected = sample();
+        for shares in expected.values_mut() {
+            shares.iter_mut().for_each(|s| s.paused = false);
+        }
+        assert_eq!(decode(&unhex(&golden(1))).unwrap(), expected);
     }
 
     #[test]
     fn another_format_is_refused_before_the_rest_is_read() {
         let mut bytes = encode(sample().iter().map(|(u, s)| (u, s.as_slice()))).unwrap();
-        bytes[0] = 2;
+        bytes[0] = 3;
         let err = decode(&bytes).unwrap_err();
-        assert!(matches!(err, DecodeError::UnknownFormat { found: 2 }));
-        assert_eq!(err.to_string(), "it has format 2; this client reads format 1");
+        assert!(matches!(err, DecodeError::UnknownFormat { found: 3 }));
+        assert_eq!(err.to_string(), "it has format 3; this client reads formats 1 to 2");
         // Even when what follows is not format 1's at all.
         assert!(matches!(decode(&[7, 0xff, 0xff]), Err(DecodeError::UnknownFormat { found: 7 })));
     }

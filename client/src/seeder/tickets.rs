@@ -10,7 +10,7 @@
 //! and it has not expired; both memories are bounded (`MAX_APPROVED`, `MAX_REFUSED`).
 
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::message::Ticket;
 
@@ -121,35 +121,12 @@ impl TokenBucket {
     }
 }
 
-/// Spaces sends to `bytes_per_sec` over every connection: each send reserves its share of
-/// time after the ones before it.
-#[derive(Debug, Clone)]
-pub struct Pacer {
-    bytes_per_sec: u64,
-    next_free: Instant,
-}
-
-impl Pacer {
-    /// A pacer for `bytes_per_sec` (more than 0), free at `now`.
-    pub fn new(bytes_per_sec: u64, now: Instant) -> Pacer {
-        Pacer { bytes_per_sec: bytes_per_sec.max(1), next_free: now }
-    }
-
-    /// Reserves the time to send `len` bytes, asked at `now`; returns when the send may
-    /// start.
-    pub fn reserve(&mut self, len: usize, now: Instant) -> Instant {
-        let cost = Duration::from_secs_f64(len as f64 / self.bytes_per_sec as f64);
-        let start = self.next_free.max(now);
-        self.next_free = start + cost;
-        start
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use common::{GroupId, PublicKey, Sha1Digest, UserId};
     use proptest::prelude::*;
+    use std::time::Duration;
 
     fn ticket(expires: u64, mac: u8) -> Ticket {
         Ticket {
@@ -194,17 +171,6 @@ mod tests {
         assert_eq!(book.judge(&ticket(1060, 202), 1000, later), Verdict::Busy);
     }
 
-    #[test]
-    fn the_pacer_spaces_sends_to_the_cap() {
-        let now = Instant::now();
-        let mut pacer = Pacer::new(1000, now);
-        assert_eq!(pacer.reserve(500, now), now);
-        assert_eq!(pacer.reserve(500, now), now + Duration::from_millis(500));
-        // Idle time is not saved up.
-        let later = now + Duration::from_secs(10);
-        assert_eq!(pacer.reserve(100, later), later);
-    }
-
     proptest! {
         /// Over any run of takes, a bucket never gives more than its burst plus its rate
         /// times the time elapsed.
@@ -236,20 +202,6 @@ mod tests {
             }
             prop_assert!(book.approved.len() <= MAX_APPROVED);
             prop_assert!(book.refused.len() <= MAX_REFUSED);
-        }
-
-        /// Pacing: the sends of a run start no sooner than the cap allows.
-        #[test]
-        fn sends_never_beat_the_cap(lens in proptest::collection::vec(1usize..600_000, 1..50)) {
-            let start = Instant::now();
-            let mut pacer = Pacer::new(1_000_000, start);
-            let mut sent = 0usize;
-            for len in lens {
-                let at = pacer.reserve(len, start);
-                let floor = Duration::from_secs_f64(sent as f64 / 1e6);
-                prop_assert!(at - start + Duration::from_micros(1) >= floor);
-                sent += len;
-            }
         }
     }
 }

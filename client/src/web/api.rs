@@ -427,17 +427,17 @@ pub fn downloads_json(peer: &Peer) -> Value {
     };
     let downloads: Vec<Value> = records
         .iter()
-        .enumerate()
-        .map(|(id, r)| {
+        .map(|r| {
             let mut v = r.json_value();
             let bytes_done = (u64::from(r.n_have) * common::PIECE_SIZE as u64).min(r.size);
             let seconds = r.seconds();
             let rate = if seconds > 0.0 { r.bytes_fetched as f64 / seconds } else { 0.0 };
             if let Some(map) = v.as_object_mut() {
-                map.insert("id".into(), json!(id));
+                map.insert("id".into(), json!(r.id));
                 map.insert("bytes_done".into(), json!(bytes_done));
                 map.insert("bytes_per_sec".into(), json!(rate.round()));
                 map.insert("running".into(), json!(r.state == DownloadState::Running));
+                map.insert("paused".into(), json!(r.state == DownloadState::Paused));
                 map.insert(
                     "sources".into(),
                     json!(r.sources.iter().map(|a| a.to_string()).collect::<Vec<_>>()),

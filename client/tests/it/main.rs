@@ -17,4 +17,5 @@ mod robustness;
 mod scripts;
 mod secure_links;
 mod support;
+mod transfer_control;
 mod web;
