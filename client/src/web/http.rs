@@ -158,7 +158,7 @@ fn with_body(
 pub struct Response {
     pub status: u16,
     pub content_type: &'static str,
-    /// Further headers, such as `Set-Cookie` or `Location`.
+    /// Further headers, such as `Allow`.
     pub headers: Vec<(&'static str, String)>,
     pub body: Vec<u8>,
 }
@@ -231,7 +231,6 @@ fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         204 => "No Content",
-        303 => "See Other",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",
