@@ -43,6 +43,15 @@ impl Request {
             (percent_decode(k)? == key).then(|| percent_decode(v)).flatten()
         })
     }
+
+    /// Whether the query names `key`, whatever its value (even one that does not decode)
+    /// and however the name is percent-encoded.
+    pub fn has_query_key(&self, key: &str) -> bool {
+        self.query.split('&').any(|pair| {
+            let k = pair.split_once('=').map_or(pair, |(k, _)| k);
+            k == key || percent_decode(k).is_some_and(|k| k == key)
+        })
+    }
 }
 
 /// Why a request could not be read. Each maps to the status it is answered with.
