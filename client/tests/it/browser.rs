@@ -520,6 +520,13 @@ fn in_a_browser_a_user_runs_a_group_and_watches_a_download_from_two_seeders_fill
         "the page again, logged in",
         r##"document.querySelector("#account-line").textContent.startsWith("alice · tracker ")"##,
     );
+    // A tab without the token says where to find it.
+    browser.run("sessionStorage.clear()");
+    browser.navigate(&dash_origin);
+    browser.wait_for(
+        "the page asking for its token",
+        r##"document.querySelector("#error").textContent.includes("needs the client's access token")"##,
+    );
 }
 
 /// A plain HTTP server on another port of 127.0.0.1 that answers every request with a small

@@ -185,6 +185,16 @@ fn the_dashboard_refuses_strangers_other_sites_state_changing_gets_and_big_bodie
         assert_eq!(answer.status, 400, "{path} {body}: {answer:?}");
         assert!(answer.json()["error"].is_string(), "{answer:?}");
     }
+    // Issue 21: a name with an invisible or bidirectional character, as in the REPL.
+    for (path, body, code) in [
+        ("/api/create_group", json!({ "group": "g\u{200b}1" }), "U+200B"),
+        ("/api/login", json!({ "user": "bob\u{202e}", "password": "pw" }), "U+202E"),
+    ] {
+        let answer = web.post(path, body);
+        assert_eq!(answer.status, 400, "{path}: {answer:?}");
+        let error = answer.json()["error"].as_str().unwrap().to_string();
+        assert!(error.contains(code) && error.contains("invisible"), "{error}");
+    }
     let answer = web.post("/api/create_group", json!({ "group": "g" }));
     assert_eq!(answer.status, 409, "{answer:?}");
     assert_eq!(answer.json()["error"], "not logged in");
