@@ -262,9 +262,23 @@ pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
     Ok(Some(command))
 }
 
-/// The command a mistyped `word` most likely meant: one at most two edits away (a swap of
-/// two neighbours is one edit), or else the only one that starts with it.
+/// Whether `word`, typed as a command, is `name` or may have been meant as it: the same but
+/// for case, suggested as it (`suggest`), at most two edits from it, or `name` with more
+/// glued on (`login:alice`). The REPL keeps a line whose command may mean `login` or
+/// `create_user` out of its history (issue 21), so this errs towards yes.
+pub fn may_mean(word: &str, name: &str) -> bool {
+    let word = word.to_lowercase();
+    word.starts_with(name)
+        || strsim::damerau_levenshtein(&word, name) <= 2
+        || suggest(&word) == Some(name)
+}
+
+/// The command a mistyped `word` most likely meant, whatever its case: one at most two
+/// edits away (a swap of two neighbours is one edit), or else the only one that starts
+/// with it.
 fn suggest(word: &str) -> Option<&'static str> {
+    let word = word.to_lowercase();
+    let word = word.as_str();
     let closest = COMMANDS
         .iter()
         .map(|c| (strsim::damerau_levenshtein(word, c.name), c.name))
@@ -410,6 +424,30 @@ mod tests {
             error("help lgoin"),
             "unknown command 'lgoin'; did you mean 'login'? (type help for the list)"
         );
+        // Case does not hide a near miss (issue 21).
+        assert_eq!(
+            error("LOGIN a b"),
+            "unknown command 'LOGIN'; did you mean 'login'? (type help for the list)"
+        );
+        assert_eq!(
+            error("Create_Usr a b"),
+            "unknown command 'Create_Usr'; did you mean 'create_user'? (type help for the list)"
+        );
+    }
+
+    #[test]
+    fn words_that_may_mean_a_command_are_told_apart_from_others() {
+        for word in
+            ["login", "LOGIN", "Login", "logni", "lgoin", "logi", "log", "loginx", "login:a"]
+        {
+            assert!(may_mean(word, "login"), "{word}");
+        }
+        for word in ["create_user", "CREATE_USER", "createuser", "create-user", "create_u"] {
+            assert!(may_mean(word, "create_user"), "{word}");
+        }
+        for word in ["logout", "list_groups", "lo", "create_group", "creat", "help"] {
+            assert!(!may_mean(word, "login") && !may_mean(word, "create_user"), "{word}");
+        }
     }
 
     #[test]

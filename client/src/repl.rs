@@ -182,25 +182,22 @@ fn start_notices(
 }
 
 /// Whether `line` may be kept in the REPL history: not blank, and not a command that
-/// carries a password. The command word is found as `command::parse` finds it (shell-like
-/// splitting); a line that does not split (unbalanced quotes) is judged by its first word
-/// with quotes removed, so a mistyped `login` line is dropped too.
+/// carries a password, nor one that may have been meant as such (issue 21: `LOGIN alice
+/// pw`, `logni alice pw`, `login\u{a0}alice pw` must not reach the history file either).
+/// The command word is found as `command::parse` finds it (shell-like splitting), then cut
+/// at any Unicode whitespace; a line that does not split (unbalanced quotes) is judged by
+/// its first word with quotes removed. `command::may_mean` errs towards dropping a line.
 pub fn keep_in_history(line: &str) -> bool {
     let trimmed = line.trim();
     if trimmed.is_empty() {
         return false;
     }
-    let word = match shlex::split(trimmed) {
+    let first = match shlex::split(trimmed) {
         Some(words) => words.into_iter().next().unwrap_or_default(),
-        None => trimmed
-            .split_whitespace()
-            .next()
-            .unwrap_or_default()
-            .chars()
-            .filter(|c| !matches!(c, '"' | '\'' | '\\'))
-            .collect(),
+        None => trimmed.chars().filter(|c| !matches!(c, '"' | '\'' | '\\')).collect(),
     };
-    !SECRET_COMMANDS.contains(&word.as_str())
+    let word = first.split(char::is_whitespace).next().unwrap_or_default();
+    !SECRET_COMMANDS.iter().any(|secret| command::may_mean(word, secret))
 }
 
 /// Drops history lines that carry passwords, such as those an older version kept, from
@@ -282,13 +279,39 @@ mod tests {
         check("login", false);
     }
 
+    /// Issue 21: a mistyped password command, in any case or spacing, is dropped too.
+    #[test]
+    fn lines_that_may_mean_a_password_command_are_not_kept() {
+        for line in [
+            "LOGIN alice pw",
+            "Login alice pw",
+            "logni alice pw",
+            "lgoin alice pw",
+            "logi alice pw",
+            "loginx alice pw",
+            "login:alice pw",
+            "\tlogin\talice  pw",
+            "login\u{a0}alice pw",
+            "\u{3000}login alice pw",
+            "lgoin\u{a0}alice pw",
+            "CREATE_USER alice pw",
+            "createuser alice pw",
+            "create-user alice pw",
+            "create_usr alice pw",
+            "Create_User 'alice' \"pw",
+        ] {
+            check(line, false);
+        }
+    }
+
     #[test]
     fn other_lines_are_kept_and_blank_ones_are_not() {
         check("list_groups", true);
         check("join_group g", true);
         check("download_file g login /tmp", true);
         check("logout", true);
-        check("loginx alice pw", true);
+        check("create_group g", true);
+        check("logout --all", true);
         check("# login alice pw", true);
         check("", false);
         check("   ", false);

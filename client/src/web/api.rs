@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 use common::message::TrackerRole;
 use common::IdError;
 
-use super::guard::{Guard, Refusal};
+use super::guard::Guard;
 use super::http::{Request, Response};
 use crate::download::record::DownloadState;
 use crate::peer::{CommandError, Peer};
@@ -101,15 +101,12 @@ fn route(peer: &Peer, guard: &Guard, request: &Request) -> Result<Value, ApiErro
     let name = request.path.strip_prefix("/api/").unwrap_or_default();
     let kind = kind(&request.path)
         .ok_or_else(|| ApiError { status: 404, message: format!("no endpoint /api/{name}") })?;
-    if !guard.has_token(request) {
-        return Err(ApiError { status: 401, message: Refusal::Token.to_string() });
-    }
+    guard
+        .check_token(request)
+        .map_err(|refusal| ApiError { status: refusal.status(), message: refusal.to_string() })?;
     match (kind, request.method.as_str()) {
         (Kind::Read, "GET") => read(peer, name, request),
         (Kind::Change, "POST") => {
-            if !guard.has_token_header(request) {
-                return Err(ApiError { status: 401, message: Refusal::TokenHeader.to_string() });
-            }
             let json_body = request.header("content-type").is_some_and(|t| {
                 t.split(';').next().is_some_and(|t| t.trim() == "application/json")
             });

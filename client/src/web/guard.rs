@@ -7,9 +7,12 @@
 //! - `Origin`, when sent (browsers send it on every POST and on cross-site requests), must be
 //!   `http://` and one of those names; `Sec-Fetch-Site`, when sent, must be `same-origin`
 //!   or `none` (typed in the address bar).
-//! - The token comes from the URL the client printed (`?token=`, once, then a cookie), or
-//!   from an `Authorization: Bearer` header. A request that changes state must carry it in
-//!   the header: a cookie alone, which a browser attaches by itself, is not enough.
+//! - The token travels only in an `Authorization: Bearer` header, which a browser never
+//!   adds by itself. The printed URL carries it in its fragment (`/#token=`), which
+//!   browsers never send; the page reads it there. It is never in a cookie: cookies ignore
+//!   ports, so a browser would send one to every server on 127.0.0.1 (issue 21: another
+//!   local server stole it that way). A URL with `?token=` is refused, not taken: the
+//!   token would be in the browser's history and in the logs of whatever saw the URL.
 
 use std::net::SocketAddr;
 
@@ -27,18 +30,24 @@ pub enum Refusal {
     #[error("cross-site request ({0})")]
     CrossSite(String),
     #[error(
-        "missing or wrong access token: open the URL the client printed (type web in its REPL)"
+        "missing or wrong access token: it goes in an Authorization: Bearer header (open the \
+         URL the client printed, or type web in its REPL)"
     )]
     Token,
-    #[error("a request that changes state needs the token in an Authorization: Bearer header")]
-    TokenHeader,
+    #[error(
+        "the access token is never taken from a URL's query: open the URL the client printed \
+         (the token is after #), or send it in an Authorization: Bearer header"
+    )]
+    TokenInUrl,
 }
 
 impl Refusal {
-    /// The status a refusal is answered with: 401 for the token, 403 for the rest.
+    /// The status a refusal is answered with: 401 for a missing or wrong token, 400 for a
+    /// token in the query, 403 for the rest.
     pub fn status(&self) -> u16 {
         match self {
-            Refusal::Token | Refusal::TokenHeader => 401,
+            Refusal::Token => 401,
+            Refusal::TokenInUrl => 400,
             _ => 403,
         }
     }
@@ -49,9 +58,6 @@ impl Refusal {
 pub struct Guard {
     token: String,
     hosts: Vec<String>,
-    /// The cookie that carries the token: named after the port, as browsers share cookies
-    /// between the ports of one host.
-    cookie: String,
 }
 
 impl Guard {
@@ -67,7 +73,7 @@ impl Guard {
                 }
             }
         }
-        Guard { token, hosts, cookie: format!("p2p_token_{port}") }
+        Guard { token, hosts }
     }
 
     /// The token.
@@ -75,12 +81,8 @@ impl Guard {
         &self.token
     }
 
-    /// The `Set-Cookie` value that remembers the token in this browser.
-    pub fn set_cookie(&self) -> String {
-        format!("{}={}; HttpOnly; SameSite=Strict; Path=/", self.cookie, self.token)
-    }
-
-    /// Checks `Host`, `Origin` and `Sec-Fetch-Site`.
+    /// Checks `Host`, `Origin` and `Sec-Fetch-Site`, and that the URL carries no token in
+    /// its query (which every request must pass, the page's too).
     pub fn check_site(&self, request: &Request) -> Result<(), Refusal> {
         let host = request.header("host").ok_or(Refusal::NoHost)?;
         if !self.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
@@ -99,30 +101,24 @@ impl Guard {
                 return Err(Refusal::CrossSite(site.to_string()));
             }
         }
+        if request.has_query_key("token") {
+            return Err(Refusal::TokenInUrl);
+        }
         Ok(())
     }
 
-    /// Whether the request carries the token in the query (`?token=`), the header or the
-    /// cookie.
-    pub fn has_token(&self, request: &Request) -> bool {
-        let from_query = request.query_param("token");
-        let from_cookie = request.header("cookie").and_then(|c| {
-            c.split(';').find_map(|kv| {
-                let (k, v) = kv.trim().split_once('=')?;
-                (k == self.cookie).then(|| v.to_string())
-            })
-        });
-        [from_query, self.bearer(request), from_cookie].iter().flatten().any(|t| self.matches(t))
+    /// Checks that the request carries the token in its `Authorization: Bearer` header,
+    /// the only place it is taken from (a cookie or the query are not).
+    pub fn check_token(&self, request: &Request) -> Result<(), Refusal> {
+        match self.bearer(request) {
+            Some(token) if self.matches(token) => Ok(()),
+            _ => Err(Refusal::Token),
+        }
     }
 
-    /// Whether the token is in the `Authorization: Bearer` header (needed to change state).
-    pub fn has_token_header(&self, request: &Request) -> bool {
-        self.bearer(request).is_some_and(|t| self.matches(&t))
-    }
-
-    fn bearer(&self, request: &Request) -> Option<String> {
+    fn bearer<'r>(&self, request: &'r Request) -> Option<&'r str> {
         let value = request.header("authorization")?;
-        value.strip_prefix("Bearer ").map(|t| t.trim().to_string())
+        value.strip_prefix("Bearer ").map(str::trim)
     }
 
     /// Compares in time independent of where the first difference is.
@@ -178,15 +174,36 @@ mod tests {
     }
 
     #[test]
-    fn the_token_is_taken_from_query_cookie_or_header_and_only_the_header_changes_state() {
+    fn a_token_in_the_query_is_refused_whatever_the_path() {
         let g = guard();
-        assert!(g.has_token(&request(&[], "token=t0k")));
-        assert!(g.has_token(&request(&[("cookie", "a=b; p2p_token_8080=t0k")], "")));
-        assert!(!g.has_token(&request(&[("cookie", "p2p_token_9090=t0k")], "")));
-        assert!(!g.has_token(&request(&[], "token=t0x")));
-        assert!(!g.has_token(&request(&[], "token=t0")));
-        let bearer = request(&[("authorization", "Bearer t0k")], "");
-        assert!(g.has_token(&bearer) && g.has_token_header(&bearer));
-        assert!(!g.has_token_header(&request(&[("cookie", "p2p_token_8080=t0k")], "")));
+        let h = ("host", "127.0.0.1:8080");
+        for query in
+            ["token=t0k", "token=nope", "a=1&token=t0k", "token", "token=%zz", "%74oken=t0k"]
+        {
+            assert_eq!(g.check_site(&request(&[h], query)), Err(Refusal::TokenInUrl), "{query}");
+        }
+        assert_eq!(Refusal::TokenInUrl.status(), 400);
+        assert_eq!(g.check_site(&request(&[h], "group=g1")), Ok(()));
+    }
+
+    /// Issue 21: the token is taken from the `Authorization` header only; a cookie or the
+    /// query, which a browser sends by itself, never count.
+    #[test]
+    fn the_token_is_taken_from_the_header_only() {
+        let g = guard();
+        assert_eq!(g.check_token(&request(&[("authorization", "Bearer t0k")], "")), Ok(()));
+        for (headers, query) in [
+            (vec![], "token=t0k"),
+            (vec![("cookie", "p2p_token_8080=t0k")], ""),
+            (vec![("cookie", "token=t0k; a=b")], ""),
+            (vec![("authorization", "Bearer t0x")], ""),
+            (vec![("authorization", "Bearer t0")], ""),
+            (vec![("authorization", "t0k")], ""),
+            (vec![("authorization", "Basic t0k")], ""),
+            (vec![], ""),
+        ] {
+            let r = request(&headers, query);
+            assert_eq!(g.check_token(&r), Err(Refusal::Token), "{headers:?} {query}");
+        }
     }
 }

@@ -43,6 +43,15 @@ impl Request {
             (percent_decode(k)? == key).then(|| percent_decode(v)).flatten()
         })
     }
+
+    /// Whether the query names `key`, whatever its value (even one that does not decode)
+    /// and however the name is percent-encoded.
+    pub fn has_query_key(&self, key: &str) -> bool {
+        self.query.split('&').any(|pair| {
+            let k = pair.split_once('=').map_or(pair, |(k, _)| k);
+            k == key || percent_decode(k).is_some_and(|k| k == key)
+        })
+    }
 }
 
 /// Why a request could not be read. Each maps to the status it is answered with.
@@ -158,7 +167,7 @@ fn with_body(
 pub struct Response {
     pub status: u16,
     pub content_type: &'static str,
-    /// Further headers, such as `Set-Cookie` or `Location`.
+    /// Further headers, such as `Allow`.
     pub headers: Vec<(&'static str, String)>,
     pub body: Vec<u8>,
 }
@@ -231,7 +240,6 @@ fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         204 => "No Content",
-        303 => "See Other",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",

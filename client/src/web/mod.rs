@@ -4,11 +4,14 @@
 //! The `web` thread accepts connections on the `--web` address; each gets a `web-N` thread
 //! (at most `MAX_CONNECTIONS` at once, the rest closed at once) with read and write
 //! timeouts, which reads one bounded request (`http`), checks it (`guard`), answers it
-//! (`api`, or the page) and closes. `/api/events` keeps its connection as a Server-Sent
-//! Events stream of the downloads until the browser goes away or the client stops.
+//! (`api`, or the page) and closes. `/api/events` keeps its connection as a stream of
+//! events in the Server-Sent Events format (read by the page with `fetch`, which can send
+//! the token's header, unlike `EventSource`) until the browser goes away or the client stops.
 //!
 //! Invariant: every request passes `Guard::check_site`, every `/api/` request carries the
-//! access token, and a request that changes state is a POST with the token in its header.
+//! access token in its `Authorization` header, and a request that changes state is a POST.
+//! Invariant: the token is never in a response (no cookie, not in the page): the page and
+//! its script hold no secret, and the page takes the token from its URL's fragment.
 
 pub mod api;
 pub mod guard;
@@ -52,7 +55,7 @@ pub struct Dashboard {
 /// What every connection thread needs.
 struct Shared {
     peer: Arc<Peer>,
-    /// The page as served: the token in it, the style inline (`page_text`).
+    /// The page as served, its style inline (`page_text`).
     page: String,
     guard: Guard,
     stop: AtomicBool,
@@ -70,8 +73,9 @@ impl Dashboard {
             );
         }
         let guard = Guard::new(bound, guard::new_token()?);
-        let url = format!("http://{bound}/?token={}", guard.token());
-        let page = page_text(guard.token());
+        // The fragment: browsers never send it, to this server or any other (issue 21).
+        let url = format!("http://{bound}/#token={}", guard.token());
+        let page = page_text();
         let shared = Arc::new(Shared {
             peer,
             page,
@@ -87,7 +91,7 @@ impl Dashboard {
         Ok(Dashboard { url, bound, shared, accept })
     }
 
-    /// The URL to open, with the access token.
+    /// The URL to open, with the access token in its fragment.
     pub fn url(&self) -> String {
         self.url.clone()
     }
@@ -165,11 +169,12 @@ fn serve(mut stream: TcpStream, shared: &Shared) -> io::Result<()> {
         ("GET", "/favicon.ico") => {
             Response { status: 204, content_type: "text/plain", headers: vec![], body: vec![] }
         }
-        ("GET", "/") => page(&request, &shared.guard, &shared.page),
+        // The page holds no secret: it takes the token from its URL's fragment.
+        ("GET", "/") => asset("text/html; charset=utf-8", &shared.page),
         (_, "/") => Response::error(405, "only GET here").with_header("Allow", "GET".into()),
         (_, "/api/events") if request.method == "GET" => {
-            if !shared.guard.has_token(&request) {
-                return Response::error(401, &guard::Refusal::Token.to_string())
+            if let Err(refusal) = shared.guard.check_token(&request) {
+                return Response::error(refusal.status(), &refusal.to_string())
                     .write_to(&mut stream);
             }
             return stream_events(&mut stream, shared);
@@ -186,40 +191,10 @@ fn asset(content_type: &'static str, text: &str) -> Response {
     Response { status: 200, content_type, headers: Vec::new(), body: text.as_bytes().to_vec() }
 }
 
-/// The page, to a browser that has the token; a first visit with `?token=` is sent on to
-/// `/` with the token in a cookie, so it leaves the address bar and the history.
-fn page(request: &http::Request, guard: &Guard, page: &str) -> Response {
-    if request.query_param("token").is_some() {
-        if !guard.has_token(request) {
-            return unauthorized_page();
-        }
-        return Response { status: 303, content_type: "text/plain", headers: vec![], body: vec![] }
-            .with_header("Location", "/".into())
-            .with_header("Set-Cookie", guard.set_cookie());
-    }
-    if !guard.has_token(request) {
-        return unauthorized_page();
-    }
-    asset("text/html; charset=utf-8", page)
-}
-
-/// The page with its token (the script sends it back in a header, which only this origin
-/// can read) and its style inline: the first paint waits for no other request (issue 11:
+/// The page with its style inline: the first paint waits for no other request (issue 11:
 /// under 100 ms on loopback), and the script, deferred, loads meanwhile.
-fn page_text(token: &str) -> String {
-    PAGE.replace("{{STYLE}}", STYLE).replace("{{TOKEN}}", token)
-}
-
-fn unauthorized_page() -> Response {
-    let body = "<!doctype html><meta charset=utf-8><title>p2p dashboard</title>\
-        <p>This dashboard needs its access token: open the URL the client printed \
-        (type <code>web</code> in its REPL).</p>";
-    Response {
-        status: 401,
-        content_type: "text/html; charset=utf-8",
-        headers: vec![],
-        body: body.as_bytes().to_vec(),
-    }
+fn page_text() -> String {
+    PAGE.replace("{{STYLE}}", STYLE)
 }
 
 /// `/api/events`: the account, the shares and the downloads (`api::events`), each as an

@@ -55,7 +55,7 @@ fn unknown_commands_and_wrong_arity_name_the_word() {
     c.err("list_groups now", "wrong number of arguments for list_groups; usage: list_groups");
     c.err(
         "create_user 'al ice' pw",
-        "invalid argument 'al ice': user id contains whitespace or a control character",
+        "invalid argument 'al ice': user id contains whitespace or a control character (U+0020)",
     );
     let long = "u".repeat(65);
     c.err(
@@ -64,13 +64,43 @@ fn unknown_commands_and_wrong_arity_name_the_word() {
     );
     c.err(
         "create_group g\u{1}",
-        "invalid argument 'g\\u{1}': group id contains whitespace or a control character",
+        "invalid argument 'g\\u{1}': group id contains whitespace or a control character (U+0001)",
     );
     c.err("join_group 'g", "unbalanced quotes");
     // Blank lines and comments print nothing; the client is still serving afterwards.
     assert_eq!(c.run("   "), Vec::<String>::new());
     assert_eq!(c.run("# a comment"), Vec::<String>::new());
     c.ok("create_user alice pw", "created user alice");
+}
+
+/// Issue 21: a name cannot pass for another. An invisible or bidirectional character is
+/// refused with one `error: ` line naming its code point, and the two spellings of an
+/// accented name (precomposed, or a letter and a combining accent) are one name.
+#[test]
+fn invisible_characters_are_refused_and_two_spellings_are_one_name() {
+    let (cluster, _tracker) = Cluster::with_one_tracker();
+    let mut c = cluster.client("c");
+    let invisible = "an invisible or bidirectional formatting character";
+    c.err(
+        "create_user bob\u{200b} pw",
+        &format!("invalid argument 'bob\\u{{200b}}': user id contains U+200B, {invisible}"),
+    );
+    c.sign_up("alice");
+    c.err(
+        "create_group \"g\u{200b}1\"",
+        &format!("invalid argument 'g\\u{{200b}}1': group id contains U+200B, {invisible}"),
+    );
+    c.err(
+        "list_files g\u{2066}1",
+        &format!("invalid argument 'g\\u{{2066}}1': group id contains U+2066, {invisible}"),
+    );
+    c.ok("create_group caf\u{e9}", "created group caf\u{e9}");
+    c.err(
+        "create_group cafe\u{301}",
+        "group caf\u{e9} already exists; join_group caf\u{e9} asks to join it",
+    );
+    assert_eq!(c.run("list_groups"), ["caf\u{e9}"]);
+    assert_eq!(c.run("list_my_groups"), ["caf\u{e9}"]);
 }
 
 #[test]

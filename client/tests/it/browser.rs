@@ -6,7 +6,9 @@
 //! accept two other clients' requests, upload a file, download a file of a few MiB that
 //! both of them seed, watch the progress bar and the piece map fill, check the copy's SHA1,
 //! and save a screenshot of the finished dashboard as a test artifact
-//! (`$TEST_ARTIFACTS_DIR/dashboard.png`, by default under Cargo's `target/tmp`).
+//! (`$TEST_ARTIFACTS_DIR/dashboard.png`, by default under Cargo's `target/tmp`). The page
+//! is opened with the printed URL, its token in the fragment; at the end the browser visits
+//! another server on 127.0.0.1, which must get no token (issue 21).
 //!
 //! Every wait is on a condition in the page: a `MutationObserver` in an asynchronous
 //! WebDriver script answers when the condition holds, and WebDriver's script timeout is
@@ -300,7 +302,7 @@ fn sha1_of(path: &Path) -> Sha1Digest {
 fn dashboard_url(c: &mut ClientProc) -> String {
     let out = c.run("web");
     let url = out.last().unwrap().clone();
-    assert!(url.starts_with("http://127.0.0.1:") && url.contains("/?token="), "{out:?}");
+    assert!(url.starts_with("http://127.0.0.1:") && url.contains("/#token="), "{out:?}");
     url
 }
 
@@ -323,12 +325,21 @@ fn in_a_browser_a_user_runs_a_group_and_watches_a_download_from_two_seeders_fill
     let mut bob = cluster.client_with("bob", &seeding);
     let mut carol = cluster.client_with("carol", &seeding);
 
-    // The printed URL sets the token's cookie and sends the browser on to the page.
-    browser.navigate(&dashboard_url(&mut dash));
+    // The printed URL carries the token in its fragment, which the page takes, keeps in
+    // this tab's sessionStorage and removes from the address bar; no cookie is set.
+    let url = dashboard_url(&mut dash);
+    let token = url.split_once("#token=").unwrap().1.to_string();
+    let dash_origin = url.split_once('#').unwrap().0.to_string();
+    browser.navigate(&url);
     browser.wait_for(
         "the page, logged out",
         r##"document.querySelector("#account-line").textContent.startsWith("not logged in")"##,
     );
+    let kept =
+        browser.run("return [location.href, document.cookie, sessionStorage.getItem('token')]");
+    assert_eq!(kept[0], dash_origin.as_str(), "the token left the address bar: {kept}");
+    assert_eq!(kept[1], "", "no cookie: {kept}");
+    assert_eq!(kept[2], token.as_str(), "{kept}");
 
     // An account, made and logged in from the page.
     browser.type_into("#login-form input[name=user]", "alice");
@@ -489,4 +500,85 @@ fn in_a_browser_a_user_runs_a_group_and_watches_a_download_from_two_seeders_fill
     let artifact = artifacts_dir().join("dashboard.png");
     std::fs::write(&artifact, &png).unwrap();
     eprintln!("screenshot of the finished dashboard: {}", artifact.display());
+
+    // Issue 21: another server on 127.0.0.1, as a local attacker runs it. The browser that
+    // holds the dashboard visits it, sending what it keeps for that host (cookies ignore
+    // ports): the token is not in what it gets.
+    let other = OtherServer::start();
+    browser.navigate(&format!("http://{}/visit", other.addr));
+    browser
+        .wait_for("the other server's page", r##"document.body.textContent === "another server""##);
+    let heads = other.stop();
+    assert!(heads.iter().any(|h| h.starts_with("GET /visit ")), "{heads:?}");
+    for head in &heads {
+        assert!(!head.contains(&token), "another local server got the token: {head}");
+        assert!(!head.to_ascii_lowercase().contains("\r\ncookie:"), "{head}");
+    }
+    // Back on the dashboard, without the fragment: this tab still has its token.
+    browser.navigate(&dash_origin);
+    browser.wait_for(
+        "the page again, logged in",
+        r##"document.querySelector("#account-line").textContent.startsWith("alice · tracker ")"##,
+    );
+    // A tab without the token says where to find it.
+    browser.run("sessionStorage.clear()");
+    browser.navigate(&dash_origin);
+    browser.wait_for(
+        "the page asking for its token",
+        r##"document.querySelector("#error").textContent.includes("needs the client's access token")"##,
+    );
+}
+
+/// A plain HTTP server on another port of 127.0.0.1 that answers every request with a small
+/// page and records each request's head.
+struct OtherServer {
+    addr: SocketAddr,
+    heads: mpsc::Receiver<String>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl OtherServer {
+    fn start() -> OtherServer {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, heads) = mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                // A connection the browser opened ahead and never used sends nothing.
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && head.len() < 65536 {
+                    match stream.read(&mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => break,
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                if head.starts_with("GET /stop ") {
+                    return;
+                }
+                let body = "<!doctype html><title>other</title><body>another server</body>";
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\
+                     Connection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                if !head.is_empty() && tx.send(head).is_err() {
+                    return;
+                }
+            }
+        });
+        OtherServer { addr, heads, thread }
+    }
+
+    /// Stops the server; every request head it received.
+    fn stop(self) -> Vec<String> {
+        let mut stop = TcpStream::connect(self.addr).unwrap();
+        stop.write_all(b"GET /stop HTTP/1.1\r\n\r\n").unwrap();
+        self.thread.join().unwrap();
+        self.heads.try_iter().collect()
+    }
 }

@@ -1,5 +1,6 @@
-//! The dashboard (issue 11) over HTTP on the real client binary: who may use it (token,
-//! `Host`, `Origin`, POST for changes, bounded bodies), and one user's path through its
+//! The dashboard (issue 11) over HTTP on the real client binary: who may use it (token in a
+//! header only, `Host`, `Origin`, POST for changes, bounded bodies), that its token reaches
+//! no other local server (issue 21), and one user's path through its
 //! JSON API: log in, create a group, accept a member, list files, download from the other
 //! client and watch the progress reach done on the event stream.
 
@@ -36,7 +37,7 @@ impl Web {
         let out = c.run("web");
         let url = out.last().unwrap().clone();
         let rest = url.strip_prefix("http://").unwrap_or_else(|| panic!("{out:?}"));
-        let (addr, token) = rest.split_once("/?token=").unwrap();
+        let (addr, token) = rest.split_once("/#token=").unwrap_or_else(|| panic!("{out:?}"));
         Web { addr: addr.parse().unwrap(), token: token.to_string() }
     }
 
@@ -109,27 +110,21 @@ fn the_dashboard_refuses_strangers_other_sites_state_changing_gets_and_big_bodie
     assert!(web.addr.ip().is_loopback() && web.token.len() == 64, "{}", web.token);
     let host = format!("Host: {}", web.host());
 
-    // No token, or a wrong one: 401, for the API and the page alike.
+    // No token, or a wrong one: 401.
     let answer = web.raw(format!("GET /api/account HTTP/1.1\r\n{host}\r\n\r\n").as_bytes());
     assert_eq!(answer.status, 401, "{answer:?}");
     assert!(answer.json()["error"].as_str().unwrap().contains("token"), "{answer:?}");
     let wrong = "Authorization: Bearer 0000";
     assert_eq!(web.request("GET", "/api/account", &[wrong], "").status, 401);
-    assert_eq!(web.request("GET", "/", &[], "").status, 401);
-    assert_eq!(web.request("GET", "/?token=nope", &[], "").status, 401);
+    let events = web.request("GET", "/api/events", &[wrong], "");
+    assert_eq!(events.status, 401, "{events:?}");
 
-    // The printed URL sets a cookie and sends the browser on to the page, which works with
-    // the cookie alone.
-    let answer = web.request("GET", &format!("/?token={}", web.token), &[], "");
-    assert_eq!(answer.status, 303, "{answer:?}");
-    let cookie_line = answer.head.lines().find(|l| l.starts_with("Set-Cookie: ")).unwrap();
-    assert!(cookie_line.contains("HttpOnly") && cookie_line.contains("SameSite=Strict"));
-    let cookie = cookie_line.trim_start_matches("Set-Cookie: ").split(';').next().unwrap();
-    let cookie = format!("Cookie: {cookie}");
-    let page = web.request("GET", "/", &[&cookie], "");
+    // The page holds no secret, so it is served without the token (the browser does not
+    // send the URL's fragment, where the token is); it sets no cookie.
+    let page = web.request("GET", "/", &[], "");
     assert_eq!(page.status, 200, "{page:?}");
     assert!(page.body.contains("p2p-groups") && page.head.contains("Content-Security-Policy"));
-    assert_eq!(web.request("GET", "/api/account", &[&cookie], "").status, 200);
+    assert!(!page.body.contains(&web.token) && !page.head.contains("Set-Cookie"), "{page:?}");
 
     // Another site's name (DNS rebinding) or origin: 403, even with the token.
     let answer = web.raw(
@@ -141,22 +136,23 @@ fn the_dashboard_refuses_strangers_other_sites_state_changing_gets_and_big_bodie
         .as_bytes(),
     );
     assert_eq!(answer.status, 403, "{answer:?}");
+    let page = web.raw(
+        format!("GET / HTTP/1.1\r\nHost: evil.example:{}\r\n\r\n", web.addr.port()).as_bytes(),
+    );
+    assert_eq!(page.status, 403, "{page:?}");
     let evil = "Origin: http://evil.example";
     assert_eq!(web.request("GET", "/api/account", &[&web.bearer(), evil], "").status, 403);
     let ct = "Content-Type: application/json";
     let body = r#"{"group":"evil"}"#;
-    let answer = web.request("POST", "/api/create_group", &[&cookie, evil, ct], body);
+    let answer = web.request("POST", "/api/create_group", &[&web.bearer(), evil, ct], body);
     assert_eq!(answer.status, 403, "{answer:?}");
     let cross = "Sec-Fetch-Site: cross-site";
-    assert_eq!(web.request("GET", "/api/account", &[&cookie, cross], "").status, 403);
+    assert_eq!(web.request("GET", "/api/account", &[&web.bearer(), cross], "").status, 403);
 
     // A GET that would change state: 405, and nothing changed.
     let answer = web.get("/api/logout");
     assert_eq!(answer.status, 405, "{answer:?}");
     assert!(answer.head.contains("Allow: POST"), "{answer:?}");
-    // A POST with the cookie alone (what a browser sends by itself): 401.
-    let answer = web.request("POST", "/api/create_group", &[&cookie, ct], body);
-    assert_eq!(answer.status, 401, "{answer:?}");
     // A POST that is not JSON (a plain form): 415.
     let form = "Content-Type: application/x-www-form-urlencoded";
     assert_eq!(web.request("POST", "/api/login", &[&web.bearer(), form], "user=a").status, 415);
@@ -189,6 +185,16 @@ fn the_dashboard_refuses_strangers_other_sites_state_changing_gets_and_big_bodie
         assert_eq!(answer.status, 400, "{path} {body}: {answer:?}");
         assert!(answer.json()["error"].is_string(), "{answer:?}");
     }
+    // Issue 21: a name with an invisible or bidirectional character, as in the REPL.
+    for (path, body, code) in [
+        ("/api/create_group", json!({ "group": "g\u{200b}1" }), "U+200B"),
+        ("/api/login", json!({ "user": "bob\u{202e}", "password": "pw" }), "U+202E"),
+    ] {
+        let answer = web.post(path, body);
+        assert_eq!(answer.status, 400, "{path}: {answer:?}");
+        let error = answer.json()["error"].as_str().unwrap().to_string();
+        assert!(error.contains(code) && error.contains("invisible"), "{error}");
+    }
     let answer = web.post("/api/create_group", json!({ "group": "g" }));
     assert_eq!(answer.status, 409, "{answer:?}");
     assert_eq!(answer.json()["error"], "not logged in");
@@ -200,6 +206,96 @@ fn the_dashboard_refuses_strangers_other_sites_state_changing_gets_and_big_bodie
     c.ok("create_user a pw-a", "created user a");
     c.ok("login a pw-a", "logged in as a");
     assert!(c.run("list_groups").is_empty());
+}
+
+/// What a browser keeps of a server's `Set-Cookie` headers: `name=value` pairs, which it
+/// sends back to every server of the same host, whatever the port.
+fn cookies_set(answer: &Answer) -> Vec<String> {
+    let lines = answer.head.lines().filter_map(|l| l.strip_prefix("Set-Cookie: "));
+    lines.map(|l| l.split(';').next().unwrap().to_string()).collect()
+}
+
+/// Issue 21: the dashboard's token leaked to every other server on 127.0.0.1 through its
+/// cookie (cookies ignore ports), and a local attacker used it to make the client share its
+/// own key. Here a client imitating a browser follows the printed URL and uses the page
+/// as it does, then visits another local server: that server gets no token, and neither a
+/// cookie nor a `?token=` (what a browser might send by itself, or log) opens the API.
+#[test]
+fn the_token_reaches_no_other_local_server_and_only_its_header_opens_the_api() {
+    let (cluster, _tracker) = Cluster::with_one_tracker();
+    let mut c = cluster.client_with("a", &["--web", "127.0.0.1:0"]);
+    let url = c.run("web").last().unwrap().clone();
+    let web = Web::of(&mut c);
+    let (before_fragment, fragment) = url.split_once('#').unwrap();
+    assert_eq!(fragment, format!("token={}", web.token));
+    assert_eq!(before_fragment, format!("http://{}/", web.addr));
+
+    // The browser: the page (the URL without its fragment, which browsers never send),
+    // its script, and the page's own calls with the token in a header; every cookie kept.
+    let mut jar = Vec::new();
+    for answer in [
+        web.request("GET", "/", &[], ""),
+        web.request("GET", "/app.js", &[], ""),
+        web.get("/api/account"),
+        web.get("/api/downloads"),
+        web.post("/api/logout", json!({})),
+    ] {
+        assert!(!answer.body.contains(&web.token), "{answer:?}");
+        jar.extend(cookies_set(&answer));
+    }
+    assert_eq!(jar, Vec::<String>::new(), "the dashboard sets no cookie");
+
+    // Another server on 127.0.0.1, as the attacker ran it; the browser visits it, sending
+    // what it keeps for that host.
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let other_addr = other.local_addr().unwrap();
+    let visit = std::thread::spawn(move || {
+        let mut stream = TcpStream::connect(other_addr).unwrap();
+        let mut raw = format!("GET /steal HTTP/1.1\r\nHost: {other_addr}\r\n");
+        if !jar.is_empty() {
+            raw.push_str(&format!("Cookie: {}\r\n", jar.join("; ")));
+        }
+        raw.push_str("\r\n");
+        stream.write_all(raw.as_bytes()).unwrap();
+    });
+    let (mut stream, _) = other.accept().unwrap();
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut received = String::new();
+    // The visitor closes once it sent its request.
+    stream.read_to_string(&mut received).unwrap();
+    visit.join().unwrap();
+    assert!(received.starts_with("GET /steal HTTP/1.1\r\n"), "{received:?}");
+    assert!(!received.contains(&web.token), "another local server got the token: {received}");
+
+    // Neither a cookie nor the query counts: only the Authorization header.
+    let port = web.addr.port();
+    for cookie in
+        [format!("Cookie: p2p_token_{port}={}", web.token), format!("Cookie: token={}", web.token)]
+    {
+        for (method, path, body) in
+            [("GET", "/api/account", ""), ("POST", "/api/create_group", r#"{"group":"x"}"#)]
+        {
+            let ct = "Content-Type: application/json";
+            let answer = web.request(method, path, &[&cookie, ct], body);
+            assert_eq!(answer.status, 401, "{method} {path} with {cookie}: {answer:?}");
+        }
+        let events = web.request("GET", "/api/events", &[&cookie], "");
+        assert_eq!(events.status, 401, "{events:?}");
+    }
+    // A token in the query is refused even when right, and even with the header too: it
+    // must not be in a URL at all (history, logs).
+    for path in ["/", "/api/account", "/api/events", "/app.js"] {
+        for token in [web.token.as_str(), "nope"] {
+            let answer = web.request("GET", &format!("{path}?token={token}"), &[], "");
+            assert_eq!(answer.status, 400, "{path}: {answer:?}");
+            assert!(answer.body.contains("never taken from a URL"), "{answer:?}");
+        }
+    }
+    let answer =
+        web.request("GET", &format!("/api/account?token={}", web.token), &[&web.bearer()], "");
+    assert_eq!(answer.status, 400, "{answer:?}");
+    assert_eq!(web.ok_get("/api/account")["user"], Value::Null);
+    c.ok("create_user a pw-a", "created user a");
 }
 
 /// Reads the event stream until a `downloads` event in which every download is done;

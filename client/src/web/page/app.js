@@ -1,8 +1,22 @@
 // The dashboard's page: every action is one call to the client's JSON API (README,
-// "Dashboard"), with the access token in a header; downloads arrive as Server-Sent Events.
+// "Dashboard"), with the access token in a header; what changes arrives on a stream of
+// events, read with fetch (which sends the header, unlike EventSource).
 "use strict";
 
-const TOKEN = document.querySelector('meta[name="token"]').content;
+// The access token comes in the URL's fragment (#token=...), which the browser never sends
+// to any server; it is kept in this tab's sessionStorage (this origin's only, port
+// included) and taken out of the address bar and the history. Never in a cookie: cookies
+// ignore ports, and every server on 127.0.0.1 would get it (issue 21).
+const TOKEN = (() => {
+  const fromUrl = new URLSearchParams(location.hash.slice(1)).get("token");
+  if (fromUrl) {
+    sessionStorage.setItem("token", fromUrl);
+    history.replaceState(null, "", location.pathname + location.search);
+    return fromUrl;
+  }
+  return sessionStorage.getItem("token") || "";
+})();
+const NO_TOKEN = "this page needs the client's access token: open the URL the client printed (type web in its REPL)";
 const COLORS = ["#2563eb", "#f59e0b", "#10b981", "#ef4444", "#8b5cf6", "#06b6d4", "#ec4899",
   "#84cc16", "#f97316", "#14b8a6", "#6366f1", "#a855f7"];
 const RESUMED = 255;
@@ -39,6 +53,7 @@ function showError(message) {
 }
 
 async function api(name, body) {
+  if (!TOKEN) throw new Error(NO_TOKEN);
   const options = { headers: { "Authorization": "Bearer " + TOKEN } };
   if (body !== undefined) {
     options.method = "POST";
@@ -303,14 +318,55 @@ function renderTrackers(data) {
   if (!list.children.length) list.append(el("li", { class: "muted" }, "No event yet."));
 }
 
-// The client pushes what changes without a tracker call, each as an event of that name.
-function listen() {
-  const events = new EventSource("/api/events");
-  events.addEventListener("account", (e) => renderAccount(JSON.parse(e.data)));
-  events.addEventListener("shares", (e) => renderShares(JSON.parse(e.data)));
-  events.addEventListener("downloads", (e) => renderDownloads(JSON.parse(e.data)));
-  events.addEventListener("peers", (e) => renderPeers(JSON.parse(e.data)));
-  events.addEventListener("trackers", (e) => renderTrackers(JSON.parse(e.data)));
+// The client pushes what changes without a tracker call, each as an event of that name,
+// in the Server-Sent Events format: "event: NAME\ndata: JSON\n\n", and ": comment\n\n"
+// lines to keep a quiet stream alive.
+const RENDER = { account: renderAccount, shares: renderShares, downloads: renderDownloads,
+  peers: renderPeers, trackers: renderTrackers };
+
+async function readEvents(body) {
+  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value;
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      let name = "";
+      const data = [];
+      for (const line of block.split("\n")) {
+        if (line.startsWith("event:")) name = line.slice(6).trim();
+        else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+      }
+      if (!RENDER[name] || !data.length) continue;
+      // One event that cannot be shown must not end the stream.
+      try { RENDER[name](JSON.parse(data.join("\n"))); } catch (e) { console.error(e); }
+    }
+  }
+}
+
+// Listens as long as the page is open: a stream that ends or fails (the client restarted)
+// is opened again after a pause, as EventSource would; a refused token stops it.
+async function listen() {
+  if (!TOKEN) return;
+  for (;;) {
+    try {
+      const response = await fetch("/api/events", { headers: { "Authorization": "Bearer " + TOKEN } });
+      if (response.ok) {
+        await readEvents(response.body);
+      } else {
+        const data = await response.json().catch(() => ({}));
+        showError(data.error || response.statusText);
+        if (response.status === 401 || response.status === 403) return;
+      }
+    } catch (e) {
+      // The client went away or the stream broke: try again below.
+    }
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+  }
 }
 
 async function refreshAll() {
