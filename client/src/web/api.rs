@@ -46,6 +46,10 @@ const ENDPOINTS: &[(&str, Kind)] = &[
     ("upload_file", Kind::Change),
     ("download_file", Kind::Change),
     ("stop_share", Kind::Change),
+    ("pause", Kind::Change),
+    ("resume", Kind::Change),
+    ("cancel", Kind::Change),
+    ("limit_rate", Kind::Change),
 ];
 
 /// A refusal: its status and message.
@@ -228,6 +232,31 @@ fn change(peer: &Peer, name: &str, body: &Body) -> Result<Value, ApiError> {
             peer.stop_share(&body.id("group")?, &body.id("file")?, None)?;
             json!({ "ok": true })
         }
+        "pause" => {
+            peer.pause(&body.id("group")?, &body.id("file")?)?;
+            json!({ "ok": true })
+        }
+        "resume" => {
+            peer.resume(&body.id("group")?, &body.id("file")?)?;
+            json!({ "ok": true })
+        }
+        "cancel" => {
+            peer.cancel(&body.id("group")?, &body.id("file")?)?;
+            json!({ "ok": true })
+        }
+        "limit_rate" => {
+            let direction = match body.text("direction")? {
+                "up" => crate::command::Direction::Up,
+                "down" => crate::command::Direction::Down,
+                other => {
+                    return Err(ApiError::bad(format!("direction is up or down, not {other:?}")))
+                }
+            };
+            let rate = crate::rate::parse_rate(body.text("rate")?)
+                .map_err(|e| ApiError::bad(e.to_string()))?;
+            peer.limit_rate(direction, rate)?;
+            rates_json(peer)
+        }
         _ => return Err(ApiError { status: 404, message: format!("no endpoint /api/{name}") }),
     })
 }
@@ -389,7 +418,14 @@ pub fn account_json(peer: &Peer) -> Value {
         "user": account.user.map(|u| u.to_string()),
         "tracker": account.tracker.map(|t| t.to_string()),
         "listen": account.listen.to_string(),
+        "rates": rates_json(peer),
     })
+}
+
+/// This peer's caps, in bytes per second (`null`: unlimited), as `limit_rate` shows them.
+fn rates_json(peer: &Peer) -> Value {
+    let (up, down) = peer.rate_limits();
+    json!({ "up": up, "down": down })
 }
 
 /// `/api/shares` (and each `shares` event): what `list_shares` lists.

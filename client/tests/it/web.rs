@@ -512,3 +512,51 @@ fn the_trackers_panel_shows_the_client_failing_over_when_its_tracker_dies() {
     });
     assert!(told["events"].to_string().contains(" says: "), "{told}");
 }
+
+/// Issue 20: the dashboard pauses, resumes and cancels a download, and sets the caps, as the
+/// REPL does (one `Peer` operation each).
+#[test]
+fn through_the_dashboard_a_download_is_paused_resumed_cancelled_and_the_caps_set() {
+    let (cluster, _tracker) = Cluster::with_one_tracker();
+    let mut c = cluster.members(&["seed", "dash"], &[]);
+    c[1].send_line("exit");
+    c[1].close_stdin();
+    let mut dash = cluster.client_with("dash", &["--web", "127.0.0.1:0"]);
+    let web = Web::of(&mut dash);
+    dash.ok("login dash pw-dash", "logged in as dash");
+    c[0].ok("limit_rate up 500K", "upload 500.0 kB/s, download unlimited");
+    let original = cluster.path("f.bin");
+    write_random(&original, 8 * 1024 * 1024, 41);
+    c[0].run1(&format!("upload_file {} g", original.display()));
+
+    let rates = web.ok_post("/api/limit_rate", json!({ "direction": "down", "rate": "2M" }));
+    assert_eq!(rates, json!({ "up": null, "down": 2_000_000 }));
+    assert_eq!(web.ok_get("/api/account")["rates"], rates);
+    dash.ok("limit_rate", "upload unlimited, download 2.0 MB/s");
+    let bad = web.post("/api/limit_rate", json!({ "direction": "down", "rate": "fast" }));
+    assert_eq!(bad.status, 400, "{bad:?}");
+    web.ok_post("/api/limit_rate", json!({ "direction": "down", "rate": "off" }));
+
+    let out = cluster.path("out.bin");
+    let dest = out.display().to_string();
+    web.ok_post(
+        "/api/download_file",
+        json!({ "group": "g", "file": "f.bin", "destination": dest }),
+    );
+    web.ok_post("/api/pause", json!({ "group": "g", "file": "f.bin" }));
+    let paused = web.ok_get("/api/downloads");
+    assert_eq!(paused["downloads"][0]["state"], "paused", "{paused}");
+    assert_eq!(paused["downloads"][0]["paused"], true, "{paused}");
+    assert!(dash.run1("show_downloads").starts_with("[P] [g] f.bin "));
+    web.ok_post("/api/resume", json!({ "group": "g", "file": "f.bin" }));
+    assert_eq!(web.ok_get("/api/downloads")["downloads"][0]["state"], "downloading");
+    web.ok_post("/api/cancel", json!({ "group": "g", "file": "f.bin" }));
+    assert_eq!(web.ok_get("/api/downloads")["downloads"], json!([]));
+    assert!(!cluster.path("out.bin.part").exists() && !out.exists());
+    let gone = web.post("/api/cancel", json!({ "group": "g", "file": "f.bin" }));
+    assert_eq!(gone.status, 409, "{gone:?}");
+    assert_eq!(
+        gone.json()["error"],
+        "no download of f.bin in group g in this session; show_downloads lists them"
+    );
+}

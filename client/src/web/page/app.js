@@ -97,6 +97,7 @@ async function refreshAccount() {
 // empty when the login was not made on this page).
 function renderAccount(a) {
   const changed = a.user !== user;
+  renderRates(a.rates);
   user = a.user;
   $("#account-line").textContent = a.user
     ? `${a.user} · tracker ${a.tracker || "?"} · peer ${a.listen}`
@@ -204,6 +205,18 @@ function renderShares(s) {
   }
 }
 
+// The caps as placeholders (what is set now), unless the user is typing there.
+function renderRates(r) {
+  if (!r) return;
+  // Powers of 1000, as limit_rate takes and the REPL shows them.
+  const shown = (v) => v === null ? "unlimited"
+    : v >= 1e9 ? (v / 1e9).toFixed(1) + " GB/s" : v >= 1e6 ? (v / 1e6).toFixed(1) + " MB/s"
+    : v >= 1e3 ? (v / 1e3).toFixed(1) + " kB/s" : v + " B/s";
+  const form = $("#rates-form");
+  form.up.placeholder = shown(r.up);
+  form.down.placeholder = shown(r.down);
+}
+
 function renderDownloads(data) {
   const box = $("#download-rows");
   if (!data.downloads || data.downloads.length === 0) {
@@ -216,7 +229,13 @@ function renderDownloads(data) {
     const rate = d.bytes_per_sec;
     const eta = d.state === "downloading" && rate > 0 ? Math.round((d.size - d.bytes_done) / rate) + " s left" : "";
     const status = d.state === "failed" ? "failed: " + d.reason
-      : d.state === "complete" ? `done in ${d.seconds.toFixed(2)} s` : `${pct.toFixed(0)}%`;
+      : d.state === "complete" ? `done in ${d.seconds.toFixed(2)} s`
+      : d.state === "paused" ? `${pct.toFixed(0)}% · paused` : `${pct.toFixed(0)}%`;
+    const control = (name, label) => el("button", { class: "plain", "data-action": name,
+      onclick: () => act(async () => { await api(name, { group: d.group, file: d.file }); }) }, label);
+    const controls = el("span", { class: "controls" },
+      ...(d.state === "downloading" ? [control("pause", "pause"), control("cancel", "cancel")] : []),
+      ...(d.state === "paused" ? [control("resume", "resume"), control("cancel", "cancel")] : []));
     const bar = el("div", { class: "bar " + (d.state === "complete" ? "done" : d.state === "failed" ? "failed" : "") },
       el("div", { style: `width:${pct}%` }));
     const names = d.source_names || d.sources;
@@ -236,7 +255,8 @@ function renderDownloads(data) {
         el("strong", {}, `[${d.group}] ${d.file}`),
         el("span", { class: "muted" }, `→ ${d.destination}`),
         el("span", { class: "status" }, status),
-        el("span", {}, `${size(d.bytes_done)} / ${size(d.size)} · ${size(rate)}/s · ${d.peers} peers ${eta ? "· " + eta : ""}`)),
+        el("span", {}, `${size(d.bytes_done)} / ${size(d.size)} · ${size(rate)}/s · ${d.peers} peers ${eta ? "· " + eta : ""}`),
+        controls),
       bar, map, legend, chart(d.chart, names)));
   }
 }
@@ -391,6 +411,19 @@ $("#logout-all").addEventListener("click", () => act(async () => { await api("lo
 $("#create-group-form").addEventListener("submit", (e) => {
   e.preventDefault();
   act(async () => { const group = e.target.group.value; await api("create_group", { group }); e.target.reset(); await refreshGroups(); await openGroup(group); });
+});
+$("#rates-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  act(async () => {
+    const form = e.target;
+    let rates;
+    for (const direction of ["up", "down"]) {
+      const value = form[direction].value.trim();
+      if (value !== "") rates = await api("limit_rate", { direction, rate: value });
+    }
+    form.reset();
+    if (rates) renderRates(rates);
+  });
 });
 $("#upload-form").addEventListener("submit", (e) => {
   e.preventDefault();
