@@ -16,9 +16,14 @@ pub struct Config {
     /// The trackers, one IP:PORT a line; the first reachable one is used.
     pub tracker_info: PathBuf,
 
-    /// Where this peer keeps its state (shares, partial downloads, history, the log on a
-    /// terminal); one client at a time [default: ./client-<IP>-<PORT>-state, with the port
-    /// actually bound].
+    /// The profile: which state this client runs with, in
+    /// `$XDG_STATE_HOME/p2p-groups/<NAME>` (or `~/.local/state/p2p-groups/<NAME>`). Two
+    /// clients on one machine need two profiles.
+    #[arg(long, value_name = "NAME", default_value = "default")]
+    pub profile: String,
+
+    /// Where this peer keeps its state (key, shares, partial downloads, history, the log on
+    /// a terminal), instead of the profile's directory; one client at a time.
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 
@@ -44,18 +49,48 @@ pub struct Config {
     pub web: Option<SocketAddr>,
 }
 
+/// Why the state directory cannot be named.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StateDirError {
+    #[error(
+        "profile name '{0}' is not usable: use 1 to 64 letters, digits, '.', '_' or '-', not starting with '.'"
+    )]
+    BadProfile(String),
+    #[error("neither XDG_STATE_HOME nor HOME is set: choose a directory with --state-dir")]
+    NoHome,
+}
+
 impl Config {
-    /// The state directory: explicit, or derived from the address the peer actually listens
-    /// on (`listen_addr`, whose port is the one chosen for a port 0), so that two clients
-    /// started with port 0 never share one (issue 10).
-    pub fn state_dir(&self, listen_addr: SocketAddr) -> PathBuf {
-        self.state_dir.clone().unwrap_or_else(|| default_state_dir(listen_addr))
+    /// The state directory: `--state-dir`, or the profile's.
+    pub fn state_dir(&self) -> Result<PathBuf, StateDirError> {
+        if let Some(dir) = &self.state_dir {
+            return Ok(dir.clone());
+        }
+        let var = |name| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+        profile_dir(&self.profile, var("XDG_STATE_HOME"), var("HOME"))
     }
 }
 
-/// `client-<IP>-<PORT>-state`, in the working directory.
-pub fn default_state_dir(listen_addr: SocketAddr) -> PathBuf {
-    PathBuf::from(format!("client-{}-{}-state", listen_addr.ip(), listen_addr.port()))
+/// `<state home>/p2p-groups/<profile>`, where the state home is `xdg_state_home` (if
+/// absolute, as the XDG spec says) or `<home>/.local/state`.
+pub fn profile_dir(
+    profile: &str,
+    xdg_state_home: Option<PathBuf>,
+    home: Option<PathBuf>,
+) -> Result<PathBuf, StateDirError> {
+    let usable = !profile.is_empty()
+        && profile.len() <= 64
+        && !profile.starts_with('.')
+        && profile.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !usable {
+        return Err(StateDirError::BadProfile(profile.to_string()));
+    }
+    let base = match (xdg_state_home.filter(|p| p.is_absolute()), home) {
+        (Some(state_home), _) => state_home,
+        (None, Some(home)) => home.join(".local").join("state"),
+        (None, None) => return Err(StateDirError::NoHome),
+    };
+    Ok(base.join("p2p-groups").join(profile))
 }
 
 #[cfg(test)]
@@ -63,10 +98,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_default_state_dir_names_the_bound_port() {
+    fn the_state_dir_is_the_profiles_unless_given() {
         let config = Config::parse_from(["client", "127.0.0.1:0", "tracker_info.txt"]);
-        let bound: SocketAddr = "127.0.0.1:40579".parse().unwrap();
-        assert_eq!(config.state_dir(bound), PathBuf::from("client-127.0.0.1-40579-state"));
+        assert_eq!(config.profile, "default");
         let config = Config::parse_from([
             "client",
             "127.0.0.1:0",
@@ -74,6 +108,27 @@ mod tests {
             "--state-dir",
             "/tmp/s",
         ]);
-        assert_eq!(config.state_dir(bound), PathBuf::from("/tmp/s"));
+        assert_eq!(config.state_dir(), Ok(PathBuf::from("/tmp/s")));
+        let home = Some(PathBuf::from("/home/al"));
+        assert_eq!(
+            profile_dir("default", None, home.clone()),
+            Ok(PathBuf::from("/home/al/.local/state/p2p-groups/default"))
+        );
+        assert_eq!(
+            profile_dir("work", Some(PathBuf::from("/x/state")), home.clone()),
+            Ok(PathBuf::from("/x/state/p2p-groups/work"))
+        );
+        // A relative XDG_STATE_HOME is ignored, as the XDG spec says.
+        assert_eq!(
+            profile_dir("w", Some(PathBuf::from("rel")), home.clone()),
+            Ok(PathBuf::from("/home/al/.local/state/p2p-groups/w"))
+        );
+        assert_eq!(profile_dir("w", None, None), Err(StateDirError::NoHome));
+        for bad in ["", ".hidden", "a/b", "..", "a b", &"x".repeat(65)] {
+            assert!(
+                matches!(profile_dir(bad, None, home.clone()), Err(StateDirError::BadProfile(_))),
+                "{bad}"
+            );
+        }
     }
 }

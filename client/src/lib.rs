@@ -28,7 +28,8 @@ pub mod tracker_view;
 pub mod web;
 
 use std::io::Write;
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,9 +63,11 @@ pub enum RunError {
     #[error("cannot set up state directory {path}: {source}")]
     StateDir { path: String, source: std::io::Error },
     #[error(
-        "state directory {path} is in use by another client; stop that client or choose another --state-dir"
+        "state directory {path} is in use by another client; stop that client, or start this one with another --profile NAME (or --state-dir DIR)"
     )]
     StateDirInUse { path: String },
+    #[error("{0}")]
+    NoStateDir(#[from] config::StateDirError),
     #[error("{0}")]
     Identity(#[from] IdentityError),
     #[error("{0}")]
@@ -76,14 +79,13 @@ pub enum RunError {
 /// Runs the client until `exit` or the end of its input.
 pub fn run(config: Config) -> Result<(), RunError> {
     let trackers = Arc::new(TrackerInfoFile::load(&config.tracker_info)?);
-    let listener = TcpListener::bind(config.listen)
-        .map_err(|source| RunError::Bind { addr: config.listen, source })?;
-    let listen_addr = listener.local_addr()?;
-    let state_dir = config.state_dir(listen_addr);
+    let state_dir = config.state_dir()?;
     common::identity::make_private_dir(&state_dir)
         .map_err(|source| RunError::StateDir { path: state_dir.display().to_string(), source })?;
     // Held until the process ends: the kernel releases the lock with the descriptor.
     let _lock = lock_state_dir(&state_dir)?;
+    let listener = bind_listener(config.listen, &state_dir)?;
+    let listen_addr = listener.local_addr()?;
     // This peer's identity: trackers bind its sessions to it, seeders its tickets.
     let (identity, _) = Identity::load_or_create(&state_dir.join("client.key"))?;
     let identity = Arc::new(identity);
@@ -251,6 +253,32 @@ fn group_exists(tracker: &TrackerSession, group: &GroupId) -> Option<bool> {
             None
         }
     }
+}
+
+/// Binds the peer's port. A port 0 means the port this state directory's client
+/// listened on last time (`<state-dir>/listen`), if it is free, so that a restarted peer
+/// keeps its address; else a free port. The address bound is recorded for the next start.
+fn bind_listener(wanted: SocketAddr, state_dir: &Path) -> Result<TcpListener, RunError> {
+    let record = state_dir.join("listen");
+    let last: Option<SocketAddr> = std::fs::read_to_string(&record)
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .filter(|last: &SocketAddr| wanted.port() == 0 && last.ip() == wanted.ip());
+    let listener = match last.map(TcpListener::bind) {
+        Some(Ok(listener)) => listener,
+        Some(Err(e)) => {
+            log::info!("the port of last time is not free ({e}); listening on another");
+            TcpListener::bind(wanted).map_err(|source| RunError::Bind { addr: wanted, source })?
+        }
+        None => {
+            TcpListener::bind(wanted).map_err(|source| RunError::Bind { addr: wanted, source })?
+        }
+    };
+    let bound = listener.local_addr()?;
+    if let Err(e) = std::fs::write(&record, format!("{bound}\n")) {
+        log::warn!("cannot record {bound} in {}: {e}", record.display());
+    }
+    Ok(listener)
 }
 
 /// Takes the lock that makes `state_dir` this client's alone: two clients on one state

@@ -187,7 +187,7 @@ fn data_and_state_directories_and_their_files_are_private() {
     );
     assert!(cluster.tracker_log(1).contains("had mode 0755; set to 0700"));
     let names = assert_private(&state_dir);
-    assert_eq!(names, ["client.key", "history.txt", "lock", "shares.bin"]);
+    assert_eq!(names, ["client.key", "history.txt", "listen", "lock", "shares.bin"]);
     let log = std::fs::read_to_string(cluster.path("alice.log")).unwrap();
     assert!(log.contains("had mode 0755; set to 0700"), "{log}");
 }

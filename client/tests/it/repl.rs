@@ -33,7 +33,7 @@ fn a_second_client_on_the_same_state_dir_is_refused() {
     assert_eq!(
         stderr.trim_end(),
         format!(
-            "error: state directory {} is in use by another client; stop that client or choose another --state-dir",
+            "error: state directory {} is in use by another client; stop that client, or start this one with another --profile NAME (or --state-dir DIR)",
             cluster.path("c").display()
         )
     );
@@ -44,32 +44,73 @@ fn a_second_client_on_the_same_state_dir_is_refused() {
     again.ok("login alice pw", "logged in as alice");
 }
 
-/// Issue 10: with port 0 every client used `client-127.0.0.1-0-state`.
+/// Issue 20: the default state directory is the profile's, under `XDG_STATE_HOME` (or
+/// `~/.local/state`), whatever the port; port 0 means the port of last time, so a
+/// restarted peer keeps its address; a second client on a profile is refused, naming
+/// `--profile`.
 #[test]
-fn the_default_state_dir_is_named_after_the_bound_port() {
+fn the_default_state_dir_is_the_profiles_and_port_0_means_the_port_of_last_time() {
     let (cluster, _tracker) = Cluster::with_one_tracker();
+    let home = cluster.path("home");
     let cwd = cluster.path("cwd");
     std::fs::create_dir(&cwd).unwrap();
-    let run = || {
-        let out = Command::new(client_bin())
-            .arg("127.0.0.1:0")
-            .arg(&cluster.info)
-            .current_dir(&cwd)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
+    let client = |profile: Option<&str>, xdg: bool| {
+        let mut command = Command::new(client_bin());
+        command.arg("127.0.0.1:0").arg(&cluster.info).current_dir(&cwd).env("HOME", &home);
+        match xdg {
+            true => command.env("XDG_STATE_HOME", cluster.path("xdg")),
+            false => command.env_remove("XDG_STATE_HOME"),
+        };
+        if let Some(profile) = profile {
+            command.args(["--profile", profile]);
+        }
+        command
+    };
+    let port = |out: std::process::Output| {
         assert!(out.status.success(), "{out:?}");
         let stdout = String::from_utf8(out.stdout).unwrap();
-        let port = stdout.trim().rsplit(':').next().unwrap().to_string();
-        port.parse::<u16>().unwrap()
+        stdout.trim().rsplit(':').next().unwrap().parse::<u16>().unwrap()
     };
-    let (a, b) = (run(), run());
-    assert_ne!(a, b);
-    for port in [a, b] {
-        let dir = cwd.join(format!("client-127.0.0.1-{port}-state"));
-        assert!(dir.join("client.key").is_file(), "{} has no key", dir.display());
-    }
-    assert!(!cwd.join("client-127.0.0.1-0-state").exists());
+    let run = |profile, xdg| port(client(profile, xdg).stdin(Stdio::null()).output().unwrap());
+    let first = run(None, false);
+    let default = home.join(".local/state/p2p-groups/default");
+    assert!(default.join("client.key").is_file(), "{} has no key", default.display());
+    assert_eq!(run(None, false), first, "port 0 did not reuse the port of last time");
+    // Another profile is another state, and another port.
+    let work = run(Some("work"), false);
+    assert_ne!(work, first);
+    assert!(home.join(".local/state/p2p-groups/work/client.key").is_file());
+    assert!(cluster.path("xdg").read_dir().is_err());
+    run(None, true);
+    assert!(cluster.path("xdg/p2p-groups/default/client.key").is_file());
+    // Nothing in the working directory.
+    assert_eq!(cwd.read_dir().unwrap().count(), 0);
+
+    // The port of last time taken by someone else: another port, and the client starts.
+    let squatter = TcpListener::bind(("127.0.0.1", first)).unwrap();
+    let moved = run(None, false);
+    assert_ne!(moved, first);
+    drop(squatter);
+
+    // A second client on a profile in use is refused, naming --profile.
+    let mut running =
+        client(None, false).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(running.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert!(line.starts_with("listening on "), "{line}");
+    let second = client(None, false).stdin(Stdio::null()).output().unwrap();
+    assert!(!second.status.success());
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(stderr.contains("with another --profile NAME"), "{stderr}");
+    drop(running.stdin.take());
+    assert!(running.wait().unwrap().success());
+    let bad = client(Some("../x"), false).stdin(Stdio::null()).output().unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("profile name '../x' is not usable"));
 }
 
 /// Issue 10: Ctrl-C during `wait_downloads` killed the client (exit 130).
@@ -245,7 +286,11 @@ impl Terminal {
             .arg(&socket)
             .args(["-f", "/dev/null", "new-session", "-d", "-x", "200", "-y", "50", "-c"])
             .arg(dir)
-            .arg("env PS1='$ ' bash --norc --noprofile -i")
+            // The profile's state goes under the test's directory, not the user's home.
+            .arg(format!(
+                "env PS1='$ ' XDG_STATE_HOME='{}' bash --norc --noprofile -i",
+                dir.join("state").display()
+            ))
             .status()
             .unwrap();
         assert!(status.success());
@@ -339,8 +384,9 @@ fn the_readme_by_hand_path_works_in_one_terminal() {
         .unwrap_or_else(|| panic!("no listening line on\n{screen}"))
         .trim()
         .to_string();
-    let state_dir = dir.join(format!("client-127.0.0.1-{port}-state"));
-    assert!(screen.contains(&format!("log: client-127.0.0.1-{port}-state/client.log")), "{screen}");
+    assert!(port.parse::<u16>().is_ok(), "{screen}");
+    let state_dir = dir.join("state/p2p-groups/default");
+    assert!(screen.contains(&format!("log: {}/client.log", state_dir.display())), "{screen}");
 
     term.type_line("create_user zed pw");
     term.wait_for("created user zed", 1);
