@@ -172,7 +172,7 @@ pub const COMMANDS: &[CommandInfo] = &[
     ),
     info("web", "web", "Prints the dashboard's URL with its access token (the client runs one when started with --web)."),
     info("help", "help [<command>]", "Lists the commands, or tells what one does."),
-    info("exit", "exit", "Logs out and quits (as does Ctrl-D)."),
+    info("exit", "exit", "Quits (as does Ctrl-D); the session stays for the next start on this state directory (logout ends it)."),
 ];
 
 const fn info(name: &'static str, usage: &'static str, summary: &'static str) -> CommandInfo {

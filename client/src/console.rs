@@ -61,11 +61,6 @@ impl Console {
         self.peer.on_download_finished(hook);
     }
 
-    /// Ends the session if there is one, ignoring failures (used on exit).
-    pub fn logout_quietly(&self) {
-        self.peer.logout_quietly();
-    }
-
     /// Runs one command, appending its output lines to `out`. Ctrl-C while it runs makes
     /// its waits give up; one that came before it is forgotten.
     pub fn execute(&mut self, command: Command, out: &mut String) -> Result<Flow, CommandError> {
@@ -93,10 +88,8 @@ impl Console {
                     let _ = writeln!(out, "{}", share_line(&share, self.on_terminal));
                 }
             }
-            Command::Exit => {
-                peer.logout_quietly();
-                return Ok(Flow::Exit);
-            }
+            // The session stays for the next start (`logout` ends it).
+            Command::Exit => return Ok(Flow::Exit),
             Command::CreateUser { user, password } => {
                 peer.create_user(&user, password, i)?;
                 let _ = writeln!(out, "created user {user}");

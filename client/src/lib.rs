@@ -20,6 +20,7 @@ pub mod recent_pieces;
 pub mod registry;
 pub mod repl;
 pub mod seeder;
+pub mod session_file;
 pub mod size;
 pub mod swarm;
 pub mod tracker_link;
@@ -158,7 +159,9 @@ pub fn run(config: Config) -> Result<(), RunError> {
     })?;
     let fetcher = Fetcher::start(Arc::clone(&known), Arc::clone(&tracker))?;
 
-    let peer = Arc::new(Peer::new(ctx, listen_addr, known, watch, served));
+    let session_path = state_dir.join("session");
+    let peer =
+        Arc::new(Peer::new(ctx, listen_addr, known, watch, served, Some(session_path.clone())));
     let mut console = Console::new(Arc::clone(&peer), interrupt);
     let dashboard = match config.web {
         Some(addr) => {
@@ -171,6 +174,18 @@ pub fn run(config: Config) -> Result<(), RunError> {
         }
         None => None,
     };
+    // The session the last run kept: logged in again, as the user left it.
+    let resumed = session_file::load(&session_path).map_err(|e| e.to_string()).and_then(|saved| {
+        let Some(saved) = saved else { return Ok(None) };
+        let user = saved.user.clone();
+        peer.resume_session(saved).map(|()| Some(user)).map_err(|e| e.to_string())
+    });
+    match resumed {
+        Ok(Some(user)) => writeln!(stdout, "logged in as {user} (resumed)")?,
+        Ok(None) => {}
+        Err(e) => writeln!(stdout, "error: {e}")?,
+    }
+    stdout.flush()?;
     let result = repl::run(&mut console, &state_dir.join("history.txt"), &notices);
     if let Some(dashboard) = dashboard {
         dashboard.stop();

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use common::hash::{hash_file, HashFileError};
-use common::message::{FileMeta, FileSummary, Reply, Request, TrackerStatus};
+use common::message::{FileMeta, FileSummary, Reply, Request, TrackerError, TrackerStatus};
 use common::{FileName, GroupId, Layout, Password, UserId};
 
 use crate::command::{self, Direction};
@@ -25,6 +25,7 @@ use crate::download::{self, StartError};
 use crate::interrupt::Interrupt;
 use crate::membership::Watch;
 use crate::seeder::served::{Served, ServedRow};
+use crate::session_file::{self, SavedSession};
 use crate::swarm::{FileStamp, Swarm, Toggled};
 use crate::tracker_link::LinkError;
 use crate::tracker_session::{CallError, Login, TrackerSession};
@@ -55,6 +56,12 @@ pub enum CommandError {
     NoDashboard,
     #[error(transparent)]
     Transfer(#[from] FindError),
+    #[error("the session of {user} ended at the trackers (logged out elsewhere, or silent too long); login {user} <passwd> to log in again")]
+    SessionEnded { user: UserId },
+    #[error("this peer now listens on {now}, not on {then} as when {user} logged in (that port was taken); login {user} <passwd> to log in again")]
+    SessionMoved { user: UserId, then: SocketAddr, now: SocketAddr },
+    #[error("cannot resume the session of {user} now ({reason}); it is kept for the next start, or login {user} <passwd>")]
+    SessionNotResumed { user: UserId, reason: String },
 }
 
 impl CommandError {
@@ -132,6 +139,8 @@ pub struct Peer {
     watch: Arc<Mutex<Watch>>,
     /// What this peer's seeder served, to whom.
     served: Arc<Served>,
+    /// Where the session is kept for the next start (`None`: not kept).
+    session_file: Option<PathBuf>,
 }
 
 /// The trackers as this client sees them (the dashboard's trackers panel).
@@ -160,8 +169,17 @@ impl Peer {
         known: Arc<Known>,
         watch: Arc<Mutex<Watch>>,
         served: Arc<Served>,
+        session_file: Option<PathBuf>,
     ) -> Peer {
-        Peer { ctx, listen_addr, session_change: Mutex::new(()), known, watch, served }
+        Peer {
+            ctx,
+            listen_addr,
+            session_change: Mutex::new(()),
+            known,
+            watch,
+            served,
+            session_file,
+        }
     }
 
     /// What this peer served, by downloader and file.
@@ -236,6 +254,7 @@ impl Peer {
         match self.ctx.tracker.call_anonymous(request, interrupt)? {
             Reply::LoggedIn => {
                 self.ctx.tracker.set_login(Some(Login { user: user.clone(), session }));
+                self.keep_session(user, session);
                 self.watch_memberships(session);
                 self.resume_shares(user);
                 Ok(())
@@ -253,17 +272,65 @@ impl Peer {
         let _changing = self.session_change.lock();
         self.call(if everywhere { Request::LogoutEverywhere } else { Request::Logout }, interrupt)?;
         self.ctx.tracker.set_login(None);
+        self.forget_session();
         Ok(())
     }
 
-    /// Ends the session if there is one, ignoring failures (used on exit).
-    pub fn logout_quietly(&self) {
+    /// At start: logs in again with the session kept by the last run (`exit` and signals
+    /// keep it), without the password, and shares and downloads as after a `login`. A
+    /// session the trackers ended, or one announced from another address, is forgotten;
+    /// one that cannot be checked now (no tracker reachable) is kept.
+    pub fn resume_session(&self, saved: SavedSession) -> Result<(), CommandError> {
         let _changing = self.session_change.lock();
-        if self.ctx.tracker.login().is_some() {
-            if let Err(e) = self.ctx.tracker.call(Request::Logout) {
-                log::warn!("logout on exit failed: {e}");
+        let SavedSession { user, token, peer_addr } = saved;
+        self.ctx.tracker.set_login(Some(Login { user: user.clone(), session: token }));
+        let checked = self.ctx.tracker.call(Request::Heartbeat { known: None });
+        let moved = peer_addr != self.listen_addr;
+        match checked {
+            Ok(Reply::Alive { .. }) if moved => {
+                // Other peers would be sent to the old address: end it, and say so.
+                if let Err(e) = self.ctx.tracker.call(Request::Logout) {
+                    log::warn!("cannot end the session announced from {peer_addr}: {e}");
+                }
+                self.ctx.tracker.set_login(None);
+                self.forget_session();
+                Err(CommandError::SessionMoved { user, then: peer_addr, now: self.listen_addr })
             }
-            self.ctx.tracker.set_login(None);
+            Ok(Reply::Alive { .. }) => {
+                self.watch_memberships(token);
+                self.resume_shares(&user);
+                Ok(())
+            }
+            Err(CallError::Link(LinkError::Tracker(TrackerError::NotLoggedIn))) => {
+                self.ctx.tracker.set_login(None);
+                self.forget_session();
+                Err(CommandError::SessionEnded { user })
+            }
+            Ok(other) => {
+                self.ctx.tracker.set_login(None);
+                Err(CommandError::SessionNotResumed { user, reason: format!("{other:?}") })
+            }
+            Err(e) => {
+                self.ctx.tracker.set_login(None);
+                Err(CommandError::SessionNotResumed { user, reason: e.to_string() })
+            }
+        }
+    }
+
+    /// Keeps the session for the next start (a failure only costs the next start a login).
+    fn keep_session(&self, user: &UserId, token: common::message::SessionToken) {
+        let Some(path) = &self.session_file else { return };
+        let saved = SavedSession { user: user.clone(), token, peer_addr: self.listen_addr };
+        if let Err(e) = session_file::save(path, &saved) {
+            log::warn!("cannot keep the session in {}: {e}", path.display());
+        }
+    }
+
+    /// Forgets the kept session.
+    fn forget_session(&self) {
+        let Some(path) = &self.session_file else { return };
+        if let Err(e) = session_file::forget(path) {
+            log::warn!("cannot remove {}: {e}", path.display());
         }
     }
 

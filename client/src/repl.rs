@@ -69,7 +69,6 @@ pub fn run_lines(
             return Ok(());
         }
     }
-    console.logout_quietly();
     Ok(())
 }
 
@@ -120,10 +119,7 @@ fn run_terminal(console: &mut Console, history: &Path, notices: &Arc<Notices>) -
             Err(ReadlineError::Interrupted) => {
                 respond(&mut stdout, format!("{CTRL_C_HINT}\n"))?;
             }
-            Err(ReadlineError::Eof) => {
-                console.logout_quietly();
-                break;
-            }
+            Err(ReadlineError::Eof) => break,
             Err(e) => return Err(io::Error::other(e)),
         }
     }

@@ -104,7 +104,7 @@ fn invisible_characters_are_refused_and_two_spellings_are_one_name() {
 }
 
 #[test]
-fn pipe_mode_prints_no_prompt_and_end_of_input_logs_out() {
+fn pipe_mode_prints_no_prompt_and_end_of_input_keeps_the_session() {
     let (cluster, _tracker) = Cluster::with_one_tracker();
     let mut c = cluster.client("c");
     c.sign_up("alice");
@@ -114,10 +114,83 @@ fn pipe_mode_prints_no_prompt_and_end_of_input_logs_out() {
     assert!(status.success(), "{status:?}");
     assert_eq!(c.remaining_output(), vec!["g".to_string()]);
 
-    // The session ended with the input: a second client sees alice's files gone, and a new
-    // login works.
+    // The end of input is an `exit`: the session stays for the next start on this state
+    // directory, and another client may log in as alice too.
+    let mut again = cluster.client("c");
+    again.resumed("alice");
+    assert_eq!(again.run("list_my_groups"), ["g"]);
     let mut c2 = cluster.client("c2");
     c2.ok("login alice pw-alice", "logged in as alice");
+}
+
+/// Issue 20: a restarted client is logged in again without its password, and shares
+/// again; `logout` ends the session for good; a session the trackers ended, or one
+/// announced from an address the peer no longer has, is said to need a login.
+#[test]
+fn a_restarted_client_resumes_its_session_until_logout() {
+    let (cluster, _tracker) = Cluster::with_one_tracker();
+    let mut c = cluster.members(&["alice", "bob"], &[]);
+    let original = cluster.path("f.bin");
+    crate::support::write_random(&original, 700_000, 51);
+    c[0].run1(&format!("upload_file {} g", original.display()));
+    c[0].kill();
+
+    // Killed: back, logged in, and seeding again (bob downloads from it).
+    let mut alice = cluster.client("alice");
+    alice.resumed("alice");
+    let out = cluster.path("out.bin");
+    c[1].run1(&format!("download_file g f.bin {}", out.display()));
+    let done = c[1].wait_downloads_json();
+    assert!(done[0].is_complete("f.bin"), "{done:?}");
+    crate::support::assert_same_file(&original, &out);
+
+    // Logged out: the next start is not logged in.
+    alice.ok("logout", "logged out");
+    assert!(alice.close_stdin().success());
+    let mut alice = cluster.client("alice");
+    alice.err(
+        "list_my_groups",
+        "not logged in; login <user_id> <passwd> first (create_user makes an account)",
+    );
+    alice.ok("login alice pw-alice", "logged in as alice");
+    assert!(alice.close_stdin().success());
+
+    // Ended elsewhere (logout --all): said, and forgotten.
+    c[1].send_line("exit");
+    assert!(c[1].close_stdin().success());
+    let mut elsewhere = cluster.client("elsewhere");
+    elsewhere.ok("login alice pw-alice", "logged in as alice");
+    elsewhere.ok("logout --all", "logged out everywhere");
+    let mut alice = cluster.client("alice");
+    // Said at start, before the first command's own answer.
+    let out = alice.run("list_my_groups");
+    assert_eq!(
+        out[0],
+        "error: the session of alice ended at the trackers (logged out elsewhere, or silent too long); login alice <passwd> to log in again"
+    );
+    assert!(out[1].starts_with("error: not logged in"), "{out:?}");
+    assert!(!cluster.path("alice").join("session").exists());
+    alice.ok("login alice pw-alice", "logged in as alice");
+    let port = alice.listen.port();
+    alice.kill();
+
+    // The port of last time taken: the session announced the old address, so it is ended.
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let mut alice = cluster.client("alice");
+    assert_ne!(alice.listen.port(), port);
+    let out = alice.run("list_my_groups");
+    assert!(out[1].starts_with("error: not logged in"), "{out:?}");
+    let line = &out[0];
+    assert!(line.starts_with("error: this peer now listens on 127.0.0.1:"), "{line}");
+    assert!(
+        line.ends_with("(that port was taken); login alice <passwd> to log in again"),
+        "{line}"
+    );
+    drop(squatter);
+    alice.ok("login alice pw-alice", "logged in as alice");
+    // bob's session, kept by `exit`, is back too.
+    let mut bob = cluster.client("bob");
+    bob.resumed("bob");
 }
 
 #[test]

@@ -132,7 +132,7 @@ fn a_resumed_download_does_not_follow_a_part_replaced_by_a_symlink() {
     symlink(&victim, &part).unwrap();
 
     let mut leech = cluster.client("leech");
-    leech.ok("login leech pw-leech", "logged in as leech");
+    leech.resumed("leech");
     let done = leech.wait_downloads();
     assert_eq!(
         done,
@@ -187,7 +187,7 @@ fn data_and_state_directories_and_their_files_are_private() {
     );
     assert!(cluster.tracker_log(1).contains("had mode 0755; set to 0700"));
     let names = assert_private(&state_dir);
-    assert_eq!(names, ["client.key", "history.txt", "listen", "lock", "shares.bin"]);
+    assert_eq!(names, ["client.key", "history.txt", "listen", "lock", "session", "shares.bin"]);
     let log = std::fs::read_to_string(cluster.path("alice.log")).unwrap();
     assert!(log.contains("had mode 0755; set to 0700"), "{log}");
 }

@@ -415,7 +415,7 @@ fn a_leecher_killed_mid_download_resumes_without_fetching_again() {
     assert!(!out.exists());
 
     let mut leech = cluster.client("leech");
-    leech.ok("login leech pw-leech", "logged in as leech");
+    leech.resumed("leech");
     let done = leech.wait_downloads_json();
     assert_eq!(done.len(), 1, "{done:?}");
     assert!(done[0].is_complete("f.bin"), "{done:?}");
@@ -441,7 +441,7 @@ fn a_restarted_seeder_shares_again_after_login_but_not_what_it_stopped() {
     c[0].kill();
 
     let mut seed = cluster.client("seed");
-    seed.ok("login seed pw-seed", "logged in as seed");
+    seed.resumed("seed");
     let files = c[1].run("list_files g");
     assert_eq!(files.len(), 1, "{files:?}");
     assert!(files[0].starts_with("a.bin 700000 bytes"), "{files:?}");
@@ -459,7 +459,7 @@ fn leechers_of_one_slow_seeder_trade_pieces_among_themselves() {
     c[0].send_line("exit");
     c[0].close_stdin();
     c[0] = cluster.client_with("seed", &["--max-upload-rate", "1000000"]);
-    c[0].ok("login seed pw-seed", "logged in as seed");
+    c[0].resumed("seed");
     let original = cluster.path("f.bin");
     write_random(&original, 6 * 1024 * 1024, 21);
     upload(&mut c[0], &original);
@@ -499,7 +499,7 @@ fn issue_12_a_flash_crowd_gets_about_one_copy_from_the_seeder() {
     c[0].send_line("exit");
     c[0].close_stdin();
     c[0] = cluster.client_with("seed", &["--max-upload-rate", "4000000"]);
-    c[0].ok("login seed pw-seed", "logged in as seed");
+    c[0].resumed("seed");
     let original = cluster.path("f.bin");
     write_random(&original, PIECES as usize * 512 * 1024, 120);
     upload(&mut c[0], &original);

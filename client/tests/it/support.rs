@@ -564,6 +564,20 @@ impl ClientProc {
         }
     }
 
+    /// Asserts that the client, just started on a state directory whose last run kept its
+    /// session, logged in again by itself: its first line.
+    #[track_caller]
+    pub fn resumed(&mut self, user: &str) {
+        loop {
+            let line = self.lines.recv_timeout(TIMEOUT).unwrap_or_else(|e| panic!("no line ({e})"));
+            // The dashboard's line, with `--web`, comes first.
+            if !line.starts_with("dashboard at ") {
+                assert_eq!(line, format!("logged in as {user} (resumed)"));
+                return;
+            }
+        }
+    }
+
     /// Sends one raw line without waiting for anything.
     pub fn send_line(&mut self, line: &str) {
         let stdin = self.stdin.as_mut().unwrap();

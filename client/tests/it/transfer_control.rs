@@ -31,7 +31,7 @@ fn a_paused_download_keeps_and_serves_its_pieces_stays_paused_across_a_restart_a
     c[0].send_line("exit");
     c[0].close_stdin();
     c[0] = cluster.client_with("seed", &["--max-upload-rate", "500000"]);
-    c[0].ok("login seed pw-seed", "logged in as seed");
+    c[0].resumed("seed");
     let original = cluster.path("f.bin");
     write_random(&original, 8 * 1024 * 1024, 31);
     upload(&mut c[0], &original);
@@ -66,7 +66,7 @@ fn a_paused_download_keeps_and_serves_its_pieces_stays_paused_across_a_restart_a
     c[1].kill();
     assert!(!out.exists());
     let mut leech = cluster.client("leech");
-    leech.ok("login leech pw-leech", "logged in as leech");
+    leech.resumed("leech");
     let again = wait_for(&mut leech, |d| d.state == "paused");
     assert!(again.pieces_resumed >= 1, "{again:?}");
 
@@ -113,7 +113,7 @@ fn a_cancelled_download_removes_its_part_file_and_leaves_the_list() {
     // A restart does not bring it back.
     c[1].kill();
     let mut leech = cluster.client("leech");
-    leech.ok("login leech pw-leech", "logged in as leech");
+    leech.resumed("leech");
     assert!(leech.run("show_downloads").is_empty());
     assert!(!part.exists() && !out.exists());
 }

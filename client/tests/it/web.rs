@@ -522,8 +522,8 @@ fn through_the_dashboard_a_download_is_paused_resumed_cancelled_and_the_caps_set
     c[1].send_line("exit");
     c[1].close_stdin();
     let mut dash = cluster.client_with("dash", &["--web", "127.0.0.1:0"]);
+    dash.resumed("dash");
     let web = Web::of(&mut dash);
-    dash.ok("login dash pw-dash", "logged in as dash");
     c[0].ok("limit_rate up 500K", "upload 500.0 kB/s, download unlimited");
     let original = cluster.path("f.bin");
     write_random(&original, 8 * 1024 * 1024, 41);
