@@ -37,7 +37,6 @@ use crate::raft_node::{
 };
 use crate::raft_store::{self, RaftStore};
 use crate::raft_transport::{self, Contacts, Generation, PeerLinks, Reassembly};
-use crate::service::Service;
 use crate::state::LogEntry;
 use crate::state_machine::StateMachine;
 
@@ -343,14 +342,32 @@ impl Cluster {
     }
 }
 
+/// What the leader does with the requests other trackers send on their links: the
+/// service implements it, so that this module carries them without knowing the service.
+pub trait ReplicaRequests {
+    /// A client's request that tracker `from` forwarded, with the key the client proved.
+    fn forwarded(
+        &self,
+        from: u32,
+        id: RequestId,
+        token: Option<SessionToken>,
+        client: PublicKey,
+        request: Request,
+    ) -> Result<Reply, TrackerError>;
+    /// An entry tracker `from` built (a login or an account whose password it hashed).
+    fn proposed(&self, from: u32, entry: &[u8]) -> Result<Reply, TrackerError>;
+    /// Sessions whose heartbeats tracker `from` answered lately.
+    fn presence(&self, from: u32, sessions: &[SessionId]) -> Result<Reply, TrackerError>;
+}
+
 /// Serves a connection opened by tracker `from` (which proved its listed key): Raft
-/// messages go to the node, forwarded client requests to the service.
+/// messages go to the node, forwarded client requests to `requests`.
 pub fn serve(
     mut conn: Connection<ReplicaRequest, ReplicaReply>,
-    svc: &Service,
+    cluster: &Cluster,
+    requests: &dyn ReplicaRequests,
     from: u32,
 ) -> Result<(), FrameError> {
-    let cluster = &svc.cluster;
     let mut reassembly = Reassembly::new(u64::from(from), u64::from(cluster.id));
     while let Some(request) = conn.recv()? {
         match request {
@@ -371,15 +388,15 @@ pub fn serve(
                 }
             },
             ReplicaRequest::Forward { id, session, client, request } => {
-                let result = svc.handle_forwarded(from, id, session, client, request);
+                let result = requests.forwarded(from, id, session, client, request);
                 conn.send(&ReplicaReply::Forwarded { result })?;
             }
             ReplicaRequest::Propose { entry } => {
-                let result = svc.handle_proposed(from, &entry);
+                let result = requests.proposed(from, &entry);
                 conn.send(&ReplicaReply::Forwarded { result })?;
             }
             ReplicaRequest::Presence { sessions } => {
-                let result = svc.handle_presence(from, &sessions);
+                let result = requests.presence(from, &sessions);
                 conn.send(&ReplicaReply::Forwarded { result })?;
             }
         }
@@ -387,13 +404,14 @@ pub fn serve(
     Ok(())
 }
 
-/// Watches the node: prints `serving as` lines when the leader changes, and runs `on_lead`
-/// each time this tracker becomes the leader; stops when `stop` closes, or with the reason
-/// the tracker must stop (see `Cluster::stopped`).
+/// Watches the node: hands `announce` a `serving as` line when the leader changes, and
+/// runs `on_lead` each time this tracker becomes the leader; stops when `stop` closes, or
+/// with the reason the tracker must stop (see `Cluster::stopped`).
 pub fn watch(
-    svc: Arc<Service>,
+    cluster: &Cluster,
     stop: Receiver<()>,
-    on_lead: impl Fn(&Service),
+    announce: impl Fn(&str),
+    on_lead: impl Fn(),
 ) -> Result<(), String> {
     let mut previous = None;
     let ticker = crossbeam_channel::tick(TICK);
@@ -402,16 +420,16 @@ pub fn watch(
             recv(stop) -> _ => return Ok(()),
             recv(ticker) -> _ => {}
         }
-        if let Some(why) = svc.cluster.stopped() {
+        if let Some(why) = cluster.stopped() {
             return Err(why);
         }
         let was_primary = matches!(previous, Some((Role::Primary, _)));
-        if let Some(line) = svc.cluster.note_role(&mut previous) {
+        if let Some(line) = cluster.note_role(&mut previous) {
             log::info!("{line}");
-            crate::print_line(&line);
+            announce(&line);
         }
         if !was_primary && matches!(previous, Some((Role::Primary, _))) {
-            on_lead(&svc);
+            on_lead();
         }
     }
 }

@@ -38,8 +38,9 @@ pub use config::Config;
 use presence::Presence;
 use raft_node::RaftNodeError;
 use raft_store::{RaftStore, RaftStoreError};
-use server::{Limits, Shutdown};
+use server::Shutdown;
 use service::{Service, Settings};
+use session::Limits;
 use state::TrackerState;
 use state_machine::StateMachine;
 
@@ -175,7 +176,8 @@ pub fn run(config: Config) -> Result<(), RunError> {
         let service = Arc::clone(&service);
         let shutdown = Arc::clone(&shutdown);
         std::thread::Builder::new().name("cluster".into()).spawn(move || {
-            let outcome = cluster::watch(service, watch_stopped, Service::on_lead);
+            let outcome =
+                cluster::watch(&service.cluster, watch_stopped, print_line, || service.on_lead());
             if outcome.is_err() {
                 shutdown.trigger();
             }

@@ -26,7 +26,7 @@ use common::{FileName, GroupId, Identity, Layout, PublicKey, Sha1Digest, UserId}
 use raft::StateRole;
 use std::sync::Arc;
 
-use crate::cluster::{Cluster, Role};
+use crate::cluster::{Cluster, ReplicaRequests, Role};
 use crate::kdf_pool::{KdfPool, Priority};
 use crate::login_throttle::{LoginThrottle, ThrottleLimits};
 use crate::presence::Presence;
@@ -170,7 +170,7 @@ impl Service {
     /// Handles a request forwarded by tracker `from` on behalf of a client (which proved
     /// `client` to it). Only the leader takes them: during an election two trackers must
     /// not bounce a request between them.
-    pub fn handle_forwarded(
+    fn handle_forwarded(
         &self,
         from: u32,
         id: RequestId,
@@ -191,7 +191,7 @@ impl Service {
     }
 
     /// Commits an entry a follower built (a login or an account whose password it hashed).
-    pub fn handle_proposed(&self, from: u32, entry: &[u8]) -> Result<Reply, TrackerError> {
+    fn handle_proposed(&self, from: u32, entry: &[u8]) -> Result<Reply, TrackerError> {
         self.only_leader(from)?;
         let entry = LogEntry::decode(entry).map_err(|e| {
             log::warn!("tracker {from} proposed an entry this build cannot read: {e}");
@@ -210,11 +210,7 @@ impl Service {
     }
 
     /// On the leader: tracker `from` answered heartbeats of `sessions` lately.
-    pub fn handle_presence(
-        &self,
-        from: u32,
-        sessions: &[SessionId],
-    ) -> Result<Reply, TrackerError> {
+    fn handle_presence(&self, from: u32, sessions: &[SessionId]) -> Result<Reply, TrackerError> {
         self.only_leader(from)?;
         let now = Instant::now();
         let state = self.state.read();
@@ -678,6 +674,27 @@ impl Service {
             }
         };
         Ok(op)
+    }
+}
+
+impl ReplicaRequests for Service {
+    fn forwarded(
+        &self,
+        from: u32,
+        id: RequestId,
+        token: Option<SessionToken>,
+        client: PublicKey,
+        request: Request,
+    ) -> Result<Reply, TrackerError> {
+        self.handle_forwarded(from, id, token, client, request)
+    }
+
+    fn proposed(&self, from: u32, entry: &[u8]) -> Result<Reply, TrackerError> {
+        self.handle_proposed(from, entry)
+    }
+
+    fn presence(&self, from: u32, sessions: &[SessionId]) -> Result<Reply, TrackerError> {
+        self.handle_presence(from, sessions)
     }
 }
 
