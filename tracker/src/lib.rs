@@ -17,6 +17,7 @@ pub mod quota;
 pub mod raft_node;
 pub mod raft_store;
 pub mod raft_transport;
+pub mod read_rounds;
 pub mod server;
 pub mod service;
 pub mod session;

@@ -16,7 +16,9 @@
 //!
 //! Reads are linearizable through ReadIndex (`read_barrier`): the leader confirms with a
 //! majority that it still leads, and the caller waits until this node has applied up to the
-//! leader's commit index at that moment. No clock is trusted.
+//! leader's commit index at that moment. No clock is trusted. Concurrent reads share one
+//! ReadIndex round (`read_rounds`): one round is in flight at a time, and the reads that
+//! arrive meanwhile wait for the next, which starts when it ends.
 //!
 //! A witness (`RaftNode::start` with `witness`) votes and keeps the log; when it is elected
 //! it hands the lead to the most up-to-date other voter at once.
@@ -34,6 +36,7 @@ use raft::eraftpb::{
 use raft::{Config, RawNode, SnapshotStatus, StateRole, Storage};
 
 use crate::raft_store::{RaftStore, RaftStoreError};
+use crate::read_rounds::{ReadRounds, Start};
 
 /// One tick of the Raft clock.
 pub const TICK: Duration = Duration::from_millis(50);
@@ -47,7 +50,10 @@ const INBOX: usize = 4096;
 /// Applied entries kept in the log before a snapshot replaces them.
 pub const COMPACT_AFTER: u64 = 4096;
 
-/// A read that waited this long for the leader's confirmation gives up.
+/// Readies handled in one go at most (see `Driver::drive`).
+const MAX_READY_PER_DRIVE: usize = 4;
+
+/// A read round that waited this long for the leader's confirmation gives up.
 const READ_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// What a committed entry does: the application's state machine.
@@ -240,7 +246,7 @@ impl<O: Send + 'static> RaftNode<O> {
             nonce,
             next_proposal: 1,
             applied: snapshot_index,
-            reads_asked: HashMap::new(),
+            reads: ReadRounds::default(),
             reads_confirmed: Vec::new(),
             witness: options.witness,
             leader_seen: 0,
@@ -336,8 +342,9 @@ struct Driver<O> {
     nonce: [u8; 8],
     next_proposal: u64,
     applied: u64,
-    /// Reads waiting for the leader's confirmation, by context, with when they were asked.
-    reads_asked: HashMap<u64, (Sender<Result<(), ProposeError>>, std::time::Instant)>,
+    /// Reads waiting for the leader's confirmation: one ReadIndex round in flight, the
+    /// reads that arrived during it waiting for the next.
+    reads: ReadRounds<Sender<Result<(), ProposeError>>>,
     /// Confirmed reads waiting for this node to apply up to their index.
     reads_confirmed: Vec<(u64, Sender<Result<(), ProposeError>>)>,
     witness: bool,
@@ -408,10 +415,9 @@ impl<O: Send + 'static> Driver<O> {
                     let _ = reply.send(Err(ProposeError::NotLeader { leader: None }));
                     return;
                 }
-                let id = self.next_proposal;
-                self.next_proposal += 1;
-                self.node.read_index(self.context(id));
-                self.reads_asked.insert(id, (reply, std::time::Instant::now()));
+                if let Some(start) = self.reads.arrive(reply, std::time::Instant::now()) {
+                    self.ask_read_index(start);
+                }
             }
             Input::Message(msg) => {
                 if let Err(e) = self.node.step(*msg) {
@@ -516,16 +522,30 @@ impl<O: Send + 'static> Driver<O> {
         Some(u64::from_be_bytes(id.try_into().ok()?))
     }
 
-    /// Reads whose confirmation never came (no leader, or the leader lost its majority).
+    /// Starts ReadIndex round `id` (its read state comes back with the round's context).
+    fn ask_read_index(&mut self, Start(id): Start) {
+        self.node.read_index(self.context(id));
+    }
+
+    /// Fails the read round in flight with `why`, and starts the next (if a leader is known
+    /// to ask; else its readers fail too).
+    fn fail_read_round(&mut self, why: ProposeError) {
+        let leader_known = self.node.raft.leader_id != 0;
+        let (failed, next) = self.reads.fail(leader_known, std::time::Instant::now());
+        for reply in failed {
+            let _ = reply.send(Err(why.clone()));
+        }
+        if let Some(start) = next {
+            self.ask_read_index(start);
+        }
+    }
+
+    /// A read round whose confirmation never came (no leader, or the leader lost its
+    /// majority).
     fn expire_reads(&mut self) {
-        let now = std::time::Instant::now();
-        self.reads_asked.retain(|_, (reply, asked)| {
-            let alive = now.duration_since(*asked) < READ_TIMEOUT;
-            if !alive {
-                let _ = reply.send(Err(ProposeError::ReadTimeout));
-            }
-            alive
-        });
+        if self.reads.expired(std::time::Instant::now(), READ_TIMEOUT) {
+            self.fail_read_round(ProposeError::ReadTimeout);
+        }
     }
 
     /// Answers confirmed reads this node has applied far enough for.
@@ -540,64 +560,91 @@ impl<O: Send + 'static> Driver<O> {
         });
     }
 
+    /// Handles what the node has ready, then what that changed (a lost lead, a new
+    /// leader, a read round to start), as long as that makes more ready (a few times at
+    /// most: the next input or tick comes soon anyway), and publishes the status.
     fn drive(&mut self) -> Result<(), RaftNodeError> {
-        if self.node.has_ready() {
-            let mut ready = self.node.ready();
-            self.send(ready.take_messages());
-            for read in ready.take_read_states() {
-                let asked =
-                    self.ours(&read.request_ctx).and_then(|id| self.reads_asked.remove(&id));
-                if let Some((reply, _)) = asked {
-                    self.reads_confirmed.push((read.index, reply));
-                }
+        for _ in 0..MAX_READY_PER_DRIVE {
+            if self.node.has_ready() {
+                self.handle_ready()?;
             }
-            if !ready.snapshot().is_empty() {
-                self.install(ready.snapshot().clone())?;
+            self.after_ready();
+            if !self.node.has_ready() {
+                break;
             }
-            self.commit(ready.take_committed_entries())?;
-            // The commit index is volatile in Raft (raft-rs: a `LightReady`'s "is not
-            // required to save it to stable storage"): a hard state that only moves it
-            // is not worth an fsync of its own, which would double the fsyncs per write
-            // on every node. It rides along with the next entries, term or vote (and
-            // `start` raises it to the snapshot's index if it lags behind that).
-            let hard_state = ready.hs().filter(|hs| {
-                let stored = self.node.store().hard_state();
-                !ready.entries().is_empty() || hs.term != stored.term || hs.vote != stored.vote
-            });
-            let hard_state = hard_state.cloned();
-            if !ready.entries().is_empty() || hard_state.is_some() {
-                self.node.store().persist(ready.entries(), hard_state.as_ref())?;
-            }
-            self.send(ready.take_persisted_messages());
-            let mut light = self.node.advance(ready);
-            self.send(light.take_messages());
-            self.commit(light.take_committed_entries())?;
-            self.node.advance_apply();
-            // raft-rs keeps a follower it sent a snapshot to paused until told how the
-            // send went. The transport is best effort, so report it sent: the follower
-            // is probed, and gets another snapshot if this one was lost (without this, a
-            // follower that died before acknowledging a snapshot was never caught up).
-            for to in std::mem::take(&mut self.snapshots_sent) {
-                self.node.report_snapshot(to, SnapshotStatus::Finish);
-            }
-            self.release_reads();
-            self.maybe_compact()?;
         }
+        self.publish_status();
+        Ok(())
+    }
+
+    fn handle_ready(&mut self) -> Result<(), RaftNodeError> {
+        let mut ready = self.node.ready();
+        self.send(ready.take_messages());
+        let mut next_round = None;
+        for read in ready.take_read_states() {
+            let Some(id) = self.ours(&read.request_ctx) else { continue };
+            if let Some((readers, next)) = self.reads.confirmed(id, std::time::Instant::now()) {
+                self.reads_confirmed.extend(readers.into_iter().map(|r| (read.index, r)));
+                next_round = next.or(next_round);
+            }
+        }
+        if !ready.snapshot().is_empty() {
+            self.install(ready.snapshot().clone())?;
+        }
+        self.commit(ready.take_committed_entries())?;
+        // The commit index is volatile in Raft (raft-rs: a `LightReady`'s "is not
+        // required to save it to stable storage"): a hard state that only moves it
+        // is not worth an fsync of its own, which would double the fsyncs per write
+        // on every node. It rides along with the next entries, term or vote (and
+        // `start` raises it to the snapshot's index if it lags behind that).
+        let hard_state = ready.hs().filter(|hs| {
+            let stored = self.node.store().hard_state();
+            !ready.entries().is_empty() || hs.term != stored.term || hs.vote != stored.vote
+        });
+        let hard_state = hard_state.cloned();
+        if !ready.entries().is_empty() || hard_state.is_some() {
+            self.node.store().persist(ready.entries(), hard_state.as_ref())?;
+        }
+        self.send(ready.take_persisted_messages());
+        let mut light = self.node.advance(ready);
+        self.send(light.take_messages());
+        self.commit(light.take_committed_entries())?;
+        self.node.advance_apply();
+        // raft-rs keeps a follower it sent a snapshot to paused until told how the
+        // send went. The transport is best effort, so report it sent: the follower
+        // is probed, and gets another snapshot if this one was lost (without this, a
+        // follower that died before acknowledging a snapshot was never caught up).
+        for to in std::mem::take(&mut self.snapshots_sent) {
+            self.node.report_snapshot(to, SnapshotStatus::Finish);
+        }
+        self.release_reads();
+        self.maybe_compact()?;
+        // Asked once this Ready is done with: its message goes out with the next one.
+        if let Some(start) = next_round {
+            self.ask_read_index(start);
+        }
+        Ok(())
+    }
+
+    /// What a Ready (or a tick, or a message) changed that callers must hear.
+    fn after_ready(&mut self) {
         // A leader that stepped down (in a tick, a message or this Ready) cannot tell
         // whether its pending entries will commit: their callers hear so now.
         if self.node.raft.state != StateRole::Leader && !self.pending.is_empty() {
             self.fail_pending(ProposeError::LeaderChanged);
         }
         if self.node.raft.leader_id != self.leader_seen {
-            // Reads asked of the old leader may never be confirmed.
+            // The read round asked of the old leader may never be confirmed; the reads
+            // waiting for the next round ask the new one.
             self.leader_seen = self.node.raft.leader_id;
-            for (_, (reply, _)) in self.reads_asked.drain() {
-                let _ = reply.send(Err(ProposeError::LeaderChanged));
-            }
+            self.fail_read_round(ProposeError::LeaderChanged);
         }
         if self.witness && self.node.raft.state == StateRole::Leader {
             self.hand_over_lead();
         }
+    }
+
+    fn publish_status(&mut self) {
         let raft = &self.node.raft;
         let conf_voters = self.voters();
         let n_voters = conf_voters.len().min(MAX_VOTERS);
@@ -615,7 +662,6 @@ impl<O: Send + 'static> Driver<O> {
             voters,
             n_voters,
         };
-        Ok(())
     }
 
     /// A witness that was elected passes the lead to the voter whose log matches furthest
