@@ -31,7 +31,8 @@ use std::time::Duration;
 use crossbeam_channel::{bounded, select, tick, Receiver, Sender, TrySendError};
 use parking_lot::Mutex;
 use raft::eraftpb::{
-    ConfChange, ConfChangeType, ConfChangeV2, Entry, EntryType, Message, MessageType, Snapshot,
+    ConfChange, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, Message, MessageType,
+    Snapshot,
 };
 use raft::{Config, RawNode, SnapshotStatus, StateRole, Storage};
 
@@ -66,9 +67,18 @@ pub trait Apply: Send {
     fn entry(&mut self, index: u64, data: &[u8]) -> Result<Self::Output, String>;
     /// Replaces the state with a snapshot's, as of `index` (an error stops the node).
     fn snapshot(&mut self, index: u64, data: &[u8]) -> Result<(), String>;
-    /// The state as of the last applied entry, for a snapshot.
-    fn state(&self) -> Vec<u8>;
+    /// The state as of the last applied entry, for a snapshot: taken here (on the Raft
+    /// thread; a copy, not an encoding), encoded by the returned work on the `snap-N`
+    /// thread while this one goes on applying.
+    fn freeze(&self) -> Frozen;
+    /// The state as of the last applied entry, encoded at once.
+    fn state(&self) -> Vec<u8> {
+        (self.freeze())()
+    }
 }
+
+/// A copy of the application's state that encodes itself, off the Raft thread.
+pub type Frozen = Box<dyn FnOnce() -> Vec<u8> + Send>;
 
 /// How messages reach the other nodes (best effort: Raft retries).
 pub trait Transport: Send {
@@ -140,6 +150,12 @@ enum Input<O> {
     Message(Box<Message>),
     ForceAlone { reply: Sender<Result<(), String>> },
 }
+
+/// A snapshot to encode on the `snap-N` thread: the applied index it is as of, the
+/// configuration then, and the frozen state.
+type SnapshotJob = (u64, ConfState, Frozen);
+/// An encoded snapshot back from the `snap-N` thread.
+type Encoded = (u64, ConfState, Vec<u8>);
 
 /// A running Raft node; dropping it stops the driver thread.
 pub struct RaftNode<O: Send + 'static> {
@@ -237,8 +253,22 @@ impl<O: Send + 'static> RaftNode<O> {
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
             nonce = now.map(|d| d.as_nanos() as u64).unwrap_or(0).to_be_bytes();
         }
+        let (snapshot_jobs, jobs) = bounded::<SnapshotJob>(1);
+        let (encoded_tx, encoded) = bounded::<Encoded>(1);
+        let snapshotter =
+            std::thread::Builder::new().name(format!("snap-{id}")).spawn(move || {
+                // Encodes one snapshot at a time; stops when the driver drops its sender.
+                for (index, conf, frozen) in jobs {
+                    if encoded_tx.send((index, conf, frozen())).is_err() {
+                        break;
+                    }
+                }
+            })?;
         let driver = Driver {
             node,
+            snapshot_jobs: Some(snapshot_jobs),
+            snapshotter: Some(snapshotter),
+            snapshot_in_flight: false,
             apply,
             transport,
             status: Arc::clone(&status),
@@ -256,7 +286,7 @@ impl<O: Send + 'static> RaftNode<O> {
         };
         let thread = std::thread::Builder::new()
             .name(format!("raft-{id}"))
-            .spawn(move || driver.run(inputs))?;
+            .spawn(move || driver.run(inputs, encoded))?;
         Ok(RaftNode { inbox: Some(inbox), status, thread: Some(thread) })
     }
 
@@ -333,6 +363,11 @@ impl<O: Send + 'static> Drop for RaftNode<O> {
 
 struct Driver<O> {
     node: RawNode<RaftStore>,
+    /// Snapshots to encode, to the `snap-N` thread (dropped at exit, which stops it).
+    snapshot_jobs: Option<Sender<SnapshotJob>>,
+    snapshotter: Option<JoinHandle<()>>,
+    /// A snapshot is being encoded (one at a time).
+    snapshot_in_flight: bool,
     apply: Box<dyn Apply<Output = O>>,
     transport: Box<dyn Transport>,
     status: Arc<Mutex<NodeStatus>>,
@@ -361,10 +396,18 @@ struct Driver<O> {
 }
 
 impl<O: Send + 'static> Driver<O> {
-    fn run(mut self, inputs: Receiver<Input<O>>) {
+    fn run(mut self, inputs: Receiver<Input<O>>, encoded: Receiver<Encoded>) {
         let ticker = tick(TICK);
         loop {
             select! {
+                recv(encoded) -> snapshot => {
+                    if let Ok((index, conf, data)) = snapshot {
+                        if let Err(e) = self.store_snapshot(index, &conf, data) {
+                            log::error!("raft {}: {e}; stopping this node", self.node.raft.id);
+                            break;
+                        }
+                    }
+                }
                 recv(inputs) -> input => match input {
                     Ok(input) => {
                         self.take(input);
@@ -389,6 +432,10 @@ impl<O: Send + 'static> Driver<O> {
             }
         }
         self.fail_pending(ProposeError::Stopped);
+        drop(self.snapshot_jobs.take());
+        if let Some(snapshotter) = self.snapshotter.take() {
+            let _ = snapshotter.join();
+        }
     }
 
     fn take(&mut self, input: Input<O>) {
@@ -738,15 +785,48 @@ impl<O: Send + 'static> Driver<O> {
         Ok(())
     }
 
+    /// Takes a snapshot every `COMPACT_AFTER` applied entries (or soon after a
+    /// configuration change): the state is frozen here, encoded on the `snap-N` thread,
+    /// and stored when it comes back (`store_snapshot`), so a large state never holds up
+    /// this thread for its encoding.
     fn maybe_compact(&mut self) -> Result<(), RaftNodeError> {
+        if self.snapshot_in_flight {
+            return Ok(());
+        }
         let first = self.node.store().first_index()?;
         let forced = self.compact_soon && self.applied >= first;
         if forced {
             self.compact_soon = false;
         }
         if forced || self.applied >= first + COMPACT_AFTER {
-            self.node.store().compact(self.applied, self.apply.state())?;
+            let conf = self.node.store().conf_state();
+            let job = (self.applied, conf, self.apply.freeze());
+            let Some(jobs) = &self.snapshot_jobs else { return Ok(()) };
+            match jobs.try_send(job) {
+                Ok(()) => self.snapshot_in_flight = true,
+                // The encoder is gone (it cannot be busy: one job at a time): encode here.
+                Err(e) => {
+                    let (index, conf, frozen) = e.into_inner();
+                    self.node.store().compact_as_of(index, &conf, frozen())?;
+                }
+            }
         }
+        Ok(())
+    }
+
+    /// Stores a snapshot encoded by the `snap-N` thread: it replaces the log up to its
+    /// index, unless a newer snapshot (one received from the leader) replaced it meanwhile.
+    fn store_snapshot(
+        &mut self,
+        index: u64,
+        conf: &ConfState,
+        data: Vec<u8>,
+    ) -> Result<(), RaftNodeError> {
+        self.snapshot_in_flight = false;
+        if index < self.node.store().first_index()? {
+            return Ok(());
+        }
+        self.node.store().compact_as_of(index, conf, data)?;
         Ok(())
     }
 

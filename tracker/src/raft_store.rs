@@ -337,13 +337,26 @@ impl RaftStore {
     /// Takes a snapshot at `applied` (an applied index still in the log) holding `state`,
     /// the application's state as of that entry, and drops the entries it covers.
     pub fn compact(&self, applied: u64, state: Vec<u8>) -> Result<(), RaftStoreError> {
+        let conf = self.conf_state();
+        self.compact_as_of(applied, &conf, state)
+    }
+
+    /// `compact` with the configuration in force at `applied` (the snapshot was taken
+    /// then, and stored after the state was encoded: the configuration may have changed
+    /// since).
+    pub fn compact_as_of(
+        &self,
+        applied: u64,
+        conf: &ConfState,
+        state: Vec<u8>,
+    ) -> Result<(), RaftStoreError> {
         let mut core = self.core.write();
         let (first, last) = (core.first_index(), core.last_index());
         if applied < first || applied > last {
             return Err(RaftStoreError::CompactOutOfRange { to: applied, first, last });
         }
         let term = core.entries[(applied - first) as usize].term;
-        let conf = core.conf.clone();
+        let conf = conf.clone();
         let mut db = self.db.lock();
         let tx = db.transaction()?;
         tx.execute("DELETE FROM raft_log WHERE idx <= ?1", [applied])?;
@@ -359,6 +372,11 @@ impl RaftStore {
         core.snapshot_conf = conf;
         core.snapshot_data = state;
         Ok(())
+    }
+
+    /// The configuration in force (as last set).
+    pub fn conf_state(&self) -> ConfState {
+        self.core.read().conf.clone()
     }
 
     /// The hard state last persisted.
