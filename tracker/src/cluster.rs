@@ -16,7 +16,6 @@
 //! older generation are dropped. What the others committed that the forced tracker never
 //! received is lost: that is the price of serving without a majority.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,7 +34,7 @@ use common::{Identity, PublicKey};
 use crate::raft_node::{
     NodeOptions, NodeStatus, ProposeError, RaftNode, RaftNodeError, ELECTION_TICKS, TICK,
 };
-use crate::raft_store::{self, RaftStore};
+use crate::raft_store::RaftStore;
 use crate::raft_transport::{self, Contacts, Generation, PeerLinks, Reassembly};
 use crate::state::LogEntry;
 use crate::state_machine::StateMachine;
@@ -81,7 +80,6 @@ pub struct Cluster {
     adoptable: AtomicBool,
     /// Why this tracker must stop (a newer generation was heard).
     fenced: Mutex<Option<String>>,
-    database: PathBuf,
 }
 
 impl Cluster {
@@ -100,7 +98,6 @@ impl Cluster {
         let others: Vec<u64> = voters.iter().copied().filter(|v| *v != u64::from(id)).collect();
         let generation: Generation = Arc::new(store.generation()?.into());
         let adoptable = AtomicBool::new(join && store.is_blank());
-        let database = store.path();
         let links = PeerLinks::start(
             id,
             &others,
@@ -126,7 +123,6 @@ impl Cluster {
             generation,
             adoptable,
             fenced: Mutex::new(None),
-            database,
         })
     }
 
@@ -293,7 +289,7 @@ impl Cluster {
             return Err(format!("tracker {} is a witness and cannot serve alone", self.id));
         }
         let generation = self.generation() + 1;
-        raft_store::save_generation(&self.database, generation).map_err(|e| e.to_string())?;
+        self.save_generation(generation)?;
         self.generation.store(generation, Ordering::Relaxed);
         match self.node.force_alone().recv_timeout(READ_TIMEOUT) {
             Ok(Ok(())) => Ok(format!(
@@ -308,6 +304,15 @@ impl Cluster {
         }
     }
 
+    /// Durably records `generation` before this tracker acts on it, through the Raft
+    /// thread (which owns the store).
+    fn save_generation(&self, generation: u64) -> Result<(), String> {
+        match self.node.save_generation(generation).recv_timeout(READ_TIMEOUT) {
+            Ok(saved) => saved,
+            Err(_) => Err("the raft node did not record the generation in time".to_string()),
+        }
+    }
+
     /// Checks the generation of a Raft message from tracker `from`: whether to take it.
     fn admit_generation(&self, from: u32, theirs: u64) -> bool {
         let ours = self.generation();
@@ -315,7 +320,7 @@ impl Cluster {
             return true;
         }
         if theirs > ours && self.adoptable.swap(false, Ordering::Relaxed) {
-            if let Err(e) = raft_store::save_generation(&self.database, theirs) {
+            if let Err(e) = self.save_generation(theirs) {
                 log::error!("cannot record generation {theirs}: {e}");
                 self.adoptable.store(true, Ordering::Relaxed);
                 return false;

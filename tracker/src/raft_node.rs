@@ -149,6 +149,7 @@ enum Input<O> {
     Read { reply: Sender<Result<(), ProposeError>> },
     Message(Box<Message>),
     ForceAlone { reply: Sender<Result<(), String>> },
+    SaveGeneration { generation: u64, reply: Sender<Result<(), String>> },
 }
 
 /// A snapshot to encode on the `snap-N` thread: the applied index it is as of, the
@@ -324,6 +325,16 @@ impl<O: Send + 'static> RaftNode<O> {
         answer
     }
 
+    /// Durably records the group's generation (see `cluster`) in this node's store, on the
+    /// Raft thread (the one owner of the store's connection). Answers once it is on disk.
+    pub fn save_generation(&self, generation: u64) -> Receiver<Result<(), String>> {
+        let (reply, answer) = bounded(1);
+        self.send_input(Input::SaveGeneration { generation, reply: reply.clone() }, |why| {
+            let _ = reply.send(Err(why.to_string()));
+        });
+        answer
+    }
+
     fn send_input(&self, input: Input<O>, refuse: impl FnOnce(ProposeError)) {
         match self.inbox.as_ref().map(|inbox| inbox.try_send(input)) {
             Some(Ok(())) => {}
@@ -473,6 +484,10 @@ impl<O: Send + 'static> Driver<O> {
             }
             Input::ForceAlone { reply } => {
                 let _ = reply.send(self.force_alone().map_err(|e| e.to_string()));
+            }
+            Input::SaveGeneration { generation, reply } => {
+                let saved = self.node.store().save_generation(generation);
+                let _ = reply.send(saved.map_err(|e| e.to_string()));
             }
         }
     }

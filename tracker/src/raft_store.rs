@@ -51,20 +51,6 @@ pub enum RaftStoreError {
     PreRaft { path: String },
 }
 
-/// Durably records the generation of the store in database `path` (before acting on it),
-/// through a connection of its own: the store itself belongs to the Raft thread.
-pub fn save_generation(path: &Path, generation: u64) -> Result<(), RaftStoreError> {
-    let db = Connection::open(path)?;
-    db.pragma_update(None, "synchronous", "FULL")?;
-    db.busy_timeout(std::time::Duration::from_secs(5))?;
-    db.execute(
-        "INSERT INTO generation (id, generation) VALUES (1, ?1)
-         ON CONFLICT (id) DO UPDATE SET generation = excluded.generation",
-        [generation],
-    )?;
-    Ok(())
-}
-
 /// The database file in a tracker's data directory.
 pub const DATABASE: &str = "tracker.sqlite3";
 
@@ -266,6 +252,17 @@ impl RaftStore {
         Ok(())
     }
 
+    /// Durably records the generation of the store (before acting on it). Called by the
+    /// Raft thread, the one owner of this store.
+    pub fn save_generation(&self, generation: u64) -> Result<(), RaftStoreError> {
+        self.db.lock().execute(
+            "INSERT INTO generation (id, generation) VALUES (1, ?1)
+             ON CONFLICT (id) DO UPDATE SET generation = excluded.generation",
+            [generation],
+        )?;
+        Ok(())
+    }
+
     /// How many times this group was forced to a single tracker (see `cluster`).
     pub fn generation(&self) -> Result<u64, RaftStoreError> {
         Ok(self
@@ -274,11 +271,6 @@ impl RaftStore {
             .query_row("SELECT generation FROM generation WHERE id = 1", [], |r| r.get(0))
             .optional()?
             .unwrap_or(0))
-    }
-
-    /// The database file this store is in.
-    pub fn path(&self) -> std::path::PathBuf {
-        self.db.lock().path().map(std::path::PathBuf::from).unwrap_or_default()
     }
 
     /// Whether this store has never been part of a group (no configuration, no log).

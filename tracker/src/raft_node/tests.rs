@@ -267,10 +267,11 @@ fn a_restarted_node_rebuilds_its_state_from_snapshot_and_log_and_catches_up() {
 }
 
 /// A node alone that commits past `COMPACT_AFTER` entries takes a snapshot (encoded on its
-/// `snap-N` thread, stored by the Raft thread; issue 22): it is in the store after the node
-/// stops, holding the state as of its index.
+/// `snap-N` thread, stored by the Raft thread), and records the generation through the
+/// Raft thread (issue 22): both are in the store after it stops, and a restart rebuilds
+/// the same log.
 #[test]
-fn the_driver_snapshots_off_its_thread() {
+fn the_driver_snapshots_off_its_thread_and_records_the_generation() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("1.sqlite3");
     let log = Log::default();
@@ -300,6 +301,7 @@ fn the_driver_snapshots_off_its_thread() {
                 answer.recv_timeout(Duration::from_secs(10)).unwrap().unwrap();
             }
         }
+        node.save_generation(7).recv_timeout(Duration::from_secs(5)).unwrap().unwrap();
         // The snapshot is stored once its encoding comes back; a few more entries make
         // sure the driver went round its loop since.
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -315,6 +317,7 @@ fn the_driver_snapshots_off_its_thread() {
         }
     }
     let store = RaftStore::open(&path).unwrap();
+    assert_eq!(store.generation().unwrap(), 7);
     let snapshot = store.snapshot(0, 0).unwrap();
     let in_snapshot: Applied = postcard::from_bytes(&snapshot.data).unwrap();
     assert_eq!(in_snapshot.len() as u64, snapshot.get_metadata().index - 1, "one empty entry");
