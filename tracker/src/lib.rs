@@ -7,6 +7,7 @@
 //! connections and `session` serves one.
 
 pub mod admission;
+pub mod answer;
 pub mod cluster;
 pub mod config;
 pub mod credential;

@@ -36,6 +36,7 @@ use raft::eraftpb::{
 };
 use raft::{Config, RawNode, SnapshotStatus, StateRole, Storage};
 
+use crate::answer::{answer, Answer, Reply};
 use crate::raft_store::{RaftStore, RaftStoreError};
 use crate::read_rounds::{ReadRounds, Start};
 
@@ -145,8 +146,8 @@ pub const MAX_VOTERS: usize = 16;
 pub type Proposed<O> = Result<(u64, O), ProposeError>;
 
 enum Input<O> {
-    Propose { data: Vec<u8>, reply: Sender<Proposed<O>> },
-    Read { reply: Sender<Result<(), ProposeError>> },
+    Propose { data: Vec<u8>, reply: Reply<Proposed<O>> },
+    Read { reply: Reply<Result<(), ProposeError>> },
     Message(Box<Message>),
     ForceAlone { reply: Sender<Result<(), String>> },
     SaveGeneration { generation: u64, reply: Sender<Result<(), String>> },
@@ -291,13 +292,13 @@ impl<O: Send + 'static> RaftNode<O> {
         Ok(RaftNode { inbox: Some(inbox), status, thread: Some(thread) })
     }
 
-    /// Proposes `data`; the answer arrives on the returned channel once the entry is
+    /// Proposes `data`; the answer arrives (`Answer`: a waiter parks at once) once the entry is
     /// committed and applied here (its index and what applying it answered), or as soon
     /// as it cannot be.
-    pub fn propose(&self, data: Vec<u8>) -> Receiver<Proposed<O>> {
-        let (reply, answer) = bounded(1);
+    pub fn propose(&self, data: Vec<u8>) -> Answer<Proposed<O>> {
+        let (reply, answer) = answer();
         self.send_input(Input::Propose { data, reply: reply.clone() }, |why| {
-            let _ = reply.send(Err(why));
+            reply.send(Err(why));
         });
         answer
     }
@@ -305,10 +306,10 @@ impl<O: Send + 'static> RaftNode<O> {
     /// A linearizable read point: answers once this node has applied everything committed
     /// before the call (as confirmed by a leader that a majority still follows), so that
     /// reading its state then sees every write acknowledged before the call.
-    pub fn read_barrier(&self) -> Receiver<Result<(), ProposeError>> {
-        let (reply, answer) = bounded(1);
+    pub fn read_barrier(&self) -> Answer<Result<(), ProposeError>> {
+        let (reply, answer) = answer();
         self.send_input(Input::Read { reply: reply.clone() }, |why| {
-            let _ = reply.send(Err(why));
+            reply.send(Err(why));
         });
         answer
     }
@@ -384,15 +385,15 @@ struct Driver<O> {
     status: Arc<Mutex<NodeStatus>>,
     /// Proposals waiting for their entry, by the number carried in the entry's context
     /// (after this run's nonce).
-    pending: HashMap<u64, Sender<Proposed<O>>>,
+    pending: HashMap<u64, Reply<Proposed<O>>>,
     nonce: [u8; 8],
     next_proposal: u64,
     applied: u64,
     /// Reads waiting for the leader's confirmation: one ReadIndex round in flight, the
     /// reads that arrived during it waiting for the next.
-    reads: ReadRounds<Sender<Result<(), ProposeError>>>,
+    reads: ReadRounds<Reply<Result<(), ProposeError>>>,
     /// Confirmed reads waiting for this node to apply up to their index.
-    reads_confirmed: Vec<(u64, Sender<Result<(), ProposeError>>)>,
+    reads_confirmed: Vec<(u64, Reply<Result<(), ProposeError>>)>,
     witness: bool,
     /// The leader the last status named (reads asked of another leader are failed).
     leader_seen: u64,
@@ -454,7 +455,7 @@ impl<O: Send + 'static> Driver<O> {
             Input::Propose { data, reply } => {
                 if self.node.raft.state != StateRole::Leader {
                     let leader = Some(self.node.raft.leader_id).filter(|l| *l != 0);
-                    let _ = reply.send(Err(ProposeError::NotLeader { leader }));
+                    reply.send(Err(ProposeError::NotLeader { leader }));
                     return;
                 }
                 let id = self.next_proposal;
@@ -464,13 +465,13 @@ impl<O: Send + 'static> Driver<O> {
                         self.pending.insert(id, reply);
                     }
                     Err(_) => {
-                        let _ = reply.send(Err(ProposeError::LeaderChanged));
+                        reply.send(Err(ProposeError::LeaderChanged));
                     }
                 }
             }
             Input::Read { reply } => {
                 if self.node.raft.leader_id == 0 {
-                    let _ = reply.send(Err(ProposeError::NotLeader { leader: None }));
+                    reply.send(Err(ProposeError::NotLeader { leader: None }));
                     return;
                 }
                 if let Some(start) = self.reads.arrive(reply, std::time::Instant::now()) {
@@ -595,7 +596,7 @@ impl<O: Send + 'static> Driver<O> {
         let leader_known = self.node.raft.leader_id != 0;
         let (failed, next) = self.reads.fail(leader_known, std::time::Instant::now());
         for reply in failed {
-            let _ = reply.send(Err(why.clone()));
+            reply.send(Err(why.clone()));
         }
         if let Some(start) = next {
             self.ask_read_index(start);
@@ -616,7 +617,7 @@ impl<O: Send + 'static> Driver<O> {
         self.reads_confirmed.retain(|(index, reply)| {
             let waiting = *index > applied;
             if !waiting {
-                let _ = reply.send(Ok(()));
+                reply.send(Ok(()));
             }
             waiting
         });
@@ -794,7 +795,7 @@ impl<O: Send + 'static> Driver<O> {
                 .entry(index, &entry.data)
                 .map_err(|reason| RaftNodeError::Apply { what: "the entry", index, reason })?;
             if let Some(reply) = self.ours(&entry.context).and_then(|id| self.pending.remove(&id)) {
-                let _ = reply.send(Ok((entry.index, output)));
+                reply.send(Ok((entry.index, output)));
             }
         }
         Ok(())
@@ -847,7 +848,7 @@ impl<O: Send + 'static> Driver<O> {
 
     fn fail_pending(&mut self, why: ProposeError) {
         for (_, reply) in self.pending.drain() {
-            let _ = reply.send(Err(why.clone()));
+            reply.send(Err(why.clone()));
         }
     }
 }
