@@ -7,8 +7,10 @@
 # 64 threads guess passwords (from one address, from 64, and from 64 with a connection a
 # guess), (g) capacity: 2000, 5000 and 20000 idle sessions (heartbeat every 5 s, a list
 # every 30 s) over the three trackers, with read and write latency meanwhile, the
-# trackers' memory, threads and descriptors, and a storm of every session reconnecting.
-# (a), (b) and (c) run once with the clients at the leader and once at a follower (which
+# trackers' memory, threads and descriptors, and a storm of every session reconnecting;
+# and of issue 22: (h) reads/s and writes/s with 1000 concurrent clients (one session and
+# one connection each), with p50/p99 latency, against goals of 20000 reads/s, 10000
+# writes/s and p99 < 50 ms. (a), (b), (c) and (h) run once with the clients at the leader and once at a follower (which
 # forwards writes). Prints key=value lines and a summary beside the goals.
 set -euo pipefail
 
@@ -23,11 +25,14 @@ Usage: scripts/bench-trackers.sh [OPTIONS]
   --loss-pct P    chance per chunk of a 200 ms stall in (c), emulated loss (default 1)
   --attackers N   password guessers in (f) (default 64)
   --sessions LIST session counts of (g), comma-separated (default 2000,5000,20000)
-  --only LETTERS  run only these parts, e.g. --only ab (default abcdefg)
+  --many N        concurrent clients of (h) (default 1000)
+  --only LETTERS  run only these parts, e.g. --only ab (default abcdefgh)
   --keep          keep the work directory
   -h, --help      show this help
 
-(a), (b) and (c) run with the clients at the leader, then at a follower. In (c),
+(a), (b), (c) and (h) run with the clients at the leader, then at a follower.
+TRACKER_BIN=PATH runs that tracker binary instead of the one built here (e.g. a build of
+another commit, for before/after figures; the load generators are still built here). In (c),
 tracker_info.txt lists the proxies, so trackers and clients both go through them; a third
 load has the clients reach the leader directly (delay between trackers only).
 
@@ -43,7 +48,8 @@ SECONDS_LOAD=10
 MISSED=100000
 DELAY_MS=50
 LOSS_PCT=1
-ONLY=abcdefg
+ONLY=abcdefgh
+MANY=1000
 ATTACKERS=64
 SESSIONS=2000,5000,20000
 KEEP=0
@@ -56,6 +62,7 @@ while (($#)); do
         --loss-pct) LOSS_PCT=$2; shift 2 ;;
         --attackers) ATTACKERS=$2; shift 2 ;;
         --sessions) SESSIONS=$2; shift 2 ;;
+        --many) MANY=$2; shift 2 ;;
         --only) ONLY=$2; shift 2 ;;
         --keep) KEEP=1; shift ;;
         -h|--help) usage; exit 0 ;;
@@ -65,6 +72,9 @@ done
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+TRACKER_BIN=${TRACKER_BIN:-$BIN/tracker}
+# Options every tracker started gets (set by a part for its cluster).
+TRACKER_ARGS=()
 EXAMPLES="$BIN/examples"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/p2p-bench-trackers.XXXXXX")
 # shellcheck source=scripts/lib.sh
@@ -90,8 +100,8 @@ start_fifo_tracker() {
     shift
     [[ -p $WORK/tracker$id.in ]] || mkfifo "$WORK/tracker$id.in"
     : >"$WORK/tracker$id.out"
-    "$BIN/tracker" "$WORK/tracker_info.txt" "$id" --data-dir "$WORK/tracker$id" \
-        --kdf-iterations 1000 --signups-per-ip-per-hour 0 "$@" \
+    "$TRACKER_BIN" "$WORK/tracker_info.txt" "$id" --data-dir "$WORK/tracker$id" \
+        --kdf-iterations 1000 --signups-per-ip-per-hour 0 "${TRACKER_ARGS[@]}" "$@" \
         <"$WORK/tracker$id.in" >>"$WORK/tracker$id.out" 2>>"$WORK/tracker$id.log" &
     PID[tracker$id]=$!
     exec {fd}>"$WORK/tracker$id.in"
@@ -160,7 +170,7 @@ load() {
         echo "first errors of $name:" >&2
         head -n 5 "$WORK/$name.log" >&2
     fi
-    for key in writes_per_s p50_ms p95_ms p99_ms errors max_gap_ms; do
+    for key in writes_per_s ops_per_s p50_ms p95_ms p99_ms errors max_gap_ms; do
         FIG[${name}_$key]=$(kv "$WORK/$name.txt" "$key")
     done
 }
@@ -193,6 +203,7 @@ fsync_ms() {
 declare -A FIG
 FSYNC_MS=$(fsync_ms)
 echo "fsync_ms=$FSYNC_MS"
+echo "tracker_bin=$TRACKER_BIN"
 # Other work on the machine skews every figure: say how busy it was.
 echo "loadavg_before=$(cut -d' ' -f1-3 /proc/loadavg) cores=$(nproc)"
 
@@ -375,6 +386,24 @@ if part g; then
         stop_cluster
     done
 fi
+# (h) Reads/s and writes/s with MANY concurrent clients (issue 22), at the leader and
+# through a follower (which answers reads itself after a ReadIndex barrier, and forwards
+# writes). Quotas are raised so that only the trackers' capacity limits the load.
+if part h; then
+    ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+    TRACKER_ARGS=(--max-connections $((MANY * 2 + 256)) --max-groups-per-user 100000000
+        --max-writes-per-second 1000000)
+    start_cluster "$WORK_ALL/many"
+    client_lists
+    for via in leader follower; do
+        load "h_write_$via" "$WORK/via-$via.txt" --clients "$MANY" --seconds "$SECONDS_LOAD" \
+            --op write
+        load "h_read_$via" "$WORK/via-$via.txt" --clients "$MANY" --seconds "$SECONDS_LOAD" \
+            --op read
+    done
+    stop_cluster
+    TRACKER_ARGS=()
+fi
 WORK=$WORK_ALL
 echo "loadavg_after=$(cut -d' ' -f1-3 /proc/loadavg)"
 
@@ -442,6 +471,20 @@ if part g; then
         row "    reconnect storm: s, failures" \
             "${FIG[g_${n}_storm_s]:-?}/${FIG[g_${n}_storm_failures]:-?}" "0 failures" \
             "$(verdict le "${FIG[g_${n}_storm_failures]:-none}" 0)"
+    done
+fi
+if part h; then
+    for via in leader follower; do
+        row "(h) reads/s, $MANY clients at the $via" "${FIG[h_read_${via}_ops_per_s]}" \
+            ">= 20000 (issue 22)" "$(verdict ge "${FIG[h_read_${via}_ops_per_s]}" 20000)"
+        row "    read latency p50 / p99 ms" \
+            "${FIG[h_read_${via}_p50_ms]}/${FIG[h_read_${via}_p99_ms]}" "p99 < 50" \
+            "$(verdict le "${FIG[h_read_${via}_p99_ms]}" 50) (errors=${FIG[h_read_${via}_errors]})"
+        row "(h) writes/s, $MANY clients at the $via" "${FIG[h_write_${via}_ops_per_s]}" \
+            ">= 10000 (issue 22)" "$(verdict ge "${FIG[h_write_${via}_ops_per_s]}" 10000)"
+        row "    write latency p50 / p99 ms" \
+            "${FIG[h_write_${via}_p50_ms]}/${FIG[h_write_${via}_p99_ms]}" "p99 < 50" \
+            "$(verdict le "${FIG[h_write_${via}_p99_ms]}" 50) (errors=${FIG[h_write_${via}_errors]})"
     done
 fi
 if part f; then

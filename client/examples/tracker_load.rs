@@ -1,11 +1,12 @@
-//! A write load on the trackers for `scripts/bench-trackers.sh`: N sessions (one thread
-//! each, each logged in as its own user through its own `TrackerLink`) issue `CreateGroup`
-//! writes with unique names for D seconds, or until W writes are acknowledged in all.
+//! A load on the trackers for `scripts/bench-trackers.sh`: N sessions (one thread each,
+//! each logged in as its own user through its own `TrackerLink`) issue `CreateGroup`
+//! writes with unique names (`--op write`) or `ListMyGroups` reads, each behind a
+//! ReadIndex barrier (`--op read`), for D seconds, or until W are acknowledged in all.
 //!
-//! Prints `key=value` lines on stdout: clients, writes, seconds, writes_per_s, p50_ms,
-//! p95_ms, p99_ms, max_ms, max_gap_ms (the longest time without any acknowledged write,
-//! once the load runs) and errors. Every failed call counts as an error; the first few are
-//! printed on stderr.
+//! Prints `key=value` lines on stdout: op, clients, ops, ops_per_s (and for writes the
+//! same as writes and writes_per_s), seconds, p50_ms, p95_ms, p99_ms, max_ms, max_gap_ms
+//! (the longest time without any acknowledged call, once the load runs) and errors. Every
+//! failed call counts as an error; the first few are printed on stderr.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -26,8 +27,8 @@ use common::{GroupId, Identity, Password, UserId};
 /// Errors printed on stderr at most (all are counted).
 const MAX_PRINTED_ERRORS: usize = 5;
 
-/// Concurrent `CreateGroup` writes against the trackers of TRACKER_INFO, with their
-/// throughput and latency percentiles.
+/// Concurrent `CreateGroup` writes (or `ListMyGroups` reads) against the trackers of
+/// TRACKER_INFO, with their throughput and latency percentiles.
 #[derive(Debug, Parser)]
 #[command(name = "tracker_load")]
 struct Args {
@@ -43,9 +44,13 @@ struct Args {
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     seconds: f64,
 
-    /// Stop once this many writes were acknowledged in all (even before SECS).
+    /// Stop once this many calls were acknowledged in all (even before SECS).
     #[arg(long, value_name = "N")]
     writes: Option<u64>,
+
+    /// What each session calls: `write` (`CreateGroup`) or `read` (`ListMyGroups`).
+    #[arg(long, value_enum, default_value_t = Op::Write)]
+    op: Op,
 
     /// Prefix of the users and groups this run creates (unique per run on one cluster).
     #[arg(long, value_name = "WORD", default_value = "load")]
@@ -55,6 +60,15 @@ struct Args {
     /// one a line, ascending.
     #[arg(long, value_name = "FILE")]
     acks: Option<PathBuf>,
+}
+
+/// The call a load makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Op {
+    /// `CreateGroup` with a unique name: a Raft commit each.
+    Write,
+    /// `ListMyGroups`: a pure read, answered after a ReadIndex barrier.
+    Read,
 }
 
 /// What every session thread shares.
@@ -147,13 +161,19 @@ fn main() -> ExitCode {
     let seconds = outcome.ended.unwrap_or_else(Instant::now).duration_since(t0).as_secs_f64();
     outcome.latencies_us.sort_unstable();
     outcome.acked_at.sort_unstable();
-    let writes = outcome.latencies_us.len();
+    let ops = outcome.latencies_us.len();
     let pct = |p: f64| percentile_ms(&outcome.latencies_us, p);
     let max_gap = max_gap_ms(started_at, &outcome.acked_at);
+    let per_s = ops as f64 / seconds.max(1e-9);
+    println!("op={}", if run.args.op == Op::Write { "write" } else { "read" });
     println!("clients={n_clients}");
-    println!("writes={writes}");
+    println!("ops={ops}");
+    println!("ops_per_s={per_s:.1}");
+    if run.args.op == Op::Write {
+        println!("writes={ops}");
+        println!("writes_per_s={per_s:.1}");
+    }
     println!("seconds={seconds:.3}");
-    println!("writes_per_s={:.1}", writes as f64 / seconds.max(1e-9));
     println!("p50_ms={:.2}", pct(50.0));
     println!("p95_ms={:.2}", pct(95.0));
     println!("p99_ms={:.2}", pct(99.0));
@@ -206,13 +226,17 @@ fn session(
                 break;
             }
         };
+        let request = match run.args.op {
+            Op::Write => Request::CreateGroup { group },
+            Op::Read => Request::ListMyGroups { after: None },
+        };
         let sent = Instant::now();
-        match link.call(Some(token), Request::CreateGroup { group }, None) {
+        match link.call(Some(token), request, None) {
             Ok(_) => {
                 outcome.latencies_us.push(sent.elapsed().as_micros() as u64);
                 outcome.acked_at.push(SystemTime::now());
             }
-            Err(e) => run.error(&format!("client {client_idx}: create_group: {e}")),
+            Err(e) => run.error(&format!("client {client_idx}: {:?}: {e}", run.args.op)),
         }
     }
     outcome.ended = Some(Instant::now());

@@ -16,7 +16,6 @@
 //! older generation are dropped. What the others committed that the forced tracker never
 //! received is lost: that is the price of serving without a majority.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,9 +34,8 @@ use common::{Identity, PublicKey};
 use crate::raft_node::{
     NodeOptions, NodeStatus, ProposeError, RaftNode, RaftNodeError, ELECTION_TICKS, TICK,
 };
-use crate::raft_store::{self, RaftStore};
+use crate::raft_store::RaftStore;
 use crate::raft_transport::{self, Contacts, Generation, PeerLinks, Reassembly};
-use crate::service::Service;
 use crate::state::LogEntry;
 use crate::state_machine::StateMachine;
 
@@ -82,7 +80,6 @@ pub struct Cluster {
     adoptable: AtomicBool,
     /// Why this tracker must stop (a newer generation was heard).
     fenced: Mutex<Option<String>>,
-    database: PathBuf,
 }
 
 impl Cluster {
@@ -101,7 +98,6 @@ impl Cluster {
         let others: Vec<u64> = voters.iter().copied().filter(|v| *v != u64::from(id)).collect();
         let generation: Generation = Arc::new(store.generation()?.into());
         let adoptable = AtomicBool::new(join && store.is_blank());
-        let database = store.path();
         let links = PeerLinks::start(
             id,
             &others,
@@ -127,7 +123,6 @@ impl Cluster {
             generation,
             adoptable,
             fenced: Mutex::new(None),
-            database,
         })
     }
 
@@ -294,7 +289,7 @@ impl Cluster {
             return Err(format!("tracker {} is a witness and cannot serve alone", self.id));
         }
         let generation = self.generation() + 1;
-        raft_store::save_generation(&self.database, generation).map_err(|e| e.to_string())?;
+        self.save_generation(generation)?;
         self.generation.store(generation, Ordering::Relaxed);
         match self.node.force_alone().recv_timeout(READ_TIMEOUT) {
             Ok(Ok(())) => Ok(format!(
@@ -309,6 +304,15 @@ impl Cluster {
         }
     }
 
+    /// Durably records `generation` before this tracker acts on it, through the Raft
+    /// thread (which owns the store).
+    fn save_generation(&self, generation: u64) -> Result<(), String> {
+        match self.node.save_generation(generation).recv_timeout(READ_TIMEOUT) {
+            Ok(saved) => saved,
+            Err(_) => Err("the raft node did not record the generation in time".to_string()),
+        }
+    }
+
     /// Checks the generation of a Raft message from tracker `from`: whether to take it.
     fn admit_generation(&self, from: u32, theirs: u64) -> bool {
         let ours = self.generation();
@@ -316,7 +320,7 @@ impl Cluster {
             return true;
         }
         if theirs > ours && self.adoptable.swap(false, Ordering::Relaxed) {
-            if let Err(e) = raft_store::save_generation(&self.database, theirs) {
+            if let Err(e) = self.save_generation(theirs) {
                 log::error!("cannot record generation {theirs}: {e}");
                 self.adoptable.store(true, Ordering::Relaxed);
                 return false;
@@ -343,14 +347,32 @@ impl Cluster {
     }
 }
 
+/// What the leader does with the requests other trackers send on their links: the
+/// service implements it, so that this module carries them without knowing the service.
+pub trait ReplicaRequests {
+    /// A client's request that tracker `from` forwarded, with the key the client proved.
+    fn forwarded(
+        &self,
+        from: u32,
+        id: RequestId,
+        token: Option<SessionToken>,
+        client: PublicKey,
+        request: Request,
+    ) -> Result<Reply, TrackerError>;
+    /// An entry tracker `from` built (a login or an account whose password it hashed).
+    fn proposed(&self, from: u32, entry: &[u8]) -> Result<Reply, TrackerError>;
+    /// Sessions whose heartbeats tracker `from` answered lately.
+    fn presence(&self, from: u32, sessions: &[SessionId]) -> Result<Reply, TrackerError>;
+}
+
 /// Serves a connection opened by tracker `from` (which proved its listed key): Raft
-/// messages go to the node, forwarded client requests to the service.
+/// messages go to the node, forwarded client requests to `requests`.
 pub fn serve(
     mut conn: Connection<ReplicaRequest, ReplicaReply>,
-    svc: &Service,
+    cluster: &Cluster,
+    requests: &dyn ReplicaRequests,
     from: u32,
 ) -> Result<(), FrameError> {
-    let cluster = &svc.cluster;
     let mut reassembly = Reassembly::new(u64::from(from), u64::from(cluster.id));
     while let Some(request) = conn.recv()? {
         match request {
@@ -371,15 +393,15 @@ pub fn serve(
                 }
             },
             ReplicaRequest::Forward { id, session, client, request } => {
-                let result = svc.handle_forwarded(from, id, session, client, request);
+                let result = requests.forwarded(from, id, session, client, request);
                 conn.send(&ReplicaReply::Forwarded { result })?;
             }
             ReplicaRequest::Propose { entry } => {
-                let result = svc.handle_proposed(from, &entry);
+                let result = requests.proposed(from, &entry);
                 conn.send(&ReplicaReply::Forwarded { result })?;
             }
             ReplicaRequest::Presence { sessions } => {
-                let result = svc.handle_presence(from, &sessions);
+                let result = requests.presence(from, &sessions);
                 conn.send(&ReplicaReply::Forwarded { result })?;
             }
         }
@@ -387,13 +409,14 @@ pub fn serve(
     Ok(())
 }
 
-/// Watches the node: prints `serving as` lines when the leader changes, and runs `on_lead`
-/// each time this tracker becomes the leader; stops when `stop` closes, or with the reason
-/// the tracker must stop (see `Cluster::stopped`).
+/// Watches the node: hands `announce` a `serving as` line when the leader changes, and
+/// runs `on_lead` each time this tracker becomes the leader; stops when `stop` closes, or
+/// with the reason the tracker must stop (see `Cluster::stopped`).
 pub fn watch(
-    svc: Arc<Service>,
+    cluster: &Cluster,
     stop: Receiver<()>,
-    on_lead: impl Fn(&Service),
+    announce: impl Fn(&str),
+    on_lead: impl Fn(),
 ) -> Result<(), String> {
     let mut previous = None;
     let ticker = crossbeam_channel::tick(TICK);
@@ -402,16 +425,16 @@ pub fn watch(
             recv(stop) -> _ => return Ok(()),
             recv(ticker) -> _ => {}
         }
-        if let Some(why) = svc.cluster.stopped() {
+        if let Some(why) = cluster.stopped() {
             return Err(why);
         }
         let was_primary = matches!(previous, Some((Role::Primary, _)));
-        if let Some(line) = svc.cluster.note_role(&mut previous) {
+        if let Some(line) = cluster.note_role(&mut previous) {
             log::info!("{line}");
-            crate::print_line(&line);
+            announce(&line);
         }
         if !was_primary && matches!(previous, Some((Role::Primary, _))) {
-            on_lead(&svc);
+            on_lead();
         }
     }
 }

@@ -125,8 +125,10 @@ impl KdfPool {
         password: Password,
         iterations: u32,
     ) -> Result<Credential, TrackerError> {
-        self.run(priority, move || Credential::derive(&password, iterations))?
-            .map_err(|e| crate::service::unavailable("no randomness", e))
+        self.run(priority, move || Credential::derive(&password, iterations))?.map_err(|e| {
+            log::error!("no randomness: {e}");
+            TrackerError::Unavailable("no randomness".to_string())
+        })
     }
 }
 

@@ -7,6 +7,7 @@
 //! connections and `session` serves one.
 
 pub mod admission;
+pub mod answer;
 pub mod cluster;
 pub mod config;
 pub mod credential;
@@ -17,6 +18,7 @@ pub mod quota;
 pub mod raft_node;
 pub mod raft_store;
 pub mod raft_transport;
+pub mod read_rounds;
 pub mod server;
 pub mod service;
 pub mod session;
@@ -38,8 +40,9 @@ pub use config::Config;
 use presence::Presence;
 use raft_node::RaftNodeError;
 use raft_store::{RaftStore, RaftStoreError};
-use server::{Limits, Shutdown};
+use server::Shutdown;
 use service::{Service, Settings};
+use session::Limits;
 use state::TrackerState;
 use state_machine::StateMachine;
 
@@ -175,7 +178,8 @@ pub fn run(config: Config) -> Result<(), RunError> {
         let service = Arc::clone(&service);
         let shutdown = Arc::clone(&shutdown);
         std::thread::Builder::new().name("cluster".into()).spawn(move || {
-            let outcome = cluster::watch(service, watch_stopped, Service::on_lead);
+            let outcome =
+                cluster::watch(&service.cluster, watch_stopped, print_line, || service.on_lead());
             if outcome.is_err() {
                 shutdown.trigger();
             }

@@ -16,7 +16,9 @@
 //!
 //! Reads are linearizable through ReadIndex (`read_barrier`): the leader confirms with a
 //! majority that it still leads, and the caller waits until this node has applied up to the
-//! leader's commit index at that moment. No clock is trusted.
+//! leader's commit index at that moment. No clock is trusted. Concurrent reads share one
+//! ReadIndex round (`read_rounds`): one round is in flight at a time, and the reads that
+//! arrive meanwhile wait for the next, which starts when it ends.
 //!
 //! A witness (`RaftNode::start` with `witness`) votes and keeps the log; when it is elected
 //! it hands the lead to the most up-to-date other voter at once.
@@ -29,11 +31,14 @@ use std::time::Duration;
 use crossbeam_channel::{bounded, select, tick, Receiver, Sender, TrySendError};
 use parking_lot::Mutex;
 use raft::eraftpb::{
-    ConfChange, ConfChangeType, ConfChangeV2, Entry, EntryType, Message, MessageType, Snapshot,
+    ConfChange, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, Message, MessageType,
+    Snapshot,
 };
 use raft::{Config, RawNode, SnapshotStatus, StateRole, Storage};
 
+use crate::answer::{answer, Answer, Reply};
 use crate::raft_store::{RaftStore, RaftStoreError};
+use crate::read_rounds::{ReadRounds, Start};
 
 /// One tick of the Raft clock.
 pub const TICK: Duration = Duration::from_millis(50);
@@ -47,7 +52,10 @@ const INBOX: usize = 4096;
 /// Applied entries kept in the log before a snapshot replaces them.
 pub const COMPACT_AFTER: u64 = 4096;
 
-/// A read that waited this long for the leader's confirmation gives up.
+/// Readies handled in one go at most (see `Driver::drive`).
+const MAX_READY_PER_DRIVE: usize = 4;
+
+/// A read round that waited this long for the leader's confirmation gives up.
 const READ_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// What a committed entry does: the application's state machine.
@@ -60,9 +68,18 @@ pub trait Apply: Send {
     fn entry(&mut self, index: u64, data: &[u8]) -> Result<Self::Output, String>;
     /// Replaces the state with a snapshot's, as of `index` (an error stops the node).
     fn snapshot(&mut self, index: u64, data: &[u8]) -> Result<(), String>;
-    /// The state as of the last applied entry, for a snapshot.
-    fn state(&self) -> Vec<u8>;
+    /// The state as of the last applied entry, for a snapshot: taken here (on the Raft
+    /// thread; a copy, not an encoding), encoded by the returned work on the `snap-N`
+    /// thread while this one goes on applying.
+    fn freeze(&self) -> Frozen;
+    /// The state as of the last applied entry, encoded at once.
+    fn state(&self) -> Vec<u8> {
+        (self.freeze())()
+    }
 }
+
+/// A copy of the application's state that encodes itself, off the Raft thread.
+pub type Frozen = Box<dyn FnOnce() -> Vec<u8> + Send>;
 
 /// How messages reach the other nodes (best effort: Raft retries).
 pub trait Transport: Send {
@@ -129,11 +146,18 @@ pub const MAX_VOTERS: usize = 16;
 pub type Proposed<O> = Result<(u64, O), ProposeError>;
 
 enum Input<O> {
-    Propose { data: Vec<u8>, reply: Sender<Proposed<O>> },
-    Read { reply: Sender<Result<(), ProposeError>> },
+    Propose { data: Vec<u8>, reply: Reply<Proposed<O>> },
+    Read { reply: Reply<Result<(), ProposeError>> },
     Message(Box<Message>),
     ForceAlone { reply: Sender<Result<(), String>> },
+    SaveGeneration { generation: u64, reply: Sender<Result<(), String>> },
 }
+
+/// A snapshot to encode on the `snap-N` thread: the applied index it is as of, the
+/// configuration then, and the frozen state.
+type SnapshotJob = (u64, ConfState, Frozen);
+/// An encoded snapshot back from the `snap-N` thread.
+type Encoded = (u64, ConfState, Vec<u8>);
 
 /// A running Raft node; dropping it stops the driver thread.
 pub struct RaftNode<O: Send + 'static> {
@@ -231,8 +255,22 @@ impl<O: Send + 'static> RaftNode<O> {
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
             nonce = now.map(|d| d.as_nanos() as u64).unwrap_or(0).to_be_bytes();
         }
+        let (snapshot_jobs, jobs) = bounded::<SnapshotJob>(1);
+        let (encoded_tx, encoded) = bounded::<Encoded>(1);
+        let snapshotter =
+            std::thread::Builder::new().name(format!("snap-{id}")).spawn(move || {
+                // Encodes one snapshot at a time; stops when the driver drops its sender.
+                for (index, conf, frozen) in jobs {
+                    if encoded_tx.send((index, conf, frozen())).is_err() {
+                        break;
+                    }
+                }
+            })?;
         let driver = Driver {
             node,
+            snapshot_jobs: Some(snapshot_jobs),
+            snapshotter: Some(snapshotter),
+            snapshot_in_flight: false,
             apply,
             transport,
             status: Arc::clone(&status),
@@ -240,7 +278,7 @@ impl<O: Send + 'static> RaftNode<O> {
             nonce,
             next_proposal: 1,
             applied: snapshot_index,
-            reads_asked: HashMap::new(),
+            reads: ReadRounds::default(),
             reads_confirmed: Vec::new(),
             witness: options.witness,
             leader_seen: 0,
@@ -250,17 +288,17 @@ impl<O: Send + 'static> RaftNode<O> {
         };
         let thread = std::thread::Builder::new()
             .name(format!("raft-{id}"))
-            .spawn(move || driver.run(inputs))?;
+            .spawn(move || driver.run(inputs, encoded))?;
         Ok(RaftNode { inbox: Some(inbox), status, thread: Some(thread) })
     }
 
-    /// Proposes `data`; the answer arrives on the returned channel once the entry is
+    /// Proposes `data`; the answer arrives (`Answer`: a waiter parks at once) once the entry is
     /// committed and applied here (its index and what applying it answered), or as soon
     /// as it cannot be.
-    pub fn propose(&self, data: Vec<u8>) -> Receiver<Proposed<O>> {
-        let (reply, answer) = bounded(1);
+    pub fn propose(&self, data: Vec<u8>) -> Answer<Proposed<O>> {
+        let (reply, answer) = answer();
         self.send_input(Input::Propose { data, reply: reply.clone() }, |why| {
-            let _ = reply.send(Err(why));
+            reply.send(Err(why));
         });
         answer
     }
@@ -268,10 +306,10 @@ impl<O: Send + 'static> RaftNode<O> {
     /// A linearizable read point: answers once this node has applied everything committed
     /// before the call (as confirmed by a leader that a majority still follows), so that
     /// reading its state then sees every write acknowledged before the call.
-    pub fn read_barrier(&self) -> Receiver<Result<(), ProposeError>> {
-        let (reply, answer) = bounded(1);
+    pub fn read_barrier(&self) -> Answer<Result<(), ProposeError>> {
+        let (reply, answer) = answer();
         self.send_input(Input::Read { reply: reply.clone() }, |why| {
-            let _ = reply.send(Err(why));
+            reply.send(Err(why));
         });
         answer
     }
@@ -283,6 +321,16 @@ impl<O: Send + 'static> RaftNode<O> {
     pub fn force_alone(&self) -> Receiver<Result<(), String>> {
         let (reply, answer) = bounded(1);
         self.send_input(Input::ForceAlone { reply: reply.clone() }, |why| {
+            let _ = reply.send(Err(why.to_string()));
+        });
+        answer
+    }
+
+    /// Durably records the group's generation (see `cluster`) in this node's store, on the
+    /// Raft thread (the one owner of the store's connection). Answers once it is on disk.
+    pub fn save_generation(&self, generation: u64) -> Receiver<Result<(), String>> {
+        let (reply, answer) = bounded(1);
+        self.send_input(Input::SaveGeneration { generation, reply: reply.clone() }, |why| {
             let _ = reply.send(Err(why.to_string()));
         });
         answer
@@ -327,19 +375,25 @@ impl<O: Send + 'static> Drop for RaftNode<O> {
 
 struct Driver<O> {
     node: RawNode<RaftStore>,
+    /// Snapshots to encode, to the `snap-N` thread (dropped at exit, which stops it).
+    snapshot_jobs: Option<Sender<SnapshotJob>>,
+    snapshotter: Option<JoinHandle<()>>,
+    /// A snapshot is being encoded (one at a time).
+    snapshot_in_flight: bool,
     apply: Box<dyn Apply<Output = O>>,
     transport: Box<dyn Transport>,
     status: Arc<Mutex<NodeStatus>>,
     /// Proposals waiting for their entry, by the number carried in the entry's context
     /// (after this run's nonce).
-    pending: HashMap<u64, Sender<Proposed<O>>>,
+    pending: HashMap<u64, Reply<Proposed<O>>>,
     nonce: [u8; 8],
     next_proposal: u64,
     applied: u64,
-    /// Reads waiting for the leader's confirmation, by context, with when they were asked.
-    reads_asked: HashMap<u64, (Sender<Result<(), ProposeError>>, std::time::Instant)>,
+    /// Reads waiting for the leader's confirmation: one ReadIndex round in flight, the
+    /// reads that arrived during it waiting for the next.
+    reads: ReadRounds<Reply<Result<(), ProposeError>>>,
     /// Confirmed reads waiting for this node to apply up to their index.
-    reads_confirmed: Vec<(u64, Sender<Result<(), ProposeError>>)>,
+    reads_confirmed: Vec<(u64, Reply<Result<(), ProposeError>>)>,
     witness: bool,
     /// The leader the last status named (reads asked of another leader are failed).
     leader_seen: u64,
@@ -354,10 +408,18 @@ struct Driver<O> {
 }
 
 impl<O: Send + 'static> Driver<O> {
-    fn run(mut self, inputs: Receiver<Input<O>>) {
+    fn run(mut self, inputs: Receiver<Input<O>>, encoded: Receiver<Encoded>) {
         let ticker = tick(TICK);
         loop {
             select! {
+                recv(encoded) -> snapshot => {
+                    if let Ok((index, conf, data)) = snapshot {
+                        if let Err(e) = self.store_snapshot(index, &conf, data) {
+                            log::error!("raft {}: {e}; stopping this node", self.node.raft.id);
+                            break;
+                        }
+                    }
+                }
                 recv(inputs) -> input => match input {
                     Ok(input) => {
                         self.take(input);
@@ -382,6 +444,10 @@ impl<O: Send + 'static> Driver<O> {
             }
         }
         self.fail_pending(ProposeError::Stopped);
+        drop(self.snapshot_jobs.take());
+        if let Some(snapshotter) = self.snapshotter.take() {
+            let _ = snapshotter.join();
+        }
     }
 
     fn take(&mut self, input: Input<O>) {
@@ -389,7 +455,7 @@ impl<O: Send + 'static> Driver<O> {
             Input::Propose { data, reply } => {
                 if self.node.raft.state != StateRole::Leader {
                     let leader = Some(self.node.raft.leader_id).filter(|l| *l != 0);
-                    let _ = reply.send(Err(ProposeError::NotLeader { leader }));
+                    reply.send(Err(ProposeError::NotLeader { leader }));
                     return;
                 }
                 let id = self.next_proposal;
@@ -399,19 +465,18 @@ impl<O: Send + 'static> Driver<O> {
                         self.pending.insert(id, reply);
                     }
                     Err(_) => {
-                        let _ = reply.send(Err(ProposeError::LeaderChanged));
+                        reply.send(Err(ProposeError::LeaderChanged));
                     }
                 }
             }
             Input::Read { reply } => {
                 if self.node.raft.leader_id == 0 {
-                    let _ = reply.send(Err(ProposeError::NotLeader { leader: None }));
+                    reply.send(Err(ProposeError::NotLeader { leader: None }));
                     return;
                 }
-                let id = self.next_proposal;
-                self.next_proposal += 1;
-                self.node.read_index(self.context(id));
-                self.reads_asked.insert(id, (reply, std::time::Instant::now()));
+                if let Some(start) = self.reads.arrive(reply, std::time::Instant::now()) {
+                    self.ask_read_index(start);
+                }
             }
             Input::Message(msg) => {
                 if let Err(e) = self.node.step(*msg) {
@@ -420,6 +485,10 @@ impl<O: Send + 'static> Driver<O> {
             }
             Input::ForceAlone { reply } => {
                 let _ = reply.send(self.force_alone().map_err(|e| e.to_string()));
+            }
+            Input::SaveGeneration { generation, reply } => {
+                let saved = self.node.store().save_generation(generation);
+                let _ = reply.send(saved.map_err(|e| e.to_string()));
             }
         }
     }
@@ -516,16 +585,30 @@ impl<O: Send + 'static> Driver<O> {
         Some(u64::from_be_bytes(id.try_into().ok()?))
     }
 
-    /// Reads whose confirmation never came (no leader, or the leader lost its majority).
+    /// Starts ReadIndex round `id` (its read state comes back with the round's context).
+    fn ask_read_index(&mut self, Start(id): Start) {
+        self.node.read_index(self.context(id));
+    }
+
+    /// Fails the read round in flight with `why`, and starts the next (if a leader is known
+    /// to ask; else its readers fail too).
+    fn fail_read_round(&mut self, why: ProposeError) {
+        let leader_known = self.node.raft.leader_id != 0;
+        let (failed, next) = self.reads.fail(leader_known, std::time::Instant::now());
+        for reply in failed {
+            reply.send(Err(why.clone()));
+        }
+        if let Some(start) = next {
+            self.ask_read_index(start);
+        }
+    }
+
+    /// A read round whose confirmation never came (no leader, or the leader lost its
+    /// majority).
     fn expire_reads(&mut self) {
-        let now = std::time::Instant::now();
-        self.reads_asked.retain(|_, (reply, asked)| {
-            let alive = now.duration_since(*asked) < READ_TIMEOUT;
-            if !alive {
-                let _ = reply.send(Err(ProposeError::ReadTimeout));
-            }
-            alive
-        });
+        if self.reads.expired(std::time::Instant::now(), READ_TIMEOUT) {
+            self.fail_read_round(ProposeError::ReadTimeout);
+        }
     }
 
     /// Answers confirmed reads this node has applied far enough for.
@@ -534,70 +617,97 @@ impl<O: Send + 'static> Driver<O> {
         self.reads_confirmed.retain(|(index, reply)| {
             let waiting = *index > applied;
             if !waiting {
-                let _ = reply.send(Ok(()));
+                reply.send(Ok(()));
             }
             waiting
         });
     }
 
+    /// Handles what the node has ready, then what that changed (a lost lead, a new
+    /// leader, a read round to start), as long as that makes more ready (a few times at
+    /// most: the next input or tick comes soon anyway), and publishes the status.
     fn drive(&mut self) -> Result<(), RaftNodeError> {
-        if self.node.has_ready() {
-            let mut ready = self.node.ready();
-            self.send(ready.take_messages());
-            for read in ready.take_read_states() {
-                let asked =
-                    self.ours(&read.request_ctx).and_then(|id| self.reads_asked.remove(&id));
-                if let Some((reply, _)) = asked {
-                    self.reads_confirmed.push((read.index, reply));
-                }
+        for _ in 0..MAX_READY_PER_DRIVE {
+            if self.node.has_ready() {
+                self.handle_ready()?;
             }
-            if !ready.snapshot().is_empty() {
-                self.install(ready.snapshot().clone())?;
+            self.after_ready();
+            if !self.node.has_ready() {
+                break;
             }
-            self.commit(ready.take_committed_entries())?;
-            // The commit index is volatile in Raft (raft-rs: a `LightReady`'s "is not
-            // required to save it to stable storage"): a hard state that only moves it
-            // is not worth an fsync of its own, which would double the fsyncs per write
-            // on every node. It rides along with the next entries, term or vote (and
-            // `start` raises it to the snapshot's index if it lags behind that).
-            let hard_state = ready.hs().filter(|hs| {
-                let stored = self.node.store().hard_state();
-                !ready.entries().is_empty() || hs.term != stored.term || hs.vote != stored.vote
-            });
-            let hard_state = hard_state.cloned();
-            if !ready.entries().is_empty() || hard_state.is_some() {
-                self.node.store().persist(ready.entries(), hard_state.as_ref())?;
-            }
-            self.send(ready.take_persisted_messages());
-            let mut light = self.node.advance(ready);
-            self.send(light.take_messages());
-            self.commit(light.take_committed_entries())?;
-            self.node.advance_apply();
-            // raft-rs keeps a follower it sent a snapshot to paused until told how the
-            // send went. The transport is best effort, so report it sent: the follower
-            // is probed, and gets another snapshot if this one was lost (without this, a
-            // follower that died before acknowledging a snapshot was never caught up).
-            for to in std::mem::take(&mut self.snapshots_sent) {
-                self.node.report_snapshot(to, SnapshotStatus::Finish);
-            }
-            self.release_reads();
-            self.maybe_compact()?;
         }
+        self.publish_status();
+        Ok(())
+    }
+
+    fn handle_ready(&mut self) -> Result<(), RaftNodeError> {
+        let mut ready = self.node.ready();
+        self.send(ready.take_messages());
+        let mut next_round = None;
+        for read in ready.take_read_states() {
+            let Some(id) = self.ours(&read.request_ctx) else { continue };
+            if let Some((readers, next)) = self.reads.confirmed(id, std::time::Instant::now()) {
+                self.reads_confirmed.extend(readers.into_iter().map(|r| (read.index, r)));
+                next_round = next.or(next_round);
+            }
+        }
+        if !ready.snapshot().is_empty() {
+            self.install(ready.snapshot().clone())?;
+        }
+        self.commit(ready.take_committed_entries())?;
+        // The commit index is volatile in Raft (raft-rs: a `LightReady`'s "is not
+        // required to save it to stable storage"): a hard state that only moves it
+        // is not worth an fsync of its own, which would double the fsyncs per write
+        // on every node. It rides along with the next entries, term or vote (and
+        // `start` raises it to the snapshot's index if it lags behind that).
+        let hard_state = ready.hs().filter(|hs| {
+            let stored = self.node.store().hard_state();
+            !ready.entries().is_empty() || hs.term != stored.term || hs.vote != stored.vote
+        });
+        let hard_state = hard_state.cloned();
+        if !ready.entries().is_empty() || hard_state.is_some() {
+            self.node.store().persist(ready.entries(), hard_state.as_ref())?;
+        }
+        self.send(ready.take_persisted_messages());
+        let mut light = self.node.advance(ready);
+        self.send(light.take_messages());
+        self.commit(light.take_committed_entries())?;
+        self.node.advance_apply();
+        // raft-rs keeps a follower it sent a snapshot to paused until told how the
+        // send went. The transport is best effort, so report it sent: the follower
+        // is probed, and gets another snapshot if this one was lost (without this, a
+        // follower that died before acknowledging a snapshot was never caught up).
+        for to in std::mem::take(&mut self.snapshots_sent) {
+            self.node.report_snapshot(to, SnapshotStatus::Finish);
+        }
+        self.release_reads();
+        self.maybe_compact()?;
+        // Asked once this Ready is done with: its message goes out with the next one.
+        if let Some(start) = next_round {
+            self.ask_read_index(start);
+        }
+        Ok(())
+    }
+
+    /// What a Ready (or a tick, or a message) changed that callers must hear.
+    fn after_ready(&mut self) {
         // A leader that stepped down (in a tick, a message or this Ready) cannot tell
         // whether its pending entries will commit: their callers hear so now.
         if self.node.raft.state != StateRole::Leader && !self.pending.is_empty() {
             self.fail_pending(ProposeError::LeaderChanged);
         }
         if self.node.raft.leader_id != self.leader_seen {
-            // Reads asked of the old leader may never be confirmed.
+            // The read round asked of the old leader may never be confirmed; the reads
+            // waiting for the next round ask the new one.
             self.leader_seen = self.node.raft.leader_id;
-            for (_, (reply, _)) in self.reads_asked.drain() {
-                let _ = reply.send(Err(ProposeError::LeaderChanged));
-            }
+            self.fail_read_round(ProposeError::LeaderChanged);
         }
         if self.witness && self.node.raft.state == StateRole::Leader {
             self.hand_over_lead();
         }
+    }
+
+    fn publish_status(&mut self) {
         let raft = &self.node.raft;
         let conf_voters = self.voters();
         let n_voters = conf_voters.len().min(MAX_VOTERS);
@@ -615,7 +725,6 @@ impl<O: Send + 'static> Driver<O> {
             voters,
             n_voters,
         };
-        Ok(())
     }
 
     /// A witness that was elected passes the lead to the voter whose log matches furthest
@@ -686,27 +795,60 @@ impl<O: Send + 'static> Driver<O> {
                 .entry(index, &entry.data)
                 .map_err(|reason| RaftNodeError::Apply { what: "the entry", index, reason })?;
             if let Some(reply) = self.ours(&entry.context).and_then(|id| self.pending.remove(&id)) {
-                let _ = reply.send(Ok((entry.index, output)));
+                reply.send(Ok((entry.index, output)));
             }
         }
         Ok(())
     }
 
+    /// Takes a snapshot every `COMPACT_AFTER` applied entries (or soon after a
+    /// configuration change): the state is frozen here, encoded on the `snap-N` thread,
+    /// and stored when it comes back (`store_snapshot`), so a large state never holds up
+    /// this thread for its encoding.
     fn maybe_compact(&mut self) -> Result<(), RaftNodeError> {
+        if self.snapshot_in_flight {
+            return Ok(());
+        }
         let first = self.node.store().first_index()?;
         let forced = self.compact_soon && self.applied >= first;
         if forced {
             self.compact_soon = false;
         }
         if forced || self.applied >= first + COMPACT_AFTER {
-            self.node.store().compact(self.applied, self.apply.state())?;
+            let conf = self.node.store().conf_state();
+            let job = (self.applied, conf, self.apply.freeze());
+            let Some(jobs) = &self.snapshot_jobs else { return Ok(()) };
+            match jobs.try_send(job) {
+                Ok(()) => self.snapshot_in_flight = true,
+                // The encoder is gone (it cannot be busy: one job at a time): encode here.
+                Err(e) => {
+                    let (index, conf, frozen) = e.into_inner();
+                    self.node.store().compact_as_of(index, &conf, frozen())?;
+                }
+            }
         }
+        Ok(())
+    }
+
+    /// Stores a snapshot encoded by the `snap-N` thread: it replaces the log up to its
+    /// index, unless a newer snapshot (one received from the leader) replaced it meanwhile.
+    fn store_snapshot(
+        &mut self,
+        index: u64,
+        conf: &ConfState,
+        data: Vec<u8>,
+    ) -> Result<(), RaftNodeError> {
+        self.snapshot_in_flight = false;
+        if index < self.node.store().first_index()? {
+            return Ok(());
+        }
+        self.node.store().compact_as_of(index, conf, data)?;
         Ok(())
     }
 
     fn fail_pending(&mut self, why: ProposeError) {
         for (_, reply) in self.pending.drain() {
-            let _ = reply.send(Err(why.clone()));
+            reply.send(Err(why.clone()));
         }
     }
 }

@@ -51,20 +51,6 @@ pub enum RaftStoreError {
     PreRaft { path: String },
 }
 
-/// Durably records the generation of the store in database `path` (before acting on it),
-/// through a connection of its own: the store itself belongs to the Raft thread.
-pub fn save_generation(path: &Path, generation: u64) -> Result<(), RaftStoreError> {
-    let db = Connection::open(path)?;
-    db.pragma_update(None, "synchronous", "FULL")?;
-    db.busy_timeout(std::time::Duration::from_secs(5))?;
-    db.execute(
-        "INSERT INTO generation (id, generation) VALUES (1, ?1)
-         ON CONFLICT (id) DO UPDATE SET generation = excluded.generation",
-        [generation],
-    )?;
-    Ok(())
-}
-
 /// The database file in a tracker's data directory.
 pub const DATABASE: &str = "tracker.sqlite3";
 
@@ -266,6 +252,17 @@ impl RaftStore {
         Ok(())
     }
 
+    /// Durably records the generation of the store (before acting on it). Called by the
+    /// Raft thread, the one owner of this store.
+    pub fn save_generation(&self, generation: u64) -> Result<(), RaftStoreError> {
+        self.db.lock().execute(
+            "INSERT INTO generation (id, generation) VALUES (1, ?1)
+             ON CONFLICT (id) DO UPDATE SET generation = excluded.generation",
+            [generation],
+        )?;
+        Ok(())
+    }
+
     /// How many times this group was forced to a single tracker (see `cluster`).
     pub fn generation(&self) -> Result<u64, RaftStoreError> {
         Ok(self
@@ -274,11 +271,6 @@ impl RaftStore {
             .query_row("SELECT generation FROM generation WHERE id = 1", [], |r| r.get(0))
             .optional()?
             .unwrap_or(0))
-    }
-
-    /// The database file this store is in.
-    pub fn path(&self) -> std::path::PathBuf {
-        self.db.lock().path().map(std::path::PathBuf::from).unwrap_or_default()
     }
 
     /// Whether this store has never been part of a group (no configuration, no log).
@@ -337,13 +329,26 @@ impl RaftStore {
     /// Takes a snapshot at `applied` (an applied index still in the log) holding `state`,
     /// the application's state as of that entry, and drops the entries it covers.
     pub fn compact(&self, applied: u64, state: Vec<u8>) -> Result<(), RaftStoreError> {
+        let conf = self.conf_state();
+        self.compact_as_of(applied, &conf, state)
+    }
+
+    /// `compact` with the configuration in force at `applied` (the snapshot was taken
+    /// then, and stored after the state was encoded: the configuration may have changed
+    /// since).
+    pub fn compact_as_of(
+        &self,
+        applied: u64,
+        conf: &ConfState,
+        state: Vec<u8>,
+    ) -> Result<(), RaftStoreError> {
         let mut core = self.core.write();
         let (first, last) = (core.first_index(), core.last_index());
         if applied < first || applied > last {
             return Err(RaftStoreError::CompactOutOfRange { to: applied, first, last });
         }
         let term = core.entries[(applied - first) as usize].term;
-        let conf = core.conf.clone();
+        let conf = conf.clone();
         let mut db = self.db.lock();
         let tx = db.transaction()?;
         tx.execute("DELETE FROM raft_log WHERE idx <= ?1", [applied])?;
@@ -359,6 +364,11 @@ impl RaftStore {
         core.snapshot_conf = conf;
         core.snapshot_data = state;
         Ok(())
+    }
+
+    /// The configuration in force (as last set).
+    pub fn conf_state(&self) -> ConfState {
+        self.core.read().conf.clone()
     }
 
     /// The hard state last persisted.

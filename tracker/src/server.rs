@@ -10,20 +10,7 @@ use std::time::Duration;
 
 use crate::admission::{Admission, AdmissionLimits};
 use crate::service::Service;
-use crate::session;
-
-/// Per-connection limits.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Live client connections beyond this are closed (see `admission`).
-    pub max_connections: usize,
-    /// How long a new connection may take to finish its handshake and say hello.
-    pub handshake_timeout: Duration,
-    /// How long a connection may stay silent before it is closed.
-    pub idle_timeout: Duration,
-    /// How long a reply may take to be written.
-    pub write_timeout: Duration,
-}
+use crate::session::{self, Limits};
 
 /// Asks a running server to stop, from any thread (a signal handler, stdin, a test).
 pub struct Shutdown {

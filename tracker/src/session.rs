@@ -7,6 +7,7 @@
 //! client and takes a client slot (`admission`).
 
 use std::net::{IpAddr, TcpStream};
+use std::time::Duration;
 
 use common::connection::{Connection, Timeouts};
 use common::frame::FrameError;
@@ -17,8 +18,20 @@ use common::PublicKey;
 
 use crate::admission::{Admission, HandshakeSlot};
 use crate::cluster;
-use crate::server::Limits;
 use crate::service::Service;
+
+/// Per-connection limits (set by `server`, kept by each connection).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Live client connections beyond this are closed (see `admission`).
+    pub max_connections: usize,
+    /// How long a new connection may take to finish its handshake and say hello.
+    pub handshake_timeout: Duration,
+    /// How long a connection may stay silent before it is closed.
+    pub idle_timeout: Duration,
+    /// How long a reply may take to be written.
+    pub write_timeout: Duration,
+}
 
 /// Serves one connection to its end: the handshake (holding `handshake`), then a client or
 /// tracker slot from `admission` for as long as the connection lasts.
@@ -85,7 +98,7 @@ fn serve_conn(
             if version == PROTOCOL_VERSION && tracker == Some(from) =>
         {
             conn.set_read_timeout(limits.idle_timeout)?;
-            return cluster::serve(conn.retype(), service, from);
+            return cluster::serve(conn.retype(), &service.cluster, service, from);
         }
         Some(ClientMessage::ReplicaHello { from, .. }) if tracker != Some(from) => {
             log::warn!(

@@ -279,11 +279,12 @@ impl TrackerState {
                 Reply::Groups { groups, more }
             }),
             Request::ListMyGroups { after } => self.session_user(session).map(|user| {
-                let mine = self
-                    .groups
-                    .iter()
-                    .filter(|(id, g)| Some(*id) > after.as_ref() && g.members.contains(&user))
-                    .map(|(id, _)| id);
+                // From the user's index (in group order, as `groups`), not a scan of every
+                // group (issue 22).
+                let ids = self.groups_of.get(&user).into_iter().flatten();
+                let mine = ids
+                    .filter(|id| Some(*id) > after.as_ref())
+                    .filter(|id| self.groups.get(*id).is_some_and(|g| g.members.contains(&user)));
                 let (groups, more) = page(mine);
                 Reply::Groups { groups, more }
             }),
@@ -331,12 +332,21 @@ impl TrackerState {
 
     /// How many groups `user` owns.
     pub fn groups_owned(&self, user: &UserId) -> usize {
-        self.groups.values().filter(|g| &g.owner == user).count()
+        self.groups_with(user).filter(|g| &g.owner == user).count()
     }
 
     /// How many join requests `user` has pending.
     pub fn requests_pending(&self, user: &UserId) -> usize {
-        self.groups.values().filter(|g| g.requests.contains(user)).count()
+        self.groups_with(user).filter(|g| g.requests.contains(user)).count()
+    }
+
+    /// The groups `user` owns, is a member of or asked to join, from the `groups_of`
+    /// index: O(the user's groups), not O(every group), as the leader counts them before
+    /// each of the user's writes (issue 22: a scan of 30,000 groups per `CreateGroup` took
+    /// most of the leader's CPU).
+    fn groups_with<'a>(&'a self, user: &UserId) -> impl Iterator<Item = &'a Group> + 'a {
+        let ids = self.groups_of.get(user).into_iter().flatten();
+        ids.filter_map(|id| self.groups.get(id))
     }
 
     /// Whether `group` lists a file called `name`.

@@ -12,7 +12,7 @@ use parking_lot::{Mutex, RwLock};
 use common::message::{Reply, TrackerError};
 
 use crate::presence::Presence;
-use crate::raft_node::Apply;
+use crate::raft_node::{Apply, Frozen};
 use crate::state::{LogEntry, Op, TrackerState};
 
 /// Applies committed entries to the shared state.
@@ -49,8 +49,10 @@ impl Apply for StateMachine {
         Ok(())
     }
 
-    fn state(&self) -> Vec<u8> {
-        // Only this (the Raft) thread writes the state, so the read lock holds up nobody.
-        self.state.read().encode()
+    fn freeze(&self) -> Frozen {
+        // A copy under the read lock (only this, the Raft, thread writes the state, so the
+        // lock holds up no writer); the encoding happens on the `snap-N` thread.
+        let copy = self.state.read().clone();
+        Box::new(move || copy.encode())
     }
 }

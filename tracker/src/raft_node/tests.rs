@@ -61,8 +61,9 @@ impl Apply for Log {
         *self.0.lock() = postcard::from_bytes(data).map_err(|e| e.to_string())?;
         Ok(())
     }
-    fn state(&self) -> Vec<u8> {
-        postcard::to_stdvec(&*self.0.lock()).unwrap_or_default()
+    fn freeze(&self) -> crate::raft_node::Frozen {
+        let copy = self.0.lock().clone();
+        Box::new(move || postcard::to_stdvec(&copy).unwrap_or_default())
     }
 }
 
@@ -263,6 +264,64 @@ fn a_restarted_node_rebuilds_its_state_from_snapshot_and_log_and_catches_up() {
     assert_eq!(after[..before.len()], before[..], "the snapshot restored what was applied");
     assert_eq!(after.last().map(Vec::as_slice), Some(&b"after"[..]));
     assert!(index > 5);
+}
+
+/// A node alone that commits past `COMPACT_AFTER` entries takes a snapshot (encoded on its
+/// `snap-N` thread, stored by the Raft thread), and records the generation through the
+/// Raft thread (issue 22): both are in the store after it stops, and a restart rebuilds
+/// the same log.
+#[test]
+fn the_driver_snapshots_off_its_thread_and_records_the_generation() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("1.sqlite3");
+    let log = Log::default();
+    {
+        let store = RaftStore::open(&path).unwrap();
+        let node = RaftNode::start(
+            1,
+            &[1],
+            store,
+            Box::new(log.clone()),
+            Box::new(Nowhere),
+            NodeOptions::default(),
+        )
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while node.status().role != StateRole::Leader {
+            assert!(Instant::now() < deadline, "a group of one elects itself");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // In batches (each one Ready, one fsync), well past a snapshot's worth.
+        let n = COMPACT_AFTER + 500;
+        for batch in 0..n.div_ceil(500) {
+            let answers: Vec<_> = (0..500)
+                .map(|i| node.propose(format!("e{}", batch * 500 + i).into_bytes()))
+                .collect();
+            for answer in answers {
+                answer.recv_timeout(Duration::from_secs(10)).unwrap().unwrap();
+            }
+        }
+        node.save_generation(7).recv_timeout(Duration::from_secs(5)).unwrap().unwrap();
+        // The snapshot is stored once its encoding comes back; a few more entries make
+        // sure the driver went round its loop since.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let answer = node.propose(b"more".to_vec());
+            answer.recv_timeout(Duration::from_secs(5)).unwrap().unwrap();
+            let store = RaftStore::open(&path).unwrap();
+            if store.first_index().unwrap() > COMPACT_AFTER {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no snapshot was stored");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let store = RaftStore::open(&path).unwrap();
+    assert_eq!(store.generation().unwrap(), 7);
+    let snapshot = store.snapshot(0, 0).unwrap();
+    let in_snapshot: Applied = postcard::from_bytes(&snapshot.data).unwrap();
+    assert_eq!(in_snapshot.len() as u64, snapshot.get_metadata().index - 1, "one empty entry");
+    assert_eq!(in_snapshot[..], log.0.lock()[..in_snapshot.len()], "the state as of its index");
 }
 
 /// A transport for a group of one.

@@ -268,3 +268,17 @@ fn the_snapshot_lives_in_a_row_of_its_own_and_older_stores_are_moved() {
         db.query_row("SELECT snap_data FROM raft_meta", [], |r| r.get(0)).unwrap();
     assert!(in_meta.is_empty(), "moved once");
 }
+
+#[test]
+fn the_generation_is_saved_through_the_store_and_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("raft.sqlite3");
+    {
+        let store = RaftStore::open(&path).unwrap();
+        assert_eq!(store.generation().unwrap(), 0);
+        store.save_generation(3).unwrap();
+        store.save_generation(4).unwrap();
+        assert_eq!(store.generation().unwrap(), 4);
+    }
+    assert_eq!(RaftStore::open(&path).unwrap().generation().unwrap(), 4);
+}

@@ -64,6 +64,25 @@ fn check_memberships(st: &TrackerState, name: &str, expected: &[(&str, GroupRole
     assert_eq!(got, Memberships::new(want), "{name}: version");
     // The index `apply` keeps is the one `decode` rebuilds from the groups.
     assert_eq!(st.groups_of, index_groups(&st.groups));
+    // The quota counts read the index: they must be what a scan of every group finds.
+    let u = user(name);
+    assert_eq!(st.groups_owned(&u), st.groups.values().filter(|g| g.owner == u).count());
+    assert_eq!(
+        st.requests_pending(&u),
+        st.groups.values().filter(|g| g.requests.contains(&u)).count()
+    );
+    // So does `list_my_groups`, for the fixture's users (sessions 1 to 3).
+    if let Some(n) = ["alice", "bob", "carol"].iter().position(|n| *n == name) {
+        let scan: Vec<GroupId> = st
+            .groups
+            .iter()
+            .filter(|(_, g)| g.members.contains(&u))
+            .map(|(id, _)| id.clone())
+            .collect();
+        let request = Request::ListMyGroups { after: None };
+        let got = st.read(Some(token(n as u8 + 1)), &request, &|_| true);
+        assert_eq!(got, Some(Ok(Reply::Groups { groups: scan, more: false })), "{name}");
+    }
 }
 
 /// Issue 10: heartbeats tell each user their groups and roles, from an index kept by

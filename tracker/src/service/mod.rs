@@ -1,0 +1,297 @@
+//! The one place where client requests become answers: `Service::handle` routes each
+//! request (`route`), then `reads` answers it from the state, `writes` turns it into an
+//! `Op` committed through Raft (see `cluster`) and answers with what applying it gave, and
+//! `sessions` keeps sessions, presence and the login throttle; `status` describes this
+//! tracker's place in the cluster.
+//!
+//! On a follower, pure reads of replicated state are answered locally after a ReadIndex
+//! barrier (so they see every write acknowledged before them, wherever it was made);
+//! writes and requests that need soft state (liveness, partial availability, kept by the
+//! leader) are forwarded to the leader. The leader reads behind the same barrier, so a
+//! deposed leader that does not know it yet cannot answer from an old state.
+//! Locks: the state lock is held only for in-memory work, never across a commit or a
+//! network call. Lock order: state, presence.
+
+mod reads;
+mod route;
+mod sessions;
+mod status;
+mod writes;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+
+use common::message::{
+    Reply, Request, RequestId, SessionId, SessionToken, TrackerError, TrackerStatus,
+};
+use common::tracker_info::TrackerInfoFile;
+use common::{Identity, PublicKey, UserId};
+
+use crate::cluster::{Cluster, ReplicaRequests, Role};
+use crate::login_throttle::ThrottleLimits;
+use crate::presence::Presence;
+use crate::quota::{QuotaLimits, Quotas};
+use crate::state::{LogEntry, TrackerState};
+
+use reads::Reads;
+pub use route::log_level;
+use route::Route;
+use sessions::{SessionSettings, Sessions};
+use writes::Writes;
+
+/// Tuning of a service.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub id: u32,
+    pub trackers: Arc<TrackerInfoFile>,
+    /// This tracker's static key pair.
+    pub identity: Arc<Identity>,
+    pub kdf_iterations: u32,
+    pub peer_timeout: Duration,
+    /// How long a ticket issued with a file's peers stays valid (downloaders renew it).
+    pub ticket_lifetime: Duration,
+    /// A session silent for this long is ended by the leader.
+    pub session_idle_timeout: Duration,
+    /// Password-hashing threads.
+    pub kdf_threads: usize,
+    /// Limits on password guessing and account creation.
+    pub throttle: ThrottleLimits,
+    /// Per-user and per-group limits.
+    pub quotas: QuotaLimits,
+}
+
+/// The tracker's request handler, shared by every connection thread.
+pub struct Service {
+    pub(crate) settings: Settings,
+    pub(crate) cluster: Arc<Cluster>,
+    reads: Reads,
+    writes: Writes,
+    sessions: Sessions,
+}
+
+impl Service {
+    /// A service over the state and presence its cluster's state machine applies to.
+    pub fn new(
+        settings: Settings,
+        state: Arc<RwLock<TrackerState>>,
+        presence: Arc<Mutex<Presence>>,
+        cluster: Cluster,
+    ) -> std::io::Result<Service> {
+        let cluster = Arc::new(cluster);
+        let session_settings = SessionSettings {
+            kdf_iterations: settings.kdf_iterations,
+            kdf_threads: settings.kdf_threads,
+            peer_timeout: settings.peer_timeout,
+            idle_timeout: settings.session_idle_timeout,
+            per_user: settings.quotas.sessions_per_user,
+            throttle: settings.throttle,
+        };
+        let sessions = Sessions::new(
+            session_settings,
+            Arc::clone(&state),
+            Arc::clone(&presence),
+            Arc::clone(&cluster),
+        )?;
+        let reads = Reads::new(
+            Arc::clone(&state),
+            presence,
+            Arc::clone(&cluster),
+            settings.ticket_lifetime,
+        );
+        let writes = Writes::new(state, Arc::clone(&cluster), Quotas::new(settings.quotas));
+        Ok(Service { settings, cluster, reads, writes, sessions })
+    }
+
+    /// Handles one client request and returns what to answer. `client` is the static key
+    /// the client proved on its channel (a session is only ever used with the key it was
+    /// opened with), `from` the address it connects from.
+    pub fn handle(
+        &self,
+        id: RequestId,
+        token: Option<SessionToken>,
+        client: PublicKey,
+        from: IpAddr,
+        request: Request,
+    ) -> Result<Reply, TrackerError> {
+        match route::route(self.cluster.witness, self.cluster.role(), &request) {
+            Route::Witness => Err(TrackerError::Unavailable(format!(
+                "tracker {} is a witness: it votes but serves no clients",
+                self.settings.id
+            ))),
+            Route::Status => {
+                // Answered whatever the role, at once: it matters most without a majority.
+                match token.is_some_and(|t| self.sessions.has_session(&t, &client)) {
+                    true => Ok(Reply::Status { status: self.status() }),
+                    false => Err(TrackerError::NotLoggedIn),
+                }
+            }
+            Route::Here => self.serve_here(id, token, client, from, request),
+            Route::FollowerHeartbeat { leader } => {
+                let known = match &request {
+                    Request::Heartbeat { known } => *known,
+                    _ => None,
+                };
+                match self.sessions.heard_from(token, client) {
+                    Some(session) => self.reads.alive(Some(session), known),
+                    // Not applied here yet (a login a moment ago), or not a session: the
+                    // leader knows.
+                    None => self.cluster.forward(leader, id, token, client, request),
+                }
+            }
+            Route::PrepareHere => {
+                self.cluster.read_barrier()?;
+                self.writes.write(&self.sessions, id, token.map(|t| t.id()), client, from, request)
+            }
+            Route::Forward { leader } => self.cluster.forward(leader, id, token, client, request),
+            Route::NoLeader => Err(self.cluster.no_leader()),
+        }
+    }
+
+    /// Answers a request on this tracker (the leader, or a follower for a pure read).
+    fn serve_here(
+        &self,
+        id: RequestId,
+        token: Option<SessionToken>,
+        client: PublicKey,
+        from: IpAddr,
+        request: Request,
+    ) -> Result<Reply, TrackerError> {
+        if route::reads_replicated_state(&request) {
+            self.cluster.read_barrier()?;
+        }
+        let now = Instant::now();
+        let session = token.map(|t| t.id());
+        if let Some(session) = session {
+            self.sessions.bind(id, session, client, now)?;
+        }
+        match request {
+            Request::Heartbeat { known } => return self.reads.alive(session, known),
+            Request::GetFile { group, name } => {
+                return self.reads.get_file(session, client, group, name, now)
+            }
+            Request::AnnouncePieces { group, digest, have } => {
+                return self.sessions.announce(session, group, digest, have)
+            }
+            Request::CheckTicket { ticket } => return self.reads.check_ticket(session, &ticket),
+            Request::StateDigest => return self.reads.state_digest(session),
+            _ => {}
+        }
+        if let Some(result) = self.reads.query(session, &request, now) {
+            return result;
+        }
+        self.writes.write(&self.sessions, id, session, client, from, request)
+    }
+
+    fn only_leader(&self, from: u32) -> Result<(), TrackerError> {
+        if self.cluster.role() == Role::Primary {
+            return Ok(());
+        }
+        log::info!("tracker {from} forwarded a request, but this tracker does not lead");
+        Err(TrackerError::Unavailable(format!(
+            "tracker {} does not lead any more",
+            self.settings.id
+        )))
+    }
+
+    /// On a follower: reports to the leader the sessions whose heartbeats it answered since
+    /// the last report (every second, on the `presence` thread).
+    pub fn report_presence(&self) {
+        self.sessions.report_presence();
+    }
+
+    /// On the leader: ends the sessions silent for longer than the idle timeout (on the
+    /// `presence` thread).
+    pub fn expire_idle_sessions(&self) {
+        self.sessions.expire_idle();
+    }
+
+    /// Who a request comes from, for logs: `user@addr` (the address its peer serves on)
+    /// for a session, `?@conn` (where it came from) without one.
+    pub fn who(&self, token: Option<&SessionToken>, conn: impl std::fmt::Display) -> String {
+        self.sessions.who(token, conn)
+    }
+
+    /// How long the connection should wait before it sends `refused` to `from`, the answer
+    /// to a login or signup for `user` if it was one (`LoginThrottle::refusal_hold`).
+    pub fn refusal_hold(
+        &self,
+        from: IpAddr,
+        user: Option<&UserId>,
+        refused: &TrackerError,
+    ) -> Duration {
+        self.sessions.refusal_hold(from, user, refused)
+    }
+
+    /// Whether `token` is a live session opened with `client`'s key (as far as this
+    /// tracker has applied: for the frame limit of a connection, not for access).
+    pub fn has_session(&self, token: &SessionToken, client: &PublicKey) -> bool {
+        self.sessions.has_session(token, client)
+    }
+
+    /// One line describing this tracker's place in the cluster (for `status` on stdin):
+    /// `tracker N: ROLE view=TERM:[MEMBERS] last=TERM:INDEX ... digest=HEX`.
+    pub fn status_line(&self) -> String {
+        let (applied, digest) = self.reads.digest();
+        status::status_line(self.settings.id, &self.cluster, applied, digest)
+    }
+
+    /// This tracker's place in the cluster, for `Request::Status`.
+    pub fn status(&self) -> TrackerStatus {
+        status::status(self.settings.id, &self.cluster)
+    }
+
+    /// On becoming the leader: soft state starts afresh (every session counts as live for
+    /// one peer timeout, while clients' heartbeats find their way here), and a new
+    /// deployment gets its ticket secret.
+    pub fn on_lead(&self) {
+        self.sessions.restart_presence();
+        if let Err(e) = self.writes.ensure_secret() {
+            log::error!("cannot create the ticket secret: {e}");
+        }
+    }
+}
+
+/// What the leader does with the requests followers send it. Only the leader takes them:
+/// during an election two trackers must not bounce a request between them.
+impl ReplicaRequests for Service {
+    /// A request forwarded by tracker `from` on behalf of a client (which proved `client`
+    /// to it).
+    fn forwarded(
+        &self,
+        from: u32,
+        id: RequestId,
+        token: Option<SessionToken>,
+        client: PublicKey,
+        request: Request,
+    ) -> Result<Reply, TrackerError> {
+        self.only_leader(from)?;
+        let level = log_level(&request);
+        if log::log_enabled!(level) {
+            let who = self.who(token.as_ref(), format_args!("tracker {from}"));
+            log::log!(level, "< {who} #{} {request:?}", id.seq);
+        }
+        // The client's address is the follower's: nothing forwarded hashes a password.
+        let follower = self.settings.trackers.current().addr(from).map(|a| a.ip());
+        let from_ip = follower.unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        self.serve_here(id, token, client, from_ip, request)
+    }
+
+    /// Commits an entry a follower built (a login or an account whose password it hashed).
+    fn proposed(&self, from: u32, entry: &[u8]) -> Result<Reply, TrackerError> {
+        self.only_leader(from)?;
+        let entry = LogEntry::decode(entry).map_err(|e| {
+            log::warn!("tracker {from} proposed an entry this build cannot read: {e}");
+            TrackerError::Unavailable(format!("tracker {from} proposed an unreadable entry"))
+        })?;
+        self.writes.commit_here(&self.sessions, entry)
+    }
+
+    /// On the leader: tracker `from` answered heartbeats of `sessions` lately.
+    fn presence(&self, from: u32, sessions: &[SessionId]) -> Result<Reply, TrackerError> {
+        self.only_leader(from)?;
+        Ok(self.sessions.heard_by_follower(sessions))
+    }
+}
