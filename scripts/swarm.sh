@@ -154,13 +154,13 @@ done
 for ((i = 1; i < PEERS; i++)); do wait_for "$WORK/p$i.out" "downloading $NAME"; done
 say "$((PEERS - 1)) downloads started"
 
-# restart_peer NAME: starts peer NAME again on its state directory and logs it in (its
-# unfinished download resumes).
+# restart_peer NAME: starts peer NAME again on its state directory, where its last run
+# kept its session: it logs in again by itself, and its unfinished download resumes.
 restart_peer() {
     local name=$1
     start_peer "$name"
     ADDR[$name]=$(grep -o 'listening on .*' "$WORK/$name.out" | tail -n1 | cut -d' ' -f3)
-    quiet_run "$name" "login $name pw-$name"
+    wait_for "$WORK/$name.out" "logged in as $name (resumed)" 60
 }
 
 # pieces NAME: how many pieces peer NAME's download has verified (from show_downloads).
@@ -202,9 +202,9 @@ if [[ $SCENARIO == churn ]]; then
     say "-- churn: tracker $leader (the leader) is killed (kill -9)"
     kill9 "tracker$leader"
     restart_peer p1
-    say "-- churn: p1 restarted and logged in; its download resumes"
+    say "-- churn: p1 restarted; its session and its download resume"
     restart_peer p2
-    say "-- churn: p2 restarted and logged in; its download resumes"
+    say "-- churn: p2 restarted; its session and its download resume"
     start_tracker "$leader"
     wait_for "$WORK/tracker$leader.out" "serving as" 60
     say "-- churn: tracker $leader restarted: $(tail -n1 "$WORK/tracker$leader.out")"

@@ -12,7 +12,7 @@
 //! Issue 12: a connection for a file this peer is still downloading pushes `Have` to its
 //! downloader as pieces verify (it waits on the socket and on the swarm's wake-up at once,
 //! `readiness`). Which piece a request gets is the swarm's choice (`Swarm::pick`, by
-//! `handout`: super-seeding): with two
+//! `swarm::handout`: super-seeding): with two
 //! or more downloaders of a complete file, each piece goes out once before any repeats.
 
 use std::collections::HashMap;
@@ -41,7 +41,6 @@ use crate::tracker_link::LinkError;
 use crate::tracker_session::{CallError, TrackerSession};
 
 pub mod admission;
-pub mod handout;
 pub mod served;
 pub mod tickets;
 

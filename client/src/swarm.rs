@@ -28,9 +28,11 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 use common::message::FileMeta;
 use common::{Bitfield, GroupId, Layout, PieceIndex, Sha1Digest, UserId};
 
+pub mod handout;
+
 use crate::piece_buf::{piece_buf, PieceBuf};
 use crate::recent_pieces::{Adopted, Kept, RecentPieces};
-use crate::seeder::handout::{Choice, ConnId, Handout};
+use handout::{Choice, ConnId, Handout};
 
 /// Seeder connections told of each new piece of one swarm at most (the seeder serves at
 /// most `MAX_PEER_CONNECTIONS` downloaders; watchers of closed connections are pruned).

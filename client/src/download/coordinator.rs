@@ -115,7 +115,7 @@ impl Coordinator {
         let target = Arc::new(Target {
             identity: Arc::clone(&ctx.identity),
             ticket: Mutex::new(ticket),
-            file,
+            file: Arc::new(file),
             writer: ctx.writer.clone(),
             swarm: Arc::clone(&swarm),
             cap: Arc::clone(&ctx.download_cap),

@@ -12,8 +12,9 @@ use crossbeam_channel::Sender;
 
 use common::PieceIndex;
 
-use super::worker::{Event, Target};
+use super::event::Event;
 use crate::piece_buf::{PieceBuf, BUF_ALIGN};
+use crate::swarm::Swarm;
 
 /// The `.part` file of a download: a buffered handle, and where the file system allows it
 /// an `O_DIRECT` one for whole pieces. Writing a piece straight from its aligned buffer to
@@ -68,9 +69,11 @@ impl DownloadFile {
 
 /// A verified piece on its way to disk.
 pub struct PieceWrite {
-    /// The download: its file, the piece's place in it, and its swarm, to which the
-    /// written piece is offered to serve from memory (`Swarm::offer_recent`).
-    pub target: Arc<Target>,
+    /// The download's `.part` file.
+    pub file: Arc<DownloadFile>,
+    /// Its swarm: the piece's place in the file, and where the written piece is offered to
+    /// serve from memory (`Swarm::offer_recent`).
+    pub swarm: Arc<Swarm>,
     pub piece: PieceIndex,
     pub buf: PieceBuf,
     /// Sent once the piece is written.
@@ -94,13 +97,13 @@ impl DiskWriter {
         let (tx, rx) = crossbeam_channel::bounded::<PieceWrite>(16);
         let thread = std::thread::Builder::new().name("disk-writer".into()).spawn(move || {
             for w in rx {
-                let layout = &w.target.swarm.layout;
+                let layout = &w.swarm.layout;
                 let len = layout.piece_len(w.piece);
-                let written = w.target.file.write_at(&w.buf[..len], layout.piece_offset(w.piece));
+                let written = w.file.write_at(&w.buf[..len], layout.piece_offset(w.piece));
                 let (event, buf) = match written {
                     // Kept before the coordinator hears of it, so that the seeder finds
                     // it in memory as soon as the piece is announced.
-                    Ok(()) => (w.done, w.target.swarm.offer_recent(w.piece, w.buf, len)),
+                    Ok(()) => (w.done, w.swarm.offer_recent(w.piece, w.buf, len)),
                     Err(e) => {
                         let reason = e.to_string();
                         (Event::WriteFailed { piece: w.piece, reason }, w.buf)

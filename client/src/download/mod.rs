@@ -7,6 +7,7 @@
 //! - `tracker_calls`: the download's tracker calls on a thread of their own;
 //! - `worker`: one thread per peer connection;
 //! - `disk_writer`: the client's one thread that writes verified pieces;
+//! - `event`: what workers and the disk writer tell the coordinator;
 //! - `finish`: the whole-file check, fsync and rename into place;
 //! - `part_file`: file-system safety of the `.part` file;
 //! - `scheduler`: which piece to ask of which peer (pure);
@@ -19,6 +20,7 @@
 
 pub mod coordinator;
 pub mod disk_writer;
+pub mod event;
 pub mod finish;
 pub mod part_file;
 pub mod peer_set;

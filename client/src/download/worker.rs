@@ -27,6 +27,7 @@ use common::{Bitfield, Identity, PieceIndex, PublicKey, Sha1Digest};
 use parking_lot::Mutex;
 
 use super::disk_writer::{DiskWriter, DownloadFile, PieceWrite};
+pub use super::event::Event;
 use super::scheduler::PeerId;
 use crate::piece_buf::{piece_buf, PieceBuf};
 use crate::rate::RateCap;
@@ -45,29 +46,6 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, Copy)]
 pub struct Job {
     pub piece: PieceIndex,
-}
-
-/// What a worker tells its coordinator.
-#[derive(Debug)]
-pub enum Event {
-    /// Connected; the peer has these pieces.
-    Ready { peer: PeerId, have: Bitfield },
-    /// A piece arrived, matched its hash (`hash`, computed from the received bytes) and was
-    /// written.
-    Verified { peer: PeerId, piece: PieceIndex, hash: Sha1Digest, bytes_per_sec: f64 },
-    /// A piece arrived but did not match its hash.
-    BadHash { peer: PeerId, piece: PieceIndex },
-    /// The peer does not have (or no longer serves) the piece.
-    NoPiece { peer: PeerId, piece: PieceIndex },
-    /// The peer, a seeder handing out pieces to several downloaders, said to fetch `piece`
-    /// from another peer (it may have sent another piece instead).
-    Elsewhere { peer: PeerId, piece: PieceIndex },
-    /// The peer announced new pieces: take them from its `HaveNews`.
-    Have { peer: PeerId },
-    /// Writing a verified piece failed.
-    WriteFailed { piece: PieceIndex, reason: String },
-    /// The connection ended.
-    Gone { peer: PeerId, reason: String },
 }
 
 /// The pieces a peer announced that its coordinator has not taken yet. Bounded: one bit per
@@ -100,7 +78,8 @@ pub struct Target {
     /// The newest ticket from the tracker (the coordinator replaces it at every refresh);
     /// workers pass it on to their seeder before the one it holds expires.
     pub ticket: Mutex<Ticket>,
-    pub file: DownloadFile,
+    /// The `.part` file, shared with the disk writer's queue.
+    pub file: Arc<DownloadFile>,
     pub writer: DiskWriter,
     /// The download's swarm: its metadata (piece hashes, layout), and where the newest
     /// verified pieces are kept for our seeder.
@@ -311,7 +290,8 @@ fn take_piece(
             return;
         }
         let write = PieceWrite {
-            target: Arc::clone(&target),
+            file: Arc::clone(&target.file),
+            swarm: Arc::clone(&target.swarm),
             piece,
             buf,
             done: Event::Verified { peer, piece, hash, bytes_per_sec },
