@@ -3,7 +3,8 @@
 # seeders (scripts/bench-download.sh) with two builds, interleaved (A B A B ...), each round
 # followed by the libtorrent yardstick (scripts/bench-libtorrent.sh) on the same file, so all
 # three see the same machine. Prints the load before each run, every run, then the median,
-# min and max of each.
+# min and max of each. As in bench.sh, our N-seeder download also finds the leecher that
+# fetched the file from one seeder just before, so it has N + 1 sources; libtorrent has N.
 set -euo pipefail
 
 usage() {

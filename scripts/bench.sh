@@ -153,13 +153,13 @@ echo "cipher on one core: $(tr '\n' ' ' <<<"$cipher")"
 echo "leechN: $leech_result"
 if [[ -n $lt_s ]]; then
     lt_version=$(field libtorrent_version "$lt_out")
-    echo "yardstick: libtorrent $lt_version from $SEEDERS libtorrent seeders, the same file, one run each," \
-        "$(field piece_length_bytes "$lt_out") B pieces, add_torrent to SHA-1-verified and fsynced:"
-    printf '%-38s %8.3f s %8.1f MB/s  (ours %.2fx its time)\n' "  libtorrent, default pe (plaintext data)" \
-        "$lt_s" "$(mbps "$lt_s")" "$(echo "$many_s / $lt_s" | bc -l)"
-    printf '%-38s %8.3f s %8.1f MB/s  (ours %.2fx its time)\n' "  libtorrent, RC4 forced" \
-        "$lt_rc4_s" "$(mbps "$lt_rc4_s")" "$(echo "$many_s / $lt_rc4_s" | bc -l)"
-    echo "  (RC4 there is obfuscation, not authenticated; our links are Noise with AES-GCM)"
+    echo "yardstick: libtorrent $lt_version, the same file from $SEEDERS libtorrent seeders, one run each," \
+        "$(field piece_length_bytes "$lt_out") B pieces, timed to every piece SHA-1-checked and fsynced:"
+    printf '%-38s %8.3f s %8.1f MB/s  (ours from %s seeders: %.2fx its time)\n' "libtorrent, default pe (plain data)" \
+        "$lt_s" "$(mbps "$lt_s")" "$SEEDERS" "$(echo "$many_s / $lt_s" | bc -l)"
+    printf '%-38s %8.3f s %8.1f MB/s  (ours from %s seeders: %.2fx its time)\n' "libtorrent, RC4 forced" \
+        "$lt_rc4_s" "$(mbps "$lt_rc4_s")" "$SEEDERS" "$(echo "$many_s / $lt_rc4_s" | bc -l)"
+    echo "(libtorrent's RC4 is obfuscation, not authenticated encryption; our links are Noise with AES-GCM)"
 elif [[ $LIBTORRENT == 1 ]]; then
     echo "libtorrent yardstick skipped: $(field libtorrent_skipped "$lt_out")"
 fi
