@@ -3,18 +3,23 @@
 # upload_file hashing throughput, download throughput from 1 and from N seeders, and the
 # downloader's peak RSS, each beside sha1sum and cat of the same file; the same downloads
 # with the bench-only plaintext baseline (records copied, not encrypted), side by side;
-# then, if installed, the same download with aria2c as the yardstick
-# (scripts/bench-aria2.sh). Prints key=value lines and a summary.
+# then, if installed, the same N-seeder download with libtorrent (scripts/bench-libtorrent.sh)
+# and with aria2c (scripts/bench-aria2.sh) as yardsticks. Prints key=value lines and a summary.
 set -euo pipefail
 
 usage() {
     cat <<USAGE
-Usage: scripts/bench.sh [--size MIB] [--seeders N] [--rounds N] [--no-aria2] [--no-flash] [--keep]
+Usage: scripts/bench.sh [--size MIB] [--seeders N] [--rounds N] [--no-libtorrent] [--no-aria2]
+                       [--no-flash] [--only-flash] [--flash-mib N] [--flash-rounds N] [--keep]
 
   --size MIB     size of the random test file (default 1024)
   --seeders N    seeders for the multi-seeder download (default 3)
   --rounds N     rounds of encrypted and plaintext downloads, alternated (default 3);
                  the best of each is reported
+  --no-libtorrent  skip the libtorrent yardstick: the same file from N libtorrent seeders,
+                 run once after the rounds, with libtorrent's default encryption setting and
+                 with RC4 forced (scripts/bench-libtorrent.sh; needs libtorrent's Python
+                 bindings, else it says so and is skipped)
   --no-aria2     skip the aria2c yardstick
   --no-flash     skip the flash-crowd figures (one seeder capped at 50 MB/s, 8 and 16
                  leechers of a 256 MiB file, beside one leecher alone; issue 12)
@@ -29,6 +34,7 @@ USAGE
 SIZE_MIB=1024
 SEEDERS=3
 ROUNDS=3
+LIBTORRENT=1
 ARIA2=1
 FLASH=1
 ONLY_FLASH=0
@@ -40,6 +46,7 @@ while (($#)); do
         --size) SIZE_MIB=$2; shift 2 ;;
         --seeders) SEEDERS=$2; shift 2 ;;
         --rounds) ROUNDS=$2; shift 2 ;;
+        --no-libtorrent) LIBTORRENT=0; shift ;;
         --no-aria2) ARIA2=0; shift ;;
         --no-flash) FLASH=0; shift ;;
         --only-flash) ONLY_FLASH=1; shift ;;
@@ -106,6 +113,15 @@ for ((round = 1; round <= ROUNDS; round++)); do
     plain_many_s=$(best "$plain_many_s" "$(field download_n_seeders_seconds "$plain")")
 done
 
+# The libtorrent yardstick, on the same file in the same session as our rounds.
+lt_out="" lt_s="" lt_rc4_s=""
+if [[ $LIBTORRENT == 1 ]]; then
+    lt_out=$(bash "$ROOT/scripts/bench-libtorrent.sh" --file "$FILE" --seeders "$SEEDERS" --encryption both) \
+        || lt_out="libtorrent_skipped=it failed (exit $?, see above)"
+    lt_s=$(field libtorrent_seconds "$lt_out")
+    lt_rc4_s=$(field libtorrent_rc4_seconds "$lt_out")
+fi
+
 cat <<RESULT
 file_mib=$SIZE_MIB
 $cipher
@@ -119,6 +135,7 @@ plaintext_download_${SEEDERS}_seeders_seconds=$(fmt "$plain_many_s")
 downloader_peak_rss_kib_1_seeder=$one_rss
 downloader_peak_rss_kib_${SEEDERS}_seeders=$many_rss
 RESULT
+if [[ -n $lt_out ]]; then grep -v '^#' <<<"$lt_out"; fi
 
 echo
 echo "== summary ($SIZE_MIB MiB, MB = 10^6 bytes, best of $ROUNDS rounds)"
@@ -134,6 +151,18 @@ printf 'encryption costs: %.2fx the plaintext time from 1 seeder, %.2fx from %s 
     "$(echo "$one_s / $plain_one_s" | bc -l)" "$(echo "$many_s / $plain_many_s" | bc -l)" "$SEEDERS"
 echo "cipher on one core: $(tr '\n' ' ' <<<"$cipher")"
 echo "leechN: $leech_result"
+if [[ -n $lt_s ]]; then
+    lt_version=$(field libtorrent_version "$lt_out")
+    echo "yardstick: libtorrent $lt_version, the same file from $SEEDERS libtorrent seeders, one run each," \
+        "$(field piece_length_bytes "$lt_out") B pieces, timed to every piece SHA-1-checked and fsynced:"
+    printf '%-38s %8.3f s %8.1f MB/s  (ours from %s seeders: %.2fx its time)\n' "libtorrent, default pe (plain data)" \
+        "$lt_s" "$(mbps "$lt_s")" "$SEEDERS" "$(echo "$many_s / $lt_s" | bc -l)"
+    printf '%-38s %8.3f s %8.1f MB/s  (ours from %s seeders: %.2fx its time)\n' "libtorrent, RC4 forced" \
+        "$lt_rc4_s" "$(mbps "$lt_rc4_s")" "$SEEDERS" "$(echo "$many_s / $lt_rc4_s" | bc -l)"
+    echo "(libtorrent's RC4 is obfuscation, not authenticated encryption; our links are Noise with AES-GCM)"
+elif [[ $LIBTORRENT == 1 ]]; then
+    echo "libtorrent yardstick skipped: $(field libtorrent_skipped "$lt_out")"
+fi
 
 if [[ $ARIA2 == 1 ]]; then
     if [[ -x $ROOT/scripts/bench-aria2.sh ]]; then
