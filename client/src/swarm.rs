@@ -666,12 +666,13 @@ impl Swarm {
     ) -> Result<(), ReadError> {
         use std::os::unix::fs::FileExt;
         file.read_exact_at(data, self.layout.piece_offset(piece))?;
+        if !matches!(self.state.lock().phase, Phase::Seeding) {
+            return Ok(());
+        }
+        // Outside the lock: a system call.
+        let stamp = FileStamp::of(file)?;
         let stamp = {
             let mut s = self.state.lock();
-            if !matches!(s.phase, Phase::Seeding) {
-                return Ok(());
-            }
-            let stamp = FileStamp::of(file)?;
             if s.checked.stamp != Some(stamp) {
                 s.checked =
                     Checked { stamp: Some(stamp), pieces: Bitfield::empty(self.layout.n_pieces()) };
