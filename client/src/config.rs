@@ -8,13 +8,24 @@ use clap::Parser;
 /// A peer of the group file-sharing system: a REPL for accounts, groups and files, and at the
 /// same time a server of pieces to other peers. Reads commands from stdin (type help).
 #[derive(Debug, Clone, Parser)]
-#[command(name = "client", version)]
+#[command(
+    name = "client",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("P2P_COMMIT"), ")")
+)]
 pub struct Config {
-    /// Where this peer serves pieces to other peers, as IP:PORT (port 0 picks a free port).
-    pub listen: SocketAddr,
+    /// Where this peer serves pieces to other peers, as IP:PORT (port 0: the port this
+    /// state directory's client had last time, if free, else a free one).
+    #[arg(required_unless_present = "completions")]
+    pub listen: Option<SocketAddr>,
 
     /// The trackers, one IP:PORT a line; the first reachable one is used.
-    pub tracker_info: PathBuf,
+    #[arg(required_unless_present = "completions")]
+    pub tracker_info: Option<PathBuf>,
+
+    /// Print a completion script for SHELL (bash, zsh, fish, elvish, powershell) and exit:
+    /// `source <(client --completions bash)`.
+    #[arg(long, value_name = "SHELL", exclusive = true)]
+    pub completions: Option<clap_complete::Shell>,
 
     /// The profile: which state this client runs with, in
     /// `$XDG_STATE_HOME/p2p-groups/<NAME>` (or `~/.local/state/p2p-groups/<NAME>`). Two
@@ -101,6 +112,11 @@ mod tests {
     fn the_state_dir_is_the_profiles_unless_given() {
         let config = Config::parse_from(["client", "127.0.0.1:0", "tracker_info.txt"]);
         assert_eq!(config.profile, "default");
+        // Completions need no address; anything else does.
+        let config = Config::try_parse_from(["client", "--completions", "bash"]).unwrap();
+        assert_eq!(config.completions, Some(clap_complete::Shell::Bash));
+        assert!(Config::try_parse_from(["client", "127.0.0.1:0"]).is_err());
+        assert!(Config::try_parse_from(["client", "--completions", "bash", "127.0.0.1:0"]).is_err());
         let config = Config::parse_from([
             "client",
             "127.0.0.1:0",

@@ -69,6 +69,8 @@ pub enum RunError {
     StateDirInUse { path: String },
     #[error("{0}")]
     NoStateDir(#[from] config::StateDirError),
+    #[error("usage: client <IP>:<PORT> <tracker_info.txt> [options] (client --help tells more)")]
+    Usage,
     #[error("{0}")]
     Identity(#[from] IdentityError),
     #[error("{0}")]
@@ -79,13 +81,17 @@ pub enum RunError {
 
 /// Runs the client until `exit` or the end of its input.
 pub fn run(config: Config) -> Result<(), RunError> {
-    let trackers = Arc::new(TrackerInfoFile::load(&config.tracker_info)?);
+    // Both are given unless `--completions` was, which `main` answers before this.
+    let (Some(listen), Some(tracker_info)) = (config.listen, config.tracker_info.as_ref()) else {
+        return Err(RunError::Usage);
+    };
+    let trackers = Arc::new(TrackerInfoFile::load(tracker_info)?);
     let state_dir = config.state_dir()?;
     common::identity::make_private_dir(&state_dir)
         .map_err(|source| RunError::StateDir { path: state_dir.display().to_string(), source })?;
     // Held until the process ends: the kernel releases the lock with the descriptor.
     let _lock = lock_state_dir(&state_dir)?;
-    let listener = bind_listener(config.listen, &state_dir)?;
+    let listener = bind_listener(listen, &state_dir)?;
     let listen_addr = listener.local_addr()?;
     // This peer's identity: trackers bind its sessions to it, seeders its tickets.
     let (identity, _) = Identity::load_or_create(&state_dir.join("client.key"))?;

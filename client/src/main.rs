@@ -16,6 +16,12 @@ fn main() -> ExitCode {
     }
     without_line_editor(&mut logger).init();
     let config = client::Config::parse();
+    if let Some(shell) = config.completions {
+        use clap::CommandFactory;
+        let mut command = client::Config::command();
+        clap_complete::generate(shell, &mut command, "client", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
     match client::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

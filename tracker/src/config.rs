@@ -12,7 +12,11 @@ use crate::quota::QuotaLimits;
 /// metadata durably, and serves clients.
 #[derive(Debug, Clone, Parser)]
 // An option given twice takes its last value (scripts add to a default command line).
-#[command(name = "tracker", version, args_override_self = true)]
+#[command(
+    name = "tracker",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("P2P_COMMIT"), ")"),
+    args_override_self = true
+)]
 pub struct Config {
     /// The trackers of the deployment, one `IP:PORT [KEY]` a line; this tracker writes its
     /// public key into its own line at first start if the line has none.

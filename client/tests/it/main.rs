@@ -5,6 +5,7 @@
 mod accounts;
 mod at_rest;
 mod browser;
+mod cli;
 mod downloads;
 mod durability;
 mod files;
