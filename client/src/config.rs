@@ -38,6 +38,12 @@ pub struct Config {
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 
+    /// Run as a service: no REPL, standard input never read, the log on stderr; serve and
+    /// download until SIGTERM or SIGINT, then stop cleanly. The session a REPL (or the
+    /// dashboard) logged in with is resumed at start.
+    #[arg(long)]
+    pub serve: bool,
+
     /// A download fails when no peer can provide its missing pieces for this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub stall_timeout: u64,

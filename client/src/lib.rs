@@ -97,7 +97,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
     let (identity, _) = Identity::load_or_create(&state_dir.join("client.key"))?;
     let identity = Arc::new(identity);
     let mut stdout = std::io::stdout();
-    if log_file::wanted() {
+    if log_file::wanted() && !config.serve {
         let log_path = state_dir.join("client.log");
         match log_file::open(&log_path) {
             Ok(()) => writeln!(stdout, "log: {}", log_path.display())?,
@@ -130,7 +130,18 @@ pub fn run(config: Config) -> Result<(), RunError> {
         let downloads = Arc::clone(&downloads);
         move || downloads.wake()
     });
-    Interrupt::install(&interrupt)?;
+    // A service stops on SIGINT as on SIGTERM (`wait_for_stop`); a REPL's Ctrl-C interrupts
+    // the command running.
+    let stop_signals = match config.serve {
+        true => Some(signal_hook::iterator::Signals::new([
+            signal_hook::consts::SIGTERM,
+            signal_hook::consts::SIGINT,
+        ])?),
+        false => {
+            Interrupt::install(&interrupt)?;
+            None
+        }
+    };
     let ctx = download::Context {
         identity,
         writer,
@@ -192,7 +203,16 @@ pub fn run(config: Config) -> Result<(), RunError> {
         Err(e) => writeln!(stdout, "error: {e}")?,
     }
     stdout.flush()?;
-    let result = repl::run(&mut console, &state_dir.join("history.txt"), &notices);
+    let result = match stop_signals {
+        Some(mut signals) => {
+            // Service mode: no REPL; serve until told to stop.
+            if let Some(signal) = signals.forever().next() {
+                log::info!("stopping on signal {signal}");
+            }
+            Ok(())
+        }
+        None => repl::run(&mut console, &state_dir.join("history.txt"), &notices),
+    };
     if let Some(dashboard) = dashboard {
         dashboard.stop();
     }

@@ -7,15 +7,17 @@ use clap::Parser;
 fn main() -> ExitCode {
     // Everything this process creates (state files, downloads) is private to its owner.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    let config = client::Config::parse();
     let mut logger =
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"));
     logger.format_timestamp_millis();
-    if client::log_file::wanted() {
+    // A service logs to stderr (its service manager's journal); only a REPL at a terminal
+    // moves the log out of the way of its prompt.
+    if client::log_file::wanted() && !config.serve {
         // At the prompt, logs go to a file in the state directory (named once it is known).
         logger.target(env_logger::Target::Pipe(Box::new(client::log_file::LogFile)));
     }
     without_line_editor(&mut logger).init();
-    let config = client::Config::parse();
     if let Some(shell) = config.completions {
         use clap::CommandFactory;
         let mut command = client::Config::command();

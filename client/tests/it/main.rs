@@ -17,6 +17,7 @@ mod replication;
 mod robustness;
 mod scripts;
 mod secure_links;
+mod service;
 mod support;
 mod transfer_control;
 mod web;

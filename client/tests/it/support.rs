@@ -76,7 +76,7 @@ fn free_port() -> u16 {
 }
 
 /// Reads a child's stdout line by line into a channel.
-fn line_channel(stdout: impl std::io::Read + Send + 'static) -> Receiver<String> {
+pub fn line_channel(stdout: impl std::io::Read + Send + 'static) -> Receiver<String> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
