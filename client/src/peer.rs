@@ -584,6 +584,7 @@ impl Peer {
             if !matches!(intact, Ok(true)) {
                 log::warn!("{} is gone or changed size; no longer sharing it", path.display());
                 self.ctx.registry.remove(&share);
+                self.ctx.registry.save();
                 continue;
             }
             let request =

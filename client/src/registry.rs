@@ -142,10 +142,10 @@ impl Registry {
         swarms.values().cloned().collect()
     }
 
-    /// Adds (or replaces) a swarm; saved soon.
+    /// Adds (or replaces) a swarm. Saved by the caller's `save` or `flush`: a command that
+    /// waits for its change to be on disk costs one write, not two.
     pub fn insert(&self, swarm: Arc<Swarm>) {
         self.inner.swarms.write().insert((swarm.group.clone(), swarm.meta.digest), swarm);
-        self.save();
     }
 
     /// The swarm of `digest` in `group`.
@@ -154,38 +154,29 @@ impl Registry {
     }
 
     /// Removes the swarm of `digest` in `group`, if it is `swarm` (a newer swarm of the same
-    /// file stays); saved soon.
+    /// file stays). Saved by the caller's `save` or `flush`.
     pub fn remove(&self, swarm: &Arc<Swarm>) -> bool {
         let key = (swarm.group.clone(), swarm.meta.digest);
-        let removed = {
-            let mut swarms = self.inner.swarms.write();
-            match swarms.get(&key) {
-                Some(s) if Arc::ptr_eq(s, swarm) => swarms.remove(&key).is_some(),
-                _ => false,
-            }
-        };
-        self.save();
-        removed
+        let mut swarms = self.inner.swarms.write();
+        match swarms.get(&key) {
+            Some(s) if Arc::ptr_eq(s, swarm) => swarms.remove(&key).is_some(),
+            _ => false,
+        }
     }
 
-    /// Removes the swarm named `name` in `group`; saved soon.
+    /// Removes the swarm named `name` in `group`. Saved by the caller's `save` or `flush`.
     pub fn remove_named(&self, group: &GroupId, name: &str) -> Option<Arc<Swarm>> {
-        let removed = {
-            let mut swarms = self.inner.swarms.write();
-            let key = swarms
-                .iter()
-                .find(|((g, _), s)| g == group && s.meta.name.as_str() == name)
-                .map(|(k, _)| k.clone())?;
-            swarms.remove(&key)
-        };
-        self.save();
-        removed
+        let mut swarms = self.inner.swarms.write();
+        let key = swarms
+            .iter()
+            .find(|((g, _), s)| g == group && s.meta.name.as_str() == name)
+            .map(|(k, _)| k.clone())?;
+        swarms.remove(&key)
     }
 
-    /// Removes every swarm of `group`; saved soon.
+    /// Removes every swarm of `group`. Saved by the caller's `save` or `flush`.
     pub fn remove_group(&self, group: &GroupId) {
         self.inner.swarms.write().retain(|(g, _), _| g != group);
-        self.save();
     }
 
     /// Every swarm.

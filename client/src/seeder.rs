@@ -448,6 +448,7 @@ fn read_verified(
 /// Stops sharing a file whose bytes went bad, locally and at the tracker.
 fn withdraw(ctx: &Context, swarm: &Arc<Swarm>) {
     ctx.registry.remove(swarm);
+    ctx.registry.save();
     let request = Request::StopShare { group: swarm.group.clone(), name: swarm.meta.name.clone() };
     if let Err(e) = ctx.tracker.call(request) {
         log::warn!("cannot tell the tracker to stop sharing {}: {e}", swarm.meta.name);

@@ -199,6 +199,7 @@ impl Coordinator {
             Err(Stop::Failed(error)) => {
                 log::warn!("download of {name} failed: {error}");
                 self.ctx.registry.remove(&self.swarm);
+                self.ctx.registry.save();
                 if !error.keeps_part() {
                     part_file::remove_own_part(&self.swarm.path(), &self.target.file.buffered);
                 }
@@ -207,6 +208,7 @@ impl Coordinator {
             Err(Stop::Cancelled) => {
                 log::info!("download of {name} cancelled");
                 self.ctx.registry.remove(&self.swarm);
+                self.ctx.registry.save();
                 part_file::remove_own_part(&self.swarm.path(), &self.target.file.buffered);
                 self.ctx.downloads.changes().notify();
             }

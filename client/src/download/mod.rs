@@ -163,17 +163,20 @@ fn launch(
             }
             Err(StartError::Cancelled) => {
                 ctx.registry.remove(&swarm);
+                ctx.registry.save();
                 ctx.downloads.changes().notify();
             }
             Err(e) => {
                 log::warn!("cannot resume {}: {e}", swarm.meta.name);
                 ctx.registry.remove(&swarm);
+                ctx.registry.save();
                 ctx.downloads.end(&swarm, Err(DownloadError::Resume(e.to_string())));
             }
         }
     });
     if let Err(e) = spawned {
         ctx.registry.remove(&swarm);
+        ctx.registry.save();
         ctx.downloads.end(&swarm, Err(DownloadError::Thread(e.to_string())));
     }
 }
