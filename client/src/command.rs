@@ -54,10 +54,11 @@ pub enum Command {
         path: PathBuf,
         group: GroupId,
     },
+    /// `download_file`; without a destination, into the download directory.
     DownloadFile {
         group: GroupId,
         name: FileName,
-        destination: PathBuf,
+        destination: Option<PathBuf>,
     },
     ShowDownloads {
         json: bool,
@@ -155,7 +156,7 @@ pub const COMMANDS: &[CommandInfo] = &[
     info("list_my_groups", "list_my_groups", "The groups you belong to, one a line."),
     info("list_files", "list_files <group_id>", "Members only: the files some peer shares in the group, with size, sharers and digest."),
     info("upload_file", "upload_file <file_path> <group_id>", "Hashes the file and shares it in the group under its base name (~ is your home directory)."),
-    info("download_file", "download_file <group_id> <file_name> <destination_path>", "Starts downloading in the background to a directory or a new file path (~ is your home directory)."),
+    info("download_file", "download_file <group_id> <file_name> [<destination_path>]", "Starts downloading in the background to a directory or a new file path (~ is your home directory); without one, into the download directory (download_dir in config.toml, else $XDG_DOWNLOAD_DIR, else ~/Downloads)."),
     info("show_downloads", "show_downloads [--json] [--active]", "One line per download of this session: [D] downloading, [P] paused, [C] complete, [F] failed; with --json, one JSON object a line; with --active, only those still downloading."),
     info("wait_downloads", "wait_downloads [--json]", "Waits until no download is running (Ctrl-C stops waiting), then prints what show_downloads prints."),
     info("stop_share", "stop_share <group_id> <file_name>", "Stops sharing the file in the group; upload_file of it shares it again."),
@@ -217,7 +218,7 @@ pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
         "download_file" => Command::DownloadFile {
             group: id(a(0))?,
             name: id(a(1))?,
-            destination: PathBuf::from(a(2)),
+            destination: args.get(2).map(PathBuf::from),
         },
         "show_downloads" => {
             let [json, active] = flags(name, usage, args, ["--json", "--active"])?;
@@ -376,7 +377,15 @@ mod tests {
             Ok(Some(Command::DownloadFile {
                 group: g("g1"),
                 name: FileName::new("a.bin").unwrap(),
-                destination: PathBuf::from("/tmp/out"),
+                destination: Some(PathBuf::from("/tmp/out")),
+            })),
+        );
+        check(
+            "download_file g1 a.bin",
+            Ok(Some(Command::DownloadFile {
+                group: g("g1"),
+                name: FileName::new("a.bin").unwrap(),
+                destination: None,
             })),
         );
     }

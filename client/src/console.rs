@@ -196,7 +196,7 @@ impl Console {
                 let _ = writeln!(out, "upload {}, download {}", shown(up), shown(down));
             }
             Command::DownloadFile { group, name, destination } => {
-                let dest = peer.download_file(&group, &name, &destination)?;
+                let dest = peer.download_file(&group, &name, destination.as_deref())?;
                 let _ =
                     writeln!(out, "downloading {name} from group {group} to {}", dest.display());
                 if self.on_terminal {

@@ -5,6 +5,7 @@
 pub mod command;
 pub mod completion;
 pub mod config;
+pub mod config_file;
 pub mod console;
 pub mod download;
 pub mod interrupt;
@@ -69,6 +70,8 @@ pub enum RunError {
     StateDirInUse { path: String },
     #[error("{0}")]
     NoStateDir(#[from] config::StateDirError),
+    #[error("{0}")]
+    ConfigFile(#[from] config_file::ConfigFileError),
     #[error("usage: client <IP>:<PORT> <tracker_info.txt> [options] (client --help tells more)")]
     Usage,
     #[error("{0}")]
@@ -91,6 +94,8 @@ pub fn run(config: Config) -> Result<(), RunError> {
         .map_err(|source| RunError::StateDir { path: state_dir.display().to_string(), source })?;
     // Held until the process ends: the kernel releases the lock with the descriptor.
     let _lock = lock_state_dir(&state_dir)?;
+    // The profile's settings; the command line wins over them.
+    let settings = config_file::ConfigFile::load(&state_dir.join("config.toml"))?;
     let listener = bind_listener(listen, &state_dir)?;
     let listen_addr = listener.local_addr()?;
     // This peer's identity: trackers bind its sessions to it, seeders its tickets.
@@ -111,8 +116,11 @@ pub fn run(config: Config) -> Result<(), RunError> {
     let tracker = Arc::new(TrackerSession::new(trackers, Arc::clone(&identity)));
     let registry = Arc::new(Registry::open(Some(state_dir.join("shares.bin")))?);
     let served = Arc::new(seeder::served::Served::default());
-    let upload_cap = Arc::new(rate::RateCap::new(config.max_upload_rate));
-    let download_cap = Arc::new(rate::RateCap::new(config.max_download_rate));
+    let upload_cap =
+        Arc::new(rate::RateCap::new(config.max_upload_rate.or(settings.max_upload_rate)));
+    let download_cap =
+        Arc::new(rate::RateCap::new(config.max_download_rate.or(settings.max_download_rate)));
+    let web = config.web.or(settings.web);
     let seeder = Seeder::start(
         listener,
         Arc::clone(&identity),
@@ -158,7 +166,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
     let notices = Arc::new(Notices::default());
     // Heartbeats until the sender is dropped at the end of `run`.
     let (stop_heartbeat, heartbeat_stopped) = crossbeam_channel::bounded::<()>(0);
-    let with_web = config.web.is_some();
+    let with_web = web.is_some();
     let heartbeat = std::thread::Builder::new().name("heartbeat".into()).spawn({
         let (tracker, known, watch, notices) =
             (Arc::clone(&tracker), Arc::clone(&known), Arc::clone(&watch), Arc::clone(&notices));
@@ -177,10 +185,23 @@ pub fn run(config: Config) -> Result<(), RunError> {
     let fetcher = Fetcher::start(Arc::clone(&known), Arc::clone(&tracker))?;
 
     let session_path = state_dir.join("session");
-    let peer =
-        Arc::new(Peer::new(ctx, listen_addr, known, watch, served, Some(session_path.clone())));
+    let home = std::env::var_os("HOME").filter(|h| !h.is_empty()).map(std::path::PathBuf::from);
+    let download_dir = config_file::default_download_dir(
+        settings.download_dir(home.as_deref()),
+        std::env::var_os("XDG_DOWNLOAD_DIR").map(std::path::PathBuf::from),
+        home.as_deref(),
+    );
+    let peer = Arc::new(Peer::new(
+        ctx,
+        listen_addr,
+        known,
+        watch,
+        served,
+        Some(session_path.clone()),
+        download_dir,
+    ));
     let mut console = Console::new(Arc::clone(&peer), interrupt);
-    let dashboard = match config.web {
+    let dashboard = match web {
         Some(addr) => {
             let dashboard = web::Dashboard::start(addr, Arc::clone(&peer))
                 .map_err(|source| RunError::WebBind { addr, source })?;

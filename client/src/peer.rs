@@ -54,6 +54,8 @@ pub enum CommandError {
     WaitInterrupted,
     #[error("no dashboard: start the client with --web 127.0.0.1:PORT")]
     NoDashboard,
+    #[error("no download directory: give a destination, or set download_dir in config.toml (HOME is not set)")]
+    NoDownloadDir,
     #[error(transparent)]
     Transfer(#[from] FindError),
     #[error("the session of {user} ended at the trackers (logged out elsewhere, or silent too long); login {user} <passwd> to log in again")]
@@ -141,6 +143,8 @@ pub struct Peer {
     served: Arc<Served>,
     /// Where the session is kept for the next start (`None`: not kept).
     session_file: Option<PathBuf>,
+    /// Where `download_file` without a destination puts files.
+    download_dir: Option<PathBuf>,
 }
 
 /// The trackers as this client sees them (the dashboard's trackers panel).
@@ -170,6 +174,7 @@ impl Peer {
         watch: Arc<Mutex<Watch>>,
         served: Arc<Served>,
         session_file: Option<PathBuf>,
+        download_dir: Option<PathBuf>,
     ) -> Peer {
         Peer {
             ctx,
@@ -179,6 +184,7 @@ impl Peer {
             watch,
             served,
             session_file,
+            download_dir,
         }
     }
 
@@ -464,14 +470,25 @@ impl Peer {
     }
 
     /// `download_file`: starts the download in the background (a leading `~` in
-    /// `destination` is the home directory) and returns its final path.
+    /// `destination` is the home directory; without one, the download directory, made if
+    /// missing) and returns its final path.
     pub fn download_file(
         &self,
         group: &GroupId,
         name: &FileName,
-        destination: &Path,
+        destination: Option<&Path>,
     ) -> Result<PathBuf, CommandError> {
-        let destination = command::expand_home(destination, home_dir().as_deref());
+        let destination = match destination {
+            Some(dest) => command::expand_home(dest, home_dir().as_deref()),
+            None => {
+                let dir = self.download_dir.clone().ok_or(CommandError::NoDownloadDir)?;
+                std::fs::create_dir_all(&dir).map_err(|e| CommandError::File {
+                    path: dir.display().to_string(),
+                    reason: io_reason(&e),
+                })?;
+                dir
+            }
+        };
         Ok(download::start(&self.ctx, group.clone(), name.clone(), &destination)?)
     }
 

@@ -37,6 +37,10 @@ pub enum StateFileError {
         "{path}: {source}; a newer client wrote it: run that client, or move the file aside (mv {path} {path}.old) to start this one with no saved shares"
     )]
     UnknownFormat { path: String, source: state_file::DecodeError },
+    #[error(
+        "{path} is damaged ({why}); it was moved to {aside}, so nothing is lost: start again to begin with no saved shares, or put it back from a copy"
+    )]
+    Corrupt { path: String, why: String, aside: String },
     #[error("cannot start the state-writer thread: {0}")]
     Thread(std::io::Error),
 }
@@ -285,8 +289,8 @@ fn saved_share(swarm: &Swarm) -> Option<SavedShare> {
 }
 
 /// Every user's saved shares in the state file at `path` (none if there is no file). A
-/// corrupt file is moved aside (`.corrupt`) and nothing is loaded; a file of another
-/// format is an error that says what to do.
+/// corrupt file is moved aside (`.corrupt`, never deleted) and stops the start, saying so;
+/// a file of another format is an error that says what to do.
 fn read(path: &Path) -> Result<SavedUsers, StateFileError> {
     let shown = || path.display().to_string();
     let bytes = match std::fs::read(path) {
@@ -301,9 +305,14 @@ fn read(path: &Path) -> Result<SavedUsers, StateFileError> {
         }
         Err(e) => {
             let aside = path.with_extension("corrupt");
-            log::error!("{} is corrupt ({e}); moved to {}", path.display(), aside.display());
-            let _ = std::fs::rename(path, aside);
-            Ok(SavedUsers::new())
+            if let Err(moved) = std::fs::rename(path, &aside) {
+                return Err(StateFileError::Read { path: shown(), source: moved });
+            }
+            Err(StateFileError::Corrupt {
+                path: shown(),
+                why: e.to_string(),
+                aside: aside.display().to_string(),
+            })
         }
     }
 }
@@ -427,13 +436,20 @@ mod tests {
     }
 
     #[test]
-    fn a_corrupt_state_file_is_set_aside() {
+    fn a_corrupt_state_file_stops_the_start_and_is_kept_aside() {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("shares.bin");
         std::fs::write(&state, b"\x01\xff\xff garbage").unwrap();
-        let registry = Registry::open(Some(state.clone())).unwrap();
+        let err = Registry::open(Some(state.clone())).err().unwrap().to_string();
+        assert!(err.contains("is damaged ("), "{err}");
+        assert!(err.contains("start again to begin with no saved shares"), "{err}");
+        assert_eq!(
+            std::fs::read(state.with_extension("corrupt")).unwrap(),
+            b"\x01\xff\xff garbage"
+        );
+        // The next start begins afresh.
+        let registry = Registry::open(Some(state)).unwrap();
         assert!(registry.load_user(&UserId::new("alice").unwrap(), &Arc::default()).is_empty());
-        assert!(state.with_extension("corrupt").exists());
     }
 
     #[test]

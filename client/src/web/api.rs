@@ -224,8 +224,13 @@ fn change(peer: &Peer, name: &str, body: &Body) -> Result<Value, ApiError> {
             })
         }
         "download_file" => {
-            let destination = std::path::PathBuf::from(body.text("destination")?);
-            let dest = peer.download_file(&body.id("group")?, &body.id("file")?, &destination)?;
+            // Without a destination (or an empty one): the download directory.
+            let destination = match body.0.get("destination") {
+                None | Some(Value::Null) => None,
+                Some(_) => Some(body.text("destination")?).filter(|d| !d.is_empty()),
+            };
+            let destination = destination.map(std::path::Path::new);
+            let dest = peer.download_file(&body.id("group")?, &body.id("file")?, destination)?;
             json!({ "destination": dest.display().to_string() })
         }
         "stop_share" => {
