@@ -15,11 +15,11 @@ use clap::Parser;
 pub struct Config {
     /// Where this peer serves pieces to other peers, as IP:PORT (port 0: the port this
     /// state directory's client had last time, if free, else a free one).
-    #[arg(required_unless_present = "completions")]
+    #[arg(required_unless_present_any = ["completions", "attach"])]
     pub listen: Option<SocketAddr>,
 
     /// The trackers, one IP:PORT a line; the first reachable one is used.
-    #[arg(required_unless_present = "completions")]
+    #[arg(required_unless_present_any = ["completions", "attach"])]
     pub tracker_info: Option<PathBuf>,
 
     /// Print a completion script for SHELL (bash, zsh, fish, elvish, powershell) and exit:
@@ -37,6 +37,16 @@ pub struct Config {
     /// a terminal), instead of the profile's directory; one client at a time.
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+
+    /// Open a REPL on the client running on this profile (or --state-dir), through its
+    /// control socket; `exit` leaves it running. No address is given then.
+    #[arg(long, conflicts_with_all = ["listen", "tracker_info", "serve", "web"])]
+    pub attach: bool,
+
+    /// With --attach: run this one command line, print its output, and exit 0 (1 when it
+    /// printed an `error: ` line; 2 when no client runs there).
+    #[arg(short = 'c', value_name = "COMMAND", requires = "attach")]
+    pub command: Option<String>,
 
     /// Run as a service: no REPL, standard input never read, the log on stderr; serve and
     /// download until SIGTERM or SIGINT, then stop cleanly. The session a REPL (or the

@@ -2,6 +2,7 @@
 //! with `--web`, a dashboard (`web`), two views over one typed API (`peer`), talking to the
 //! trackers through `tracker_link`.
 
+pub mod attach;
 pub mod command;
 pub mod completion;
 pub mod config;
@@ -224,6 +225,8 @@ pub fn run(config: Config) -> Result<(), RunError> {
         Err(e) => writeln!(stdout, "error: {e}")?,
     }
     stdout.flush()?;
+    // Attached REPLs (`client --attach`): the same `Peer`, through a Unix socket.
+    let control = attach::ControlSocket::start(&state_dir, Arc::clone(&peer))?;
     let result = match stop_signals {
         Some(mut signals) => {
             // Service mode: no REPL; serve until told to stop.
@@ -234,6 +237,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
         }
         None => repl::run(&mut console, &state_dir.join("history.txt"), &notices),
     };
+    control.stop();
     if let Some(dashboard) = dashboard {
         dashboard.stop();
     }

@@ -8,6 +8,16 @@ fn main() -> ExitCode {
     // Everything this process creates (state files, downloads) is private to its owner.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let config = client::Config::parse();
+    if config.attach {
+        let code = match config.state_dir() {
+            Ok(dir) => client::attach::run(&dir, config.command.as_deref()),
+            Err(e) => {
+                eprintln!("error: {e}");
+                client::attach::NO_CLIENT
+            }
+        };
+        return ExitCode::from(code as u8);
+    }
     let mut logger =
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"));
     logger.format_timestamp_millis();

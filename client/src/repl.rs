@@ -222,7 +222,13 @@ fn forget_passwords(editor: &mut Editor, history: &Path) {
 }
 
 /// Parses and runs one line, then writes its whole output and flushes it.
-fn execute_line(console: &mut Console, line: &str, out: &mut impl Write) -> io::Result<Flow> {
+/// Parses and runs one line on `console`, writing its output (or its one `error: ` line) to
+/// `out`: the REPL's and an attached session's (`attach`) one way of running a command.
+pub(crate) fn execute_line(
+    console: &mut Console,
+    line: &str,
+    out: &mut impl Write,
+) -> io::Result<Flow> {
     let mut text = String::new();
     let flow = match command::parse(line) {
         Ok(None) => Flow::Continue,

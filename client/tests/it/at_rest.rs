@@ -150,7 +150,10 @@ fn assert_private(dir: &Path) -> Vec<String> {
     let mut names = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
-        assert!(path.symlink_metadata().unwrap().is_file(), "{}", path.display());
+        // Regular files, and the client's control socket (`client --attach`).
+        let kind = path.symlink_metadata().unwrap().file_type();
+        use std::os::unix::fs::FileTypeExt;
+        assert!(kind.is_file() || kind.is_socket(), "{}", path.display());
         assert_eq!(mode(&path), 0o600, "{}", path.display());
         names.push(path.file_name().unwrap().to_string_lossy().into_owned());
     }
@@ -187,7 +190,10 @@ fn data_and_state_directories_and_their_files_are_private() {
     );
     assert!(cluster.tracker_log(1).contains("had mode 0755; set to 0700"));
     let names = assert_private(&state_dir);
-    assert_eq!(names, ["client.key", "history.txt", "listen", "lock", "session", "shares.bin"]);
+    assert_eq!(
+        names,
+        ["client.key", "control.sock", "history.txt", "listen", "lock", "session", "shares.bin"]
+    );
     let log = std::fs::read_to_string(cluster.path("alice.log")).unwrap();
     assert!(log.contains("had mode 0755; set to 0700"), "{log}");
 }

@@ -4,6 +4,7 @@
 
 mod accounts;
 mod at_rest;
+mod attach;
 mod browser;
 mod cli;
 mod downloads;
