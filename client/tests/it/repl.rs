@@ -223,8 +223,8 @@ fn help_names_a_command_and_near_misses_get_a_suggestion() {
     assert_eq!(
         c.run("help download_file"),
         [
-            "download_file <group_id> <file_name> <destination_path>",
-            "  Starts downloading in the background to a directory or a new file path (~ is your home directory).",
+            "download_file <group_id> <file_name> [<destination_path>]",
+            "  Starts downloading in the background to a directory or a new file path (~ is your home directory); without one, into the download directory (download_dir in config.toml, else $XDG_DOWNLOAD_DIR, else ~/Downloads).",
         ]
     );
     let help = c.run("help");
