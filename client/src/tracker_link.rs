@@ -54,9 +54,39 @@ pub enum LinkError {
         list(.tried)
     )]
     NoTracker { tried: Vec<(SocketAddr, String)>, info: String, n: usize },
+    /// No tracker could be used, and some took the connection but not the secure handshake
+    /// for the key their line of `tracker_info.txt` lists (a tracker closes a handshake it
+    /// cannot decrypt): that line is what to fix, most likely (issue 20).
+    #[error(
+        "{} refused the secure handshake for the key on {} of {info}: most likely that key is not the tracker's (put on {} the key the tracker wrote into its own tracker_info.txt at its first start); a tracker too busy to take connections refuses them too{}",
+        wrong_list(.wrong), lines(.wrong), if .wrong.len() == 1 { "that line" } else { "those lines" },
+        other_trackers(.others)
+    )]
+    WrongKey { wrong: Vec<(usize, SocketAddr)>, others: Vec<(SocketAddr, String)>, info: String },
     /// Ctrl-C came before an answer (the tracker may still carry the request out).
     #[error("interrupted before the tracker answered")]
     Interrupted,
+}
+
+fn wrong_list(wrong: &[(usize, SocketAddr)]) -> String {
+    let addrs: Vec<String> =
+        wrong.iter().map(|(_, addr)| format!("the tracker at {addr}")).collect();
+    addrs.join(" and ")
+}
+
+fn lines(wrong: &[(usize, SocketAddr)]) -> String {
+    let lines: Vec<String> = wrong.iter().map(|(line, _)| line.to_string()).collect();
+    match lines.len() {
+        1 => format!("line {}", lines[0]),
+        _ => format!("lines {}", lines.join(", ")),
+    }
+}
+
+fn other_trackers(others: &[(SocketAddr, String)]) -> String {
+    match others.is_empty() {
+        true => String::new(),
+        false => format!(" (the others: {})", list(others)),
+    }
 }
 
 fn list(tried: &[(SocketAddr, String)]) -> String {
@@ -80,6 +110,8 @@ pub struct TrackerLink {
     next_seq: u64,
     /// Where this link reports what it finds at the trackers (the dashboard's panel).
     view: Option<Arc<TrackerView>>,
+    /// The trackers (line, address) whose last handshake did not prove their listed key.
+    wrong_keys: Vec<(usize, SocketAddr)>,
 }
 
 impl TrackerLink {
@@ -101,6 +133,7 @@ impl TrackerLink {
             client_id: u64::from_le_bytes(id),
             next_seq: 1,
             view: None,
+            wrong_keys: Vec::new(),
         }
     }
 
@@ -223,6 +256,12 @@ impl TrackerLink {
 
     fn no_tracker(&self, tried: Vec<(SocketAddr, String)>) -> LinkError {
         let info = self.trackers.path().display().to_string();
+        let wrong = self.wrong_keys.clone();
+        if !wrong.is_empty() {
+            let others: Vec<(SocketAddr, String)> =
+                tried.into_iter().filter(|(a, _)| !wrong.iter().any(|(_, w)| w == a)).collect();
+            return LinkError::WrongKey { wrong, others, info };
+        }
         LinkError::NoTracker { tried, info, n: self.trackers.current().len() }
     }
 
@@ -239,13 +278,19 @@ impl TrackerLink {
                 return;
             }
             let line = info.line(tracker_id).unwrap_or(0);
+            self.wrong_keys.retain(|(_, a)| *a != addr);
             let result = match info.key(tracker_id) {
                 Some(key) => {
                     handshake(addr, &self.identity, &key, interrupt).map_err(|e| match e {
-                        FrameError::Handshake(e @ HandshakeError::Crypto(_)) => format!(
-                            "did not prove the key on line {line} of {} ({e})",
-                            self.trackers.path().display()
-                        ),
+                        FrameError::Handshake(
+                            e @ (HandshakeError::Crypto(_) | HandshakeError::Closed),
+                        ) => {
+                            self.wrong_keys.push((line, addr));
+                            format!(
+                                "did not prove the key on line {line} of {} ({e})",
+                                self.trackers.path().display()
+                            )
+                        }
                         other => other.to_string(),
                     })
                 }

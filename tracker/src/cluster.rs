@@ -188,7 +188,7 @@ impl Cluster {
         } else {
             format!(
                 "no majority: tracker {} reaches {up} of {n} trackers and {majority} are needed; \
-                 writes are refused until enough trackers are back",
+                 nothing can be read or changed until enough trackers are back",
                 self.id
             )
         }

@@ -236,6 +236,26 @@ fn no_reachable_tracker_is_a_clear_error() {
     assert!(line.contains("no key on line 2 of"), "{line}");
 }
 
+/// Issue 20: a key in `tracker_info.txt` that the tracker at that address does not prove is
+/// named as such, with the line to fix, not as "no tracker reachable ... start the trackers".
+#[test]
+fn a_wrong_key_in_tracker_info_is_named_with_its_line() {
+    let (cluster, _tracker) = Cluster::with_one_tracker();
+    let info = cluster.path("wrong-key.txt");
+    let wrong = common::PublicKey([7; 32]);
+    std::fs::write(&info, format!("# the trackers\n{} {wrong}\n", cluster.addrs[0])).unwrap();
+    let mut c = crate::support::ClientProc::start(&info, &cluster.path("c"), &[]);
+    let line = c.run1("create_user alice pw");
+    assert_eq!(
+        line,
+        format!(
+            "error: the tracker at {} refused the secure handshake for the key on line 2 of {}: most likely that key is not the tracker's (put on that line the key the tracker wrote into its own tracker_info.txt at its first start); a tracker too busy to take connections refuses them too",
+            cluster.addrs[0],
+            info.display()
+        )
+    );
+}
+
 #[test]
 fn client_uses_the_next_tracker_when_the_first_is_down() {
     let cluster = Cluster::new(3);

@@ -213,7 +213,8 @@ fn a_follower_that_missed_thousands_of_writes_catches_up_by_snapshot() {
     assert!(log.contains("replaced by the snapshot"), "no snapshot was installed");
 }
 
-/// With no majority, writes are refused with an error that says so, and nothing hangs.
+/// With no majority, writes and reads are refused with an error that says so (a read is not
+/// called a refused write: issue 20), and nothing hangs.
 #[test]
 fn a_tracker_without_a_majority_refuses_writes_and_says_why() {
     let cluster = Cluster::new(3);
@@ -228,6 +229,12 @@ fn a_tracker_without_a_majority_refuses_writes_and_says_why() {
         line.contains("no majority: tracker 1 reaches 1 of 3 trackers and 2 are needed"),
         "{line}"
     );
+    let read = c.run1("list_groups");
+    assert!(
+        read.contains("nothing can be read or changed until enough trackers are back"),
+        "{read}"
+    );
+    assert!(!read.contains("writes"), "{read}");
     let status = trackers[0].status();
     assert!(status.contains("reach=1/3"), "{status}");
     assert!(!status.contains(": primary "), "{status}");
