@@ -93,6 +93,10 @@ step "carol asks again, and this time alice accepts"
 run carol "join_group photos"
 run alice "accept_request photos carol"
 
+if ((WEB)) && [[ -t 0 ]]; then
+    # The downloads take seconds: give the watcher time to open the dashboard first.
+    read -r -p "open dave's dashboard, then press Enter to start the downloads " _ || true
+fi
 step "bob, carol and dave download at once; each shares every verified piece with the others at once"
 for name in bob carol dave; do
     mkdir -p "$WORK/$name-files"

@@ -448,6 +448,19 @@ fn in_a_browser_a_user_runs_a_group_and_watches_a_download_from_two_seeders_fill
     assert!(status.as_str().unwrap().starts_with("done in "), "{status}");
     browser.wait_for("the copy in My shares", r##"document.querySelector('#share-rows tr[data-share="g/film.bin"]')?.textContent.includes("13/13")"##);
     assert!(browser.run("return document.querySelector('#error').hidden") == Value::Bool(true));
+    // Issue 20: an error stays through the page's own refreshes until it is dismissed.
+    browser.run(
+        "const f = document.querySelector('#create-group-form'); f.group.value = 'g'; f.requestSubmit();",
+    );
+    browser.wait_for(
+        "the error of creating a group that exists",
+        r##"!document.querySelector('#error').hidden && document.querySelector('#error').textContent.includes("already exists")"##,
+    );
+    browser.run("window.refreshed = false; quietly(refreshGroups).then(() => { window.refreshed = true; });");
+    browser.wait_for("a refresh", "window.refreshed === true");
+    assert!(browser.run("return document.querySelector('#error').hidden") == Value::Bool(false));
+    browser.click("#error button");
+    browser.wait_for("the error dismissed", "document.querySelector('#error').hidden");
 
     // The chart has a band per seeder; the peers panel shows each with the pieces it
     // has and sent; the trackers panel names the tracker that serves this client.

@@ -46,10 +46,25 @@ function changed(key, data) {
   return true;
 }
 
+// An error stays until it is dismissed (its ×) or the user acts again: the page's own
+// refreshes never clear it (issue 20: it vanished within 1.5 s).
 function showError(message) {
   const box = $("#error");
-  box.textContent = message ? "error: " + message : "";
+  box.replaceChildren();
+  if (message) {
+    box.append(el("span", {}, "error: " + message),
+      el("button", { class: "plain", title: "dismiss", onclick: () => showError(null) }, "×"));
+  }
   box.hidden = !message;
+}
+
+// Runs a refresh the page makes by itself: an error shows, but none is cleared.
+async function quietly(fn) {
+  try {
+    await fn();
+  } catch (e) {
+    showError(e.message);
+  }
 }
 
 async function api(name, body) {
@@ -114,7 +129,7 @@ function renderAccount(a) {
     $("#group-rows").replaceChildren();
     $("#share-rows").replaceChildren();
     shown.clear();
-    if (a.user) act(refreshGroups);
+    if (a.user) quietly(refreshGroups);
   }
 }
 
@@ -433,4 +448,4 @@ $("#upload-form").addEventListener("submit", (e) => {
 act(refreshAll);
 listen();
 // Groups, files and requests change on the trackers: look again now and then.
-setInterval(() => { if (!document.hidden) act(async () => { await refreshGroups(); await refreshGroupDetail(); }); }, 5000);
+setInterval(() => { if (!document.hidden) quietly(async () => { await refreshGroups(); await refreshGroupDetail(); }); }, 5000);
