@@ -63,11 +63,9 @@ fn watch(
     done: impl Fn(&[DownloadRecord]) -> bool,
 ) -> (Vec<DownloadRecord>, bool) {
     let multi = MultiProgress::new();
-    let style = ProgressStyle::with_template(
-        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
-    )
-    .map(|s| s.progress_chars("=> "))
-    .unwrap_or_else(|_| ProgressStyle::default_bar());
+    let style = ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {prefix}")
+        .map(|s| s.progress_chars("=> "))
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
     let mut bars: std::collections::HashMap<usize, ProgressBar> = std::collections::HashMap::new();
     // Keys typed meanwhile (and the ^C of Ctrl-C) would be echoed into the bars and move
     // the cursor under indicatif; they are not echoed, and wait for the next prompt.
@@ -82,11 +80,13 @@ fn watch(
                     bar.set_position(bytes_done(record));
                     bar.reset_eta();
                     bar.set_message(message(record));
+                    bar.set_prefix(pace(record));
                     bars.insert(record.id, bar);
                 }
                 (DownloadState::Running, Some(bar)) => {
                     bar.set_position(bytes_done(record));
                     bar.set_message(message(record));
+                    bar.set_prefix(pace(record));
                 }
                 (_, Some(bar)) if !bar.is_finished() => bar.finish_and_clear(),
                 _ => {}
@@ -144,6 +144,23 @@ impl Drop for NoEcho {
 /// The bytes of the pieces this download has (the last piece may be short).
 fn bytes_done(record: &DownloadRecord) -> u64 {
     (u64::from(record.n_have) * PIECE_SIZE as u64).min(record.size)
+}
+
+/// `12.3 MiB/s ETA 8s`, from the rate of the last few seconds (issue 20: not the average
+/// since the start), or `stalled (no peer sends)` when nothing arrived lately.
+pub fn pace(record: &DownloadRecord) -> String {
+    match record.eta() {
+        Some(eta) => format!(
+            "{}/s ETA {}",
+            indicatif::HumanBytes(record.recent_rate() as u64),
+            indicatif::HumanDuration(eta)
+        ),
+        // Nothing yet in its first seconds: it is still connecting.
+        None if record.seconds() < crate::download::record::RECENT.as_secs_f64() => {
+            "connecting".to_string()
+        }
+        None => "stalled (no peer sends)".to_string(),
+    }
 }
 
 /// `[g1] big.iso (2 peers: alice@127.0.0.1:6201 bob@127.0.0.1:6202)`: at most

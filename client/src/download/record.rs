@@ -66,6 +66,9 @@ pub struct DownloadRecord {
 
 pub use crate::swarm::{PIECE_MISSING, PIECE_NOT_TIMED, PIECE_OTHER_PEER, PIECE_RESUMED};
 
+/// The window of `DownloadRecord::recent_rate`.
+pub const RECENT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl DownloadRecord {
     /// The record of `swarm`'s download (number `id` of the session) as it is now; `None`
     /// for a swarm that is not a download, or a cancelled one.
@@ -103,6 +106,37 @@ impl DownloadRecord {
                 peer_have: t.peer_have.clone(),
             })
         })
+    }
+
+    /// The bytes per second received over the last `RECENT` (or since the start, if it is
+    /// younger), from when each piece arrived: what an ETA should rest on, not the average
+    /// since the start.
+    pub fn recent_rate(&self) -> f64 {
+        let end = self.finished.unwrap_or_else(Instant::now).duration_since(self.started);
+        let end_ms = u64::try_from(end.as_millis()).unwrap_or(u64::MAX);
+        let window_ms = end_ms.min(RECENT.as_millis() as u64).max(1);
+        let from = end_ms - window_ms;
+        let last = self.n_pieces.saturating_sub(1) as usize;
+        let bytes: u64 = self
+            .piece_ms
+            .iter()
+            .enumerate()
+            .filter(|(_, &ms)| ms != PIECE_NOT_TIMED && u64::from(ms) >= from)
+            .map(|(i, _)| match i == last {
+                true => self.size - last as u64 * common::PIECE_SIZE as u64,
+                false => common::PIECE_SIZE as u64,
+            })
+            .sum();
+        bytes as f64 * 1000.0 / window_ms as f64
+    }
+
+    /// What is left of a running download at the recent rate: `Some` time, or `None` when
+    /// nothing arrived lately (stalled: no peer sends) or it is not running.
+    pub fn eta(&self) -> Option<std::time::Duration> {
+        let rate = self.recent_rate();
+        let done = (u64::from(self.n_have) * common::PIECE_SIZE as u64).min(self.size);
+        (self.state == DownloadState::Running && rate > 0.0)
+            .then(|| std::time::Duration::from_secs_f64((self.size - done) as f64 / rate))
     }
 
     /// Seconds from the start to the end, or to now while it runs.
@@ -429,5 +463,53 @@ impl Downloads {
     /// Wakes `wait_idle` to look at its interrupt again.
     pub fn wake(&self) {
         self.changes.notify();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn record(piece_ms: Vec<u32>, n_have: u32) -> DownloadRecord {
+        let n = piece_ms.len() as u32;
+        let now = Instant::now();
+        DownloadRecord {
+            id: 0,
+            group: GroupId::new("g").unwrap(),
+            name: "f".parse().unwrap(),
+            dest: PathBuf::from("f"),
+            state: DownloadState::Running,
+            size: u64::from(n) * common::PIECE_SIZE as u64,
+            n_pieces: n,
+            n_have,
+            n_peers: 1,
+            started: now.checked_sub(Duration::from_secs(10)).unwrap_or(now),
+            finished: Some(now),
+            bytes_fetched: 0,
+            n_resumed: 0,
+            from_peer: BTreeMap::new(),
+            peer_users: BTreeMap::new(),
+            connected: Vec::new(),
+            piece_source: vec![PIECE_MISSING; n as usize],
+            sources: Vec::new(),
+            piece_ms,
+            peer_have: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn the_eta_rests_on_the_last_seconds_and_says_when_nothing_comes() {
+        // Ten seconds in: one piece early, two in the last five seconds, one to go.
+        let r = record(vec![1000, 9000, 9500, PIECE_NOT_TIMED], 3);
+        let rate = r.recent_rate();
+        let expected = 2.0 * common::PIECE_SIZE as f64 / 5.0;
+        assert!((rate - expected).abs() / expected < 0.01, "{rate} vs {expected}");
+        let eta = r.eta().unwrap().as_secs_f64();
+        assert!((eta - 2.5).abs() < 0.05, "{eta}");
+        // Nothing in the last five seconds: stalled, no ETA.
+        let stalled = record(vec![1000, 2000, PIECE_NOT_TIMED, PIECE_NOT_TIMED], 2);
+        assert_eq!(stalled.recent_rate(), 0.0);
+        assert_eq!(stalled.eta(), None);
     }
 }

@@ -474,6 +474,10 @@ pub fn downloads_json(peer: &Peer) -> Value {
                 map.insert("id".into(), json!(r.id));
                 map.insert("bytes_done".into(), json!(bytes_done));
                 map.insert("bytes_per_sec".into(), json!(rate.round()));
+                // The rate of the last few seconds, and the time left at it (null: nothing
+                // arrived lately, or not running).
+                map.insert("recent_bytes_per_sec".into(), json!(r.recent_rate().round()));
+                map.insert("eta_seconds".into(), json!(r.eta().map(|d| d.as_secs())));
                 map.insert("running".into(), json!(r.state == DownloadState::Running));
                 map.insert("paused".into(), json!(r.state == DownloadState::Paused));
                 map.insert(

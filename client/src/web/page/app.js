@@ -241,8 +241,11 @@ function renderDownloads(data) {
   box.replaceChildren();
   for (const d of data.downloads.slice().reverse()) {
     const pct = d.size > 0 ? (100 * d.bytes_done / d.size) : 100;
-    const rate = d.bytes_per_sec;
-    const eta = d.state === "downloading" && rate > 0 ? Math.round((d.size - d.bytes_done) / rate) + " s left" : "";
+    // The recent rate and the time left at it; "stalled" when nothing arrived lately.
+    const rate = d.state === "downloading" ? d.recent_bytes_per_sec : d.bytes_per_sec;
+    const eta = d.state !== "downloading" ? ""
+      : d.eta_seconds !== null ? d.eta_seconds + " s left"
+      : d.seconds >= 5 ? "stalled: no peer sends" : "connecting";
     const status = d.state === "failed" ? "failed: " + d.reason
       : d.state === "complete" ? `done in ${d.seconds.toFixed(2)} s`
       : d.state === "paused" ? `${pct.toFixed(0)}% · paused` : `${pct.toFixed(0)}%`;
