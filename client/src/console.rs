@@ -1,5 +1,5 @@
 //! The REPL's view of the peer: runs one `Command` through `Peer`'s operations and writes
-//! the lines SPEC and the README promise (exact bytes on a pipe, `8.0 MiB` at a terminal).
+//! the lines SPEC and the README promise (exact bytes on a pipe, `8.4 MB` at a terminal).
 //!
 //! Only text is made here; what a command does is `Peer`'s, shared with the dashboard.
 
@@ -26,7 +26,7 @@ pub enum Flow {
 pub struct Console {
     peer: Arc<Peer>,
     interrupt: Arc<Interrupt>,
-    /// At a terminal: `wait_downloads` draws progress bars, and sizes read as `8.0 MiB`.
+    /// At a terminal: `wait_downloads` draws progress bars, and sizes read as `8.4 MB`.
     on_terminal: bool,
     /// The dashboard's address, if it runs (for `web`).
     web_url: Option<String>,
@@ -41,7 +41,7 @@ impl Console {
     }
 
     /// At a terminal (`true`), `wait_downloads` (without `--json`) draws live progress
-    /// bars while it waits, and sizes are shown as `8.0 MiB` instead of exact bytes.
+    /// bars while it waits, and sizes are shown as `8.4 MB` instead of exact bytes.
     pub fn set_terminal(&mut self, on_terminal: bool) {
         self.on_terminal = on_terminal;
     }

@@ -63,9 +63,11 @@ fn watch(
     done: impl Fn(&[DownloadRecord]) -> bool,
 ) -> (Vec<DownloadRecord>, bool) {
     let multi = MultiProgress::new();
-    let style = ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {prefix}")
-        .map(|s| s.progress_chars("=> "))
-        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    let style = ProgressStyle::with_template(
+        "{msg} [{bar:30}] {decimal_bytes}/{decimal_total_bytes} {prefix}",
+    )
+    .map(|s| s.progress_chars("=> "))
+    .unwrap_or_else(|_| ProgressStyle::default_bar());
     let mut bars: std::collections::HashMap<usize, ProgressBar> = std::collections::HashMap::new();
     // Keys typed meanwhile (and the ^C of Ctrl-C) would be echoed into the bars and move
     // the cursor under indicatif; they are not echoed, and wait for the next prompt.
@@ -146,13 +148,13 @@ fn bytes_done(record: &DownloadRecord) -> u64 {
     (u64::from(record.n_have) * PIECE_SIZE as u64).min(record.size)
 }
 
-/// `12.3 MiB/s ETA 8s`, from the rate of the last few seconds (issue 20: not the average
+/// `12.3 MB/s ETA 8s`, from the rate of the last few seconds (issue 20: not the average
 /// since the start), or `stalled (no peer sends)` when nothing arrived lately.
 pub fn pace(record: &DownloadRecord) -> String {
     match record.eta() {
         Some(eta) => format!(
             "{}/s ETA {}",
-            indicatif::HumanBytes(record.recent_rate() as u64),
+            indicatif::DecimalBytes(record.recent_rate() as u64),
             indicatif::HumanDuration(eta)
         ),
         // Nothing yet in its first seconds: it is still connecting.

@@ -115,7 +115,7 @@ impl DownloadRecord {
         let end = self.finished.unwrap_or_else(Instant::now).duration_since(self.started);
         let end_ms = u64::try_from(end.as_millis()).unwrap_or(u64::MAX);
         let window_ms = end_ms.min(RECENT.as_millis() as u64).max(1);
-        let from = end_ms - window_ms;
+        let from = end_ms.saturating_sub(window_ms);
         let last = self.n_pieces.saturating_sub(1) as usize;
         let bytes: u64 = self
             .piece_ms
@@ -149,7 +149,7 @@ impl DownloadRecord {
         self.line_for(false)
     }
 
-    /// The `show_downloads` line; at a terminal (`on_terminal`) sizes read as `8.0 MiB`.
+    /// The `show_downloads` line; at a terminal (`on_terminal`) sizes read as `8.4 MB`.
     pub fn line_for(&self, on_terminal: bool) -> String {
         let elapsed =
             self.finished.unwrap_or_else(Instant::now).duration_since(self.started).as_secs_f64();
@@ -511,5 +511,10 @@ mod tests {
         let stalled = record(vec![1000, 2000, PIECE_NOT_TIMED, PIECE_NOT_TIMED], 2);
         assert_eq!(stalled.recent_rate(), 0.0);
         assert_eq!(stalled.eta(), None);
+        // At its very start: no time has passed, nothing arrived, no panic.
+        let mut fresh = record(vec![PIECE_NOT_TIMED; 2], 0);
+        fresh.started = Instant::now();
+        fresh.finished = Some(fresh.started);
+        assert_eq!(fresh.recent_rate(), 0.0);
     }
 }

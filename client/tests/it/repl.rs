@@ -438,7 +438,7 @@ fn the_readme_by_hand_path_works_in_one_terminal() {
 /// `download_file` follows its download with a live bar naming the peers (`user@addr`)
 /// until it ends, or until Ctrl-C leaves it to the background; then its line appears at
 /// once, above the line being typed (which stays as it was); `wait_downloads` draws the
-/// bars too. The bars are cleared at the end. Sizes read as `8.0 MiB` there.
+/// bars too. The bars are cleared at the end. Sizes read as `8.4 MB` there.
 #[test]
 fn on_a_terminal_downloads_announce_their_end_and_show_live_progress() {
     let (cluster, _tracker) = Cluster::with_one_tracker();
@@ -476,7 +476,7 @@ fn on_a_terminal_downloads_announce_their_end_and_show_live_progress() {
     term.type_line("download_file g big.bin out");
     term.wait_for("downloading big.bin from group g", 1);
     // download_file follows it: a bar with the peer by name, then Ctrl-C leaves it running.
-    let screen = term.wait_for(" MiB/8.00 MiB ", 1);
+    let screen = term.wait_for(" MB/8.39 MB ", 1);
     assert!(screen.contains("[g] big.bin (1 peer: seed@127.0.0.1:"), "{screen}");
     term.tmux(&["send-keys", "C-c"]);
     term.wait_for("the download goes on in the background", 1);
@@ -492,7 +492,7 @@ fn on_a_terminal_downloads_announce_their_end_and_show_live_progress() {
     let prompt = lines.iter().rposition(|l| l.starts_with("leech> list_gr")).unwrap();
     assert!(notice < prompt, "{screen}");
     // At a terminal, sizes read as people write them, and peers by their user.
-    assert!(lines[notice].contains(" (8.0 MiB in "), "{screen}");
+    assert!(lines[notice].contains(" (8.4 MB in "), "{screen}");
     assert!(lines[notice].contains("pieces from seed@127.0.0.1:"), "{screen}");
     term.tmux(&["send-keys", "Enter"]);
     term.wait_for("did you mean 'list_groups'?", 1);
@@ -502,26 +502,26 @@ fn on_a_terminal_downloads_announce_their_end_and_show_live_progress() {
     // the [C] line.
     let file2 = upload(&mut seed, "big2.bin", 2, 6);
     term.type_line("list_files g");
-    term.wait_for("big2.bin 2.0 MiB, 1 sharer, digest ", 1);
+    term.wait_for("big2.bin 2.1 MB, 1 sharer, digest ", 1);
     term.wait_prompt("leech>");
     term.type_line("download_file g big2.bin out");
-    let screen = term.wait_for(" MiB/2.00 MiB ", 1);
+    let screen = term.wait_for(" MB/2.10 MB ", 1);
     assert_eq!(screen.matches("[g] big2.bin (1 peer: seed@").count(), 1, "{screen}");
     assert!(screen.contains(" ETA "), "{screen}");
-    term.wait_for("[C] [g] big2.bin -> out/big2.bin (2.0 MiB in ", 1);
+    term.wait_for("[C] [g] big2.bin -> out/big2.bin (2.1 MB in ", 1);
     term.wait_prompt("leech>");
     assert!(!term.screen().contains(" ETA "), "the bar was not cleared:\n{}", term.screen());
 
     // Left to the background, then waited for: wait_downloads draws the bar.
     let file3 = upload(&mut seed, "big3.bin", 2, 7);
     term.type_line("download_file g big3.bin out");
-    term.wait_for(" MiB/2.00 MiB ", 1);
+    term.wait_for(" MB/2.10 MB ", 1);
     term.tmux(&["send-keys", "C-c"]);
     term.wait_for("the download goes on in the background", 2);
     term.wait_prompt("leech>");
     term.type_line("wait_downloads");
     term.wait_for("[g] big3.bin (1 peer: seed@", 1);
-    term.wait_for("[C] [g] big3.bin -> out/big3.bin (2.0 MiB in ", 1);
+    term.wait_for("[C] [g] big3.bin -> out/big3.bin (2.1 MB in ", 1);
     term.wait_prompt("leech>");
     assert!(!term.screen().contains(" ETA "), "the bar was not cleared:\n{}", term.screen());
     term.type_line("exit");
@@ -586,7 +586,7 @@ fn on_a_terminal_group_news_arrive_above_the_prompt_and_tab_completes_ids() {
     term.tmux(&["send-keys", "Tab"]);
     term.wait_prompt("zed> list_files team");
     term.tmux(&["send-keys", "Enter"]);
-    term.wait_for("report.txt 1000 bytes, 1 sharer, digest ", 1);
+    term.wait_for("report.txt 1.0 kB, 1 sharer, digest ", 1);
     term.wait_prompt("zed>");
     // File names: those list_files just listed.
     term.tmux(&["send-keys", "-l", "download_file team rep"]);

@@ -96,10 +96,11 @@ async function act(fn) {
   }
 }
 
+// Decimal units, as the REPL and limit_rate use (issue 20: one convention everywhere).
 function size(bytes) {
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  const units = ["B", "kB", "MB", "GB", "TB"];
   let i = 0;
-  while (bytes >= 1024 && i < units.length - 1) { bytes /= 1024; i++; }
+  while (bytes >= 1000 && i < units.length - 1) { bytes /= 1000; i++; }
   return (i === 0 ? bytes : bytes.toFixed(1)) + " " + units[i];
 }
 
