@@ -15,6 +15,7 @@ pub mod membership;
 pub mod notice;
 pub mod peer;
 pub mod piece_buf;
+pub mod private_file;
 pub mod progress;
 pub mod rate;
 pub mod readiness;
@@ -25,6 +26,8 @@ pub mod seeder;
 pub mod session_file;
 pub mod size;
 pub mod swarm;
+#[cfg(test)]
+mod testutil;
 pub mod tracker_link;
 pub mod tracker_session;
 pub mod tracker_view;

@@ -15,7 +15,6 @@
 pub mod state_file;
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -264,7 +263,7 @@ fn write_state(inner: &Inner, path: &Path) -> std::io::Result<()> {
         state_file::encode(others.chain([(owner, mine.as_slice())]))
             .map_err(std::io::Error::other)?
     };
-    write_atomically(path, &bytes)
+    crate::private_file::write_atomically(path, &bytes)
 }
 
 /// What the state file keeps of a swarm: a failed download is not kept.
@@ -317,55 +316,19 @@ fn read(path: &Path) -> Result<SavedUsers, StateFileError> {
     }
 }
 
-/// Writes `bytes` to a temporary file readable by its owner only (0600: it tells what the
-/// user shares and where), syncs it and renames it over `path`.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use common::hash::file_digest;
-    use common::message::FileMeta;
     use common::PieceIndex;
 
-    fn meta(name: &str, n: u32) -> FileMeta {
-        let pieces = vec![Sha1Digest([1; 20]); n as usize];
-        let size = u64::from(n) * common::PIECE_SIZE as u64;
-        FileMeta { name: name.parse().unwrap(), size, digest: file_digest(size, &pieces), pieces }
-    }
+    use crate::testutil::meta;
 
     fn seeding(name: &str, n: u32) -> Arc<Swarm> {
-        let meta = meta(name, n);
-        let layout = Layout::new(meta.size).unwrap();
-        let group = GroupId::new("g").unwrap();
-        Arc::new(Swarm::seeding(group, meta, layout, PathBuf::from(name), None))
+        Arc::new(crate::testutil::seeding(name, n))
     }
 
     fn downloading(name: &str, n: u32, changes: &Arc<Changes>) -> Arc<Swarm> {
-        let meta = meta(name, n);
-        let layout = Layout::new(meta.size).unwrap();
-        Arc::new(Swarm::download(
-            GroupId::new("g").unwrap(),
-            meta,
-            layout,
-            PathBuf::from(format!("{name}.part")),
-            PathBuf::from(name),
-            Bitfield::empty(n),
-            Phase::Fetching,
-            Arc::clone(changes),
-        ))
+        Arc::new(crate::testutil::download(name, n, Arc::clone(changes)))
     }
 
     fn names(swarms: &[Arc<Swarm>]) -> Vec<(String, Bitfield, Option<PathBuf>)> {

@@ -7,7 +7,6 @@
 //! Format: one format byte (1), then postcard of the user, the token and the address the
 //! peer announced at login. Golden bytes pin it.
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -75,17 +74,7 @@ pub fn load(path: &Path) -> Result<Option<SavedSession>, SessionFileError> {
 
 /// Keeps `session` at `path` (0600; written, synced, renamed into place).
 pub fn save(path: &Path, session: &SavedSession) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    file.write_all(&encode(session))?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
+    crate::private_file::write_atomically(path, &encode(session))
 }
 
 /// Forgets the session kept at `path` (there may be none).

@@ -775,27 +775,10 @@ impl Changes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use common::hash::file_digest;
-
-    fn meta(name: &str, n: u32) -> FileMeta {
-        let pieces = vec![Sha1Digest([1; 20]); n as usize];
-        let size = u64::from(n) * common::PIECE_SIZE as u64;
-        FileMeta { name: name.parse().unwrap(), size, digest: file_digest(size, &pieces), pieces }
-    }
+    use crate::testutil::meta;
 
     fn download(n: u32) -> Swarm {
-        let meta = meta("f", n);
-        let layout = Layout::new(meta.size).unwrap();
-        Swarm::download(
-            GroupId::new("g").unwrap(),
-            meta,
-            layout,
-            PathBuf::from("f.part"),
-            PathBuf::from("f"),
-            Bitfield::empty(n),
-            Phase::Fetching,
-            Arc::default(),
-        )
+        crate::testutil::download("f", n, Arc::default())
     }
 
     fn piece(text: &[u8]) -> PieceBuf {
