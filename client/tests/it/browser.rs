@@ -213,6 +213,15 @@ impl Browser {
         );
     }
 
+    /// Sets the window's size.
+    fn resize(&self, width: u32, height: u32) {
+        self.session_call(
+            "POST",
+            "/window/rect",
+            Some(&json!({ "width": width, "height": height })),
+        );
+    }
+
     /// A PNG of the window.
     fn screenshot(&self) -> Vec<u8> {
         let encoded = self.session_call("GET", "/screenshot", None);
@@ -513,6 +522,19 @@ fn in_a_browser_a_user_runs_a_group_and_watches_a_download_from_two_seeders_fill
     let artifact = artifacts_dir().join("dashboard.png");
     std::fs::write(&artifact, &png).unwrap();
     eprintln!("screenshot of the finished dashboard: {}", artifact.display());
+
+    // Issue 20: the layout fits from 600 to 1920 px: nothing wider than the window, and
+    // no card's content wider than the card (tables once cut off "stop sharing").
+    for width in [600, 1400, 1920] {
+        browser.resize(width, 1200);
+        let overflow = browser.run(
+            "return [document.documentElement.scrollWidth > window.innerWidth + 1 ? 'page ' + document.documentElement.scrollWidth + ' > ' + window.innerWidth : null,
+                     ...[...document.querySelectorAll('section')].filter((s) => !s.hidden && s.scrollWidth > s.clientWidth + 1)
+                        .map((s) => s.id + ' ' + s.scrollWidth + ' > ' + s.clientWidth)].filter((x) => x)",
+        );
+        assert_eq!(overflow, json!([]), "at {width} px");
+    }
+    browser.resize(1280, 1400);
 
     // Issue 21: another server on 127.0.0.1, as a local attacker runs it. The browser that
     // holds the dashboard visits it, sending what it keeps for that host (cookies ignore

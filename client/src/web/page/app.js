@@ -344,7 +344,7 @@ function renderTrackers(data) {
       el("td", {}, t.id === null ? "?" : "tracker " + t.id), el("td", {}, t.addr),
       el("td", { class: "role" }, t.role || "—"),
       el("td", { class: cls }, word + (t.reason ? ": " + t.reason : "") + (t.key_listed === false ? " (no key listed yet)" : "")),
-      el("td", { class: "muted" }, t.since_ms ? clock(t.since_ms) : "")));
+      el("td", { class: "muted time" }, t.since_ms ? clock(t.since_ms) : "")));
   }
   const st = data.status;
   $("#role-head").textContent = st ? `role (as tracker ${st.id} sees it)` : "role";
