@@ -178,6 +178,9 @@ pub fn run(state_dir: &Path, command: Option<&str>) -> i32 {
 }
 
 fn reason(e: &io::Error) -> String {
+    if e.raw_os_error() == Some(libc::ENAMETOOLONG) || e.kind() == io::ErrorKind::InvalidInput {
+        return "its path is too long for a Unix socket (107 bytes at most): use a shorter --state-dir".to_string();
+    }
     match e.kind() {
         io::ErrorKind::NotFound => "no socket".to_string(),
         io::ErrorKind::ConnectionRefused => "nobody listens on its socket".to_string(),

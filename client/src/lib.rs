@@ -229,7 +229,18 @@ pub fn run(config: Config) -> Result<(), RunError> {
     }
     stdout.flush()?;
     // Attached REPLs (`client --attach`): the same `Peer`, through a Unix socket.
-    let control = attach::ControlSocket::start(&state_dir, Arc::clone(&peer))?;
+    // Without it (a state directory whose path is too long for a Unix socket, 107 bytes),
+    // the client runs on: only `--attach` is missing, which says so.
+    let control = match attach::ControlSocket::start(&state_dir, Arc::clone(&peer)) {
+        Ok(control) => Some(control),
+        Err(e) => {
+            log::warn!(
+                "no control socket in {} ({e}): --attach cannot reach this client",
+                state_dir.display()
+            );
+            None
+        }
+    };
     let result = match stop_signals {
         Some(mut signals) => {
             // Service mode: no REPL; serve until told to stop.
@@ -240,7 +251,9 @@ pub fn run(config: Config) -> Result<(), RunError> {
         }
         None => repl::run(&mut console, &state_dir.join("history.txt"), &notices),
     };
-    control.stop();
+    if let Some(control) = control {
+        control.stop();
+    }
     if let Some(dashboard) = dashboard {
         dashboard.stop();
     }

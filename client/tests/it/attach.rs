@@ -75,3 +75,17 @@ fn attach_runs_commands_on_the_running_client_and_says_when_none_runs() {
     assert!(again.close_stdin().success());
     assert!(!socket.exists());
 }
+
+/// A state directory whose path is too long for a Unix socket (107 bytes) still runs its
+/// client; only `--attach` cannot reach it, and says why.
+#[test]
+fn a_state_dir_too_long_for_a_socket_still_runs_its_client() {
+    let (cluster, _tracker) = Cluster::with_one_tracker();
+    let deep = cluster.path(&"d".repeat(120));
+    let mut c = crate::support::ClientProc::start(&cluster.info, &deep, &[]);
+    c.ok("create_user deep pw", "created user deep");
+    let out = attach(&deep, Some("list_groups"), "");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("too long for a Unix socket"), "{stderr}");
+}
