@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod accounts;
+mod admission;
 mod at_rest;
 mod browser;
 mod downloads;

@@ -298,6 +298,11 @@ impl Sessions {
         self.state.read().session_key(&token.id()) == Some(*client)
     }
 
+    /// Whether `key` holds a session (as far as this tracker has applied).
+    pub fn key_has_session(&self, key: &PublicKey) -> bool {
+        self.state.read().key_has_session(key)
+    }
+
     /// Hashes for addresses, or users, that failed lately wait behind everyone else's.
     fn kdf_priority(&self, from: IpAddr, user: &UserId) -> Priority {
         match self.throttle.is_suspect(from, user, Instant::now()) {
