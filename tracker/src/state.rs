@@ -675,6 +675,12 @@ impl TrackerState {
         self.keys.contains_key(key)
     }
 
+    /// Whether `key` holds a session of `user`.
+    pub fn key_has_session_of(&self, key: &PublicKey, user: &UserId) -> bool {
+        self.key_has_session(key)
+            && self.sessions.values().any(|s| &s.key == key && &s.user == user)
+    }
+
     fn reindex_keys(&mut self) {
         self.keys.clear();
         for session in self.sessions.values() {

@@ -11,6 +11,7 @@ mod durability;
 mod files;
 mod groups;
 mod hostile;
+mod logins;
 mod partitions;
 mod repl;
 mod replication;
