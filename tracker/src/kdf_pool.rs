@@ -235,4 +235,41 @@ mod tests {
         }
         assert_eq!(started.len(), 1, "the second suspect ran once the first was done");
     }
+
+    #[test]
+    fn a_known_devices_hash_goes_before_clean_and_suspect_work() {
+        let pool = Arc::new(KdfPool::new(1).unwrap());
+        let gate = Arc::new(Barrier::new(2));
+        let (started, running) = crossbeam_channel::bounded(0);
+        let held = {
+            let (pool, gate) = (Arc::clone(&pool), Arc::clone(&gate));
+            thread::spawn(move || {
+                pool.run(Priority::Clean, move || {
+                    let _ = started.send(());
+                    gate.wait();
+                })
+            })
+        };
+        running.recv().unwrap();
+        let (order_tx, order) = crossbeam_channel::unbounded();
+        let run_as = |priority: Priority, name: &'static str| {
+            let (pool, order_tx) = (Arc::clone(&pool), order_tx.clone());
+            thread::spawn(move || pool.run(priority, move || order_tx.send(name)))
+        };
+        let waiting = [
+            run_as(Priority::Suspect, "suspect"),
+            run_as(Priority::Clean, "clean"),
+            run_as(Priority::Known, "known"),
+        ];
+        while pool.suspect.is_empty() || pool.clean.is_empty() || pool.known.is_empty() {
+            thread::yield_now();
+        }
+        gate.wait();
+        held.join().unwrap().unwrap();
+        for w in waiting {
+            w.join().unwrap().unwrap().unwrap();
+        }
+        let ran: Vec<&str> = order.try_iter().collect();
+        assert_eq!(ran, ["known", "clean", "suspect"]);
+    }
 }

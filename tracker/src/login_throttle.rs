@@ -55,8 +55,8 @@ const KNOWN_FOR: Duration = Duration::from_secs(90 * 24 * 3600);
 const KEY_LOGIN_BURST: f64 = 10.0;
 const KEY_LOGIN_EVERY: Duration = Duration::from_secs(6);
 /// Right logins of one user in a burst, then one per `USER_LOGIN_EVERY`.
-const USER_LOGIN_BURST: f64 = 30.0;
-const USER_LOGIN_EVERY: Duration = Duration::from_secs(2);
+const USER_LOGIN_BURST: f64 = 60.0;
+const USER_LOGIN_EVERY: Duration = Duration::from_millis(400);
 
 /// The limits (command-line options of the tracker).
 #[derive(Debug, Clone, Copy)]
