@@ -1,32 +1,65 @@
-//! Who gets a connection slot, and when.
+//! Who gets a connection slot, and when (issue 21: an anonymous flood cannot exhaust it).
 //!
-//! A connection first holds a *handshake* slot: a few per source IP and a bounded number in
-//! all, with a separate pool for connections from the IPs `tracker_info.txt` lists, so that
-//! strangers stalling their handshakes can neither exhaust threads nor keep the other
-//! trackers out. Only once the handshake has proven a key does the connection take a
-//! *client* slot (`--max-connections`) or, if the key is a listed tracker's, one of the
-//! `TRACKER_SLOTS` kept for trackers: a tracker whose client slots are all taken still
-//! answers its peers, and a busy tracker never looks dead to them.
+//! A connection first holds a *handshake* slot: at most `MAX_HANDSHAKES_PER_IP` per source
+//! address (IPv6 by /64) and `MAX_HANDSHAKES` in all, shared fairly (`pool`): a newcomer
+//! takes the place of a stale handshake of its own address, or of the heaviest address's
+//! oldest when the pool is full. Every address is treated alike, local ones included:
+//! trackers are recognised by the key they prove, never by where they connect from.
 //!
-//! Every slot is released when its guard is dropped. While every stranger's handshake slot
-//! is taken, the accept loop waits a moment before accepting (`wait_for_handshake_room`):
-//! a burst of clients reconnecting at once queues in the kernel's accept queue rather than
-//! being accepted and closed.
+//! Once the handshake has proven a key, a listed tracker's key takes one of the
+//! `TRACKER_SLOTS` kept for trackers (a tracker whose client slots are all taken still
+//! answers its peers). Any other key is a client, at most `MAX_CONNECTIONS_PER_KEY` at once:
+//! - a key that holds a session in the replicated state may take any client slot, and when
+//!   they are all taken, the place of an anonymous connection (a user coming back after a
+//!   failover or a blip always gets in, unless sessions hold every slot);
+//! - any other key takes an *anonymous* slot: at most `MAX_ANONYMOUS_PER_IP` per address,
+//!   and all but the `max_clients / SESSION_RESERVE_DIVISOR` slots kept for sessions,
+//!   shared fairly like handshakes; it must log in or resume a session within
+//!   `LOGIN_DEADLINE` (the connection is closed otherwise).
+//!
+//! A connection in a session counts against that session: at most `MAX_LARGE_PER_SESSION`
+//! of a session's connections take large frames.
+//!
+//! Every slot is released when its guard is dropped; a connection whose place was taken is
+//! shut down (its thread sees its socket close and ends).
 
-use std::collections::{HashMap, HashSet};
-use std::net::IpAddr;
+mod pool;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, TcpStream};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
+
+use common::message::SessionId;
+use common::PublicKey;
+
+use pool::{Full, Pool};
 
 /// Connections kept for the other trackers beyond the client slots: for each of up to
 /// four others, its Raft stream and its forwarding connections
 /// (`cluster::MAX_FORWARD_CONNECTIONS`).
 pub const TRACKER_SLOTS: usize = 64;
-/// Handshakes in progress from one IP (trackers' IPs excepted).
+/// Handshakes in progress from one address (IPv6: one /64).
 pub const MAX_HANDSHAKES_PER_IP: usize = 8;
-/// Handshakes in progress in all, from IPs that are not trackers'.
+/// Handshakes in progress in all.
 pub const MAX_HANDSHAKES: usize = 64;
+/// A handshake this old may lose its slot to a newcomer (a Noise `IK` exchange takes a
+/// round trip; one that has not finished by now is stalled).
+pub const STALE_HANDSHAKE: Duration = Duration::from_secs(1);
+/// Client connections not (yet) in a session from one address (IPv6: one /64).
+pub const MAX_ANONYMOUS_PER_IP: usize = 64;
+/// An anonymous connection this old may lose its slot to a newcomer.
+pub const STALE_ANONYMOUS: Duration = Duration::from_secs(3);
+/// How long a client connection may go without a session (a login or a `Resume`).
+pub const LOGIN_DEADLINE: Duration = Duration::from_secs(10);
+/// One slot in this many of `--max-connections` is kept for keys with a session.
+pub const SESSION_RESERVE_DIVISOR: usize = 8;
+/// Connections of one client key at once (a client opens at most 4 per tracker).
+pub const MAX_CONNECTIONS_PER_KEY: usize = 8;
+/// Connections of one session that take large frames (uploads of file metadata).
+pub const MAX_LARGE_PER_SESSION: usize = 4;
 
 /// File descriptors a live connection holds (its socket), and one more while its
 /// handshake runs (the secure channel takes a handle of its own).
@@ -63,24 +96,53 @@ pub fn connection_cap(configured: usize, open_files: Option<u64>) -> usize {
     configured.min(fits)
 }
 
+/// The address a connection counts under: IPv4 as it is, IPv6 by its /64 (which one host
+/// usually holds in full).
+pub fn source(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
 /// The limits of an `Admission`.
 #[derive(Debug, Clone)]
 pub struct AdmissionLimits {
     /// Client connections (after the handshake).
     pub max_clients: usize,
-    /// The IPs of the listed trackers, whose handshakes have a pool of their own.
-    pub tracker_ips: HashSet<IpAddr>,
 }
 
-#[derive(Debug, Default)]
+/// What a key proved in its handshake entitles it to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proven {
+    /// A key `tracker_info.txt` lists.
+    Tracker,
+    /// A client key that holds a session in the replicated state.
+    ClientWithSession,
+    /// Any other key.
+    Client,
+}
+
+#[derive(Debug)]
 struct Counts {
-    handshaking: HashMap<IpAddr, usize>,
-    /// Handshakes from IPs that are not trackers'.
-    handshaking_strangers: usize,
-    /// Handshakes from trackers' IPs.
-    handshaking_trackers: usize,
-    clients: usize,
+    handshakes: Pool,
+    anonymous: Pool,
+    /// Client connections that are not anonymous (a key with a session, or in one).
+    in_sessions: usize,
     trackers: usize,
+    per_key: HashMap<PublicKey, usize>,
+    /// Per session: its connections, and those taking large frames.
+    per_session: HashMap<SessionId, (usize, usize)>,
+    /// The sockets of handshakes and anonymous connections, to shut one down when a
+    /// newcomer takes its place.
+    sockets: HashMap<u64, TcpStream>,
+    next_id: u64,
 }
 
 /// The slot bookkeeping of one server, shared by the accept loop and the connections.
@@ -88,21 +150,27 @@ struct Counts {
 pub struct Admission {
     limits: Arc<AdmissionLimits>,
     counts: Arc<Mutex<Counts>>,
-    /// Signalled when a stranger's handshake slot frees.
+    /// Signalled when a handshake slot frees.
     freed: Arc<Condvar>,
 }
 
 /// Why a connection was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refused {
-    /// Too many handshakes in progress from this IP.
+    /// Too many handshakes in progress from this address.
     PerIp,
     /// Too many handshakes in progress in all.
     Handshakes,
+    /// Too many anonymous connections from this address.
+    AnonymousPerIp,
     /// Every client slot is taken.
     Clients,
     /// Every tracker slot is taken.
     Trackers,
+    /// Too many connections of this key.
+    PerKey,
+    /// A newcomer took this connection's place.
+    Evicted,
 }
 
 impl std::fmt::Display for Refused {
@@ -110,8 +178,11 @@ impl std::fmt::Display for Refused {
         f.write_str(match self {
             Refused::PerIp => "too many handshakes in progress from this address",
             Refused::Handshakes => "too many handshakes in progress",
+            Refused::AnonymousPerIp => "too many connections without a session from this address",
             Refused::Clients => "every client slot is taken",
             Refused::Trackers => "every tracker slot is taken",
+            Refused::PerKey => "too many connections of this key",
+            Refused::Evicted => "its place went to a newer connection",
         })
     }
 }
@@ -120,107 +191,271 @@ impl std::fmt::Display for Refused {
 #[derive(Debug)]
 pub struct HandshakeSlot {
     admission: Admission,
-    ip: IpAddr,
+    id: u64,
+    source: IpAddr,
+    /// Traded for a client or tracker slot (which now owns the id's records).
+    traded: bool,
+}
+
+/// What a connection's slot counts against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Tracker,
+    Anonymous,
+    /// A client key with a session, in `session` once it logged in or resumed (and taking
+    /// large frames if `large`).
+    InSession {
+        session: Option<SessionId>,
+        large: bool,
+    },
 }
 
 /// A client or tracker slot, released on drop.
 #[derive(Debug)]
 pub struct Slot {
     admission: Admission,
-    tracker: bool,
+    id: u64,
+    key: PublicKey,
+    kind: Kind,
 }
 
 impl Admission {
     pub fn new(limits: AdmissionLimits) -> Admission {
-        Admission { limits: Arc::new(limits), counts: Arc::default(), freed: Arc::default() }
-    }
-
-    /// A handshake slot for a connection from `ip`, or why there is none.
-    pub fn start_handshake(&self, ip: IpAddr) -> Result<HandshakeSlot, Refused> {
-        let mut counts = self.counts.lock();
-        let from_tracker = self.limits.tracker_ips.contains(&ip);
-        if from_tracker {
-            if counts.handshaking_trackers >= 2 * TRACKER_SLOTS {
-                return Err(Refused::Handshakes);
-            }
-            counts.handshaking_trackers += 1;
-        } else {
-            let mine = counts.handshaking.get(&ip).copied().unwrap_or(0);
-            if mine >= MAX_HANDSHAKES_PER_IP {
-                return Err(Refused::PerIp);
-            }
-            if counts.handshaking_strangers >= MAX_HANDSHAKES {
-                return Err(Refused::Handshakes);
-            }
-            counts.handshaking_strangers += 1;
+        let anonymous = limits.max_clients - limits.max_clients / SESSION_RESERVE_DIVISOR;
+        let counts = Counts {
+            handshakes: Pool::new(MAX_HANDSHAKES, MAX_HANDSHAKES_PER_IP, STALE_HANDSHAKE),
+            anonymous: Pool::new(anonymous, MAX_ANONYMOUS_PER_IP, STALE_ANONYMOUS),
+            in_sessions: 0,
+            trackers: 0,
+            per_key: HashMap::new(),
+            per_session: HashMap::new(),
+            sockets: HashMap::new(),
+            next_id: 0,
+        };
+        Admission {
+            limits: Arc::new(limits),
+            counts: Arc::new(Mutex::new(counts)),
+            freed: Arc::default(),
         }
-        *counts.handshaking.entry(ip).or_default() += 1;
-        Ok(HandshakeSlot { admission: self.clone(), ip })
     }
 
-    /// Waits (up to `patience`) until a stranger's handshake could start: while every such
-    /// slot is taken, new connections are better left in the kernel's accept queue (a
-    /// storm of reconnecting clients waits there a moment) than accepted and closed.
-    pub fn wait_for_handshake_room(&self, patience: std::time::Duration) {
-        let deadline = std::time::Instant::now() + patience;
+    /// A handshake slot for a connection from `ip` (whose socket `socket` is shut down if
+    /// a newcomer takes its place), or why there is none.
+    pub fn start_handshake(
+        &self,
+        ip: IpAddr,
+        socket: Option<TcpStream>,
+    ) -> Result<HandshakeSlot, Refused> {
+        let source = source(ip);
+        let evicted = {
+            let mut counts = self.counts.lock();
+            counts.next_id += 1;
+            let id = counts.next_id;
+            let evicted = match counts.handshakes.admit(id, source, Instant::now()) {
+                Ok(evicted) => evicted.and_then(|old| counts.sockets.remove(&old)),
+                Err(Full::Source) => return Err(Refused::PerIp),
+                Err(Full::Pool) => return Err(Refused::Handshakes),
+            };
+            if let Some(socket) = socket {
+                counts.sockets.insert(id, socket);
+            }
+            (id, evicted)
+        };
+        let (id, evicted) = evicted;
+        shut(evicted, "stalled handshake");
+        Ok(HandshakeSlot { admission: self.clone(), id, source, traded: false })
+    }
+
+    /// Waits (up to `patience`) until a handshake from an address that holds none could
+    /// start: while none could, new connections are better left in the kernel's accept
+    /// queue (a storm of reconnecting clients waits there a moment) than accepted and
+    /// closed.
+    pub fn wait_for_handshake_room(&self, patience: Duration) {
+        let deadline = Instant::now() + patience;
         let mut counts = self.counts.lock();
-        while counts.handshaking_strangers >= MAX_HANDSHAKES {
-            if self.freed.wait_until(&mut counts, deadline).timed_out() {
+        while !counts.handshakes.has_room_for_a_stranger(Instant::now()) {
+            let until = counts.handshakes.next_stale().map_or(deadline, |t| t.min(deadline));
+            if self.freed.wait_until(&mut counts, until).timed_out() && Instant::now() >= deadline {
                 return;
             }
         }
     }
 
-    /// Trades a finished handshake for a client slot, or a tracker slot if the proven key
-    /// is a listed tracker's.
-    pub fn admit(&self, handshake: HandshakeSlot, tracker: bool) -> Result<Slot, Refused> {
-        drop(handshake);
+    /// Trades a finished handshake, whose peer proved `key`, for a tracker slot, or a
+    /// client slot (anonymous, or kept for sessions).
+    pub fn admit(
+        &self,
+        mut handshake: HandshakeSlot,
+        key: PublicKey,
+        proven: Proven,
+    ) -> Result<Slot, Refused> {
+        let (id, source) = (handshake.id, handshake.source);
+        handshake.traded = true;
         let mut counts = self.counts.lock();
-        if tracker {
-            if counts.trackers >= TRACKER_SLOTS {
-                return Err(Refused::Trackers);
-            }
-            counts.trackers += 1;
-        } else {
-            if counts.clients >= self.limits.max_clients {
-                return Err(Refused::Clients);
-            }
-            counts.clients += 1;
+        let socket = counts.sockets.remove(&id);
+        if !counts.handshakes.remove(id) {
+            // A newcomer took its place (its socket was shut down).
+            return Err(Refused::Evicted);
         }
-        Ok(Slot { admission: self.clone(), tracker })
+        self.freed.notify_one();
+        let kind = match proven {
+            Proven::Tracker => {
+                if counts.trackers >= TRACKER_SLOTS {
+                    return Err(Refused::Trackers);
+                }
+                counts.trackers += 1;
+                Kind::Tracker
+            }
+            Proven::ClientWithSession | Proven::Client => {
+                if counts.per_key.get(&key).copied().unwrap_or(0) >= MAX_CONNECTIONS_PER_KEY {
+                    return Err(Refused::PerKey);
+                }
+                let max = self.limits.max_clients;
+                let kind = if proven == Proven::ClientWithSession {
+                    let mut evicted = None;
+                    if counts.in_sessions + counts.anonymous.len() >= max {
+                        // Every slot is taken: an anonymous connection makes room.
+                        let Some(old) = counts.anonymous.oldest_of_heaviest() else {
+                            return Err(Refused::Clients);
+                        };
+                        counts.anonymous.remove(old);
+                        evicted = counts.sockets.remove(&old);
+                    }
+                    counts.in_sessions += 1;
+                    drop(counts);
+                    shut(evicted, "anonymous connection, for a session's");
+                    counts = self.counts.lock();
+                    Kind::InSession { session: None, large: false }
+                } else {
+                    let reserve = max / SESSION_RESERVE_DIVISOR;
+                    let room = (max - reserve).min(max.saturating_sub(counts.in_sessions));
+                    counts.anonymous.set_cap(room);
+                    let evicted = match counts.anonymous.admit(id, source, Instant::now()) {
+                        Ok(evicted) => evicted.and_then(|old| counts.sockets.remove(&old)),
+                        Err(Full::Source) => return Err(Refused::AnonymousPerIp),
+                        Err(Full::Pool) => return Err(Refused::Clients),
+                    };
+                    if let Some(socket) = socket {
+                        counts.sockets.insert(id, socket);
+                    }
+                    drop(counts);
+                    shut(evicted, "anonymous connection");
+                    counts = self.counts.lock();
+                    Kind::Anonymous
+                };
+                *counts.per_key.entry(key).or_default() += 1;
+                kind
+            }
+        };
+        Ok(Slot { admission: self.clone(), id, key, kind })
     }
 
     /// The most connections this admission can hold at once.
     pub fn max_live(&self) -> usize {
-        self.limits.max_clients + TRACKER_SLOTS + MAX_HANDSHAKES + 2 * TRACKER_SLOTS
+        self.limits.max_clients + TRACKER_SLOTS + 2 * MAX_HANDSHAKES
+    }
+}
+
+/// Shuts down the socket of a connection whose place a newcomer took.
+fn shut(socket: Option<TcpStream>, what: &str) {
+    if let Some(socket) = socket {
+        if let Ok(peer) = socket.peer_addr() {
+            log::info!("peer={peer}: closing a {what} for a newcomer");
+        }
+        let _ = socket.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+impl Slot {
+    /// Whether this connection is in a session (or a tracker's): no login deadline.
+    pub fn in_session(&self) -> bool {
+        match self.kind {
+            Kind::Tracker => true,
+            Kind::Anonymous => false,
+            Kind::InSession { session, .. } => session.is_some(),
+        }
+    }
+
+    /// This connection is now in `session` (a login on it, or a `Resume`): it leaves the
+    /// anonymous slots, and counts against the session. Returns whether it may take large
+    /// frames (at most `MAX_LARGE_PER_SESSION` of a session's connections), or `Evicted`
+    /// if its place went to a newcomer before.
+    pub fn enter_session(&mut self, session: SessionId) -> Result<bool, Refused> {
+        let mut counts = self.admission.counts.lock();
+        match self.kind {
+            Kind::Tracker => return Ok(true),
+            Kind::Anonymous => {
+                if !counts.anonymous.remove(self.id) {
+                    return Err(Refused::Evicted);
+                }
+                counts.sockets.remove(&self.id);
+                counts.in_sessions += 1;
+            }
+            Kind::InSession { session: Some(old), large } if old != session => {
+                leave_session(&mut counts, old, large);
+            }
+            Kind::InSession { session: Some(_), large } => return Ok(large),
+            Kind::InSession { session: None, .. } => {}
+        }
+        let (n, n_large) = counts.per_session.entry(session).or_default();
+        *n += 1;
+        let large = *n_large < MAX_LARGE_PER_SESSION;
+        if large {
+            *n_large += 1;
+        }
+        self.kind = Kind::InSession { session: Some(session), large };
+        Ok(large)
+    }
+}
+
+fn leave_session(counts: &mut Counts, session: SessionId, large: bool) {
+    if let Some((n, n_large)) = counts.per_session.get_mut(&session) {
+        *n -= 1;
+        if large {
+            *n_large -= 1;
+        }
+        if *n == 0 {
+            counts.per_session.remove(&session);
+        }
     }
 }
 
 impl Drop for HandshakeSlot {
     fn drop(&mut self) {
+        if self.traded {
+            return;
+        }
         let mut counts = self.admission.counts.lock();
-        if self.admission.limits.tracker_ips.contains(&self.ip) {
-            counts.handshaking_trackers -= 1;
-        } else {
-            counts.handshaking_strangers -= 1;
-            self.admission.freed.notify_one();
-        }
-        if let Some(n) = counts.handshaking.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                counts.handshaking.remove(&self.ip);
-            }
-        }
+        counts.handshakes.remove(self.id);
+        counts.sockets.remove(&self.id);
+        self.admission.freed.notify_one();
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut counts = self.admission.counts.lock();
-        if self.tracker {
-            counts.trackers -= 1;
-        } else {
-            counts.clients -= 1;
+        match self.kind {
+            Kind::Tracker => {
+                counts.trackers -= 1;
+                return;
+            }
+            Kind::Anonymous => {
+                counts.anonymous.remove(self.id);
+                counts.sockets.remove(&self.id);
+            }
+            Kind::InSession { session, large } => {
+                counts.in_sessions -= 1;
+                if let Some(session) = session {
+                    leave_session(&mut counts, session, large);
+                }
+            }
+        }
+        if let Some(n) = counts.per_key.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                counts.per_key.remove(&self.key);
+            }
         }
     }
 }
@@ -233,69 +468,134 @@ mod tests {
         IpAddr::from([10, 0, 0, last])
     }
 
+    fn key(n: u8) -> PublicKey {
+        PublicKey([n; 32])
+    }
+
     fn admission(max_clients: usize) -> Admission {
-        Admission::new(AdmissionLimits { max_clients, tracker_ips: HashSet::from([ip(1)]) })
+        Admission::new(AdmissionLimits { max_clients })
+    }
+
+    fn client(a: &Admission, from: u8, k: u8, proven: Proven) -> Result<Slot, Refused> {
+        a.admit(a.start_handshake(ip(from), None).unwrap(), key(k), proven)
     }
 
     #[test]
-    fn handshakes_are_capped_per_ip_and_in_all_but_trackers_ips_have_their_own_pool() {
+    fn handshakes_are_capped_per_address_and_shared_fairly_by_every_address() {
         let a = admission(10);
         let mine: Vec<_> =
-            (0..MAX_HANDSHAKES_PER_IP).map(|_| a.start_handshake(ip(2)).unwrap()).collect();
-        assert_eq!(a.start_handshake(ip(2)).unwrap_err(), Refused::PerIp);
+            (0..MAX_HANDSHAKES_PER_IP).map(|_| a.start_handshake(ip(2), None).unwrap()).collect();
+        assert_eq!(a.start_handshake(ip(2), None).unwrap_err(), Refused::PerIp);
         let mut others = Vec::new();
         for i in 0..MAX_HANDSHAKES - MAX_HANDSHAKES_PER_IP {
-            others.push(
-                a.start_handshake(IpAddr::from([10, 1, (i / 200) as u8, (i % 200) as u8])).unwrap(),
-            );
+            let from = IpAddr::from([10, 1, (i / 200) as u8, (i % 200) as u8]);
+            others.push(a.start_handshake(from, None).unwrap());
         }
-        assert_eq!(a.start_handshake(ip(3)).unwrap_err(), Refused::Handshakes);
-        // The trackers' IP still gets in.
-        let tracker = a.start_handshake(ip(1)).unwrap();
-        drop(mine);
-        assert!(a.start_handshake(ip(2)).is_ok(), "released on drop");
-        drop(tracker);
+        // Full, and fairly shared but for ip 2, which holds 8: a newcomer takes one of its.
+        let newcomer = a.start_handshake(ip(3), None).unwrap();
+        let mut mine = mine;
+        let oldest = mine.remove(0);
+        assert_eq!(a.admit(oldest, key(1), Proven::Client).unwrap_err(), Refused::Evicted);
+        drop((newcomer, others));
+        assert_eq!(a.counts.lock().handshakes.len(), MAX_HANDSHAKES_PER_IP - 1);
+    }
+
+    #[test]
+    fn an_ipv6_address_counts_by_its_64() {
+        let a = admission(10);
+        let held: Vec<_> = (0..MAX_HANDSHAKES_PER_IP)
+            .map(|n| a.start_handshake(format!("2001:db8::{n}").parse().unwrap(), None).unwrap())
+            .collect();
+        assert_eq!(
+            a.start_handshake("2001:db8::ffff".parse().unwrap(), None).unwrap_err(),
+            Refused::PerIp
+        );
+        assert!(a.start_handshake("2001:db8:0:1::1".parse().unwrap(), None).is_ok());
+        drop(held);
     }
 
     #[test]
     fn the_accept_loop_waits_for_a_free_handshake_slot_but_not_for_ever() {
         let a = admission(10);
         let mut held: Vec<_> = (0..MAX_HANDSHAKES)
-            .map(|i| a.start_handshake(IpAddr::from([10, 2, (i / 200) as u8, (i % 200) as u8])))
+            .map(|i| {
+                a.start_handshake(IpAddr::from([10, 2, (i / 200) as u8, (i % 200) as u8]), None)
+            })
             .collect::<Result<_, _>>()
             .unwrap();
-        let started = std::time::Instant::now();
-        a.wait_for_handshake_room(std::time::Duration::from_millis(100));
-        assert!(started.elapsed() >= std::time::Duration::from_millis(100), "gave up early");
+        let started = Instant::now();
+        a.wait_for_handshake_room(Duration::from_millis(100));
+        assert!(started.elapsed() >= Duration::from_millis(100), "gave up early");
         let one = held.pop().unwrap();
         let freer = std::thread::spawn(move || drop(one));
-        a.wait_for_handshake_room(std::time::Duration::from_secs(60));
+        a.wait_for_handshake_room(Duration::from_secs(60));
         freer.join().unwrap();
-        assert!(a.start_handshake(ip(3)).is_ok());
+        assert!(a.start_handshake(ip(3), None).is_ok());
+    }
+
+    #[test]
+    fn anonymous_connections_leave_room_for_sessions_and_make_room_for_them() {
+        let a = admission(8); // 7 anonymous slots, 1 kept for sessions
+        let anonymous: Vec<_> = (0..7).map(|n| client(&a, n, n, Proven::Client).unwrap()).collect();
+        assert_eq!(client(&a, 7, 7, Proven::Client).unwrap_err(), Refused::Clients);
+        // The kept slot, then the place of an anonymous connection.
+        let s1 = client(&a, 7, 20, Proven::ClientWithSession).unwrap();
+        let s2 = client(&a, 7, 21, Proven::ClientWithSession).unwrap();
+        assert_eq!(a.counts.lock().anonymous.len(), 6);
+        assert_eq!(a.counts.lock().in_sessions, 2);
+        drop((anonymous, s1, s2));
+        let counts = a.counts.lock();
+        assert_eq!((counts.anonymous.len(), counts.in_sessions), (0, 0));
+        assert!(counts.per_key.is_empty() && counts.sockets.is_empty());
+    }
+
+    #[test]
+    fn one_address_gets_its_share_of_anonymous_slots_and_one_key_a_few_connections() {
+        let a = admission(1024);
+        let mine: Vec<_> = (0..MAX_ANONYMOUS_PER_IP)
+            .map(|n| client(&a, 2, n as u8, Proven::Client).unwrap())
+            .collect();
+        assert_eq!(client(&a, 2, 200, Proven::Client).unwrap_err(), Refused::AnonymousPerIp);
+        assert!(client(&a, 3, 200, Proven::Client).is_ok(), "another address gets in");
+        drop(mine);
+        let same_key: Vec<_> = (0..MAX_CONNECTIONS_PER_KEY)
+            .map(|n| client(&a, n as u8, 9, Proven::ClientWithSession).unwrap())
+            .collect();
+        assert_eq!(client(&a, 99, 9, Proven::ClientWithSession).unwrap_err(), Refused::PerKey);
+        drop(same_key);
+    }
+
+    #[test]
+    fn a_session_takes_large_frames_on_a_few_connections_only() {
+        let a = admission(64);
+        let session = SessionId([5; 32]);
+        let mut slots: Vec<_> = (0..6).map(|n| client(&a, n, 1, Proven::Client).unwrap()).collect();
+        let large: Vec<bool> =
+            slots.iter_mut().map(|s| s.enter_session(session).unwrap()).collect();
+        assert_eq!(large.iter().filter(|l| **l).count(), MAX_LARGE_PER_SESSION);
+        assert!(slots.iter().all(Slot::in_session));
+        drop(slots.remove(0));
+        let mut again = client(&a, 9, 2, Proven::ClientWithSession).unwrap();
+        assert!(!again.in_session());
+        assert!(again.enter_session(session).unwrap(), "a large share freed");
+        drop((slots, again));
+        assert!(a.counts.lock().per_session.is_empty());
     }
 
     #[test]
     fn client_slots_full_leave_tracker_slots_open() {
         let a = admission(2);
-        let c1 = a.admit(a.start_handshake(ip(2)).unwrap(), false).unwrap();
-        let _c2 = a.admit(a.start_handshake(ip(3)).unwrap(), false).unwrap();
-        assert_eq!(
-            a.admit(a.start_handshake(ip(4)).unwrap(), false).unwrap_err(),
-            Refused::Clients
-        );
-        let trackers: Vec<_> = (0..TRACKER_SLOTS)
-            .map(|_| a.admit(a.start_handshake(ip(1)).unwrap(), true).unwrap())
-            .collect();
-        assert_eq!(
-            a.admit(a.start_handshake(ip(1)).unwrap(), true).unwrap_err(),
-            Refused::Trackers
-        );
+        let c1 = client(&a, 2, 2, Proven::Client).unwrap();
+        let _c2 = client(&a, 3, 3, Proven::Client).unwrap();
+        assert_eq!(client(&a, 4, 4, Proven::Client).unwrap_err(), Refused::Clients);
+        let trackers: Vec<_> =
+            (0..TRACKER_SLOTS).map(|_| client(&a, 1, 1, Proven::Tracker).unwrap()).collect();
+        assert_eq!(client(&a, 1, 1, Proven::Tracker).unwrap_err(), Refused::Trackers);
         drop(c1);
-        assert!(a.admit(a.start_handshake(ip(4)).unwrap(), false).is_ok());
+        assert!(client(&a, 4, 4, Proven::Client).is_ok());
         drop(trackers);
-        // Every handshake slot was given back.
-        assert_eq!(a.counts.lock().handshaking_strangers, 0);
-        assert_eq!(a.counts.lock().handshaking_trackers, 0);
+        assert_eq!(a.counts.lock().handshakes.len(), 0);
+        assert_eq!(a.counts.lock().trackers, 0);
     }
 
     #[test]

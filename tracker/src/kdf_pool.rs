@@ -6,11 +6,13 @@
 //! the queue is full the answer is at once `TrackerError::Busy`: the client retries a
 //! moment later, and everything else the tracker does keeps its CPU.
 //!
-//! Two queues: logins from addresses, and for users, with no recent failure
-//! (`Priority::Clean`) are always taken first, so that a user logging in while others
-//! guess passwords waits for at most the hashes already running, not for the guessers'
-//! queue. With more than one thread, one of them hashes only clean work, so such a user
-//! does not even wait for a guess being hashed: guessers get the other threads.
+//! Three queues: logins of known devices (a key that logged in as that user before,
+//! `Priority::Known`) are taken first, then logins from addresses, and for users, with no
+//! recent failure (`Priority::Clean`), then the rest: a user logging in while others
+//! guess passwords, or flood right ones from new keys, waits for at most the hashes
+//! already running, not for their queue. With more than one thread, one of them hashes
+//! only known and clean work, so such a user does not even wait for a guess being hashed:
+//! guessers get the other threads.
 
 use std::thread;
 
@@ -29,7 +31,9 @@ type Job = Box<dyn FnOnce() + Send>;
 /// Which queue a hash waits in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Priority {
-    /// From an address, and for a user, with no recent failed login: served first.
+    /// A known device of the user (issue 21): served first.
+    Known,
+    /// From an address, and for a user, with no recent failed login: served next.
     Clean,
     /// From an address, or for a user, that failed lately.
     Suspect,
@@ -37,30 +41,36 @@ pub enum Priority {
 
 /// The pool. Dropping it lets its threads finish the queued work and stop.
 pub struct KdfPool {
+    known: Sender<Job>,
     clean: Sender<Job>,
     suspect: Sender<Job>,
     threads: usize,
 }
 
 impl KdfPool {
-    /// A pool of `threads` hashing threads (at least one) with two queues of
+    /// A pool of `threads` hashing threads (at least one) with three queues of
     /// `QUEUE_PER_THREAD` jobs per thread.
     pub fn new(threads: usize) -> std::io::Result<KdfPool> {
         let threads = threads.max(1);
+        let (known, known_queue) = crossbeam_channel::bounded::<Job>(threads * QUEUE_PER_THREAD);
         let (clean, clean_queue) = crossbeam_channel::bounded::<Job>(threads * QUEUE_PER_THREAD);
         let (suspect, suspect_queue) =
             crossbeam_channel::bounded::<Job>(threads * QUEUE_PER_THREAD);
         for n in 0..threads {
-            let (first, then): (Receiver<Job>, Receiver<Job>) =
-                (clean_queue.clone(), suspect_queue.clone());
-            // With more than one thread, the first hashes only clean work.
+            let (first, next, then): (Receiver<Job>, Receiver<Job>, Receiver<Job>) =
+                (known_queue.clone(), clean_queue.clone(), suspect_queue.clone());
+            // With more than one thread, the first hashes only known and clean work.
             let clean_only = threads > 1 && n == 0;
             thread::Builder::new().name(format!("kdf-{n}")).spawn(move || loop {
-                let job = match first.try_recv() {
+                let job = match first.try_recv().or_else(|_| next.try_recv()) {
                     Ok(job) => Ok(job),
-                    Err(_) if clean_only => first.recv(),
+                    Err(_) if clean_only => crossbeam_channel::select! {
+                        recv(first) -> job => job,
+                        recv(next) -> job => job,
+                    },
                     Err(_) => crossbeam_channel::select! {
                         recv(first) -> job => job,
+                        recv(next) -> job => job,
                         recv(then) -> job => job,
                     },
                 };
@@ -70,7 +80,7 @@ impl KdfPool {
                 }
             })?;
         }
-        Ok(KdfPool { clean, suspect, threads })
+        Ok(KdfPool { known, clean, suspect, threads })
     }
 
     /// One thread per core.
@@ -90,6 +100,7 @@ impl KdfPool {
             let _ = answer.send(work());
         });
         let queue = match priority {
+            Priority::Known => &self.known,
             Priority::Clean => &self.clean,
             Priority::Suspect => &self.suspect,
         };
@@ -223,5 +234,42 @@ mod tests {
             s.join().unwrap().unwrap();
         }
         assert_eq!(started.len(), 1, "the second suspect ran once the first was done");
+    }
+
+    #[test]
+    fn a_known_devices_hash_goes_before_clean_and_suspect_work() {
+        let pool = Arc::new(KdfPool::new(1).unwrap());
+        let gate = Arc::new(Barrier::new(2));
+        let (started, running) = crossbeam_channel::bounded(0);
+        let held = {
+            let (pool, gate) = (Arc::clone(&pool), Arc::clone(&gate));
+            thread::spawn(move || {
+                pool.run(Priority::Clean, move || {
+                    let _ = started.send(());
+                    gate.wait();
+                })
+            })
+        };
+        running.recv().unwrap();
+        let (order_tx, order) = crossbeam_channel::unbounded();
+        let run_as = |priority: Priority, name: &'static str| {
+            let (pool, order_tx) = (Arc::clone(&pool), order_tx.clone());
+            thread::spawn(move || pool.run(priority, move || order_tx.send(name)))
+        };
+        let waiting = [
+            run_as(Priority::Suspect, "suspect"),
+            run_as(Priority::Clean, "clean"),
+            run_as(Priority::Known, "known"),
+        ];
+        while pool.suspect.is_empty() || pool.clean.is_empty() || pool.known.is_empty() {
+            thread::yield_now();
+        }
+        gate.wait();
+        held.join().unwrap().unwrap();
+        for w in waiting {
+            w.join().unwrap().unwrap().unwrap();
+        }
+        let ran: Vec<&str> = order.try_iter().collect();
+        assert_eq!(ran, ["known", "clean", "suspect"]);
     }
 }

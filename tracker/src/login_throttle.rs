@@ -1,21 +1,31 @@
-//! Limits on password guessing and account creation, per source address and per user.
+//! Limits on password guessing, on logins and on account creation (issue 21: device-trusted
+//! logins, OWASP's "device cookie", where the client's static key is the device).
 //!
-//! - **Failed logins** are counted per source address (all users) and per user (all
-//!   addresses). After a few free failures, each further failure doubles a backoff
-//!   during which attempts are answered `TooManyAttempts` without hashing anything.
-//! - A user's backoff applies only to addresses that have themselves failed lately: an
-//!   attacker guessing alice's password from many addresses slows every one of them, but
-//!   alice, on an address that has not failed, still logs in at once. (So a distributed
-//!   guesser gets about one try per address, then the user's backoff.)
-//! - **Account creations** are limited per address per hour.
-//!
+//! - A **known device** is a key that logged in as a user before (here, or holding a
+//!   session of that user in the state): it is never locked out by other addresses' or
+//!   other keys' failures. Its own wrong passwords count against itself only (per key and
+//!   user), and its hashes go ahead of everyone else's (`kdf_pool::Priority::Known`).
+//! - **Failed logins** of unknown devices are counted per (address, user), per address (all
+//!   users: password spraying) and per user (all addresses). After a few free failures,
+//!   each further one doubles a backoff during which attempts are answered
+//!   `TooManyAttempts` without hashing anything. A user's backoff applies only to
+//!   addresses that have themselves failed lately: alice on a clean address still logs in.
+//! - A **right password** clears only its own (address, user) record: logging in to one's
+//!   own account does not erase the guesses one made at another.
+//! - **Right logins** are limited per key and per user (token buckets, checked before
+//!   hashing): a flood of correct passwords cannot take the hashing threads either.
+//! - **Account creations** are limited per address per hour, and so are attempts to create
+//!   one with a name that exists (the same budget and the same refusal: probing names
+//!   tells nothing more than signing up).
 //! - **Refusals are held** on the guesser's connection (`refusal_hold`) for the wait they
 //!   name, up to 2 s, before they are sent: a guesser that retries at once costs a
 //!   sleeping thread, not a core. Other users' answers are never held.
 //!
 //! IPv6 addresses count by their /64, which one host usually holds in full. Each table
 //! keeps at most `MAX_TRACKED` entries: stale ones go first, then the longest quiet.
-//! Kept in memory, per tracker: a restart forgets, and three trackers give three budgets.
+//! Kept in memory, per tracker (soft state): a restart forgets the counts and the known
+//! devices (a device holding a session stays known through the state), and three trackers
+//! give three budgets.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -25,7 +35,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use common::message::TrackerError;
-use common::UserId;
+use common::{PublicKey, UserId};
 
 /// Entries kept per table, at most.
 pub const MAX_TRACKED: usize = 65_536;
@@ -39,6 +49,14 @@ pub const MAX_REFUSAL_HOLD: Duration = Duration::from_secs(2);
 pub const BUSY_HOLD: Duration = Duration::from_millis(500);
 /// The window of `signups_per_ip_per_hour`.
 const SIGNUP_WINDOW: Duration = Duration::from_secs(3600);
+/// A known device is forgotten after this long without a login.
+const KNOWN_FOR: Duration = Duration::from_secs(90 * 24 * 3600);
+/// Right logins of one key in a burst, then one per `KEY_LOGIN_EVERY`.
+const KEY_LOGIN_BURST: f64 = 10.0;
+const KEY_LOGIN_EVERY: Duration = Duration::from_secs(6);
+/// Right logins of one user in a burst, then one per `USER_LOGIN_EVERY`.
+const USER_LOGIN_BURST: f64 = 60.0;
+const USER_LOGIN_EVERY: Duration = Duration::from_millis(400);
 
 /// The limits (command-line options of the tracker).
 #[derive(Debug, Clone, Copy)]
@@ -161,15 +179,96 @@ impl<K: Hash + Eq + Clone> Table<K> {
     }
 }
 
+/// A token bucket.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// Token buckets of one kind, bounded (a full bucket is the same as none: dropped first).
+struct Buckets<K> {
+    burst: f64,
+    every: Duration,
+    buckets: HashMap<K, Bucket>,
+}
+
+impl<K: Hash + Eq + Clone> Buckets<K> {
+    fn new(burst: f64, every: Duration) -> Buckets<K> {
+        Buckets { burst, every, buckets: HashMap::new() }
+    }
+
+    fn tokens(&self, key: &K, now: Instant) -> f64 {
+        self.buckets.get(key).map_or(self.burst, |b| {
+            let refill =
+                now.saturating_duration_since(b.at).as_secs_f64() / self.every.as_secs_f64();
+            (b.tokens + refill).min(self.burst)
+        })
+    }
+
+    /// How long `key` must wait for a token, if it must.
+    fn wait(&self, key: &K, now: Instant) -> Option<Duration> {
+        let tokens = self.tokens(key, now);
+        (tokens < 1.0).then(|| self.every.mul_f64(1.0 - tokens))
+    }
+
+    /// Takes a token (the count may go below zero: a debt that delays the next).
+    fn take(&mut self, key: K, now: Instant) {
+        let tokens = self.tokens(&key, now) - 1.0;
+        if self.buckets.len() >= MAX_TRACKED && !self.buckets.contains_key(&key) {
+            let full = self.burst;
+            let every = self.every;
+            self.buckets.retain(|_, b| {
+                b.tokens + now.saturating_duration_since(b.at).as_secs_f64() / every.as_secs_f64()
+                    < full
+            });
+            while self.buckets.len() >= MAX_TRACKED {
+                let Some(fullest) =
+                    self.buckets.iter().min_by_key(|(_, b)| b.at).map(|(k, _)| k.clone())
+                else {
+                    break;
+                };
+                self.buckets.remove(&fullest);
+            }
+        }
+        self.buckets.insert(key, Bucket { tokens, at: now });
+    }
+}
+
+/// The devices (keys) that logged in as each user, bounded: the least recent go first.
+struct KnownDevices {
+    last_login: HashMap<(PublicKey, UserId), Instant>,
+}
+
+impl KnownDevices {
+    fn contains(&self, key: &PublicKey, user: &UserId, now: Instant) -> bool {
+        // A lookup without cloning the user would need a borrowed key type; names are short.
+        self.last_login
+            .get(&(*key, user.clone()))
+            .is_some_and(|at| now.saturating_duration_since(*at) < KNOWN_FOR)
+    }
+
+    fn insert(&mut self, key: PublicKey, user: UserId, now: Instant) {
+        if self.last_login.len() >= MAX_TRACKED
+            && !self.last_login.contains_key(&(key, user.clone()))
+        {
+            self.last_login.retain(|_, at| now.saturating_duration_since(*at) < KNOWN_FOR);
+            while self.last_login.len() >= MAX_TRACKED {
+                let Some(oldest) =
+                    self.last_login.iter().min_by_key(|(_, at)| **at).map(|(k, _)| k.clone())
+                else {
+                    break;
+                };
+                self.last_login.remove(&oldest);
+            }
+        }
+        self.last_login.insert((key, user), now);
+    }
+}
+
 /// The address an attempt is counted under: IPv4 as it is, IPv6 by its /64.
 fn source(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-        }
-    }
+    crate::admission::source(ip)
 }
 
 /// The throttle of one tracker.
@@ -177,7 +276,26 @@ pub struct LoginThrottle {
     limits: ThrottleLimits,
     ips: Mutex<Table<IpAddr>>,
     users: Mutex<Table<UserId>>,
+    /// Failures of unknown devices per (address, user).
+    pairs: Mutex<Table<(IpAddr, UserId)>>,
+    /// Failures of known devices, per (key, user): theirs alone.
+    devices: Mutex<Table<(PublicKey, UserId)>>,
+    known: Mutex<KnownDevices>,
+    /// Logins attempted per key, and right logins per user.
+    key_logins: Mutex<Buckets<PublicKey>>,
+    user_logins: Mutex<Buckets<UserId>>,
     signups: Mutex<Table<IpAddr>>,
+}
+
+/// Who attempts a login: from where, with which key, as whom.
+#[derive(Debug, Clone, Copy)]
+pub struct Attempt<'a> {
+    pub ip: IpAddr,
+    pub key: PublicKey,
+    pub user: &'a UserId,
+    /// Whether the key is a known device of the user (`LoginThrottle::is_known`, or it
+    /// holds a session of the user in the state).
+    pub known: bool,
 }
 
 fn too_many(wait: Duration, what: &str) -> TrackerError {
@@ -192,20 +310,47 @@ impl LoginThrottle {
             limits,
             ips: Mutex::new(Table::new()),
             users: Mutex::new(Table::new()),
+            pairs: Mutex::new(Table::new()),
+            devices: Mutex::new(Table::new()),
+            known: Mutex::new(KnownDevices { last_login: HashMap::new() }),
+            key_logins: Mutex::new(Buckets::new(KEY_LOGIN_BURST, KEY_LOGIN_EVERY)),
+            user_logins: Mutex::new(Buckets::new(USER_LOGIN_BURST, USER_LOGIN_EVERY)),
             signups: Mutex::new(Table::new()),
         }
     }
 
-    /// Whether a login of `user` from `ip` may have its password checked now.
-    pub fn admit_login(&self, ip: IpAddr, user: &UserId, now: Instant) -> Result<(), TrackerError> {
+    /// Whether `key` logged in as `user` on this tracker before (lately enough).
+    pub fn is_known(&self, key: &PublicKey, user: &UserId, now: Instant) -> bool {
+        self.known.lock().contains(key, user, now)
+    }
+
+    /// Whether a login `attempt` may have its password checked now.
+    pub fn admit_login(&self, attempt: Attempt, now: Instant) -> Result<(), TrackerError> {
+        let Attempt { ip, key, user, known } = attempt;
         let ip = source(ip);
-        let ips = self.ips.lock();
-        if let Some(wait) = ips.blocked(&ip, now) {
-            return Err(too_many(wait, "failed logins from this address"));
+        if let Some(wait) = self.key_logins.lock().wait(&key, now) {
+            return Err(too_many(wait, "logins from this device"));
         }
-        if ips.has_failed(&ip, now) {
-            if let Some(wait) = self.users.lock().blocked(user, now) {
-                return Err(too_many(wait, "failed logins for this user"));
+        if let Some(wait) = self.user_logins.lock().wait(user, now) {
+            return Err(too_many(wait, "logins of this user"));
+        }
+        if known {
+            // Only its own failures hold a known device back.
+            if let Some(wait) = self.devices.lock().blocked(&(key, user.clone()), now) {
+                return Err(too_many(wait, "failed logins from this device"));
+            }
+        } else {
+            let ips = self.ips.lock();
+            if let Some(wait) = ips.blocked(&ip, now) {
+                return Err(too_many(wait, "failed logins from this address"));
+            }
+            if let Some(wait) = self.pairs.lock().blocked(&(ip, user.clone()), now) {
+                return Err(too_many(wait, "failed logins for this user from this address"));
+            }
+            if ips.has_failed(&ip, now) {
+                if let Some(wait) = self.users.lock().blocked(user, now) {
+                    return Err(too_many(wait, "failed logins for this user"));
+                }
             }
         }
         Ok(())
@@ -254,10 +399,22 @@ impl LoginThrottle {
         }
     }
 
-    /// Counts a wrong password for `user` from `ip`.
-    pub fn login_failed(&self, ip: IpAddr, user: &UserId, now: Instant) {
+    /// Counts a wrong password (or an unknown user) of `attempt`.
+    pub fn login_failed(&self, attempt: Attempt, now: Instant) {
         let limits = &self.limits;
-        self.ips.lock().fail(source(ip), now, limits.failures_per_ip, limits.max_ip_backoff);
+        let Attempt { ip, key, user, known } = attempt;
+        let ip = source(ip);
+        if known {
+            // A known device's failures count against itself only: another key, or another
+            // address, cannot lock it out, and it cannot lock anyone else out.
+            let free = limits.failures_per_ip;
+            self.devices.lock().fail((key, user.clone()), now, free, limits.max_ip_backoff);
+            return;
+        }
+        // The same free failures for one user as for all users from an address.
+        let free = limits.failures_per_ip;
+        self.pairs.lock().fail((ip, user.clone()), now, free, limits.max_ip_backoff);
+        self.ips.lock().fail(ip, now, limits.failures_per_ip, limits.max_ip_backoff);
         self.users.lock().fail(
             user.clone(),
             now,
@@ -266,26 +423,43 @@ impl LoginThrottle {
         );
     }
 
-    /// A right password: the address's failures are forgotten (the user's stay, as other
-    /// addresses may still be guessing).
-    pub fn login_succeeded(&self, ip: IpAddr) {
-        self.ips.lock().forget(&source(ip));
+    /// A right password: `attempt`'s key is now a known device of its user; its own
+    /// (address, user) and (key, user) records are forgotten, nothing else (the address's
+    /// and the user's failures stay: other users there, or other addresses, may be
+    /// guessing); and it counts against the key's and the user's login rates.
+    pub fn login_succeeded(&self, attempt: Attempt, now: Instant) {
+        let Attempt { ip, key, user, .. } = attempt;
+        self.pairs.lock().forget(&(source(ip), user.clone()));
+        self.devices.lock().forget(&(key, user.clone()));
+        self.known.lock().insert(key, user.clone(), now);
+        self.user_logins.lock().take(user.clone(), now);
+        self.key_logins.lock().take(key, now);
     }
 
-    /// Counts an account creation from `ip`, or refuses it if the address had its hourly
-    /// share.
+    /// Whether `ip` may attempt to create an account now (whether the name exists or not:
+    /// the same answer either way), or the wait until it may.
     pub fn admit_signup(&self, ip: IpAddr, now: Instant) -> Result<(), TrackerError> {
         let limit = self.limits.signups_per_ip_per_hour;
         if limit == 0 {
             return Ok(());
         }
-        let mut signups = self.signups.lock();
-        if signups.count_in_window(source(ip), now, limit, SIGNUP_WINDOW) {
+        let signups = self.signups.lock();
+        let Some(record) = signups.records.get(&source(ip)) else { return Ok(()) };
+        let elapsed = now.saturating_duration_since(record.since);
+        if elapsed >= SIGNUP_WINDOW || record.count < limit {
             return Ok(());
         }
-        let since = signups.records.get(&source(ip)).map_or(now, |r| r.since);
-        let wait = SIGNUP_WINDOW.saturating_sub(now.duration_since(since));
-        Err(too_many(wait, "account creations from this address"))
+        Err(too_many(SIGNUP_WINDOW - elapsed, "account creations from this address"))
+    }
+
+    /// Counts an attempt to create an account from `ip` that was answered (created, or
+    /// the name exists), against the address's hourly share.
+    pub fn signup_attempted(&self, ip: IpAddr, now: Instant) {
+        let limit = self.limits.signups_per_ip_per_hour;
+        if limit == 0 {
+            return;
+        }
+        self.signups.lock().count_in_window(source(ip), now, u32::MAX, SIGNUP_WINDOW);
     }
 }
 
@@ -300,6 +474,22 @@ mod tests {
         s.parse().unwrap()
     }
 
+    const KEY: PublicKey = PublicKey([1; 32]);
+
+    /// An unknown device's attempt.
+    fn at<'a>(ip: IpAddr, user: &'a UserId) -> Attempt<'a> {
+        Attempt { ip, key: KEY, user, known: false }
+    }
+
+    impl LoginThrottle {
+        fn admit(&self, ip: IpAddr, user: &UserId, now: Instant) -> Result<(), TrackerError> {
+            self.admit_login(at(ip, user), now)
+        }
+        fn fail(&self, ip: IpAddr, user: &UserId, now: Instant) {
+            self.login_failed(at(ip, user), now)
+        }
+    }
+
     fn limits() -> ThrottleLimits {
         ThrottleLimits { failures_per_ip: 3, failures_per_user: 5, ..ThrottleLimits::default() }
     }
@@ -310,25 +500,26 @@ mod tests {
         let now = Instant::now();
         let (a, alice) = (ip("10.0.0.1"), user("alice"));
         for _ in 0..3 {
-            t.admit_login(a, &alice, now).unwrap();
-            t.login_failed(a, &alice, now);
+            t.admit(a, &alice, now).unwrap();
+            t.fail(a, &alice, now);
         }
-        t.admit_login(a, &alice, now).unwrap();
-        t.login_failed(a, &alice, now);
+        t.admit(a, &alice, now).unwrap();
+        t.fail(a, &alice, now);
         // Blocked for 1 s after the 4th failure, and other users from there too.
-        assert!(t.admit_login(a, &user("bob"), now).is_err());
+        assert!(t.admit(a, &user("bob"), now).is_err());
         let later = now + Duration::from_millis(1100);
-        t.admit_login(a, &alice, later).unwrap();
-        t.login_failed(a, &alice, later);
-        let Err(TrackerError::TooManyAttempts { retry_after_secs, .. }) =
-            t.admit_login(a, &alice, later)
+        t.admit(a, &alice, later).unwrap();
+        t.fail(a, &alice, later);
+        let Err(TrackerError::TooManyAttempts { retry_after_secs, .. }) = t.admit(a, &alice, later)
         else {
             panic!("expected a backoff")
         };
         assert_eq!(retry_after_secs, 2);
-        // A right password forgets the address's failures.
-        t.login_succeeded(a);
-        t.admit_login(a, &alice, later).unwrap();
+        // A right password (once the wait is over) does not forget the address's failures.
+        let much_later = later + Duration::from_secs(3);
+        t.login_succeeded(at(a, &alice), much_later);
+        t.fail(a, &user("bob"), much_later);
+        assert!(t.admit(a, &user("carol"), much_later).is_err());
     }
 
     #[test]
@@ -339,11 +530,11 @@ mod tests {
         // Six guessers, each under its own address's limit, push alice past hers.
         for n in 1..=6 {
             let guesser = ip(&format!("10.0.1.{n}"));
-            t.admit_login(guesser, &alice, now).unwrap();
-            t.login_failed(guesser, &alice, now);
+            t.admit(guesser, &alice, now).unwrap();
+            t.fail(guesser, &alice, now);
         }
-        assert!(t.admit_login(ip("10.0.1.1"), &alice, now).is_err(), "guessers wait");
-        t.admit_login(ip("10.0.9.9"), &alice, now).unwrap();
+        assert!(t.admit(ip("10.0.1.1"), &alice, now).is_err(), "guessers wait");
+        t.admit(ip("10.0.9.9"), &alice, now).unwrap();
     }
 
     #[test]
@@ -351,7 +542,7 @@ mod tests {
         let t = LoginThrottle::new(limits());
         let now = Instant::now();
         assert!(!t.is_suspect(ip("10.0.0.1"), &user("alice"), now));
-        t.login_failed(ip("10.0.0.1"), &user("victim"), now);
+        t.fail(ip("10.0.0.1"), &user("victim"), now);
         assert!(t.is_suspect(ip("10.0.0.1"), &user("alice"), now), "the address");
         assert!(t.is_suspect(ip("10.0.0.2"), &user("victim"), now), "the user");
         assert!(!t.is_suspect(ip("10.0.0.2"), &user("alice"), now));
@@ -375,7 +566,7 @@ mod tests {
         assert_eq!(hold("10.0.0.1", &alice, &too_many(300)), MAX_REFUSAL_HOLD);
         // "Busy" is held only for a login that looks like guessing.
         assert_eq!(hold("10.0.0.1", &alice, &busy), Duration::ZERO);
-        t.login_failed(ip("10.0.0.1"), &victim, now);
+        t.fail(ip("10.0.0.1"), &victim, now);
         assert_eq!(hold("10.0.0.1", &alice, &busy), BUSY_HOLD, "from an address that failed");
         assert_eq!(hold("10.0.0.2", &victim, &busy), BUSY_HOLD, "for a user failed on");
         assert_eq!(hold("10.0.0.2", &alice, &busy), Duration::ZERO);
@@ -391,10 +582,10 @@ mod tests {
         let t = LoginThrottle::new(limits());
         let now = Instant::now();
         for n in 1..=4 {
-            t.login_failed(ip(&format!("2001:db8::{n}")), &user("alice"), now);
+            t.fail(ip(&format!("2001:db8::{n}")), &user("alice"), now);
         }
-        assert!(t.admit_login(ip("2001:db8::99"), &user("bob"), now).is_err());
-        t.admit_login(ip("2001:db8:0:1::1"), &user("bob"), now).unwrap();
+        assert!(t.admit(ip("2001:db8::99"), &user("bob"), now).is_err());
+        t.admit(ip("2001:db8:0:1::1"), &user("bob"), now).unwrap();
     }
 
     #[test]
@@ -402,8 +593,10 @@ mod tests {
         let t = LoginThrottle::new(ThrottleLimits { signups_per_ip_per_hour: 2, ..limits() });
         let now = Instant::now();
         let a = ip("10.0.0.1");
-        t.admit_signup(a, now).unwrap();
-        t.admit_signup(a, now).unwrap();
+        for _ in 0..2 {
+            t.admit_signup(a, now).unwrap();
+            t.signup_attempted(a, now);
+        }
         assert!(t.admit_signup(a, now).is_err());
         t.admit_signup(ip("10.0.0.2"), now).unwrap();
         t.admit_signup(a, now + SIGNUP_WINDOW).unwrap();
@@ -417,5 +610,116 @@ mod tests {
             table.fail(IpAddr::from(n.to_be_bytes()), now, 3, Duration::from_secs(1));
         }
         assert!(table.records.len() <= MAX_TRACKED);
+    }
+
+    #[test]
+    fn a_success_clears_only_its_own_address_and_user() {
+        // Issue 21: alternating a login to one's own account with guesses at another.
+        let t = LoginThrottle::new(ThrottleLimits::default());
+        let now = Instant::now();
+        let (a, me, victim) = (ip("10.0.0.1"), user("me"), user("victim"));
+        let mut guesses = 0;
+        for n in 0..300 {
+            let now = now + Duration::from_millis(n);
+            if t.admit(a, &victim, now).is_ok() {
+                guesses += 1;
+                t.fail(a, &victim, now);
+            }
+            let mine = Attempt { ip: a, key: PublicKey([2; 32]), user: &me, known: true };
+            if t.admit_login(mine, now).is_ok() {
+                t.login_succeeded(mine, now);
+            }
+        }
+        let free = ThrottleLimits::default().failures_per_ip as usize;
+        assert!(guesses <= free + 1, "{guesses} guesses");
+    }
+
+    #[test]
+    fn a_known_device_is_never_locked_out_by_others_failures() {
+        let t = LoginThrottle::new(limits());
+        let now = Instant::now();
+        let (shared, victim, alice) = (ip("10.0.0.1"), user("victim"), user("alice"));
+        let phone = PublicKey([3; 32]);
+        let mine = Attempt { ip: shared, key: phone, user: &alice, known: false };
+        t.login_succeeded(mine, now);
+        assert!(t.is_known(&phone, &alice, now));
+        // 32 guessers on the same address, then from everywhere, at victim and at alice.
+        for n in 0..32u8 {
+            for who in [&victim, &alice] {
+                let guess =
+                    Attempt { ip: shared, key: PublicKey([100 + n; 32]), user: who, known: false };
+                t.login_failed(guess, now);
+                t.login_failed(Attempt { ip: ip(&format!("10.9.0.{n}")), ..guess }, now);
+            }
+        }
+        assert!(t.admit(shared, &user("bob"), now).is_err(), "a new device waits");
+        let known = Attempt { known: t.is_known(&phone, &alice, now), ..mine };
+        t.admit_login(known, now).unwrap();
+        // Its own failures hold it back, after its free ones.
+        for _ in 0..=limits().failures_per_ip {
+            t.login_failed(known, now);
+        }
+        assert!(t.admit_login(known, now).is_err());
+    }
+
+    #[test]
+    fn right_logins_are_rate_limited_per_key_and_per_user() {
+        let t = LoginThrottle::new(ThrottleLimits::default());
+        let now = Instant::now();
+        let alice = user("alice");
+        let mut admitted = 0;
+        for _ in 0..100 {
+            let a = Attempt { ip: ip("10.0.0.1"), key: KEY, user: &alice, known: true };
+            if t.admit_login(a, now).is_ok() {
+                admitted += 1;
+                t.login_succeeded(a, now);
+            }
+        }
+        assert_eq!(admitted, KEY_LOGIN_BURST as usize);
+        // Other keys, same user: up to the user's burst in all.
+        for n in 0..100u8 {
+            let a =
+                Attempt { ip: ip("10.0.0.1"), key: PublicKey([n; 32]), user: &alice, known: false };
+            if t.admit_login(a, now).is_ok() {
+                admitted += 1;
+                t.login_succeeded(a, now);
+            }
+        }
+        assert_eq!(admitted, USER_LOGIN_BURST as usize);
+        // The rate refills.
+        let later = now + USER_LOGIN_EVERY.max(KEY_LOGIN_EVERY);
+        let a =
+            Attempt { ip: ip("10.0.0.1"), key: PublicKey([200; 32]), user: &alice, known: false };
+        t.admit_login(a, later).unwrap();
+    }
+
+    #[test]
+    fn probing_existing_names_costs_the_same_budget_as_signing_up() {
+        let t = LoginThrottle::new(ThrottleLimits { signups_per_ip_per_hour: 3, ..limits() });
+        let now = Instant::now();
+        let a = ip("10.0.0.1");
+        for _ in 0..3 {
+            t.admit_signup(a, now).unwrap();
+            t.signup_attempted(a, now);
+        }
+        assert!(t.admit_signup(a, now).is_err());
+        t.admit_signup(a, now + SIGNUP_WINDOW).unwrap();
+    }
+
+    #[test]
+    fn known_devices_and_buckets_stay_bounded() {
+        let t = LoginThrottle::new(ThrottleLimits::default());
+        let now = Instant::now();
+        let someone = user("someone");
+        for n in 0..(MAX_TRACKED as u32 + 10) {
+            let mut key = [0u8; 32];
+            key[..4].copy_from_slice(&n.to_be_bytes());
+            let a =
+                Attempt { ip: ip("10.0.0.1"), key: PublicKey(key), user: &someone, known: false };
+            t.known.lock().insert(a.key, someone.clone(), now);
+            t.key_logins.lock().take(a.key, now);
+        }
+        assert!(t.known.lock().last_login.len() <= MAX_TRACKED);
+        assert!(t.key_logins.lock().buckets.len() <= MAX_TRACKED);
     }
 }

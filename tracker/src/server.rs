@@ -51,7 +51,7 @@ pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     Ok(socket.into())
 }
 
-/// How long the accept loop waits for a stranger's handshake slot to free before it
+/// How long the accept loop waits for a handshake slot to free before it
 /// accepts anyway (and closes what cannot be admitted).
 const HANDSHAKE_ROOM_PATIENCE: Duration = Duration::from_millis(250);
 
@@ -72,14 +72,12 @@ pub fn run(
     tracker_id: u32,
     shutdown: Arc<Shutdown>,
 ) -> io::Result<()> {
-    let tracker_ips = service.settings.trackers.current().trackers().map(|(_, a)| a.ip()).collect();
-    let admission =
-        Admission::new(AdmissionLimits { max_clients: limits.max_connections, tracker_ips });
+    let admission = Admission::new(AdmissionLimits { max_clients: limits.max_connections });
     let live = Arc::new(AtomicUsize::new(0));
     let mut next_id = 0u64;
     loop {
-        // A stranger's connection accepted now would only be closed: leave it queued a
-        // moment (not long: a tracker's connection may be queued behind it).
+        // A connection accepted now would only be closed: leave it queued a moment (not
+        // long: a tracker's connection may be queued behind it).
         admission.wait_for_handshake_room(HANDSHAKE_ROOM_PATIENCE);
         let stream = listener.accept().map(|(stream, _)| stream);
         if shutdown.is_triggered() {
@@ -95,7 +93,8 @@ pub fn run(
             }
         };
         let Ok(peer) = stream.peer_addr() else { continue };
-        let handshake = match admission.start_handshake(peer.ip()) {
+        // A clone of the socket, to shut it down if a newcomer takes its place.
+        let handshake = match admission.start_handshake(peer.ip(), stream.try_clone().ok()) {
             Ok(slot) => slot,
             Err(why) => {
                 log::warn!("peer={peer}: refused: {why}");

@@ -4,10 +4,11 @@
 //!
 //! A peer that proved the key `tracker_info.txt` lists for tracker N takes a tracker slot
 //! and may open a replication connection as tracker N (`ReplicaHello`); any other key is a
-//! client and takes a client slot (`admission`).
+//! client and takes a client slot (`admission`), and must log in or resume a session within
+//! `LOGIN_DEADLINE`.
 
 use std::net::{IpAddr, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::connection::{Connection, Timeouts};
 use common::frame::FrameError;
@@ -16,7 +17,7 @@ use common::message::{
 };
 use common::PublicKey;
 
-use crate::admission::{Admission, HandshakeSlot};
+use crate::admission::{Admission, HandshakeSlot, Proven, Slot, LOGIN_DEADLINE};
 use crate::cluster;
 use crate::service::Service;
 
@@ -65,14 +66,20 @@ pub fn serve(
         // A tracker started a moment ago may have just written its key.
         listed.missing_keys().then(|| trackers.current_fresh().tracker_with_key(&key))?
     });
-    let _slot = match admission.admit(handshake, tracker.is_some()) {
+    let proven = match tracker {
+        Some(_) => Proven::Tracker,
+        None if service.key_has_session(&key) => Proven::ClientWithSession,
+        None => Proven::Client,
+    };
+    let mut slot = match admission.admit(handshake, key, proven) {
         Ok(slot) => slot,
         Err(why) => {
             log::warn!("peer={peer}: refused: {why}");
             return;
         }
     };
-    if let Err(e) = serve_conn(conn, service, limits, tracker_id, key, peer_addr.ip(), tracker) {
+    let from = peer_addr.ip();
+    if let Err(e) = serve_conn(conn, service, limits, tracker_id, key, from, tracker, &mut slot) {
         if e.is_timeout() {
             log::info!("peer={peer}: closing idle connection");
         } else {
@@ -83,6 +90,7 @@ pub fn serve(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn serve_conn(
     mut conn: Connection<ClientMessage, TrackerMessage>,
     service: &Service,
@@ -91,7 +99,11 @@ fn serve_conn(
     key: PublicKey,
     from: IpAddr,
     tracker: Option<u32>,
+    slot: &mut Slot,
 ) -> Result<(), FrameError> {
+    // Until it is in a session, a client connection has `LOGIN_DEADLINE` (from its
+    // handshake) to get one.
+    let deadline = Instant::now() + LOGIN_DEADLINE;
     match conn.recv()? {
         None => return Ok(()),
         Some(ClientMessage::ReplicaHello { version, from })
@@ -136,7 +148,28 @@ fn serve_conn(
         }
     }
     conn.set_read_timeout(limits.idle_timeout)?;
-    while let Some(msg) = conn.recv()? {
+    let mut short_timeout = false;
+    loop {
+        if !slot.in_session() {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                log::info!("peer={}: no session within {LOGIN_DEADLINE:?}", conn.peer_addr());
+                return Ok(());
+            };
+            conn.set_read_timeout(left.min(limits.idle_timeout).max(Duration::from_millis(1)))?;
+            short_timeout = true;
+        } else if short_timeout {
+            conn.set_read_timeout(limits.idle_timeout)?;
+            short_timeout = false;
+        }
+        let msg = match conn.recv() {
+            Ok(Some(msg)) => msg,
+            Ok(None) => return Ok(()),
+            Err(e) if e.is_timeout() && !slot.in_session() && Instant::now() >= deadline => {
+                log::info!("peer={}: no session within {LOGIN_DEADLINE:?}", conn.peer_addr());
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
         match msg {
             ClientMessage::Request { id, session, request } => {
                 let level = crate::service::log_level(&request);
@@ -151,10 +184,18 @@ fn serve_conn(
                     }
                     _ => None,
                 };
+                let logging_in = match &request {
+                    Request::Login { session, .. } => Some(session.id()),
+                    _ => None,
+                };
                 let result = service.handle(id, session, key, from, request);
                 log::log!(level, "> {who} #{} {result:?}", id.seq);
                 match &result {
-                    Ok(Reply::LoggedIn) => conn.set_max_frame(usize::MAX),
+                    Ok(Reply::LoggedIn) => {
+                        if let Some(session) = logging_in {
+                            enter_session(&mut conn, slot, session);
+                        }
+                    }
                     Ok(_) => {}
                     Err(refused) => {
                         let hold = service.refusal_hold(from, signing_in.as_ref(), refused);
@@ -169,7 +210,7 @@ fn serve_conn(
             }
             ClientMessage::Resume { session } => {
                 if service.has_session(&session, &key) {
-                    conn.set_max_frame(usize::MAX);
+                    enter_session(&mut conn, slot, session.id());
                 }
             }
             ClientMessage::Hello { .. } | ClientMessage::ReplicaHello { .. } => {
@@ -178,5 +219,21 @@ fn serve_conn(
             }
         }
     }
-    Ok(())
+}
+
+/// The connection is now in `session`: no login deadline, and large frames if the session
+/// has not used its share of them (`admission::MAX_LARGE_PER_SESSION`).
+fn enter_session(
+    conn: &mut Connection<ClientMessage, TrackerMessage>,
+    slot: &mut Slot,
+    session: common::message::SessionId,
+) {
+    match slot.enter_session(session) {
+        Ok(true) => conn.set_max_frame(usize::MAX),
+        Ok(false) => {
+            log::info!("peer={}: small frames only (its session has its share)", conn.peer_addr());
+        }
+        // Its socket is shut down: the next read ends the connection.
+        Err(why) => log::info!("peer={}: {why}", conn.peer_addr()),
+    }
 }

@@ -243,6 +243,10 @@ pub struct TrackerState {
     /// digest). It makes a heartbeat's `memberships` cost the caller's groups, not all.
     #[serde(skip)]
     groups_of: BTreeMap<UserId, BTreeSet<GroupId>>,
+    /// How many sessions each key holds: derived from `sessions` like `groups_of`, for
+    /// admission (a key with a session may use the client slots kept for sessions).
+    #[serde(skip)]
+    keys: BTreeMap<PublicKey, u32>,
 }
 
 impl TrackerState {
@@ -639,11 +643,13 @@ impl TrackerState {
                 sessions: old.sessions,
                 files: old.files,
                 groups_of: BTreeMap::new(),
+                keys: BTreeMap::new(),
             }
         } else {
             unversioned(STATE_FORMAT, bytes)?
         };
         state.groups_of = index_groups(&state.groups);
+        state.reindex_keys();
         Ok(state)
     }
 
@@ -664,8 +670,35 @@ impl TrackerState {
         Memberships::new(roles.collect())
     }
 
+    /// Whether `key` holds a session (for admission).
+    pub fn key_has_session(&self, key: &PublicKey) -> bool {
+        self.keys.contains_key(key)
+    }
+
+    /// Whether `key` holds a session of `user`.
+    pub fn key_has_session_of(&self, key: &PublicKey, user: &UserId) -> bool {
+        self.key_has_session(key)
+            && self.sessions.values().any(|s| &s.key == key && &s.user == user)
+    }
+
+    fn reindex_keys(&mut self) {
+        self.keys.clear();
+        for session in self.sessions.values() {
+            *self.keys.entry(session.key).or_default() += 1;
+        }
+    }
+
     fn index_add(&mut self, user: &UserId, group: &GroupId) {
         self.groups_of.entry(user.clone()).or_default().insert(group.clone());
+    }
+
+    fn key_removed(&mut self, key: PublicKey) {
+        if let Some(n) = self.keys.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                self.keys.remove(&key);
+            }
+        }
     }
 
     fn index_remove(&mut self, user: &UserId, group: &GroupId) {
@@ -689,15 +722,21 @@ impl TrackerState {
             }
             Op::OpenSession { session, user, peer_addr, key } => {
                 let record = Session { user: user.clone(), peer_addr: *peer_addr, key: *key };
-                self.sessions.insert(*session, record);
+                if let Some(old) = self.sessions.insert(*session, record) {
+                    self.key_removed(old.key);
+                }
+                *self.keys.entry(*key).or_default() += 1;
             }
             Op::CloseSession { session } => {
-                self.sessions.remove(session);
+                if let Some(old) = self.sessions.remove(session) {
+                    self.key_removed(old.key);
+                }
                 self.remove_sharers(|s| s == session);
             }
             Op::CloseUserSessions { user } => {
                 let gone: BTreeSet<SessionId> = self.sessions_of(user).collect();
                 self.sessions.retain(|s, _| !gone.contains(s));
+                self.reindex_keys();
                 self.remove_sharers(|s| gone.contains(s));
             }
             Op::CreateGroup { group, owner } => {

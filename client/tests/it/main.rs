@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod accounts;
+mod admission;
 mod at_rest;
 mod attach;
 mod browser;
@@ -12,6 +13,7 @@ mod durability;
 mod files;
 mod groups;
 mod hostile;
+mod logins;
 mod partitions;
 mod repl;
 mod replication;

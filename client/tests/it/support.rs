@@ -773,6 +773,28 @@ impl RawSession {
         RawSession::open(stream, &cluster.tracker_key(tracker.id), identity)
     }
 
+    /// Connects to `tracker` of `cluster` from the loopback address `from` as `identity`
+    /// (a device coming back).
+    pub fn connect_from_as(
+        cluster: &Cluster,
+        tracker: &TrackerProc,
+        from: std::net::Ipv4Addr,
+        identity: common::Identity,
+    ) -> RawSession {
+        RawSession::connect_at_from(tracker.addr, &cluster.tracker_key(tracker.id), from, identity)
+    }
+
+    /// Connects to the tracker at `addr`, which must prove `key`, from the loopback
+    /// address `from`, as `identity`.
+    pub fn connect_at_from(
+        addr: SocketAddr,
+        key: &common::PublicKey,
+        from: std::net::Ipv4Addr,
+        identity: common::Identity,
+    ) -> RawSession {
+        RawSession::open(connect_from(from, addr), key, identity)
+    }
+
     fn open(
         stream: std::net::TcpStream,
         key: &common::PublicKey,

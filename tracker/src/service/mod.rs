@@ -231,6 +231,11 @@ impl Service {
         self.sessions.has_session(token, client)
     }
 
+    /// Whether `key` holds a session (as far as this tracker has applied: for admission).
+    pub fn key_has_session(&self, key: &PublicKey) -> bool {
+        self.sessions.key_has_session(key)
+    }
+
     /// One line describing this tracker's place in the cluster (for `status` on stdin):
     /// `tracker N: ROLE view=TERM:[MEMBERS] last=TERM:INDEX ... digest=HEX`.
     pub fn status_line(&self) -> String {

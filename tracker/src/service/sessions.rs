@@ -20,7 +20,7 @@ use common::{Bitfield, GroupId, Password, PublicKey, Sha1Digest, UserId};
 
 use crate::cluster::{Cluster, Role};
 use crate::kdf_pool::{KdfPool, Priority};
-use crate::login_throttle::{LoginThrottle, ThrottleLimits};
+use crate::login_throttle::{Attempt, LoginThrottle, ThrottleLimits};
 use crate::presence::Presence;
 use crate::state::{LogEntry, Op, TrackerState};
 
@@ -158,23 +158,29 @@ impl Sessions {
         Ok(Reply::Done)
     }
 
-    /// The op of a new account: the password hashed, once the throttle admits `from`.
+    /// The op of a new account: the password hashed, once the throttle admits `from`. An
+    /// existing name answers within the same budget of attempts as a new one, so that
+    /// probing names costs what signing up does.
     pub fn sign_up(
         &self,
         from: IpAddr,
         user: UserId,
         password: Password,
     ) -> Result<Op, TrackerError> {
+        self.throttle.admit_signup(from, Instant::now())?;
         if self.state.read().has_user(&user) {
+            self.throttle.signup_attempted(from, Instant::now());
             return Err(TrackerError::UserExists(user));
         }
-        self.throttle.admit_signup(from, Instant::now())?;
         let priority = self.kdf_priority(from, &user);
+        // A `Busy` answer is not counted: the client retries it.
         let credential = self.kdf.derive(priority, password, self.settings.kdf_iterations)?;
+        self.throttle.signup_attempted(from, Instant::now());
         Ok(Op::CreateUser { user, credential })
     }
 
-    /// The op of a login: the password checked, once the throttle admits `from`.
+    /// The op of a login: the password checked, once the throttle admits the attempt (a
+    /// known device of the user is held back only by its own failures, and hashed first).
     pub fn log_in(
         &self,
         from: IpAddr,
@@ -184,20 +190,28 @@ impl Sessions {
         peer_addr: SocketAddr,
         token: SessionToken,
     ) -> Result<Op, TrackerError> {
-        self.throttle.admit_login(from, &user, Instant::now())?;
+        let now = Instant::now();
+        let known = self.throttle.is_known(&client, &user, now)
+            || self.state.read().key_has_session_of(&client, &user);
+        let attempt = Attempt { ip: from, key: client, user: &user, known };
+        self.throttle.admit_login(attempt, now)?;
         let credential = match self.state.read().credential(&user) {
             Ok(credential) => credential,
             Err(unknown) => {
                 // Guessing user names counts as guessing passwords.
-                self.throttle.login_failed(from, &user, Instant::now());
+                self.throttle.login_failed(attempt, Instant::now());
                 return Err(unknown);
             }
         };
-        if !self.kdf.verify(self.kdf_priority(from, &user), credential, password)? {
-            self.throttle.login_failed(from, &user, Instant::now());
+        let priority = match known {
+            true => Priority::Known,
+            false => self.kdf_priority(from, &user),
+        };
+        if !self.kdf.verify(priority, credential, password)? {
+            self.throttle.login_failed(attempt, Instant::now());
             return Err(TrackerError::WrongPassword);
         }
-        self.throttle.login_succeeded(from);
+        self.throttle.login_succeeded(attempt, Instant::now());
         // Only the token's hash is stored, logged and replicated.
         Ok(Op::OpenSession { session: token.id(), user, peer_addr, key: client })
     }
@@ -296,6 +310,11 @@ impl Sessions {
     /// tracker has applied: for the frame limit of a connection, not for access).
     pub fn has_session(&self, token: &SessionToken, client: &PublicKey) -> bool {
         self.state.read().session_key(&token.id()) == Some(*client)
+    }
+
+    /// Whether `key` holds a session (as far as this tracker has applied).
+    pub fn key_has_session(&self, key: &PublicKey) -> bool {
+        self.state.read().key_has_session(key)
     }
 
     /// Hashes for addresses, or users, that failed lately wait behind everyone else's.

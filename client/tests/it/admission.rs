@@ -1,0 +1,212 @@
+//! Issue 21: admission against anonymous floods. Each test plays one attack on the real
+//! tracker binary and checks both that the attack fails and that real users are served.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::connection::Connection;
+use common::message::{ClientMessage, Reply, Request, TrackerMessage, PROTOCOL_VERSION};
+use common::{Identity, Password, PublicKey, UserId};
+
+use crate::support::*;
+
+type Conn = Connection<TrackerMessage, ClientMessage>;
+
+/// A connection from `from` with a throw-away key that said hello: `None` if the tracker
+/// refused it (closed it after the handshake, or before).
+fn anonymous(from: Ipv4Addr, to: SocketAddr, key: &PublicKey) -> Option<Conn> {
+    secure_as(from, to, key, &Identity::generate().unwrap())
+}
+
+fn secure_as(from: Ipv4Addr, to: SocketAddr, key: &PublicKey, me: &Identity) -> Option<Conn> {
+    let timeouts = common::connection::Timeouts {
+        handshake: Duration::from_secs(5),
+        read: Duration::from_secs(5),
+        write: Duration::from_secs(5),
+    };
+    let mut conn = Connection::connect(connect_from(from, to), me, key, timeouts).ok()?;
+    conn.send(&ClientMessage::Hello { version: PROTOCOL_VERSION }).ok()?;
+    match conn.recv() {
+        Ok(Some(TrackerMessage::Welcome { .. })) => Some(conn),
+        _ => None,
+    }
+}
+
+/// Whether the tracker still serves `conn` (a request without a session is answered).
+fn served(conn: &mut Conn) -> bool {
+    let id = common::message::RequestId { client: 7, seq: 1 };
+    let request = Request::Heartbeat { known: None };
+    conn.send(&ClientMessage::Request { id, session: None, request }).is_ok()
+        && matches!(conn.recv(), Ok(Some(TrackerMessage::Response { .. })))
+}
+
+fn create(raw: &mut RawSession, name: &str) {
+    let password = Password::new(format!("pw-{name}")).unwrap();
+    let request = Request::CreateUser { user: UserId::new(name).unwrap(), password };
+    assert_eq!(raw.call(request), Ok(Reply::Done));
+}
+
+/// A real user's login on a fresh connection from `from`: how long it took.
+fn real_login(cluster: &Cluster, tracker: &TrackerProc, from: Ipv4Addr, name: &str) -> Duration {
+    let started = Instant::now();
+    let mut raw = RawSession::connect_from(cluster, tracker, from);
+    raw.login(name, "127.0.0.1:9".parse().unwrap());
+    assert!(raw.call(Request::ListMyGroups { after: None }).is_ok());
+    started.elapsed()
+}
+
+#[test]
+fn throw_away_keys_from_one_address_cannot_take_the_client_slots() {
+    let (cluster, tracker) = Cluster::with_one_tracker_args(&[]);
+    tracker.wait_serving();
+    let key = cluster.tracker_key(1);
+    let mut setup = RawSession::connect(&cluster, &tracker);
+    create(&mut setup, "alice");
+    drop(setup);
+    // 1,023 connections with throw-away keys from one address, held.
+    let attacker = Ipv4Addr::new(127, 0, 0, 2);
+    let held: Vec<Conn> =
+        (0..1023).filter_map(|_| anonymous(attacker, tracker.addr, &key)).collect();
+    assert!(held.len() <= 64, "one address holds {} anonymous connections", held.len());
+    // Real users log in, from another address and from the usual one.
+    for (n, from) in [Ipv4Addr::new(127, 0, 0, 3), Ipv4Addr::LOCALHOST].into_iter().enumerate() {
+        for _ in 0..2 {
+            let took = real_login(&cluster, &tracker, from, "alice");
+            println!("login {n} from {from} while {} are held: {took:?}", held.len());
+        }
+    }
+    // Without a session, the flood's connections are closed after the login deadline.
+    let started = Instant::now();
+    let mut held = held;
+    let still = held.iter_mut().map(served).filter(|s| *s).count();
+    assert_eq!(still, held.len(), "closed before the deadline");
+    for conn in &mut held {
+        conn.set_read_timeout(Duration::from_secs(20)).unwrap();
+        assert!(!matches!(conn.recv(), Ok(Some(_))));
+    }
+    let closed_after = started.elapsed();
+    println!("anonymous connections closed after {closed_after:?} more");
+    assert!(closed_after < Duration::from_secs(15), "{closed_after:?}");
+}
+
+#[test]
+fn a_user_with_a_session_gets_in_while_anonymous_connections_fill_every_slot() {
+    let (cluster, tracker) = Cluster::with_one_tracker_args(&["--max-connections", "16"]);
+    tracker.wait_serving();
+    let key = cluster.tracker_key(1);
+    let mut alice = RawSession::connect(&cluster, &tracker);
+    create(&mut alice, "alice");
+    alice.login("alice", "127.0.0.1:9".parse().unwrap());
+    let token = alice.token().unwrap();
+    let identity = alice.identity.clone();
+    drop(alice);
+    // Fourteen addresses, one anonymous connection each: every slot not kept for sessions.
+    let held: Vec<Conn> = (0..14)
+        .filter_map(|n| anonymous(Ipv4Addr::new(127, 0, 1, 2 + n), tracker.addr, &key))
+        .collect();
+    assert_eq!(held.len(), 14);
+    assert!(anonymous(Ipv4Addr::new(127, 0, 1, 100), tracker.addr, &key).is_none(), "full");
+    // Alice's client comes back (its key holds a session): it gets in, three times over.
+    for _ in 0..3 {
+        let from = Ipv4Addr::new(127, 0, 1, 200);
+        let mut back = secure_as(from, tracker.addr, &key, &identity).expect("alice refused");
+        back.send(&ClientMessage::Resume { session: token }).unwrap();
+        let id = common::message::RequestId { client: 1, seq: 1 };
+        let request = Request::ListMyGroups { after: None };
+        back.send(&ClientMessage::Request { id, session: Some(token), request }).unwrap();
+        assert!(matches!(back.recv(), Ok(Some(TrackerMessage::Response { result: Ok(_), .. }))));
+        std::mem::forget(back);
+    }
+    drop(held);
+}
+
+#[test]
+fn silent_connections_from_many_addresses_or_the_trackers_own_do_not_block_handshakes() {
+    let (cluster, tracker) = Cluster::with_one_tracker_args(&[]);
+    tracker.wait_serving();
+    let mut setup = RawSession::connect(&cluster, &tracker);
+    create(&mut setup, "alice");
+    drop(setup);
+    // Eight addresses hold 8 silent TCP connections each (64, every handshake slot),
+    // then 127.0.0.1 (the trackers' own address) holds 8 more.
+    let mut silent: Vec<TcpStream> = Vec::new();
+    for n in 0..8 {
+        let from = Ipv4Addr::new(127, 0, 2, 2 + n);
+        silent.extend((0..8).map(|_| connect_from(from, tracker.addr)));
+    }
+    silent.extend((0..8).map(|_| connect_from(Ipv4Addr::LOCALHOST, tracker.addr)));
+    std::thread::sleep(Duration::from_millis(300));
+    // Real users from a ninth address and from 127.0.0.1 log in, each within the time a
+    // stalled handshake becomes stale (1 s), plus a retry.
+    let mut logged_in = 0;
+    for from in [Ipv4Addr::new(127, 0, 2, 100), Ipv4Addr::LOCALHOST] {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let took = loop {
+            let started = Instant::now();
+            let attempt = std::panic::catch_unwind(|| {
+                real_login(&cluster, &tracker, from, "alice");
+            });
+            if attempt.is_ok() {
+                break started.elapsed();
+            }
+            assert!(Instant::now() < deadline, "{from} never got in");
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        println!("login from {from} while 72 silent connections are held: {took:?}");
+        logged_in += 1;
+    }
+    assert_eq!(logged_in, 2);
+    drop(silent);
+}
+
+#[test]
+fn one_session_takes_large_frames_on_a_few_connections_and_one_key_a_few_connections() {
+    use common::message::{FileMeta, PRE_LOGIN_FRAME_LEN};
+    use common::{FileName, GroupId, Sha1Digest};
+    let (cluster, tracker) = Cluster::with_one_tracker_args(&[]);
+    tracker.wait_serving();
+    let mut alice = RawSession::connect(&cluster, &tracker);
+    create(&mut alice, "alice");
+    alice.login("alice", "127.0.0.1:9".parse().unwrap());
+    assert_eq!(
+        alice.call(Request::CreateGroup { group: GroupId::new("g").unwrap() }),
+        Ok(Reply::Done)
+    );
+    let token = alice.token().unwrap();
+    let key = cluster.tracker_key(1);
+    // About 100 KiB of piece hashes: over the pre-login limit.
+    let pieces = vec![Sha1Digest([3; 20]); 5000];
+    let big = |n: u32| ClientMessage::Request {
+        id: common::message::RequestId { client: 99, seq: u64::from(n) },
+        session: Some(token),
+        request: Request::UploadFile {
+            group: GroupId::new("g").unwrap(),
+            file: FileMeta {
+                name: FileName::new(format!("f{n}")).unwrap(),
+                size: 5000 * 512 * 1024,
+                digest: common::hash::file_digest(5000 * 512 * 1024 + u64::from(n), &pieces),
+                pieces: pieces.clone(),
+            },
+        },
+    };
+    assert!(common::frame::encode_frame(&big(0)).unwrap().len() > PRE_LOGIN_FRAME_LEN);
+    // Fifty connections with alice's key: a few are admitted (8 in all with her first).
+    let mut resumed: Vec<Conn> = (0..50)
+        .filter_map(|_| secure_as(Ipv4Addr::LOCALHOST, tracker.addr, &key, &alice.identity))
+        .collect();
+    assert_eq!(resumed.len(), 7, "connections of one key");
+    // Each resumes the session and sends a large frame: only 3 more take it (4 a session).
+    let mut taken = 0;
+    for (n, conn) in resumed.iter_mut().enumerate() {
+        conn.send(&ClientMessage::Resume { session: token }).unwrap();
+        conn.send(&big(n as u32 + 1)).unwrap();
+        if matches!(conn.recv(), Ok(Some(TrackerMessage::Response { .. }))) {
+            taken += 1;
+        }
+    }
+    assert_eq!(taken, 3);
+    // Alice's own connection is still served, large frames too.
+    assert!(alice.call(Request::ListMyGroups { after: None }).is_ok());
+    alice.conn.send(&big(100)).unwrap();
+    assert!(matches!(alice.conn.recv(), Ok(Some(TrackerMessage::Response { .. }))));
+}
