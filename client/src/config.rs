@@ -93,9 +93,15 @@ impl Config {
         if let Some(dir) = &self.state_dir {
             return Ok(dir.clone());
         }
-        let var = |name| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
-        profile_dir(&self.profile, var("XDG_STATE_HOME"), var("HOME"))
+        let state_home = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty());
+        profile_dir(&self.profile, state_home.map(PathBuf::from), home_dir())
     }
+}
+
+/// The user's home directory (`$HOME`, if set and not empty): for `~` in paths and the
+/// default state and download directories.
+pub fn home_dir() -> Option<PathBuf> {
+    std::env::var_os("HOME").filter(|h| !h.is_empty()).map(PathBuf::from)
 }
 
 /// `<state home>/p2p-groups/<profile>`, where the state home is `xdg_state_home` (if

@@ -189,7 +189,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
     let fetcher = Fetcher::start(Arc::clone(&known), Arc::clone(&tracker))?;
 
     let session_path = state_dir.join("session");
-    let home = std::env::var_os("HOME").filter(|h| !h.is_empty()).map(std::path::PathBuf::from);
+    let home = config::home_dir();
     let download_dir = config_file::default_download_dir(
         settings.download_dir(home.as_deref()),
         std::env::var_os("XDG_DOWNLOAD_DIR").map(std::path::PathBuf::from),

@@ -441,7 +441,7 @@ impl Peer {
         interrupt: Option<&Interrupt>,
     ) -> Result<Uploaded, CommandError> {
         self.require_login()?;
-        let path = command::expand_home(path, home_dir().as_deref());
+        let path = command::expand_home(path, crate::config::home_dir().as_deref());
         let (meta, stamp) = describe_file(&path)?;
         let (name, size, n_pieces) = (meta.name.clone(), meta.size, meta.pieces.len());
         match self
@@ -479,7 +479,7 @@ impl Peer {
         destination: Option<&Path>,
     ) -> Result<PathBuf, CommandError> {
         let destination = match destination {
-            Some(dest) => command::expand_home(dest, home_dir().as_deref()),
+            Some(dest) => command::expand_home(dest, crate::config::home_dir().as_deref()),
             None => {
                 let dir = self.download_dir.clone().ok_or(CommandError::NoDownloadDir)?;
                 std::fs::create_dir_all(&dir).map_err(|e| CommandError::File {
@@ -611,11 +611,6 @@ impl Peer {
             }
         }
     }
-}
-
-/// The user's home directory, for `~` in paths.
-fn home_dir() -> Option<std::path::PathBuf> {
-    std::env::var_os("HOME").filter(|h| !h.is_empty()).map(std::path::PathBuf::from)
 }
 
 fn unexpected(reply: Reply) -> CommandError {

@@ -211,11 +211,9 @@ impl Registry {
 
     /// Writes the registry a last time and stops the writer (at exit).
     pub fn close(&self) {
+        self.flush();
         let Some(writer) = self.writer.lock().take() else { return };
-        let (done, saved) = crossbeam_channel::bounded(1);
-        if writer.requests.send(SaveRequest::Flush(done)).is_ok() {
-            let _ = saved.recv();
-        }
+        // Its last sender gone, the writer's loop ends.
         drop(writer.requests);
         let _ = writer.thread.join();
     }

@@ -268,6 +268,17 @@ struct Checked {
     pieces: Bitfield,
 }
 
+impl Checked {
+    /// Every one of `n` pieces hashed and found good while the file had `stamp`; none
+    /// without a stamp (the seeder then hashes each piece as it first serves it).
+    fn hashed_at(stamp: Option<FileStamp>, n: u32) -> Checked {
+        match stamp {
+            Some(stamp) => Checked { stamp: Some(stamp), pieces: Bitfield::full(n) },
+            None => Checked { stamp: None, pieces: Bitfield::empty(n) },
+        }
+    }
+}
+
 /// What a swarm's lock guards. Read through `Swarm::inspect`; changed only by `Swarm`'s
 /// methods.
 #[derive(Debug)]
@@ -348,10 +359,7 @@ impl Swarm {
         stamp: Option<FileStamp>,
     ) -> Swarm {
         let n = layout.n_pieces();
-        let checked = match stamp {
-            Some(stamp) => Checked { stamp: Some(stamp), pieces: Bitfield::full(n) },
-            None => Checked { stamp: None, pieces: Bitfield::empty(n) },
-        };
+        let checked = Checked::hashed_at(stamp, n);
         Swarm::with(group, meta, layout, path, Bitfield::full(n), Phase::Seeding, checked, None)
     }
 
@@ -594,11 +602,7 @@ impl Swarm {
                     if let Some(dest) = s.transfer.as_ref().map(|t| t.dest.clone()) {
                         s.path = dest;
                     }
-                    let n = self.layout.n_pieces();
-                    s.checked = match stamp {
-                        Some(stamp) => Checked { stamp: Some(stamp), pieces: Bitfield::full(n) },
-                        None => Checked { stamp: None, pieces: Bitfield::empty(n) },
-                    };
+                    s.checked = Checked::hashed_at(stamp, self.layout.n_pieces());
                     s.phase = Phase::Seeding;
                 }
                 Err(e) => s.phase = Phase::Failed(e),

@@ -148,6 +148,26 @@ mod tests {
     use super::*;
     use std::sync::{Arc, Barrier};
 
+    /// Holds the only thread of `pool` with clean work that runs until the barrier is
+    /// passed; returns when it runs.
+    fn hold_the_thread(
+        pool: &Arc<KdfPool>,
+    ) -> (Arc<Barrier>, thread::JoinHandle<Result<(), TrackerError>>) {
+        let gate = Arc::new(Barrier::new(2));
+        let (started, running) = crossbeam_channel::bounded(0);
+        let held = {
+            let (pool, gate) = (Arc::clone(pool), Arc::clone(&gate));
+            thread::spawn(move || {
+                pool.run(Priority::Clean, move || {
+                    let _ = started.send(());
+                    gate.wait();
+                })
+            })
+        };
+        running.recv().unwrap();
+        (gate, held)
+    }
+
     #[test]
     fn verifies_and_derives() {
         let pool = KdfPool::new(1).unwrap();
@@ -161,18 +181,7 @@ mod tests {
     fn a_full_queue_answers_busy_at_once_and_clean_work_goes_first() {
         let pool = Arc::new(KdfPool::new(1).unwrap());
         // Hold the only thread, then fill the suspects' queue.
-        let gate = Arc::new(Barrier::new(2));
-        let (started, running) = crossbeam_channel::bounded(0);
-        let held = {
-            let (pool, gate) = (Arc::clone(&pool), Arc::clone(&gate));
-            thread::spawn(move || {
-                pool.run(Priority::Clean, move || {
-                    let _ = started.send(());
-                    gate.wait();
-                })
-            })
-        };
-        running.recv().unwrap();
+        let (gate, held) = hold_the_thread(&pool);
         let (order_tx, order) = crossbeam_channel::unbounded();
         let run_as = |priority: Priority, name: &'static str| {
             let (pool, order_tx) = (Arc::clone(&pool), order_tx.clone());
@@ -239,18 +248,7 @@ mod tests {
     #[test]
     fn a_known_devices_hash_goes_before_clean_and_suspect_work() {
         let pool = Arc::new(KdfPool::new(1).unwrap());
-        let gate = Arc::new(Barrier::new(2));
-        let (started, running) = crossbeam_channel::bounded(0);
-        let held = {
-            let (pool, gate) = (Arc::clone(&pool), Arc::clone(&gate));
-            thread::spawn(move || {
-                pool.run(Priority::Clean, move || {
-                    let _ = started.send(());
-                    gate.wait();
-                })
-            })
-        };
-        running.recv().unwrap();
+        let (gate, held) = hold_the_thread(&pool);
         let (order_tx, order) = crossbeam_channel::unbounded();
         let run_as = |priority: Priority, name: &'static str| {
             let (pool, order_tx) = (Arc::clone(&pool), order_tx.clone());

@@ -76,9 +76,10 @@ impl DownloadRecord {
         swarm.inspect(|s| {
             let t = s.transfer()?;
             let state = match s.phase() {
-                _ if s.is_paused() => DownloadState::Paused,
-                Phase::Checking | Phase::Fetching | Phase::Finishing => DownloadState::Running,
+                // Paused while its resume re-hashes: paused once the check ends.
                 Phase::Paused => DownloadState::Paused,
+                Phase::Checking if s.is_paused() => DownloadState::Paused,
+                Phase::Checking | Phase::Fetching | Phase::Finishing => DownloadState::Running,
                 Phase::Seeding => DownloadState::Complete,
                 Phase::Failed(e) => DownloadState::Failed(e.to_string()),
                 Phase::Cancelled => return None,
