@@ -312,6 +312,9 @@ fn heartbeat_once(
                     "notice: you are no longer a member of group {group} (you left it in another session)"
                 ),
             },
+            Change::JoinRequest { group, user } => {
+                format!("notice: {user} asks to join group {group}; accept_request {group} {user}")
+            }
         };
         log::info!("{line}");
         notices.send(line);

@@ -1,6 +1,6 @@
 //! What changed in the user's groups between two heartbeats (issue 10): a group passed to
-//! the user, a join request was accepted or is gone (rejected, or its group removed), or a
-//! membership ended elsewhere. The heartbeat reply carries the user's memberships only when
+//! the user, a join request was accepted or is gone (rejected, or its group removed), a
+//! membership ended elsewhere, or someone asks to join a group the user owns (issue 20). The heartbeat reply carries the user's memberships only when
 //! their version changed, so this costs the tracker O(the user's groups) and nothing more
 //! while nothing happens.
 //!
@@ -9,8 +9,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::message::{GroupRole, Memberships, SessionToken};
-use common::GroupId;
+use common::message::{GroupRole, Memberships, SessionToken, MAX_LISTED_REQUESTS};
+use common::{GroupId, UserId};
 
 /// One change worth a notice.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +26,9 @@ pub enum Change {
     /// The user is no longer a member, and not because this client left: another session
     /// of the same user left (and maybe the group was removed with it).
     MembershipGone(GroupId),
+    /// `user` asks to join `group`, which the user owns: a request the user had not been
+    /// told of (every pending one, at the first heartbeat of a session).
+    JoinRequest { group: GroupId, user: UserId },
 }
 
 /// The changes from `before` to `after`; `left_here` are the groups this client left
@@ -65,6 +68,16 @@ pub fn diff(
     changes
 }
 
+/// The requests in `after` that are not in `before`, in `after`'s order.
+pub fn new_requests(before: &[(GroupId, UserId)], after: &[(GroupId, UserId)]) -> Vec<Change> {
+    let before: BTreeSet<&(GroupId, UserId)> = before.iter().collect();
+    after
+        .iter()
+        .filter(|r| !before.contains(r))
+        .map(|(group, user)| Change::JoinRequest { group: group.clone(), user: user.clone() })
+        .collect()
+}
+
 /// What the client knows of its user's memberships, between heartbeats.
 #[derive(Default)]
 pub struct Watch {
@@ -77,6 +90,9 @@ pub struct Watch {
     sent: u64,
     /// Requests this client made, with the heartbeat count when it made them.
     requested_here: BTreeMap<GroupId, u64>,
+    /// The requests to join the user's groups that the user was told of and that were
+    /// still pending at the last heartbeat.
+    told_requests: Vec<(GroupId, UserId)>,
 }
 
 impl Watch {
@@ -101,15 +117,45 @@ impl Watch {
                 memberships.groups.insert(at, (group.clone(), GroupRole::Requested));
             }
         }
-        let changes = match &self.known {
+        // A tracker lists no more; one that did would not grow this client's memory.
+        memberships.requests.truncate(MAX_LISTED_REQUESTS);
+        let mut changes = match &self.known {
             Some(before) => diff(&before.groups, &memberships.groups, &self.left_here),
             None => Vec::new(),
         };
+        // Pending requests are news at the first heartbeat too: the owner may have been
+        // away when they came.
+        changes.extend(new_requests(&self.told_requests, &memberships.requests));
+        self.told_requests = memberships.requests.clone();
         // Forgotten once seen gone (a leave may come between a heartbeat and its reply).
         self.left_here.retain(|left| memberships.groups.iter().any(|(g, _)| g == left));
         self.requested_here.retain(|_, at| *at >= sent);
         self.known = Some(memberships);
         changes
+    }
+
+    /// Takes the first memberships of a session (`sent` from `begin`), fetched at login
+    /// while the command runs: nothing in them is news, but the pending requests are left
+    /// for the next heartbeat to tell (above the prompt, where a login's output has no
+    /// place for them).
+    pub fn start(&mut self, memberships: Memberships, sent: u64) {
+        self.update(memberships, sent);
+        self.told_requests.clear();
+    }
+
+    /// The requests to join the user's groups that wait for a decision, as the last
+    /// heartbeat listed them, less those this client decided since.
+    pub fn pending_requests(&self) -> Vec<(GroupId, UserId)> {
+        self.known.as_ref().map_or_else(Vec::new, |k| k.requests.clone())
+    }
+
+    /// This client accepted or rejected `user`'s request to join `group`: it is no longer
+    /// pending (the next heartbeat confirms it, the known version being out of date now).
+    pub fn decided_here(&mut self, group: &GroupId, user: &UserId) {
+        if let Some(known) = &mut self.known {
+            known.requests.retain(|(g, u)| (g, u) != (group, user));
+        }
+        self.told_requests.retain(|(g, u)| (g, u) != (group, user));
     }
 
     /// This client left `group` itself: its disappearance is no news.
@@ -173,18 +219,54 @@ mod tests {
         let session = Some(SessionToken([1; 32]));
         let (version, sent) = watch.begin(session);
         assert_eq!(version, None);
-        assert_eq!(watch.update(Memberships::new(vec![(g("a"), Member)]), sent), []);
+        assert_eq!(watch.update(Memberships::new(vec![(g("a"), Member)], vec![]), sent), []);
         let (version, sent) = watch.begin(session);
         assert!(version.is_some());
         assert_eq!(
-            watch.update(Memberships::new(vec![(g("a"), Owner)]), sent),
+            watch.update(Memberships::new(vec![(g("a"), Owner)], vec![]), sent),
             [Change::NowOwner(g("a"))]
         );
         watch.left_here(g("a"));
         let (_, sent) = watch.begin(session);
-        assert_eq!(watch.update(Memberships::new(vec![]), sent), []);
+        assert_eq!(watch.update(Memberships::new(vec![], vec![]), sent), []);
         let (_, sent) = watch.begin(Some(SessionToken([2; 32])));
-        assert_eq!(watch.update(Memberships::new(vec![(g("b"), Member)]), sent), []);
+        assert_eq!(watch.update(Memberships::new(vec![(g("b"), Member)], vec![]), sent), []);
+    }
+
+    fn u(s: &str) -> UserId {
+        UserId::new(s).unwrap()
+    }
+
+    #[test]
+    fn join_requests_are_news_once_each_and_pending_ones_at_the_start() {
+        let mut watch = Watch::default();
+        let session = Some(SessionToken([1; 32]));
+        let owned = || vec![(g("a"), Owner)];
+        let (_, sent) = watch.begin(session);
+        let first = Memberships::new(owned(), vec![(g("a"), u("bob"))]);
+        let bob = Change::JoinRequest { group: g("a"), user: u("bob") };
+        let carol = Change::JoinRequest { group: g("a"), user: u("carol") };
+        assert_eq!(watch.update(first.clone(), sent), std::slice::from_ref(&bob));
+        let (_, sent) = watch.begin(session);
+        assert_eq!(watch.update(first, sent), []);
+        let (_, sent) = watch.begin(session);
+        let both = Memberships::new(owned(), vec![(g("a"), u("bob")), (g("a"), u("carol"))]);
+        assert_eq!(watch.update(both, sent), [carol]);
+        assert_eq!(watch.pending_requests(), [(g("a"), u("bob")), (g("a"), u("carol"))]);
+        // Decided here: gone at once; a request made again later is news again.
+        watch.decided_here(&g("a"), &u("bob"));
+        assert_eq!(watch.pending_requests(), [(g("a"), u("carol"))]);
+        let (version, sent) = watch.begin(session);
+        assert_ne!(version, None);
+        assert_eq!(watch.update(Memberships::new(owned(), vec![]), sent), []);
+        let (_, sent) = watch.begin(session);
+        let again = Memberships::new(owned(), vec![(g("a"), u("bob"))]);
+        assert_eq!(watch.update(again.clone(), sent), std::slice::from_ref(&bob));
+        // A login takes the first memberships quietly; the next heartbeat tells.
+        let (_, sent) = watch.begin(Some(SessionToken([2; 32])));
+        watch.start(again.clone(), sent);
+        let (_, sent) = watch.begin(Some(SessionToken([2; 32])));
+        assert_eq!(watch.update(again, sent), [bob]);
     }
 
     #[test]
@@ -192,15 +274,15 @@ mod tests {
         let mut watch = Watch::default();
         let session = Some(SessionToken([1; 32]));
         let (_, sent) = watch.begin(session);
-        watch.update(Memberships::new(vec![(g("b"), Member)]), sent);
+        watch.update(Memberships::new(vec![(g("b"), Member)], vec![]), sent);
         // A heartbeat leaves; then the client asks to join c; the reply predates it.
         let (_, sent) = watch.begin(session);
         watch.requested_here(g("c"));
-        assert_eq!(watch.update(Memberships::new(vec![(g("b"), Member)]), sent), []);
+        assert_eq!(watch.update(Memberships::new(vec![(g("b"), Member)], vec![]), sent), []);
         // Rejected before any heartbeat saw the request: still news.
         let (_, sent) = watch.begin(session);
         assert_eq!(
-            watch.update(Memberships::new(vec![(g("b"), Member)]), sent),
+            watch.update(Memberships::new(vec![(g("b"), Member)], vec![]), sent),
             [Change::RequestGone(g("c"))]
         );
     }

@@ -376,6 +376,12 @@ impl Peer {
         Ok(())
     }
 
+    /// The requests to join the user's groups that wait for the user's decision, as the
+    /// heartbeats last listed them (no tracker call; the dashboard's notices).
+    pub fn pending_requests(&self) -> Vec<(GroupId, UserId)> {
+        self.watch.lock().pending_requests()
+    }
+
     /// `list_requests` (owner only), in user id order.
     pub fn list_requests(
         &self,
@@ -393,6 +399,7 @@ impl Peer {
         interrupt: Option<&Interrupt>,
     ) -> Result<(), CommandError> {
         self.call(Request::AcceptRequest { group: group.clone(), user: user.clone() }, interrupt)?;
+        self.watch.lock().decided_here(group, user);
         Ok(())
     }
 
@@ -404,6 +411,7 @@ impl Peer {
         interrupt: Option<&Interrupt>,
     ) -> Result<(), CommandError> {
         self.call(Request::RejectRequest { group: group.clone(), user: user.clone() }, interrupt)?;
+        self.watch.lock().decided_here(group, user);
         Ok(())
     }
 
@@ -569,7 +577,7 @@ impl Peer {
         let (known, sent) = self.watch.lock().begin(Some(session));
         if let Some(memberships) = self.ctx.tracker.heartbeat(known) {
             self.known.add_groups(memberships.groups.iter().map(|(g, _)| g.clone()));
-            self.watch.lock().update(memberships, sent);
+            self.watch.lock().start(memberships, sent);
         }
     }
 

@@ -18,7 +18,7 @@ use crate::id::{FileName, GroupId, Password, UserId};
 use crate::identity::PublicKey;
 
 /// The protocol version this build speaks. Bumped on any incompatible change.
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 6;
 
 /// Identifies one request of one client instance, so that a request retried after a lost
 /// connection is recognised and applied once.
@@ -344,31 +344,49 @@ impl fmt::Display for TrackerRole {
     }
 }
 
-/// The groups a user is in or asked to join, and how: what a client compares between
-/// heartbeats to tell its user that a group passed to them, a request was accepted or
-/// rejected, or a group is gone.
+/// The most join requests a heartbeat reply lists (`Memberships::requests`): an owner
+/// with more pending sees the rest as the first ones are handled (`list_requests` lists
+/// them all).
+pub const MAX_LISTED_REQUESTS: usize = 100;
+
+/// The groups a user is in or asked to join, and how, and the join requests waiting for
+/// the user's decision: what a client compares between heartbeats to tell its user that a
+/// group passed to them, a request was accepted or rejected, a group is gone, or someone
+/// asks to join a group they own.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Memberships {
-    /// Derived from `groups` alone (the same on every tracker), so a client that sends it
-    /// back gets `None` while nothing changed.
+    /// Derived from `groups` and `requests` alone (the same on every tracker), so a client
+    /// that sends it back gets `None` while nothing changed.
     pub version: u64,
     /// Sorted by group id.
     pub groups: Vec<(GroupId, GroupRole)>,
+    /// Pending requests to join the groups the user owns, by group id and then in the
+    /// order they were made; at most `MAX_LISTED_REQUESTS`.
+    pub requests: Vec<(GroupId, UserId)>,
 }
 
 impl Memberships {
-    /// The memberships `groups` (sorted by group id), with their version.
-    pub fn new(groups: Vec<(GroupId, GroupRole)>) -> Memberships {
+    /// The memberships `groups` (sorted by group id) with the pending `requests` of the
+    /// user's own groups, and their version.
+    pub fn new(groups: Vec<(GroupId, GroupRole)>, requests: Vec<(GroupId, UserId)>) -> Memberships {
         let mut bytes = Vec::new();
         for (group, role) in &groups {
             bytes.extend_from_slice(group.as_str().as_bytes());
             bytes.push(0);
             bytes.push(*role as u8);
         }
+        // A separator no id holds, so that no list of groups reads as one with requests.
+        bytes.push(0xff);
+        for (group, user) in &requests {
+            bytes.extend_from_slice(group.as_str().as_bytes());
+            bytes.push(0);
+            bytes.extend_from_slice(user.as_str().as_bytes());
+            bytes.push(0);
+        }
         let digest = Sha1Digest::of(&bytes).0;
         let mut first = [0u8; 8];
         first.copy_from_slice(&digest[..8]);
-        Memberships { version: u64::from_be_bytes(first), groups }
+        Memberships { version: u64::from_be_bytes(first), groups, requests }
     }
 }
 

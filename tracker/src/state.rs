@@ -17,7 +17,7 @@ use sha1::Sha1;
 use common::hash::file_digest;
 use common::message::{
     FileMeta, FileSummary, GroupRole, Memberships, Reply, Request, RequestId, SessionId, Ticket,
-    TrackerError, MAX_PAGE_ITEMS,
+    TrackerError, MAX_LISTED_REQUESTS, MAX_PAGE_ITEMS,
 };
 use common::{FileName, GroupId, Layout, PublicKey, Sha1Digest, UserId};
 
@@ -653,9 +653,18 @@ impl TrackerState {
         Ok(state)
     }
 
-    /// The groups `user` is a member of or asked to join, with how (for heartbeats).
+    /// The groups `user` is a member of or asked to join, with how, and the first
+    /// `MAX_LISTED_REQUESTS` pending requests to join the groups `user` owns (for
+    /// heartbeats). O(the user's groups and the requests listed).
     pub fn memberships(&self, user: &UserId) -> Memberships {
         let groups = self.groups_of.get(user).into_iter().flatten();
+        let requests = groups
+            .clone()
+            .filter_map(|id| Some((id, self.groups.get(id)?)))
+            .filter(|(_, g)| &g.owner == user)
+            .flat_map(|(id, g)| g.requests.iter().map(move |u| (id.clone(), u.clone())))
+            .take(MAX_LISTED_REQUESTS)
+            .collect();
         let roles = groups.filter_map(|id| {
             let g = self.groups.get(id)?;
             let role = if &g.owner == user {
@@ -667,7 +676,7 @@ impl TrackerState {
             };
             Some((id.clone(), role))
         });
-        Memberships::new(roles.collect())
+        Memberships::new(roles.collect(), requests)
     }
 
     /// Whether `key` holds a session (for admission).

@@ -424,6 +424,11 @@ pub fn account_json(peer: &Peer) -> Value {
         "tracker": account.tracker.map(|t| t.to_string()),
         "listen": account.listen.to_string(),
         "rates": rates_json(peer),
+        "join_requests": peer
+            .pending_requests()
+            .into_iter()
+            .map(|(group, user)| json!({ "group": group.to_string(), "user": user.to_string() }))
+            .collect::<Vec<_>>(),
     })
 }
 

@@ -534,7 +534,7 @@ fn on_a_terminal_downloads_announce_their_end_and_show_live_progress() {
 /// Issue 10: nothing was said when a request was decided or a group passed to the user,
 /// and Tab completed neither group ids nor file names. Notices arrive above the prompt,
 /// the half-typed line staying as it was; Tab completes the groups the tracker lists and
-/// the files `list_files` would list.
+/// the files `list_files` would list. An owner is told of requests to join.
 #[test]
 fn on_a_terminal_group_news_arrive_above_the_prompt_and_tab_completes_ids() {
     let (cluster, _tracker) = Cluster::with_one_tracker();
@@ -598,6 +598,13 @@ fn on_a_terminal_group_news_arrive_above_the_prompt_and_tab_completes_ids() {
     // The owner leaves: the group passes to zed, its longest-standing member.
     owner.ok("leave_group team", "left group team");
     term.wait_for("notice: you now own group team (its owner left)", 1);
+    term.wait_prompt("zed>");
+    // Issue 20: the new owner is told of a request to join, with the command to accept it.
+    owner.ok("join_group team", "requested to join group team");
+    term.wait_for("notice: owner asks to join group team; accept_request team owner", 1);
+    term.wait_prompt("zed>");
+    term.type_line("accept_request team owner");
+    term.wait_for("accepted owner into group team", 1);
     term.wait_prompt("zed>");
     term.type_line("exit");
     term.wait_prompt("$");

@@ -363,7 +363,11 @@ fn through_the_dashboard_a_user_logs_in_manages_a_group_and_downloads_from_a_pee
     seeder.sign_up("bob");
     seeder.ok("join_group g", "requested to join group g");
     assert_eq!(web.ok_get("/api/requests?group=g"), json!({ "users": ["bob"] }));
+    // Issue 20: the owner is told, from the heartbeats, until the request is handled.
+    let notice = json!([{ "group": "g", "user": "bob" }]);
+    wait_event(&web, "account", |a| a["join_requests"] == notice);
     web.ok_post("/api/accept_request", json!({ "group": "g", "user": "bob" }));
+    assert_eq!(web.ok_get("/api/account")["join_requests"], json!([]));
     assert_eq!(web.ok_get("/api/requests?group=g"), json!({ "users": [] }));
     assert_eq!(seeder.run("list_my_groups"), ["g"]);
 

@@ -167,8 +167,13 @@ fn reply() -> impl Strategy<Value = Reply> {
         ),
         Just(Reply::TicketOk),
         (any::<u64>(), digest()).prop_map(|(seq, digest)| Reply::StateDigest { seq, digest }),
-        proptest::option::of(prop::collection::vec((group(), group_role()), 0..4))
-            .prop_map(|groups| Reply::Alive { memberships: groups.map(Memberships::new) }),
+        proptest::option::of((
+            prop::collection::vec((group(), group_role()), 0..4),
+            prop::collection::vec((group(), user()), 0..4),
+        ))
+        .prop_map(|m| Reply::Alive {
+            memberships: m.map(|(groups, requests)| Memberships::new(groups, requests)),
+        }),
         tracker_status().prop_map(|status| Reply::Status { status }),
     ]
 }
@@ -366,7 +371,7 @@ fn wire_encodings_keep_their_bytes() {
     let id = RequestId { client: 7, seq: 9 };
     let group = GroupId::new("g").unwrap();
     let cases: Vec<(String, &str)> = vec![
-        (hex(&ClientMessage::Hello { version: PROTOCOL_VERSION }), "0005"),
+        (hex(&ClientMessage::Hello { version: PROTOCOL_VERSION }), "0006"),
         (
             hex(&ClientMessage::Request {
                 id,
@@ -395,13 +400,17 @@ fn wire_encodings_keep_their_bytes() {
         ),
         (hex(&PeerReply::Elsewhere { piece: PieceIndex(3) }), "0703"),
         // Version 4: heartbeats carry the memberships version the client knows, and their
-        // replies the memberships when it changed; peers carry their user.
+        // replies the memberships when it changed; peers carry their user. Version 6: the
+        // memberships list the pending requests to join the user's own groups.
         (hex(&Request::Heartbeat { known: Some(5) }), "120105"),
         (
             hex(&Reply::Alive {
-                memberships: Some(Memberships::new(vec![(group.clone(), GroupRole::Member)])),
+                memberships: Some(Memberships::new(
+                    vec![(group.clone(), GroupRole::Member)],
+                    vec![(group.clone(), UserId::new("al").unwrap())],
+                )),
             }),
-            "0901dcc7b6a7efafe5958e0101016701",
+            "0901fcbcf6cf85e2d6c2210101670101016702616c",
         ),
         (
             hex(&PeerInfo {

@@ -61,7 +61,7 @@ fn check_memberships(st: &TrackerState, name: &str, expected: &[(&str, GroupRole
     let got = st.memberships(&user(name));
     let want: Vec<(GroupId, GroupRole)> = expected.iter().map(|(g, r)| (group(g), *r)).collect();
     assert_eq!(got.groups, want, "{name}");
-    assert_eq!(got, Memberships::new(want), "{name}: version");
+    assert_eq!(got, Memberships::new(want, got.requests.clone()), "{name}: version");
     // The index `apply` keeps is the one `decode` rebuilds from the groups.
     assert_eq!(st.groups_of, index_groups(&st.groups));
     // The quota counts read the index: they must be what a scan of every group finds.
@@ -97,9 +97,17 @@ fn memberships_follow_requests_ownership_and_removal() {
     st.apply(&Op::RequestJoin { group: group("g"), user: user("bob") }).unwrap();
     st.apply(&Op::RequestJoin { group: group("g"), user: user("carol") }).unwrap();
     check_memberships(&st, "bob", &[("g", Requested)]);
+    // The owner's heartbeats list the requests waiting for a decision, in their order.
+    let requests = |name: &str| st.memberships(&user(name)).requests;
+    assert_eq!(requests("alice"), [(group("g"), user("bob")), (group("g"), user("carol"))]);
+    assert_eq!(requests("bob"), []);
+    let before = st.memberships(&user("alice")).version;
     st.apply(&Op::AcceptRequest { owner: user("alice"), group: group("g"), user: user("bob") })
         .unwrap();
     check_memberships(&st, "bob", &[("g", Member)]);
+    // A decided request is gone from the owner's list, and so the version moved.
+    assert_eq!(st.memberships(&user("alice")).requests, [(group("g"), user("carol"))]);
+    assert_ne!(st.memberships(&user("alice")).version, before);
     st.apply(&Op::CreateGroup { group: group("h"), owner: user("carol") }).unwrap();
     st.apply(&Op::RequestJoin { group: group("h"), user: user("bob") }).unwrap();
     st.apply(&Op::RejectRequest { owner: user("carol"), group: group("h"), user: user("bob") })
@@ -115,6 +123,22 @@ fn memberships_follow_requests_ownership_and_removal() {
     check_memberships(&st, "carol", &[("h", Owner)]);
     let decoded = TrackerState::decode(&st.encode()).unwrap();
     assert_eq!(decoded, st);
+}
+
+/// An owner's heartbeat lists at most `MAX_LISTED_REQUESTS` requests, whatever the
+/// number pending: a flood of requests cannot grow the replies without bound.
+#[test]
+fn an_owners_listed_requests_are_bounded() {
+    let mut st = fixture();
+    let credential = Credential::derive(&Password::new("pw").unwrap(), 1).unwrap();
+    for i in 0..MAX_LISTED_REQUESTS + 5 {
+        let name = user(&format!("u{i}"));
+        st.apply(&Op::CreateUser { user: name.clone(), credential: credential.clone() }).unwrap();
+        st.apply(&Op::RequestJoin { group: group("g"), user: name }).unwrap();
+    }
+    let listed = st.memberships(&user("alice")).requests;
+    assert_eq!(listed.len(), MAX_LISTED_REQUESTS);
+    assert_eq!(listed[0], (group("g"), user("u0")));
 }
 
 #[test]

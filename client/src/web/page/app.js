@@ -114,6 +114,7 @@ async function refreshAccount() {
 function renderAccount(a) {
   const changed = a.user !== user;
   renderRates(a.rates);
+  renderJoinNotices(a.join_requests || []);
   user = a.user;
   $("#account-line").textContent = a.user
     ? `${a.user} · tracker ${a.tracker || "?"} · peer ${a.listen}`
@@ -132,6 +133,26 @@ function renderAccount(a) {
     shown.clear();
     if (a.user) quietly(refreshGroups);
   }
+}
+
+// Requests to join the user's groups, from the heartbeats: each stays in the banner until
+// it is accepted or rejected, here, in the REPL or in another session (issue 20).
+function renderJoinNotices(requests) {
+  const box = $("#join-notices");
+  if (!changed("join_requests", requests)) return;
+  box.replaceChildren();
+  for (const { group, user: who } of requests) {
+    const decide = (action) => act(async () => {
+      await api(action, { group, user: who });
+      await refreshAccount();
+      if (currentGroup === group) await refreshGroupDetail();
+    });
+    box.append(el("div", { "data-request": group + "/" + who },
+      el("span", {}, `${who} asks to join group ${group}`),
+      el("button", { onclick: () => decide("accept_request") }, "accept"),
+      el("button", { class: "plain", onclick: () => decide("reject_request") }, "reject")));
+  }
+  box.hidden = requests.length === 0;
 }
 
 async function refreshGroups() {
