@@ -117,7 +117,9 @@ pub fn run(config: Config) -> Result<(), RunError> {
     writeln!(stdout, "listening on {listen_addr}")?;
     stdout.flush()?;
 
-    let tracker = Arc::new(TrackerSession::new(trackers, Arc::clone(&identity)));
+    let notices = Arc::new(Notices::default());
+    let tracker =
+        Arc::new(TrackerSession::new(trackers, Arc::clone(&identity), Arc::clone(&notices)));
     let registry = Arc::new(Registry::open(Some(state_dir.join("shares.bin")))?);
     let served = Arc::new(seeder::served::Served::default());
     let upload_cap =
@@ -167,7 +169,6 @@ pub fn run(config: Config) -> Result<(), RunError> {
 
     let known = Arc::new(Known::default());
     let watch = Arc::new(parking_lot::Mutex::new(Watch::default()));
-    let notices = Arc::new(Notices::default());
     // Heartbeats until the sender is dropped at the end of `run`.
     let (stop_heartbeat, heartbeat_stopped) = crossbeam_channel::bounded::<()>(0);
     let with_web = web.is_some();

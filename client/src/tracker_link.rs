@@ -21,7 +21,8 @@ use common::tracker_info::TrackerInfoFile;
 use common::Identity;
 
 use crate::interrupt::Interrupt;
-use failover::{AfterRound, Failover, Outcome};
+use crate::notice::Notices;
+use failover::{AfterRound, Failover, Outcome, NO_MAJORITY_WAIT};
 
 pub mod failover;
 use crate::tracker_view::TrackerView;
@@ -112,6 +113,9 @@ pub struct TrackerLink {
     view: Option<Arc<TrackerView>>,
     /// The trackers (line, address) whose last handshake did not prove their listed key.
     wrong_keys: Vec<(usize, SocketAddr)>,
+    /// Where a person's command (one with an `Interrupt`) that waits for a majority of
+    /// trackers says so.
+    notices: Option<Arc<Notices>>,
 }
 
 impl TrackerLink {
@@ -134,12 +138,19 @@ impl TrackerLink {
             next_seq: 1,
             view: None,
             wrong_keys: Vec::new(),
+            notices: None,
         }
     }
 
     /// This link, reporting to `view` what it finds at each tracker.
     pub fn with_view(mut self, view: Arc<TrackerView>) -> TrackerLink {
         self.view = Some(view);
+        self
+    }
+
+    /// This link, telling `notices` when a person's command waits for a majority.
+    pub fn with_notices(mut self, notices: Arc<Notices>) -> TrackerLink {
+        self.notices = Some(notices);
         self
     }
 
@@ -171,6 +182,10 @@ impl TrackerLink {
         let msg = ClientMessage::Request { id, session, request };
         let mut failover = Failover::new(Instant::now(), self.trackers.current().len());
         let mut tried = Vec::new();
+        // The last tracker's refusal for want of a majority (cleared by any other answer),
+        // and whether the user was told that the command waits for one.
+        let mut no_majority: Option<TrackerError> = None;
+        let mut told_waiting = false;
         loop {
             if interrupted() {
                 return Err(LinkError::Interrupted);
@@ -188,6 +203,12 @@ impl TrackerLink {
                 match failover.round_over(Instant::now(), jitter[0]) {
                     AfterRound::Pause(pause) => std::thread::sleep(pause),
                     AfterRound::NoTracker => return Err(self.no_tracker(tried)),
+                    AfterRound::Unavailable(_) if no_majority.is_some() => {
+                        return Err(LinkError::Tracker(
+                            no_majority
+                                .unwrap_or(TrackerError::Unavailable("no majority".to_string())),
+                        ));
+                    }
                     AfterRound::Unavailable(reason) => {
                         return Err(LinkError::Tracker(TrackerError::Unavailable(match reason {
                             Some(reason) => format!("no tracker can serve now: {reason}"),
@@ -219,7 +240,19 @@ impl TrackerLink {
             }
             let failed = match outcome {
                 Ok(Err(TrackerError::Busy(reason))) => Outcome::Busy(reason),
-                Ok(Err(TrackerError::Unavailable(reason))) => Outcome::Unavailable(reason),
+                Ok(Err(TrackerError::Unavailable(reason))) => {
+                    no_majority = None;
+                    Outcome::Unavailable(reason)
+                }
+                Ok(Err(e @ TrackerError::NoMajority { .. })) => {
+                    if interrupt.is_some() && !told_waiting {
+                        told_waiting = true;
+                        self.tell_waiting(&e);
+                    }
+                    let reason = e.to_string();
+                    no_majority = Some(e);
+                    Outcome::NoMajority(reason)
+                }
                 Ok(result) => return result.map_err(LinkError::Tracker),
                 Err(e) => {
                     log::warn!("tracker={addr}: request failed ({e}); reconnecting");
@@ -235,6 +268,9 @@ impl TrackerLink {
                     Outcome::Unavailable(reason) => {
                         LinkError::Tracker(TrackerError::Unavailable(reason))
                     }
+                    Outcome::NoMajority(reason) => LinkError::Tracker(
+                        no_majority.take().unwrap_or(TrackerError::Unavailable(reason)),
+                    ),
                     Outcome::Broken => self.no_tracker(tried),
                 });
             }
@@ -242,7 +278,7 @@ impl TrackerLink {
                 Outcome::Busy(reason) => {
                     log::info!("tracker={addr}: busy ({reason}); trying again shortly")
                 }
-                Outcome::Unavailable(reason) => {
+                Outcome::Unavailable(reason) | Outcome::NoMajority(reason) => {
                     log::info!("tracker={addr}: cannot serve now ({reason}); trying another");
                     if let Some(view) = &self.view {
                         view.cannot_serve(addr, reason);
@@ -251,6 +287,22 @@ impl TrackerLink {
                 Outcome::Broken => {}
             }
             self.conn = None;
+        }
+    }
+
+    /// Tells the user that their command waits for a majority of trackers (`refusal`, a
+    /// `NoMajority`), and for how long at most.
+    fn tell_waiting(&self, refusal: &TrackerError) {
+        let TrackerError::NoMajority { tracker, reached, voters } = refusal else { return };
+        let line = format!(
+            "waiting for a majority of trackers: tracker {tracker} reaches {reached} of \
+             {voters} and {} are needed (giving up in {} s; Ctrl-C stops waiting)",
+            voters / 2 + 1,
+            NO_MAJORITY_WAIT.as_secs()
+        );
+        log::info!("{line}");
+        if let Some(notices) = &self.notices {
+            notices.send(line);
         }
     }
 

@@ -16,6 +16,7 @@ use common::tracker_info::TrackerInfoFile;
 use common::{GroupId, Identity, UserId};
 
 use crate::interrupt::Interrupt;
+use crate::notice::Notices;
 use crate::tracker_link::{LinkError, TrackerLink};
 use crate::tracker_view::TrackerView;
 
@@ -62,10 +63,18 @@ pub struct TrackerSession {
     last_tracker: Mutex<Option<std::net::SocketAddr>>,
     /// What the links found at the trackers, for the dashboard.
     view: Arc<TrackerView>,
+    /// Where a person's command that waits for a majority says so.
+    notices: Arc<Notices>,
 }
 
 impl TrackerSession {
-    pub fn new(trackers: Arc<TrackerInfoFile>, identity: Arc<Identity>) -> TrackerSession {
+    /// A session with no login yet; a person's command that waits for a majority of
+    /// trackers tells `notices`.
+    pub fn new(
+        trackers: Arc<TrackerInfoFile>,
+        identity: Arc<Identity>,
+        notices: Arc<Notices>,
+    ) -> TrackerSession {
         TrackerSession {
             trackers,
             identity,
@@ -74,6 +83,7 @@ impl TrackerSession {
             login: Mutex::new(None),
             last_tracker: Mutex::new(None),
             view: Arc::new(TrackerView::default()),
+            notices,
         }
     }
 
@@ -88,7 +98,8 @@ impl TrackerSession {
                 if links.open < MAX_LINKS {
                     links.open += 1;
                     break TrackerLink::new(Arc::clone(&self.trackers), Arc::clone(&self.identity))
-                        .with_view(Arc::clone(&self.view));
+                        .with_view(Arc::clone(&self.view))
+                        .with_notices(Arc::clone(&self.notices));
                 }
                 self.freed.wait(&mut links);
             }

@@ -448,6 +448,13 @@ pub enum TrackerError {
     /// A per-user or per-group limit of this deployment (tracker options).
     #[error("limit reached: {0}")]
     QuotaExceeded(String),
+    /// The tracker reaches too few trackers to read or change anything (protocol 6; a
+    /// client waits a few seconds for a majority to come back, telling its user so).
+    #[error(
+        "no majority: tracker {tracker} reaches {reached} of {voters} trackers and {} are needed; nothing can be read or changed until enough trackers are back",
+        .voters / 2 + 1
+    )]
+    NoMajority { tracker: u32, reached: u32, voters: u32 },
 }
 
 #[cfg(test)]

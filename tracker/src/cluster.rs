@@ -174,23 +174,25 @@ impl Cluster {
         }
     }
 
-    /// The refusal while no leader is known: how many voters this tracker reaches.
+    /// The refusal while no leader is known: how many voters this tracker reaches, and
+    /// whether they are a majority (then an election runs).
     pub fn no_leader(&self) -> TrackerError {
-        TrackerError::Unavailable(self.describe_quorum())
+        let (up, n) = self.voters_up();
+        if up > n / 2 {
+            return TrackerError::Unavailable(format!(
+                "tracker {} is electing a leader ({up} of {n} trackers reachable)",
+                self.id
+            ));
+        }
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        TrackerError::NoMajority { tracker: self.id, reached: count(up), voters: count(n) }
     }
 
-    /// "no leader: ..." naming the voters reached and the majority needed.
+    /// "tracker N is electing a leader ..." or "no majority: ..." (for the log).
     pub fn describe_quorum(&self) -> String {
-        let (up, n) = self.voters_up();
-        let majority = n / 2 + 1;
-        if up >= majority {
-            format!("tracker {} is electing a leader ({up} of {n} trackers reachable)", self.id)
-        } else {
-            format!(
-                "no majority: tracker {} reaches {up} of {n} trackers and {majority} are needed; \
-                 nothing can be read or changed until enough trackers are back",
-                self.id
-            )
+        match self.no_leader() {
+            TrackerError::Unavailable(why) => why,
+            other => other.to_string(),
         }
     }
 

@@ -5,6 +5,10 @@
 //! - A tracker that breaks the connection, or cannot serve now (catching up, or its leader
 //!   just died), is skipped for this round; the request is retried on the next one, with
 //!   the same request id, for up to `FAILOVER_BUDGET`.
+//! - A tracker that reaches no majority is skipped too (another may be on the majority's
+//!   side of a partition), but once `NO_MAJORITY_WAIT` passed with the last tracker that
+//!   answered saying so, the request gives up: the user is told at once, and waits a few
+//!   seconds, not the whole failover budget (issue 20).
 //! - A tracker too busy hashing passwords (`Busy`) is retried for up to `BUSY_BUDGET`,
 //!   after pauses doubling from `RETRY_PAUSE` to `MAX_BUSY_PAUSE`, up to half of each
 //!   random, so that clients refused together do not come back together.
@@ -22,6 +26,8 @@ use std::time::{Duration, Instant};
 pub const FAILOVER_BUDGET: Duration = Duration::from_secs(15);
 /// How long a request keeps being retried while the trackers answer `Busy`.
 pub const BUSY_BUDGET: Duration = Duration::from_secs(60);
+/// How long a request waits for a majority of trackers to come back.
+pub const NO_MAJORITY_WAIT: Duration = Duration::from_secs(5);
 /// The pause before trying skipped trackers again.
 pub const RETRY_PAUSE: Duration = Duration::from_millis(200);
 /// The longest pause between retries of a request the trackers are too busy for.
@@ -34,6 +40,8 @@ pub enum Outcome {
     Busy(String),
     /// Cannot serve now (no leader, catching up).
     Unavailable(String),
+    /// Reaches too few trackers to serve anything (the tracker's words).
+    NoMajority(String),
     /// The connection broke or timed out.
     Broken,
 }
@@ -59,6 +67,8 @@ pub struct Failover {
     skipped: Vec<SocketAddr>,
     /// Why the last tracker that answered could not serve.
     last_reason: Option<String>,
+    /// Whether that was for want of a majority.
+    last_no_majority: bool,
     broken: usize,
     n_trackers: usize,
 }
@@ -72,6 +82,7 @@ impl Failover {
             busy_rounds: 0,
             skipped: Vec::new(),
             last_reason: None,
+            last_no_majority: false,
             broken: 0,
             n_trackers,
         }
@@ -100,6 +111,14 @@ impl Failover {
                     return false;
                 }
                 self.last_reason = Some(reason);
+                self.last_no_majority = false;
+            }
+            Outcome::NoMajority(reason) => {
+                if now >= self.deadline.min(self.started + NO_MAJORITY_WAIT) {
+                    return false;
+                }
+                self.last_reason = Some(reason);
+                self.last_no_majority = true;
             }
             Outcome::Broken => {
                 self.broken += 1;
@@ -120,7 +139,8 @@ impl Failover {
         if self.skipped.is_empty() {
             return AfterRound::NoTracker;
         }
-        if now >= self.deadline {
+        let no_majority_over = self.last_no_majority && now >= self.started + NO_MAJORITY_WAIT;
+        if now >= self.deadline || no_majority_over {
             return AfterRound::Unavailable(self.last_reason.clone());
         }
         self.skipped.clear();
@@ -168,6 +188,33 @@ mod tests {
     }
 
     #[test]
+    fn without_a_majority_a_request_gives_up_after_a_few_seconds() {
+        let now = Instant::now();
+        let mut failover = Failover::new(now, 3);
+        let no_majority = || Outcome::NoMajority("no majority".into());
+        assert!(failover.failed(addr(1), no_majority(), now));
+        assert!(failover.failed(addr(2), Outcome::Broken, now));
+        assert_eq!(failover.round_over(now, 0), AfterRound::Pause(RETRY_PAUSE));
+        let later = now + NO_MAJORITY_WAIT - Duration::from_millis(1);
+        assert!(failover.failed(addr(1), no_majority(), later));
+        assert_eq!(failover.round_over(later, 0), AfterRound::Pause(RETRY_PAUSE));
+        let late = now + NO_MAJORITY_WAIT;
+        assert!(!failover.failed(addr(1), no_majority(), late));
+        // A round that ends there gives up too, with the tracker's words.
+        let mut failover = Failover::new(now, 2);
+        assert!(failover.failed(addr(1), no_majority(), now));
+        assert_eq!(
+            failover.round_over(late, 0),
+            AfterRound::Unavailable(Some("no majority".into()))
+        );
+        // An election on the majority's side keeps the request going.
+        let mut failover = Failover::new(now, 2);
+        assert!(failover.failed(addr(1), no_majority(), now));
+        assert!(failover.failed(addr(2), Outcome::Unavailable("electing".into()), late));
+        assert_eq!(failover.round_over(late, 0), AfterRound::Pause(RETRY_PAUSE));
+    }
+
+    #[test]
     fn nothing_reachable_is_said_at_once() {
         let now = Instant::now();
         assert_eq!(Failover::new(now, 3).round_over(now, 0), AfterRound::NoTracker);
@@ -207,6 +254,7 @@ mod tests {
             Just(Some(Outcome::Broken)),
             Just(Some(Outcome::Busy("b".into()))),
             Just(Some(Outcome::Unavailable("u".into()))),
+            Just(Some(Outcome::NoMajority("m".into()))),
         ]
     }
 

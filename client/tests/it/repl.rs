@@ -643,3 +643,47 @@ fn show_and_wait_downloads_print_json_for_scripts() {
         "unknown option '--yaml' for show_downloads; usage: show_downloads [--json] [--active]",
     );
 }
+
+/// Issue 20: without a majority of trackers, a command says so at once, gives up within a
+/// few seconds, and what the user typed meanwhile runs next.
+#[test]
+fn on_a_terminal_a_command_without_a_majority_says_it_waits_and_typed_lines_are_kept() {
+    let cluster = Cluster::new(3);
+    let mut trackers = cluster.start_all();
+    let Some(term) = Terminal::start(cluster.dir.path()) else { return };
+    term.wait_prompt("$");
+    term.type_line(&format!(
+        "{} 127.0.0.1:0 {} --state-dir zed",
+        client_bin().display(),
+        cluster.info.display()
+    ));
+    term.wait_prompt(">");
+    term.type_line("create_user zed pw");
+    term.wait_for("created user zed", 1);
+    term.wait_prompt(">");
+    term.type_line("login zed pw");
+    term.wait_prompt("zed>");
+    term.type_line("create_group one");
+    term.wait_for("created group one", 1);
+    term.wait_prompt("zed>");
+
+    // Trackers 2 and 3 go: tracker 1, which the client talks to, is alone.
+    trackers.remove(2).kill();
+    trackers.remove(1).kill();
+    term.type_line("create_group two");
+    term.wait_for(
+        "waiting for a majority of trackers: tracker 1 reaches 1 of 3 and 2 are needed",
+        1,
+    );
+    // Typed while the command waits: it runs once the command gave up.
+    term.type_line("help login");
+    term.wait_for("error: no majority: tracker 1 reaches 1 of 3 trackers and 2 are needed", 1);
+    term.wait_for("login <user_id> <passwd>", 1);
+    term.wait_prompt("zed>");
+    let screen = term.screen();
+    let error = screen.find("error: no majority").unwrap();
+    let help = screen.rfind("login <user_id> <passwd>").unwrap();
+    assert!(error < help, "{screen}");
+    term.type_line("exit");
+    term.wait_prompt("$");
+}

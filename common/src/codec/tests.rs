@@ -127,6 +127,9 @@ fn tracker_error() -> impl Strategy<Value = TrackerError> {
         user().prop_map(TrackerError::UserExists),
         user().prop_map(TrackerError::UnknownUser),
         Just(TrackerError::WrongPassword),
+        (any::<u32>(), any::<u32>(), any::<u32>()).prop_map(|(tracker, reached, voters)| {
+            TrackerError::NoMajority { tracker, reached, voters }
+        }),
         Just(TrackerError::NotLoggedIn),
         group().prop_map(TrackerError::GroupExists),
         group().prop_map(TrackerError::UnknownGroup),

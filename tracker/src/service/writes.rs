@@ -68,6 +68,7 @@ impl Writes {
             let lasting = !matches!(
                 err,
                 TrackerError::Unavailable(_)
+                    | TrackerError::NoMajority { .. }
                     | TrackerError::Busy(_)
                     | TrackerError::TooManyAttempts { .. }
                     | TrackerError::QuotaExceeded(_)
