@@ -2,8 +2,10 @@
 //!
 //! A connection first holds a *handshake* slot: at most `MAX_HANDSHAKES_PER_IP` per source
 //! address (IPv6 by /64) and `MAX_HANDSHAKES` in all, shared fairly (`pool`): a newcomer
-//! takes the place of a stale handshake of its own address, or of the heaviest address's
-//! oldest when the pool is full. Every address is treated alike, local ones included:
+//! takes the place of a handshake of its own address that is still silent (no byte sent
+//! yet) or stale, or of the heaviest address's oldest, or of a silent one, when the pool is
+//! full. Silent connections therefore hold nothing against a real client, which speaks at
+//! once. Every address is treated alike, local ones included:
 //! trackers are recognised by the key they prove, never by where they connect from.
 //!
 //! Once the handshake has proven a key, a listed tracker's key takes one of the
@@ -223,7 +225,8 @@ impl Admission {
     pub fn new(limits: AdmissionLimits) -> Admission {
         let anonymous = limits.max_clients - limits.max_clients / SESSION_RESERVE_DIVISOR;
         let counts = Counts {
-            handshakes: Pool::new(MAX_HANDSHAKES, MAX_HANDSHAKES_PER_IP, STALE_HANDSHAKE),
+            handshakes: Pool::new(MAX_HANDSHAKES, MAX_HANDSHAKES_PER_IP, STALE_HANDSHAKE)
+                .evicting_silent(),
             anonymous: Pool::new(anonymous, MAX_ANONYMOUS_PER_IP, STALE_ANONYMOUS),
             in_sessions: 0,
             trackers: 0,
@@ -420,6 +423,13 @@ fn leave_session(counts: &mut Counts, session: SessionId, large: bool) {
     }
 }
 
+impl HandshakeSlot {
+    /// The connection sent its first bytes: no newcomer takes its place before it is stale.
+    pub fn heard(&self) {
+        self.admission.counts.lock().handshakes.heard(self.id);
+    }
+}
+
 impl Drop for HandshakeSlot {
     fn drop(&mut self) {
         if self.traded {
@@ -480,16 +490,23 @@ mod tests {
         a.admit(a.start_handshake(ip(from), None).unwrap(), key(k), proven)
     }
 
+    /// A handshake slot from `from` whose connection already spoke.
+    fn speaking(a: &Admission, from: IpAddr) -> Result<HandshakeSlot, Refused> {
+        let slot = a.start_handshake(from, None)?;
+        slot.heard();
+        Ok(slot)
+    }
+
     #[test]
     fn handshakes_are_capped_per_address_and_shared_fairly_by_every_address() {
         let a = admission(10);
         let mine: Vec<_> =
-            (0..MAX_HANDSHAKES_PER_IP).map(|_| a.start_handshake(ip(2), None).unwrap()).collect();
+            (0..MAX_HANDSHAKES_PER_IP).map(|_| speaking(&a, ip(2)).unwrap()).collect();
         assert_eq!(a.start_handshake(ip(2), None).unwrap_err(), Refused::PerIp);
         let mut others = Vec::new();
         for i in 0..MAX_HANDSHAKES - MAX_HANDSHAKES_PER_IP {
             let from = IpAddr::from([10, 1, (i / 200) as u8, (i % 200) as u8]);
-            others.push(a.start_handshake(from, None).unwrap());
+            others.push(speaking(&a, from).unwrap());
         }
         // Full, and fairly shared but for ip 2, which holds 8: a newcomer takes one of its.
         let newcomer = a.start_handshake(ip(3), None).unwrap();
@@ -500,11 +517,26 @@ mod tests {
         assert_eq!(a.counts.lock().handshakes.len(), MAX_HANDSHAKES_PER_IP - 1);
     }
 
+    /// Issue 21: silent connections renewed within every second kept an address's (here,
+    /// 127.0.0.1's) handshakes out; now each newcomer takes a silent one's place.
+    #[test]
+    fn silent_handshakes_give_their_place_to_newcomers() {
+        let a = admission(10);
+        let local = IpAddr::from([127, 0, 0, 1]);
+        let mut silent: Vec<_> =
+            (0..MAX_HANDSHAKES_PER_IP).map(|_| a.start_handshake(local, None).unwrap()).collect();
+        let newcomer = speaking(&a, local).unwrap();
+        let oldest = silent.remove(0);
+        assert_eq!(a.admit(oldest, key(1), Proven::Client).unwrap_err(), Refused::Evicted);
+        assert!(a.admit(newcomer, key(2), Proven::Client).is_ok());
+        drop(silent);
+    }
+
     #[test]
     fn an_ipv6_address_counts_by_its_64() {
         let a = admission(10);
         let held: Vec<_> = (0..MAX_HANDSHAKES_PER_IP)
-            .map(|n| a.start_handshake(format!("2001:db8::{n}").parse().unwrap(), None).unwrap())
+            .map(|n| speaking(&a, format!("2001:db8::{n}").parse().unwrap()).unwrap())
             .collect();
         assert_eq!(
             a.start_handshake("2001:db8::ffff".parse().unwrap(), None).unwrap_err(),
@@ -518,9 +550,7 @@ mod tests {
     fn the_accept_loop_waits_for_a_free_handshake_slot_but_not_for_ever() {
         let a = admission(10);
         let mut held: Vec<_> = (0..MAX_HANDSHAKES)
-            .map(|i| {
-                a.start_handshake(IpAddr::from([10, 2, (i / 200) as u8, (i % 200) as u8]), None)
-            })
+            .map(|i| speaking(&a, IpAddr::from([10, 2, (i / 200) as u8, (i % 200) as u8])))
             .collect::<Result<_, _>>()
             .unwrap();
         let started = Instant::now();

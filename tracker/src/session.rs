@@ -36,6 +36,15 @@ pub struct Limits {
 
 /// Serves one connection to its end: the handshake (holding `handshake`), then a client or
 /// tracker slot from `admission` for as long as the connection lasts.
+/// Waits up to `timeout` for the first bytes of `stream` (left unread).
+fn first_bytes(stream: &TcpStream, timeout: std::time::Duration) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(timeout))?;
+    match stream.peek(&mut [0u8; 1])? {
+        0 => Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed before a byte")),
+        _ => Ok(()),
+    }
+}
+
 pub fn serve(
     stream: TcpStream,
     service: &Service,
@@ -51,6 +60,12 @@ pub fn serve(
         read: limits.handshake_timeout,
         write: limits.write_timeout,
     };
+    // Until its first bytes arrive, a newcomer from the same address may take this slot.
+    if let Err(why) = first_bytes(&stream, limits.handshake_timeout) {
+        log::info!("peer={peer}: no handshake: {why}");
+        return;
+    }
+    handshake.heard();
     let conn: Connection<ClientMessage, TrackerMessage> =
         match Connection::accept(stream, &service.settings.identity, timeouts) {
             Ok(conn) => conn,

@@ -159,6 +159,69 @@ fn silent_connections_from_many_addresses_or_the_trackers_own_do_not_block_hands
     drop(silent);
 }
 
+/// Issue 21's gap: one address renewing its 8 silent handshakes within every second kept
+/// that address's new handshakes out (127.0.0.1, where the shipped `tracker_info.txt` puts
+/// every tracker and so every local client). Now a newcomer takes a silent one's place.
+#[test]
+fn silent_handshakes_renewed_all_the_time_from_a_shared_address_keep_nobody_out() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let (cluster, tracker) = Cluster::with_one_tracker_args(&[]);
+    tracker.wait_serving();
+    let mut setup = RawSession::connect(&cluster, &tracker);
+    create(&mut setup, "alice");
+    drop(setup);
+    // The attacker holds 8 silent connections, each renewed before it is 0.8 s old (a
+    // handshake is stale at 1 s) or as soon as the tracker closed it.
+    const RENEW: Duration = Duration::from_millis(800);
+    fn closed(stream: &TcpStream) -> bool {
+        let _ = stream.set_nonblocking(true);
+        let closed = matches!(stream.peek(&mut [0u8; 1]), Ok(0));
+        let _ = stream.set_nonblocking(false);
+        closed
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let opened = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let attacker = std::thread::spawn({
+        let (stop, opened, addr) = (Arc::clone(&stop), Arc::clone(&opened), tracker.addr);
+        move || {
+            let mut held: Vec<Option<(TcpStream, Instant)>> = (0..8).map(|_| None).collect();
+            while !stop.load(Ordering::SeqCst) {
+                for slot in &mut held {
+                    let renew = match slot {
+                        None => true,
+                        Some((stream, since)) => since.elapsed() > RENEW || closed(stream),
+                    };
+                    if renew {
+                        *slot = None;
+                        *slot = Some((connect_from(Ipv4Addr::LOCALHOST, addr), Instant::now()));
+                        opened.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    });
+    let deadline = Instant::now() + TIMEOUT;
+    while opened.load(Ordering::SeqCst) < 16 {
+        assert!(Instant::now() < deadline, "the attack never got going");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Every login from the same address gets in at its first try (12: a user may hold 16
+    // sessions).
+    let mut took: Vec<Duration> =
+        (0..12).map(|_| real_login(&cluster, &tracker, Ipv4Addr::LOCALHOST, "alice")).collect();
+    stop.store(true, Ordering::SeqCst);
+    attacker.join().unwrap();
+    let opened = opened.load(Ordering::SeqCst);
+    took.sort();
+    println!(
+        "12 logins from 127.0.0.1 while it holds 8 silent connections, renewed \
+         ({opened} opened): median {:?}, max {:?}",
+        took[6], took[11]
+    );
+}
+
 #[test]
 fn one_session_takes_large_frames_on_a_few_connections_and_one_key_a_few_connections() {
     use common::message::{FileMeta, PRE_LOGIN_FRAME_LEN};

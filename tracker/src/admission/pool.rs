@@ -9,6 +9,13 @@
 //! holds at least two more than the newcomer's, or else of the oldest member of all if it
 //! is stale. So neither a few addresses holding many slots, nor many addresses holding
 //! silent ones, keep a fresh address out for longer than `stale_after`.
+//!
+//! A pool made `evicting_silent` (handshakes) also gives a newcomer the place of a *silent*
+//! member, whatever its age: one that has not sent a byte yet (`heard` was not called). A
+//! real client sends its first handshake message as soon as it is connected, so it stays
+//! silent for a fraction of a round trip; an attacker who holds silent connections, and
+//! renews them within every `stale_after`, loses them to each newcomer instead of keeping
+//! its address's (or the pool's) handshakes out (issue 21).
 //! Invariant: at most `cap` members in all, and at most `per_source` from one source.
 
 use std::collections::{BTreeSet, HashMap};
@@ -31,7 +38,10 @@ pub struct Pool {
     cap: usize,
     per_source: usize,
     stale_after: Duration,
-    members: HashMap<u64, (IpAddr, Instant)>,
+    /// Whether a silent member may lose its place at any age.
+    evict_silent: bool,
+    /// Source, admission time, and whether it was heard from.
+    members: HashMap<u64, (IpAddr, Instant, bool)>,
     by_source: HashMap<IpAddr, BTreeSet<(Instant, u64)>>,
     by_age: BTreeSet<(Instant, u64)>,
 }
@@ -42,9 +52,23 @@ impl Pool {
             cap,
             per_source,
             stale_after,
+            evict_silent: false,
             members: HashMap::new(),
             by_source: HashMap::new(),
             by_age: BTreeSet::new(),
+        }
+    }
+
+    /// This pool, giving a newcomer the place of a silent member at any age.
+    pub fn evicting_silent(mut self) -> Pool {
+        self.evict_silent = true;
+        self
+    }
+
+    /// Member `id` sent its first bytes: it is no longer silent.
+    pub fn heard(&mut self, id: u64) {
+        if let Some((_, _, heard)) = self.members.get_mut(&id) {
+            *heard = true;
         }
     }
 
@@ -73,6 +97,7 @@ impl Pool {
         self.members.len() < self.cap
             || self.heaviest().is_some_and(|(_, n)| n >= 2)
             || self.by_age.first().is_some_and(|(since, _)| self.is_stale(*since, now))
+            || self.oldest_silent(self.by_age.iter()).is_some()
     }
 
     /// When the oldest member becomes stale, if there is one.
@@ -85,28 +110,32 @@ impl Pool {
         let mine = self.count(source);
         let mut evicted = None;
         if mine >= self.per_source {
-            let oldest = self.by_source.get(&source).and_then(|s| s.first().copied());
-            match oldest {
-                Some((since, old)) if self.is_stale(since, now) => {
+            let own = self.by_source.get(&source);
+            let oldest = own.and_then(|s| s.first().copied());
+            let victim = own
+                .and_then(|s| self.oldest_silent(s.iter()))
+                .or(oldest.filter(|(since, _)| self.is_stale(*since, now)));
+            match victim {
+                Some((_, old)) => {
                     self.remove(old);
                     evicted = Some(old);
                 }
-                _ => return Err(Full::Source),
+                None => return Err(Full::Source),
             }
         } else if self.members.len() >= self.cap {
             let mine = self.count(source);
             let heaviest = self.heaviest().filter(|(_, n)| *n >= mine + 2);
             let victim = match heaviest {
                 Some((heavy, _)) => self.by_source.get(&heavy).and_then(|s| s.first().copied()),
-                None => {
+                None => self.oldest_silent(self.by_age.iter()).or_else(|| {
                     self.by_age.first().copied().filter(|(since, _)| self.is_stale(*since, now))
-                }
+                }),
             };
             let Some((_, old)) = victim else { return Err(Full::Pool) };
             self.remove(old);
             evicted = Some(old);
         }
-        self.members.insert(id, (source, now));
+        self.members.insert(id, (source, now, false));
         self.by_source.entry(source).or_default().insert((now, id));
         self.by_age.insert((now, id));
         Ok(evicted)
@@ -121,7 +150,7 @@ impl Pool {
 
     /// Removes member `id`; `false` if it was not one (left, or evicted).
     pub fn remove(&mut self, id: u64) -> bool {
-        let Some((source, since)) = self.members.remove(&id) else { return false };
+        let Some((source, since, _)) = self.members.remove(&id) else { return false };
         if let Some(of_source) = self.by_source.get_mut(&source) {
             of_source.remove(&(since, id));
             if of_source.is_empty() {
@@ -130,6 +159,17 @@ impl Pool {
         }
         self.by_age.remove(&(since, id));
         true
+    }
+
+    /// The first silent member of `members` (in age order), if silent members may go.
+    fn oldest_silent<'a>(
+        &self,
+        mut members: impl Iterator<Item = &'a (Instant, u64)>,
+    ) -> Option<(Instant, u64)> {
+        if !self.evict_silent {
+            return None;
+        }
+        members.find(|(_, id)| self.members.get(id).is_some_and(|m| !m.2)).copied()
     }
 
     fn is_stale(&self, since: Instant, now: Instant) -> bool {
@@ -182,16 +222,42 @@ mod tests {
         assert_eq!(pool.admit(12, ip(5), t0 + STALE), Ok(Some(2)));
     }
 
+    #[test]
+    fn a_silent_member_gives_its_place_to_a_newcomer_at_any_age() {
+        let mut pool = Pool::new(3, 2, STALE).evicting_silent();
+        let t0 = Instant::now();
+        pool.admit(1, ip(1), t0).unwrap();
+        pool.admit(2, ip(1), t0).unwrap();
+        pool.heard(1);
+        // Its address at its cap: the silent one goes, fresh as it is; the heard one stays.
+        assert_eq!(pool.admit(3, ip(1), t0), Ok(Some(2)));
+        pool.heard(3);
+        assert_eq!(pool.admit(4, ip(1), t0), Err(Full::Source));
+        // A full pool, fairly shared: a silent member of another address goes.
+        let mut pool = Pool::new(2, 2, STALE).evicting_silent();
+        pool.admit(1, ip(1), t0).unwrap();
+        pool.heard(1);
+        pool.admit(2, ip(2), t0).unwrap();
+        assert!(pool.has_room_for_a_stranger(t0));
+        assert_eq!(pool.admit(3, ip(3), t0), Ok(Some(2)));
+        // A pool that is not `evicting_silent` waits for staleness, as before.
+        let mut plain = Pool::new(100, 1, STALE);
+        plain.admit(1, ip(1), t0).unwrap();
+        assert_eq!(plain.admit(2, ip(1), t0), Err(Full::Source));
+    }
+
     #[derive(Debug, Clone)]
     enum Step {
         Admit { source: u8, after_ms: u64 },
         Remove { nth: usize },
+        Heard { nth: usize },
     }
 
     fn step() -> impl Strategy<Value = Step> {
         prop_oneof![
             3 => (0u8..6, 0u64..600).prop_map(|(source, after_ms)| Step::Admit { source, after_ms }),
             1 => (0usize..64).prop_map(|nth| Step::Remove { nth }),
+            1 => (0usize..64).prop_map(|nth| Step::Heard { nth }),
         ]
     }
 
@@ -201,9 +267,13 @@ mod tests {
         /// eviction is of a member that was admitted and is now gone.
         #[test]
         fn caps_hold_and_refusals_are_fair(
-            cap in 1usize..12, per_source in 1usize..5, steps in proptest::collection::vec(step(), 1..200)
+            cap in 1usize..12, per_source in 1usize..5, steps in proptest::collection::vec(step(), 1..200),
+            evict_silent in any::<bool>(),
         ) {
             let mut pool = Pool::new(cap, per_source, STALE);
+            if evict_silent {
+                pool = pool.evicting_silent();
+            }
             let mut now = Instant::now();
             let mut live: Vec<u64> = Vec::new();
             for (id, step) in steps.into_iter().enumerate() {
@@ -216,6 +286,11 @@ mod tests {
                             pool.by_source.iter().map(|(s, m)| (*s, m.len())).collect();
                         let stale = pool.by_age.first().is_some_and(|(t, _)| now - *t >= STALE);
                         let mine = pool.count(source);
+                        let silent = |pool: &Pool, from: Option<IpAddr>| {
+                            pool.members.values().any(|(s, _, heard)| !heard && from.is_none_or(|f| f == *s))
+                        };
+                        let silent_here = silent(&pool, Some(source));
+                        let silent_anywhere = silent(&pool, None);
                         match pool.admit(id, source, now) {
                             Ok(evicted) => {
                                 live.push(id);
@@ -225,12 +300,21 @@ mod tests {
                                     live.retain(|l| *l != old);
                                 }
                             }
-                            Err(Full::Source) => prop_assert!(mine >= per_source),
+                            Err(Full::Source) => {
+                                prop_assert!(mine >= per_source);
+                                prop_assert!(!(evict_silent && silent_here));
+                            }
                             Err(Full::Pool) => {
                                 prop_assert!(pool.len() >= cap);
+                                prop_assert!(!(evict_silent && silent_anywhere));
                                 prop_assert!(before.iter().all(|(_, n)| *n < mine + 2));
                                 prop_assert!(!stale);
                             }
+                        }
+                    }
+                    Step::Heard { nth } => {
+                        if !live.is_empty() {
+                            pool.heard(live[nth % live.len()]);
                         }
                     }
                     Step::Remove { nth } => {
