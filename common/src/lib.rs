@@ -9,6 +9,7 @@
 pub mod bitfield;
 pub mod codec;
 pub mod connection;
+pub mod folder;
 pub mod frame;
 pub mod hash;
 pub mod id;
