@@ -9,6 +9,7 @@ pub mod config;
 pub mod config_file;
 pub mod console;
 pub mod download;
+pub mod folder_scan;
 pub mod interrupt;
 pub mod log_file;
 pub mod membership;
