@@ -8,17 +8,18 @@
 //! UTF-8 or that no peer could hold stops the scan with the path to rename.
 //!
 //! Hashing runs on the rayon pool across files and, within a large file, across its
-//! pieces, reading each piece with a positional read into a buffer reused per worker.
+//! pieces (`hash::piece_hashes`, as for a file shared on its own).
 
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
 use common::folder::{folder_digest, Entry, EntryKind, FolderLayout, RelPath, Tree, TreeError};
-use common::{PieceIndex, Sha1Digest, PIECE_SIZE};
+use common::hash::{piece_hashes, HashFileError};
+use common::Sha1Digest;
 
 /// A directory read as a folder.
 #[derive(Debug)]
@@ -142,26 +143,12 @@ pub fn hash(scanned: &Scanned) -> Result<FolderHashes, ScanError> {
             if len != span.layout.file_len() {
                 return Err(ScanError::Changed { path: local.clone() });
             }
-            span.layout
-                .pieces()
-                .collect::<Vec<PieceIndex>>()
-                .into_par_iter()
-                .map_init(
-                    || vec![0u8; PIECE_SIZE],
-                    |buf, idx| {
-                        let buf = &mut buf[..span.layout.piece_len(idx)];
-                        file.read_exact_at(buf, span.layout.piece_offset(idx)).map_err(
-                            |e| match e.kind() {
-                                io::ErrorKind::UnexpectedEof => {
-                                    ScanError::Changed { path: local.clone() }
-                                }
-                                _ => ScanError::Io { path: local.clone(), source: e },
-                            },
-                        )?;
-                        Ok(Sha1Digest::of(buf))
-                    },
-                )
-                .collect()
+            piece_hashes(&file, span.layout).map_err(|e| match e {
+                HashFileError::Io(source) => ScanError::Io { path: local.clone(), source },
+                HashFileError::Changed | HashFileError::TooLarge(_) => {
+                    ScanError::Changed { path: local.clone() }
+                }
+            })
         })
         .collect::<Result<_, ScanError>>()?;
     let pieces: Vec<Sha1Digest> = per_file.into_iter().flatten().collect();
@@ -172,6 +159,7 @@ pub fn hash(scanned: &Scanned) -> Result<FolderHashes, ScanError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use common::PIECE_SIZE;
     use std::os::unix::fs::symlink;
 
     fn write(path: &Path, len: usize, seed: u8) -> Vec<u8> {

@@ -82,8 +82,15 @@ pub enum HashFileError {
 /// its pieces with positional reads into one reused buffer, so memory stays at one piece per
 /// worker whatever the file's size.
 pub fn hash_file(file: &File, file_len: u64) -> Result<FileHashes, HashFileError> {
-    let layout = Layout::new(file_len)?;
-    let pieces = layout
+    let pieces = piece_hashes(file, Layout::new(file_len)?)?;
+    let digest = file_digest(file_len, &pieces);
+    Ok(FileHashes { file_len, pieces, digest })
+}
+
+/// The SHA1 of every piece of `file`, which `layout` splits, hashed in parallel as
+/// `hash_file` does (a folder's files too).
+pub fn piece_hashes(file: &File, layout: Layout) -> Result<Vec<Sha1Digest>, HashFileError> {
+    layout
         .pieces()
         .collect::<Vec<_>>()
         .into_par_iter()
@@ -102,9 +109,7 @@ pub fn hash_file(file: &File, file_len: u64) -> Result<FileHashes, HashFileError
                 Ok(Sha1Digest::of(buf))
             },
         )
-        .collect::<Result<Vec<_>, HashFileError>>()?;
-    let digest = file_digest(file_len, &pieces);
-    Ok(FileHashes { file_len, pieces, digest })
+        .collect()
 }
 
 #[cfg(test)]

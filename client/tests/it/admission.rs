@@ -46,6 +46,15 @@ fn create(raw: &mut RawSession, name: &str) {
     assert_eq!(raw.call(request), Ok(Reply::Done));
 }
 
+/// A serving tracker that knows user alice (password `pw-alice`).
+fn tracker_with_alice() -> (Cluster, TrackerProc) {
+    let (cluster, tracker) = Cluster::with_one_tracker_args(&[]);
+    tracker.wait_serving();
+    let mut setup = RawSession::connect(&cluster, &tracker);
+    create(&mut setup, "alice");
+    (cluster, tracker)
+}
+
 /// A real user's login on a fresh connection from `from`: how long it took.
 fn real_login(cluster: &Cluster, tracker: &TrackerProc, from: Ipv4Addr, name: &str) -> Duration {
     let started = Instant::now();
@@ -122,11 +131,7 @@ fn a_user_with_a_session_gets_in_while_anonymous_connections_fill_every_slot() {
 
 #[test]
 fn silent_connections_from_many_addresses_or_the_trackers_own_do_not_block_handshakes() {
-    let (cluster, tracker) = Cluster::with_one_tracker_args(&[]);
-    tracker.wait_serving();
-    let mut setup = RawSession::connect(&cluster, &tracker);
-    create(&mut setup, "alice");
-    drop(setup);
+    let (cluster, tracker) = tracker_with_alice();
     // Eight addresses hold 8 silent TCP connections each (64, every handshake slot),
     // then 127.0.0.1 (the trackers' own address) holds 8 more.
     let mut silent: Vec<TcpStream> = Vec::new();
@@ -166,11 +171,7 @@ fn silent_connections_from_many_addresses_or_the_trackers_own_do_not_block_hands
 fn silent_handshakes_renewed_all_the_time_from_a_shared_address_keep_nobody_out() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
-    let (cluster, tracker) = Cluster::with_one_tracker_args(&[]);
-    tracker.wait_serving();
-    let mut setup = RawSession::connect(&cluster, &tracker);
-    create(&mut setup, "alice");
-    drop(setup);
+    let (cluster, tracker) = tracker_with_alice();
     // The attacker holds 8 silent connections, each renewed before it is 0.8 s old (a
     // handshake is stale at 1 s) or as soon as the tracker closed it.
     const RENEW: Duration = Duration::from_millis(800);

@@ -326,6 +326,23 @@ impl Terminal {
         }
     }
 
+    /// At the shell prompt, starts a client in state directory `name` and signs `name` up
+    /// and in (password `pw`), up to its prompt.
+    fn start_client_and_sign_up(&self, cluster: &Cluster, name: &str) {
+        self.wait_prompt("$");
+        self.type_line(&format!(
+            "{} 127.0.0.1:0 {} --state-dir {name}",
+            client_bin().display(),
+            cluster.info.display()
+        ));
+        self.wait_prompt(">");
+        self.type_line(&format!("create_user {name} pw"));
+        self.wait_for(&format!("created user {name}"), 1);
+        self.wait_prompt(">");
+        self.type_line(&format!("login {name} pw"));
+        self.wait_prompt(&format!("{name}>"));
+    }
+
     /// Waits until the last non-blank line of the screen is `prompt` (the program reads).
     fn wait_prompt(&self, prompt: &str) {
         let deadline = std::time::Instant::now() + crate::support::TIMEOUT;
@@ -457,18 +474,7 @@ fn on_a_terminal_downloads_announce_their_end_and_show_live_progress() {
     let file = upload(&mut seed, "big.bin", 8, 5);
     std::fs::create_dir(cluster.path("out")).unwrap();
 
-    term.wait_prompt("$");
-    term.type_line(&format!(
-        "{} 127.0.0.1:0 {} --state-dir leech",
-        client_bin().display(),
-        cluster.info.display()
-    ));
-    term.wait_prompt(">");
-    term.type_line("create_user leech pw");
-    term.wait_for("created user leech", 1);
-    term.wait_prompt(">");
-    term.type_line("login leech pw");
-    term.wait_prompt("leech>");
+    term.start_client_and_sign_up(&cluster, "leech");
     term.type_line("join_group g");
     term.wait_for("requested to join group g", 1);
     seed.ok("accept_request g leech", "accepted leech into group g");
@@ -547,18 +553,7 @@ fn on_a_terminal_group_news_arrive_above_the_prompt_and_tab_completes_ids() {
     write_random(&file, 1000, 9);
     assert!(owner.run1(&format!("upload_file {} team", file.display())).starts_with("uploaded "));
 
-    term.wait_prompt("$");
-    term.type_line(&format!(
-        "{} 127.0.0.1:0 {} --state-dir zed",
-        client_bin().display(),
-        cluster.info.display()
-    ));
-    term.wait_prompt(">");
-    term.type_line("create_user zed pw");
-    term.wait_for("created user zed", 1);
-    term.wait_prompt(">");
-    term.type_line("login zed pw");
-    term.wait_prompt("zed>");
+    term.start_client_and_sign_up(&cluster, "zed");
     // Group ids: fetched from the tracker on the first Tab.
     term.tmux(&["send-keys", "-l", "join_group te"]);
     term.tmux(&["send-keys", "Tab"]);
@@ -651,18 +646,7 @@ fn on_a_terminal_a_command_without_a_majority_says_it_waits_and_typed_lines_are_
     let cluster = Cluster::new(3);
     let mut trackers = cluster.start_all();
     let Some(term) = Terminal::start(cluster.dir.path()) else { return };
-    term.wait_prompt("$");
-    term.type_line(&format!(
-        "{} 127.0.0.1:0 {} --state-dir zed",
-        client_bin().display(),
-        cluster.info.display()
-    ));
-    term.wait_prompt(">");
-    term.type_line("create_user zed pw");
-    term.wait_for("created user zed", 1);
-    term.wait_prompt(">");
-    term.type_line("login zed pw");
-    term.wait_prompt("zed>");
+    term.start_client_and_sign_up(&cluster, "zed");
     term.type_line("create_group one");
     term.wait_for("created group one", 1);
     term.wait_prompt("zed>");
