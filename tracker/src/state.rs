@@ -247,6 +247,10 @@ pub struct TrackerState {
     /// admission (a key with a session may use the client slots kept for sessions).
     #[serde(skip)]
     keys: BTreeMap<PublicKey, u32>,
+    /// Each user's sessions: derived from `sessions` like `groups_of`, so that a login
+    /// costs the user's sessions, not every session (20,000 of them in the capacity run).
+    #[serde(skip)]
+    sessions_by_user: BTreeMap<UserId, BTreeSet<SessionId>>,
 }
 
 impl TrackerState {
@@ -376,7 +380,7 @@ impl TrackerState {
 
     /// The sessions of `user`.
     pub fn sessions_of<'a>(&'a self, user: &'a UserId) -> impl Iterator<Item = SessionId> + 'a {
-        self.sessions.iter().filter(move |(_, s)| &s.user == user).map(|(id, _)| *id)
+        self.sessions_by_user.get(user).into_iter().flatten().copied()
     }
 
     /// Every session, for the leader's sweep of idle ones.
@@ -644,12 +648,13 @@ impl TrackerState {
                 files: old.files,
                 groups_of: BTreeMap::new(),
                 keys: BTreeMap::new(),
+                sessions_by_user: BTreeMap::new(),
             }
         } else {
             unversioned(STATE_FORMAT, bytes)?
         };
         state.groups_of = index_groups(&state.groups);
-        state.reindex_keys();
+        state.reindex_sessions();
         Ok(state)
     }
 
@@ -687,13 +692,29 @@ impl TrackerState {
     /// Whether `key` holds a session of `user`.
     pub fn key_has_session_of(&self, key: &PublicKey, user: &UserId) -> bool {
         self.key_has_session(key)
-            && self.sessions.values().any(|s| &s.key == key && &s.user == user)
+            && self
+                .sessions_of(user)
+                .any(|id| self.sessions.get(&id).is_some_and(|s| &s.key == key))
     }
 
-    fn reindex_keys(&mut self) {
+    /// Rebuilds the indexes derived from `sessions`: `keys` and `sessions_by_user`.
+    fn reindex_sessions(&mut self) {
         self.keys.clear();
-        for session in self.sessions.values() {
+        self.sessions_by_user.clear();
+        for (id, session) in &self.sessions {
             *self.keys.entry(session.key).or_default() += 1;
+            self.sessions_by_user.entry(session.user.clone()).or_default().insert(*id);
+        }
+    }
+
+    /// Session `id` of `old` is gone: the indexes follow.
+    fn session_removed(&mut self, id: &SessionId, old: &Session) {
+        self.key_removed(old.key);
+        if let Some(sessions) = self.sessions_by_user.get_mut(&old.user) {
+            sessions.remove(id);
+            if sessions.is_empty() {
+                self.sessions_by_user.remove(&old.user);
+            }
         }
     }
 
@@ -732,20 +753,24 @@ impl TrackerState {
             Op::OpenSession { session, user, peer_addr, key } => {
                 let record = Session { user: user.clone(), peer_addr: *peer_addr, key: *key };
                 if let Some(old) = self.sessions.insert(*session, record) {
-                    self.key_removed(old.key);
+                    self.session_removed(session, &old);
                 }
                 *self.keys.entry(*key).or_default() += 1;
+                self.sessions_by_user.entry(user.clone()).or_default().insert(*session);
             }
             Op::CloseSession { session } => {
                 if let Some(old) = self.sessions.remove(session) {
-                    self.key_removed(old.key);
+                    self.session_removed(session, &old);
                 }
                 self.remove_sharers(|s| s == session);
             }
             Op::CloseUserSessions { user } => {
                 let gone: BTreeSet<SessionId> = self.sessions_of(user).collect();
-                self.sessions.retain(|s, _| !gone.contains(s));
-                self.reindex_keys();
+                for id in &gone {
+                    if let Some(old) = self.sessions.remove(id) {
+                        self.session_removed(id, &old);
+                    }
+                }
                 self.remove_sharers(|s| gone.contains(s));
             }
             Op::CreateGroup { group, owner } => {

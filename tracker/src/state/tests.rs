@@ -567,3 +567,35 @@ mod golden {
         "010101010101010101010101010101010101010101",
     );
 }
+
+/// The session indexes `apply` keeps are the ones `decode` rebuilds, through every way a
+/// session opens and ends, and a user's sessions are found without a scan of all.
+#[test]
+fn the_session_indexes_follow_every_open_and_close() {
+    let mut st = fixture();
+    let check = |st: &TrackerState| {
+        let rebuilt = TrackerState::decode(&st.encode()).unwrap();
+        assert_eq!(rebuilt.sessions_by_user, st.sessions_by_user);
+        assert_eq!(rebuilt.keys, st.keys);
+    };
+    check(&st);
+    let open = |n: u8, name: &str, k: u8| Op::OpenSession {
+        session: token(n),
+        user: user(name),
+        peer_addr: "127.0.0.1:7100".parse().unwrap(),
+        key: key(k),
+    };
+    st.apply(&open(4, "alice", 9)).unwrap();
+    st.apply(&open(5, "alice", 1)).unwrap();
+    check(&st);
+    assert_eq!(st.sessions_of(&user("alice")).collect::<Vec<_>>(), [token(1), token(4), token(5)]);
+    assert!(st.key_has_session_of(&key(9), &user("alice")));
+    assert!(!st.key_has_session_of(&key(9), &user("bob")));
+    st.apply(&Op::CloseSession { session: token(4) }).unwrap();
+    check(&st);
+    assert!(!st.key_has_session_of(&key(9), &user("alice")));
+    st.apply(&Op::CloseUserSessions { user: user("alice") }).unwrap();
+    check(&st);
+    assert_eq!(st.sessions_of(&user("alice")).count(), 0);
+    assert_eq!(st.sessions_of(&user("bob")).collect::<Vec<_>>(), [token(2)]);
+}
