@@ -141,7 +141,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let (Some(addr), Some(key)) = (info.addr(args.tracker), info.key(args.tracker)) else {
+    let (Some(addr), Some(key)) =
+        (info.resolve(args.tracker).ok().and_then(|a| a.first().copied()), info.key(args.tracker))
+    else {
         eprintln!("login_attack: tracker {} is not listed with a key", args.tracker);
         return ExitCode::FAILURE;
     };

@@ -260,8 +260,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let trackers: Vec<(SocketAddr, PublicKey)> =
-        info.trackers().filter_map(|(id, addr)| info.key(id).map(|key| (addr, key))).collect();
+    let trackers: Vec<(SocketAddr, PublicKey)> = info
+        .trackers()
+        .filter_map(|(id, _)| {
+            let addr = info.resolve(id).ok()?.into_iter().next()?;
+            info.key(id).map(|key| (addr, key))
+        })
+        .collect();
     if trackers.is_empty() {
         eprintln!("session_load: no tracker with a key in {}", args.tracker_info.display());
         return ExitCode::FAILURE;

@@ -151,7 +151,7 @@ pub struct Peer {
 #[derive(Debug, Clone)]
 pub struct TrackersSeen {
     /// What `tracker_info.txt` lists: line number, address, whether its key is listed.
-    pub listed: Vec<(u32, SocketAddr, bool)>,
+    pub listed: Vec<(u32, common::tracker_info::TrackerAddr, bool)>,
     /// The tracker that answered this client's last call.
     pub last: Option<SocketAddr>,
     /// The tracker this client's links connected to last, unless it failed since.

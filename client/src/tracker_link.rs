@@ -54,7 +54,7 @@ pub enum LinkError {
         "no tracker reachable ({}); start the trackers listed in {info} (tracker {info} N, for N from 1 to {n})",
         list(.tried)
     )]
-    NoTracker { tried: Vec<(SocketAddr, String)>, info: String, n: usize },
+    NoTracker { tried: Vec<(String, String)>, info: String, n: usize },
     /// No tracker could be used, and some took the connection but not the secure handshake
     /// for the key their line of `tracker_info.txt` lists (a tracker closes a handshake it
     /// cannot decrypt): that line is what to fix, most likely (issue 20).
@@ -63,7 +63,7 @@ pub enum LinkError {
         wrong_list(.wrong), lines(.wrong), if .wrong.len() == 1 { "that line" } else { "those lines" },
         other_trackers(.others)
     )]
-    WrongKey { wrong: Vec<(usize, SocketAddr)>, others: Vec<(SocketAddr, String)>, info: String },
+    WrongKey { wrong: Vec<(usize, SocketAddr)>, others: Vec<(String, String)>, info: String },
     /// Ctrl-C came before an answer (the tracker may still carry the request out).
     #[error("interrupted before the tracker answered")]
     Interrupted,
@@ -83,14 +83,15 @@ fn lines(wrong: &[(usize, SocketAddr)]) -> String {
     }
 }
 
-fn other_trackers(others: &[(SocketAddr, String)]) -> String {
+fn other_trackers(others: &[(String, String)]) -> String {
     match others.is_empty() {
         true => String::new(),
         false => format!(" (the others: {})", list(others)),
     }
 }
 
-fn list(tried: &[(SocketAddr, String)]) -> String {
+/// `where: why; ...`: each tracker address (or host name) tried, and what went wrong.
+fn list(tried: &[(String, String)]) -> String {
     if tried.is_empty() {
         return "none tried".to_string();
     }
@@ -306,12 +307,14 @@ impl TrackerLink {
         }
     }
 
-    fn no_tracker(&self, tried: Vec<(SocketAddr, String)>) -> LinkError {
+    fn no_tracker(&self, tried: Vec<(String, String)>) -> LinkError {
         let info = self.trackers.path().display().to_string();
         let wrong = self.wrong_keys.clone();
         if !wrong.is_empty() {
-            let others: Vec<(SocketAddr, String)> =
-                tried.into_iter().filter(|(a, _)| !wrong.iter().any(|(_, w)| w == a)).collect();
+            let others: Vec<(String, String)> = tried
+                .into_iter()
+                .filter(|(a, _)| !wrong.iter().any(|(_, w)| w.to_string() == *a))
+                .collect();
             return LinkError::WrongKey { wrong, others, info };
         }
         LinkError::NoTracker { tried, info, n: self.trackers.current().len() }
@@ -320,55 +323,80 @@ impl TrackerLink {
     /// Connects to the first tracker that proves its listed key and answers the hello.
     fn connect(
         &mut self,
-        tried: &mut Vec<(SocketAddr, String)>,
+        tried: &mut Vec<(String, String)>,
         busy: &[SocketAddr],
         interrupt: Option<&Interrupt>,
     ) {
         let info = self.trackers.current();
-        for (tracker_id, addr) in info.trackers().filter(|(_, a)| !busy.contains(a)) {
-            if interrupt.is_some_and(Interrupt::is_fired) {
-                return;
-            }
-            let line = info.line(tracker_id).unwrap_or(0);
-            self.wrong_keys.retain(|(_, a)| *a != addr);
-            let result = match info.key(tracker_id) {
-                Some(key) => {
-                    handshake(addr, &self.identity, &key, interrupt).map_err(|e| match e {
-                        FrameError::Handshake(
-                            e @ (HandshakeError::Crypto(_) | HandshakeError::Closed),
-                        ) => {
-                            self.wrong_keys.push((line, addr));
-                            format!(
-                                "did not prove the key on line {line} of {} ({e})",
-                                self.trackers.path().display()
-                            )
-                        }
-                        other => other.to_string(),
-                    })
+        let ids: Vec<u32> = info.trackers().map(|(id, _)| id).collect();
+        for tracker_id in ids {
+            // A host name is resolved at each connect; every address it has is tried.
+            let addrs = match info.resolve(tracker_id) {
+                Ok(addrs) => addrs,
+                Err(why) => {
+                    log::info!("tracker {tracker_id} unusable: {why}");
+                    let listed = info.addr(tracker_id).map(|a| a.to_string()).unwrap_or_default();
+                    tried.retain(|(a, _)| *a != listed);
+                    tried.push((listed, why));
+                    continue;
                 }
-                None => Err(format!(
-                    "no key on line {line} of {} yet (a tracker writes it at its first start)",
-                    self.trackers.path().display()
-                )),
             };
-            match result {
-                Ok(conn) => {
-                    log::info!("connected to tracker {tracker_id} at {addr}");
-                    if let Some(view) = &self.view {
-                        view.connected(tracker_id, addr);
-                    }
-                    self.conn = Some((addr, conn));
-                    self.resumed = None;
+            for addr in addrs.into_iter().filter(|a| !busy.contains(a)) {
+                if interrupt.is_some_and(Interrupt::is_fired) {
                     return;
                 }
-                Err(why) => {
-                    log::info!("tracker {tracker_id} at {addr} unusable: {why}");
-                    if let Some(view) = &self.view {
-                        view.unusable(tracker_id, addr, &why);
-                    }
-                    tried.retain(|(a, _)| *a != addr);
-                    tried.push((addr, why));
+                if self.try_tracker(&info, tracker_id, addr, tried, interrupt) {
+                    return;
                 }
+            }
+        }
+    }
+
+    /// Tries tracker `tracker_id` at `addr`; whether it is now this link's connection.
+    fn try_tracker(
+        &mut self,
+        info: &common::tracker_info::TrackerInfo,
+        tracker_id: u32,
+        addr: SocketAddr,
+        tried: &mut Vec<(String, String)>,
+        interrupt: Option<&Interrupt>,
+    ) -> bool {
+        let line = info.line(tracker_id).unwrap_or(0);
+        self.wrong_keys.retain(|(_, a)| *a != addr);
+        let result = match info.key(tracker_id) {
+            Some(key) => handshake(addr, &self.identity, &key, interrupt).map_err(|e| match e {
+                FrameError::Handshake(e @ (HandshakeError::Crypto(_) | HandshakeError::Closed)) => {
+                    self.wrong_keys.push((line, addr));
+                    format!(
+                        "did not prove the key on line {line} of {} ({e})",
+                        self.trackers.path().display()
+                    )
+                }
+                other => other.to_string(),
+            }),
+            None => Err(format!(
+                "no key on line {line} of {} yet (a tracker writes it at its first start)",
+                self.trackers.path().display()
+            )),
+        };
+        match result {
+            Ok(conn) => {
+                log::info!("connected to tracker {tracker_id} at {addr}");
+                if let Some(view) = &self.view {
+                    view.connected(tracker_id, addr);
+                }
+                self.conn = Some((addr, conn));
+                self.resumed = None;
+                true
+            }
+            Err(why) => {
+                log::info!("tracker {tracker_id} at {addr} unusable: {why}");
+                if let Some(view) = &self.view {
+                    view.unusable(tracker_id, addr, &why);
+                }
+                tried.retain(|(a, _)| *a != addr.to_string());
+                tried.push((addr.to_string(), why));
+                false
             }
         }
     }

@@ -127,9 +127,9 @@ impl TrackerSession {
 
     /// The trackers `tracker_info.txt` lists now: line number, address, and whether their
     /// key is listed.
-    pub fn listed(&self) -> Vec<(u32, std::net::SocketAddr, bool)> {
+    pub fn listed(&self) -> Vec<(u32, common::tracker_info::TrackerAddr, bool)> {
         let info = self.trackers.current();
-        info.trackers().map(|(id, addr)| (id, addr, info.key(id).is_some())).collect()
+        info.trackers().map(|(id, addr)| (id, addr.clone(), info.key(id).is_some())).collect()
     }
 
     /// The tracker that answered the last call, if any did.

@@ -1,6 +1,8 @@
-//! The `tracker_info.txt` format: one tracker per line as `IP:PORT`, optionally followed by
-//! whitespace and the tracker's public key (64 hex digits); blank lines and lines starting
-//! with `#` are ignored; tracker N is the N-th address line (1-based).
+//! The `tracker_info.txt` format: one tracker per line as `IP:PORT` or `HOST:PORT`,
+//! optionally followed by whitespace and the tracker's public key (64 hex digits); blank
+//! lines and lines starting with `#` are ignored; tracker N is the N-th address line
+//! (1-based). A host name is resolved at each connect (`TrackerAddr::resolve`), and every
+//! address it resolves to, IPv4 and IPv6, is tried (issue 19).
 //!
 //! The keys are the deployment's trust anchor. A tracker whose line has no key writes its
 //! own there at first start (`record_key`: under a lock, by atomic replace, every other line
@@ -9,7 +11,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -26,14 +28,14 @@ pub enum TrackerInfoError {
     /// The file could not be updated.
     #[error("cannot write {path}: {source}")]
     Write { path: String, source: std::io::Error },
-    /// A line is not `IP:PORT [KEY]`.
+    /// A line is not `IP:PORT [KEY]` or `HOST:PORT [KEY]`.
     #[error(
-        "line {line}: expected IP:PORT optionally followed by a 64-hex-digit key, found {text:?}"
+        "line {line}: expected IP:PORT or HOST:PORT optionally followed by a 64-hex-digit key, found {text:?}"
     )]
     BadLine { line: usize, text: String },
     /// Two lines name the same address.
     #[error("line {line}: {addr} is listed twice")]
-    Duplicate { line: usize, addr: SocketAddr },
+    Duplicate { line: usize, addr: TrackerAddr },
     /// Two lines carry the same key.
     #[error("line {line}: the key of this tracker is also listed on line {first}")]
     DuplicateKey { line: usize, first: usize },
@@ -45,10 +47,83 @@ pub enum TrackerInfoError {
     NoSuchTracker { id: u32, count: usize },
 }
 
+/// Where a tracker is: an address, or a host name resolved at each connect.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum TrackerAddr {
+    Ip(SocketAddr),
+    Host { name: String, port: u16 },
+}
+
+/// The longest host name (RFC 1035).
+const MAX_HOST_LEN: usize = 253;
+
+impl TrackerAddr {
+    /// Every address it stands for now: itself, or what its host name resolves to
+    /// (IPv4 and IPv6, in the resolver's order, without repeats).
+    pub fn resolve(&self) -> std::io::Result<Vec<SocketAddr>> {
+        match self {
+            TrackerAddr::Ip(addr) => Ok(vec![*addr]),
+            TrackerAddr::Host { name, port } => {
+                let mut addrs: Vec<SocketAddr> = Vec::new();
+                for addr in (name.as_str(), *port).to_socket_addrs()? {
+                    if !addrs.contains(&addr) {
+                        addrs.push(addr);
+                    }
+                }
+                Ok(addrs)
+            }
+        }
+    }
+
+    /// The address, when it is one (not a host name).
+    pub fn ip(&self) -> Option<SocketAddr> {
+        match self {
+            TrackerAddr::Ip(addr) => Some(*addr),
+            TrackerAddr::Host { .. } => None,
+        }
+    }
+}
+
+impl std::str::FromStr for TrackerAddr {
+    type Err = ();
+    /// `IP:PORT` (`[V6]:PORT` for IPv6), or `HOST:PORT` with a host name of letters,
+    /// digits, `-` and `.` (labels of 1 to 63, not starting or ending with `-`).
+    fn from_str(text: &str) -> Result<TrackerAddr, ()> {
+        if let Ok(addr) = text.parse::<SocketAddr>() {
+            return Ok(TrackerAddr::Ip(addr));
+        }
+        let (name, port) = text.rsplit_once(':').ok_or(())?;
+        let port: u16 = port.parse().map_err(|_| ())?;
+        let name = name.strip_suffix('.').unwrap_or(name);
+        let label_ok = |label: &str| {
+            (1..=63).contains(&label.len())
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        };
+        // All digits and dots would be a mistyped IPv4 address, not a name.
+        let numeric = name.chars().all(|c| c.is_ascii_digit() || c == '.');
+        if name.is_empty() || name.len() > MAX_HOST_LEN || numeric || !name.split('.').all(label_ok)
+        {
+            return Err(());
+        }
+        Ok(TrackerAddr::Host { name: name.to_ascii_lowercase(), port })
+    }
+}
+
+impl std::fmt::Display for TrackerAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TrackerAddr::Ip(addr) => write!(f, "{addr}"),
+            TrackerAddr::Host { name, port } => write!(f, "{name}:{port}"),
+        }
+    }
+}
+
 /// One tracker's line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Entry {
-    addr: SocketAddr,
+    addr: TrackerAddr,
     key: Option<PublicKey>,
     /// Its line number in the file (1-based), for messages.
     line: usize,
@@ -95,9 +170,20 @@ impl TrackerInfo {
         self.entries.get(idx)
     }
 
-    /// The address of tracker `id` (1-based), if listed.
-    pub fn addr(&self, id: u32) -> Option<SocketAddr> {
-        self.entry(id).map(|e| e.addr)
+    /// Where tracker `id` (1-based) is, if listed.
+    pub fn addr(&self, id: u32) -> Option<TrackerAddr> {
+        self.entry(id).map(|e| e.addr.clone())
+    }
+
+    /// The addresses tracker `id` is at now (its host name resolved), or why there are
+    /// none.
+    pub fn resolve(&self, id: u32) -> Result<Vec<SocketAddr>, String> {
+        let entry = self.entry(id).ok_or_else(|| format!("tracker {id} is not listed"))?;
+        match entry.addr.resolve() {
+            Ok(addrs) if addrs.is_empty() => Err(format!("{} resolves to no address", entry.addr)),
+            Ok(addrs) => Ok(addrs),
+            Err(e) => Err(format!("cannot resolve {}: {e}", entry.addr)),
+        }
     }
 
     /// The key listed for tracker `id`, if there is one yet.
@@ -121,8 +207,8 @@ impl TrackerInfo {
     }
 
     /// Every tracker as `(id, address)`, in file order.
-    pub fn trackers(&self) -> impl Iterator<Item = (u32, SocketAddr)> + '_ {
-        (1u32..).zip(self.entries.iter().map(|e| e.addr))
+    pub fn trackers(&self) -> impl Iterator<Item = (u32, &TrackerAddr)> + '_ {
+        (1u32..).zip(self.entries.iter().map(|e| &e.addr))
     }
 
     /// How many trackers are listed.
@@ -171,14 +257,14 @@ impl TrackerInfo {
 fn parse_line(
     raw: &str,
     line: usize,
-) -> Result<Option<(SocketAddr, Option<PublicKey>)>, TrackerInfoError> {
+) -> Result<Option<(TrackerAddr, Option<PublicKey>)>, TrackerInfoError> {
     let text = raw.trim();
     if text.is_empty() || text.starts_with('#') {
         return Ok(None);
     }
     let bad = || TrackerInfoError::BadLine { line, text: text.to_string() };
     let mut words = text.split_whitespace();
-    let addr: SocketAddr = words.next().and_then(|w| w.parse().ok()).ok_or_else(bad)?;
+    let addr: TrackerAddr = words.next().and_then(|w| w.parse().ok()).ok_or_else(bad)?;
     let key = match words.next() {
         None => None,
         Some(word) => Some(word.parse::<PublicKey>().map_err(|_| bad())?),
@@ -383,8 +469,8 @@ mod tests {
         let text = format!("# trackers\n\n127.0.0.1:6000\n  127.0.0.1:6001 \t {KEY_A} \n");
         let info = TrackerInfo::parse(&text).unwrap();
         assert_eq!(info.len(), 2);
-        assert_eq!(info.addr(1), Some("127.0.0.1:6000".parse().unwrap()));
-        assert_eq!(info.addr(2), Some("127.0.0.1:6001".parse().unwrap()));
+        assert_eq!(info.addr(1), Some(TrackerAddr::Ip("127.0.0.1:6000".parse().unwrap())));
+        assert_eq!(info.addr(2), Some(TrackerAddr::Ip("127.0.0.1:6001".parse().unwrap())));
         assert_eq!(info.key(1), None);
         assert_eq!(info.key(2), Some(KEY_A.parse().unwrap()));
         assert_eq!(info.line(2), Some(4));
@@ -397,11 +483,47 @@ mod tests {
     #[test]
     fn bad_line_names_its_number() {
         let err = TrackerInfo::parse("127.0.0.1:6000\n\nlocalhost\n").unwrap_err();
-        assert!(err.to_string().starts_with("line 3: expected IP:PORT"), "{err}");
+        assert!(err.to_string().starts_with("line 3: expected IP:PORT or HOST:PORT"), "{err}");
         let err = TrackerInfo::parse("127.0.0.1:6000 nothex\n").unwrap_err();
         assert!(matches!(err, TrackerInfoError::BadLine { line: 1, .. }));
         let err = TrackerInfo::parse(&format!("127.0.0.1:6000 {KEY_A} extra\n")).unwrap_err();
         assert!(matches!(err, TrackerInfoError::BadLine { line: 1, .. }));
+    }
+
+    #[test]
+    fn host_names_are_kept_and_resolved_at_each_use() {
+        let text = format!("localhost:6000 {KEY_A}\ntracker-2.example.org.:6001\n[::1]:6002\n");
+        let info = TrackerInfo::parse(&text).unwrap();
+        let host = |name: &str, port| TrackerAddr::Host { name: name.into(), port };
+        assert_eq!(info.addr(1), Some(host("localhost", 6000)));
+        assert_eq!(info.addr(2), Some(host("tracker-2.example.org", 6001)));
+        assert_eq!(info.addr(3), Some(TrackerAddr::Ip("[::1]:6002".parse().unwrap())));
+        assert_eq!(info.addr(2).unwrap().to_string(), "tracker-2.example.org:6001");
+        let local = info.resolve(1).unwrap();
+        assert!(
+            !local.is_empty() && local.iter().all(|a| a.ip().is_loopback() && a.port() == 6000)
+        );
+        assert_eq!(info.resolve(3), Ok(vec!["[::1]:6002".parse().unwrap()]));
+        assert!(info.resolve(4).is_err());
+        for bad in [
+            "-bad.example:1",
+            "bad-.example:1",
+            "a..b:1",
+            "under_score:1",
+            "host:99999",
+            "host",
+            "1.2.3:6000",
+            "h\u{e9}te:1",
+            ":6000",
+        ] {
+            assert!(bad.parse::<TrackerAddr>().is_err(), "{bad:?} was taken");
+        }
+        let long = format!("{}:1", vec!["a".repeat(63); 5].join("."));
+        assert!(long.parse::<TrackerAddr>().is_err(), "over 253 bytes");
+        assert!(matches!(
+            TrackerInfo::parse("LocalHost:1\nlocalhost:1\n"),
+            Err(TrackerInfoError::Duplicate { line: 2, .. })
+        ));
     }
 
     #[test]

@@ -265,7 +265,7 @@ impl Admission {
             (id, evicted)
         };
         let (id, evicted) = evicted;
-        shut(evicted, "stalled handshake");
+        shut(evicted, "silent or stalled handshake");
         Ok(HandshakeSlot { admission: self.clone(), id, source, traded: false })
     }
 

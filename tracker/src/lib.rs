@@ -72,10 +72,35 @@ pub enum RunError {
     RecordKey(#[from] Box<RecordKeyError>),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("cannot resolve this tracker's listed address {addr}: {reason}; use an address, or --listen")]
+    Resolve { addr: String, reason: String },
     #[error("cannot install signal handler: {0}")]
     Signal(#[from] ctrlc::Error),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+}
+
+/// Listens on this tracker's listed address: for a host name, on the first address it
+/// resolves to that this machine can bind.
+fn listen_on_listed(listed: &tracker_info::TrackerAddr) -> Result<std::net::TcpListener, RunError> {
+    let addrs = listed.resolve().map_err(|source| RunError::Resolve {
+        addr: listed.to_string(),
+        reason: source.to_string(),
+    })?;
+    let mut last = None;
+    for addr in addrs {
+        match server::listen(addr) {
+            Ok(listener) => return Ok(listener),
+            Err(source) => {
+                log::info!("cannot listen on {addr} (listed as {listed}): {source}");
+                last = Some(RunError::Bind { addr, source });
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| RunError::Resolve {
+        addr: listed.to_string(),
+        reason: "it resolves to no address".to_string(),
+    }))
 }
 
 /// Runs the tracker until it is asked to stop (SIGINT, SIGTERM, or `quit` on stdin).
@@ -112,8 +137,10 @@ pub fn run(config: Config) -> Result<(), RunError> {
     let identity = Arc::new(identity);
     // Behind a port forward or a proxy, the listed address is where others reach us, and
     // `--listen` where we listen.
-    let addr = config.listen.unwrap_or(addr);
-    let listener = server::listen(addr).map_err(|source| RunError::Bind { addr, source })?;
+    let listener = match config.listen {
+        Some(addr) => server::listen(addr).map_err(|source| RunError::Bind { addr, source })?,
+        None => listen_on_listed(&addr)?,
+    };
     let local = listener.local_addr()?;
     let settings = Settings {
         id: config.tracker_id,

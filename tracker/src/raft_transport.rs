@@ -61,7 +61,8 @@ impl Contacts {
 }
 
 /// A connection to tracker `to` as tracker `from`: from `from`'s listed IP address, to
-/// `to`'s listed address, which must prove `to`'s listed key.
+/// `to`'s listed address (the first that answers, for a host name), which must prove `to`'s
+/// listed key.
 pub fn connect_tracker(
     trackers: &TrackerInfoFile,
     identity: &Identity,
@@ -70,11 +71,20 @@ pub fn connect_tracker(
     timeout: Duration,
 ) -> Result<Connection<ReplicaReply, ReplicaRequest>, FrameError> {
     let info = trackers.current();
-    let addr = info.addr(to).ok_or_else(|| protocol(format!("tracker {to} is not listed")))?;
+    let addrs = info.resolve(to).map_err(protocol)?;
     let key = info.key(to).ok_or_else(|| {
         protocol(format!("no key for tracker {to} in {} yet", trackers.path().display()))
     })?;
-    let stream = connect_from(info.addr(from), addr)?;
+    // Our own listed address, to leave from (a host name: not resolved for this).
+    let own = info.addr(from).and_then(|a| a.ip());
+    let mut stream = Err(std::io::Error::other(format!("tracker {to}: no address")));
+    for addr in addrs {
+        stream = connect_from(own, addr);
+        if stream.is_ok() {
+            break;
+        }
+    }
+    let stream = stream?;
     let timeouts = Timeouts { handshake: timeout, read: timeout, write: timeout };
     let mut hello: Connection<TrackerMessage, ClientMessage> =
         Connection::connect(stream, identity, &key, timeouts)?;

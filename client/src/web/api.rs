@@ -372,25 +372,45 @@ pub fn trackers_json(peer: &Peer) -> Value {
             _ => None,
         }
     };
-    let row = |id: Option<u32>, addr: std::net::SocketAddr, key: Option<bool>| {
-        let found = seen.seen.iter().find(|(a, _)| *a == addr).map(|(_, s)| s);
+    let row = |id: Option<u32>, shown: String, at: Option<std::net::SocketAddr>, key| {
+        let found = at.and_then(|addr| seen.seen.iter().find(|(a, _)| *a == addr)).map(|(_, s)| s);
         let id = id.or_else(|| found.and_then(|s| s.id));
         json!({
             "role": role_of(id),
             "id": id,
-            "addr": addr.to_string(),
+            "addr": shown,
             "key_listed": key,
             "state": found.map_or("not tried yet", |s| s.state.word()),
             "reason": found.and_then(|s| s.state.reason()),
             "since_ms": found.map(|s| unix(s.since)),
-            "serving": seen.serving == Some(addr),
+            "serving": at.is_some() && seen.serving == at,
         })
     };
-    for (id, addr, key) in &seen.listed {
-        trackers.push(row(Some(*id), *addr, Some(*key)));
+    // A listed address is one row; a host name is a row for each address of it that a
+    // link tried (`name:port (addr)`), or one row while none was.
+    let mut shown_addrs = Vec::new();
+    for (id, listed, key) in &seen.listed {
+        match listed.ip() {
+            Some(addr) => {
+                trackers.push(row(Some(*id), addr.to_string(), Some(addr), Some(*key)));
+                shown_addrs.push(addr);
+            }
+            None => {
+                let tried: Vec<std::net::SocketAddr> =
+                    seen.seen.iter().filter(|(_, s)| s.id == Some(*id)).map(|(a, _)| *a).collect();
+                if tried.is_empty() {
+                    trackers.push(row(Some(*id), listed.to_string(), None, Some(*key)));
+                }
+                for addr in tried {
+                    let shown = format!("{listed} ({addr})");
+                    trackers.push(row(Some(*id), shown, Some(addr), Some(*key)));
+                    shown_addrs.push(addr);
+                }
+            }
+        }
     }
-    for (addr, _) in seen.seen.iter().filter(|(a, _)| !seen.listed.iter().any(|l| l.1 == *a)) {
-        trackers.push(row(None, *addr, None));
+    for (addr, _) in seen.seen.iter().filter(|(a, _)| !shown_addrs.contains(a)) {
+        trackers.push(row(None, addr.to_string(), Some(*addr), None));
     }
     let events: Vec<Value> =
         seen.events.iter().map(|e| json!({ "at_ms": unix(e.at), "text": e.text })).collect();

@@ -454,3 +454,25 @@ fn forged_replication_traffic_changes_nothing() {
     let mut refs: Vec<&mut TrackerProc> = trackers.iter_mut().collect();
     wait_converged(&mut refs);
 }
+
+/// Issue 19: `tracker_info.txt` names trackers by host name (`localhost:PORT` here),
+/// resolved at each connect: they replicate with each other, serve clients, and a client
+/// fails over between them by name.
+#[test]
+fn trackers_named_by_host_name_replicate_serve_and_fail_over() {
+    let cluster = Cluster::new(3);
+    let text = std::fs::read_to_string(&cluster.info).unwrap();
+    std::fs::write(&cluster.info, text.replace("127.0.0.1:", "localhost:")).unwrap();
+    let mut trackers = cluster.start_all();
+    let listed = std::fs::read_to_string(&cluster.info).unwrap();
+    assert_eq!(listed.matches("localhost:").count(), 3, "{listed}");
+    let mut c = cluster.client("c");
+    c.sign_up("alice");
+    c.ok("create_group g", "created group g");
+    let mut refs: Vec<&mut TrackerProc> = trackers.iter_mut().collect();
+    wait_converged(&mut refs);
+    // The first listed tracker goes: the client moves to the next name.
+    trackers.remove(0).kill();
+    c.ok("create_group h", "created group h");
+    assert_eq!(c.run("list_groups"), ["g", "h"]);
+}

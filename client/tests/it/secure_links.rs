@@ -379,6 +379,8 @@ fn a_tracker_with_every_client_slot_taken_still_answers_the_others() {
     let mut one = one;
     crate::support::wait_converged(&mut [&mut one, &mut two, &mut three]);
     let log = cluster.tracker_log(1);
-    assert!(log.contains("too many handshakes in progress from this address"), "{log}");
+    // The stranger's silent connections held at most its share: each newcomer of its
+    // took the place of one (issue 21), and the trackers' links were never kept out.
+    assert!(log.contains("closing a silent or stalled handshake for a newcomer"), "{log}");
     drop((idle, stalled));
 }

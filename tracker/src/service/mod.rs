@@ -279,7 +279,8 @@ impl ReplicaRequests for Service {
             log::log!(level, "< {who} #{} {request:?}", id.seq);
         }
         // The client's address is the follower's: nothing forwarded hashes a password.
-        let follower = self.settings.trackers.current().addr(from).map(|a| a.ip());
+        let follower = self.settings.trackers.current().resolve(from).ok();
+        let follower = follower.and_then(|addrs| addrs.first().map(|a| a.ip()));
         let from_ip = follower.unwrap_or(IpAddr::from([0, 0, 0, 0]));
         self.serve_here(id, token, client, from_ip, request)
     }
