@@ -284,7 +284,8 @@ impl Peer {
 
     /// At start: logs in again with the session kept by the last run (`exit` and signals
     /// keep it), without the password, and shares and downloads as after a `login`. A
-    /// session the trackers ended, or one announced from another address, is forgotten;
+    /// session announced from another address (its port was taken meanwhile) is moved to
+    /// this one; a session the trackers ended, or one that cannot be moved, is forgotten;
     /// one that cannot be checked now (no tracker reachable) is kept.
     pub fn resume_session(&self, saved: SavedSession) -> Result<(), CommandError> {
         let _changing = self.session_change.lock();
@@ -294,13 +295,34 @@ impl Peer {
         let moved = peer_addr != self.listen_addr;
         match checked {
             Ok(Reply::Alive { .. }) if moved => {
-                // Other peers would be sent to the old address: end it, and say so.
-                if let Err(e) = self.ctx.tracker.call(Request::Logout) {
-                    log::warn!("cannot end the session announced from {peer_addr}: {e}");
+                // Other peers must be sent to the new address.
+                let moving = Request::MoveSession { peer_addr: self.listen_addr };
+                match self.ctx.tracker.call(moving) {
+                    Ok(_) => {
+                        log::info!(
+                            "the session of {user} moved from {peer_addr} to {} (that port was taken)",
+                            self.listen_addr
+                        );
+                        self.keep_session(&user, token);
+                        self.watch_memberships(token);
+                        self.resume_shares(&user);
+                        Ok(())
+                    }
+                    Err(e) => {
+                        // Other peers would be sent to the old address: end it, and say so.
+                        log::warn!("cannot move the session to {}: {e}", self.listen_addr);
+                        if let Err(e) = self.ctx.tracker.call(Request::Logout) {
+                            log::warn!("cannot end the session announced from {peer_addr}: {e}");
+                        }
+                        self.ctx.tracker.set_login(None);
+                        self.forget_session();
+                        Err(CommandError::SessionMoved {
+                            user,
+                            then: peer_addr,
+                            now: self.listen_addr,
+                        })
+                    }
                 }
-                self.ctx.tracker.set_login(None);
-                self.forget_session();
-                Err(CommandError::SessionMoved { user, then: peer_addr, now: self.listen_addr })
             }
             Ok(Reply::Alive { .. }) => {
                 self.watch_memberships(token);

@@ -146,6 +146,9 @@ pub enum Request {
     /// any tracker answers for itself at once, without its leader or a read barrier, as
     /// it matters most when there is no majority. The dashboard's trackers panel.
     Status,
+    /// This session's peer now serves pieces at `peer_addr` (protocol 6): a restarted
+    /// client that could not have its port again keeps its session (issue 20).
+    MoveSession { peer_addr: SocketAddr },
 }
 
 impl Request {

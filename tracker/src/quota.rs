@@ -135,7 +135,8 @@ impl Quotas {
             | Op::CreateUser { .. }
             | Op::OpenSession { .. }
             | Op::CloseSession { .. }
-            | Op::CloseUserSessions { .. } => return Ok(()),
+            | Op::CloseUserSessions { .. }
+            | Op::MoveSession { .. } => return Ok(()),
         };
         self.take_token(user, now)
     }

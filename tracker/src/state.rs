@@ -190,6 +190,11 @@ pub enum Op {
     CloseUserSessions {
         user: UserId,
     },
+    /// The session's peer serves pieces at a new address (a restart on another port).
+    MoveSession {
+        session: SessionId,
+        peer_addr: SocketAddr,
+    },
 }
 
 /// The trackers' secret that authenticates tickets. Its `Debug` hides it: ops and states
@@ -525,7 +530,9 @@ impl TrackerState {
                 }
                 Ok(Reply::LoggedIn)
             }
-            Op::CloseSession { session } => self.live_session(session).map(|_| Reply::Done),
+            Op::CloseSession { session } | Op::MoveSession { session, .. } => {
+                self.live_session(session).map(|_| Reply::Done)
+            }
             Op::CloseUserSessions { user } => {
                 if !self.users.contains_key(user) {
                     return Err(TrackerError::UnknownUser(user.clone()));
@@ -763,6 +770,11 @@ impl TrackerState {
                     self.session_removed(session, &old);
                 }
                 self.remove_sharers(|s| s == session);
+            }
+            Op::MoveSession { session, peer_addr } => {
+                if let Some(record) = self.sessions.get_mut(session) {
+                    record.peer_addr = *peer_addr;
+                }
             }
             Op::CloseUserSessions { user } => {
                 let gone: BTreeSet<SessionId> = self.sessions_of(user).collect();

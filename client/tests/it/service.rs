@@ -87,3 +87,33 @@ fn a_service_resumes_its_session_serves_with_stdin_closed_and_stops_cleanly_on_s
     let log = std::fs::read_to_string(cluster.path("seed-serve.log")).unwrap();
     assert!(log.contains("stopping on signal"), "{log}");
 }
+
+/// Issue 20: a restarted service whose port was taken meanwhile serves on another one,
+/// and its session moves there: still resumed, and downloads from it work.
+#[test]
+fn a_service_whose_port_was_taken_keeps_its_session_on_another_port() {
+    let (cluster, _tracker) = Cluster::with_one_tracker();
+    let mut c = cluster.members(&["seed", "leech"], &[]);
+    let original = cluster.path("f.bin");
+    write_random(&original, 2 * 1024 * 1024, 62);
+    c[0].run1(&format!("upload_file {} g", original.display()));
+    c[0].send_line("exit");
+    assert!(c[0].close_stdin().success());
+    let (service, lines, _) = serve(&cluster, "seed");
+    let first = lines[0].strip_prefix("listening on ").unwrap().to_string();
+    signal(&service, Signal::TERM);
+    let mut service = service;
+    assert!(wait_exit(&mut service.0).success());
+    // Another program takes the port meanwhile.
+    let squatter = std::net::TcpListener::bind(&first).unwrap();
+    let (service, lines, _) = serve(&cluster, "seed");
+    let second = lines[0].strip_prefix("listening on ").unwrap().to_string();
+    assert_ne!(second, first);
+    assert_eq!(lines.last().unwrap(), "logged in as seed (resumed)", "{lines:?}");
+    let out = cluster.path("out.bin");
+    c[1].run1(&format!("download_file g f.bin {}", out.display()));
+    let done = c[1].wait_downloads_json();
+    assert!(done[0].is_complete("f.bin"), "{done:?}");
+    assert_same_file(&original, &out);
+    drop((service, squatter));
+}

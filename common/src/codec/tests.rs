@@ -104,6 +104,7 @@ fn request() -> impl Strategy<Value = Request> {
         Just(Request::StateDigest),
         Just(Request::LogoutEverywhere),
         Just(Request::Status),
+        socket_addr().prop_map(|peer_addr| Request::MoveSession { peer_addr }),
     ]
 }
 

@@ -145,6 +145,9 @@ impl Writes {
             }
             Request::Logout => Op::CloseSession { session: session_token()? },
             Request::LogoutEverywhere => Op::CloseUserSessions { user: user()? },
+            Request::MoveSession { peer_addr } => {
+                Op::MoveSession { session: session_token()?, peer_addr }
+            }
             Request::CreateGroup { group } => Op::CreateGroup { group, owner: user()? },
             Request::JoinGroup { group } => Op::RequestJoin { group, user: user()? },
             Request::LeaveGroup { group } => Op::LeaveGroup { group, user: user()? },

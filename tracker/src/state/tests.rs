@@ -599,3 +599,15 @@ fn the_session_indexes_follow_every_open_and_close() {
     assert_eq!(st.sessions_of(&user("alice")).count(), 0);
     assert_eq!(st.sessions_of(&user("bob")).collect::<Vec<_>>(), [token(2)]);
 }
+
+/// Issue 20: a session moved to a new address keeps everything else; an unknown one is
+/// refused.
+#[test]
+fn a_session_moves_to_a_new_address() {
+    let mut st = fixture();
+    let to: SocketAddr = "127.0.0.1:7999".parse().unwrap();
+    st.apply(&Op::MoveSession { session: token(1), peer_addr: to }).unwrap();
+    assert_eq!(st.session_peer(&token(1)), Some((&user("alice"), to, key(1))));
+    let unknown = Op::MoveSession { session: token(9), peer_addr: to };
+    assert_eq!(st.apply(&unknown), Err(TrackerError::NotLoggedIn));
+}
