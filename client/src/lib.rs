@@ -2,12 +2,14 @@
 //! with `--web`, a dashboard (`web`), two views over one typed API (`peer`), talking to the
 //! trackers through `tracker_link`.
 
+pub mod advertiser;
 pub mod attach;
 pub mod command;
 pub mod completion;
 pub mod config;
 pub mod config_file;
 pub mod console;
+pub mod dial;
 pub mod download;
 pub mod interrupt;
 pub mod log_file;
@@ -18,6 +20,7 @@ pub mod piece_buf;
 pub mod private_file;
 pub mod progress;
 pub mod rate;
+pub mod reach;
 pub mod readiness;
 pub mod recent_pieces;
 pub mod registry;
@@ -133,6 +136,9 @@ pub fn run(config: Config) -> Result<(), RunError> {
         Arc::clone(&upload_cap),
         Arc::clone(&served),
     )?;
+    // Issue 19: the addresses this peer may be reached at, registered with the trackers.
+    let (advertiser, _reachability) =
+        advertiser::Advertiser::start(Arc::clone(&tracker), listen_addr)?;
     // The disk writer lives as long as the process: downloads still running at exit are
     // abandoned with it (they resume at the next login).
     let (writer, _writer_thread) = download::disk_writer::DiskWriter::start()?;
@@ -258,6 +264,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
         dashboard.stop();
     }
     fetcher.stop();
+    advertiser.stop();
     drop(stop_heartbeat);
     let _ = heartbeat.join();
     seeder.stop();

@@ -112,6 +112,8 @@ pub struct TrackerLink {
     view: Option<Arc<TrackerView>>,
     /// The trackers (line, address) whose last handshake did not prove their listed key.
     wrong_keys: Vec<(usize, SocketAddr)>,
+    /// The address the last tracker connected to saw this client come from (issue 19).
+    observed: Option<SocketAddr>,
 }
 
 impl TrackerLink {
@@ -134,6 +136,7 @@ impl TrackerLink {
             next_seq: 1,
             view: None,
             wrong_keys: Vec::new(),
+            observed: None,
         }
     }
 
@@ -141,6 +144,12 @@ impl TrackerLink {
     pub fn with_view(mut self, view: Arc<TrackerView>) -> TrackerLink {
         self.view = Some(view);
         self
+    }
+
+    /// The address the last tracker this link connected to saw it come from: behind a NAT,
+    /// the router's public address.
+    pub fn observed(&self) -> Option<SocketAddr> {
+        self.observed
     }
 
     /// The tracker this link is connected to, if any.
@@ -300,7 +309,8 @@ impl TrackerLink {
                 )),
             };
             match result {
-                Ok(conn) => {
+                Ok((conn, observed)) => {
+                    self.observed = Some(observed);
                     log::info!("connected to tracker {tracker_id} at {addr}");
                     if let Some(view) = &self.view {
                         view.connected(tracker_id, addr);
@@ -327,7 +337,7 @@ fn handshake(
     identity: &Identity,
     key: &common::PublicKey,
     interrupt: Option<&Interrupt>,
-) -> Result<TrackerConn, FrameError> {
+) -> Result<(TrackerConn, SocketAddr), FrameError> {
     let stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
     let _watch = interrupt.map(|i| i.watch_socket(&stream));
     let timeouts =
@@ -335,7 +345,7 @@ fn handshake(
     let mut conn = Connection::connect(stream, identity, key, timeouts)?;
     conn.send(&ClientMessage::Hello { version: PROTOCOL_VERSION })?;
     match conn.recv()? {
-        Some(TrackerMessage::Welcome { .. }) => Ok(conn),
+        Some(TrackerMessage::Welcome { observed, .. }) => Ok((conn, observed)),
         Some(TrackerMessage::Refused { version }) => Err(protocol(format!(
             "tracker speaks protocol version {version}, this client {PROTOCOL_VERSION}"
         ))),
