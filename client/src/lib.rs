@@ -17,6 +17,7 @@ pub mod membership;
 pub mod notice;
 pub mod peer;
 pub mod piece_buf;
+pub mod port_map;
 pub mod private_file;
 pub mod progress;
 pub mod rate;
@@ -136,9 +137,14 @@ pub fn run(config: Config) -> Result<(), RunError> {
         Arc::clone(&upload_cap),
         Arc::clone(&served),
     )?;
-    // Issue 19: the addresses this peer may be reached at, registered with the trackers.
-    let (advertiser, _reachability) =
+    // Issue 19: the addresses this peer may be reached at, registered with the trackers,
+    // and the router's port mapping, asked for in the background.
+    let (advertiser, reachability) =
         advertiser::Advertiser::start(Arc::clone(&tracker), listen_addr)?;
+    let port_mapper = match !config.no_port_mapping && settings.port_mapping.unwrap_or(true) {
+        true => port_map::PortMapper::start(listen_addr, reachability)?,
+        false => None,
+    };
     // The disk writer lives as long as the process: downloads still running at exit are
     // abandoned with it (they resume at the next login).
     let (writer, _writer_thread) = download::disk_writer::DiskWriter::start()?;
@@ -264,6 +270,9 @@ pub fn run(config: Config) -> Result<(), RunError> {
         dashboard.stop();
     }
     fetcher.stop();
+    if let Some(port_mapper) = port_mapper {
+        port_mapper.stop();
+    }
     advertiser.stop();
     drop(stop_heartbeat);
     let _ = heartbeat.join();

@@ -9,8 +9,14 @@ use crate::support::{write_random, ClientProc, Cluster};
 #[test]
 fn a_seeder_on_the_wildcard_address_is_reached_where_the_tracker_sees_it() {
     let (cluster, _tracker) = Cluster::with_one_tracker();
-    let mut seed =
-        ClientProc::start_at(None, "0.0.0.0:0", &cluster.info, &cluster.path("seed"), &[], &[]);
+    let mut seed = ClientProc::start_at(
+        None,
+        "0.0.0.0:0",
+        &cluster.info,
+        &cluster.path("seed"),
+        &["--no-port-mapping"],
+        &[],
+    );
     let port = seed.listen.port();
     seed.sign_up("seed");
     seed.ok("create_group g", "created group g");
@@ -31,4 +37,245 @@ fn a_seeder_on_the_wildcard_address_is_reached_where_the_tracker_sees_it() {
     assert_eq!(done[0].from_peers.get(&format!("0.0.0.0:{port}")), Some(&2), "{done:?}");
     leech.wait_log(&format!("peer=0.0.0.0:{port}: reached at 127.0.0.1:{port}"));
     crate::support::assert_same_file(&original, &out);
+}
+
+/// A lab of network namespaces made for one test (issue 19): a public network (`pub`,
+/// 5.0.0.0/24: the trackers and public peers at 5.0.0.1, the router's public side at
+/// 5.0.0.2) and a home network (`home`, 192.168.77.0/24) behind a router (`rtr`) doing
+/// nft masquerade and running Debian's `miniupnpd` (UPnP-IGD and NAT-PMP). The networks
+/// exist only inside these namespaces, linked by veth pairs and to nothing else, so no
+/// packet leaves them. miniupnpd refuses to map ports behind a private or reserved
+/// address, so the public side has an address from outside those ranges. Deleted on drop,
+/// after miniupnpd (killed by its PID); the test's processes, declared after the lab,
+/// are dropped (killed) before it.
+struct Lab {
+    prefix: String,
+    miniupnpd: Option<std::process::Child>,
+    dir: tempfile::TempDir,
+}
+
+const PUBLIC_HOST: &str = "5.0.0.1";
+const ROUTER_PUBLIC: &str = "5.0.0.2";
+const HOME_HOST: &str = "192.168.77.2";
+
+impl Lab {
+    /// The lab, or `None` (saying why) without root or the tools it needs.
+    fn create(test: &str) -> Option<Lab> {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipping {test}: needs root for network namespaces (ip netns)");
+            return None;
+        }
+        for (tool, arg) in [("ip", "-V"), ("nft", "--version"), ("miniupnpd", "--version")] {
+            if !quiet(std::process::Command::new(tool).arg(arg)) {
+                eprintln!(
+                    "skipping {test}: {tool} is missing (apt-get install iproute2 nftables miniupnpd)"
+                );
+                return None;
+            }
+        }
+        let prefix = format!("p2pn{}", std::process::id());
+        let lab = Lab {
+            prefix,
+            miniupnpd: None,
+            dir: tempfile::tempdir().expect("a temporary directory"),
+        };
+        for ns in ["pub", "rtr", "home"] {
+            lab.must(&["ip", "netns", "add", &lab.ns(ns)]);
+        }
+        let (p, r, h) = (lab.ns("pub"), lab.ns("rtr"), lab.ns("home"));
+        lab.must(&[
+            "ip", "link", "add", "wan0", "netns", &r, "type", "veth", "peer", "name", "pub0",
+            "netns", &p,
+        ]);
+        lab.must(&[
+            "ip", "link", "add", "lan0", "netns", &r, "type", "veth", "peer", "name", "eth0",
+            "netns", &h,
+        ]);
+        for (ns, dev, addr) in [
+            (&p, "pub0", format!("{PUBLIC_HOST}/24")),
+            (&r, "wan0", format!("{ROUTER_PUBLIC}/24")),
+            (&r, "lan0", "192.168.77.1/24".to_string()),
+            (&h, "eth0", format!("{HOME_HOST}/24")),
+        ] {
+            lab.must(&["ip", "-n", ns, "addr", "add", &addr, "dev", dev]);
+            lab.must(&["ip", "-n", ns, "link", "set", dev, "up"]);
+        }
+        for ns in [&p, &r, &h] {
+            lab.must(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        lab.must(&["ip", "-n", &h, "route", "add", "default", "via", "192.168.77.1"]);
+        lab.must(&["ip", "netns", "exec", &r, "sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        // The chains miniupnpd fills (its defaults' names), and the masquerade.
+        let rules = lab.dir.path().join("router.nft");
+        std::fs::write(
+            &rules,
+            "table inet filter {\n\
+             chain forward { type filter hook forward priority 0; policy accept; jump miniupnpd; }\n\
+             chain miniupnpd { }\n\
+             chain prerouting { type nat hook prerouting priority -100; policy accept; jump prerouting_miniupnpd; }\n\
+             chain postrouting { type nat hook postrouting priority 100; policy accept; jump postrouting_miniupnpd; oifname \"wan0\" masquerade; }\n\
+             chain prerouting_miniupnpd { }\n\
+             chain postrouting_miniupnpd { }\n\
+             }\n",
+        )
+        .expect("write the router's rules");
+        lab.must(&["ip", "netns", "exec", &r, "nft", "-f", &rules.display().to_string()]);
+        Some(lab)
+    }
+
+    /// Starts miniupnpd on the router (in the foreground, its log in the lab's directory),
+    /// and waits until it takes requests.
+    fn start_miniupnpd(&mut self) {
+        let conf = self.dir.path().join("miniupnpd.conf");
+        std::fs::write(
+            &conf,
+            "ext_ifname=wan0\nlistening_ip=lan0\nport=0\nenable_upnp=yes\nenable_natpmp=yes\n\
+             secure_mode=yes\nsystem_uptime=yes\nuuid=3f8c1e52-19a0-4c1b-9a57-0f3e2b6d7a19\n\
+             allow 1024-65535 192.168.77.0/24 1024-65535\ndeny 0-65535 0.0.0.0/0 0-65535\n",
+        )
+        .expect("write miniupnpd.conf");
+        let log_path = self.dir.path().join("miniupnpd.log");
+        let log = std::fs::File::create(&log_path).expect("miniupnpd's log");
+        let child = std::process::Command::new("ip")
+            .args(["netns", "exec", &self.ns("rtr"), "miniupnpd", "-d", "-f"])
+            .arg(&conf)
+            .arg("-P")
+            .arg(self.dir.path().join("miniupnpd.pid"))
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().expect("miniupnpd's log"))
+            .stderr(log)
+            .spawn()
+            .expect("start miniupnpd");
+        self.miniupnpd = Some(child);
+        let deadline = std::time::Instant::now() + crate::support::TIMEOUT;
+        while !std::fs::read_to_string(&log_path).unwrap_or_default().contains("HTTP listening on")
+        {
+            assert!(std::time::Instant::now() < deadline, "miniupnpd did not start");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    fn ns(&self, name: &str) -> String {
+        format!("{}-{name}", self.prefix)
+    }
+
+    #[track_caller]
+    fn must(&self, args: &[&str]) {
+        let ok = quiet(std::process::Command::new(args[0]).args(&args[1..]));
+        assert!(ok, "lab setup failed: {}", args.join(" "));
+    }
+
+    /// The router's port forwards, as miniupnpd wrote them.
+    fn forwards(&self) -> String {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &self.ns("rtr"), "nft", "list", "chain", "inet", "filter"])
+            .arg("prerouting_miniupnpd")
+            .output()
+            .expect("nft list");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.miniupnpd.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for ns in ["home", "rtr", "pub"] {
+            let _ = quiet(std::process::Command::new("ip").args(["netns", "del", &self.ns(ns)]));
+        }
+    }
+}
+
+fn quiet(command: &mut std::process::Command) -> bool {
+    command
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Issue 19's first case: a seeder behind a home router is unreachable for a public
+/// downloader (no piece, as before port mapping), until it runs with port mapping: the
+/// router (miniupnpd) grants a mapping, the downloader reaches the seeder through it, and
+/// the mapping is gone once the seeder stopped on SIGTERM.
+#[test]
+fn behind_a_upnp_router_a_seeder_is_reached_through_its_mapping() {
+    let Some(mut lab) = Lab::create("behind_a_upnp_router_a_seeder_is_reached_through_its_mapping")
+    else {
+        return;
+    };
+    lab.start_miniupnpd();
+    let dir = tempfile::tempdir().unwrap();
+    let info = dir.path().join("tracker_info.txt");
+    std::fs::write(&info, format!("{PUBLIC_HOST}:7001\n")).unwrap();
+    let cluster = Cluster {
+        dir,
+        info,
+        addrs: vec![format!("{PUBLIC_HOST}:7001").parse().unwrap()],
+        netns: Some(lab.ns("pub")),
+        tracker_args: Vec::new(),
+    };
+    let _tracker = cluster.start_all();
+    let home = lab.ns("home");
+    let start_seed = |extra: &[&str]| {
+        let listen = format!("{HOME_HOST}:0");
+        ClientProc::start_at(Some(&home), &listen, &cluster.info, &cluster.path("seed"), extra, &[])
+    };
+    let mut seed = start_seed(&["--no-port-mapping"]);
+    let port = seed.listen.port();
+    let mut leech = ClientProc::start_at(
+        Some(&lab.ns("pub")),
+        &format!("{PUBLIC_HOST}:0"),
+        &cluster.info,
+        &cluster.path("leech"),
+        &["--no-port-mapping"],
+        &[],
+    );
+    seed.sign_up("seed");
+    seed.ok("create_group g", "created group g");
+    leech.sign_up("leech");
+    leech.ok("join_group g", "requested to join group g");
+    seed.ok("accept_request g leech", "accepted leech into group g");
+    let original = cluster.path("f.bin");
+    write_random(&original, 1_500_000, 19);
+    let line = seed.run1(&format!("upload_file '{}' g", original.display()));
+    assert!(line.starts_with("uploaded "), "{line}");
+    // Its public address as the tracker sees it (masqueraded), with its listen port.
+    seed.wait_log(&format!("reachable at [{ROUTER_PUBLIC}:{port}, {HOME_HOST}:{port}]"));
+
+    // Without a mapping: every address of the seeder fails, and nothing arrives.
+    let out = cluster.path("out.bin");
+    leech.run1(&format!("download_file g f.bin {}", out.display()));
+    leech.wait_log(&format!("peer={HOME_HOST}:{port}: connection ended"));
+    let before = leech.downloads();
+    assert_eq!((before[0].state.as_str(), before[0].pieces_have), ("downloading", 0), "{before:?}");
+    assert!(!lab.forwards().contains(&format!("{HOME_HOST}:{port}")), "{}", lab.forwards());
+
+    // With port mapping, as a service: the same port (its state directory's), the router
+    // forwards it, and the download completes through it.
+    assert!(seed.close_stdin().success());
+    let mut seed = start_seed(&["--serve"]);
+    assert_eq!(seed.listen.port(), port);
+    seed.resumed("seed");
+    seed.wait_log("port mapping: router 192.168.77.1:");
+    seed.wait_log(&format!("forwards {ROUTER_PUBLIC}:{port} to {HOME_HOST}:{port}"));
+    assert!(
+        lab.forwards().contains(&format!("dnat ip to {HOME_HOST}:{port}")),
+        "{}",
+        lab.forwards()
+    );
+    let done = leech.wait_downloads_json();
+    assert!(done[0].is_complete("f.bin"), "{done:?}");
+    assert_eq!(done[0].from_peers.get(&format!("{HOME_HOST}:{port}")), Some(&3), "{done:?}");
+    leech.wait_log(&format!("peer={HOME_HOST}:{port}: reached at {ROUTER_PUBLIC}:{port}"));
+    crate::support::assert_same_file(&original, &out);
+
+    // SIGTERM: a clean stop, which removes the mapping.
+    let pid = rustix::process::Pid::from_raw(seed.pid() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    assert!(seed.wait().success(), "SIGTERM: not a clean stop");
+    seed.wait_log(&format!("port mapping: removed {ROUTER_PUBLIC}:{port}"));
+    assert!(!lab.forwards().contains(&format!("{HOME_HOST}:{port}")), "{}", lab.forwards());
 }
