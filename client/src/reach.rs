@@ -10,6 +10,24 @@ use std::net::{IpAddr, SocketAddr};
 
 use common::peer_addr::sanitize;
 
+/// How a download's source peer was reached (SPEC: `show_downloads --json` gives each
+/// source's `path`). Only direct connections exist so far; `reversed`, `punched` and
+/// `relayed` come with connection reversal, hole punching and relays (issue 19).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SourcePath {
+    /// This peer dialed one of the source's addresses.
+    Direct,
+}
+
+impl SourcePath {
+    /// The name scripts and the dashboard read.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourcePath::Direct => "direct",
+        }
+    }
+}
+
 /// The addresses to register for this peer: a router mapping (`mapped`) first, then the
 /// public IP a tracker sees it from (`observed`) with its listen port (port-preserving NATs
 /// forward it, and a public host's observed address is its own), then the listen address.

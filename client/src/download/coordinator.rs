@@ -467,7 +467,10 @@ impl Coordinator {
 
     /// Tells the swarm which peers are connected now.
     fn record_connected(&self) {
-        self.swarm.set_connected(self.workers.values().map(|w| w.addr).collect());
+        // Every connection is dialed by this peer so far (issue 19: reversal, punching and
+        // relays will tell other paths apart).
+        let direct = crate::reach::SourcePath::Direct;
+        self.swarm.set_connected(self.workers.values().map(|w| (w.addr, direct)).collect());
     }
 
     fn peer_at(&self, addr: SocketAddr) -> Option<PeerId> {

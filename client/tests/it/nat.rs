@@ -35,6 +35,7 @@ fn a_seeder_on_the_wildcard_address_is_reached_where_the_tracker_sees_it() {
     assert!(done[0].is_complete("f.bin"), "{done:?}");
     // Named by the address it logged in with, reached at the one it registered.
     assert_eq!(done[0].from_peers.get(&format!("0.0.0.0:{port}")), Some(&2), "{done:?}");
+    assert_eq!(done[0].paths.get(&format!("0.0.0.0:{port}")).map(String::as_str), Some("direct"));
     leech.wait_log(&format!("peer=0.0.0.0:{port}: reached at 127.0.0.1:{port}"));
     crate::support::assert_same_file(&original, &out);
 }
@@ -269,6 +270,9 @@ fn behind_a_upnp_router_a_seeder_is_reached_through_its_mapping() {
     let done = leech.wait_downloads_json();
     assert!(done[0].is_complete("f.bin"), "{done:?}");
     assert_eq!(done[0].from_peers.get(&format!("{HOME_HOST}:{port}")), Some(&3), "{done:?}");
+    // Issue 19's "behind a UPnP router, the path is direct".
+    let path = done[0].paths.get(&format!("{HOME_HOST}:{port}")).map(String::as_str);
+    assert_eq!(path, Some("direct"), "{done:?}");
     leech.wait_log(&format!("peer={HOME_HOST}:{port}: reached at {ROUTER_PUBLIC}:{port}"));
     crate::support::assert_same_file(&original, &out);
 

@@ -909,6 +909,8 @@ pub struct Download {
     pub from_peers: std::collections::BTreeMap<String, u32>,
     /// The user on each peer address.
     pub peer_users: std::collections::BTreeMap<String, String>,
+    /// How each source peer was reached (`direct`, ...; issue 19).
+    pub paths: std::collections::BTreeMap<String, String>,
 }
 
 impl Download {
