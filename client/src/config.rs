@@ -75,9 +75,10 @@ pub struct Config {
     #[arg(long, value_name = "IP:PORT")]
     pub web: Option<SocketAddr>,
 
-    /// Do not ask the home router (UPnP-IGD) to forward a public port to this peer. By
-    /// default a peer listening on a non-loopback address asks, in the background, and
-    /// registers the public address it is granted; the mapping is removed at exit.
+    /// Do not ask the home router (UPnP-IGD, PCP or NAT-PMP) to forward a public port to
+    /// this peer. By default a peer listening on a non-loopback address asks, in the
+    /// background, and registers the public address it is granted; the mapping is removed
+    /// at exit.
     #[arg(long)]
     pub no_port_mapping: bool,
 }

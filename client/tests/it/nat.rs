@@ -74,7 +74,9 @@ impl Lab {
                 return None;
             }
         }
-        let prefix = format!("p2pn{}", std::process::id());
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let prefix = format!("p2pn{}x{n}", std::process::id());
         let lab = Lab {
             prefix,
             miniupnpd: None,
@@ -125,14 +127,17 @@ impl Lab {
     }
 
     /// Starts miniupnpd on the router (in the foreground, its log in the lab's directory),
-    /// and waits until it takes requests.
-    fn start_miniupnpd(&mut self) {
+    /// speaking NAT-PMP and PCP, and UPnP-IGD too if `upnp`; waits until it takes requests.
+    fn start_miniupnpd(&mut self, upnp: bool) {
         let conf = self.dir.path().join("miniupnpd.conf");
+        let upnp = if upnp { "yes" } else { "no" };
         std::fs::write(
             &conf,
-            "ext_ifname=wan0\nlistening_ip=lan0\nport=0\nenable_upnp=yes\nenable_natpmp=yes\n\
-             secure_mode=yes\nsystem_uptime=yes\nuuid=3f8c1e52-19a0-4c1b-9a57-0f3e2b6d7a19\n\
-             allow 1024-65535 192.168.77.0/24 1024-65535\ndeny 0-65535 0.0.0.0/0 0-65535\n",
+            format!(
+                "ext_ifname=wan0\nlistening_ip=lan0\nport=0\nenable_upnp={upnp}\nenable_natpmp=yes\n\
+                 secure_mode=yes\nsystem_uptime=yes\nuuid=3f8c1e52-19a0-4c1b-9a57-0f3e2b6d7a19\n\
+                 allow 1024-65535 192.168.77.0/24 1024-65535\ndeny 0-65535 0.0.0.0/0 0-65535\n"
+            ),
         )
         .expect("write miniupnpd.conf");
         let log_path = self.dir.path().join("miniupnpd.log");
@@ -149,10 +154,25 @@ impl Lab {
             .expect("start miniupnpd");
         self.miniupnpd = Some(child);
         let deadline = std::time::Instant::now() + crate::support::TIMEOUT;
-        while !std::fs::read_to_string(&log_path).unwrap_or_default().contains("HTTP listening on")
-        {
+        let ready = "Listening for NAT-PMP/PCP traffic";
+        while !std::fs::read_to_string(&log_path).unwrap_or_default().contains(ready) {
             assert!(std::time::Instant::now() < deadline, "miniupnpd did not start");
             std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// A tracker on the public network (not started).
+    fn cluster(&self) -> Cluster {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let info = dir.path().join("tracker_info.txt");
+        let addr = format!("{PUBLIC_HOST}:7001");
+        std::fs::write(&info, format!("{addr}\n")).expect("write tracker_info.txt");
+        Cluster {
+            dir,
+            info,
+            addrs: vec![addr.parse().expect("an address")],
+            netns: Some(self.ns("pub")),
+            tracker_args: Vec::new(),
         }
     }
 
@@ -207,17 +227,8 @@ fn behind_a_upnp_router_a_seeder_is_reached_through_its_mapping() {
     else {
         return;
     };
-    lab.start_miniupnpd();
-    let dir = tempfile::tempdir().unwrap();
-    let info = dir.path().join("tracker_info.txt");
-    std::fs::write(&info, format!("{PUBLIC_HOST}:7001\n")).unwrap();
-    let cluster = Cluster {
-        dir,
-        info,
-        addrs: vec![format!("{PUBLIC_HOST}:7001").parse().unwrap()],
-        netns: Some(lab.ns("pub")),
-        tracker_args: Vec::new(),
-    };
+    lab.start_miniupnpd(true);
+    let cluster = lab.cluster();
     let _tracker = cluster.start_all();
     let home = lab.ns("home");
     let start_seed = |extra: &[&str]| {
@@ -260,8 +271,9 @@ fn behind_a_upnp_router_a_seeder_is_reached_through_its_mapping() {
     let mut seed = start_seed(&["--serve"]);
     assert_eq!(seed.listen.port(), port);
     seed.resumed("seed");
-    seed.wait_log("port mapping: router 192.168.77.1:");
-    seed.wait_log(&format!("forwards {ROUTER_PUBLIC}:{port} to {HOME_HOST}:{port}"));
+    // Through UPnP-IGD, at miniupnpd's HTTP port.
+    seed.wait_log("port mapping: router UPnP-IGD 192.168.77.1:");
+    seed.wait_log(&format!("forwards {ROUTER_PUBLIC}:{port} to port {port}"));
     assert!(
         lab.forwards().contains(&format!("dnat ip to {HOME_HOST}:{port}")),
         "{}",
@@ -280,6 +292,65 @@ fn behind_a_upnp_router_a_seeder_is_reached_through_its_mapping() {
     let pid = rustix::process::Pid::from_raw(seed.pid() as i32).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
     assert!(seed.wait().success(), "SIGTERM: not a clean stop");
+    seed.wait_log(&format!("port mapping: removed {ROUTER_PUBLIC}:{port}"));
+    assert!(!lab.forwards().contains(&format!("{HOME_HOST}:{port}")), "{}", lab.forwards());
+}
+
+/// The same behind a router that speaks only PCP and NAT-PMP (miniupnpd without UPnP-IGD):
+/// the seeder, at its REPL, is mapped through PCP, downloaded from through the mapping,
+/// and the mapping is gone after `exit`.
+#[test]
+fn behind_a_pcp_router_a_seeder_is_reached_through_its_mapping() {
+    let Some(mut lab) = Lab::create("behind_a_pcp_router_a_seeder_is_reached_through_its_mapping")
+    else {
+        return;
+    };
+    lab.start_miniupnpd(false);
+    let cluster = lab.cluster();
+    let _tracker = cluster.start_all();
+    let listen = format!("{HOME_HOST}:0");
+    let mut seed = ClientProc::start_at(
+        Some(&lab.ns("home")),
+        &listen,
+        &cluster.info,
+        &cluster.path("seed"),
+        &[],
+        &[],
+    );
+    let port = seed.listen.port();
+    let mut leech = ClientProc::start_at(
+        Some(&lab.ns("pub")),
+        &format!("{PUBLIC_HOST}:0"),
+        &cluster.info,
+        &cluster.path("leech"),
+        &["--no-port-mapping"],
+        &[],
+    );
+    seed.sign_up("seed");
+    seed.ok("create_group g", "created group g");
+    leech.sign_up("leech");
+    leech.ok("join_group g", "requested to join group g");
+    seed.ok("accept_request g leech", "accepted leech into group g");
+    seed.wait_log(&format!(
+        "port mapping: router PCP 192.168.77.1 forwards {ROUTER_PUBLIC}:{port} to port {port}"
+    ));
+    assert!(
+        lab.forwards().contains(&format!("dnat ip to {HOME_HOST}:{port}")),
+        "{}",
+        lab.forwards()
+    );
+    let original = cluster.path("f.bin");
+    write_random(&original, 600_000, 20);
+    let line = seed.run1(&format!("upload_file '{}' g", original.display()));
+    assert!(line.starts_with("uploaded "), "{line}");
+    let out = cluster.path("out.bin");
+    leech.run1(&format!("download_file g f.bin {}", out.display()));
+    let done = leech.wait_downloads_json();
+    assert!(done[0].is_complete("f.bin"), "{done:?}");
+    let path = done[0].paths.get(&format!("{HOME_HOST}:{port}")).map(String::as_str);
+    assert_eq!(path, Some("direct"), "{done:?}");
+    crate::support::assert_same_file(&original, &out);
+    assert!(seed.close_stdin().success());
     seed.wait_log(&format!("port mapping: removed {ROUTER_PUBLIC}:{port}"));
     assert!(!lab.forwards().contains(&format!("{HOME_HOST}:{port}")), "{}", lab.forwards());
 }
