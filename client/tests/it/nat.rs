@@ -354,3 +354,56 @@ fn behind_a_pcp_router_a_seeder_is_reached_through_its_mapping() {
     seed.wait_log(&format!("port mapping: removed {ROUTER_PUBLIC}:{port}"));
     assert!(!lab.forwards().contains(&format!("{HOME_HOST}:{port}")), "{}", lab.forwards());
 }
+
+/// Hostile input (issue 19): a peer that registers many addresses, or ones no one can dial
+/// (multicast, unspecified, port 0), is listed with at most 4 dialable ones; what it
+/// registers later replaces them.
+#[test]
+fn registered_addresses_are_bounded_and_checked_by_the_tracker() {
+    use common::message::{FileMeta, Reply, Request};
+    use common::{GroupId, Password, Sha1Digest, UserId};
+
+    let (cluster, tracker) = Cluster::with_one_tracker();
+    tracker.wait_serving();
+    let mut sessions = Vec::new();
+    for user in ["alice", "bob"] {
+        let mut raw = crate::support::RawSession::connect(&cluster, &tracker);
+        let (name, password) =
+            (UserId::new(user).unwrap(), Password::new(format!("pw-{user}")).unwrap());
+        assert_eq!(raw.call(Request::CreateUser { user: name, password }), Ok(Reply::Done));
+        raw.login(user, "127.0.0.1:7".parse().unwrap());
+        sessions.push(raw);
+    }
+    let g = GroupId::new("g").unwrap();
+    let (alice, bob) = sessions.split_at_mut(1);
+    let (alice, bob) = (&mut alice[0], &mut bob[0]);
+    assert_eq!(alice.call(Request::CreateGroup { group: g.clone() }), Ok(Reply::Done));
+    assert_eq!(bob.call(Request::JoinGroup { group: g.clone() }), Ok(Reply::Done));
+    let accept = Request::AcceptRequest { group: g.clone(), user: UserId::new("bob").unwrap() };
+    assert_eq!(alice.call(accept), Ok(Reply::Done));
+    let pieces = vec![Sha1Digest::of(b"piece")];
+    let digest = common::hash::file_digest(5, &pieces);
+    let file = FileMeta { name: "f.bin".parse().unwrap(), size: 5, digest, pieces };
+    let upload = Request::UploadFile { group: g.clone(), file };
+    assert_eq!(alice.call(upload), Ok(Reply::Uploaded { new_file: true }));
+
+    let addr = |s: &str| s.parse::<std::net::SocketAddr>().unwrap();
+    let mut flood = vec![addr("224.0.0.1:6201"), addr("0.0.0.0:6201"), addr("10.0.0.1:0")];
+    flood.extend((1..=6).map(|i| addr(&format!("10.0.0.{i}:6201"))));
+    assert_eq!(alice.call(Request::Reachable { addrs: flood }), Ok(Reply::Done));
+    let listed = |bob: &mut crate::support::RawSession| {
+        let get = Request::GetFile { group: g.clone(), name: "f.bin".parse().unwrap() };
+        match bob.call(get) {
+            Ok(Reply::FileInfo { peers, .. }) => {
+                assert_eq!(peers.len(), 1, "{peers:?}");
+                peers[0].addrs.clone()
+            }
+            other => panic!("{other:?}"),
+        }
+    };
+    let expected: Vec<_> = (1..=4).map(|i| addr(&format!("10.0.0.{i}:6201"))).collect();
+    assert_eq!(listed(bob), expected);
+    let again = vec![addr("10.0.0.9:6201")];
+    assert_eq!(alice.call(Request::Reachable { addrs: again.clone() }), Ok(Reply::Done));
+    assert_eq!(listed(bob), again);
+}
