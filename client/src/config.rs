@@ -74,6 +74,13 @@ pub struct Config {
     /// at start and by the REPL command `web`. Keep it on loopback unless you mean otherwise.
     #[arg(long, value_name = "IP:PORT")]
     pub web: Option<SocketAddr>,
+
+    /// Do not ask the home router (UPnP-IGD, PCP or NAT-PMP) to forward a public port to
+    /// this peer. By default a peer listening on a non-loopback address asks, in the
+    /// background, and registers the public address it is granted; the mapping is removed
+    /// at exit.
+    #[arg(long)]
+    pub no_port_mapping: bool,
 }
 
 /// Why the state directory cannot be named.

@@ -8,6 +8,7 @@
 //! max_upload_rate = 10_000_000       # bytes per second, 0 = unlimited
 //! max_download_rate = 0
 //! web = "127.0.0.1:8080"             # as --web
+//! port_mapping = false               # as --no-port-mapping (default true)
 //! ```
 
 use std::net::SocketAddr;
@@ -27,6 +28,8 @@ pub struct ConfigFile {
     pub max_download_rate: Option<u64>,
     /// Where to serve the dashboard, as `--web`.
     pub web: Option<SocketAddr>,
+    /// Whether to ask the router for a port mapping (`false`: as `--no-port-mapping`).
+    pub port_mapping: Option<bool>,
 }
 
 /// Why `config.toml` cannot be used. `Display` is the line after `error: `.
@@ -106,11 +109,12 @@ mod tests {
     fn every_key_is_optional_and_typed() {
         assert_eq!(ConfigFile::parse(""), Ok(ConfigFile::default()));
         let text = "download_dir = \"~/dl\"\nmax_upload_rate = 10_000_000\n\
-                    max_download_rate = 0\nweb = \"127.0.0.1:8080\"\n";
+                    max_download_rate = 0\nweb = \"127.0.0.1:8080\"\nport_mapping = false\n";
         let config = ConfigFile::parse(text).unwrap();
         assert_eq!(config.max_upload_rate, Some(10_000_000));
         assert_eq!(config.max_download_rate, Some(0));
         assert_eq!(config.web, Some("127.0.0.1:8080".parse().unwrap()));
+        assert_eq!(config.port_mapping, Some(false));
         assert_eq!(
             config.download_dir(Some(Path::new("/home/al"))),
             Some(PathBuf::from("/home/al/dl"))

@@ -2,12 +2,14 @@
 //! with `--web`, a dashboard (`web`), two views over one typed API (`peer`), talking to the
 //! trackers through `tracker_link`.
 
+pub mod advertiser;
 pub mod attach;
 pub mod command;
 pub mod completion;
 pub mod config;
 pub mod config_file;
 pub mod console;
+pub mod dial;
 pub mod download;
 pub mod folder_scan;
 pub mod interrupt;
@@ -16,9 +18,11 @@ pub mod membership;
 pub mod notice;
 pub mod peer;
 pub mod piece_buf;
+pub mod port_map;
 pub mod private_file;
 pub mod progress;
 pub mod rate;
+pub mod reach;
 pub mod readiness;
 pub mod recent_pieces;
 pub mod registry;
@@ -136,6 +140,14 @@ pub fn run(config: Config) -> Result<(), RunError> {
         Arc::clone(&upload_cap),
         Arc::clone(&served),
     )?;
+    // Issue 19: the addresses this peer may be reached at, registered with the trackers,
+    // and the router's port mapping, asked for in the background.
+    let (advertiser, reachability) =
+        advertiser::Advertiser::start(Arc::clone(&tracker), listen_addr)?;
+    let port_mapper = match !config.no_port_mapping && settings.port_mapping.unwrap_or(true) {
+        true => port_map::PortMapper::start(listen_addr, reachability)?,
+        false => None,
+    };
     // The disk writer lives as long as the process: downloads still running at exit are
     // abandoned with it (they resume at the next login).
     let (writer, _writer_thread) = download::disk_writer::DiskWriter::start()?;
@@ -260,6 +272,10 @@ pub fn run(config: Config) -> Result<(), RunError> {
         dashboard.stop();
     }
     fetcher.stop();
+    if let Some(port_mapper) = port_mapper {
+        port_mapper.stop();
+    }
+    advertiser.stop();
     drop(stop_heartbeat);
     let _ = heartbeat.join();
     seeder.stop();

@@ -197,6 +197,8 @@ pub struct Transfer {
     pub peer_users: BTreeMap<SocketAddr, UserId>,
     /// The peers connected now.
     pub connected: Vec<SocketAddr>,
+    /// How each peer connected in this session was reached (the last connection's way).
+    pub paths: BTreeMap<SocketAddr, crate::reach::SourcePath>,
     /// Where each piece came from, one byte a piece: `PIECE_MISSING`, `PIECE_RESUMED`, or
     /// `k` for a piece received from `sources[k - 1]` (the dashboard's piece map).
     pub piece_source: Vec<u8>,
@@ -232,6 +234,7 @@ impl Transfer {
             from_peer: BTreeMap::new(),
             peer_users: BTreeMap::new(),
             connected: Vec::new(),
+            paths: BTreeMap::new(),
             piece_source: (0..n)
                 .map(|i| if have.has(PieceIndex(i)) { PIECE_RESUMED } else { PIECE_MISSING })
                 .collect(),
@@ -564,11 +567,13 @@ impl Swarm {
     }
 
     /// The peers a download is connected to now.
-    pub fn set_connected(&self, mut connected: Vec<SocketAddr>) {
-        connected.sort();
+    pub fn set_connected(&self, connected: Vec<(SocketAddr, crate::reach::SourcePath)>) {
+        let mut addrs: Vec<SocketAddr> = connected.iter().map(|(a, _)| *a).collect();
+        addrs.sort();
         self.change(|s| {
             if let Some(t) = &mut s.transfer {
-                t.connected = connected;
+                t.connected = addrs;
+                t.paths.extend(connected);
             }
         });
     }

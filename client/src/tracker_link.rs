@@ -117,6 +117,8 @@ pub struct TrackerLink {
     /// Where a person's command (one with an `Interrupt`) that waits for a majority of
     /// trackers says so.
     notices: Option<Arc<Notices>>,
+    /// The address the last tracker connected to saw this client come from (issue 19).
+    observed: Option<SocketAddr>,
 }
 
 impl TrackerLink {
@@ -140,6 +142,7 @@ impl TrackerLink {
             view: None,
             wrong_keys: Vec::new(),
             notices: None,
+            observed: None,
         }
     }
 
@@ -153,6 +156,12 @@ impl TrackerLink {
     pub fn with_notices(mut self, notices: Arc<Notices>) -> TrackerLink {
         self.notices = Some(notices);
         self
+    }
+
+    /// The address the last tracker this link connected to saw it come from: behind a NAT,
+    /// the router's public address.
+    pub fn observed(&self) -> Option<SocketAddr> {
+        self.observed
     }
 
     /// The tracker this link is connected to, if any.
@@ -380,7 +389,8 @@ impl TrackerLink {
             )),
         };
         match result {
-            Ok(conn) => {
+            Ok((conn, observed)) => {
+                self.observed = Some(observed);
                 log::info!("connected to tracker {tracker_id} at {addr}");
                 if let Some(view) = &self.view {
                     view.connected(tracker_id, addr);
@@ -407,7 +417,7 @@ fn handshake(
     identity: &Identity,
     key: &common::PublicKey,
     interrupt: Option<&Interrupt>,
-) -> Result<TrackerConn, FrameError> {
+) -> Result<(TrackerConn, SocketAddr), FrameError> {
     let stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
     let _watch = interrupt.map(|i| i.watch_socket(&stream));
     let timeouts =
@@ -415,7 +425,7 @@ fn handshake(
     let mut conn = Connection::connect(stream, identity, key, timeouts)?;
     conn.send(&ClientMessage::Hello { version: PROTOCOL_VERSION })?;
     match conn.recv()? {
-        Some(TrackerMessage::Welcome { .. }) => Ok(conn),
+        Some(TrackerMessage::Welcome { observed, .. }) => Ok((conn, observed)),
         Some(TrackerMessage::Refused { version }) => Err(protocol(format!(
             "tracker speaks protocol version {version}, this client {PROTOCOL_VERSION}"
         ))),

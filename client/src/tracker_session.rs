@@ -61,6 +61,8 @@ pub struct TrackerSession {
     login: Mutex<Option<Login>>,
     /// The tracker that answered the last call, for the dashboard.
     last_tracker: Mutex<Option<std::net::SocketAddr>>,
+    /// The address the last tracker connected to saw this client come from (issue 19).
+    observed: Mutex<Option<std::net::SocketAddr>>,
     /// What the links found at the trackers, for the dashboard.
     view: Arc<TrackerView>,
     /// Where a person's command that waits for a majority says so.
@@ -82,6 +84,7 @@ impl TrackerSession {
             freed: Condvar::new(),
             login: Mutex::new(None),
             last_tracker: Mutex::new(None),
+            observed: Mutex::new(None),
             view: Arc::new(TrackerView::default()),
             notices,
         }
@@ -108,6 +111,9 @@ impl TrackerSession {
         if let Some(addr) = link.tracker_addr() {
             *self.last_tracker.lock() = Some(addr);
         }
+        if let Some(observed) = link.observed() {
+            *self.observed.lock() = Some(observed);
+        }
         let mut links = self.links.lock();
         if links.idle.len() < IDLE_LINKS {
             links.idle.push(link);
@@ -130,6 +136,12 @@ impl TrackerSession {
     pub fn listed(&self) -> Vec<(u32, common::tracker_info::TrackerAddr, bool)> {
         let info = self.trackers.current();
         info.trackers().map(|(id, addr)| (id, addr.clone(), info.key(id).is_some())).collect()
+    }
+
+    /// The address a tracker last saw this client come from (its public address, behind a
+    /// NAT), once a tracker was reached.
+    pub fn observed(&self) -> Option<std::net::SocketAddr> {
+        *self.observed.lock()
     }
 
     /// The tracker that answered the last call, if any did.

@@ -15,6 +15,7 @@ pub mod hash;
 pub mod id;
 pub mod identity;
 pub mod message;
+pub mod peer_addr;
 pub mod peer_message;
 pub mod piece;
 pub mod replica_message;

@@ -146,6 +146,12 @@ pub enum Request {
     /// any tracker answers for itself at once, without its leader or a read barrier, as
     /// it matters most when there is no majority. The dashboard's trackers panel.
     Status,
+    /// Every address this session's peer may be reached at besides the one it logged in
+    /// with (issue 19: its observed public address with its listen port, a router mapping),
+    /// at most `peer_addr::MAX_PEER_ADDRS`; replaces what it registered before. Soft state,
+    /// kept by the leader like piece announcements, and sent again every so often. Appended
+    /// last: the encoding of the others must not move.
+    Reachable { addrs: Vec<SocketAddr> },
     /// This session's peer now serves pieces at `peer_addr` (protocol 6): a restarted
     /// client that could not have its port again keeps its session (issue 20).
     MoveSession { peer_addr: SocketAddr },
@@ -224,6 +230,9 @@ pub struct PeerInfo {
     pub key: PublicKey,
     /// The pieces it has; `None` when it has the whole file.
     pub have: Option<Bitfield>,
+    /// Every address it registered (`Request::Reachable`), `addr` among them or not; a
+    /// downloader tries them all (protocol 6).
+    pub addrs: Vec<SocketAddr>,
 }
 
 impl FileMeta {
@@ -265,6 +274,9 @@ pub enum TrackerMessage {
         version: u16,
         /// This tracker's line number in `tracker_info.txt`.
         tracker_id: u32,
+        /// The address the tracker sees the connection come from (issue 19): behind a NAT,
+        /// the router's public address (protocol 6).
+        observed: SocketAddr,
     },
     /// The answer to `Hello` when they do not; the tracker then closes the connection.
     Refused { version: u16 },

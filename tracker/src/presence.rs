@@ -1,10 +1,12 @@
-//! Soft state: which sessions are live, and which pieces partial downloaders have.
+//! Soft state: which sessions are live, which pieces partial downloaders have, and where
+//! each session's peer may be reached besides its login address (issue 19).
 //!
 //! Kept in memory only, by design: it changes with every heartbeat and every few verified
 //! pieces, and clients rebuild it within seconds of a tracker restart (heartbeats and piece
 //! announcements). No clock of its own: callers pass `now`.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::message::SessionId;
@@ -20,12 +22,21 @@ pub struct Presence {
     started: Instant,
     last_seen: HashMap<SessionId, Instant>,
     partial: HashMap<(GroupId, Sha1Digest), HashMap<SessionId, Bitfield>>,
+    /// The addresses each session registered (`Request::Reachable`), at most
+    /// `MAX_PEER_ADDRS` each, for sessions of the replicated state only.
+    reachable: HashMap<SessionId, Vec<SocketAddr>>,
 }
 
 impl Presence {
     /// Empty soft state, as after a (re)start at `now`; sessions silent for `ttl` are not live.
     pub fn new(now: Instant, ttl: Duration) -> Presence {
-        Presence { ttl, started: now, last_seen: HashMap::new(), partial: HashMap::new() }
+        Presence {
+            ttl,
+            started: now,
+            last_seen: HashMap::new(),
+            partial: HashMap::new(),
+            reachable: HashMap::new(),
+        }
     }
 
     /// Records that `session` (a session of the replicated state: the maps hold no other,
@@ -44,6 +55,7 @@ impl Presence {
     /// most the sessions of the replicated state.
     pub fn keep_only(&mut self, exists: impl Fn(&SessionId) -> bool) {
         self.last_seen.retain(|s, _| exists(s));
+        self.reachable.retain(|s, _| exists(s));
         for holders in self.partial.values_mut() {
             holders.retain(|s, _| exists(s));
         }
@@ -74,10 +86,26 @@ impl Presence {
     /// Forgets everything about `session` (it logged out).
     pub fn forget(&mut self, session: &SessionId) {
         self.last_seen.remove(session);
+        self.reachable.remove(session);
         for holders in self.partial.values_mut() {
             holders.remove(session);
         }
         self.partial.retain(|_, holders| !holders.is_empty());
+    }
+
+    /// Records where `session`'s peer may be reached (replacing what it registered before):
+    /// the dialable ones, each once, `MAX_PEER_ADDRS` at most.
+    pub fn set_reachable(&mut self, session: SessionId, addrs: Vec<SocketAddr>) {
+        let addrs = common::peer_addr::sanitize(addrs);
+        match addrs.is_empty() {
+            true => self.reachable.remove(&session),
+            false => self.reachable.insert(session, addrs),
+        };
+    }
+
+    /// The addresses `session` registered (none if it did not).
+    pub fn reachable(&self, session: &SessionId) -> Vec<SocketAddr> {
+        self.reachable.get(session).cloned().unwrap_or_default()
     }
 
     /// The sessions that announced pieces of a file, with what they have.
@@ -122,5 +150,24 @@ mod tests {
         assert_eq!(p.partial_holders(&g, &d).len(), 1);
         p.forget(&s);
         assert!(p.partial_holders(&g, &d).is_empty());
+    }
+
+    #[test]
+    fn registered_addresses_are_bounded_checked_and_forgotten() {
+        let now = Instant::now();
+        let mut p = Presence::new(now, DEFAULT_SESSION_TTL);
+        let s = SessionId([1; 32]);
+        let addr = |a: &str| a.parse::<SocketAddr>().unwrap();
+        let many: Vec<SocketAddr> =
+            (1..=9).map(|i| addr(&format!("10.0.0.{i}:6201"))).chain([addr("0.0.0.0:1")]).collect();
+        p.set_reachable(s, vec![addr("224.0.0.1:6201"), addr("10.0.0.1:0")]);
+        assert!(p.reachable(&s).is_empty());
+        p.set_reachable(s, many);
+        assert_eq!(p.reachable(&s).len(), common::peer_addr::MAX_PEER_ADDRS);
+        p.keep_only(|_| false);
+        assert!(p.reachable(&s).is_empty());
+        p.set_reachable(s, vec![addr("10.0.0.1:6201")]);
+        p.forget(&s);
+        assert!(p.reachable(&s).is_empty());
     }
 }

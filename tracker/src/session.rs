@@ -145,7 +145,12 @@ fn serve_conn(
             return Ok(());
         }
         Some(ClientMessage::Hello { version }) if version == PROTOCOL_VERSION => {
-            conn.send(&TrackerMessage::Welcome { version: PROTOCOL_VERSION, tracker_id })?;
+            let observed = conn.peer_addr();
+            conn.send(&TrackerMessage::Welcome {
+                version: PROTOCOL_VERSION,
+                tracker_id,
+                observed,
+            })?;
             // Small frames only until this connection has a session.
             conn.set_max_frame(PRE_LOGIN_FRAME_LEN);
         }

@@ -448,8 +448,10 @@ impl Coordinator {
             }
         }
         let listed: Vec<(SocketAddr, PublicKey)> = peers.iter().map(|p| (p.addr, p.key)).collect();
+        let own_public = self.ctx.tracker.observed().map(|a| a.ip());
         for i in self.policy.choose(&listed, &connected, Instant::now()) {
-            self.spawn_worker(listed[i].0, listed[i].1);
+            let dial = crate::reach::dial_order(peers[i].addr, &peers[i].addrs, own_public);
+            self.spawn_worker(listed[i].0, listed[i].1, dial);
         }
         self.record_connected();
         news
@@ -465,14 +467,18 @@ impl Coordinator {
 
     /// Tells the swarm which peers are connected now.
     fn record_connected(&self) {
-        self.swarm.set_connected(self.workers.values().map(|w| w.addr).collect());
+        // Every connection is dialed by this peer so far (issue 19: reversal, punching and
+        // relays will tell other paths apart).
+        let direct = crate::reach::SourcePath::Direct;
+        self.swarm.set_connected(self.workers.values().map(|w| (w.addr, direct)).collect());
     }
 
     fn peer_at(&self, addr: SocketAddr) -> Option<PeerId> {
         self.workers.iter().find(|(_, w)| w.addr == addr).map(|(id, _)| *id)
     }
 
-    fn spawn_worker(&mut self, addr: SocketAddr, key: PublicKey) {
+    /// Starts a worker for the peer listed at `addr`, dialed at `dial` (issue 19).
+    fn spawn_worker(&mut self, addr: SocketAddr, key: PublicKey, dial: Vec<SocketAddr>) {
         let peer = PeerId(self.next_peer);
         self.next_peer += 1;
         let (jobs_tx, jobs_rx) = crossbeam_channel::bounded(MAX_IN_FLIGHT);
@@ -495,7 +501,7 @@ impl Coordinator {
         let events = self.events_tx.clone();
         let spawned =
             thread::Builder::new().name(format!("dl-worker-{}", peer.0)).spawn(move || {
-                worker::run(peer, addr, key, target, inbox, events, |s| {
+                worker::run(peer, (addr, dial), key, target, inbox, events, |s| {
                     *socket_slot.lock() = Some(s)
                 });
             });

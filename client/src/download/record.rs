@@ -51,6 +51,8 @@ pub struct DownloadRecord {
     pub peer_users: BTreeMap<SocketAddr, UserId>,
     /// The peers connected now.
     pub connected: Vec<SocketAddr>,
+    /// How each peer connected in this session was reached.
+    pub paths: BTreeMap<SocketAddr, crate::reach::SourcePath>,
     /// Where each piece came from, one byte a piece: `PIECE_MISSING`, `PIECE_RESUMED`, or
     /// `k` for a piece received from `sources[k - 1]` (the dashboard's piece map).
     pub piece_source: Vec<u8>,
@@ -101,6 +103,7 @@ impl DownloadRecord {
                 from_peer: t.from_peer.clone(),
                 peer_users: t.peer_users.clone(),
                 connected: t.connected.clone(),
+                paths: t.paths.clone(),
                 piece_source: t.piece_source.clone(),
                 sources: t.sources.clone(),
                 piece_ms: t.piece_ms.clone(),
@@ -205,7 +208,8 @@ impl DownloadRecord {
     /// The `show_downloads --json` line: one JSON object with every field, for scripts.
     /// `state` is `downloading`, `complete` or `failed` (with a `reason`); `seconds` runs
     /// until the download ends; `from_peers` maps each peer address to its piece count, and
-    /// `peer_users` each address (of those and of the peers connected now) to its user.
+    /// `peer_users` each address (of those and of the peers connected now) to its user,
+    /// and `paths` to how it was reached (`direct`; issue 19).
     pub fn json(&self) -> String {
         self.json_value().to_string()
     }
@@ -221,11 +225,19 @@ impl DownloadRecord {
         };
         let from_peers: BTreeMap<String, u32> =
             self.from_peer.iter().map(|(addr, n)| (addr.to_string(), *n)).collect();
+        let source =
+            |addr: &SocketAddr| self.from_peer.contains_key(addr) || self.connected.contains(addr);
         let peer_users: BTreeMap<String, String> = self
             .peer_users
             .iter()
-            .filter(|(addr, _)| self.from_peer.contains_key(addr) || self.connected.contains(addr))
+            .filter(|(addr, _)| source(addr))
             .map(|(addr, user)| (addr.to_string(), user.to_string()))
+            .collect();
+        let paths: BTreeMap<String, &str> = self
+            .paths
+            .iter()
+            .filter(|(addr, _)| source(addr))
+            .map(|(addr, path)| (addr.to_string(), path.as_str()))
             .collect();
         serde_json::json!({
             "state": state,
@@ -241,6 +253,7 @@ impl DownloadRecord {
             "seconds": (seconds * 1000.0).round() / 1000.0,
             "from_peers": from_peers,
             "peer_users": peer_users,
+            "paths": paths,
             "reason": reason,
         })
     }
@@ -492,6 +505,7 @@ mod tests {
             from_peer: BTreeMap::new(),
             peer_users: BTreeMap::new(),
             connected: Vec::new(),
+            paths: BTreeMap::new(),
             piece_source: vec![PIECE_MISSING; n as usize],
             sources: Vec::new(),
             piece_ms,

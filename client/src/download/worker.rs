@@ -89,19 +89,20 @@ pub struct Target {
     pub cap: Arc<RateCap>,
 }
 
-/// Connects to `addr`, which must prove `key`, and serves jobs until the job channel closes
-/// or the peer fails. `on_connect` receives a clone of the socket so the coordinator can
-/// cut it short.
+/// Connects to the peer listed at `addr`, at the first of `dial` that answers (its
+/// addresses in order of preference, issue 19), which must prove `key`, and serves jobs
+/// until the job channel closes or the peer fails. `on_connect` receives a clone of the
+/// socket so the coordinator can cut it short.
 pub fn run(
     peer: PeerId,
-    addr: SocketAddr,
+    (addr, dial): (SocketAddr, Vec<SocketAddr>),
     key: PublicKey,
     target: Arc<Target>,
     inbox: Inbox,
     events: Sender<Event>,
     on_connect: impl FnOnce(TcpStream),
 ) {
-    let reason = match work(peer, addr, &key, &target, &inbox, &events, on_connect) {
+    let reason = match work(peer, (addr, &dial), &key, &target, &inbox, &events, on_connect) {
         Ok(()) => "done".to_string(),
         Err(e) => e.to_string(),
     };
@@ -120,7 +121,7 @@ pub struct Inbox {
 
 fn work(
     peer: PeerId,
-    addr: SocketAddr,
+    (addr, dial): (SocketAddr, &[SocketAddr]),
     key: &PublicKey,
     target: &Arc<Target>,
     inbox: &Inbox,
@@ -128,7 +129,10 @@ fn work(
     on_connect: impl FnOnce(TcpStream),
 ) -> Result<(), FrameError> {
     let jobs = &inbox.jobs;
-    let stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
+    let (stream, reached) = crate::dial::connect_any(dial, CONNECT_TIMEOUT)?;
+    if reached != addr {
+        log::info!("peer={addr}: reached at {reached}");
+    }
     on_connect(stream.try_clone()?);
     let timeouts =
         Timeouts { handshake: CONNECT_TIMEOUT, read: READ_TIMEOUT, write: WRITE_TIMEOUT };

@@ -284,7 +284,8 @@ pub fn events(peer: &Peer) -> [(&'static str, Value); 5] {
 
 /// `/api/peers` (and each `peers` event): every peer of this session's downloads' swarms
 /// and every downloader this peer served, one row per peer and file: `user`, `addr` (where
-/// it serves pieces; for a downloader only seen by the seeder, the IP it came from),
+/// it serves pieces; for a downloader only seen by the seeder, the IP it came from), `path`
+/// (how a download of this session reached it: `direct`; null for a downloader),
 /// `has` (pieces of the file it has, as last heard; null if not known), `pieces` (of the
 /// file), `served_me`, `served_them` (pieces), `connected` (to a download of this session).
 pub fn peers_json(peer: &Peer) -> Value {
@@ -302,6 +303,7 @@ pub fn peers_json(peer: &Peer) -> Value {
                 "file": r.name.to_string(),
                 "user": r.peer_users.get(&addr).map(|u| u.to_string()),
                 "addr": addr.to_string(),
+                "path": r.paths.get(&addr).map(|p| p.as_str()),
                 "has": r.peer_have.get(&addr),
                 "pieces": r.n_pieces,
                 "served_me": r.from_peer.get(&addr).copied().unwrap_or(0),
@@ -332,6 +334,7 @@ pub fn peers_json(peer: &Peer) -> Value {
                     "file": file,
                     "user": user,
                     "addr": served.to.from.to_string(),
+                    "path": null,
                     "has": null,
                     "pieces": null,
                     "served_me": 0,

@@ -491,6 +491,8 @@ fn in_a_browser_a_user_runs_a_group_and_watches_a_download_from_two_seeders_fill
         );
         let cells: Vec<&str> =
             cells.as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+        // Reached directly (issue 19), said under the address.
+        assert_eq!(cells[1], format!("{}direct", seeder.listen), "{cells:?}");
         assert_eq!(cells[2..4], ["[g] film.bin", "13/13"], "{cells:?}");
         assert_ne!(cells[4], "0", "each seeder served some pieces: {cells:?}");
     }

@@ -14,6 +14,7 @@ mod files;
 mod groups;
 mod hostile;
 mod logins;
+mod nat;
 mod partitions;
 mod repl;
 mod replication;

@@ -66,9 +66,12 @@ fn garbage_oversized_and_malformed_frames_close_only_that_connection() {
 
     let mut early = secure(&cluster);
     early.send(&hello).unwrap();
+    // The welcome names the address the tracker sees this connection come from (issue 19).
+    let seen_from = early.socket().local_addr().unwrap();
     assert!(matches!(
         early.recv().unwrap(),
-        Some(TrackerMessage::Welcome { version: PROTOCOL_VERSION, tracker_id: 1 })
+        Some(TrackerMessage::Welcome { version: PROTOCOL_VERSION, tracker_id: 1, observed })
+            if observed == seen_from
     ));
     early.send(&hello).unwrap();
     assert!(!matches!(early.recv(), Ok(Some(_))), "connection should close");

@@ -521,10 +521,22 @@ impl ClientProc {
         extra: &[&str],
         env: &[(&str, &Path)],
     ) -> ClientProc {
+        ClientProc::start_at(netns, "127.0.0.1:0", info, state_dir, extra, env)
+    }
+
+    /// Like `start_in`, serving pieces on `listen` (an `IP:PORT` argument).
+    pub fn start_at(
+        netns: Option<&str>,
+        listen: &str,
+        info: &Path,
+        state_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &Path)],
+    ) -> ClientProc {
         let log = state_dir.with_extension("log");
         let stderr = std::fs::File::create(&log).unwrap();
         let mut command = launcher(netns, &client_bin());
-        command.arg("127.0.0.1:0").arg(info).arg("--state-dir").arg(state_dir).args(extra);
+        command.arg(listen).arg(info).arg("--state-dir").arg(state_dir).args(extra);
         command.envs(env.iter().copied());
         let (child, stdin, lines) = spawn_piped(&mut command, stderr);
         let listen = wait_listening(&lines).expect("client did not start");
@@ -897,6 +909,8 @@ pub struct Download {
     pub from_peers: std::collections::BTreeMap<String, u32>,
     /// The user on each peer address.
     pub peer_users: std::collections::BTreeMap<String, String>,
+    /// How each source peer was reached (`direct`, ...; issue 19).
+    pub paths: std::collections::BTreeMap<String, String>,
 }
 
 impl Download {

@@ -416,7 +416,7 @@ fn through_the_dashboard_a_user_logs_in_manages_a_group_and_downloads_from_a_pee
     assert_eq!(
         peers["peers"],
         json!([{ "group": "g", "file": "film.bin", "user": "bob",
-                 "addr": seeder.listen.to_string(), "has": 11, "pieces": 11,
+                 "addr": seeder.listen.to_string(), "path": "direct", "has": 11, "pieces": 11,
                  "served_me": 11, "served_them": 0, "connected": false }]),
         "{peers}"
     );

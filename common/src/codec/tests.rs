@@ -104,6 +104,8 @@ fn request() -> impl Strategy<Value = Request> {
         Just(Request::StateDigest),
         Just(Request::LogoutEverywhere),
         Just(Request::Status),
+        proptest::collection::vec(socket_addr(), 0..5)
+            .prop_map(|addrs| Request::Reachable { addrs }),
         socket_addr().prop_map(|peer_addr| Request::MoveSession { peer_addr }),
     ]
 }
@@ -207,8 +209,14 @@ fn group_role() -> impl Strategy<Value = GroupRole> {
 }
 
 fn peer_info() -> impl Strategy<Value = PeerInfo> {
-    (user(), socket_addr(), key(), proptest::option::of(bitfield()))
-        .prop_map(|(user, addr, key, have)| PeerInfo { user, addr, key, have })
+    (
+        user(),
+        socket_addr(),
+        key(),
+        proptest::option::of(bitfield()),
+        proptest::collection::vec(socket_addr(), 0..5),
+    )
+        .prop_map(|(user, addr, key, have, addrs)| PeerInfo { user, addr, key, have, addrs })
 }
 
 fn peer_request() -> impl Strategy<Value = PeerRequest> {
@@ -269,8 +277,9 @@ fn replica_reply() -> impl Strategy<Value = ReplicaReply> {
 
 fn tracker_message() -> impl Strategy<Value = TrackerMessage> {
     prop_oneof![
-        (any::<u16>(), any::<u32>())
-            .prop_map(|(version, tracker_id)| TrackerMessage::Welcome { version, tracker_id }),
+        (any::<u16>(), any::<u32>(), socket_addr()).prop_map(|(version, tracker_id, observed)| {
+            TrackerMessage::Welcome { version, tracker_id, observed }
+        }),
         any::<u16>().prop_map(|version| TrackerMessage::Refused { version }),
         (request_id(), prop_oneof![reply().prop_map(Ok), tracker_error().prop_map(Err)])
             .prop_map(|(id, result)| TrackerMessage::Response { id, result }),
@@ -422,8 +431,23 @@ fn wire_encodings_keep_their_bytes() {
                 addr: "127.0.0.1:7".parse().unwrap(),
                 key: PublicKey([2; 32]),
                 have: None,
+                addrs: Vec::new(),
             }),
-            "02616c007f00000107020202020202020202020202020202020202020202020202020202020202020200",
+            "02616c007f0000010702020202020202020202020202020202020202020202020202020202020202020000",
+        ),
+        // Version 6 (issue 19): the tracker tells a client the address it sees, and a peer
+        // registers every address it may be reached at; appended, so the others stay.
+        (
+            hex(&TrackerMessage::Welcome {
+                version: 6,
+                tracker_id: 1,
+                observed: "127.0.0.1:7".parse().unwrap(),
+            }),
+            "000601007f00000107",
+        ),
+        (
+            hex(&Request::Reachable { addrs: vec!["127.0.0.1:7".parse().unwrap()] }),
+            "1501007f00000107",
         ),
     ];
     for (got, want) in &cases {

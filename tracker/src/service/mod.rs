@@ -175,6 +175,7 @@ impl Service {
             Request::AnnouncePieces { group, digest, have } => {
                 return self.sessions.announce(session, group, digest, have)
             }
+            Request::Reachable { addrs } => return self.sessions.reachable(session, addrs),
             Request::CheckTicket { ticket } => return self.reads.check_ticket(session, &ticket),
             Request::StateDigest => return self.reads.state_digest(session),
             _ => {}

@@ -108,14 +108,21 @@ impl Reads {
         let complete: Vec<SessionId> = sharers.filter(|s| wanted(s)).copied().collect();
         let mut peers: Vec<PeerInfo> = complete
             .iter()
-            .filter_map(|s| state.session_peer(s))
-            .map(|(user, addr, key)| PeerInfo { user: user.clone(), addr, key, have: None })
+            .filter_map(|s| Some((s, state.session_peer(s)?)))
+            .map(|(s, (user, addr, key))| PeerInfo {
+                user: user.clone(),
+                addr,
+                key,
+                have: None,
+                addrs: presence.reachable(s),
+            })
             .collect();
         let n_pieces = Layout::new(meta.size).map(|l| l.n_pieces()).unwrap_or(0);
         for (s, have) in presence.partial_holders(&group, &meta.digest) {
             if wanted(&s) && !complete.contains(&s) && have.n_pieces() == n_pieces {
                 if let Some((user, addr, key)) = state.session_peer(&s) {
-                    peers.push(PeerInfo { user: user.clone(), addr, key, have: Some(have) });
+                    let addrs = presence.reachable(&s);
+                    peers.push(PeerInfo { user: user.clone(), addr, key, have: Some(have), addrs });
                 }
             }
         }

@@ -61,6 +61,7 @@ pub fn log_level(request: &Request) -> log::Level {
     match request {
         Request::Heartbeat { .. }
         | Request::AnnouncePieces { .. }
+        | Request::Reachable { .. }
         | Request::CheckTicket { .. }
         | Request::Status => log::Level::Trace,
         _ => log::Level::Debug,

@@ -134,6 +134,19 @@ impl Sessions {
         }
     }
 
+    /// Records where the caller's peer may be reached besides its login address (issue 19).
+    pub fn reachable(
+        &self,
+        session: Option<SessionId>,
+        addrs: Vec<std::net::SocketAddr>,
+    ) -> Result<Reply, TrackerError> {
+        self.state.read().session_user(session)?;
+        if let Some(token) = session {
+            self.presence.lock().set_reachable(token, addrs);
+        }
+        Ok(Reply::Done)
+    }
+
     /// Records which pieces of a file the caller has while it downloads it (the count
     /// must be the file's).
     pub fn announce(

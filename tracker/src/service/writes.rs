@@ -171,6 +171,7 @@ impl Writes {
             | Request::ListFiles { .. }
             | Request::GetFile { .. }
             | Request::AnnouncePieces { .. }
+            | Request::Reachable { .. }
             | Request::CheckTicket { .. }
             | Request::StateDigest
             | Request::Status

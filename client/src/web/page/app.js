@@ -344,7 +344,9 @@ function renderPeers(data) {
   const cell = (v) => el("td", { class: "num" }, v === null || v === undefined ? "—" : v);
   for (const p of data.peers || []) {
     rows.append(el("tr", { "data-peer": `${p.user}@${p.addr}`, class: p.connected ? "" : "muted" },
-      el("td", {}, p.user || "?"), el("td", {}, p.addr), el("td", {}, `[${p.group}] ${p.file}`),
+      el("td", {}, p.user || "?"),
+      el("td", {}, p.addr, ...(p.path ? [el("div", { class: "muted path" }, p.path)] : [])),
+      el("td", {}, `[${p.group}] ${p.file}`),
       cell(p.has === null ? null : p.pieces ? `${p.has}/${p.pieces}` : p.has),
       cell(p.served_me), cell(p.served_them)));
   }

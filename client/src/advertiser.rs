@@ -1,0 +1,117 @@
+//! The `advertise` thread (issue 19): registers with the trackers every address this peer
+//! may be reached at (`reach::own_addresses`: a router mapping, the public IP a tracker sees
+//! it from with its listen port, its listen address), when the login, the observed address
+//! or the mapping changes, and again every `REFRESH_EVERY` (the leader keeps it as soft
+//! state, which a new leader starts without).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use parking_lot::Mutex;
+
+use common::message::{Request, SessionToken};
+
+use crate::reach::own_addresses;
+use crate::tracker_session::{CallError, TrackerSession};
+
+/// How often the thread looks whether something changed (the observed address is learnt
+/// with any tracker call, a login with the REPL's).
+const CHECK_EVERY: Duration = Duration::from_secs(2);
+/// How often the addresses are registered again although nothing changed.
+const REFRESH_EVERY: Duration = Duration::from_secs(30);
+
+/// What other threads tell the advertiser: the router mapping, and that something changed.
+#[derive(Clone)]
+pub struct Reachability {
+    mapped: Arc<Mutex<Option<SocketAddr>>>,
+    wake: Sender<()>,
+}
+
+impl Reachability {
+    /// The router now forwards `mapped` (its public address and port) to this peer, or no
+    /// longer forwards anything (`None`).
+    pub fn set_mapped(&self, mapped: Option<SocketAddr>) {
+        *self.mapped.lock() = mapped;
+        self.nudge();
+    }
+
+    /// The router mapping in force, if any.
+    pub fn mapped(&self) -> Option<SocketAddr> {
+        *self.mapped.lock()
+    }
+
+    /// Look again now (after a login, say) rather than at the next check.
+    pub fn nudge(&self) {
+        let _ = self.wake.try_send(());
+    }
+}
+
+/// The running `advertise` thread; `stop` joins it.
+pub struct Advertiser {
+    stop: Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Advertiser {
+    /// Starts the thread for a peer listening on `listen`; returns it with the handle that
+    /// other threads tell about changes.
+    pub fn start(
+        tracker: Arc<TrackerSession>,
+        listen: SocketAddr,
+    ) -> std::io::Result<(Advertiser, Reachability)> {
+        let (wake, woken) = crossbeam_channel::bounded(1);
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+        let reach = Reachability { mapped: Arc::default(), wake };
+        let thread = std::thread::Builder::new().name("advertise".into()).spawn({
+            let reach = reach.clone();
+            move || run(&tracker, listen, &reach, &woken, &stopped)
+        })?;
+        Ok((Advertiser { stop, thread }, reach))
+    }
+
+    /// Stops the thread and waits for it (a call in flight ends within its timeouts).
+    pub fn stop(self) {
+        drop(self.stop);
+        let _ = self.thread.join();
+    }
+}
+
+fn run(
+    tracker: &TrackerSession,
+    listen: SocketAddr,
+    reach: &Reachability,
+    woken: &Receiver<()>,
+    stopped: &Receiver<()>,
+) {
+    let mut sent: Option<(SessionToken, Vec<SocketAddr>, Instant)> = None;
+    loop {
+        crossbeam_channel::select! {
+            recv(stopped) -> _ => return,
+            recv(woken) -> _ => {}
+            default(CHECK_EVERY) => {}
+        }
+        let Some(login) = tracker.login() else {
+            sent = None;
+            continue;
+        };
+        let addrs = own_addresses(listen, tracker.observed().map(|a| a.ip()), reach.mapped());
+        let due = sent.as_ref().is_none_or(|(session, last, at)| {
+            *session != login.session || *last != addrs || at.elapsed() >= REFRESH_EVERY
+        });
+        if !due {
+            continue;
+        }
+        match tracker.call(Request::Reachable { addrs: addrs.clone() }) {
+            Ok(_) => {
+                if sent.as_ref().is_none_or(|(_, last, _)| *last != addrs) {
+                    log::info!("reachable at {addrs:?}");
+                }
+                sent = Some((login.session, addrs, Instant::now()));
+            }
+            Err(CallError::NotLoggedIn) => sent = None,
+            Err(e) => log::debug!("cannot register this peer's addresses: {e}"),
+        }
+    }
+}
