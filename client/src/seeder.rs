@@ -5,7 +5,9 @@
 //! downloader proves its own. The downloader must present a tracker-issued ticket for the
 //! file's group, bound to the key it proved; the seeder asks its tracker to check it and
 //! caches the answer (keyed on the whole ticket) until the ticket expires. Nothing is served
-//! on an expired ticket: downloaders renew theirs while they run (`Renew`). Every piece is
+//! on an expired ticket: downloaders renew theirs while they run (`Renew`). The clock, not the
+//! next read, ends a connection whose ticket expired unrenewed or that asked for no piece
+//! for `IDLE_TIMEOUT` (`close_at`, issue 21). Every piece is
 //! read from disk and checked against its SHA1 (once per state of the file on disk) before
 //! it is sent, so a file changed on disk after it was shared is noticed and no longer served.
 //!
@@ -54,6 +56,8 @@ pub const MAX_PEER_CONNECTIONS: usize = admission::MAX_ADMITTED;
 /// ticket is a few hundred bytes).
 const MAX_HELLO_FRAME: usize = 4096;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A serving connection that asked for no piece this long is closed (renewals and
+/// bitfield requests do not count: they cost the peer nothing).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Questions to the tracker about new tickets: this many a second, with bursts of twice
@@ -204,6 +208,7 @@ fn accept_loop(listener: TcpListener, ctx: Arc<Context>, stop: Arc<AtomicBool>) 
 
 fn serve(stream: TcpStream, ctx: &Context, pending: Pending, admitted: impl FnOnce()) {
     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let admit_by = Instant::now() + ADMISSION_DEADLINE;
     let timeouts =
         Timeouts { handshake: HANDSHAKE_TIMEOUT, read: HANDSHAKE_TIMEOUT, write: WRITE_TIMEOUT };
     let mut conn: Connection<PeerRequest, PeerReply> =
@@ -214,8 +219,13 @@ fn serve(stream: TcpStream, ctx: &Context, pending: Pending, admitted: impl FnOn
                 return;
             }
         };
-    // Small frames until the hello's ticket is accepted.
+    // Small frames until the hello's ticket is accepted, and that hello by the deadline
+    // however slowly it comes (the reaper would end the connection then anyway).
     conn.set_max_frame(MAX_HELLO_FRAME);
+    if let Err(e) = conn.set_deadline(Some(admit_by)) {
+        log::info!("seeder: peer={peer}: {e}");
+        return;
+    }
     match serve_conn(&mut conn, ctx, pending, admitted) {
         Ok(()) => log::debug!("seeder: peer={peer}: done"),
         Err(e) if e.is_timeout() => log::debug!("seeder: peer={peer}: idle, closing"),
@@ -266,14 +276,19 @@ fn serve_conn(
     let mut wake = wake;
     let mut file: Option<File> = None;
     let mut buf = vec![0u8; PIECE_SIZE];
-    let mut last_request = Instant::now();
+    let mut last_asked = Instant::now();
     loop {
-        let idle_left = IDLE_TIMEOUT.saturating_sub(last_request.elapsed());
-        if idle_left.is_zero() {
-            log::debug!("seeder: peer={}: idle, closing", conn.peer_addr());
-            return Ok(());
-        }
-        let ready = readiness::wait(conn.socket(), conn.has_buffered(), wake.as_ref(), idle_left)?;
+        // Issue 21: the clock closes the connection, whatever the peer sends meanwhile:
+        // once its ticket expired unrenewed, or once it asked for no piece for
+        // `IDLE_TIMEOUT`. Every wait and every read is bounded by the nearer of the two.
+        let now = Instant::now();
+        let (deadline, why) = match close_at(last_asked, ticket.expires, now, SystemTime::now()) {
+            Ok(at) => at,
+            Err(why) => return close(conn, why),
+        };
+        conn.set_deadline(Some(deadline))?;
+        let left = deadline.saturating_duration_since(now);
+        let ready = readiness::wait(conn.socket(), conn.has_buffered(), wake.as_ref(), left)?;
         if ready.closed {
             wake = None;
         }
@@ -283,8 +298,15 @@ fn serve_conn(
         if !ready.socket {
             continue;
         }
-        let Some(request) = conn.recv()? else { break };
-        last_request = Instant::now();
+        let request = match conn.recv() {
+            Ok(Some(request)) => request,
+            Ok(None) => break,
+            Err(e) if e.is_timeout() && Instant::now() >= deadline => return close(conn, why),
+            Err(e) => return Err(e),
+        };
+        if matches!(request, PeerRequest::GetPiece { .. }) {
+            last_asked = Instant::now();
+        }
         if !matches!(request, PeerRequest::Renew { .. }) && ticket.expires < unix_now() {
             log::info!("seeder: peer={}: ticket expired", conn.peer_addr());
             conn.send(&PeerReply::Refused { reason: Refusal::Expired })?;
@@ -426,6 +448,59 @@ fn admit(
     }
 }
 
+/// Why a serving connection is closed by the clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Closing {
+    /// Its ticket expired and was not renewed.
+    Expired,
+    /// It asked for no piece for `IDLE_TIMEOUT`.
+    Idle,
+}
+
+impl std::fmt::Display for Closing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Closing::Expired => "ticket expired",
+            Closing::Idle => "idle (no piece asked for)",
+        })
+    }
+}
+
+/// Closes a serving connection the clock ended: a downloader whose ticket expired is told
+/// so (`Refused`), if that can be written at once.
+fn close(conn: &mut Connection<PeerRequest, PeerReply>, why: Closing) -> Result<(), FrameError> {
+    log::info!("seeder: peer={}: {why}, closing", conn.peer_addr());
+    if why == Closing::Expired {
+        let _ = conn.socket().set_write_timeout(Some(Duration::from_secs(1)));
+        let _ = conn.send(&PeerReply::Refused { reason: Refusal::Expired });
+    }
+    Ok(())
+}
+
+/// When a serving connection is to be closed, and why: the nearer of the moment its
+/// ticket (valid through the second `expires`, Unix time) runs out and `IDLE_TIMEOUT` after
+/// its last piece request; `Err` if that moment has come. `now` and `wall` are the same
+/// instant on the monotonic clock and the wall clock.
+fn close_at(
+    last_asked: Instant,
+    expires: u64,
+    now: Instant,
+    wall: SystemTime,
+) -> Result<(Instant, Closing), Closing> {
+    let ends = UNIX_EPOCH.checked_add(Duration::from_secs(expires.saturating_add(1)));
+    let ticket_left =
+        ends.map_or(Duration::MAX, |ends| ends.duration_since(wall).unwrap_or(Duration::ZERO));
+    let idle_left = (last_asked + IDLE_TIMEOUT).saturating_duration_since(now);
+    let (left, why) = match ticket_left <= idle_left {
+        true => (ticket_left, Closing::Expired),
+        false => (idle_left, Closing::Idle),
+    };
+    match left.is_zero() {
+        true => Err(why),
+        false => Ok((now + left, why)),
+    }
+}
+
 /// Seconds since the Unix epoch (0 if the clock is before it).
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
@@ -452,5 +527,32 @@ fn withdraw(ctx: &Context, swarm: &Arc<Swarm>) {
     let request = Request::StopShare { group: swarm.group.clone(), name: swarm.meta.name.clone() };
     if let Err(e) = ctx.tracker.call(request) {
         log::warn!("cannot tell the tracker to stop sharing {}: {e}", swarm.meta.name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_is_closed_at_its_tickets_expiry_or_when_idle_whichever_comes_first() {
+        let now = Instant::now();
+        let wall = UNIX_EPOCH + Duration::from_secs(1000);
+        // A ticket valid through second 1009 ends at 1010: 10 s from now, before idling.
+        assert_eq!(
+            close_at(now, 1009, now, wall),
+            Ok((now + Duration::from_secs(10), Closing::Expired))
+        );
+        // A long ticket: idling ends it, counted from the last piece asked for.
+        let asked = now - Duration::from_secs(50);
+        assert_eq!(
+            close_at(asked, 2000, now, wall),
+            Ok((now + Duration::from_secs(10), Closing::Idle))
+        );
+        // Either moment past: closed now.
+        assert_eq!(close_at(now, 999, now, wall), Err(Closing::Expired));
+        assert_eq!(close_at(now - IDLE_TIMEOUT, 2000, now, wall), Err(Closing::Idle));
+        // A wall clock before the epoch, or a ticket at the end of time, never panics.
+        assert!(close_at(now, u64::MAX, now, UNIX_EPOCH).is_ok());
     }
 }

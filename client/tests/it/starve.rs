@@ -1,0 +1,268 @@
+//! Issue 21, "seeders that cannot be starved": each test plays one attack on a seeder of the
+//! real binaries, checks that the attack fails, and that a real member's download completes
+//! while it runs.
+//!
+//! The attacker speaks Noise itself (`Noisy`), so that it can send what no client sends:
+//! records without data, and frames trickled a byte a record.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::frame::encode_frame;
+use common::message::{FileMeta, Reply, Request, Ticket};
+use common::peer_message::{PeerReply, PeerRequest, PEER_PROTOCOL_VERSION};
+use common::{GroupId, Identity, Password, PublicKey, UserId};
+
+use crate::support::*;
+
+/// The attacker's address: another host, as the seeder sees it (real clients are on
+/// 127.0.0.1).
+const ATTACKER: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+
+/// The attacker's own Noise initiator: the channel's pattern and prologue, and records it
+/// seals however it likes.
+struct Noisy {
+    stream: TcpStream,
+    noise: snow::TransportState,
+    plain: Vec<u8>,
+}
+
+impl Noisy {
+    /// A channel from `from` to the seeder at `to` (key `key`) as the key pair `private`;
+    /// `None` if the seeder closed it.
+    fn connect(from: Ipv4Addr, to: SocketAddr, key: &PublicKey, private: &[u8]) -> Option<Noisy> {
+        let mut stream = connect_from(from, to);
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+        let params = common::secure_channel::NOISE_PATTERN.parse().unwrap();
+        let mut hs = snow::Builder::new(params)
+            .prologue(b"p2p-groups secure channel v1")
+            .unwrap()
+            .local_private_key(private)
+            .unwrap()
+            .remote_public_key(&key.0)
+            .unwrap()
+            .build_initiator()
+            .unwrap();
+        let mut msg = [0u8; 256];
+        let n = hs.write_message(&[], &mut msg).unwrap();
+        stream.write_all(&(n as u16).to_be_bytes()).ok()?;
+        stream.write_all(&msg[..n]).ok()?;
+        let mut len = [0u8; 2];
+        stream.read_exact(&mut len).ok()?;
+        let len = usize::from(u16::from_be_bytes(len));
+        stream.read_exact(msg.get_mut(..len)?).ok()?;
+        hs.read_message(&msg[..len], &mut [0u8; 256]).ok()?;
+        Some(Noisy { stream, noise: hs.into_transport_mode().unwrap(), plain: Vec::new() })
+    }
+
+    /// Seals `plaintext` (empty, if it likes) into one record and sends it.
+    fn record(&mut self, plaintext: &[u8]) -> std::io::Result<()> {
+        let mut out = vec![0u8; 2 + plaintext.len() + 16];
+        let n = self.noise.write_message(plaintext, &mut out[2..]).unwrap();
+        out[..2].copy_from_slice(&(n as u16).to_be_bytes());
+        self.stream.write_all(&out[..2 + n])
+    }
+
+    fn send(&mut self, msg: &PeerRequest) -> std::io::Result<()> {
+        self.record(&encode_frame(msg).unwrap())
+    }
+
+    /// The next reply, `None` if the seeder closed the connection first.
+    fn recv(&mut self) -> Option<PeerReply> {
+        loop {
+            if self.plain.len() >= 4 {
+                let len = u32::from_be_bytes(self.plain[..4].try_into().unwrap()) as usize;
+                if self.plain.len() >= 4 + len {
+                    let frame: Vec<u8> = self.plain.drain(..4 + len).collect();
+                    return Some(common::codec::decode(&frame[4..]).unwrap());
+                }
+            }
+            let mut len = [0u8; 2];
+            self.stream.read_exact(&mut len).ok()?;
+            let mut record = vec![0u8; usize::from(u16::from_be_bytes(len))];
+            self.stream.read_exact(&mut record).ok()?;
+            let mut plain = vec![0u8; record.len()];
+            let n = self.noise.read_message(&record, &mut plain).ok()?;
+            self.plain.extend_from_slice(&plain[..n]);
+        }
+    }
+
+    /// Whether the seeder closed the connection (what it sent before is read and dropped).
+    fn is_closed(&mut self) -> bool {
+        self.stream.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 4096];
+        let closed = loop {
+            match self.stream.read(&mut buf) {
+                Ok(0) => break true,
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break false,
+                Err(_) => break true,
+            }
+        };
+        self.stream.set_nonblocking(false).unwrap();
+        closed
+    }
+}
+
+/// A key pair whose private half the attacker can use itself: written by `common` to
+/// `path`, read back.
+fn key_pair(path: &Path) -> (Identity, Vec<u8>) {
+    let (identity, _) = Identity::load_or_create(path).unwrap();
+    let text = std::fs::read_to_string(path).unwrap();
+    let hex = text.lines().find_map(|l| l.strip_prefix("private ")).unwrap().trim();
+    let private = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect();
+    (identity, private)
+}
+
+fn group() -> GroupId {
+    GroupId::new("g").unwrap()
+}
+
+/// The file's metadata, its seeder (address and key) and a fresh ticket, as `raw` sees it.
+fn ticket_for(raw: &mut RawSession) -> (FileMeta, SocketAddr, PublicKey, Ticket) {
+    let request = Request::GetFile { group: group(), name: "f.bin".parse().unwrap() };
+    let Ok(Reply::FileInfo { meta, peers, ticket }) = raw.call(request) else { panic!() };
+    let seed = peers.iter().find(|p| p.have.is_none()).expect("seeder listed");
+    (meta, seed.addr, seed.key, (*ticket).clone())
+}
+
+/// A seeder `seed` of `f.bin` (4 MiB) in group `g`, and a member `leech` that has not
+/// downloaded it yet.
+fn seeder_and_leech(cluster: &Cluster) -> (Vec<ClientProc>, std::path::PathBuf) {
+    let mut c = cluster.members(&["seed", "leech"], &[]);
+    let original = cluster.path("f.bin");
+    write_random(&original, 4 * 1024 * 1024, 21);
+    let line = c[0].run1(&format!("upload_file '{}' g", original.display()));
+    assert!(line.starts_with("uploaded "), "{line}");
+    (c, original)
+}
+
+/// The real member's download, which must complete.
+fn real_download(leech: &mut ClientProc, cluster: &Cluster, original: &Path) {
+    let out = cluster.path("out.bin");
+    leech.run1(&format!("download_file g f.bin {}", out.display()));
+    let done = leech.wait_downloads();
+    assert!(done[0].starts_with("[C] [g] f.bin"), "{done:?}");
+    assert_same_file(original, &out);
+}
+
+/// Attack A: a member with 16 sessions (16 keys) opens 4 connections each from one address
+/// and keeps them alive with empty records or a frame trickled a byte at a time, then
+/// leaves the group. Empty records end their connection at once; one address holds at most
+/// its share of the serving slots; a real member downloads meanwhile; and every slot is
+/// given back by the clock once the tickets expire, though the attacker keeps sending.
+#[test]
+fn a_member_holding_serving_slots_with_empty_records_or_trickled_bytes_loses_them_when_its_tickets_expire(
+) {
+    let lifetime = 6;
+    let (cluster, tracker) =
+        Cluster::with_one_tracker_args(&["--ticket-lifetime", &lifetime.to_string()]);
+    tracker.wait_serving();
+    let (mut c, original) = seeder_and_leech(&cluster);
+    // Mallory joins from the attacker's address, with 16 sessions of 16 keys.
+    let mut sessions: Vec<(RawSession, Vec<u8>)> = Vec::new();
+    for n in 0..16 {
+        let (identity, private) = key_pair(&cluster.path(&format!("mallory-{n}.key")));
+        let mut raw = RawSession::connect_from_as(&cluster, &tracker, ATTACKER, identity);
+        if n == 0 {
+            let password = Password::new("pw-mallory").unwrap();
+            let create = Request::CreateUser { user: UserId::new("mallory").unwrap(), password };
+            assert_eq!(raw.call(create), Ok(Reply::Done));
+            raw.login("mallory", "127.0.0.1:9".parse().unwrap());
+            assert_eq!(raw.call(Request::JoinGroup { group: group() }), Ok(Reply::Done));
+            c[0].ok("accept_request g mallory", "accepted mallory into group g");
+        } else {
+            raw.login("mallory", "127.0.0.1:9".parse().unwrap());
+        }
+        sessions.push((raw, private));
+    }
+    // Four connections a key, as many as the seeder admits.
+    let mut held: Vec<Noisy> = Vec::new();
+    let mut expires = 0;
+    for (raw, private) in &mut sessions {
+        let (meta, addr, key, ticket) = ticket_for(raw);
+        expires = expires.max(ticket.expires);
+        for _ in 0..4 {
+            let Some(mut conn) = Noisy::connect(ATTACKER, addr, &key, private) else { continue };
+            let hello = PeerRequest::Hello {
+                version: PEER_PROTOCOL_VERSION,
+                digest: meta.digest,
+                ticket: ticket.clone(),
+            };
+            conn.send(&hello).unwrap();
+            if let Some(PeerReply::Welcome { .. }) = conn.recv() {
+                held.push(conn);
+            }
+        }
+    }
+    println!("the attacker's address holds {} serving slots", held.len());
+    assert_eq!(held.len(), 32, "one address holds at most half of the 64 serving slots");
+    // Keep-alives: half send empty records, half trickle a frame's bytes, every 100 ms.
+    let (mut empty, mut trickle): (Vec<Noisy>, Vec<Noisy>) = (Vec::new(), Vec::new());
+    for (n, conn) in held.into_iter().enumerate() {
+        match n % 2 {
+            0 => empty.push(conn),
+            _ => trickle.push(conn),
+        }
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let attacker = {
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            // A frame of 1000 bytes declared, then a byte a record: 100 s to complete.
+            let header = 1000u32.to_be_bytes();
+            let started = Instant::now();
+            let (mut empty_closed, mut trickle_closed) = (None, None);
+            let mut tick = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for conn in &mut empty {
+                    let _ = conn.record(&[]);
+                }
+                for conn in &mut trickle {
+                    let _ = conn.record(&[header.get(tick).copied().unwrap_or(0)]);
+                }
+                tick += 1;
+                if empty_closed.is_none() && empty.iter_mut().all(Noisy::is_closed) {
+                    empty_closed = Some(started.elapsed());
+                }
+                if trickle_closed.is_none() && trickle.iter_mut().all(Noisy::is_closed) {
+                    trickle_closed = Some(started.elapsed());
+                }
+                if empty_closed.is_some() && trickle_closed.is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            (empty_closed, trickle_closed)
+        })
+    };
+    // The real member downloads meanwhile.
+    real_download(&mut c[1], &cluster, &original);
+    // Mallory leaves; the attacker keeps sending.
+    let left = Instant::now();
+    assert_eq!(sessions[0].0.call(Request::LeaveGroup { group: group() }), Ok(Reply::Done));
+    // Wait for the tickets' expiry, plus a second of slack, plus the bound on the check.
+    let bound =
+        Duration::from_secs(expires.saturating_sub(unix_now()) + 1) + Duration::from_secs(3);
+    while !attacker.is_finished() && left.elapsed() < bound {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (empty_closed, trickle_closed) = attacker.join().unwrap();
+    println!(
+        "closed: empty records after {empty_closed:?}, trickled bytes after {trickle_closed:?}"
+    );
+    let empty_closed = empty_closed.expect("connections sending empty records still open");
+    assert!(empty_closed < Duration::from_secs(2), "{empty_closed:?}");
+    assert!(trickle_closed.is_some(), "trickling connections kept their slots past expiry");
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
