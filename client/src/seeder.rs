@@ -19,7 +19,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::net::{Shutdown as SocketShutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Shutdown as SocketShutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -83,6 +83,8 @@ struct Context {
     tickets: Mutex<TicketBook>,
     /// What went to whom (the dashboard's peers).
     served: Arc<Served>,
+    /// Tickets refused as busy, counted for one warning every `BUSY_REPORT_EVERY`.
+    busy: BusyTally,
 }
 
 impl Seeder {
@@ -106,6 +108,7 @@ impl Seeder {
             tracker,
             tickets: Mutex::new(TicketBook::new(TICKET_CHECKS_PER_SEC, Instant::now())),
             served,
+            busy: BusyTally::default(),
         });
         let stop_flag = Arc::clone(&stop);
         let thread = thread::Builder::new()
@@ -121,6 +124,67 @@ impl Seeder {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+/// How often the seeder warns about tickets it refused as busy (issue 21: one line per
+/// junk connection would let a flood of made-up tickets flood the log too).
+const BUSY_REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// Tickets refused as busy since the last warning.
+#[derive(Default)]
+struct BusyTally {
+    inner: Mutex<Option<BusySince>>,
+}
+
+struct BusySince {
+    since: Instant,
+    source_spent: u64,
+    seeder_spent: u64,
+    last_from: IpAddr,
+}
+
+impl BusyTally {
+    /// Counts a ticket from `from` refused as busy (`own`: its address spent its own
+    /// budget). The first of a window is logged at once, the rest as one line of counts
+    /// when the next comes `BUSY_REPORT_EVERY` later.
+    fn note(&self, from: IpAddr, own: bool, now: Instant) {
+        let mut inner = self.inner.lock();
+        let tally = match inner.take() {
+            Some(tally) => tally,
+            None => {
+                let whose = match own {
+                    true => "its address's",
+                    false => "the seeder's",
+                };
+                log::warn!(
+                    "seeder: refusing new tickets as busy (from {from}, past {whose} budget of \
+                     checks); counting for {} s",
+                    BUSY_REPORT_EVERY.as_secs()
+                );
+                BusySince { since: now, source_spent: 0, seeder_spent: 0, last_from: from }
+            }
+        };
+        let mut tally = tally;
+        match own {
+            true => tally.source_spent += 1,
+            false => tally.seeder_spent += 1,
+        }
+        tally.last_from = from;
+        let window = now.saturating_duration_since(tally.since);
+        if window < BUSY_REPORT_EVERY {
+            *inner = Some(tally);
+            return;
+        }
+        log::warn!(
+            "seeder: refused {} new tickets as busy in the last {} s ({} from addresses past \
+             their own budget, the latest {}; {} past the seeder's)",
+            tally.source_spent + tally.seeder_spent,
+            window.as_secs(),
+            tally.source_spent,
+            tally.last_from,
+            tally.seeder_spent
+        );
     }
 }
 
@@ -243,13 +307,15 @@ fn serve_conn(
     let (swarm, mut ticket, _slot) = match conn.recv()? {
         None => return Ok(()),
         Some(PeerRequest::Hello { version, digest, ticket }) => {
-            let admitted_swarm = admit(ctx, version, &digest, &ticket, &holder).and_then(|swarm| {
-                let slot = pending.admit(holder).map_err(|why| {
-                    log::info!("seeder: peer={}: {why}", conn.peer_addr());
-                    Refusal::Busy
-                })?;
-                Ok((swarm, slot))
-            });
+            let from = conn.peer_addr().ip();
+            let admitted_swarm =
+                admit(ctx, version, &digest, &ticket, &holder, from).and_then(|swarm| {
+                    let slot = pending.admit(holder).map_err(|why| {
+                        log::info!("seeder: peer={}: {why}", conn.peer_addr());
+                        Refusal::Busy
+                    })?;
+                    Ok((swarm, slot))
+                });
             match admitted_swarm {
                 Ok((swarm, slot)) => {
                     admitted();
@@ -316,7 +382,10 @@ fn serve_conn(
             PeerRequest::Renew { ticket: fresh } => {
                 let same_file = fresh.group == ticket.group && fresh.user == ticket.user;
                 let checked = match same_file {
-                    true => admit(ctx, PEER_PROTOCOL_VERSION, &swarm.meta.digest, &fresh, &holder),
+                    true => {
+                        let from = conn.peer_addr().ip();
+                        admit(ctx, PEER_PROTOCOL_VERSION, &swarm.meta.digest, &fresh, &holder, from)
+                    }
                     false => Err(Refusal::BadTicket("ticket is for another file or user".into())),
                 };
                 if let Err(reason) = checked {
@@ -409,7 +478,9 @@ fn admit(
     digest: &Sha1Digest,
     ticket: &Ticket,
     holder: &PublicKey,
+    from: IpAddr,
 ) -> Result<Arc<Swarm>, Refusal> {
+    let from = admission::source(from);
     if version != PEER_PROTOCOL_VERSION {
         return Err(Refusal::Version(PEER_PROTOCOL_VERSION));
     }
@@ -421,13 +492,13 @@ fn admit(
     }
     let swarm = ctx.registry.get(&ticket.group, digest).ok_or(Refusal::UnknownFile)?;
     let now = unix_now();
-    let verdict = ctx.tickets.lock().judge(ticket, now, Instant::now());
+    let verdict = ctx.tickets.lock().judge(ticket, from, now, Instant::now());
     match verdict {
         Verdict::Known => return Ok(swarm),
         Verdict::Expired => return Err(Refusal::Expired),
         Verdict::Forged => return Err(Refusal::BadTicket("forged or altered".into())),
-        Verdict::Busy => {
-            log::warn!("seeder: too many new tickets to check; refusing one as busy");
+        Verdict::Busy | Verdict::SourceBusy => {
+            ctx.busy.note(from, verdict == Verdict::SourceBusy, Instant::now());
             return Err(Refusal::Busy);
         }
         Verdict::Ask => {}
@@ -441,7 +512,7 @@ fn admit(
         Err(e) => {
             // Only the tracker's verdict is final; a tracker that could not answer is not.
             if let CallError::Link(LinkError::Tracker(TrackerError::BadTicket(_))) = &e {
-                ctx.tickets.lock().refuse(ticket.clone());
+                ctx.tickets.lock().refuse(ticket.clone(), from, Instant::now());
             }
             Err(Refusal::BadTicket(e.to_string()))
         }

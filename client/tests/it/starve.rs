@@ -266,3 +266,96 @@ fn a_member_holding_serving_slots_with_empty_records_or_trickled_bytes_loses_the
 fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
 }
+
+/// Attack B: a member (who may have left since) knows a file's group and digest, and shows
+/// the seeder made-up tickets as fast as it can from one address. The tracker refuses each,
+/// and each costs the attacker's address, not the seeder's budget: two real members'
+/// downloads complete while it runs, and the attacker's tickets are mostly refused unasked.
+#[test]
+fn made_up_tickets_from_one_address_do_not_spend_the_checks_real_downloads_need() {
+    let (cluster, tracker) = Cluster::with_one_tracker_args(&[]);
+    tracker.wait_serving();
+    let mut c = cluster.members(&["seed", "leech", "other"], &[]);
+    let original = cluster.path("f.bin");
+    write_random(&original, 4 * 1024 * 1024, 22);
+    let line = c[0].run1(&format!("upload_file '{}' g", original.display()));
+    assert!(line.starts_with("uploaded "), "{line}");
+    // Mallory, a member, learns the file's digest and its seeder.
+    let mut mallory = RawSession::connect_from(&cluster, &tracker, ATTACKER);
+    let password = Password::new("pw-mallory").unwrap();
+    let create = Request::CreateUser { user: UserId::new("mallory").unwrap(), password };
+    assert_eq!(mallory.call(create), Ok(Reply::Done));
+    mallory.login("mallory", "127.0.0.1:9".parse().unwrap());
+    assert_eq!(mallory.call(Request::JoinGroup { group: group() }), Ok(Reply::Done));
+    c[0].ok("accept_request g mallory", "accepted mallory into group g");
+    let (meta, addr, key, ticket) = ticket_for(&mut mallory);
+    // Four threads of made-up tickets (a fresh MAC each) from the attacker's address.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood: Vec<_> = (0..4u64)
+        .map(|t| {
+            let (stop, identity) = (std::sync::Arc::clone(&stop), mallory.identity.clone());
+            let mut made_up = ticket.clone();
+            std::thread::spawn(move || {
+                let (mut checked, mut busy, mut n) = (0u32, 0u32, 0u64);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    n += 1;
+                    made_up.mac[..8].copy_from_slice(&(t << 40 | n).to_be_bytes());
+                    let stream = connect_from(ATTACKER, addr);
+                    let Ok(mut conn) =
+                        common::connection::Connection::<PeerReply, PeerRequest>::connect(
+                            stream,
+                            &identity,
+                            &key,
+                            raw_timeouts(),
+                        )
+                    else {
+                        continue;
+                    };
+                    let hello = PeerRequest::Hello {
+                        version: PEER_PROTOCOL_VERSION,
+                        digest: meta.digest,
+                        ticket: made_up.clone(),
+                    };
+                    if conn.send(&hello).is_err() {
+                        continue;
+                    }
+                    match conn.recv() {
+                        Ok(Some(PeerReply::Refused {
+                            reason: common::peer_message::Refusal::Busy,
+                        })) => busy += 1,
+                        Ok(Some(PeerReply::Refused { .. })) => checked += 1,
+                        Ok(Some(PeerReply::Welcome { .. })) => {
+                            panic!("a made-up ticket was accepted")
+                        }
+                        _ => {}
+                    }
+                }
+                (checked, busy)
+            })
+        })
+        .collect();
+    // Let the flood get going: wait until the seeder says it refuses tickets as busy.
+    let started = Instant::now();
+    c[0].wait_log("as busy");
+    // Two real members download meanwhile, at once.
+    let outs = [cluster.path("out-1.bin"), cluster.path("out-2.bin")];
+    for (leech, out) in c[1..].iter_mut().zip(&outs) {
+        leech.run1(&format!("download_file g f.bin {}", out.display()));
+    }
+    for (leech, out) in c[1..].iter_mut().zip(&outs) {
+        let done = leech.wait_downloads();
+        assert!(done[0].starts_with("[C] [g] f.bin"), "{done:?}");
+        assert_same_file(&original, out);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let took = started.elapsed();
+    let (checked, busy) = flood
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .fold((0, 0), |(c, b), (c2, b2)| (c + c2, b + b2));
+    println!("in {took:?}: {checked} made-up tickets asked about, {busy} refused as busy");
+    // Two at first, then one every 4.5 s (its address's budget), with a margin.
+    let allowed = 4 + (took.as_secs_f64() / 4.5) as u32;
+    assert!(checked <= allowed, "{checked} made-up tickets were asked about in {took:?}");
+    assert!(busy > checked, "the flood did not run ({busy} busy)");
+}
