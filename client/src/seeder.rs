@@ -83,8 +83,8 @@ struct Context {
     tickets: Mutex<TicketBook>,
     /// What went to whom (the dashboard's peers).
     served: Arc<Served>,
-    /// Tickets refused as busy, counted for one warning every `BUSY_REPORT_EVERY`.
-    busy: BusyTally,
+    /// Tickets refused as busy, counted for one warning every `REPORT_EVERY`.
+    busy: Tally,
 }
 
 impl Seeder {
@@ -108,7 +108,7 @@ impl Seeder {
             tracker,
             tickets: Mutex::new(TicketBook::new(TICKET_CHECKS_PER_SEC, Instant::now())),
             served,
-            busy: BusyTally::default(),
+            busy: Tally::default(),
         });
         let stop_flag = Arc::clone(&stop);
         let thread = thread::Builder::new()
@@ -127,64 +127,48 @@ impl Seeder {
     }
 }
 
-/// How often the seeder warns about tickets it refused as busy (issue 21: one line per
-/// junk connection would let a flood of made-up tickets flood the log too).
-const BUSY_REPORT_EVERY: Duration = Duration::from_secs(10);
+/// How often the seeder sums up refusals of one kind (issue 21: one warning per junk
+/// connection or made-up ticket would let a flood flood the log too).
+const REPORT_EVERY: Duration = Duration::from_secs(10);
 
-/// Tickets refused as busy since the last warning.
+/// Refusals of one kind: the first of a window is logged at once, the rest as one line of
+/// counts when the next comes `REPORT_EVERY` later.
 #[derive(Default)]
-struct BusyTally {
-    inner: Mutex<Option<BusySince>>,
+struct Tally {
+    window: Mutex<Option<Window>>,
 }
 
-struct BusySince {
+struct Window {
     since: Instant,
-    source_spent: u64,
-    seeder_spent: u64,
-    last_from: IpAddr,
+    refused: u64,
 }
 
-impl BusyTally {
-    /// Counts a ticket from `from` refused as busy (`own`: its address spent its own
-    /// budget). The first of a window is logged at once, the rest as one line of counts
-    /// when the next comes `BUSY_REPORT_EVERY` later.
-    fn note(&self, from: IpAddr, own: bool, now: Instant) {
-        let mut inner = self.inner.lock();
-        let tally = match inner.take() {
-            Some(tally) => tally,
-            None => {
-                let whose = match own {
-                    true => "its address's",
-                    false => "the seeder's",
-                };
-                log::warn!(
-                    "seeder: refusing new tickets as busy (from {from}, past {whose} budget of \
-                     checks); counting for {} s",
-                    BUSY_REPORT_EVERY.as_secs()
-                );
-                BusySince { since: now, source_spent: 0, seeder_spent: 0, last_from: from }
-            }
+/// What to log for a refusal `Tally::note` counted.
+#[derive(Debug, PartialEq, Eq)]
+enum Report {
+    /// The first of a window: log it.
+    First,
+    /// Counted, nothing to log.
+    Counted,
+    /// The window is over: log the count of refusals in it (this one included).
+    Summary { refused: u64, over: Duration },
+}
+
+impl Tally {
+    fn note(&self, now: Instant) -> Report {
+        let mut window = self.window.lock();
+        let Some(open) = window.as_mut() else {
+            *window = Some(Window { since: now, refused: 1 });
+            return Report::First;
         };
-        let mut tally = tally;
-        match own {
-            true => tally.source_spent += 1,
-            false => tally.seeder_spent += 1,
+        open.refused += 1;
+        let over = now.saturating_duration_since(open.since);
+        if over < REPORT_EVERY {
+            return Report::Counted;
         }
-        tally.last_from = from;
-        let window = now.saturating_duration_since(tally.since);
-        if window < BUSY_REPORT_EVERY {
-            *inner = Some(tally);
-            return;
-        }
-        log::warn!(
-            "seeder: refused {} new tickets as busy in the last {} s ({} from addresses past \
-             their own budget, the latest {}; {} past the seeder's)",
-            tally.source_spent + tally.seeder_spent,
-            window.as_secs(),
-            tally.source_spent,
-            tally.last_from,
-            tally.seeder_spent
-        );
+        let refused = open.refused;
+        *window = None;
+        Report::Summary { refused, over }
     }
 }
 
@@ -198,6 +182,7 @@ struct Live {
 fn accept_loop(listener: TcpListener, ctx: Arc<Context>, stop: Arc<AtomicBool>) {
     let live: Arc<Mutex<HashMap<u64, Live>>> = Arc::new(Mutex::new(HashMap::new()));
     let admission = Arc::new(SeederAdmission::default());
+    let refused = Tally::default();
     // Ends connections still without an accepted ticket after `ADMISSION_DEADLINE`,
     // however slowly they dribble their handshake or hello.
     let reaper = {
@@ -229,15 +214,32 @@ fn accept_loop(listener: TcpListener, ctx: Arc<Context>, stop: Arc<AtomicBool>) 
         };
         threads.retain(|t| !t.is_finished());
         let Ok(peer) = stream.peer_addr() else { continue };
-        let pending = match admission.start(peer.ip()) {
-            Ok(pending) => pending,
+        next_id += 1;
+        let id = next_id;
+        let pending = match admission.start(id, peer.ip(), Instant::now()) {
+            Ok((pending, evicted)) => {
+                // Another connection, pending longer, gave its place: end it.
+                if let Some(conn) = evicted.and_then(|old| live.lock().remove(&old)) {
+                    let _ = conn.handle.shutdown(SocketShutdown::Both);
+                }
+                pending
+            }
             Err(why) => {
-                log::warn!("seeder: refusing {peer}: {why}");
+                match refused.note(Instant::now()) {
+                    Report::First => log::warn!(
+                        "seeder: refusing {peer}: {why}; counting refusals for {} s",
+                        REPORT_EVERY.as_secs()
+                    ),
+                    Report::Counted => log::debug!("seeder: refusing {peer}: {why}"),
+                    Report::Summary { refused, over } => log::warn!(
+                        "seeder: refused {refused} connections in the last {} s (the latest \
+                         {peer}: {why})",
+                        over.as_secs()
+                    ),
+                }
                 continue;
             }
         };
-        next_id += 1;
-        let id = next_id;
         let Ok(handle) = stream.try_clone() else { continue };
         live.lock().insert(id, Live { handle, pending_since: Some(Instant::now()) });
         let ctx = Arc::clone(&ctx);
@@ -498,7 +500,23 @@ fn admit(
         Verdict::Expired => return Err(Refusal::Expired),
         Verdict::Forged => return Err(Refusal::BadTicket("forged or altered".into())),
         Verdict::Busy | Verdict::SourceBusy => {
-            ctx.busy.note(from, verdict == Verdict::SourceBusy, Instant::now());
+            let whose = match verdict {
+                Verdict::SourceBusy => "its address's",
+                _ => "the seeder's",
+            };
+            match ctx.busy.note(Instant::now()) {
+                Report::First => log::warn!(
+                    "seeder: refusing new tickets as busy (from {from}, past {whose} budget of \
+                     checks); counting them for {} s",
+                    REPORT_EVERY.as_secs()
+                ),
+                Report::Counted => {}
+                Report::Summary { refused, over } => log::warn!(
+                    "seeder: refused {refused} new tickets as busy in the last {} s (the latest \
+                     from {from}, past {whose} budget of checks)",
+                    over.as_secs()
+                ),
+            }
             return Err(Refusal::Busy);
         }
         Verdict::Ask => {}
@@ -604,6 +622,21 @@ fn withdraw(ctx: &Context, swarm: &Arc<Swarm>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_flood_of_refusals_makes_two_lines_per_window() {
+        let tally = Tally::default();
+        let t0 = Instant::now();
+        assert_eq!(tally.note(t0), Report::First);
+        for ms in 1..1000 {
+            assert_eq!(tally.note(t0 + Duration::from_millis(ms)), Report::Counted);
+        }
+        assert_eq!(
+            tally.note(t0 + REPORT_EVERY),
+            Report::Summary { refused: 1001, over: REPORT_EVERY }
+        );
+        assert_eq!(tally.note(t0 + REPORT_EVERY), Report::First, "a new window");
+    }
 
     #[test]
     fn a_connection_is_closed_at_its_tickets_expiry_or_when_idle_whichever_comes_first() {

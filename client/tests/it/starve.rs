@@ -359,3 +359,65 @@ fn made_up_tickets_from_one_address_do_not_spend_the_checks_real_downloads_need(
     assert!(checked <= allowed, "{checked} made-up tickets were asked about in {took:?}");
     assert!(busy > checked, "the flood did not run ({busy} busy)");
 }
+
+/// Attack C: five addresses keep renewing silent TCP connections to a seeder (no
+/// handshake), as many as it takes from each: the first alone takes half of the pending
+/// pool, the four others the rest. A real member's download still completes: its
+/// connection takes the place of one of the heaviest address's.
+#[test]
+fn silent_connections_from_five_addresses_do_not_keep_a_members_download_out() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let (cluster, tracker) = Cluster::with_one_tracker_args(&[]);
+    tracker.wait_serving();
+    let (mut c, original) = seeder_and_leech(&cluster);
+    let seeder = c[0].listen;
+    let stop = Arc::new(AtomicBool::new(false));
+    let held: Vec<Arc<AtomicUsize>> = (0..5).map(|_| Arc::new(AtomicUsize::new(0))).collect();
+    let attack = |n: usize| {
+        let (stop, count) = (Arc::clone(&stop), Arc::clone(&held[n]));
+        std::thread::spawn(move || {
+            // Every connection the seeder keeps is held; one it closed is replaced at once,
+            // so any slot that frees up is taken again.
+            let from = Ipv4Addr::new(127, 0, 3, 2 + n as u8);
+            let mut mine: Vec<TcpStream> = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                mine.retain(|s| {
+                    s.set_nonblocking(true).unwrap();
+                    let open = matches!(s.peek(&mut [0u8; 1]),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+                    s.set_nonblocking(false).unwrap();
+                    open
+                });
+                count.store(mine.len(), Ordering::Relaxed);
+                if mine.len() < 64 {
+                    mine.push(connect_from(from, seeder));
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    let wait_held = |n: usize, at_least: usize| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while held[n].load(Ordering::Relaxed) < at_least {
+            assert!(Instant::now() < deadline, "attacker {n} holds too few");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    let mut attackers = vec![attack(0)];
+    wait_held(0, 32);
+    attackers.extend((1..5).map(attack));
+    (1..5).for_each(|n| wait_held(n, 8));
+    let total: usize = held.iter().map(|h| h.load(Ordering::Relaxed)).sum();
+    println!("the attackers hold {total} connections");
+    // Sooner than the pending deadline (10 s), when the attackers' own would be ended.
+    let started = Instant::now();
+    real_download(&mut c[1], &cluster, &original);
+    let took = started.elapsed();
+    println!("the member's download took {took:?}");
+    assert!(took < Duration::from_secs(8), "{took:?}");
+    stop.store(true, Ordering::Relaxed);
+    for attacker in attackers {
+        attacker.join().unwrap();
+    }
+}
