@@ -421,3 +421,22 @@ fn silent_connections_from_five_addresses_do_not_keep_a_members_download_out() {
         attacker.join().unwrap();
     }
 }
+
+/// The clock that ends a connection at its ticket's expiry must not end a real download's:
+/// a worker waiting (here on its download cap) renews its ticket while it waits, not only
+/// when it asks for a piece. Tickets of 3 s, a download of about 8 s.
+#[test]
+fn a_download_waiting_on_its_cap_renews_its_ticket_before_the_seeders_clock_ends_it() {
+    let (cluster, tracker) = Cluster::with_one_tracker_args(&["--ticket-lifetime", "3"]);
+    tracker.wait_serving();
+    let mut c = cluster.members(&["seed", "leech"], &[]);
+    let original = cluster.path("f.bin");
+    write_random(&original, 2 * 1024 * 1024, 23);
+    let line = c[0].run1(&format!("upload_file '{}' g", original.display()));
+    assert!(line.starts_with("uploaded "), "{line}");
+    c[1].ok("limit_rate down 250K", "upload unlimited, download 250.0 kB/s");
+    real_download(&mut c[1], &cluster, &original);
+    let log = std::fs::read_to_string(cluster.path("seed.log")).unwrap();
+    let expired: Vec<&str> = log.lines().filter(|l| l.contains("ticket expired")).collect();
+    assert!(expired.is_empty(), "the seeder ended the download's connection: {expired:?}");
+}
