@@ -17,9 +17,9 @@
 //! member's many sessions nor one host's many keys take every serving slot (issue 21).
 //! Every slot is a guard released on drop.
 //!
-//! Invariant: at most `MAX_PENDING` pending connections; at most `MAX_ADMITTED` serving slots, `MAX_ADMITTED_PER_KEY` of one key and
-//! `MAX_ADMITTED_PER_ADDRESS` of one source; the tables hold only keys and sources that
-//! hold a slot.
+//! Invariant: at most `MAX_PENDING` pending connections; at most `MAX_ADMITTED` serving
+//! slots, `MAX_ADMITTED_PER_KEY` of one key and `MAX_ADMITTED_PER_ADDRESS` of one source;
+//! the tables hold only connections, keys and sources that hold a slot.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -320,10 +320,13 @@ mod tests {
                 match a.start(id as u64, ip(source), now) {
                     Ok((slot, _)) => held.push(slot),
                     Err(_) => {
-                        let stale = |t: &Instant| now.saturating_duration_since(*t) >= STALE_PENDING;
+                        let stale =
+                            |t: &Instant| now.saturating_duration_since(*t) >= STALE_PENDING;
                         let mine = count(&before, ip(source));
-                        let own_stale = before.values().any(|(s, t)| *s == ip(source) && stale(t));
-                        let at_share = before.len() >= MAX_PENDING / 2 && mine >= MAX_PENDING_PER_IP_WHEN_BUSY;
+                        let own_stale =
+                            before.values().any(|(s, t)| *s == ip(source) && stale(t));
+                        let at_share = before.len() >= MAX_PENDING / 2
+                            && mine >= MAX_PENDING_PER_IP_WHEN_BUSY;
                         let fair_and_fresh = before.len() >= MAX_PENDING
                             && heaviest(&before).is_none_or(|(_, n)| n < mine + 2)
                             && !before.values().any(|(_, t)| stale(t));

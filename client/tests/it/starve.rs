@@ -158,8 +158,7 @@ fn real_download(leech: &mut ClientProc, cluster: &Cluster, original: &Path) {
 /// its share of the serving slots; a real member downloads meanwhile; and every slot is
 /// given back by the clock once the tickets expire, though the attacker keeps sending.
 #[test]
-fn a_member_holding_serving_slots_with_empty_records_or_trickled_bytes_loses_them_when_its_tickets_expire(
-) {
+fn a_members_slots_held_by_empty_records_or_trickled_bytes_end_with_its_tickets() {
     let lifetime = 6;
     let (cluster, tracker) =
         Cluster::with_one_tracker_args(&["--ticket-lifetime", &lifetime.to_string()]);
