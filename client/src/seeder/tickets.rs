@@ -30,15 +30,17 @@ pub const MAX_REFUSED: usize = 1024;
 /// A ticket that claims to live longer than this is forged: it is refused unasked.
 pub const MAX_TICKET_LIFETIME_SECS: u64 = 3600;
 /// Questions about new tickets one source address may cause a second, in bursts of
-/// `SOURCE_CHECKS_BURST`: a host starting a dozen downloads at once is asked about at once.
+/// `SOURCE_CHECKS_BURST`.
 pub const SOURCE_CHECKS_PER_SEC: f64 = 2.0;
-/// The burst of one source address.
-pub const SOURCE_CHECKS_BURST: f64 = 16.0;
+/// The burst of one source address: as many as the serving slots it may hold
+/// (`admission::MAX_ADMITTED_PER_ADDRESS`), so a flash crowd on one host is asked about at
+/// once.
+pub const SOURCE_CHECKS_BURST: f64 = 32.0;
 /// What a ticket the tracker refused costs its source, in questions (it owes them, down to
 /// minus a burst, and pays them back at its own rate).
 pub const REFUSED_COST: f64 = 8.0;
-/// Source addresses whose budgets are kept at most: a full one is forgotten first (it is
-/// as good as new), then the one that asked longest ago.
+/// Source addresses whose budgets are kept at most: the one with the most tokens left is
+/// forgotten first (forgetting gives a budget back in full: it gains least).
 pub const MAX_SOURCES: usize = 4096;
 
 /// What to do with a ticket.
@@ -137,9 +139,15 @@ fn budget_of(
     now: Instant,
 ) -> &mut TokenBucket {
     if !budgets.contains_key(&source) && budgets.len() >= MAX_SOURCES {
-        let full = budgets.iter_mut().find_map(|(ip, b)| b.is_full(now).then_some(*ip));
-        let victim =
-            full.or_else(|| budgets.iter().min_by_key(|(_, b)| b.refilled).map(|(ip, _)| *ip));
+        // Forgetting a budget gives it back in full: forget the one that gains least.
+        let victim = budgets
+            .iter_mut()
+            .map(|(ip, b)| {
+                b.refill(now);
+                (*ip, b.tokens)
+            })
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(ip, _)| ip);
         if let Some(victim) = victim {
             budgets.remove(&victim);
         }
@@ -177,12 +185,6 @@ impl TokenBucket {
     pub fn has_token(&mut self, now: Instant) -> bool {
         self.refill(now);
         self.tokens >= 1.0
-    }
-
-    /// Whether the bucket is full at `now`: as good as a new one.
-    pub fn is_full(&mut self, now: Instant) -> bool {
-        self.refill(now);
-        self.tokens >= self.burst
     }
 
     /// Takes `cost` tokens at `now`, going into debt if need be (down to minus a burst):
@@ -280,16 +282,32 @@ mod tests {
                 verdict => assert_eq!(verdict, Verdict::SourceBusy),
             }
         }
-        // Two at first (a refusal costs 8 of its 16), then one every 4.5 s.
-        assert!(asked <= 5, "the forger's address asked {asked} times");
-        // Meanwhile every other address is asked about at once, a burst of 16 each.
+        // Four at first (a refusal costs 8 of its 32), then one every 4.5 s.
+        assert!(asked <= 7, "the forger's address asked {asked} times");
+        // Meanwhile another address is asked about at once, a whole burst.
         let later = start + Duration::from_secs(10);
-        for n in 1..=2 {
-            for _ in 0..16 {
-                assert_eq!(book.judge(&made_up(), ip(n), 1000, later), Verdict::Ask);
-            }
-            assert_eq!(book.judge(&made_up(), ip(n), 1000, later), Verdict::SourceBusy);
+        for _ in 0..SOURCE_CHECKS_BURST as usize {
+            assert_eq!(book.judge(&made_up(), ip(1), 1000, later), Verdict::Ask);
         }
+        assert_eq!(book.judge(&made_up(), ip(1), 1000, later), Verdict::SourceBusy);
+    }
+
+    /// However many addresses ask, at most `MAX_SOURCES` budgets are kept, and an address
+    /// that spent its budget is not forgotten while fuller ones are there to forget.
+    #[test]
+    fn the_table_of_budgets_stays_bounded_and_forgets_full_budgets_first() {
+        let now = Instant::now();
+        let mut book = TicketBook::new(1e9, now);
+        let spender = ip(1);
+        for _ in 0..SOURCE_CHECKS_BURST as usize {
+            assert_eq!(book.judge(&ticket(2000, 0), spender, 1000, now), Verdict::Ask);
+        }
+        for i in 0..MAX_SOURCES + 600 {
+            let source = IpAddr::from((0x0b00_0000 + i as u32).to_be_bytes());
+            let _ = book.judge(&ticket(2000, 0), source, 1000, now);
+        }
+        assert!(book.by_source.len() <= MAX_SOURCES);
+        assert_eq!(book.judge(&ticket(2000, 0), spender, 1000, now), Verdict::SourceBusy);
     }
 
     proptest! {
@@ -319,17 +337,6 @@ mod tests {
             }
         }
 
-        /// However many addresses ask, at most `MAX_SOURCES` budgets are kept.
-        #[test]
-        fn the_table_of_budgets_stays_bounded(n in 0usize..(MAX_SOURCES + 600)) {
-            let now = Instant::now();
-            let mut book = TicketBook::new(1e9, now);
-            for i in 0..n {
-                let source = IpAddr::from((i as u32).to_be_bytes());
-                let _ = book.judge(&ticket(2000, 0), source, 1000, now);
-            }
-            prop_assert!(book.by_source.len() <= MAX_SOURCES);
-        }
 
         /// Over any run of takes, a bucket never gives more than its burst plus its rate
         /// times the time elapsed.

@@ -353,8 +353,8 @@ fn made_up_tickets_from_one_address_do_not_spend_the_checks_real_downloads_need(
         .map(|t| t.join().unwrap())
         .fold((0, 0), |(c, b), (c2, b2)| (c + c2, b + b2));
     println!("in {took:?}: {checked} made-up tickets asked about, {busy} refused as busy");
-    // Two at first, then one every 4.5 s (its address's budget), with a margin.
-    let allowed = 4 + (took.as_secs_f64() / 4.5) as u32;
+    // Four at first, then one every 4.5 s (its address's budget), with a margin.
+    let allowed = 6 + (took.as_secs_f64() / 4.5) as u32;
     assert!(checked <= allowed, "{checked} made-up tickets were asked about in {took:?}");
     assert!(busy > checked, "the flood did not run ({busy} busy)");
 }
