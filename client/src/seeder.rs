@@ -5,7 +5,9 @@
 //! downloader proves its own. The downloader must present a tracker-issued ticket for the
 //! file's group, bound to the key it proved; the seeder asks its tracker to check it and
 //! caches the answer (keyed on the whole ticket) until the ticket expires. Nothing is served
-//! on an expired ticket: downloaders renew theirs while they run (`Renew`). Every piece is
+//! on an expired ticket: downloaders renew theirs while they run (`Renew`). The clock, not the
+//! next read, ends a connection whose ticket expired unrenewed or that asked for no piece
+//! for `IDLE_TIMEOUT` (`close_at`, issue 21). Every piece is
 //! read from disk and checked against its SHA1 (once per state of the file on disk) before
 //! it is sent, so a file changed on disk after it was shared is noticed and no longer served.
 //!
@@ -17,7 +19,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::net::{Shutdown as SocketShutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Shutdown as SocketShutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -54,6 +56,8 @@ pub const MAX_PEER_CONNECTIONS: usize = admission::MAX_ADMITTED;
 /// ticket is a few hundred bytes).
 const MAX_HELLO_FRAME: usize = 4096;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A serving connection that asked for no piece this long is closed (renewals and
+/// bitfield requests do not count: they cost the peer nothing).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Questions to the tracker about new tickets: this many a second, with bursts of twice
@@ -79,6 +83,8 @@ struct Context {
     tickets: Mutex<TicketBook>,
     /// What went to whom (the dashboard's peers).
     served: Arc<Served>,
+    /// Tickets refused as busy, counted for one warning every `REPORT_EVERY`.
+    busy: Tally,
 }
 
 impl Seeder {
@@ -102,6 +108,7 @@ impl Seeder {
             tracker,
             tickets: Mutex::new(TicketBook::new(TICKET_CHECKS_PER_SEC, Instant::now())),
             served,
+            busy: Tally::default(),
         });
         let stop_flag = Arc::clone(&stop);
         let thread = thread::Builder::new()
@@ -120,6 +127,51 @@ impl Seeder {
     }
 }
 
+/// How often the seeder sums up refusals of one kind (issue 21: one warning per junk
+/// connection or made-up ticket would let a flood flood the log too).
+const REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// Refusals of one kind: the first of a window is logged at once, the rest as one line of
+/// counts when the next comes `REPORT_EVERY` later.
+#[derive(Default)]
+struct Tally {
+    window: Mutex<Option<Window>>,
+}
+
+struct Window {
+    since: Instant,
+    refused: u64,
+}
+
+/// What to log for a refusal `Tally::note` counted.
+#[derive(Debug, PartialEq, Eq)]
+enum Report {
+    /// The first of a window: log it.
+    First,
+    /// Counted, nothing to log.
+    Counted,
+    /// The window is over: log the count of refusals in it (this one included).
+    Summary { refused: u64, over: Duration },
+}
+
+impl Tally {
+    fn note(&self, now: Instant) -> Report {
+        let mut window = self.window.lock();
+        let Some(open) = window.as_mut() else {
+            *window = Some(Window { since: now, refused: 1 });
+            return Report::First;
+        };
+        open.refused += 1;
+        let over = now.saturating_duration_since(open.since);
+        if over < REPORT_EVERY {
+            return Report::Counted;
+        }
+        let refused = open.refused;
+        *window = None;
+        Report::Summary { refused, over }
+    }
+}
+
 /// A live connection: a handle to shut it down, and whether it still waits for admission
 /// (since when).
 struct Live {
@@ -130,6 +182,7 @@ struct Live {
 fn accept_loop(listener: TcpListener, ctx: Arc<Context>, stop: Arc<AtomicBool>) {
     let live: Arc<Mutex<HashMap<u64, Live>>> = Arc::new(Mutex::new(HashMap::new()));
     let admission = Arc::new(SeederAdmission::default());
+    let refused = Tally::default();
     // Ends connections still without an accepted ticket after `ADMISSION_DEADLINE`,
     // however slowly they dribble their handshake or hello.
     let reaper = {
@@ -161,15 +214,32 @@ fn accept_loop(listener: TcpListener, ctx: Arc<Context>, stop: Arc<AtomicBool>) 
         };
         threads.retain(|t| !t.is_finished());
         let Ok(peer) = stream.peer_addr() else { continue };
-        let pending = match admission.start(peer.ip()) {
-            Ok(pending) => pending,
+        next_id += 1;
+        let id = next_id;
+        let pending = match admission.start(id, peer.ip(), Instant::now()) {
+            Ok((pending, evicted)) => {
+                // Another connection, pending longer, gave its place: end it.
+                if let Some(conn) = evicted.and_then(|old| live.lock().remove(&old)) {
+                    let _ = conn.handle.shutdown(SocketShutdown::Both);
+                }
+                pending
+            }
             Err(why) => {
-                log::warn!("seeder: refusing {peer}: {why}");
+                match refused.note(Instant::now()) {
+                    Report::First => log::warn!(
+                        "seeder: refusing {peer}: {why}; counting refusals for {} s",
+                        REPORT_EVERY.as_secs()
+                    ),
+                    Report::Counted => log::debug!("seeder: refusing {peer}: {why}"),
+                    Report::Summary { refused, over } => log::warn!(
+                        "seeder: refused {refused} connections in the last {} s (the latest \
+                         {peer}: {why})",
+                        over.as_secs()
+                    ),
+                }
                 continue;
             }
         };
-        next_id += 1;
-        let id = next_id;
         let Ok(handle) = stream.try_clone() else { continue };
         live.lock().insert(id, Live { handle, pending_since: Some(Instant::now()) });
         let ctx = Arc::clone(&ctx);
@@ -204,6 +274,7 @@ fn accept_loop(listener: TcpListener, ctx: Arc<Context>, stop: Arc<AtomicBool>) 
 
 fn serve(stream: TcpStream, ctx: &Context, pending: Pending, admitted: impl FnOnce()) {
     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let admit_by = Instant::now() + ADMISSION_DEADLINE;
     let timeouts =
         Timeouts { handshake: HANDSHAKE_TIMEOUT, read: HANDSHAKE_TIMEOUT, write: WRITE_TIMEOUT };
     let mut conn: Connection<PeerRequest, PeerReply> =
@@ -214,8 +285,13 @@ fn serve(stream: TcpStream, ctx: &Context, pending: Pending, admitted: impl FnOn
                 return;
             }
         };
-    // Small frames until the hello's ticket is accepted.
+    // Small frames until the hello's ticket is accepted, and that hello by the deadline
+    // however slowly it comes (the reaper would end the connection then anyway).
     conn.set_max_frame(MAX_HELLO_FRAME);
+    if let Err(e) = conn.set_deadline(Some(admit_by)) {
+        log::info!("seeder: peer={peer}: {e}");
+        return;
+    }
     match serve_conn(&mut conn, ctx, pending, admitted) {
         Ok(()) => log::debug!("seeder: peer={peer}: done"),
         Err(e) if e.is_timeout() => log::debug!("seeder: peer={peer}: idle, closing"),
@@ -233,13 +309,15 @@ fn serve_conn(
     let (swarm, mut ticket, _slot) = match conn.recv()? {
         None => return Ok(()),
         Some(PeerRequest::Hello { version, digest, ticket }) => {
-            let admitted_swarm = admit(ctx, version, &digest, &ticket, &holder).and_then(|swarm| {
-                let slot = pending.admit(holder).map_err(|why| {
-                    log::info!("seeder: peer={}: {why}", conn.peer_addr());
-                    Refusal::Busy
-                })?;
-                Ok((swarm, slot))
-            });
+            let from = conn.peer_addr().ip();
+            let admitted_swarm =
+                admit(ctx, version, &digest, &ticket, &holder, from).and_then(|swarm| {
+                    let slot = pending.admit(holder).map_err(|why| {
+                        log::info!("seeder: peer={}: {why}", conn.peer_addr());
+                        Refusal::Busy
+                    })?;
+                    Ok((swarm, slot))
+                });
             match admitted_swarm {
                 Ok((swarm, slot)) => {
                     admitted();
@@ -266,14 +344,19 @@ fn serve_conn(
     let mut wake = wake;
     let mut file: Option<File> = None;
     let mut buf = vec![0u8; PIECE_SIZE];
-    let mut last_request = Instant::now();
+    let mut last_asked = Instant::now();
     loop {
-        let idle_left = IDLE_TIMEOUT.saturating_sub(last_request.elapsed());
-        if idle_left.is_zero() {
-            log::debug!("seeder: peer={}: idle, closing", conn.peer_addr());
-            return Ok(());
-        }
-        let ready = readiness::wait(conn.socket(), conn.has_buffered(), wake.as_ref(), idle_left)?;
+        // Issue 21: the clock closes the connection, whatever the peer sends meanwhile:
+        // once its ticket expired unrenewed, or once it asked for no piece for
+        // `IDLE_TIMEOUT`. Every wait and every read is bounded by the nearer of the two.
+        let now = Instant::now();
+        let (deadline, why) = match close_at(last_asked, ticket.expires, now, SystemTime::now()) {
+            Ok(at) => at,
+            Err(why) => return close(conn, why),
+        };
+        conn.set_deadline(Some(deadline))?;
+        let left = deadline.saturating_duration_since(now);
+        let ready = readiness::wait(conn.socket(), conn.has_buffered(), wake.as_ref(), left)?;
         if ready.closed {
             wake = None;
         }
@@ -283,8 +366,15 @@ fn serve_conn(
         if !ready.socket {
             continue;
         }
-        let Some(request) = conn.recv()? else { break };
-        last_request = Instant::now();
+        let request = match conn.recv() {
+            Ok(Some(request)) => request,
+            Ok(None) => break,
+            Err(e) if e.is_timeout() && Instant::now() >= deadline => return close(conn, why),
+            Err(e) => return Err(e),
+        };
+        if matches!(request, PeerRequest::GetPiece { .. }) {
+            last_asked = Instant::now();
+        }
         if !matches!(request, PeerRequest::Renew { .. }) && ticket.expires < unix_now() {
             log::info!("seeder: peer={}: ticket expired", conn.peer_addr());
             conn.send(&PeerReply::Refused { reason: Refusal::Expired })?;
@@ -294,7 +384,10 @@ fn serve_conn(
             PeerRequest::Renew { ticket: fresh } => {
                 let same_file = fresh.group == ticket.group && fresh.user == ticket.user;
                 let checked = match same_file {
-                    true => admit(ctx, PEER_PROTOCOL_VERSION, &swarm.meta.digest, &fresh, &holder),
+                    true => {
+                        let from = conn.peer_addr().ip();
+                        admit(ctx, PEER_PROTOCOL_VERSION, &swarm.meta.digest, &fresh, &holder, from)
+                    }
                     false => Err(Refusal::BadTicket("ticket is for another file or user".into())),
                 };
                 if let Err(reason) = checked {
@@ -387,7 +480,9 @@ fn admit(
     digest: &Sha1Digest,
     ticket: &Ticket,
     holder: &PublicKey,
+    from: IpAddr,
 ) -> Result<Arc<Swarm>, Refusal> {
+    let from = admission::source(from);
     if version != PEER_PROTOCOL_VERSION {
         return Err(Refusal::Version(PEER_PROTOCOL_VERSION));
     }
@@ -399,13 +494,29 @@ fn admit(
     }
     let swarm = ctx.registry.get(&ticket.group, digest).ok_or(Refusal::UnknownFile)?;
     let now = unix_now();
-    let verdict = ctx.tickets.lock().judge(ticket, now, Instant::now());
+    let verdict = ctx.tickets.lock().judge(ticket, from, now, Instant::now());
     match verdict {
         Verdict::Known => return Ok(swarm),
         Verdict::Expired => return Err(Refusal::Expired),
         Verdict::Forged => return Err(Refusal::BadTicket("forged or altered".into())),
-        Verdict::Busy => {
-            log::warn!("seeder: too many new tickets to check; refusing one as busy");
+        Verdict::Busy | Verdict::SourceBusy => {
+            let whose = match verdict {
+                Verdict::SourceBusy => "its address's",
+                _ => "the seeder's",
+            };
+            match ctx.busy.note(Instant::now()) {
+                Report::First => log::warn!(
+                    "seeder: refusing new tickets as busy (from {from}, past {whose} budget of \
+                     checks); counting them for {} s",
+                    REPORT_EVERY.as_secs()
+                ),
+                Report::Counted => {}
+                Report::Summary { refused, over } => log::warn!(
+                    "seeder: refused {refused} new tickets as busy in the last {} s (the latest \
+                     from {from}, past {whose} budget of checks)",
+                    over.as_secs()
+                ),
+            }
             return Err(Refusal::Busy);
         }
         Verdict::Ask => {}
@@ -419,10 +530,63 @@ fn admit(
         Err(e) => {
             // Only the tracker's verdict is final; a tracker that could not answer is not.
             if let CallError::Link(LinkError::Tracker(TrackerError::BadTicket(_))) = &e {
-                ctx.tickets.lock().refuse(ticket.clone());
+                ctx.tickets.lock().refuse(ticket.clone(), from, Instant::now());
             }
             Err(Refusal::BadTicket(e.to_string()))
         }
+    }
+}
+
+/// Why a serving connection is closed by the clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Closing {
+    /// Its ticket expired and was not renewed.
+    Expired,
+    /// It asked for no piece for `IDLE_TIMEOUT`.
+    Idle,
+}
+
+impl std::fmt::Display for Closing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Closing::Expired => "ticket expired",
+            Closing::Idle => "idle (no piece asked for)",
+        })
+    }
+}
+
+/// Closes a serving connection the clock ended: a downloader whose ticket expired is told
+/// so (`Refused`), if that can be written at once.
+fn close(conn: &mut Connection<PeerRequest, PeerReply>, why: Closing) -> Result<(), FrameError> {
+    log::info!("seeder: peer={}: {why}, closing", conn.peer_addr());
+    if why == Closing::Expired {
+        let _ = conn.socket().set_write_timeout(Some(Duration::from_secs(1)));
+        let _ = conn.send(&PeerReply::Refused { reason: Refusal::Expired });
+    }
+    Ok(())
+}
+
+/// When a serving connection is to be closed, and why: the nearer of the moment its
+/// ticket (valid through the second `expires`, Unix time) runs out and `IDLE_TIMEOUT` after
+/// its last piece request; `Err` if that moment has come. `now` and `wall` are the same
+/// instant on the monotonic clock and the wall clock.
+fn close_at(
+    last_asked: Instant,
+    expires: u64,
+    now: Instant,
+    wall: SystemTime,
+) -> Result<(Instant, Closing), Closing> {
+    let ends = UNIX_EPOCH.checked_add(Duration::from_secs(expires.saturating_add(1)));
+    let ticket_left =
+        ends.map_or(Duration::MAX, |ends| ends.duration_since(wall).unwrap_or(Duration::ZERO));
+    let idle_left = (last_asked + IDLE_TIMEOUT).saturating_duration_since(now);
+    let (left, why) = match ticket_left <= idle_left {
+        true => (ticket_left, Closing::Expired),
+        false => (idle_left, Closing::Idle),
+    };
+    match left.is_zero() {
+        true => Err(why),
+        false => Ok((now + left, why)),
     }
 }
 
@@ -452,5 +616,47 @@ fn withdraw(ctx: &Context, swarm: &Arc<Swarm>) {
     let request = Request::StopShare { group: swarm.group.clone(), name: swarm.meta.name.clone() };
     if let Err(e) = ctx.tracker.call(request) {
         log::warn!("cannot tell the tracker to stop sharing {}: {e}", swarm.meta.name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flood_of_refusals_makes_two_lines_per_window() {
+        let tally = Tally::default();
+        let t0 = Instant::now();
+        assert_eq!(tally.note(t0), Report::First);
+        for ms in 1..1000 {
+            assert_eq!(tally.note(t0 + Duration::from_millis(ms)), Report::Counted);
+        }
+        assert_eq!(
+            tally.note(t0 + REPORT_EVERY),
+            Report::Summary { refused: 1001, over: REPORT_EVERY }
+        );
+        assert_eq!(tally.note(t0 + REPORT_EVERY), Report::First, "a new window");
+    }
+
+    #[test]
+    fn a_connection_is_closed_at_its_tickets_expiry_or_when_idle_whichever_comes_first() {
+        let now = Instant::now();
+        let wall = UNIX_EPOCH + Duration::from_secs(1000);
+        // A ticket valid through second 1009 ends at 1010: 10 s from now, before idling.
+        assert_eq!(
+            close_at(now, 1009, now, wall),
+            Ok((now + Duration::from_secs(10), Closing::Expired))
+        );
+        // A long ticket: idling ends it, counted from the last piece asked for.
+        let asked = now - Duration::from_secs(50);
+        assert_eq!(
+            close_at(asked, 2000, now, wall),
+            Ok((now + Duration::from_secs(10), Closing::Idle))
+        );
+        // Either moment past: closed now.
+        assert_eq!(close_at(now, 999, now, wall), Err(Closing::Expired));
+        assert_eq!(close_at(now - IDLE_TIMEOUT, 2000, now, wall), Err(Closing::Idle));
+        // A wall clock before the epoch, or a ticket at the end of time, never panics.
+        assert!(close_at(now, u64::MAX, now, UNIX_EPOCH).is_ok());
     }
 }

@@ -6,7 +6,10 @@
 //! ciphertext or keys other than the peer's public one.
 //!
 //! Invariant: every socket wrapped here has a read and a write timeout, and the handshake
-//! has a deadline for the whole exchange.
+//! has a deadline for the whole exchange. A record without data or a frame without payload
+//! ends the connection (`recv` fails), so no peer holds a reader without making progress;
+//! a caller that must not wait past a moment (`set_deadline`) is woken by the clock, not by
+//! the peer's next byte.
 
 use std::io::{Read, Write};
 use std::marker::PhantomData;
@@ -102,6 +105,13 @@ impl<In: DeserializeOwned, Out: Serialize> Connection<In, Out> {
     /// Changes the read timeout.
     pub fn set_read_timeout(&self, timeout: Duration) -> std::io::Result<()> {
         self.stream.socket().set_read_timeout(Some(timeout))
+    }
+
+    /// Every `recv` (and `recv_payload`) from now on fails with a timeout once `deadline`
+    /// has passed, even while the peer keeps sending bytes that complete no message;
+    /// `None` lifts it. Within the deadline, the read timeout still bounds each wait.
+    pub fn set_deadline(&mut self, deadline: Option<Instant>) -> std::io::Result<()> {
+        self.stream.set_deadline(deadline)
     }
 
     /// Whether bytes already read from the socket wait to be taken: a caller that waits on

@@ -2,7 +2,8 @@
 //!
 //! Invariant: a declared length above `MAX_FRAME_LEN` is rejected before any byte of the
 //! payload is read or any buffer is sized from it; the payload buffer then grows only as
-//! bytes actually arrive.
+//! bytes actually arrive. A frame of length 0 (no message encodes to nothing) is a protocol
+//! error: it makes no progress (issue 21).
 
 use std::io::{self, Read, Write};
 
@@ -25,6 +26,10 @@ pub enum FrameError {
     /// The connection closed in the middle of a frame.
     #[error("connection closed mid-frame")]
     Truncated,
+    /// A frame with no payload: every message takes at least one byte, so this one only
+    /// holds the reader without progress.
+    #[error("empty frame (protocol error)")]
+    Empty,
     /// The payload is not a valid message.
     #[error(transparent)]
     Decode(#[from] DecodeError),
@@ -77,6 +82,9 @@ pub fn read_frame_limited(
     let len = u32::from_be_bytes(header) as usize;
     if len > max {
         return Err(FrameError::TooLarge { len, max });
+    }
+    if len == 0 {
+        return Err(FrameError::Empty);
     }
     // Grow with the data rather than trusting the length: a peer that declares 10 MiB and
     // sends nothing costs us nothing.
@@ -148,6 +156,14 @@ mod tests {
             read_frame(&mut [0u8, 0, 0, 5, 1, 2].as_slice()),
             Err(FrameError::Truncated)
         ));
+    }
+
+    #[test]
+    fn an_empty_frame_is_a_protocol_error() {
+        // Issue 21: zero-length frames would let a peer hold a reader without progress.
+        assert!(matches!(read_frame(&mut [0u8, 0, 0, 0].as_slice()), Err(FrameError::Empty)));
+        let got: Result<Option<String>, _> = read_message(&mut [0u8, 0, 0, 0, 0].as_slice());
+        assert!(matches!(got, Err(FrameError::Empty)));
     }
 
     #[test]

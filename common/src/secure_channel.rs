@@ -13,12 +13,19 @@
 //! split over as many records as it needs, so `frame` and `MAX_FRAME_LEN` are unchanged
 //! above this layer. Only `connection` uses this module.
 //!
+//! Issue 21: a record must carry data. An empty record (which no sender here ever seals) is a
+//! protocol error, not a keep-alive: it would let a peer keep a reader waiting forever
+//! without ever completing a message. A reader may also be given a deadline
+//! (`set_deadline`), checked before every read from the socket, so that bytes trickled in
+//! one at a time never stretch a wait past it.
+//!
 //! Invariant: the handshake finishes within its deadline or fails; no byte of application
-//! data is sent before the remote static key is proven.
+//! data is sent before the remote static key is proven; every record read carries at least
+//! one byte of plaintext.
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use snow::params::NoiseParams;
 use snow::TransportState;
@@ -248,6 +255,8 @@ pub struct SecureStream {
     /// Sealed records not yet written, `..sealed_len` (grows to `MAX_BUFFER` as needed).
     sealed: Vec<u8>,
     sealed_len: usize,
+    /// When reads must have finished, and the socket's read timeout to restore after.
+    deadline: Option<(Instant, Option<Duration>)>,
 }
 
 impl SecureStream {
@@ -269,7 +278,36 @@ impl SecureStream {
             pending: Vec::new(),
             sealed: Vec::new(),
             sealed_len: 0,
+            deadline: None,
         })
+    }
+
+    /// Every read from now on fails with `TimedOut` once `deadline` has passed, however
+    /// the bytes arrive (the clock is checked before each read from the socket, and the
+    /// socket's wait is cut to what is left); `None` goes back to the socket's own read
+    /// timeout.
+    pub fn set_deadline(&mut self, deadline: Option<Instant>) -> io::Result<()> {
+        let usual = match self.deadline.take() {
+            Some((_, usual)) => usual,
+            None => self.stream.read_timeout()?,
+        };
+        match deadline {
+            Some(at) => self.deadline = Some((at, usual)),
+            None => self.stream.set_read_timeout(usual)?,
+        }
+        Ok(())
+    }
+
+    /// Cuts the socket's read timeout to what is left before the deadline, or fails once
+    /// it has passed.
+    fn before_read(&mut self) -> io::Result<()> {
+        let Some((at, usual)) = self.deadline else { return Ok(()) };
+        let left = at.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed"));
+        }
+        let wait = usual.map_or(left, |usual| usual.min(left));
+        self.stream.set_read_timeout(Some(wait))
     }
 
     /// The static key the peer proved in the handshake.
@@ -322,6 +360,7 @@ impl SecureStream {
             if self.recv.len() < needed {
                 self.recv.resize(needed.next_power_of_two().min(MAX_BUFFER), 0);
             }
+            self.before_read()?;
             let n = loop {
                 match self.stream.read(&mut self.recv[self.recv_end..]) {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -397,9 +436,10 @@ impl Read for SecureStream {
                 // Open straight into the caller's buffer: pieces skip a copy. (ring opens in
                 // place, so the buffer must hold the tag too, or it allocates.)
                 let n = open_record(&mut self.transport, record, buf)?;
-                if n > 0 {
-                    return Ok(n);
+                if n == 0 {
+                    return Err(empty_record());
                 }
+                return Ok(n);
             } else {
                 // Room for the tag as well: ring opens in place. Sized by the records seen,
                 // not the largest possible: a connection of small messages (a tracker's
@@ -409,9 +449,11 @@ impl Read for SecureStream {
                 }
                 let n =
                     open_record(&mut self.transport, &self.recv[at..at + len], &mut self.plain)?;
+                if n == 0 {
+                    return Err(empty_record());
+                }
                 (self.plain_start, self.plain_end) = (0, n);
             }
-            // An empty record carries nothing; never report it as the end of the stream.
         }
     }
 }
@@ -436,6 +478,12 @@ impl Write for SecureStream {
         self.write_sealed()?;
         self.stream.flush()
     }
+}
+
+/// A record that carries nothing: a peer holding a reader without making progress
+/// (issue 21). Nothing here seals one.
+fn empty_record() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, "empty record (protocol error)")
 }
 
 fn bad_record() -> io::Error {

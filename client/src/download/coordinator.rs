@@ -588,7 +588,16 @@ impl Coordinator {
             TrackerNews::Announced { n_have } => self.announced = self.announced.max(n_have),
             TrackerNews::Refreshed(answer) => {
                 let news = self.refreshed(answer);
-                self.refresh.answered(Instant::now(), news);
+                let now = Instant::now();
+                self.refresh.answered(now, news);
+                // Seeders end a connection whose ticket expired (issue 21): the next fresh
+                // ticket must come in time for the workers to renew theirs.
+                let expires = self.target.ticket.lock().expires;
+                let unix_now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let left = Duration::from_secs(expires.saturating_sub(unix_now));
+                self.refresh.ticket_lives(now, left);
             }
         }
     }

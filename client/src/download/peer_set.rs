@@ -162,6 +162,16 @@ impl RefreshSchedule {
         };
     }
 
+    /// The ticket held now has `left` to live (at `now`): ask again within a third of that
+    /// (never sooner than `MIN_REFRESH`), so that the fresh ticket reaches the workers
+    /// while they can still renew theirs with their seeders (who end a connection whose
+    /// ticket expired, issue 21). With the default 60 s tickets `MAX_REFRESH` is sooner.
+    pub fn ticket_lives(&mut self, now: Instant, left: Duration) {
+        if !self.pending {
+            self.next = self.next.min(now + (left / 3).max(MIN_REFRESH));
+        }
+    }
+
     /// Something happened that the tracker may help with: ask within `MIN_REFRESH`, at the
     /// pace of news again.
     pub fn hurry(&mut self, now: Instant) {
@@ -217,6 +227,27 @@ mod tests {
         assert!(policy.is_banned(addr(1)));
         let listed = [(addr(1), key(1)), (addr(2), key(2))];
         assert_eq!(policy.choose(&listed, &[], now + Duration::from_secs(3600)), [1]);
+    }
+
+    #[test]
+    fn a_short_lived_ticket_is_refreshed_within_a_third_of_its_life() {
+        let now = Instant::now();
+        let mut schedule = RefreshSchedule::new(now);
+        assert!(schedule.take_due(now + MIN_REFRESH));
+        schedule.answered(now, false);
+        schedule.ticket_lives(now, Duration::from_secs(6));
+        assert!(!schedule.take_due(now + Duration::from_millis(1900)));
+        assert!(schedule.take_due(now + Duration::from_secs(2)));
+        // Never sooner than the fastest pace, however short the life left.
+        schedule.answered(now, false);
+        schedule.ticket_lives(now, Duration::ZERO);
+        assert!(!schedule.take_due(now + MIN_REFRESH / 2));
+        assert!(schedule.take_due(now + MIN_REFRESH));
+        // A long life leaves the pace alone.
+        schedule.answered(now, false);
+        let next = schedule.next;
+        schedule.ticket_lives(now, Duration::from_secs(3600));
+        assert_eq!(schedule.next, next);
     }
 
     #[test]

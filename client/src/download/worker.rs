@@ -40,6 +40,10 @@ pub const PIPELINE: usize = 2;
 const BUFFERS: usize = PIPELINE + 1;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const READ_TIMEOUT: Duration = Duration::from_secs(20);
+/// How often a connection with nothing on the wire looks whether its ticket is due for
+/// renewal: a seeder closes a connection whose ticket expired by its clock (issue 21), so
+/// a worker waiting for a job or a pushed piece renews too, not only when it asks.
+const RENEWAL_CHECK: Duration = Duration::from_secs(1);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A piece to fetch.
@@ -166,6 +170,10 @@ fn work(
     let mut closed = false;
     let n_pieces = target.swarm.layout.n_pieces();
     loop {
+        if let Some(fresh) = renewal(&target.ticket, ticket_expires) {
+            ticket_expires = fresh.expires;
+            conn.send(&PeerRequest::Renew { ticket: fresh })?;
+        }
         // Keep the pipeline full, as far as the download cap lets this piece go now.
         let mut cap_wait = None;
         while !closed && outstanding.len() < PIPELINE {
@@ -200,7 +208,7 @@ fn work(
             }
             // Nothing on the wire: wait for a job, for what the peer pushes, or until the
             // held request fits under the cap.
-            let timeout = cap_wait.map_or(READ_TIMEOUT, |w| w.min(READ_TIMEOUT));
+            let timeout = cap_wait.map_or(READ_TIMEOUT, |w| w.min(READ_TIMEOUT)).min(RENEWAL_CHECK);
             let ready =
                 readiness::wait(conn.socket(), conn.has_buffered(), Some(&inbox.wake), timeout)?;
             if ready.closed {

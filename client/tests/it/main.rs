@@ -22,6 +22,7 @@ mod robustness;
 mod scripts;
 mod secure_links;
 mod service;
+mod starve;
 mod support;
 mod transfer_control;
 mod web;

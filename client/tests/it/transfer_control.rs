@@ -151,6 +151,9 @@ fn limit_rate_changes_caps_at_once_even_for_transfers_already_waiting() {
     // The same for the seeder's upload cap.
     c[0].ok("limit_rate up 1k", "upload 1.0 kB/s, download unlimited");
     let out2 = cluster.path("out2.bin");
+    // The completed download is announced to the tracker just after it is reported
+    // complete: wait for the tracker to list it before stopping to share it.
+    c[1].run1_until("list_files g", ", 2 sharers, ");
     c[1].ok("stop_share g f.bin", "stopped sharing f.bin in group g");
     c[1].run1(&format!("download_file g f.bin {}", out2.display()));
     wait_for(&mut c[1], |d| d.state == "downloading" && d.pieces_have >= 1);

@@ -246,3 +246,58 @@ proptest! {
         answer.join().unwrap();
     }
 }
+
+/// Issue 21: a record without data no longer keeps a reader waiting: it ends the read, into
+/// a caller's large buffer or a small one alike.
+#[cfg(not(feature = "bench-plaintext"))]
+#[test]
+fn an_empty_record_is_a_protocol_error() {
+    for read_len in [64, 8] {
+        let (alice, bob) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+        let (client, server) = handshake(&alice, &bob, bob.public());
+        let (mut client, mut server) = (client.unwrap(), server.unwrap());
+        // What no sender here does: seal a record with no plaintext.
+        let mut record = [0u8; 2 + TAG_LEN];
+        let n = client.transport.write_message(&[], &mut record[2..]).unwrap();
+        assert_eq!(n, TAG_LEN);
+        record[..2].copy_from_slice(&(n as u16).to_be_bytes());
+        client.stream.write_all(&record).unwrap();
+        let started = Instant::now();
+        let err = server.read(&mut vec![0u8; read_len]).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
+        assert!(err.to_string().contains("empty record"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+}
+
+/// Issue 21: a deadline holds however the bytes trickle in (one byte a record, each well
+/// within the read timeout), and lifting it restores the socket's read timeout.
+#[test]
+fn a_deadline_holds_while_bytes_trickle_in() {
+    let (alice, bob) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+    let (client, server) = handshake(&alice, &bob, bob.public());
+    let (mut client, mut server) = (client.unwrap(), server.unwrap());
+    server.socket().set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let trickle = {
+        let stop = std::sync::Arc::clone(&stop);
+        thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if client.write_all(b"x").and_then(|()| client.flush()).is_err() {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let started = Instant::now();
+    server.set_deadline(Some(started + Duration::from_millis(300))).unwrap();
+    let err = server.read_exact(&mut [0u8; 1000]).unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
+    assert!(took >= Duration::from_millis(300) && took < Duration::from_secs(2), "{took:?}");
+    server.set_deadline(None).unwrap();
+    assert_eq!(server.socket().read_timeout().unwrap(), Some(Duration::from_secs(5)));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    trickle.join().unwrap();
+}
