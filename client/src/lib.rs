@@ -309,7 +309,7 @@ fn heartbeat_once(
                     format!("notice: group {group} was removed (you left it in another session)")
                 }
                 _ => format!(
-                    "notice: you are no longer a member of group {group} (you left it in another session)"
+                    "notice: you are no longer a member of group {group} (you left it in another session, or its owner removed you)"
                 ),
             },
         };

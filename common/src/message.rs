@@ -146,6 +146,11 @@ pub enum Request {
     /// any tracker answers for itself at once, without its leader or a read barrier, as
     /// it matters most when there is no majority. The dashboard's trackers panel.
     Status,
+    /// `remove_member` (owner only): `user` is no longer a member of `group`, and their
+    /// shares in it end, as if they had left; their tickets for it stop working when they
+    /// expire. (Appended last: requests are kept in the replicated state, and the
+    /// encoding of the others must not move.)
+    RemoveMember { group: GroupId, user: UserId },
 }
 
 impl Request {
@@ -430,6 +435,13 @@ pub enum TrackerError {
     /// A per-user or per-group limit of this deployment (tracker options).
     #[error("limit reached: {0}")]
     QuotaExceeded(String),
+    /// `remove_member` of a user who is not a member (appended last, as the variants
+    /// above keep their encoding).
+    #[error("{user} is not a member of group {group}")]
+    NoSuchMember { group: GroupId, user: UserId },
+    /// `remove_member` of the owner by the owner.
+    #[error("you own group {0} and cannot remove yourself")]
+    OwnerCannotRemoveSelf(GroupId),
 }
 
 #[cfg(test)]

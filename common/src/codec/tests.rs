@@ -104,6 +104,7 @@ fn request() -> impl Strategy<Value = Request> {
         Just(Request::StateDigest),
         Just(Request::LogoutEverywhere),
         Just(Request::Status),
+        (group(), user()).prop_map(|(group, user)| Request::RemoveMember { group, user }),
     ]
 }
 
@@ -146,6 +147,8 @@ fn tracker_error() -> impl Strategy<Value = TrackerError> {
             TrackerError::TooManyAttempts { what, retry_after_secs }
         }),
         ".{0,40}".prop_map(TrackerError::QuotaExceeded),
+        (group(), user()).prop_map(|(group, user)| TrackerError::NoSuchMember { group, user }),
+        group().prop_map(TrackerError::OwnerCannotRemoveSelf),
     ]
 }
 
