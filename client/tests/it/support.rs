@@ -897,6 +897,9 @@ pub struct Download {
     pub from_peers: std::collections::BTreeMap<String, u32>,
     /// The user on each peer address.
     pub peer_users: std::collections::BTreeMap<String, String>,
+    /// Why a resumed download started over in a fresh `.part` file (issue 21).
+    #[serde(default)]
+    pub started_over: Option<String>,
 }
 
 impl Download {
