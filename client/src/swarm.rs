@@ -159,21 +159,29 @@ impl FileStamp {
     }
 }
 
-/// The identity of the `.part` file a download created: its device and inode, saved in
-/// the state file when the file is created, so that a resume writes only into that very
-/// file (issue 21: not into one another local user planted at its path).
+/// The identity of the `.part` file a download created: its device, inode and birth time,
+/// saved in the state file when the file is created, so that a resume writes only into
+/// that very file (issue 21: not into one another local user planted at its path, nor into
+/// another file made there since, which may have been given the same inode).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartId {
     pub dev: u64,
     pub ino: u64,
+    /// When the file was created (seconds and nanoseconds), where the file system says.
+    pub born: Option<(i64, u32)>,
 }
 
 impl PartId {
     /// The identity of an open file.
     pub fn of(file: &File) -> std::io::Result<PartId> {
+        use rustix::fs::{statx, AtFlags, StatxFlags};
         use std::os::unix::fs::MetadataExt;
         let m = file.metadata()?;
-        Ok(PartId { dev: m.dev(), ino: m.ino() })
+        let born = statx(file, "", AtFlags::EMPTY_PATH, StatxFlags::BTIME)
+            .ok()
+            .filter(|s| StatxFlags::from_bits_retain(s.stx_mask).contains(StatxFlags::BTIME))
+            .map(|s| (s.stx_btime.tv_sec, s.stx_btime.tv_nsec));
+        Ok(PartId { dev: m.dev(), ino: m.ino(), born })
     }
 }
 

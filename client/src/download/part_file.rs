@@ -5,8 +5,8 @@
 //! Invariant: a download writes only into a `<dest>.part` it created itself (`O_EXCL`,
 //! `O_NOFOLLOW`) or, on resume, the one its saved record names, if that is still a regular
 //! file owned by this OS user, writable by no one else, and the very file it created (the
-//! device and inode it recorded: issue 21); it deletes only that file, and its final
-//! rename never replaces an existing file.
+//! device, inode and birth time it recorded: issue 21); it deletes only that file, and its
+//! final rename never replaces an existing file.
 
 use std::fs::{File, OpenOptions};
 use std::io::ErrorKind;
@@ -170,7 +170,7 @@ pub fn reopen_part(
     if !metadata.is_file() {
         return Err(StartError::NotRegular(temp.display().to_string()));
     }
-    let found = PartId { dev: metadata.dev(), ino: metadata.ino() };
+    let found = PartId::of(&file).map_err(unwritable)?;
     let me = rustix::process::geteuid().as_raw();
     let why = if metadata.uid() != me {
         Some(format!("it is owned by uid {}, not by this user (uid {me})", metadata.uid()))

@@ -10,7 +10,8 @@
 //!
 //! - Format 1: group, metadata, path, pieces had, destination of a download.
 //! - Format 2 (issue 20): and whether the download is paused.
-//! - Format 3 (issue 21): and the identity (device, inode) of a download's `.part` file.
+//! - Format 3 (issue 21): and the identity (device, inode, birth time) of a download's
+//!   `.part` file.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -146,7 +147,7 @@ mod tests {
             have: Bitfield::empty(1),
             destination: Some(PathBuf::from("/d/a.txt")),
             paused: true,
-            part_id: Some(PartId { dev: 0x801, ino: 12 }),
+            part_id: Some(PartId { dev: 0x801, ino: 12, born: Some((3, 500)) }),
         };
         BTreeMap::from([(UserId::new("al").unwrap(), vec![share])])
     }
@@ -157,12 +158,12 @@ mod tests {
 
     /// The bytes of `sample()` in `format`, as pinned: format 1 has no `paused` byte, and
     /// formats 1 and 2 no `.part` identity (`Some`, the device 0x801 and the inode 12, as
-    /// varints).
+    /// varints, then `Some` birth time: 3 s (zigzag) and 500 ns).
     fn golden(format: u8) -> String {
         let users = sample();
         let digest = hex(&users[&UserId::new("al").unwrap()][0].meta.digest.0);
         let paused = if format >= 2 { "01" } else { "" };
-        let part_id = if format >= 3 { "0181100c" } else { "" };
+        let part_id = if format >= 3 { "0181100c0106f403" } else { "" };
         format!(
             "{format:02x}\
              01\
