@@ -27,6 +27,7 @@ use parking_lot::Mutex;
 
 use common::connection::{Connection, Timeouts};
 use common::frame::FrameError;
+use common::junk::JunkLog;
 use common::message::{Request, Ticket, TrackerError};
 use common::peer_message::{
     PeerReply, PeerRequest, Refusal, MAX_HAVE_BATCH, PEER_PROTOCOL_VERSION,
@@ -79,6 +80,8 @@ struct Context {
     tickets: Mutex<TicketBook>,
     /// What went to whom (the dashboard's peers).
     served: Arc<Served>,
+    /// Junk connections and refusals, logged per address and interval (issue 21).
+    junk: JunkLog,
 }
 
 impl Seeder {
@@ -102,6 +105,7 @@ impl Seeder {
             tracker,
             tickets: Mutex::new(TicketBook::new(TICKET_CHECKS_PER_SEC, Instant::now())),
             served,
+            junk: JunkLog::start("seeder: "),
         });
         let stop_flag = Arc::clone(&stop);
         let thread = thread::Builder::new()
@@ -164,7 +168,7 @@ fn accept_loop(listener: TcpListener, ctx: Arc<Context>, stop: Arc<AtomicBool>) 
         let pending = match admission.start(peer.ip()) {
             Ok(pending) => pending,
             Err(why) => {
-                log::warn!("seeder: refusing {peer}: {why}");
+                ctx.junk.note(peer, format_args!("refused: {why}"));
                 continue;
             }
         };
@@ -200,17 +204,19 @@ fn accept_loop(listener: TcpListener, ctx: Arc<Context>, stop: Arc<AtomicBool>) 
     if let Ok(reaper) = reaper {
         let _ = reaper.join();
     }
+    ctx.junk.close();
 }
 
 fn serve(stream: TcpStream, ctx: &Context, pending: Pending, admitted: impl FnOnce()) {
-    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let Ok(peer_addr) = stream.peer_addr() else { return };
+    let peer = peer_addr.to_string();
     let timeouts =
         Timeouts { handshake: HANDSHAKE_TIMEOUT, read: HANDSHAKE_TIMEOUT, write: WRITE_TIMEOUT };
     let mut conn: Connection<PeerRequest, PeerReply> =
         match Connection::accept(stream, &ctx.identity, timeouts) {
             Ok(conn) => conn,
             Err(e) => {
-                log::info!("seeder: peer={peer}: handshake failed: {e}");
+                ctx.junk.note(peer_addr, format_args!("handshake failed: {e}"));
                 return;
             }
         };
@@ -219,7 +225,7 @@ fn serve(stream: TcpStream, ctx: &Context, pending: Pending, admitted: impl FnOn
     match serve_conn(&mut conn, ctx, pending, admitted) {
         Ok(()) => log::debug!("seeder: peer={peer}: done"),
         Err(e) if e.is_timeout() => log::debug!("seeder: peer={peer}: idle, closing"),
-        Err(e) => log::warn!("seeder: peer={peer}: closing connection: {e}"),
+        Err(e) => ctx.junk.note(conn.peer_addr(), format_args!("closing connection: {e}")),
     }
 }
 
@@ -247,14 +253,14 @@ fn serve_conn(
                     (swarm, ticket, slot)
                 }
                 Err(reason) => {
-                    log::info!("seeder: peer={}: refused: {reason}", conn.peer_addr());
+                    ctx.junk.note(conn.peer_addr(), format_args!("refused: {reason}"));
                     conn.send(&PeerReply::Refused { reason })?;
                     return Ok(());
                 }
             }
         }
         Some(other) => {
-            log::warn!("seeder: peer={}: expected hello, got {other:?}", conn.peer_addr());
+            ctx.junk.note(conn.peer_addr(), format_args!("expected hello, got {other:?}"));
             return Ok(());
         }
     };
@@ -354,7 +360,7 @@ fn serve_conn(
                 }
             }
             PeerRequest::Hello { .. } => {
-                log::warn!("seeder: peer={}: second hello", conn.peer_addr());
+                ctx.junk.note(conn.peer_addr(), "second hello");
                 return Ok(());
             }
         }
@@ -404,10 +410,8 @@ fn admit(
         Verdict::Known => return Ok(swarm),
         Verdict::Expired => return Err(Refusal::Expired),
         Verdict::Forged => return Err(Refusal::BadTicket("forged or altered".into())),
-        Verdict::Busy => {
-            log::warn!("seeder: too many new tickets to check; refusing one as busy");
-            return Err(Refusal::Busy);
-        }
+        // Logged by the caller, with the junk of its address.
+        Verdict::Busy => return Err(Refusal::Busy),
         Verdict::Ask => {}
     }
     match ctx.tracker.call(Request::CheckTicket { ticket: ticket.clone() }) {
