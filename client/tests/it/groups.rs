@@ -89,6 +89,9 @@ fn an_owner_removes_a_member_whose_shares_end() {
     let line = c[1].run1(&format!("upload_file {} g", file.display()));
     assert!(line.starts_with("uploaded b.bin to group g"), "{line}");
     assert_eq!(c[2].run("list_files g").len(), 1);
+    // bob's client has seen its membership (a heartbeat, every 5 s), so it can tell when
+    // it ends.
+    c[1].wait_log("heartbeat: memberships now [(\"g\", Member)]");
 
     c[1].err("remove_member g carol", "only the owner of group g can do that");
     c[0].err(
@@ -110,6 +113,12 @@ fn an_owner_removes_a_member_whose_shares_end() {
     // bob's share ended with his membership; carol is still in.
     assert!(c[2].run("list_files g").is_empty());
     assert_eq!(c[2].run("list_my_groups"), ["g"]);
+    // bob's client hears it with its next heartbeat (every 5 s), and shares it no more.
+    let deadline = std::time::Instant::now() + crate::support::TIMEOUT;
+    while !c[1].run("list_shares").is_empty() {
+        assert!(std::time::Instant::now() < deadline, "bob's client still shares in g");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     // bob may ask again, and be let in again.
     c[1].ok("join_group g", "requested to join group g");
     c[0].ok("accept_request g bob", "accepted bob into group g");
