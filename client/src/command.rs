@@ -45,6 +45,10 @@ pub enum Command {
         group: GroupId,
         user: UserId,
     },
+    RemoveMember {
+        group: GroupId,
+        user: UserId,
+    },
     ListGroups,
     ListMyGroups,
     ListFiles {
@@ -152,6 +156,7 @@ pub const COMMANDS: &[CommandInfo] = &[
     info("list_requests", "list_requests <group_id>", "Owner only: the users asking to join, one a line."),
     info("accept_request", "accept_request <group_id> <user_id>", "Owner only: lets the user into the group."),
     info("reject_request", "reject_request <group_id> <user_id>", "Owner only: turns the user's request down."),
+    info("remove_member", "remove_member <group_id> <user_id>", "Owner only: removes the member from the group and ends their shares in it; their tickets stop working within the trackers' ticket lifetime (30 s by default)."),
     info("list_groups", "list_groups", "Every group, one a line."),
     info("list_my_groups", "list_my_groups", "The groups you belong to, one a line."),
     info("list_files", "list_files <group_id>", "Members only: the files some peer shares in the group, with size, sharers and digest."),
@@ -211,6 +216,7 @@ pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
         "list_requests" => Command::ListRequests { group: id(a(0))? },
         "accept_request" => Command::AcceptRequest { group: id(a(0))?, user: id(a(1))? },
         "reject_request" => Command::RejectRequest { group: id(a(0))?, user: id(a(1))? },
+        "remove_member" => Command::RemoveMember { group: id(a(0))?, user: id(a(1))? },
         "list_groups" => Command::ListGroups,
         "list_my_groups" => Command::ListMyGroups,
         "list_files" => Command::ListFiles { group: id(a(0))? },

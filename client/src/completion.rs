@@ -214,7 +214,7 @@ pub fn slot(before: &str) -> (usize, Slot<'_>) {
         [] | ["help"] => Slot::Command(prefix),
         ["upload_file"] | ["download_file", _, _] => Slot::Path,
         ["join_group" | "leave_group" | "list_requests" | "list_files"]
-        | ["accept_request" | "reject_request" | "download_file" | "stop_share"]
+        | ["accept_request" | "reject_request" | "remove_member" | "download_file" | "stop_share"]
         | ["pause" | "resume" | "cancel"]
         | ["upload_file", _] => Slot::Group(prefix),
         ["download_file" | "stop_share" | "pause" | "resume" | "cancel", group] => {

@@ -127,6 +127,10 @@ impl Console {
                 peer.reject_request(&group, &user, i)?;
                 let _ = writeln!(out, "rejected {user}'s request to join group {group}");
             }
+            Command::RemoveMember { group, user } => {
+                peer.remove_member(&group, &user, i)?;
+                let _ = writeln!(out, "removed {user} from group {group}");
+            }
             Command::ListGroups | Command::ListMyGroups => {
                 for group in peer.list_groups(command == Command::ListMyGroups, i)? {
                     let _ = writeln!(out, "{group}");

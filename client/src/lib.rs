@@ -188,11 +188,12 @@ pub fn run(config: Config) -> Result<(), RunError> {
     let heartbeat = std::thread::Builder::new().name("heartbeat".into()).spawn({
         let (tracker, known, watch, notices) =
             (Arc::clone(&tracker), Arc::clone(&known), Arc::clone(&watch), Arc::clone(&notices));
+        let registry = Arc::clone(&registry);
         move || {
             while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
                 heartbeat_stopped.recv_timeout(HEARTBEAT_EVERY)
             {
-                heartbeat_once(&tracker, &watch, &known, &notices);
+                heartbeat_once(&tracker, &registry, &watch, &known, &notices);
                 // The dashboard's trackers panel shows the roles: one more small read.
                 if with_web {
                     tracker.refresh_status();
@@ -287,9 +288,12 @@ pub fn run(config: Config) -> Result<(), RunError> {
 
 /// One heartbeat: tells the tracker this session is alive, and, when the user's
 /// memberships changed since the last one, tells the user what changed (a notice above the
-/// prompt, on a terminal) and completion which groups there are.
+/// prompt, on a terminal) and completion which groups there are; a group the user is no
+/// longer in (left elsewhere, or removed by its owner) is no longer shared from here, as
+/// after `leave_group` (the trackers ended those shares already).
 fn heartbeat_once(
     tracker: &TrackerSession,
+    registry: &Registry,
     watch: &parking_lot::Mutex<Watch>,
     known: &Known,
     notices: &Notices,
@@ -297,6 +301,7 @@ fn heartbeat_once(
     let session = tracker.login().map(|l| l.session);
     let (known_version, sent) = watch.lock().begin(session);
     let Some(memberships) = tracker.heartbeat(known_version) else { return };
+    log::debug!("heartbeat: memberships now {:?}", memberships.groups);
     known.add_groups(memberships.groups.iter().map(|(g, _)| g.clone()));
     let changes = {
         let mut watch = watch.lock();
@@ -321,15 +326,19 @@ fn heartbeat_once(
                 }
                 _ => format!("notice: your request to join group {group} was rejected"),
             },
-            Change::MembershipGone(group) => match group_exists(tracker, &group) {
+            Change::MembershipGone(group) => {
+                registry.remove_group(&group);
+                registry.save();
+                match group_exists(tracker, &group) {
                 Some(false) => {
                     known.remove_group(&group);
                     format!("notice: group {group} was removed (you left it in another session)")
                 }
                 _ => format!(
-                    "notice: you are no longer a member of group {group} (you left it in another session)"
+                    "notice: you are no longer a member of group {group} (you left it in another session, or its owner removed you)"
                 ),
-            },
+            }
+            }
             Change::JoinRequest { group, user } => {
                 format!("notice: {user} asks to join group {group}; accept_request {group} {user}")
             }

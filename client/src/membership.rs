@@ -24,7 +24,8 @@ pub enum Change {
     /// removed (the caller asks the tracker which).
     RequestGone(GroupId),
     /// The user is no longer a member, and not because this client left: another session
-    /// of the same user left (and maybe the group was removed with it).
+    /// of the same user left (and maybe the group was removed with it), or the owner
+    /// removed the user.
     MembershipGone(GroupId),
     /// `user` asks to join `group`, which the user owns: a request the user had not been
     /// told of (every pending one, at the first heartbeat of a session).

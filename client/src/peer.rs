@@ -97,6 +97,9 @@ impl CommandError {
                 format!("list_requests {group} lists who asked")
             }
             E::NameTaken { .. } => "rename your file to share it there".to_string(),
+            E::OwnerCannotRemoveSelf(group) => {
+                format!("leave_group {group} hands it to the longest-standing member")
+            }
             _ => return None,
         })
     }
@@ -434,6 +437,18 @@ impl Peer {
     ) -> Result<(), CommandError> {
         self.call(Request::RejectRequest { group: group.clone(), user: user.clone() }, interrupt)?;
         self.watch.lock().decided_here(group, user);
+        Ok(())
+    }
+
+    /// `remove_member` (owner only): the member's shares in the group end at the trackers,
+    /// and their tickets for it within the ticket lifetime.
+    pub fn remove_member(
+        &self,
+        group: &GroupId,
+        user: &UserId,
+        interrupt: Option<&Interrupt>,
+    ) -> Result<(), CommandError> {
+        self.call(Request::RemoveMember { group: group.clone(), user: user.clone() }, interrupt)?;
         Ok(())
     }
 

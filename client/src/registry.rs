@@ -135,6 +135,9 @@ impl Registry {
                     if s.paused {
                         swarm.pause_after_check();
                     }
+                    if let Some(id) = s.part_id {
+                        swarm.record_part(id);
+                    }
                     swarm
                 }
                 None => Swarm::seeding(s.group, s.meta, layout, s.path, None),
@@ -281,6 +284,7 @@ fn saved_share(swarm: &Swarm) -> Option<SavedShare> {
             have,
             destination,
             paused: s.is_paused(),
+            part_id: s.part_id(),
         })
     })
 }
@@ -423,7 +427,7 @@ mod tests {
         assert_eq!(
             err.to_string(),
             format!(
-                "{shown}: it has format 7; this client reads formats 1 to 2; a newer client wrote it: run that client, or move the file aside (mv {shown} {shown}.old) to start this one with no saved shares"
+                "{shown}: it has format 7; this client reads formats 1 to 3; a newer client wrote it: run that client, or move the file aside (mv {shown} {shown}.old) to start this one with no saved shares"
             )
         );
         assert_eq!(std::fs::read(&state).unwrap(), b"\x07 from a newer client");

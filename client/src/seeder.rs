@@ -29,6 +29,7 @@ use parking_lot::Mutex;
 
 use common::connection::{Connection, Timeouts};
 use common::frame::FrameError;
+use common::junk::JunkLog;
 use common::message::{Request, Ticket, TrackerError};
 use common::peer_message::{
     PeerReply, PeerRequest, Refusal, MAX_HAVE_BATCH, PEER_PROTOCOL_VERSION,
@@ -83,8 +84,8 @@ struct Context {
     tickets: Mutex<TicketBook>,
     /// What went to whom (the dashboard's peers).
     served: Arc<Served>,
-    /// Tickets refused as busy, counted for one warning every `REPORT_EVERY`.
-    busy: Tally,
+    /// Junk connections and refusals, logged per address and interval (issue 21).
+    junk: JunkLog,
 }
 
 impl Seeder {
@@ -108,7 +109,7 @@ impl Seeder {
             tracker,
             tickets: Mutex::new(TicketBook::new(TICKET_CHECKS_PER_SEC, Instant::now())),
             served,
-            busy: Tally::default(),
+            junk: JunkLog::start("seeder: "),
         });
         let stop_flag = Arc::clone(&stop);
         let thread = thread::Builder::new()
@@ -127,51 +128,6 @@ impl Seeder {
     }
 }
 
-/// How often the seeder sums up refusals of one kind (issue 21: one warning per junk
-/// connection or made-up ticket would let a flood flood the log too).
-const REPORT_EVERY: Duration = Duration::from_secs(10);
-
-/// Refusals of one kind: the first of a window is logged at once, the rest as one line of
-/// counts when the next comes `REPORT_EVERY` later.
-#[derive(Default)]
-struct Tally {
-    window: Mutex<Option<Window>>,
-}
-
-struct Window {
-    since: Instant,
-    refused: u64,
-}
-
-/// What to log for a refusal `Tally::note` counted.
-#[derive(Debug, PartialEq, Eq)]
-enum Report {
-    /// The first of a window: log it.
-    First,
-    /// Counted, nothing to log.
-    Counted,
-    /// The window is over: log the count of refusals in it (this one included).
-    Summary { refused: u64, over: Duration },
-}
-
-impl Tally {
-    fn note(&self, now: Instant) -> Report {
-        let mut window = self.window.lock();
-        let Some(open) = window.as_mut() else {
-            *window = Some(Window { since: now, refused: 1 });
-            return Report::First;
-        };
-        open.refused += 1;
-        let over = now.saturating_duration_since(open.since);
-        if over < REPORT_EVERY {
-            return Report::Counted;
-        }
-        let refused = open.refused;
-        *window = None;
-        Report::Summary { refused, over }
-    }
-}
-
 /// A live connection: a handle to shut it down, and whether it still waits for admission
 /// (since when).
 struct Live {
@@ -182,7 +138,6 @@ struct Live {
 fn accept_loop(listener: TcpListener, ctx: Arc<Context>, stop: Arc<AtomicBool>) {
     let live: Arc<Mutex<HashMap<u64, Live>>> = Arc::new(Mutex::new(HashMap::new()));
     let admission = Arc::new(SeederAdmission::default());
-    let refused = Tally::default();
     // Ends connections still without an accepted ticket after `ADMISSION_DEADLINE`,
     // however slowly they dribble their handshake or hello.
     let reaper = {
@@ -225,18 +180,7 @@ fn accept_loop(listener: TcpListener, ctx: Arc<Context>, stop: Arc<AtomicBool>) 
                 pending
             }
             Err(why) => {
-                match refused.note(Instant::now()) {
-                    Report::First => log::warn!(
-                        "seeder: refusing {peer}: {why}; counting refusals for {} s",
-                        REPORT_EVERY.as_secs()
-                    ),
-                    Report::Counted => log::debug!("seeder: refusing {peer}: {why}"),
-                    Report::Summary { refused, over } => log::warn!(
-                        "seeder: refused {refused} connections in the last {} s (the latest \
-                         {peer}: {why})",
-                        over.as_secs()
-                    ),
-                }
+                ctx.junk.note(peer, format_args!("refused: {why}"));
                 continue;
             }
         };
@@ -270,10 +214,12 @@ fn accept_loop(listener: TcpListener, ctx: Arc<Context>, stop: Arc<AtomicBool>) 
     if let Ok(reaper) = reaper {
         let _ = reaper.join();
     }
+    ctx.junk.close();
 }
 
 fn serve(stream: TcpStream, ctx: &Context, pending: Pending, admitted: impl FnOnce()) {
-    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let Ok(peer_addr) = stream.peer_addr() else { return };
+    let peer = peer_addr.to_string();
     let admit_by = Instant::now() + ADMISSION_DEADLINE;
     let timeouts =
         Timeouts { handshake: HANDSHAKE_TIMEOUT, read: HANDSHAKE_TIMEOUT, write: WRITE_TIMEOUT };
@@ -281,7 +227,7 @@ fn serve(stream: TcpStream, ctx: &Context, pending: Pending, admitted: impl FnOn
         match Connection::accept(stream, &ctx.identity, timeouts) {
             Ok(conn) => conn,
             Err(e) => {
-                log::info!("seeder: peer={peer}: handshake failed: {e}");
+                ctx.junk.note(peer_addr, format_args!("handshake failed: {e}"));
                 return;
             }
         };
@@ -295,7 +241,7 @@ fn serve(stream: TcpStream, ctx: &Context, pending: Pending, admitted: impl FnOn
     match serve_conn(&mut conn, ctx, pending, admitted) {
         Ok(()) => log::debug!("seeder: peer={peer}: done"),
         Err(e) if e.is_timeout() => log::debug!("seeder: peer={peer}: idle, closing"),
-        Err(e) => log::warn!("seeder: peer={peer}: closing connection: {e}"),
+        Err(e) => ctx.junk.note(conn.peer_addr(), format_args!("closing connection: {e}")),
     }
 }
 
@@ -325,14 +271,14 @@ fn serve_conn(
                     (swarm, ticket, slot)
                 }
                 Err(reason) => {
-                    log::info!("seeder: peer={}: refused: {reason}", conn.peer_addr());
+                    ctx.junk.note(conn.peer_addr(), format_args!("refused: {reason}"));
                     conn.send(&PeerReply::Refused { reason })?;
                     return Ok(());
                 }
             }
         }
         Some(other) => {
-            log::warn!("seeder: peer={}: expected hello, got {other:?}", conn.peer_addr());
+            ctx.junk.note(conn.peer_addr(), format_args!("expected hello, got {other:?}"));
             return Ok(());
         }
     };
@@ -447,7 +393,7 @@ fn serve_conn(
                 }
             }
             PeerRequest::Hello { .. } => {
-                log::warn!("seeder: peer={}: second hello", conn.peer_addr());
+                ctx.junk.note(conn.peer_addr(), "second hello");
                 return Ok(());
             }
         }
@@ -499,26 +445,8 @@ fn admit(
         Verdict::Known => return Ok(swarm),
         Verdict::Expired => return Err(Refusal::Expired),
         Verdict::Forged => return Err(Refusal::BadTicket("forged or altered".into())),
-        Verdict::Busy | Verdict::SourceBusy => {
-            let whose = match verdict {
-                Verdict::SourceBusy => "its address's",
-                _ => "the seeder's",
-            };
-            match ctx.busy.note(Instant::now()) {
-                Report::First => log::warn!(
-                    "seeder: refusing new tickets as busy (from {from}, past {whose} budget of \
-                     checks); counting them for {} s",
-                    REPORT_EVERY.as_secs()
-                ),
-                Report::Counted => {}
-                Report::Summary { refused, over } => log::warn!(
-                    "seeder: refused {refused} new tickets as busy in the last {} s (the latest \
-                     from {from}, past {whose} budget of checks)",
-                    over.as_secs()
-                ),
-            }
-            return Err(Refusal::Busy);
-        }
+        // Logged by the caller, with the junk of its address.
+        Verdict::Busy | Verdict::SourceBusy => return Err(Refusal::Busy),
         Verdict::Ask => {}
     }
     match ctx.tracker.call(Request::CheckTicket { ticket: ticket.clone() }) {
@@ -622,21 +550,6 @@ fn withdraw(ctx: &Context, swarm: &Arc<Swarm>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_flood_of_refusals_makes_two_lines_per_window() {
-        let tally = Tally::default();
-        let t0 = Instant::now();
-        assert_eq!(tally.note(t0), Report::First);
-        for ms in 1..1000 {
-            assert_eq!(tally.note(t0 + Duration::from_millis(ms)), Report::Counted);
-        }
-        assert_eq!(
-            tally.note(t0 + REPORT_EVERY),
-            Report::Summary { refused: 1001, over: REPORT_EVERY }
-        );
-        assert_eq!(tally.note(t0 + REPORT_EVERY), Report::First, "a new window");
-    }
 
     #[test]
     fn a_connection_is_closed_at_its_tickets_expiry_or_when_idle_whichever_comes_first() {

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
+use serde::{Deserialize, Serialize};
 
 use common::message::FileMeta;
 use common::{Bitfield, GroupId, Layout, PieceIndex, Sha1Digest, UserId};
@@ -158,6 +159,32 @@ impl FileStamp {
     }
 }
 
+/// The identity of the `.part` file a download created: its device, inode and birth time,
+/// saved in the state file when the file is created, so that a resume writes only into
+/// that very file (issue 21: not into one another local user planted at its path, nor into
+/// another file made there since, which may have been given the same inode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartId {
+    pub dev: u64,
+    pub ino: u64,
+    /// When the file was created (seconds and nanoseconds), where the file system says.
+    pub born: Option<(i64, u32)>,
+}
+
+impl PartId {
+    /// The identity of an open file.
+    pub fn of(file: &File) -> std::io::Result<PartId> {
+        use rustix::fs::{statx, AtFlags, StatxFlags};
+        use std::os::unix::fs::MetadataExt;
+        let m = file.metadata()?;
+        let born = statx(file, "", AtFlags::EMPTY_PATH, StatxFlags::BTIME)
+            .ok()
+            .filter(|s| StatxFlags::from_bits_retain(s.stx_mask).contains(StatxFlags::BTIME))
+            .map(|s| (s.stx_btime.tv_sec, s.stx_btime.tv_nsec));
+        Ok(PartId { dev: m.dev(), ino: m.ino(), born })
+    }
+}
+
 /// Why a piece could not be read for a downloader.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -210,6 +237,9 @@ pub struct Transfer {
     /// How many pieces of the file each peer has, as last heard (the tracker's list, then
     /// what a connected peer announced): the dashboard's peers.
     pub peer_have: BTreeMap<SocketAddr, u32>,
+    /// Why a resumed download started over in a fresh `.part` file: the one at its path
+    /// was not the file it created.
+    pub started_over: Option<String>,
 }
 
 /// `Transfer::piece_ms` of a piece not received in this session.
@@ -241,6 +271,7 @@ impl Transfer {
             sources: Vec::new(),
             piece_ms: vec![PIECE_NOT_TIMED; n as usize],
             peer_have: BTreeMap::new(),
+            started_over: None,
         }
     }
 
@@ -304,6 +335,9 @@ pub struct SwarmState {
     /// A download to pause as soon as its check ends (paused while `Checking`, or saved
     /// paused).
     pause_after_check: bool,
+    /// The identity of a download's `.part` file, once it is known (recorded at its
+    /// creation; saved by a client older than issue 21 without it).
+    part_id: Option<PartId>,
 }
 
 impl SwarmState {
@@ -324,6 +358,11 @@ impl SwarmState {
     /// A download's statistics.
     pub fn transfer(&self) -> Option<&Transfer> {
         self.transfer.as_ref()
+    }
+
+    /// The identity of a download's `.part` file, if recorded.
+    pub fn part_id(&self) -> Option<PartId> {
+        self.part_id
     }
 
     /// Whether the download is paused, or will be once its check ends.
@@ -409,6 +448,7 @@ impl Swarm {
             next_conn: 0,
             transfer,
             pause_after_check: false,
+            part_id: None,
         };
         Swarm { group, meta, layout, state: Mutex::new(state), changes }
     }
@@ -447,12 +487,36 @@ impl Swarm {
         result
     }
 
+    /// The download's `.part` file is the one identified by `id` (created by it, or
+    /// adopted on resume).
+    pub fn record_part(&self, id: PartId) {
+        self.state.lock().part_id = Some(id);
+    }
+
+    /// A resumed download found at its path a `.part` file it did not create (`why`): it
+    /// starts over, with no piece, in the fresh file `part` identified by `id`.
+    pub fn start_over(&self, part: PathBuf, id: PartId, why: String) {
+        self.change(|s| {
+            let empty = Bitfield::empty(self.layout.n_pieces());
+            if let Some(t) = &mut s.transfer {
+                *t = Transfer::new(t.dest.clone(), &empty);
+                t.started_over = Some(why);
+            }
+            s.path = part;
+            s.part_id = Some(id);
+            s.have = empty;
+            s.checked = Checked::hashed_at(None, self.layout.n_pieces());
+        });
+    }
+
     /// A resumed download's re-hash is done: these are the pieces it has; it fetches the
     /// rest, or waits paused if it was paused.
     pub fn checked(&self, have: Bitfield) {
         self.change(|s| {
             if let Some(t) = &mut s.transfer {
+                let started_over = t.started_over.take();
                 *t = Transfer::new(t.dest.clone(), &have);
+                t.started_over = started_over;
             }
             s.have = have;
             if matches!(s.phase, Phase::Checking) {

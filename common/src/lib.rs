@@ -2,9 +2,10 @@
 //! codec with a hard size limit), validated identifiers, SHA1 hashing and piece math, and the
 //! `tracker_info.txt` format.
 //!
-//! Nothing here owns a thread or a long-lived socket; `secure_channel`, `frame` and
-//! `connection` are the only modules that touch bytes on a socket, and only
-//! `secure_channel` sees ciphertext or session keys.
+//! Nothing here owns a long-lived socket, and no thread but `junk`'s reporter (the one
+//! account of junk connections that the tracker and the client's seeder share);
+//! `secure_channel`, `frame` and `connection` are the only modules that touch bytes on a
+//! socket, and only `secure_channel` sees ciphertext or session keys.
 
 pub mod bitfield;
 pub mod codec;
@@ -14,6 +15,7 @@ pub mod frame;
 pub mod hash;
 pub mod id;
 pub mod identity;
+pub mod junk;
 pub mod message;
 pub mod peer_addr;
 pub mod peer_message;

@@ -155,6 +155,11 @@ pub enum Request {
     /// This session's peer now serves pieces at `peer_addr` (protocol 6): a restarted
     /// client that could not have its port again keeps its session (issue 20).
     MoveSession { peer_addr: SocketAddr },
+    /// `remove_member` (owner only): `user` is no longer a member of `group`, and their
+    /// shares in it end, as if they had left; their tickets for it stop working when they
+    /// expire. (Appended last: requests are kept in the replicated state, and the
+    /// encoding of the others must not move.)
+    RemoveMember { group: GroupId, user: UserId },
 }
 
 impl Request {
@@ -470,6 +475,13 @@ pub enum TrackerError {
         .voters / 2 + 1
     )]
     NoMajority { tracker: u32, reached: u32, voters: u32 },
+    /// `remove_member` of a user who is not a member (appended last, as the variants
+    /// above keep their encoding).
+    #[error("{user} is not a member of group {group}")]
+    NoSuchMember { group: GroupId, user: UserId },
+    /// `remove_member` of the owner by the owner.
+    #[error("you own group {0} and cannot remove yourself")]
+    OwnerCannotRemoveSelf(GroupId),
 }
 
 #[cfg(test)]

@@ -50,9 +50,10 @@ pub struct Config {
     pub peer_timeout: u64,
 
     /// Tickets (a downloader's proof of membership, shown to seeders) expire after this many
-    /// seconds; downloaders renew theirs while they run. A member who leaves a group or
-    /// logs out can fetch nothing more from any seeder once this has passed.
-    #[arg(long, value_name = "SECS", default_value_t = 60,
+    /// seconds; downloaders renew theirs every third of it (at most every 15 s). A member
+    /// who leaves a group, is removed from it or logs out can fetch nothing more from any
+    /// seeder once this has passed.
+    #[arg(long, value_name = "SECS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(2..))]
     pub ticket_lifetime: u64,
 

@@ -129,7 +129,9 @@ impl Quotas {
                 let Some(user) = state.session_user(Some(*session)).ok() else { return Ok(()) };
                 return self.take_token(&user, now);
             }
-            Op::AcceptRequest { owner, .. } | Op::RejectRequest { owner, .. } => owner,
+            Op::AcceptRequest { owner, .. }
+            | Op::RejectRequest { owner, .. }
+            | Op::RemoveMember { owner, .. } => owner,
             Op::LeaveGroup { user, .. } => user,
             Op::InitSecret { .. }
             | Op::CreateUser { .. }

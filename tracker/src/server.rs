@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
+use common::junk::JunkLog;
+
 use crate::admission::{Admission, AdmissionLimits};
 use crate::service::Service;
 use crate::session::{self, Limits};
@@ -73,6 +75,8 @@ pub fn run(
     shutdown: Arc<Shutdown>,
 ) -> io::Result<()> {
     let admission = Admission::new(AdmissionLimits { max_clients: limits.max_connections });
+    // Refusals and junk are logged per source address and interval, not one by one.
+    let junk = Arc::new(JunkLog::start(""));
     let live = Arc::new(AtomicUsize::new(0));
     let mut next_id = 0u64;
     loop {
@@ -97,29 +101,31 @@ pub fn run(
         let handshake = match admission.start_handshake(peer.ip(), stream.try_clone().ok()) {
             Ok(slot) => slot,
             Err(why) => {
-                log::warn!("peer={peer}: refused: {why}");
+                junk.note(peer, format_args!("refused: {why}"));
                 continue;
             }
         };
         if live.load(Ordering::SeqCst) >= admission.max_live() {
-            log::warn!("peer={peer}: refused, {} connections open", admission.max_live());
+            junk.note(peer, format_args!("refused, {} connections open", admission.max_live()));
             continue;
         }
         next_id += 1;
         let service = Arc::clone(&service);
         let admission = admission.clone();
+        let junk = Arc::clone(&junk);
         let counted = LiveConnection::new(&live);
         let spawned = thread::Builder::new()
             .name(format!("conn-{next_id}"))
             .stack_size(CONNECTION_STACK)
             .spawn(move || {
                 let _counted = counted;
-                session::serve(stream, &service, limits, tracker_id, &admission, handshake);
+                session::serve(stream, &service, limits, tracker_id, &admission, handshake, &junk);
             });
         if let Err(e) = spawned {
             log::error!("cannot spawn connection thread: {e}");
         }
     }
+    junk.close();
     log::info!("shutting down: {} connections open", live.load(Ordering::SeqCst));
     Ok(())
 }

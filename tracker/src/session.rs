@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::connection::{Connection, Timeouts};
 use common::frame::FrameError;
+use common::junk::JunkLog;
 use common::message::{
     ClientMessage, Reply, Request, TrackerMessage, PRE_LOGIN_FRAME_LEN, PROTOCOL_VERSION,
 };
@@ -52,6 +53,7 @@ pub fn serve(
     tracker_id: u32,
     admission: &Admission,
     handshake: HandshakeSlot,
+    junk: &JunkLog,
 ) {
     let Ok(peer_addr) = stream.peer_addr() else { return };
     let peer = peer_addr.to_string();
@@ -70,7 +72,7 @@ pub fn serve(
         match Connection::accept(stream, &service.settings.identity, timeouts) {
             Ok(conn) => conn,
             Err(e) => {
-                log::info!("peer={peer}: handshake failed: {e}");
+                junk.note(peer_addr, format_args!("handshake failed: {e}"));
                 return;
             }
         };
@@ -89,16 +91,17 @@ pub fn serve(
     let mut slot = match admission.admit(handshake, key, proven) {
         Ok(slot) => slot,
         Err(why) => {
-            log::warn!("peer={peer}: refused: {why}");
+            junk.note(peer_addr, format_args!("refused: {why}"));
             return;
         }
     };
     let from = peer_addr.ip();
-    if let Err(e) = serve_conn(conn, service, limits, tracker_id, key, from, tracker, &mut slot) {
+    let served = serve_conn(conn, service, limits, tracker_id, key, from, tracker, &mut slot, junk);
+    if let Err(e) = served {
         if e.is_timeout() {
             log::info!("peer={peer}: closing idle connection");
         } else {
-            log::warn!("peer={peer}: closing connection: {e}");
+            junk.note(peer_addr, format_args!("closing connection: {e}"));
         }
     } else {
         log::debug!("peer={peer}: connection closed");
@@ -115,6 +118,7 @@ fn serve_conn(
     from: IpAddr,
     tracker: Option<u32>,
     slot: &mut Slot,
+    junk: &JunkLog,
 ) -> Result<(), FrameError> {
     // Until it is in a session, a client connection has `LOGIN_DEADLINE` (from its
     // handshake) to get one.
@@ -128,14 +132,12 @@ fn serve_conn(
             return cluster::serve(conn.retype(), &service.cluster, service, from);
         }
         Some(ClientMessage::ReplicaHello { from, .. }) if tracker != Some(from) => {
-            log::warn!(
-                "peer={}: claims to be tracker {from} but proved key {key} ({})",
-                conn.peer_addr(),
-                match tracker {
-                    Some(t) => format!("listed for tracker {t}"),
-                    None => "listed for no tracker".to_string(),
-                }
-            );
+            let listed = match tracker {
+                Some(t) => format!("listed for tracker {t}"),
+                None => "listed for no tracker".to_string(),
+            };
+            let why = format!("claims to be tracker {from} but proved key {key} ({listed})");
+            junk.note(conn.peer_addr(), why);
             return Ok(());
         }
         Some(ClientMessage::ReplicaHello { version, from }) => {
@@ -155,15 +157,13 @@ fn serve_conn(
             conn.set_max_frame(PRE_LOGIN_FRAME_LEN);
         }
         Some(ClientMessage::Hello { version }) => {
-            log::warn!(
-                "peer={}: protocol version {version}, we speak {PROTOCOL_VERSION}",
-                conn.peer_addr()
-            );
+            let why = format!("protocol version {version}, we speak {PROTOCOL_VERSION}");
+            junk.note(conn.peer_addr(), why);
             conn.send(&TrackerMessage::Refused { version: PROTOCOL_VERSION })?;
             return Ok(());
         }
         Some(other) => {
-            log::warn!("peer={}: expected hello, got {other:?}", conn.peer_addr());
+            junk.note(conn.peer_addr(), format_args!("expected hello, got {other:?}"));
             return Ok(());
         }
     }
@@ -234,7 +234,7 @@ fn serve_conn(
                 }
             }
             ClientMessage::Hello { .. } | ClientMessage::ReplicaHello { .. } => {
-                log::warn!("peer={}: second hello", conn.peer_addr());
+                junk.note(conn.peer_addr(), "second hello");
                 return Ok(());
             }
         }

@@ -27,9 +27,11 @@ use crate::credential::Credential;
 const MAX_REMEMBERED_CLIENTS: usize = 65_536;
 
 /// The encoding of a Raft entry's data: `ENTRY_FORMAT` then the postcard of a `LogEntry`.
-/// Bumped on any change to `LogEntry`, `Op` or the types they hold, so that an entry
-/// written by another build is refused, never misread. Format 1 (origins without a
-/// fingerprint) is still read.
+/// Bumped on any change to `LogEntry`, `Op` or the types they hold that moves the encoding
+/// of what was written before, so that an entry written by another build is refused, never
+/// misread (a variant appended last, as `Op::RemoveMember`, moves nothing: an older build
+/// refuses only that entry, as damaged). Format 1 (origins without a fingerprint) is still
+/// read.
 pub const ENTRY_FORMAT: u8 = 2;
 /// The encoding of a snapshot: `STATE_FORMAT` then the postcard of a `TrackerState`.
 /// Format 1 is still read.
@@ -194,6 +196,15 @@ pub enum Op {
     MoveSession {
         session: SessionId,
         peer_addr: SocketAddr,
+    },
+    /// `remove_member`: the owner removes `user` from `group`; their shares in it end, as
+    /// with `LeaveGroup`. (Appended last: the entries and states written before it read
+    /// the same, so the format stays; a build without it refuses such an entry as damaged
+    /// rather than misread it.)
+    RemoveMember {
+        owner: UserId,
+        group: GroupId,
+        user: UserId,
     },
 }
 
@@ -569,6 +580,19 @@ impl TrackerState {
                 Ok(Reply::Done)
             }
             Op::LeaveGroup { group, user } => self.member_group(group, user).map(|_| Reply::Done),
+            Op::RemoveMember { owner, group, user } => {
+                let g = self.owned_group(group, owner)?;
+                if user == owner {
+                    return Err(TrackerError::OwnerCannotRemoveSelf(group.clone()));
+                }
+                if !g.members.contains(user) {
+                    return Err(TrackerError::NoSuchMember {
+                        group: group.clone(),
+                        user: user.clone(),
+                    });
+                }
+                Ok(Reply::Done)
+            }
             Op::ShareFile { session, group, meta } => {
                 let user = &self.live_session(session)?.user;
                 self.member_group(group, user)?;
@@ -812,7 +836,10 @@ impl TrackerState {
                     self.index_remove(user, group);
                 }
             }
-            Op::LeaveGroup { group, user } => self.leave_group(group, user),
+            // The owner stays, so the group does too: this is a member leaving.
+            Op::LeaveGroup { group, user } | Op::RemoveMember { group, user, .. } => {
+                self.leave_group(group, user)
+            }
             Op::ShareFile { session, group, meta } => {
                 let files = self.files.entry(group.clone()).or_default();
                 let record = files

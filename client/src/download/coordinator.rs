@@ -112,6 +112,8 @@ impl Coordinator {
         control: Receiver<Control>,
     ) -> Coordinator {
         let have = swarm.have();
+        let mut refresh = RefreshSchedule::new(Instant::now());
+        refresh.ticket_life(Instant::now(), ticket_life(&ticket));
         let target = Arc::new(Target {
             identity: Arc::clone(&ctx.identity),
             ticket: Mutex::new(ticket),
@@ -138,7 +140,7 @@ impl Coordinator {
             workers: HashMap::new(),
             next_peer: 0,
             policy: PeerPolicy::default(),
-            refresh: RefreshSchedule::new(Instant::now()),
+            refresh,
             listed: HashMap::new(),
             events_tx,
             events,
@@ -590,14 +592,6 @@ impl Coordinator {
                 let news = self.refreshed(answer);
                 let now = Instant::now();
                 self.refresh.answered(now, news);
-                // Seeders end a connection whose ticket expired (issue 21): the next fresh
-                // ticket must come in time for the workers to renew theirs.
-                let expires = self.target.ticket.lock().expires;
-                let unix_now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs());
-                let left = Duration::from_secs(expires.saturating_sub(unix_now));
-                self.refresh.ticket_lives(now, left);
             }
         }
     }
@@ -609,6 +603,7 @@ impl Coordinator {
                 if meta.digest == self.swarm.meta.digest =>
             {
                 // Workers renew their seeders' copy with it before the old one expires.
+                self.refresh.ticket_life(Instant::now(), ticket_life(&ticket));
                 *self.target.ticket.lock() = *ticket;
                 self.add_peers(peers)
             }
@@ -625,4 +620,13 @@ impl Coordinator {
             }
         }
     }
+}
+
+/// How long `ticket` has left to live, by this machine's clock.
+fn ticket_life(ticket: &Ticket) -> Duration {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    Duration::from_secs(ticket.expires.saturating_sub(now))
 }

@@ -44,7 +44,7 @@ use common::{Bitfield, FileName, GroupId, Layout, PieceIndex, Sha1Digest};
 
 use crate::rate::RateCap;
 use crate::registry::Registry;
-use crate::swarm::{DownloadError, Phase, Swarm};
+use crate::swarm::{DownloadError, PartId, Phase, Swarm};
 use crate::tracker_session::{CallError, TrackerSession};
 use coordinator::Coordinator;
 use disk_writer::{DiskWriter, DownloadFile};
@@ -66,6 +66,10 @@ pub enum StartError {
     PartExists(String),
     #[error("{0} is not a regular file")]
     NotRegular(String),
+    /// On resume: the `.part` file at the saved path is not the one this download created
+    /// (issue 21); the download starts over in a fresh file.
+    #[error("{path} is not the partial file this client created: {why}")]
+    NotOurs { path: String, why: String },
     #[error("directory {0} does not exist; create it first (mkdir) or choose another destination")]
     NoDirectory(String),
     #[error("cannot write {path}: {reason}")]
@@ -122,10 +126,23 @@ pub fn start(
     }
     let part = part_file::part_path(&dest);
     let file = part_file::create_part(&part, meta.size)?;
+    let id = PartId::of(&file).map_err(|e| StartError::Unwritable {
+        path: part.display().to_string(),
+        reason: e.to_string(),
+    });
+    let id = match id {
+        Ok(id) => id,
+        Err(e) => {
+            part_file::remove_own_part(&part, &file);
+            return Err(e);
+        }
+    };
     let have = Bitfield::empty(layout.n_pieces());
     let changes = Arc::clone(ctx.downloads.changes());
     let swarm =
         Swarm::download(group, meta, layout, part, dest.clone(), have, Phase::Fetching, changes);
+    // Saved with the share: a resume adopts only this very file.
+    swarm.record_part(id);
     let swarm = Arc::new(swarm);
     ctx.registry.insert(Arc::clone(&swarm));
     // Saved before the command answers: after a crash, the `.part` is known to be ours.
@@ -184,7 +201,16 @@ fn launch(
 /// Reopens a resumed download's `.part` file, re-hashes the pieces it claims, and asks the
 /// tracker for peers.
 fn prepare_resume(ctx: &Context, swarm: &Swarm) -> Result<Prepared, StartError> {
-    let file = part_file::reopen_part(&swarm.path(), swarm.meta.size)?;
+    let recorded = swarm.inspect(|s| s.part_id());
+    let file = match part_file::reopen_part(&swarm.path(), swarm.meta.size, recorded) {
+        Ok((file, id)) => {
+            // A download saved before identities were recorded adopts its file now.
+            swarm.record_part(id);
+            file
+        }
+        Err(refused @ StartError::NotOurs { .. }) => start_over(ctx, swarm, &refused)?,
+        Err(e) => return Err(e),
+    };
     let claimed: Vec<PieceIndex> = swarm.have().iter().collect();
     let verified: Vec<PieceIndex> = claimed
         .into_par_iter()
@@ -210,6 +236,30 @@ fn prepare_resume(ctx: &Context, swarm: &Swarm) -> Result<Prepared, StartError> 
         return Err(StartError::BadMeta(swarm.meta.name.clone()));
     }
     Ok((file, peers, ticket))
+}
+
+/// A resumed download whose `.part` file is not the one it created (`refused` says why)
+/// starts over in a fresh file, leaving that one alone, and says so: in the log, and on
+/// its `show_downloads` line.
+fn start_over(ctx: &Context, swarm: &Swarm, refused: &StartError) -> Result<File, StartError> {
+    let dest = swarm.downloading_to().ok_or(StartError::Cancelled)?;
+    let (part, file) = part_file::create_fresh_part(&dest, swarm.meta.size)?;
+    let id = match PartId::of(&file) {
+        Ok(id) => id,
+        Err(e) => {
+            part_file::remove_own_part(&part, &file);
+            let path = part.display().to_string();
+            return Err(StartError::Unwritable { path, reason: e.to_string() });
+        }
+    };
+    log::warn!(
+        "download of {} starts over in {}: {refused}; that file is left as it is",
+        swarm.meta.name,
+        part.display()
+    );
+    swarm.start_over(part, id, refused.to_string());
+    ctx.registry.save();
+    Ok(file)
 }
 
 fn get_file(

@@ -3,8 +3,10 @@
 //! only while it is still ours, and the final rename that never replaces a file.
 //!
 //! Invariant: a download writes only into a `<dest>.part` it created itself (`O_EXCL`,
-//! `O_NOFOLLOW`) or, on resume, one its saved record names that is still a regular file;
-//! it deletes only that file, and its final rename never replaces an existing file.
+//! `O_NOFOLLOW`) or, on resume, the one its saved record names, if that is still a regular
+//! file owned by this OS user, writable by no one else, and the very file it created (the
+//! device, inode and birth time it recorded: issue 21); it deletes only that file, and its
+//! final rename never replaces an existing file.
 
 use std::fs::{File, OpenOptions};
 use std::io::ErrorKind;
@@ -14,6 +16,11 @@ use std::path::{Path, PathBuf};
 use common::FileName;
 
 use super::StartError;
+use crate::swarm::PartId;
+
+/// The most names a download tries for a fresh `.part` file (`<dest>.part`, then
+/// `<dest>.1.part`, ...) when the ones before are taken by files it did not create.
+const MAX_PART_NAMES: u32 = 16;
 
 /// The final path for a download: inside `destination` if it is a directory, else
 /// `destination` itself, which must not exist yet and whose directory must.
@@ -116,10 +123,39 @@ pub fn rename_no_replace(temp: &Path, dest: &Path) -> std::io::Result<()> {
     }
 }
 
+/// A fresh `.part` file for a download to `dest` that starts over: `<dest>.part` if it is
+/// free, else the first free one of `<dest>.1.part`, `<dest>.2.part`, ...; the files
+/// already there are someone else's and are left alone.
+pub fn create_fresh_part(dest: &Path, size: u64) -> Result<(PathBuf, File), StartError> {
+    let mut last = StartError::PartExists(part_path(dest).display().to_string());
+    for n in 0..MAX_PART_NAMES {
+        let temp = match n {
+            0 => part_path(dest),
+            n => part_path(&dest.with_file_name(format!(
+                "{}.{n}",
+                dest.file_name().map(|f| f.to_string_lossy()).unwrap_or_default()
+            ))),
+        };
+        match create_part(&temp, size) {
+            Ok(file) => return Ok((temp, file)),
+            Err(e @ StartError::PartExists(_)) => last = e,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last)
+}
+
 /// Reopens the `.part` file of a resumed download at `temp`, which its own saved record
 /// names: never through a link, and only a regular file (the path may have been replaced
-/// since). Sized to `size` if it is not.
-pub fn reopen_part(temp: &Path, size: u64) -> Result<File, StartError> {
+/// since), owned by this OS user, writable by no one else, and, when `recorded` says which
+/// file the download created, that very file (issue 21: a `.part` that another local user
+/// planted in a shared directory is not adopted). Sized to `size` if it is not. Returns it
+/// with its identity; `StartError::NotOurs` says why it is refused.
+pub fn reopen_part(
+    temp: &Path,
+    size: u64,
+    recorded: Option<PartId>,
+) -> Result<(File, PartId), StartError> {
     let unwritable = unwritable(temp);
     let file = OpenOptions::new()
         .read(true)
@@ -134,10 +170,24 @@ pub fn reopen_part(temp: &Path, size: u64) -> Result<File, StartError> {
     if !metadata.is_file() {
         return Err(StartError::NotRegular(temp.display().to_string()));
     }
+    let found = PartId::of(&file).map_err(unwritable)?;
+    let me = rustix::process::geteuid().as_raw();
+    let why = if metadata.uid() != me {
+        Some(format!("it is owned by uid {}, not by this user (uid {me})", metadata.uid()))
+    } else if metadata.mode() & 0o022 != 0 {
+        Some(format!("others may write to it (mode {:o})", metadata.mode() & 0o7777))
+    } else if recorded.is_some_and(|id| id != found) {
+        Some("it is another file than the one this download created".to_string())
+    } else {
+        None
+    };
+    if let Some(why) = why {
+        return Err(StartError::NotOurs { path: temp.display().to_string(), why });
+    }
     if metadata.len() != size {
         file.set_len(size).map_err(unwritable)?;
     }
-    Ok(file)
+    Ok((file, found))
 }
 
 /// Makes a rename durable by syncing its directory (best effort).
@@ -193,5 +243,66 @@ mod tests {
         let file = create_part(&temp, 0).unwrap();
         remove_own_part(&temp, &file);
         assert!(!temp.exists());
+    }
+
+    /// Issue 21: a resume adopts only the `.part` this download created: not another file
+    /// put at its path, nor one that others may write to.
+    #[test]
+    fn a_resume_adopts_only_the_part_it_created() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let temp = dir.path().join("f.part");
+        let file = create_part(&temp, 100).unwrap();
+        let id = PartId::of(&file).unwrap();
+        drop(file);
+        // Held open to the end, so that no file made later can take its inode.
+        let (_held, found) = reopen_part(&temp, 100, Some(id)).unwrap();
+        assert_eq!(found, id);
+        // Saved by an older client, without an identity: adopted on owner and mode alone.
+        assert_eq!(reopen_part(&temp, 100, None).unwrap().1, id);
+
+        // Writable by the group: refused, and left as it is.
+        std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o620)).unwrap();
+        let err = reopen_part(&temp, 100, Some(id)).unwrap_err();
+        assert!(
+            matches!(&err, StartError::NotOurs { why, .. } if why.contains("mode 620")),
+            "{err}"
+        );
+        std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+        // Another file at that path, even of this user and mode 0600: refused.
+        std::fs::remove_file(&temp).unwrap();
+        let planted = create_part(&temp, 100).unwrap();
+        let planted_id = PartId::of(&planted).unwrap();
+        assert_ne!(planted_id, id);
+        let err = reopen_part(&temp, 100, Some(id)).unwrap_err();
+        assert!(
+            err.to_string().ends_with(
+                "is not the partial file this client created: it is another file than the one this download created"
+            ),
+            "{err}"
+        );
+
+        // Owned by another user (only root can make one here): refused.
+        if rustix::process::geteuid().is_root() {
+            drop(planted);
+            std::fs::remove_file(&temp).unwrap();
+            let theirs = create_part(&temp, 100).unwrap();
+            let theirs_id = PartId::of(&theirs).unwrap();
+            std::os::unix::fs::chown(&temp, Some(12345), None).unwrap();
+            let err = reopen_part(&temp, 100, Some(theirs_id)).unwrap_err();
+            assert!(
+                err.to_string().ends_with("it is owned by uid 12345, not by this user (uid 0)"),
+                "{err}"
+            );
+        }
+
+        // The fresh file of a download that starts over: the next free name.
+        let dest = dir.path().join("f");
+        let (fresh, _) = create_fresh_part(&dest, 100).unwrap();
+        assert_eq!(fresh, dir.path().join("f.1.part"));
+        let (again, _) = create_fresh_part(&dest, 100).unwrap();
+        assert_eq!(again, dir.path().join("f.2.part"));
+        assert_eq!(std::fs::metadata(&temp).unwrap().len(), 100);
     }
 }

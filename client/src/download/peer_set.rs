@@ -9,9 +9,11 @@
 //! `RefreshSchedule`: the tracker is asked for peers (and a fresh ticket) every
 //! `MIN_REFRESH` while its answers bring news (a flash crowd, where leechers must find each
 //! other within a second or two), then less and less often, doubling up to `MAX_REFRESH`
-//! (which renews the ticket well within its life), and at once again when something
-//! happens that the tracker may help with: a connection lost, or pieces no connected peer
-//! has.
+//! or a third of the ticket's life, whichever is shorter (so the fresh ticket reaches the
+//! seeders long before the one they hold expires, however short the trackers make tickets
+//! live: their lifetime is how long a removed member can still fetch), and at once again
+//! when something happens that the tracker may help with: a connection lost, or pieces no
+//! connected peer has.
 //!
 //! Invariant: a banned address is never connected again by this download; no address or
 //! key is connected twice at once; at most `MAX_PEERS` connections.
@@ -30,8 +32,9 @@ pub const MAX_BAD_PIECES: u32 = 3;
 pub const RECONNECT_AFTER: Duration = Duration::from_secs(3);
 /// The shortest time between two asks for peers.
 pub const MIN_REFRESH: Duration = Duration::from_secs(1);
-/// The longest: a quarter of the default ticket lifetime (60 s), so the ticket the answer
-/// carries reaches the seeders long before the one they hold expires.
+/// The longest, for tickets that live 45 s or more; shorter-lived tickets are renewed every
+/// third of their life (`RefreshSchedule::ticket_life`), so the ticket the answer carries
+/// reaches the seeders long before the one they hold expires.
 pub const MAX_REFRESH: Duration = Duration::from_secs(15);
 
 /// What to do with a peer that sent a piece with a bad hash.
@@ -114,6 +117,8 @@ impl PeerPolicy {
 #[derive(Debug, Clone)]
 pub struct RefreshSchedule {
     interval: Duration,
+    /// The longest interval: `MAX_REFRESH`, or a third of the ticket's life if shorter.
+    longest: Duration,
     next: Instant,
     /// An ask is out, not yet answered.
     pending: bool,
@@ -127,6 +132,7 @@ impl RefreshSchedule {
     pub fn new(now: Instant) -> RefreshSchedule {
         RefreshSchedule {
             interval: MIN_REFRESH,
+            longest: MAX_REFRESH,
             next: now + MIN_REFRESH,
             pending: false,
             hurried: false,
@@ -154,7 +160,7 @@ impl RefreshSchedule {
         self.pending = false;
         self.interval = match news {
             true => MIN_REFRESH,
-            false => (self.interval * 2).min(MAX_REFRESH),
+            false => (self.interval * 2).min(self.longest),
         };
         self.next = match std::mem::take(&mut self.hurried) {
             true => now + MIN_REFRESH,
@@ -162,13 +168,14 @@ impl RefreshSchedule {
         };
     }
 
-    /// The ticket held now has `left` to live (at `now`): ask again within a third of that
-    /// (never sooner than `MIN_REFRESH`), so that the fresh ticket reaches the workers
-    /// while they can still renew theirs with their seeders (who end a connection whose
-    /// ticket expired, issue 21). With the default 60 s tickets `MAX_REFRESH` is sooner.
-    pub fn ticket_lives(&mut self, now: Instant, left: Duration) {
+    /// The download got a ticket that lives `life` from `now`: the next ask is due within a
+    /// third of it (at least `MIN_REFRESH` apart), so the seeders get the next ticket while
+    /// two thirds of this one's life are left.
+    pub fn ticket_life(&mut self, now: Instant, life: Duration) {
+        self.longest = (life / 3).clamp(MIN_REFRESH, MAX_REFRESH);
+        self.interval = self.interval.min(self.longest);
         if !self.pending {
-            self.next = self.next.min(now + (left / 3).max(MIN_REFRESH));
+            self.next = self.next.min(now + self.longest);
         }
     }
 
@@ -230,27 +237,6 @@ mod tests {
     }
 
     #[test]
-    fn a_short_lived_ticket_is_refreshed_within_a_third_of_its_life() {
-        let now = Instant::now();
-        let mut schedule = RefreshSchedule::new(now);
-        assert!(schedule.take_due(now + MIN_REFRESH));
-        schedule.answered(now, false);
-        schedule.ticket_lives(now, Duration::from_secs(6));
-        assert!(!schedule.take_due(now + Duration::from_millis(1900)));
-        assert!(schedule.take_due(now + Duration::from_secs(2)));
-        // Never sooner than the fastest pace, however short the life left.
-        schedule.answered(now, false);
-        schedule.ticket_lives(now, Duration::ZERO);
-        assert!(!schedule.take_due(now + MIN_REFRESH / 2));
-        assert!(schedule.take_due(now + MIN_REFRESH));
-        // A long life leaves the pace alone.
-        schedule.answered(now, false);
-        let next = schedule.next;
-        schedule.ticket_lives(now, Duration::from_secs(3600));
-        assert_eq!(schedule.next, next);
-    }
-
-    #[test]
     fn a_failed_peer_is_tried_again_after_the_back_off() {
         let mut policy = PeerPolicy::default();
         let now = Instant::now();
@@ -293,6 +279,36 @@ mod tests {
         schedule.hurry(answered_at);
         schedule.answered(answered_at, false);
         assert_eq!(schedule.next(), answered_at + MIN_REFRESH);
+    }
+
+    /// Issue 21: tickets that live shorter than 45 s are renewed every third of their life
+    /// (at least a second apart), so a tracker may make them short: their lifetime bounds
+    /// how long a removed member can still fetch.
+    #[test]
+    fn short_lived_tickets_are_renewed_every_third_of_their_life() {
+        let t0 = Instant::now();
+        let mut schedule = RefreshSchedule::new(t0);
+        schedule.ticket_life(t0, Duration::from_secs(6));
+        let mut now = t0 + MIN_REFRESH;
+        let mut intervals = Vec::new();
+        for _ in 0..4 {
+            assert!(schedule.take_due(now));
+            schedule.answered(now, false);
+            intervals.push(schedule.interval().as_secs());
+            now = schedule.next();
+        }
+        assert_eq!(intervals, [2, 2, 2, 2]);
+        // A very short life: never more often than `MIN_REFRESH`.
+        schedule.ticket_life(now, Duration::from_secs(2));
+        assert_eq!(schedule.interval(), MIN_REFRESH);
+        // A long one: `MAX_REFRESH` at most.
+        schedule.ticket_life(now, Duration::from_secs(3600));
+        for _ in 0..6 {
+            now = schedule.next();
+            assert!(schedule.take_due(now));
+            schedule.answered(now, false);
+        }
+        assert_eq!(schedule.interval(), MAX_REFRESH);
     }
 
     #[derive(Debug, Clone)]

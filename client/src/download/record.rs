@@ -64,6 +64,8 @@ pub struct DownloadRecord {
     /// How many pieces of the file each peer has, as last heard (the tracker's list, then
     /// what a connected peer announced): the dashboard's peers.
     pub peer_have: BTreeMap<SocketAddr, u32>,
+    /// Why a resumed download started over in a fresh `.part` file (issue 21).
+    pub started_over: Option<String>,
 }
 
 pub use crate::swarm::{PIECE_MISSING, PIECE_NOT_TIMED, PIECE_OTHER_PEER, PIECE_RESUMED};
@@ -108,6 +110,7 @@ impl DownloadRecord {
                 sources: t.sources.clone(),
                 piece_ms: t.piece_ms.clone(),
                 peer_have: t.peer_have.clone(),
+                started_over: t.started_over.clone(),
             })
         })
     }
@@ -168,8 +171,13 @@ impl DownloadRecord {
                 };
                 let peers = if self.n_peers == 1 { "peer" } else { "peers" };
                 format!(
-                    "[D] [{}] {} {percent:.0}% ({}/{} pieces) {mb_per_sec:.1} MB/s from {} {peers}",
-                    self.group, self.name, self.n_have, self.n_pieces, self.n_peers
+                    "[D] [{}] {} {percent:.0}% ({}/{} pieces) {mb_per_sec:.1} MB/s from {} {peers}{}",
+                    self.group,
+                    self.name,
+                    self.n_have,
+                    self.n_pieces,
+                    self.n_peers,
+                    self.started_over_note()
                 )
             }
             DownloadState::Paused => {
@@ -178,8 +186,12 @@ impl DownloadRecord {
                     n => 100.0 * f64::from(self.n_have) / f64::from(n),
                 };
                 format!(
-                    "[P] [{}] {} {percent:.0}% ({}/{} pieces) paused",
-                    self.group, self.name, self.n_have, self.n_pieces
+                    "[P] [{}] {} {percent:.0}% ({}/{} pieces) paused{}",
+                    self.group,
+                    self.name,
+                    self.n_have,
+                    self.n_pieces,
+                    self.started_over_note()
                 )
             }
             DownloadState::Complete => {
@@ -255,7 +267,16 @@ impl DownloadRecord {
             "peer_users": peer_users,
             "paths": paths,
             "reason": reason,
+            "started_over": self.started_over,
         })
+    }
+
+    /// `; started over: <why>` for a download that started over in a fresh `.part` file.
+    fn started_over_note(&self) -> String {
+        match &self.started_over {
+            Some(why) => format!("; started over: {why}"),
+            None => String::new(),
+        }
     }
 }
 
@@ -510,7 +531,29 @@ mod tests {
             sources: Vec::new(),
             piece_ms,
             peer_have: BTreeMap::new(),
+            started_over: None,
         }
+    }
+
+    /// Issue 21: a download that started over in a fresh `.part` says why, on its line and
+    /// in its JSON.
+    #[test]
+    fn a_download_that_started_over_says_why() {
+        let mut r = record(vec![PIECE_NOT_TIMED; 4], 0);
+        assert!(!r.line().contains("started over"), "{}", r.line());
+        assert_eq!(r.json_value()["started_over"], serde_json::Value::Null);
+        r.started_over = Some("f.part is not the partial file this client created: x".into());
+        assert!(r.line().starts_with("[D] [g] f 0% (0/4 pieces)"), "{}", r.line());
+        assert!(
+            r.line()
+                .ends_with("; started over: f.part is not the partial file this client created: x"),
+            "{}",
+            r.line()
+        );
+        assert_eq!(
+            r.json_value()["started_over"],
+            "f.part is not the partial file this client created: x"
+        );
     }
 
     #[test]

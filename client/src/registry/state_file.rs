@@ -10,6 +10,8 @@
 //!
 //! - Format 1: group, metadata, path, pieces had, destination of a download.
 //! - Format 2 (issue 20): and whether the download is paused.
+//! - Format 3 (issue 21): and the identity (device, inode, birth time) of a download's
+//!   `.part` file.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -19,8 +21,10 @@ use serde::{Deserialize, Serialize};
 use common::message::FileMeta;
 use common::{Bitfield, GroupId, UserId};
 
+use crate::swarm::PartId;
+
 /// The format this build writes (it reads this one and every older one).
-pub const FORMAT: u32 = 2;
+pub const FORMAT: u32 = 3;
 
 /// One share as saved.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,6 +39,27 @@ pub struct SavedShare {
     pub destination: Option<PathBuf>,
     /// A download the user paused (format 2).
     pub paused: bool,
+    /// The identity of a download's `.part` file, recorded when it was created (format 3;
+    /// `None` for a complete file, and for a download saved by an older format).
+    pub part_id: Option<PartId>,
+}
+
+/// A share as format 2 saved it.
+#[derive(Deserialize)]
+struct SavedShareV2 {
+    group: GroupId,
+    meta: FileMeta,
+    path: PathBuf,
+    have: Bitfield,
+    destination: Option<PathBuf>,
+    paused: bool,
+}
+
+impl From<SavedShareV2> for SavedShare {
+    fn from(v2: SavedShareV2) -> SavedShare {
+        let SavedShareV2 { group, meta, path, have, destination, paused } = v2;
+        SavedShare { group, meta, path, have, destination, paused, part_id: None }
+    }
 }
 
 /// A share as format 1 saved it.
@@ -50,7 +75,7 @@ struct SavedShareV1 {
 impl From<SavedShareV1> for SavedShare {
     fn from(v1: SavedShareV1) -> SavedShare {
         let SavedShareV1 { group, meta, path, have, destination } = v1;
-        SavedShare { group, meta, path, have, destination, paused: false }
+        SavedShare { group, meta, path, have, destination, paused: false, part_id: None }
     }
 }
 
@@ -89,16 +114,16 @@ pub fn encode<'a>(
 pub fn decode(bytes: &[u8]) -> Result<SavedUsers, DecodeError> {
     let (format, _) = postcard::take_from_bytes::<u32>(bytes)?;
     match format {
-        1 => {
-            let users = postcard::from_bytes::<State<SavedShareV1>>(bytes)?.users;
-            Ok(users
-                .into_iter()
-                .map(|(u, s)| (u, s.into_iter().map(Into::into).collect()))
-                .collect())
-        }
+        1 => Ok(upgrade(postcard::from_bytes::<State<SavedShareV1>>(bytes)?.users)),
+        2 => Ok(upgrade(postcard::from_bytes::<State<SavedShareV2>>(bytes)?.users)),
         FORMAT => Ok(postcard::from_bytes::<State<SavedShare>>(bytes)?.users),
         found => Err(DecodeError::UnknownFormat { found }),
     }
+}
+
+/// The shares of an older format, as this one's.
+fn upgrade<S: Into<SavedShare>>(users: BTreeMap<UserId, Vec<S>>) -> SavedUsers {
+    users.into_iter().map(|(u, s)| (u, s.into_iter().map(Into::into).collect())).collect()
 }
 
 #[cfg(test)]
@@ -122,6 +147,7 @@ mod tests {
             have: Bitfield::empty(1),
             destination: Some(PathBuf::from("/d/a.txt")),
             paused: true,
+            part_id: Some(PartId { dev: 0x801, ino: 12, born: Some((3, 500)) }),
         };
         BTreeMap::from([(UserId::new("al").unwrap(), vec![share])])
     }
@@ -130,11 +156,14 @@ mod tests {
         bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
 
-    /// The bytes of `sample()` in `format`, as pinned: format 1 has no `paused` byte.
+    /// The bytes of `sample()` in `format`, as pinned: format 1 has no `paused` byte, and
+    /// formats 1 and 2 no `.part` identity (`Some`, the device 0x801 and the inode 12, as
+    /// varints, then `Some` birth time: 3 s (zigzag) and 500 ns).
     fn golden(format: u8) -> String {
         let users = sample();
         let digest = hex(&users[&UserId::new("al").unwrap()][0].meta.digest.0);
         let paused = if format >= 2 { "01" } else { "" };
+        let part_id = if format >= 3 { "0181100c0106f403" } else { "" };
         format!(
             "{format:02x}\
              01\
@@ -148,7 +177,8 @@ mod tests {
              0d2f642f612e7478742e70617274\
              010100\
              01082f642f612e747874\
-             {paused}",
+             {paused}\
+             {part_id}",
             "ab".repeat(20)
         )
     }
@@ -160,14 +190,24 @@ mod tests {
             .collect()
     }
 
-    /// Format 2, byte for byte: a change here is a change of format, and needs a new
+    /// Format 3, byte for byte: a change here is a change of format, and needs a new
     /// `FORMAT` (and a way to read the old one).
     #[test]
-    fn format_2_golden_bytes() {
+    fn format_3_golden_bytes() {
         let users = sample();
         let bytes = encode(users.iter().map(|(u, s)| (u, s.as_slice()))).unwrap();
-        assert_eq!(hex(&bytes), golden(2));
+        assert_eq!(hex(&bytes), golden(3));
         assert_eq!(decode(&bytes).unwrap(), users);
+    }
+
+    /// Format 2 (before the `.part` identity) is still read: no identity is known.
+    #[test]
+    fn format_2_is_still_read() {
+        let mut expected = sample();
+        for shares in expected.values_mut() {
+            shares.iter_mut().for_each(|s| s.part_id = None);
+        }
+        assert_eq!(decode(&unhex(&golden(2))).unwrap(), expected);
     }
 
     /// Format 1 (before pausing existed) is still read: nothing in it is paused.
@@ -175,7 +215,10 @@ mod tests {
     fn format_1_is_still_read() {
         let mut expected = sample();
         for shares in expected.values_mut() {
-            shares.iter_mut().for_each(|s| s.paused = false);
+            shares.iter_mut().for_each(|s| {
+                s.paused = false;
+                s.part_id = None;
+            });
         }
         assert_eq!(decode(&unhex(&golden(1))).unwrap(), expected);
     }
@@ -183,10 +226,10 @@ mod tests {
     #[test]
     fn another_format_is_refused_before_the_rest_is_read() {
         let mut bytes = encode(sample().iter().map(|(u, s)| (u, s.as_slice()))).unwrap();
-        bytes[0] = 3;
+        bytes[0] = 4;
         let err = decode(&bytes).unwrap_err();
-        assert!(matches!(err, DecodeError::UnknownFormat { found: 3 }));
-        assert_eq!(err.to_string(), "it has format 3; this client reads formats 1 to 2");
+        assert!(matches!(err, DecodeError::UnknownFormat { found: 4 }));
+        assert_eq!(err.to_string(), "it has format 4; this client reads formats 1 to 3");
         // Even when what follows is not format 1's at all.
         assert!(matches!(decode(&[7, 0xff, 0xff]), Err(DecodeError::UnknownFormat { found: 7 })));
     }

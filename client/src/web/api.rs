@@ -43,6 +43,7 @@ const ENDPOINTS: &[(&str, Kind)] = &[
     ("leave_group", Kind::Change),
     ("accept_request", Kind::Change),
     ("reject_request", Kind::Change),
+    ("remove_member", Kind::Change),
     ("upload_file", Kind::Change),
     ("download_file", Kind::Change),
     ("stop_share", Kind::Change),
@@ -210,6 +211,10 @@ fn change(peer: &Peer, name: &str, body: &Body) -> Result<Value, ApiError> {
         }
         "reject_request" => {
             peer.reject_request(&body.id("group")?, &body.id("user")?, None)?;
+            json!({ "ok": true })
+        }
+        "remove_member" => {
+            peer.remove_member(&body.id("group")?, &body.id("user")?, None)?;
             json!({ "ok": true })
         }
         "upload_file" => {

@@ -429,6 +429,59 @@ fn a_leecher_killed_mid_download_resumes_without_fetching_again() {
     assert_same_file(&original, &out);
 }
 
+/// Issue 21: on resume, a `.part` the client did not create is not adopted: neither
+/// another file put at its path (another content, this user's, mode 0600) nor its own made
+/// writable by others. Each download starts over in a fresh file, says why, and leaves
+/// that file as it is.
+#[test]
+fn a_resumed_download_does_not_adopt_a_part_it_did_not_create() {
+    use std::os::unix::fs::PermissionsExt;
+    let (cluster, _tracker) = Cluster::with_one_tracker();
+    let mut c = cluster.members(&["seed", "leech"], &["--max-upload-rate", "500000"]);
+    let (a, b) = (cluster.path("a.bin"), cluster.path("b.bin"));
+    write_random(&a, 1024 * 1024 + 5, 31);
+    write_random(&b, 1024 * 1024 + 7, 32);
+    upload(&mut c[0], &a);
+    upload(&mut c[0], &b);
+    let out = cluster.path("out");
+    std::fs::create_dir(&out).unwrap();
+    // Each download is saved, with its `.part`'s identity, before the command answers.
+    c[1].run1(&format!("download_file g a.bin {}", out.display()));
+    c[1].run1(&format!("download_file g b.bin {}", out.display()));
+    c[1].kill();
+
+    let (part_a, part_b) = (out.join("a.bin.part"), out.join("b.bin.part"));
+    std::fs::remove_file(&part_a).unwrap();
+    let planted = vec![0x5a; 1024 * 1024 + 5];
+    std::fs::write(&part_a, &planted).unwrap();
+    std::fs::set_permissions(&part_a, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(&part_b, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let b_before = std::fs::read(&part_b).unwrap();
+
+    let mut leech = cluster.client("leech");
+    leech.resumed("leech");
+    let mut done = leech.wait_downloads_json();
+    done.sort_by(|x, y| x.file.cmp(&y.file));
+    assert_eq!(done.len(), 2, "{done:?}");
+    for d in &done {
+        assert_eq!((d.state.as_str(), d.pieces_resumed), ("complete", 0), "{d:?}");
+    }
+    let why = |d: &Download| d.started_over.clone().unwrap_or_default();
+    assert!(why(&done[0]).starts_with(&format!("{} is not the partial file", part_a.display())));
+    assert!(why(&done[0]).ends_with("it is another file than the one this download created"));
+    assert!(why(&done[1]).ends_with("others may write to it (mode 666)"), "{done:?}");
+    let lines = leech.run("show_downloads");
+    assert!(lines.iter().all(|l| l.starts_with("[C]")), "{lines:?}");
+    leech.wait_log("download of a.bin starts over in");
+    leech.wait_log("download of b.bin starts over in");
+    assert_same_file(&a, &out.join("a.bin"));
+    assert_same_file(&b, &out.join("b.bin"));
+    // The files that were not adopted are left as they were.
+    assert_eq!(std::fs::read(&part_a).unwrap(), planted);
+    assert_eq!(std::fs::read(&part_b).unwrap(), b_before);
+    assert!(!out.join("a.bin.1.part").exists() && !out.join("b.bin.1.part").exists());
+}
+
 #[test]
 fn a_restarted_seeder_shares_again_after_login_but_not_what_it_stopped() {
     let (cluster, _tracker) = Cluster::with_one_tracker();

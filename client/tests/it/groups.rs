@@ -77,3 +77,50 @@ fn owner_leaving_hands_the_group_to_the_longest_standing_member() {
     carol.ok("leave_group g", "left group g");
     assert!(carol.run("list_groups").is_empty());
 }
+
+/// Issue 21: an owner removes a member; the member's shares in the group end, and the
+/// refusals say what went wrong.
+#[test]
+fn an_owner_removes_a_member_whose_shares_end() {
+    let (cluster, _tracker) = Cluster::with_one_tracker();
+    let mut c = cluster.members(&["alice", "bob", "carol"], &[]);
+    let file = cluster.path("b.bin");
+    std::fs::write(&file, b"bob's file").unwrap();
+    let line = c[1].run1(&format!("upload_file {} g", file.display()));
+    assert!(line.starts_with("uploaded b.bin to group g"), "{line}");
+    assert_eq!(c[2].run("list_files g").len(), 1);
+    // bob's client has seen its membership (a heartbeat, every 5 s), so it can tell when
+    // it ends.
+    c[1].wait_log("heartbeat: memberships now [(\"g\", Member)]");
+
+    c[1].err("remove_member g carol", "only the owner of group g can do that");
+    c[0].err(
+        "remove_member g alice",
+        "you own group g and cannot remove yourself; leave_group g hands it to the \
+         longest-standing member",
+    );
+    c[0].err("remove_member g dave", "dave is not a member of group g");
+    c[0].err("remove_member nope bob", "unknown group nope; list_groups lists the groups");
+    c[0].err(
+        "remove_member g",
+        "wrong number of arguments for remove_member; usage: remove_member <group_id> <user_id>",
+    );
+    c[0].ok("remove_member g bob", "removed bob from group g");
+    c[0].err("remove_member g bob", "bob is not a member of group g");
+
+    assert!(c[1].run("list_my_groups").is_empty());
+    c[1].err("list_files g", "not a member of group g; join_group g asks its owner to let you in");
+    // bob's share ended with his membership; carol is still in.
+    assert!(c[2].run("list_files g").is_empty());
+    assert_eq!(c[2].run("list_my_groups"), ["g"]);
+    // bob's client hears it with its next heartbeat (every 5 s), and shares it no more.
+    let deadline = std::time::Instant::now() + crate::support::TIMEOUT;
+    while !c[1].run("list_shares").is_empty() {
+        assert!(std::time::Instant::now() < deadline, "bob's client still shares in g");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // bob may ask again, and be let in again.
+    c[1].ok("join_group g", "requested to join group g");
+    c[0].ok("accept_request g bob", "accepted bob into group g");
+    assert_eq!(c[1].run("list_my_groups"), ["g"]);
+}

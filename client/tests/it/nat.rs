@@ -173,6 +173,7 @@ impl Lab {
             addrs: vec![addr.parse().expect("an address")],
             netns: Some(self.ns("pub")),
             tracker_args: Vec::new(),
+            tracker_log_level: None,
         }
     }
 

@@ -198,3 +198,47 @@ fn only_a_connection_in_a_session_may_send_large_frames() {
     forger.conn.send(&request(Some(fake))).unwrap();
     assert!(!matches!(forger.conn.recv(), Ok(Some(_))), "a forged session lifted the limit");
 }
+
+/// Issue 21: a flood of junk connections from one address (failed handshakes) costs a
+/// bounded number of warning lines, at the tracker and at a client's seeder, not one per
+/// connection; every one of them is still counted.
+#[test]
+fn a_flood_of_junk_connections_logs_a_bounded_number_of_lines() {
+    const N: usize = 300;
+    let mut cluster = Cluster::new(1);
+    cluster.tracker_log_level = Some("warn".into());
+    let tracker = cluster.try_start_tracker(1, &[]).unwrap();
+    let mut client = crate::support::ClientProc::start_with_env(
+        &cluster.info,
+        &cluster.path("c"),
+        &[],
+        &[("RUST_LOG", std::path::Path::new("warn"))],
+    );
+    let flooder = std::net::Ipv4Addr::new(127, 0, 0, 2);
+    for target in [tracker.addr, client.listen] {
+        for _ in 0..N {
+            let mut s = crate::support::connect_from(flooder, target);
+            s.set_read_timeout(Some(TIMEOUT)).unwrap();
+            // Not a Noise handshake: refused at once.
+            s.write_all(&[0, 5, b'h', b'e', b'l', b'l', b'o']).unwrap();
+            assert!(read_until_closed(&mut s).is_empty());
+        }
+    }
+    // Stopped cleanly, each reports what it still counts.
+    assert!(tracker.quit().success());
+    assert!(client.close_stdin().success());
+
+    for (who, log) in [("tracker", cluster.tracker_log(1)), ("seeder", client.log_text())] {
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains("127.0.0.2")).collect();
+        // The first at once, then one per 10 s (the flood takes a few seconds at most).
+        assert!(!lines.is_empty() && lines.len() <= 4, "{who}: {} lines:\n{log}", lines.len());
+        assert!(lines[0].contains("junk connection from 127.0.0.2:"), "{who}: {log}");
+        assert!(lines[0].contains("handshake failed"), "{who}: {log}");
+        let counted: usize = lines
+            .iter()
+            .filter_map(|l| l.split_once(" junk connections from 127.0.0.2 in the last "))
+            .filter_map(|(head, _)| head.rsplit(' ').next()?.parse::<usize>().ok())
+            .sum();
+        assert_eq!(counted, N, "{who}: every junk connection counted:\n{log}");
+    }
+}

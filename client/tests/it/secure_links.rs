@@ -319,6 +319,93 @@ fn a_member_who_left_is_refused_within_one_ticket_lifetime() {
     assert_eq!(again.recv().unwrap(), Some(PeerReply::Refused { reason: Refusal::Expired }));
 }
 
+/// Issue 21: an owner removes a member in the middle of a download. The member's ticket
+/// stops working at every seeder within the ticket lifetime (4 s here; README "Security"),
+/// even for a downloader that keeps asking with it, while another member's download goes
+/// on and completes.
+#[test]
+fn a_removed_members_download_stops_within_the_ticket_lifetime_while_another_goes_on() {
+    const LIFETIME: u64 = 4;
+    let cluster = Cluster::new(1);
+    let tracker = cluster.try_start_tracker(1, &["--ticket-lifetime", "4"]).unwrap();
+    // The owner serves at 1 MB/s, so both downloads take longer than the ticket lives.
+    let mut c = cluster.members(&["owner", "bob", "carol"], &["--max-upload-rate", "1000000"]);
+    let original = cluster.path("f.bin");
+    write_random(&original, 12 * 1024 * 1024, 21);
+    c[0].run1(&format!("upload_file {} g", original.display()));
+    let out = cluster.path("carol.bin");
+    c[2].run1(&format!("download_file g f.bin {}", out.display()));
+
+    // bob downloads through a raw connection, which keeps asking whatever it is told.
+    let mut bob = RawSession::connect(&cluster, &tracker);
+    bob.login("bob", "127.0.0.1:9".parse().unwrap());
+    let Ok(Reply::FileInfo { meta, peers, ticket }) = get_file(&mut bob) else { panic!() };
+    let seed = peers.iter().find(|p| p.have.is_none()).expect("the owner is listed").clone();
+    let mut conn = peer_connect(seed.addr, &seed.key, &bob.identity);
+    let hello = PeerRequest::Hello {
+        version: PEER_PROTOCOL_VERSION,
+        digest: meta.digest,
+        ticket: (*ticket).clone(),
+    };
+    conn.send(&hello).unwrap();
+    assert!(matches!(conn.recv().unwrap(), Some(PeerReply::Welcome { .. })));
+    let n_pieces = meta.pieces.len() as u32;
+    let mut buf = vec![0u8; common::PIECE_SIZE];
+    let mut next = 0u32;
+    // One request: whether a piece came (`None`: refused, with the reason).
+    let mut fetch = |conn: &mut common::connection::Connection<PeerReply, PeerRequest>| {
+        next = (next + 1) % n_pieces;
+        conn.send(&PeerRequest::GetPiece { piece: PieceIndex(next) }).unwrap();
+        match conn.recv().unwrap() {
+            Some(PeerReply::Piece { len, .. } | PeerReply::Instead { len, .. }) => {
+                conn.recv_payload(&mut buf[..len as usize]).unwrap();
+                Ok(true)
+            }
+            // Handed to carol (super-seeding): ask for another, at a polite pace.
+            Some(PeerReply::Elsewhere { .. } | PeerReply::NoPiece { .. }) => {
+                std::thread::sleep(Duration::from_millis(50));
+                Ok(false)
+            }
+            Some(PeerReply::Refused { reason }) => Err(reason),
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    let mut got = 0;
+    while got < 2 {
+        got += u32::from(fetch(&mut conn).expect("served while a member"));
+    }
+
+    c[0].ok("remove_member g bob", "removed bob from group g");
+    let removed_at = Instant::now();
+    assert_eq!(get_file(&mut bob), Err(TrackerError::NotMember(GroupId::new("g").unwrap())));
+    // bob keeps asking with the ticket it holds: served until it expires, then refused.
+    let reason = loop {
+        let asked_at = unix_now();
+        match fetch(&mut conn) {
+            Ok(_) => assert!(
+                asked_at <= ticket.expires,
+                "a piece was served on a ticket that had expired at {}",
+                ticket.expires
+            ),
+            Err(reason) => break reason,
+        }
+        assert!(removed_at.elapsed() < Duration::from_secs(LIFETIME + 3), "still served");
+    };
+    assert_eq!(reason, Refusal::Expired);
+    let cut_after = removed_at.elapsed();
+    assert!(cut_after <= Duration::from_secs(LIFETIME + 2), "refused after {cut_after:?}");
+    let mut again = peer_connect(seed.addr, &seed.key, &bob.identity);
+    again.send(&hello).unwrap();
+    assert_eq!(again.recv().unwrap(), Some(PeerReply::Refused { reason: Refusal::Expired }));
+
+    // carol, a member all along, was downloading meanwhile and completes.
+    let now = c[2].downloads();
+    assert!(now[0].state == "downloading" || now[0].state == "complete", "{now:?}");
+    let done = c[2].wait_downloads();
+    assert!(done[0].starts_with("[C] [g] f.bin"), "{done:?}");
+    crate::support::assert_same_file(&original, &out);
+}
+
 #[test]
 fn a_long_download_renews_its_tickets() {
     // Tickets of 3 s, a download of about 8 s: it finishes only if renewal works.

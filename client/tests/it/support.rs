@@ -90,18 +90,16 @@ pub fn line_channel(stdout: impl std::io::Read + Send + 'static) -> Receiver<Str
 }
 
 /// Spawns `command` with piped stdin and stdout (read line by line into a channel), debug
-/// logs to `stderr`.
+/// logs to `stderr` (unless the command sets `RUST_LOG` itself).
 fn spawn_piped(
     command: &mut Command,
     stderr: std::fs::File,
 ) -> (Child, Option<ChildStdin>, Receiver<String>) {
-    let mut child = command
-        .env("RUST_LOG", "debug")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(stderr)
-        .spawn()
-        .unwrap();
+    if !command.get_envs().any(|(key, _)| key == "RUST_LOG") {
+        command.env("RUST_LOG", "debug");
+    }
+    let mut child =
+        command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(stderr).spawn().unwrap();
     let lines = line_channel(child.stdout.take().unwrap());
     let stdin = child.stdin.take();
     (child, stdin, lines)
@@ -140,6 +138,8 @@ pub struct Cluster {
     pub netns: Option<String>,
     /// Options every tracker of the cluster is started with.
     pub tracker_args: Vec<String>,
+    /// `RUST_LOG` of the trackers, when not `debug`.
+    pub tracker_log_level: Option<String>,
 }
 
 /// Tracker options for tests whose workload is thousands of `create_group`s by a few
@@ -152,8 +152,14 @@ impl Cluster {
     pub fn new(n: usize) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let info = dir.path().join("tracker_info.txt");
-        let mut cluster =
-            Cluster { dir, info, addrs: Vec::new(), netns: None, tracker_args: Vec::new() };
+        let mut cluster = Cluster {
+            dir,
+            info,
+            addrs: Vec::new(),
+            netns: None,
+            tracker_args: Vec::new(),
+            tracker_log_level: None,
+        };
         cluster.pick_ports(n);
         cluster
     }
@@ -168,7 +174,14 @@ impl Cluster {
             (1..=n as u8).map(|i| SocketAddr::from(([127, 0, 0, 10 + i], 7000))).collect();
         let text: String = addrs.iter().map(|a| format!("{a}\n")).collect();
         std::fs::write(&info, format!("# test trackers\n{text}")).unwrap();
-        Cluster { dir, info, addrs, netns: Some(netns.to_string()), tracker_args: Vec::new() }
+        Cluster {
+            dir,
+            info,
+            addrs,
+            netns: Some(netns.to_string()),
+            tracker_args: Vec::new(),
+            tracker_log_level: None,
+        }
     }
 
     /// The same cluster, its trackers started with `LOAD_LIMITS`.
@@ -219,6 +232,9 @@ impl Cluster {
             .args(["--kdf-iterations", TEST_KDF_ITERATIONS])
             .args(&self.tracker_args)
             .args(extra);
+        if let Some(level) = &self.tracker_log_level {
+            command.env("RUST_LOG", level);
+        }
         let (child, stdin, lines) = spawn_piped(&mut command, stderr);
         let mut proc = TrackerProc { child, stdin, addr: self.addrs[id as usize - 1], id, lines };
         // Where it listens: its line of tracker_info.txt, or `--listen` (behind a proxy).
@@ -576,6 +592,11 @@ impl ClientProc {
         }
     }
 
+    /// The text of the client's log (stderr) so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// Asserts that the client, just started on a state directory whose last run kept its
     /// session, logged in again by itself: its first line.
     #[track_caller]
@@ -911,6 +932,9 @@ pub struct Download {
     pub peer_users: std::collections::BTreeMap<String, String>,
     /// How each source peer was reached (`direct`, ...; issue 19).
     pub paths: std::collections::BTreeMap<String, String>,
+    /// Why a resumed download started over in a fresh `.part` file (issue 21).
+    #[serde(default)]
+    pub started_over: Option<String>,
 }
 
 impl Download {

@@ -452,6 +452,13 @@ fn through_the_dashboard_a_user_logs_in_manages_a_group_and_downloads_from_a_pee
     assert_eq!(answer.status, 409, "{answer:?}");
     assert!(answer.json()["error"].as_str().unwrap().contains("no such file"), "{answer:?}");
 
+    // The owner removes bob (issue 21); removing him again is refused, saying why.
+    web.ok_post("/api/remove_member", json!({ "group": "g", "user": "bob" }));
+    assert!(seeder.run("list_my_groups").is_empty());
+    let answer = web.post("/api/remove_member", json!({ "group": "g", "user": "bob" }));
+    assert_eq!(answer.status, 409, "{answer:?}");
+    assert_eq!(answer.json()["error"], "bob is not a member of group g", "{answer:?}");
+
     web.ok_post("/api/logout", json!({}));
     assert_eq!(web.ok_get("/api/account")["user"], Value::Null);
     dash.err(

@@ -107,6 +107,7 @@ fn request() -> impl Strategy<Value = Request> {
         proptest::collection::vec(socket_addr(), 0..5)
             .prop_map(|addrs| Request::Reachable { addrs }),
         socket_addr().prop_map(|peer_addr| Request::MoveSession { peer_addr }),
+        (group(), user()).prop_map(|(group, user)| Request::RemoveMember { group, user }),
     ]
 }
 
@@ -152,6 +153,8 @@ fn tracker_error() -> impl Strategy<Value = TrackerError> {
             TrackerError::TooManyAttempts { what, retry_after_secs }
         }),
         ".{0,40}".prop_map(TrackerError::QuotaExceeded),
+        (group(), user()).prop_map(|(group, user)| TrackerError::NoSuchMember { group, user }),
+        group().prop_map(TrackerError::OwnerCannotRemoveSelf),
     ]
 }
 

@@ -157,6 +157,9 @@ impl Writes {
             Request::RejectRequest { group, user: joiner } => {
                 Op::RejectRequest { owner: user()?, group, user: joiner }
             }
+            Request::RemoveMember { group, user: member } => {
+                Op::RemoveMember { owner: user()?, group, user: member }
+            }
             Request::UploadFile { group, file } => {
                 user()?;
                 Op::ShareFile { session: session_token()?, group, meta: file }

@@ -337,6 +337,60 @@ fn owner_leaving_passes_the_group_to_the_longest_standing_member() {
     );
 }
 
+/// Issue 21: an owner removes a member; the member's shares in the group end, and so do
+/// their tickets for it (checked by `verify_ticket`).
+#[test]
+fn an_owner_removes_a_member_whose_shares_and_tickets_end() {
+    use GroupRole::*;
+    let mut st = fixture();
+    st.apply(&Op::InitSecret { secret: TicketSecret([1; 32]) }).unwrap();
+    join(&mut st, "bob");
+    join(&mut st, "carol");
+    st.apply(&Op::ShareFile { session: token(2), group: group("g"), meta: meta("b", 1) }).unwrap();
+    st.apply(&Op::ShareFile { session: token(3), group: group("g"), meta: meta("c", 2) }).unwrap();
+    let digest = meta("c", 2).digest;
+    let ticket = st.mint_ticket(key(2), user("bob"), group("g"), digest, 100).unwrap();
+    assert_eq!(st.verify_ticket(&ticket, 50), Ok(()));
+    let remove = |owner: &str, member: &str| Op::RemoveMember {
+        owner: user(owner),
+        group: group("g"),
+        user: user(member),
+    };
+    assert_eq!(st.apply(&remove("bob", "carol")), Err(TrackerError::NotOwner(group("g"))));
+    assert_eq!(
+        st.apply(&remove("alice", "alice")),
+        Err(TrackerError::OwnerCannotRemoveSelf(group("g")))
+    );
+    assert_eq!(
+        st.apply(&Op::RemoveMember { owner: user("alice"), group: group("h"), user: user("bob") }),
+        Err(TrackerError::UnknownGroup(group("h")))
+    );
+    assert_eq!(st.apply(&remove("alice", "bob")), Ok(Reply::Done));
+    assert_eq!(
+        st.apply(&remove("alice", "bob")),
+        Err(TrackerError::NoSuchMember { group: group("g"), user: user("bob") })
+    );
+    check_memberships(&st, "bob", &[]);
+    check_memberships(&st, "alice", &[("g", Owner)]);
+    check_memberships(&st, "carol", &[("g", Member)]);
+    // bob's share ended; carol's did not.
+    let files =
+        st.read(Some(token(3)), &Request::ListFiles { group: group("g"), after: None }, &|_| true);
+    let Some(Ok(Reply::Files { files, .. })) = files else { panic!("{files:?}") };
+    let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["c"]);
+    assert_eq!(
+        st.verify_ticket(&ticket, 50),
+        Err(TrackerError::BadTicket("holder is no longer a member".into()))
+    );
+    assert!(matches!(
+        st.file_for_member(&user("bob"), &group("g"), &FileName::new("c").unwrap()),
+        Err(TrackerError::NotMember(_))
+    ));
+    let decoded = TrackerState::decode(&st.encode()).unwrap();
+    assert_eq!(decoded, st);
+}
+
 #[test]
 fn requests_without_a_session_are_refused() {
     let st = fixture();

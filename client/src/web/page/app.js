@@ -472,6 +472,11 @@ $("#upload-form").addEventListener("submit", (e) => {
   act(async () => { await api("upload_file", { path: e.target.path.value, group: currentGroup }); e.target.reset(); await refreshGroupDetail(); await refreshShares(); });
 });
 
+$("#remove-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  act(async () => { await api("remove_member", { group: currentGroup, user: e.target.user.value }); e.target.reset(); await refreshGroupDetail(); });
+});
+
 act(refreshAll);
 listen();
 // Groups, files and requests change on the trackers: look again now and then.
