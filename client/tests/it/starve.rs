@@ -333,9 +333,10 @@ fn made_up_tickets_from_one_address_do_not_spend_the_checks_real_downloads_need(
             })
         })
         .collect();
-    // Let the flood get going: wait until the seeder says it refuses tickets as busy.
+    // Let the flood get going: wait until the seeder says it refuses tickets as busy (the
+    // first junk line of that kind from the flood's address).
     let started = Instant::now();
-    c[0].wait_log("as busy");
+    c[0].wait_log("refused: peer is busy");
     // Two real members download meanwhile, at once.
     let outs = [cluster.path("out-1.bin"), cluster.path("out-2.bin")];
     for (leech, out) in c[1..].iter_mut().zip(&outs) {
