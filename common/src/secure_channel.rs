@@ -182,6 +182,12 @@ pub(crate) fn key_pair_matches(identity: &Identity) -> bool {
     attempt().is_ok()
 }
 
+/// Whether `e` is a socket's read or write timeout (`WouldBlock` on Linux, `TimedOut`
+/// elsewhere).
+fn is_wait_over(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+}
+
 /// Sets the socket's read and write timeouts to what is left before `deadline`.
 fn until(stream: &TcpStream, deadline: Instant) -> io::Result<()> {
     let left = deadline.saturating_duration_since(Instant::now());
@@ -310,6 +316,11 @@ impl SecureStream {
         self.stream.set_read_timeout(Some(wait))
     }
 
+    /// Whether a deadline is set and has passed.
+    fn deadline_passed(&self) -> bool {
+        self.deadline.is_some_and(|(at, _)| Instant::now() >= at)
+    }
+
     /// The static key the peer proved in the handshake.
     pub fn remote_key(&self) -> &PublicKey {
         &self.remote
@@ -364,6 +375,11 @@ impl SecureStream {
             let n = loop {
                 match self.stream.read(&mut self.recv[self.recv_end..]) {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    // A socket timeout is `WouldBlock` on Linux: one cut short by the
+                    // deadline is the deadline passing, as `set_deadline` promises.
+                    Err(e) if is_wait_over(&e) && self.deadline_passed() => {
+                        return Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed"));
+                    }
                     other => break other?,
                 }
             };
