@@ -1,5 +1,6 @@
 //! The addresses a peer may be reached at (issue 19): which are worth dialing, and how many
-//! one peer may register. Pure; the tracker applies it to what a client registers, and a
+//! one peer may register; and the `source` a connection counts under for per-address
+//! limits. Pure; the tracker applies it to what a client registers, and a
 //! downloader again to what a tracker lists, so neither trusts the other to have done so.
 
 use std::net::{IpAddr, SocketAddr};
@@ -20,6 +21,22 @@ pub fn is_dialable(addr: &SocketAddr) -> bool {
             !(ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() || ip.octets()[0] == 0)
         }
         IpAddr::V6(ip) => !(ip.is_unspecified() || ip.is_multicast()),
+    }
+}
+
+/// The address a connection counts under, for every per-address limit (admission,
+/// throttles, seeders' budgets): IPv4 as it is, IPv6 by its /64 (which one host
+/// usually holds in full).
+pub fn source(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
     }
 }
 
@@ -46,6 +63,15 @@ mod tests {
     #[track_caller]
     fn check(addr: &str, expected: bool) {
         assert_eq!(is_dialable(&addr.parse().unwrap()), expected, "{addr}");
+    }
+
+    #[test]
+    fn an_ipv6_host_counts_by_its_64_and_a_mapped_ipv4_as_itself() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(source(ip("2001:db8::1")), source(ip("2001:db8::ffff:1")));
+        assert_ne!(source(ip("2001:db8::1")), source(ip("2001:db8:0:1::1")));
+        assert_eq!(source(ip("::ffff:10.0.0.1")), ip("10.0.0.1"));
+        assert_eq!(source(ip("10.0.0.1")), ip("10.0.0.1"));
     }
 
     #[test]

@@ -98,20 +98,9 @@ pub fn connection_cap(configured: usize, open_files: Option<u64>) -> usize {
     configured.min(fits)
 }
 
-/// The address a connection counts under: IPv4 as it is, IPv6 by its /64 (which one host
-/// usually holds in full).
-pub fn source(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let s = v6.segments();
-                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-            }
-        },
-    }
-}
+/// The address a connection counts under (IPv6 by its /64), as every per-address limit
+/// of trackers and seeders counts it.
+pub use common::peer_addr::source;
 
 /// The limits of an `Admission`.
 #[derive(Debug, Clone)]

@@ -222,6 +222,24 @@ fn quiet(command: &mut std::process::Command) -> bool {
 /// downloader (no piece, as before port mapping), until it runs with port mapping: the
 /// router (miniupnpd) grants a mapping, the downloader reaches the seeder through it, and
 /// the mapping is gone once the seeder stopped on SIGTERM.
+/// A downloader on the public network, member of group `g`, which `seed` creates.
+fn public_leech_in_group_of(lab: &Lab, cluster: &Cluster, seed: &mut ClientProc) -> ClientProc {
+    let mut leech = ClientProc::start_at(
+        Some(&lab.ns("pub")),
+        &format!("{PUBLIC_HOST}:0"),
+        &cluster.info,
+        &cluster.path("leech"),
+        &["--no-port-mapping"],
+        &[],
+    );
+    seed.sign_up("seed");
+    seed.ok("create_group g", "created group g");
+    leech.sign_up("leech");
+    leech.ok("join_group g", "requested to join group g");
+    seed.ok("accept_request g leech", "accepted leech into group g");
+    leech
+}
+
 #[test]
 fn behind_a_upnp_router_a_seeder_is_reached_through_its_mapping() {
     let Some(mut lab) = Lab::create("behind_a_upnp_router_a_seeder_is_reached_through_its_mapping")
@@ -238,19 +256,7 @@ fn behind_a_upnp_router_a_seeder_is_reached_through_its_mapping() {
     };
     let mut seed = start_seed(&["--no-port-mapping"]);
     let port = seed.listen.port();
-    let mut leech = ClientProc::start_at(
-        Some(&lab.ns("pub")),
-        &format!("{PUBLIC_HOST}:0"),
-        &cluster.info,
-        &cluster.path("leech"),
-        &["--no-port-mapping"],
-        &[],
-    );
-    seed.sign_up("seed");
-    seed.ok("create_group g", "created group g");
-    leech.sign_up("leech");
-    leech.ok("join_group g", "requested to join group g");
-    seed.ok("accept_request g leech", "accepted leech into group g");
+    let mut leech = public_leech_in_group_of(&lab, &cluster, &mut seed);
     let original = cluster.path("f.bin");
     write_random(&original, 1_500_000, 19);
     let line = seed.run1(&format!("upload_file '{}' g", original.display()));
@@ -319,19 +325,7 @@ fn behind_a_pcp_router_a_seeder_is_reached_through_its_mapping() {
         &[],
     );
     let port = seed.listen.port();
-    let mut leech = ClientProc::start_at(
-        Some(&lab.ns("pub")),
-        &format!("{PUBLIC_HOST}:0"),
-        &cluster.info,
-        &cluster.path("leech"),
-        &["--no-port-mapping"],
-        &[],
-    );
-    seed.sign_up("seed");
-    seed.ok("create_group g", "created group g");
-    leech.sign_up("leech");
-    leech.ok("join_group g", "requested to join group g");
-    seed.ok("accept_request g leech", "accepted leech into group g");
+    let mut leech = public_leech_in_group_of(&lab, &cluster, &mut seed);
     seed.wait_log(&format!(
         "port mapping: router PCP 192.168.77.1 forwards {ROUTER_PUBLIC}:{port} to port {port}"
     ));
