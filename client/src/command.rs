@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
+use common::folder::{ItemRef, Selection, TreeError};
 use common::{FileName, GroupId, IdError, Password, UserId};
 
 use crate::rate::{parse_rate, RateError};
@@ -58,10 +59,12 @@ pub enum Command {
         path: PathBuf,
         group: GroupId,
     },
-    /// `download_file`; without a destination, into the download directory.
+    /// `download_file`; without a destination, into the download directory. `folder`:
+    /// the argument named a folder (`name/`) or a part of one (`name/path`, `name/sub/`).
     DownloadFile {
         group: GroupId,
         name: FileName,
+        folder: Option<Selection>,
         destination: Option<PathBuf>,
     },
     ShowDownloads {
@@ -134,6 +137,8 @@ pub enum ParseError {
     Quotes,
     #[error("invalid argument '{arg}': {source}")]
     Invalid { arg: String, source: IdError },
+    #[error("invalid path '{arg}': {source}")]
+    BadPath { arg: String, source: TreeError },
     #[error("{0}")]
     Rate(#[from] RateError),
     #[error("limit_rate takes up or down, not '{0}'; usage: limit_rate [up|down] [<rate>]")]
@@ -221,11 +226,28 @@ pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
         "list_my_groups" => Command::ListMyGroups,
         "list_files" => Command::ListFiles { group: id(a(0))? },
         "upload_file" => Command::UploadFile { path: PathBuf::from(a(0)), group: id(a(1))? },
-        "download_file" => Command::DownloadFile {
-            group: id(a(0))?,
-            name: id(a(1))?,
-            destination: args.get(2).map(PathBuf::from),
-        },
+        "download_file" => {
+            let (name, folder) = match ItemRef::parse(a(1)) {
+                Ok(ItemRef::File(name)) => (name, None),
+                Ok(ItemRef::Folder { name, selection }) => (name, Some(selection)),
+                // Not a folder's name before a `/`: a plain name's error, as before folders.
+                Err(_) if a(1).split('/').next().is_none_or(|n| FileName::new(n).is_err()) => {
+                    (id(a(1))?, None)
+                }
+                Err(source) => {
+                    return Err(ParseError::BadPath {
+                        arg: a(1).escape_debug().to_string(),
+                        source,
+                    })
+                }
+            };
+            Command::DownloadFile {
+                group: id(a(0))?,
+                name,
+                folder,
+                destination: args.get(2).map(PathBuf::from),
+            }
+        }
         "show_downloads" => {
             let [json, active] = flags(name, usage, args, ["--json", "--active"])?;
             Command::ShowDownloads { json, active }
@@ -347,6 +369,7 @@ fn id<T: std::str::FromStr<Err = IdError>>(arg: &str) -> Result<T, ParseError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use common::folder::RelPath;
 
     #[track_caller]
     fn check(line: &str, expected: Result<Option<Command>, ParseError>) {
@@ -383,6 +406,7 @@ mod tests {
             Ok(Some(Command::DownloadFile {
                 group: g("g1"),
                 name: FileName::new("a.bin").unwrap(),
+                folder: None,
                 destination: Some(PathBuf::from("/tmp/out")),
             })),
         );
@@ -391,9 +415,24 @@ mod tests {
             Ok(Some(Command::DownloadFile {
                 group: g("g1"),
                 name: FileName::new("a.bin").unwrap(),
+                folder: None,
                 destination: None,
             })),
         );
+        // Issue 23: a folder, a file in one, a subfolder.
+        let folder = |arg: &str| match parse(&format!("download_file g1 {arg}")) {
+            Ok(Some(Command::DownloadFile { name, folder, .. })) => (name.to_string(), folder),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(folder("album/"), ("album".into(), Some(Selection::Whole)));
+        let inside =
+            |p: &str, dir| Some(Selection::Inside { path: RelPath::parse(p).unwrap(), dir });
+        assert_eq!(folder("'album/2019/a b.jpg'"), ("album".into(), inside("2019/a b.jpg", false)));
+        assert_eq!(folder("album/2019/"), ("album".into(), inside("2019", true)));
+        for bad in ["album/../x", "album//x", "album/./x"] {
+            let err = parse(&format!("download_file g1 {bad}")).unwrap_err();
+            assert!(matches!(err, ParseError::BadPath { .. }), "{bad}: {err}");
+        }
     }
 
     #[test]
@@ -548,5 +587,7 @@ mod tests {
         assert!(matches!(parse("create_group 'a b'"), Err(ParseError::Invalid { .. })));
         assert!(matches!(parse("create_group a\u{1}b"), Err(ParseError::Invalid { .. })));
         assert!(matches!(parse("download_file g ../x out"), Err(ParseError::Invalid { .. })));
+        // Issue 23: after a folder's name, a path into it, checked as one.
+        assert!(matches!(parse("download_file g d/../x out"), Err(ParseError::BadPath { .. })));
     }
 }

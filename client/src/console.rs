@@ -139,33 +139,48 @@ impl Console {
             Command::ListFiles { group } => {
                 for f in peer.list_files(&group, i)? {
                     let sharers = if f.n_sharers == 1 { "sharer" } else { "sharers" };
+                    let size = size::shown(f.size, self.on_terminal);
+                    // A folder (issue 23): `name/`, its size and how many files it holds.
+                    let (name, size) = match f.n_files {
+                        Some(n) => {
+                            let files = if n == 1 { "file" } else { "files" };
+                            (quoted(&format!("{}/", f.name)), format!("{size} in {n} {files}"))
+                        }
+                        None => (quoted(f.name.as_str()), size),
+                    };
                     let _ = writeln!(
                         out,
-                        "{} {}, {} {sharers}, digest {}",
-                        quoted(f.name.as_str()),
-                        size::shown(f.size, self.on_terminal),
-                        f.n_sharers,
-                        f.digest
+                        "{name} {size}, {} {sharers}, digest {}",
+                        f.n_sharers, f.digest
                     );
                 }
             }
             Command::UploadFile { path, group } => {
                 let up = peer.upload_file(&path, &group, i)?;
+                let size = size::shown(up.size, self.on_terminal);
+                // A folder (issue 23) is `name/`, with its file count.
+                let (name, size) = match up.n_files {
+                    Some(n) => {
+                        let files = if n == 1 { "file" } else { "files" };
+                        (format!("{}/", up.name), format!("{size} in {n} {files}"))
+                    }
+                    None => (up.name.to_string(), size),
+                };
                 if up.new_file {
                     let pieces = if up.n_pieces == 1 { "piece" } else { "pieces" };
                     let _ = writeln!(
                         out,
-                        "uploaded {} to group {group} ({}, {} {pieces})",
-                        up.name,
-                        size::shown(up.size, self.on_terminal),
+                        "uploaded {name} to group {group} ({size}, {} {pieces})",
                         up.n_pieces
                     );
                 } else {
                     let _ = writeln!(
                         out,
-                        "sharing {} in group {group} (same content already there)",
-                        up.name
+                        "sharing {name} in group {group} (same content already there)"
                     );
+                }
+                for line in &up.skipped {
+                    let _ = writeln!(out, "{line}");
                 }
             }
             Command::StopShare { group, name } => {
@@ -199,10 +214,15 @@ impl Console {
                 let shown = |r: Option<u64>| r.map_or("unlimited".to_string(), rate::shown);
                 let _ = writeln!(out, "upload {}, download {}", shown(up), shown(down));
             }
-            Command::DownloadFile { group, name, destination } => {
-                let dest = peer.download_file(&group, &name, destination.as_deref())?;
-                let _ =
-                    writeln!(out, "downloading {name} from group {group} to {}", dest.display());
+            Command::DownloadFile { group, name, folder, destination } => {
+                let dest =
+                    peer.download_file(&group, &name, folder.as_ref(), destination.as_deref())?;
+                let slash = if folder.is_some() { "/" } else { "" };
+                let _ = writeln!(
+                    out,
+                    "downloading {name}{slash} from group {group} to {}",
+                    dest.display()
+                );
                 if self.on_terminal {
                     let records = peer.downloads().snapshot();
                     self.to_follow = records.iter().rfind(|r| r.dest == dest).map(|r| r.id);

@@ -14,19 +14,21 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+use common::folder::Selection;
 use common::hash::{hash_file, HashFileError};
 use common::message::{FileMeta, FileSummary, Reply, Request, TrackerError, TrackerStatus};
-use common::{FileName, GroupId, Layout, Password, UserId};
+use common::{FileName, GroupId, Password, UserId};
 
 use crate::command::{self, Direction};
 use crate::completion::Known;
 use crate::download::record::{DownloadRecord, Downloads, FindError};
 use crate::download::{self, StartError};
+use crate::folder_scan::{self, ScanError};
 use crate::interrupt::Interrupt;
 use crate::membership::Watch;
 use crate::seeder::served::{Served, ServedRow};
 use crate::session_file::{self, SavedSession};
-use crate::swarm::{FileStamp, Swarm, Toggled};
+use crate::swarm::{FileStamp, ItemLayout, Swarm, Toggled};
 use crate::tracker_link::LinkError;
 use crate::tracker_session::{CallError, Login, TrackerSession};
 use crate::tracker_view::{Seen, TrackerEvent};
@@ -46,6 +48,8 @@ pub enum CommandError {
     File { path: String, reason: String },
     #[error("{0} is not a regular file")]
     NotAFile(String),
+    #[error("cannot share the folder {path}: {reason}")]
+    Folder { path: String, reason: String },
     #[error("{path} has no usable file name: {reason}")]
     BadFileName { path: String, reason: String },
     #[error("unexpected reply from tracker: {0}")]
@@ -118,6 +122,10 @@ pub struct Uploaded {
     /// `false`: the group had this content under this name already; this peer is one more
     /// sharer.
     pub new_file: bool,
+    /// For a folder (issue 23): how many files it holds.
+    pub n_files: Option<usize>,
+    /// For a folder: what was left out (links, FIFOs, sockets, devices), one line each.
+    pub skipped: Vec<String>,
 }
 
 /// Who is logged in, and where.
@@ -487,15 +495,27 @@ impl Peer {
     ) -> Result<Uploaded, CommandError> {
         self.require_login()?;
         let path = command::expand_home(path, crate::config::home_dir().as_deref());
-        let (meta, stamp) = describe_file(&path)?;
+        let is_dir = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir());
+        let (meta, stamp, skipped) = match is_dir {
+            true => {
+                let (meta, skipped) = describe_folder(&path)?;
+                (meta, None, skipped)
+            }
+            false => {
+                let (meta, stamp) = describe_file(&path)?;
+                (meta, Some(stamp), Vec::new())
+            }
+        };
         let (name, size, n_pieces) = (meta.name.clone(), meta.size, meta.pieces.len());
+        let n_files = meta.tree.as_ref().map(|t| t.file_count());
         match self
             .call(Request::UploadFile { group: group.clone(), file: meta.clone() }, interrupt)?
         {
             Reply::Uploaded { new_file } => {
                 self.share_complete(group.clone(), meta, &path, stamp);
                 self.known.add_file(group.clone(), name.clone());
-                Ok(Uploaded { name, group: group.clone(), size, n_pieces, new_file })
+                let group = group.clone();
+                Ok(Uploaded { name, group, size, n_pieces, new_file, n_files, skipped })
             }
             other => Err(unexpected(other)),
         }
@@ -521,6 +541,7 @@ impl Peer {
         &self,
         group: &GroupId,
         name: &FileName,
+        folder: Option<&Selection>,
         destination: Option<&Path>,
     ) -> Result<PathBuf, CommandError> {
         let destination = match destination {
@@ -534,7 +555,7 @@ impl Peer {
                 dir
             }
         };
-        Ok(download::start(&self.ctx, group.clone(), name.clone(), &destination)?)
+        Ok(download::start(&self.ctx, group.clone(), name.clone(), folder, &destination)?)
     }
 
     /// `list_shares`: what this peer shares, sorted by group then name.
@@ -623,11 +644,19 @@ impl Peer {
         self.ctx.tracker.call_until(request, interrupt)
     }
 
-    fn share_complete(&self, group: GroupId, meta: FileMeta, path: &Path, stamp: FileStamp) {
-        let Ok(layout) = Layout::new(meta.size) else { return };
+    /// Shares a complete file or folder from `path`. `stamp`: every piece of the file was
+    /// just hashed, as the file was when it was opened (`None` for a folder, whose pieces
+    /// the seeder checks as it serves them).
+    fn share_complete(
+        &self,
+        group: GroupId,
+        meta: FileMeta,
+        path: &Path,
+        stamp: Option<FileStamp>,
+    ) {
+        let Ok(layout) = ItemLayout::of(&meta) else { return };
         let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-        // Every piece was just hashed, as the file was when it was opened.
-        let swarm = Swarm::seeding(group, meta, layout, path, Some(stamp));
+        let swarm = Swarm::seeding(group, meta, layout, path, stamp);
         self.ctx.registry.insert(Arc::new(swarm));
         self.ctx.registry.flush();
     }
@@ -641,8 +670,11 @@ impl Peer {
                 continue;
             }
             let path = share.path();
-            let intact =
-                std::fs::metadata(&path).map(|m| m.is_file() && m.len() == share.meta.size);
+            let intact = std::fs::metadata(&path).map(|m| match share.meta.is_folder() {
+                // Each piece is checked as it is served.
+                true => m.is_dir(),
+                false => m.is_file() && m.len() == share.meta.size,
+            });
             if !matches!(intact, Ok(true)) {
                 log::warn!("{} is gone or changed size; no longer sharing it", path.display());
                 self.ctx.registry.remove(&share);
@@ -692,9 +724,69 @@ fn describe_file(path: &Path) -> Result<(FileMeta, FileStamp), CommandError> {
         other => CommandError::File { path: shown.clone(), reason: other.to_string() },
     })?;
     Ok((
-        FileMeta { name, size: hashes.file_len, digest: hashes.digest, pieces: hashes.pieces },
+        FileMeta {
+            name,
+            size: hashes.file_len,
+            digest: hashes.digest,
+            pieces: hashes.pieces,
+            tree: None,
+        },
         stamp,
     ))
+}
+
+/// Room left in a frame for the request around a folder's metadata (ids, group, session).
+const FRAME_HEADROOM: usize = 4096;
+
+/// Scans and hashes the directory at `path` (issue 23) and describes it as a folder named
+/// after it; also returns a line for each entry left out.
+fn describe_folder(path: &Path) -> Result<(FileMeta, Vec<String>), CommandError> {
+    let shown = path.display().to_string();
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| CommandError::BadFileName {
+            path: shown.clone(),
+            reason: "not UTF-8".to_string(),
+        })
+        .and_then(|n| {
+            FileName::new(n).map_err(|e| CommandError::BadFileName {
+                path: shown.clone(),
+                reason: e.to_string(),
+            })
+        })?;
+    let folder_error =
+        |e: ScanError| CommandError::Folder { path: shown.clone(), reason: e.to_string() };
+    let scanned = folder_scan::scan(path).map_err(folder_error)?;
+    let hashes = folder_scan::hash(&scanned).map_err(folder_error)?;
+    let skipped = scanned.skipped.iter().map(ToString::to_string).collect();
+    let meta = FileMeta {
+        name,
+        size: scanned.tree.total_size(),
+        digest: hashes.digest,
+        pieces: hashes.pieces,
+        tree: Some(scanned.tree),
+    };
+    // A tree near its bounds with many pieces can describe more than one message carries
+    // (the tree's 4 MiB of paths besides 10 MiB of piece hashes): say so rather than fail
+    // at the tracker.
+    if let Err(len) = fits_in_a_message(&meta) {
+        let reason = format!(
+            "its description takes {len} bytes, more than a message carries ({} bytes); share its subfolders one by one",
+            common::frame::MAX_FRAME_LEN - FRAME_HEADROOM
+        );
+        return Err(CommandError::Folder { path: shown, reason });
+    }
+    Ok((meta, skipped))
+}
+
+/// Whether `meta` fits in an `UploadFile` frame; else its encoded length.
+fn fits_in_a_message(meta: &FileMeta) -> Result<(), usize> {
+    let mut encoded = Vec::new();
+    match common::codec::encode(meta, &mut encoded) {
+        Ok(()) if encoded.len() + FRAME_HEADROOM <= common::frame::MAX_FRAME_LEN => Ok(()),
+        _ => Err(encoded.len()),
+    }
 }
 
 /// An I/O error as a short lowercase reason, without the "(os error N)" suffix.
@@ -704,5 +796,36 @@ fn io_reason(e: &io::Error) -> String {
         io::ErrorKind::PermissionDenied => "permission denied".to_string(),
         io::ErrorKind::IsADirectory => "is a directory".to_string(),
         _ => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use common::folder::{Entry, EntryKind, RelPath, Tree};
+    use common::Sha1Digest;
+
+    /// Issue 23: a folder whose tree and piece hashes together exceed a frame is caught
+    /// before it is sent; one within bounds passes.
+    #[test]
+    fn a_folder_too_large_to_describe_in_one_message_is_refused() {
+        let entries = (0..100_000)
+            .map(|i| Entry {
+                path: RelPath::parse(&format!("{i:0>38}")).unwrap(),
+                kind: EntryKind::File { size: 0, executable: false },
+            })
+            .collect();
+        let tree = Tree::new(entries).unwrap();
+        let mut meta = FileMeta {
+            name: "big".parse().unwrap(),
+            size: 0,
+            digest: Sha1Digest([0; 20]),
+            pieces: Vec::new(),
+            tree: Some(tree),
+        };
+        assert_eq!(fits_in_a_message(&meta), Ok(()));
+        meta.pieces = vec![Sha1Digest([1; 20]); 400_000];
+        let len = fits_in_a_message(&meta).unwrap_err();
+        assert!(len > common::frame::MAX_FRAME_LEN, "{len}");
     }
 }

@@ -22,9 +22,9 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Mutex, RwLock};
 
-use common::{Bitfield, GroupId, Layout, Sha1Digest, UserId};
+use common::{Bitfield, GroupId, Sha1Digest, UserId};
 
-use crate::swarm::{Changes, Phase, Swarm};
+use crate::swarm::{Changes, ItemLayout, Phase, Swarm};
 use state_file::{SavedShare, SavedUsers};
 
 /// Why the state file cannot be used. `Display` says what to do.
@@ -116,7 +116,7 @@ impl Registry {
         let mut swarms = self.inner.swarms.write();
         swarms.clear();
         for s in mine {
-            let Ok(layout) = Layout::new(s.meta.size) else { continue };
+            let Ok(layout) = ItemLayout::of(&s.meta) else { continue };
             if s.have.n_pieces() != layout.n_pieces() {
                 continue;
             }
@@ -427,7 +427,7 @@ mod tests {
         assert_eq!(
             err.to_string(),
             format!(
-                "{shown}: it has format 7; this client reads formats 1 to 3; a newer client wrote it: run that client, or move the file aside (mv {shown} {shown}.old) to start this one with no saved shares"
+                "{shown}: it has format 7; this client reads formats 1 to 4; a newer client wrote it: run that client, or move the file aside (mv {shown} {shown}.old) to start this one with no saved shares"
             )
         );
         assert_eq!(std::fs::read(&state).unwrap(), b"\x07 from a newer client");

@@ -20,6 +20,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::net::{IpAddr, Shutdown as SocketShutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::OpenOptionsExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -39,7 +40,7 @@ use common::{Bitfield, Identity, PieceIndex, PublicKey, Sha1Digest, PIECE_SIZE};
 use crate::rate::RateCap;
 use crate::readiness;
 use crate::registry::Registry;
-use crate::swarm::{Pick, ReadError, Swarm};
+use crate::swarm::{Pick, PieceSource, ReadError, Swarm};
 use crate::tracker_link::LinkError;
 use crate::tracker_session::{CallError, TrackerSession};
 
@@ -530,11 +531,22 @@ fn read_verified(
     piece: common::PieceIndex,
     data: &mut [u8],
 ) -> Result<(), ReadError> {
-    let f = match file {
-        Some(f) => f,
-        None => file.insert(File::open(swarm.path())?),
-    };
-    swarm.read_piece(f, piece, data)
+    match swarm.piece_source(piece) {
+        Some(PieceSource::InFolder { path, offset }) => {
+            // Never through a link put in the folder since it was shared.
+            let f =
+                std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path)?;
+            swarm.read_folder_piece(&f, offset, piece, data)
+        }
+        Some(PieceSource::OneFile) => {
+            let f = match file {
+                Some(f) => f,
+                None => file.insert(File::open(swarm.path())?),
+            };
+            swarm.read_piece(f, piece, data)
+        }
+        None => Err(ReadError::Mismatch(piece.0)),
+    }
 }
 
 /// Stops sharing a file whose bytes went bad, locally and at the tracker.

@@ -27,13 +27,15 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 
 use common::message::FileMeta;
-use common::{Bitfield, GroupId, Layout, PieceIndex, Sha1Digest, UserId};
+use common::{Bitfield, GroupId, PieceIndex, Sha1Digest, UserId};
 
 pub mod handout;
+pub mod item_layout;
 
 use crate::piece_buf::{piece_buf, PieceBuf};
 use crate::recent_pieces::{Adopted, Kept, RecentPieces};
 use handout::{Choice, ConnId, Handout};
+pub use item_layout::ItemLayout;
 
 /// Seeder connections told of each new piece of one swarm at most (the seeder serves at
 /// most `MAX_PEER_CONNECTIONS` downloaders; watchers of closed connections are pruned).
@@ -192,6 +194,15 @@ pub enum ReadError {
     Io(#[from] std::io::Error),
     #[error("piece {0} does not match its hash")]
     Mismatch(u32),
+}
+
+/// Where the seeder reads a piece (`Swarm::piece_source`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PieceSource {
+    /// In the swarm's one file: a shared file, or a download's `.part`.
+    OneFile,
+    /// In this file of a complete folder, at this offset.
+    InFolder { path: PathBuf, offset: u64 },
 }
 
 /// What the seeder sends for a request (`Swarm::pick`).
@@ -384,7 +395,7 @@ impl SwarmState {
 pub struct Swarm {
     pub group: GroupId,
     pub meta: FileMeta,
-    pub layout: Layout,
+    pub layout: ItemLayout,
     state: Mutex<SwarmState>,
     /// Told of every change the download views show (downloads only).
     changes: Option<Arc<Changes>>,
@@ -396,7 +407,7 @@ impl Swarm {
     pub fn seeding(
         group: GroupId,
         meta: FileMeta,
-        layout: Layout,
+        layout: ItemLayout,
         path: PathBuf,
         stamp: Option<FileStamp>,
     ) -> Swarm {
@@ -412,7 +423,7 @@ impl Swarm {
     pub fn download(
         group: GroupId,
         meta: FileMeta,
-        layout: Layout,
+        layout: ItemLayout,
         part: PathBuf,
         dest: PathBuf,
         have: Bitfield,
@@ -429,7 +440,7 @@ impl Swarm {
     fn with(
         group: GroupId,
         meta: FileMeta,
-        layout: Layout,
+        layout: ItemLayout,
         path: PathBuf,
         have: Bitfield,
         phase: Phase,
@@ -727,6 +738,37 @@ impl Swarm {
         Pick::Send { piece, recent }
     }
 
+    /// Where piece `piece` is read now (issue 23): a complete folder's in one of its files
+    /// (`RelPath::under` its root, so never outside it); a file's, and a download's, in the
+    /// swarm's one file (`read_piece`). `None` for a piece out of range.
+    pub fn piece_source(&self, piece: PieceIndex) -> Option<PieceSource> {
+        let s = self.state.lock();
+        if self.meta.is_folder() && matches!(s.phase, Phase::Seeding) {
+            let at = self.layout.locate(&self.meta, piece)?;
+            let path = at.file?.under(&s.path);
+            return Some(PieceSource::InFolder { path, offset: at.offset });
+        }
+        (self.layout.piece_len(piece) > 0).then_some(PieceSource::OneFile)
+    }
+
+    /// Reads piece `piece` of a complete folder from `file`, the one of its files that
+    /// holds it (`piece_source`), at `offset`, into `data`, and checks it against its hash
+    /// (every time: a folder's files are not stamped one by one yet).
+    pub fn read_folder_piece(
+        &self,
+        file: &File,
+        offset: u64,
+        piece: PieceIndex,
+        data: &mut [u8],
+    ) -> Result<(), ReadError> {
+        use std::os::unix::fs::FileExt;
+        file.read_exact_at(data, offset)?;
+        if self.meta.pieces.get(piece.0 as usize) != Some(&Sha1Digest::of(data)) {
+            return Err(ReadError::Mismatch(piece.0));
+        }
+        Ok(())
+    }
+
     /// Reads piece `piece` from `file` (this swarm's bytes) into `data`, making sure it
     /// matches its hash. Each piece is hashed once per state of the file: when the file
     /// changes on disk (its stamp), every piece is checked again before it is served. The
@@ -738,7 +780,7 @@ impl Swarm {
         data: &mut [u8],
     ) -> Result<(), ReadError> {
         use std::os::unix::fs::FileExt;
-        file.read_exact_at(data, self.layout.piece_offset(piece))?;
+        file.read_exact_at(data, self.layout.part_offset(piece))?;
         if !matches!(self.state.lock().phase, Phase::Seeding) {
             return Ok(());
         }
@@ -886,7 +928,7 @@ mod tests {
         drop(watcher);
         // A complete share never keeps pieces.
         let meta = meta("c", n);
-        let layout = Layout::new(meta.size).unwrap();
+        let layout = ItemLayout::of(&meta).unwrap();
         let complete =
             Swarm::seeding(GroupId::new("g").unwrap(), meta, layout, PathBuf::from("c"), None);
         let _watcher = complete.watch();

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use common::hash::file_digest;
 use common::message::FileMeta;
-use common::{Bitfield, GroupId, Layout, Sha1Digest};
+use common::{Bitfield, GroupId, Sha1Digest};
 
 use crate::swarm::{Changes, Phase, Swarm};
 
@@ -13,20 +13,26 @@ use crate::swarm::{Changes, Phase, Swarm};
 pub fn meta(name: &str, n: u32) -> FileMeta {
     let pieces = vec![Sha1Digest([1; 20]); n as usize];
     let size = u64::from(n) * common::PIECE_SIZE as u64;
-    FileMeta { name: name.parse().unwrap(), size, digest: file_digest(size, &pieces), pieces }
+    FileMeta {
+        name: name.parse().unwrap(),
+        size,
+        digest: file_digest(size, &pieces),
+        pieces,
+        tree: None,
+    }
 }
 
 /// A complete file `name` of `n` pieces in group `g`, shared from `./name`.
 pub fn seeding(name: &str, n: u32) -> Swarm {
     let meta = meta(name, n);
-    let layout = Layout::new(meta.size).unwrap();
+    let layout = crate::swarm::ItemLayout::of(&meta).unwrap();
     Swarm::seeding(GroupId::new("g").unwrap(), meta, layout, PathBuf::from(name), None)
 }
 
 /// A download of `name` (`n` pieces, none had yet) in group `g` into `name.part`, fetching.
 pub fn download(name: &str, n: u32, changes: Arc<Changes>) -> Swarm {
     let meta = meta(name, n);
-    let layout = Layout::new(meta.size).unwrap();
+    let layout = crate::swarm::ItemLayout::of(&meta).unwrap();
     Swarm::download(
         GroupId::new("g").unwrap(),
         meta,

@@ -231,6 +231,12 @@ impl Tree {
         self.entries.iter().filter_map(Entry::file_size).sum()
     }
 
+    /// About the bytes it takes to keep (for quotas): every path, and a kind and a size
+    /// per entry.
+    pub fn metadata_len(&self) -> u64 {
+        self.entries.iter().map(|e| e.path.text_len() as u64 + 9).sum()
+    }
+
     /// The index of the entry at `path`, if there is one.
     pub fn find(&self, path: &RelPath) -> Option<usize> {
         self.entries.binary_search_by(|e| e.path.cmp(path)).ok()

@@ -13,12 +13,13 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::bitfield::Bitfield;
+use crate::folder::Tree;
 use crate::hash::Sha1Digest;
 use crate::id::{FileName, GroupId, Password, UserId};
 use crate::identity::PublicKey;
 
 /// The protocol version this build speaks. Bumped on any incompatible change.
-pub const PROTOCOL_VERSION: u16 = 6;
+pub const PROTOCOL_VERSION: u16 = 7;
 
 /// Identifies one request of one client instance, so that a request retried after a lost
 /// connection is recognised and applied once.
@@ -194,6 +195,10 @@ pub struct FileMeta {
     pub digest: Sha1Digest,
     /// The SHA1 of every 512 KiB piece, in order.
     pub pieces: Vec<Sha1Digest>,
+    /// For a folder (issue 23; protocol 7): its tree. Then `size` is the bytes of all its
+    /// files, `pieces` those of its `FolderLayout` and `digest` its `folder_digest`.
+    /// (Appended last, so that the tracker's readers of older formats only miss it.)
+    pub tree: Option<Tree>,
 }
 
 /// Proof, issued by a tracker, that `user`, logged in with the static key `holder`, was a
@@ -244,7 +249,13 @@ impl FileMeta {
     /// About the bytes it takes to keep: its piece hashes, name and fixed fields.
     pub fn metadata_len(&self) -> u64 {
         let hashes = self.pieces.len() as u64 * 20;
-        hashes + self.name.as_str().len() as u64 + 8 + 20
+        let tree = self.tree.as_ref().map_or(0, Tree::metadata_len);
+        hashes + self.name.as_str().len() as u64 + 8 + 20 + tree
+    }
+
+    /// Whether it describes a folder.
+    pub fn is_folder(&self) -> bool {
+        self.tree.is_some()
     }
 }
 
@@ -256,6 +267,7 @@ impl fmt::Debug for FileMeta {
             .field("size", &self.size)
             .field("digest", &self.digest)
             .field("n_pieces", &self.pieces.len())
+            .field("n_entries", &self.tree.as_ref().map(|t| t.entries().len()))
             .finish()
     }
 }
@@ -268,6 +280,8 @@ pub struct FileSummary {
     pub digest: Sha1Digest,
     /// How many peers currently share it.
     pub n_sharers: u32,
+    /// For a folder (protocol 7): how many files it holds; `None` for a file.
+    pub n_files: Option<u32>,
 }
 
 /// Tracker → client.

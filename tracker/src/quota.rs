@@ -227,6 +227,7 @@ mod tests {
             size,
             digest: file_digest(size, &pieces),
             pieces,
+            tree: None,
         };
         Op::ShareFile { session: SessionId([1; 32]), group: group(0), meta }
     }

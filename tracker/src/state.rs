@@ -14,6 +14,7 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha1::Sha1;
 
+use common::folder::{folder_digest, FolderLayout, Tree};
 use common::hash::file_digest;
 use common::message::{
     FileMeta, FileSummary, GroupRole, Memberships, Reply, Request, RequestId, SessionId, Ticket,
@@ -30,12 +31,12 @@ const MAX_REMEMBERED_CLIENTS: usize = 65_536;
 /// Bumped on any change to `LogEntry`, `Op` or the types they hold that moves the encoding
 /// of what was written before, so that an entry written by another build is refused, never
 /// misread (a variant appended last, as `Op::RemoveMember`, moves nothing: an older build
-/// refuses only that entry, as damaged). Format 1 (origins without a fingerprint) is still
-/// read.
-pub const ENTRY_FORMAT: u8 = 2;
+/// refuses only that entry, as damaged). Format 1 (origins without a fingerprint) and
+/// format 2 (`FileMeta` without a tree, before folders, issue 23) are still read.
+pub const ENTRY_FORMAT: u8 = 3;
 /// The encoding of a snapshot: `STATE_FORMAT` then the postcard of a `TrackerState`.
-/// Format 1 is still read.
-pub const STATE_FORMAT: u8 = 2;
+/// Formats 1 and 2 are still read (format 3: `FileMeta` has a tree, issue 23).
+pub const STATE_FORMAT: u8 = 3;
 
 /// One Raft entry's content: an operation and the client request it came from (so that a
 /// request retried after a lost reply, on any tracker, is answered and not applied twice).
@@ -67,15 +68,10 @@ impl Origin {
     }
 }
 
-/// What format 1 wrote, read to upgrade a data directory in place.
+/// What format 1 wrote, read to upgrade a data directory in place. Its ops are read as
+/// format 2's (`format2::take_op`).
 mod format1 {
     use super::*;
-
-    #[derive(Deserialize)]
-    pub struct LogEntry {
-        pub op: Op,
-        pub origin: Option<RequestId>,
-    }
 
     #[derive(Deserialize)]
     pub struct TrackerState {
@@ -84,7 +80,90 @@ mod format1 {
         pub users: BTreeMap<UserId, Credential>,
         pub groups: BTreeMap<GroupId, Group>,
         pub sessions: BTreeMap<SessionId, Session>,
+        pub files: BTreeMap<GroupId, BTreeMap<FileName, format2::FileRecord>>,
+    }
+}
+
+/// What formats 1 and 2 wrote of files: a `FileMeta` without its tree (there were no
+/// folders). Only `Op::ShareFile` holds one, so the other ops of those formats read as
+/// this format's. (A stored `Reply` never holds one: `FileInfo` answers a read.)
+mod format2 {
+    use super::*;
+
+    /// The variant index of `Op::ShareFile`, the first postcard byte of its encoding.
+    const SHARE_FILE: u8 = 9;
+
+    #[derive(Deserialize)]
+    pub struct FileMeta {
+        name: FileName,
+        size: u64,
+        digest: Sha1Digest,
+        pieces: Vec<Sha1Digest>,
+    }
+
+    impl From<FileMeta> for common::message::FileMeta {
+        fn from(old: FileMeta) -> Self {
+            let FileMeta { name, size, digest, pieces } = old;
+            common::message::FileMeta { name, size, digest, pieces, tree: None }
+        }
+    }
+
+    #[derive(Deserialize)]
+    struct ShareFile {
+        session: SessionId,
+        group: GroupId,
+        meta: FileMeta,
+    }
+
+    #[derive(Deserialize)]
+    pub struct FileRecord {
+        meta: FileMeta,
+        sharers: BTreeSet<SessionId>,
+    }
+
+    impl From<FileRecord> for crate::state::FileRecord {
+        fn from(old: FileRecord) -> Self {
+            crate::state::FileRecord { meta: old.meta.into(), sharers: old.sharers }
+        }
+    }
+
+    #[derive(Deserialize)]
+    pub struct LogEntry {
+        pub origin: Option<Origin>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct TrackerState {
+        pub secret: Option<TicketSecret>,
+        pub last_replies: BTreeMap<u64, (Origin, Reply)>,
+        pub users: BTreeMap<UserId, Credential>,
+        pub groups: BTreeMap<GroupId, Group>,
+        pub sessions: BTreeMap<SessionId, Session>,
         pub files: BTreeMap<GroupId, BTreeMap<FileName, FileRecord>>,
+    }
+
+    /// Reads an op of format 1 or 2 from the start of `bytes`, and what follows it.
+    pub fn take_op(bytes: &[u8]) -> Result<(Op, &[u8]), DecodeError> {
+        let damaged = |e: postcard::Error| DecodeError::Damaged(e.to_string());
+        match bytes.split_first() {
+            Some((&SHARE_FILE, fields)) => {
+                let (old, rest): (ShareFile, _) =
+                    postcard::take_from_bytes(fields).map_err(damaged)?;
+                let op =
+                    Op::ShareFile { session: old.session, group: old.group, meta: old.meta.into() };
+                Ok((op, rest))
+            }
+            _ => postcard::take_from_bytes(bytes).map_err(damaged),
+        }
+    }
+
+    /// The files of a state of format 1 or 2.
+    pub fn files(
+        old: BTreeMap<GroupId, BTreeMap<FileName, FileRecord>>,
+    ) -> BTreeMap<GroupId, BTreeMap<FileName, crate::state::FileRecord>> {
+        old.into_iter()
+            .map(|(group, files)| (group, files.into_iter().map(|(n, f)| (n, f.into())).collect()))
+            .collect()
     }
 }
 
@@ -105,12 +184,20 @@ impl LogEntry {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<LogEntry, DecodeError> {
-        if bytes.first() == Some(&1) {
-            let old: format1::LogEntry = unversioned(1, bytes)?;
-            let origin = old.origin.map(|id| Origin { id, fingerprint: None });
-            return Ok(LogEntry { op: old.op, origin });
+        match bytes.split_first() {
+            Some((1, rest)) => {
+                let (op, rest) = format2::take_op(rest)?;
+                let id: Option<RequestId> = unversioned_rest(rest)?;
+                let origin = id.map(|id| Origin { id, fingerprint: None });
+                Ok(LogEntry { op, origin })
+            }
+            Some((2, rest)) => {
+                let (op, rest) = format2::take_op(rest)?;
+                let old: format2::LogEntry = unversioned_rest(rest)?;
+                Ok(LogEntry { op, origin: old.origin })
+            }
+            _ => unversioned(ENTRY_FORMAT, bytes),
         }
-        unversioned(ENTRY_FORMAT, bytes)
     }
 }
 
@@ -119,6 +206,11 @@ fn versioned<T: Serialize>(format: u8, value: &T) -> Vec<u8> {
     // Encoding plain data into a Vec cannot fail.
     bytes.extend(postcard::to_stdvec(value).unwrap_or_default());
     bytes
+}
+
+/// The rest of an entry of an older format, after its op.
+fn unversioned_rest<T: serde::de::DeserializeOwned>(rest: &[u8]) -> Result<T, DecodeError> {
+    common::codec::decode(rest).map_err(|e| DecodeError::Damaged(e.to_string()))
 }
 
 fn unversioned<T: serde::de::DeserializeOwned>(
@@ -349,6 +441,11 @@ impl TrackerState {
                 size: f.meta.size,
                 digest: f.meta.digest,
                 n_sharers: u32::try_from(n_live).unwrap_or(u32::MAX),
+                n_files: f
+                    .meta
+                    .tree
+                    .as_ref()
+                    .map(|t| u32::try_from(t.file_count()).unwrap_or(u32::MAX)),
             })
         });
         page(listed)
@@ -676,7 +773,20 @@ impl TrackerState {
                 users: old.users,
                 groups: old.groups,
                 sessions: old.sessions,
-                files: old.files,
+                files: format2::files(old.files),
+                groups_of: BTreeMap::new(),
+                keys: BTreeMap::new(),
+                sessions_by_user: BTreeMap::new(),
+            }
+        } else if bytes.first() == Some(&2) {
+            let old: format2::TrackerState = unversioned(2, bytes)?;
+            TrackerState {
+                secret: old.secret,
+                last_replies: old.last_replies,
+                users: old.users,
+                groups: old.groups,
+                sessions: old.sessions,
+                files: format2::files(old.files),
                 groups_of: BTreeMap::new(),
                 keys: BTreeMap::new(),
                 sessions_by_user: BTreeMap::new(),
@@ -926,8 +1036,13 @@ fn index_groups(groups: &BTreeMap<GroupId, Group>) -> BTreeMap<UserId, BTreeSet<
 }
 
 /// Checks that a file's metadata is self-consistent: the piece count fits the size and the
-/// digest is the digest of that size and those pieces.
+/// digest is the digest of that size and those pieces. For a folder (issue 23): the size
+/// is its files' total, the piece count its `FolderLayout`'s and the digest its
+/// `folder_digest` (the tree itself was checked, and bounded, when it was decoded).
 fn check_meta(meta: &FileMeta) -> Result<(), TrackerError> {
+    if let Some(tree) = &meta.tree {
+        return check_folder_meta(meta, tree);
+    }
     let layout = Layout::new(meta.size).map_err(|e| TrackerError::BadFileMeta(e.to_string()))?;
     if meta.pieces.len() != layout.n_pieces() as usize {
         return Err(TrackerError::BadFileMeta(format!(
@@ -938,6 +1053,25 @@ fn check_meta(meta: &FileMeta) -> Result<(), TrackerError> {
     }
     if file_digest(meta.size, &meta.pieces) != meta.digest {
         return Err(TrackerError::BadFileMeta("digest does not match the pieces".to_string()));
+    }
+    Ok(())
+}
+
+fn check_folder_meta(meta: &FileMeta, tree: &Tree) -> Result<(), TrackerError> {
+    let bad = |why: String| Err(TrackerError::BadFileMeta(why));
+    let layout = FolderLayout::new(tree).map_err(|e| TrackerError::BadFileMeta(e.to_string()))?;
+    if meta.size != tree.total_size() {
+        return bad(format!("size {} for a folder of {} bytes", meta.size, tree.total_size()));
+    }
+    if meta.pieces.len() != layout.n_pieces() as usize {
+        return bad(format!(
+            "{} piece hashes for a folder of {} pieces",
+            meta.pieces.len(),
+            layout.n_pieces()
+        ));
+    }
+    if folder_digest(tree, &meta.pieces) != meta.digest {
+        return bad("digest does not match the folder's tree and pieces".to_string());
     }
     Ok(())
 }

@@ -172,6 +172,7 @@ impl Coordinator {
                 &dest,
                 &self.target.file.buffered,
                 &self.swarm.meta,
+                &self.swarm.layout,
                 &self.computed,
             )?;
             log::info!(

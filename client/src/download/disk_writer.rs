@@ -99,7 +99,7 @@ impl DiskWriter {
             for w in rx {
                 let layout = &w.swarm.layout;
                 let len = layout.piece_len(w.piece);
-                let written = w.file.write_at(&w.buf[..len], layout.piece_offset(w.piece));
+                let written = w.file.write_at(&w.buf[..len], layout.part_offset(w.piece));
                 let (event, buf) = match written {
                     // Kept before the coordinator hears of it, so that the seeder finds
                     // it in memory as soon as the piece is announced.

@@ -6,11 +6,14 @@ use std::io::ErrorKind;
 use std::path::Path;
 use std::time::Instant;
 
+use common::folder::folder_digest;
 use common::hash::file_digest;
 use common::message::FileMeta;
 use common::Sha1Digest;
 
-use super::part_file::{is_same_file, rename_no_replace, sync_parent};
+use super::part_file::{is_same_file, remove_own_part, rename_no_replace, sync_parent};
+use super::unpack::unpack;
+use crate::swarm::ItemLayout;
 use crate::swarm::{DownloadError, FileStamp};
 
 /// Checks the whole file, makes it durable and renames `part` (open as `file`) to `dest`.
@@ -20,24 +23,33 @@ use crate::swarm::{DownloadError, FileStamp};
 /// the verified file then stays at its `.part` path, and the error says so. Returns the
 /// stamp of the file as synced, every piece of which was hashed (`None` if it cannot be
 /// read; the seeder then hashes pieces again as it serves them).
+///
+/// A folder (issue 23) is checked the same way (its digest is over its tree and the
+/// hashes), then its files are written from the `.part` into a staging directory that is
+/// renamed to `dest` (`unpack`), and the `.part` is removed.
 pub fn finish(
     part: &Path,
     dest: &Path,
     file: &File,
     meta: &FileMeta,
+    layout: &ItemLayout,
     computed: &[Option<Sha1Digest>],
 ) -> Result<Option<FileStamp>, DownloadError> {
     let shown = || part.display().to_string();
     let hashes: Option<Vec<Sha1Digest>> = computed.iter().copied().collect();
-    if hashes.map(|hashes| file_digest(meta.size, &hashes)) != Some(meta.digest) {
+    let digest = hashes.map(|hashes| match &meta.tree {
+        Some(tree) => folder_digest(tree, &hashes),
+        None => file_digest(meta.size, &hashes),
+    });
+    if digest != Some(meta.digest) {
         return Err(DownloadError::WholeFileMismatch);
     }
     let len = file
         .metadata()
         .map(|m| m.len())
         .map_err(|e| DownloadError::Stat { path: shown(), reason: e.to_string() })?;
-    if len != meta.size {
-        return Err(DownloadError::WrongLength { path: shown(), len, size: meta.size });
+    if len != layout.part_len() {
+        return Err(DownloadError::WrongLength { path: shown(), len, size: layout.part_len() });
     }
     let sync_started = Instant::now();
     file.sync_all().map_err(|e| DownloadError::Flush { path: shown(), reason: e.to_string() })?;
@@ -46,6 +58,12 @@ pub fn finish(
     // (not a file or link put there during the download).
     if !is_same_file(part, file).unwrap_or(false) {
         return Err(DownloadError::PartReplaced { path: shown() });
+    }
+    if let (Some(tree), ItemLayout::Folder(folder)) = (&meta.tree, layout) {
+        unpack(file, tree, folder, dest)?;
+        remove_own_part(part, file);
+        // Each piece is checked again as it is served from the folder's files.
+        return Ok(None);
     }
     if let Err(e) = rename_no_replace(part, dest) {
         return Err(match e.kind() {

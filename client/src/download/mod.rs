@@ -27,6 +27,7 @@ pub mod peer_set;
 pub mod record;
 pub mod scheduler;
 pub mod tracker_calls;
+pub mod unpack;
 pub mod worker;
 
 use std::fs::File;
@@ -38,13 +39,14 @@ use std::time::Duration;
 
 use rayon::prelude::*;
 
+use common::folder::{folder_digest, Selection};
 use common::hash::file_digest;
 use common::message::{FileMeta, PeerInfo, Reply, Request, Ticket};
-use common::{Bitfield, FileName, GroupId, Layout, PieceIndex, Sha1Digest};
+use common::{Bitfield, FileName, GroupId, PieceIndex, Sha1Digest};
 
 use crate::rate::RateCap;
 use crate::registry::Registry;
-use crate::swarm::{DownloadError, PartId, Phase, Swarm};
+use crate::swarm::{DownloadError, ItemLayout, PartId, Phase, Swarm};
 use crate::tracker_session::{CallError, TrackerSession};
 use coordinator::Coordinator;
 use disk_writer::{DiskWriter, DownloadFile};
@@ -60,6 +62,12 @@ pub enum StartError {
     Call(#[from] CallError),
     #[error("tracker sent inconsistent metadata for {0}")]
     BadMeta(FileName),
+    #[error("{name} is a folder; download_file {group} {name}/ fetches it")]
+    IsAFolder { group: GroupId, name: FileName },
+    #[error("{name} is a file, not a folder; download_file {group} {name} fetches it")]
+    NotAFolder { group: GroupId, name: FileName },
+    #[error("this client cannot download part of a folder ({shown}) yet; download_file {group} {name}/ fetches all of it")]
+    Selective { group: GroupId, name: FileName, shown: String },
     #[error("{0} already exists; remove it or choose another destination")]
     Exists(String),
     #[error("{0} already exists and is not a download of this client; remove it or choose another destination")]
@@ -105,27 +113,38 @@ pub struct Context {
 type Prepared = (File, Vec<PeerInfo>, Ticket);
 
 /// Starts downloading `name` of `group` to `destination` (a directory or a file path) in
-/// the background. Returns the final path.
+/// the background. Returns the final path. `folder`: what the user asked of a folder
+/// (`name/`); a folder is fetched whole into `<destination>/<name>/` (issue 23).
 pub fn start(
     ctx: &Context,
     group: GroupId,
     name: FileName,
+    folder: Option<&Selection>,
     destination: &Path,
 ) -> Result<PathBuf, StartError> {
     let (meta, peers, ticket) = get_file(ctx, &group, &name)?;
-    let layout = Layout::new(meta.size).map_err(|_| StartError::BadMeta(name.clone()))?;
-    if meta.pieces.len() != layout.n_pieces() as usize
-        || file_digest(meta.size, &meta.pieces) != meta.digest
-        || meta.name != name
-    {
+    match (meta.is_folder(), folder) {
+        (false, None) | (true, Some(Selection::Whole)) => {}
+        (true, None) => return Err(StartError::IsAFolder { group, name }),
+        (false, Some(_)) => return Err(StartError::NotAFolder { group, name }),
+        (true, Some(Selection::Inside { path, dir })) => {
+            let shown = format!("{name}/{path}{}", if *dir { "/" } else { "" });
+            return Err(StartError::Selective { group, name, shown });
+        }
+    }
+    let layout = ItemLayout::of(&meta).map_err(|_| StartError::BadMeta(name.clone()))?;
+    if !consistent(&meta, &layout) || meta.name != name {
         return Err(StartError::BadMeta(name));
     }
-    let dest = part_file::resolve_destination(destination, &name)?;
+    let dest = match meta.is_folder() {
+        true => part_file::folder_destination(destination, &name)?,
+        false => part_file::resolve_destination(destination, &name)?,
+    };
     if ctx.downloads.running_to(&dest) {
         return Err(StartError::AlreadyRunning { name, path: dest.display().to_string() });
     }
     let part = part_file::part_path(&dest);
-    let file = part_file::create_part(&part, meta.size)?;
+    let file = part_file::create_part(&part, layout.part_len())?;
     let id = PartId::of(&file).map_err(|e| StartError::Unwritable {
         path: part.display().to_string(),
         reason: e.to_string(),
@@ -202,7 +221,7 @@ fn launch(
 /// tracker for peers.
 fn prepare_resume(ctx: &Context, swarm: &Swarm) -> Result<Prepared, StartError> {
     let recorded = swarm.inspect(|s| s.part_id());
-    let file = match part_file::reopen_part(&swarm.path(), swarm.meta.size, recorded) {
+    let file = match part_file::reopen_part(&swarm.path(), swarm.layout.part_len(), recorded) {
         Ok((file, id)) => {
             // A download saved before identities were recorded adopts its file now.
             swarm.record_part(id);
@@ -216,7 +235,7 @@ fn prepare_resume(ctx: &Context, swarm: &Swarm) -> Result<Prepared, StartError> 
         .into_par_iter()
         .filter(|&piece| {
             let mut buf = vec![0u8; swarm.layout.piece_len(piece)];
-            file.read_exact_at(&mut buf, swarm.layout.piece_offset(piece)).is_ok()
+            file.read_exact_at(&mut buf, swarm.layout.part_offset(piece)).is_ok()
                 && swarm.meta.pieces.get(piece.0 as usize) == Some(&Sha1Digest::of(&buf))
         })
         .collect();
@@ -238,12 +257,25 @@ fn prepare_resume(ctx: &Context, swarm: &Swarm) -> Result<Prepared, StartError> 
     Ok((file, peers, ticket))
 }
 
+/// Whether `meta` is self-consistent (the tracker checked it; a downloader trusts only
+/// what it checks): the piece count is its layout's, and the digest that of its size, or
+/// of its tree, and its pieces.
+fn consistent(meta: &FileMeta, layout: &ItemLayout) -> bool {
+    let digest = match &meta.tree {
+        Some(tree) => {
+            meta.size == tree.total_size() && folder_digest(tree, &meta.pieces) == meta.digest
+        }
+        None => file_digest(meta.size, &meta.pieces) == meta.digest,
+    };
+    digest && meta.pieces.len() == layout.n_pieces() as usize
+}
+
 /// A resumed download whose `.part` file is not the one it created (`refused` says why)
 /// starts over in a fresh file, leaving that one alone, and says so: in the log, and on
 /// its `show_downloads` line.
 fn start_over(ctx: &Context, swarm: &Swarm, refused: &StartError) -> Result<File, StartError> {
     let dest = swarm.downloading_to().ok_or(StartError::Cancelled)?;
-    let (part, file) = part_file::create_fresh_part(&dest, swarm.meta.size)?;
+    let (part, file) = part_file::create_fresh_part(&dest, swarm.layout.part_len())?;
     let id = match PartId::of(&file) {
         Ok(id) => id,
         Err(e) => {

@@ -44,6 +44,19 @@ pub fn resolve_destination(destination: &Path, name: &FileName) -> Result<PathBu
     Ok(dest)
 }
 
+/// The final path of a folder's download (issue 23): `<destination>/<name>`, where
+/// `destination` must be a directory and nothing may be at that name yet.
+pub fn folder_destination(destination: &Path, name: &FileName) -> Result<PathBuf, StartError> {
+    if !destination.is_dir() {
+        return Err(StartError::NoDirectory(destination.display().to_string()));
+    }
+    let dest = destination.join(name.as_str());
+    if dest.symlink_metadata().is_ok() {
+        return Err(StartError::Exists(dest.display().to_string()));
+    }
+    Ok(dest)
+}
+
 /// The temporary file a download writes into, beside its destination.
 pub fn part_path(dest: &Path) -> PathBuf {
     let mut name = dest.file_name().map(|n| n.to_os_string()).unwrap_or_default();

@@ -12,6 +12,8 @@
 //! - Format 2 (issue 20): and whether the download is paused.
 //! - Format 3 (issue 21): and the identity (device, inode, birth time) of a download's
 //!   `.part` file.
+//! - Format 4 (issue 23): the metadata may be a folder's (`FileMeta::tree`); then `path`
+//!   is the folder's root directory.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -24,7 +26,7 @@ use common::{Bitfield, GroupId, UserId};
 use crate::swarm::PartId;
 
 /// The format this build writes (it reads this one and every older one).
-pub const FORMAT: u32 = 3;
+pub const FORMAT: u32 = 4;
 
 /// One share as saved.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,11 +46,46 @@ pub struct SavedShare {
     pub part_id: Option<PartId>,
 }
 
+/// Metadata as formats 1 to 3 saved it: a file's, before folders.
+#[derive(Deserialize)]
+struct FileMetaV3 {
+    name: common::FileName,
+    size: u64,
+    digest: common::Sha1Digest,
+    pieces: Vec<common::Sha1Digest>,
+}
+
+impl From<FileMetaV3> for FileMeta {
+    fn from(v3: FileMetaV3) -> FileMeta {
+        let FileMetaV3 { name, size, digest, pieces } = v3;
+        FileMeta { name, size, digest, pieces, tree: None }
+    }
+}
+
+/// A share as format 3 saved it.
+#[derive(Deserialize)]
+struct SavedShareV3 {
+    group: GroupId,
+    meta: FileMetaV3,
+    path: PathBuf,
+    have: Bitfield,
+    destination: Option<PathBuf>,
+    paused: bool,
+    part_id: Option<PartId>,
+}
+
+impl From<SavedShareV3> for SavedShare {
+    fn from(v3: SavedShareV3) -> SavedShare {
+        let SavedShareV3 { group, meta, path, have, destination, paused, part_id } = v3;
+        SavedShare { group, meta: meta.into(), path, have, destination, paused, part_id }
+    }
+}
+
 /// A share as format 2 saved it.
 #[derive(Deserialize)]
 struct SavedShareV2 {
     group: GroupId,
-    meta: FileMeta,
+    meta: FileMetaV3,
     path: PathBuf,
     have: Bitfield,
     destination: Option<PathBuf>,
@@ -58,7 +95,7 @@ struct SavedShareV2 {
 impl From<SavedShareV2> for SavedShare {
     fn from(v2: SavedShareV2) -> SavedShare {
         let SavedShareV2 { group, meta, path, have, destination, paused } = v2;
-        SavedShare { group, meta, path, have, destination, paused, part_id: None }
+        SavedShare { group, meta: meta.into(), path, have, destination, paused, part_id: None }
     }
 }
 
@@ -66,7 +103,7 @@ impl From<SavedShareV2> for SavedShare {
 #[derive(Deserialize)]
 struct SavedShareV1 {
     group: GroupId,
-    meta: FileMeta,
+    meta: FileMetaV3,
     path: PathBuf,
     have: Bitfield,
     destination: Option<PathBuf>,
@@ -75,6 +112,7 @@ struct SavedShareV1 {
 impl From<SavedShareV1> for SavedShare {
     fn from(v1: SavedShareV1) -> SavedShare {
         let SavedShareV1 { group, meta, path, have, destination } = v1;
+        let meta = meta.into();
         SavedShare { group, meta, path, have, destination, paused: false, part_id: None }
     }
 }
@@ -116,6 +154,7 @@ pub fn decode(bytes: &[u8]) -> Result<SavedUsers, DecodeError> {
     match format {
         1 => Ok(upgrade(postcard::from_bytes::<State<SavedShareV1>>(bytes)?.users)),
         2 => Ok(upgrade(postcard::from_bytes::<State<SavedShareV2>>(bytes)?.users)),
+        3 => Ok(upgrade(postcard::from_bytes::<State<SavedShareV3>>(bytes)?.users)),
         FORMAT => Ok(postcard::from_bytes::<State<SavedShare>>(bytes)?.users),
         found => Err(DecodeError::UnknownFormat { found }),
     }
@@ -139,6 +178,7 @@ mod tests {
             size: 5,
             digest: file_digest(5, &pieces),
             pieces,
+            tree: None,
         };
         let share = SavedShare {
             group: GroupId::new("g").unwrap(),
@@ -156,14 +196,16 @@ mod tests {
         bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
 
-    /// The bytes of `sample()` in `format`, as pinned: format 1 has no `paused` byte, and
+    /// The bytes of `sample()` in `format`, as pinned: format 1 has no `paused` byte,
     /// formats 1 and 2 no `.part` identity (`Some`, the device 0x801 and the inode 12, as
-    /// varints, then `Some` birth time: 3 s (zigzag) and 500 ns).
+    /// varints, then `Some` birth time: 3 s (zigzag) and 500 ns), formats 1 to 3 no tree
+    /// (`None` after the piece hashes).
     fn golden(format: u8) -> String {
         let users = sample();
         let digest = hex(&users[&UserId::new("al").unwrap()][0].meta.digest.0);
         let paused = if format >= 2 { "01" } else { "" };
         let part_id = if format >= 3 { "0181100c0106f403" } else { "" };
+        let tree = if format >= 4 { "00" } else { "" };
         format!(
             "{format:02x}\
              01\
@@ -174,6 +216,7 @@ mod tests {
              05\
              {digest}\
              01{}\
+             {tree}\
              0d2f642f612e7478742e70617274\
              010100\
              01082f642f612e747874\
@@ -190,14 +233,43 @@ mod tests {
             .collect()
     }
 
-    /// Format 3, byte for byte: a change here is a change of format, and needs a new
+    /// Format 4, byte for byte: a change here is a change of format, and needs a new
     /// `FORMAT` (and a way to read the old one).
     #[test]
-    fn format_3_golden_bytes() {
+    fn format_4_golden_bytes() {
         let users = sample();
         let bytes = encode(users.iter().map(|(u, s)| (u, s.as_slice()))).unwrap();
-        assert_eq!(hex(&bytes), golden(3));
+        assert_eq!(hex(&bytes), golden(4));
         assert_eq!(decode(&bytes).unwrap(), users);
+    }
+
+    /// A folder's share (issue 23): its tree follows the piece hashes.
+    #[test]
+    fn format_4_keeps_a_folders_tree() {
+        use common::folder::{folder_digest, Entry, EntryKind, RelPath, Tree};
+        let mut users = sample();
+        let share = &mut users.values_mut().next().unwrap()[0];
+        let entry = |path: &str, kind| Entry { path: RelPath::parse(path).unwrap(), kind };
+        let tree = Tree::new(vec![
+            entry("d", EntryKind::Dir),
+            entry("d/x", EntryKind::File { size: 5, executable: true }),
+        ])
+        .unwrap();
+        share.meta.digest = folder_digest(&tree, &share.meta.pieces);
+        share.meta.tree = Some(tree);
+        share.path = PathBuf::from("/d/a");
+        let bytes = encode(users.iter().map(|(u, s)| (u, s.as_slice()))).unwrap();
+        // `Some`, 2 entries; `d`: 1 component (`d`), a directory; `d/x`: 2 components, a file of
+        // 5 bytes, executable.
+        let tree_hex = format!("{}01{}", "ab".repeat(20), "02010164000201640178010501");
+        assert!(hex(&bytes).contains(&tree_hex), "{}", hex(&bytes));
+        assert_eq!(decode(&bytes).unwrap(), users);
+    }
+
+    /// Format 3 (before folders) is still read: every share is a file.
+    #[test]
+    fn format_3_is_still_read() {
+        assert_eq!(decode(&unhex(&golden(3))).unwrap(), sample());
     }
 
     /// Format 2 (before the `.part` identity) is still read: no identity is known.
@@ -226,10 +298,10 @@ mod tests {
     #[test]
     fn another_format_is_refused_before_the_rest_is_read() {
         let mut bytes = encode(sample().iter().map(|(u, s)| (u, s.as_slice()))).unwrap();
-        bytes[0] = 4;
+        bytes[0] = 5;
         let err = decode(&bytes).unwrap_err();
-        assert!(matches!(err, DecodeError::UnknownFormat { found: 4 }));
-        assert_eq!(err.to_string(), "it has format 4; this client reads formats 1 to 3");
+        assert!(matches!(err, DecodeError::UnknownFormat { found: 5 }));
+        assert_eq!(err.to_string(), "it has format 5; this client reads formats 1 to 4");
         // Even when what follows is not format 1's at all.
         assert!(matches!(decode(&[7, 0xff, 0xff]), Err(DecodeError::UnknownFormat { found: 7 })));
     }

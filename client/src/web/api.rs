@@ -155,12 +155,17 @@ fn read(peer: &Peer, name: &str, request: &Request) -> Result<Value, ApiError> {
             let files: Vec<Value> = files
                 .iter()
                 .map(|f| {
-                    json!({
+                    let mut row = json!({
                         "name": f.name.to_string(),
                         "size": f.size,
                         "sharers": f.n_sharers,
                         "digest": f.digest.to_string(),
-                    })
+                    });
+                    // A folder (issue 23): its file count; a file's object is as before.
+                    if let (Some(n), Some(object)) = (f.n_files, row.as_object_mut()) {
+                        object.insert("files".into(), json!(n));
+                    }
+                    row
                 })
                 .collect();
             json!({ "files": files })
@@ -220,13 +225,19 @@ fn change(peer: &Peer, name: &str, body: &Body) -> Result<Value, ApiError> {
         "upload_file" => {
             let path = std::path::PathBuf::from(body.text("path")?);
             let up = peer.upload_file(&path, &body.id("group")?, None)?;
-            json!({
+            let mut answer = json!({
                 "name": up.name.to_string(),
                 "group": up.group.to_string(),
                 "size": up.size,
                 "pieces": up.n_pieces,
                 "new_file": up.new_file,
-            })
+            });
+            // A folder (issue 23): its file count and what was left out.
+            if let (Some(n), Some(object)) = (up.n_files, answer.as_object_mut()) {
+                object.insert("files".into(), json!(n));
+                object.insert("skipped".into(), json!(up.skipped));
+            }
+            answer
         }
         "download_file" => {
             // Without a destination (or an empty one): the download directory.
@@ -235,7 +246,8 @@ fn change(peer: &Peer, name: &str, body: &Body) -> Result<Value, ApiError> {
                 Some(_) => Some(body.text("destination")?).filter(|d| !d.is_empty()),
             };
             let destination = destination.map(std::path::Path::new);
-            let dest = peer.download_file(&body.id("group")?, &body.id("file")?, destination)?;
+            let dest =
+                peer.download_file(&body.id("group")?, &body.id("file")?, None, destination)?;
             json!({ "destination": dest.display().to_string() })
         }
         "stop_share" => {

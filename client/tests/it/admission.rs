@@ -254,6 +254,7 @@ fn one_session_takes_large_frames_on_a_few_connections_and_one_key_a_few_connect
                 size: 5000 * 512 * 1024,
                 digest: common::hash::file_digest(5000 * 512 * 1024 + u64::from(n), &pieces),
                 pieces: pieces.clone(),
+                tree: None,
             },
         },
     };

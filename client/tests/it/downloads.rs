@@ -299,7 +299,13 @@ fn file_meta(path: &std::path::Path, name: &str) -> FileMeta {
     let file = std::fs::File::open(path).unwrap();
     let len = file.metadata().unwrap().len();
     let h = common::hash::hash_file(&file, len).unwrap();
-    FileMeta { name: name.parse().unwrap(), size: h.file_len, digest: h.digest, pieces: h.pieces }
+    FileMeta {
+        name: name.parse().unwrap(),
+        size: h.file_len,
+        digest: h.digest,
+        pieces: h.pieces,
+        tree: None,
+    }
 }
 
 #[test]

@@ -11,6 +11,7 @@ mod cli;
 mod downloads;
 mod durability;
 mod files;
+mod folders;
 mod groups;
 mod hostile;
 mod logins;

@@ -378,7 +378,7 @@ fn registered_addresses_are_bounded_and_checked_by_the_tracker() {
     assert_eq!(alice.call(accept), Ok(Reply::Done));
     let pieces = vec![Sha1Digest::of(b"piece")];
     let digest = common::hash::file_digest(5, &pieces);
-    let file = FileMeta { name: "f.bin".parse().unwrap(), size: 5, digest, pieces };
+    let file = FileMeta { name: "f.bin".parse().unwrap(), size: 5, digest, pieces, tree: None };
     let upload = Request::UploadFile { group: g.clone(), file };
     assert_eq!(alice.call(upload), Ok(Reply::Uploaded { new_file: true }));
 

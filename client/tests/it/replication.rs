@@ -173,6 +173,7 @@ fn a_follower_that_missed_thousands_of_writes_catches_up_by_snapshot() {
             size,
             digest: common::hash::file_digest(size, &pieces),
             pieces,
+            tree: None,
         };
         // Retried with the same request id while the leader is busy or changing, as a
         // client would (a loaded machine may delay heartbeats past an election timeout).

@@ -156,6 +156,7 @@ fn only_a_connection_in_a_session_may_send_large_frames() {
             size: 5000 * 512 * 1024,
             digest: common::hash::file_digest(5000 * 512 * 1024, &pieces),
             pieces,
+            tree: None,
         },
     };
     let request = |session| ClientMessage::Request {

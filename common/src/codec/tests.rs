@@ -26,8 +26,9 @@ fn digest() -> impl Strategy<Value = Sha1Digest> {
     any::<[u8; 20]>().prop_map(Sha1Digest)
 }
 fn file_meta() -> impl Strategy<Value = FileMeta> {
-    (file_name(), any::<u64>(), digest(), prop::collection::vec(digest(), 0..8))
-        .prop_map(|(name, size, digest, pieces)| FileMeta { name, size, digest, pieces })
+    (file_name(), any::<u64>(), digest(), prop::collection::vec(digest(), 0..8)).prop_map(
+        |(name, size, digest, pieces)| FileMeta { name, size, digest, pieces, tree: None },
+    )
 }
 
 fn bitfield() -> impl Strategy<Value = Bitfield> {
@@ -159,8 +160,14 @@ fn tracker_error() -> impl Strategy<Value = TrackerError> {
 }
 
 fn reply() -> impl Strategy<Value = Reply> {
-    let summary = (file_name(), any::<u64>(), digest(), any::<u32>())
-        .prop_map(|(name, size, digest, n_sharers)| FileSummary { name, size, digest, n_sharers });
+    let summary = (file_name(), any::<u64>(), digest(), any::<u32>(), any::<Option<u32>>())
+        .prop_map(|(name, size, digest, n_sharers, n_files)| FileSummary {
+            name,
+            size,
+            digest,
+            n_sharers,
+            n_files,
+        });
     prop_oneof![
         Just(Reply::Done),
         Just(Reply::LoggedIn),
@@ -387,7 +394,7 @@ fn wire_encodings_keep_their_bytes() {
     let id = RequestId { client: 7, seq: 9 };
     let group = GroupId::new("g").unwrap();
     let cases: Vec<(String, &str)> = vec![
-        (hex(&ClientMessage::Hello { version: PROTOCOL_VERSION }), "0006"),
+        (hex(&ClientMessage::Hello { version: PROTOCOL_VERSION }), "0007"),
         (
             hex(&ClientMessage::Request {
                 id,
@@ -456,4 +463,44 @@ fn wire_encodings_keep_their_bytes() {
     for (got, want) in &cases {
         assert_eq!(got, want);
     }
+}
+
+/// Issue 23: a folder's tree from the wire is checked as it is decoded: a path with `..`
+/// (here `xx` turned into `..` in the bytes) makes the whole message undecodable.
+#[test]
+fn a_tree_with_a_dot_dot_path_is_not_decoded() {
+    use crate::folder::{folder_digest, Entry, EntryKind, RelPath, Tree};
+    let tree = Tree::new(vec![
+        Entry { path: RelPath::parse("xx").unwrap(), kind: EntryKind::Dir },
+        Entry {
+            path: RelPath::parse("xx/f").unwrap(),
+            kind: EntryKind::File { size: 0, executable: false },
+        },
+    ])
+    .unwrap();
+    let meta = FileMeta {
+        name: FileName::new("d").unwrap(),
+        size: 0,
+        digest: folder_digest(&tree, &[]),
+        pieces: Vec::new(),
+        tree: Some(tree),
+    };
+    let msg = ClientMessage::Request {
+        id: RequestId { client: 1, seq: 1 },
+        session: None,
+        request: Request::UploadFile { group: GroupId::new("g").unwrap(), file: meta },
+    };
+    let mut bytes = Vec::new();
+    encode(&msg, &mut bytes).unwrap();
+    assert_eq!(decode::<ClientMessage>(&bytes).unwrap(), msg);
+    let mut hostile = bytes.clone();
+    let mut n = 0;
+    for at in 0..hostile.len() - 1 {
+        if &hostile[at..at + 2] == b"xx" {
+            hostile[at..at + 2].copy_from_slice(b"..");
+            n += 1;
+        }
+    }
+    assert_eq!(n, 2);
+    assert!(decode::<ClientMessage>(&hostile).is_err());
 }

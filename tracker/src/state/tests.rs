@@ -22,11 +22,32 @@ fn meta(name: &str, content: u8) -> FileMeta {
         size: 10,
         digest: file_digest(10, &pieces),
         pieces,
+        tree: None,
     }
 }
 
 /// A state with users alice (session 1), bob (session 2) and carol (session 3), and group g
 /// owned by alice.
+/// A folder `d`: `d/a` (one piece and a byte), `d/e/` (empty), `d/x` (empty, executable).
+fn folder_meta() -> FileMeta {
+    use common::folder::{Entry, EntryKind, RelPath, Tree};
+    let entry = |path: &str, kind| Entry { path: RelPath::parse(path).unwrap(), kind };
+    let tree = Tree::new(vec![
+        entry("a", EntryKind::File { size: 512 * 1024 + 1, executable: false }),
+        entry("e", EntryKind::Dir),
+        entry("x", EntryKind::File { size: 0, executable: true }),
+    ])
+    .unwrap();
+    let pieces = vec![Sha1Digest([1; 20]), Sha1Digest([2; 20])];
+    FileMeta {
+        name: FileName::new("d").unwrap(),
+        size: tree.total_size(),
+        digest: common::folder::folder_digest(&tree, &pieces),
+        pieces,
+        tree: Some(tree),
+    }
+}
+
 fn fixture() -> TrackerState {
     let mut st = TrackerState::default();
     let cred = Credential::derive(&Password::new("pw").unwrap(), 1).unwrap();
@@ -268,6 +289,41 @@ fn inconsistent_metadata_is_refused() {
     ));
 }
 
+/// Issue 23: a folder's size, piece count and digest must be its tree's; the folder is
+/// then listed with its file count.
+#[test]
+fn inconsistent_folder_metadata_is_refused() {
+    let mut st = fixture();
+    let share = |st: &mut TrackerState, meta| {
+        st.apply(&Op::ShareFile { session: token(1), group: group("g"), meta })
+    };
+    let mut bad = folder_meta();
+    bad.size += 1;
+    assert!(matches!(share(&mut st, bad), Err(TrackerError::BadFileMeta(_))));
+    let mut bad = folder_meta();
+    bad.pieces.push(Sha1Digest([3; 20]));
+    assert!(matches!(share(&mut st, bad), Err(TrackerError::BadFileMeta(_))));
+    // The digest of the same pieces as a file is not the folder's.
+    let mut bad = folder_meta();
+    bad.digest = file_digest(bad.size, &bad.pieces);
+    assert!(matches!(share(&mut st, bad), Err(TrackerError::BadFileMeta(_))));
+    // Another tree with the same pieces: the digest no longer matches.
+    let mut bad = folder_meta();
+    let mut entries = bad.tree.take().unwrap().entries().to_vec();
+    entries.pop();
+    bad.tree = Some(common::folder::Tree::new(entries).unwrap());
+    bad.size = bad.tree.as_ref().unwrap().total_size();
+    assert!(matches!(share(&mut st, bad), Err(TrackerError::BadFileMeta(_))));
+    assert_eq!(share(&mut st, folder_meta()), Ok(Reply::Uploaded { new_file: true }));
+    let Some(Ok(Reply::Files { files, .. })) =
+        st.read(Some(token(1)), &Request::ListFiles { group: group("g"), after: None }, &|_| true)
+    else {
+        panic!("list_files failed")
+    };
+    assert_eq!(files[0].n_files, Some(2));
+    assert_eq!(files[0].size, 512 * 1024 + 1);
+}
+
 #[test]
 fn file_disappears_when_its_last_sharer_stops_or_logs_out() {
     let mut st = fixture();
@@ -470,7 +526,7 @@ fn list_files_hides_files_whose_sharers_are_all_gone() {
 }
 
 /// The bytes of entries and a state as written by the current formats (`ENTRY_FORMAT`,
-/// `STATE_FORMAT`), and by format 1, which is still read. If an encoding changes (a reordered enum variant, a new field), these
+/// `STATE_FORMAT`), and by formats 1 and 2, which are still read. If an encoding changes (a reordered enum variant, a new field), these
 /// fail: bump the format and say in the change how existing data directories are handled.
 mod golden {
     use super::*;
@@ -508,6 +564,11 @@ mod golden {
                 op: Op::ShareFile { session: token(1), group: group("g"), meta: meta("f", 5) },
                 origin: origin(4),
             },
+            // Format 3 only (formats 1 and 2 had no folders).
+            LogEntry {
+                op: Op::ShareFile { session: token(1), group: group("g"), meta: folder_meta() },
+                origin: Some(Origin { id: RequestId { client: 78, seq: 1 }, fingerprint }),
+            },
         ]
     }
 
@@ -536,6 +597,26 @@ mod golden {
         let id = RequestId { client: 77, seq: 4 };
         let retry = Origin { id, fingerprint: Some([1; 32]) };
         assert_eq!(state.replied(&retry), Some(Reply::Uploaded { new_file: true }));
+    }
+
+    #[test]
+    fn format_2_entries_and_states_are_still_read() {
+        let mut state = TrackerState::default();
+        for (bytes, expected) in GOLDEN_ENTRIES_2.iter().zip(entries()) {
+            let entry = LogEntry::decode(&unhex(bytes)).unwrap();
+            assert_eq!(entry, expected);
+            state.apply_entry(&entry).unwrap();
+        }
+        assert_eq!(TrackerState::decode(&unhex(GOLDEN_STATE_2)), Ok(state));
+        // An op of format 2 is read only whole: a cut or lengthened one is damaged.
+        let share = unhex(GOLDEN_ENTRIES_2[4]);
+        assert!(matches!(
+            LogEntry::decode(&share[..share.len() - 40]),
+            Err(DecodeError::Damaged(_))
+        ));
+        let mut longer = share.clone();
+        longer.push(0);
+        assert!(matches!(LogEntry::decode(&longer), Err(DecodeError::Damaged(_))));
     }
 
     #[test]
@@ -585,14 +666,15 @@ mod golden {
         assert!(matches!(LogEntry::decode(&trailing), Err(DecodeError::Damaged(_))));
     }
 
-    const GOLDEN_ENTRIES: [&str; 5] = [
+    /// As written by format 2 (no folders).
+    const GOLDEN_ENTRIES_2: [&str; 5] = [
         "0200070707070707070707070707070707070707070707070707070707070707070700",
         "020105616c69636501010101010101010101010101010101e8070202020202020202020202020202020202020202014d01010909090909090909090909090909090909090909090909090909090909090909",
         "0202010101010101010101010101010101010101010101010101010101010101010105616c696365007f000001090101010101010101010101010101010101010101010101010101010101010101014d02010909090909090909090909090909090909090909090909090909090909090909",
         "0204016705616c696365014d03010909090909090909090909090909090909090909090909090909090909090909",
         "02090101010101010101010101010101010101010101010101010101010101010101016701660acb063d858626beedea66c7edb63c5c86d4464751010505050505050505050505050505050505050505014d04010909090909090909090909090909090909090909090909090909090909090909",
     ];
-    const GOLDEN_STATE: &str = concat!(
+    const GOLDEN_STATE_2: &str = concat!(
         "02010707070707070707070707070707070707070707070707070707070707070707014d4d040109",
         "0909090909090909090909090909090909090909090909090909090909090905010105616c696365",
         "01010101010101010101010101010101e80702020202020202020202020202020202020202020101",
@@ -600,6 +682,29 @@ mod golden {
         "010101010101010105616c696365007f000001090101010101010101010101010101010101010101",
         "01010101010101010101010101016701016601660acb063d858626beedea66c7edb63c5c86d44647",
         "51010505050505050505050505050505050505050505010101010101010101010101010101010101",
+        "010101010101010101010101010101",
+    );
+
+    const GOLDEN_ENTRIES: [&str; 6] = [
+        "0300070707070707070707070707070707070707070707070707070707070707070700",
+        "030105616c69636501010101010101010101010101010101e8070202020202020202020202020202020202020202014d01010909090909090909090909090909090909090909090909090909090909090909",
+        "0302010101010101010101010101010101010101010101010101010101010101010105616c696365007f000001090101010101010101010101010101010101010101010101010101010101010101014d02010909090909090909090909090909090909090909090909090909090909090909",
+        "0304016705616c696365014d03010909090909090909090909090909090909090909090909090909090909090909",
+        "03090101010101010101010101010101010101010101010101010101010101010101016701660acb063d858626beedea66c7edb63c5c86d446475101050505050505050505050505050505050505050500014d04010909090909090909090909090909090909090909090909090909090909090909",
+        "0309010101010101010101010101010101010101010101010101010101010101010101670164818020f3d676ba975678b4dacc6d160f1c24b673ab6db902010101010101010101010101010101010101010102020202020202020202020202020202020202020103010161018180200001016500010178010001014e01010909090909090909090909090909090909090909090909090909090909090909",
+    ];
+    const GOLDEN_STATE: &str = concat!(
+        "03010707070707070707070707070707070707070707070707070707070707070707024d4d040109",
+        "0909090909090909090909090909090909090909090909090909090909090905014e4e0101090909",
+        "090909090909090909090909090909090909090909090909090909090905010105616c6963650101",
+        "0101010101010101010101010101e807020202020202020202020202020202020202020201016705",
+        "616c6963650105616c69636500010101010101010101010101010101010101010101010101010101",
+        "01010101010105616c696365007f0000010901010101010101010101010101010101010101010101",
+        "010101010101010101010101670201640164818020f3d676ba975678b4dacc6d160f1c24b673ab6d",
+        "b9020101010101010101010101010101010101010101020202020202020202020202020202020202",
+        "02020103010161018180200001016500010178010001010101010101010101010101010101010101",
+        "010101010101010101010101010101016601660acb063d858626beedea66c7edb63c5c86d4464751",
+        "01050505050505050505050505050505050505050500010101010101010101010101010101010101",
         "010101010101010101010101010101",
     );
 

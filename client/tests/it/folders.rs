@@ -1,0 +1,246 @@
+//! Folders (issue 23): a directory shared as one item with `upload_file`, listed as
+//! `name/` by `list_files`.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use crate::support::{ClientProc, Cluster};
+
+/// alice and bob, members of group g (owned by alice).
+fn member_pair(cluster: &Cluster) -> (ClientProc, ClientProc) {
+    let mut clients = cluster.members(&["alice", "bob"], &[]);
+    let bob = clients.pop().unwrap();
+    (clients.pop().unwrap(), bob)
+}
+
+/// Bytes that differ from piece to piece and file to file.
+fn bytes(len: usize, seed: u8) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8 ^ seed).collect()
+}
+
+/// An awkward tree at `root`: sizes on and just past a piece boundary, spaces and non-ASCII
+/// names, an empty file and an empty directory, an executable, and a link pointing outside.
+/// 5 files, 1,048,601 bytes, 5 pieces.
+pub fn awkward_tree(root: &Path) {
+    std::fs::create_dir_all(root.join("sub/deep")).unwrap();
+    std::fs::create_dir(root.join("empty dir")).unwrap();
+    std::fs::write(root.join("a b.bin"), bytes(512 * 1024, 1)).unwrap();
+    std::fs::write(root.join("ünï cödé.txt"), bytes(512 * 1024 + 1, 2)).unwrap();
+    std::fs::write(root.join("empty.txt"), b"").unwrap();
+    std::fs::write(root.join("sub/run.sh"), b"#!/bin/sh\necho hello\n").unwrap();
+    std::fs::set_permissions(root.join("sub/run.sh"), std::fs::Permissions::from_mode(0o755))
+        .unwrap();
+    std::fs::write(root.join("sub/deep/x.bin"), b"xyz").unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", root.join("link")).unwrap();
+}
+
+#[test]
+fn a_folder_is_shared_and_listed_with_its_links_skipped() {
+    let (cluster, _tracker) = Cluster::with_one_tracker();
+    let (mut alice, mut bob) = member_pair(&cluster);
+    let root = cluster.dir.path().join("album");
+    awkward_tree(&root);
+    let shown = root.display().to_string();
+    let out = alice.run(&format!("upload_file '{shown}' g"));
+    assert_eq!(
+        out,
+        [
+            "uploaded album/ to group g (1048601 bytes in 5 files, 5 pieces)",
+            "skipped link: a symbolic link (links are not followed)",
+        ]
+    );
+    let listed = bob.run1("list_files g");
+    assert!(listed.starts_with("album/ 1048601 bytes in 5 files, 1 sharer, digest "), "{listed}");
+    // The same folder from bob makes him one more sharer.
+    let copy = cluster.dir.path().join("copy/album");
+    awkward_tree(&copy);
+    let out = bob.run(&format!("upload_file {} g", copy.display()));
+    assert_eq!(out[0], "sharing album/ in group g (same content already there)");
+    assert!(bob.run1("list_files g").contains(", 2 sharers, "));
+}
+
+/// Every entry under `root`, as (path, kind, owner's executable bit, bytes), sorted; links
+/// are left out (they are not shared).
+fn listing(root: &Path) -> Vec<(String, &'static str, bool, Vec<u8>)> {
+    let mut out = Vec::new();
+    for item in walk(root) {
+        let meta = std::fs::symlink_metadata(&item).unwrap();
+        let rel = item.strip_prefix(root).unwrap().display().to_string();
+        if meta.is_dir() {
+            out.push((rel, "dir", false, Vec::new()));
+        } else if meta.is_file() {
+            let exec = meta.permissions().mode() & 0o100 != 0;
+            out.push((rel, "file", exec, std::fs::read(&item).unwrap()));
+        }
+    }
+    out.sort();
+    out
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut all = Vec::new();
+    for item in std::fs::read_dir(dir).unwrap() {
+        let path = item.unwrap().path();
+        if std::fs::symlink_metadata(&path).unwrap().is_dir() {
+            all.extend(walk(&path));
+        }
+        all.push(path);
+    }
+    all
+}
+
+/// Issue 23: a folder downloaded whole from two seeders at once is the same tree, byte for
+/// byte, with the same executable bits, its empty file and empty directory, and no link;
+/// it appears under its final name only when complete, and the downloader then shares it.
+#[test]
+fn a_folder_is_downloaded_whole_from_two_seeders() {
+    let (cluster, _tracker) = Cluster::with_one_tracker();
+    // Each seeder serves at most 4 MB/s, so the pieces spread over both.
+    let mut c = cluster.members(&["s1", "s2", "leech"], &["--max-upload-rate", "4000000"]);
+    let mut roots = Vec::new();
+    for (i, seeder) in c.iter_mut().take(2).enumerate() {
+        let root = cluster.path(&format!("copy{i}/album"));
+        awkward_tree(&root);
+        std::fs::write(root.join("sub/big.bin"), bytes(4 * 1024 * 1024 + 5, 3)).unwrap();
+        let out = seeder.run(&format!("upload_file {} g", root.display()));
+        let expected = match i {
+            0 => "uploaded album/ to group g (5242910 bytes in 6 files, 14 pieces)",
+            _ => "sharing album/ in group g (same content already there)",
+        };
+        assert_eq!(out[0], expected);
+        roots.push(root);
+    }
+    let out = cluster.path("out");
+    std::fs::create_dir(&out).unwrap();
+    c[2].err("download_file g album", "album is a folder; download_file g album/ fetches it");
+    c[2].ok(
+        &format!("download_file g album/ {}", out.display()),
+        &format!("downloading album/ from group g to {}", out.join("album").display()),
+    );
+    let done = c[2].wait_downloads_json();
+    assert_eq!(done.len(), 1, "{done:?}");
+    assert!(done[0].is_complete("album"), "{done:?}");
+    let counts = &done[0].from_peers;
+    assert_eq!(counts.values().sum::<u32>(), 14, "{done:?}");
+    assert!(counts.len() >= 2, "pieces came from one peer only: {done:?}");
+    let got = listing(&out.join("album"));
+    assert_eq!(got, listing(&roots[0]));
+    assert!(got.iter().any(|(p, kind, ..)| p == "empty dir" && *kind == "dir"));
+    assert!(got.iter().any(|(p, _, exec, _)| p == "sub/run.sh" && *exec));
+    assert!(!out.join("album/link").exists() && out.join("album/link").symlink_metadata().is_err());
+    // Nothing else is left beside it: no `.part` file, no staging directory.
+    let beside: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(beside, ["album"]);
+    // The downloader shares it now: a third peer can get it from there alone.
+    c[2].run1_until("list_files g", ", 3 sharers, ");
+}
+
+/// Issue 23: what the folder syntax cannot fetch is refused with a clear error.
+#[test]
+fn folder_downloads_that_cannot_be_done_are_refused() {
+    let (cluster, _tracker) = Cluster::with_one_tracker();
+    let (mut alice, mut bob) = member_pair(&cluster);
+    let root = cluster.path("album");
+    awkward_tree(&root);
+    alice.run(&format!("upload_file {} g", root.display()));
+    let f = cluster.path("f.txt");
+    std::fs::write(&f, b"x").unwrap();
+    alice.run(&format!("upload_file {} g", f.display()));
+    let out = cluster.path("out");
+    std::fs::create_dir(&out).unwrap();
+    let to = out.display();
+    bob.err(
+        &format!("download_file g f.txt/ {to}"),
+        "f.txt is a file, not a folder; download_file g f.txt fetches it",
+    );
+    bob.err(
+        &format!("download_file g album/sub/ {to}"),
+        "this client cannot download part of a folder (album/sub/) yet; download_file g album/ fetches all of it",
+    );
+    let line = bob.run1(&format!("download_file g album/../x {to}"));
+    assert!(line.starts_with("error: invalid path 'album/../x': "), "{line}");
+    std::fs::create_dir(out.join("album")).unwrap();
+    bob.err(
+        &format!("download_file g album/ {to}"),
+        &format!(
+            "{} already exists; remove it or choose another destination",
+            out.join("album").display()
+        ),
+    );
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1);
+}
+
+/// Issue 23, hostile metadata: a tracker refuses a folder whose size, piece count or digest
+/// is not its tree's, as it refuses an inconsistent file (a tree with `..` cannot even be
+/// decoded: `common`'s codec tests).
+#[test]
+fn the_tracker_refuses_inconsistent_folder_metadata() {
+    use common::folder::{folder_digest, Entry, EntryKind, RelPath, Tree};
+    use common::message::{FileMeta, Reply, Request, TrackerError};
+    use common::{FileName, GroupId, Sha1Digest};
+    let (cluster, tracker) = Cluster::with_one_tracker();
+    let mut c = cluster.client("c");
+    c.sign_up("alice");
+    c.ok("create_group g", "created group g");
+    let mut alice = crate::support::RawSession::connect(&cluster, &tracker);
+    alice.login("alice", "127.0.0.1:9".parse().unwrap());
+    let entry = |path: &str, kind| Entry { path: RelPath::parse(path).unwrap(), kind };
+    let tree = Tree::new(vec![
+        entry("a", EntryKind::File { size: 512 * 1024 + 1, executable: false }),
+        entry("d", EntryKind::Dir),
+    ])
+    .unwrap();
+    let pieces = vec![Sha1Digest([1; 20]), Sha1Digest([2; 20])];
+    let good = FileMeta {
+        name: FileName::new("d").unwrap(),
+        size: tree.total_size(),
+        digest: folder_digest(&tree, &pieces),
+        pieces,
+        tree: Some(tree),
+    };
+    let share = |meta| Request::UploadFile { group: GroupId::new("g").unwrap(), file: meta };
+    let mut bad = Vec::new();
+    let mut m = good.clone();
+    m.size -= 1;
+    bad.push(m);
+    let mut m = good.clone();
+    m.pieces.pop();
+    bad.push(m);
+    let mut m = good.clone();
+    m.digest = common::hash::file_digest(m.size, &m.pieces);
+    bad.push(m);
+    let mut m = good.clone();
+    m.pieces[1] = Sha1Digest([3; 20]);
+    bad.push(m);
+    for meta in bad {
+        let answer = alice.call(share(meta.clone()));
+        assert!(matches!(answer, Err(TrackerError::BadFileMeta(_))), "{meta:?}: {answer:?}");
+    }
+    assert!(c.run("list_files g").is_empty());
+    assert_eq!(alice.call(share(good)), Ok(Reply::Uploaded { new_file: true }));
+}
+
+/// Issue 23: a folder's download is saved with its tree before `download_file` answers, so
+/// a downloader killed at once resumes it after a restart and completes it.
+#[test]
+fn a_killed_folder_download_resumes_after_a_restart() {
+    let (cluster, _tracker) = Cluster::with_one_tracker();
+    let mut c = cluster.members(&["seed", "leech"], &["--max-upload-rate", "1000000"]);
+    let root = cluster.path("album");
+    awkward_tree(&root);
+    c[0].run(&format!("upload_file {} g", root.display()));
+    let out = cluster.path("out");
+    std::fs::create_dir(&out).unwrap();
+    c[1].run1(&format!("download_file g album/ {}", out.display()));
+    c[1].kill();
+    assert!(!out.join("album").exists());
+
+    let mut leech = cluster.client("leech");
+    leech.resumed("leech");
+    let done = leech.wait_downloads_json();
+    assert_eq!(done.len(), 1, "{done:?}");
+    assert!(done[0].is_complete("album"), "{done:?}");
+    assert_eq!(listing(&out.join("album")), listing(&root));
+    let beside: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(beside, ["album"]);
+}
