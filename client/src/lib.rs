@@ -330,14 +330,17 @@ fn heartbeat_once(
                 registry.remove_group(&group);
                 registry.save();
                 match group_exists(tracker, &group) {
-                Some(false) => {
-                    known.remove_group(&group);
-                    format!("notice: group {group} was removed (you left it in another session)")
+                    Some(false) => {
+                        known.remove_group(&group);
+                        format!(
+                            "notice: group {group} was removed (you left it in another session)"
+                        )
+                    }
+                    _ => format!(
+                        "notice: you are no longer a member of group {group} (you left it in \
+                         another session, or its owner removed you)"
+                    ),
                 }
-                _ => format!(
-                    "notice: you are no longer a member of group {group} (you left it in another session, or its owner removed you)"
-                ),
-            }
             }
             Change::JoinRequest { group, user } => {
                 format!("notice: {user} asks to join group {group}; accept_request {group} {user}")

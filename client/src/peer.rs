@@ -64,8 +64,6 @@ pub enum CommandError {
     Transfer(#[from] FindError),
     #[error("the session of {user} ended at the trackers (logged out elsewhere, or silent too long); login {user} <passwd> to log in again")]
     SessionEnded { user: UserId },
-    #[error("this peer now listens on {now}, not on {then} as when {user} logged in (that port was taken); login {user} <passwd> to log in again")]
-    SessionMoved { user: UserId, then: SocketAddr, now: SocketAddr },
     #[error("cannot resume the session of {user} now ({reason}); it is kept for the next start, or login {user} <passwd>")]
     SessionNotResumed { user: UserId, reason: String },
 }
@@ -296,46 +294,28 @@ impl Peer {
     /// At start: logs in again with the session kept by the last run (`exit` and signals
     /// keep it), without the password, and shares and downloads as after a `login`. A
     /// session announced from another address (its port was taken meanwhile) is moved to
-    /// this one; a session the trackers ended, or one that cannot be moved, is forgotten;
-    /// one that cannot be checked now (no tracker reachable) is kept.
+    /// this one; a session the trackers ended is forgotten; one that cannot be checked now
+    /// (no tracker reachable) is kept.
     pub fn resume_session(&self, saved: SavedSession) -> Result<(), CommandError> {
         let _changing = self.session_change.lock();
         let SavedSession { user, token, peer_addr } = saved;
         self.ctx.tracker.set_login(Some(Login { user: user.clone(), session: token }));
-        let checked = self.ctx.tracker.call(Request::Heartbeat { known: None });
+        // A session announced from a port taken meanwhile moves to this one (issue 20);
+        // either request says whether the trackers still hold it.
         let moved = peer_addr != self.listen_addr;
-        match checked {
-            Ok(Reply::Alive { .. }) if moved => {
-                // Other peers must be sent to the new address.
-                let moving = Request::MoveSession { peer_addr: self.listen_addr };
-                match self.ctx.tracker.call(moving) {
-                    Ok(_) => {
-                        log::info!(
-                            "the session of {user} moved from {peer_addr} to {} (that port was taken)",
-                            self.listen_addr
-                        );
-                        self.keep_session(&user, token);
-                        self.watch_memberships(token);
-                        self.resume_shares(&user);
-                        Ok(())
-                    }
-                    Err(e) => {
-                        // Other peers would be sent to the old address: end it, and say so.
-                        log::warn!("cannot move the session to {}: {e}", self.listen_addr);
-                        if let Err(e) = self.ctx.tracker.call(Request::Logout) {
-                            log::warn!("cannot end the session announced from {peer_addr}: {e}");
-                        }
-                        self.ctx.tracker.set_login(None);
-                        self.forget_session();
-                        Err(CommandError::SessionMoved {
-                            user,
-                            then: peer_addr,
-                            now: self.listen_addr,
-                        })
-                    }
+        let check = match moved {
+            true => Request::MoveSession { peer_addr: self.listen_addr },
+            false => Request::Heartbeat { known: None },
+        };
+        match self.ctx.tracker.call(check) {
+            Ok(Reply::Alive { .. } | Reply::Done) => {
+                if moved {
+                    log::info!(
+                        "the session of {user} moved from {peer_addr} to {} (that port was taken)",
+                        self.listen_addr
+                    );
+                    self.keep_session(&user, token);
                 }
-            }
-            Ok(Reply::Alive { .. }) => {
                 self.watch_memberships(token);
                 self.resume_shares(&user);
                 Ok(())
@@ -706,19 +686,7 @@ fn describe_file(path: &Path) -> Result<(FileMeta, FileStamp), CommandError> {
         return Err(CommandError::NotAFile(shown));
     }
     let stamp = FileStamp::of(&file).map_err(file_error)?;
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| CommandError::BadFileName {
-            path: shown.clone(),
-            reason: "not UTF-8".to_string(),
-        })
-        .and_then(|n| {
-            FileName::new(n).map_err(|e| CommandError::BadFileName {
-                path: shown.clone(),
-                reason: e.to_string(),
-            })
-        })?;
+    let name = base_name(path)?;
     let hashes = hash_file(&file, metadata.len()).map_err(|e| match e {
         HashFileError::Io(e) => file_error(e),
         other => CommandError::File { path: shown.clone(), reason: other.to_string() },
@@ -735,6 +703,14 @@ fn describe_file(path: &Path) -> Result<(FileMeta, FileStamp), CommandError> {
     ))
 }
 
+/// The name `path`'s last component is shared under (a file's or a folder's).
+fn base_name(path: &Path) -> Result<FileName, CommandError> {
+    let bad =
+        |reason: String| CommandError::BadFileName { path: path.display().to_string(), reason };
+    let text = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| bad("not UTF-8".into()))?;
+    FileName::new(text).map_err(|e| bad(e.to_string()))
+}
+
 /// Room left in a frame for the request around a folder's metadata (ids, group, session).
 const FRAME_HEADROOM: usize = 4096;
 
@@ -742,19 +718,7 @@ const FRAME_HEADROOM: usize = 4096;
 /// after it; also returns a line for each entry left out.
 fn describe_folder(path: &Path) -> Result<(FileMeta, Vec<String>), CommandError> {
     let shown = path.display().to_string();
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| CommandError::BadFileName {
-            path: shown.clone(),
-            reason: "not UTF-8".to_string(),
-        })
-        .and_then(|n| {
-            FileName::new(n).map_err(|e| CommandError::BadFileName {
-                path: shown.clone(),
-                reason: e.to_string(),
-            })
-        })?;
+    let name = base_name(path)?;
     let folder_error =
         |e: ScanError| CommandError::Folder { path: shown.clone(), reason: e.to_string() };
     let scanned = folder_scan::scan(path).map_err(folder_error)?;

@@ -68,25 +68,10 @@ impl Origin {
     }
 }
 
-/// What format 1 wrote, read to upgrade a data directory in place. Its ops are read as
-/// format 2's (`format2::take_op`).
-mod format1 {
-    use super::*;
-
-    #[derive(Deserialize)]
-    pub struct TrackerState {
-        pub secret: Option<TicketSecret>,
-        pub last_replies: BTreeMap<u64, (u64, Reply)>,
-        pub users: BTreeMap<UserId, Credential>,
-        pub groups: BTreeMap<GroupId, Group>,
-        pub sessions: BTreeMap<SessionId, Session>,
-        pub files: BTreeMap<GroupId, BTreeMap<FileName, format2::FileRecord>>,
-    }
-}
-
-/// What formats 1 and 2 wrote of files: a `FileMeta` without its tree (there were no
-/// folders). Only `Op::ShareFile` holds one, so the other ops of those formats read as
-/// this format's. (A stored `Reply` never holds one: `FileInfo` answers a read.)
+/// What formats 1 and 2 wrote, read to upgrade a data directory in place: a `FileMeta`
+/// without its tree (there were no folders), and format 1's replies recorded by sequence
+/// number alone. Only `Op::ShareFile` holds a `FileMeta`, so the other ops of those formats
+/// read as this format's. (A stored `Reply` never holds one: `FileInfo` answers a read.)
 mod format2 {
     use super::*;
 
@@ -132,14 +117,39 @@ mod format2 {
         pub origin: Option<Origin>,
     }
 
+    /// A state as formats 1 and 2 wrote it: `R` is how a client's last reply was recorded
+    /// (format 1: `(seq, Reply)`; format 2: `(Origin, Reply)`, as now).
     #[derive(Deserialize)]
-    pub struct TrackerState {
-        pub secret: Option<TicketSecret>,
-        pub last_replies: BTreeMap<u64, (Origin, Reply)>,
-        pub users: BTreeMap<UserId, Credential>,
-        pub groups: BTreeMap<GroupId, Group>,
-        pub sessions: BTreeMap<SessionId, Session>,
-        pub files: BTreeMap<GroupId, BTreeMap<FileName, FileRecord>>,
+    pub struct TrackerState<R> {
+        secret: Option<TicketSecret>,
+        last_replies: BTreeMap<u64, R>,
+        users: BTreeMap<UserId, Credential>,
+        groups: BTreeMap<GroupId, Group>,
+        sessions: BTreeMap<SessionId, Session>,
+        files: BTreeMap<GroupId, BTreeMap<FileName, FileRecord>>,
+    }
+
+    impl<R> TrackerState<R> {
+        /// This state in today's form, each client's last reply recorded by `reply`
+        /// (the derived indexes are left for `decode` to build).
+        pub fn upgrade(
+            self,
+            reply: impl Fn(u64, R) -> (Origin, Reply),
+        ) -> crate::state::TrackerState {
+            crate::state::TrackerState {
+                secret: self.secret,
+                last_replies: self
+                    .last_replies
+                    .into_iter()
+                    .map(|(c, r)| (c, reply(c, r)))
+                    .collect(),
+                users: self.users,
+                groups: self.groups,
+                sessions: self.sessions,
+                files: files(self.files),
+                ..Default::default()
+            }
+        }
     }
 
     /// Reads an op of format 1 or 2 from the start of `bytes`, and what follows it.
@@ -757,42 +767,16 @@ impl TrackerState {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<TrackerState, DecodeError> {
-        let mut state: TrackerState = if bytes.first() == Some(&1) {
-            let old: format1::TrackerState = unversioned(1, bytes)?;
-            let last_replies = old
-                .last_replies
-                .into_iter()
-                .map(|(client, (seq, reply))| {
+        let mut state: TrackerState = match bytes.first() {
+            Some(1) => unversioned::<format2::TrackerState<(u64, Reply)>>(1, bytes)?.upgrade(
+                |client, (seq, reply)| {
                     let id = RequestId { client, seq };
-                    (client, (Origin { id, fingerprint: None }, reply))
-                })
-                .collect();
-            TrackerState {
-                secret: old.secret,
-                last_replies,
-                users: old.users,
-                groups: old.groups,
-                sessions: old.sessions,
-                files: format2::files(old.files),
-                groups_of: BTreeMap::new(),
-                keys: BTreeMap::new(),
-                sessions_by_user: BTreeMap::new(),
-            }
-        } else if bytes.first() == Some(&2) {
-            let old: format2::TrackerState = unversioned(2, bytes)?;
-            TrackerState {
-                secret: old.secret,
-                last_replies: old.last_replies,
-                users: old.users,
-                groups: old.groups,
-                sessions: old.sessions,
-                files: format2::files(old.files),
-                groups_of: BTreeMap::new(),
-                keys: BTreeMap::new(),
-                sessions_by_user: BTreeMap::new(),
-            }
-        } else {
-            unversioned(STATE_FORMAT, bytes)?
+                    (Origin { id, fingerprint: None }, reply)
+                },
+            ),
+            Some(2) => unversioned::<format2::TrackerState<(Origin, Reply)>>(2, bytes)?
+                .upgrade(|_, record| record),
+            _ => unversioned(STATE_FORMAT, bytes)?,
         };
         state.groups_of = index_groups(&state.groups);
         state.reindex_sessions();

@@ -222,6 +222,13 @@ fn quiet(command: &mut std::process::Command) -> bool {
 /// downloader (no piece, as before port mapping), until it runs with port mapping: the
 /// router (miniupnpd) grants a mapping, the downloader reaches the seeder through it, and
 /// the mapping is gone once the seeder stopped on SIGTERM.
+/// A seeder in the home network behind the router, with `extra` options.
+fn home_seed(lab: &Lab, cluster: &Cluster, extra: &[&str]) -> ClientProc {
+    let listen = format!("{HOME_HOST}:0");
+    let home = lab.ns("home");
+    ClientProc::start_at(Some(&home), &listen, &cluster.info, &cluster.path("seed"), extra, &[])
+}
+
 /// A downloader on the public network, member of group `g`, which `seed` creates.
 fn public_leech_in_group_of(lab: &Lab, cluster: &Cluster, seed: &mut ClientProc) -> ClientProc {
     let mut leech = ClientProc::start_at(
@@ -249,11 +256,7 @@ fn behind_a_upnp_router_a_seeder_is_reached_through_its_mapping() {
     lab.start_miniupnpd(true);
     let cluster = lab.cluster();
     let _tracker = cluster.start_all();
-    let home = lab.ns("home");
-    let start_seed = |extra: &[&str]| {
-        let listen = format!("{HOME_HOST}:0");
-        ClientProc::start_at(Some(&home), &listen, &cluster.info, &cluster.path("seed"), extra, &[])
-    };
+    let start_seed = |extra: &[&str]| home_seed(&lab, &cluster, extra);
     let mut seed = start_seed(&["--no-port-mapping"]);
     let port = seed.listen.port();
     let mut leech = public_leech_in_group_of(&lab, &cluster, &mut seed);
@@ -315,15 +318,7 @@ fn behind_a_pcp_router_a_seeder_is_reached_through_its_mapping() {
     lab.start_miniupnpd(false);
     let cluster = lab.cluster();
     let _tracker = cluster.start_all();
-    let listen = format!("{HOME_HOST}:0");
-    let mut seed = ClientProc::start_at(
-        Some(&lab.ns("home")),
-        &listen,
-        &cluster.info,
-        &cluster.path("seed"),
-        &[],
-        &[],
-    );
+    let mut seed = home_seed(&lab, &cluster, &[]);
     let port = seed.listen.port();
     let mut leech = public_leech_in_group_of(&lab, &cluster, &mut seed);
     seed.wait_log(&format!(

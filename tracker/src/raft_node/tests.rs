@@ -216,20 +216,7 @@ fn a_restarted_node_rebuilds_its_state_from_snapshot_and_log_and_catches_up() {
     let log = Log::default();
     {
         let store = RaftStore::open(&path).unwrap();
-        let node = RaftNode::start(
-            1,
-            &[1],
-            store,
-            Box::new(log.clone()),
-            Box::new(Nowhere),
-            NodeOptions::default(),
-        )
-        .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while node.status().role != StateRole::Leader {
-            assert!(Instant::now() < deadline, "a group of one elects itself");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let node = lone_leader(store, &log, "a group of one elects itself");
         for i in 0..5 {
             let answer = node.propose(format!("e{i}").into_bytes());
             answer.recv_timeout(Duration::from_secs(5)).unwrap().unwrap();
@@ -243,20 +230,7 @@ fn a_restarted_node_rebuilds_its_state_from_snapshot_and_log_and_catches_up() {
     }
     let rebuilt = Log::default();
     let store = RaftStore::open(&path).unwrap();
-    let node = RaftNode::start(
-        1,
-        &[1],
-        store,
-        Box::new(rebuilt.clone()),
-        Box::new(Nowhere),
-        NodeOptions::default(),
-    )
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while node.status().role != StateRole::Leader {
-        assert!(Instant::now() < deadline, "the node leads again after a restart");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let node = lone_leader(store, &rebuilt, "the node leads again after a restart");
     let answer = node.propose(b"after".to_vec());
     let (index, ()) = answer.recv_timeout(Duration::from_secs(5)).unwrap().unwrap();
     let before: Vec<Vec<u8>> = log.0.lock().iter().map(|(_, d)| d.clone()).collect();
@@ -277,20 +251,7 @@ fn the_driver_snapshots_off_its_thread_and_records_the_generation() {
     let log = Log::default();
     {
         let store = RaftStore::open(&path).unwrap();
-        let node = RaftNode::start(
-            1,
-            &[1],
-            store,
-            Box::new(log.clone()),
-            Box::new(Nowhere),
-            NodeOptions::default(),
-        )
-        .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while node.status().role != StateRole::Leader {
-            assert!(Instant::now() < deadline, "a group of one elects itself");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let node = lone_leader(store, &log, "a group of one elects itself");
         // In batches (each one Ready, one fsync), well past a snapshot's worth.
         let n = COMPACT_AFTER + 500;
         for batch in 0..n.div_ceil(500) {
@@ -322,6 +283,19 @@ fn the_driver_snapshots_off_its_thread_and_records_the_generation() {
     let in_snapshot: Applied = postcard::from_bytes(&snapshot.data).unwrap();
     assert_eq!(in_snapshot.len() as u64, snapshot.get_metadata().index - 1, "one empty entry");
     assert_eq!(in_snapshot[..], log.0.lock()[..in_snapshot.len()], "the state as of its index");
+}
+
+/// A group of one on `store`, applying to `log`, once it leads (`what` says why it must).
+fn lone_leader(store: RaftStore, log: &Log, what: &str) -> RaftNode<()> {
+    let options = NodeOptions::default();
+    let node =
+        RaftNode::start(1, &[1], store, Box::new(log.clone()), Box::new(Nowhere), options).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while node.status().role != StateRole::Leader {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    node
 }
 
 /// A transport for a group of one.
