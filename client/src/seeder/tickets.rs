@@ -11,7 +11,10 @@
 //! `REFUSED_COST` more (a debt it pays back at its own rate): a forger on one address gets
 //! about one question every `REFUSED_COST / SOURCE_CHECKS_PER_SEC` seconds, and the
 //! overall budget is left to everyone else. Real members' tickets are never refused, so
-//! they never pay it.
+//! they never pay it. A refusal is charged when the tracker's answer lands: from a full
+//! budget, the questions a forger has in flight at that moment (one per connection it
+//! holds, so at most `admission::MAX_ADMITTED_PER_ADDRESS`) are asked before the debt
+//! shows; after that the debt keeps it to its rate.
 //!
 //! Invariant: a ticket is accepted unasked only if the tracker confirmed that whole ticket
 //! and it has not expired; every memory is bounded (`MAX_APPROVED`, `MAX_REFUSED`,
