@@ -47,11 +47,17 @@ write_tracker_info() {
 
 # start_tracker ID [OPTIONS...]: starts tracker ID with its data in $WORK/trackerID.
 # Every peer of a local swarm signs up from 127.0.0.1: no per-address sign-up limit.
-start_tracker() {
-    local id=$1
-    shift
+start_tracker() { start_tracker_in "" "$@"; }
+
+# start_tracker_in NETNS ID [OPTIONS...]: start_tracker inside network namespace NETNS
+# (the caller's own if empty).
+start_tracker_in() {
+    local netns=$1 id=$2
+    shift 2
+    local in=()
+    [[ -z $netns ]] || in=(ip netns exec "$netns")
     : >"$WORK/tracker$id.out"
-    "$BIN/tracker" "$WORK/tracker_info.txt" "$id" --data-dir "$WORK/tracker$id" \
+    "${in[@]}" "$BIN/tracker" "$WORK/tracker_info.txt" "$id" --data-dir "$WORK/tracker$id" \
         --signups-per-ip-per-hour 0 "$@" \
         </dev/null >>"$WORK/tracker$id.out" 2>>"$WORK/tracker$id.log" &
     PID[tracker$id]=$!
@@ -93,14 +99,21 @@ kill9() {
     close_fd "$name"
 }
 
-# start_peer NAME [OPTIONS...]: a client reading commands from the FIFO $WORK/NAME.in,
-# its output in $WORK/NAME.out, its state in $WORK/NAME.
-start_peer() {
-    local name=$1
-    shift
+# start_peer NAME [OPTIONS...]: a client on 127.0.0.1 reading commands from the FIFO
+# $WORK/NAME.in, its output in $WORK/NAME.out, its state in $WORK/NAME.
+start_peer() { start_peer_in "" 127.0.0.1:0 "$@"; }
+
+# start_peer_in NETNS LISTEN NAME [OPTIONS...]: start_peer inside network namespace NETNS
+# (the caller's own if empty), listening on LISTEN. `ip netns exec` execs the client, so
+# PID[NAME] is the client's own.
+start_peer_in() {
+    local netns=$1 listen=$2 name=$3
+    shift 3
+    local in=()
+    [[ -z $netns ]] || in=(ip netns exec "$netns")
     [[ -p $WORK/$name.in ]] || mkfifo "$WORK/$name.in"
     : >"$WORK/$name.out"
-    "$BIN/client" 127.0.0.1:0 "$WORK/tracker_info.txt" --state-dir "$WORK/$name" "$@" \
+    "${in[@]}" "$BIN/client" "$listen" "$WORK/tracker_info.txt" --state-dir "$WORK/$name" "$@" \
         <"$WORK/$name.in" >>"$WORK/$name.out" 2>>"$WORK/$name.log" &
     PID[$name]=$!
     local fd
