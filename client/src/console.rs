@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use crate::command::{Command, COMMANDS};
-use crate::download::record::{DownloadRecord, DownloadState, FinishHook};
+use crate::download::record::{DownloadRecord, DownloadState};
 use crate::interrupt::Interrupt;
 use crate::peer::{CommandError, Peer};
 use crate::progress;
@@ -54,11 +54,6 @@ impl Console {
     /// The peer this console drives.
     pub fn peer(&self) -> &Peer {
         &self.peer
-    }
-
-    /// Calls `hook` each time a download finishes (`None`: no more).
-    pub fn on_download_finished(&self, hook: Option<FinishHook>) {
-        self.peer.on_download_finished(hook);
     }
 
     /// Runs one command, appending its output lines to `out`. Ctrl-C while it runs makes

@@ -219,6 +219,12 @@ pub fn run(config: Config) -> Result<(), RunError> {
         Some(session_path.clone()),
         download_dir,
     ));
+    // Each download that ends is a notice (its `show_downloads` line) for whoever shows
+    // them: the terminal's REPL and attached ones.
+    peer.on_download_finished(Some(Box::new({
+        let notices = Arc::clone(&notices);
+        move |record| notices.send(record.line_for(true))
+    })));
     let mut console = Console::new(Arc::clone(&peer), interrupt);
     let dashboard = match web {
         Some(addr) => {
@@ -246,16 +252,17 @@ pub fn run(config: Config) -> Result<(), RunError> {
     // Attached REPLs (`client --attach`): the same `Peer`, through a Unix socket.
     // Without it (a state directory whose path is too long for a Unix socket, 107 bytes),
     // the client runs on: only `--attach` is missing, which says so.
-    let control = match attach::ControlSocket::start(&state_dir, Arc::clone(&peer)) {
-        Ok(control) => Some(control),
-        Err(e) => {
-            log::warn!(
-                "no control socket in {} ({e}): --attach cannot reach this client",
-                state_dir.display()
-            );
-            None
-        }
-    };
+    let control =
+        match attach::ControlSocket::start(&state_dir, Arc::clone(&peer), Arc::clone(&notices)) {
+            Ok(control) => Some(control),
+            Err(e) => {
+                log::warn!(
+                    "no control socket in {} ({e}): --attach cannot reach this client",
+                    state_dir.display()
+                );
+                None
+            }
+        };
     let result = match stop_signals {
         Some(mut signals) => {
             // Service mode: no REPL; serve until told to stop.

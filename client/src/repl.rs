@@ -14,7 +14,7 @@ use rustyline::error::ReadlineError;
 use crate::command;
 use crate::completion::ReplHelper;
 use crate::console::{Console, Flow};
-use crate::notice::Notices;
+use crate::notice::{Notices, Subscription};
 
 /// The line editor on a terminal, completing with `ReplHelper`.
 type Editor = rustyline::Editor<ReplHelper, rustyline::history::DefaultHistory>;
@@ -95,7 +95,7 @@ fn run_terminal(console: &mut Console, history: &Path, notices: &Arc<Notices>) -
     let mut editor: Editor =
         rustyline::Editor::with_config(rustyline::Config::default()).map_err(io::Error::other)?;
     editor.set_helper(Some(ReplHelper::new(console.peer().known())));
-    let printer = start_notices(&mut editor, console, notices);
+    let printer = start_notices(&mut editor, notices);
     console.set_terminal(true);
     // A missing history file is normal on first use.
     let _ = editor.load_history(history);
@@ -126,10 +126,9 @@ fn run_terminal(console: &mut Console, history: &Path, notices: &Arc<Notices>) -
     if let Err(e) = editor.save_history(history) {
         log::warn!("cannot save history to {}: {e}", history.display());
     }
-    // Dropping the hook and the sink drops the notices' senders, which ends their thread.
-    console.on_download_finished(None);
-    notices.set_sink(None);
-    if let Some(printer) = printer {
+    // Dropping the subscription drops the notices' sender, which ends their thread.
+    if let Some((subscription, printer)) = printer {
+        drop(subscription);
         let _ = printer.join();
     }
     Ok(())
@@ -139,12 +138,11 @@ fn run_terminal(console: &mut Console, history: &Path, notices: &Arc<Notices>) -
 /// (rustyline's external printer), or between a command's lines while one runs (issue 10):
 /// each download that finishes prints its `show_downloads` line, and the heartbeat tells
 /// of changes in the user's groups. A thread of its own prints them, so neither a download
-/// nor a heartbeat ever waits on the terminal.
+/// nor a heartbeat ever waits on the terminal; it ends when the subscription is dropped.
 fn start_notices(
     editor: &mut Editor,
-    console: &Console,
     notices: &Arc<Notices>,
-) -> Option<std::thread::JoinHandle<()>> {
+) -> Option<(Subscription, std::thread::JoinHandle<()>)> {
     use rustyline::ExternalPrinter as _;
     let mut printer = match editor.create_external_printer() {
         Ok(printer) => printer,
@@ -153,23 +151,17 @@ fn start_notices(
             return None;
         }
     };
-    let (notice_tx, notice_rx) = crossbeam_channel::unbounded::<String>();
+    let subscription = notices.subscribe()?;
+    let receiver = subscription.receiver.clone();
     let thread = std::thread::Builder::new().name("notices".into()).spawn(move || {
-        for notice in notice_rx {
-            if let Err(e) = printer.print(notice) {
+        for notice in receiver {
+            if let Err(e) = printer.print(format!("{notice}\n")) {
                 log::warn!("cannot print a notice: {e}");
             }
         }
     });
     match thread {
-        Ok(handle) => {
-            notices.set_sink(Some(notice_tx));
-            let notices = Arc::clone(notices);
-            console.on_download_finished(Some(Box::new(move |record| {
-                notices.send(record.line_for(true));
-            })));
-            Some(handle)
-        }
+        Ok(handle) => Some((subscription, handle)),
         Err(e) => {
             log::warn!("no notices: {e}");
             None

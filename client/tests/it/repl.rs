@@ -671,3 +671,47 @@ fn on_a_terminal_a_command_without_a_majority_says_it_waits_and_typed_lines_are_
     term.type_line("exit");
     term.wait_prompt("$");
 }
+
+/// Issue 20: a REPL attached to a running client (`--attach`) on a terminal is told what
+/// the client's own terminal would be: a request to join a group its user owns, above the
+/// prompt, and a download that ended; a script attached through a pipe gets only answers.
+#[test]
+fn an_attached_terminal_is_told_of_join_requests_and_finished_downloads() {
+    let (cluster, _tracker) = Cluster::with_one_tracker();
+    let mut c = cluster.members(&["alice", "carol"], &[]);
+    let Some(term) = Terminal::start(cluster.dir.path()) else { return };
+    term.wait_prompt("$");
+    let alice = cluster.path("alice");
+    term.type_line(&format!("{} --attach --state-dir {}", client_bin().display(), alice.display()));
+    term.wait_prompt("attached>");
+    // Half a command typed: the notice prints above the prompt, which comes back.
+    term.tmux(&["send-keys", "-l", "list_fi"]);
+    let mut bob = cluster.client("bob");
+    bob.sign_up("bob");
+    bob.ok("join_group g", "requested to join group g");
+    term.wait_for("notice: bob asks to join group g; accept_request g bob", 1);
+    term.wait_prompt("attached>");
+    term.tmux(&["send-keys", "C-u"]);
+    term.type_line("accept_request g bob");
+    term.wait_for("accepted bob into group g", 1);
+    term.wait_prompt("attached>");
+    // A download started through the attached REPL ends: its line arrives unasked.
+    let file = cluster.path("n.bin");
+    write_random(&file, 300 * 1024, 4);
+    c[1].run1(&format!("upload_file {} g", file.display()));
+    let dest = cluster.path("n-copy.bin");
+    term.type_line(&format!("download_file g n.bin {}", dest.display()));
+    term.wait_for("[C] [g] n.bin -> ", 1);
+    term.wait_prompt("attached>");
+    // A script attached meanwhile sees answers only, as on a pipe.
+    let out = Command::new(client_bin())
+        .args(["--attach", "--state-dir"])
+        .arg(&alice)
+        .args(["-c", "list_my_groups"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "g\n", "{out:?}");
+    term.type_line("exit");
+    term.wait_prompt("$");
+    assert_eq!(c[0].run("list_my_groups"), ["g"]);
+}
