@@ -201,6 +201,10 @@ pub struct FileMeta {
     pub tree: Option<Tree>,
 }
 
+/// The longest life a tracker gives a ticket (`--ticket-lifetime`), in seconds; a seeder
+/// refuses a ticket that claims a longer one as forged.
+pub const MAX_TICKET_LIFETIME_SECS: u64 = 3600;
+
 /// Proof, issued by a tracker, that `user`, logged in with the static key `holder`, was a
 /// member of `group` and may fetch the file with `digest` until `expires` (seconds since the
 /// Unix epoch; a few minutes, renewed while the download runs). `mac` is an HMAC-SHA1 over

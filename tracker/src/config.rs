@@ -50,11 +50,12 @@ pub struct Config {
     pub peer_timeout: u64,
 
     /// Tickets (a downloader's proof of membership, shown to seeders) expire after this many
-    /// seconds; downloaders renew theirs every third of it (at most every 15 s). A member
-    /// who leaves a group, is removed from it or logs out can fetch nothing more from any
-    /// seeder once this has passed.
+    /// seconds (2 to 3600: seeders refuse a longer-lived ticket as forged); downloaders
+    /// renew theirs every third of it (at most every 15 s). A member who leaves a group, is
+    /// removed from it or logs out can fetch nothing more from any seeder once this has
+    /// passed.
     #[arg(long, value_name = "SECS", default_value_t = 30,
-          value_parser = clap::value_parser!(u64).range(2..))]
+          value_parser = clap::value_parser!(u64).range(2..=common::message::MAX_TICKET_LIFETIME_SECS))]
     pub ticket_lifetime: u64,
 
     /// Take part as a witness: vote in elections and keep the log (so that two trackers
@@ -157,5 +158,24 @@ impl Config {
         self.data_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from(format!("tracker-{}-data", self.tracker_id)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A ticket every seeder would refuse as forged is never issued: the tracker does not
+    /// start with a lifetime past `MAX_TICKET_LIFETIME_SECS`.
+    #[test]
+    fn the_ticket_lifetime_stays_within_what_seeders_accept() {
+        let parse = |secs: &str| {
+            Config::try_parse_from(["tracker", "t.txt", "1", "--ticket-lifetime", secs])
+                .map(|c| c.ticket_lifetime)
+        };
+        assert_eq!(parse("3600").unwrap(), common::message::MAX_TICKET_LIFETIME_SECS);
+        assert_eq!(parse("2").unwrap(), 2);
+        assert!(parse("3601").unwrap_err().to_string().contains("not in 2..=3600"));
+        assert!(parse("1").is_err());
     }
 }

@@ -25,13 +25,13 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use common::message::Ticket;
+/// A ticket that claims to live longer than this is forged: it is refused unasked.
+pub use common::message::MAX_TICKET_LIFETIME_SECS;
 
 /// Approved tickets remembered at most (expired ones are dropped first).
 pub const MAX_APPROVED: usize = 4096;
 /// Refused tickets remembered at most, so that the same forged ticket costs one question.
 pub const MAX_REFUSED: usize = 1024;
-/// A ticket that claims to live longer than this is forged: it is refused unasked.
-pub const MAX_TICKET_LIFETIME_SECS: u64 = 3600;
 /// Questions about new tickets one source address may cause a second, in bursts of
 /// `SOURCE_CHECKS_BURST`.
 pub const SOURCE_CHECKS_PER_SEC: f64 = 2.0;
