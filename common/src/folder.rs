@@ -389,12 +389,52 @@ impl FolderLayout {
 }
 
 /// What part of a folder a download asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Selection {
     /// All of it (`name/`).
     Whole,
     /// One file (`name/path`) or one directory with all it holds (`name/path/`).
     Inside { path: RelPath, dir: bool },
+}
+
+impl Selection {
+    /// How a user names it: `name/`, `name/path/in/it` or `name/sub/`.
+    pub fn shown(&self, name: &FileName) -> String {
+        match self {
+            Selection::Whole => format!("{name}/"),
+            Selection::Inside { path, dir: false } => format!("{name}/{path}"),
+            Selection::Inside { path, dir: true } => format!("{name}/{path}/"),
+        }
+    }
+
+    /// The name its download takes on disk: the folder's own (`name/`), or the last
+    /// component of the file or subfolder chosen (`album/2024/a.jpg` lands as `a.jpg`,
+    /// `album/2024/` as `2024/`).
+    pub fn base_name<'a>(&'a self, name: &'a FileName) -> &'a FileName {
+        match self {
+            Selection::Whole => name,
+            // A `RelPath` has at least one component.
+            Selection::Inside { path, .. } => path.0.last().unwrap_or(name),
+        }
+    }
+
+    /// Where the folder's entry `entry` lies once this selection is on disk at `root`
+    /// (the folder's root for `Whole`; the chosen file itself, or the chosen directory):
+    /// `None` for an entry outside the selection. Always `root` or inside it.
+    pub fn local_path(&self, entry: &RelPath, root: &Path) -> Option<PathBuf> {
+        match self {
+            Selection::Whole => Some(entry.under(root)),
+            Selection::Inside { path, dir: false } => (entry == path).then(|| root.to_path_buf()),
+            Selection::Inside { path, dir: true } => {
+                let rest = entry.0.strip_prefix(path.0.as_slice())?;
+                let mut local = root.to_path_buf();
+                for component in rest {
+                    local.push(component.as_str());
+                }
+                Some(local)
+            }
+        }
+    }
 }
 
 /// What `download_file`'s file argument names: a file shared on its own (`name`), or a

@@ -33,9 +33,15 @@ pub struct DownloadRecord {
     pub id: usize,
     pub group: GroupId,
     pub name: FileName,
+    /// How a user names what it fetches: `name`, `name/`, `name/path` or `name/sub/`
+    /// (issue 23).
+    pub item: String,
     pub dest: PathBuf,
     pub state: DownloadState,
+    /// The bytes it fetches (a selective download's: the part chosen).
     pub size: u64,
+    /// The pieces it fetches (a selective download's: the part chosen's), and how many of
+    /// them it has.
     pub n_pieces: u32,
     pub n_have: u32,
     pub n_peers: usize,
@@ -92,11 +98,12 @@ impl DownloadRecord {
                 id,
                 group: swarm.group.clone(),
                 name: swarm.meta.name.clone(),
+                item: swarm.shown_name(),
                 dest: t.dest.clone(),
                 state,
-                size: swarm.meta.size,
-                n_pieces: swarm.layout.n_pieces(),
-                n_have: s.have().count(),
+                size: swarm.chosen.size,
+                n_pieces: swarm.chosen.wanted.count(),
+                n_have: swarm.chosen.count_in(s.have()),
                 n_peers: t.connected.len(),
                 started: t.started,
                 finished: t.finished,
@@ -173,7 +180,7 @@ impl DownloadRecord {
                 format!(
                     "[D] [{}] {} {percent:.0}% ({}/{} pieces) {mb_per_sec:.1} MB/s from {} {peers}{}",
                     self.group,
-                    self.name,
+                    self.item,
                     self.n_have,
                     self.n_pieces,
                     self.n_peers,
@@ -188,7 +195,7 @@ impl DownloadRecord {
                 format!(
                     "[P] [{}] {} {percent:.0}% ({}/{} pieces) paused{}",
                     self.group,
-                    self.name,
+                    self.item,
                     self.n_have,
                     self.n_pieces,
                     self.started_over_note()
@@ -203,14 +210,14 @@ impl DownloadRecord {
                 format!(
                     "[C] [{}] {} -> {} ({} in {elapsed:.2} s, {mb_per_sec:.1} MB/s; {resumed}pieces from {})",
                     self.group,
-                    self.name,
+                    self.item,
                     self.dest.display(),
                     crate::size::shown(self.size, on_terminal),
                     self.peer_counts()
                 )
             }
             DownloadState::Failed(reason) => {
-                format!("[F] [{}] {}: {reason}", self.group, self.name)
+                format!("[F] [{}] {}: {reason}", self.group, self.item)
             }
         }
     }
@@ -255,6 +262,7 @@ impl DownloadRecord {
             "state": state,
             "group": self.group.to_string(),
             "file": self.name.to_string(),
+            "item": self.item,
             "destination": self.dest.display().to_string(),
             "size": self.size,
             "pieces": self.n_pieces,
@@ -513,6 +521,7 @@ mod tests {
             id: 0,
             group: GroupId::new("g").unwrap(),
             name: "f".parse().unwrap(),
+            item: "f".into(),
             dest: PathBuf::from("f"),
             state: DownloadState::Running,
             size: u64::from(n) * common::PIECE_SIZE as u64,

@@ -487,9 +487,10 @@ fn shares_json(shares: &[std::sync::Arc<crate::swarm::Swarm>]) -> Value {
                 json!({
                     "group": swarm.group.to_string(),
                     "name": swarm.meta.name.to_string(),
-                    "size": swarm.meta.size,
-                    "pieces": s.have().n_pieces(),
-                    "pieces_have": s.have().count(),
+                    "item": swarm.shown_name(),
+                    "size": swarm.chosen.size,
+                    "pieces": swarm.chosen.wanted.count(),
+                    "pieces_have": swarm.chosen.count_in(s.have()),
                     "path": s.path().display().to_string(),
                     "downloading_to": s.downloading_to().map(|d| d.display().to_string()),
                 })

@@ -153,9 +153,14 @@ fn folder_downloads_that_cannot_be_done_are_refused() {
         &format!("download_file g f.txt/ {to}"),
         "f.txt is a file, not a folder; download_file g f.txt fetches it",
     );
+    bob.err(&format!("download_file g album/nope/ {to}"), "album/: no nope in the folder");
     bob.err(
-        &format!("download_file g album/sub/ {to}"),
-        "this client cannot download part of a folder (album/sub/) yet; download_file g album/ fetches all of it",
+        &format!("download_file g album/sub {to}"),
+        "album/: no file sub (sub/ is a directory) in the folder",
+    );
+    bob.err(
+        &format!("download_file g album/empty.txt/ {to}"),
+        "album/: no directory empty.txt/ (empty.txt is a file) in the folder",
     );
     let line = bob.run1(&format!("download_file g album/../x {to}"));
     assert!(line.starts_with("error: invalid path 'album/../x': "), "{line}");
@@ -243,4 +248,113 @@ fn a_killed_folder_download_resumes_after_a_restart() {
     assert_eq!(listing(&out.join("album")), listing(&root));
     let beside: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(beside, ["album"]);
+}
+
+/// Issue 23: one subfolder, then one file, of a folder two seeders share: only their
+/// pieces are fetched, from both seeders at once; the subfolder lands as `out/sub/` and the
+/// file as `out/<its name>`, each only once complete, with nothing else beside them.
+#[test]
+fn a_subfolder_and_a_file_of_a_folder_are_downloaded_alone_from_two_seeders() {
+    let (cluster, _tracker) = Cluster::with_one_tracker();
+    let mut c = cluster.members(&["s1", "s2", "leech", "other"], &["--max-upload-rate", "4000000"]);
+    let mut roots = Vec::new();
+    for seeder in c.iter_mut().take(2) {
+        let root = cluster.path(&format!("copy{}/album", roots.len()));
+        awkward_tree(&root);
+        std::fs::write(root.join("sub/big.bin"), bytes(4 * 1024 * 1024 + 5, 3)).unwrap();
+        seeder.run(&format!("upload_file {} g", root.display()));
+        roots.push(root);
+    }
+    let out = cluster.path("out");
+    std::fs::create_dir(&out).unwrap();
+    c[2].ok(
+        &format!("download_file g album/sub/ {}", out.display()),
+        &format!("downloading album/sub/ from group g to {}", out.join("sub").display()),
+    );
+    let done = c[2].wait_downloads_json();
+    assert!(done[0].is_complete("album"), "{done:?}");
+    // sub/big.bin (9 pieces), sub/run.sh and sub/deep/x.bin (1 each): 11 of the 14.
+    let counts = &done[0].from_peers;
+    assert_eq!((counts.values().sum::<u32>(), done[0].pieces_have), (11, 11), "{done:?}");
+    assert!(counts.len() >= 2, "pieces came from one peer only: {done:?}");
+    assert_eq!(listing(&out.join("sub")), listing(&roots[0].join("sub")));
+    let beside: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(beside, ["sub"]);
+    let line = c[2].run1("show_downloads");
+    assert!(line.starts_with("[C] [g] album/sub/ -> "), "{line}");
+    let shares = c[2].run1("list_shares");
+    assert!(shares.starts_with("[g] album/sub/: 11/11 pieces, 4194333 bytes, from "), "{shares}");
+    // One folder, one part at a time.
+    c[2].err(
+        &format!("download_file g album/empty.txt {}", out.display()),
+        "this client already shares or downloads album/sub/; stop_share g album first to fetch another part of it",
+    );
+    c[2].ok("stop_share g album/sub/", "stopped sharing album in group g");
+    assert!(c[2].run("list_shares").is_empty());
+
+    let name = "ünï cödé.txt";
+    c[3].ok(
+        &format!("download_file g 'album/{name}' {}", out.display()),
+        &format!("downloading album/{name} from group g to {}", out.join(name).display()),
+    );
+    let done = c[3].wait_downloads_json();
+    assert!(done[0].is_complete("album"), "{done:?}");
+    assert_eq!(done[0].pieces_have, 2, "{done:?}");
+    assert_eq!(std::fs::read(out.join(name)).unwrap(), std::fs::read(roots[0].join(name)).unwrap());
+    let mut beside: Vec<_> =
+        std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
+    beside.sort();
+    assert_eq!(beside, ["sub", name]);
+}
+
+/// Issue 23: a peer that downloaded only a subfolder serves that part of the folder to
+/// others, under the folder's digest, once the seeders of the whole folder are gone.
+#[test]
+fn a_peer_holding_part_of_a_folder_serves_what_it_has() {
+    let (cluster, _tracker) = Cluster::with_one_tracker();
+    let mut c = cluster.members(&["seed", "part", "late"], &[]);
+    let root = cluster.path("album");
+    awkward_tree(&root);
+    c[0].run(&format!("upload_file {} g", root.display()));
+    let out = cluster.path("out");
+    std::fs::create_dir(&out).unwrap();
+    c[1].run1(&format!("download_file g album/sub/ {}", out.display()));
+    assert!(c[1].wait_downloads_json()[0].is_complete("album"));
+    c[0].kill();
+    let late = cluster.path("late-out");
+    std::fs::create_dir(&late).unwrap();
+    c[2].run1(&format!("download_file g album/sub/deep/ {}", late.display()));
+    let done = c[2].wait_downloads_json();
+    assert!(done[0].is_complete("album"), "{done:?}");
+    assert_eq!(done[0].peer_users.values().collect::<Vec<_>>(), ["part"], "{done:?}");
+    assert_eq!(std::fs::read(late.join("deep/x.bin")).unwrap(), b"xyz");
+}
+
+/// Issue 23: a selective download is saved with the part it chose before
+/// `download_file` answers, so a downloader killed at once resumes that part after a
+/// restart, and only that part appears.
+#[test]
+fn a_killed_selective_download_resumes_after_a_restart() {
+    let (cluster, _tracker) = Cluster::with_one_tracker();
+    let mut c = cluster.members(&["seed", "leech"], &["--max-upload-rate", "1000000"]);
+    let root = cluster.path("album");
+    awkward_tree(&root);
+    std::fs::write(root.join("sub/big.bin"), bytes(2 * 1024 * 1024, 4)).unwrap();
+    c[0].run(&format!("upload_file {} g", root.display()));
+    let out = cluster.path("out");
+    std::fs::create_dir(&out).unwrap();
+    c[1].run1(&format!("download_file g album/sub/ {}", out.display()));
+    c[1].kill();
+    assert!(!out.join("sub").exists());
+
+    let mut leech = cluster.client("leech");
+    leech.resumed("leech");
+    let done = leech.wait_downloads_json();
+    assert_eq!(done.len(), 1, "{done:?}");
+    assert!(done[0].is_complete("album"), "{done:?}");
+    assert_eq!(done[0].pieces_have, 6, "{done:?}");
+    assert_eq!(listing(&out.join("sub")), listing(&root.join("sub")));
+    let beside: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(beside, ["sub"]);
+    assert!(leech.run1("show_downloads").starts_with("[C] [g] album/sub/ -> "));
 }

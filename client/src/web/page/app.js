@@ -234,7 +234,7 @@ function renderShares(s) {
   const rows = $("#share-rows");
   rows.replaceChildren();
   for (const f of s.shares) {
-    rows.append(el("tr", { "data-share": f.group + "/" + f.name }, el("td", {}, f.group), el("td", {}, f.name),
+    rows.append(el("tr", { "data-share": f.group + "/" + f.name }, el("td", {}, f.group), el("td", {}, f.item || f.name),
       el("td", {}, `${f.pieces_have}/${f.pieces}`), el("td", {}, size(f.size)),
       el("td", { class: "muted" }, f.downloading_to ? "→ " + f.downloading_to : f.path),
       el("td", {}, el("button", { class: "plain", onclick: () => act(async () => {
@@ -292,7 +292,7 @@ function renderDownloads(data) {
       el("span", {}, el("i", { style: "background:" + COLORS[i % COLORS.length] }), `${names[i]} (${d.from_peers[addr] || 0} pieces)`)));
     box.append(el("div", { class: "dl", "data-state": d.state, "data-id": d.id },
       el("div", { class: "dl-head" },
-        el("strong", {}, `[${d.group}] ${d.file}`),
+        el("strong", {}, `[${d.group}] ${d.item || d.file}`),
         el("span", { class: "muted" }, `→ ${d.destination}`),
         el("span", { class: "status" }, status),
         el("span", {}, `${size(d.bytes_done)} / ${size(d.size)} · ${size(rate)}/s · ${d.peers} peers ${eta ? "· " + eta : ""}`),
