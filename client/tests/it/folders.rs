@@ -358,3 +358,85 @@ fn a_killed_selective_download_resumes_after_a_restart() {
     assert_eq!(beside, ["sub"]);
     assert!(leech.run1("show_downloads").starts_with("[C] [g] album/sub/ -> "));
 }
+
+/// Issue 23, hostile peer: mallory shares the same folder from a peer that answers every
+/// piece with bytes of the right length but the wrong content; each such piece is refused
+/// and fetched from the honest seeder, and the part chosen is intact.
+#[test]
+fn a_peer_serving_wrong_bytes_for_a_folders_pieces_is_refused() {
+    use common::folder::FolderLayout;
+    use common::message::{Reply, Request};
+    use common::peer_message::{PeerReply, PeerRequest};
+    use common::{Bitfield, GroupId};
+    let (cluster, tracker) = Cluster::with_one_tracker();
+    let mut c = cluster.members(&["good", "leech", "mallory"], &["--max-upload-rate", "4000000"]);
+    let root = cluster.path("album");
+    awkward_tree(&root);
+    std::fs::write(root.join("sub/big.bin"), bytes(2 * 1024 * 1024, 5)).unwrap();
+    c[0].run(&format!("upload_file {} g", root.display()));
+    let mut mallory = crate::support::RawSession::connect(&cluster, &tracker);
+    let identity = mallory.identity.clone();
+    let lying = crate::downloads::spawn_fake_peer(identity, Bitfield::full(9), |conn| {
+        while let Ok(Some(request)) = conn.recv() {
+            let PeerRequest::GetPiece { piece } = request else { continue };
+            // Pieces 0 to 8: a b.bin, sub/big.bin (4), sub/deep/x.bin, sub/run.sh,
+            // ünï cödé.txt (2); the right length, every byte wrong.
+            let len: u32 = match piece.0 {
+                5 => 3,
+                6 => 21,
+                8 => 1,
+                _ => 512 * 1024,
+            };
+            let garbage = vec![0xAB; len as usize];
+            if conn.send_with_payload(&PeerReply::Piece { piece, len }, &garbage).is_err() {
+                return;
+            }
+        }
+    });
+    mallory.login("mallory", lying);
+    let group = GroupId::new("g").unwrap();
+    let Ok(Reply::FileInfo { meta, .. }) =
+        mallory.call(Request::GetFile { group: group.clone(), name: "album".parse().unwrap() })
+    else {
+        panic!("no album")
+    };
+    assert_eq!(FolderLayout::new(meta.tree.as_ref().unwrap()).unwrap().n_pieces(), 9);
+    let shared = mallory.call(Request::UploadFile { group, file: meta });
+    assert_eq!(shared, Ok(Reply::Uploaded { new_file: false }));
+
+    let out = cluster.path("out");
+    std::fs::create_dir(&out).unwrap();
+    c[1].run1(&format!("download_file g album/sub/ {}", out.display()));
+    let done = c[1].wait_downloads_json();
+    assert!(done[0].is_complete("album"), "{done:?}");
+    let lying = lying.to_string();
+    assert!(!done[0].from_peers.contains_key(&lying), "mallory delivered: {done:?}");
+    assert_eq!(done[0].from_peers.values().sum::<u32>(), 6, "{done:?}");
+    assert_eq!(listing(&out.join("sub")), listing(&root.join("sub")));
+    let log = c[1].log_text();
+    assert!(log.contains(&format!("peer={lying} piece=")), "no mismatch logged: {log}");
+}
+
+/// Issue 23: a selective download is paused, resumed and cancelled as a file's is, named
+/// as `download_file` took it or by the folder's name; a cancel leaves nothing.
+#[test]
+fn a_selective_download_is_paused_resumed_and_cancelled() {
+    let (cluster, _tracker) = Cluster::with_one_tracker();
+    let mut c = cluster.members(&["seed", "leech"], &["--max-upload-rate", "1000000"]);
+    let root = cluster.path("album");
+    awkward_tree(&root);
+    std::fs::write(root.join("sub/big.bin"), bytes(8 * 1024 * 1024, 6)).unwrap();
+    c[0].run(&format!("upload_file {} g", root.display()));
+    let out = cluster.path("out");
+    std::fs::create_dir(&out).unwrap();
+    c[1].run1(&format!("download_file g album/sub/ {}", out.display()));
+    c[1].ok("pause g album/sub/", "paused album in group g");
+    let line = c[1].run1("show_downloads");
+    assert!(line.starts_with("[P] [g] album/sub/ "), "{line}");
+    assert!(line.contains("/18 pieces) paused"), "{line}");
+    c[1].ok("resume g album", "resumed album in group g");
+    assert!(c[1].run1("show_downloads").starts_with("[D] [g] album/sub/ "));
+    c[1].ok("cancel g album/sub/", "cancelled album in group g; its partial file is removed");
+    assert!(c[1].run("show_downloads").is_empty());
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0);
+}
