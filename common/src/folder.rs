@@ -137,6 +137,12 @@ impl RelPath {
 impl TryFrom<Vec<FileName>> for RelPath {
     type Error = TreeError;
     fn try_from(components: Vec<FileName>) -> Result<RelPath, TreeError> {
+        RelPath::checked(components).inspect_err(|e| crate::codec::note_refusal(e))
+    }
+}
+
+impl RelPath {
+    fn checked(components: Vec<FileName>) -> Result<RelPath, TreeError> {
         let path = RelPath(components);
         if path.0.is_empty() {
             return Err(TreeError::EmptyPath);
@@ -271,6 +277,12 @@ impl Tree {
 impl TryFrom<Vec<Entry>> for Tree {
     type Error = TreeError;
     fn try_from(entries: Vec<Entry>) -> Result<Tree, TreeError> {
+        Tree::checked(entries).inspect_err(|e| crate::codec::note_refusal(e))
+    }
+}
+
+impl Tree {
+    fn checked(entries: Vec<Entry>) -> Result<Tree, TreeError> {
         if entries.len() > MAX_ENTRIES {
             return Err(TreeError::TooManyEntries(entries.len()));
         }
@@ -415,6 +427,15 @@ impl Selection {
             Selection::Whole => name,
             // A `RelPath` has at least one component.
             Selection::Inside { path, .. } => path.0.last().unwrap_or(name),
+        }
+    }
+
+    /// Whether the folder's entry `entry` is part of it.
+    pub fn takes(&self, entry: &RelPath) -> bool {
+        match self {
+            Selection::Whole => true,
+            Selection::Inside { path, dir: false } => entry == path,
+            Selection::Inside { path, dir: true } => entry.is_within(path),
         }
     }
 

@@ -440,3 +440,189 @@ fn a_selective_download_is_paused_resumed_and_cancelled() {
     assert!(c[1].run("show_downloads").is_empty());
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0);
 }
+
+/// A message's payload given as raw bytes: postcard writes a tuple of `u8`s byte for byte,
+/// so a fake tracker can send what no honest one encodes.
+struct Raw(Vec<u8>);
+
+impl serde::Serialize for Raw {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let mut tuple = s.serialize_tuple(self.0.len())?;
+        for b in &self.0 {
+            tuple.serialize_element(b)?;
+        }
+        tuple.end()
+    }
+}
+
+/// The folder `album` a fake tracker describes before `patch`: a directory `zz` holding a
+/// file `zzzz` of 3 bytes.
+fn placeholder_album() -> common::message::FileMeta {
+    use common::folder::{folder_digest, Entry, EntryKind, RelPath, Tree};
+    let entry = |p: &str, kind| Entry { path: RelPath::parse(p).unwrap(), kind };
+    let tree = Tree::new(vec![
+        entry("zz", EntryKind::Dir),
+        entry("zz/zzzz", EntryKind::File { size: 3, executable: false }),
+    ])
+    .unwrap();
+    let pieces = vec![common::Sha1Digest([5; 20])];
+    common::message::FileMeta {
+        name: "album".parse().unwrap(),
+        size: 3,
+        digest: folder_digest(&tree, &pieces),
+        pieces,
+        tree: Some(tree),
+    }
+}
+
+/// A tracker with a key of its own at a fresh address, answering a client as an honest
+/// one would (`Welcome`, `Done`, `LoggedIn`, `Alive`), except `GetFile`, whose answer
+/// (the placeholder album, no peer) it sends as the bytes `patch` makes of its encoding.
+fn spawn_fake_tracker(patch: fn(Vec<u8>) -> Vec<u8>) -> (std::net::SocketAddr, common::PublicKey) {
+    use common::connection::Connection;
+    use common::message::{ClientMessage, Reply, Request, Ticket, TrackerMessage};
+    let identity = common::Identity::generate().unwrap();
+    let key = identity.public();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let identity = identity.clone();
+            std::thread::spawn(move || {
+                let timeouts = crate::support::raw_timeouts();
+                let Ok(mut conn) = Connection::<ClientMessage, TrackerMessage>::accept(
+                    stream, &identity, timeouts,
+                ) else {
+                    return;
+                };
+                let observed = conn.peer_addr();
+                let Ok(Some(ClientMessage::Hello { version })) = conn.recv() else { return };
+                let welcome = TrackerMessage::Welcome { version, tracker_id: 1, observed };
+                if conn.send(&welcome).is_err() {
+                    return;
+                }
+                let client = conn.remote_key();
+                let mut conn = conn.retype::<ClientMessage, Raw>();
+                while let Ok(Some(message)) = conn.recv() {
+                    let ClientMessage::Request { id, request, .. } = message else { continue };
+                    let reply = match request {
+                        Request::Login { .. } => Reply::LoggedIn,
+                        Request::Heartbeat { .. } => Reply::Alive { memberships: None },
+                        Request::GetFile { group, .. } => {
+                            let meta = placeholder_album();
+                            let ticket = Ticket {
+                                holder: client,
+                                user: "al".parse().unwrap(),
+                                group,
+                                digest: meta.digest,
+                                expires: u64::MAX / 2,
+                                mac: [0; 20],
+                            };
+                            Reply::FileInfo { meta, peers: Vec::new(), ticket: Box::new(ticket) }
+                        }
+                        _ => Reply::Done,
+                    };
+                    let is_file = matches!(reply, Reply::FileInfo { .. });
+                    let mut bytes = Vec::new();
+                    let response = TrackerMessage::Response { id, result: Ok(reply) };
+                    common::codec::encode(&response, &mut bytes).unwrap();
+                    let bytes = if is_file { patch(bytes) } else { bytes };
+                    if conn.send(&Raw(bytes)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, key)
+}
+
+/// `bytes` with the first `from` replaced by `to`.
+fn replaced(bytes: Vec<u8>, from: &[u8], to: &[u8]) -> Vec<u8> {
+    let at = bytes.windows(from.len()).position(|w| w == from).expect("placeholder not found");
+    [&bytes[..at], to, &bytes[at + from.len()..]].concat()
+}
+
+/// Issue 23, hostile metadata from a fake tracker: a folder whose tree holds `..`, an
+/// absolute path, an empty component, a control character, deep nesting, or more entries
+/// than a folder may have is refused as the client reads it, with an error that says
+/// where it came from, and nothing is written, inside the destination or beside it.
+#[test]
+fn a_fake_trackers_hostile_folder_trees_are_refused_and_nothing_is_written() {
+    use common::folder::{Entry, EntryKind, RelPath};
+    fn dotdot(b: Vec<u8>) -> Vec<u8> {
+        replaced(b, b"\x02zz\x00", b"\x02..\x00")
+    }
+    fn absolute(b: Vec<u8>) -> Vec<u8> {
+        replaced(b, b"\x04zzzz", b"\x04/etc")
+    }
+    fn empty_component(b: Vec<u8>) -> Vec<u8> {
+        replaced(b, b"\x02\x02zz\x04zzzz", b"\x02\x00\x04zzzz")
+    }
+    fn control(b: Vec<u8>) -> Vec<u8> {
+        replaced(b, b"\x04zzzz", b"\x04z\x1bzz")
+    }
+    fn deep(b: Vec<u8>) -> Vec<u8> {
+        // `zz/zzzz` becomes 40 levels of `zzzz`.
+        let mut deep = vec![40u8];
+        (0..40).for_each(|_| deep.extend(b"\x04zzzz"));
+        replaced(b, b"\x02\x02zz\x04zzzz", &deep)
+    }
+    fn absurd(b: Vec<u8>) -> Vec<u8> {
+        // The tree (2 entries) becomes 100,001 files, each a valid path.
+        let tree = placeholder_album().tree.unwrap();
+        let many: Vec<Entry> = (0..100_001)
+            .map(|i| Entry {
+                path: RelPath::parse(&format!("f{i:06}")).unwrap(),
+                kind: EntryKind::File { size: 0, executable: false },
+            })
+            .collect();
+        replaced(b, &postcard::to_allocvec(&tree).unwrap(), &postcard::to_allocvec(&many).unwrap())
+    }
+    let dir = tempfile::tempdir().unwrap();
+    type Patch = fn(Vec<u8>) -> Vec<u8>;
+    let patches: [(&str, Patch, &str); 6] = [
+        ("dotdot", dotdot, "file name must not be '.', '..' or contain '/' or '\\'"),
+        ("absolute", absolute, "file name must not be '.', '..' or contain '/' or '\\'"),
+        ("empty", empty_component, "file name is empty"),
+        ("control", control, "file name contains whitespace or a control character (U+001B)"),
+        ("deep", deep, "is nested deeper than 32 levels"),
+        ("absurd", absurd, "the folder has 100001 entries, more than the 100000 allowed"),
+    ];
+    for (what, patch, why) in patches {
+        let (addr, key) = spawn_fake_tracker(patch);
+        let info = dir.path().join(format!("{what}-trackers.txt"));
+        std::fs::write(&info, format!("{addr} {key}\n")).unwrap();
+        let mut c = crate::support::ClientProc::start(&info, &dir.path().join(what), &[]);
+        c.sign_up("al");
+        let place = dir.path().join(format!("{what}-place"));
+        std::fs::create_dir_all(place.join("out")).unwrap();
+        let line = c.run1(&format!("download_file g album/ {}", place.join("out").display()));
+        let expected = format!(
+            "error: the tracker at {addr} sent an answer this client cannot read (malformed message: "
+        );
+        assert!(line.starts_with(&expected), "{what}: {line}");
+        assert!(line.contains(why), "{what}: {line}");
+        assert!(line.ends_with("nothing was done with it"), "{what}: {line}");
+        assert!(c.run("show_downloads").is_empty(), "{what}");
+        let beside: Vec<_> =
+            std::fs::read_dir(&place).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(beside, ["out"], "{what}");
+        assert_eq!(std::fs::read_dir(place.join("out")).unwrap().count(), 0, "{what}");
+    }
+    // The unpatched answer is read: the same fake tracker's honest bytes start a download
+    // (which no peer can serve).
+    let (addr, key) = spawn_fake_tracker(|b| b);
+    let info = dir.path().join("honest-trackers.txt");
+    std::fs::write(&info, format!("{addr} {key}\n")).unwrap();
+    let mut c = crate::support::ClientProc::start(&info, &dir.path().join("honest"), &[]);
+    c.sign_up("al");
+    let out = dir.path().join("honest-out");
+    std::fs::create_dir(&out).unwrap();
+    c.ok(
+        &format!("download_file g album/ {}", out.display()),
+        &format!("downloading album/ from group g to {}", out.join("album").display()),
+    );
+}

@@ -308,6 +308,7 @@ proptest! {
             for (j, e) in tree.entries().iter().enumerate() {
                 let local = selection.local_path(&e.path, root);
                 prop_assert_eq!(local.is_some(), picked.contains(&j));
+                prop_assert_eq!(selection.takes(&e.path), picked.contains(&j));
                 if let Some(local) = local {
                     prop_assert!(local.starts_with(root));
                     prop_assert!(places.insert(local));
