@@ -267,6 +267,15 @@ mod tests {
             std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         names.sort();
         assert_eq!(names, ["a", "f.part", "s", "y"]);
+        // An empty file and an empty directory: no piece, and still their place.
+        let x = Selection::Inside { path: RelPath::parse("s/x").unwrap(), dir: false };
+        unpack(&part(dir.path()), &tree, &layout, &x, &dir.path().join("x")).unwrap();
+        assert_eq!(std::fs::read(dir.path().join("x")).unwrap(), b"");
+        let e = Selection::Inside { path: RelPath::parse("e").unwrap(), dir: true };
+        unpack(&part(dir.path()), &tree, &layout, &e, &dir.path().join("e")).unwrap();
+        assert_eq!(std::fs::read_dir(dir.path().join("e")).unwrap().count(), 0);
+        std::fs::remove_file(dir.path().join("x")).unwrap();
+        std::fs::remove_dir(dir.path().join("e")).unwrap();
         // A staging file in the way is someone else's: left alone, and nothing renamed.
         std::fs::write(dir.path().join(".z.part"), b"theirs").unwrap();
         let err = unpack(&part(dir.path()), &tree, &layout, &y, &dir.path().join("z"));
