@@ -308,7 +308,8 @@ fn a_subfolder_and_a_file_of_a_folder_are_downloaded_alone_from_two_seeders() {
 }
 
 /// Issue 23: a peer that downloaded only a subfolder serves that part of the folder to
-/// others, under the folder's digest, once the seeders of the whole folder are gone.
+/// others, under the folder's digest, once the seeders of the whole folder are gone, and
+/// again after a restart.
 #[test]
 fn a_peer_holding_part_of_a_folder_serves_what_it_has() {
     let (cluster, _tracker) = Cluster::with_one_tracker();
@@ -321,6 +322,14 @@ fn a_peer_holding_part_of_a_folder_serves_what_it_has() {
     c[1].run1(&format!("download_file g album/sub/ {}", out.display()));
     assert!(c[1].wait_downloads_json()[0].is_complete("album"));
     c[0].kill();
+    // Restarted, it shares that part again (saved with the part chosen, announced again).
+    // A clean exit: the completion is saved by the state writer a moment after the
+    // download ends, so a kill at once could find it still saved as a download.
+    assert!(c[1].close_stdin().success());
+    let mut part = cluster.client("part");
+    part.resumed("part");
+    let shares = part.run1("list_shares");
+    assert!(shares.starts_with("[g] album/sub/: 2/2 pieces, 24 bytes, from "), "{shares}");
     let late = cluster.path("late-out");
     std::fs::create_dir(&late).unwrap();
     c[2].run1(&format!("download_file g album/sub/deep/ {}", late.display()));
