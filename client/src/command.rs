@@ -166,7 +166,7 @@ pub const COMMANDS: &[CommandInfo] = &[
     info("list_my_groups", "list_my_groups", "The groups you belong to, one a line."),
     info("list_files", "list_files <group_id>", "Members only: the files some peer shares in the group, with size, sharers and digest."),
     info("upload_file", "upload_file <file_path> <group_id>", "Hashes the file and shares it in the group under its base name (~ is your home directory)."),
-    info("download_file", "download_file <group_id> <file_name> [<destination_path>]", "Starts downloading in the background to a directory or a new file path (~ is your home directory); without one, into the download directory (download_dir in config.toml, else $XDG_DOWNLOAD_DIR, else ~/Downloads)."),
+    info("download_file", "download_file <group_id> <file_name> [<destination_path>]", "Starts downloading in the background to a directory or a new file path (~ is your home directory); without one, into the download directory (download_dir in config.toml, else $XDG_DOWNLOAD_DIR, else ~/Downloads). A folder: name/ fetches all of it into <destination>/name/; name/path/f fetches only that file, to <destination>/f; name/path/d/ only that subfolder, into <destination>/d/."),
     info("show_downloads", "show_downloads [--json] [--active]", "One line per download of this session: [D] downloading, [P] paused, [C] complete, [F] failed; with --json, one JSON object a line; with --active, only those still downloading."),
     info("wait_downloads", "wait_downloads [--json]", "Waits until no download is running (Ctrl-C stops waiting), then prints what show_downloads prints."),
     info("stop_share", "stop_share <group_id> <file_name>", "Stops sharing the file in the group; upload_file of it shares it again."),
@@ -256,11 +256,11 @@ pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
             let [json] = flags(name, usage, args, ["--json"])?;
             Command::WaitDownloads { json }
         }
-        "stop_share" => Command::StopShare { group: id(a(0))?, name: id(a(1))? },
+        "stop_share" => Command::StopShare { group: id(a(0))?, name: item_name(a(1))? },
         "list_shares" => Command::ListShares,
-        "pause" => Command::Pause { group: id(a(0))?, name: id(a(1))? },
-        "resume" => Command::Resume { group: id(a(0))?, name: id(a(1))? },
-        "cancel" => Command::Cancel { group: id(a(0))?, name: id(a(1))? },
+        "pause" => Command::Pause { group: id(a(0))?, name: item_name(a(1))? },
+        "resume" => Command::Resume { group: id(a(0))?, name: item_name(a(1))? },
+        "cancel" => Command::Cancel { group: id(a(0))?, name: item_name(a(1))? },
         "limit_rate" => match args.len() {
             0 => Command::LimitRate { change: None },
             1 => return Err(ParseError::Arity { name, usage }),
@@ -364,6 +364,16 @@ pub fn expand_home(path: &Path, home: Option<&Path>) -> PathBuf {
 fn id<T: std::str::FromStr<Err = IdError>>(arg: &str) -> Result<T, ParseError> {
     arg.parse()
         .map_err(|source| ParseError::Invalid { arg: arg.escape_debug().to_string(), source })
+}
+
+/// The shared item a download argument names: `name`, or a folder's as `download_file`
+/// took it (`name/`, `name/path`, `name/sub/`; issue 23), since a folder has one download
+/// at a time.
+fn item_name(arg: &str) -> Result<FileName, ParseError> {
+    match ItemRef::parse(arg) {
+        Ok(ItemRef::File(name)) | Ok(ItemRef::Folder { name, .. }) => Ok(name),
+        Err(_) => id(arg),
+    }
 }
 
 #[cfg(test)]
@@ -513,7 +523,14 @@ mod tests {
             "resume g 'my file'",
             Ok(Some(Command::Resume { group: g.clone(), name: f.clone() })),
         );
-        check("cancel g 'my file'", Ok(Some(Command::Cancel { group: g, name: f })));
+        check("cancel g 'my file'", Ok(Some(Command::Cancel { group: g.clone(), name: f })));
+        // Issue 23: a folder's download as download_file named it.
+        let album: FileName = "album".parse().unwrap();
+        for arg in ["album/", "album/2024/", "album/2024/a.jpg"] {
+            let line = format!("pause g {arg}");
+            check(&line, Ok(Some(Command::Pause { group: g.clone(), name: album.clone() })));
+        }
+        assert!(matches!(parse("cancel g album/../x"), Err(ParseError::Invalid { .. })));
         check("limit_rate", Ok(Some(Command::LimitRate { change: None })));
         check(
             "limit_rate up 10M",

@@ -212,12 +212,12 @@ impl Console {
             Command::DownloadFile { group, name, folder, destination } => {
                 let dest =
                     peer.download_file(&group, &name, folder.as_ref(), destination.as_deref())?;
-                let slash = if folder.is_some() { "/" } else { "" };
-                let _ = writeln!(
-                    out,
-                    "downloading {name}{slash} from group {group} to {}",
-                    dest.display()
-                );
+                let shown = match &folder {
+                    Some(selection) => selection.shown(&name),
+                    None => name.to_string(),
+                };
+                let _ =
+                    writeln!(out, "downloading {shown} from group {group} to {}", dest.display());
                 if self.on_terminal {
                     let records = peer.downloads().snapshot();
                     self.to_follow = records.iter().rfind(|r| r.dest == dest).map(|r| r.id);
@@ -282,9 +282,9 @@ fn share_line(share: &Swarm, on_terminal: bool) -> String {
     format!(
         "[{}] {}: {}/{} pieces, {}, {place}",
         share.group,
-        quoted(share.meta.name.as_str()),
-        have.count(),
-        have.n_pieces(),
-        size::shown(share.meta.size, on_terminal)
+        quoted(&share.shown_name()),
+        share.chosen.count_in(&have),
+        share.chosen.wanted.count(),
+        size::shown(share.chosen.size, on_terminal)
     )
 }

@@ -28,7 +28,7 @@ use crate::interrupt::Interrupt;
 use crate::membership::Watch;
 use crate::seeder::served::{Served, ServedRow};
 use crate::session_file::{self, SavedSession};
-use crate::swarm::{FileStamp, ItemLayout, Swarm, Toggled};
+use crate::swarm::{FileStamp, ItemLayout, Phase, Swarm, Toggled};
 use crate::tracker_link::LinkError;
 use crate::tracker_session::{CallError, Login, TrackerSession};
 use crate::tracker_view::{Seen, TrackerEvent};
@@ -508,7 +508,28 @@ impl Peer {
         name: &FileName,
         interrupt: Option<&Interrupt>,
     ) -> Result<(), CommandError> {
-        self.call(Request::StopShare { group: group.clone(), name: name.clone() }, interrupt)?;
+        let part = self.ctx.registry.all().into_iter().find(|s| {
+            &s.group == group
+                && &s.meta.name == name
+                && !s.chosen.is_whole()
+                && matches!(s.phase(), Phase::Seeding)
+        });
+        match part {
+            // Part of a folder (issue 23): the tracker knows it by the pieces it
+            // announced, not as a sharer; it announces none now.
+            Some(part) => {
+                let have = common::Bitfield::empty(part.layout.n_pieces());
+                let digest = part.meta.digest;
+                self.call(
+                    Request::AnnouncePieces { group: group.clone(), digest, have },
+                    interrupt,
+                )?;
+            }
+            None => {
+                let request = Request::StopShare { group: group.clone(), name: name.clone() };
+                self.call(request, interrupt)?;
+            }
+        }
         self.ctx.registry.remove_named(group, name.as_str());
         self.ctx.registry.flush();
         Ok(())
@@ -650,8 +671,10 @@ impl Peer {
                 continue;
             }
             let path = share.path();
+            let one_file = matches!(share.chosen.selection, Selection::Inside { dir: false, .. });
             let intact = std::fs::metadata(&path).map(|m| match share.meta.is_folder() {
                 // Each piece is checked as it is served.
+                true if one_file => m.is_file() && m.len() == share.chosen.size,
                 true => m.is_dir(),
                 false => m.is_file() && m.len() == share.meta.size,
             });
@@ -661,8 +684,17 @@ impl Peer {
                 self.ctx.registry.save();
                 continue;
             }
-            let request =
-                Request::UploadFile { group: share.group.clone(), file: share.meta.clone() };
+            // Part of a folder (issue 23): its pieces, as a download announces them.
+            let request = match share.chosen.is_whole() {
+                true => {
+                    Request::UploadFile { group: share.group.clone(), file: share.meta.clone() }
+                }
+                false => Request::AnnouncePieces {
+                    group: share.group.clone(),
+                    digest: share.meta.digest,
+                    have: share.have(),
+                },
+            };
             if let Err(e) = self.ctx.tracker.call(request) {
                 log::warn!("cannot share {} again: {e}", share.meta.name);
             }

@@ -24,7 +24,7 @@ use parking_lot::{Mutex, RwLock};
 
 use common::{Bitfield, GroupId, Sha1Digest, UserId};
 
-use crate::swarm::{Changes, ItemLayout, Phase, Swarm};
+use crate::swarm::{Changes, Chosen, ItemLayout, Phase, Swarm};
 use state_file::{SavedShare, SavedUsers};
 
 /// Why the state file cannot be used. `Display` says what to do.
@@ -120,12 +120,14 @@ impl Registry {
             if s.have.n_pieces() != layout.n_pieces() {
                 continue;
             }
+            let Ok(chosen) = Chosen::of(&s.meta, &layout, s.selection) else { continue };
             let swarm = match s.destination {
                 Some(dest) => {
                     let swarm = Swarm::download(
                         s.group,
                         s.meta,
                         layout,
+                        chosen,
                         s.path,
                         dest,
                         s.have,
@@ -140,7 +142,7 @@ impl Registry {
                     }
                     swarm
                 }
-                None => Swarm::seeding(s.group, s.meta, layout, s.path, None),
+                None => Swarm::seeding_chosen(s.group, s.meta, layout, chosen, s.path, None),
             };
             swarms.insert((swarm.group.clone(), swarm.meta.digest), Arc::new(swarm));
         }
@@ -285,6 +287,7 @@ fn saved_share(swarm: &Swarm) -> Option<SavedShare> {
             destination,
             paused: s.is_paused(),
             part_id: s.part_id(),
+            selection: swarm.chosen.selection.clone(),
         })
     })
 }
@@ -427,7 +430,7 @@ mod tests {
         assert_eq!(
             err.to_string(),
             format!(
-                "{shown}: it has format 7; this client reads formats 1 to 4; a newer client wrote it: run that client, or move the file aside (mv {shown} {shown}.old) to start this one with no saved shares"
+                "{shown}: it has format 7; this client reads formats 1 to 5; a newer client wrote it: run that client, or move the file aside (mv {shown} {shown}.old) to start this one with no saved shares"
             )
         );
         assert_eq!(std::fs::read(&state).unwrap(), b"\x07 from a newer client");

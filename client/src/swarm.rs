@@ -35,7 +35,7 @@ pub mod item_layout;
 use crate::piece_buf::{piece_buf, PieceBuf};
 use crate::recent_pieces::{Adopted, Kept, RecentPieces};
 use handout::{Choice, ConnId, Handout};
-pub use item_layout::ItemLayout;
+pub use item_layout::{Chosen, ItemLayout};
 
 /// Seeder connections told of each new piece of one swarm at most (the seeder serves at
 /// most `MAX_PEER_CONNECTIONS` downloaders; watchers of closed connections are pruned).
@@ -396,6 +396,9 @@ pub struct Swarm {
     pub group: GroupId,
     pub meta: FileMeta,
     pub layout: ItemLayout,
+    /// What of the item this peer fetches and keeps: all of it, or the part of a folder a
+    /// selective download chose (issue 23); it never changes.
+    pub chosen: Chosen,
     state: Mutex<SwarmState>,
     /// Told of every change the download views show (downloads only).
     changes: Option<Arc<Changes>>,
@@ -411,19 +414,36 @@ impl Swarm {
         path: PathBuf,
         stamp: Option<FileStamp>,
     ) -> Swarm {
-        let n = layout.n_pieces();
-        let checked = Checked::hashed_at(stamp, n);
-        Swarm::with(group, meta, layout, path, Bitfield::full(n), Phase::Seeding, checked, None)
+        let chosen = Chosen::all(&meta, &layout);
+        Swarm::seeding_chosen(group, meta, layout, chosen, path, stamp)
     }
 
-    /// A download into `part`, to be renamed to `dest`, with the pieces in `have` (claimed:
-    /// a resumed download is `Checking` until `checked` confirmed them). Its changes are
-    /// told to `changes`.
+    /// The part `chosen` of an item, complete at `path` (the file, the folder's root, or
+    /// the file or directory a selective download chose) and shared from there: it has,
+    /// and serves, the pieces of that part only.
+    pub fn seeding_chosen(
+        group: GroupId,
+        meta: FileMeta,
+        layout: ItemLayout,
+        chosen: Chosen,
+        path: PathBuf,
+        stamp: Option<FileStamp>,
+    ) -> Swarm {
+        let n = layout.n_pieces();
+        let checked = Checked::hashed_at(stamp, n);
+        let have = chosen.wanted.clone();
+        Swarm::with(group, meta, layout, chosen, path, have, Phase::Seeding, checked, None)
+    }
+
+    /// A download of `chosen` into `part`, to be renamed to `dest`, with the pieces in
+    /// `have` (claimed: a resumed download is `Checking` until `checked` confirmed them).
+    /// Its changes are told to `changes`.
     #[allow(clippy::too_many_arguments)]
     pub fn download(
         group: GroupId,
         meta: FileMeta,
         layout: ItemLayout,
+        chosen: Chosen,
         part: PathBuf,
         dest: PathBuf,
         have: Bitfield,
@@ -433,7 +453,8 @@ impl Swarm {
         let n = layout.n_pieces();
         let checked = Checked { stamp: None, pieces: Bitfield::empty(n) };
         let transfer = Transfer::new(dest, &have);
-        Swarm::with(group, meta, layout, part, have, phase, checked, Some((transfer, changes)))
+        let download = Some((transfer, changes));
+        Swarm::with(group, meta, layout, chosen, part, have, phase, checked, download)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -441,6 +462,7 @@ impl Swarm {
         group: GroupId,
         meta: FileMeta,
         layout: ItemLayout,
+        chosen: Chosen,
         path: PathBuf,
         have: Bitfield,
         phase: Phase,
@@ -461,7 +483,7 @@ impl Swarm {
             pause_after_check: false,
             part_id: None,
         };
-        Swarm { group, meta, layout, state: Mutex::new(state), changes }
+        Swarm { group, meta, layout, chosen, state: Mutex::new(state), changes }
     }
 
     /// Reads the state under the lock (keep `f` short: no I/O).
@@ -487,6 +509,12 @@ impl Swarm {
     /// The pieces this peer has.
     pub fn have(&self) -> Bitfield {
         self.state.lock().have.clone()
+    }
+
+    /// How a user names what this swarm holds: `name`, `name/`, `name/path` or
+    /// `name/sub/` (issue 23).
+    pub fn shown_name(&self) -> String {
+        self.chosen.shown(&self.meta)
     }
 
     /// Changes the state and tells the views, after the lock is released.
@@ -739,13 +767,14 @@ impl Swarm {
     }
 
     /// Where piece `piece` is read now (issue 23): a complete folder's in one of its files
-    /// (`RelPath::under` its root, so never outside it); a file's, and a download's, in the
-    /// swarm's one file (`read_piece`). `None` for a piece out of range.
+    /// (`Selection::local_path` under its path: the folder's root, or the part a selective
+    /// download chose, so never outside it); a file's, and a download's, in the swarm's
+    /// one file (`read_piece`). `None` for a piece out of range or not of the part chosen.
     pub fn piece_source(&self, piece: PieceIndex) -> Option<PieceSource> {
         let s = self.state.lock();
         if self.meta.is_folder() && matches!(s.phase, Phase::Seeding) {
             let at = self.layout.locate(&self.meta, piece)?;
-            let path = at.file?.under(&s.path);
+            let path = self.chosen.selection.local_path(at.file?, &s.path)?;
             return Some(PieceSource::InFolder { path, offset: at.offset });
         }
         (self.layout.piece_len(piece) > 0).then_some(PieceSource::OneFile)

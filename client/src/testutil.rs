@@ -33,10 +33,12 @@ pub fn seeding(name: &str, n: u32) -> Swarm {
 pub fn download(name: &str, n: u32, changes: Arc<Changes>) -> Swarm {
     let meta = meta(name, n);
     let layout = crate::swarm::ItemLayout::of(&meta).unwrap();
+    let chosen = crate::swarm::Chosen::all(&meta, &layout);
     Swarm::download(
         GroupId::new("g").unwrap(),
         meta,
         layout,
+        chosen,
         PathBuf::from(format!("{name}.part")),
         PathBuf::from(name),
         Bitfield::empty(n),

@@ -67,6 +67,11 @@ pub enum LinkError {
     /// Ctrl-C came before an answer (the tracker may still carry the request out).
     #[error("interrupted before the tracker answered")]
     Interrupted,
+    /// The tracker answered with bytes that are no message of this protocol (issue 23: a
+    /// folder's tree with `..`, an absolute path, a control character, or more entries than
+    /// a folder may have is refused as it is decoded). Nothing is done with that answer.
+    #[error("the tracker at {addr} sent an answer this client cannot read ({reason}): it runs another version, or is not an honest tracker; nothing was done with it")]
+    Unreadable { addr: SocketAddr, reason: String },
 }
 
 fn wrong_list(wrong: &[(usize, SocketAddr)]) -> String {
@@ -264,6 +269,13 @@ impl TrackerLink {
                     Outcome::NoMajority(reason)
                 }
                 Ok(result) => return result.map_err(LinkError::Tracker),
+                Err(FrameError::Decode(e)) => {
+                    // Not a failure to reach it: asking again, or another tracker of the
+                    // same state, would get the same answer.
+                    log::warn!("tracker={addr}: unreadable answer ({e})");
+                    self.conn = None;
+                    return Err(LinkError::Unreadable { addr, reason: e.to_string() });
+                }
                 Err(e) => {
                     log::warn!("tracker={addr}: request failed ({e}); reconnecting");
                     if let Some(view) = &self.view {

@@ -137,6 +137,12 @@ impl RelPath {
 impl TryFrom<Vec<FileName>> for RelPath {
     type Error = TreeError;
     fn try_from(components: Vec<FileName>) -> Result<RelPath, TreeError> {
+        RelPath::checked(components).inspect_err(|e| crate::codec::note_refusal(e))
+    }
+}
+
+impl RelPath {
+    fn checked(components: Vec<FileName>) -> Result<RelPath, TreeError> {
         let path = RelPath(components);
         if path.0.is_empty() {
             return Err(TreeError::EmptyPath);
@@ -271,6 +277,12 @@ impl Tree {
 impl TryFrom<Vec<Entry>> for Tree {
     type Error = TreeError;
     fn try_from(entries: Vec<Entry>) -> Result<Tree, TreeError> {
+        Tree::checked(entries).inspect_err(|e| crate::codec::note_refusal(e))
+    }
+}
+
+impl Tree {
+    fn checked(entries: Vec<Entry>) -> Result<Tree, TreeError> {
         if entries.len() > MAX_ENTRIES {
             return Err(TreeError::TooManyEntries(entries.len()));
         }
@@ -389,12 +401,61 @@ impl FolderLayout {
 }
 
 /// What part of a folder a download asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Selection {
     /// All of it (`name/`).
     Whole,
     /// One file (`name/path`) or one directory with all it holds (`name/path/`).
     Inside { path: RelPath, dir: bool },
+}
+
+impl Selection {
+    /// How a user names it: `name/`, `name/path/in/it` or `name/sub/`.
+    pub fn shown(&self, name: &FileName) -> String {
+        match self {
+            Selection::Whole => format!("{name}/"),
+            Selection::Inside { path, dir: false } => format!("{name}/{path}"),
+            Selection::Inside { path, dir: true } => format!("{name}/{path}/"),
+        }
+    }
+
+    /// The name its download takes on disk: the folder's own (`name/`), or the last
+    /// component of the file or subfolder chosen (`album/2024/a.jpg` lands as `a.jpg`,
+    /// `album/2024/` as `2024/`).
+    pub fn base_name<'a>(&'a self, name: &'a FileName) -> &'a FileName {
+        match self {
+            Selection::Whole => name,
+            // A `RelPath` has at least one component.
+            Selection::Inside { path, .. } => path.0.last().unwrap_or(name),
+        }
+    }
+
+    /// Whether the folder's entry `entry` is part of it.
+    pub fn takes(&self, entry: &RelPath) -> bool {
+        match self {
+            Selection::Whole => true,
+            Selection::Inside { path, dir: false } => entry == path,
+            Selection::Inside { path, dir: true } => entry.is_within(path),
+        }
+    }
+
+    /// Where the folder's entry `entry` lies once this selection is on disk at `root`
+    /// (the folder's root for `Whole`; the chosen file itself, or the chosen directory):
+    /// `None` for an entry outside the selection. Always `root` or inside it.
+    pub fn local_path(&self, entry: &RelPath, root: &Path) -> Option<PathBuf> {
+        match self {
+            Selection::Whole => Some(entry.under(root)),
+            Selection::Inside { path, dir: false } => (entry == path).then(|| root.to_path_buf()),
+            Selection::Inside { path, dir: true } => {
+                let rest = entry.0.strip_prefix(path.0.as_slice())?;
+                let mut local = root.to_path_buf();
+                for component in rest {
+                    local.push(component.as_str());
+                }
+                Some(local)
+            }
+        }
+    }
 }
 
 /// What `download_file`'s file argument names: a file shared on its own (`name`), or a

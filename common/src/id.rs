@@ -162,7 +162,7 @@ macro_rules! validated_string {
         impl TryFrom<String> for $name {
             type Error = IdError;
             fn try_from(s: String) -> Result<Self, IdError> {
-                Self::checked(s)
+                Self::checked(s).inspect_err(|e| crate::codec::note_refusal(e))
             }
         }
 

@@ -132,11 +132,19 @@ impl Coordinator {
         let computed = (0..have.n_pieces())
             .map(|i| have.has(PieceIndex(i)).then(|| swarm.meta.pieces[i as usize]))
             .collect();
+        // A selective download (issue 23) schedules only the part chosen: to the scheduler
+        // the other pieces are had already, so it is complete when the part is.
+        let mut scheduled = have.clone();
+        for i in 0..have.n_pieces() {
+            if !swarm.chosen.wanted.has(PieceIndex(i)) {
+                scheduled.set(PieceIndex(i));
+            }
+        }
         Coordinator {
             calls,
             ctx,
             target,
-            scheduler: Scheduler::new(&have, MAX_IN_FLIGHT, fastrand::u64(..)),
+            scheduler: Scheduler::new(&scheduled, MAX_IN_FLIGHT, fastrand::u64(..)),
             workers: HashMap::new(),
             next_peer: 0,
             policy: PeerPolicy::default(),
@@ -173,6 +181,7 @@ impl Coordinator {
                 &self.target.file.buffered,
                 &self.swarm.meta,
                 &self.swarm.layout,
+                &self.swarm.chosen,
                 &self.computed,
             )?;
             log::info!(
@@ -189,9 +198,18 @@ impl Coordinator {
                 log::info!("download of {name} complete: {}", dest.display());
                 self.ctx.downloads.end(&self.swarm, Ok(stamp));
                 self.ctx.registry.save();
-                let request = Request::UploadFile {
-                    group: self.swarm.group.clone(),
-                    file: self.swarm.meta.clone(),
+                // A selective download holds part of a folder: it announces its pieces,
+                // as while it downloaded, rather than share the folder as a whole.
+                let request = match self.swarm.chosen.is_whole() {
+                    true => Request::UploadFile {
+                        group: self.swarm.group.clone(),
+                        file: self.swarm.meta.clone(),
+                    },
+                    false => Request::AnnouncePieces {
+                        group: self.swarm.group.clone(),
+                        digest: self.swarm.meta.digest,
+                        have: self.swarm.have(),
+                    },
                 };
                 if !self.calls.post(TrackerJob::Complete(request.clone())) {
                     // The queue is full of older calls: wait for room rather than not
@@ -336,11 +354,12 @@ impl Coordinator {
         if since.elapsed() < self.ctx.stall_timeout {
             return Ok(());
         }
-        let total = self.swarm.layout.n_pieces();
+        // The pieces not chosen count as had to the scheduler (`new`).
+        let missing = self.swarm.layout.n_pieces().saturating_sub(self.scheduler.n_have());
         Err(DownloadError::Stalled {
             secs: self.ctx.stall_timeout.as_secs(),
-            missing: total - self.scheduler.n_have(),
-            total,
+            missing,
+            total: self.swarm.chosen.wanted.count(),
             cause: match self.scheduler.has_unavailable_piece() {
                 true => StallCause::NoPeerHasThem,
                 false => StallCause::PeersStopped,

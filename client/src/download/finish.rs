@@ -13,7 +13,7 @@ use common::Sha1Digest;
 
 use super::part_file::{is_same_file, remove_own_part, rename_no_replace, sync_parent};
 use super::unpack::unpack;
-use crate::swarm::ItemLayout;
+use crate::swarm::{Chosen, ItemLayout};
 use crate::swarm::{DownloadError, FileStamp};
 
 /// Checks the whole file, makes it durable and renames `part` (open as `file`) to `dest`.
@@ -26,22 +26,35 @@ use crate::swarm::{DownloadError, FileStamp};
 ///
 /// A folder (issue 23) is checked the same way (its digest is over its tree and the
 /// hashes), then its files are written from the `.part` into a staging directory that is
-/// renamed to `dest` (`unpack`), and the `.part` is removed.
+/// renamed to `dest` (`unpack`), and the `.part` is removed. A part of a folder (`chosen`
+/// by a selective download) cannot be checked against the folder's digest: each of its
+/// pieces' hashes, computed as it arrived, must be the one the metadata lists (metadata
+/// checked against the digest when the download started).
 pub fn finish(
     part: &Path,
     dest: &Path,
     file: &File,
     meta: &FileMeta,
     layout: &ItemLayout,
+    chosen: &Chosen,
     computed: &[Option<Sha1Digest>],
 ) -> Result<Option<FileStamp>, DownloadError> {
     let shown = || part.display().to_string();
-    let hashes: Option<Vec<Sha1Digest>> = computed.iter().copied().collect();
-    let digest = hashes.map(|hashes| match &meta.tree {
-        Some(tree) => folder_digest(tree, &hashes),
-        None => file_digest(meta.size, &hashes),
-    });
-    if digest != Some(meta.digest) {
+    let verified = match chosen.is_whole() {
+        true => {
+            let hashes: Option<Vec<Sha1Digest>> = computed.iter().copied().collect();
+            let digest = hashes.map(|hashes| match &meta.tree {
+                Some(tree) => folder_digest(tree, &hashes),
+                None => file_digest(meta.size, &hashes),
+            });
+            digest == Some(meta.digest)
+        }
+        false => chosen.wanted.iter().all(|piece| {
+            let i = piece.0 as usize;
+            matches!((computed.get(i), meta.pieces.get(i)), (Some(Some(got)), Some(listed)) if got == listed)
+        }),
+    };
+    if !verified {
         return Err(DownloadError::WholeFileMismatch);
     }
     let len = file
@@ -60,7 +73,7 @@ pub fn finish(
         return Err(DownloadError::PartReplaced { path: shown() });
     }
     if let (Some(tree), ItemLayout::Folder(folder)) = (&meta.tree, layout) {
-        unpack(file, tree, folder, dest)?;
+        unpack(file, tree, folder, &chosen.selection, dest)?;
         remove_own_part(part, file);
         // Each piece is checked again as it is served from the folder's files.
         return Ok(None);

@@ -39,14 +39,14 @@ use std::time::Duration;
 
 use rayon::prelude::*;
 
-use common::folder::{folder_digest, Selection};
+use common::folder::{folder_digest, Selection, TreeError};
 use common::hash::file_digest;
 use common::message::{FileMeta, PeerInfo, Reply, Request, Ticket};
 use common::{Bitfield, FileName, GroupId, PieceIndex, Sha1Digest};
 
 use crate::rate::RateCap;
 use crate::registry::Registry;
-use crate::swarm::{DownloadError, ItemLayout, PartId, Phase, Swarm};
+use crate::swarm::{Chosen, DownloadError, ItemLayout, PartId, Phase, Swarm};
 use crate::tracker_session::{CallError, TrackerSession};
 use coordinator::Coordinator;
 use disk_writer::{DiskWriter, DownloadFile};
@@ -66,8 +66,10 @@ pub enum StartError {
     IsAFolder { group: GroupId, name: FileName },
     #[error("{name} is a file, not a folder; download_file {group} {name} fetches it")]
     NotAFolder { group: GroupId, name: FileName },
-    #[error("this client cannot download part of a folder ({shown}) yet; download_file {group} {name}/ fetches all of it")]
-    Selective { group: GroupId, name: FileName, shown: String },
+    #[error("{name}/: {source}")]
+    NotInFolder { name: FileName, source: TreeError },
+    #[error("this client already shares or downloads {shown}; stop_share {group} {name} first to fetch another part of it")]
+    PartShared { group: GroupId, name: FileName, shown: String },
     #[error("{0} already exists; remove it or choose another destination")]
     Exists(String),
     #[error("{0} already exists and is not a download of this client; remove it or choose another destination")]
@@ -114,7 +116,10 @@ type Prepared = (File, Vec<PeerInfo>, Ticket);
 
 /// Starts downloading `name` of `group` to `destination` (a directory or a file path) in
 /// the background. Returns the final path. `folder`: what the user asked of a folder
-/// (`name/`); a folder is fetched whole into `<destination>/<name>/` (issue 23).
+/// (issue 23): all of it (`name/`), fetched into `<destination>/<name>/`; one file of it
+/// (`name/path/to/f`), fetched to `<destination>/f` (or to `destination`, a new file
+/// path, as a file shared alone); one directory of it (`name/path/to/d/`), fetched into
+/// `<destination>/d/`. Only the pieces of the part chosen are fetched.
 pub fn start(
     ctx: &Context,
     group: GroupId,
@@ -123,22 +128,34 @@ pub fn start(
     destination: &Path,
 ) -> Result<PathBuf, StartError> {
     let (meta, peers, ticket) = get_file(ctx, &group, &name)?;
-    match (meta.is_folder(), folder) {
-        (false, None) | (true, Some(Selection::Whole)) => {}
+    let selection = match (meta.is_folder(), folder) {
+        (false, None) => Selection::Whole,
+        (true, Some(selection)) => selection.clone(),
         (true, None) => return Err(StartError::IsAFolder { group, name }),
         (false, Some(_)) => return Err(StartError::NotAFolder { group, name }),
-        (true, Some(Selection::Inside { path, dir })) => {
-            let shown = format!("{name}/{path}{}", if *dir { "/" } else { "" });
-            return Err(StartError::Selective { group, name, shown });
-        }
-    }
+    };
     let layout = ItemLayout::of(&meta).map_err(|_| StartError::BadMeta(name.clone()))?;
     if !consistent(&meta, &layout) || meta.name != name {
         return Err(StartError::BadMeta(name));
     }
-    let dest = match meta.is_folder() {
-        true => part_file::folder_destination(destination, &name)?,
-        false => part_file::resolve_destination(destination, &name)?,
+    let chosen = Chosen::of(&meta, &layout, selection)
+        .map_err(|source| StartError::NotInFolder { name: name.clone(), source })?;
+    // One swarm per folder and group: a part of it beside another part, or beside all of
+    // it, would be two swarms under one digest.
+    if let Some(existing) = ctx.registry.get(&group, &meta.digest) {
+        if !chosen.is_whole() || !existing.chosen.is_whole() {
+            return Err(StartError::PartShared { group, name, shown: existing.shown_name() });
+        }
+    }
+    let dest = match &chosen.selection {
+        Selection::Whole if meta.is_folder() => part_file::folder_destination(destination, &name)?,
+        Selection::Whole => part_file::resolve_destination(destination, &name)?,
+        selection @ Selection::Inside { dir: true, .. } => {
+            part_file::folder_destination(destination, selection.base_name(&name))?
+        }
+        selection @ Selection::Inside { dir: false, .. } => {
+            part_file::resolve_destination(destination, selection.base_name(&name))?
+        }
     };
     if ctx.downloads.running_to(&dest) {
         return Err(StartError::AlreadyRunning { name, path: dest.display().to_string() });
@@ -158,8 +175,9 @@ pub fn start(
     };
     let have = Bitfield::empty(layout.n_pieces());
     let changes = Arc::clone(ctx.downloads.changes());
+    let phase = Phase::Fetching;
     let swarm =
-        Swarm::download(group, meta, layout, part, dest.clone(), have, Phase::Fetching, changes);
+        Swarm::download(group, meta, layout, chosen, part, dest.clone(), have, phase, changes);
     // Saved with the share: a resume adopts only this very file.
     swarm.record_part(id);
     let swarm = Arc::new(swarm);

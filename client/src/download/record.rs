@@ -33,9 +33,15 @@ pub struct DownloadRecord {
     pub id: usize,
     pub group: GroupId,
     pub name: FileName,
+    /// How a user names what it fetches: `name`, `name/`, `name/path` or `name/sub/`
+    /// (issue 23).
+    pub item: String,
     pub dest: PathBuf,
     pub state: DownloadState,
+    /// The bytes it fetches (a selective download's: the part chosen).
     pub size: u64,
+    /// The pieces it fetches (a selective download's: the part chosen's), and how many of
+    /// them it has.
     pub n_pieces: u32,
     pub n_have: u32,
     pub n_peers: usize,
@@ -66,6 +72,70 @@ pub struct DownloadRecord {
     pub peer_have: BTreeMap<SocketAddr, u32>,
     /// Why a resumed download started over in a fresh `.part` file (issue 21).
     pub started_over: Option<String>,
+    /// A folder's download (issue 23): the first `MAX_FILE_ROWS` files of the part it
+    /// fetches, in the tree's order, each with its progress (the dashboard's file tree).
+    pub files: Vec<FileProgress>,
+    /// The files of the part it fetches in all (0 for a file's download).
+    pub n_files: usize,
+    /// The length of every piece shorter than `PIECE_SIZE`, by index: a file's last piece,
+    /// and a folder's files' last pieces (issue 23), for the bytes behind a rate.
+    pub short_pieces: BTreeMap<u32, u32>,
+}
+
+/// The pieces of `layout` shorter than `PIECE_SIZE`, with their lengths.
+fn short_pieces(layout: &crate::swarm::ItemLayout) -> BTreeMap<u32, u32> {
+    use crate::swarm::ItemLayout;
+    let last_of = |first: u32, l: &common::Layout| {
+        let last = l.n_pieces().checked_sub(1)?;
+        let len = l.piece_len(common::PieceIndex(last));
+        (len < common::PIECE_SIZE).then_some((first + last, len as u32))
+    };
+    match layout {
+        ItemLayout::File(l) => last_of(0, l).into_iter().collect(),
+        ItemLayout::Folder(f) => {
+            f.files().iter().filter_map(|span| last_of(span.first_piece, &span.layout)).collect()
+        }
+    }
+}
+
+/// The files of a folder's download a record lists at most (a folder may have 100,000).
+pub const MAX_FILE_ROWS: usize = 1000;
+
+/// One file of a folder's download and how much of it is here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileProgress {
+    /// Its path inside the folder.
+    pub path: String,
+    pub size: u64,
+    pub n_pieces: u32,
+    pub n_have: u32,
+}
+
+/// The files of `swarm`'s part of a folder (none for a file), with the pieces had of each
+/// (`have`): at most `MAX_FILE_ROWS` of them, and how many there are.
+fn file_progress(swarm: &Swarm, have: &common::Bitfield) -> (Vec<FileProgress>, usize) {
+    let (Some(tree), crate::swarm::ItemLayout::Folder(layout)) = (&swarm.meta.tree, &swarm.layout)
+    else {
+        return (Vec::new(), 0);
+    };
+    let mut rows = Vec::new();
+    let mut n_files = 0;
+    for span in layout.files() {
+        let Some(entry) = tree.entries().get(span.entry) else { continue };
+        if !swarm.chosen.selection.takes(&entry.path) {
+            continue;
+        }
+        n_files += 1;
+        if rows.len() < MAX_FILE_ROWS {
+            rows.push(FileProgress {
+                path: entry.path.to_string(),
+                size: entry.file_size().unwrap_or(0),
+                n_pieces: span.layout.n_pieces(),
+                n_have: span.pieces().filter(|&p| have.has(common::PieceIndex(p))).count() as u32,
+            });
+        }
+    }
+    (rows, n_files)
 }
 
 pub use crate::swarm::{PIECE_MISSING, PIECE_NOT_TIMED, PIECE_OTHER_PEER, PIECE_RESUMED};
@@ -79,6 +149,7 @@ impl DownloadRecord {
     pub fn of(id: usize, swarm: &Swarm) -> Option<DownloadRecord> {
         swarm.inspect(|s| {
             let t = s.transfer()?;
+            let (files, n_files) = file_progress(swarm, s.have());
             let state = match s.phase() {
                 // Paused while its resume re-hashes: paused once the check ends.
                 Phase::Paused => DownloadState::Paused,
@@ -92,11 +163,12 @@ impl DownloadRecord {
                 id,
                 group: swarm.group.clone(),
                 name: swarm.meta.name.clone(),
+                item: swarm.shown_name(),
                 dest: t.dest.clone(),
                 state,
-                size: swarm.meta.size,
-                n_pieces: swarm.layout.n_pieces(),
-                n_have: s.have().count(),
+                size: swarm.chosen.size,
+                n_pieces: swarm.chosen.wanted.count(),
+                n_have: swarm.chosen.count_in(s.have()),
                 n_peers: t.connected.len(),
                 started: t.started,
                 finished: t.finished,
@@ -111,6 +183,9 @@ impl DownloadRecord {
                 piece_ms: t.piece_ms.clone(),
                 peer_have: t.peer_have.clone(),
                 started_over: t.started_over.clone(),
+                files,
+                n_files,
+                short_pieces: short_pieces(&swarm.layout),
             })
         })
     }
@@ -123,15 +198,16 @@ impl DownloadRecord {
         let end_ms = u64::try_from(end.as_millis()).unwrap_or(u64::MAX);
         let window_ms = end_ms.min(RECENT.as_millis() as u64).max(1);
         let from = end_ms.saturating_sub(window_ms);
-        let last = self.n_pieces.saturating_sub(1) as usize;
+        // Piece indexes are the item's (a folder's, for part of one: issue 23), so each
+        // piece's length comes from the layout, never from the size of the part.
         let bytes: u64 = self
             .piece_ms
             .iter()
             .enumerate()
             .filter(|(_, &ms)| ms != PIECE_NOT_TIMED && u64::from(ms) >= from)
-            .map(|(i, _)| match i == last {
-                true => self.size - last as u64 * common::PIECE_SIZE as u64,
-                false => common::PIECE_SIZE as u64,
+            .map(|(i, _)| {
+                let i = u32::try_from(i).unwrap_or(u32::MAX);
+                self.short_pieces.get(&i).map_or(common::PIECE_SIZE as u64, |&len| len.into())
             })
             .sum();
         bytes as f64 * 1000.0 / window_ms as f64
@@ -173,7 +249,7 @@ impl DownloadRecord {
                 format!(
                     "[D] [{}] {} {percent:.0}% ({}/{} pieces) {mb_per_sec:.1} MB/s from {} {peers}{}",
                     self.group,
-                    self.name,
+                    self.item,
                     self.n_have,
                     self.n_pieces,
                     self.n_peers,
@@ -188,7 +264,7 @@ impl DownloadRecord {
                 format!(
                     "[P] [{}] {} {percent:.0}% ({}/{} pieces) paused{}",
                     self.group,
-                    self.name,
+                    self.item,
                     self.n_have,
                     self.n_pieces,
                     self.started_over_note()
@@ -203,14 +279,14 @@ impl DownloadRecord {
                 format!(
                     "[C] [{}] {} -> {} ({} in {elapsed:.2} s, {mb_per_sec:.1} MB/s; {resumed}pieces from {})",
                     self.group,
-                    self.name,
+                    self.item,
                     self.dest.display(),
                     crate::size::shown(self.size, on_terminal),
                     self.peer_counts()
                 )
             }
             DownloadState::Failed(reason) => {
-                format!("[F] [{}] {}: {reason}", self.group, self.name)
+                format!("[F] [{}] {}: {reason}", self.group, self.item)
             }
         }
     }
@@ -255,6 +331,7 @@ impl DownloadRecord {
             "state": state,
             "group": self.group.to_string(),
             "file": self.name.to_string(),
+            "item": self.item,
             "destination": self.dest.display().to_string(),
             "size": self.size,
             "pieces": self.n_pieces,
@@ -513,6 +590,7 @@ mod tests {
             id: 0,
             group: GroupId::new("g").unwrap(),
             name: "f".parse().unwrap(),
+            item: "f".into(),
             dest: PathBuf::from("f"),
             state: DownloadState::Running,
             size: u64::from(n) * common::PIECE_SIZE as u64,
@@ -531,8 +609,70 @@ mod tests {
             sources: Vec::new(),
             piece_ms,
             peer_have: BTreeMap::new(),
+            files: Vec::new(),
+            n_files: 0,
+            short_pieces: BTreeMap::new(),
             started_over: None,
         }
+    }
+
+    /// Issue 23: a download of part of a folder counts that part's pieces and bytes, and
+    /// lists that part's files with the pieces had of each.
+    #[test]
+    fn a_folders_part_lists_its_files_with_their_progress() {
+        use crate::swarm::{Chosen, ItemLayout, Phase};
+        use common::folder::{folder_digest, Entry, EntryKind, RelPath, Selection, Tree};
+        use common::{Bitfield, PieceIndex, Sha1Digest, PIECE_SIZE};
+        let entry = |p: &str, kind| Entry { path: RelPath::parse(p).unwrap(), kind };
+        let file = |size| EntryKind::File { size, executable: false };
+        let p = PIECE_SIZE as u64;
+        let tree = Tree::new(vec![
+            entry("a", file(p + 1)),
+            entry("d", EntryKind::Dir),
+            entry("d/e", file(0)),
+            entry("d/f", file(2 * p)),
+        ])
+        .unwrap();
+        let pieces = vec![Sha1Digest([1; 20]); 4];
+        let meta = common::message::FileMeta {
+            name: "album".parse().unwrap(),
+            size: tree.total_size(),
+            digest: folder_digest(&tree, &pieces),
+            pieces,
+            tree: Some(tree),
+        };
+        let layout = ItemLayout::of(&meta).unwrap();
+        let d = Selection::Inside { path: RelPath::parse("d").unwrap(), dir: true };
+        let chosen = Chosen::of(&meta, &layout, d).unwrap();
+        let swarm = Swarm::download(
+            GroupId::new("g").unwrap(),
+            meta,
+            layout,
+            chosen,
+            PathBuf::from("d.part"),
+            PathBuf::from("d"),
+            Bitfield::empty(4),
+            Phase::Fetching,
+            Arc::default(),
+        );
+        let from: std::net::SocketAddr = "127.0.0.1:7000".parse().unwrap();
+        swarm.piece_verified(PieceIndex(3), Some(from));
+        swarm.piece_verified(PieceIndex(0), None);
+        let r = DownloadRecord::of(0, &swarm).unwrap();
+        assert_eq!((r.item.as_str(), r.n_pieces, r.n_have, r.size), ("album/d/", 2, 1, 2 * p));
+        let row = |path: &str, size, n_pieces, n_have| FileProgress {
+            path: path.into(),
+            size,
+            n_pieces,
+            n_have,
+        };
+        assert_eq!(r.files, [row("d/e", 0, 0, 0), row("d/f", 2 * p, 2, 1)]);
+        assert_eq!(r.n_files, 2);
+        // Every file's short last piece (issue 23: the rate once summed the wrong lengths,
+        // and panicked on a part smaller than its pieces).
+        assert_eq!(r.short_pieces, BTreeMap::from([(1, 1)]));
+        assert!(r.recent_rate() > 0.0);
+        assert!(r.line().starts_with("[D] [g] album/d/ 50% (1/2 pieces) "), "{}", r.line());
     }
 
     /// Issue 21: a download that started over in a fresh `.part` says why, on its line and

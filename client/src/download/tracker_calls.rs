@@ -18,7 +18,8 @@ pub enum TrackerJob {
     Announce { request: Request, n_have: u32 },
     /// `GetFile`: new peers and a fresh ticket.
     Refresh(Request),
-    /// `UploadFile` of the finished download (nobody waits for the answer).
+    /// `UploadFile` of the finished download, or the last `AnnouncePieces` of a finished
+    /// selective one (issue 23: it holds part of a folder); nobody waits for the answer.
     Complete(Request),
 }
 

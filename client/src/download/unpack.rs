@@ -1,6 +1,7 @@
 //! The last step of a folder's download (issue 23): its verified pieces, stored end to end
-//! in the `.part` file, become the folder's tree of files and directories, first in a
-//! staging directory beside the destination (`.<name>.part`), then renamed into place.
+//! in the `.part` file, become the folder's tree of files and directories (or the part of
+//! it a selective download chose: a directory, or one file), first at a staging path
+//! beside the destination (`.<name>.part`), then renamed into place.
 //!
 //! Invariant: every path written is a `RelPath` of the tree joined with `RelPath::under`
 //! to the staging directory this function created itself, so nothing is written outside
@@ -11,14 +12,15 @@ use std::io::ErrorKind;
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use common::folder::{EntryKind, FolderLayout, Tree};
+use common::folder::{EntryKind, FolderLayout, Selection, Tree};
 use common::{PieceIndex, PIECE_SIZE};
 
 use super::part_file::{rename_no_replace, sync_parent};
 use crate::swarm::item_layout::part_offset;
 use crate::swarm::DownloadError;
 
-/// The staging directory of a folder downloaded to `dest`: `.<name>.part` beside it.
+/// The staging directory (or file) of a folder, or part of one, downloaded to `dest`:
+/// `.<name>.part` beside it.
 pub fn staging_path(dest: &Path) -> PathBuf {
     let mut name = std::ffi::OsString::from(".");
     name.push(dest.file_name().unwrap_or_default());
@@ -26,33 +28,57 @@ pub fn staging_path(dest: &Path) -> PathBuf {
     dest.with_file_name(name)
 }
 
-/// Writes `tree`'s directories and files, their bytes read from `part` (the pieces end to
-/// end, as `ItemLayout::part_offset` places them), under a fresh staging directory, syncs
-/// them, and renames the staging directory to `dest`, which it never replaces. On failure
-/// the staging directory is removed, except when only the final rename failed (the
-/// verified folder then stays there, and the error says where).
+/// Writes the part `selection` of `tree` (all of it, a directory of it, or one file),
+/// its bytes read from `part` (the pieces end to end, as `ItemLayout::part_offset` places
+/// them), at a fresh staging path beside `dest` (a directory, or a file for one file),
+/// syncs it, and renames it to `dest`, which it never replaces. On failure the staging
+/// path is removed, except when only the final rename failed (the verified folder or file
+/// then stays there, and the error says where).
 pub fn unpack(
     part: &File,
     tree: &Tree,
     layout: &FolderLayout,
+    selection: &Selection,
     dest: &Path,
 ) -> Result<(), DownloadError> {
     let staging = staging_path(dest);
     let shown = |p: &Path| p.display().to_string();
-    DirBuilder::new().mode(0o700).create(&staging).map_err(|e| DownloadError::Write {
+    let exists = |e: std::io::Error| DownloadError::Write {
         piece: 0,
         path: shown(&staging),
         reason: match e.kind() {
             ErrorKind::AlreadyExists => "it already exists; remove it and download again".into(),
             _ => e.to_string(),
         },
-    })?;
-    if let Err(e) = write_tree(part, tree, layout, &staging) {
-        if let Err(rm) = std::fs::remove_dir_all(&staging) {
-            log::warn!("cannot remove {}: {rm}", staging.display());
+    };
+    let written = match selection {
+        Selection::Inside { path, dir: false } => {
+            let i = tree.find(path).ok_or_else(|| DownloadError::Write {
+                piece: 0,
+                path: shown(&staging),
+                reason: format!("no {path} in the folder"),
+            })?;
+            let out = create_file(&staging, &tree.entries()[i].kind).map_err(exists)?;
+            let written = write_file(part, &out, tree, layout, i, &staging);
+            if written.is_err() {
+                if let Err(rm) = std::fs::remove_file(&staging) {
+                    log::warn!("cannot remove {}: {rm}", staging.display());
+                }
+            }
+            written
         }
-        return Err(e);
-    }
+        _ => {
+            DirBuilder::new().mode(0o700).create(&staging).map_err(exists)?;
+            let written = write_tree(part, tree, layout, selection, &staging);
+            if written.is_err() {
+                if let Err(rm) = std::fs::remove_dir_all(&staging) {
+                    log::warn!("cannot remove {}: {rm}", staging.display());
+                }
+            }
+            written
+        }
+    };
+    written?;
     if let Err(e) = rename_no_replace(&staging, dest) {
         return Err(match e.kind() {
             ErrorKind::AlreadyExists => {
@@ -65,50 +91,48 @@ pub fn unpack(
     Ok(())
 }
 
-/// Creates every entry of `tree` under `root` (which exists and is empty).
+/// Creates the file of an entry of kind `kind` at `path`, exclusively and never through a
+/// link: 0600, or 0700 when executable.
+fn create_file(path: &Path, kind: &EntryKind) -> std::io::Result<File> {
+    let mode = match kind {
+        EntryKind::File { executable: true, .. } => 0o700,
+        _ => 0o600,
+    };
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
+/// Creates the entries of `tree` that `selection` takes under `root` (which exists and is
+/// empty; the directory chosen is `root` itself).
 fn write_tree(
     part: &File,
     tree: &Tree,
     layout: &FolderLayout,
+    selection: &Selection,
     root: &Path,
 ) -> Result<(), DownloadError> {
-    let mut spans = layout.files().iter().peekable();
-    let mut buf = vec![0u8; PIECE_SIZE];
     let mut dirs = vec![root.to_path_buf()];
     for (i, entry) in tree.entries().iter().enumerate() {
-        let path = entry.path.under(root);
-        let failed = |piece: u32, e: std::io::Error| DownloadError::Write {
-            piece,
+        let Some(path) = selection.local_path(&entry.path, root) else { continue };
+        if path == root {
+            continue;
+        }
+        let failed = |e: std::io::Error| DownloadError::Write {
+            piece: 0,
             path: path.display().to_string(),
             reason: e.to_string(),
         };
-        let EntryKind::File { size, executable } = entry.kind else {
-            DirBuilder::new().mode(0o700).create(&path).map_err(|e| failed(0, e))?;
+        if entry.kind == EntryKind::Dir {
+            DirBuilder::new().mode(0o700).create(&path).map_err(failed)?;
             dirs.push(path);
             continue;
-        };
-        let mode = if executable { 0o700 } else { 0o600 };
-        let out = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-            .map_err(|e| failed(0, e))?;
-        // The tree's files are the layout's, in the same order.
-        let span = spans.next_if(|s| s.entry == i);
-        if let Some(span) = span {
-            for inner in span.layout.pieces() {
-                let piece = PieceIndex(span.first_piece + inner.0);
-                let len = span.layout.piece_len(inner);
-                let data = &mut buf[..len];
-                part.read_exact_at(data, part_offset(piece)).map_err(|e| failed(piece.0, e))?;
-                out.write_all_at(data, span.layout.piece_offset(inner))
-                    .map_err(|e| failed(piece.0, e))?;
-            }
         }
-        out.set_len(size).map_err(|e| failed(0, e))?;
-        out.sync_all().map_err(|e| failed(0, e))?;
+        let out = create_file(&path, &entry.kind).map_err(failed)?;
+        write_file(part, &out, tree, layout, i, &path)?;
     }
     for dir in dirs.iter().rev() {
         if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
@@ -116,6 +140,39 @@ fn write_tree(
         }
     }
     Ok(())
+}
+
+/// Writes the bytes of the tree's file `entry` from its pieces in `part` to `out` (at
+/// `path`), and syncs it.
+fn write_file(
+    part: &File,
+    out: &File,
+    tree: &Tree,
+    layout: &FolderLayout,
+    entry: usize,
+    path: &Path,
+) -> Result<(), DownloadError> {
+    let failed = |piece: u32, e: std::io::Error| DownloadError::Write {
+        piece,
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    };
+    let size = tree.entries().get(entry).and_then(|e| e.file_size()).unwrap_or(0);
+    // The layout's files are the tree's, in the same order.
+    let at = layout.files().partition_point(|s| s.entry < entry);
+    if let Some(span) = layout.files().get(at).filter(|s| s.entry == entry) {
+        let mut buf = vec![0u8; usize::try_from(size).map_or(PIECE_SIZE, |s| s.min(PIECE_SIZE))];
+        for inner in span.layout.pieces() {
+            let piece = PieceIndex(span.first_piece + inner.0);
+            let len = span.layout.piece_len(inner);
+            let data = &mut buf[..len];
+            part.read_exact_at(data, part_offset(piece)).map_err(|e| failed(piece.0, e))?;
+            out.write_all_at(data, span.layout.piece_offset(inner))
+                .map_err(|e| failed(piece.0, e))?;
+        }
+    }
+    out.set_len(size).map_err(|e| failed(0, e))?;
+    out.sync_all().map_err(|e| failed(0, e))
 }
 
 #[cfg(test)]
@@ -153,7 +210,7 @@ mod tests {
         let tree = tree();
         let layout = FolderLayout::new(&tree).unwrap();
         let dest = dir.path().join("f");
-        unpack(&part(dir.path()), &tree, &layout, &dest).unwrap();
+        unpack(&part(dir.path()), &tree, &layout, &Selection::Whole, &dest).unwrap();
         let a = std::fs::read(dest.join("a")).unwrap();
         assert_eq!((a.len(), &a[PIECE_SIZE - 1..]), (PIECE_SIZE + 2, &[7, 8, 9][..]));
         assert_eq!(std::fs::read(dest.join("s/y")).unwrap(), b"yyy");
@@ -171,16 +228,60 @@ mod tests {
         let layout = FolderLayout::new(&tree).unwrap();
         let dest = dir.path().join("f");
         std::fs::create_dir(&dest).unwrap();
-        let err = unpack(&part(dir.path()), &tree, &layout, &dest).unwrap_err();
+        let err = unpack(&part(dir.path()), &tree, &layout, &Selection::Whole, &dest).unwrap_err();
         assert!(matches!(err, DownloadError::DestinationAppeared { .. }), "{err}");
         // The verified folder waits in the staging directory; the destination is untouched.
         assert_eq!(std::fs::read(staging_path(&dest).join("s/y")).unwrap(), b"yyy");
         assert_eq!(std::fs::read_dir(&dest).unwrap().count(), 0);
         // Another attempt does not write into a staging directory it did not create.
         std::fs::remove_dir(&dest).unwrap();
-        let err = unpack(&part(dir.path()), &tree, &layout, &dest).unwrap_err();
+        let err = unpack(&part(dir.path()), &tree, &layout, &Selection::Whole, &dest).unwrap_err();
         assert!(err.to_string().contains("already exists"), "{err}");
         assert!(!dest.exists());
+    }
+
+    /// Issue 23: a subfolder lands under its own name, and one file as that file alone.
+    #[test]
+    fn a_part_chosen_is_written_under_its_own_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = tree();
+        let layout = FolderLayout::new(&tree).unwrap();
+        let sub = Selection::Inside { path: RelPath::parse("s").unwrap(), dir: true };
+        let dest = dir.path().join("s");
+        unpack(&part(dir.path()), &tree, &layout, &sub, &dest).unwrap();
+        assert_eq!(std::fs::read(dest.join("y")).unwrap(), b"yyy");
+        assert_eq!(std::fs::read(dest.join("x")).unwrap(), b"");
+        assert_eq!(std::fs::read_dir(&dest).unwrap().count(), 2);
+        let one = Selection::Inside { path: RelPath::parse("a").unwrap(), dir: false };
+        let dest = dir.path().join("a");
+        unpack(&part(dir.path()), &tree, &layout, &one, &dest).unwrap();
+        let a = std::fs::read(&dest).unwrap();
+        assert_eq!((a.len(), &a[PIECE_SIZE - 1..]), (PIECE_SIZE + 2, &[7, 8, 9][..]));
+        let y = Selection::Inside { path: RelPath::parse("s/y").unwrap(), dir: false };
+        let dest = dir.path().join("y");
+        unpack(&part(dir.path()), &tree, &layout, &y, &dest).unwrap();
+        let mode = std::fs::metadata(&dest).unwrap().permissions().mode() & 0o777;
+        assert_eq!((std::fs::read(&dest).unwrap(), mode), (b"yyy".to_vec(), 0o700));
+        // Nothing else appeared: no staging path left, nothing of the rest of the tree.
+        let mut names: Vec<_> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        names.sort();
+        assert_eq!(names, ["a", "f.part", "s", "y"]);
+        // An empty file and an empty directory: no piece, and still their place.
+        let x = Selection::Inside { path: RelPath::parse("s/x").unwrap(), dir: false };
+        unpack(&part(dir.path()), &tree, &layout, &x, &dir.path().join("x")).unwrap();
+        assert_eq!(std::fs::read(dir.path().join("x")).unwrap(), b"");
+        let e = Selection::Inside { path: RelPath::parse("e").unwrap(), dir: true };
+        unpack(&part(dir.path()), &tree, &layout, &e, &dir.path().join("e")).unwrap();
+        assert_eq!(std::fs::read_dir(dir.path().join("e")).unwrap().count(), 0);
+        std::fs::remove_file(dir.path().join("x")).unwrap();
+        std::fs::remove_dir(dir.path().join("e")).unwrap();
+        // A staging file in the way is someone else's: left alone, and nothing renamed.
+        std::fs::write(dir.path().join(".z.part"), b"theirs").unwrap();
+        let err = unpack(&part(dir.path()), &tree, &layout, &y, &dir.path().join("z"));
+        assert!(err.unwrap_err().to_string().contains("already exists"));
+        assert_eq!(std::fs::read(dir.path().join(".z.part")).unwrap(), b"theirs");
+        assert!(!dir.path().join("z").exists());
     }
 
     #[test]
@@ -191,7 +292,8 @@ mod tests {
         let dest = dir.path().join("f");
         let short = dir.path().join("short.part");
         std::fs::write(&short, [1u8; 10]).unwrap();
-        let err = unpack(&File::open(short).unwrap(), &tree, &layout, &dest).unwrap_err();
+        let err = unpack(&File::open(short).unwrap(), &tree, &layout, &Selection::Whole, &dest)
+            .unwrap_err();
         assert!(matches!(err, DownloadError::Write { .. }), "{err}");
         assert!(!dest.exists() && !staging_path(&dest).exists());
     }

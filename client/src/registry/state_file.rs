@@ -14,19 +14,23 @@
 //!   `.part` file.
 //! - Format 4 (issue 23): the metadata may be a folder's (`FileMeta::tree`); then `path`
 //!   is the folder's root directory.
+//! - Format 5 (issue 23): and the part of a folder a selective download chose
+//!   (`Selection`: all of it, or a file or a directory inside it); then `path` and the
+//!   destination are that file's or directory's, and the pieces had are only its own.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use common::folder::Selection;
 use common::message::FileMeta;
 use common::{Bitfield, GroupId, UserId};
 
 use crate::swarm::PartId;
 
 /// The format this build writes (it reads this one and every older one).
-pub const FORMAT: u32 = 4;
+pub const FORMAT: u32 = 5;
 
 /// One share as saved.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,6 +48,29 @@ pub struct SavedShare {
     /// The identity of a download's `.part` file, recorded when it was created (format 3;
     /// `None` for a complete file, and for a download saved by an older format).
     pub part_id: Option<PartId>,
+    /// What of a folder this peer fetches and keeps (format 5; `Whole` for a file, and
+    /// for a share saved by an older format).
+    pub selection: Selection,
+}
+
+/// A share as format 4 saved it (before selective downloads).
+#[derive(Deserialize)]
+struct SavedShareV4 {
+    group: GroupId,
+    meta: FileMeta,
+    path: PathBuf,
+    have: Bitfield,
+    destination: Option<PathBuf>,
+    paused: bool,
+    part_id: Option<PartId>,
+}
+
+impl From<SavedShareV4> for SavedShare {
+    fn from(v4: SavedShareV4) -> SavedShare {
+        let SavedShareV4 { group, meta, path, have, destination, paused, part_id } = v4;
+        let selection = Selection::Whole;
+        SavedShare { group, meta, path, have, destination, paused, part_id, selection }
+    }
 }
 
 /// Metadata as formats 1 to 3 saved it: a file's, before folders.
@@ -77,7 +104,9 @@ struct SavedShareV3 {
 impl From<SavedShareV3> for SavedShare {
     fn from(v3: SavedShareV3) -> SavedShare {
         let SavedShareV3 { group, meta, path, have, destination, paused, part_id } = v3;
-        SavedShare { group, meta: meta.into(), path, have, destination, paused, part_id }
+        let v4 =
+            SavedShareV4 { group, meta: meta.into(), path, have, destination, paused, part_id };
+        v4.into()
     }
 }
 
@@ -95,7 +124,9 @@ struct SavedShareV2 {
 impl From<SavedShareV2> for SavedShare {
     fn from(v2: SavedShareV2) -> SavedShare {
         let SavedShareV2 { group, meta, path, have, destination, paused } = v2;
-        SavedShare { group, meta: meta.into(), path, have, destination, paused, part_id: None }
+        let meta = meta.into();
+        let v4 = SavedShareV4 { group, meta, path, have, destination, paused, part_id: None };
+        v4.into()
     }
 }
 
@@ -113,7 +144,9 @@ impl From<SavedShareV1> for SavedShare {
     fn from(v1: SavedShareV1) -> SavedShare {
         let SavedShareV1 { group, meta, path, have, destination } = v1;
         let meta = meta.into();
-        SavedShare { group, meta, path, have, destination, paused: false, part_id: None }
+        let paused = false;
+        let v4 = SavedShareV4 { group, meta, path, have, destination, paused, part_id: None };
+        v4.into()
     }
 }
 
@@ -155,6 +188,7 @@ pub fn decode(bytes: &[u8]) -> Result<SavedUsers, DecodeError> {
         1 => Ok(upgrade(postcard::from_bytes::<State<SavedShareV1>>(bytes)?.users)),
         2 => Ok(upgrade(postcard::from_bytes::<State<SavedShareV2>>(bytes)?.users)),
         3 => Ok(upgrade(postcard::from_bytes::<State<SavedShareV3>>(bytes)?.users)),
+        4 => Ok(upgrade(postcard::from_bytes::<State<SavedShareV4>>(bytes)?.users)),
         FORMAT => Ok(postcard::from_bytes::<State<SavedShare>>(bytes)?.users),
         found => Err(DecodeError::UnknownFormat { found }),
     }
@@ -188,6 +222,7 @@ mod tests {
             destination: Some(PathBuf::from("/d/a.txt")),
             paused: true,
             part_id: Some(PartId { dev: 0x801, ino: 12, born: Some((3, 500)) }),
+            selection: Selection::Whole,
         };
         BTreeMap::from([(UserId::new("al").unwrap(), vec![share])])
     }
@@ -199,13 +234,15 @@ mod tests {
     /// The bytes of `sample()` in `format`, as pinned: format 1 has no `paused` byte,
     /// formats 1 and 2 no `.part` identity (`Some`, the device 0x801 and the inode 12, as
     /// varints, then `Some` birth time: 3 s (zigzag) and 500 ns), formats 1 to 3 no tree
-    /// (`None` after the piece hashes).
+    /// (`None` after the piece hashes), formats 1 to 4 no selection (`Whole`, variant 0,
+    /// last).
     fn golden(format: u8) -> String {
         let users = sample();
         let digest = hex(&users[&UserId::new("al").unwrap()][0].meta.digest.0);
         let paused = if format >= 2 { "01" } else { "" };
         let part_id = if format >= 3 { "0181100c0106f403" } else { "" };
         let tree = if format >= 4 { "00" } else { "" };
+        let selection = if format >= 5 { "00" } else { "" };
         format!(
             "{format:02x}\
              01\
@@ -221,7 +258,8 @@ mod tests {
              010100\
              01082f642f612e747874\
              {paused}\
-             {part_id}",
+             {part_id}\
+             {selection}",
             "ab".repeat(20)
         )
     }
@@ -233,19 +271,40 @@ mod tests {
             .collect()
     }
 
-    /// Format 4, byte for byte: a change here is a change of format, and needs a new
+    /// Format 5, byte for byte: a change here is a change of format, and needs a new
     /// `FORMAT` (and a way to read the old one).
     #[test]
-    fn format_4_golden_bytes() {
+    fn format_5_golden_bytes() {
         let users = sample();
         let bytes = encode(users.iter().map(|(u, s)| (u, s.as_slice()))).unwrap();
-        assert_eq!(hex(&bytes), golden(4));
+        assert_eq!(hex(&bytes), golden(5));
         assert_eq!(decode(&bytes).unwrap(), users);
+    }
+
+    /// A selective download of a folder (issue 23): the part chosen comes last, byte for
+    /// byte: `Inside` (variant 1), its path (2 components: `d`, `x`), not a directory.
+    #[test]
+    fn format_5_keeps_the_part_of_a_folder_chosen() {
+        use common::folder::RelPath;
+        let mut users = sample();
+        let share = &mut users.values_mut().next().unwrap()[0];
+        share.selection = Selection::Inside { path: RelPath::parse("d/x").unwrap(), dir: false };
+        let bytes = encode(users.iter().map(|(u, s)| (u, s.as_slice()))).unwrap();
+        let golden_whole = golden(5);
+        let expected = format!("{}01020164017800", &golden_whole[..golden_whole.len() - 2]);
+        assert_eq!(hex(&bytes), expected);
+        assert_eq!(decode(&bytes).unwrap(), users);
+    }
+
+    /// Format 4 (before selective downloads) is still read: every share is whole.
+    #[test]
+    fn format_4_is_still_read() {
+        assert_eq!(decode(&unhex(&golden(4))).unwrap(), sample());
     }
 
     /// A folder's share (issue 23): its tree follows the piece hashes.
     #[test]
-    fn format_4_keeps_a_folders_tree() {
+    fn format_5_keeps_a_folders_tree() {
         use common::folder::{folder_digest, Entry, EntryKind, RelPath, Tree};
         let mut users = sample();
         let share = &mut users.values_mut().next().unwrap()[0];
@@ -298,10 +357,10 @@ mod tests {
     #[test]
     fn another_format_is_refused_before_the_rest_is_read() {
         let mut bytes = encode(sample().iter().map(|(u, s)| (u, s.as_slice()))).unwrap();
-        bytes[0] = 5;
+        bytes[0] = 6;
         let err = decode(&bytes).unwrap_err();
-        assert!(matches!(err, DecodeError::UnknownFormat { found: 5 }));
-        assert_eq!(err.to_string(), "it has format 5; this client reads formats 1 to 4");
+        assert!(matches!(err, DecodeError::UnknownFormat { found: 6 }));
+        assert_eq!(err.to_string(), "it has format 6; this client reads formats 1 to 5");
         // Even when what follows is not format 1's at all.
         assert!(matches!(decode(&[7, 0xff, 0xff]), Err(DecodeError::UnknownFormat { found: 7 })));
     }

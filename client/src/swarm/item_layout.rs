@@ -4,10 +4,78 @@
 //! Invariant: a piece lies in exactly one file, at one offset; `locate` of a piece out of
 //! range is `None` and its length 0.
 
-use common::folder::{FolderLayout, RelPath, TreeError};
+use common::folder::{FolderLayout, RelPath, Selection, TreeError};
 use common::message::FileMeta;
 use common::piece::TooLarge;
-use common::{Layout, PieceIndex, PIECE_SIZE};
+use common::{Bitfield, Layout, PieceIndex, PIECE_SIZE};
+
+/// What of an item this peer fetches and keeps (issue 23): all of it, or the part of a
+/// folder a selective download chose, and the pieces that part is made of (the layout is
+/// file-aligned, so a piece belongs to the part or not at all).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chosen {
+    pub selection: Selection,
+    /// The pieces of the part chosen (every piece for `Selection::Whole`).
+    pub wanted: Bitfield,
+    /// The bytes of the files chosen.
+    pub size: u64,
+}
+
+impl Chosen {
+    /// All of `meta`, whose layout is `layout`.
+    pub fn all(meta: &FileMeta, layout: &ItemLayout) -> Chosen {
+        Chosen {
+            selection: Selection::Whole,
+            wanted: Bitfield::full(layout.n_pieces()),
+            size: meta.size,
+        }
+    }
+
+    /// The part of `meta` (a folder, unless the selection is `Whole`) that `selection`
+    /// names; an error if the folder has no such file or directory.
+    pub fn of(
+        meta: &FileMeta,
+        layout: &ItemLayout,
+        selection: Selection,
+    ) -> Result<Chosen, TreeError> {
+        let (Some(tree), ItemLayout::Folder(folder), Selection::Inside { .. }) =
+            (&meta.tree, layout, &selection)
+        else {
+            return match selection {
+                Selection::Whole => Ok(Chosen::all(meta, layout)),
+                Selection::Inside { path, .. } => Err(TreeError::NotInFolder(path.to_string())),
+            };
+        };
+        let selected = tree.select(&selection)?;
+        let mut wanted = Bitfield::empty(folder.n_pieces());
+        for range in folder.pieces_of(&selected) {
+            for piece in range {
+                wanted.set(PieceIndex(piece));
+            }
+        }
+        let size = selected.iter().filter_map(|&i| tree.entries().get(i)?.file_size()).sum();
+        Ok(Chosen { selection, wanted, size })
+    }
+
+    /// Whether it is the whole item.
+    pub fn is_whole(&self) -> bool {
+        self.selection == Selection::Whole
+    }
+
+    /// How a user names it: `name` for a file, `name/`, `name/path` or `name/sub/` for a
+    /// folder or a part of one.
+    pub fn shown(&self, meta: &FileMeta) -> String {
+        match meta.is_folder() {
+            true => self.selection.shown(&meta.name),
+            false => meta.name.to_string(),
+        }
+    }
+
+    /// How many of the pieces in `have` are of the part chosen.
+    pub fn count_in(&self, have: &Bitfield) -> u32 {
+        have.iter().filter(|&piece| self.wanted.has(piece)).count() as u32
+    }
+}
 
 /// The pieces of a file or of a folder.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,6 +233,31 @@ mod tests {
         let small = folder(&[("a", 1), ("b", 2)]);
         assert_eq!(ItemLayout::of(&small).unwrap().part_len(), p + 2);
         assert_eq!(ItemLayout::of(&folder(&[("a", 0)])).unwrap().part_len(), 0);
+    }
+
+    #[test]
+    fn a_part_chosen_wants_exactly_its_files_pieces() {
+        let p = PIECE_SIZE as u64;
+        let meta = folder(&[("a", p + 1), ("d", u64::MAX), ("d/e", 0), ("d/f", 3), ("z", p)]);
+        let layout = ItemLayout::of(&meta).unwrap();
+        let pieces = |c: &Chosen| c.wanted.iter().map(|i| i.0).collect::<Vec<_>>();
+        let all = Chosen::all(&meta, &layout);
+        assert_eq!((pieces(&all), all.size, all.is_whole()), (vec![0, 1, 2, 3], 2 * p + 4, true));
+        let inside =
+            |path: &str, dir| Selection::Inside { path: RelPath::parse(path).unwrap(), dir };
+        let d = Chosen::of(&meta, &layout, inside("d", true)).unwrap();
+        assert_eq!((pieces(&d), d.size, d.shown(&meta)), (vec![2], 3, "f/d/".to_string()));
+        let a = Chosen::of(&meta, &layout, inside("a", false)).unwrap();
+        assert_eq!((pieces(&a), a.size, a.shown(&meta)), (vec![0, 1], p + 1, "f/a".to_string()));
+        let mut have = Bitfield::empty(4);
+        have.set(PieceIndex(1));
+        have.set(PieceIndex(2));
+        assert_eq!((a.count_in(&have), d.count_in(&have), all.count_in(&have)), (1, 1, 2));
+        // An empty file: no piece to fetch, nothing to wait for.
+        let e = Chosen::of(&meta, &layout, inside("d/e", false)).unwrap();
+        assert_eq!((e.wanted.count(), e.size), (0, 0));
+        assert!(Chosen::of(&meta, &layout, inside("d", false)).is_err());
+        assert!(Chosen::of(&meta, &layout, inside("nope", true)).is_err());
     }
 
     #[test]

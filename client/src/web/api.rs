@@ -9,7 +9,7 @@ use std::str::FromStr;
 use serde_json::{json, Map, Value};
 
 use common::message::TrackerRole;
-use common::IdError;
+use common::{FileName, IdError};
 
 use super::guard::Guard;
 use super::http::{Request, Response};
@@ -246,8 +246,15 @@ fn change(peer: &Peer, name: &str, body: &Body) -> Result<Value, ApiError> {
                 Some(_) => Some(body.text("destination")?).filter(|d| !d.is_empty()),
             };
             let destination = destination.map(std::path::Path::new);
+            // A folder, or part of one, as the REPL takes it (issue 23): `name/`,
+            // `name/path`, `name/sub/`.
+            let file = body.text("file")?;
+            let (name, folder) = match common::folder::ItemRef::parse(file) {
+                Ok(common::folder::ItemRef::Folder { name, selection }) => (name, Some(selection)),
+                _ => (parse_id("file", file)?, None),
+            };
             let dest =
-                peer.download_file(&body.id("group")?, &body.id("file")?, None, destination)?;
+                peer.download_file(&body.id("group")?, &name, folder.as_ref(), destination)?;
             json!({ "destination": dest.display().to_string() })
         }
         "stop_share" => {
@@ -255,15 +262,15 @@ fn change(peer: &Peer, name: &str, body: &Body) -> Result<Value, ApiError> {
             json!({ "ok": true })
         }
         "pause" => {
-            peer.pause(&body.id("group")?, &body.id("file")?)?;
+            peer.pause(&body.id("group")?, &body.item("file")?)?;
             json!({ "ok": true })
         }
         "resume" => {
-            peer.resume(&body.id("group")?, &body.id("file")?)?;
+            peer.resume(&body.id("group")?, &body.item("file")?)?;
             json!({ "ok": true })
         }
         "cancel" => {
-            peer.cancel(&body.id("group")?, &body.id("file")?)?;
+            peer.cancel(&body.id("group")?, &body.item("file")?)?;
             json!({ "ok": true })
         }
         "limit_rate" => {
@@ -487,9 +494,10 @@ fn shares_json(shares: &[std::sync::Arc<crate::swarm::Swarm>]) -> Value {
                 json!({
                     "group": swarm.group.to_string(),
                     "name": swarm.meta.name.to_string(),
-                    "size": swarm.meta.size,
-                    "pieces": s.have().n_pieces(),
-                    "pieces_have": s.have().count(),
+                    "item": swarm.shown_name(),
+                    "size": swarm.chosen.size,
+                    "pieces": swarm.chosen.wanted.count(),
+                    "pieces_have": swarm.chosen.count_in(s.have()),
                     "path": s.path().display().to_string(),
                     "downloading_to": s.downloading_to().map(|d| d.display().to_string()),
                 })
@@ -530,6 +538,21 @@ pub fn downloads_json(peer: &Peer) -> Value {
                     json!(r.sources.iter().map(|a| a.to_string()).collect::<Vec<_>>()),
                 );
                 map.insert("piece_map".into(), json!(r.piece_source));
+                // A folder's download (issue 23): its files, for the file tree.
+                let files: Vec<Value> = r
+                    .files
+                    .iter()
+                    .map(|f| {
+                        json!({
+                            "path": f.path,
+                            "size": f.size,
+                            "pieces": f.n_pieces,
+                            "pieces_have": f.n_have,
+                        })
+                    })
+                    .collect();
+                map.insert("files".into(), json!(files));
+                map.insert("files_total".into(), json!(r.n_files));
                 map.insert(
                     "source_names".into(),
                     json!(r.sources.iter().map(|a| r.peer_name(a)).collect::<Vec<_>>()),
@@ -597,6 +620,16 @@ impl Body {
 
     fn id<T: FromStr<Err = IdError>>(&self, key: &str) -> Result<T, ApiError> {
         parse_id(key, self.text(key)?)
+    }
+
+    /// The shared item a download is named by: `name`, or a folder's (`name/`,
+    /// `name/path`, `name/sub/`; issue 23), whose download is the folder's.
+    fn item(&self, key: &str) -> Result<FileName, ApiError> {
+        let text = self.text(key)?;
+        match common::folder::ItemRef::parse(text) {
+            Ok(common::folder::ItemRef::Folder { name, .. }) => Ok(name),
+            _ => parse_id(key, text),
+        }
     }
 
     /// An optional boolean, `false` when absent.

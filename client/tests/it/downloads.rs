@@ -211,7 +211,7 @@ fn with_no_good_copy_the_download_fails_and_leaves_no_file() {
 /// A peer at a fresh address proving `identity` (the key its owner logged in with, which
 /// the tracker lists for it): it greets each downloader with `have`, then `serve`s the
 /// connection.
-fn spawn_fake_peer(
+pub(crate) fn spawn_fake_peer(
     identity: common::Identity,
     have: Bitfield,
     serve: impl Fn(&mut Connection<PeerRequest, PeerReply>) + Send + Sync + 'static,

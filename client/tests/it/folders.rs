@@ -153,9 +153,14 @@ fn folder_downloads_that_cannot_be_done_are_refused() {
         &format!("download_file g f.txt/ {to}"),
         "f.txt is a file, not a folder; download_file g f.txt fetches it",
     );
+    bob.err(&format!("download_file g album/nope/ {to}"), "album/: no nope in the folder");
     bob.err(
-        &format!("download_file g album/sub/ {to}"),
-        "this client cannot download part of a folder (album/sub/) yet; download_file g album/ fetches all of it",
+        &format!("download_file g album/sub {to}"),
+        "album/: no file sub (sub/ is a directory) in the folder",
+    );
+    bob.err(
+        &format!("download_file g album/empty.txt/ {to}"),
+        "album/: no directory empty.txt/ (empty.txt is a file) in the folder",
     );
     let line = bob.run1(&format!("download_file g album/../x {to}"));
     assert!(line.starts_with("error: invalid path 'album/../x': "), "{line}");
@@ -243,4 +248,390 @@ fn a_killed_folder_download_resumes_after_a_restart() {
     assert_eq!(listing(&out.join("album")), listing(&root));
     let beside: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(beside, ["album"]);
+}
+
+/// Issue 23: one subfolder, then one file, of a folder two seeders share: only their
+/// pieces are fetched, from both seeders at once; the subfolder lands as `out/sub/` and the
+/// file as `out/<its name>`, each only once complete, with nothing else beside them.
+#[test]
+fn a_subfolder_and_a_file_of_a_folder_are_downloaded_alone_from_two_seeders() {
+    let (cluster, _tracker) = Cluster::with_one_tracker();
+    let mut c = cluster.members(&["s1", "s2", "leech", "other"], &["--max-upload-rate", "4000000"]);
+    let mut roots = Vec::new();
+    for seeder in c.iter_mut().take(2) {
+        let root = cluster.path(&format!("copy{}/album", roots.len()));
+        awkward_tree(&root);
+        std::fs::write(root.join("sub/big.bin"), bytes(4 * 1024 * 1024 + 5, 3)).unwrap();
+        seeder.run(&format!("upload_file {} g", root.display()));
+        roots.push(root);
+    }
+    let out = cluster.path("out");
+    std::fs::create_dir(&out).unwrap();
+    c[2].ok(
+        &format!("download_file g album/sub/ {}", out.display()),
+        &format!("downloading album/sub/ from group g to {}", out.join("sub").display()),
+    );
+    let done = c[2].wait_downloads_json();
+    assert!(done[0].is_complete("album"), "{done:?}");
+    // sub/big.bin (9 pieces), sub/run.sh and sub/deep/x.bin (1 each): 11 of the 14.
+    let counts = &done[0].from_peers;
+    assert_eq!((counts.values().sum::<u32>(), done[0].pieces_have), (11, 11), "{done:?}");
+    assert!(counts.len() >= 2, "pieces came from one peer only: {done:?}");
+    assert_eq!(listing(&out.join("sub")), listing(&roots[0].join("sub")));
+    let beside: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(beside, ["sub"]);
+    let line = c[2].run1("show_downloads");
+    assert!(line.starts_with("[C] [g] album/sub/ -> "), "{line}");
+    let shares = c[2].run1("list_shares");
+    assert!(shares.starts_with("[g] album/sub/: 11/11 pieces, 4194333 bytes, from "), "{shares}");
+    // One folder, one part at a time.
+    c[2].err(
+        &format!("download_file g album/empty.txt {}", out.display()),
+        "this client already shares or downloads album/sub/; stop_share g album first to fetch another part of it",
+    );
+    c[2].ok("stop_share g album/sub/", "stopped sharing album in group g");
+    assert!(c[2].run("list_shares").is_empty());
+
+    let name = "ünï cödé.txt";
+    c[3].ok(
+        &format!("download_file g 'album/{name}' {}", out.display()),
+        &format!("downloading album/{name} from group g to {}", out.join(name).display()),
+    );
+    let done = c[3].wait_downloads_json();
+    assert!(done[0].is_complete("album"), "{done:?}");
+    assert_eq!(done[0].pieces_have, 2, "{done:?}");
+    assert_eq!(std::fs::read(out.join(name)).unwrap(), std::fs::read(roots[0].join(name)).unwrap());
+    let mut beside: Vec<_> =
+        std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
+    beside.sort();
+    assert_eq!(beside, ["sub", name]);
+}
+
+/// Issue 23: a peer that downloaded only a subfolder serves that part of the folder to
+/// others, under the folder's digest, once the seeders of the whole folder are gone, and
+/// again after a restart.
+#[test]
+fn a_peer_holding_part_of_a_folder_serves_what_it_has() {
+    let (cluster, _tracker) = Cluster::with_one_tracker();
+    let mut c = cluster.members(&["seed", "part", "late"], &[]);
+    let root = cluster.path("album");
+    awkward_tree(&root);
+    c[0].run(&format!("upload_file {} g", root.display()));
+    let out = cluster.path("out");
+    std::fs::create_dir(&out).unwrap();
+    c[1].run1(&format!("download_file g album/sub/ {}", out.display()));
+    assert!(c[1].wait_downloads_json()[0].is_complete("album"));
+    c[0].kill();
+    // Restarted, it shares that part again (saved with the part chosen, announced again).
+    // A clean exit: the completion is saved by the state writer a moment after the
+    // download ends, so a kill at once could find it still saved as a download.
+    assert!(c[1].close_stdin().success());
+    let mut part = cluster.client("part");
+    part.resumed("part");
+    let shares = part.run1("list_shares");
+    assert!(shares.starts_with("[g] album/sub/: 2/2 pieces, 24 bytes, from "), "{shares}");
+    let late = cluster.path("late-out");
+    std::fs::create_dir(&late).unwrap();
+    c[2].run1(&format!("download_file g album/sub/deep/ {}", late.display()));
+    let done = c[2].wait_downloads_json();
+    assert!(done[0].is_complete("album"), "{done:?}");
+    assert_eq!(done[0].peer_users.values().collect::<Vec<_>>(), ["part"], "{done:?}");
+    assert_eq!(std::fs::read(late.join("deep/x.bin")).unwrap(), b"xyz");
+}
+
+/// Issue 23: a selective download is saved with the part it chose before
+/// `download_file` answers, so a downloader killed at once resumes that part after a
+/// restart, and only that part appears.
+#[test]
+fn a_killed_selective_download_resumes_after_a_restart() {
+    let (cluster, _tracker) = Cluster::with_one_tracker();
+    let mut c = cluster.members(&["seed", "leech"], &["--max-upload-rate", "1000000"]);
+    let root = cluster.path("album");
+    awkward_tree(&root);
+    std::fs::write(root.join("sub/big.bin"), bytes(2 * 1024 * 1024, 4)).unwrap();
+    c[0].run(&format!("upload_file {} g", root.display()));
+    let out = cluster.path("out");
+    std::fs::create_dir(&out).unwrap();
+    c[1].run1(&format!("download_file g album/sub/ {}", out.display()));
+    c[1].kill();
+    assert!(!out.join("sub").exists());
+
+    let mut leech = cluster.client("leech");
+    leech.resumed("leech");
+    let done = leech.wait_downloads_json();
+    assert_eq!(done.len(), 1, "{done:?}");
+    assert!(done[0].is_complete("album"), "{done:?}");
+    assert_eq!(done[0].pieces_have, 6, "{done:?}");
+    assert_eq!(listing(&out.join("sub")), listing(&root.join("sub")));
+    let beside: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(beside, ["sub"]);
+    assert!(leech.run1("show_downloads").starts_with("[C] [g] album/sub/ -> "));
+}
+
+/// Issue 23, hostile peer: mallory shares the same folder from a peer that answers every
+/// piece with bytes of the right length but the wrong content; each such piece is refused
+/// and fetched from the honest seeder, and the part chosen is intact.
+#[test]
+fn a_peer_serving_wrong_bytes_for_a_folders_pieces_is_refused() {
+    use common::folder::FolderLayout;
+    use common::message::{Reply, Request};
+    use common::peer_message::{PeerReply, PeerRequest};
+    use common::{Bitfield, GroupId};
+    let (cluster, tracker) = Cluster::with_one_tracker();
+    let mut c = cluster.members(&["good", "leech", "mallory"], &["--max-upload-rate", "4000000"]);
+    let root = cluster.path("album");
+    awkward_tree(&root);
+    std::fs::write(root.join("sub/big.bin"), bytes(2 * 1024 * 1024, 5)).unwrap();
+    c[0].run(&format!("upload_file {} g", root.display()));
+    let mut mallory = crate::support::RawSession::connect(&cluster, &tracker);
+    let identity = mallory.identity.clone();
+    let lying = crate::downloads::spawn_fake_peer(identity, Bitfield::full(9), |conn| {
+        while let Ok(Some(request)) = conn.recv() {
+            let PeerRequest::GetPiece { piece } = request else { continue };
+            // Pieces 0 to 8: a b.bin, sub/big.bin (4), sub/deep/x.bin, sub/run.sh,
+            // ünï cödé.txt (2); the right length, every byte wrong.
+            let len: u32 = match piece.0 {
+                5 => 3,
+                6 => 21,
+                8 => 1,
+                _ => 512 * 1024,
+            };
+            let garbage = vec![0xAB; len as usize];
+            if conn.send_with_payload(&PeerReply::Piece { piece, len }, &garbage).is_err() {
+                return;
+            }
+        }
+    });
+    mallory.login("mallory", lying);
+    let group = GroupId::new("g").unwrap();
+    let Ok(Reply::FileInfo { meta, .. }) =
+        mallory.call(Request::GetFile { group: group.clone(), name: "album".parse().unwrap() })
+    else {
+        panic!("no album")
+    };
+    assert_eq!(FolderLayout::new(meta.tree.as_ref().unwrap()).unwrap().n_pieces(), 9);
+    let shared = mallory.call(Request::UploadFile { group, file: meta });
+    assert_eq!(shared, Ok(Reply::Uploaded { new_file: false }));
+
+    let out = cluster.path("out");
+    std::fs::create_dir(&out).unwrap();
+    c[1].run1(&format!("download_file g album/sub/ {}", out.display()));
+    let done = c[1].wait_downloads_json();
+    assert!(done[0].is_complete("album"), "{done:?}");
+    let lying = lying.to_string();
+    assert!(!done[0].from_peers.contains_key(&lying), "mallory delivered: {done:?}");
+    assert_eq!(done[0].from_peers.values().sum::<u32>(), 6, "{done:?}");
+    assert_eq!(listing(&out.join("sub")), listing(&root.join("sub")));
+    let log = c[1].log_text();
+    assert!(log.contains(&format!("peer={lying} piece=")), "no mismatch logged: {log}");
+}
+
+/// Issue 23: a selective download is paused, resumed and cancelled as a file's is, named
+/// as `download_file` took it or by the folder's name; a cancel leaves nothing.
+#[test]
+fn a_selective_download_is_paused_resumed_and_cancelled() {
+    let (cluster, _tracker) = Cluster::with_one_tracker();
+    let mut c = cluster.members(&["seed", "leech"], &["--max-upload-rate", "1000000"]);
+    let root = cluster.path("album");
+    awkward_tree(&root);
+    std::fs::write(root.join("sub/big.bin"), bytes(8 * 1024 * 1024, 6)).unwrap();
+    c[0].run(&format!("upload_file {} g", root.display()));
+    let out = cluster.path("out");
+    std::fs::create_dir(&out).unwrap();
+    c[1].run1(&format!("download_file g album/sub/ {}", out.display()));
+    c[1].ok("pause g album/sub/", "paused album in group g");
+    let line = c[1].run1("show_downloads");
+    assert!(line.starts_with("[P] [g] album/sub/ "), "{line}");
+    assert!(line.contains("/18 pieces) paused"), "{line}");
+    c[1].ok("resume g album", "resumed album in group g");
+    assert!(c[1].run1("show_downloads").starts_with("[D] [g] album/sub/ "));
+    c[1].ok("cancel g album/sub/", "cancelled album in group g; its partial file is removed");
+    assert!(c[1].run("show_downloads").is_empty());
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0);
+}
+
+/// A message's payload given as raw bytes: postcard writes a tuple of `u8`s byte for byte,
+/// so a fake tracker can send what no honest one encodes.
+struct Raw(Vec<u8>);
+
+impl serde::Serialize for Raw {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let mut tuple = s.serialize_tuple(self.0.len())?;
+        for b in &self.0 {
+            tuple.serialize_element(b)?;
+        }
+        tuple.end()
+    }
+}
+
+/// The folder `album` a fake tracker describes before `patch`: a directory `zz` holding a
+/// file `zzzz` of 3 bytes.
+fn placeholder_album() -> common::message::FileMeta {
+    use common::folder::{folder_digest, Entry, EntryKind, RelPath, Tree};
+    let entry = |p: &str, kind| Entry { path: RelPath::parse(p).unwrap(), kind };
+    let tree = Tree::new(vec![
+        entry("zz", EntryKind::Dir),
+        entry("zz/zzzz", EntryKind::File { size: 3, executable: false }),
+    ])
+    .unwrap();
+    let pieces = vec![common::Sha1Digest([5; 20])];
+    common::message::FileMeta {
+        name: "album".parse().unwrap(),
+        size: 3,
+        digest: folder_digest(&tree, &pieces),
+        pieces,
+        tree: Some(tree),
+    }
+}
+
+/// A tracker with a key of its own at a fresh address, answering a client as an honest
+/// one would (`Welcome`, `Done`, `LoggedIn`, `Alive`), except `GetFile`, whose answer
+/// (the placeholder album, no peer) it sends as the bytes `patch` makes of its encoding.
+fn spawn_fake_tracker(patch: fn(Vec<u8>) -> Vec<u8>) -> (std::net::SocketAddr, common::PublicKey) {
+    use common::connection::Connection;
+    use common::message::{ClientMessage, Reply, Request, Ticket, TrackerMessage};
+    let identity = common::Identity::generate().unwrap();
+    let key = identity.public();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let identity = identity.clone();
+            std::thread::spawn(move || {
+                let timeouts = crate::support::raw_timeouts();
+                let Ok(mut conn) = Connection::<ClientMessage, TrackerMessage>::accept(
+                    stream, &identity, timeouts,
+                ) else {
+                    return;
+                };
+                let observed = conn.peer_addr();
+                let Ok(Some(ClientMessage::Hello { version })) = conn.recv() else { return };
+                let welcome = TrackerMessage::Welcome { version, tracker_id: 1, observed };
+                if conn.send(&welcome).is_err() {
+                    return;
+                }
+                let client = conn.remote_key();
+                let mut conn = conn.retype::<ClientMessage, Raw>();
+                while let Ok(Some(message)) = conn.recv() {
+                    let ClientMessage::Request { id, request, .. } = message else { continue };
+                    let reply = match request {
+                        Request::Login { .. } => Reply::LoggedIn,
+                        Request::Heartbeat { .. } => Reply::Alive { memberships: None },
+                        Request::GetFile { group, .. } => {
+                            let meta = placeholder_album();
+                            let ticket = Ticket {
+                                holder: client,
+                                user: "al".parse().unwrap(),
+                                group,
+                                digest: meta.digest,
+                                expires: u64::MAX / 2,
+                                mac: [0; 20],
+                            };
+                            Reply::FileInfo { meta, peers: Vec::new(), ticket: Box::new(ticket) }
+                        }
+                        _ => Reply::Done,
+                    };
+                    let is_file = matches!(reply, Reply::FileInfo { .. });
+                    let mut bytes = Vec::new();
+                    let response = TrackerMessage::Response { id, result: Ok(reply) };
+                    common::codec::encode(&response, &mut bytes).unwrap();
+                    let bytes = if is_file { patch(bytes) } else { bytes };
+                    if conn.send(&Raw(bytes)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, key)
+}
+
+/// `bytes` with the first `from` replaced by `to`.
+fn replaced(bytes: Vec<u8>, from: &[u8], to: &[u8]) -> Vec<u8> {
+    let at = bytes.windows(from.len()).position(|w| w == from).expect("placeholder not found");
+    [&bytes[..at], to, &bytes[at + from.len()..]].concat()
+}
+
+/// Issue 23, hostile metadata from a fake tracker: a folder whose tree holds `..`, an
+/// absolute path, an empty component, a control character, deep nesting, or more entries
+/// than a folder may have is refused as the client reads it, with an error that says
+/// where it came from, and nothing is written, inside the destination or beside it.
+#[test]
+fn a_fake_trackers_hostile_folder_trees_are_refused_and_nothing_is_written() {
+    use common::folder::{Entry, EntryKind, RelPath};
+    fn dotdot(b: Vec<u8>) -> Vec<u8> {
+        replaced(b, b"\x02zz\x00", b"\x02..\x00")
+    }
+    fn absolute(b: Vec<u8>) -> Vec<u8> {
+        replaced(b, b"\x04zzzz", b"\x04/etc")
+    }
+    fn empty_component(b: Vec<u8>) -> Vec<u8> {
+        replaced(b, b"\x02\x02zz\x04zzzz", b"\x02\x00\x04zzzz")
+    }
+    fn control(b: Vec<u8>) -> Vec<u8> {
+        replaced(b, b"\x04zzzz", b"\x04z\x1bzz")
+    }
+    fn deep(b: Vec<u8>) -> Vec<u8> {
+        // `zz/zzzz` becomes 40 levels of `zzzz`.
+        let mut deep = vec![40u8];
+        (0..40).for_each(|_| deep.extend(b"\x04zzzz"));
+        replaced(b, b"\x02\x02zz\x04zzzz", &deep)
+    }
+    fn absurd(b: Vec<u8>) -> Vec<u8> {
+        // The tree (2 entries) becomes 100,001 files, each a valid path.
+        let tree = placeholder_album().tree.unwrap();
+        let many: Vec<Entry> = (0..100_001)
+            .map(|i| Entry {
+                path: RelPath::parse(&format!("f{i:06}")).unwrap(),
+                kind: EntryKind::File { size: 0, executable: false },
+            })
+            .collect();
+        replaced(b, &postcard::to_allocvec(&tree).unwrap(), &postcard::to_allocvec(&many).unwrap())
+    }
+    let dir = tempfile::tempdir().unwrap();
+    type Patch = fn(Vec<u8>) -> Vec<u8>;
+    let patches: [(&str, Patch, &str); 6] = [
+        ("dotdot", dotdot, "file name must not be '.', '..' or contain '/' or '\\'"),
+        ("absolute", absolute, "file name must not be '.', '..' or contain '/' or '\\'"),
+        ("empty", empty_component, "file name is empty"),
+        ("control", control, "file name contains whitespace or a control character (U+001B)"),
+        ("deep", deep, "is nested deeper than 32 levels"),
+        ("absurd", absurd, "the folder has 100001 entries, more than the 100000 allowed"),
+    ];
+    for (what, patch, why) in patches {
+        let (addr, key) = spawn_fake_tracker(patch);
+        let info = dir.path().join(format!("{what}-trackers.txt"));
+        std::fs::write(&info, format!("{addr} {key}\n")).unwrap();
+        let mut c = crate::support::ClientProc::start(&info, &dir.path().join(what), &[]);
+        c.sign_up("al");
+        let place = dir.path().join(format!("{what}-place"));
+        std::fs::create_dir_all(place.join("out")).unwrap();
+        let line = c.run1(&format!("download_file g album/ {}", place.join("out").display()));
+        let expected = format!(
+            "error: the tracker at {addr} sent an answer this client cannot read (malformed message: "
+        );
+        assert!(line.starts_with(&expected), "{what}: {line}");
+        assert!(line.contains(why), "{what}: {line}");
+        assert!(line.ends_with("nothing was done with it"), "{what}: {line}");
+        assert!(c.run("show_downloads").is_empty(), "{what}");
+        let beside: Vec<_> =
+            std::fs::read_dir(&place).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(beside, ["out"], "{what}");
+        assert_eq!(std::fs::read_dir(place.join("out")).unwrap().count(), 0, "{what}");
+    }
+    // The unpatched answer is read: the same fake tracker's honest bytes start a download
+    // (which no peer can serve).
+    let (addr, key) = spawn_fake_tracker(|b| b);
+    let info = dir.path().join("honest-trackers.txt");
+    std::fs::write(&info, format!("{addr} {key}\n")).unwrap();
+    let mut c = crate::support::ClientProc::start(&info, &dir.path().join("honest"), &[]);
+    c.sign_up("al");
+    let out = dir.path().join("honest-out");
+    std::fs::create_dir(&out).unwrap();
+    c.ok(
+        &format!("download_file g album/ {}", out.display()),
+        &format!("downloading album/ from group g to {}", out.join("album").display()),
+    );
 }

@@ -224,7 +224,7 @@ fn help_names_a_command_and_near_misses_get_a_suggestion() {
         c.run("help download_file"),
         [
             "download_file <group_id> <file_name> [<destination_path>]",
-            "  Starts downloading in the background to a directory or a new file path (~ is your home directory); without one, into the download directory (download_dir in config.toml, else $XDG_DOWNLOAD_DIR, else ~/Downloads).",
+            "  Starts downloading in the background to a directory or a new file path (~ is your home directory); without one, into the download directory (download_dir in config.toml, else $XDG_DOWNLOAD_DIR, else ~/Downloads). A folder: name/ fetches all of it into <destination>/name/; name/path/f fetches only that file, to <destination>/f; name/path/d/ only that subfolder, into <destination>/d/.",
         ]
     );
     let help = c.run("help");

@@ -571,3 +571,53 @@ fn through_the_dashboard_a_download_is_paused_resumed_cancelled_and_the_caps_set
         "no download of f.bin in group g in this session; show_downloads lists them"
     );
 }
+
+/// Issue 23: the dashboard downloads part of a folder (as `download_file` names it) and
+/// shows it as a file tree, each file with its own progress.
+#[test]
+fn the_dashboard_shows_a_folders_download_as_a_file_tree() {
+    let (cluster, _tracker) = Cluster::with_one_tracker();
+    let mut dash = cluster.client_with("dash", &["--web", "127.0.0.1:0"]);
+    let web = Web::of(&mut dash);
+    let mut seed = cluster.client("seed");
+    seed.sign_up("seed");
+    seed.ok("create_group g", "created group g");
+    dash.sign_up("dash");
+    dash.ok("join_group g", "requested to join group g");
+    seed.ok("accept_request g dash", "accepted dash into group g");
+    let root = cluster.path("album");
+    crate::folders::awkward_tree(&root);
+    seed.run(&format!("upload_file {} g", root.display()));
+    let files = web.ok_get("/api/files?group=g");
+    assert_eq!(
+        (&files["files"][0]["name"], &files["files"][0]["files"]),
+        (&json!("album"), &json!(5))
+    );
+    let out = cluster.path("out");
+    std::fs::create_dir(&out).unwrap();
+    let started = web.ok_post(
+        "/api/download_file",
+        json!({ "group": "g", "file": "album/sub/", "destination": out.display().to_string() }),
+    );
+    assert_eq!(started["destination"], out.join("sub").display().to_string());
+    let done = wait_downloads_done(&web);
+    let d = &done["downloads"][0];
+    assert_eq!(
+        (&d["state"], &d["item"], &d["file"]),
+        (&json!("complete"), &json!("album/sub/"), &json!("album")),
+        "{done}"
+    );
+    assert_eq!(
+        d["files"],
+        json!([
+            { "path": "sub/deep/x.bin", "size": 3, "pieces": 1, "pieces_have": 1 },
+            { "path": "sub/run.sh", "size": 21, "pieces": 1, "pieces_have": 1 },
+        ])
+    );
+    assert_eq!(d["files_total"], 2);
+    let shares = web.ok_get("/api/shares");
+    assert_eq!(
+        (&shares["shares"][0]["item"], &shares["shares"][0]["pieces"]),
+        (&json!("album/sub/"), &json!(2))
+    );
+}

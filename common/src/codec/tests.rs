@@ -378,7 +378,43 @@ fn invalid_ids_on_the_wire_are_rejected() {
     .unwrap();
     let at = bad.windows(2).position(|w| w == b"ab").unwrap();
     bad[at + 1] = b' ';
-    assert!(matches!(decode::<ClientMessage>(&bad), Err(DecodeError::Malformed(_))));
+    // The error says which check refused it (issue 23), not only that serde failed.
+    let err = decode::<ClientMessage>(&bad).unwrap_err();
+    assert!(matches!(&err, DecodeError::Refused(why) if why.contains("whitespace")), "{err}");
+    // Garbage that no type's check sees is malformed as postcard says.
+    assert!(matches!(decode::<ClientMessage>(&[0xff; 4]), Err(DecodeError::Malformed(_))));
+}
+
+/// Issue 23: a folder's tree whose path holds `..` cannot be decoded, and the error says
+/// why; nor can a tree out of canonical order (checked as it is, never repaired).
+#[test]
+fn hostile_folder_trees_on_the_wire_are_rejected_saying_why() {
+    use crate::folder::{folder_digest, Entry, EntryKind, RelPath, Tree};
+    let entry = |p: &str, kind| Entry { path: RelPath::parse(p).unwrap(), kind };
+    let tree = Tree::new(vec![
+        entry("yy", EntryKind::Dir),
+        entry("zz", EntryKind::File { size: 1, executable: false }),
+    ])
+    .unwrap();
+    let pieces = vec![Sha1Digest([1; 20])];
+    let meta = FileMeta {
+        name: FileName::new("d").unwrap(),
+        size: 1,
+        digest: folder_digest(&tree, &pieces),
+        pieces,
+        tree: Some(tree),
+    };
+    let mut good = Vec::new();
+    encode(&meta, &mut good).unwrap();
+    let patched = |from: &[u8], to: &[u8]| {
+        let at = good.windows(from.len()).position(|w| w == from).unwrap();
+        [&good[..at], to, &good[at + from.len()..]].concat()
+    };
+    let err = decode::<FileMeta>(&patched(b"\x02zz", b"\x02..")).unwrap_err();
+    assert!(matches!(&err, DecodeError::Refused(why) if why.contains("'..'")), "{err}");
+    let err = decode::<FileMeta>(&patched(b"\x02yy", b"\x02zz")).unwrap_err();
+    assert!(matches!(&err, DecodeError::Refused(why) if why.contains("out of order")), "{err}");
+    assert_eq!(decode::<FileMeta>(&good), Ok(meta));
 }
 
 /// Pinned encodings of representative messages of every direction. If one changes (a

@@ -153,6 +153,30 @@ fn a_selection_takes_a_file_or_a_directory_with_all_inside() {
     }
 }
 
+/// Where a selection's entries land: `album/2019/` at `/x/2019` puts `2019/a.jpg` at
+/// `/x/2019/a.jpg`; `album/a.txt` at `/x/a.txt` is that file; nothing else has a place.
+#[test]
+fn a_selection_lands_under_its_own_name() {
+    let root = Path::new("/x/2019");
+    let sub = Selection::Inside { path: p("2019"), dir: true };
+    assert_eq!(sub.local_path(&p("2019"), root), Some(root.to_path_buf()));
+    assert_eq!(sub.local_path(&p("2019/a.jpg"), root), Some(root.join("a.jpg")));
+    assert_eq!(sub.local_path(&p("a.txt"), root), None);
+    assert_eq!(sub.local_path(&p("2019x"), root), None);
+    assert_eq!(sub.shown(&FileName::new("album").unwrap()), "album/2019/");
+    assert_eq!(sub.base_name(&FileName::new("album").unwrap()).as_str(), "2019");
+    let one = Selection::Inside { path: p("2019/a.jpg"), dir: false };
+    let file = Path::new("/x/a.jpg");
+    assert_eq!(one.local_path(&p("2019/a.jpg"), file), Some(file.to_path_buf()));
+    assert_eq!(one.local_path(&p("2019"), file), None);
+    assert_eq!(one.shown(&FileName::new("album").unwrap()), "album/2019/a.jpg");
+    assert_eq!(one.base_name(&FileName::new("album").unwrap()).as_str(), "a.jpg");
+    let whole = Selection::Whole;
+    assert_eq!(whole.local_path(&p("2019/a.jpg"), root), Some(root.join("2019/a.jpg")));
+    assert_eq!(whole.shown(&FileName::new("album").unwrap()), "album/");
+    assert_eq!(whole.base_name(&FileName::new("album").unwrap()).as_str(), "album");
+}
+
 #[test]
 fn download_arguments_name_a_file_a_folder_or_a_part_of_one() {
     let name = |s: &str| FileName::new(s).unwrap();
@@ -269,6 +293,28 @@ proptest! {
         }
         prop_assert_eq!(next, layout.n_pieces());
         prop_assert!(layout.locate(PieceIndex(next)).is_none());
+    }
+
+    /// A selection places exactly the entries it selects, each at its root or inside it,
+    /// no two at one place.
+    #[test]
+    fn a_selection_places_exactly_its_entries_inside_its_root(tree in tree_strategy()) {
+        let root = Path::new("/dest/part");
+        for entry in tree.entries() {
+            let dir = entry.kind == EntryKind::Dir;
+            let selection = Selection::Inside { path: entry.path.clone(), dir };
+            let picked = tree.select(&selection).unwrap();
+            let mut places = BTreeSet::new();
+            for (j, e) in tree.entries().iter().enumerate() {
+                let local = selection.local_path(&e.path, root);
+                prop_assert_eq!(local.is_some(), picked.contains(&j));
+                prop_assert_eq!(selection.takes(&e.path), picked.contains(&j));
+                if let Some(local) = local {
+                    prop_assert!(local.starts_with(root));
+                    prop_assert!(places.insert(local));
+                }
+            }
+        }
     }
 
     /// Selecting a directory takes exactly the entries within it.

@@ -10,7 +10,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use parking_lot::{Mutex, RwLock};
 
 use common::message::{PeerInfo, Reply, Request, SessionId, Ticket, TrackerError};
-use common::{FileName, GroupId, Layout, PublicKey, Sha1Digest};
+use common::{FileName, GroupId, PublicKey, Sha1Digest};
 
 use crate::cluster::Cluster;
 use crate::presence::Presence;
@@ -117,7 +117,9 @@ impl Reads {
                 addrs: presence.reachable(s),
             })
             .collect();
-        let n_pieces = Layout::new(meta.size).map(|l| l.n_pieces()).unwrap_or(0);
+        // The metadata's own piece count (checked when it was shared): a folder's pieces
+        // are its files', not those of one file of its size (issue 23).
+        let n_pieces = u32::try_from(meta.pieces.len()).unwrap_or(0);
         for (s, have) in presence.partial_holders(&group, &meta.digest) {
             if wanted(&s) && !complete.contains(&s) && have.n_pieces() == n_pieces {
                 if let Some((user, addr, key)) = state.session_peer(&s) {

@@ -205,9 +205,10 @@ function renderFiles(group, files) {
     const dest = el("input", { placeholder: "directory or new file path", size: "28" });
     dest.value = typed.get(f.name) || "";
     rows.append(el("tr", { "data-file": f.name },
-      el("td", { title: "digest " + f.digest }, f.name), el("td", {}, size(f.size)), el("td", {}, f.sharers),
+      el("td", { title: "digest " + f.digest }, f.files === undefined ? f.name : f.name + "/"), el("td", {}, size(f.size)), el("td", {}, f.sharers),
       el("td", {}, dest, " ", el("button", { onclick: () => act(async () => {
-        await api("download_file", { group, file: f.name, destination: dest.value });
+        // A folder (it has a file count) is fetched whole: `name/`.
+        await api("download_file", { group, file: f.files === undefined ? f.name : f.name + "/", destination: dest.value });
       }) }, "download"))));
   }
 }
@@ -234,7 +235,7 @@ function renderShares(s) {
   const rows = $("#share-rows");
   rows.replaceChildren();
   for (const f of s.shares) {
-    rows.append(el("tr", { "data-share": f.group + "/" + f.name }, el("td", {}, f.group), el("td", {}, f.name),
+    rows.append(el("tr", { "data-share": f.group + "/" + f.name }, el("td", {}, f.group), el("td", {}, f.item || f.name),
       el("td", {}, `${f.pieces_have}/${f.pieces}`), el("td", {}, size(f.size)),
       el("td", { class: "muted" }, f.downloading_to ? "→ " + f.downloading_to : f.path),
       el("td", {}, el("button", { class: "plain", onclick: () => act(async () => {
@@ -292,13 +293,39 @@ function renderDownloads(data) {
       el("span", {}, el("i", { style: "background:" + COLORS[i % COLORS.length] }), `${names[i]} (${d.from_peers[addr] || 0} pieces)`)));
     box.append(el("div", { class: "dl", "data-state": d.state, "data-id": d.id },
       el("div", { class: "dl-head" },
-        el("strong", {}, `[${d.group}] ${d.file}`),
+        el("strong", {}, `[${d.group}] ${d.item || d.file}`),
         el("span", { class: "muted" }, `→ ${d.destination}`),
         el("span", { class: "status" }, status),
         el("span", {}, `${size(d.bytes_done)} / ${size(d.size)} · ${size(rate)}/s · ${d.peers} peers ${eta ? "· " + eta : ""}`),
         controls),
-      bar, map, legend, chart(d.chart, names)));
+      bar, map, legend, fileTree(d), chart(d.chart, names)));
   }
+}
+
+// A folder's download (issue 23): its files as a tree, a directory line each time the
+// directory changes, each file with its own progress bar.
+function fileTree(d) {
+  if (!d.files || d.files.length === 0) return el("div", {});
+  const tree = el("div", { class: "files" });
+  let dir = null;
+  for (const f of d.files) {
+    const parts = f.path.split("/");
+    const parent = parts.slice(0, -1).join("/");
+    if (parent !== dir && parent !== "") {
+      tree.append(el("div", { class: "dir", style: `padding-left:${(parts.length - 2) * 14}px` }, parent + "/"));
+    }
+    dir = parent;
+    const pct = f.pieces === 0 ? (d.state === "complete" ? 100 : 0) : 100 * f.pieces_have / f.pieces;
+    tree.append(el("div", { class: "file", "data-path": f.path, style: `padding-left:${(parts.length - 1) * 14}px` },
+      el("span", { class: "name" }, parts[parts.length - 1]),
+      el("span", { class: "bar" + (pct >= 100 ? " done" : "") }, el("div", { style: `width:${pct}%` })),
+      el("span", { class: "muted" }, `${size(f.size)} · ${f.pieces_have}/${f.pieces}`)));
+  }
+  const more = d.files_total > d.files.length ? [el("div", { class: "muted" }, `and ${d.files_total - d.files.length} more files`)] : [];
+  // Not through `el`'s attributes: a name that starts with "on" is an event there.
+  const details = el("details", { class: "tree" }, el("summary", {}, `${d.files_total} files`), tree, ...more);
+  details.open = true;
+  return details;
 }
 
 // Throughput over time: a column per step of the download, stacked by peer (the bytes per

@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Folders (issue 23) with the binaries in --bin: a tracker, two seeders and a leecher on
+# 127.0.0.1, and two trees: many small files (1 to 64 KiB) and a few large ones. For each
+# tree, times `tar | sha1sum` of it (the baseline: reading and hashing every byte once),
+# upload_file of it (scan and hash), and download_file of it whole from the two seeders
+# (fetch, verify, write the tree), and checks the copy with diff -r. Prints key=value lines,
+# and the two ratios to the baseline (the goal is at most 1.5).
+set -euo pipefail
+
+usage() {
+    cat <<USAGE
+Usage: scripts/bench-folders.sh --bin DIR [--small N] [--big N] [--big-mib M] [--keep]
+
+  --bin DIR      where the tracker and client binaries are (build with --release)
+  --small N      files in the tree of small files, 1 to 64 KiB each (default 10000)
+  --big N        files in the tree of large files (default 20)
+  --big-mib M    size of each large file in MiB (default 50)
+  --keep         keep the work directory
+  -h, --help     show this help
+USAGE
+}
+
+BIN=""
+SMALL=10000
+BIG=20
+BIG_MIB=50
+KEEP=0
+while (($#)); do
+    case "$1" in
+        --bin) BIN=$2; shift 2 ;;
+        --small) SMALL=$2; shift 2 ;;
+        --big) BIG=$2; shift 2 ;;
+        --big-mib) BIG_MIB=$2; shift 2 ;;
+        --keep) KEEP=1; shift ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "bench-folders.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
+    esac
+done
+[[ -n $BIN ]] || { usage >&2; exit 2; }
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/p2p-bench-folders.XXXXXX")
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
+lib_init
+
+# The trees: small/ spread over 100 subdirectories, big/ flat. Random bytes (from one
+# stream, cut into files), so that nothing compresses or deduplicates.
+make_trees() {
+    local i dir size
+    mkdir -p "$WORK/data/small" "$WORK/data/big"
+    for ((i = 0; i < SMALL; i++)); do
+        dir="$WORK/data/small/d$((i % 100))"
+        [[ -d $dir ]] || mkdir "$dir"
+        size=$(((RANDOM * 32768 + RANDOM) % (64 * 1024) + 1024))
+        head -c "$size" /dev/urandom >"$dir/f$i.bin"
+    done
+    for ((i = 0; i < BIG; i++)); do
+        head -c "$((BIG_MIB * 1024 * 1024))" /dev/urandom >"$WORK/data/big/f$i.bin"
+    done
+}
+make_trees
+
+write_tracker_info 1
+start_tracker 1
+for name in seed1 seed2 leech; do start_peer "$name"; done
+for name in seed1 seed2 leech; do
+    quiet_run "$name" "create_user $name pw"
+    quiet_run "$name" "login $name pw"
+done
+quiet_run seed1 "create_group bench"
+for name in seed2 leech; do
+    quiet_run "$name" "join_group bench"
+    quiet_run seed1 "accept_request bench $name"
+done
+
+# bench TREE: prints TREE's figures.
+bench() {
+    local tree=$1 t0 tar_s share_s download_s bytes files
+    bytes=$(find "$WORK/data/$tree" -type f -printf '%s\n' | awk '{ s += $1 } END { print s }')
+    files=$(find "$WORK/data/$tree" -type f | wc -l)
+    # The baseline, from a warm page cache as the share is (the first read warms it).
+    tar -cf - -C "$WORK/data" "$tree" | sha1sum >/dev/null
+    t0=$(now)
+    tar -cf - -C "$WORK/data" "$tree" | sha1sum >/dev/null
+    tar_s=$(echo "$(now) - $t0" | bc -l)
+    t0=$(now)
+    quiet_run seed1 "upload_file $WORK/data/$tree bench" 1 1200
+    share_s=$(echo "$(now) - $t0" | bc -l)
+    quiet_run seed2 "upload_file $WORK/data/$tree bench" 1 1200
+    mkdir -p "$WORK/leech-files"
+    t0=$(now)
+    quiet_run leech "download_file bench $tree/ $WORK/leech-files"
+    quiet_run leech "wait_downloads" 1 1200
+    download_s=$(echo "$(now) - $t0" | bc -l)
+    diff -r "$WORK/data/$tree" "$WORK/leech-files/$tree" >/dev/null \
+        || { echo "bench-folders.sh: the leech's copy of $tree differs" >&2; exit 1; }
+    cat <<RESULT
+${tree}_files=$files
+${tree}_bytes=$bytes
+${tree}_tar_sha1sum_seconds=$tar_s
+${tree}_share_seconds=$share_s
+${tree}_download_2_seeders_seconds=$download_s
+${tree}_share_vs_tar=$(echo "$share_s / $tar_s" | bc -l | cut -c1-5)
+${tree}_download_vs_tar=$(echo "$download_s / $tar_s" | bc -l | cut -c1-5)
+${tree}_leech_result=$(tail -n1 "$WORK/leech.out")
+RESULT
+}
+
+bench small
+bench big
