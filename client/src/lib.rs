@@ -27,6 +27,7 @@ pub mod readiness;
 pub mod recent_pieces;
 pub mod registry;
 pub mod repl;
+pub mod reversal;
 pub mod seeder;
 pub mod session_file;
 pub mod size;
@@ -132,6 +133,9 @@ pub fn run(config: Config) -> Result<(), RunError> {
     let download_cap =
         Arc::new(rate::RateCap::new(config.max_download_rate.or(settings.max_download_rate)));
     let web = config.web.or(settings.web);
+    // Issue 19: the reversed connections this peer's downloads wait for, which its seeder's
+    // accept loop hands them.
+    let reversals = Arc::new(reversal::Reversals::default());
     let seeder = Seeder::start(
         listener,
         Arc::clone(&identity),
@@ -139,6 +143,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
         Arc::clone(&tracker),
         Arc::clone(&upload_cap),
         Arc::clone(&served),
+        Arc::clone(&reversals),
     )?;
     // Issue 19: the addresses this peer may be reached at, registered with the trackers,
     // and the router's port mapping, asked for in the background.
@@ -178,6 +183,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
         stall_timeout: Duration::from_secs(config.stall_timeout),
         download_cap,
         upload_cap,
+        reversals,
     };
 
     let known = Arc::new(Known::default());

@@ -11,12 +11,17 @@ use std::net::{IpAddr, SocketAddr};
 use common::peer_addr::sanitize;
 
 /// How a download's source peer was reached (SPEC: `show_downloads --json` gives each
-/// source's `path`). Only direct connections exist so far; `reversed`, `punched` and
-/// `relayed` come with connection reversal, hole punching and relays (issue 19).
+/// source's `path`). `punched` comes with hole punching (issue 19).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum SourcePath {
     /// This peer dialed one of the source's addresses.
     Direct,
+    /// The source, behind a NAT, dialed this peer on its call through a tracker
+    /// (connection reversal).
+    Reversed,
+    /// Both ends joined a tracker's relay, which copies their (end-to-end encrypted)
+    /// bytes.
+    Relayed,
 }
 
 impl SourcePath {
@@ -24,6 +29,8 @@ impl SourcePath {
     pub fn as_str(self) -> &'static str {
         match self {
             SourcePath::Direct => "direct",
+            SourcePath::Reversed => "reversed",
+            SourcePath::Relayed => "relayed",
         }
     }
 }

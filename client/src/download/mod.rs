@@ -107,6 +107,8 @@ pub struct Context {
     pub download_cap: Arc<RateCap>,
     /// The seeder's upload cap (`limit_rate up`), kept here for the operations.
     pub upload_cap: Arc<RateCap>,
+    /// The reversed connections workers wait for (issue 19), which the seeder hands over.
+    pub reversals: Arc<crate::reversal::Reversals>,
 }
 
 /// What a download's thread starts fetching with: its `.part` file, the peers and a ticket.
