@@ -835,3 +835,76 @@ fn with_relaying_off_nat_to_nat_fails_saying_why() {
         ["[F] [g] f.bin: no holder of f.bin can be reached: both behind NAT and relaying is off"]
     );
 }
+
+/// Issue 19's relay figure, measured (slow: set `RUN_SLOW_TESTS=1`): the seeder's home
+/// uplink shaped to 40 Mbit/s (tbf on its router), the relay capped at 100 Mbit/s, a
+/// relayed download of 40 MB must carry at least 80% of min(link, cap), counted from the
+/// download's start (so the 3 s the reversal is given count against it too), and again
+/// from its first piece on.
+#[test]
+fn bench_a_relayed_download_carries_most_of_the_shaped_link() {
+    if std::env::var_os("RUN_SLOW_TESTS").is_none() {
+        eprintln!("skipping bench_a_relayed_download_carries_most_of_the_shaped_link: set RUN_SLOW_TESTS=1");
+        return;
+    }
+    let Some(mut lab) = Lab::create("bench_a_relayed_download_carries_most_of_the_shaped_link")
+    else {
+        return;
+    };
+    let (seed_ns, seed_host) = lab.add_home(3, false);
+    let (leech_ns, leech_host) = lab.add_home(2, false);
+    let link_mbit = 40.0;
+    let rtr3 = lab.ns("rtr3");
+    lab.must(&[
+        "ip", "netns", "exec", &rtr3, "tc", "qdisc", "add", "dev", "wan0", "root", "tbf", "rate",
+        "40mbit", "burst", "64kb", "latency", "50ms",
+    ]);
+    let mut cluster = lab.cluster();
+    cluster.tracker_args =
+        ["--relay-rate", "100", "--relay-user-rate", "100"].map(String::from).to_vec();
+    let _tracker = cluster.start_all();
+    let mut seed = ClientProc::start_at(
+        Some(&seed_ns),
+        &format!("{seed_host}:0"),
+        &cluster.info,
+        &cluster.path("seed"),
+        &["--no-port-mapping"],
+        &[],
+    );
+    let mut leech = leech_in_group_of(&leech_ns, &leech_host, &cluster, &mut seed, &[]);
+    let size = 40 * 1024 * 1024;
+    let original = cluster.path("f.bin");
+    write_random(&original, size, 25);
+    let line = seed.run1(&format!("upload_file '{}' g", original.display()));
+    assert!(line.starts_with("uploaded "), "{line}");
+    wait_awaiting_calls(&cluster, "seed");
+    let out = cluster.path("out.bin");
+    leech.run1(&format!("download_file g f.bin {}", out.display()));
+    let done = leech.wait_downloads_json();
+    assert!(done[0].is_complete("f.bin"), "{done:?}");
+    let port = seed.listen.port();
+    assert_eq!(
+        done[0].paths.get(&format!("{seed_host}:{port}")).map(String::as_str),
+        Some("relayed")
+    );
+    let bound = 0.8 * link_mbit;
+    let mbit = |secs: f64| size as f64 * 8.0 / secs / 1e6;
+    let whole = mbit(done[0].seconds);
+    // The path's setup (direct attempts, the reversal's 3 s, the relay's joining), from the
+    // leecher's log: its first line about the peer to the relay's.
+    let log = leech.log_text();
+    let stamp = |needle: &str| {
+        let line = log.lines().find(|l| l.contains(needle)).unwrap_or_default();
+        let at = line.get(12..24).unwrap_or("00:00:00.000");
+        let parts: Vec<f64> = at.split(':').filter_map(|p| p.parse().ok()).collect();
+        parts.iter().fold(0.0, |acc, p| acc * 60.0 + p)
+    };
+    let setup = stamp("reached through a tracker's relay") - stamp("dial ");
+    let after_setup = mbit(done[0].seconds - setup);
+    eprintln!(
+        "relayed 40 MB: {whole:.1} Mbit/s over the whole download ({:.2} s), {after_setup:.1} Mbit/s once relayed (setup {setup:.2} s); bound {bound:.1} Mbit/s (80% of min(40, 100))",
+        done[0].seconds
+    );
+    assert!(after_setup >= bound, "{after_setup:.1} Mbit/s < {bound:.1}");
+    crate::support::assert_same_file(&original, &out);
+}
