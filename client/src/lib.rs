@@ -150,7 +150,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
     let (advertiser, reachability) =
         advertiser::Advertiser::start(Arc::clone(&tracker), listen_addr)?;
     let port_mapper = match !config.no_port_mapping && settings.port_mapping.unwrap_or(true) {
-        true => port_map::PortMapper::start(listen_addr, reachability)?,
+        true => port_map::PortMapper::start(listen_addr, reachability.clone())?,
         false => None,
     };
     // The disk writer lives as long as the process: downloads still running at exit are
@@ -184,6 +184,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
         download_cap,
         upload_cap,
         reversals,
+        reach: (listen_addr, reachability),
     };
 
     let known = Arc::new(Known::default());

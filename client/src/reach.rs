@@ -47,6 +47,25 @@ pub fn own_addresses(
     sanitize(mapped.into_iter().chain(observed).chain([listen]))
 }
 
+/// Whether a peer elsewhere may connect to this one (listening at `listen`, seen by a
+/// tracker from `observed`, with the router mapping `mapped`), so that asking an unreachable
+/// source to connect back (connection reversal) is worth its wait: yes with a mapping, on a
+/// host whose listen address is the one the tracker sees, or when it cannot tell (nothing
+/// observed yet, a wildcard listen address); no behind a router that maps nothing, where
+/// the relay is asked for at once (issue 19).
+pub fn reversal_may_work(
+    listen: SocketAddr,
+    observed: Option<IpAddr>,
+    mapped: Option<SocketAddr>,
+) -> bool {
+    match observed {
+        _ if mapped.is_some() => true,
+        None => true,
+        Some(_) if listen.ip().is_unspecified() => true,
+        Some(seen) => seen == listen.ip(),
+    }
+}
+
 /// Whether `ip` is reachable only within a site or host: private, loopback, link-local,
 /// carrier-grade NAT space, IPv6 unique-local.
 pub fn is_local(ip: IpAddr) -> bool {
@@ -90,6 +109,20 @@ mod tests {
     use super::*;
     use common::peer_addr::{is_dialable, MAX_PEER_ADDRS};
     use proptest::prelude::*;
+
+    #[test]
+    fn reversal_is_tried_unless_behind_a_router_that_maps_nothing() {
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        // A public host, a mapped one, an unknown one, a wildcard listener: tried.
+        assert!(reversal_may_work(addr("5.0.0.1:7"), ip("5.0.0.1"), None));
+        assert!(reversal_may_work(addr("192.168.1.2:7"), ip("5.0.0.2"), Some(addr("5.0.0.2:7"))));
+        assert!(reversal_may_work(addr("192.168.1.2:7"), None, None));
+        assert!(reversal_may_work(addr("0.0.0.0:7"), ip("5.0.0.2"), None));
+        // Behind a masquerading router without a mapping: straight to the relay.
+        assert!(!reversal_may_work(addr("192.168.1.2:7"), ip("5.0.0.2"), None));
+        // Loopback peers see each other as they are.
+        assert!(reversal_may_work(addr("127.0.0.1:7"), ip("127.0.0.1"), None));
+    }
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().unwrap()

@@ -131,6 +131,7 @@ impl Coordinator {
             cap: Arc::clone(&ctx.download_cap),
             tracker: Arc::clone(&ctx.tracker),
             reversals: Arc::clone(&ctx.reversals),
+            reach: ctx.reach.clone(),
         });
         // Unbounded in type, bounded by construction: a worker sends one event per request
         // it made (at most 2 in flight), per connection change, and at most one `Have`

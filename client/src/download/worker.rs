@@ -102,6 +102,8 @@ pub struct Target {
     pub tracker: Arc<crate::tracker_session::TrackerSession>,
     /// Where reversed connections arrive.
     pub reversals: Arc<crate::reversal::Reversals>,
+    /// This peer's listen address and router mapping (whether a reversal may work).
+    pub reach: (SocketAddr, crate::advertiser::Reachability),
 }
 
 /// Connects to the peer listed at `addr`, at the first of `dial` that answers (its
@@ -326,7 +328,14 @@ fn open(
         }
         Err(e) => e,
     };
-    let reversed = match reverse(key, target, &inbox.jobs) {
+    let (listen, reachability) = &target.reach;
+    let observed = target.tracker.observed().map(|a| a.ip());
+    let reversal = match crate::reach::reversal_may_work(*listen, observed, reachability.mapped()) {
+        true => reverse(key, target, &inbox.jobs),
+        // Behind a router that maps nothing: the peer could not connect back.
+        false => Err(NoReversal::NoConnection("this peer is behind a router too".to_string())),
+    };
+    let reversed = match reversal {
         Ok(mut conn) => {
             log::info!("peer={addr}: reached by reversal (it connected to this peer)");
             conn.set_deadline(None)?;
