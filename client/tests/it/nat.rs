@@ -907,3 +907,79 @@ fn bench_a_relayed_download_carries_most_of_the_shaped_link() {
     assert!(after_setup >= bound, "{after_setup:.1} Mbit/s < {bound:.1}");
     crate::support::assert_same_file(&original, &out);
 }
+
+/// Issue 19 with three trackers: the seeder waits for calls on one follower, the downloader
+/// asks another; the leader checks the call and has the follower where the seeder waits
+/// pass it on (and, for a relay, expect both ends there).
+#[test]
+fn a_call_reaches_a_seeder_waiting_on_another_tracker() {
+    use common::message::{FileMeta, Reply, Request};
+    use common::{GroupId, Password, Sha1Digest, UserId};
+
+    let cluster = Cluster::new(3);
+    let mut trackers = cluster.start_all();
+    let leader = {
+        let mut all: Vec<&mut crate::support::TrackerProc> = trackers.iter_mut().collect();
+        crate::support::wait_leader(&mut all)
+    };
+    let followers: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    let (f1, f2) = (&trackers[followers[0]], &trackers[followers[1]]);
+    let mut alice = crate::support::RawSession::connect(&cluster, f1);
+    let mut bob = crate::support::RawSession::connect(&cluster, f2);
+    for (who, user) in [(&mut alice, "alice"), (&mut bob, "bob")] {
+        let (name, password) =
+            (UserId::new(user).unwrap(), Password::new(format!("pw-{user}")).unwrap());
+        assert_eq!(who.call(Request::CreateUser { user: name, password }), Ok(Reply::Done));
+        who.login(user, "127.0.0.1:7".parse().unwrap());
+    }
+    let g = GroupId::new("g").unwrap();
+    assert_eq!(alice.call(Request::CreateGroup { group: g.clone() }), Ok(Reply::Done));
+    assert_eq!(bob.call(Request::JoinGroup { group: g.clone() }), Ok(Reply::Done));
+    let accept = Request::AcceptRequest { group: g.clone(), user: UserId::new("bob").unwrap() };
+    assert_eq!(alice.call(accept), Ok(Reply::Done));
+    let pieces = vec![Sha1Digest::of(b"piece")];
+    let digest = common::hash::file_digest(5, &pieces);
+    let file = FileMeta { name: "f.bin".parse().unwrap(), size: 5, digest, pieces, tree: None };
+    let upload = Request::UploadFile { group: g.clone(), file };
+    assert_eq!(alice.call(upload), Ok(Reply::Uploaded { new_file: true }));
+    let (alice_key, ticket) =
+        match bob.call(Request::GetFile { group: g.clone(), name: "f.bin".parse().unwrap() }) {
+            Ok(Reply::FileInfo { peers, ticket, .. }) => (peers[0].key, *ticket),
+            other => panic!("{other:?}"),
+        };
+    for (n, relay) in [(1u64, false), (2, true)] {
+        let polls = |log: String| log.matches("AwaitCalls").count();
+        let before = polls(cluster.tracker_log(f1.id));
+        let waiting = std::thread::spawn(move || {
+            let calls = alice.call(Request::AwaitCalls);
+            (alice, calls)
+        });
+        let deadline = std::time::Instant::now() + crate::support::TIMEOUT;
+        while polls(cluster.tracker_log(f1.id)) == before {
+            assert!(std::time::Instant::now() < deadline, "alice's wait never reached tracker");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let ask = || match relay {
+            false => Request::Reverse { ticket: ticket.clone(), seeder: alice_key, nonce: n },
+            true => Request::Relay { ticket: ticket.clone(), seeder: alice_key, nonce: n },
+        };
+        let expected = match relay {
+            false => Reply::Done,
+            true => Reply::RelayAt { tracker: f1.id },
+        };
+        let answer = (0..5)
+            .map(|_| bob.call(ask()))
+            .find(|a| a != &Err(common::message::TrackerError::NotWaiting))
+            .expect("an answer once alice waits");
+        assert_eq!(answer, Ok(expected));
+        let (back, calls) = waiting.join().unwrap();
+        alice = back;
+        match calls {
+            Ok(Reply::Calls { calls }) => {
+                assert_eq!(calls.len(), 1, "{calls:?}");
+                assert_eq!((calls[0].nonce, calls[0].relay), (n, relay.then_some(f1.id)));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
