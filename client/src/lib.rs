@@ -27,6 +27,7 @@ pub mod readiness;
 pub mod recent_pieces;
 pub mod registry;
 pub mod repl;
+pub mod reversal;
 pub mod seeder;
 pub mod session_file;
 pub mod size;
@@ -132,6 +133,9 @@ pub fn run(config: Config) -> Result<(), RunError> {
     let download_cap =
         Arc::new(rate::RateCap::new(config.max_download_rate.or(settings.max_download_rate)));
     let web = config.web.or(settings.web);
+    // Issue 19: the reversed connections this peer's downloads wait for, which its seeder's
+    // accept loop hands them.
+    let reversals = Arc::new(reversal::Reversals::default());
     let seeder = Seeder::start(
         listener,
         Arc::clone(&identity),
@@ -139,13 +143,14 @@ pub fn run(config: Config) -> Result<(), RunError> {
         Arc::clone(&tracker),
         Arc::clone(&upload_cap),
         Arc::clone(&served),
+        Arc::clone(&reversals),
     )?;
     // Issue 19: the addresses this peer may be reached at, registered with the trackers,
     // and the router's port mapping, asked for in the background.
     let (advertiser, reachability) =
         advertiser::Advertiser::start(Arc::clone(&tracker), listen_addr)?;
     let port_mapper = match !config.no_port_mapping && settings.port_mapping.unwrap_or(true) {
-        true => port_map::PortMapper::start(listen_addr, reachability)?,
+        true => port_map::PortMapper::start(listen_addr, reachability.clone())?,
         false => None,
     };
     // The disk writer lives as long as the process: downloads still running at exit are
@@ -178,6 +183,8 @@ pub fn run(config: Config) -> Result<(), RunError> {
         stall_timeout: Duration::from_secs(config.stall_timeout),
         download_cap,
         upload_cap,
+        reversals,
+        reach: (listen_addr, reachability),
     };
 
     let known = Arc::new(Known::default());

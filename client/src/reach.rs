@@ -11,12 +11,17 @@ use std::net::{IpAddr, SocketAddr};
 use common::peer_addr::sanitize;
 
 /// How a download's source peer was reached (SPEC: `show_downloads --json` gives each
-/// source's `path`). Only direct connections exist so far; `reversed`, `punched` and
-/// `relayed` come with connection reversal, hole punching and relays (issue 19).
+/// source's `path`). `punched` comes with hole punching (issue 19).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum SourcePath {
     /// This peer dialed one of the source's addresses.
     Direct,
+    /// The source, behind a NAT, dialed this peer on its call through a tracker
+    /// (connection reversal).
+    Reversed,
+    /// Both ends joined a tracker's relay, which copies their (end-to-end encrypted)
+    /// bytes.
+    Relayed,
 }
 
 impl SourcePath {
@@ -24,6 +29,8 @@ impl SourcePath {
     pub fn as_str(self) -> &'static str {
         match self {
             SourcePath::Direct => "direct",
+            SourcePath::Reversed => "reversed",
+            SourcePath::Relayed => "relayed",
         }
     }
 }
@@ -38,6 +45,25 @@ pub fn own_addresses(
 ) -> Vec<SocketAddr> {
     let observed = observed.map(|ip| SocketAddr::new(ip, listen.port()));
     sanitize(mapped.into_iter().chain(observed).chain([listen]))
+}
+
+/// Whether a peer elsewhere may connect to this one (listening at `listen`, seen by a
+/// tracker from `observed`, with the router mapping `mapped`), so that asking an unreachable
+/// source to connect back (connection reversal) is worth its wait: yes with a mapping, on a
+/// host whose listen address is the one the tracker sees, or when it cannot tell (nothing
+/// observed yet, a wildcard listen address); no behind a router that maps nothing, where
+/// the relay is asked for at once (issue 19).
+pub fn reversal_may_work(
+    listen: SocketAddr,
+    observed: Option<IpAddr>,
+    mapped: Option<SocketAddr>,
+) -> bool {
+    match observed {
+        _ if mapped.is_some() => true,
+        None => true,
+        Some(_) if listen.ip().is_unspecified() => true,
+        Some(seen) => seen == listen.ip(),
+    }
 }
 
 /// Whether `ip` is reachable only within a site or host: private, loopback, link-local,
@@ -83,6 +109,20 @@ mod tests {
     use super::*;
     use common::peer_addr::{is_dialable, MAX_PEER_ADDRS};
     use proptest::prelude::*;
+
+    #[test]
+    fn reversal_is_tried_unless_behind_a_router_that_maps_nothing() {
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        // A public host, a mapped one, an unknown one, a wildcard listener: tried.
+        assert!(reversal_may_work(addr("5.0.0.1:7"), ip("5.0.0.1"), None));
+        assert!(reversal_may_work(addr("192.168.1.2:7"), ip("5.0.0.2"), Some(addr("5.0.0.2:7"))));
+        assert!(reversal_may_work(addr("192.168.1.2:7"), None, None));
+        assert!(reversal_may_work(addr("0.0.0.0:7"), ip("5.0.0.2"), None));
+        // Behind a masquerading router without a mapping: straight to the relay.
+        assert!(!reversal_may_work(addr("192.168.1.2:7"), ip("5.0.0.2"), None));
+        // Loopback peers see each other as they are.
+        assert!(reversal_may_work(addr("127.0.0.1:7"), ip("127.0.0.1"), None));
+    }
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().unwrap()

@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::net::{IpAddr, Shutdown as SocketShutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::OpenOptionsExt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -31,15 +31,17 @@ use parking_lot::Mutex;
 use common::connection::{Connection, Timeouts};
 use common::frame::FrameError;
 use common::junk::JunkLog;
-use common::message::{Request, Ticket, TrackerError};
+use common::message::{PeerCall, Reply, Request, Ticket, TrackerError};
 use common::peer_message::{
     PeerReply, PeerRequest, Refusal, MAX_HAVE_BATCH, PEER_PROTOCOL_VERSION,
 };
 use common::{Bitfield, Identity, PieceIndex, PublicKey, Sha1Digest, PIECE_SIZE};
 
+use crate::interrupt::Interrupt;
 use crate::rate::RateCap;
 use crate::readiness;
 use crate::registry::Registry;
+use crate::reversal::{CallGate, Reversals};
 use crate::swarm::{Pick, PieceSource, ReadError, Swarm};
 use crate::tracker_link::LinkError;
 use crate::tracker_session::{CallError, TrackerSession};
@@ -67,11 +69,39 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// answered `Busy` instead of starving this peer's own tracker link.
 const TICKET_CHECKS_PER_SEC: f64 = 20.0;
 
+/// How long a reversed connection (issue 19) may take to connect, each address.
+const REVERSE_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The pause after a failed long poll for calls, before the next.
+const CALLS_RETRY: Duration = Duration::from_secs(2);
+
 /// The running seeder.
 pub struct Seeder {
     stop: Arc<AtomicBool>,
     addr: SocketAddr,
     thread: Option<JoinHandle<()>>,
+    /// The `calls` thread (issue 19), its stop signal, and what cuts its long poll short.
+    calls: Option<(JoinHandle<()>, crossbeam_channel::Sender<()>, Arc<Interrupt>)>,
+}
+
+/// The connections being served: handles to shut them down, the admission pools, and
+/// their threads, shared by the accept loop and the `calls` thread (reversed ones).
+#[derive(Default)]
+struct Conns {
+    live: Mutex<HashMap<u64, Live>>,
+    admission: Arc<SeederAdmission>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    next_id: AtomicU64,
+}
+
+/// How a connection to serve came to be.
+enum Opened {
+    /// Accepted on the listening socket.
+    Accepted(TcpStream),
+    /// To be dialed on a downloader's call (issue 19: connection reversal).
+    Reversed(PeerCall),
+    /// To be joined at a tracker's relay on a downloader's call (issue 19), at this
+    /// tracker.
+    Relayed(PeerCall, u32),
 }
 
 struct Context {
@@ -87,6 +117,9 @@ struct Context {
     served: Arc<Served>,
     /// Junk connections and refusals, logged per address and interval (issue 21).
     junk: JunkLog,
+    /// The reversed connections this peer's downloads wait for (issue 19).
+    reversals: Arc<Reversals>,
+    conns: Conns,
 }
 
 impl Seeder {
@@ -100,6 +133,7 @@ impl Seeder {
         tracker: Arc<TrackerSession>,
         upload: Arc<RateCap>,
         served: Arc<Served>,
+        reversals: Arc<Reversals>,
     ) -> std::io::Result<Seeder> {
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -111,17 +145,31 @@ impl Seeder {
             tickets: Mutex::new(TicketBook::new(TICKET_CHECKS_PER_SEC, Instant::now())),
             served,
             junk: JunkLog::start("seeder: "),
+            reversals,
+            conns: Conns::default(),
         });
         let stop_flag = Arc::clone(&stop);
+        let (stop_calls, calls_stopped) = crossbeam_channel::bounded::<()>(0);
+        let interrupt = Arc::new(Interrupt::default());
+        let calls = thread::Builder::new().name("calls".into()).spawn({
+            let (ctx, stop, interrupt) =
+                (Arc::clone(&ctx), Arc::clone(&stop), Arc::clone(&interrupt));
+            move || await_calls(&ctx, &stop, &calls_stopped, &interrupt)
+        })?;
         let thread = thread::Builder::new()
             .name("seeder".into())
             .spawn(move || accept_loop(listener, ctx, stop_flag))?;
-        Ok(Seeder { stop, addr, thread: Some(thread) })
+        Ok(Seeder { stop, addr, thread: Some(thread), calls: Some((calls, stop_calls, interrupt)) })
     }
 
     /// Stops accepting, closes every connection and joins every thread.
     pub fn stop(mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        if let Some((calls, stop_calls, interrupt)) = self.calls.take() {
+            drop(stop_calls);
+            interrupt.fire();
+            let _ = calls.join();
+        }
         let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
@@ -137,16 +185,14 @@ struct Live {
 }
 
 fn accept_loop(listener: TcpListener, ctx: Arc<Context>, stop: Arc<AtomicBool>) {
-    let live: Arc<Mutex<HashMap<u64, Live>>> = Arc::new(Mutex::new(HashMap::new()));
-    let admission = Arc::new(SeederAdmission::default());
     // Ends connections still without an accepted ticket after `ADMISSION_DEADLINE`,
     // however slowly they dribble their handshake or hello.
     let reaper = {
-        let (live, stop) = (Arc::clone(&live), Arc::clone(&stop));
+        let (ctx, stop) = (Arc::clone(&ctx), Arc::clone(&stop));
         thread::Builder::new().name("seed-reaper".into()).spawn(move || {
             while !stop.load(Ordering::SeqCst) {
                 thread::sleep(Duration::from_millis(500));
-                for conn in live.lock().values() {
+                for conn in ctx.conns.live.lock().values() {
                     if conn.pending_since.is_some_and(|t| t.elapsed() > ADMISSION_DEADLINE) {
                         let _ = conn.handle.shutdown(SocketShutdown::Both);
                     }
@@ -154,8 +200,6 @@ fn accept_loop(listener: TcpListener, ctx: Arc<Context>, stop: Arc<AtomicBool>) 
             }
         })
     };
-    let mut threads: Vec<JoinHandle<()>> = Vec::new();
-    let mut next_id = 0u64;
     for stream in listener.incoming() {
         if stop.load(Ordering::SeqCst) {
             break;
@@ -168,47 +212,13 @@ fn accept_loop(listener: TcpListener, ctx: Arc<Context>, stop: Arc<AtomicBool>) 
                 continue;
             }
         };
-        threads.retain(|t| !t.is_finished());
         let Ok(peer) = stream.peer_addr() else { continue };
-        next_id += 1;
-        let id = next_id;
-        let pending = match admission.start(id, peer.ip(), Instant::now()) {
-            Ok((pending, evicted)) => {
-                // Another connection, pending longer, gave its place: end it.
-                if let Some(conn) = evicted.and_then(|old| live.lock().remove(&old)) {
-                    let _ = conn.handle.shutdown(SocketShutdown::Both);
-                }
-                pending
-            }
-            Err(why) => {
-                ctx.junk.note(peer, format_args!("refused: {why}"));
-                continue;
-            }
-        };
-        let Ok(handle) = stream.try_clone() else { continue };
-        live.lock().insert(id, Live { handle, pending_since: Some(Instant::now()) });
-        let ctx = Arc::clone(&ctx);
-        let live_for_thread = Arc::clone(&live);
-        let spawned = thread::Builder::new().name(format!("seed-{id}")).spawn(move || {
-            let admitted = || {
-                if let Some(conn) = live_for_thread.lock().get_mut(&id) {
-                    conn.pending_since = None;
-                }
-            };
-            serve(stream, &ctx, pending, admitted);
-            live_for_thread.lock().remove(&id);
-        });
-        match spawned {
-            Ok(t) => threads.push(t),
-            Err(e) => {
-                log::error!("seeder: cannot spawn thread: {e}");
-                live.lock().remove(&id);
-            }
-        }
+        spawn_conn(&ctx, peer, Opened::Accepted(stream));
     }
-    for conn in live.lock().values() {
+    for conn in ctx.conns.live.lock().values() {
         let _ = conn.handle.shutdown(SocketShutdown::Both);
     }
+    let threads = std::mem::take(&mut *ctx.conns.threads.lock());
     for t in threads {
         let _ = t.join();
     }
@@ -216,6 +226,203 @@ fn accept_loop(listener: TcpListener, ctx: Arc<Context>, stop: Arc<AtomicBool>) 
         let _ = reaper.join();
     }
     ctx.junk.close();
+}
+
+/// Admits a connection to the pending pool (from `peer`) and serves it on a `seed-N`
+/// thread of its own: an accepted one, or one to dial on a downloader's call.
+fn spawn_conn(ctx: &Arc<Context>, peer: SocketAddr, opened: Opened) {
+    let conns = &ctx.conns;
+    conns.threads.lock().retain(|t| !t.is_finished());
+    let id = conns.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+    let pending = match conns.admission.start(id, peer.ip(), Instant::now()) {
+        Ok((pending, evicted)) => {
+            // Another connection, pending longer, gave its place: end it.
+            if let Some(conn) = evicted.and_then(|old| conns.live.lock().remove(&old)) {
+                let _ = conn.handle.shutdown(SocketShutdown::Both);
+            }
+            pending
+        }
+        Err(why) => {
+            ctx.junk.note(peer, format_args!("refused: {why}"));
+            return;
+        }
+    };
+    // An accepted connection can be shut down at once; a dialed one once it connected.
+    if let Opened::Accepted(stream) = &opened {
+        let Ok(handle) = stream.try_clone() else { return };
+        conns.live.lock().insert(id, Live { handle, pending_since: Some(Instant::now()) });
+    }
+    let ctx_for_thread = Arc::clone(ctx);
+    let spawned = thread::Builder::new().name(format!("seed-{id}")).spawn(move || {
+        let ctx = ctx_for_thread;
+        let admitted = || {
+            if let Some(conn) = ctx.conns.live.lock().get_mut(&id) {
+                conn.pending_since = None;
+            }
+        };
+        match opened {
+            Opened::Accepted(stream) => serve(stream, &ctx, pending, admitted),
+            Opened::Reversed(call) => {
+                let Some(stream) = dial_back(&ctx, &call) else { return };
+                if let Ok(handle) = stream.try_clone() {
+                    let live = Live { handle, pending_since: Some(Instant::now()) };
+                    ctx.conns.live.lock().insert(id, live);
+                }
+                serve_reversed(stream, &ctx, &call, pending, admitted);
+            }
+            Opened::Relayed(call, tracker) => {
+                // The downloader runs the secure channel's handshake through the relay, as
+                // on a connection it dialed: served as an accepted one.
+                let register = |handle: TcpStream| {
+                    let live = Live { handle, pending_since: Some(Instant::now()) };
+                    ctx.conns.live.lock().insert(id, live);
+                };
+                let stream = match ctx.tracker.join_relay(tracker, call.nonce, true, &register) {
+                    Ok(stream) => stream,
+                    Err(e) => {
+                        log::info!("seeder: relay for {} at tracker {tracker}: {e}", call.user);
+                        return;
+                    }
+                };
+                log::info!("seeder: relaying to {} through tracker {tracker}", call.user);
+                serve(stream, &ctx, pending, admitted);
+            }
+        }
+        ctx.conns.live.lock().remove(&id);
+    });
+    match spawned {
+        Ok(t) => conns.threads.lock().push(t),
+        Err(e) => {
+            log::error!("seeder: cannot spawn thread: {e}");
+            conns.live.lock().remove(&id);
+        }
+    }
+}
+
+/// The `calls` thread (issue 19): while logged in, keeps one long poll for reversal calls
+/// open on a tracker (on a link of its own), and follows each call that names a file this
+/// peer serves, within `CallGate`'s bounds, by dialing the downloader back.
+fn await_calls(
+    ctx: &Arc<Context>,
+    stop: &AtomicBool,
+    stopped: &crossbeam_channel::Receiver<()>,
+    interrupt: &Interrupt,
+) {
+    let mut link = ctx.tracker.own_link();
+    let mut gate = CallGate::new(Instant::now());
+    let pause = |how_long| {
+        !matches!(
+            stopped.recv_timeout(how_long),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected)
+        )
+    };
+    while !stop.load(Ordering::SeqCst) {
+        let Some(login) = ctx.tracker.login() else {
+            // A login is seen within a quarter of a second: a download may ask for a
+            // reversal right after it.
+            if !pause(Duration::from_millis(250)) {
+                return;
+            }
+            continue;
+        };
+        let calls = match link.call(Some(login.session), Request::AwaitCalls, Some(interrupt)) {
+            Ok(Reply::Calls { calls }) => calls,
+            Err(LinkError::Interrupted) => return,
+            Ok(other) => {
+                log::warn!("seeder: calls: unexpected answer {other:?}");
+                if !pause(CALLS_RETRY) {
+                    return;
+                }
+                continue;
+            }
+            Err(e) => {
+                log::debug!("seeder: calls: {e}");
+                if !pause(CALLS_RETRY) {
+                    return;
+                }
+                continue;
+            }
+        };
+        for call in calls.into_iter().take(common::message::MAX_CALLS_PER_REPLY) {
+            if ctx.registry.get(&call.group, &call.digest).is_none() {
+                log::info!("seeder: call from {}: not a file this peer serves", call.user);
+                continue;
+            }
+            if !gate.allow(call.from, Instant::now()) {
+                log::info!("seeder: call from {}: over its share of calls", call.user);
+                continue;
+            }
+            let addrs = common::peer_addr::sanitize(call.addrs.iter().copied());
+            let Some(first) = addrs.first().copied() else { continue };
+            // Counted under the downloader's address, whichever way it comes.
+            match call.relay {
+                Some(tracker) => {
+                    log::info!("seeder: {} asks for a relay at tracker {tracker}", call.user);
+                    spawn_conn(ctx, first, Opened::Relayed(call, tracker));
+                }
+                None => {
+                    log::info!("seeder: {} asks to be called back at {addrs:?}", call.user);
+                    spawn_conn(ctx, first, Opened::Reversed(PeerCall { addrs, ..call }));
+                }
+            }
+        }
+    }
+}
+
+/// Dials a downloader back on its call (issue 19), at its registered addresses.
+fn dial_back(ctx: &Context, call: &PeerCall) -> Option<TcpStream> {
+    match crate::dial::connect_any(&call.addrs, REVERSE_CONNECT_TIMEOUT) {
+        Ok((stream, reached)) => {
+            log::info!("seeder: called {} back at {reached}", call.user);
+            Some(stream)
+        }
+        Err(e) => {
+            log::info!("seeder: cannot call {} back: {e}", call.user);
+            let _ = ctx;
+            None
+        }
+    }
+}
+
+/// Serves a connection this peer dialed on a downloader's call: the handshake as
+/// initiator, checking the key the call named, then `Reversed` with the call's nonce, then
+/// the peer protocol as on an accepted connection (the downloader's `Hello` first).
+fn serve_reversed(
+    stream: TcpStream,
+    ctx: &Context,
+    call: &PeerCall,
+    pending: Pending,
+    admitted: impl FnOnce(),
+) {
+    let Ok(peer_addr) = stream.peer_addr() else { return };
+    let admit_by = Instant::now() + ADMISSION_DEADLINE;
+    let timeouts =
+        Timeouts { handshake: HANDSHAKE_TIMEOUT, read: HANDSHAKE_TIMEOUT, write: WRITE_TIMEOUT };
+    let opened =
+        Connection::<PeerReply, PeerRequest>::connect(stream, &ctx.identity, &call.from, timeouts)
+            .and_then(|mut conn| {
+                let reversed = PeerRequest::Reversed {
+                    version: PEER_PROTOCOL_VERSION,
+                    digest: call.digest,
+                    nonce: call.nonce,
+                };
+                conn.send(&reversed)?;
+                Ok(conn.retype::<PeerRequest, PeerReply>())
+            });
+    let mut conn = match opened {
+        Ok(conn) => conn,
+        Err(e) => {
+            ctx.junk.note(peer_addr, format_args!("reversed handshake failed: {e}"));
+            return;
+        }
+    };
+    conn.set_max_frame(MAX_HELLO_FRAME);
+    if let Err(e) = conn.set_deadline(Some(admit_by)) {
+        log::info!("seeder: peer={peer_addr}: {e}");
+        return;
+    }
+    let first = conn.recv();
+    finish_serving(&mut conn, ctx, pending, admitted, first);
 }
 
 fn serve(stream: TcpStream, ctx: &Context, pending: Pending, admitted: impl FnOnce()) {
@@ -239,10 +446,35 @@ fn serve(stream: TcpStream, ctx: &Context, pending: Pending, admitted: impl FnOn
         log::info!("seeder: peer={peer}: {e}");
         return;
     }
-    match serve_conn(&mut conn, ctx, pending, admitted) {
+    let first = conn.recv();
+    // Issue 19: a seeder this peer's download asked to call back; its worker takes it.
+    if let Ok(Some(PeerRequest::Reversed { version, digest, nonce })) = first {
+        if version != PEER_PROTOCOL_VERSION {
+            ctx.junk.note(peer_addr, format_args!("reversed connection of version {version}"));
+            return;
+        }
+        match ctx.reversals.arrive(conn, digest, nonce) {
+            Ok(()) => log::info!("seeder: peer={peer}: reversed connection handed to its download"),
+            Err(why) => ctx.junk.note(peer_addr, format_args!("{why}")),
+        }
+        return;
+    }
+    finish_serving(&mut conn, ctx, pending, admitted, first);
+}
+
+/// Serves a connection whose first frame was `first`, and logs how it ended.
+fn finish_serving(
+    conn: &mut Connection<PeerRequest, PeerReply>,
+    ctx: &Context,
+    pending: Pending,
+    admitted: impl FnOnce(),
+    first: Result<Option<PeerRequest>, FrameError>,
+) {
+    let peer = conn.peer_addr();
+    match serve_conn(conn, ctx, pending, admitted, first) {
         Ok(()) => log::debug!("seeder: peer={peer}: done"),
         Err(e) if e.is_timeout() => log::debug!("seeder: peer={peer}: idle, closing"),
-        Err(e) => ctx.junk.note(conn.peer_addr(), format_args!("closing connection: {e}")),
+        Err(e) => ctx.junk.note(peer, format_args!("closing connection: {e}")),
     }
 }
 
@@ -251,9 +483,10 @@ fn serve_conn(
     ctx: &Context,
     pending: Pending,
     admitted: impl FnOnce(),
+    first: Result<Option<PeerRequest>, FrameError>,
 ) -> Result<(), FrameError> {
     let holder = conn.remote_key();
-    let (swarm, mut ticket, _slot) = match conn.recv()? {
+    let (swarm, mut ticket, _slot) = match first? {
         None => return Ok(()),
         Some(PeerRequest::Hello { version, digest, ticket }) => {
             let from = conn.peer_addr().ip();
@@ -395,6 +628,10 @@ fn serve_conn(
             }
             PeerRequest::Hello { .. } => {
                 ctx.junk.note(conn.peer_addr(), "second hello");
+                return Ok(());
+            }
+            PeerRequest::Reversed { .. } => {
+                ctx.junk.note(conn.peer_addr(), "reversed frame after hello");
                 return Ok(());
             }
         }

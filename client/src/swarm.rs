@@ -99,6 +99,9 @@ pub enum Toggled {
 pub enum DownloadError {
     #[error("no peer could provide the missing pieces for {secs} s ({missing} of {total} pieces missing; {cause})")]
     Stalled { secs: u64, missing: u32, total: u32, cause: StallCause },
+    /// Issue 19: every holder listed failed every way (direct, reversed, relayed).
+    #[error("no holder of {name} can be reached: {why}")]
+    Unreachable { name: String, why: String },
     #[error("cannot write piece {piece} to {path}: {reason}")]
     Write { piece: u32, path: String, reason: String },
     #[error("whole-file check failed after download")]

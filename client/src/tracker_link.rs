@@ -41,6 +41,9 @@ const KDF_REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a request may take to be written.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an end of a relay waits for the tracker's `RelayReady` (the tracker waits 10 s
+/// for the other end).
+const RELAY_JOIN_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Why a request got no answer from any tracker, or was refused.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +75,9 @@ pub enum LinkError {
     /// a folder may have is refused as it is decoded). Nothing is done with that answer.
     #[error("the tracker at {addr} sent an answer this client cannot read ({reason}): it runs another version, or is not an honest tracker; nothing was done with it")]
     Unreadable { addr: SocketAddr, reason: String },
+    /// A relay could not be joined (issue 19).
+    #[error("{0}")]
+    Relay(String),
 }
 
 fn wrong_list(wrong: &[(usize, SocketAddr)]) -> String {
@@ -192,6 +198,8 @@ impl TrackerLink {
         // Password hashing queues behind other logins on a busy tracker: give it longer.
         let reply_timeout = match request {
             Request::Login { .. } | Request::CreateUser { .. } => KDF_REPLY_TIMEOUT,
+            // A long poll (issue 19): the tracker answers it within `AWAIT_CALLS_FOR`.
+            Request::AwaitCalls => common::message::AWAIT_CALLS_FOR + REPLY_TIMEOUT,
             _ => REPLY_TIMEOUT,
         };
         let msg = ClientMessage::Request { id, session, request };
@@ -444,6 +452,58 @@ fn handshake(
         Some(other) => Err(protocol(format!("unexpected handshake reply {other:?}"))),
         None => Err(FrameError::Truncated),
     }
+}
+
+/// Joins relay `nonce` at tracker `tracker_id` (issue 19): a secure channel to it proving
+/// this peer's key, `ClientMessage::Relay` in `session`, then its `RelayReady` (the seeder's
+/// end, `seeder_side`, acknowledges it with `RelayGo`). Returns the socket, over which the
+/// two peers then run their own secure channel through the relay. `on_socket` gets a clone
+/// of the socket as soon as it connects (a caller shuts it down to give up waiting).
+pub fn join_relay(
+    trackers: &TrackerInfoFile,
+    identity: &Identity,
+    tracker_id: u32,
+    (session, nonce): (SessionToken, u64),
+    (seeder_side, on_socket): (bool, &dyn Fn(TcpStream)),
+) -> Result<TcpStream, FrameError> {
+    let info = trackers.current();
+    let unusable = |why: String| FrameError::Io(std::io::Error::other(why));
+    let key =
+        info.key(tracker_id).ok_or_else(|| unusable(format!("no key for tracker {tracker_id}")))?;
+    let addrs = info.resolve(tracker_id).map_err(unusable)?;
+    let mut last = unusable(format!("tracker {tracker_id} has no address"));
+    for addr in addrs {
+        let stream = match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
+            Ok(stream) => stream,
+            Err(e) => {
+                last = e.into();
+                continue;
+            }
+        };
+        on_socket(stream.try_clone()?);
+        let timeouts = Timeouts {
+            handshake: HANDSHAKE_TIMEOUT,
+            read: RELAY_JOIN_TIMEOUT,
+            write: WRITE_TIMEOUT,
+        };
+        let mut conn: TrackerConn = Connection::connect(stream, identity, &key, timeouts)?;
+        conn.send(&ClientMessage::Relay { version: PROTOCOL_VERSION, session, nonce })?;
+        match conn.recv()? {
+            Some(TrackerMessage::RelayReady) => {}
+            Some(TrackerMessage::RelayRefused { reason }) => {
+                return Err(unusable(format!("relay refused: {reason}")))
+            }
+            Some(other) => return Err(protocol(format!("unexpected relay reply {other:?}"))),
+            None => return Err(FrameError::Truncated),
+        }
+        if seeder_side {
+            conn.send(&ClientMessage::RelayGo)?;
+        }
+        return conn
+            .into_socket()
+            .ok_or_else(|| protocol("the tracker sent more after RelayReady".to_string()));
+    }
+    Err(last)
 }
 
 fn exchange(

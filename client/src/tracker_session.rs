@@ -126,6 +126,34 @@ impl TrackerSession {
         result
     }
 
+    /// A link outside the pool, for a caller that keeps it busy for long (the seeder's
+    /// long poll for reversal calls, issue 19), so that it never takes a pooled link.
+    pub fn own_link(&self) -> TrackerLink {
+        TrackerLink::new(Arc::clone(&self.trackers), Arc::clone(&self.identity))
+            .with_view(Arc::clone(&self.view))
+    }
+
+    /// Joins relay `nonce` at tracker `tracker` in the current session (issue 19; see
+    /// `tracker_link::join_relay`); `on_socket` gets a clone of the socket at once, to cut
+    /// the wait short.
+    pub fn join_relay(
+        &self,
+        tracker: u32,
+        nonce: u64,
+        seeder_side: bool,
+        on_socket: &dyn Fn(std::net::TcpStream),
+    ) -> Result<std::net::TcpStream, CallError> {
+        let session = self.login().map(|l| l.session).ok_or(CallError::NotLoggedIn)?;
+        crate::tracker_link::join_relay(
+            &self.trackers,
+            &self.identity,
+            tracker,
+            (session, nonce),
+            (seeder_side, on_socket),
+        )
+        .map_err(|e| CallError::Link(LinkError::Relay(e.to_string())))
+    }
+
     /// What this session's links found at each tracker, and the failovers.
     pub fn view(&self) -> &TrackerView {
         &self.view

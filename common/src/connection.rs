@@ -183,6 +183,13 @@ impl<In: DeserializeOwned, Out: Serialize> Connection<In, Out> {
         })
     }
 
+    /// The socket under the channel, for a protocol switch to bytes this connection does
+    /// not seal (issue 19: relays), once every message was read and written; `None` if
+    /// bytes wait in its buffers. Its timeouts are the connection's.
+    pub fn into_socket(self) -> Option<TcpStream> {
+        self.stream.into_socket()
+    }
+
     /// The same connection (buffers included) speaking other message types, for a protocol
     /// switch after the first message.
     pub fn retype<In2, Out2>(self) -> Connection<In2, Out2> {

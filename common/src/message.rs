@@ -19,7 +19,7 @@ use crate::id::{FileName, GroupId, Password, UserId};
 use crate::identity::PublicKey;
 
 /// The protocol version this build speaks. Bumped on any incompatible change.
-pub const PROTOCOL_VERSION: u16 = 7;
+pub const PROTOCOL_VERSION: u16 = 8;
 
 /// Identifies one request of one client instance, so that a request retried after a lost
 /// connection is recognised and applied once.
@@ -82,6 +82,15 @@ pub enum ClientMessage {
     /// connection (no answer). Until a connection has a valid session (or logs in), the
     /// tracker takes only frames up to `PRE_LOGIN_FRAME_LEN`.
     Resume { session: SessionToken },
+    /// Instead of `Hello` (issue 19, protocol 8): this connection is one end of the relay
+    /// `nonce`, which the leader had this tracker expect, in `session` (of the key proven on
+    /// this channel). Answered `RelayReady` once the other end is there (or
+    /// `RelayRefused`); after `RelayReady` (and, from the seeder's end, its `RelayGo`) the
+    /// connection carries the two peers' bytes, which the tracker copies unread.
+    Relay { version: u16, session: SessionToken, nonce: u64 },
+    /// The seeder's end of a relay acknowledges `RelayReady`: after it, it reads nothing
+    /// more from the tracker's channel.
+    RelayGo,
 }
 
 /// The most items one page of a list reply holds (a page of the largest items, file
@@ -161,6 +170,44 @@ pub enum Request {
     /// expire. (Appended last: requests are kept in the replicated state, and the
     /// encoding of the others must not move.)
     RemoveMember { group: GroupId, user: UserId },
+    /// A long poll (issue 19, protocol 8): answered with the connection reversals other
+    /// peers asked this session's peer for (`Reply::Calls`) as soon as there is one, or
+    /// with none after `AWAIT_CALLS_FOR`. Answered by the tracker it reaches, whatever its
+    /// role; a peer keeps one open, on a link of its own, while logged in.
+    AwaitCalls,
+    /// Connection reversal (issue 19, protocol 8): the caller cannot reach the peer that
+    /// proved `seeder` and asks it to connect out to the caller's registered addresses,
+    /// now, naming `nonce` in its first frame (`PeerRequest::Reversed`). `ticket` is the
+    /// caller's own ticket for the file: the tracker checks it, that `seeder` is a live
+    /// sharer of that file, and the caller's reversal budget, before it passes the call on.
+    Reverse { ticket: Ticket, seeder: PublicKey, nonce: u64 },
+    /// A relay (issue 19, protocol 8): checked as `Reverse`, then the tracker where the
+    /// seeder waits expects both ends (`ClientMessage::Relay` with `nonce`) and the seeder
+    /// gets a call naming it (`PeerCall::relay`). Answered `Reply::RelayAt`.
+    Relay { ticket: Ticket, seeder: PublicKey, nonce: u64 },
+}
+
+/// How long a tracker holds an `AwaitCalls` without a call before it answers with none.
+pub const AWAIT_CALLS_FOR: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// The most calls one `Reply::Calls` carries (a tracker queues no more per waiting peer).
+pub const MAX_CALLS_PER_REPLY: usize = 8;
+
+/// A downloader's request, passed on by a tracker, that this peer connect out to it (issue
+/// 19: connection reversal): the downloader's key (which it must prove), its user, where
+/// it listens (what it registered with the tracker, not what it claimed in the call), the
+/// file it fetches, and the nonce to name in the first frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerCall {
+    pub from: PublicKey,
+    pub user: UserId,
+    pub addrs: Vec<SocketAddr>,
+    pub group: GroupId,
+    pub digest: Sha1Digest,
+    pub nonce: u64,
+    /// Not a reversal but a relay: connect to this tracker (its line in
+    /// `tracker_info.txt`) and join relay `nonce` there.
+    pub relay: Option<u32>,
 }
 
 impl Request {
@@ -305,6 +352,10 @@ pub enum TrackerMessage {
     Refused { version: u16 },
     /// The result of the request with this id.
     Response { id: RequestId, result: Result<Reply, TrackerError> },
+    /// The answer to `ClientMessage::Relay` once both ends are there (protocol 8).
+    RelayReady,
+    /// The answer to `ClientMessage::Relay` when there is no relay for this end.
+    RelayRefused { reason: TrackerError },
 }
 
 /// A successful result.
@@ -336,6 +387,11 @@ pub enum Reply {
     Alive { memberships: Option<Memberships> },
     /// The answer to `Status` (appended last, as `Alive`).
     Status { status: TrackerStatus },
+    /// The answer to `AwaitCalls` (protocol 8): at most `MAX_CALLS_PER_REPLY` calls, none
+    /// when the wait ran out.
+    Calls { calls: Vec<PeerCall> },
+    /// The answer to `Relay` (protocol 8): join it at this tracker.
+    RelayAt { tracker: u32 },
 }
 
 /// A tracker's place in the cluster (`Request::Status`), as its `status` line shows it.
@@ -500,6 +556,18 @@ pub enum TrackerError {
     /// `remove_member` of the owner by the owner.
     #[error("you own group {0} and cannot remove yourself")]
     OwnerCannotRemoveSelf(GroupId),
+    /// `Reverse` could not be passed on (protocol 8): the peer waits for no call on any
+    /// tracker, shares no such file, or the caller used its reversal budget.
+    #[error("cannot ask that peer to connect: {0}")]
+    CannotReverse(String),
+    /// A relay was asked for, and the tracker where the peer waits relays nothing
+    /// (`--no-relay`; protocol 8).
+    #[error("relaying is off")]
+    RelayOff,
+    /// `Reverse` or `Relay` for a peer that waits for calls on no tracker (protocol 8): it
+    /// cannot be asked anything now.
+    #[error("the peer waits for calls on no tracker")]
+    NotWaiting,
 }
 
 #[cfg(test)]

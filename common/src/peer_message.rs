@@ -43,6 +43,14 @@ pub enum PeerRequest {
     /// A fresh ticket for the same file, before the current one expires. No answer; a
     /// ticket the seeder does not accept ends the connection with `Refused`.
     Renew { ticket: Ticket },
+    /// Issue 19, connection reversal: the first frame of a connection a seeder opened to a
+    /// downloader that asked a tracker for it (`Request::Reverse`). The seeder dialed and
+    /// ran the secure channel's handshake as initiator, but the peer protocol's roles stay:
+    /// the downloader answers nothing to this frame and sends its `Hello` as on a
+    /// connection it dialed itself. Only the seeder sends it, only first, and only a
+    /// downloader waiting for `nonce` from the key the seeder proved takes the connection
+    /// (appended last, so the other variants keep their encoding).
+    Reversed { version: u16, digest: Sha1Digest, nonce: u64 },
 }
 
 /// Seeder → downloader.

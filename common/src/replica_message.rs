@@ -7,7 +7,8 @@
 //!   with no reply: Raft itself retries what is lost;
 //! - a **forwarding** connection carries a client's request from a follower to the leader
 //!   (`Forward`), or an entry the follower built (`Propose`), and its answer back
-//!   (`ReplicaReply::Forwarded`).
+//!   (`ReplicaReply::Forwarded`); the leader opens the same kind of connection to pass a
+//!   reversal call to the tracker where its peer waits (`Call`).
 //!
 //! Raft messages are raft-rs's protobuf encoding, cut into parts of at most
 //! `RAFT_PART_MAX` bytes (a snapshot may be far larger than one frame); the receiver
@@ -16,7 +17,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::identity::PublicKey;
-use crate::message::{Reply, Request, RequestId, SessionId, SessionToken, TrackerError};
+use crate::message::{PeerCall, Reply, Request, RequestId, SessionId, SessionToken, TrackerError};
 
 /// The largest part of a Raft message in one frame.
 pub const RAFT_PART_MAX: usize = 1024 * 1024;
@@ -39,6 +40,10 @@ pub enum ReplicaRequest {
     /// answered since its last report (at most `MAX_PRESENCE_REPORT`). Answered with
     /// `ReplicaReply::Forwarded`.
     Presence { sessions: Vec<SessionId> },
+    /// From the leader to any tracker (issue 19, connection reversal): pass `call` to the
+    /// peer that proved `callee`, if it waits for calls here (`Request::AwaitCalls`).
+    /// Answered with `ReplicaReply::Forwarded`: `Done` when it was passed on.
+    Call { callee: PublicKey, call: PeerCall },
 }
 
 /// The most sessions one `Presence` report names (32 bytes each, well within a frame).

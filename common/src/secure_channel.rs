@@ -331,6 +331,14 @@ impl SecureStream {
         &self.stream
     }
 
+    /// The socket, to carry bytes this channel does not seal any more (issue 19: a relay
+    /// splices two peers' own channels through it); `None` when bytes received or written
+    /// wait here, which the switch would lose or misplace.
+    pub fn into_socket(self) -> Option<TcpStream> {
+        let idle = !self.has_buffered() && self.pending.is_empty() && self.sealed_len == 0;
+        idle.then_some(self.stream)
+    }
+
     /// Whether received bytes wait here, not yet read (so the socket may be silent while a
     /// message is already available).
     pub fn has_buffered(&self) -> bool {

@@ -221,6 +221,24 @@ impl Cluster {
         self.forwarder.forward(leader, &msg, still_leader)
     }
 
+    /// The other trackers `tracker_info.txt` lists.
+    pub fn other_trackers(&self) -> Vec<u32> {
+        let info = self.forwarder.trackers.current();
+        info.trackers().map(|(id, _)| id).filter(|id| *id != self.id).collect()
+    }
+
+    /// Has tracker `to` pass `call` to the peer that proved `callee`, if it waits there
+    /// (issue 19: connection reversal). `Done` when it did.
+    pub fn pass_call(
+        &self,
+        to: u32,
+        callee: PublicKey,
+        call: common::message::PeerCall,
+    ) -> Result<Reply, TrackerError> {
+        let msg = ReplicaRequest::Call { callee, call };
+        self.forwarder.forward(to, &msg, || true)
+    }
+
     /// Tells leader `leader` which sessions this follower heard from (their heartbeats).
     pub fn report_presence(
         &self,
@@ -365,6 +383,13 @@ pub trait ReplicaRequests {
     fn proposed(&self, from: u32, entry: &[u8]) -> Result<Reply, TrackerError>;
     /// Sessions whose heartbeats tracker `from` answered lately.
     fn presence(&self, from: u32, sessions: &[SessionId]) -> Result<Reply, TrackerError>;
+    /// A reversal call the leader (`from`) passes on for `callee`, if it waits here.
+    fn call(
+        &self,
+        from: u32,
+        callee: PublicKey,
+        call: common::message::PeerCall,
+    ) -> Result<Reply, TrackerError>;
 }
 
 /// Serves a connection opened by tracker `from` (which proved its listed key): Raft
@@ -404,6 +429,10 @@ pub fn serve(
             }
             ReplicaRequest::Presence { sessions } => {
                 let result = requests.presence(from, &sessions);
+                conn.send(&ReplicaReply::Forwarded { result })?;
+            }
+            ReplicaRequest::Call { callee, call } => {
+                let result = requests.call(from, callee, call);
                 conn.send(&ReplicaReply::Forwarded { result })?;
             }
         }

@@ -7,6 +7,7 @@ use clap::Parser;
 use crate::credential::DEFAULT_ITERATIONS;
 use crate::login_throttle::ThrottleLimits;
 use crate::quota::QuotaLimits;
+use crate::relay::RelayLimits;
 
 /// A tracker of the group file-sharing system: keeps users, groups, join requests and file
 /// metadata durably, and serves clients.
@@ -127,6 +128,35 @@ pub struct Config {
     #[arg(long, value_name = "N", default_value_t = 100, help_heading = "Limits",
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_writes_per_second: u32,
+
+    /// Relay nothing (issue 19): peers that reach each other neither directly nor by a
+    /// reversed connection cannot exchange pieces through this tracker.
+    #[arg(long, help_heading = "Relay")]
+    pub no_relay: bool,
+
+    /// Connections relayed at once, in all.
+    #[arg(long, value_name = "N", default_value_t = 64, help_heading = "Relay")]
+    pub max_relayed: usize,
+
+    /// Connections relayed at once for one downloading user.
+    #[arg(long, value_name = "N", default_value_t = 8, help_heading = "Relay")]
+    pub max_relayed_per_user: usize,
+
+    /// Megabits a second relayed, in all.
+    #[arg(long, value_name = "MBIT", default_value_t = 100, help_heading = "Relay",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub relay_rate: u64,
+
+    /// Megabits a second relayed for one downloading user (counted against that user
+    /// whatever it fetches through this tracker).
+    #[arg(long, value_name = "MBIT", default_value_t = 40, help_heading = "Relay",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub relay_user_rate: u64,
+
+    /// End a relayed connection silent both ways for this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 60, help_heading = "Relay",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub relay_idle_timeout: u64,
 }
 
 impl Config {
@@ -137,6 +167,19 @@ impl Config {
             failures_per_user: self.login_failures_per_user,
             signups_per_ip_per_hour: self.signups_per_ip_per_hour,
             ..ThrottleLimits::default()
+        }
+    }
+
+    /// What this tracker relays (issue 19).
+    pub fn relay_limits(&self) -> RelayLimits {
+        let bytes_per_sec = |mbit: u64| mbit as f64 * 1_000_000.0 / 8.0;
+        RelayLimits {
+            enabled: !self.no_relay,
+            max_relayed: self.max_relayed,
+            max_per_user: self.max_relayed_per_user,
+            rate: bytes_per_sec(self.relay_rate),
+            user_rate: bytes_per_sec(self.relay_user_rate),
+            idle: std::time::Duration::from_secs(self.relay_idle_timeout),
         }
     }
 

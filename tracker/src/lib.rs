@@ -8,6 +8,7 @@
 
 pub mod admission;
 pub mod answer;
+pub mod calls;
 pub mod cluster;
 pub mod config;
 pub mod credential;
@@ -19,6 +20,7 @@ pub mod raft_node;
 pub mod raft_store;
 pub mod raft_transport;
 pub mod read_rounds;
+pub mod relay;
 pub mod server;
 pub mod service;
 pub mod session;
@@ -156,6 +158,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
             .unwrap_or_else(kdf_pool::KdfPool::threads_per_core),
         throttle: config.throttle_limits(),
         quotas: config.quota_limits(),
+        relay: config.relay_limits(),
     };
     let state = Arc::new(RwLock::new(TrackerState::default()));
     let peer_timeout = settings.peer_timeout;

@@ -156,7 +156,15 @@ fn serve_conn(
             // Small frames only until this connection has a session.
             conn.set_max_frame(PRE_LOGIN_FRAME_LEN);
         }
-        Some(ClientMessage::Hello { version }) => {
+        Some(ClientMessage::Relay { version, session, nonce }) if version == PROTOCOL_VERSION => {
+            // Issue 19: one end of a relay, in a session of the key it proved here.
+            if !service.has_session(&session, &key) {
+                let reason = common::message::TrackerError::NotLoggedIn;
+                return conn.send(&TrackerMessage::RelayRefused { reason });
+            }
+            return service.relays.join(conn, key, nonce);
+        }
+        Some(ClientMessage::Hello { version } | ClientMessage::Relay { version, .. }) => {
             let why = format!("protocol version {version}, we speak {PROTOCOL_VERSION}");
             junk.note(conn.peer_addr(), why);
             conn.send(&TrackerMessage::Refused { version: PROTOCOL_VERSION })?;
@@ -235,6 +243,10 @@ fn serve_conn(
             }
             ClientMessage::Hello { .. } | ClientMessage::ReplicaHello { .. } => {
                 junk.note(conn.peer_addr(), "second hello");
+                return Ok(());
+            }
+            ClientMessage::Relay { .. } | ClientMessage::RelayGo => {
+                junk.note(conn.peer_addr(), "relay message after hello");
                 return Ok(());
             }
         }

@@ -531,6 +531,20 @@ impl TrackerState {
         Ok((&record.meta, record.sharers.iter()))
     }
 
+    /// The sessions sharing all of the file with `digest` in `group` (none if it has none).
+    pub fn sharers_of<'a>(
+        &'a self,
+        group: &GroupId,
+        digest: &'a Sha1Digest,
+    ) -> impl Iterator<Item = &'a SessionId> + 'a {
+        self.files
+            .get(group)
+            .into_iter()
+            .flat_map(BTreeMap::values)
+            .filter(move |f| &f.meta.digest == digest)
+            .flat_map(|f| f.sharers.iter())
+    }
+
     /// Checks that `user` is a member of `group` and the group has a file with `digest`,
     /// and returns how many pieces that file has.
     pub fn member_file_pieces(

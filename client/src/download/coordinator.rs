@@ -27,6 +27,7 @@ use super::scheduler::{PeerId, Scheduler};
 use super::tracker_calls::{TrackerCalls, TrackerJob, TrackerNews};
 use super::worker::{self, Event, HaveNews, Inbox, Job, Target};
 use super::{finish, part_file, Context};
+use crate::reach::SourcePath;
 use crate::swarm::{DownloadError, Phase, StallCause, Swarm};
 use crate::tracker_session::CallError;
 
@@ -53,6 +54,10 @@ struct WorkerHandle {
     news: Arc<Mutex<HaveNews>>,
     socket: Arc<Mutex<Option<TcpStream>>>,
     thread: thread::JoinHandle<()>,
+    /// How it reached its peer (issue 19), once connected.
+    path: SourcePath,
+    /// Whether it is connected (said `Ready`).
+    connected: bool,
 }
 
 /// One download's coordinator.
@@ -71,6 +76,9 @@ pub struct Coordinator {
     events_tx: Sender<Event>,
     events: Receiver<Event>,
     stalled_since: Option<Instant>,
+    /// Why the last peer that could not be reached any way could not (issue 19): what a
+    /// stalled download with no peer connected says.
+    unreachable: Option<String>,
     announced: u32,
     /// When this download's progress was last saved (`SAVE_PROGRESS_EVERY`).
     progress_saved: Instant,
@@ -121,6 +129,9 @@ impl Coordinator {
             writer: ctx.writer.clone(),
             swarm: Arc::clone(&swarm),
             cap: Arc::clone(&ctx.download_cap),
+            tracker: Arc::clone(&ctx.tracker),
+            reversals: Arc::clone(&ctx.reversals),
+            reach: ctx.reach.clone(),
         });
         // Unbounded in type, bounded by construction: a worker sends one event per request
         // it made (at most 2 in flight), per connection change, and at most one `Have`
@@ -153,6 +164,7 @@ impl Coordinator {
             events_tx,
             events,
             stalled_since: None,
+            unreachable: None,
             announced: have.count(),
             progress_saved: Instant::now(),
             computed,
@@ -354,6 +366,12 @@ impl Coordinator {
         if since.elapsed() < self.ctx.stall_timeout {
             return Ok(());
         }
+        if let Some(why) = &self.unreachable {
+            if !self.workers.values().any(|w| w.connected) {
+                let name = self.swarm.meta.name.to_string();
+                return Err(DownloadError::Unreachable { name, why: why.clone() });
+            }
+        }
         // The pieces not chosen count as had to the scheduler (`new`).
         let missing = self.swarm.layout.n_pieces().saturating_sub(self.scheduler.n_have());
         Err(DownloadError::Stalled {
@@ -369,7 +387,13 @@ impl Coordinator {
 
     fn handle(&mut self, event: Event) -> Result<(), DownloadError> {
         match event {
-            Event::Ready { peer, have } => {
+            Event::Ready { peer, have, path } => {
+                if let Some(w) = self.workers.get_mut(&peer) {
+                    w.path = path;
+                    w.connected = true;
+                }
+                self.unreachable = None;
+                self.record_connected();
                 self.scheduler.set_peer_have(peer, have);
                 self.record_peer_have(peer);
             }
@@ -421,6 +445,11 @@ impl Coordinator {
                     path: self.swarm.path().display().to_string(),
                     reason,
                 });
+            }
+            Event::Unreachable { peer, why } => {
+                if self.workers.contains_key(&peer) {
+                    self.unreachable = Some(why);
+                }
             }
             Event::Gone { peer, reason } => {
                 if let Some(w) = self.workers.get(&peer) {
@@ -489,10 +518,7 @@ impl Coordinator {
 
     /// Tells the swarm which peers are connected now.
     fn record_connected(&self) {
-        // Every connection is dialed by this peer so far (issue 19: reversal, punching and
-        // relays will tell other paths apart).
-        let direct = crate::reach::SourcePath::Direct;
-        self.swarm.set_connected(self.workers.values().map(|w| (w.addr, direct)).collect());
+        self.swarm.set_connected(self.workers.values().map(|w| (w.addr, w.path)).collect());
     }
 
     fn peer_at(&self, addr: SocketAddr) -> Option<PeerId> {
@@ -531,7 +557,17 @@ impl Coordinator {
             Ok(thread) => {
                 self.workers.insert(
                     peer,
-                    WorkerHandle { addr, key, jobs: jobs_tx, wake, news, socket, thread },
+                    WorkerHandle {
+                        addr,
+                        key,
+                        jobs: jobs_tx,
+                        wake,
+                        news,
+                        socket,
+                        thread,
+                        path: SourcePath::Direct,
+                        connected: false,
+                    },
                 );
             }
             Err(e) => log::error!("cannot start a worker thread: {e}"),

@@ -7,8 +7,8 @@ use super::scheduler::PeerId;
 /// What a worker tells its coordinator.
 #[derive(Debug)]
 pub enum Event {
-    /// Connected; the peer has these pieces.
-    Ready { peer: PeerId, have: Bitfield },
+    /// Connected, by `path` (issue 19); the peer has these pieces.
+    Ready { peer: PeerId, have: Bitfield, path: crate::reach::SourcePath },
     /// A piece arrived, matched its hash (`hash`, computed from the received bytes) and was
     /// written.
     Verified { peer: PeerId, piece: PieceIndex, hash: Sha1Digest, bytes_per_sec: f64 },
@@ -25,4 +25,8 @@ pub enum Event {
     WriteFailed { piece: PieceIndex, reason: String },
     /// The connection ended.
     Gone { peer: PeerId, reason: String },
+    /// No way to the peer worked (issue 19: not direct, not reversed, not relayed): why,
+    /// as a download that fails for want of any reachable holder says it. Sent before
+    /// `Gone`.
+    Unreachable { peer: PeerId, why: String },
 }

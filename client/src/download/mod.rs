@@ -109,6 +109,11 @@ pub struct Context {
     pub download_cap: Arc<RateCap>,
     /// The seeder's upload cap (`limit_rate up`), kept here for the operations.
     pub upload_cap: Arc<RateCap>,
+    /// The reversed connections workers wait for (issue 19), which the seeder hands over.
+    pub reversals: Arc<crate::reversal::Reversals>,
+    /// This peer's listen address and what it knows of its router mapping: whether a
+    /// reversal is worth asking for (`reach::reversal_may_work`).
+    pub reach: (std::net::SocketAddr, crate::advertiser::Reachability),
 }
 
 /// What a download's thread starts fetching with: its `.part` file, the peers and a ticket.

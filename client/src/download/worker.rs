@@ -21,7 +21,7 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
 use common::connection::{Connection, Timeouts};
 use common::frame::FrameError;
-use common::message::Ticket;
+use common::message::{Reply, Request, Ticket, TrackerError};
 use common::peer_message::{PeerReply, PeerRequest, MAX_HAVE_BATCH, PEER_PROTOCOL_VERSION};
 use common::{Bitfield, Identity, PieceIndex, PublicKey, Sha1Digest};
 use parking_lot::Mutex;
@@ -31,8 +31,11 @@ pub use super::event::Event;
 use super::scheduler::PeerId;
 use crate::piece_buf::{piece_buf, PieceBuf};
 use crate::rate::RateCap;
+use crate::reach::SourcePath;
 use crate::readiness;
 use crate::swarm::Swarm;
+use crate::tracker_link::LinkError;
+use crate::tracker_session::CallError;
 
 /// Requests kept on the wire per peer.
 pub const PIPELINE: usize = 2;
@@ -45,6 +48,9 @@ const READ_TIMEOUT: Duration = Duration::from_secs(20);
 /// a worker waiting for a job or a pushed piece renews too, not only when it asks.
 const RENEWAL_CHECK: Duration = Duration::from_secs(1);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a worker waits for a peer it asked to connect back (issue 19): its long poll
+/// takes the call at once, then it dials and runs the handshake.
+const REVERSAL_WAIT: Duration = Duration::from_secs(3);
 
 /// A piece to fetch.
 #[derive(Debug, Clone, Copy)]
@@ -91,6 +97,13 @@ pub struct Target {
     /// The download cap, all downloads together: each request waits for its piece's
     /// share of it.
     pub cap: Arc<RateCap>,
+    /// The tracker session, through which a worker asks an unreachable peer to connect
+    /// back (issue 19).
+    pub tracker: Arc<crate::tracker_session::TrackerSession>,
+    /// Where reversed connections arrive.
+    pub reversals: Arc<crate::reversal::Reversals>,
+    /// This peer's listen address and router mapping (whether a reversal may work).
+    pub reach: (SocketAddr, crate::advertiser::Reachability),
 }
 
 /// Connects to the peer listed at `addr`, at the first of `dial` that answers (its
@@ -104,11 +117,24 @@ pub fn run(
     target: Arc<Target>,
     inbox: Inbox,
     events: Sender<Event>,
-    on_connect: impl FnOnce(TcpStream),
+    on_connect: impl Fn(TcpStream),
 ) {
-    let reason = match work(peer, (addr, &dial), &key, &target, &inbox, &events, on_connect) {
-        Ok(()) => "done".to_string(),
-        Err(e) => e.to_string(),
+    let opened =
+        open((addr, &dial), &key, &target, (&inbox, &on_connect)).and_then(|(conn, path)| {
+            on_connect(conn.socket().try_clone()?);
+            Ok((conn, path))
+        });
+    let reason = match opened {
+        Ok((conn, path)) => match work(peer, conn, path, &target, &inbox, &events) {
+            Ok(()) => "done".to_string(),
+            Err(e) => e.to_string(),
+        },
+        Err(Failure::Unreachable(why)) => {
+            let reason = format!("cannot be reached: {why}");
+            let _ = events.send(Event::Unreachable { peer, why });
+            reason
+        }
+        Err(Failure::Frame(e)) => e.to_string(),
     };
     let _ = events.send(Event::Gone { peer, reason });
 }
@@ -123,25 +149,34 @@ pub struct Inbox {
     pub news: Arc<Mutex<HaveNews>>,
 }
 
+/// Why a worker ended.
+enum Failure {
+    /// No way to the peer worked: why, for the user.
+    Unreachable(String),
+    Frame(FrameError),
+}
+
+impl From<FrameError> for Failure {
+    fn from(e: FrameError) -> Failure {
+        Failure::Frame(e)
+    }
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(e: std::io::Error) -> Failure {
+        Failure::Frame(e.into())
+    }
+}
+
 fn work(
     peer: PeerId,
-    (addr, dial): (SocketAddr, &[SocketAddr]),
-    key: &PublicKey,
+    mut conn: Connection<PeerReply, PeerRequest>,
+    path: SourcePath,
     target: &Arc<Target>,
     inbox: &Inbox,
     events: &Sender<Event>,
-    on_connect: impl FnOnce(TcpStream),
 ) -> Result<(), FrameError> {
     let jobs = &inbox.jobs;
-    let (stream, reached) = crate::dial::connect_any(dial, CONNECT_TIMEOUT)?;
-    if reached != addr {
-        log::info!("peer={addr}: reached at {reached}");
-    }
-    on_connect(stream.try_clone()?);
-    let timeouts =
-        Timeouts { handshake: CONNECT_TIMEOUT, read: READ_TIMEOUT, write: WRITE_TIMEOUT };
-    let mut conn: Connection<PeerReply, PeerRequest> =
-        Connection::connect(stream, &target.identity, key, timeouts)?;
     let ticket = target.ticket.lock().clone();
     let mut ticket_expires = ticket.expires;
     conn.send(&PeerRequest::Hello {
@@ -151,7 +186,7 @@ fn work(
     })?;
     match conn.recv()? {
         Some(PeerReply::Welcome { have }) => {
-            if events.send(Event::Ready { peer, have }).is_err() {
+            if events.send(Event::Ready { peer, have, path }).is_err() {
                 return Ok(());
             }
         }
@@ -267,6 +302,159 @@ fn work(
             (None, _) => return Err(FrameError::Truncated),
         }
     }
+}
+
+/// A secure connection to the peer listed at `addr`, which must prove `key`: dialed at
+/// the first of `dial` that answers, or else (issue 19: it may be behind a NAT) reversed,
+/// the peer asked through a tracker to connect to this one.
+///
+/// The waits for a reversed connection or a relay end when the coordinator lets the worker
+/// go (its job channel closes; the relay's socket, handed to `on_socket`, is shut down).
+fn open(
+    (addr, dial): (SocketAddr, &[SocketAddr]),
+    key: &PublicKey,
+    target: &Target,
+    (inbox, on_socket): (&Inbox, &dyn Fn(TcpStream)),
+) -> Result<(Connection<PeerReply, PeerRequest>, SourcePath), Failure> {
+    let direct = match crate::dial::connect_any(dial, CONNECT_TIMEOUT) {
+        Ok((stream, reached)) => {
+            if reached != addr {
+                log::info!("peer={addr}: reached at {reached}");
+            }
+            let timeouts =
+                Timeouts { handshake: CONNECT_TIMEOUT, read: READ_TIMEOUT, write: WRITE_TIMEOUT };
+            let conn = Connection::connect(stream, &target.identity, key, timeouts)?;
+            return Ok((conn, SourcePath::Direct));
+        }
+        Err(e) => e,
+    };
+    let (listen, reachability) = &target.reach;
+    let observed = target.tracker.observed().map(|a| a.ip());
+    let reversal = match crate::reach::reversal_may_work(*listen, observed, reachability.mapped()) {
+        true => reverse(key, target, &inbox.jobs),
+        // Behind a router that maps nothing: the peer could not connect back.
+        false => Err(NoReversal::NoConnection("this peer is behind a router too".to_string())),
+    };
+    let reversed = match reversal {
+        Ok(mut conn) => {
+            log::info!("peer={addr}: reached by reversal (it connected to this peer)");
+            conn.set_deadline(None)?;
+            conn.set_read_timeout(READ_TIMEOUT)?;
+            conn.set_max_frame(common::frame::MAX_FRAME_LEN);
+            return Ok((conn, SourcePath::Reversed));
+        }
+        // The peer got the call and did not connect: a relay may join the two.
+        Err(NoReversal::NoConnection(why)) => why,
+        // A relay would be refused alike (the peer does not wait for calls, the calls
+        // budget is spent, ...): not asked.
+        Err(NoReversal::Refused(why)) => {
+            let why = format!("no address answered ({direct}), and {why}");
+            log::info!("peer={addr}: {why}");
+            return Err(Failure::Unreachable(why));
+        }
+    };
+    match relay(key, target, on_socket) {
+        Ok(stream) => {
+            let timeouts =
+                Timeouts { handshake: CONNECT_TIMEOUT, read: READ_TIMEOUT, write: WRITE_TIMEOUT };
+            let conn = Connection::connect(stream, &target.identity, key, timeouts)?;
+            log::info!("peer={addr}: reached through a tracker's relay");
+            Ok((conn, SourcePath::Relayed))
+        }
+        Err(NoRelay::Off) => {
+            log::info!(
+                "peer={addr}: no address answered ({direct}), {reversed}, and relaying is off"
+            );
+            Err(Failure::Unreachable("both behind NAT and relaying is off".to_string()))
+        }
+        Err(NoRelay::Other(why)) => {
+            let why = format!("no address answered ({direct}), {reversed}, and {why}");
+            log::info!("peer={addr}: {why}");
+            Err(Failure::Unreachable(why))
+        }
+    }
+}
+
+/// Why no relay was joined.
+enum NoRelay {
+    /// The tracker where the peer waits relays nothing.
+    Off,
+    Other(String),
+}
+
+/// Asks the tracker for a relay to the peer that proves `key` and joins it: the socket
+/// through which this peer then runs its secure channel with that peer, end to end.
+fn relay(
+    key: &PublicKey,
+    target: &Target,
+    on_socket: &dyn Fn(TcpStream),
+) -> Result<TcpStream, NoRelay> {
+    let other = |why: String| NoRelay::Other(format!("no relay: {why}"));
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).map_err(|e| other(e.to_string()))?;
+    let nonce = u64::from_le_bytes(bytes);
+    let ticket = target.ticket.lock().clone();
+    let tracker = match path_call(target, Request::Relay { ticket, seeder: *key, nonce }) {
+        Ok(Reply::RelayAt { tracker }) => tracker,
+        Ok(reply) => return Err(other(format!("the tracker answered {reply:?}"))),
+        Err(CallError::Link(LinkError::Tracker(TrackerError::RelayOff))) => {
+            return Err(NoRelay::Off)
+        }
+        Err(e) => return Err(other(e.to_string())),
+    };
+    target.tracker.join_relay(tracker, nonce, false, on_socket).map_err(|e| other(e.to_string()))
+}
+
+/// Asks the tracker to have the peer that proves `key` connect to this one, and waits for
+/// that connection (`REVERSAL_WAIT` at most).
+fn reverse(
+    key: &PublicKey,
+    target: &Target,
+    jobs: &Receiver<Job>,
+) -> Result<Connection<PeerReply, PeerRequest>, NoReversal> {
+    let digest = target.swarm.meta.digest;
+    let awaiting = target
+        .reversals
+        .expect(*key, digest)
+        .ok_or_else(|| NoReversal::Refused("too many reversed connections awaited".to_string()))?;
+    let ticket = target.ticket.lock().clone();
+    let request = Request::Reverse { ticket, seeder: *key, nonce: awaiting.nonce };
+    match path_call(target, request) {
+        Ok(Reply::Done) => {}
+        Ok(other) => {
+            return Err(NoReversal::Refused(format!("the tracker answered a reversal {other:?}")))
+        }
+        Err(e) => return Err(NoReversal::Refused(format!("no reversal: {e}"))),
+    }
+    // No job comes before the connection is ready: the job channel only closes, when
+    // the coordinator lets this worker go.
+    crossbeam_channel::select! {
+        recv(awaiting.arrived) -> conn => conn.map_err(|_| {
+            NoReversal::NoConnection("no reversed connection".to_string())
+        }),
+        recv(jobs) -> _ => Err(NoReversal::Refused("stopped waiting".to_string())),
+        default(REVERSAL_WAIT) => Err(NoReversal::NoConnection(format!(
+            "the peer did not connect back within {} s",
+            REVERSAL_WAIT.as_secs()
+        ))),
+    }
+}
+
+/// Why no reversed connection came.
+enum NoReversal {
+    /// The tracker passed the call on; the peer did not connect (this peer is not
+    /// reachable for it either).
+    NoConnection(String),
+    /// The tracker did not pass the call on, or this worker stopped waiting.
+    Refused(String),
+}
+
+/// A call about a path to a peer (reversal, relay) on a tracker link of its own: a worker
+/// waiting on a tracker that fails over must not hold a link of the session's pool, which
+/// the seeder's ticket checks and the downloads' announcements share.
+fn path_call(target: &Target, request: Request) -> Result<Reply, CallError> {
+    let session = target.tracker.login().map(|l| l.session).ok_or(CallError::NotLoggedIn)?;
+    Ok(target.tracker.own_link().call(Some(session), request, None)?)
 }
 
 /// Reads the `len` bytes of `piece` that follow its reply into a free buffer and hands

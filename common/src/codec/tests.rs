@@ -109,7 +109,39 @@ fn request() -> impl Strategy<Value = Request> {
             .prop_map(|addrs| Request::Reachable { addrs }),
         socket_addr().prop_map(|peer_addr| Request::MoveSession { peer_addr }),
         (group(), user()).prop_map(|(group, user)| Request::RemoveMember { group, user }),
+        Just(Request::AwaitCalls),
+        (ticket(), key(), any::<u64>()).prop_map(|(ticket, seeder, nonce)| Request::Reverse {
+            ticket,
+            seeder,
+            nonce
+        }),
+        (ticket(), key(), any::<u64>()).prop_map(|(ticket, seeder, nonce)| Request::Relay {
+            ticket,
+            seeder,
+            nonce
+        }),
     ]
+}
+
+fn peer_call() -> impl Strategy<Value = PeerCall> {
+    (
+        key(),
+        user(),
+        proptest::collection::vec(socket_addr(), 0..5),
+        group(),
+        digest(),
+        any::<u64>(),
+        any::<Option<u32>>(),
+    )
+        .prop_map(|(from, user, addrs, group, digest, nonce, relay)| PeerCall {
+            from,
+            user,
+            addrs,
+            group,
+            digest,
+            nonce,
+            relay,
+        })
 }
 
 fn request_id() -> impl Strategy<Value = RequestId> {
@@ -124,6 +156,9 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
             .prop_map(|(id, session, request)| ClientMessage::Request { id, session, request }),
         (any::<u16>(), any::<u32>())
             .prop_map(|(version, from)| ClientMessage::ReplicaHello { version, from }),
+        (any::<u16>(), token(), any::<u64>())
+            .prop_map(|(version, session, nonce)| ClientMessage::Relay { version, session, nonce }),
+        Just(ClientMessage::RelayGo),
     ]
 }
 
@@ -156,6 +191,9 @@ fn tracker_error() -> impl Strategy<Value = TrackerError> {
         ".{0,40}".prop_map(TrackerError::QuotaExceeded),
         (group(), user()).prop_map(|(group, user)| TrackerError::NoSuchMember { group, user }),
         group().prop_map(TrackerError::OwnerCannotRemoveSelf),
+        ".{0,40}".prop_map(TrackerError::CannotReverse),
+        Just(TrackerError::RelayOff),
+        Just(TrackerError::NotWaiting),
     ]
 }
 
@@ -191,6 +229,8 @@ fn reply() -> impl Strategy<Value = Reply> {
             memberships: m.map(|(groups, requests)| Memberships::new(groups, requests)),
         }),
         tracker_status().prop_map(|status| Reply::Status { status }),
+        prop::collection::vec(peer_call(), 0..3).prop_map(|calls| Reply::Calls { calls }),
+        any::<u32>().prop_map(|tracker| Reply::RelayAt { tracker }),
     ]
 }
 
@@ -236,6 +276,9 @@ fn peer_request() -> impl Strategy<Value = PeerRequest> {
         Just(PeerRequest::GetBitfield),
         any::<u32>().prop_map(|i| PeerRequest::GetPiece { piece: PieceIndex(i) }),
         ticket().prop_map(|ticket| PeerRequest::Renew { ticket }),
+        (any::<u16>(), digest(), any::<u64>()).prop_map(|(version, digest, nonce)| {
+            PeerRequest::Reversed { version, digest, nonce }
+        }),
     ]
 }
 
@@ -277,6 +320,7 @@ fn replica_request() -> impl Strategy<Value = ReplicaRequest> {
                 request
             }
         ),
+        (key(), peer_call()).prop_map(|(callee, call)| ReplicaRequest::Call { callee, call }),
     ]
 }
 
@@ -293,6 +337,8 @@ fn tracker_message() -> impl Strategy<Value = TrackerMessage> {
         any::<u16>().prop_map(|version| TrackerMessage::Refused { version }),
         (request_id(), prop_oneof![reply().prop_map(Ok), tracker_error().prop_map(Err)])
             .prop_map(|(id, result)| TrackerMessage::Response { id, result }),
+        Just(TrackerMessage::RelayReady),
+        tracker_error().prop_map(|reason| TrackerMessage::RelayRefused { reason }),
     ]
 }
 
@@ -430,7 +476,7 @@ fn wire_encodings_keep_their_bytes() {
     let id = RequestId { client: 7, seq: 9 };
     let group = GroupId::new("g").unwrap();
     let cases: Vec<(String, &str)> = vec![
-        (hex(&ClientMessage::Hello { version: PROTOCOL_VERSION }), "0007"),
+        (hex(&ClientMessage::Hello { version: PROTOCOL_VERSION }), "0008"),
         (
             hex(&ClientMessage::Request {
                 id,
@@ -494,6 +540,17 @@ fn wire_encodings_keep_their_bytes() {
         (
             hex(&Request::Reachable { addrs: vec!["127.0.0.1:7".parse().unwrap()] }),
             "1501007f00000107",
+        ),
+        // Version 8 (issue 19): long polls for calls, reversals, relays; appended.
+        (hex(&Request::AwaitCalls), "18"),
+        (
+            hex(&ClientMessage::Relay { version: 8, session: SessionToken([1; 32]), nonce: 2 }),
+            "0408010101010101010101010101010101010101010101010101010101010101010102",
+        ),
+        (hex(&TrackerMessage::RelayReady), "03"),
+        (
+            hex(&PeerRequest::Reversed { version: 3, digest: Sha1Digest([4; 20]), nonce: 5 }),
+            "0403040404040404040404040404040404040404040405",
         ),
     ];
     for (got, want) in &cases {

@@ -25,15 +25,18 @@ use std::time::{Duration, Instant};
 use parking_lot::{Mutex, RwLock};
 
 use common::message::{
-    Reply, Request, RequestId, SessionId, SessionToken, TrackerError, TrackerStatus,
+    PeerCall, Reply, Request, RequestId, SessionId, SessionToken, Ticket, TrackerError,
+    TrackerStatus, AWAIT_CALLS_FOR,
 };
 use common::tracker_info::TrackerInfoFile;
 use common::{Identity, PublicKey, UserId};
 
+use crate::calls::{Calls, CALLS_PER_MINUTE};
 use crate::cluster::{Cluster, ReplicaRequests, Role};
 use crate::login_throttle::ThrottleLimits;
 use crate::presence::Presence;
 use crate::quota::{QuotaLimits, Quotas};
+use crate::relay::{RelayLimits, RelayRefusal, Relays};
 use crate::state::{LogEntry, TrackerState};
 
 use reads::Reads;
@@ -61,6 +64,8 @@ pub struct Settings {
     pub throttle: ThrottleLimits,
     /// Per-user and per-group limits.
     pub quotas: QuotaLimits,
+    /// Relaying between peers that cannot reach each other (issue 19).
+    pub relay: RelayLimits,
 }
 
 /// The tracker's request handler, shared by every connection thread.
@@ -70,6 +75,10 @@ pub struct Service {
     reads: Reads,
     writes: Writes,
     sessions: Sessions,
+    /// The peers waiting for reversal calls here, and the callers' budgets (issue 19).
+    calls: Calls,
+    /// The relays this tracker expects and runs (issue 19).
+    pub(crate) relays: Relays,
 }
 
 impl Service {
@@ -102,7 +111,8 @@ impl Service {
             settings.ticket_lifetime,
         );
         let writes = Writes::new(state, Arc::clone(&cluster), Quotas::new(settings.quotas));
-        Ok(Service { settings, cluster, reads, writes, sessions })
+        let relays = Relays::new(settings.relay);
+        Ok(Service { settings, cluster, reads, writes, sessions, calls: Calls::default(), relays })
     }
 
     /// Handles one client request and returns what to answer. `client` is the static key
@@ -126,6 +136,17 @@ impl Service {
                 match token.is_some_and(|t| self.sessions.has_session(&t, &client)) {
                     true => Ok(Reply::Status { status: self.status() }),
                     false => Err(TrackerError::NotLoggedIn),
+                }
+            }
+            Route::AwaitCalls => {
+                // Held here whatever the role: a long poll must not hold a forwarding
+                // connection to the leader, which passes each call to where its peer waits.
+                if !token.is_some_and(|t| self.sessions.has_session(&t, &client)) {
+                    return Err(TrackerError::NotLoggedIn);
+                }
+                match self.calls.wait(client, AWAIT_CALLS_FOR) {
+                    Ok(calls) => Ok(Reply::Calls { calls }),
+                    Err(_) => Err(TrackerError::Busy("too many peers wait for calls".into())),
                 }
             }
             Route::Here => self.serve_here(id, token, client, from, request),
@@ -178,12 +199,90 @@ impl Service {
             Request::Reachable { addrs } => return self.sessions.reachable(session, addrs),
             Request::CheckTicket { ticket } => return self.reads.check_ticket(session, &ticket),
             Request::StateDigest => return self.reads.state_digest(session),
+            Request::Reverse { ticket, seeder, nonce } => {
+                return self.call_peer(session, client, &ticket, seeder, (nonce, false), now)
+            }
+            Request::Relay { ticket, seeder, nonce } => {
+                return self.call_peer(session, client, &ticket, seeder, (nonce, true), now)
+            }
+            Request::AwaitCalls => {
+                // Routed to `Route::AwaitCalls` by every tracker: never forwarded.
+                return Err(TrackerError::Unavailable("calls are awaited where sent".into()));
+            }
             _ => {}
         }
         if let Some(result) = self.reads.query(session, &request, now) {
             return result;
         }
         self.writes.write(&self.sessions, id, session, client, from, request)
+    }
+
+    /// Connection reversal or a relay (issue 19), on the leader: checks the call
+    /// (`reversal_call`) after spending one of the caller's calls, then has the tracker
+    /// where the seeder waits (this one or another) pass it on, and for a relay expect
+    /// both ends (`relay`: the nonce, and whether a relay is asked for).
+    fn call_peer(
+        &self,
+        session: Option<SessionId>,
+        client: PublicKey,
+        ticket: &Ticket,
+        seeder: PublicKey,
+        (nonce, relay): (u64, bool),
+        now: Instant,
+    ) -> Result<Reply, TrackerError> {
+        if !self.calls.allow(client) {
+            return Err(TrackerError::CannotReverse(format!(
+                "more than {CALLS_PER_MINUTE} reversals a minute asked"
+            )));
+        }
+        let mut call = self.reads.reversal_call(session, client, ticket, &seeder, nonce, now)?;
+        call.relay = relay.then_some(self.settings.id);
+        let mut refusal = match self.deliver_here(seeder, call.clone()) {
+            Ok(reply) => return Ok(reply),
+            Err(e) => e,
+        };
+        for tracker in self.cluster.other_trackers() {
+            match self.cluster.pass_call(tracker, seeder, call.clone()) {
+                Ok(reply @ (Reply::Done | Reply::RelayAt { .. })) => return Ok(reply),
+                Ok(other) => log::warn!("tracker {tracker} answered a call with {other:?}"),
+                // The tracker where the seeder waits says why it cannot relay.
+                Err(e @ (TrackerError::CannotReverse(_) | TrackerError::RelayOff))
+                    if !is_not_here(&e) =>
+                {
+                    refusal = e
+                }
+                Err(e) => log::debug!("tracker {tracker} took no call for {seeder}: {e}"),
+            }
+        }
+        if is_not_here(&refusal) {
+            refusal = TrackerError::NotWaiting;
+        }
+        Err(refusal)
+    }
+
+    /// Passes `call` to the peer that proved `callee` if it waits for calls here; for a
+    /// relay, this tracker then expects both ends and answers where to join it.
+    fn deliver_here(&self, callee: PublicKey, call: PeerCall) -> Result<Reply, TrackerError> {
+        if !self.calls.is_waiting(&callee) {
+            return Err(TrackerError::CannotReverse(NOT_HERE.to_string()));
+        }
+        let reply = match call.relay {
+            None => Reply::Done,
+            Some(_) => {
+                self.relays.expect(call.nonce, call.from, callee, call.user.clone()).map_err(
+                    |e| match e {
+                        RelayRefusal::Off => TrackerError::RelayOff,
+                        other => TrackerError::CannotReverse(other.to_string()),
+                    },
+                )?;
+                Reply::RelayAt { tracker: self.settings.id }
+            }
+        };
+        let call = PeerCall { relay: call.relay.map(|_| self.settings.id), ..call };
+        match self.calls.deliver(&callee, call) {
+            true => Ok(reply),
+            false => Err(TrackerError::CannotReverse(NOT_HERE.to_string())),
+        }
     }
 
     fn only_leader(&self, from: u32) -> Result<(), TrackerError> {
@@ -260,6 +359,13 @@ impl Service {
     }
 }
 
+/// Why a tracker did not pass a call on: its peer waits for calls elsewhere.
+const NOT_HERE: &str = "the peer does not wait here";
+
+fn is_not_here(e: &TrackerError) -> bool {
+    matches!(e, TrackerError::CannotReverse(why) if why == NOT_HERE)
+}
+
 /// What the leader does with the requests followers send it. Only the leader takes them:
 /// during an election two trackers must not bounce a request between them.
 impl ReplicaRequests for Service {
@@ -294,6 +400,15 @@ impl ReplicaRequests for Service {
             TrackerError::Unavailable(format!("tracker {from} proposed an unreadable entry"))
         })?;
         self.writes.commit_here(&self.sessions, entry)
+    }
+
+    /// On any tracker: the leader passes on a call for a peer that may wait here.
+    fn call(&self, from: u32, callee: PublicKey, call: PeerCall) -> Result<Reply, TrackerError> {
+        let reply = self.deliver_here(callee, call);
+        if let Err(e) = &reply {
+            log::debug!("tracker {from} passed a call for {callee}: {e}");
+        }
+        reply
     }
 
     /// On the leader: tracker `from` answered heartbeats of `sessions` lately.

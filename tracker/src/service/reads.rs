@@ -9,7 +9,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Mutex, RwLock};
 
-use common::message::{PeerInfo, Reply, Request, SessionId, Ticket, TrackerError};
+use common::message::{PeerCall, PeerInfo, Reply, Request, SessionId, Ticket, TrackerError};
 use common::{FileName, GroupId, PublicKey, Sha1Digest};
 
 use crate::cluster::Cluster;
@@ -133,6 +133,54 @@ impl Reads {
             .mint_ticket(client, user, group, meta.digest, expires)
             .ok_or_else(|| TrackerError::Unavailable("no ticket secret yet".to_string()))?;
         Ok(Reply::FileInfo { meta: meta.clone(), peers, ticket: Box::new(ticket) })
+    }
+}
+
+impl Reads {
+    /// The call to pass to the peer that proved `seeder` for a reversal `client` asks for
+    /// (issue 19): the caller's own valid ticket names the file, `seeder` must be a live
+    /// sharer of it (whole or in part), and the call carries where the caller registered
+    /// it listens, never an address it names in the request.
+    pub fn reversal_call(
+        &self,
+        session: Option<SessionId>,
+        client: PublicKey,
+        ticket: &Ticket,
+        seeder: &PublicKey,
+        nonce: u64,
+        now: Instant,
+    ) -> Result<PeerCall, TrackerError> {
+        let state = self.state.read();
+        let user = state.session_user(session)?;
+        state.verify_ticket(ticket, unix_now())?;
+        if ticket.holder != client || ticket.user != user {
+            return Err(TrackerError::BadTicket("not the caller's own ticket".to_string()));
+        }
+        let presence = self.presence.lock();
+        let partial = presence.partial_holders(&ticket.group, &ticket.digest);
+        let shares = state
+            .sharers_of(&ticket.group, &ticket.digest)
+            .copied()
+            .chain(partial.into_iter().map(|(s, _)| s))
+            .any(|s| presence.is_live(&s, now) && state.session_key(&s) == Some(*seeder));
+        if !shares {
+            return Err(TrackerError::CannotReverse(
+                "that peer does not share the file".to_string(),
+            ));
+        }
+        let caller = session.ok_or(TrackerError::NotLoggedIn)?;
+        let login_addr = state.session_peer(&caller).map(|(_, addr, _)| addr);
+        let addrs =
+            common::peer_addr::sanitize(presence.reachable(&caller).into_iter().chain(login_addr));
+        Ok(PeerCall {
+            from: client,
+            user,
+            addrs,
+            group: ticket.group.clone(),
+            digest: ticket.digest,
+            nonce,
+            relay: None,
+        })
     }
 }
 

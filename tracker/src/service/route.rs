@@ -13,6 +13,9 @@ pub enum Route {
     Witness,
     /// `Status`: answered here whatever the role, at once.
     Status,
+    /// `AwaitCalls`: held here whatever the role (issue 19): the leader passes each call
+    /// to the tracker where its peer waits.
+    AwaitCalls,
     /// Answered here (the leader, or a follower for a pure read).
     Here,
     /// A heartbeat on a follower: answered here if the session is known here, else
@@ -35,6 +38,9 @@ pub fn route(witness: bool, role: Role, request: &Request) -> Route {
     if let Request::Status = request {
         return Route::Status;
     }
+    if let Request::AwaitCalls = request {
+        return Route::AwaitCalls;
+    }
     match role {
         Role::Primary => Route::Here,
         Role::Backup { .. } if answers_locally(request) => Route::Here,
@@ -56,7 +62,8 @@ pub fn route(witness: bool, role: Role, request: &Request) -> Route {
 
 /// The level at which requests are logged: trace for what every client sends every few
 /// seconds (heartbeats, a downloader's piece announcements and ticket checks), so that
-/// debug stays readable; debug for the rest.
+/// debug stays readable; debug for the rest (a peer's long poll for calls, every 20 s,
+/// included).
 pub fn log_level(request: &Request) -> log::Level {
     match request {
         Request::Heartbeat { .. }
@@ -91,7 +98,10 @@ pub fn hashes_a_password(request: &Request) -> bool {
 /// (heartbeats and piece announcements only touch soft state; writes go through the log).
 pub fn reads_replicated_state(request: &Request) -> bool {
     answers_locally(request)
-        || matches!(request, Request::ListFiles { .. } | Request::GetFile { .. })
+        || matches!(
+            request,
+            Request::ListFiles { .. } | Request::GetFile { .. } | Request::Reverse { .. }
+        )
 }
 
 #[cfg(test)]
@@ -131,6 +141,9 @@ mod tests {
             Route::FollowerHeartbeat { leader: 2 },
         );
         check(false, backup, login(), Route::PrepareHere);
+        check(false, backup, Request::AwaitCalls, Route::AwaitCalls);
+        check(false, Role::Leaderless, Request::AwaitCalls, Route::AwaitCalls);
+        check(true, Role::Primary, Request::AwaitCalls, Route::Witness);
         check(false, backup, write(), Route::Forward { leader: 2 });
         check(
             false,

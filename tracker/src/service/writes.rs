@@ -178,6 +178,9 @@ impl Writes {
             | Request::CheckTicket { .. }
             | Request::StateDigest
             | Request::Status
+            | Request::AwaitCalls
+            | Request::Reverse { .. }
+            | Request::Relay { .. }
             | Request::Heartbeat { .. } => {
                 // Answered before; reaching here is a bug, not bad input.
                 return Err(TrackerError::Unavailable(
