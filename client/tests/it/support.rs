@@ -935,9 +935,6 @@ pub struct Download {
     /// Why a resumed download started over in a fresh `.part` file (issue 21).
     #[serde(default)]
     pub started_over: Option<String>,
-    /// Seconds from its start to its end (or now).
-    #[serde(default)]
-    pub seconds: f64,
 }
 
 impl Download {
