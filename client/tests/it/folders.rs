@@ -672,3 +672,34 @@ fn a_folder_killed_after_its_rename_into_place_is_complete_after_the_restart() {
     // Shared again: alice sees bob as a second sharer.
     c[0].run1_until("list_files g", ", 2 sharers, ");
 }
+
+/// A kill while a folder's tree is written from its `.part` into `.<name>.part/` leaves that
+/// staging directory behind, the download saved as under way. The restart (that state
+/// made exactly: killed while under way, a staging directory put there) does not fail, nor
+/// write into, nor remove, the directory left there: it stages under the next name.
+#[test]
+fn a_staging_directory_left_by_a_kill_does_not_fail_the_download() {
+    let (cluster, _tracker) = Cluster::with_one_tracker();
+    let mut c = cluster.members(&["alice", "bob"], &["--max-upload-rate", "500000"]);
+    let root = cluster.path("album");
+    awkward_tree(&root);
+    c[0].run(&format!("upload_file {} g", root.display()));
+    let out = cluster.path("out");
+    std::fs::create_dir(&out).unwrap();
+    c[1].run1(&format!("download_file g album/ {}", out.display()));
+    c[1].kill();
+    let left = out.join(".album.part");
+    std::fs::create_dir_all(left.join("sub")).unwrap();
+    std::fs::write(left.join("a b.bin"), b"half written").unwrap();
+
+    let mut bob = cluster.client("bob");
+    bob.resumed("bob");
+    let done = bob.wait_downloads_json();
+    assert!(done[0].is_complete("album"), "{done:?}");
+    assert_eq!(listing(&out.join("album")), listing(&root));
+    assert_eq!(std::fs::read(left.join("a b.bin")).unwrap(), b"half written");
+    let mut beside: Vec<_> =
+        std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
+    beside.sort();
+    assert_eq!(beside, [".album.part", "album"]);
+}
