@@ -285,16 +285,19 @@ pub fn completion_request(swarm: &Swarm) -> Request {
 /// claims, and asks the tracker for peers.
 fn prepare_resume(ctx: &Context, swarm: &Swarm) -> Result<Ready, StartError> {
     let recorded = swarm.inspect(|s| s.part_id());
-    let dest = swarm.downloading_to().ok_or(StartError::Cancelled)?;
-    let found = destination::check(&dest, &swarm.meta, &swarm.layout, &swarm.chosen)?;
-    if let destination::Found::Complete(stamp) = found {
-        // A folder's `.part` is removed after the rename: it may still be there.
-        part_file::remove_recorded_part(&swarm.path(), recorded);
-        swarm.checked(swarm.chosen.wanted.clone());
-        if matches!(swarm.phase(), Phase::Cancelled) {
-            return Err(StartError::Cancelled);
+    // (A download cancelled already has no destination: it goes on below to the check of
+    // its phase, which removes its `.part`.)
+    if let Some(dest) = swarm.downloading_to() {
+        let found = destination::check(&dest, &swarm.meta, &swarm.layout, &swarm.chosen)?;
+        if let destination::Found::Complete(stamp) = found {
+            // A folder's `.part` is removed after the rename: it may still be there.
+            part_file::remove_recorded_part(&swarm.path(), recorded);
+            swarm.checked(swarm.chosen.wanted.clone());
+            if matches!(swarm.phase(), Phase::Cancelled) {
+                return Err(StartError::Cancelled);
+            }
+            return Ok(Ready::Complete(stamp));
         }
-        return Ok(Ready::Complete(stamp));
     }
     let file = match part_file::reopen_part(&swarm.path(), swarm.layout.part_len(), recorded) {
         Ok((file, id)) => {
