@@ -4,18 +4,26 @@
 # tree, times `tar | sha1sum` of it (the baseline: reading and hashing every byte once),
 # upload_file of it (scan and hash), and download_file of it whole from the two seeders
 # (fetch, verify, write the tree), and checks the copy with diff -r. Prints key=value lines,
-# and the two ratios to the baseline (the goal is at most 1.5).
+# and the two ratios to the baseline (the goal is at most 1.5). Then, where a Python with
+# libtorrent 2.x's bindings is found (as scripts/bench-libtorrent.sh looks for one), the
+# same with libtorrent: a v1 torrent of the tree with 512 KiB pieces, two libtorrent
+# seeders, one leecher timed until every piece is checked and every file fsync'd; without
+# them it says libtorrent_skipped=not installed.
 set -euo pipefail
 
 usage() {
     cat <<USAGE
 Usage: scripts/bench-folders.sh --bin DIR [--small N] [--big N] [--big-mib M] [--keep]
+                                [--python PATH | --no-libtorrent]
 
   --bin DIR      where the tracker and client binaries are (build with --release)
   --small N      files in the tree of small files, 1 to 64 KiB each (default 10000)
   --big N        files in the tree of large files (default 20)
   --big-mib M    size of each large file in MiB (default 50)
   --keep         keep the work directory
+  --python PATH  the Python interpreter with the libtorrent module (default: the first of
+                 \$LIBTORRENT_PYTHON, python3 on PATH and /usr/bin/python3 that imports it)
+  --no-libtorrent  do not run the libtorrent comparison
   -h, --help     show this help
 USAGE
 }
@@ -25,6 +33,8 @@ SMALL=10000
 BIG=20
 BIG_MIB=50
 KEEP=0
+PYTHON=""
+LIBTORRENT=1
 while (($#)); do
     case "$1" in
         --bin) BIN=$2; shift 2 ;;
@@ -32,6 +42,8 @@ while (($#)); do
         --big) BIG=$2; shift 2 ;;
         --big-mib) BIG_MIB=$2; shift 2 ;;
         --keep) KEEP=1; shift ;;
+        --python) PYTHON=$2; shift 2 ;;
+        --no-libtorrent) LIBTORRENT=0; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "bench-folders.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
     esac
@@ -107,5 +119,82 @@ ${tree}_leech_result=$(tail -n1 "$WORK/leech.out")
 RESULT
 }
 
-bench small
-bench big
+bench small >>"$WORK/results"
+bench big >>"$WORK/results"
+cat "$WORK/results"
+
+# The libtorrent comparison (scripts/bench_libtorrent.py does libtorrent's side).
+imports_libtorrent() {
+    "$1" -c 'import sys, libtorrent as lt; sys.exit(0 if lt.__version__.startswith("2.") else 1)' \
+        >/dev/null 2>&1
+}
+find_python() {
+    local candidates=() py
+    if [[ -n $PYTHON ]]; then
+        candidates=("$PYTHON")
+    else
+        [[ -n ${LIBTORRENT_PYTHON:-} ]] && candidates+=("$LIBTORRENT_PYTHON")
+        command -v python3 >/dev/null 2>&1 && candidates+=("$(command -v python3)")
+        candidates+=(/usr/bin/python3)
+    fi
+    for py in "${candidates[@]}"; do
+        if [[ -x $py ]] && imports_libtorrent "$py"; then
+            PYTHON=$py
+            return 0
+        fi
+    done
+    return 1
+}
+
+# bench_libtorrent TREE: prints TREE's figures with libtorrent (default encryption policy:
+# an obfuscated handshake, then the data in plaintext), the seeders started from resume
+# data saying they have every piece, as ours trust what they shared.
+bench_libtorrent() {
+    local tree=$1
+    local helper="$ROOT/scripts/bench_libtorrent.py" torrent="$WORK/lt-$tree.torrent"
+    local created result i d key port peers=() download_s tar_s
+    created=$("$PYTHON" "$helper" create --file "$WORK/data/$tree" --torrent "$torrent")
+    for i in 1 2; do
+        d="$WORK/lt-$tree-seed$i"
+        mkdir -p "$d"
+        cp -al "$WORK/data/$tree" "$d/$tree"
+        "$PYTHON" "$helper" seed --torrent "$torrent" --dir "$d" </dev/null >"$d.out" 2>"$d.log" &
+        key="lt-seed$i"
+        PID[$key]=$!
+    done
+    for i in 1 2; do
+        wait_for "$WORK/lt-$tree-seed$i.out" '^listening on ' 600
+        port=$(sed -n 's/^listening on //p' "$WORK/lt-$tree-seed$i.out")
+        peers+=(--peer "$port")
+    done
+    mkdir -p "$WORK/lt-$tree-leech"
+    result=$("$PYTHON" "$helper" leech --torrent "$torrent" --dir "$WORK/lt-$tree-leech" \
+        --timeout 1200 "${peers[@]}" </dev/null 2>"$WORK/lt-$tree-leech.log")
+    for i in 1 2; do
+        key="lt-seed$i"
+        kill "${PID[$key]}" 2>/dev/null || true
+        wait "${PID[$key]}" 2>/dev/null || true
+        unset "PID[$key]"
+    done
+    diff -r "$WORK/data/$tree" "$WORK/lt-$tree-leech/$tree" >/dev/null \
+        || { echo "bench-folders.sh: libtorrent's copy of $tree differs" >&2; exit 1; }
+    rm -rf "$WORK/lt-$tree-leech" "$WORK/lt-$tree-seed1" "$WORK/lt-$tree-seed2"
+    download_s=$(sed -n 's/^download_fsync_seconds=//p' <<<"$result")
+    tar_s=$(sed -n "s/^${tree}_tar_sha1sum_seconds=//p" "$WORK/results")
+    cat <<RESULT
+${tree}_libtorrent_pieces=$(sed -n 's/^num_pieces=//p' <<<"$created")
+${tree}_libtorrent_create_seconds=$(sed -n 's/^torrent_create_seconds=//p' <<<"$created")
+${tree}_libtorrent_download_2_seeders_seconds=$download_s
+${tree}_libtorrent_download_vs_tar=$(echo "$download_s / $tar_s" | bc -l | cut -c1-5)
+RESULT
+}
+
+if ((LIBTORRENT)); then
+    if find_python; then
+        echo "libtorrent_version=$("$PYTHON" "$ROOT/scripts/bench_libtorrent.py" version)"
+        bench_libtorrent small
+        bench_libtorrent big
+    else
+        echo "libtorrent_skipped=not installed"
+    fi
+fi

@@ -6,12 +6,14 @@ added by address (connect_peer), so no tracker is involved. Results are key=valu
 stdout; progress and errors go to stderr.
 
   create --file F --torrent T [--piece-kib K]     v1 torrent (SHA-1 pieces), K KiB pieces
-                                                  (0 = libtorrent's default size)
+                                                  (0 = libtorrent's default size); F may
+                                                  be a directory (a multi-file torrent)
   seed   --torrent T --dir D --encryption E       prints "listening on 127.0.0.1:PORT" once
                                                   it seeds, then serves until killed
   leech  --torrent T --dir D --encryption E --peer HOST:PORT... [--timeout S]
                                                   times add_torrent until every piece is
                                                   downloaded and hash-checked, then fsyncs
+                                                  every file
 """
 
 import argparse
@@ -46,7 +48,9 @@ def session(encryption):
         "active_seeds": 100,
         "active_limit": 200,
         "active_checking": 100,
-        "alert_mask": lt.alert.category_t.status_notification | lt.alert.category_t.error_notification,
+        "alert_mask": lt.alert.category_t.status_notification
+        | lt.alert.category_t.error_notification
+        | lt.alert.category_t.storage_notification,
     }
     if encryption == "forced":
         # RC4 on the whole stream, both ways; anything else is refused.
@@ -150,13 +154,32 @@ def leech(args):
     wait(ses, done, args.timeout, "the download")
     t1 = time.monotonic()
     st = handle.status()
-    path = os.path.join(args.dir, handle.torrent_file().name())  # a single-file torrent
+    info = handle.torrent_file()
+    # The file, or the root directory of a multi-file torrent.
+    path = os.path.join(args.dir, info.name())
     # Written pages may still be dirty (libtorrent 2 writes through mmap); flush them, as our
-    # downloader fsyncs a finished file.
+    # downloader fsyncs a finished file, and every file of a finished folder.
+    # flush_cache only queues the flush (and, with many files, writes may still be queued
+    # when every piece has passed its check): wait until libtorrent says it is done.
+    flushed = []
     handle.flush_cache()
-    fd = os.open(path, os.O_RDONLY)
-    os.fsync(fd)
-    os.close(fd)
+    deadline = time.monotonic() + args.timeout
+    while not flushed:
+        if time.monotonic() > deadline:
+            sys.exit(f"bench_libtorrent: timed out after {args.timeout} s waiting for the flush")
+        ses.wait_for_alert(1000)
+        for alert in ses.pop_alerts():
+            if isinstance(alert, (lt.torrent_error_alert, lt.file_error_alert)):
+                sys.exit(f"bench_libtorrent: {alert.message()}")
+            if isinstance(alert, lt.cache_flushed_alert):
+                flushed.append(alert)
+    files = info.layout() if hasattr(info, "layout") else info.files()  # 2.1, 2.0
+    for i in range(files.num_files()):
+        if files.file_flags(i) & files.flag_pad_file:
+            continue
+        fd = os.open(os.path.join(args.dir, files.file_path(i)), os.O_RDONLY)
+        os.fsync(fd)
+        os.close(fd)
     t2 = time.monotonic()
     print(f"download_seconds={t1 - t0:.3f}")
     print(f"download_fsync_seconds={t2 - t0:.3f}")

@@ -210,19 +210,7 @@ impl Coordinator {
                 log::info!("download of {name} complete: {}", dest.display());
                 self.ctx.downloads.end(&self.swarm, Ok(stamp));
                 self.ctx.registry.save();
-                // A selective download holds part of a folder: it announces its pieces,
-                // as while it downloaded, rather than share the folder as a whole.
-                let request = match self.swarm.chosen.is_whole() {
-                    true => Request::UploadFile {
-                        group: self.swarm.group.clone(),
-                        file: self.swarm.meta.clone(),
-                    },
-                    false => Request::AnnouncePieces {
-                        group: self.swarm.group.clone(),
-                        digest: self.swarm.meta.digest,
-                        have: self.swarm.have(),
-                    },
-                };
+                let request = super::completion_request(&self.swarm);
                 if !self.calls.post(TrackerJob::Complete(request.clone())) {
                     // The queue is full of older calls: wait for room rather than not
                     // announce.

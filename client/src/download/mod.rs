@@ -9,6 +9,8 @@
 //! - `disk_writer`: the client's one thread that writes verified pieces;
 //! - `event`: what workers and the disk writer tell the coordinator;
 //! - `finish`: the whole-file check, fsync and rename into place;
+//! - `destination`: what a resumed download finds at its final path (the item, complete,
+//!   if a kill came between the rename into place and the save of the download's end);
 //! - `part_file`: file-system safety of the `.part` file;
 //! - `scheduler`: which piece to ask of which peer (pure);
 //! - `record`: the views' records of the downloads.
@@ -16,9 +18,12 @@
 //! `start` asks the tracker for the file on the caller's thread (its refusals are the
 //! command's errors), creates the `.part` file and hands over to the download's thread.
 //! `resume` does everything on the download's thread, re-hashing the pieces it was saved
-//! with first, so a login with unfinished downloads returns at once.
+//! with first, so a login with unfinished downloads returns at once. A resumed download
+//! whose destination already holds the item, complete and verified, is complete: it is
+//! shared from there, and its `.part` (if still there and the one it created) removed.
 
 pub mod coordinator;
+pub mod destination;
 pub mod disk_writer;
 pub mod event;
 pub mod finish;
@@ -46,7 +51,7 @@ use common::{Bitfield, FileName, GroupId, PieceIndex, Sha1Digest};
 
 use crate::rate::RateCap;
 use crate::registry::Registry;
-use crate::swarm::{Chosen, DownloadError, ItemLayout, PartId, Phase, Swarm};
+use crate::swarm::{Chosen, DownloadError, FileStamp, ItemLayout, PartId, Phase, Swarm};
 use crate::tracker_session::{CallError, TrackerSession};
 use coordinator::Coordinator;
 use disk_writer::{DiskWriter, DownloadFile};
@@ -80,6 +85,10 @@ pub enum StartError {
     /// (issue 21); the download starts over in a fresh file.
     #[error("{path} is not the partial file this client created: {why}")]
     NotOurs { path: String, why: String },
+    /// On resume: something is at the destination that is not the item, complete (`why`);
+    /// it is left as it is.
+    #[error("{path} already exists and is not {name} ({why}); it is left as it is")]
+    NotTheItem { path: String, name: String, why: String },
     #[error("directory {0} does not exist; create it first (mkdir) or choose another destination")]
     NoDirectory(String),
     #[error("cannot write {path}: {reason}")]
@@ -118,6 +127,15 @@ pub struct Context {
 
 /// What a download's thread starts fetching with: its `.part` file, the peers and a ticket.
 type Prepared = (File, Vec<PeerInfo>, Ticket);
+
+/// What a download's thread does once prepared.
+enum Ready {
+    /// Fetches the pieces it lacks.
+    Fetch(Prepared),
+    /// Nothing: the item is complete at its destination (a resume found it there), with
+    /// the stamp `finish` would have given.
+    Complete(Option<FileStamp>),
+}
 
 /// Starts downloading `name` of `group` to `destination` (a directory or a file path) in
 /// the background. Returns the final path. `folder`: what the user asked of a folder
@@ -189,7 +207,7 @@ pub fn start(
     ctx.registry.insert(Arc::clone(&swarm));
     // Saved before the command answers: after a crash, the `.part` is known to be ours.
     ctx.registry.flush();
-    launch(ctx, swarm, move |_, _| Ok((file, peers, ticket)));
+    launch(ctx, swarm, move |_, _| Ok(Ready::Fetch((file, peers, ticket))));
     Ok(dest)
 }
 
@@ -209,16 +227,28 @@ pub fn resume(ctx: &Context, swarm: Arc<Swarm>) {
 fn launch(
     ctx: &Context,
     swarm: Arc<Swarm>,
-    prepare: impl FnOnce(&Context, &Swarm) -> Result<Prepared, StartError> + Send + 'static,
+    prepare: impl FnOnce(&Context, &Swarm) -> Result<Ready, StartError> + Send + 'static,
 ) {
     let (idx, control) = ctx.downloads.add(Arc::clone(&swarm));
     let (thread_ctx, thread_swarm) = (ctx.clone(), Arc::clone(&swarm));
     let spawned = thread::Builder::new().name(format!("dl-{idx}")).spawn(move || {
         let (ctx, swarm) = (thread_ctx, thread_swarm);
         match prepare(&ctx, &swarm) {
-            Ok((file, peers, ticket)) => {
+            Ok(Ready::Fetch((file, peers, ticket))) => {
                 let file = DownloadFile::open(&swarm.path(), file);
                 Coordinator::new(ctx, idx, swarm, ticket, file, control).run(peers);
+            }
+            Ok(Ready::Complete(stamp)) => {
+                log::info!(
+                    "download of {} complete: found at {}, every piece verified",
+                    swarm.meta.name,
+                    swarm.downloading_to().unwrap_or_default().display()
+                );
+                ctx.downloads.end(&swarm, Ok(stamp));
+                ctx.registry.save();
+                if let Err(e) = ctx.tracker.call(completion_request(&swarm)) {
+                    log::warn!("cannot share {} after its download: {e}", swarm.meta.name);
+                }
             }
             Err(StartError::Cancelled) => {
                 ctx.registry.remove(&swarm);
@@ -240,10 +270,40 @@ fn launch(
     }
 }
 
-/// Reopens a resumed download's `.part` file, re-hashes the pieces it claims, and asks the
-/// tracker for peers.
-fn prepare_resume(ctx: &Context, swarm: &Swarm) -> Result<Prepared, StartError> {
+/// The tracker call that shares a download once complete. A selective download holds part
+/// of a folder: it announces its pieces, as while it downloaded, rather than share the
+/// folder as a whole.
+pub fn completion_request(swarm: &Swarm) -> Request {
+    match swarm.chosen.is_whole() {
+        true => Request::UploadFile { group: swarm.group.clone(), file: swarm.meta.clone() },
+        false => Request::AnnouncePieces {
+            group: swarm.group.clone(),
+            digest: swarm.meta.digest,
+            have: swarm.have(),
+        },
+    }
+}
+
+/// Prepares a resumed download: complete if its destination already holds the item
+/// (`destination::check`; a kill came after the rename into place, before its end was
+/// saved), which it then is; else reopens its `.part` file, re-hashes the pieces it
+/// claims, and asks the tracker for peers.
+fn prepare_resume(ctx: &Context, swarm: &Swarm) -> Result<Ready, StartError> {
     let recorded = swarm.inspect(|s| s.part_id());
+    // (A download cancelled already has no destination: it goes on below to the check of
+    // its phase, which removes its `.part`.)
+    if let Some(dest) = swarm.downloading_to() {
+        let found = destination::check(&dest, &swarm.meta, &swarm.layout, &swarm.chosen)?;
+        if let destination::Found::Complete(stamp) = found {
+            // A folder's `.part` is removed after the rename: it may still be there.
+            part_file::remove_recorded_part(&swarm.path(), recorded);
+            swarm.checked(swarm.chosen.wanted.clone());
+            if matches!(swarm.phase(), Phase::Cancelled) {
+                return Err(StartError::Cancelled);
+            }
+            return Ok(Ready::Complete(stamp));
+        }
+    }
     let file = match part_file::reopen_part(&swarm.path(), swarm.layout.part_len(), recorded) {
         Ok((file, id)) => {
             // A download saved before identities were recorded adopts its file now.
@@ -277,7 +337,7 @@ fn prepare_resume(ctx: &Context, swarm: &Swarm) -> Result<Prepared, StartError> 
     if meta.digest != swarm.meta.digest {
         return Err(StartError::BadMeta(swarm.meta.name.clone()));
     }
-    Ok((file, peers, ticket))
+    Ok(Ready::Fetch((file, peers, ticket)))
 }
 
 /// Whether `meta` is self-consistent (the tracker checked it; a downloader trusts only

@@ -109,6 +109,28 @@ pub fn remove_own_part(path: &Path, file: &File) {
     }
 }
 
+/// Deletes the `.part` file at `path` of a download found complete at its destination, if
+/// it is the very file the download created (`recorded`, its identity). Anything else
+/// there, or a `.part` of a download saved without an identity, is left alone.
+pub fn remove_recorded_part(path: &Path, recorded: Option<PartId>) {
+    let opened = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path);
+    let file = match opened {
+        Ok(file) => file,
+        Err(e) if e.kind() == ErrorKind::NotFound => return,
+        Err(e) => {
+            log::warn!("cannot check {} before removing it: {e}; leaving it", path.display());
+            return;
+        }
+    };
+    match (recorded, PartId::of(&file)) {
+        (Some(recorded), Ok(found)) if recorded == found => remove_own_part(path, &file),
+        _ => log::warn!(
+            "{} is not known to be the file this download created; leaving it",
+            path.display()
+        ),
+    }
+}
+
 /// Whether `path` itself (not a link's target) is the open `file`.
 pub fn is_same_file(path: &Path, file: &File) -> std::io::Result<bool> {
     let on_disk = std::fs::symlink_metadata(path)?;
@@ -255,6 +277,25 @@ mod tests {
         std::fs::remove_file(&temp).unwrap();
         let file = create_part(&temp, 0).unwrap();
         remove_own_part(&temp, &file);
+        assert!(!temp.exists());
+    }
+
+    /// A download found complete at its destination removes its `.part` only if it is the
+    /// file it recorded creating.
+    #[test]
+    fn a_part_left_beside_a_complete_download_is_removed_only_if_it_is_the_one_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let temp = dir.path().join("f.part");
+        remove_recorded_part(&temp, None);
+        let file = create_part(&temp, 10).unwrap();
+        let id = PartId::of(&file).unwrap();
+        remove_recorded_part(&temp, None);
+        assert!(temp.exists());
+        let other = dir.path().join("g.part");
+        let other_id = PartId::of(&create_part(&other, 10).unwrap()).unwrap();
+        remove_recorded_part(&temp, Some(other_id));
+        assert!(temp.exists());
+        remove_recorded_part(&temp, Some(id));
         assert!(!temp.exists());
     }
 

@@ -19,11 +19,24 @@ use super::part_file::{rename_no_replace, sync_parent};
 use crate::swarm::item_layout::part_offset;
 use crate::swarm::DownloadError;
 
+/// The most staging names an unpack tries (`.<name>.part`, then `.<name>.1.part`, ...)
+/// when the ones before are taken: left by an earlier attempt that a kill or a failed
+/// rename interrupted, or made by someone else; never reused, never removed.
+const MAX_STAGING_NAMES: u32 = 16;
+
 /// The staging directory (or file) of a folder, or part of one, downloaded to `dest`:
 /// `.<name>.part` beside it.
 pub fn staging_path(dest: &Path) -> PathBuf {
+    staging_path_n(dest, 0)
+}
+
+/// The `n`th staging name for `dest`: `.<name>.part`, then `.<name>.<n>.part`.
+fn staging_path_n(dest: &Path, n: u32) -> PathBuf {
     let mut name = std::ffi::OsString::from(".");
     name.push(dest.file_name().unwrap_or_default());
+    if n > 0 {
+        name.push(format!(".{n}"));
+    }
     name.push(".part");
     dest.with_file_name(name)
 }
@@ -41,44 +54,37 @@ pub fn unpack(
     selection: &Selection,
     dest: &Path,
 ) -> Result<(), DownloadError> {
-    let staging = staging_path(dest);
     let shown = |p: &Path| p.display().to_string();
-    let exists = |e: std::io::Error| DownloadError::Write {
-        piece: 0,
-        path: shown(&staging),
-        reason: match e.kind() {
-            ErrorKind::AlreadyExists => "it already exists; remove it and download again".into(),
-            _ => e.to_string(),
-        },
-    };
     let written = match selection {
         Selection::Inside { path, dir: false } => {
             let i = tree.find(path).ok_or_else(|| DownloadError::Write {
                 piece: 0,
-                path: shown(&staging),
+                path: shown(&staging_path(dest)),
                 reason: format!("no {path} in the folder"),
             })?;
-            let out = create_file(&staging, &tree.entries()[i].kind).map_err(exists)?;
+            let kind = &tree.entries()[i].kind;
+            let (staging, out) = create_staging(dest, |path| create_file(path, kind))?;
             let written = write_file(part, &out, tree, layout, i, &staging);
             if written.is_err() {
                 if let Err(rm) = std::fs::remove_file(&staging) {
                     log::warn!("cannot remove {}: {rm}", staging.display());
                 }
             }
-            written
+            written.map(|()| staging)
         }
         _ => {
-            DirBuilder::new().mode(0o700).create(&staging).map_err(exists)?;
+            let (staging, ()) =
+                create_staging(dest, |path| DirBuilder::new().mode(0o700).create(path))?;
             let written = write_tree(part, tree, layout, selection, &staging);
             if written.is_err() {
                 if let Err(rm) = std::fs::remove_dir_all(&staging) {
                     log::warn!("cannot remove {}: {rm}", staging.display());
                 }
             }
-            written
+            written.map(|()| staging)
         }
     };
-    written?;
+    let staging = written?;
     if let Err(e) = rename_no_replace(&staging, dest) {
         return Err(match e.kind() {
             ErrorKind::AlreadyExists => {
@@ -89,6 +95,36 @@ pub fn unpack(
     }
     sync_parent(dest);
     Ok(())
+}
+
+/// Makes the staging path for `dest` with `create` (which fails if the path exists): the
+/// first of its names that is free. Those taken are left as they are (an earlier attempt
+/// cut short by a kill leaves one: issue 23's crash windows), and the log says so.
+fn create_staging<T>(
+    dest: &Path,
+    create: impl Fn(&Path) -> std::io::Result<T>,
+) -> Result<(PathBuf, T), DownloadError> {
+    for n in 0..MAX_STAGING_NAMES {
+        let staging = staging_path_n(dest, n);
+        match create(&staging) {
+            Ok(made) => return Ok((staging, made)),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                log::warn!("{} already exists; leaving it as it is", staging.display())
+            }
+            Err(e) => {
+                let path = staging.display().to_string();
+                return Err(DownloadError::Write { piece: 0, path, reason: e.to_string() });
+            }
+        }
+    }
+    Err(DownloadError::Write {
+        piece: 0,
+        path: staging_path(dest).display().to_string(),
+        reason: format!(
+            "it and the next {} staging names beside it already exist; remove them and download again",
+            MAX_STAGING_NAMES - 1
+        ),
+    })
 }
 
 /// Creates the file of an entry of kind `kind` at `path`, exclusively and never through a
@@ -233,11 +269,30 @@ mod tests {
         // The verified folder waits in the staging directory; the destination is untouched.
         assert_eq!(std::fs::read(staging_path(&dest).join("s/y")).unwrap(), b"yyy");
         assert_eq!(std::fs::read_dir(&dest).unwrap().count(), 0);
-        // Another attempt does not write into a staging directory it did not create.
+        // Another attempt (after a kill, or once the destination is free again) does not
+        // write into a staging directory it did not create, nor remove it: it takes the
+        // next name.
         std::fs::remove_dir(&dest).unwrap();
+        std::fs::write(staging_path(&dest).join("s/y"), b"theirs").unwrap();
+        unpack(&part(dir.path()), &tree, &layout, &Selection::Whole, &dest).unwrap();
+        assert_eq!(std::fs::read(dest.join("s/y")).unwrap(), b"yyy");
+        assert_eq!(std::fs::read(staging_path(&dest).join("s/y")).unwrap(), b"theirs");
+        assert!(!dir.path().join(".f.1.part").exists());
+        // With every name taken, it fails and says so.
+        std::fs::remove_dir_all(&dest).unwrap();
+        for n in 1..MAX_STAGING_NAMES {
+            std::fs::write(staging_path_n(&dest, n), b"").unwrap();
+        }
         let err = unpack(&part(dir.path()), &tree, &layout, &Selection::Whole, &dest).unwrap_err();
-        assert!(err.to_string().contains("already exists"), "{err}");
+        assert!(err.to_string().contains("and the next 15 staging names beside it already exist"));
         assert!(!dest.exists());
+        // One file chosen takes the next free name too.
+        let one = Selection::Inside { path: RelPath::parse("s/y").unwrap(), dir: false };
+        let y = dir.path().join("y");
+        std::fs::write(staging_path(&y), b"left").unwrap();
+        unpack(&part(dir.path()), &tree, &layout, &one, &y).unwrap();
+        assert_eq!(std::fs::read(&y).unwrap(), b"yyy");
+        assert_eq!(std::fs::read(staging_path(&y)).unwrap(), b"left");
     }
 
     /// Issue 23: a subfolder lands under its own name, and one file as that file alone.
@@ -276,12 +331,12 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path().join("e")).unwrap().count(), 0);
         std::fs::remove_file(dir.path().join("x")).unwrap();
         std::fs::remove_dir(dir.path().join("e")).unwrap();
-        // A staging file in the way is someone else's: left alone, and nothing renamed.
+        // A staging file in the way is someone else's, or left by a kill: left alone, and
+        // the file staged under the next name.
         std::fs::write(dir.path().join(".z.part"), b"theirs").unwrap();
-        let err = unpack(&part(dir.path()), &tree, &layout, &y, &dir.path().join("z"));
-        assert!(err.unwrap_err().to_string().contains("already exists"));
+        unpack(&part(dir.path()), &tree, &layout, &y, &dir.path().join("z")).unwrap();
         assert_eq!(std::fs::read(dir.path().join(".z.part")).unwrap(), b"theirs");
-        assert!(!dir.path().join("z").exists());
+        assert_eq!(std::fs::read(dir.path().join("z")).unwrap(), b"yyy");
     }
 
     #[test]

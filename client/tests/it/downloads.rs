@@ -488,6 +488,69 @@ fn a_resumed_download_does_not_adopt_a_part_it_did_not_create() {
     assert!(!out.join("a.bin.1.part").exists() && !out.join("b.bin.1.part").exists());
 }
 
+/// A kill between a download's rename into place and the save of its end leaves it saved
+/// as under way, its `.part` gone and the complete file at its destination. The restart
+/// (that state made exactly: the state file as saved while the downloads were under way,
+/// put back after they completed) checks what is at the destination: the file that is the
+/// item, every piece matching, is complete and shared; one that is not is neither adopted
+/// nor touched, and its download fails saying so.
+#[test]
+fn a_download_killed_after_its_rename_into_place_is_complete_after_the_restart() {
+    let (cluster, _tracker) = Cluster::with_one_tracker();
+    let mut c = cluster.members(&["seed", "leech", "newcomer"], &["--max-upload-rate", "500000"]);
+    let (a, b) = (cluster.path("a.bin"), cluster.path("b.bin"));
+    write_random(&a, 1024 * 1024 + 5, 41);
+    write_random(&b, 700_000, 42);
+    upload(&mut c[0], &a);
+    upload(&mut c[0], &b);
+    let out = cluster.path("out");
+    std::fs::create_dir(&out).unwrap();
+    // Each download is saved, as under way, before the command answers.
+    c[1].run1(&format!("download_file g a.bin {}", out.display()));
+    c[1].run1(&format!("download_file g b.bin {}", out.display()));
+    c[1].kill();
+    let shares = cluster.path("leech/shares.bin");
+    let under_way = std::fs::read(&shares).unwrap();
+
+    let mut leech = cluster.client("leech");
+    leech.resumed("leech");
+    let done = leech.wait_downloads_json();
+    assert!(done.iter().all(|d| d.state == "complete"), "{done:?}");
+    leech.kill();
+    std::fs::write(&shares, &under_way).unwrap();
+    assert!(!out.join("a.bin.part").exists() && !out.join("b.bin.part").exists());
+    // b.bin is changed at its destination before the restart.
+    let mut changed = std::fs::read(out.join("b.bin")).unwrap();
+    changed[600_000] ^= 0xff;
+    std::fs::write(out.join("b.bin"), &changed).unwrap();
+
+    let mut leech = cluster.client("leech");
+    leech.resumed("leech");
+    let mut done = leech.wait_downloads_json();
+    done.sort_by(|x, y| x.file.cmp(&y.file));
+    assert_eq!(done.len(), 2, "{done:?}");
+    assert!(done[0].is_complete("a.bin"), "{done:?}");
+    assert_eq!((done[0].pieces_resumed, done[0].from_peers.len()), (3, 0), "{done:?}");
+    assert_eq!(done[1].state, "failed", "{done:?}");
+    let lines = leech.run("show_downloads");
+    let b_dest = out.join("b.bin").display().to_string();
+    let why = format!(
+        "{b_dest} already exists and is not b.bin (piece 1 does not match its hash); it is left as it is"
+    );
+    assert!(lines.iter().any(|l| l.starts_with("[F]") && l.contains(&why)), "{lines:?}");
+    assert_same_file(&a, &out.join("a.bin"));
+    assert_eq!(std::fs::read(out.join("b.bin")).unwrap(), changed);
+    leech.wait_log("download of a.bin complete: found at");
+
+    // a.bin is shared from there: with the seeder gone, a newcomer gets it from leech.
+    c[0].kill();
+    let got = cluster.path("got.bin");
+    c[2].run1(&format!("download_file g a.bin {}", got.display()));
+    let done = c[2].wait_downloads_json();
+    assert!(done[0].is_complete("a.bin"), "{done:?}");
+    assert_same_file(&a, &got);
+}
+
 #[test]
 fn a_restarted_seeder_shares_again_after_login_but_not_what_it_stopped() {
     let (cluster, _tracker) = Cluster::with_one_tracker();

@@ -635,3 +635,71 @@ fn a_fake_trackers_hostile_folder_trees_are_refused_and_nothing_is_written() {
         &format!("downloading album/ from group g to {}", out.join("album").display()),
     );
 }
+
+/// A kill between the rename of a folder into place and the save of its download's end
+/// (the state made exactly: the state file saved while it was under way, put back after it
+/// completed): the restart finds the folder complete, every piece matching, and shares it
+/// rather than failing.
+#[test]
+fn a_folder_killed_after_its_rename_into_place_is_complete_after_the_restart() {
+    let (cluster, _tracker) = Cluster::with_one_tracker();
+    let mut c = cluster.members(&["alice", "bob"], &["--max-upload-rate", "500000"]);
+    let root = cluster.path("album");
+    awkward_tree(&root);
+    c[0].run(&format!("upload_file {} g", root.display()));
+    let out = cluster.path("out");
+    std::fs::create_dir(&out).unwrap();
+    c[1].run1(&format!("download_file g album/ {}", out.display()));
+    c[1].kill();
+    let shares = cluster.path("bob/shares.bin");
+    let under_way = std::fs::read(&shares).unwrap();
+    let mut bob = cluster.client("bob");
+    bob.resumed("bob");
+    assert!(bob.wait_downloads_json()[0].is_complete("album"));
+    bob.kill();
+    std::fs::write(&shares, &under_way).unwrap();
+
+    let mut bob = cluster.client("bob");
+    bob.resumed("bob");
+    let done = bob.wait_downloads_json();
+    assert_eq!(done.len(), 1, "{done:?}");
+    assert!(done[0].is_complete("album"), "{done:?}");
+    assert_eq!((done[0].pieces_resumed, done[0].from_peers.len()), (5, 0), "{done:?}");
+    assert_eq!(listing(&out.join("album")), listing(&root));
+    let beside: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(beside, ["album"]);
+    bob.wait_log("download of album complete: found at");
+    // Shared again: alice sees bob as a second sharer.
+    c[0].run1_until("list_files g", ", 2 sharers, ");
+}
+
+/// A kill while a folder's tree is written from its `.part` into `.<name>.part/` leaves that
+/// staging directory behind, the download saved as under way. The restart (that state
+/// made exactly: killed while under way, a staging directory put there) does not fail, nor
+/// write into, nor remove, the directory left there: it stages under the next name.
+#[test]
+fn a_staging_directory_left_by_a_kill_does_not_fail_the_download() {
+    let (cluster, _tracker) = Cluster::with_one_tracker();
+    let mut c = cluster.members(&["alice", "bob"], &["--max-upload-rate", "500000"]);
+    let root = cluster.path("album");
+    awkward_tree(&root);
+    c[0].run(&format!("upload_file {} g", root.display()));
+    let out = cluster.path("out");
+    std::fs::create_dir(&out).unwrap();
+    c[1].run1(&format!("download_file g album/ {}", out.display()));
+    c[1].kill();
+    let left = out.join(".album.part");
+    std::fs::create_dir_all(left.join("sub")).unwrap();
+    std::fs::write(left.join("a b.bin"), b"half written").unwrap();
+
+    let mut bob = cluster.client("bob");
+    bob.resumed("bob");
+    let done = bob.wait_downloads_json();
+    assert!(done[0].is_complete("album"), "{done:?}");
+    assert_eq!(listing(&out.join("album")), listing(&root));
+    assert_eq!(std::fs::read(left.join("a b.bin")).unwrap(), b"half written");
+    let mut beside: Vec<_> =
+        std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
+    beside.sort();
+    assert_eq!(beside, [".album.part", "album"]);
+}
