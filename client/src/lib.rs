@@ -21,6 +21,7 @@ pub mod piece_buf;
 pub mod port_map;
 pub mod private_file;
 pub mod progress;
+pub mod punch;
 pub mod rate;
 pub mod reach;
 pub mod readiness;
@@ -393,15 +394,15 @@ fn bind_listener(wanted: SocketAddr, state_dir: &Path) -> Result<TcpListener, Ru
         .ok()
         .and_then(|text| text.trim().parse().ok())
         .filter(|last: &SocketAddr| wanted.port() == 0 && last.ip() == wanted.ip());
-    let listener = match last.map(TcpListener::bind) {
+    // Shared with the punching sockets (issue 19: hole punching connects from this port).
+    let bind = crate::punch::listener;
+    let listener = match last.map(bind) {
         Some(Ok(listener)) => listener,
         Some(Err(e)) => {
             log::info!("the port of last time is not free ({e}); listening on another");
-            TcpListener::bind(wanted).map_err(|source| RunError::Bind { addr: wanted, source })?
+            bind(wanted).map_err(|source| RunError::Bind { addr: wanted, source })?
         }
-        None => {
-            TcpListener::bind(wanted).map_err(|source| RunError::Bind { addr: wanted, source })?
-        }
+        None => bind(wanted).map_err(|source| RunError::Bind { addr: wanted, source })?,
     };
     let bound = listener.local_addr()?;
     if let Err(e) = std::fs::write(&record, format!("{bound}\n")) {

@@ -11,7 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 use common::peer_addr::sanitize;
 
 /// How a download's source peer was reached (SPEC: `show_downloads --json` gives each
-/// source's `path`). `punched` comes with hole punching (issue 19).
+/// source's `path`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum SourcePath {
     /// This peer dialed one of the source's addresses.
@@ -19,6 +19,9 @@ pub enum SourcePath {
     /// The source, behind a NAT, dialed this peer on its call through a tracker
     /// (connection reversal).
     Reversed,
+    /// Both ends connected to each other at once, from their listening ports, through
+    /// both routers (TCP hole punching).
+    Punched,
     /// Both ends joined a tracker's relay, which copies their (end-to-end encrypted)
     /// bytes.
     Relayed,
@@ -30,6 +33,7 @@ impl SourcePath {
         match self {
             SourcePath::Direct => "direct",
             SourcePath::Reversed => "reversed",
+            SourcePath::Punched => "punched",
             SourcePath::Relayed => "relayed",
         }
     }
@@ -66,23 +70,7 @@ pub fn reversal_may_work(
     }
 }
 
-/// Whether `ip` is reachable only within a site or host: private, loopback, link-local,
-/// carrier-grade NAT space, IPv6 unique-local.
-pub fn is_local(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(ip) => {
-            let [a, b, ..] = ip.octets();
-            ip.is_private()
-                || ip.is_loopback()
-                || ip.is_link_local()
-                || (a == 100 && (64..128).contains(&b))
-        }
-        IpAddr::V6(ip) => {
-            let first = ip.segments()[0];
-            ip.is_loopback() || (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80
-        }
-    }
-}
+pub use common::peer_addr::is_local;
 
 /// The order in which to dial a peer listed at `primary` (its login address) and
 /// `registered` (what it registered), given this peer's own public IP (`own_public`, as a

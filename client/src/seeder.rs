@@ -102,6 +102,9 @@ enum Opened {
     /// To be joined at a tracker's relay on a downloader's call (issue 19), at this
     /// tracker.
     Relayed(PeerCall, u32),
+    /// To be punched through both routers on a downloader's call (issue 19): served as an
+    /// accepted connection (the downloader runs the handshake as initiator).
+    Punched(PeerCall),
 }
 
 struct Context {
@@ -119,6 +122,8 @@ struct Context {
     junk: JunkLog,
     /// The reversed connections this peer's downloads wait for (issue 19).
     reversals: Arc<Reversals>,
+    /// The listening socket's address: hole punches connect from it.
+    listen: SocketAddr,
     conns: Conns,
 }
 
@@ -146,6 +151,7 @@ impl Seeder {
             served,
             junk: JunkLog::start("seeder: "),
             reversals,
+            listen: addr,
             conns: Conns::default(),
         });
         let stop_flag = Arc::clone(&stop);
@@ -213,6 +219,15 @@ fn accept_loop(listener: TcpListener, ctx: Arc<Context>, stop: Arc<AtomicBool>) 
             }
         };
         let Ok(peer) = stream.peer_addr() else { continue };
+        // Issue 19: the other end of a hole punch this peer's download runs, which reached
+        // this listener rather than the punching socket: its worker takes it.
+        let stream = match ctx.reversals.punched(peer, stream) {
+            Ok(()) => {
+                log::info!("seeder: peer={peer}: punched connection handed to its download");
+                continue;
+            }
+            Err(stream) => stream,
+        };
         spawn_conn(&ctx, peer, Opened::Accepted(stream));
     }
     for conn in ctx.conns.live.lock().values() {
@@ -287,6 +302,24 @@ fn spawn_conn(ctx: &Arc<Context>, peer: SocketAddr, opened: Opened) {
                 log::info!("seeder: relaying to {} through tracker {tracker}", call.user);
                 serve(stream, &ctx, pending, admitted);
             }
+            Opened::Punched(call) => {
+                let deadline = Instant::now() + crate::punch::PUNCH_FOR;
+                let stream = match crate::punch::punch(ctx.listen, &call.addrs, deadline, None) {
+                    Ok((stream, reached)) => {
+                        log::info!("seeder: punched through to {} at {reached}", call.user);
+                        stream
+                    }
+                    Err(e) => {
+                        log::info!("seeder: no hole punched to {}: {e}", call.user);
+                        return;
+                    }
+                };
+                if let Ok(handle) = stream.try_clone() {
+                    let live = Live { handle, pending_since: Some(Instant::now()) };
+                    ctx.conns.live.lock().insert(id, live);
+                }
+                serve(stream, &ctx, pending, admitted);
+            }
         }
         ctx.conns.live.lock().remove(&id);
     });
@@ -356,6 +389,14 @@ fn await_calls(
             let Some(first) = addrs.first().copied() else { continue };
             // Counted under the downloader's address, whichever way it comes.
             match call.relay {
+                // Only to the public addresses the tracker lists (never one the call names).
+                None if call.punch => {
+                    let addrs: Vec<SocketAddr> =
+                        addrs.into_iter().filter(|a| !crate::reach::is_local(a.ip())).collect();
+                    let Some(first) = addrs.first().copied() else { continue };
+                    log::info!("seeder: {} asks for a hole punch to {addrs:?}", call.user);
+                    spawn_conn(ctx, first, Opened::Punched(PeerCall { addrs, ..call }));
+                }
                 Some(tracker) => {
                     log::info!("seeder: {} asks for a relay at tracker {tracker}", call.user);
                     spawn_conn(ctx, first, Opened::Relayed(call, tracker));

@@ -19,7 +19,7 @@ use crate::id::{FileName, GroupId, Password, UserId};
 use crate::identity::PublicKey;
 
 /// The protocol version this build speaks. Bumped on any incompatible change.
-pub const PROTOCOL_VERSION: u16 = 8;
+pub const PROTOCOL_VERSION: u16 = 9;
 
 /// Identifies one request of one client instance, so that a request retried after a lost
 /// connection is recognised and applied once.
@@ -185,6 +185,11 @@ pub enum Request {
     /// seeder waits expects both ends (`ClientMessage::Relay` with `nonce`) and the seeder
     /// gets a call naming it (`PeerCall::relay`). Answered `Reply::RelayAt`.
     Relay { ticket: Ticket, seeder: PublicKey, nonce: u64 },
+    /// TCP hole punching (issue 19, protocol 9): checked as `Reverse` (and counted in the
+    /// same budget), then the seeder gets a call with `PeerCall::punch`, and connects from
+    /// its listening port to the caller's registered public addresses at once while the
+    /// caller connects from its own to the seeder's (a simultaneous open). Answered `Done`.
+    Punch { ticket: Ticket, seeder: PublicKey, nonce: u64 },
 }
 
 /// How long a tracker holds an `AwaitCalls` without a call before it answers with none.
@@ -208,6 +213,10 @@ pub struct PeerCall {
     /// Not a reversal but a relay: connect to this tracker (its line in
     /// `tracker_info.txt`) and join relay `nonce` there.
     pub relay: Option<u32>,
+    /// Not a reversal but a hole punch (protocol 9): connect from the listening port to
+    /// the public ones of `addrs` now, the caller doing the same towards this peer; the
+    /// caller runs the handshake as initiator whoever's connect completed.
+    pub punch: bool,
 }
 
 impl Request {

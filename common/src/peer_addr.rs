@@ -55,6 +55,24 @@ pub fn sanitize(addrs: impl IntoIterator<Item = SocketAddr>) -> Vec<SocketAddr> 
     kept
 }
 
+/// Whether `ip` is reachable only within a site or host: private, loopback, link-local,
+/// carrier-grade NAT space, IPv6 unique-local.
+pub fn is_local(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(ip) => {
+            let [a, b, ..] = ip.octets();
+            ip.is_private()
+                || ip.is_loopback()
+                || ip.is_link_local()
+                || (a == 100 && (64..128).contains(&b))
+        }
+        IpAddr::V6(ip) => {
+            let first = ip.segments()[0];
+            ip.is_loopback() || (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

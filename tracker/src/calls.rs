@@ -181,6 +181,7 @@ mod tests {
             digest: Sha1Digest::of(b"f"),
             nonce,
             relay: None,
+            punch: false,
         }
     }
 

@@ -332,8 +332,23 @@ fn open(
     let observed = target.tracker.observed().map(|a| a.ip());
     let reversal = match crate::reach::reversal_may_work(*listen, observed, reachability.mapped()) {
         true => reverse(key, target, &inbox.jobs),
-        // Behind a router that maps nothing: the peer could not connect back.
-        false => Err(NoReversal::NoConnection("this peer is behind a router too".to_string())),
+        // Behind a router that maps nothing: the peer could not connect back, but both may
+        // connect to each other at once through their routers.
+        false => match punch(key, dial, target, &inbox.jobs) {
+            Ok(stream) => {
+                let timeouts = Timeouts {
+                    handshake: CONNECT_TIMEOUT,
+                    read: READ_TIMEOUT,
+                    write: WRITE_TIMEOUT,
+                };
+                let conn = Connection::connect(stream, &target.identity, key, timeouts)?;
+                log::info!("peer={addr}: reached by a hole punched through both routers");
+                return Ok((conn, SourcePath::Punched));
+            }
+            Err(why) => Err(NoReversal::NoConnection(format!(
+                "this peer is behind a router too, and {why}"
+            ))),
+        },
     };
     let reversed = match reversal {
         Ok(mut conn) => {
@@ -437,6 +452,46 @@ fn reverse(
             "the peer did not connect back within {} s",
             REVERSAL_WAIT.as_secs()
         ))),
+    }
+}
+
+/// Asks the tracker to have the peer that proves `key` punch a hole to this one while this
+/// one punches to the peer's public addresses (of `dial`), from the listening port; the
+/// connection either end's `connect` or this peer's listener got (`PUNCH_FOR` at most).
+fn punch(
+    key: &PublicKey,
+    dial: &[SocketAddr],
+    target: &Target,
+    jobs: &Receiver<Job>,
+) -> Result<TcpStream, String> {
+    let targets: Vec<SocketAddr> =
+        dial.iter().copied().filter(|a| !crate::reach::is_local(a.ip())).collect();
+    if targets.is_empty() {
+        return Err("the peer registered no public address to punch to".to_string());
+    }
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).map_err(|e| e.to_string())?;
+    let nonce = u64::from_le_bytes(bytes);
+    // Awaited before the call: the peer's SYN may be here before the tracker's answer.
+    let awaiting = target.reversals.expect_punch(&targets);
+    let ticket = target.ticket.lock().clone();
+    match path_call(target, Request::Punch { ticket, seeder: *key, nonce }) {
+        Ok(Reply::Done) => {}
+        Ok(other) => return Err(format!("the tracker answered a punch {other:?}")),
+        Err(e) => return Err(format!("no hole punching: {e}")),
+    }
+    // No job comes before the connection is ready: the channel only closes, when the
+    // coordinator lets this worker go.
+    if matches!(jobs.try_recv(), Err(TryRecvError::Disconnected)) {
+        return Err("stopped".to_string());
+    }
+    let deadline = Instant::now() + crate::punch::PUNCH_FOR;
+    let listen = target.reach.0;
+    match crate::punch::punch(listen, &targets, deadline, Some(&awaiting.arrived)) {
+        Ok((stream, _)) => Ok(stream),
+        Err(e) => {
+            Err(format!("no hole punched within {} s ({e})", crate::punch::PUNCH_FOR.as_secs()))
+        }
     }
 }
 

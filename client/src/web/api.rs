@@ -309,8 +309,8 @@ pub fn events(peer: &Peer) -> [(&'static str, Value); 5] {
 /// `/api/peers` (and each `peers` event): every peer of this session's downloads' swarms
 /// and every downloader this peer served, one row per peer and file: `user`, `addr` (where
 /// it serves pieces; for a downloader only seen by the seeder, the IP it came from), `path`
-/// (how a download of this session reached it: `direct`, `reversed` or `relayed`, issue 19;
-/// null for a downloader), `has` (pieces of the file it has, as last heard; null if not
+/// (how a download of this session reached it: `direct`, `reversed`, `punched` or
+/// `relayed`, issue 19; null for a downloader), `has` (pieces of the file it has, as last heard; null if not
 /// known), `pieces` (of the file), `served_me`, `served_them` (pieces), `connected` (to a
 /// download of this session).
 pub fn peers_json(peer: &Peer) -> Value {

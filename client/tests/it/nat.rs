@@ -584,27 +584,36 @@ fn reversals_are_checked_and_bounded_per_caller() {
     assert!(answers[..8].iter().all(|a| a == &waits_nowhere), "{answers:?}");
     let over = Err(TrackerError::CannotReverse("more than 30 reversals a minute asked".into()));
     assert!(answers[8..].iter().all(|a| a == &over), "{answers:?}");
+    // Hole punches share the reversals' budget.
+    let punch = Request::Punch { ticket: bob_ticket.clone(), seeder: alice_key, nonce: 5 };
+    assert_eq!(bob.call(punch), over);
     // Carol's budget is her own.
-    let carol_asks = Request::Reverse { ticket: carol_ticket, seeder: alice_key, nonce: 4 };
+    let carol_asks = Request::Reverse { ticket: carol_ticket.clone(), seeder: alice_key, nonce: 4 };
     assert_eq!(carol.call(carol_asks), waits_nowhere);
+    // A punch goes only to the caller's public addresses (carol registered none).
+    let carol_punches = Request::Punch { ticket: carol_ticket, seeder: alice_key, nonce: 6 };
+    let nowhere = "the caller registered no public address to punch to";
+    assert_eq!(carol.call(carol_punches), Err(TrackerError::CannotReverse(nowhere.into())));
 }
 
-/// Issue 19, relays: a seeder behind one home router and a downloader behind another (both
-/// masquerading, no port mapping) reach each other neither directly nor by reversal; both
-/// join the tracker's relay, which copies their end-to-end encrypted bytes (`relayed`).
+/// Issue 19, hole punching: a seeder behind one home router and a downloader behind
+/// another (both masquerading, port-preserving, no port mapping) reach each other neither
+/// directly nor by reversal; the tracker has them connect to each other at once from their
+/// listening ports, and each router lets the other's SYN in (`punched`).
 #[test]
-fn nat_to_nat_goes_through_the_trackers_relay() {
-    relayed_download("nat_to_nat_goes_through_the_trackers_relay", false);
+fn nat_to_nat_is_punched_through_port_preserving_routers() {
+    nat_to_nat_download("nat_to_nat_is_punched_through_port_preserving_routers", false);
 }
 
-/// The same with the seeder behind a router that randomizes its ports (carrier-grade NAT):
-/// the relay still joins them.
+/// Issue 19, relays: the same with the seeder behind a router that randomizes its ports
+/// (carrier-grade NAT), where no hole can be punched: both join the tracker's relay, which
+/// copies their end-to-end encrypted bytes (`relayed`).
 #[test]
 fn a_seeder_behind_a_randomizing_nat_is_relayed() {
-    relayed_download("a_seeder_behind_a_randomizing_nat_is_relayed", true);
+    nat_to_nat_download("a_seeder_behind_a_randomizing_nat_is_relayed", true);
 }
 
-fn relayed_download(test: &str, random_ports: bool) {
+fn nat_to_nat_download(test: &str, random_ports: bool) {
     let Some(mut lab) = Lab::create(test) else { return };
     let (seed_ns, seed_host) = lab.add_home(3, random_ports);
     let (leech_ns, leech_host) = lab.add_home(2, false);
@@ -624,14 +633,27 @@ fn relayed_download(test: &str, random_ports: bool) {
     write_random(&original, 2_500_000, 22);
     let line = seed.run1(&format!("upload_file '{}' g", original.display()));
     assert!(line.starts_with("uploaded "), "{line}");
+    wait_awaiting_calls(&cluster, "seed");
+    // The seeder registered its public address (its router's, 5.0.0.4) with its port.
+    seed.wait_log(&format!("reachable at [5.0.0.4:{port}"));
     let out = cluster.path("out.bin");
     leech.run1(&format!("download_file g f.bin {}", out.display()));
     let done = leech.wait_downloads_json();
     assert!(done[0].is_complete("f.bin"), "{done:?}");
     let path = done[0].paths.get(&format!("{seed_host}:{port}")).map(String::as_str);
-    assert_eq!(path, Some("relayed"), "{done:?}");
-    leech.wait_log(&format!("peer={seed_host}:{port}: reached through a tracker's relay"));
-    seed.wait_log("seeder: relaying to leech through tracker 1");
+    let peer = format!("peer={seed_host}:{port}");
+    if random_ports {
+        assert_eq!(path, Some("relayed"), "{done:?}");
+        leech.wait_log(&format!("{peer}: reached through a tracker's relay"));
+        seed.wait_log("seeder: relaying to leech through tracker 1");
+    } else {
+        if path != Some("punched") {
+            eprintln!("LEECH:\n{}\nSEED:\n{}", leech.log_text(), seed.log_text());
+        }
+        assert_eq!(path, Some("punched"), "{done:?}");
+        leech.wait_log(&format!("{peer}: reached by a hole punched through both routers"));
+        seed.wait_log("seeder: leech asks for a hole punch to");
+    }
     crate::support::assert_same_file(&original, &out);
 }
 
@@ -801,14 +823,15 @@ fn a_relay_joins_only_the_two_named_ends() {
 }
 
 /// Issue 19's clear error: with relaying off on the tracker, a downloader behind one router
-/// and a seeder behind another cannot reach each other any way, and the download fails
-/// saying so (at its stall timeout, here 12 s).
+/// and a seeder behind another that randomizes its ports (so that no hole can be punched)
+/// cannot reach each other any way, and the download fails saying so (at its stall
+/// timeout, here 12 s).
 #[test]
 fn with_relaying_off_nat_to_nat_fails_saying_why() {
     let Some(mut lab) = Lab::create("with_relaying_off_nat_to_nat_fails_saying_why") else {
         return;
     };
-    let (seed_ns, seed_host) = lab.add_home(3, false);
+    let (seed_ns, seed_host) = lab.add_home(3, true);
     let (leech_ns, leech_host) = lab.add_home(2, false);
     let mut cluster = lab.cluster();
     cluster.tracker_args = vec!["--no-relay".to_string()];

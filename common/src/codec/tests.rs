@@ -120,6 +120,11 @@ fn request() -> impl Strategy<Value = Request> {
             seeder,
             nonce
         }),
+        (ticket(), key(), any::<u64>()).prop_map(|(ticket, seeder, nonce)| Request::Punch {
+            ticket,
+            seeder,
+            nonce
+        }),
     ]
 }
 
@@ -132,8 +137,9 @@ fn peer_call() -> impl Strategy<Value = PeerCall> {
         digest(),
         any::<u64>(),
         any::<Option<u32>>(),
+        any::<bool>(),
     )
-        .prop_map(|(from, user, addrs, group, digest, nonce, relay)| PeerCall {
+        .prop_map(|(from, user, addrs, group, digest, nonce, relay, punch)| PeerCall {
             from,
             user,
             addrs,
@@ -141,6 +147,7 @@ fn peer_call() -> impl Strategy<Value = PeerCall> {
             digest,
             nonce,
             relay,
+            punch,
         })
 }
 
@@ -476,7 +483,7 @@ fn wire_encodings_keep_their_bytes() {
     let id = RequestId { client: 7, seq: 9 };
     let group = GroupId::new("g").unwrap();
     let cases: Vec<(String, &str)> = vec![
-        (hex(&ClientMessage::Hello { version: PROTOCOL_VERSION }), "0008"),
+        (hex(&ClientMessage::Hello { version: PROTOCOL_VERSION }), "0009"),
         (
             hex(&ClientMessage::Request {
                 id,
@@ -548,6 +555,23 @@ fn wire_encodings_keep_their_bytes() {
             "0408010101010101010101010101010101010101010101010101010101010101010102",
         ),
         (hex(&TrackerMessage::RelayReady), "03"),
+        // Version 9 (issue 19): hole punching, appended (`Request::Punch` is variant 27).
+        (
+            hex(&Request::Punch {
+                ticket: Ticket {
+                    holder: PublicKey([1; 32]),
+                    user: UserId::new("u").unwrap(),
+                    group: group.clone(),
+                    digest: Sha1Digest([2; 20]),
+                    expires: 3,
+                    mac: [4; 20],
+                },
+                seeder: PublicKey([5; 32]),
+                nonce: 6,
+            })[..2]
+                .to_string(),
+            "1b",
+        ),
         (
             hex(&PeerRequest::Reversed { version: 3, digest: Sha1Digest([4; 20]), nonce: 5 }),
             "0403040404040404040404040404040404040404040405",

@@ -200,10 +200,34 @@ impl Service {
             Request::CheckTicket { ticket } => return self.reads.check_ticket(session, &ticket),
             Request::StateDigest => return self.reads.state_digest(session),
             Request::Reverse { ticket, seeder, nonce } => {
-                return self.call_peer(session, client, &ticket, seeder, (nonce, false), now)
+                return self.call_peer(
+                    session,
+                    client,
+                    &ticket,
+                    seeder,
+                    (nonce, CallKind::Reverse),
+                    now,
+                )
             }
             Request::Relay { ticket, seeder, nonce } => {
-                return self.call_peer(session, client, &ticket, seeder, (nonce, true), now)
+                return self.call_peer(
+                    session,
+                    client,
+                    &ticket,
+                    seeder,
+                    (nonce, CallKind::Relay),
+                    now,
+                )
+            }
+            Request::Punch { ticket, seeder, nonce } => {
+                return self.call_peer(
+                    session,
+                    client,
+                    &ticket,
+                    seeder,
+                    (nonce, CallKind::Punch),
+                    now,
+                )
             }
             Request::AwaitCalls => {
                 // Routed to `Route::AwaitCalls` by every tracker: never forwarded.
@@ -217,17 +241,19 @@ impl Service {
         self.writes.write(&self.sessions, id, session, client, from, request)
     }
 
-    /// Connection reversal or a relay (issue 19), on the leader: checks the call
-    /// (`reversal_call`) after spending one of the caller's calls, then has the tracker
-    /// where the seeder waits (this one or another) pass it on, and for a relay expect
-    /// both ends (`relay`: the nonce, and whether a relay is asked for).
+    /// Connection reversal, a relay or a hole punch (issue 19), on the leader: checks the
+    /// call (`reversal_call`) after spending one of the caller's calls (the three share one
+    /// budget), then has the tracker where the seeder waits (this one or another) pass it
+    /// on, and for a relay expect both ends. A punch call carries only the caller's
+    /// registered public addresses (its observed address with its listen port, a mapping):
+    /// the seeder punches to no other.
     fn call_peer(
         &self,
         session: Option<SessionId>,
         client: PublicKey,
         ticket: &Ticket,
         seeder: PublicKey,
-        (nonce, relay): (u64, bool),
+        (nonce, kind): (u64, CallKind),
         now: Instant,
     ) -> Result<Reply, TrackerError> {
         if !self.calls.allow(client) {
@@ -236,7 +262,16 @@ impl Service {
             )));
         }
         let mut call = self.reads.reversal_call(session, client, ticket, &seeder, nonce, now)?;
-        call.relay = relay.then_some(self.settings.id);
+        call.relay = (kind == CallKind::Relay).then_some(self.settings.id);
+        if kind == CallKind::Punch {
+            call.punch = true;
+            call.addrs.retain(|a| !common::peer_addr::is_local(a.ip()));
+            if call.addrs.is_empty() {
+                return Err(TrackerError::CannotReverse(
+                    "the caller registered no public address to punch to".to_string(),
+                ));
+            }
+        }
         let mut refusal = match self.deliver_here(seeder, call.clone()) {
             Ok(reply) => return Ok(reply),
             Err(e) => e,
@@ -361,6 +396,17 @@ impl Service {
 
 /// Why a tracker did not pass a call on: its peer waits for calls elsewhere.
 const NOT_HERE: &str = "the peer does not wait here";
+
+/// What a downloader's call asks the seeder for (issue 19).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CallKind {
+    /// Connect out to the caller (connection reversal).
+    Reverse,
+    /// Join a relay at the tracker where the seeder waits.
+    Relay,
+    /// Connect to the caller from the listening port while it connects to the seeder.
+    Punch,
+}
 
 fn is_not_here(e: &TrackerError) -> bool {
     matches!(e, TrackerError::CannotReverse(why) if why == NOT_HERE)

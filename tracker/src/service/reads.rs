@@ -180,6 +180,7 @@ impl Reads {
             digest: ticket.digest,
             nonce,
             relay: None,
+            punch: false,
         })
     }
 }

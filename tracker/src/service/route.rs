@@ -100,7 +100,10 @@ pub fn reads_replicated_state(request: &Request) -> bool {
     answers_locally(request)
         || matches!(
             request,
-            Request::ListFiles { .. } | Request::GetFile { .. } | Request::Reverse { .. }
+            Request::ListFiles { .. }
+                | Request::GetFile { .. }
+                | Request::Reverse { .. }
+                | Request::Punch { .. }
         )
 }
 

@@ -181,6 +181,7 @@ impl Writes {
             | Request::AwaitCalls
             | Request::Reverse { .. }
             | Request::Relay { .. }
+            | Request::Punch { .. }
             | Request::Heartbeat { .. } => {
                 // Answered before; reaching here is a bug, not bad input.
                 return Err(TrackerError::Unavailable(
