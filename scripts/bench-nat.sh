@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 19's figures: downloads between peers behind home routers, in a lab of network
-# namespaces made for the run (needs root). A "public" network (a bridge, 5.0.0.0/24) holds
+# namespaces made for the run (needs root). A "public" network (a router, 5.0.0.0/24) holds
 # the tracker (5.0.0.1) and public peers (5.0.0.101...); each home is a router (nft
 # masquerade, port-preserving or with random ports, optionally miniupnpd) with one host
 # behind it (192.168.N.2). Every peer's uplink is shaped with tc tbf (a home's on its
@@ -98,22 +98,27 @@ shape() {
     tc -n "$1" qdisc add dev "$2" root tbf rate "${RATE}mbit" burst "$burst" latency 100ms
 }
 
-# lab_public: the public network's namespace, with the bridge the others plug into.
+# lab_public: the public network's namespace, a router between everything plugged into it
+# (as the internet is: a packet between two homes crosses at least one router, which hole
+# punching's short-lived first SYN relies on), holding the tracker's address.
 lab_public() {
     local p=$LAB-pub
     ip netns add "$p"
     NAMESPACES+=("$p")
     ip -n "$p" link set lo up
-    ip -n "$p" link add br0 type bridge
-    ip -n "$p" addr add 5.0.0.1/24 dev br0
-    ip -n "$p" link set br0 up
+    ip -n "$p" addr add 5.0.0.1/32 dev lo
+    ip netns exec "$p" sysctl -qw net.ipv4.ip_forward=1
 }
 
-# plug NS DEV PORT ADDR: a veth pair, DEV in NS with ADDR, PORT on the public bridge.
+# plug NS DEV PORT ADDR: a veth pair, DEV in NS with ADDR (in 5.0.0.0/24, on-link: the
+# public router answers ARP for every other address of it), PORT in the public router
+# with a host route to ADDR.
 plug() {
     local ns=$1 dev=$2 port=$3 addr=$4
     ip link add "$dev" netns "$ns" type veth peer name "$port" netns "$LAB-pub"
-    ip -n "$LAB-pub" link set "$port" master br0 up
+    ip netns exec "$LAB-pub" sysctl -qw "net.ipv4.conf.$port.proxy_arp=1"
+    ip -n "$LAB-pub" link set "$port" up
+    ip -n "$LAB-pub" route add "$addr/32" dev "$port"
     ip -n "$ns" addr add "$addr/24" dev "$dev"
     ip -n "$ns" link set "$dev" up
 }

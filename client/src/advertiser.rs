@@ -42,7 +42,9 @@ impl Reachability {
         *self.mapped.lock()
     }
 
-    /// Look again now (after a login, say) rather than at the next check.
+    /// Look again now rather than at the next check: after a login (`Peer::login` and
+    /// `resume_session` nudge it), so that a peer behind a router is registered at its
+    /// public address at once, not up to `CHECK_EVERY` later (a punch to it needs it).
     pub fn nudge(&self) {
         let _ = self.wake.try_send(());
     }

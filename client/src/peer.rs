@@ -270,6 +270,7 @@ impl Peer {
             Reply::LoggedIn => {
                 self.ctx.tracker.set_login(Some(Login { user: user.clone(), session }));
                 self.keep_session(user, session);
+                self.ctx.reach.1.nudge();
                 self.watch_memberships(session);
                 self.resume_shares(user);
                 Ok(())
@@ -316,6 +317,7 @@ impl Peer {
                     );
                     self.keep_session(&user, token);
                 }
+                self.ctx.reach.1.nudge();
                 self.watch_memberships(token);
                 self.resume_shares(&user);
                 Ok(())
