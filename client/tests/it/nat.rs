@@ -303,6 +303,31 @@ fn home_seed(lab: &Lab, cluster: &Cluster, extra: &[&str]) -> ClientProc {
     ClientProc::start_at(Some(&home), &listen, &cluster.info, &cluster.path("seed"), extra, &[])
 }
 
+/// `seed`, in the home network, shares a fresh `f.bin` in group `g`; once it registered its
+/// public address (the router's, as the tracker sees it, with its listen port), `leech`
+/// downloads it to `out.bin`, whole, from a connection the seeder reversed. Returns the
+/// original's path.
+fn download_reversed(
+    cluster: &Cluster,
+    seed: &mut ClientProc,
+    leech: &mut ClientProc,
+    content: u64,
+) -> std::path::PathBuf {
+    let port = seed.listen.port();
+    let original = cluster.path("f.bin");
+    write_random(&original, 1_500_000, content);
+    let line = seed.run1(&format!("upload_file '{}' g", original.display()));
+    assert!(line.starts_with("uploaded "), "{line}");
+    seed.wait_log(&format!("reachable at [{ROUTER_PUBLIC}:{port}, {HOME_HOST}:{port}]"));
+    let out = cluster.path("out.bin");
+    leech.run1(&format!("download_file g f.bin {}", out.display()));
+    let done = leech.wait_downloads_json();
+    assert!(done[0].is_complete("f.bin"), "{done:?}");
+    let path = done[0].paths.get(&format!("{HOME_HOST}:{port}")).map(String::as_str);
+    assert_eq!(path, Some("reversed"), "{done:?}");
+    original
+}
+
 /// A downloader on the public network, member of group `g`, which `seed` creates.
 fn public_leech_in_group_of(lab: &Lab, cluster: &Cluster, seed: &mut ClientProc) -> ClientProc {
     leech_in_group_of(&lab.ns("pub"), PUBLIC_HOST, cluster, seed, &[])
@@ -347,21 +372,9 @@ fn behind_a_upnp_router_a_seeder_is_reached_through_its_mapping() {
     let mut seed = start_seed(&["--no-port-mapping"]);
     let port = seed.listen.port();
     let mut leech = public_leech_in_group_of(&lab, &cluster, &mut seed);
-    let original = cluster.path("f.bin");
-    write_random(&original, 1_500_000, 19);
-    let line = seed.run1(&format!("upload_file '{}' g", original.display()));
-    assert!(line.starts_with("uploaded "), "{line}");
-    // Its public address as the tracker sees it (masqueraded), with its listen port.
-    seed.wait_log(&format!("reachable at [{ROUTER_PUBLIC}:{port}, {HOME_HOST}:{port}]"));
-
     // Without a mapping: every address of the seeder fails, and the seeder is reached by
     // reversal (it connects out to the public downloader).
-    let out = cluster.path("out.bin");
-    leech.run1(&format!("download_file g f.bin {}", out.display()));
-    let done = leech.wait_downloads_json();
-    assert!(done[0].is_complete("f.bin"), "{done:?}");
-    let path = done[0].paths.get(&format!("{HOME_HOST}:{port}")).map(String::as_str);
-    assert_eq!(path, Some("reversed"), "{done:?}");
+    let original = download_reversed(&cluster, &mut seed, &mut leech, 19);
     assert!(!lab.forwards().contains(&format!("{HOME_HOST}:{port}")), "{}", lab.forwards());
 
     // With port mapping, as a service: the same port (its state directory's), the router
@@ -506,18 +519,8 @@ fn a_natted_seeder_connects_back_to_a_public_downloader() {
     let mut seed = home_seed(&lab, &cluster, &["--no-port-mapping"]);
     let port = seed.listen.port();
     let mut leech = public_leech_in_group_of(&lab, &cluster, &mut seed);
-    let original = cluster.path("f.bin");
-    write_random(&original, 1_500_000, 21);
-    let line = seed.run1(&format!("upload_file '{}' g", original.display()));
-    assert!(line.starts_with("uploaded "), "{line}");
-    seed.wait_log(&format!("reachable at [{ROUTER_PUBLIC}:{port}, {HOME_HOST}:{port}]"));
-
+    let original = download_reversed(&cluster, &mut seed, &mut leech, 21);
     let out = cluster.path("out.bin");
-    leech.run1(&format!("download_file g f.bin {}", out.display()));
-    let done = leech.wait_downloads_json();
-    assert!(done[0].is_complete("f.bin"), "{done:?}");
-    let path = done[0].paths.get(&format!("{HOME_HOST}:{port}")).map(String::as_str);
-    assert_eq!(path, Some("reversed"), "{done:?}");
     leech.wait_log(&format!("peer={HOME_HOST}:{port}: reached by reversal"));
     seed.wait_log(&format!("seeder: called leech back at {PUBLIC_HOST}:"));
     crate::support::assert_same_file(&original, &out);
