@@ -20,6 +20,44 @@ fn upload(c: &mut ClientProc, path: &Path) {
     assert!(line.starts_with("uploaded ") || line.starts_with("sharing "), "{line}");
 }
 
+/// Issue 19: a group works over IPv6 alone. The tracker listens on `[::1]:PORT` (its line
+/// of `tracker_info.txt`), the clients on `[::1]:0`: they log in, share, and fetch from two
+/// seeders at once, each reached directly at its IPv6 address.
+#[test]
+fn issue_19_a_swarm_runs_over_ipv6() {
+    let Some(cluster) = Cluster::on_ipv6_loopback(1) else {
+        eprintln!("skipped: this host has no IPv6 loopback (::1)");
+        return;
+    };
+    let _tracker = cluster.start_tracker(1);
+    let listed = std::fs::read_to_string(&cluster.info).unwrap();
+    assert!(listed.contains(&format!("{} ", cluster.addrs[0])), "{listed}");
+    assert!(cluster.addrs[0].is_ipv6(), "{listed}");
+    let mut c = cluster.members(&["s1", "s2", "leech"], &["--max-upload-rate", "4000000"]);
+    let original = cluster.path("v6.bin");
+    write_random(&original, 3 * 512 * 1024 + 77, 61);
+    for (i, seeder) in c.iter_mut().take(2).enumerate() {
+        assert!(seeder.listen.is_ipv6(), "{}", seeder.listen);
+        let copy = cluster.path(&format!("copy{i}"));
+        std::fs::create_dir(&copy).unwrap();
+        std::fs::copy(&original, copy.join("v6.bin")).unwrap();
+        upload(seeder, &copy.join("v6.bin"));
+    }
+    let out = cluster.path("out.bin");
+    c[2].run1(&format!("download_file g v6.bin {}", out.display()));
+    let done = c[2].wait_downloads_json();
+    assert!(done[0].is_complete("v6.bin"), "{done:?}");
+    assert_same_file(&original, &out);
+    assert_eq!(done[0].from_peers.values().sum::<u32>(), 4, "{done:?}");
+    // Every source is one of the seeders, at its [::1] address, reached directly.
+    let seeders = [c[0].listen.to_string(), c[1].listen.to_string()];
+    assert!(!done[0].paths.is_empty(), "{done:?}");
+    for (addr, path) in &done[0].paths {
+        assert!(seeders.contains(addr), "{addr} is not a seeder's address: {done:?}");
+        assert_eq!(path, "direct", "{done:?}");
+    }
+}
+
 #[test]
 fn downloads_from_several_peers_at_once() {
     let (cluster, _tracker) = Cluster::with_one_tracker();

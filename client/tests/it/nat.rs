@@ -176,6 +176,7 @@ impl Lab {
             addrs: vec![addr.parse().expect("an address")],
             netns: Some(self.ns("pub")),
             tracker_args: Vec::new(),
+            loopback: std::net::IpAddr::from([127, 0, 0, 1]),
             tracker_log_level: None,
         }
     }

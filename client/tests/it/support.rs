@@ -2,7 +2,7 @@
 //! readiness lines, drives clients through stdin, and kills every process in `Drop`.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
@@ -46,7 +46,7 @@ pub fn tracker_bin() -> PathBuf {
     path
 }
 
-/// A free port on 127.0.0.1 at the time of the call. Trackers must know each other's
+/// A free port on `ip` (127.0.0.1 or ::1) at the time of the call. Trackers must know each other's
 /// addresses before they start, so `tracker_info.txt` needs ports chosen in advance;
 /// `Cluster::start` retries if another process takes one in between.
 ///
@@ -54,7 +54,7 @@ pub fn tracker_bin() -> PathBuf {
 /// connection of any process can take it while a tracker that used it restarts: tests that
 /// restart a tracker need its port again. Only another test's choice could clash, and
 /// each choice starts at a random place in the range.
-fn free_port() -> u16 {
+fn free_port(ip: IpAddr) -> u16 {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
@@ -67,12 +67,12 @@ fn free_port() -> u16 {
         for _ in 0..span.min(2000) {
             let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let port = low + start.wrapping_add(n.wrapping_mul(7919)) % span;
-            if let Ok(listener) = TcpListener::bind(("127.0.0.1", port as u16)) {
+            if let Ok(listener) = TcpListener::bind((ip, port as u16)) {
                 return listener.local_addr().unwrap().port();
             }
         }
     }
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port()
 }
 
 /// Reads a child's stdout line by line into a channel.
@@ -138,6 +138,9 @@ pub struct Cluster {
     pub netns: Option<String>,
     /// Options every tracker of the cluster is started with.
     pub tracker_args: Vec<String>,
+    /// The loopback address trackers and clients listen on: 127.0.0.1, or ::1 (issue 19:
+    /// IPv6).
+    pub loopback: IpAddr,
     /// `RUST_LOG` of the trackers, when not `debug`.
     pub tracker_log_level: Option<String>,
 }
@@ -158,10 +161,22 @@ impl Cluster {
             addrs: Vec::new(),
             netns: None,
             tracker_args: Vec::new(),
+            loopback: IpAddr::from([127, 0, 0, 1]),
             tracker_log_level: None,
         };
         cluster.pick_ports(n);
         cluster
+    }
+
+    /// A cluster of `n` trackers on ::1, whose clients listen on ::1 too; `None` where this
+    /// host has no IPv6 loopback.
+    pub fn on_ipv6_loopback(n: usize) -> Option<Cluster> {
+        let loopback = IpAddr::from(std::net::Ipv6Addr::LOCALHOST);
+        TcpListener::bind((loopback, 0)).ok()?;
+        let mut cluster = Cluster::new(0);
+        cluster.loopback = loopback;
+        cluster.pick_ports(n);
+        Some(cluster)
     }
 
     /// A cluster of `n` trackers inside network namespace `netns` (which the caller made),
@@ -180,6 +195,7 @@ impl Cluster {
             addrs,
             netns: Some(netns.to_string()),
             tracker_args: Vec::new(),
+            loopback: IpAddr::from([127, 0, 0, 1]),
             tracker_log_level: None,
         }
     }
@@ -191,7 +207,8 @@ impl Cluster {
     }
 
     fn pick_ports(&mut self, n: usize) {
-        self.addrs = (0..n).map(|_| SocketAddr::from(([127, 0, 0, 1], free_port()))).collect();
+        let ip = self.loopback;
+        self.addrs = (0..n).map(|_| SocketAddr::new(ip, free_port(ip))).collect();
         let text: String = self.addrs.iter().map(|a| format!("{a}\n")).collect();
         std::fs::write(&self.info, format!("# test trackers\n{text}")).unwrap();
     }
@@ -303,8 +320,9 @@ impl Cluster {
 
     /// Starts a client with extra command-line options.
     pub fn client_with(&self, name: &str, extra: &[&str]) -> ClientProc {
-        ClientProc::start_in(
+        ClientProc::start_at(
             self.netns.as_deref(),
+            &SocketAddr::new(self.loopback, 0).to_string(),
             &self.info,
             &self.dir.path().join(name),
             extra,
