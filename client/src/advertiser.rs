@@ -1,8 +1,10 @@
 //! The `advertise` thread (issue 19): registers with the trackers every address this peer
 //! may be reached at (`reach::own_addresses`: a router mapping, the public IP a tracker sees
 //! it from with its listen port, its listen address), when the login, the observed address
-//! or the mapping changes, and again every `REFRESH_EVERY` (the leader keeps it as soft
-//! state, which a new leader starts without).
+//! or the mapping changes, and again every `SOFT_STATE_REFRESH` (the leader keeps it as soft
+//! state, which a new leader starts without). With the addresses go the other soft state's
+//! requests it is given (`SoftState`: the pieces of the folder parts this peer holds, issue
+//! 23), so that a new leader lists this peer again as a holder of them.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,8 +21,13 @@ use crate::tracker_session::{CallError, TrackerSession};
 /// How often the thread looks whether something changed (the observed address is learnt
 /// with any tracker call, a login with the REPL's).
 const CHECK_EVERY: Duration = Duration::from_secs(2);
-/// How often the addresses are registered again although nothing changed.
-const REFRESH_EVERY: Duration = Duration::from_secs(30);
+/// How often what the leader keeps as soft state (the addresses, the pieces of folder parts
+/// and of downloads) is registered again although nothing changed.
+pub const SOFT_STATE_REFRESH: Duration = Duration::from_secs(30);
+
+/// The requests that register the rest of this peer's soft state, made afresh at each
+/// registration (`Request::AnnouncePieces` of each folder part it holds).
+pub type SoftState = Box<dyn Fn() -> Vec<Request> + Send>;
 
 /// What other threads tell the advertiser: the router mapping, and that something changed.
 #[derive(Clone)]
@@ -57,18 +64,20 @@ pub struct Advertiser {
 }
 
 impl Advertiser {
-    /// Starts the thread for a peer listening on `listen`; returns it with the handle that
-    /// other threads tell about changes.
+    /// Starts the thread for a peer listening on `listen`, which registers `soft_state`'s
+    /// requests with its addresses; returns it with the handle that other threads tell
+    /// about changes.
     pub fn start(
         tracker: Arc<TrackerSession>,
         listen: SocketAddr,
+        soft_state: SoftState,
     ) -> std::io::Result<(Advertiser, Reachability)> {
         let (wake, woken) = crossbeam_channel::bounded(1);
         let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
         let reach = Reachability { mapped: Arc::default(), wake };
         let thread = std::thread::Builder::new().name("advertise".into()).spawn({
             let reach = reach.clone();
-            move || run(&tracker, listen, &reach, &woken, &stopped)
+            move || run(&tracker, listen, &reach, &soft_state, (&woken, &stopped))
         })?;
         Ok((Advertiser { stop, thread }, reach))
     }
@@ -84,8 +93,8 @@ fn run(
     tracker: &TrackerSession,
     listen: SocketAddr,
     reach: &Reachability,
-    woken: &Receiver<()>,
-    stopped: &Receiver<()>,
+    soft_state: &SoftState,
+    (woken, stopped): (&Receiver<()>, &Receiver<()>),
 ) {
     let mut sent: Option<(SessionToken, Vec<SocketAddr>, Instant)> = None;
     loop {
@@ -100,7 +109,7 @@ fn run(
         };
         let addrs = own_addresses(listen, tracker.observed().map(|a| a.ip()), reach.mapped());
         let due = sent.as_ref().is_none_or(|(session, last, at)| {
-            *session != login.session || *last != addrs || at.elapsed() >= REFRESH_EVERY
+            *session != login.session || *last != addrs || at.elapsed() >= SOFT_STATE_REFRESH
         });
         if !due {
             continue;
@@ -111,6 +120,11 @@ fn run(
                     log::info!("reachable at {addrs:?}");
                 }
                 sent = Some((login.session, addrs, Instant::now()));
+                for request in soft_state() {
+                    if let Err(e) = tracker.call(request) {
+                        log::debug!("cannot register this peer's soft state: {e}");
+                    }
+                }
             }
             Err(CallError::NotLoggedIn) => sent = None,
             Err(e) => log::debug!("cannot register this peer's addresses: {e}"),

@@ -148,8 +148,19 @@ pub fn run(config: Config) -> Result<(), RunError> {
     )?;
     // Issue 19: the addresses this peer may be reached at, registered with the trackers,
     // and the router's port mapping, asked for in the background.
+    // With them, the pieces of each folder part this peer holds (issue 23), which the
+    // leader keeps as soft state too.
+    let parts: advertiser::SoftState = {
+        let registry = Arc::clone(&registry);
+        Box::new(move || {
+            let held = registry.all().into_iter().filter(|share| {
+                !share.chosen.is_whole() && matches!(share.phase(), swarm::Phase::Seeding)
+            });
+            held.map(|part| download::completion_request(&part)).collect()
+        })
+    };
     let (advertiser, reachability) =
-        advertiser::Advertiser::start(Arc::clone(&tracker), listen_addr)?;
+        advertiser::Advertiser::start(Arc::clone(&tracker), listen_addr, parts)?;
     let port_mapper = match !config.no_port_mapping && settings.port_mapping.unwrap_or(true) {
         true => port_map::PortMapper::start(listen_addr, reachability.clone())?,
         false => None,

@@ -300,9 +300,6 @@ impl TrackerSession {
         self.with_link(|link| link.call(None, request, interrupt))
     }
 
-    /// Sends a heartbeat if logged in, saying which version of the user's memberships it
-    /// knows (`known`); returns the memberships when the tracker says they changed.
-    /// Failures are only logged (the next one retries).
     /// Asks the tracker its place in the cluster (`Status`), for the view; nothing
     /// without a login, and a failure keeps the last answer.
     pub fn refresh_status(&self) {
@@ -314,6 +311,9 @@ impl TrackerSession {
         }
     }
 
+    /// Sends a heartbeat if logged in, saying which version of the user's memberships it
+    /// knows (`known`); returns the memberships when the tracker says they changed.
+    /// Failures are only logged (the next one retries).
     pub fn heartbeat(&self, known: Option<u64>) -> Option<Memberships> {
         match self.call(Request::Heartbeat { known }) {
             Ok(Reply::Alive { memberships }) => memberships,

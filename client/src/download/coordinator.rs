@@ -27,6 +27,7 @@ use super::scheduler::{PeerId, Scheduler};
 use super::tracker_calls::{TrackerCalls, TrackerJob, TrackerNews};
 use super::worker::{self, Event, HaveNews, Inbox, Job, Target};
 use super::{finish, part_file, Context};
+use crate::advertiser::SOFT_STATE_REFRESH;
 use crate::reach::SourcePath;
 use crate::swarm::{DownloadError, Phase, StallCause, Swarm};
 use crate::tracker_session::CallError;
@@ -80,6 +81,10 @@ pub struct Coordinator {
     /// stalled download with no peer connected says.
     unreachable: Option<String>,
     announced: u32,
+    /// When the last announcement was posted: the leader keeps what it says as soft state,
+    /// which a new leader starts without, so it is posted again every
+    /// `SOFT_STATE_REFRESH` even when nothing changed.
+    announced_at: Instant,
     /// When this download's progress was last saved (`SAVE_PROGRESS_EVERY`).
     progress_saved: Instant,
     /// The SHA1 computed from the bytes of every piece we have (received, or re-verified
@@ -166,6 +171,7 @@ impl Coordinator {
             stalled_since: None,
             unreachable: None,
             announced: have.count(),
+            announced_at: Instant::now(),
             progress_saved: Instant::now(),
             computed,
             swarm,
@@ -598,7 +604,7 @@ impl Coordinator {
     /// now, if that changed.
     fn announce(&mut self) {
         let n_have = self.scheduler.n_have();
-        if n_have == self.announced {
+        if n_have == self.announced && self.announced_at.elapsed() < SOFT_STATE_REFRESH {
             return;
         }
         if self.progress_saved.elapsed() >= SAVE_PROGRESS_EVERY {
@@ -611,7 +617,9 @@ impl Coordinator {
             have: self.swarm.have(),
         };
         // Skipped when calls are queued: the next tick announces again.
-        self.calls.post(TrackerJob::Announce { request, n_have });
+        if self.calls.post(TrackerJob::Announce { request, n_have }) {
+            self.announced_at = Instant::now();
+        }
     }
 
     /// Asks the tracker for peers (and a fresh ticket) if the schedule says it is time.

@@ -3,8 +3,9 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
-use crate::support::{ClientProc, Cluster};
+use crate::support::{wait_leader, ClientProc, Cluster, TrackerProc};
 
 /// alice and bob, members of group g (owned by alice).
 fn member_pair(cluster: &Cluster) -> (ClientProc, ClientProc) {
@@ -702,4 +703,44 @@ fn a_staging_directory_left_by_a_kill_does_not_fail_the_download() {
         std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
     beside.sort();
     assert_eq!(beside, [".album.part", "album"]);
+}
+
+/// Issue 23: a peer holding part of a folder is found again after the leader changes. The
+/// leader keeps which pieces a part's holder has as soft state, which a new leader starts
+/// without; the holder registers them again with its addresses (every
+/// `SOFT_STATE_REFRESH`, 30 s), so a downloader of that part, whose only other source is
+/// gone, still gets it from the holder, before its stall timeout (60 s).
+#[test]
+fn a_part_holder_is_found_again_after_the_leader_changes() {
+    let cluster = Cluster::new(3);
+    let mut trackers: Vec<Option<TrackerProc>> =
+        cluster.start_all().into_iter().map(Some).collect();
+    let leader = wait_leader(&mut trackers.iter_mut().flatten().collect::<Vec<_>>());
+    let mut c = cluster.members(&["seed", "part", "late"], &[]);
+    let root = cluster.path("album");
+    awkward_tree(&root);
+    c[0].run(&format!("upload_file {} g", root.display()));
+    let out = cluster.path("out");
+    std::fs::create_dir(&out).unwrap();
+    c[1].run1(&format!("download_file g album/sub/ {}", out.display()));
+    assert!(c[1].wait_downloads_json()[0].is_complete("album"));
+    // The whole folder's only seeder and the leader go; a new leader is elected.
+    c[0].kill();
+    trackers[leader].take().unwrap().kill();
+    wait_leader(&mut trackers.iter_mut().flatten().collect::<Vec<_>>());
+    let late = cluster.path("late-out");
+    std::fs::create_dir(&late).unwrap();
+    c[2].run1(&format!("download_file g album/sub/deep/ {}", late.display()));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let done = loop {
+        let now = c[2].downloads();
+        if now[0].state != "downloading" {
+            break now;
+        }
+        assert!(Instant::now() < deadline, "still downloading: {now:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(done[0].is_complete("album"), "{done:?}");
+    assert_eq!(done[0].peer_users.values().collect::<Vec<_>>(), ["part"], "{done:?}");
+    assert_eq!(std::fs::read(late.join("deep/x.bin")).unwrap(), b"xyz");
 }
