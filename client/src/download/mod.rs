@@ -28,6 +28,7 @@ pub mod disk_writer;
 pub mod event;
 pub mod finish;
 pub mod part_file;
+pub mod path_plan;
 pub mod peer_set;
 pub mod record;
 pub mod scheduler;

@@ -487,7 +487,7 @@ fn punch(
     }
     let deadline = Instant::now() + crate::punch::PUNCH_FOR;
     let listen = target.reach.0;
-    match crate::punch::punch(listen, &targets, deadline, Some(&awaiting.arrived)) {
+    match crate::punch::punch(listen, &targets, deadline, Some(&awaiting.arrived), None) {
         Ok((stream, _)) => Ok(stream),
         Err(e) => {
             Err(format!("no hole punched within {} s ({e})", crate::punch::PUNCH_FOR.as_secs()))
