@@ -106,11 +106,9 @@ fn punch_until(
                 return;
             }
             Err((outcome, why)) => {
+                let n = schedule.attempts();
                 let next = schedule.next(outcome);
-                log::debug!(
-                    "punch to {targets:?}: {why} (attempt {}, next in {next:?})",
-                    schedule.attempts()
-                );
+                log::debug!("punch {n} to {targets:?}: {why}; the next in {next:?}");
                 let failed = PunchNews::Failed { why, again: next.is_some() };
                 // A worker busy with its pieces reads news now and then: the latest
                 // failure is enough for it.
