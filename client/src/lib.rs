@@ -197,6 +197,9 @@ pub fn run(config: Config) -> Result<(), RunError> {
         upload_cap,
         reversals,
         reach: (listen_addr, reachability),
+        upgrades: Arc::new(parking_lot::Mutex::new(download::path_plan::UpgradeBudget::new(
+            std::time::Instant::now(),
+        ))),
     };
 
     let known = Arc::new(Known::default());

@@ -31,6 +31,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 use socket2::{Domain, SockAddr, Socket, Type};
 
+use crate::interrupt::Interrupt;
+
 /// How long a whole punch may take, on both sides.
 pub const PUNCH_FOR: Duration = Duration::from_secs(2);
 /// The TTL of an attempt's first SYN: past this peer's router, not as far as the other's.
@@ -69,12 +71,14 @@ struct Attempt {
 /// Connects from `local` (the listen address) to the first of `targets` that answers,
 /// attempts repeated with jitter until `deadline`; or takes the connection this peer's
 /// listener accepted from one of them (`arrived`, the downloader's side). Returns the
-/// stream (blocking, no timeouts set) and whom it joins.
+/// stream (blocking, no timeouts set) and whom it joins. Gives up at once when `cancel`
+/// fires (its worker stopped, or another path won).
 pub fn punch(
     local: SocketAddr,
     targets: &[SocketAddr],
     deadline: Instant,
     arrived: Option<&Receiver<TcpStream>>,
+    cancel: Option<&Interrupt>,
 ) -> io::Result<(TcpStream, SocketAddr)> {
     let start = Instant::now();
     let mut attempts: Vec<Attempt> = Vec::new();
@@ -86,6 +90,9 @@ pub fn punch(
             let from = stream.peer_addr()?;
             stream.set_nonblocking(false)?;
             return Ok((stream, from));
+        }
+        if cancel.is_some_and(Interrupt::is_fired) {
+            return Err(io::Error::new(io::ErrorKind::Interrupted, "punch given up"));
         }
         let now = Instant::now();
         if now >= deadline {
@@ -168,7 +175,7 @@ mod tests {
         let theirs = TcpListener::bind("127.0.0.1:0").unwrap();
         let target = theirs.local_addr().unwrap();
         let deadline = Instant::now() + PUNCH_FOR;
-        let (stream, reached) = punch(local, &[target], deadline, None).unwrap();
+        let (stream, reached) = punch(local, &[target], deadline, None, None).unwrap();
         assert_eq!(reached, target);
         assert_eq!(stream.local_addr().unwrap(), local);
         let (_, from) = theirs.accept().unwrap();
@@ -180,8 +187,19 @@ mod tests {
         let local = listener("127.0.0.1:0".parse().unwrap()).unwrap().local_addr().unwrap();
         let nobody = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         let deadline = Instant::now() + Duration::from_millis(500);
-        assert!(punch(local, &[nobody], deadline, None).is_err());
+        assert!(punch(local, &[nobody], deadline, None, None).is_err());
         assert!(Instant::now() < deadline + Duration::from_millis(200));
+    }
+
+    #[test]
+    fn a_punch_given_up_ends_at_once() {
+        let local = listener("127.0.0.1:0".parse().unwrap()).unwrap().local_addr().unwrap();
+        let nobody = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let cancel = Interrupt::default();
+        cancel.fire();
+        let far = Instant::now() + Duration::from_secs(3600);
+        let given_up = punch(local, &[nobody], far, None, Some(&cancel)).unwrap_err();
+        assert_eq!(given_up.kind(), io::ErrorKind::Interrupted);
     }
 
     #[test]

@@ -55,8 +55,8 @@ pub fn own_addresses(
 /// tracker from `observed`, with the router mapping `mapped`), so that asking an unreachable
 /// source to connect back (connection reversal) is worth its wait: yes with a mapping, on a
 /// host whose listen address is the one the tracker sees, or when it cannot tell (nothing
-/// observed yet, a wildcard listen address); no behind a router that maps nothing, where
-/// the relay is asked for at once (issue 19).
+/// observed yet, a wildcard listen address); no behind a router that maps nothing, where a
+/// hole punch and the relay are tried at once (issue 19).
 pub fn reversal_may_work(
     listen: SocketAddr,
     observed: Option<IpAddr>,
@@ -106,7 +106,7 @@ mod tests {
         assert!(reversal_may_work(addr("192.168.1.2:7"), ip("5.0.0.2"), Some(addr("5.0.0.2:7"))));
         assert!(reversal_may_work(addr("192.168.1.2:7"), None, None));
         assert!(reversal_may_work(addr("0.0.0.0:7"), ip("5.0.0.2"), None));
-        // Behind a masquerading router without a mapping: straight to the relay.
+        // Behind a masquerading router without a mapping: straight to a punch and the relay.
         assert!(!reversal_may_work(addr("192.168.1.2:7"), ip("5.0.0.2"), None));
         // Loopback peers see each other as they are.
         assert!(reversal_may_work(addr("127.0.0.1:7"), ip("127.0.0.1"), None));

@@ -304,16 +304,17 @@ fn spawn_conn(ctx: &Arc<Context>, peer: SocketAddr, opened: Opened) {
             }
             Opened::Punched(call) => {
                 let deadline = Instant::now() + crate::punch::PUNCH_FOR;
-                let stream = match crate::punch::punch(ctx.listen, &call.addrs, deadline, None) {
-                    Ok((stream, reached)) => {
-                        log::info!("seeder: punched through to {} at {reached}", call.user);
-                        stream
-                    }
-                    Err(e) => {
-                        log::info!("seeder: no hole punched to {}: {e}", call.user);
-                        return;
-                    }
-                };
+                let stream =
+                    match crate::punch::punch(ctx.listen, &call.addrs, deadline, None, None) {
+                        Ok((stream, reached)) => {
+                            log::info!("seeder: punched through to {} at {reached}", call.user);
+                            stream
+                        }
+                        Err(e) => {
+                            log::info!("seeder: no hole punched to {}: {e}", call.user);
+                            return;
+                        }
+                    };
                 if let Ok(handle) = stream.try_clone() {
                     let live = Live { handle, pending_since: Some(Instant::now()) };
                     ctx.conns.live.lock().insert(id, live);

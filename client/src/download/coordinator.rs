@@ -137,6 +137,7 @@ impl Coordinator {
             tracker: Arc::clone(&ctx.tracker),
             reversals: Arc::clone(&ctx.reversals),
             reach: ctx.reach.clone(),
+            upgrades: Arc::clone(&ctx.upgrades),
         });
         // Unbounded in type, bounded by construction: a worker sends one event per request
         // it made (at most 2 in flight), per connection change, and at most one `Have`
@@ -390,6 +391,12 @@ impl Coordinator {
                 self.record_connected();
                 self.scheduler.set_peer_have(peer, have);
                 self.record_peer_have(peer);
+            }
+            Event::Moved { peer, path } => {
+                if let Some(w) = self.workers.get_mut(&peer) {
+                    w.path = path;
+                }
+                self.record_connected();
             }
             Event::Verified { peer, piece, hash, bytes_per_sec } => {
                 self.scheduler.record_throughput(peer, bytes_per_sec);

@@ -9,6 +9,9 @@ use super::scheduler::PeerId;
 pub enum Event {
     /// Connected, by `path` (issue 19); the peer has these pieces.
     Ready { peer: PeerId, have: Bitfield, path: crate::reach::SourcePath },
+    /// The worker moved to another connection to its peer, reached by `path` (issue 19: a
+    /// relayed source to a hole punched later).
+    Moved { peer: PeerId, path: crate::reach::SourcePath },
     /// A piece arrived, matched its hash (`hash`, computed from the received bytes) and was
     /// written.
     Verified { peer: PeerId, piece: PieceIndex, hash: Sha1Digest, bytes_per_sec: f64 },

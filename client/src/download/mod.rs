@@ -27,10 +27,15 @@ pub mod destination;
 pub mod disk_writer;
 pub mod event;
 pub mod finish;
+pub mod greeting;
 pub mod part_file;
+pub mod path_plan;
+pub mod paths;
 pub mod peer_set;
+pub mod puncher;
 pub mod record;
 pub mod scheduler;
+pub mod target;
 pub mod tracker_calls;
 pub mod unpack;
 pub mod worker;
@@ -123,6 +128,9 @@ pub struct Context {
     /// This peer's listen address and what it knows of its router mapping: whether a
     /// reversal is worth asking for (`reach::reversal_may_work`).
     pub reach: (std::net::SocketAddr, crate::advertiser::Reachability),
+    /// The background hole punches of every download (issue 19): a share of the tracker's
+    /// calls budget.
+    pub upgrades: Arc<parking_lot::Mutex<path_plan::UpgradeBudget>>,
 }
 
 /// What a download's thread starts fetching with: its `.part` file, the peers and a ticket.

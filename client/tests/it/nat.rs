@@ -603,62 +603,209 @@ fn reversals_are_checked_and_bounded_per_caller() {
 /// Issue 19, hole punching: a seeder behind one home router and a downloader behind
 /// another (both masquerading, port-preserving, no port mapping) reach each other neither
 /// directly nor by reversal; the tracker has them connect to each other at once from their
-/// listening ports, and each router lets the other's SYN in (`punched`).
+/// listening ports, and each router lets the other's SYN in (`punched`). The relay is asked
+/// for at the same moment: the source may start relayed (the relay is faster to join than a
+/// hole, whose SYNs cross a second apart) and moves to the hole once it is punched; the
+/// relay is slowed (1 MB/s for the user) so that the 12 MB download outlasts the punch.
 #[test]
 fn nat_to_nat_is_punched_through_port_preserving_routers() {
-    nat_to_nat_download("nat_to_nat_is_punched_through_port_preserving_routers", false);
+    let test = "nat_to_nat_is_punched_through_port_preserving_routers";
+    let Some(mut lab) = Lab::create(test) else { return };
+    let mut homes = TwoHomes::new(&mut lab, false, &["--relay-user-rate", "8"], None);
+    let (original, out) = homes.share(12_000_000, 22);
+    homes.leech.run1(&format!("download_file g f.bin {}", out.display()));
+    let done = homes.leech.wait_downloads_json();
+    assert!(done[0].is_complete("f.bin"), "{done:?}");
+    let path = done[0].paths.get(&homes.seed_addr).map(String::as_str);
+    homes.dump_logs_unless(path == Some("punched"));
+    assert_eq!(path, Some("punched"), "{done:?}");
+    homes.leech.wait_log(&format!("peer={}: reached ", homes.seed_addr));
+    homes.leech.wait_log("hole punched through both routers");
+    homes.seed.wait_log("seeder: leech asks for a hole punch to");
+    homes.seed.wait_log("seeder: punched through to leech");
+    crate::support::assert_same_file(&original, &out);
 }
 
-/// Issue 19, relays: the same with the seeder behind a router that randomizes its ports
-/// (carrier-grade NAT), where no hole can be punched: both join the tracker's relay, which
-/// copies their end-to-end encrypted bytes (`relayed`).
+/// Issue 19, relays: a seeder behind a router that randomizes its ports (carrier-grade
+/// NAT), where no hole can be punched: both join the tracker's relay, which copies their
+/// end-to-end encrypted bytes (`relayed`).
 #[test]
 fn a_seeder_behind_a_randomizing_nat_is_relayed() {
-    nat_to_nat_download("a_seeder_behind_a_randomizing_nat_is_relayed", true);
+    let Some(mut lab) = Lab::create("a_seeder_behind_a_randomizing_nat_is_relayed") else {
+        return;
+    };
+    let mut homes = TwoHomes::new(&mut lab, true, &[], None);
+    let (original, out) = homes.share(2_500_000, 22);
+    homes.leech.run1(&format!("download_file g f.bin {}", out.display()));
+    let done = homes.leech.wait_downloads_json();
+    assert!(done[0].is_complete("f.bin"), "{done:?}");
+    let path = done[0].paths.get(&homes.seed_addr).map(String::as_str);
+    assert_eq!(path, Some("relayed"), "{done:?}");
+    homes.leech.wait_log(&format!("peer={}: reached through a tracker's relay", homes.seed_addr));
+    homes.seed.wait_log("seeder: relaying to leech through tracker 1");
+    crate::support::assert_same_file(&original, &out);
 }
 
-fn nat_to_nat_download(test: &str, random_ports: bool) {
-    let Some(mut lab) = Lab::create(test) else { return };
-    let (seed_ns, seed_host) = lab.add_home(3, random_ports);
-    let (leech_ns, leech_host) = lab.add_home(2, false);
-    let cluster = lab.cluster();
-    let _tracker = cluster.start_all();
-    let mut seed = ClientProc::start_at(
-        Some(&seed_ns),
-        &format!("{seed_host}:0"),
-        &cluster.info,
-        &cluster.path("seed"),
-        &["--no-port-mapping"],
-        &[],
-    );
-    let port = seed.listen.port();
-    let mut leech = leech_in_group_of(&leech_ns, &leech_host, &cluster, &mut seed, &[]);
-    let original = cluster.path("f.bin");
-    write_random(&original, 2_500_000, 22);
-    let line = seed.run1(&format!("upload_file '{}' g", original.display()));
-    assert!(line.starts_with("uploaded "), "{line}");
-    wait_awaiting_calls(&cluster, "seed");
-    // The seeder registered its public address (its router's, 5.0.0.4) with its port.
-    seed.wait_log(&format!("reachable at [5.0.0.4:{port}"));
-    let out = cluster.path("out.bin");
-    leech.run1(&format!("download_file g f.bin {}", out.display()));
-    let done = leech.wait_downloads_json();
-    assert!(done[0].is_complete("f.bin"), "{done:?}");
-    let path = done[0].paths.get(&format!("{seed_host}:{port}")).map(String::as_str);
-    let peer = format!("peer={seed_host}:{port}");
-    if random_ports {
-        assert_eq!(path, Some("relayed"), "{done:?}");
-        leech.wait_log(&format!("{peer}: reached through a tracker's relay"));
-        seed.wait_log("seeder: relaying to leech through tracker 1");
-    } else {
-        if path != Some("punched") {
-            eprintln!("LEECH:\n{}\nSEED:\n{}", leech.log_text(), seed.log_text());
+/// Issue 19, a relayed source moves to a hole punched later: the downloader's router drops
+/// every SYN between the two homes' public addresses at first (the relay, through the
+/// tracker, passes), so the download starts `relayed`, slowed to 1 MB/s (32 MiB: half a
+/// minute, while the background punches come 4, then 8, then 16 s apart); once the punch
+/// tried beside the relay failed, the rule is removed, a background punch goes through, and
+/// the worker moves to it between two pieces: the source is `punched` before the download
+/// ends, every piece counted once.
+#[test]
+fn a_relayed_source_moves_to_a_hole_punched_later() {
+    let Some(mut lab) = Lab::create("a_relayed_source_moves_to_a_hole_punched_later") else {
+        return;
+    };
+    let mut homes = TwoHomes::new(&mut lab, false, &["--relay-user-rate", "8"], None);
+    // On the downloader's router, before connection tracking: no SYN to or from the
+    // seeder's router (5.0.0.4).
+    let rtr2 = lab.ns("rtr2");
+    let rules = lab.dir.path().join("nopunch.nft");
+    std::fs::write(
+        &rules,
+        "table ip nopunch {\n\
+         chain pre { type filter hook prerouting priority -300; policy accept;\n\
+         ip daddr 5.0.0.4 tcp flags & (syn | ack) == syn drop;\n\
+         ip saddr 5.0.0.4 tcp flags & (syn | ack) == syn drop; }\n\
+         }\n",
+    )
+    .expect("write the blocking rules");
+    lab.must(&["ip", "netns", "exec", &rtr2, "nft", "-f", &rules.display().to_string()]);
+    let (original, out) = homes.share(32 * 1024 * 1024, 25);
+    homes.leech.run1(&format!("download_file g f.bin {}", out.display()));
+    // Relayed, with pieces still to fetch: the block is lifted.
+    let deadline = std::time::Instant::now() + crate::support::TIMEOUT;
+    loop {
+        let now = homes.leech.downloads();
+        let path = now[0].paths.get(&homes.seed_addr).map(String::as_str);
+        if path == Some("relayed") && now[0].pieces_have > 0 {
+            assert_eq!(now[0].state, "downloading", "{now:?}");
+            break;
         }
-        assert_eq!(path, Some("punched"), "{done:?}");
-        leech.wait_log(&format!("{peer}: reached by a hole punched through both routers"));
-        seed.wait_log("seeder: leech asks for a hole punch to");
+        assert!(std::time::Instant::now() < deadline, "never relayed: {now:?}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    // The punch tried beside the relay failed: the rule is lifted for the next ones.
+    homes.leech.wait_log("punch 1 to [5.0.0.4:");
+    lab.must(&["ip", "netns", "exec", &rtr2, "nft", "delete", "table", "ip", "nopunch"]);
+    let done = homes.leech.wait_downloads_json();
+    assert!(done[0].is_complete("f.bin"), "{done:?}");
+    let path = done[0].paths.get(&homes.seed_addr).map(String::as_str);
+    homes.dump_logs_unless(path == Some("punched"));
+    assert_eq!(path, Some("punched"), "{done:?}");
+    homes.leech.wait_log(&format!(
+        "peer={}: moved from the relay to a hole punched through both routers",
+        homes.seed_addr
+    ));
+    // The seeder took the punched connection beside the relayed one.
+    homes.seed.wait_log("seeder: punched through to leech");
+    // Every piece counted once, all from that one source.
+    assert_eq!(done[0].from_peers.get(&homes.seed_addr), Some(&64), "{done:?}");
     crate::support::assert_same_file(&original, &out);
+}
+
+/// Issue 19, a reversal that fails, then a punch: the downloader listens on the wildcard
+/// address, so it cannot tell that it is behind a router and asks for a reversal; its
+/// router drops new connections to its port (a firewall), so the seeder's call back never
+/// connects; after its 3 s the downloader punches (and asks for a relay at once), and the
+/// source ends `punched`.
+#[test]
+fn a_failed_reversal_is_followed_by_a_punch() {
+    let Some(mut lab) = Lab::create("a_failed_reversal_is_followed_by_a_punch") else {
+        return;
+    };
+    let mut homes = TwoHomes::new(&mut lab, false, &["--relay-user-rate", "8"], Some("0.0.0.0"));
+    let port = homes.leech.listen.port();
+    let rules = lab.dir.path().join("firewall.nft");
+    std::fs::write(
+        &rules,
+        format!(
+            "table ip firewall {{\n\
+             chain pre {{ type filter hook prerouting priority 0; policy accept;\n\
+             iifname \"wan0\" tcp dport {port} ct state new drop; }}\n\
+             }}\n"
+        ),
+    )
+    .expect("write the firewall's rules");
+    lab.must(&["ip", "netns", "exec", &lab.ns("rtr2"), "nft", "-f", &rules.display().to_string()]);
+    let (original, out) = homes.share(12_000_000, 26);
+    homes.leech.run1(&format!("download_file g f.bin {}", out.display()));
+    let done = homes.leech.wait_downloads_json();
+    assert!(done[0].is_complete("f.bin"), "{done:?}");
+    let path = done[0].paths.get(&homes.seed_addr).map(String::as_str);
+    homes.dump_logs_unless(path == Some("punched"));
+    assert_eq!(path, Some("punched"), "{done:?}");
+    homes.seed.wait_log("seeder: leech asks to be called back at [5.0.0.3:");
+    homes.leech.wait_log(&format!(
+        "peer={}: no address answered (Connection refused (os error 111)), the peer did not \
+         connect back within 3 s; punching a hole and asking for a relay at once",
+        homes.seed_addr
+    ));
+    homes.leech.wait_log("hole punched through both routers");
+    crate::support::assert_same_file(&original, &out);
+}
+
+/// A seeder behind one home router (5.0.0.4, with random ports if `random_ports`) and a
+/// downloader behind another (5.0.0.3, port-preserving), both members of group `g`, with a
+/// tracker started with `tracker_args`; the downloader listens on `leech_ip` if given (else
+/// its host's address).
+struct TwoHomes {
+    cluster: Cluster,
+    _tracker: Vec<crate::support::TrackerProc>,
+    seed: ClientProc,
+    leech: ClientProc,
+    /// The address the seeder logged in with (its name in `show_downloads`).
+    seed_addr: String,
+}
+
+impl TwoHomes {
+    fn new(
+        lab: &mut Lab,
+        random_ports: bool,
+        tracker_args: &[&str],
+        leech_ip: Option<&str>,
+    ) -> TwoHomes {
+        let (seed_ns, seed_host) = lab.add_home(3, random_ports);
+        let (leech_ns, leech_host) = lab.add_home(2, false);
+        let mut cluster = lab.cluster();
+        cluster.tracker_args = tracker_args.iter().map(|a| a.to_string()).collect();
+        let tracker = cluster.start_all();
+        let mut seed = ClientProc::start_at(
+            Some(&seed_ns),
+            &format!("{seed_host}:0"),
+            &cluster.info,
+            &cluster.path("seed"),
+            &["--no-port-mapping"],
+            &[],
+        );
+        let seed_addr = format!("{seed_host}:{}", seed.listen.port());
+        let leech_ip = leech_ip.unwrap_or(&leech_host);
+        let leech = leech_in_group_of(&leech_ns, leech_ip, &cluster, &mut seed, &[]);
+        TwoHomes { cluster, _tracker: tracker, seed, leech, seed_addr }
+    }
+
+    /// The seeder shares a fresh `f.bin` of `size` bytes (random from `content`) once it
+    /// waits for calls and registered its public address; returns it and where the
+    /// downloader is to put it.
+    fn share(&mut self, size: usize, content: u64) -> (std::path::PathBuf, std::path::PathBuf) {
+        let original = self.cluster.path("f.bin");
+        write_random(&original, size, content);
+        let line = self.seed.run1(&format!("upload_file '{}' g", original.display()));
+        assert!(line.starts_with("uploaded "), "{line}");
+        wait_awaiting_calls(&self.cluster, "seed");
+        let port = self.seed.listen.port();
+        self.seed.wait_log(&format!("reachable at [5.0.0.4:{port}"));
+        (original, self.cluster.path("out.bin"))
+    }
+
+    /// Prints both peers' logs unless `fine`, for the failure that follows.
+    fn dump_logs_unless(&self, fine: bool) {
+        if !fine {
+            eprintln!("LEECH:\n{}\nSEED:\n{}", self.leech.log_text(), self.seed.log_text());
+        }
+    }
 }
 
 /// Issue 19's "two NATed seeders at once": both behind the home router, both reached by
