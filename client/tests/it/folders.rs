@@ -5,7 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::support::{wait_leader, ClientProc, Cluster, TrackerProc};
+use crate::support::{wait_leader, ClientProc, Cluster, Download, TrackerProc};
 
 /// alice and bob, members of group g (owned by alice).
 fn member_pair(cluster: &Cluster) -> (ClientProc, ClientProc) {
@@ -311,9 +311,9 @@ fn a_subfolder_and_a_file_of_a_folder_are_downloaded_alone_from_two_seeders() {
 /// Issue 23: a peer that downloaded only a subfolder serves that part of the folder to
 /// others, under the folder's digest, once the seeders of the whole folder are gone, and
 /// again after a restart.
-#[test]
-fn a_peer_holding_part_of_a_folder_serves_what_it_has() {
-    let (cluster, _tracker) = Cluster::with_one_tracker();
+/// seed, part and late, members of g: seed shares `awkward_tree` as album, and part holds
+/// `album/sub/` alone (fetched whole when this returns).
+fn album_and_a_part_holder(cluster: &Cluster) -> Vec<ClientProc> {
     let mut c = cluster.members(&["seed", "part", "late"], &[]);
     let root = cluster.path("album");
     awkward_tree(&root);
@@ -322,6 +322,22 @@ fn a_peer_holding_part_of_a_folder_serves_what_it_has() {
     std::fs::create_dir(&out).unwrap();
     c[1].run1(&format!("download_file g album/sub/ {}", out.display()));
     assert!(c[1].wait_downloads_json()[0].is_complete("album"));
+    c
+}
+
+/// Asserts that `done`, late's download of `album/sub/deep/` into `late`, came whole from
+/// part alone.
+#[track_caller]
+fn assert_fetched_from_the_part_holder(done: &[Download], late: &Path) {
+    assert!(done[0].is_complete("album"), "{done:?}");
+    assert_eq!(done[0].peer_users.values().collect::<Vec<_>>(), ["part"], "{done:?}");
+    assert_eq!(std::fs::read(late.join("deep/x.bin")).unwrap(), b"xyz");
+}
+
+#[test]
+fn a_peer_holding_part_of_a_folder_serves_what_it_has() {
+    let (cluster, _tracker) = Cluster::with_one_tracker();
+    let mut c = album_and_a_part_holder(&cluster);
     c[0].kill();
     // Restarted, it shares that part again (saved with the part chosen, announced again).
     // A clean exit: the completion is saved by the state writer a moment after the
@@ -334,10 +350,7 @@ fn a_peer_holding_part_of_a_folder_serves_what_it_has() {
     let late = cluster.path("late-out");
     std::fs::create_dir(&late).unwrap();
     c[2].run1(&format!("download_file g album/sub/deep/ {}", late.display()));
-    let done = c[2].wait_downloads_json();
-    assert!(done[0].is_complete("album"), "{done:?}");
-    assert_eq!(done[0].peer_users.values().collect::<Vec<_>>(), ["part"], "{done:?}");
-    assert_eq!(std::fs::read(late.join("deep/x.bin")).unwrap(), b"xyz");
+    assert_fetched_from_the_part_holder(&c[2].wait_downloads_json(), &late);
 }
 
 /// Issue 23: a selective download is saved with the part it chose before
@@ -716,14 +729,7 @@ fn a_part_holder_is_found_again_after_the_leader_changes() {
     let mut trackers: Vec<Option<TrackerProc>> =
         cluster.start_all().into_iter().map(Some).collect();
     let leader = wait_leader(&mut trackers.iter_mut().flatten().collect::<Vec<_>>());
-    let mut c = cluster.members(&["seed", "part", "late"], &[]);
-    let root = cluster.path("album");
-    awkward_tree(&root);
-    c[0].run(&format!("upload_file {} g", root.display()));
-    let out = cluster.path("out");
-    std::fs::create_dir(&out).unwrap();
-    c[1].run1(&format!("download_file g album/sub/ {}", out.display()));
-    assert!(c[1].wait_downloads_json()[0].is_complete("album"));
+    let mut c = album_and_a_part_holder(&cluster);
     // The whole folder's only seeder and the leader go; a new leader is elected.
     c[0].kill();
     trackers[leader].take().unwrap().kill();
@@ -740,7 +746,5 @@ fn a_part_holder_is_found_again_after_the_leader_changes() {
         assert!(Instant::now() < deadline, "still downloading: {now:?}");
         std::thread::sleep(Duration::from_millis(200));
     };
-    assert!(done[0].is_complete("album"), "{done:?}");
-    assert_eq!(done[0].peer_users.values().collect::<Vec<_>>(), ["part"], "{done:?}");
-    assert_eq!(std::fs::read(late.join("deep/x.bin")).unwrap(), b"xyz");
+    assert_fetched_from_the_part_holder(&done, &late);
 }
