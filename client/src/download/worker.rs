@@ -26,9 +26,10 @@ use common::peer_message::{PeerReply, PeerRequest, MAX_HAVE_BATCH, PEER_PROTOCOL
 use common::{Bitfield, Identity, PieceIndex, PublicKey, Sha1Digest};
 use parking_lot::Mutex;
 
-use super::disk_writer::{DiskWriter, DownloadFile, PieceWrite};
+use super::disk_writer::{DiskWriter, PieceWrite};
 pub use super::event::Event;
 use super::scheduler::PeerId;
+use super::store::Store;
 use crate::piece_buf::{piece_buf, PieceBuf};
 use crate::rate::RateCap;
 use crate::reach::SourcePath;
@@ -88,8 +89,9 @@ pub struct Target {
     /// The newest ticket from the tracker (the coordinator replaces it at every refresh);
     /// workers pass it on to their seeder before the one it holds expires.
     pub ticket: Mutex<Ticket>,
-    /// The `.part` file, shared with the disk writer's queue.
-    pub file: Arc<DownloadFile>,
+    /// Where the verified pieces go (the `.part` file or the staging tree), shared with
+    /// the disk writer's queue.
+    pub store: Arc<Store>,
     pub writer: DiskWriter,
     /// The download's swarm: its metadata (piece hashes, layout), and where the newest
     /// verified pieces are kept for our seeder.
@@ -545,7 +547,7 @@ fn take_piece(
             return;
         }
         let write = PieceWrite {
-            file: Arc::clone(&target.file),
+            store: Arc::clone(&target.store),
             swarm: Arc::clone(&target.swarm),
             piece,
             buf,

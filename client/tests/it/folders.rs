@@ -673,12 +673,12 @@ fn a_folder_killed_after_its_rename_into_place_is_complete_after_the_restart() {
     c[0].run1_until("list_files g", ", 2 sharers, ");
 }
 
-/// A kill while a folder's tree is written from its `.part` into `.<name>.part/` leaves that
-/// staging directory behind, the download saved as under way. The restart (that state
-/// made exactly: killed while under way, a staging directory put there) does not fail, nor
-/// write into, nor remove, the directory left there: it stages under the next name.
+/// A folder's download stages its files in `.<name>.part/`, made when it starts. After a
+/// kill, a directory that is not the one it made (someone else's, made at that name since)
+/// is neither written into nor removed: the restart stages afresh under the next name,
+/// says so, and completes.
 #[test]
-fn a_staging_directory_left_by_a_kill_does_not_fail_the_download() {
+fn a_staging_directory_that_is_not_the_downloads_own_is_left_alone() {
     let (cluster, _tracker) = Cluster::with_one_tracker();
     let mut c = cluster.members(&["alice", "bob"], &["--max-upload-rate", "500000"]);
     let root = cluster.path("album");
@@ -689,6 +689,8 @@ fn a_staging_directory_left_by_a_kill_does_not_fail_the_download() {
     c[1].run1(&format!("download_file g album/ {}", out.display()));
     c[1].kill();
     let left = out.join(".album.part");
+    assert!(left.is_dir());
+    std::fs::remove_dir_all(&left).unwrap();
     std::fs::create_dir_all(left.join("sub")).unwrap();
     std::fs::write(left.join("a b.bin"), b"half written").unwrap();
 
@@ -696,10 +698,69 @@ fn a_staging_directory_left_by_a_kill_does_not_fail_the_download() {
     bob.resumed("bob");
     let done = bob.wait_downloads_json();
     assert!(done[0].is_complete("album"), "{done:?}");
+    let why = done[0].started_over.as_deref().unwrap_or_default();
+    assert!(why.contains("is not the partial file this client created"), "{done:?}");
     assert_eq!(listing(&out.join("album")), listing(&root));
     assert_eq!(std::fs::read(left.join("a b.bin")).unwrap(), b"half written");
     let mut beside: Vec<_> =
         std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
     beside.sort();
     assert_eq!(beside, [".album.part", "album"]);
+}
+
+/// Issue 23: a folder's verified pieces are written straight into their files in its
+/// staging directory `.<name>.part/` (0700, every directory and file of the tree made when
+/// the download starts) as they arrive: mid-download the files there hold the verified
+/// bytes of the pieces had, no `.part` file of the pieces end to end is ever made, and at
+/// the end that directory is what is renamed into place.
+#[test]
+fn a_folders_pieces_go_straight_into_its_staging_tree() {
+    let (cluster, _tracker) = Cluster::with_one_tracker();
+    let mut c = cluster.members(&["seed", "leech"], &["--max-upload-rate", "1000000"]);
+    let root = cluster.path("album");
+    awkward_tree(&root);
+    std::fs::write(root.join("sub/big.bin"), bytes(8 * 1024 * 1024, 6)).unwrap();
+    c[0].run(&format!("upload_file {} g", root.display()));
+    let out = cluster.path("out");
+    std::fs::create_dir(&out).unwrap();
+    c[1].run1(&format!("download_file g album/ {}", out.display()));
+    let deadline = std::time::Instant::now() + crate::support::TIMEOUT;
+    let had = loop {
+        let d = c[1].downloads().into_iter().next().unwrap();
+        if d.pieces_have >= 2 {
+            break d.pieces_have;
+        }
+        assert!(std::time::Instant::now() < deadline, "no progress: {d:?}");
+    };
+    c[1].ok("pause g album/", "paused album in group g");
+    let staging = out.join(".album.part");
+    let mode = std::fs::metadata(&staging).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+    let beside: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(beside, [".album.part"]);
+    // Every directory and file of the tree is there; each file no longer than its source,
+    // and at least the pieces had hold the source's bytes.
+    let piece = 512 * 1024;
+    let mut verified = 0;
+    for (path, kind, _, _) in listing(&root) {
+        let staged = staging.join(&path);
+        assert!(staged.symlink_metadata().is_ok(), "{path} is not staged");
+        if kind != "file" {
+            continue;
+        }
+        let (source, got) =
+            (std::fs::read(root.join(&path)).unwrap(), std::fs::read(&staged).unwrap());
+        assert!(got.len() <= source.len(), "{path}");
+        for (i, chunk) in source.chunks(piece).enumerate() {
+            let at = i * piece;
+            verified += usize::from(got.get(at..at + chunk.len()) == Some(chunk));
+        }
+    }
+    assert!(verified >= had as usize, "{verified} pieces staged, {had} had");
+    c[1].ok("resume g album/", "resumed album in group g");
+    let done = c[1].wait_downloads_json();
+    assert!(done[0].is_complete("album"), "{done:?}");
+    assert_eq!(listing(&out.join("album")), listing(&root));
+    let beside: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(beside, ["album"]);
 }
