@@ -764,3 +764,66 @@ fn a_folders_pieces_go_straight_into_its_staging_tree() {
     let beside: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(beside, ["album"]);
 }
+
+/// Issue 23: a folder's download saved by a client of state file format 5 kept its pieces
+/// end to end in `<dest>.part`. This client resumes it by moving the pieces it had into a
+/// staging tree (re-hashed there, none fetched again), removes that `.part`, fetches the
+/// rest and completes. The state is made exactly as such a client left it: the format-5
+/// bytes (format 6's without the last field) and its `.part` of the pieces had.
+#[test]
+fn a_folder_download_saved_with_a_part_file_by_format_5_resumes() {
+    use client::registry::state_file;
+    use common::folder::FolderLayout;
+    use common::{Bitfield, PieceIndex, PIECE_SIZE};
+    let (cluster, _tracker) = Cluster::with_one_tracker();
+    let mut c = cluster.members(&["seed", "leech"], &["--max-upload-rate", "500000"]);
+    let root = cluster.path("album");
+    awkward_tree(&root);
+    c[0].run(&format!("upload_file {} g", root.display()));
+    let out = cluster.path("out");
+    std::fs::create_dir(&out).unwrap();
+    c[1].run1(&format!("download_file g album/ {}", out.display()));
+    c[1].kill();
+
+    let shares = cluster.path("leech/shares.bin");
+    let mut users = state_file::decode(&std::fs::read(&shares).unwrap()).unwrap();
+    let share = &mut users.values_mut().next().unwrap()[0];
+    assert_eq!(share.stored, client::swarm::Stored::Tree);
+    std::fs::remove_dir_all(&share.path).unwrap();
+    let tree = share.meta.tree.clone().unwrap();
+    let layout = FolderLayout::new(&tree).unwrap();
+    let n = layout.n_pieces();
+    let mut part = Vec::new();
+    for span in layout.files() {
+        let path = tree.entries()[span.entry].path.to_string();
+        for chunk in std::fs::read(root.join(path)).unwrap().chunks(PIECE_SIZE) {
+            part.resize((part.len()).div_ceil(PIECE_SIZE) * PIECE_SIZE, 0);
+            part.extend_from_slice(chunk);
+        }
+    }
+    let part_path = out.join("album.part");
+    std::fs::write(&part_path, &part).unwrap();
+    std::fs::set_permissions(&part_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut have = Bitfield::empty(n);
+    (0..n - 1).for_each(|i| have.set(PieceIndex(i)));
+    share.path = part_path.clone();
+    share.stored = client::swarm::Stored::Part;
+    share.part_id = None;
+    share.have = have;
+    let format_6 = state_file::encode(users.iter().map(|(u, s)| (u, s.as_slice()))).unwrap();
+    // Format 5: the format number, then each share without its last field (`stored`, one
+    // byte here, the file's last).
+    assert_eq!((format_6[0], format_6.last()), (6, Some(&0)));
+    let format_5 = [&[5], &format_6[1..format_6.len() - 1]].concat();
+    std::fs::write(&shares, format_5).unwrap();
+
+    let mut leech = cluster.client("leech");
+    leech.resumed("leech");
+    let done = leech.wait_downloads_json();
+    assert_eq!(done.len(), 1, "{done:?}");
+    assert!(done[0].is_complete("album"), "{done:?}");
+    assert_eq!(done[0].pieces_resumed, n - 1, "{done:?}");
+    assert_eq!(listing(&out.join("album")), listing(&root));
+    let beside: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(beside, ["album"]);
+}
