@@ -140,7 +140,14 @@ impl TreeStore {
         })?;
         let root = Arc::new(root);
         let store = TreeStore { path, root, single: single.is_some(), handles: Mutex::default() };
-        if let Err(e) = store.populate(tree, selection, true) {
+        let started = std::time::Instant::now();
+        let populated = store.populate(tree, selection, true);
+        log::info!(
+            "staging {}: its directories and files made in {:.3} s",
+            store.path.display(),
+            started.elapsed().as_secs_f64()
+        );
+        if let Err(e) = populated {
             store.remove();
             return Err(StartError::Unwritable {
                 path: store.path.display().to_string(),
