@@ -140,6 +140,7 @@ impl Registry {
                     if let Some(id) = s.part_id {
                         swarm.record_part(id);
                     }
+                    swarm.set_stored(s.stored);
                     swarm
                 }
                 None => Swarm::seeding_chosen(s.group, s.meta, layout, chosen, s.path, None),
@@ -288,6 +289,7 @@ fn saved_share(swarm: &Swarm) -> Option<SavedShare> {
             paused: s.is_paused(),
             part_id: s.part_id(),
             selection: swarm.chosen.selection.clone(),
+            stored: s.stored(),
         })
     })
 }
@@ -430,7 +432,7 @@ mod tests {
         assert_eq!(
             err.to_string(),
             format!(
-                "{shown}: it has format 7; this client reads formats 1 to 5; a newer client wrote it: run that client, or move the file aside (mv {shown} {shown}.old) to start this one with no saved shares"
+                "{shown}: it has format 7; this client reads formats 1 to 6; a newer client wrote it: run that client, or move the file aside (mv {shown} {shown}.old) to start this one with no saved shares"
             )
         );
         assert_eq!(std::fs::read(&state).unwrap(), b"\x07 from a newer client");

@@ -20,7 +20,6 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::net::{IpAddr, Shutdown as SocketShutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::unix::fs::OpenOptionsExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -811,11 +810,10 @@ fn read_verified(
     data: &mut [u8],
 ) -> Result<(), ReadError> {
     match swarm.piece_source(piece) {
-        Some(PieceSource::InFolder { path, offset }) => {
-            // Never through a link put in the folder since it was shared.
-            let f =
-                std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path)?;
-            swarm.read_folder_piece(&f, offset, piece, data)
+        Some(PieceSource::InFolder { root, rel, offset }) => {
+            // Never through a link put in the folder since it was shared, never outside it.
+            crate::download::store::read_beneath(&root, &rel, offset, data)?;
+            swarm.check_folder_piece(piece, data)
         }
         Some(PieceSource::OneFile) => {
             let f = match file {

@@ -204,8 +204,20 @@ pub enum ReadError {
 pub enum PieceSource {
     /// In the swarm's one file: a shared file, or a download's `.part`.
     OneFile,
-    /// In this file of a complete folder, at this offset.
-    InFolder { path: PathBuf, offset: u64 },
+    /// In the file `rel` beneath `root` (a complete folder's root, or a folder download's
+    /// staging directory; `rel` empty: `root` is the one file chosen), at `offset`.
+    InFolder { root: PathBuf, rel: PathBuf, offset: u64 },
+}
+
+/// How a download keeps its verified pieces (`download::store`), as its record saves it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Stored {
+    /// End to end in the `.part` file at its path: a file's, and a folder's saved before
+    /// issue 23's staging trees (state file format 5 and older).
+    #[default]
+    Part,
+    /// In their files under the staging directory (or file) at its path: a folder's.
+    Tree,
 }
 
 /// What the seeder sends for a request (`Swarm::pick`).
@@ -349,9 +361,11 @@ pub struct SwarmState {
     /// A download to pause as soon as its check ends (paused while `Checking`, or saved
     /// paused).
     pause_after_check: bool,
-    /// The identity of a download's `.part` file, once it is known (recorded at its
-    /// creation; saved by a client older than issue 21 without it).
+    /// The identity of a download's `.part` file (or staging directory), once it is known
+    /// (recorded at its creation; saved by a client older than issue 21 without it).
     part_id: Option<PartId>,
+    /// How a download keeps its pieces at `path`.
+    stored: Stored,
 }
 
 impl SwarmState {
@@ -377,6 +391,11 @@ impl SwarmState {
     /// The identity of a download's `.part` file, if recorded.
     pub fn part_id(&self) -> Option<PartId> {
         self.part_id
+    }
+
+    /// How a download keeps its pieces at its path.
+    pub fn stored(&self) -> Stored {
+        self.stored
     }
 
     /// Whether the download is paused, or will be once its check ends.
@@ -485,6 +504,12 @@ impl Swarm {
             transfer,
             pause_after_check: false,
             part_id: None,
+            // A folder's download stages its files (issue 23); a record of an older format
+            // says otherwise (`set_stored`).
+            stored: match meta.is_folder() {
+                true => Stored::Tree,
+                false => Stored::Part,
+            },
         };
         Swarm { group, meta, layout, chosen, state: Mutex::new(state), changes }
     }
@@ -535,8 +560,25 @@ impl Swarm {
         self.state.lock().part_id = Some(id);
     }
 
-    /// A resumed download found at its path a `.part` file it did not create (`why`): it
-    /// starts over, with no piece, in the fresh file `part` identified by `id`.
+    /// How the download's record said it keeps its pieces (a folder's saved before
+    /// staging trees keeps them in its `.part`).
+    pub fn set_stored(&self, stored: Stored) {
+        self.state.lock().stored = stored;
+    }
+
+    /// A folder's download saved with its pieces in a `.part` file (format 5) keeps them
+    /// from now on in the staging tree at `staging`, identified by `id` (issue 23).
+    pub fn restaged(&self, staging: PathBuf, id: PartId) {
+        self.change(|s| {
+            s.path = staging;
+            s.part_id = Some(id);
+            s.stored = Stored::Tree;
+        });
+    }
+
+    /// A resumed download found at its path a `.part` file (or staging directory) it did
+    /// not create (`why`): it starts over, with no piece, in the fresh one at `part`
+    /// identified by `id`.
     pub fn start_over(&self, part: PathBuf, id: PartId, why: String) {
         self.change(|s| {
             let empty = Bitfield::empty(self.layout.n_pieces());
@@ -769,32 +811,27 @@ impl Swarm {
         Pick::Send { piece, recent }
     }
 
-    /// Where piece `piece` is read now (issue 23): a complete folder's in one of its files
-    /// (`Selection::local_path` under its path: the folder's root, or the part a selective
-    /// download chose, so never outside it); a file's, and a download's, in the swarm's
-    /// one file (`read_piece`). `None` for a piece out of range or not of the part chosen.
+    /// Where piece `piece` is read now (issue 23): a folder's (complete, or downloading
+    /// into its staging tree) in one of its files (`Selection::local_path` beneath its
+    /// path: the folder's root, the part a selective download chose, or the staging
+    /// directory, so never outside it); a file's, and a download's kept in a `.part`, in
+    /// the swarm's one file (`read_piece`). `None` for a piece out of range or not of the
+    /// part chosen.
     pub fn piece_source(&self, piece: PieceIndex) -> Option<PieceSource> {
         let s = self.state.lock();
-        if self.meta.is_folder() && matches!(s.phase, Phase::Seeding) {
+        if self.meta.is_folder() && (matches!(s.phase, Phase::Seeding) || s.stored == Stored::Tree)
+        {
             let at = self.layout.locate(&self.meta, piece)?;
-            let path = self.chosen.selection.local_path(at.file?, &s.path)?;
-            return Some(PieceSource::InFolder { path, offset: at.offset });
+            let rel = self.chosen.selection.local_path(at.file?, std::path::Path::new(""))?;
+            return Some(PieceSource::InFolder { root: s.path.clone(), rel, offset: at.offset });
         }
         (self.layout.piece_len(piece) > 0).then_some(PieceSource::OneFile)
     }
 
-    /// Reads piece `piece` of a complete folder from `file`, the one of its files that
-    /// holds it (`piece_source`), at `offset`, into `data`, and checks it against its hash
-    /// (every time: a folder's files are not stamped one by one yet).
-    pub fn read_folder_piece(
-        &self,
-        file: &File,
-        offset: u64,
-        piece: PieceIndex,
-        data: &mut [u8],
-    ) -> Result<(), ReadError> {
-        use std::os::unix::fs::FileExt;
-        file.read_exact_at(data, offset)?;
+    /// Checks `data`, piece `piece` of a folder as read from one of its files
+    /// (`piece_source`), against its hash (every time: a folder's files are not stamped
+    /// one by one yet).
+    pub fn check_folder_piece(&self, piece: PieceIndex, data: &[u8]) -> Result<(), ReadError> {
         if self.meta.pieces.get(piece.0 as usize) != Some(&Sha1Digest::of(data)) {
             return Err(ReadError::Mismatch(piece.0));
         }

@@ -20,13 +20,13 @@ use parking_lot::Mutex;
 use common::message::{PeerInfo, Reply, Request, Ticket};
 use common::{Bitfield, PieceIndex, PublicKey, Sha1Digest};
 
-use super::disk_writer::DownloadFile;
 use super::peer_set::{PeerPolicy, RefreshSchedule, Strike, MAX_BAD_PIECES};
 use super::record::Control;
 use super::scheduler::{PeerId, Scheduler};
+use super::store::Store;
 use super::tracker_calls::{TrackerCalls, TrackerJob, TrackerNews};
 use super::worker::{self, Event, HaveNews, Inbox, Job, Target};
-use super::{finish, part_file, Context};
+use super::{finish, Context};
 use crate::advertiser::SOFT_STATE_REFRESH;
 use crate::reach::SourcePath;
 use crate::swarm::{DownloadError, Phase, StallCause, Swarm};
@@ -114,14 +114,14 @@ impl From<DownloadError> for Stop {
 }
 
 impl Coordinator {
-    /// The coordinator of `swarm`'s download (number `idx`) into `file`, with `ticket`,
+    /// The coordinator of `swarm`'s download (number `idx`) into `store`, with `ticket`,
     /// told by the views on `control`.
     pub fn new(
         ctx: Context,
         idx: usize,
         swarm: Arc<Swarm>,
         ticket: Ticket,
-        file: DownloadFile,
+        store: Store,
         control: Receiver<Control>,
     ) -> Coordinator {
         let have = swarm.have();
@@ -130,7 +130,7 @@ impl Coordinator {
         let target = Arc::new(Target {
             identity: Arc::clone(&ctx.identity),
             ticket: Mutex::new(ticket),
-            file: Arc::new(file),
+            store: Arc::new(store),
             writer: ctx.writer.clone(),
             swarm: Arc::clone(&swarm),
             cap: Arc::clone(&ctx.download_cap),
@@ -194,15 +194,23 @@ impl Coordinator {
             }
             let part = self.swarm.path();
             let dest = self.swarm.downloading_to().unwrap_or_else(|| part.clone());
-            let stamp = finish::finish(
-                &part,
-                &dest,
-                &self.target.file.buffered,
-                &self.swarm.meta,
-                &self.swarm.layout,
-                &self.swarm.chosen,
-                &self.computed,
-            )?;
+            let (meta, chosen) = (&self.swarm.meta, &self.swarm.chosen);
+            let stamp = match &*self.target.store {
+                Store::Part(file) => finish::finish(
+                    &part,
+                    &dest,
+                    &file.buffered,
+                    meta,
+                    &self.swarm.layout,
+                    chosen,
+                    &self.computed,
+                )?,
+                Store::Tree(tree) => {
+                    finish::finish_tree(tree, &dest, meta, chosen, &self.computed)?;
+                    // Each piece is checked again as it is served from the folder's files.
+                    None
+                }
+            };
             log::info!(
                 "{name}: pieces fetched in {:.3} s, checked and renamed in {:.3} s",
                 fetched.as_secs_f64(),
@@ -229,7 +237,7 @@ impl Coordinator {
                 self.ctx.registry.remove(&self.swarm);
                 self.ctx.registry.save();
                 if !error.keeps_part() {
-                    part_file::remove_own_part(&self.swarm.path(), &self.target.file.buffered);
+                    self.target.store.remove(&self.swarm.path());
                 }
                 self.ctx.downloads.end(&self.swarm, Err(error));
             }
@@ -237,7 +245,7 @@ impl Coordinator {
                 log::info!("download of {name} cancelled");
                 self.ctx.registry.remove(&self.swarm);
                 self.ctx.registry.save();
-                part_file::remove_own_part(&self.swarm.path(), &self.target.file.buffered);
+                self.target.store.remove(&self.swarm.path());
                 self.ctx.downloads.changes().notify();
             }
         }

@@ -1,6 +1,6 @@
 //! The client's disk writer (`disk-writer` thread) and a download's `.part` file handles:
-//! verified pieces are written at their offsets, in the order they were verified, by one
-//! thread, so writes to a file never contend for its lock and no piece path waits on
+//! verified pieces are written where the download's `Store` keeps them, in the order they
+//! were verified, by one thread, so writes to a file never contend for its lock and no piece path waits on
 //! another's write. A written piece is offered to its swarm, which keeps the newest ones in
 //! memory for the seeder (`Swarm::offer_recent`).
 
@@ -13,6 +13,7 @@ use crossbeam_channel::Sender;
 use common::PieceIndex;
 
 use super::event::Event;
+use super::store::Store;
 use crate::piece_buf::{PieceBuf, BUF_ALIGN};
 use crate::swarm::Swarm;
 
@@ -50,7 +51,7 @@ impl DownloadFile {
 
     /// Writes `data` at `offset`: directly when offset and length are block-aligned,
     /// buffered otherwise (the short last piece) or when a direct write is refused.
-    fn write_at(&self, data: &[u8], offset: u64) -> std::io::Result<()> {
+    pub(super) fn write_at(&self, data: &[u8], offset: u64) -> std::io::Result<()> {
         let aligned = offset.is_multiple_of(BUF_ALIGN as u64)
             && data.len().is_multiple_of(BUF_ALIGN)
             && (data.as_ptr() as usize).is_multiple_of(BUF_ALIGN);
@@ -69,8 +70,8 @@ impl DownloadFile {
 
 /// A verified piece on its way to disk.
 pub struct PieceWrite {
-    /// The download's `.part` file.
-    pub file: Arc<DownloadFile>,
+    /// Where the download keeps its pieces (its `.part` file or its staging tree).
+    pub store: Arc<Store>,
     /// Its swarm: the piece's place in the file, and where the written piece is offered to
     /// serve from memory (`Swarm::offer_recent`).
     pub swarm: Arc<Swarm>,
@@ -97,9 +98,8 @@ impl DiskWriter {
         let (tx, rx) = crossbeam_channel::bounded::<PieceWrite>(16);
         let thread = std::thread::Builder::new().name("disk-writer".into()).spawn(move || {
             for w in rx {
-                let layout = &w.swarm.layout;
-                let len = layout.piece_len(w.piece);
-                let written = w.file.write_at(&w.buf[..len], layout.part_offset(w.piece));
+                let len = w.swarm.layout.piece_len(w.piece);
+                let written = w.store.write_piece(&w.swarm, w.piece, &w.buf[..len]);
                 let (event, buf) = match written {
                     // Kept before the coordinator hears of it, so that the seeder finds
                     // it in memory as soon as the piece is announced.

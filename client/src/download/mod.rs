@@ -8,7 +8,9 @@
 //! - `worker`: one thread per peer connection;
 //! - `disk_writer`: the client's one thread that writes verified pieces;
 //! - `event`: what workers and the disk writer tell the coordinator;
-//! - `finish`: the whole-file check, fsync and rename into place;
+//! - `store`: where a download's verified pieces live: a file's `.part`, or a folder's
+//!   staging tree (issue 23);
+//! - `finish`: the whole-item check, making it durable, and the rename into place;
 //! - `destination`: what a resumed download finds at its final path (the item, complete,
 //!   if a kill came between the rename into place and the save of the download's end);
 //! - `part_file`: file-system safety of the `.part` file;
@@ -16,7 +18,8 @@
 //! - `record`: the views' records of the downloads.
 //!
 //! `start` asks the tracker for the file on the caller's thread (its refusals are the
-//! command's errors), creates the `.part` file and hands over to the download's thread.
+//! command's errors), creates the `.part` file (a folder: its staging tree) and hands over
+//! to the download's thread.
 //! `resume` does everything on the download's thread, re-hashing the pieces it was saved
 //! with first, so a login with unfinished downloads returns at once. A resumed download
 //! whose destination already holds the item, complete and verified, is complete: it is
@@ -35,9 +38,9 @@ pub mod peer_set;
 pub mod puncher;
 pub mod record;
 pub mod scheduler;
+pub mod store;
 pub mod target;
 pub mod tracker_calls;
-pub mod unpack;
 pub mod worker;
 
 use std::fs::File;
@@ -56,10 +59,11 @@ use common::{Bitfield, FileName, GroupId, PieceIndex, Sha1Digest};
 
 use crate::rate::RateCap;
 use crate::registry::Registry;
-use crate::swarm::{Chosen, DownloadError, FileStamp, ItemLayout, PartId, Phase, Swarm};
+use crate::swarm::{Chosen, DownloadError, FileStamp, ItemLayout, PartId, Phase, Stored, Swarm};
 use crate::tracker_session::{CallError, TrackerSession};
 use coordinator::Coordinator;
 use disk_writer::{DiskWriter, DownloadFile};
+use store::{Store, TreeStore};
 
 pub use coordinator::MAX_IN_FLIGHT;
 pub use peer_set::MAX_PEERS;
@@ -133,8 +137,9 @@ pub struct Context {
     pub upgrades: Arc<parking_lot::Mutex<path_plan::UpgradeBudget>>,
 }
 
-/// What a download's thread starts fetching with: its `.part` file, the peers and a ticket.
-type Prepared = (File, Vec<PeerInfo>, Ticket);
+/// What a download's thread starts fetching with: where its pieces go, the peers and a
+/// ticket.
+type Prepared = (Store, Vec<PeerInfo>, Ticket);
 
 /// What a download's thread does once prepared.
 enum Ready {
@@ -191,31 +196,22 @@ pub fn start(
     if ctx.downloads.running_to(&dest) {
         return Err(StartError::AlreadyRunning { name, path: dest.display().to_string() });
     }
-    let part = part_file::part_path(&dest);
-    let file = part_file::create_part(&part, layout.part_len())?;
-    let id = PartId::of(&file).map_err(|e| StartError::Unwritable {
-        path: part.display().to_string(),
-        reason: e.to_string(),
-    });
-    let id = match id {
-        Ok(id) => id,
-        Err(e) => {
-            part_file::remove_own_part(&part, &file);
-            return Err(e);
-        }
+    let (store, path, id) = match &meta.tree {
+        Some(tree) => create_tree(tree, &chosen.selection, &dest)?,
+        None => create_part(&dest, layout.part_len())?,
     };
     let have = Bitfield::empty(layout.n_pieces());
     let changes = Arc::clone(ctx.downloads.changes());
     let phase = Phase::Fetching;
     let swarm =
-        Swarm::download(group, meta, layout, chosen, part, dest.clone(), have, phase, changes);
-    // Saved with the share: a resume adopts only this very file.
+        Swarm::download(group, meta, layout, chosen, path, dest.clone(), have, phase, changes);
+    // Saved with the share: a resume adopts only this very file (or staging directory).
     swarm.record_part(id);
     let swarm = Arc::new(swarm);
     ctx.registry.insert(Arc::clone(&swarm));
     // Saved before the command answers: after a crash, the `.part` is known to be ours.
     ctx.registry.flush();
-    launch(ctx, swarm, move |_, _| Ok(Ready::Fetch((file, peers, ticket))));
+    launch(ctx, swarm, move |_, _| Ok(Ready::Fetch((store, peers, ticket))));
     Ok(dest)
 }
 
@@ -242,9 +238,8 @@ fn launch(
     let spawned = thread::Builder::new().name(format!("dl-{idx}")).spawn(move || {
         let (ctx, swarm) = (thread_ctx, thread_swarm);
         match prepare(&ctx, &swarm) {
-            Ok(Ready::Fetch((file, peers, ticket))) => {
-                let file = DownloadFile::open(&swarm.path(), file);
-                Coordinator::new(ctx, idx, swarm, ticket, file, control).run(peers);
+            Ok(Ready::Fetch((store, peers, ticket))) => {
+                Coordinator::new(ctx, idx, swarm, ticket, store, control).run(peers);
             }
             Ok(Ready::Complete(stamp)) => {
                 log::info!(
@@ -294,17 +289,21 @@ pub fn completion_request(swarm: &Swarm) -> Request {
 
 /// Prepares a resumed download: complete if its destination already holds the item
 /// (`destination::check`; a kill came after the rename into place, before its end was
-/// saved), which it then is; else reopens its `.part` file, re-hashes the pieces it
-/// claims, and asks the tracker for peers.
+/// saved), which it then is; else reopens its `.part` file (a folder: its staging tree),
+/// re-hashes the pieces it claims, and asks the tracker for peers. A folder saved with its
+/// pieces in a `.part` (state file format 5) moves them into a staging tree first.
 fn prepare_resume(ctx: &Context, swarm: &Swarm) -> Result<Ready, StartError> {
-    let recorded = swarm.inspect(|s| s.part_id());
+    let (recorded, stored) = swarm.inspect(|s| (s.part_id(), s.stored()));
     // (A download cancelled already has no destination: it goes on below to the check of
     // its phase, which removes its `.part`.)
     if let Some(dest) = swarm.downloading_to() {
         let found = destination::check(&dest, &swarm.meta, &swarm.layout, &swarm.chosen)?;
         if let destination::Found::Complete(stamp) = found {
-            // A folder's `.part` is removed after the rename: it may still be there.
-            part_file::remove_recorded_part(&swarm.path(), recorded);
+            // A folder's `.part` of format 5 was removed after the rename: it may still be
+            // there. (A staging tree is what was renamed.)
+            if stored == Stored::Part {
+                part_file::remove_recorded_part(&swarm.path(), recorded);
+            }
             swarm.checked(swarm.chosen.wanted.clone());
             if matches!(swarm.phase(), Phase::Cancelled) {
                 return Err(StartError::Cancelled);
@@ -312,21 +311,39 @@ fn prepare_resume(ctx: &Context, swarm: &Swarm) -> Result<Ready, StartError> {
             return Ok(Ready::Complete(stamp));
         }
     }
-    let file = match part_file::reopen_part(&swarm.path(), swarm.layout.part_len(), recorded) {
-        Ok((file, id)) => {
-            // A download saved before identities were recorded adopts its file now.
-            swarm.record_part(id);
-            file
+    let store = match (&swarm.meta.tree, stored) {
+        (Some(tree), Stored::Tree) => {
+            match TreeStore::reopen(&swarm.path(), tree, &swarm.chosen.selection, recorded) {
+                Ok((store, id)) => {
+                    swarm.record_part(id);
+                    Store::Tree(store)
+                }
+                Err(refused @ StartError::NotOurs { .. }) => start_over(ctx, swarm, &refused)?,
+                Err(e) => return Err(e),
+            }
         }
-        Err(refused @ StartError::NotOurs { .. }) => start_over(ctx, swarm, &refused)?,
-        Err(e) => return Err(e),
+        (tree, _) => {
+            let part_len = swarm.layout.part_len();
+            match part_file::reopen_part(&swarm.path(), part_len, recorded) {
+                Ok((file, id)) => {
+                    // A download saved before identities were recorded adopts its file now.
+                    swarm.record_part(id);
+                    match tree {
+                        Some(tree) => restage(ctx, swarm, tree, file)?,
+                        None => Store::Part(DownloadFile::open(&swarm.path(), file)),
+                    }
+                }
+                Err(refused @ StartError::NotOurs { .. }) => start_over(ctx, swarm, &refused)?,
+                Err(e) => return Err(e),
+            }
+        }
     };
     let claimed: Vec<PieceIndex> = swarm.have().iter().collect();
     let verified: Vec<PieceIndex> = claimed
         .into_par_iter()
         .filter(|&piece| {
             let mut buf = vec![0u8; swarm.layout.piece_len(piece)];
-            file.read_exact_at(&mut buf, swarm.layout.part_offset(piece)).is_ok()
+            store.read_piece(swarm, piece, &mut buf).is_ok()
                 && swarm.meta.pieces.get(piece.0 as usize) == Some(&Sha1Digest::of(&buf))
         })
         .collect();
@@ -337,7 +354,7 @@ fn prepare_resume(ctx: &Context, swarm: &Swarm) -> Result<Ready, StartError> {
     log::info!("resuming {} with {} verified pieces", swarm.meta.name, have.count());
     swarm.checked(have);
     if matches!(swarm.phase(), Phase::Cancelled) {
-        part_file::remove_own_part(&swarm.path(), &file);
+        store.remove(&swarm.path());
         return Err(StartError::Cancelled);
     }
     ctx.registry.save();
@@ -345,7 +362,74 @@ fn prepare_resume(ctx: &Context, swarm: &Swarm) -> Result<Ready, StartError> {
     if meta.digest != swarm.meta.digest {
         return Err(StartError::BadMeta(swarm.meta.name.clone()));
     }
-    Ok(Ready::Fetch((file, peers, ticket)))
+    Ok(Ready::Fetch((store, peers, ticket)))
+}
+
+/// Moves a folder's download saved with its pieces end to end in the `.part` file `part`
+/// (state file format 5, before staging trees; issue 23) into a fresh staging tree: the
+/// pieces it claims are copied to their files (the re-hash that follows checks them
+/// there), the record names the tree from then on (saved before the `.part` is removed),
+/// and the `.part` is removed.
+fn restage(
+    ctx: &Context,
+    swarm: &Swarm,
+    tree: &common::folder::Tree,
+    part: File,
+) -> Result<Store, StartError> {
+    let dest = swarm.downloading_to().ok_or(StartError::Cancelled)?;
+    let (store, staging, id) = create_tree(tree, &swarm.chosen.selection, &dest)?;
+    let part_path = swarm.path();
+    let claimed: Vec<PieceIndex> = swarm.have().iter().collect();
+    let moved: usize = claimed
+        .into_par_iter()
+        .filter(|&piece| {
+            let mut buf = vec![0u8; swarm.layout.piece_len(piece)];
+            part.read_exact_at(&mut buf, swarm.layout.part_offset(piece)).is_ok()
+                && store.write_piece(swarm, piece, &buf).is_ok()
+        })
+        .count();
+    log::info!(
+        "{} was saved with its pieces in {}; {moved} of them moved to the staging directory {}",
+        swarm.shown_name(),
+        part_path.display(),
+        staging.display()
+    );
+    swarm.restaged(staging, id);
+    ctx.registry.flush();
+    part_file::remove_own_part(&part_path, &part);
+    Ok(store)
+}
+
+/// Creates the `.part` file of a download to `dest`, of `len` bytes, and records what it
+/// is.
+fn create_part(dest: &Path, len: u64) -> Result<(Store, PathBuf, PartId), StartError> {
+    let part = part_file::part_path(dest);
+    let file = part_file::create_part(&part, len)?;
+    match PartId::of(&file) {
+        Ok(id) => Ok((Store::Part(DownloadFile::open(&part, file)), part, id)),
+        Err(e) => {
+            part_file::remove_own_part(&part, &file);
+            Err(StartError::Unwritable { path: part.display().to_string(), reason: e.to_string() })
+        }
+    }
+}
+
+/// Creates the staging tree of the part `selection` of a folder downloaded to `dest`
+/// (issue 23), and records what it is.
+fn create_tree(
+    tree: &common::folder::Tree,
+    selection: &common::folder::Selection,
+    dest: &Path,
+) -> Result<(Store, PathBuf, PartId), StartError> {
+    let store = TreeStore::create(tree, selection, dest)?;
+    let path = store.path().to_path_buf();
+    match store.id() {
+        Ok(id) => Ok((Store::Tree(store), path, id)),
+        Err(e) => {
+            store.remove();
+            Err(StartError::Unwritable { path: path.display().to_string(), reason: e.to_string() })
+        }
+    }
 }
 
 /// Whether `meta` is self-consistent (the tracker checked it; a downloader trusts only
@@ -361,28 +445,36 @@ fn consistent(meta: &FileMeta, layout: &ItemLayout) -> bool {
     digest && meta.pieces.len() == layout.n_pieces() as usize
 }
 
-/// A resumed download whose `.part` file is not the one it created (`refused` says why)
-/// starts over in a fresh file, leaving that one alone, and says so: in the log, and on
-/// its `show_downloads` line.
-fn start_over(ctx: &Context, swarm: &Swarm, refused: &StartError) -> Result<File, StartError> {
+/// A resumed download whose `.part` file (or staging tree) is not the one it created
+/// (`refused` says why) starts over in a fresh one, leaving that one alone, and says so:
+/// in the log, and on its `show_downloads` line.
+fn start_over(ctx: &Context, swarm: &Swarm, refused: &StartError) -> Result<Store, StartError> {
     let dest = swarm.downloading_to().ok_or(StartError::Cancelled)?;
-    let (part, file) = part_file::create_fresh_part(&dest, swarm.layout.part_len())?;
-    let id = match PartId::of(&file) {
-        Ok(id) => id,
-        Err(e) => {
-            part_file::remove_own_part(&part, &file);
-            let path = part.display().to_string();
-            return Err(StartError::Unwritable { path, reason: e.to_string() });
+    let (store, path, id) = match &swarm.meta.tree {
+        Some(tree) => create_tree(tree, &swarm.chosen.selection, &dest)?,
+        None => {
+            let (part, file) = part_file::create_fresh_part(&dest, swarm.layout.part_len())?;
+            match PartId::of(&file) {
+                Ok(id) => (Store::Part(DownloadFile::open(&part, file)), part, id),
+                Err(e) => {
+                    part_file::remove_own_part(&part, &file);
+                    let path = part.display().to_string();
+                    return Err(StartError::Unwritable { path, reason: e.to_string() });
+                }
+            }
         }
     };
     log::warn!(
-        "download of {} starts over in {}: {refused}; that file is left as it is",
+        "download of {} starts over in {}: {refused}; that one is left as it is",
         swarm.meta.name,
-        part.display()
+        path.display()
     );
-    swarm.start_over(part, id, refused.to_string());
+    swarm.start_over(path, id, refused.to_string());
+    if swarm.meta.is_folder() {
+        swarm.set_stored(Stored::Tree);
+    }
     ctx.registry.save();
-    Ok(file)
+    Ok(store)
 }
 
 fn get_file(

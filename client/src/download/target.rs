@@ -8,8 +8,9 @@ use common::message::{Reply, Request, Ticket};
 use common::Identity;
 use parking_lot::Mutex;
 
-use super::disk_writer::{DiskWriter, DownloadFile};
+use super::disk_writer::DiskWriter;
 use super::path_plan::UpgradeBudget;
+use super::store::Store;
 use crate::interrupt::Interrupt;
 use crate::rate::RateCap;
 use crate::swarm::Swarm;
@@ -22,8 +23,9 @@ pub struct Target {
     /// The newest ticket from the tracker (the coordinator replaces it at every refresh);
     /// workers pass it on to their seeder before the one it holds expires.
     pub ticket: Mutex<Ticket>,
-    /// The `.part` file, shared with the disk writer's queue.
-    pub file: Arc<DownloadFile>,
+    /// Where the verified pieces go (the `.part` file or the staging tree), shared with
+    /// the disk writer's queue.
+    pub store: Arc<Store>,
     pub writer: DiskWriter,
     /// The download's swarm: its metadata (piece hashes, layout), and where the newest
     /// verified pieces are kept for our seeder.

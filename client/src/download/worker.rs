@@ -405,7 +405,7 @@ fn take_piece(
             return;
         }
         let write = PieceWrite {
-            file: Arc::clone(&target.file),
+            store: Arc::clone(&target.store),
             swarm: Arc::clone(&target.swarm),
             piece,
             buf,

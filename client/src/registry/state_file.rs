@@ -17,6 +17,10 @@
 //! - Format 5 (issue 23): and the part of a folder a selective download chose
 //!   (`Selection`: all of it, or a file or a directory inside it); then `path` and the
 //!   destination are that file's or directory's, and the pieces had are only its own.
+//! - Format 6 (issue 23): and how a download keeps its pieces (`Stored`): `Part`, end to
+//!   end in the `.part` file at `path`, or `Tree`, a folder's in their files under its
+//!   staging directory at `path`. A format-5 record is `Part`: a folder's download saved so
+//!   moves its pieces into a staging tree when it resumes (`download::restage`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -27,10 +31,10 @@ use common::folder::Selection;
 use common::message::FileMeta;
 use common::{Bitfield, GroupId, UserId};
 
-use crate::swarm::PartId;
+use crate::swarm::{PartId, Stored};
 
 /// The format this build writes (it reads this one and every older one).
-pub const FORMAT: u32 = 5;
+pub const FORMAT: u32 = 6;
 
 /// One share as saved.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,6 +55,30 @@ pub struct SavedShare {
     /// What of a folder this peer fetches and keeps (format 5; `Whole` for a file, and
     /// for a share saved by an older format).
     pub selection: Selection,
+    /// How a download under way keeps its pieces at `path` (format 6; `Part` for a share
+    /// saved by an older format).
+    pub stored: Stored,
+}
+
+/// A share as format 5 saved it (before staging trees).
+#[derive(Deserialize)]
+struct SavedShareV5 {
+    group: GroupId,
+    meta: FileMeta,
+    path: PathBuf,
+    have: Bitfield,
+    destination: Option<PathBuf>,
+    paused: bool,
+    part_id: Option<PartId>,
+    selection: Selection,
+}
+
+impl From<SavedShareV5> for SavedShare {
+    fn from(v5: SavedShareV5) -> SavedShare {
+        let SavedShareV5 { group, meta, path, have, destination, paused, part_id, selection } = v5;
+        let stored = Stored::Part;
+        SavedShare { group, meta, path, have, destination, paused, part_id, selection, stored }
+    }
 }
 
 /// A share as format 4 saved it (before selective downloads).
@@ -69,7 +97,8 @@ impl From<SavedShareV4> for SavedShare {
     fn from(v4: SavedShareV4) -> SavedShare {
         let SavedShareV4 { group, meta, path, have, destination, paused, part_id } = v4;
         let selection = Selection::Whole;
-        SavedShare { group, meta, path, have, destination, paused, part_id, selection }
+        let v5 = SavedShareV5 { group, meta, path, have, destination, paused, part_id, selection };
+        v5.into()
     }
 }
 
@@ -189,6 +218,7 @@ pub fn decode(bytes: &[u8]) -> Result<SavedUsers, DecodeError> {
         2 => Ok(upgrade(postcard::from_bytes::<State<SavedShareV2>>(bytes)?.users)),
         3 => Ok(upgrade(postcard::from_bytes::<State<SavedShareV3>>(bytes)?.users)),
         4 => Ok(upgrade(postcard::from_bytes::<State<SavedShareV4>>(bytes)?.users)),
+        5 => Ok(upgrade(postcard::from_bytes::<State<SavedShareV5>>(bytes)?.users)),
         FORMAT => Ok(postcard::from_bytes::<State<SavedShare>>(bytes)?.users),
         found => Err(DecodeError::UnknownFormat { found }),
     }
@@ -223,6 +253,7 @@ mod tests {
             paused: true,
             part_id: Some(PartId { dev: 0x801, ino: 12, born: Some((3, 500)) }),
             selection: Selection::Whole,
+            stored: Stored::Part,
         };
         BTreeMap::from([(UserId::new("al").unwrap(), vec![share])])
     }
@@ -234,8 +265,8 @@ mod tests {
     /// The bytes of `sample()` in `format`, as pinned: format 1 has no `paused` byte,
     /// formats 1 and 2 no `.part` identity (`Some`, the device 0x801 and the inode 12, as
     /// varints, then `Some` birth time: 3 s (zigzag) and 500 ns), formats 1 to 3 no tree
-    /// (`None` after the piece hashes), formats 1 to 4 no selection (`Whole`, variant 0,
-    /// last).
+    /// (`None` after the piece hashes), formats 1 to 4 no selection (`Whole`, variant 0),
+    /// formats 1 to 5 no store (`Part`, variant 0, last).
     fn golden(format: u8) -> String {
         let users = sample();
         let digest = hex(&users[&UserId::new("al").unwrap()][0].meta.digest.0);
@@ -243,6 +274,7 @@ mod tests {
         let part_id = if format >= 3 { "0181100c0106f403" } else { "" };
         let tree = if format >= 4 { "00" } else { "" };
         let selection = if format >= 5 { "00" } else { "" };
+        let stored = if format >= 6 { "00" } else { "" };
         format!(
             "{format:02x}\
              01\
@@ -259,7 +291,8 @@ mod tests {
              01082f642f612e747874\
              {paused}\
              {part_id}\
-             {selection}",
+             {selection}\
+             {stored}",
             "ab".repeat(20)
         )
     }
@@ -271,27 +304,45 @@ mod tests {
             .collect()
     }
 
-    /// Format 5, byte for byte: a change here is a change of format, and needs a new
+    /// Format 6, byte for byte: a change here is a change of format, and needs a new
     /// `FORMAT` (and a way to read the old one).
     #[test]
-    fn format_5_golden_bytes() {
+    fn format_6_golden_bytes() {
         let users = sample();
         let bytes = encode(users.iter().map(|(u, s)| (u, s.as_slice()))).unwrap();
-        assert_eq!(hex(&bytes), golden(5));
+        assert_eq!(hex(&bytes), golden(6));
         assert_eq!(decode(&bytes).unwrap(), users);
+    }
+
+    /// A folder's download staged in a tree (issue 23): `Tree` (variant 1) comes last.
+    #[test]
+    fn format_6_keeps_how_a_download_stores_its_pieces() {
+        let mut users = sample();
+        users.values_mut().next().unwrap()[0].stored = Stored::Tree;
+        let bytes = encode(users.iter().map(|(u, s)| (u, s.as_slice()))).unwrap();
+        let golden = golden(6);
+        assert_eq!(hex(&bytes), format!("{}01", &golden[..golden.len() - 2]));
+        assert_eq!(decode(&bytes).unwrap(), users);
+    }
+
+    /// Format 5 (before staging trees) is still read: every download keeps its pieces in
+    /// its `.part` (a folder's is moved into a staging tree when it resumes).
+    #[test]
+    fn format_5_is_still_read() {
+        assert_eq!(decode(&unhex(&golden(5))).unwrap(), sample());
     }
 
     /// A selective download of a folder (issue 23): the part chosen comes last, byte for
     /// byte: `Inside` (variant 1), its path (2 components: `d`, `x`), not a directory.
     #[test]
-    fn format_5_keeps_the_part_of_a_folder_chosen() {
+    fn format_6_keeps_the_part_of_a_folder_chosen() {
         use common::folder::RelPath;
         let mut users = sample();
         let share = &mut users.values_mut().next().unwrap()[0];
         share.selection = Selection::Inside { path: RelPath::parse("d/x").unwrap(), dir: false };
         let bytes = encode(users.iter().map(|(u, s)| (u, s.as_slice()))).unwrap();
-        let golden_whole = golden(5);
-        let expected = format!("{}01020164017800", &golden_whole[..golden_whole.len() - 2]);
+        let golden_whole = golden(6);
+        let expected = format!("{}0102016401780000", &golden_whole[..golden_whole.len() - 4]);
         assert_eq!(hex(&bytes), expected);
         assert_eq!(decode(&bytes).unwrap(), users);
     }
@@ -304,7 +355,7 @@ mod tests {
 
     /// A folder's share (issue 23): its tree follows the piece hashes.
     #[test]
-    fn format_5_keeps_a_folders_tree() {
+    fn format_6_keeps_a_folders_tree() {
         use common::folder::{folder_digest, Entry, EntryKind, RelPath, Tree};
         let mut users = sample();
         let share = &mut users.values_mut().next().unwrap()[0];
@@ -357,12 +408,12 @@ mod tests {
     #[test]
     fn another_format_is_refused_before_the_rest_is_read() {
         let mut bytes = encode(sample().iter().map(|(u, s)| (u, s.as_slice()))).unwrap();
-        bytes[0] = 6;
+        bytes[0] = 7;
         let err = decode(&bytes).unwrap_err();
-        assert!(matches!(err, DecodeError::UnknownFormat { found: 6 }));
-        assert_eq!(err.to_string(), "it has format 6; this client reads formats 1 to 5");
+        assert!(matches!(err, DecodeError::UnknownFormat { found: 7 }));
+        assert_eq!(err.to_string(), "it has format 7; this client reads formats 1 to 6");
         // Even when what follows is not format 1's at all.
-        assert!(matches!(decode(&[7, 0xff, 0xff]), Err(DecodeError::UnknownFormat { found: 7 })));
+        assert!(matches!(decode(&[8, 0xff, 0xff]), Err(DecodeError::UnknownFormat { found: 8 })));
     }
 
     #[test]

@@ -687,12 +687,12 @@ fn a_folder_killed_after_its_rename_into_place_is_complete_after_the_restart() {
     c[0].run1_until("list_files g", ", 2 sharers, ");
 }
 
-/// A kill while a folder's tree is written from its `.part` into `.<name>.part/` leaves that
-/// staging directory behind, the download saved as under way. The restart (that state
-/// made exactly: killed while under way, a staging directory put there) does not fail, nor
-/// write into, nor remove, the directory left there: it stages under the next name.
+/// A folder's download stages its files in `.<name>.part/`, made when it starts. After a
+/// kill, a directory that is not the one it made (someone else's, made at that name since)
+/// is neither written into nor removed: the restart stages afresh under the next name,
+/// says so, and completes.
 #[test]
-fn a_staging_directory_left_by_a_kill_does_not_fail_the_download() {
+fn a_staging_directory_that_is_not_the_downloads_own_is_left_alone() {
     let (cluster, _tracker) = Cluster::with_one_tracker();
     let mut c = cluster.members(&["alice", "bob"], &["--max-upload-rate", "500000"]);
     let root = cluster.path("album");
@@ -703,6 +703,8 @@ fn a_staging_directory_left_by_a_kill_does_not_fail_the_download() {
     c[1].run1(&format!("download_file g album/ {}", out.display()));
     c[1].kill();
     let left = out.join(".album.part");
+    assert!(left.is_dir());
+    std::fs::remove_dir_all(&left).unwrap();
     std::fs::create_dir_all(left.join("sub")).unwrap();
     std::fs::write(left.join("a b.bin"), b"half written").unwrap();
 
@@ -710,6 +712,8 @@ fn a_staging_directory_left_by_a_kill_does_not_fail_the_download() {
     bob.resumed("bob");
     let done = bob.wait_downloads_json();
     assert!(done[0].is_complete("album"), "{done:?}");
+    let why = done[0].started_over.as_deref().unwrap_or_default();
+    assert!(why.contains("is not the partial file this client created"), "{done:?}");
     assert_eq!(listing(&out.join("album")), listing(&root));
     assert_eq!(std::fs::read(left.join("a b.bin")).unwrap(), b"half written");
     let mut beside: Vec<_> =
@@ -747,4 +751,124 @@ fn a_part_holder_is_found_again_after_the_leader_changes() {
         std::thread::sleep(Duration::from_millis(200));
     };
     assert_fetched_from_the_part_holder(&done, &late);
+}
+
+/// Issue 23: a folder's verified pieces are written straight into their files in its
+/// staging directory `.<name>.part/` (0700, every directory and file of the tree made when
+/// the download starts) as they arrive: mid-download the files there hold the verified
+/// bytes of the pieces had, no `.part` file of the pieces end to end is ever made, and at
+/// the end that directory is what is renamed into place.
+#[test]
+fn a_folders_pieces_go_straight_into_its_staging_tree() {
+    let (cluster, _tracker) = Cluster::with_one_tracker();
+    let mut c = cluster.members(&["seed", "leech"], &["--max-upload-rate", "1000000"]);
+    let root = cluster.path("album");
+    awkward_tree(&root);
+    std::fs::write(root.join("sub/big.bin"), bytes(8 * 1024 * 1024, 6)).unwrap();
+    c[0].run(&format!("upload_file {} g", root.display()));
+    let out = cluster.path("out");
+    std::fs::create_dir(&out).unwrap();
+    c[1].run1(&format!("download_file g album/ {}", out.display()));
+    let deadline = std::time::Instant::now() + crate::support::TIMEOUT;
+    let had = loop {
+        let d = c[1].downloads().into_iter().next().unwrap();
+        if d.pieces_have >= 2 {
+            break d.pieces_have;
+        }
+        assert!(std::time::Instant::now() < deadline, "no progress: {d:?}");
+    };
+    c[1].ok("pause g album/", "paused album in group g");
+    let staging = out.join(".album.part");
+    let mode = std::fs::metadata(&staging).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+    let beside: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(beside, [".album.part"]);
+    // Every directory and file of the tree is there; each file no longer than its source,
+    // and at least the pieces had hold the source's bytes.
+    let piece = 512 * 1024;
+    let mut verified = 0;
+    for (path, kind, _, _) in listing(&root) {
+        let staged = staging.join(&path);
+        assert!(staged.symlink_metadata().is_ok(), "{path} is not staged");
+        if kind != "file" {
+            continue;
+        }
+        let (source, got) =
+            (std::fs::read(root.join(&path)).unwrap(), std::fs::read(&staged).unwrap());
+        assert!(got.len() <= source.len(), "{path}");
+        for (i, chunk) in source.chunks(piece).enumerate() {
+            let at = i * piece;
+            verified += usize::from(got.get(at..at + chunk.len()) == Some(chunk));
+        }
+    }
+    assert!(verified >= had as usize, "{verified} pieces staged, {had} had");
+    c[1].ok("resume g album/", "resumed album in group g");
+    let done = c[1].wait_downloads_json();
+    assert!(done[0].is_complete("album"), "{done:?}");
+    assert_eq!(listing(&out.join("album")), listing(&root));
+    let beside: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(beside, ["album"]);
+}
+
+/// Issue 23: a folder's download saved by a client of state file format 5 kept its pieces
+/// end to end in `<dest>.part`. This client resumes it by moving the pieces it had into a
+/// staging tree (re-hashed there, none fetched again), removes that `.part`, fetches the
+/// rest and completes. The state is made exactly as such a client left it: the format-5
+/// bytes (format 6's without the last field) and its `.part` of the pieces had.
+#[test]
+fn a_folder_download_saved_with_a_part_file_by_format_5_resumes() {
+    use client::registry::state_file;
+    use common::folder::FolderLayout;
+    use common::{Bitfield, PieceIndex, PIECE_SIZE};
+    let (cluster, _tracker) = Cluster::with_one_tracker();
+    let mut c = cluster.members(&["seed", "leech"], &["--max-upload-rate", "500000"]);
+    let root = cluster.path("album");
+    awkward_tree(&root);
+    c[0].run(&format!("upload_file {} g", root.display()));
+    let out = cluster.path("out");
+    std::fs::create_dir(&out).unwrap();
+    c[1].run1(&format!("download_file g album/ {}", out.display()));
+    c[1].kill();
+
+    let shares = cluster.path("leech/shares.bin");
+    let mut users = state_file::decode(&std::fs::read(&shares).unwrap()).unwrap();
+    let share = &mut users.values_mut().next().unwrap()[0];
+    assert_eq!(share.stored, client::swarm::Stored::Tree);
+    std::fs::remove_dir_all(&share.path).unwrap();
+    let tree = share.meta.tree.clone().unwrap();
+    let layout = FolderLayout::new(&tree).unwrap();
+    let n = layout.n_pieces();
+    let mut part = Vec::new();
+    for span in layout.files() {
+        let path = tree.entries()[span.entry].path.to_string();
+        for chunk in std::fs::read(root.join(path)).unwrap().chunks(PIECE_SIZE) {
+            part.resize((part.len()).div_ceil(PIECE_SIZE) * PIECE_SIZE, 0);
+            part.extend_from_slice(chunk);
+        }
+    }
+    let part_path = out.join("album.part");
+    std::fs::write(&part_path, &part).unwrap();
+    std::fs::set_permissions(&part_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut have = Bitfield::empty(n);
+    (0..n - 1).for_each(|i| have.set(PieceIndex(i)));
+    share.path = part_path.clone();
+    share.stored = client::swarm::Stored::Part;
+    share.part_id = None;
+    share.have = have;
+    let format_6 = state_file::encode(users.iter().map(|(u, s)| (u, s.as_slice()))).unwrap();
+    // Format 5: the format number, then each share without its last field (`stored`, one
+    // byte here, the file's last).
+    assert_eq!((format_6[0], format_6.last()), (6, Some(&0)));
+    let format_5 = [&[5], &format_6[1..format_6.len() - 1]].concat();
+    std::fs::write(&shares, format_5).unwrap();
+
+    let mut leech = cluster.client("leech");
+    leech.resumed("leech");
+    let done = leech.wait_downloads_json();
+    assert_eq!(done.len(), 1, "{done:?}");
+    assert!(done[0].is_complete("album"), "{done:?}");
+    assert_eq!(done[0].pieces_resumed, n - 1, "{done:?}");
+    assert_eq!(listing(&out.join("album")), listing(&root));
+    let beside: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(beside, ["album"]);
 }

@@ -1,0 +1,214 @@
+//! Tests of `download::store`'s staging trees (issue 23).
+
+use super::*;
+use common::folder::{folder_digest, Entry, FolderLayout, RelPath};
+use common::message::FileMeta;
+use common::{Bitfield, GroupId, Sha1Digest, PIECE_SIZE};
+use std::os::unix::fs::PermissionsExt;
+
+use crate::swarm::{Chosen, Phase};
+
+/// A folder of a file of a piece and 2 bytes, an empty directory, and a subdirectory with
+/// an empty executable and a 3-byte executable.
+fn tree() -> Tree {
+    let entry = |p: &str, kind| Entry { path: RelPath::parse(p).unwrap(), kind };
+    Tree::new(vec![
+        entry("a", EntryKind::File { size: PIECE_SIZE as u64 + 2, executable: false }),
+        entry("e", EntryKind::Dir),
+        entry("s", EntryKind::Dir),
+        entry("s/x", EntryKind::File { size: 0, executable: true }),
+        entry("s/y", EntryKind::File { size: 3, executable: true }),
+    ])
+    .unwrap()
+}
+
+/// A download of `tree` (the part `selection` of it) to `dest`, its pieces' hashes made up
+/// (a store does not check them).
+fn swarm(tree: Tree, selection: Selection, dest: &Path) -> Swarm {
+    let n = FolderLayout::new(&tree).unwrap().n_pieces();
+    let pieces = vec![Sha1Digest([3; 20]); n as usize];
+    let meta = FileMeta {
+        name: "f".parse().unwrap(),
+        size: tree.total_size(),
+        digest: folder_digest(&tree, &pieces),
+        pieces,
+        tree: Some(tree),
+    };
+    let layout = ItemLayout::of(&meta).unwrap();
+    let chosen = Chosen::of(&meta, &layout, selection).unwrap();
+    let group = GroupId::new("g").unwrap();
+    let (path, dest) = (staging_path(dest), dest.to_path_buf());
+    let have = Bitfield::empty(n);
+    Swarm::download(group, meta, layout, chosen, path, dest, have, Phase::Fetching, Arc::default())
+}
+
+/// Writes every chosen piece of `swarm` into `store`: piece `i` is bytes `i + 1`.
+fn write_all(store: &Store, swarm: &Swarm) {
+    for piece in swarm.chosen.wanted.iter() {
+        let data = vec![piece.0 as u8 + 1; swarm.layout.piece_len(piece)];
+        store.write_piece(swarm, piece, &data).unwrap();
+    }
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::symlink_metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn a_folders_pieces_go_straight_into_its_files_in_the_staging_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("f");
+    let swarm = swarm(tree(), Selection::Whole, &dest);
+    let staged = TreeStore::create(&tree(), &Selection::Whole, &dest).unwrap();
+    let staging = staged.path().to_path_buf();
+    assert_eq!(staging, dir.path().join(".f.part"));
+    // Every chosen directory and file is there from the start, with its mode, empty.
+    assert_eq!(mode(&staging), 0o700);
+    assert_eq!((mode(&staging.join("a")), mode(&staging.join("s/y"))), (0o600, 0o700));
+    assert!(staging.join("e").is_dir() && staging.join("s/x").is_file());
+    let store = Store::Tree(staged);
+    write_all(&store, &swarm);
+    let a = std::fs::read(staging.join("a")).unwrap();
+    assert_eq!((a.len(), a[PIECE_SIZE - 1], a[PIECE_SIZE]), (PIECE_SIZE + 2, 1, 2));
+    assert_eq!(std::fs::read(staging.join("s/y")).unwrap(), [3, 3, 3]);
+    // Read back as a resume re-hashes them.
+    let mut back = vec![0; 3];
+    store.read_piece(&swarm, PieceIndex(2), &mut back).unwrap();
+    assert_eq!(back, [3, 3, 3]);
+    // No single `.part` file, nothing else beside the destination.
+    let names: Vec<_> =
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names, [".f.part"]);
+    // Durable, then removed (a cancel) only while it is still the one made.
+    let Store::Tree(staged) = &store else { unreachable!() };
+    staged.make_durable().unwrap();
+    assert!(staged.is_in_place().unwrap());
+    store.remove(&staging);
+    assert!(!staging.exists());
+}
+
+#[test]
+fn a_staging_name_in_the_way_is_left_alone_and_the_next_one_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("f");
+    std::fs::create_dir(staging_path(&dest)).unwrap();
+    std::fs::write(staging_path(&dest).join("a"), b"theirs").unwrap();
+    let staged = TreeStore::create(&tree(), &Selection::Whole, &dest).unwrap();
+    assert_eq!(staged.path(), dir.path().join(".f.1.part"));
+    assert_eq!(std::fs::read(staging_path(&dest).join("a")).unwrap(), b"theirs");
+    // With every name taken, it fails and says so.
+    for n in 2..MAX_STAGING_NAMES {
+        std::fs::write(staging_path_n(&dest, n), b"").unwrap();
+    }
+    let taken = TreeStore::create(&tree(), &Selection::Whole, &dir.path().join("f"));
+    let err = taken.err().unwrap().to_string();
+    assert!(err.contains("and the next 15 staging names beside it already exist"), "{err}");
+}
+
+/// Paths from the network are untrusted: a link planted in the staging tree is never
+/// followed, so nothing is written outside it.
+#[test]
+fn a_link_in_the_staging_tree_is_never_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = dir.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let dest = dir.path().join("f");
+    let swarm = swarm(tree(), Selection::Whole, &dest);
+    let staged = TreeStore::create(&tree(), &Selection::Whole, &dest).unwrap();
+    let staging = staged.path().to_path_buf();
+    // The subdirectory becomes a link to a directory outside, holding a `y` of its own.
+    std::fs::remove_dir_all(staging.join("s")).unwrap();
+    std::fs::write(outside.join("y"), b"mine").unwrap();
+    std::os::unix::fs::symlink(&outside, staging.join("s")).unwrap();
+    // And `a` a link to a file outside.
+    std::fs::remove_file(staging.join("a")).unwrap();
+    std::os::unix::fs::symlink(outside.join("y"), staging.join("a")).unwrap();
+    let store = Store::Tree(staged);
+    for piece in [PieceIndex(0), PieceIndex(2)] {
+        let data = vec![9; swarm.layout.piece_len(piece)];
+        let err = store.write_piece(&swarm, piece, &data).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ELOOP), "{err}");
+    }
+    assert_eq!(std::fs::read(outside.join("y")).unwrap(), b"mine");
+    // The seeder's reads do not follow them either.
+    let mut data = [0; 3];
+    assert!(read_beneath(&staging, Path::new("s/y"), 0, &mut data).is_err());
+    assert!(read_beneath(&staging, Path::new("../outside/y"), 0, &mut data).is_err());
+}
+
+#[test]
+fn a_part_chosen_is_staged_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    // A subfolder: its own files only, under its own name.
+    let sub = Selection::Inside { path: RelPath::parse("s").unwrap(), dir: true };
+    let dest = dir.path().join("s");
+    let swarm_s = swarm(tree(), sub.clone(), &dest);
+    let store = Store::Tree(TreeStore::create(&tree(), &sub, &dest).unwrap());
+    write_all(&store, &swarm_s);
+    let staging = dir.path().join(".s.part");
+    let mut names: Vec<_> =
+        std::fs::read_dir(&staging).unwrap().map(|e| e.unwrap().file_name()).collect();
+    names.sort();
+    assert_eq!(names, ["x", "y"]);
+    assert_eq!(std::fs::read(staging.join("y")).unwrap(), [3, 3, 3]);
+    // One file: staged as that file.
+    let one = Selection::Inside { path: RelPath::parse("a").unwrap(), dir: false };
+    let dest = dir.path().join("a");
+    let swarm_a = swarm(tree(), one.clone(), &dest);
+    let store = Store::Tree(TreeStore::create(&tree(), &one, &dest).unwrap());
+    write_all(&store, &swarm_a);
+    let a = std::fs::read(dir.path().join(".a.part")).unwrap();
+    assert_eq!((a.len(), a[0], a[PIECE_SIZE]), (PIECE_SIZE + 2, 1, 2));
+    let mut back = [0; 2];
+    assert!(read_beneath(&dir.path().join(".a.part"), Path::new(""), PIECE_SIZE as u64, &mut back)
+        .is_ok());
+    assert_eq!(back, [2, 2]);
+}
+
+#[test]
+fn a_resume_adopts_only_its_own_staging_directory_and_makes_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("f");
+    let staged = TreeStore::create(&tree(), &Selection::Whole, &dest).unwrap();
+    let (staging, id) = (staged.path().to_path_buf(), staged.id().unwrap());
+    drop(staged);
+    std::fs::remove_file(staging.join("s/y")).unwrap();
+    let (_, found) = TreeStore::reopen(&staging, &tree(), &Selection::Whole, Some(id)).unwrap();
+    assert_eq!(found, id);
+    assert!(staging.join("s/y").is_file());
+    // Another directory made at that path since is not adopted.
+    std::fs::remove_dir_all(&staging).unwrap();
+    std::fs::create_dir(&staging).unwrap();
+    let other = TreeStore::reopen(&staging, &tree(), &Selection::Whole, Some(id));
+    assert!(matches!(other, Err(StartError::NotOurs { .. })));
+    // Nor one others may write to, nor a link.
+    std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let open = TreeStore::reopen(&staging, &tree(), &Selection::Whole, None);
+    assert!(matches!(open, Err(StartError::NotOurs { .. })));
+    std::fs::remove_dir(&staging).unwrap();
+    std::os::unix::fs::symlink(dir.path(), &staging).unwrap();
+    let link = TreeStore::reopen(&staging, &tree(), &Selection::Whole, None);
+    assert!(matches!(link, Err(StartError::NotOurs { .. })), "{:?}", link.err());
+}
+
+#[test]
+fn at_most_max_open_files_are_held_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = MAX_OPEN_FILES + 10;
+    let entries = (0..n)
+        .map(|i| Entry {
+            path: RelPath::parse(&format!("f{i:04}")).unwrap(),
+            kind: EntryKind::File { size: 1, executable: false },
+        })
+        .collect();
+    let tree = Tree::new(entries).unwrap();
+    let dest = dir.path().join("many");
+    let swarm = swarm(tree.clone(), Selection::Whole, &dest);
+    let store = TreeStore::create(&tree, &Selection::Whole, &dest).unwrap();
+    for piece in 0..n as u32 {
+        let (file, _) = store.place(&swarm, PieceIndex(piece)).unwrap();
+        file.write_all_at(&[7], 0).unwrap();
+    }
+    assert_eq!(store.handles.lock().open.len(), MAX_OPEN_FILES);
+    assert_eq!(std::fs::read(store.path().join(format!("f{:04}", n - 1))).unwrap(), [7]);
+}
