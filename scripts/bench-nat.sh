@@ -307,7 +307,10 @@ crowd() {
     local -A finished=()
     local pending=("${leeches[@]}") ended=() t f
     while ((${#pending[@]})); do
-        mapfile -t ended < <(cd "$WORK" && grep -l '^\[[CF]\]' "${pending[@]/%/.out}" || true)
+        mapfile -t ended < <(
+            cd "$WORK" || exit
+            grep -l '^\[[CF]\]' "${pending[@]/%/.out}" || true
+        )
         t=$(now_ns)
         for f in "${ended[@]}"; do finished[${f%.out}]=$t; done
         pending=()
