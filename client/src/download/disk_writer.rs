@@ -1,11 +1,8 @@
-//! The client's disk writer (`disk-writer` thread) and a download's `.part` file handles:
-//! verified pieces are written where the download's `Store` keeps them, in the order they
-//! were verified, by one thread, so writes to a file never contend for its lock and no piece path waits on
-//! another's write. A written piece is offered to its swarm, which keeps the newest ones in
+//! The client's disk writer (`disk-writer` thread): verified pieces are written where the
+//! download's `Store` keeps them, in the order they were verified, by one thread, so writes
+//! to a file never contend for its lock and no piece path waits on another's write. A written piece is offered to its swarm, which keeps the newest ones in
 //! memory for the seeder (`Swarm::offer_recent`).
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use crossbeam_channel::Sender;
@@ -14,59 +11,8 @@ use common::PieceIndex;
 
 use super::event::Event;
 use super::store::Store;
-use crate::piece_buf::{PieceBuf, BUF_ALIGN};
+use crate::piece_buf::PieceBuf;
 use crate::swarm::Swarm;
-
-/// The `.part` file of a download: a buffered handle, and where the file system allows it
-/// an `O_DIRECT` one for whole pieces. Writing a piece straight from its aligned buffer to
-/// disk costs no copy into the page cache and leaves little for the final fsync.
-pub struct DownloadFile {
-    pub buffered: File,
-    pub direct: Option<File>,
-}
-
-impl DownloadFile {
-    /// Wraps `buffered`, the open `.part` file at `path`, and opens `path` again for direct
-    /// writes. The second handle is kept only if it is the same file: a path replaced in
-    /// between (by a link or another file) is never written through.
-    pub fn open(path: &std::path::Path, buffered: File) -> DownloadFile {
-        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-        let direct = std::fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_DIRECT | libc::O_NOFOLLOW)
-            .open(path)
-            .and_then(|direct| {
-                let (a, b) = (direct.metadata()?, buffered.metadata()?);
-                if (a.dev(), a.ino()) == (b.dev(), b.ino()) {
-                    Ok(direct)
-                } else {
-                    Err(std::io::Error::other("the path now names another file"))
-                }
-            });
-        if let Err(e) = &direct {
-            log::debug!("no O_DIRECT for {}: {e}; using buffered writes", path.display());
-        }
-        DownloadFile { buffered, direct: direct.ok() }
-    }
-
-    /// Writes `data` at `offset`: directly when offset and length are block-aligned,
-    /// buffered otherwise (the short last piece) or when a direct write is refused.
-    pub(super) fn write_at(&self, data: &[u8], offset: u64) -> std::io::Result<()> {
-        let aligned = offset.is_multiple_of(BUF_ALIGN as u64)
-            && data.len().is_multiple_of(BUF_ALIGN)
-            && (data.as_ptr() as usize).is_multiple_of(BUF_ALIGN);
-        if let (true, Some(direct)) = (aligned, &self.direct) {
-            match direct.write_all_at(data, offset) {
-                Ok(()) => return Ok(()),
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                    log::debug!("direct write refused ({e}); writing through the page cache");
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        self.buffered.write_all_at(data, offset)
-    }
-}
 
 /// A verified piece on its way to disk.
 pub struct PieceWrite {

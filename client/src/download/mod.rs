@@ -62,7 +62,8 @@ use crate::registry::Registry;
 use crate::swarm::{Chosen, DownloadError, FileStamp, ItemLayout, PartId, Phase, Stored, Swarm};
 use crate::tracker_session::{CallError, TrackerSession};
 use coordinator::Coordinator;
-use disk_writer::{DiskWriter, DownloadFile};
+use disk_writer::DiskWriter;
+use store::DownloadFile;
 use store::{Store, TreeStore};
 
 pub use coordinator::MAX_IN_FLIGHT;

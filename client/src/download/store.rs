@@ -27,9 +27,60 @@ use rustix::fs::{Mode, OFlags, ResolveFlags};
 use common::folder::{EntryKind, Selection, Tree};
 use common::PieceIndex;
 
-use super::disk_writer::DownloadFile;
 use super::StartError;
+use crate::piece_buf::BUF_ALIGN;
 use crate::swarm::{ItemLayout, PartId, Swarm};
+
+/// The `.part` file of a download: a buffered handle, and where the file system allows it
+/// an `O_DIRECT` one for whole pieces. Writing a piece straight from its aligned buffer to
+/// disk costs no copy into the page cache and leaves little for the final fsync.
+pub struct DownloadFile {
+    pub buffered: File,
+    pub direct: Option<File>,
+}
+
+impl DownloadFile {
+    /// Wraps `buffered`, the open `.part` file at `path`, and opens `path` again for direct
+    /// writes. The second handle is kept only if it is the same file: a path replaced in
+    /// between (by a link or another file) is never written through.
+    pub fn open(path: &std::path::Path, buffered: File) -> DownloadFile {
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+        let direct = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DIRECT | libc::O_NOFOLLOW)
+            .open(path)
+            .and_then(|direct| {
+                let (a, b) = (direct.metadata()?, buffered.metadata()?);
+                if (a.dev(), a.ino()) == (b.dev(), b.ino()) {
+                    Ok(direct)
+                } else {
+                    Err(std::io::Error::other("the path now names another file"))
+                }
+            });
+        if let Err(e) = &direct {
+            log::debug!("no O_DIRECT for {}: {e}; using buffered writes", path.display());
+        }
+        DownloadFile { buffered, direct: direct.ok() }
+    }
+
+    /// Writes `data` at `offset`: directly when offset and length are block-aligned,
+    /// buffered otherwise (the short last piece) or when a direct write is refused.
+    pub(super) fn write_at(&self, data: &[u8], offset: u64) -> std::io::Result<()> {
+        let aligned = offset.is_multiple_of(BUF_ALIGN as u64)
+            && data.len().is_multiple_of(BUF_ALIGN)
+            && (data.as_ptr() as usize).is_multiple_of(BUF_ALIGN);
+        if let (true, Some(direct)) = (aligned, &self.direct) {
+            match direct.write_all_at(data, offset) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    log::debug!("direct write refused ({e}); writing through the page cache");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.buffered.write_all_at(data, offset)
+    }
+}
 
 /// The most files of one tree store open at once.
 pub const MAX_OPEN_FILES: usize = 128;
