@@ -478,7 +478,7 @@ if part i; then
             head -n 5 "$WORK/$name.log" >&2
         fi
         for key in probes login_p50_ms login_p99_ms login_max_ms list_p50_ms list_p99_ms \
-            probe_failures login_retried; do
+            probe_failures login_retried login_connect_p50_ms login_connect_p99_ms; do
             FIG[${name}_$key]=$(kv "$WORK/$name.txt" "$key")
         done
         # The attack's connections close with it; let the trackers settle.
@@ -593,6 +593,8 @@ if part i; then
         esac
         row "(i) login p99 ms, $what" "${FIG[${name}_login_p99_ms]:-none}" "< 1000 (issue 21)" \
             "$(verdict le "${FIG[${name}_login_p99_ms]:-none}" 1000) (p50 ${FIG[${name}_login_p50_ms]:-?}, max ${FIG[${name}_login_max_ms]:-?}, ${FIG[${name}_probes]:-?} logins, ${FIG[${name}_login_retried]:-?} retried, failed ${FIG[${name}_probe_failures]:-?})"
+        row "    of which TCP + handshake + hello, p50 / p99 ms" \
+            "${FIG[${name}_login_connect_p50_ms]:-?}/${FIG[${name}_login_connect_p99_ms]:-?}" "" ""
         row "    list_groups p99 ms" "${FIG[${name}_list_p99_ms]:-none}" "< 100 (issue 21)" \
             "$(verdict le "${FIG[${name}_list_p99_ms]:-none}" 100) (p50 ${FIG[${name}_list_p50_ms]:-?})"
         if [[ $attack == seeder ]]; then

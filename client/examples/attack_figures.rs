@@ -28,7 +28,8 @@
 //! would space them (the generator shares the machine's cores with the trackers). Prints
 //! `attack_started=1` once the attack is going, then, after `--seconds`, `key=value`
 //! lines: probes, login_p50_ms, login_p99_ms, login_max_ms, list_p50_ms, list_p99_ms,
-//! list_max_ms, probe_failures, login_retried (logins that needed another try), and the attack's own counts (attack_*).
+//! list_max_ms, login_connect_p50_ms and login_connect_p99_ms (the part of a login before
+//! its `Login` request: TCP, handshake, hello), probe_failures, login_retried (logins that needed another try), and the attack's own counts (attack_*).
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
@@ -243,6 +244,8 @@ struct RealUser {
     next: usize,
     /// Logins that needed a second try (a refused connection, `Busy`).
     retried: u64,
+    /// The part of each login spent before the `Login` request (TCP, handshake, hello), ms.
+    connect_ms: Vec<f64>,
     user: UserId,
     password: Password,
     seq: u64,
@@ -265,8 +268,10 @@ impl RealUser {
                 self.retried += 1;
             }
             first = false;
+            let connecting = Instant::now();
             match tracker_conn(Ipv4Addr::LOCALHOST, self.target.addr, &self.target.key, &me) {
                 Ok(mut conn) => {
+                    let connect_ms = connecting.elapsed().as_secs_f64() * 1000.0;
                     let token = random_token();
                     let id = next_id(u64::MAX, &mut self.seq);
                     match call(
@@ -275,7 +280,10 @@ impl RealUser {
                         None,
                         login_request(&self.user, &self.password, token),
                     ) {
-                        Ok(Ok(Reply::LoggedIn)) => return Ok((conn, token)),
+                        Ok(Ok(Reply::LoggedIn)) => {
+                            self.connect_ms.push(connect_ms);
+                            return Ok((conn, token));
+                        }
                         Ok(Err(TrackerError::Busy(why))) => last = format!("busy: {why}"),
                         Ok(other) => return Err(format!("login: {other:?}")),
                         Err(why) => last = why,
@@ -772,7 +780,16 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     };
     let target = Target { addr, key };
-    let mut real = RealUser { target, devices, next: 0, retried: 0, user, password, seq: 0 };
+    let mut real = RealUser {
+        target,
+        devices,
+        next: 0,
+        retried: 0,
+        connect_ms: Vec::new(),
+        user,
+        password,
+        seq: 0,
+    };
     // Each of the real user's devices logs in once before the attack: a known device.
     for _ in 0..args.devices {
         if let Err(why) = real.probe(1) {
@@ -781,6 +798,7 @@ fn main() -> ExitCode {
         }
     }
     real.retried = 0;
+    real.connect_ms.clear();
     let shared = Shared {
         stop: Arc::new(AtomicBool::new(false)),
         counts: Arc::new(Counts::default()),
@@ -843,6 +861,9 @@ fn main() -> ExitCode {
     println!("login_p50_ms={:.1}", pct(&login_ms, 50.0));
     println!("login_p99_ms={:.1}", pct(&login_ms, 99.0));
     println!("login_max_ms={:.1}", pct(&login_ms, 100.0));
+    real.connect_ms.sort_by(f64::total_cmp);
+    println!("login_connect_p50_ms={:.1}", pct(&real.connect_ms, 50.0));
+    println!("login_connect_p99_ms={:.1}", pct(&real.connect_ms, 99.0));
     println!("lists={}", list_ms.len());
     println!("list_p50_ms={:.1}", pct(&list_ms, 50.0));
     println!("list_p99_ms={:.1}", pct(&list_ms, 99.0));
