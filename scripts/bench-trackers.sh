@@ -10,7 +10,10 @@
 # trackers' memory, threads and descriptors, and a storm of every session reconnecting;
 # and of issue 22: (h) reads/s and writes/s with 1000 concurrent clients (one session and
 # one connection each), with p50/p99 latency, against goals of 20000 reads/s, 10000
-# writes/s and p99 < 50 ms. (a), (b), (c) and (h) run once with the clients at the leader and once at a follower (which
+# writes/s and p99 < 50 ms; and of issue 21: (i) a real user's login and list_groups
+# latency while each attack of the issue runs (the client-slot flood, silent handshakes,
+# correct-password floods, guessing from the user's own address), and a member's download
+# while a seeder is starved. (a), (b), (c) and (h) run once with the clients at the leader and once at a follower (which
 # forwards writes). Prints key=value lines and a summary beside the goals.
 set -euo pipefail
 
@@ -26,7 +29,8 @@ Usage: scripts/bench-trackers.sh [OPTIONS]
   --attackers N   password guessers in (f) (default 64)
   --sessions LIST session counts of (g), comma-separated (default 2000,5000,20000)
   --many N        concurrent clients of (h) (default 1000)
-  --only LETTERS  run only these parts, e.g. --only ab (default abcdefgh)
+  --attack-seconds S  how long each attack of (i) runs (default 10; the seeder's twice that)
+  --only LETTERS  run only these parts, e.g. --only ab (default abcdefghi)
   --keep          keep the work directory
   -h, --help      show this help
 
@@ -38,8 +42,9 @@ load has the clients reach the leader directly (delay between trackers only).
 
 The load is client/examples/tracker_load.rs (CreateGroup writes, one user per client),
 the proxy client/examples/delay_proxy.rs, the guessers of (f) client/examples/login_attack.rs
-(with the default password hashing, 1.3 M PBKDF2 iterations); all are built here with the
-release binaries.
+(with the default password hashing, 1.3 M PBKDF2 iterations), the attacks and the real
+user of (i) client/examples/attack_figures.rs (default hashing too); all are built here
+with the release binaries.
 USAGE
 }
 
@@ -48,7 +53,8 @@ SECONDS_LOAD=10
 MISSED=100000
 DELAY_MS=50
 LOSS_PCT=1
-ONLY=abcdefgh
+ONLY=abcdefghi
+ATTACK_SECONDS=10
 MANY=1000
 ATTACKERS=64
 SESSIONS=2000,5000,20000
@@ -63,6 +69,7 @@ while (($#)); do
         --attackers) ATTACKERS=$2; shift 2 ;;
         --sessions) SESSIONS=$2; shift 2 ;;
         --many) MANY=$2; shift 2 ;;
+        --attack-seconds) ATTACK_SECONDS=$2; shift 2 ;;
         --only) ONLY=$2; shift 2 ;;
         --keep) KEEP=1; shift ;;
         -h|--help) usage; exit 0 ;;
@@ -404,6 +411,82 @@ if part h; then
     stop_cluster
     TRACKER_ARGS=()
 fi
+# (i) Issue 21: a real user's service while each attack runs against the leader (3
+# trackers, default password hashing): the real user (alice, whose client key logged in
+# once before) logs in from 127.0.0.1 every 0.5 s and calls list_groups 5 times; for the
+# seeder attack, a member downloads a 4 MiB file from the attacked seeder meanwhile.
+# Guessing from 127.0.0.1 comes last: it leaves that address throttled for unknown keys,
+# as it should, and the next run's real user would come with new ones.
+ATTACKS=(slots silent correct-flood seeder shared-guess)
+if part i; then
+    mkdir -p "$WORK_ALL/attacks"
+    WORK=$WORK_ALL/attacks
+    write_tracker_info 3
+    for id in 1 2 3; do start_fifo_tracker "$id" --kdf-iterations 1300000; done
+    for id in 1 2 3; do wait_for "$WORK/tracker$id.out" "serving as" 60; done
+    client_lists
+    start_peer seed
+    start_peer leech
+    for name in seed leech; do
+        quiet_run "$name" "create_user $name pw-$name"
+        quiet_run "$name" "login $name pw-$name"
+    done
+    quiet_run seed "create_group g"
+    head -c $((4 * 1024 * 1024)) /dev/urandom >"$WORK/f.bin"
+    quiet_run seed "upload_file $WORK/f.bin g" 1 120
+    printf '%s\n' "create_user alice pw-alice" "create_user victim pw-victim" \
+        "create_user mallory pw-mallory" "login mallory pw-mallory" "join_group g" |
+        "$BIN/client" 127.0.0.1:0 "$WORK/via-leader.txt" --state-dir "$WORK/setup" \
+            >"$WORK/setup.out" 2>"$WORK/setup.log"
+    quiet_run leech "join_group g"
+    quiet_run seed "accept_request g leech"
+    quiet_run seed "accept_request g mallory"
+    for attack in "${ATTACKS[@]}"; do
+        name=i_${attack//-/_}
+        seconds=$ATTACK_SECONDS
+        [[ $attack == seeder ]] && seconds=$((ATTACK_SECONDS * 2))
+        "$EXAMPLES/attack_figures" "$WORK/tracker_info.txt" --tracker "$LEADER" \
+            --attack "$attack" --user alice --password pw-alice --seconds "$seconds" \
+            >"$WORK/$name.txt" 2>"$WORK/$name.log" &
+        PID[$name]=$!
+        if [[ $attack == seeder ]]; then
+            FIG[${name}_download_s]=none
+            FIG[${name}_download]="did not complete"
+            if wait_for "$WORK/$name.txt" "attack_started=1" 120; then
+                rm -rf "$WORK/leech-files"
+                mkdir -p "$WORK/leech-files"
+                t0=$(now)
+                quiet_run leech "download_file g f.bin $WORK/leech-files"
+                quiet_run leech "wait_downloads" 1 600 || true
+                took=$(printf '%.2f' "$(echo "$(now) - $t0" | bc -l)")
+                during=after
+                kill -0 "${PID[$name]}" 2>/dev/null && during=during
+                if tail -n1 "$WORK/leech.out" | grep -q '^\[C\]' &&
+                    cmp -s "$WORK/f.bin" "$WORK/leech-files/f.bin"; then
+                    FIG[${name}_download_s]=$took
+                    FIG[${name}_download]="completed $during the attack"
+                fi
+                echo "${name}_download_s=${FIG[${name}_download_s]}"
+                echo "${name}_download=${FIG[${name}_download]}"
+            fi
+        fi
+        wait "${PID[$name]}" || echo "bench-trackers.sh: attack $attack: the real user failed" >&2
+        unset "PID[$name]"
+        sed "s/^/${name}_/" "$WORK/$name.txt"
+        if [[ -s $WORK/$name.log ]]; then
+            echo "first errors of $name:" >&2
+            head -n 5 "$WORK/$name.log" >&2
+        fi
+        for key in probes login_p50_ms login_p99_ms login_max_ms list_p50_ms list_p99_ms \
+            probe_failures login_retried login_connect_p50_ms login_connect_p99_ms; do
+            FIG[${name}_$key]=$(kv "$WORK/$name.txt" "$key")
+        done
+        # The attack's connections close with it; let the trackers settle.
+        sleep 2
+    done
+    stop_cluster
+    for name in seed leech; do kill9 "$name"; done
+fi
 WORK=$WORK_ALL
 echo "loadavg_after=$(cut -d' ' -f1-3 /proc/loadavg)"
 
@@ -496,5 +579,29 @@ if part f; then
             "$(verdict le "${FIG[f_${variant}_probe_p99_ms]:-none}" 500) (p50 ${FIG[f_${variant}_probe_p50_ms]:-?}, max ${FIG[f_${variant}_probe_max_ms]:-?}, failed ${FIG[f_${variant}_probe_failures]:-?})"
         row "    guesses hashed / throttled / busy" \
             "${FIG[f_${variant}_wrong_password]:-?}/${FIG[f_${variant}_too_many_attempts]:-?}/${FIG[f_${variant}_busy]:-?}" "" ""
+    done
+fi
+if part i; then
+    for attack in "${ATTACKS[@]}"; do
+        name=i_${attack//-/_}
+        case $attack in
+            slots) what="throw-away keys, one address" ;;
+            silent) what="silent TCP from 8 addresses" ;;
+            correct-flood) what="right-password flood, 32 threads" ;;
+            shared-guess) what="32 guessers on alice's address" ;;
+            seeder) what="seeder starved (3 attacks)" ;;
+        esac
+        row "(i) login p99 ms, $what" "${FIG[${name}_login_p99_ms]:-none}" "< 1000 (issue 21)" \
+            "$(verdict le "${FIG[${name}_login_p99_ms]:-none}" 1000) (p50 ${FIG[${name}_login_p50_ms]:-?}, max ${FIG[${name}_login_max_ms]:-?}, ${FIG[${name}_probes]:-?} logins, ${FIG[${name}_login_retried]:-?} retried, failed ${FIG[${name}_probe_failures]:-?})"
+        row "    of which TCP + handshake + hello, p50 / p99 ms" \
+            "${FIG[${name}_login_connect_p50_ms]:-?}/${FIG[${name}_login_connect_p99_ms]:-?}" "" ""
+        row "    list_groups p99 ms" "${FIG[${name}_list_p99_ms]:-none}" "< 100 (issue 21)" \
+            "$(verdict le "${FIG[${name}_list_p99_ms]:-none}" 100) (p50 ${FIG[${name}_list_p50_ms]:-?})"
+        if [[ $attack == seeder ]]; then
+            met=MISSED
+            [[ ${FIG[${name}_download]} == "completed during the attack" ]] && met=met
+            row "    a member's 4 MiB download, s" "${FIG[${name}_download_s]}" "completes" \
+                "$met (${FIG[${name}_download]})"
+        fi
     done
 fi

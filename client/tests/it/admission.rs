@@ -279,3 +279,35 @@ fn one_session_takes_large_frames_on_a_few_connections_and_one_key_a_few_connect
     alice.conn.send(&big(100)).unwrap();
     assert!(matches!(alice.conn.recv(), Ok(Some(TrackerMessage::Response { .. }))));
 }
+
+/// `client/examples/attack_figures` (bench-trackers.sh part (i)): its usage, a refused
+/// attack name, and one short attack on a real tracker that prints the real user's figures.
+#[test]
+fn the_attack_figures_generator_parses_its_arguments_and_prints_the_figures() {
+    use std::process::Command;
+    let bin = example_bin("attack_figures");
+    let help = Command::new(&bin).arg("--help").output().unwrap();
+    assert!(help.status.success());
+    let help = String::from_utf8_lossy(&help.stdout).to_string();
+    for attack in ["slots", "silent", "correct-flood", "shared-guess", "seeder"] {
+        assert!(help.contains(attack), "{attack} missing from --help: {help}");
+    }
+    let (cluster, _tracker) = tracker_with_alice();
+    let wrong = Command::new(&bin)
+        .arg(&cluster.info)
+        .args(["--attack", "nonsense", "--user", "alice", "--password", "pw-alice"])
+        .output()
+        .unwrap();
+    assert_eq!(wrong.status.code(), Some(2));
+    let run = Command::new(&bin)
+        .arg(&cluster.info)
+        .args(["--attack", "silent", "--user", "alice", "--password", "pw-alice"])
+        .args(["--seconds", "1", "--probe-every", "0.2"])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&run.stdout).to_string();
+    assert!(run.status.success(), "{out}{}", String::from_utf8_lossy(&run.stderr));
+    for key in ["attack_started=1", "login_p99_ms=", "list_p99_ms=", "probe_failures=0"] {
+        assert!(out.contains(key), "{key} missing: {out}");
+    }
+}
