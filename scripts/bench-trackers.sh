@@ -30,6 +30,9 @@ Usage: scripts/bench-trackers.sh [OPTIONS]
   --sessions LIST session counts of (g), comma-separated (default 2000,5000,20000)
   --many N        concurrent clients of (h) (default 1000)
   --attack-seconds S  how long each attack of (i) runs (default 10; the seeder's twice that)
+  --split-cpus    (i): the trackers on the first half of the cores, the attack generator
+                  (and the real user it measures) on the rest (taskset), as an attacker on
+                  another host would be: its own work does not take the trackers' CPU
   --only LETTERS  run only these parts, e.g. --only ab (default abcdefghi)
   --keep          keep the work directory
   -h, --help      show this help
@@ -59,6 +62,7 @@ MANY=1000
 ATTACKERS=64
 SESSIONS=2000,5000,20000
 KEEP=0
+SPLIT_CPUS=0
 while (($#)); do
     case "$1" in
         --clients) CLIENTS=$2; shift 2 ;;
@@ -70,6 +74,7 @@ while (($#)); do
         --sessions) SESSIONS=$2; shift 2 ;;
         --many) MANY=$2; shift 2 ;;
         --attack-seconds) ATTACK_SECONDS=$2; shift 2 ;;
+        --split-cpus) SPLIT_CPUS=1; shift ;;
         --only) ONLY=$2; shift 2 ;;
         --keep) KEEP=1; shift ;;
         -h|--help) usage; exit 0 ;;
@@ -82,6 +87,9 @@ BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 TRACKER_BIN=${TRACKER_BIN:-$BIN/tracker}
 # Options every tracker started gets (set by a part for its cluster).
 TRACKER_ARGS=()
+# What trackers and (i)'s attack generator are started through (`taskset`, --split-cpus).
+TRACKER_PREFIX=()
+ATTACKER_PREFIX=()
 EXAMPLES="$BIN/examples"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/p2p-bench-trackers.XXXXXX")
 # shellcheck source=scripts/lib.sh
@@ -107,7 +115,7 @@ start_fifo_tracker() {
     shift
     [[ -p $WORK/tracker$id.in ]] || mkfifo "$WORK/tracker$id.in"
     : >"$WORK/tracker$id.out"
-    "$TRACKER_BIN" "$WORK/tracker_info.txt" "$id" --data-dir "$WORK/tracker$id" \
+    "${TRACKER_PREFIX[@]}" "$TRACKER_BIN" "$WORK/tracker_info.txt" "$id" --data-dir "$WORK/tracker$id" \
         --kdf-iterations 1000 --signups-per-ip-per-hour 0 "${TRACKER_ARGS[@]}" "$@" \
         <"$WORK/tracker$id.in" >>"$WORK/tracker$id.out" 2>>"$WORK/tracker$id.log" &
     PID[tracker$id]=$!
@@ -421,6 +429,17 @@ ATTACKS=(slots silent correct-flood seeder shared-guess)
 if part i; then
     mkdir -p "$WORK_ALL/attacks"
     WORK=$WORK_ALL/attacks
+    if ((SPLIT_CPUS)); then
+        cores=$(nproc)
+        if ((cores >= 2)) && command -v taskset >/dev/null; then
+            half=$((cores / 2))
+            TRACKER_PREFIX=(taskset -c "0-$((half - 1))")
+            ATTACKER_PREFIX=(taskset -c "$half-$((cores - 1))")
+            echo "i_cpus=trackers on 0-$((half - 1)), attack generator on $half-$((cores - 1))"
+        else
+            echo "bench-trackers.sh: --split-cpus needs taskset and 2 cores; not split" >&2
+        fi
+    fi
     write_tracker_info 3
     for id in 1 2 3; do start_fifo_tracker "$id" --kdf-iterations 1300000; done
     for id in 1 2 3; do wait_for "$WORK/tracker$id.out" "serving as" 60; done
@@ -445,7 +464,7 @@ if part i; then
         name=i_${attack//-/_}
         seconds=$ATTACK_SECONDS
         [[ $attack == seeder ]] && seconds=$((ATTACK_SECONDS * 2))
-        "$EXAMPLES/attack_figures" "$WORK/tracker_info.txt" --tracker "$LEADER" \
+        "${ATTACKER_PREFIX[@]}" "$EXAMPLES/attack_figures" "$WORK/tracker_info.txt" --tracker "$LEADER" \
             --attack "$attack" --user alice --password pw-alice --seconds "$seconds" \
             >"$WORK/$name.txt" 2>"$WORK/$name.log" &
         PID[$name]=$!
