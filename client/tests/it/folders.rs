@@ -78,6 +78,19 @@ fn listing(root: &Path) -> Vec<(String, &'static str, bool, Vec<u8>)> {
     out
 }
 
+/// The names in `dir`, in the file system's order.
+fn names_in(dir: &Path) -> Vec<std::ffi::OsString> {
+    std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name()).collect()
+}
+
+/// Asserts that `out/name` is a copy of the tree at `from`, and that nothing else is left
+/// in `out` beside it: no `.part` file, no staging directory.
+#[track_caller]
+fn assert_landed_alone(out: &Path, name: &str, from: &Path) {
+    assert_eq!(listing(&out.join(name)), listing(from));
+    assert_eq!(names_in(out), [name]);
+}
+
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut all = Vec::new();
     for item in std::fs::read_dir(dir).unwrap() {
@@ -130,8 +143,7 @@ fn a_folder_is_downloaded_whole_from_two_seeders() {
     assert!(got.iter().any(|(p, _, exec, _)| p == "sub/run.sh" && *exec));
     assert!(!out.join("album/link").exists() && out.join("album/link").symlink_metadata().is_err());
     // Nothing else is left beside it: no `.part` file, no staging directory.
-    let beside: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(beside, ["album"]);
+    assert_eq!(names_in(&out), ["album"]);
     // The downloader shares it now: a third peer can get it from there alone.
     c[2].run1_until("list_files g", ", 3 sharers, ");
 }
@@ -246,9 +258,7 @@ fn a_killed_folder_download_resumes_after_a_restart() {
     let done = leech.wait_downloads_json();
     assert_eq!(done.len(), 1, "{done:?}");
     assert!(done[0].is_complete("album"), "{done:?}");
-    assert_eq!(listing(&out.join("album")), listing(&root));
-    let beside: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(beside, ["album"]);
+    assert_landed_alone(&out, "album", &root);
 }
 
 /// Issue 23: one subfolder, then one file, of a folder two seeders share: only their
@@ -278,9 +288,7 @@ fn a_subfolder_and_a_file_of_a_folder_are_downloaded_alone_from_two_seeders() {
     let counts = &done[0].from_peers;
     assert_eq!((counts.values().sum::<u32>(), done[0].pieces_have), (11, 11), "{done:?}");
     assert!(counts.len() >= 2, "pieces came from one peer only: {done:?}");
-    assert_eq!(listing(&out.join("sub")), listing(&roots[0].join("sub")));
-    let beside: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(beside, ["sub"]);
+    assert_landed_alone(&out, "sub", &roots[0].join("sub"));
     let line = c[2].run1("show_downloads");
     assert!(line.starts_with("[C] [g] album/sub/ -> "), "{line}");
     let shares = c[2].run1("list_shares");
@@ -376,9 +384,7 @@ fn a_killed_selective_download_resumes_after_a_restart() {
     assert_eq!(done.len(), 1, "{done:?}");
     assert!(done[0].is_complete("album"), "{done:?}");
     assert_eq!(done[0].pieces_have, 6, "{done:?}");
-    assert_eq!(listing(&out.join("sub")), listing(&root.join("sub")));
-    let beside: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(beside, ["sub"]);
+    assert_landed_alone(&out, "sub", &root.join("sub"));
     assert!(leech.run1("show_downloads").starts_with("[C] [g] album/sub/ -> "));
 }
 
@@ -630,9 +636,7 @@ fn a_fake_trackers_hostile_folder_trees_are_refused_and_nothing_is_written() {
         assert!(line.contains(why), "{what}: {line}");
         assert!(line.ends_with("nothing was done with it"), "{what}: {line}");
         assert!(c.run("show_downloads").is_empty(), "{what}");
-        let beside: Vec<_> =
-            std::fs::read_dir(&place).unwrap().map(|e| e.unwrap().file_name()).collect();
-        assert_eq!(beside, ["out"], "{what}");
+        assert_eq!(names_in(&place), ["out"], "{what}");
         assert_eq!(std::fs::read_dir(place.join("out")).unwrap().count(), 0, "{what}");
     }
     // The unpatched answer is read: the same fake tracker's honest bytes start a download
@@ -679,9 +683,7 @@ fn a_folder_killed_after_its_rename_into_place_is_complete_after_the_restart() {
     assert_eq!(done.len(), 1, "{done:?}");
     assert!(done[0].is_complete("album"), "{done:?}");
     assert_eq!((done[0].pieces_resumed, done[0].from_peers.len()), (5, 0), "{done:?}");
-    assert_eq!(listing(&out.join("album")), listing(&root));
-    let beside: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(beside, ["album"]);
+    assert_landed_alone(&out, "album", &root);
     bob.wait_log("download of album complete: found at");
     // Shared again: alice sees bob as a second sharer.
     c[0].run1_until("list_files g", ", 2 sharers, ");
@@ -781,8 +783,7 @@ fn a_folders_pieces_go_straight_into_its_staging_tree() {
     let staging = out.join(".album.part");
     let mode = std::fs::metadata(&staging).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o700);
-    let beside: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(beside, [".album.part"]);
+    assert_eq!(names_in(&out), [".album.part"]);
     // Every directory and file of the tree is there; each file no longer than its source,
     // and at least the pieces had hold the source's bytes.
     let piece = 512 * 1024;
@@ -805,9 +806,7 @@ fn a_folders_pieces_go_straight_into_its_staging_tree() {
     c[1].ok("resume g album/", "resumed album in group g");
     let done = c[1].wait_downloads_json();
     assert!(done[0].is_complete("album"), "{done:?}");
-    assert_eq!(listing(&out.join("album")), listing(&root));
-    let beside: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(beside, ["album"]);
+    assert_landed_alone(&out, "album", &root);
 }
 
 /// Issue 23: a folder's download saved by a client of state file format 5 kept its pieces
@@ -868,7 +867,5 @@ fn a_folder_download_saved_with_a_part_file_by_format_5_resumes() {
     assert_eq!(done.len(), 1, "{done:?}");
     assert!(done[0].is_complete("album"), "{done:?}");
     assert_eq!(done[0].pieces_resumed, n - 1, "{done:?}");
-    assert_eq!(listing(&out.join("album")), listing(&root));
-    let beside: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(beside, ["album"]);
+    assert_landed_alone(&out, "album", &root);
 }
