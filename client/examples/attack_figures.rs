@@ -40,15 +40,18 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "support/raw_tracker.rs"]
+mod raw_tracker;
+use raw_tracker::{
+    call, listed_tracker, login_request, random_token, tcp_from, timeouts, tracker_conn,
+    TrackerConn,
+};
+
 use clap::{Parser, ValueEnum};
 
-use common::connection::{Connection, Timeouts};
-use common::message::{
-    ClientMessage, Reply, Request, RequestId, SessionToken, Ticket, TrackerError, TrackerMessage,
-    PROTOCOL_VERSION,
-};
+use common::connection::Connection;
+use common::message::{Reply, Request, RequestId, SessionToken, Ticket, TrackerError};
 use common::peer_message::{PeerReply, PeerRequest, Refusal, PEER_PROTOCOL_VERSION};
-use common::tracker_info::TrackerInfo;
 use common::{FileName, GroupId, Identity, Password, PublicKey, Sha1Digest, UserId};
 
 /// A real user's login and list_groups latency while one attack of issue 21 runs.
@@ -108,8 +111,6 @@ enum Attack {
     Seeder,
 }
 
-type TrackerConn = Connection<TrackerMessage, ClientMessage>;
-
 /// What the attack's threads count (names printed as attack_NAME).
 #[derive(Default)]
 struct Counts {
@@ -151,24 +152,6 @@ impl Counts {
     }
 }
 
-fn timeouts() -> Timeouts {
-    Timeouts {
-        handshake: Duration::from_secs(10),
-        read: Duration::from_secs(30),
-        write: Duration::from_secs(10),
-    }
-}
-
-/// A TCP connection to `to` from the loopback address `from`.
-fn tcp_from(from: Ipv4Addr, to: SocketAddr) -> Result<TcpStream, String> {
-    use rustix::net::{AddressFamily, SocketType};
-    let socket = rustix::net::socket(AddressFamily::INET, SocketType::STREAM, None)
-        .map_err(|e| e.to_string())?;
-    rustix::net::bind(&socket, &SocketAddr::from((from, 0))).map_err(|e| e.to_string())?;
-    rustix::net::connect(&socket, &to).map_err(|e| e.to_string())?;
-    Ok(TcpStream::from(socket))
-}
-
 /// Whether the other end closed `stream` (what it sent is left unread).
 fn is_closed(stream: &TcpStream) -> bool {
     if stream.set_nonblocking(true).is_err() {
@@ -178,49 +161,6 @@ fn is_closed(stream: &TcpStream) -> bool {
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
     let _ = stream.set_nonblocking(false);
     closed
-}
-
-/// A connection to the tracker `to` (key `key`) from `from` as `me`, after the hello.
-fn tracker_conn(
-    from: Ipv4Addr,
-    to: SocketAddr,
-    key: &PublicKey,
-    me: &Identity,
-) -> Result<TrackerConn, String> {
-    let stream = tcp_from(from, to)?;
-    let mut conn = Connection::connect(stream, me, key, timeouts()).map_err(|e| e.to_string())?;
-    conn.send(&ClientMessage::Hello { version: PROTOCOL_VERSION }).map_err(|e| e.to_string())?;
-    match conn.recv().map_err(|e| e.to_string())? {
-        Some(TrackerMessage::Welcome { .. }) => Ok(conn),
-        other => Err(format!("no welcome: {other:?}")),
-    }
-}
-
-/// One request and its answer; `Err` if the connection failed.
-fn call(
-    conn: &mut TrackerConn,
-    id: RequestId,
-    session: Option<SessionToken>,
-    request: Request,
-) -> Result<Result<Reply, TrackerError>, String> {
-    conn.send(&ClientMessage::Request { id, session, request }).map_err(|e| e.to_string())?;
-    match conn.recv().map_err(|e| e.to_string())? {
-        Some(TrackerMessage::Response { id: got, result }) if got == id => Ok(result),
-        other => Err(format!("unexpected {other:?}")),
-    }
-}
-
-fn random_token() -> SessionToken {
-    SessionToken(Identity::generate().map(|i| i.public().0).unwrap_or([1; 32]))
-}
-
-fn login_request(user: &UserId, password: &Password, token: SessionToken) -> Request {
-    Request::Login {
-        user: user.clone(),
-        password: password.clone(),
-        peer_addr: SocketAddr::from(([127, 0, 0, 1], 9)),
-        session: token,
-    }
 }
 
 /// Request ids unique to this process's callers.
@@ -745,18 +685,12 @@ fn pct(v: &[f64], p: f64) -> f64 {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let info = match TrackerInfo::load(&args.tracker_info) {
-        Ok(info) => info,
+    let (addr, key) = match listed_tracker(&args.tracker_info, args.tracker) {
+        Ok(listed) => listed,
         Err(e) => {
             eprintln!("attack_figures: {e}");
             return ExitCode::FAILURE;
         }
-    };
-    let (Some(addr), Some(key)) =
-        (info.resolve(args.tracker).ok().and_then(|a| a.first().copied()), info.key(args.tracker))
-    else {
-        eprintln!("attack_figures: tracker {} is not listed with a key", args.tracker);
-        return ExitCode::FAILURE;
     };
     let names = (
         UserId::new(&args.user),

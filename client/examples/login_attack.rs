@@ -15,21 +15,20 @@
 //! probe_failures, and the attackers' answers: wrong_password, too_many_attempts, busy,
 //! other.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "support/raw_tracker.rs"]
+mod raw_tracker;
+use raw_tracker::{call, listed_tracker, login_request, random_token, tracker_conn, TrackerConn};
+
 use clap::Parser;
 
-use common::connection::{Connection, Timeouts};
-use common::message::{
-    ClientMessage, Reply, Request, RequestId, SessionToken, TrackerError, TrackerMessage,
-    PROTOCOL_VERSION,
-};
-use common::tracker_info::TrackerInfo;
+use common::message::{Reply, Request, RequestId, TrackerError};
 use common::{Identity, Password, PublicKey, UserId};
 
 /// Password guessing against one tracker, with a real user's login latency meanwhile.
@@ -75,77 +74,21 @@ struct Counts {
     other: AtomicU64,
 }
 
-fn timeouts() -> Timeouts {
-    Timeouts {
-        handshake: Duration::from_secs(10),
-        read: Duration::from_secs(60),
-        write: Duration::from_secs(10),
-    }
-}
-
-/// A connection to `to` (which must prove `key`) from `from`, after the hello.
-fn connect(
-    from: Ipv4Addr,
-    to: SocketAddr,
-    key: &PublicKey,
-) -> Result<Connection<TrackerMessage, ClientMessage>, String> {
-    use rustix::net::{AddressFamily, SocketType};
-    let socket = rustix::net::socket(AddressFamily::INET, SocketType::STREAM, None)
-        .map_err(|e| e.to_string())?;
-    rustix::net::bind(&socket, &SocketAddr::from((from, 0))).map_err(|e| e.to_string())?;
-    // Loopback only: the connect is answered (or refused) at once.
-    rustix::net::connect(&socket, &to).map_err(|e| e.to_string())?;
+/// A connection to `to` (which must prove `key`) from `from`, with a fresh key, after the
+/// hello.
+fn connect(from: Ipv4Addr, to: SocketAddr, key: &PublicKey) -> Result<TrackerConn, String> {
     let identity = Identity::generate().map_err(|e| e.to_string())?;
-    let stream = TcpStream::from(socket);
-    let mut conn =
-        Connection::connect(stream, &identity, key, timeouts()).map_err(|e| e.to_string())?;
-    conn.send(&ClientMessage::Hello { version: PROTOCOL_VERSION }).map_err(|e| e.to_string())?;
-    match conn.recv().map_err(|e| e.to_string())? {
-        Some(TrackerMessage::Welcome { .. }) => Ok(conn),
-        other => Err(format!("no welcome: {other:?}")),
-    }
-}
-
-fn call(
-    conn: &mut Connection<TrackerMessage, ClientMessage>,
-    id: RequestId,
-    session: Option<SessionToken>,
-    request: Request,
-) -> Result<Result<Reply, TrackerError>, String> {
-    conn.send(&ClientMessage::Request { id, session, request }).map_err(|e| e.to_string())?;
-    match conn.recv().map_err(|e| e.to_string())? {
-        Some(TrackerMessage::Response { id: got, result }) if got == id => Ok(result),
-        other => Err(format!("unexpected {other:?}")),
-    }
-}
-
-fn login_request(user: &UserId, password: &Password, token: SessionToken) -> Request {
-    Request::Login {
-        user: user.clone(),
-        password: password.clone(),
-        peer_addr: SocketAddr::from(([127, 0, 0, 1], 9)),
-        session: token,
-    }
-}
-
-fn random_token() -> SessionToken {
-    SessionToken(Identity::generate().map(|i| i.public().0).unwrap_or([1; 32]))
+    tracker_conn(from, to, key, &identity)
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let info = match TrackerInfo::load(&args.tracker_info) {
-        Ok(info) => info,
+    let (addr, key) = match listed_tracker(&args.tracker_info, args.tracker) {
+        Ok(listed) => listed,
         Err(e) => {
             eprintln!("login_attack: {e}");
             return ExitCode::FAILURE;
         }
-    };
-    let (Some(addr), Some(key)) =
-        (info.resolve(args.tracker).ok().and_then(|a| a.first().copied()), info.key(args.tracker))
-    else {
-        eprintln!("login_attack: tracker {} is not listed with a key", args.tracker);
-        return ExitCode::FAILURE;
     };
     let (Ok(victim), Ok(user), Ok(password), Ok(wrong)) = (
         UserId::new(&args.victim),
