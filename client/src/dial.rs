@@ -1,7 +1,9 @@
 //! Connecting to a peer that may be reached at several addresses (issue 19): the attempts
 //! overlap, each started `STAGGER` after the one before (at once when the one before
-//! failed), each bounded by its own timeout, and the first connection made wins; the
-//! others are closed. One thread, non-blocking sockets and `poll`.
+//! failed), each bounded by its own timeout (`timeout_for` the address: another network's
+//! private address gets a short one, see `reach::connect_timeout`), and the first
+//! connection made wins; the others are closed. One thread, non-blocking sockets and
+//! `poll`.
 
 use std::io;
 use std::net::{SocketAddr, TcpStream};
@@ -15,9 +17,12 @@ use rustix::net::{AddressFamily, SocketFlags, SocketType};
 pub const STAGGER: Duration = Duration::from_millis(250);
 
 /// Connects to the first of `addrs` (in their order of preference) that accepts within
-/// `timeout` of its own attempt; returns the stream (blocking) and the address it reached.
-/// The error is the last attempt's when none connects.
-pub fn connect_any(addrs: &[SocketAddr], timeout: Duration) -> io::Result<(TcpStream, SocketAddr)> {
+/// `timeout_for` it of its own attempt; returns the stream (blocking) and the address it
+/// reached. The error is the last attempt's when none connects.
+pub fn connect_any(
+    addrs: &[SocketAddr],
+    timeout_for: impl Fn(SocketAddr) -> Duration,
+) -> io::Result<(TcpStream, SocketAddr)> {
     let mut pending: Vec<(OwnedFd, SocketAddr, Instant)> = Vec::new();
     let mut last_error: Option<io::Error> = None;
     let mut next = 0;
@@ -30,7 +35,7 @@ pub fn connect_any(addrs: &[SocketAddr], timeout: Duration) -> io::Result<(TcpSt
             next_start = now + STAGGER;
             match start(addr) {
                 Ok(Started::Connected(fd)) => return finish(fd, addr),
-                Ok(Started::Pending(fd)) => pending.push((fd, addr, now + timeout)),
+                Ok(Started::Pending(fd)) => pending.push((fd, addr, now + timeout_for(addr))),
                 Err(e) => {
                     log::debug!("dial {addr}: {e}");
                     last_error = Some(e);
@@ -138,7 +143,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let good = listener.local_addr().unwrap();
         let bad = closed_port();
-        let (stream, reached) = connect_any(&[bad, good], Duration::from_secs(5)).unwrap();
+        let (stream, reached) = connect_any(&[bad, good], |_| Duration::from_secs(5)).unwrap();
         assert_eq!(reached, good);
         assert_eq!(stream.peer_addr().unwrap(), good);
         let (_, from) = listener.accept().unwrap();
@@ -147,9 +152,27 @@ mod tests {
 
     #[test]
     fn no_address_that_accepts_is_an_error() {
-        let refused = connect_any(&[closed_port()], Duration::from_secs(5)).unwrap_err();
+        let refused = connect_any(&[closed_port()], |_| Duration::from_secs(5)).unwrap_err();
         assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused);
-        let none = connect_any(&[], Duration::from_secs(5)).unwrap_err();
+        let none = connect_any(&[], |_| Duration::from_secs(5)).unwrap_err();
         assert_eq!(none.kind(), io::ErrorKind::AddrNotAvailable);
+    }
+    #[test]
+    fn each_address_waits_its_own_timeout() {
+        // A listener whose accept queue is full (backlog 0: one connection, never
+        // accepted) drops further SYNs: a dial to it hangs until its timeout.
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into()).unwrap();
+        socket.listen(0).unwrap();
+        let full = socket.local_addr().unwrap().as_socket().unwrap();
+        let _queued = connect_any(&[full], |_| Duration::from_secs(5)).unwrap();
+        let started = Instant::now();
+        let short = Duration::from_millis(200);
+        let waits = |a: SocketAddr| if a == full { short } else { Duration::from_secs(30) };
+        let err = connect_any(&[full], waits).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        // Given up at its own timeout, not at a default: well before the 30 s.
+        assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
     }
 }

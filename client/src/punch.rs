@@ -19,10 +19,15 @@
 //!
 //! The connection may come out of either end's `connect` or of either end's listener (when
 //! one side's SYN finds no attempt of the other waiting): so the roles never depend on it.
-//! The downloader always runs the handshake as initiator: on a connection its listener
-//! accepted from the address it punches to, its seeder's accept loop hands the raw stream to
-//! the worker (`reversal::Reversals::punched`); the seeder serves whatever it gets as an
-//! accepted connection.
+//! The downloader always runs the handshake as initiator, on a connection its punching
+//! port's listener accepted from the address it punches to as on one it connected; the
+//! seeder serves whatever it gets as an accepted connection.
+//!
+//! The downloader punches from a port of its own (`punch_port`), not its listening port,
+//! and names it in its call: two peers that fetch from each other need a connection each
+//! way, and two punched between both listening ports would be the same four-tuple (the
+//! second attempt fails with `EADDRNOTAVAIL`). A listener on that port, sharing it with
+//! the attempts, takes the seeder's SYN when it finds no attempt waiting.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -63,6 +68,20 @@ pub fn listener(addr: SocketAddr) -> io::Result<TcpListener> {
     Ok(socket.into())
 }
 
+/// A port to punch from, apart from the listening port (see the module's comment): a
+/// non-blocking listener on the listen address's IP, sharing its port with the punching
+/// sockets. The port is first bound without sharing, so that it is one nobody else uses.
+pub fn punch_port(listen: SocketAddr) -> io::Result<TcpListener> {
+    let bound = {
+        let probe = TcpListener::bind(SocketAddr::new(listen.ip(), 0))?;
+        probe.local_addr()?
+    };
+    let socket = shared_socket(bound)?;
+    socket.listen(8)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
 struct Attempt {
     socket: Socket,
     target: SocketAddr,
@@ -70,7 +89,8 @@ struct Attempt {
 
 /// Connects from `local` (the listen address) to the first of `targets` that answers,
 /// attempts repeated with jitter until `deadline`; or takes the connection this peer's
-/// listener accepted from one of them (`arrived`, the downloader's side). Returns the
+/// listener accepted from one of them (`arrived`, the downloader's side, or `own`, a
+/// `punch_port` listener, polled here; connections to it from elsewhere are closed). Returns the
 /// stream (blocking, no timeouts set) and whom it joins. Gives up at once when `cancel`
 /// fires (its worker stopped, or another path won).
 pub fn punch(
@@ -78,6 +98,7 @@ pub fn punch(
     targets: &[SocketAddr],
     deadline: Instant,
     arrived: Option<&Receiver<TcpStream>>,
+    own: Option<&TcpListener>,
     cancel: Option<&Interrupt>,
 ) -> io::Result<(TcpStream, SocketAddr)> {
     let start = Instant::now();
@@ -90,6 +111,13 @@ pub fn punch(
             let from = stream.peer_addr()?;
             stream.set_nonblocking(false)?;
             return Ok((stream, from));
+        }
+        while let Some(Ok((stream, from))) = own.map(TcpListener::accept) {
+            if targets.contains(&from) {
+                stream.set_nonblocking(false)?;
+                return Ok((stream, from));
+            }
+            log::debug!("punch {local}: closed a connection from {from}, not punched to");
         }
         if cancel.is_some_and(Interrupt::is_fired) {
             return Err(io::Error::new(io::ErrorKind::Interrupted, "punch given up"));
@@ -175,7 +203,7 @@ mod tests {
         let theirs = TcpListener::bind("127.0.0.1:0").unwrap();
         let target = theirs.local_addr().unwrap();
         let deadline = Instant::now() + PUNCH_FOR;
-        let (stream, reached) = punch(local, &[target], deadline, None, None).unwrap();
+        let (stream, reached) = punch(local, &[target], deadline, None, None, None).unwrap();
         assert_eq!(reached, target);
         assert_eq!(stream.local_addr().unwrap(), local);
         let (_, from) = theirs.accept().unwrap();
@@ -183,11 +211,46 @@ mod tests {
     }
 
     #[test]
+    fn a_second_connection_between_two_listening_ports_needs_a_port_of_its_own() {
+        let mine = listener("127.0.0.1:0".parse().unwrap()).unwrap();
+        let local = mine.local_addr().unwrap();
+        let theirs = listener("127.0.0.1:0".parse().unwrap()).unwrap();
+        let target = theirs.local_addr().unwrap();
+        let deadline = || Instant::now() + Duration::from_millis(500);
+        let (_first, _) = punch(local, &[target], deadline(), None, None, None).unwrap();
+        // The same four-tuple again: no second connection.
+        assert!(punch(local, &[target], deadline(), None, None, None).is_err());
+        let own = punch_port(local).unwrap();
+        let from = own.local_addr().unwrap();
+        assert_ne!(from.port(), local.port());
+        let (second, _) = punch(from, &[target], deadline(), None, Some(&own), None).unwrap();
+        assert_eq!(second.local_addr().unwrap(), from);
+    }
+
+    #[test]
+    fn a_punch_port_takes_a_connection_from_a_target_only() {
+        let own = punch_port("127.0.0.1:0".parse().unwrap()).unwrap();
+        let from = own.local_addr().unwrap();
+        let stranger = TcpStream::connect(from).unwrap();
+        // The peer punched to, which connects to the punch port (its SYN found no attempt).
+        let peer = shared_socket("127.0.0.1:0".parse().unwrap()).unwrap();
+        let peer_addr = peer.local_addr().unwrap().as_socket().unwrap();
+        peer.connect(&SockAddr::from(from)).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        // Punching to a port where nothing listens: only the listener can give the stream.
+        let (stream, reached) =
+            punch(from, &[peer_addr], deadline, None, Some(&own), None).unwrap();
+        assert_eq!(reached, peer_addr);
+        assert_eq!(stream.peer_addr().unwrap(), peer_addr);
+        drop(stranger);
+    }
+
+    #[test]
     fn a_punch_to_nobody_gives_up_by_its_deadline() {
         let local = listener("127.0.0.1:0".parse().unwrap()).unwrap().local_addr().unwrap();
         let nobody = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         let deadline = Instant::now() + Duration::from_millis(500);
-        assert!(punch(local, &[nobody], deadline, None, None).is_err());
+        assert!(punch(local, &[nobody], deadline, None, None, None).is_err());
         assert!(Instant::now() < deadline + Duration::from_millis(200));
     }
 
@@ -198,7 +261,7 @@ mod tests {
         let cancel = Interrupt::default();
         cancel.fire();
         let far = Instant::now() + Duration::from_secs(3600);
-        let given_up = punch(local, &[nobody], far, None, Some(&cancel)).unwrap_err();
+        let given_up = punch(local, &[nobody], far, None, None, Some(&cancel)).unwrap_err();
         assert_eq!(given_up.kind(), io::ErrorKind::Interrupted);
     }
 

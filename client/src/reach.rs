@@ -7,6 +7,7 @@
 //! dial more than that per peer.
 
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use common::peer_addr::sanitize;
 
@@ -92,6 +93,32 @@ pub fn dial_order(
     addrs
 }
 
+/// How long a dial of another network's private address waits (`connect_timeout`): a host
+/// on this peer's own network answers within milliseconds, and a router on the way mostly
+/// drops such a SYN without a word.
+pub const FOREIGN_LOCAL_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long a dial of `addr`, one of a peer's addresses `dial` (in `dial_order`), may wait,
+/// this peer's public IP being `own_public` (as a tracker sees it): `FOREIGN_LOCAL_TIMEOUT`
+/// for a private address of a peer that also registered a public one other than ours (its
+/// private addresses are on someone else's network, where they answer nothing here),
+/// `default` for anything else (a public address; any address of a neighbour behind our
+/// own public IP, or of a peer on one host or LAN with no public address).
+pub fn connect_timeout(
+    addr: SocketAddr,
+    dial: &[SocketAddr],
+    own_public: Option<IpAddr>,
+    default: Duration,
+) -> Duration {
+    let Some(own) = own_public.filter(|own| !is_local(*own)) else { return default };
+    let elsewhere = dial.iter().any(|a| !is_local(a.ip())) && dial.iter().all(|a| a.ip() != own);
+    if is_local(addr.ip()) && elsewhere {
+        default.min(FOREIGN_LOCAL_TIMEOUT)
+    } else {
+        default
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,6 +137,25 @@ mod tests {
         assert!(!reversal_may_work(addr("192.168.1.2:7"), ip("5.0.0.2"), None));
         // Loopback peers see each other as they are.
         assert!(reversal_may_work(addr("127.0.0.1:7"), ip("127.0.0.1"), None));
+    }
+
+    #[test]
+    fn another_networks_private_addresses_get_a_short_dial() {
+        let long = Duration::from_secs(5);
+        let stranger = [addr("5.0.0.9:7000"), addr("192.168.9.2:7000")];
+        let own = Some("5.0.0.2".parse().unwrap());
+        assert_eq!(connect_timeout(stranger[0], &stranger, own, long), long);
+        assert_eq!(connect_timeout(stranger[1], &stranger, own, long), FOREIGN_LOCAL_TIMEOUT);
+        // A neighbour behind our public IP: its private address is on our network.
+        let neighbour = [addr("5.0.0.2:7000"), addr("192.168.2.3:7000")];
+        assert_eq!(connect_timeout(neighbour[1], &neighbour, own, long), long);
+        // Only private addresses (one host, one LAN), or our own public IP unknown or
+        // private: nothing is known to be elsewhere.
+        let lan = [addr("192.168.2.3:7000")];
+        assert_eq!(connect_timeout(lan[0], &lan, own, long), long);
+        assert_eq!(connect_timeout(stranger[1], &stranger, None, long), long);
+        let loopback = Some("127.0.0.1".parse().unwrap());
+        assert_eq!(connect_timeout(stranger[1], &stranger, loopback, long), long);
     }
 
     fn addr(s: &str) -> SocketAddr {

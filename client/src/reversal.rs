@@ -13,7 +13,6 @@
 //! turn this peer into a cannon.
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -34,27 +33,6 @@ pub type Reversed = Connection<PeerReply, PeerRequest>;
 #[derive(Default)]
 pub struct Reversals {
     awaited: Mutex<HashMap<u64, Awaited>>,
-    /// Hole punches this peer's workers run (issue 19): the address each punches to, and
-    /// where a connection this peer's listener accepts from it goes (at most
-    /// `MAX_AWAITED` addresses).
-    punches: Mutex<HashMap<SocketAddr, Sender<TcpStream>>>,
-}
-
-/// A worker's hole punch: a connection accepted from one of `addrs` arrives on `arrived`.
-/// Dropping it forgets them.
-pub struct PunchAwaiting {
-    reversals: Arc<Reversals>,
-    addrs: Vec<SocketAddr>,
-    pub arrived: Receiver<TcpStream>,
-}
-
-impl Drop for PunchAwaiting {
-    fn drop(&mut self) {
-        let mut punches = self.reversals.punches.lock();
-        for addr in &self.addrs {
-            punches.remove(addr);
-        }
-    }
 }
 
 struct Awaited {
@@ -124,28 +102,6 @@ impl Reversals {
         // The worker may have given up a moment ago: then the connection just closes.
         let _ = entry.tx.try_send(conn.retype());
         Ok(())
-    }
-
-    /// Awaits a connection accepted from one of `addrs`, which a worker punches to (those
-    /// another worker punches to already, or beyond `MAX_AWAITED`, are left out).
-    pub fn expect_punch(self: &Arc<Self>, addrs: &[SocketAddr]) -> PunchAwaiting {
-        let (tx, arrived) = crossbeam_channel::bounded(1);
-        let mut punches = self.punches.lock();
-        let mut taken = Vec::new();
-        for addr in addrs {
-            if punches.len() < MAX_AWAITED && !punches.contains_key(addr) {
-                punches.insert(*addr, tx.clone());
-                taken.push(*addr);
-            }
-        }
-        PunchAwaiting { reversals: Arc::clone(self), addrs: taken, arrived }
-    }
-
-    /// Hands `stream`, which this peer's listener accepted from `peer`, to the worker
-    /// punching to `peer`, if one does (once); else gives it back, to be served.
-    pub fn punched(&self, peer: SocketAddr, stream: TcpStream) -> Result<(), TcpStream> {
-        let Some(tx) = self.punches.lock().remove(&peer) else { return Err(stream) };
-        tx.try_send(stream).map_err(|e| e.into_inner())
     }
 
     /// How many are awaited now.

@@ -218,15 +218,6 @@ fn accept_loop(listener: TcpListener, ctx: Arc<Context>, stop: Arc<AtomicBool>) 
             }
         };
         let Ok(peer) = stream.peer_addr() else { continue };
-        // Issue 19: the other end of a hole punch this peer's download runs, which reached
-        // this listener rather than the punching socket: its worker takes it.
-        let stream = match ctx.reversals.punched(peer, stream) {
-            Ok(()) => {
-                log::info!("seeder: peer={peer}: punched connection handed to its download");
-                continue;
-            }
-            Err(stream) => stream,
-        };
         spawn_conn(&ctx, peer, Opened::Accepted(stream));
     }
     for conn in ctx.conns.live.lock().values() {
@@ -303,17 +294,23 @@ fn spawn_conn(ctx: &Arc<Context>, peer: SocketAddr, opened: Opened) {
             }
             Opened::Punched(call) => {
                 let deadline = Instant::now() + crate::punch::PUNCH_FOR;
-                let stream =
-                    match crate::punch::punch(ctx.listen, &call.addrs, deadline, None, None) {
-                        Ok((stream, reached)) => {
-                            log::info!("seeder: punched through to {} at {reached}", call.user);
-                            stream
-                        }
-                        Err(e) => {
-                            log::info!("seeder: no hole punched to {}: {e}", call.user);
-                            return;
-                        }
-                    };
+                let stream = match crate::punch::punch(
+                    ctx.listen,
+                    &call.addrs,
+                    deadline,
+                    None,
+                    None,
+                    None,
+                ) {
+                    Ok((stream, reached)) => {
+                        log::info!("seeder: punched through to {} at {reached}", call.user);
+                        stream
+                    }
+                    Err(e) => {
+                        log::info!("seeder: no hole punched to {}: {e}", call.user);
+                        return;
+                    }
+                };
                 if let Ok(handle) = stream.try_clone() {
                     let live = Live { handle, pending_since: Some(Instant::now()) };
                     ctx.conns.live.lock().insert(id, live);
@@ -412,7 +409,7 @@ fn await_calls(
 
 /// Dials a downloader back on its call (issue 19), at its registered addresses.
 fn dial_back(ctx: &Context, call: &PeerCall) -> Option<TcpStream> {
-    match crate::dial::connect_any(&call.addrs, REVERSE_CONNECT_TIMEOUT) {
+    match crate::dial::connect_any(&call.addrs, |_| REVERSE_CONNECT_TIMEOUT) {
         Ok((stream, reached)) => {
             log::info!("seeder: called {} back at {reached}", call.user);
             Some(stream)

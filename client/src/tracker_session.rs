@@ -3,8 +3,12 @@
 //!
 //! No lock is held across a call: each call takes a link of its own (at most `MAX_LINKS` at
 //! once, one kept open while idle), so a call that waits for a tracker to fail over (seconds)
-//! never holds up a seeder's ticket check or a download's refresh.
-//! Lock order: `login`, then `links`; neither is held during a call.
+//! never holds up a seeder's ticket check or a download's refresh. Calls about a path to a
+//! peer (reversal, punch, relay; issue 19), which a flash crowd makes by the dozen at once,
+//! take links of a pool of their own (`PATH_LINKS`), never one of the session's: so a
+//! client holds at most `MAX_LINKS + PATH_LINKS` call links, and a long poll for calls, at
+//! a tracker at once, within its per-key connection cap.
+//! Lock order: `login`, then a pool's links; neither is held during a call.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,8 +47,13 @@ pub struct Login {
 
 /// Calls to the trackers in flight at once, at most (each on its own connection).
 const MAX_LINKS: usize = 4;
-/// Links kept open while idle.
+/// Calls about a path to a peer in flight at once, at most (each a few milliseconds at the
+/// tracker; the punch or the relay itself runs after it, on other connections).
+const PATH_LINKS: usize = 2;
+/// Links kept open while idle, in each pool.
 const IDLE_LINKS: usize = 1;
+/// How often a caller waiting for a path link looks at its interrupt.
+const INTERRUPT_CHECK: Duration = Duration::from_millis(50);
 
 /// The links: idle ones, and how many exist.
 struct Links {
@@ -52,12 +61,86 @@ struct Links {
     open: usize,
 }
 
+/// At most `max` links, one kept open while idle.
+struct LinkPool {
+    links: Mutex<Links>,
+    freed: Condvar,
+    max: usize,
+}
+
+impl LinkPool {
+    fn new(max: usize) -> LinkPool {
+        LinkPool {
+            links: Mutex::new(Links { idle: Vec::new(), open: 0 }),
+            freed: Condvar::new(),
+            max,
+        }
+    }
+
+    /// An idle link, a new one (`make`), or the first one freed.
+    fn take(&self, make: impl Fn() -> TrackerLink) -> TrackerLink {
+        let mut links = self.links.lock();
+        loop {
+            if let Some(link) = Self::ready(&mut links, self.max, &make) {
+                return link;
+            }
+            self.freed.wait(&mut links);
+        }
+    }
+
+    /// As `take`, but `None` once `interrupt` fires.
+    fn take_until(
+        &self,
+        make: impl Fn() -> TrackerLink,
+        interrupt: Option<&Interrupt>,
+    ) -> Option<TrackerLink> {
+        let Some(interrupt) = interrupt else { return Some(self.take(make)) };
+        let mut links = self.links.lock();
+        loop {
+            if let Some(link) = Self::ready(&mut links, self.max, &make) {
+                return Some(link);
+            }
+            if interrupt.is_fired() {
+                return None;
+            }
+            self.freed.wait_for(&mut links, INTERRUPT_CHECK);
+        }
+    }
+
+    /// An idle link, or a new one if fewer than `max` exist.
+    fn ready(links: &mut Links, max: usize, make: impl Fn() -> TrackerLink) -> Option<TrackerLink> {
+        if let Some(link) = links.idle.pop() {
+            return Some(link);
+        }
+        if links.open < max {
+            links.open += 1;
+            return Some(make());
+        }
+        None
+    }
+
+    /// Gives `link` back after a call: kept idle, or closed.
+    fn give_back(&self, link: TrackerLink) {
+        let mut links = self.links.lock();
+        if links.idle.len() < IDLE_LINKS {
+            links.idle.push(link);
+        } else {
+            // Closes its connection: one idle connection per pool is enough.
+            links.open -= 1;
+        }
+        drop(links);
+        self.freed.notify_one();
+    }
+}
+
 /// The shared tracker session.
 pub struct TrackerSession {
     trackers: Arc<TrackerInfoFile>,
     identity: Arc<Identity>,
-    links: Mutex<Links>,
-    freed: Condvar,
+    /// The links of calls in the session.
+    links: LinkPool,
+    /// The links of calls about a path to a peer.
+    path_links: LinkPool,
     login: Mutex<Option<Login>>,
     /// The tracker that answered the last call, for the dashboard.
     last_tracker: Mutex<Option<std::net::SocketAddr>>,
@@ -80,8 +163,8 @@ impl TrackerSession {
         TrackerSession {
             trackers,
             identity,
-            links: Mutex::new(Links { idle: Vec::new(), open: 0 }),
-            freed: Condvar::new(),
+            links: LinkPool::new(MAX_LINKS),
+            path_links: LinkPool::new(PATH_LINKS),
             login: Mutex::new(None),
             last_tracker: Mutex::new(None),
             observed: Mutex::new(None),
@@ -90,40 +173,51 @@ impl TrackerSession {
         }
     }
 
+    /// A new link to the trackers.
+    fn new_link(&self) -> TrackerLink {
+        TrackerLink::new(Arc::clone(&self.trackers), Arc::clone(&self.identity))
+            .with_view(Arc::clone(&self.view))
+            .with_notices(Arc::clone(&self.notices))
+    }
+
     /// Runs `call` on a link of its own: an idle one, a new one, or the first one freed.
     fn with_link<T>(&self, call: impl FnOnce(&mut TrackerLink) -> T) -> T {
-        let mut link = {
-            let mut links = self.links.lock();
-            loop {
-                if let Some(link) = links.idle.pop() {
-                    break link;
-                }
-                if links.open < MAX_LINKS {
-                    links.open += 1;
-                    break TrackerLink::new(Arc::clone(&self.trackers), Arc::clone(&self.identity))
-                        .with_view(Arc::clone(&self.view))
-                        .with_notices(Arc::clone(&self.notices));
-                }
-                self.freed.wait(&mut links);
-            }
-        };
+        let mut link = self.links.take(|| self.new_link());
         let result = call(&mut link);
+        self.note(&link);
+        self.links.give_back(link);
+        result
+    }
+
+    /// What a link learnt in its call: the tracker that answered, the address it saw.
+    fn note(&self, link: &TrackerLink) {
         if let Some(addr) = link.tracker_addr() {
             *self.last_tracker.lock() = Some(addr);
         }
         if let Some(observed) = link.observed() {
             *self.observed.lock() = Some(observed);
         }
-        let mut links = self.links.lock();
-        if links.idle.len() < IDLE_LINKS {
-            links.idle.push(link);
-        } else {
-            // Closes its connection: one idle connection per client is enough.
-            links.open -= 1;
-        }
-        drop(links);
-        self.freed.notify_one();
-        result
+    }
+
+    /// A call about a path to a peer (reversal, punch, relay; issue 19) in the current
+    /// session, on a link of the path pool: never one of the session's pool, which the
+    /// seeder's ticket checks and the downloads' announcements share, and never more than
+    /// `PATH_LINKS` connections however many sources a download opens at once. `interrupt`
+    /// cuts it short, the wait for a link included.
+    pub fn path_call(
+        &self,
+        request: Request,
+        interrupt: Option<&Interrupt>,
+    ) -> Result<Reply, CallError> {
+        let session = self.login().map(|l| l.session).ok_or(CallError::NotLoggedIn)?;
+        let mut link = self
+            .path_links
+            .take_until(|| self.new_link(), interrupt)
+            .ok_or(CallError::Link(LinkError::Interrupted))?;
+        let result = link.call(Some(session), request, interrupt);
+        self.note(&link);
+        self.path_links.give_back(link);
+        Ok(result?)
     }
 
     /// A link outside the pool, for a caller that keeps it busy for long (the seeder's

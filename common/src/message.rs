@@ -19,7 +19,7 @@ use crate::id::{FileName, GroupId, Password, UserId};
 use crate::identity::PublicKey;
 
 /// The protocol version this build speaks. Bumped on any incompatible change.
-pub const PROTOCOL_VERSION: u16 = 9;
+pub const PROTOCOL_VERSION: u16 = 10;
 
 /// Identifies one request of one client instance, so that a request retried after a lost
 /// connection is recognised and applied once.
@@ -188,8 +188,12 @@ pub enum Request {
     /// TCP hole punching (issue 19, protocol 9): checked as `Reverse` (and counted in the
     /// same budget), then the seeder gets a call with `PeerCall::punch`, and connects from
     /// its listening port to the caller's registered public addresses at once while the
-    /// caller connects from its own to the seeder's (a simultaneous open). Answered `Done`.
-    Punch { ticket: Ticket, seeder: PublicKey, nonce: u64 },
+    /// caller connects to the seeder's (a simultaneous open). Answered `Done`. The caller
+    /// punches from `port` (protocol 10; 0: its listening port), which replaces the port
+    /// of each of its public addresses in the call: two peers that fetch from each other
+    /// need two connections, and two punched from both listening ports would be the same
+    /// four-tuple.
+    Punch { ticket: Ticket, seeder: PublicKey, nonce: u64, port: u16 },
 }
 
 /// How long a tracker holds an `AwaitCalls` without a call before it answers with none.

@@ -55,6 +55,15 @@ pub fn sanitize(addrs: impl IntoIterator<Item = SocketAddr>) -> Vec<SocketAddr> 
     kept
 }
 
+/// Where a seeder punches to (issue 19) for a caller registered at `addrs`, punching from
+/// `port` (0: its listening port): the public ones of `addrs`, or with a `port`, each of
+/// their IPs once with that port. Only the caller's own public IPs, whatever it asks.
+pub fn punch_targets(addrs: &[SocketAddr], port: u16) -> Vec<SocketAddr> {
+    let public = addrs.iter().filter(|a| !is_local(a.ip()));
+    let moved = public.map(|a| if port == 0 { *a } else { SocketAddr::new(a.ip(), port) });
+    sanitize(moved)
+}
+
 /// Whether `ip` is reachable only within a site or host: private, loopback, link-local,
 /// carrier-grade NAT space, IPv6 unique-local.
 pub fn is_local(ip: IpAddr) -> bool {
@@ -93,6 +102,15 @@ mod tests {
     }
 
     #[test]
+    fn a_punch_from_another_port_targets_each_public_ip_at_that_port() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let registered = [a("5.0.0.2:40000"), a("5.0.0.2:6201"), a("192.168.1.2:6201")];
+        assert_eq!(punch_targets(&registered, 0), vec![a("5.0.0.2:40000"), a("5.0.0.2:6201")]);
+        assert_eq!(punch_targets(&registered, 51000), vec![a("5.0.0.2:51000")]);
+        assert!(punch_targets(&[a("192.168.1.2:6201")], 51000).is_empty());
+    }
+
+    #[test]
     fn dialable_addresses() {
         check("192.168.1.2:6201", true);
         check("127.0.0.1:6201", true);
@@ -116,6 +134,24 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn a_punch_targets_only_the_callers_public_ips(
+            addrs in proptest::collection::vec(any_addr(), 0..12),
+            port in any::<u16>(),
+        ) {
+            let targets = punch_targets(&addrs, port);
+            prop_assert!(targets.len() <= MAX_PEER_ADDRS);
+            for t in &targets {
+                prop_assert!(!is_local(t.ip()) && is_dialable(t));
+                prop_assert!(addrs.iter().any(|a| a.ip() == t.ip()));
+                if port != 0 {
+                    prop_assert_eq!(t.port(), port);
+                } else {
+                    prop_assert!(addrs.contains(t));
+                }
+            }
+        }
+
         #[test]
         fn sanitize_keeps_few_distinct_dialable_addresses_in_order(
             addrs in proptest::collection::vec(any_addr(), 0..12)

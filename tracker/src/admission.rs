@@ -58,8 +58,11 @@ pub const STALE_ANONYMOUS: Duration = Duration::from_secs(3);
 pub const LOGIN_DEADLINE: Duration = Duration::from_secs(10);
 /// One slot in this many of `--max-connections` is kept for keys with a session.
 pub const SESSION_RESERVE_DIVISOR: usize = 8;
-/// Connections of one client key at once (a client opens at most 4 per tracker).
-pub const MAX_CONNECTIONS_PER_KEY: usize = 8;
+/// Connections of one client key at once: a client holds at most 4 call links, 2 for
+/// calls about paths to peers and a long poll for calls (issue 19) at a tracker, and a
+/// moment more while it opens a relay (which, once joined, counts against the relay's own
+/// limits, `Slot::relayed`).
+pub const MAX_CONNECTIONS_PER_KEY: usize = 12;
 /// Connections of one session that take large frames (uploads of file metadata).
 pub const MAX_LARGE_PER_SESSION: usize = 4;
 
@@ -208,6 +211,8 @@ pub struct Slot {
     id: u64,
     key: PublicKey,
     kind: Kind,
+    /// Whether it counts against its key's `MAX_CONNECTIONS_PER_KEY`.
+    keyed: bool,
 }
 
 impl Admission {
@@ -339,7 +344,8 @@ impl Admission {
                 kind
             }
         };
-        Ok(Slot { admission: self.clone(), id, key, kind })
+        let keyed = kind != Kind::Tracker;
+        Ok(Slot { admission: self.clone(), id, key, kind, keyed })
     }
 
     /// The most connections this admission can hold at once.
@@ -400,6 +406,17 @@ impl Slot {
     }
 }
 
+impl Slot {
+    /// This connection is now an end of a relay (issue 19): it stops counting against its
+    /// key's `MAX_CONNECTIONS_PER_KEY`, as the relay's own limits (relayed connections in
+    /// all and per user) bound those; it keeps its client slot.
+    pub fn relayed(&mut self) {
+        if std::mem::take(&mut self.keyed) {
+            unkey(&mut self.admission.counts.lock(), &self.key);
+        }
+    }
+}
+
 fn leave_session(counts: &mut Counts, session: SessionId, large: bool) {
     if let Some((n, n_large)) = counts.per_session.get_mut(&session) {
         *n -= 1;
@@ -450,11 +467,18 @@ impl Drop for Slot {
                 }
             }
         }
-        if let Some(n) = counts.per_key.get_mut(&self.key) {
-            *n -= 1;
-            if *n == 0 {
-                counts.per_key.remove(&self.key);
-            }
+        if self.keyed {
+            unkey(&mut counts, &self.key);
+        }
+    }
+}
+
+/// One connection of `key` fewer.
+fn unkey(counts: &mut Counts, key: &PublicKey) {
+    if let Some(n) = counts.per_key.get_mut(key) {
+        *n -= 1;
+        if *n == 0 {
+            counts.per_key.remove(key);
         }
     }
 }
@@ -582,6 +606,28 @@ mod tests {
             .collect();
         assert_eq!(client(&a, 99, 9, Proven::ClientWithSession).unwrap_err(), Refused::PerKey);
         drop(same_key);
+    }
+
+    #[test]
+    fn relay_ends_leave_their_keys_count_and_only_once() {
+        let a = admission(1024);
+        let mut same_key: Vec<_> = (0..MAX_CONNECTIONS_PER_KEY)
+            .map(|n| client(&a, n as u8, 9, Proven::ClientWithSession).unwrap())
+            .collect();
+        assert_eq!(client(&a, 99, 9, Proven::ClientWithSession).unwrap_err(), Refused::PerKey);
+        // Two become relay ends: two more connections of the key get in.
+        same_key[0].relayed();
+        same_key[1].relayed();
+        same_key[1].relayed();
+        let more: Vec<_> =
+            (0..2).map(|_| client(&a, 99, 9, Proven::ClientWithSession).unwrap()).collect();
+        assert_eq!(client(&a, 99, 9, Proven::ClientWithSession).unwrap_err(), Refused::PerKey);
+        // A relay end ending frees no slot of the key's (it held none).
+        drop(same_key.remove(0));
+        assert_eq!(client(&a, 99, 9, Proven::ClientWithSession).unwrap_err(), Refused::PerKey);
+        drop((same_key, more));
+        assert!(a.counts.lock().per_key.is_empty());
+        assert_eq!(a.counts.lock().in_sessions, 0);
     }
 
     #[test]

@@ -23,9 +23,11 @@ const FORGET_AFTER: Duration = Duration::from_secs(60);
 /// A peer between two polls (it polls again at once after each answer) still takes calls
 /// for this long after its last poll ended: they wait in its mailbox for the next poll.
 const PRESENT_FOR: Duration = Duration::from_secs(3);
-/// Reversals one caller may ask for: this many a minute, in bursts of `CALL_BURST`.
-pub const CALLS_PER_MINUTE: f64 = 30.0;
-pub const CALL_BURST: f64 = 10.0;
+/// Reversals one caller may ask for: this many a minute, in bursts of `CALL_BURST`. A
+/// downloader joining a flash crowd behind a router asks for a punch and a relay for each
+/// of its sources at once (16 sources: 32 calls).
+pub const CALLS_PER_MINUTE: f64 = 60.0;
+pub const CALL_BURST: f64 = 40.0;
 /// Caller budgets kept at most (the fullest, which cost nothing to forget, go first).
 pub const MAX_CALLERS: usize = 4096;
 

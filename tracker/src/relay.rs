@@ -230,6 +230,7 @@ impl Relays {
         conn: Connection<ClientMessage, TrackerMessage>,
         key: PublicKey,
         nonce: u64,
+        on_joined: impl FnOnce(),
     ) -> Result<(), FrameError> {
         let refuse = |conn: &mut Connection<ClientMessage, TrackerMessage>, why: String| {
             conn.send(&TrackerMessage::RelayRefused { reason: TrackerError::CannotReverse(why) })
@@ -270,6 +271,8 @@ impl Relays {
                 }
             }
         };
+        // An end of a relay expected here: counted by the relay's limits from now on.
+        on_joined();
         match joined {
             Joined::Park(ended) => {
                 self.wait_for_other(nonce, &ended);

@@ -162,7 +162,9 @@ fn serve_conn(
                 let reason = common::message::TrackerError::NotLoggedIn;
                 return conn.send(&TrackerMessage::RelayRefused { reason });
             }
-            return service.relays.join(conn, key, nonce);
+            // Counted by the relay's limits once joined, not against its key's
+            // connections: a seeder serves many relayed downloaders at once.
+            return service.relays.join(conn, key, nonce, || slot.relayed());
         }
         Some(ClientMessage::Hello { version } | ClientMessage::Relay { version, .. }) => {
             let why = format!("protocol version {version}, we speak {PROTOCOL_VERSION}");

@@ -5,7 +5,7 @@
 //! pieces. A source reached through the relay keeps being punched to in the background
 //! (`PunchSchedule`: a few seconds after the first attempt failed, then twice as long each
 //! time, at most `MAX_RETRY` apart and `MAX_ATTEMPTS` in all), and moves to the first hole
-//! punched. Every attempt is a call through a tracker, which allows each downloader key 30
+//! punched. Every attempt is a call through a tracker, which allows each downloader key 60
 //! a minute (reversals, punches and relays together): background attempts of all the
 //! client's downloads together take at most `UPGRADES_PER_MINUTE` of them
 //! (`UpgradeBudget`), so that the calls that open new sources keep most of it.
@@ -20,7 +20,7 @@ pub const MAX_RETRY: Duration = Duration::from_secs(180);
 pub const REFUSED_PAUSE: Duration = Duration::from_secs(60);
 /// Attempts per source, the first one included (about 20 minutes of trying).
 pub const MAX_ATTEMPTS: u32 = 12;
-/// Background attempts a minute, all downloads together (a third of a tracker's budget).
+/// Background attempts a minute, all downloads together (a sixth of a tracker's budget).
 pub const UPGRADES_PER_MINUTE: f64 = 10.0;
 /// Background attempts at once, all downloads together.
 pub const UPGRADE_BURST: f64 = 4.0;

@@ -80,7 +80,9 @@ pub fn open<J>(
     target: &Arc<Target>,
     stopped: &Receiver<J>,
 ) -> Result<Opened, Failure> {
-    let direct = match crate::dial::connect_any(dial, CONNECT_TIMEOUT) {
+    let own_public = target.tracker.observed().map(|a| a.ip());
+    let timeout_for = |a| crate::reach::connect_timeout(a, dial, own_public, CONNECT_TIMEOUT);
+    let direct = match crate::dial::connect_any(dial, timeout_for) {
         Ok((stream, reached)) => {
             if reached != addr {
                 log::info!("peer={addr}: reached at {reached}");
@@ -92,8 +94,7 @@ pub fn open<J>(
         Err(e) => format!("no address answered ({e})"),
     };
     let (listen, reachability) = &target.reach;
-    let observed = target.tracker.observed().map(|a| a.ip());
-    let before = match crate::reach::reversal_may_work(*listen, observed, reachability.mapped()) {
+    let before = match crate::reach::reversal_may_work(*listen, own_public, reachability.mapped()) {
         true => match reverse(key, target, stopped) {
             Ok(mut conn) => {
                 log::info!("peer={addr}: reached by reversal (it connected to this peer)");

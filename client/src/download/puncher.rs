@@ -139,10 +139,14 @@ fn attempt(
         return Err((PunchOutcome::Hopeless, why));
     }
     let nonce = Target::nonce().map_err(|e| (PunchOutcome::Refused, e))?;
-    // Awaited before the call: the peer's SYN may be here before the tracker's answer.
-    let awaiting = target.reversals.expect_punch(targets);
+    // From a port of its own (`punch::punch_port`), bound before the call: the peer's SYN
+    // may be here before the tracker's answer.
+    let own = crate::punch::punch_port(target.reach.0)
+        .map_err(|e| (PunchOutcome::Refused, format!("no port to punch from: {e}")))?;
+    let local = own.local_addr().map_err(|e| (PunchOutcome::Refused, e.to_string()))?;
     let ticket = target.ticket.lock().clone();
-    match target.path_call(Request::Punch { ticket, seeder: key, nonce }, Some(interrupt)) {
+    let call = Request::Punch { ticket, seeder: key, nonce, port: local.port() };
+    match target.path_call(call, Some(interrupt)) {
         Ok(Reply::Done) => {}
         Ok(other) => {
             return Err((PunchOutcome::Refused, format!("the tracker answered a punch {other:?}")))
@@ -150,16 +154,16 @@ fn attempt(
         Err(e) => return Err((PunchOutcome::Refused, format!("no hole punching: {e}"))),
     }
     let deadline = Instant::now() + crate::punch::PUNCH_FOR;
-    let listen = target.reach.0;
     let no_hole = |why: String| (PunchOutcome::NoHole, why);
     let (stream, _) =
-        crate::punch::punch(listen, targets, deadline, Some(&awaiting.arrived), Some(interrupt))
-            .map_err(|e| {
+        crate::punch::punch(local, targets, deadline, None, Some(&own), Some(interrupt)).map_err(
+            |e| {
                 no_hole(format!(
                     "no hole punched within {} s ({e})",
                     crate::punch::PUNCH_FOR.as_secs()
                 ))
-            })?;
+            },
+        )?;
     let _watch = interrupt.watch_socket(&stream);
     let timeouts =
         Timeouts { handshake: HANDSHAKE_TIMEOUT, read: READ_TIMEOUT, write: WRITE_TIMEOUT };

@@ -45,17 +45,16 @@ pub struct Target {
 }
 
 impl Target {
-    /// A call about a path to a peer (reversal, punch, relay) on a tracker link of its own:
-    /// a worker waiting on a tracker that fails over must not hold a link of the session's
-    /// pool, which the seeder's ticket checks and the downloads' announcements share.
-    /// `interrupt` cuts it short.
+    /// A call about a path to a peer (reversal, punch, relay) on a link of the tracker
+    /// session's path pool (`TrackerSession::path_call`): a worker waiting on a tracker that
+    /// fails over must not hold a link of the session's pool, which the seeder's ticket
+    /// checks and the downloads' announcements share. `interrupt` cuts it short.
     pub fn path_call(
         &self,
         request: Request,
         interrupt: Option<&Interrupt>,
     ) -> Result<Reply, CallError> {
-        let session = self.tracker.login().map(|l| l.session).ok_or(CallError::NotLoggedIn)?;
-        Ok(self.tracker.own_link().call(Some(session), request, interrupt)?)
+        self.tracker.path_call(request, interrupt)
     }
 
     /// A random nonce naming a call.

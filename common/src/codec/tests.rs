@@ -120,10 +120,8 @@ fn request() -> impl Strategy<Value = Request> {
             seeder,
             nonce
         }),
-        (ticket(), key(), any::<u64>()).prop_map(|(ticket, seeder, nonce)| Request::Punch {
-            ticket,
-            seeder,
-            nonce
+        (ticket(), key(), any::<u64>(), any::<u16>()).prop_map(|(ticket, seeder, nonce, port)| {
+            Request::Punch { ticket, seeder, nonce, port }
         }),
     ]
 }
@@ -483,7 +481,7 @@ fn wire_encodings_keep_their_bytes() {
     let id = RequestId { client: 7, seq: 9 };
     let group = GroupId::new("g").unwrap();
     let cases: Vec<(String, &str)> = vec![
-        (hex(&ClientMessage::Hello { version: PROTOCOL_VERSION }), "0009"),
+        (hex(&ClientMessage::Hello { version: PROTOCOL_VERSION }), "000a"),
         (
             hex(&ClientMessage::Request {
                 id,
@@ -555,7 +553,8 @@ fn wire_encodings_keep_their_bytes() {
             "0408010101010101010101010101010101010101010101010101010101010101010102",
         ),
         (hex(&TrackerMessage::RelayReady), "03"),
-        // Version 9 (issue 19): hole punching, appended (`Request::Punch` is variant 27).
+        // Version 9 (issue 19): hole punching, appended (`Request::Punch` is variant 27);
+        // version 10 appended the port it punches from to its fields.
         (
             hex(&Request::Punch {
                 ticket: Ticket {
@@ -568,6 +567,7 @@ fn wire_encodings_keep_their_bytes() {
                 },
                 seeder: PublicKey([5; 32]),
                 nonce: 6,
+                port: 7,
             })[..2]
                 .to_string(),
             "1b",

@@ -219,13 +219,13 @@ impl Service {
                     now,
                 )
             }
-            Request::Punch { ticket, seeder, nonce } => {
+            Request::Punch { ticket, seeder, nonce, port } => {
                 return self.call_peer(
                     session,
                     client,
                     &ticket,
                     seeder,
-                    (nonce, CallKind::Punch),
+                    (nonce, CallKind::Punch { port }),
                     now,
                 )
             }
@@ -245,8 +245,9 @@ impl Service {
     /// call (`reversal_call`) after spending one of the caller's calls (the three share one
     /// budget), then has the tracker where the seeder waits (this one or another) pass it
     /// on, and for a relay expect both ends. A punch call carries only the caller's
-    /// registered public addresses (its observed address with its listen port, a mapping):
-    /// the seeder punches to no other.
+    /// registered public addresses (its observed address with its listen port, a mapping),
+    /// with the port it punches from if it named one (`peer_addr::punch_targets`): the
+    /// seeder punches to no other IP.
     fn call_peer(
         &self,
         session: Option<SessionId>,
@@ -263,9 +264,9 @@ impl Service {
         }
         let mut call = self.reads.reversal_call(session, client, ticket, &seeder, nonce, now)?;
         call.relay = (kind == CallKind::Relay).then_some(self.settings.id);
-        if kind == CallKind::Punch {
+        if let CallKind::Punch { port } = kind {
             call.punch = true;
-            call.addrs.retain(|a| !common::peer_addr::is_local(a.ip()));
+            call.addrs = common::peer_addr::punch_targets(&call.addrs, port);
             if call.addrs.is_empty() {
                 return Err(TrackerError::CannotReverse(
                     "the caller registered no public address to punch to".to_string(),
@@ -404,8 +405,9 @@ enum CallKind {
     Reverse,
     /// Join a relay at the tracker where the seeder waits.
     Relay,
-    /// Connect to the caller from the listening port while it connects to the seeder.
-    Punch,
+    /// Connect to the caller from the listening port while it connects to the seeder, from
+    /// `port` (0: its listening port).
+    Punch { port: u16 },
 }
 
 fn is_not_here(e: &TrackerError) -> bool {
