@@ -217,6 +217,15 @@ now_ns() {
     echo "${us}000"
 }
 
+# cpu_ticks: the machine's CPU time so far, busy and in all, in clock ticks ("BUSY TOTAL";
+# idle and I/O wait are not busy), read from /proc/stat without starting a process.
+cpu_ticks() {
+    local user nice system idle iowait irq softirq steal rest
+    read -r _ user nice system idle iowait irq softirq steal rest </proc/stat
+    local busy=$((user + nice + system + irq + softirq + steal))
+    echo "$busy $((busy + idle + iowait))"
+}
+
 # json NAME: the last line of NAME's show_downloads --json.
 json() {
     local before
@@ -296,8 +305,9 @@ crowd() {
     done
     group crowdseed gc "${leeches[@]}"
     run crowdseed "upload_file $WORK/f.bin gc" >/dev/null
-    local start l
+    local start l cpu_before cpu_after
     start=$(now_ns)
+    cpu_before=$(cpu_ticks)
     for l in "${leeches[@]}"; do
         send "$l" "download_file gc f.bin $WORK/$l.bin"
         send "$l" "wait_downloads"
@@ -318,16 +328,19 @@ crowd() {
         if ((t - start > 600 * 10 ** 9)); then break; fi
         sleep 0.1
     done
+    cpu_after=$(cpu_ticks)
     local failed=0
     for l in "${leeches[@]}"; do
         if [[ -z ${finished[$l]:-} ]] || ! cmp -s "$WORK/f.bin" "$WORK/$l.bin"; then
             failed=$((failed + 1))
         fi
     done
-    python3 - "$start" "$SIZE_MIB" "$RATE" "$CROWD" "$failed" "$kind" "${finished[@]}" <<'PY'
+    python3 - "$start" "$SIZE_MIB" "$RATE" "$CROWD" "$failed" "$kind" "$cpu_before $cpu_after" \
+        "${finished[@]}" <<'PY'
 import sys
-start, mib, rate, n, failed, kind = sys.argv[1:7]
-times = sorted((int(t) - int(start)) / 1e9 for t in sys.argv[7:])
+start, mib, rate, n, failed, kind, cpu = sys.argv[1:8]
+busy0, total0, busy1, total1 = map(int, cpu.split())
+times = sorted((int(t) - int(start)) / 1e9 for t in sys.argv[8:])
 took = times[-1] if times else float("inf")
 f = int(mib) * 1024 * 1024 * 8 / 1e6  # Mbit
 u = float(rate)
@@ -339,6 +352,10 @@ print(f"crowd     {n} leechers, {kind} routers: all done in {took:5.2f} s"
 if times:
     print(f"          finished: first {times[0]:5.2f} s, median {times[len(times) // 2]:5.2f} s,"
           f" last {times[-1]:5.2f} s")
+# Everything on the machine shares its cores with the crowd: the lab's routers and links
+# (forwarding, NAT, shaping) as much as the peers.
+print(f"          cores busy {100 * (busy1 - busy0) / max(1, total1 - total0):3.0f}% of the time"
+      f" from the first download_file to the last finish")
 PY
 }
 
