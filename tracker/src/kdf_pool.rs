@@ -15,6 +15,7 @@
 //! guessers get the other threads.
 
 use std::thread;
+use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
@@ -96,8 +97,17 @@ impl KdfPool {
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, TrackerError> {
         let (answer, result) = crossbeam_channel::bounded(1);
+        let queued = Instant::now();
         let job: Job = Box::new(move || {
-            let _ = answer.send(work());
+            let started = Instant::now();
+            let done = work();
+            // Where a login's time goes under a flood (issue 21): its wait, then its hash.
+            log::debug!(
+                "{priority:?} hash: waited {:?} in the queue, took {:?}",
+                started.duration_since(queued),
+                started.elapsed()
+            );
+            let _ = answer.send(done);
         });
         let queue = match priority {
             Priority::Known => &self.known,
@@ -107,10 +117,11 @@ impl KdfPool {
         match queue.try_send(job) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
+                log::trace!("{priority:?} hash refused: its queue is full");
                 return Err(TrackerError::Busy(format!(
                     "{} password checks already queued; retry in a moment",
                     self.threads * QUEUE_PER_THREAD
-                )))
+                )));
             }
             Err(TrySendError::Disconnected(_)) => {
                 return Err(TrackerError::Unavailable("password hashing stopped".to_string()))

@@ -216,8 +216,9 @@ fn serve_conn(
                     Request::Login { session, .. } => Some(session.id()),
                     _ => None,
                 };
+                let handling = Instant::now();
                 let result = service.handle(id, session, key, from, request);
-                log::log!(level, "> {who} #{} {result:?}", id.seq);
+                log::log!(level, "> {who} #{} {result:?} in {:?}", id.seq, handling.elapsed());
                 match &result {
                     Ok(Reply::LoggedIn) => {
                         if let Some(session) = logging_in {
