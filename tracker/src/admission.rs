@@ -24,8 +24,14 @@
 //!
 //! Every slot is released when its guard is dropped; a connection whose place was taken is
 //! shut down (its thread sees its socket close and ends).
+//!
+//! Before all that, in the accept loop, a source address that *wasted* too many handshakes
+//! lately (refused after them, failed, or closed without a session or an account: `waste`)
+//! has its connections closed at once, before a thread or any cryptography is spent on
+//! them: `WASTED_HANDSHAKES_BURST` at once, then `WASTED_HANDSHAKES_PER_SECOND`.
 
 mod pool;
+mod waste;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, TcpStream};
@@ -38,6 +44,7 @@ use common::message::SessionId;
 use common::PublicKey;
 
 use pool::{Full, Pool};
+use waste::Waste;
 
 /// Connections kept for the other trackers beyond the client slots: for each of up to
 /// four others, its Raft stream and its forwarding connections
@@ -58,6 +65,13 @@ pub const STALE_ANONYMOUS: Duration = Duration::from_secs(3);
 pub const LOGIN_DEADLINE: Duration = Duration::from_secs(10);
 /// One slot in this many of `--max-connections` is kept for keys with a session.
 pub const SESSION_RESERVE_DIVISOR: usize = 8;
+/// Handshakes one address (IPv6: one /64) may waste at once (`waste`): more than a
+/// capacity run's clients behind one address (80 sessions each) waste in a reconnect storm.
+pub const WASTED_HANDSHAKES_BURST: u32 = 128;
+/// Wasted handshakes an address is allowed per second beyond its burst.
+pub const WASTED_HANDSHAKES_PER_SECOND: u32 = 16;
+/// Addresses whose wasted handshakes are tracked at once.
+pub const MAX_WASTE_TRACKED: usize = 65_536;
 /// Connections of one client key at once: a client holds at most 4 call links, 2 for
 /// calls about paths to peers and a long poll for calls (issue 19) at a tracker, and a
 /// moment more while it opens a relay (which, once joined, counts against the relay's own
@@ -136,6 +150,8 @@ struct Counts {
     /// The sockets of handshakes and anonymous connections, to shut one down when a
     /// newcomer takes its place.
     sockets: HashMap<u64, TcpStream>,
+    /// Wasted handshakes per source address.
+    waste: Waste,
     next_id: u64,
 }
 
@@ -165,6 +181,8 @@ pub enum Refused {
     PerKey,
     /// A newcomer took this connection's place.
     Evicted,
+    /// This address wasted too many handshakes lately (refused before the handshake).
+    Wasteful,
 }
 
 impl std::fmt::Display for Refused {
@@ -177,6 +195,7 @@ impl std::fmt::Display for Refused {
             Refused::Trackers => "every tracker slot is taken",
             Refused::PerKey => "too many connections of this key",
             Refused::Evicted => "its place went to a newer connection",
+            Refused::Wasteful => "too many handshakes from this address came to nothing lately",
         })
     }
 }
@@ -187,6 +206,8 @@ pub struct HandshakeSlot {
     admission: Admission,
     id: u64,
     source: IpAddr,
+    /// Whether the connection sent a byte (a silent one wastes no cryptography).
+    heard: bool,
     /// Traded for a client or tracker slot (which now owns the id's records).
     traded: bool,
 }
@@ -210,9 +231,12 @@ pub struct Slot {
     admission: Admission,
     id: u64,
     key: PublicKey,
+    source: IpAddr,
     kind: Kind,
     /// Whether it counts against its key's `MAX_CONNECTIONS_PER_KEY`.
     keyed: bool,
+    /// An anonymous connection that did something (created an account): not wasted.
+    used: bool,
 }
 
 impl Admission {
@@ -227,6 +251,11 @@ impl Admission {
             per_key: HashMap::new(),
             per_session: HashMap::new(),
             sockets: HashMap::new(),
+            waste: Waste::new(
+                WASTED_HANDSHAKES_BURST,
+                WASTED_HANDSHAKES_PER_SECOND,
+                MAX_WASTE_TRACKED,
+            ),
             next_id: 0,
         };
         Admission {
@@ -237,18 +266,23 @@ impl Admission {
     }
 
     /// A handshake slot for a connection from `ip` (whose socket `socket` is shut down if
-    /// a newcomer takes its place), or why there is none.
+    /// a newcomer takes its place), or why there is none (`Wasteful` first: the address
+    /// spent its budget of wasted handshakes).
     pub fn start_handshake(
         &self,
         ip: IpAddr,
         socket: Option<TcpStream>,
     ) -> Result<HandshakeSlot, Refused> {
         let source = source(ip);
+        let now = Instant::now();
         let evicted = {
             let mut counts = self.counts.lock();
+            if !counts.waste.allows(source, now) {
+                return Err(Refused::Wasteful);
+            }
             counts.next_id += 1;
             let id = counts.next_id;
-            let evicted = match counts.handshakes.admit(id, source, Instant::now()) {
+            let evicted = match counts.handshakes.admit(id, source, now) {
                 Ok(evicted) => evicted.and_then(|old| counts.sockets.remove(&old)),
                 Err(Full::Source) => return Err(Refused::PerIp),
                 Err(Full::Pool) => return Err(Refused::Handshakes),
@@ -260,7 +294,7 @@ impl Admission {
         };
         let (id, evicted) = evicted;
         shut(evicted, "silent or stalled handshake");
-        Ok(HandshakeSlot { admission: self.clone(), id, source, traded: false })
+        Ok(HandshakeSlot { admission: self.clone(), id, source, heard: false, traded: false })
     }
 
     /// Waits (up to `patience`) until a handshake from an address that holds none could
@@ -279,8 +313,23 @@ impl Admission {
     }
 
     /// Trades a finished handshake, whose peer proved `key`, for a tracker slot, or a
-    /// client slot (anonymous, or kept for sessions).
+    /// client slot (anonymous, or kept for sessions). A client refused here wasted its
+    /// handshake.
     pub fn admit(
+        &self,
+        handshake: HandshakeSlot,
+        key: PublicKey,
+        proven: Proven,
+    ) -> Result<Slot, Refused> {
+        let source = handshake.source;
+        let admitted = self.admit_proven(handshake, key, proven);
+        if matches!(admitted, Err(why) if why != Refused::Trackers) {
+            self.counts.lock().waste.spend(source, Instant::now());
+        }
+        admitted
+    }
+
+    fn admit_proven(
         &self,
         mut handshake: HandshakeSlot,
         key: PublicKey,
@@ -345,7 +394,7 @@ impl Admission {
             }
         };
         let keyed = kind != Kind::Tracker;
-        Ok(Slot { admission: self.clone(), id, key, kind, keyed })
+        Ok(Slot { admission: self.clone(), id, key, source, kind, keyed, used: false })
     }
 
     /// The most connections this admission can hold at once.
@@ -372,6 +421,12 @@ impl Slot {
             Kind::Anonymous => false,
             Kind::InSession { session, .. } => session.is_some(),
         }
+    }
+
+    /// This anonymous connection did something (an account was created on it): its
+    /// handshake is not counted as wasted when it closes without a session.
+    pub fn used(&mut self) {
+        self.used = true;
     }
 
     /// This connection is now in `session` (a login on it, or a `Resume`): it leaves the
@@ -431,7 +486,8 @@ fn leave_session(counts: &mut Counts, session: SessionId, large: bool) {
 
 impl HandshakeSlot {
     /// The connection sent its first bytes: no newcomer takes its place before it is stale.
-    pub fn heard(&self) {
+    pub fn heard(&mut self) {
+        self.heard = true;
         self.admission.counts.lock().handshakes.heard(self.id);
     }
 }
@@ -442,6 +498,10 @@ impl Drop for HandshakeSlot {
             return;
         }
         let mut counts = self.admission.counts.lock();
+        if self.heard {
+            // Its handshake failed (or its place went to a newcomer).
+            counts.waste.spend(self.source, Instant::now());
+        }
         counts.handshakes.remove(self.id);
         counts.sockets.remove(&self.id);
         self.admission.freed.notify_one();
@@ -459,6 +519,10 @@ impl Drop for Slot {
             Kind::Anonymous => {
                 counts.anonymous.remove(self.id);
                 counts.sockets.remove(&self.id);
+                if !self.used {
+                    // No session, no account: its handshake came to nothing.
+                    counts.waste.spend(self.source, Instant::now());
+                }
             }
             Kind::InSession { session, large } => {
                 counts.in_sessions -= 1;
@@ -505,7 +569,7 @@ mod tests {
 
     /// A handshake slot from `from` whose connection already spoke.
     fn speaking(a: &Admission, from: IpAddr) -> Result<HandshakeSlot, Refused> {
-        let slot = a.start_handshake(from, None)?;
+        let mut slot = a.start_handshake(from, None)?;
         slot.heard();
         Ok(slot)
     }
@@ -661,6 +725,79 @@ mod tests {
         drop(trackers);
         assert_eq!(a.counts.lock().handshakes.len(), 0);
         assert_eq!(a.counts.lock().trackers, 0);
+    }
+
+    /// Issue 21: one address's throw-away keys, each refused after its handshake, cost a
+    /// thread and an X25519 exchange each; past its budget, that address is refused before
+    /// either, and no other address is.
+    #[test]
+    fn an_address_that_wastes_its_handshakes_is_refused_before_the_next_and_no_other() {
+        let a = admission(1024);
+        let held: Vec<_> = (0..MAX_ANONYMOUS_PER_IP)
+            .map(|n| client(&a, 2, n as u8, Proven::Client).unwrap())
+            .collect();
+        let mut refused_after = 0u32;
+        let mut refused_before = 0;
+        let started = Instant::now();
+        for n in 0..2 * WASTED_HANDSHAKES_BURST {
+            match a.start_handshake(ip(2), None) {
+                Ok(mut handshake) => {
+                    handshake.heard();
+                    let k = PublicKey([(n % 250) as u8 + 1; 32]);
+                    assert_eq!(
+                        a.admit(handshake, k, Proven::Client).unwrap_err(),
+                        Refused::AnonymousPerIp
+                    );
+                    refused_after += 1;
+                }
+                Err(why) => {
+                    assert_eq!(why, Refused::Wasteful);
+                    refused_before += 1;
+                }
+            }
+        }
+        // The burst, and what refilled while the loop ran.
+        let refilled = started.elapsed().as_secs_f64() * f64::from(WASTED_HANDSHAKES_PER_SECOND);
+        let most = f64::from(WASTED_HANDSHAKES_BURST) + refilled.ceil();
+        assert!(refused_after >= WASTED_HANDSHAKES_BURST, "{refused_after}");
+        assert!(f64::from(refused_after) <= most, "{refused_after} > {most}");
+        assert!(refused_before > 0);
+        // Another address is not held, and neither is a key with a session elsewhere.
+        assert!(client(&a, 3, 200, Proven::Client).is_ok());
+        assert!(client(&a, 4, 201, Proven::ClientWithSession).is_ok());
+        drop(held);
+    }
+
+    /// What counts as wasted: a handshake that spoke and failed, an anonymous connection
+    /// closed without a session or an account; not a silent connection, one that logged in
+    /// or created an account, a key with a session, or a tracker.
+    #[test]
+    fn only_handshakes_that_came_to_nothing_are_counted_as_wasted() {
+        /// Whether `from` spent any of its budget, as of `at`, a moment before the spending
+        /// (so that nothing refilled since: deterministic).
+        fn spent(a: &Admission, from: u8, at: Instant) -> bool {
+            let counts = a.counts.lock();
+            !counts.waste.allows_all(source(ip(from)), at, WASTED_HANDSHAKES_BURST)
+        }
+        let a = admission(64);
+        let at = Instant::now();
+        drop(a.start_handshake(ip(1), None).unwrap());
+        assert!(!spent(&a, 1, at), "a silent connection is not counted");
+        drop(speaking(&a, ip(2)).unwrap());
+        assert!(spent(&a, 2, at), "a failed handshake is");
+        drop(client(&a, 3, 3, Proven::Client).unwrap());
+        assert!(spent(&a, 3, at), "an anonymous connection closed without a session is");
+        let mut in_session = client(&a, 4, 4, Proven::Client).unwrap();
+        in_session.enter_session(SessionId([4; 32])).unwrap();
+        drop(in_session);
+        assert!(!spent(&a, 4, at), "a connection that logged in is not");
+        let mut signed_up = client(&a, 5, 5, Proven::Client).unwrap();
+        signed_up.used();
+        drop(signed_up);
+        assert!(!spent(&a, 5, at), "one that created an account is not");
+        drop(client(&a, 6, 6, Proven::ClientWithSession).unwrap());
+        drop(client(&a, 7, 7, Proven::Tracker).unwrap());
+        assert!(!spent(&a, 6, at) && !spent(&a, 7, at), "a session's key or a tracker's is not");
     }
 
     #[test]

@@ -83,12 +83,12 @@ pub fn run(
         // A connection accepted now would only be closed: leave it queued a moment (not
         // long: a tracker's connection may be queued behind it).
         admission.wait_for_handshake_room(HANDSHAKE_ROOM_PATIENCE);
-        let stream = listener.accept().map(|(stream, _)| stream);
+        let accepted = listener.accept();
         if shutdown.is_triggered() {
             break;
         }
-        let stream = match stream {
-            Ok(stream) => stream,
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) => {
                 // Usually out of file descriptors: back off briefly instead of spinning.
                 log::warn!("accept failed: {e}");
@@ -96,16 +96,17 @@ pub fn run(
                 continue;
             }
         };
-        let Ok(peer) = stream.peer_addr() else { continue };
         // A clone of the socket, to shut it down if a newcomer takes its place.
         let handshake = match admission.start_handshake(peer.ip(), stream.try_clone().ok()) {
             Ok(slot) => slot,
             Err(why) => {
+                refuse(stream);
                 junk.note(peer, format_args!("refused: {why}"));
                 continue;
             }
         };
         if live.load(Ordering::SeqCst) >= admission.max_live() {
+            refuse(stream);
             junk.note(peer, format_args!("refused, {} connections open", admission.max_live()));
             continue;
         }
@@ -128,6 +129,12 @@ pub fn run(
     junk.close();
     log::info!("shutting down: {} connections open", live.load(Ordering::SeqCst));
     Ok(())
+}
+
+/// Closes a connection refused in the accept loop with a reset: nothing was read or
+/// written on it, and a flood of refusals leaves no sockets waiting in `TIME_WAIT`.
+fn refuse(stream: TcpStream) {
+    let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
 }
 
 /// Counts a connection thread while it lives.

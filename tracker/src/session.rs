@@ -52,7 +52,7 @@ pub fn serve(
     limits: Limits,
     tracker_id: u32,
     admission: &Admission,
-    handshake: HandshakeSlot,
+    mut handshake: HandshakeSlot,
     junk: &JunkLog,
 ) {
     let Ok(peer_addr) = stream.peer_addr() else { return };
@@ -218,14 +218,17 @@ fn serve_conn(
                     Request::Login { session, .. } => Some(session.id()),
                     _ => None,
                 };
+                let signing_up = matches!(request, Request::CreateUser { .. });
+                let handling = Instant::now();
                 let result = service.handle(id, session, key, from, request);
-                log::log!(level, "> {who} #{} {result:?}", id.seq);
+                log::log!(level, "> {who} #{} {result:?} in {:?}", id.seq, handling.elapsed());
                 match &result {
                     Ok(Reply::LoggedIn) => {
                         if let Some(session) = logging_in {
                             enter_session(&mut conn, slot, session);
                         }
                     }
+                    Ok(_) if signing_up => slot.used(),
                     Ok(_) => {}
                     Err(refused) => {
                         let hold = service.refusal_hold(from, signing_in.as_ref(), refused);

@@ -227,6 +227,45 @@ fn silent_handshakes_renewed_all_the_time_from_a_shared_address_keep_nobody_out(
     );
 }
 
+/// Issue 21: an address whose handshakes come to nothing (throw-away keys that say hello
+/// and leave) has its connections closed as soon as they are accepted once it has wasted
+/// its budget, before the tracker spends a thread and an X25519 exchange on each; other
+/// addresses are served meanwhile, and the address is served again when its budget refills.
+#[test]
+fn an_address_that_wastes_its_handshakes_is_refused_before_them_and_no_one_else_is() {
+    let (cluster, tracker) = tracker_with_alice();
+    let key = cluster.tracker_key(1);
+    let attacker = Ipv4Addr::new(127, 0, 0, 4);
+    let started = Instant::now();
+    let mut welcomed = 0u32;
+    let tries = 400u32;
+    for _ in 0..tries {
+        if let Some(conn) = anonymous(attacker, tracker.addr, &key) {
+            welcomed += 1;
+            drop(conn);
+        }
+    }
+    let took = started.elapsed().as_secs_f64();
+    println!("{welcomed} of {tries} throw-away connections welcomed in {took:.2} s");
+    // The burst (128) and 16 a second, plus the few whose close the tracker had not seen
+    // yet when the next came.
+    let most = 128.0 + 16.0 * took + 64.0;
+    assert!(
+        welcomed < tries && f64::from(welcomed) <= most,
+        "{welcomed} welcomed (at most {most})"
+    );
+    // Meanwhile real users log in, from another address and from the usual one.
+    for from in [Ipv4Addr::new(127, 0, 0, 5), Ipv4Addr::LOCALHOST] {
+        real_login(&cluster, &tracker, from, "alice");
+    }
+    // The address gets in again as its budget refills.
+    let deadline = Instant::now() + TIMEOUT;
+    while anonymous(attacker, tracker.addr, &key).is_none() {
+        assert!(Instant::now() < deadline, "{attacker} never got in again");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn one_session_takes_large_frames_on_a_few_connections_and_one_key_a_few_connections() {
     use common::message::{FileMeta, PRE_LOGIN_FRAME_LEN};

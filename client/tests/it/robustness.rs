@@ -220,8 +220,13 @@ fn a_flood_of_junk_connections_logs_a_bounded_number_of_lines() {
         for _ in 0..N {
             let mut s = crate::support::connect_from(flooder, target);
             s.set_read_timeout(Some(TIMEOUT)).unwrap();
-            // Not a Noise handshake: refused at once.
-            s.write_all(&[0, 5, b'h', b'e', b'l', b'l', b'o']).unwrap();
+            // Not a Noise handshake: refused at once. Past its budget of wasted handshakes
+            // (issue 21), the tracker resets the address's connections as soon as it
+            // accepts them, so the write may meet the reset.
+            match s.write_all(&[0, 5, b'h', b'e', b'l', b'l', b'o']) {
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => continue,
+                written => written.unwrap(),
+            }
             assert!(read_until_closed(&mut s).is_empty());
         }
     }

@@ -220,7 +220,14 @@ impl Sessions {
             true => Priority::Known,
             false => self.kdf_priority(from, &user),
         };
-        if !self.kdf.verify(priority, credential, password)? {
+        let checking = Instant::now();
+        let right = self.kdf.verify(priority, credential, password)?;
+        log::debug!(
+            "login of {user} from {from} ({priority:?}): admitted in {:?}, password checked in {:?}",
+            checking.duration_since(now),
+            checking.elapsed()
+        );
+        if !right {
             self.throttle.login_failed(attempt, Instant::now());
             return Err(TrackerError::WrongPassword);
         }

@@ -105,10 +105,16 @@ impl Writes {
             state.check(&entry.op)?;
             self.quotas.check(&state, &entry.op, Instant::now())?;
         }
-        if let Op::OpenSession { user, .. } = &entry.op {
-            sessions.make_room_for(user)?;
-        }
-        self.cluster.commit(&entry)
+        let Op::OpenSession { user, .. } = &entry.op else { return self.cluster.commit(&entry) };
+        let started = Instant::now();
+        sessions.make_room_for(user)?;
+        let room = started.elapsed();
+        let committed = self.cluster.commit(&entry);
+        log::debug!(
+            "session of {user}: room made in {room:?}, committed in {:?}",
+            started.elapsed()
+        );
+        committed
     }
 
     /// Commits a fresh ticket secret if the state has none (the first leader of a new
