@@ -160,14 +160,21 @@ pub struct TreeStore {
     root: Arc<File>,
     /// Whether the root is a file (one file of the folder chosen).
     single: bool,
+    /// Whether this store made the staging path (not a resume's): its files are then made
+    /// exclusively, so a file found in their place is refused.
+    fresh: bool,
     handles: Mutex<Handles>,
 }
 
-/// The open files of a tree by entry, with when each was last used.
+/// The open files of a tree by entry, with when each was last used, and the entries whose
+/// files this store made or opened to write (at most the tree's files): those are opened
+/// again only as they are, so a file removed during the download fails the next write to
+/// it rather than be made again without its earlier pieces.
 #[derive(Default)]
 struct Handles {
     open: HashMap<usize, (Arc<File>, u64)>,
     clock: u64,
+    made: std::collections::HashSet<usize>,
 }
 
 impl TreeStore {
@@ -200,7 +207,8 @@ impl TreeStore {
             }
         })?;
         let root = Arc::new(root);
-        let store = TreeStore { path, root, single: single.is_some(), handles: Mutex::default() };
+        let single = single.is_some();
+        let store = TreeStore { path, root, single, fresh: true, handles: Mutex::default() };
         let started = std::time::Instant::now();
         let populated = store.populate(tree, selection, true);
         log::info!(
@@ -259,7 +267,8 @@ impl TreeStore {
             return Err(StartError::NotOurs { path: shown(), why });
         }
         let root = Arc::new(root);
-        let store = TreeStore { path: path.to_path_buf(), root, single, handles: Mutex::default() };
+        let path = path.to_path_buf();
+        let store = TreeStore { path, root, single, fresh: false, handles: Mutex::default() };
         store.populate(tree, selection, false).map_err(unwritable)?;
         Ok((store, found))
     }
@@ -286,13 +295,13 @@ impl TreeStore {
         // Positional writes leave no bytes in user space; the handles can go.
         self.handles.lock().open.clear();
         if !self.single {
-            for entry in tree.entries() {
+            for (index, entry) in tree.entries().iter().enumerate() {
                 let kind @ EntryKind::File { size: 0, .. } = &entry.kind else { continue };
                 let Some(rel) = selection.local_path(&entry.path, Path::new("")) else {
                     continue;
                 };
                 if !rel.as_os_str().is_empty() {
-                    open_file(&self.root, &rel, kind, Open::Create)?;
+                    self.open_entry(index, &rel, kind, Open::Create)?;
                 }
             }
         }
@@ -381,7 +390,7 @@ impl TreeStore {
         let entry = tree.entries().get(span.entry).ok_or_else(missing)?;
         let rel = swarm.chosen.selection.local_path(&entry.path, Path::new(""));
         let rel = rel.ok_or_else(missing)?;
-        let file = Arc::new(open_file(&self.root, &rel, &entry.kind, open)?);
+        let file = Arc::new(self.open_entry(span.entry, &rel, &entry.kind, open)?);
         let mut handles = self.handles.lock();
         if handles.open.len() >= MAX_OPEN_FILES {
             let oldest = handles.open.iter().min_by_key(|(_, (_, used))| *used).map(|(&k, _)| k);
@@ -392,6 +401,29 @@ impl TreeStore {
         let now = handles.clock;
         handles.open.insert(span.entry, (Arc::clone(&file), now));
         Ok((file, offset))
+    }
+
+    /// Opens the file of entry `index` at `rel` (of kind `kind`): to write (`Open::Create`)
+    /// made if this store has not made or opened it to write before (exclusively in a
+    /// fresh staging tree; in a resumed one it may be there already), else only as it is.
+    fn open_entry(
+        &self,
+        index: usize,
+        rel: &Path,
+        kind: &EntryKind,
+        open: Open,
+    ) -> std::io::Result<File> {
+        let made = self.handles.lock().made.contains(&index);
+        let make = match (open, made, self.fresh) {
+            (Open::Existing, ..) | (Open::Create, true, _) => Make::No,
+            (Open::Create, false, true) => Make::New,
+            (Open::Create, false, false) => Make::IfMissing,
+        };
+        let file = open_file(&self.root, rel, kind, make)?;
+        if open == Open::Create {
+            self.handles.lock().made.insert(index);
+        }
+        Ok(file)
     }
 }
 
@@ -404,13 +436,26 @@ enum Open {
     Existing,
 }
 
-/// Opens the file `rel` beneath `root` to read and write (`open_beneath`), created with the
-/// mode of its entry `kind` when `open` says so and it is missing; only a regular file.
-fn open_file(root: &File, rel: &Path, kind: &EntryKind, open: Open) -> std::io::Result<File> {
+/// Whether `open_file` makes the file.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Make {
+    /// Made here: it must not exist.
+    New,
+    /// Made if missing.
+    IfMissing,
+    /// Opened as it is.
+    No,
+}
+
+/// Opens the file `rel` beneath `root` to read and write (`open_beneath`), made with the
+/// mode of its entry `kind` as `make` says; only a regular file.
+fn open_file(root: &File, rel: &Path, kind: &EntryKind, make: Make) -> std::io::Result<File> {
+    let flags = OFlags::RDWR | OFlags::CLOEXEC;
     // (`openat2` refuses a mode without `O_CREAT`.)
-    let (flags, mode) = match open {
-        Open::Create => (OFlags::RDWR | OFlags::CLOEXEC | OFlags::CREATE, file_mode(kind)),
-        Open::Existing => (OFlags::RDWR | OFlags::CLOEXEC, Mode::empty()),
+    let (flags, mode) = match make {
+        Make::New => (flags | OFlags::CREATE | OFlags::EXCL, file_mode(kind)),
+        Make::IfMissing => (flags | OFlags::CREATE, file_mode(kind)),
+        Make::No => (flags, Mode::empty()),
     };
     let file = open_beneath(root, rel, flags, mode)?;
     if !file.metadata()?.is_file() {

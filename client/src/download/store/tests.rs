@@ -142,10 +142,11 @@ fn a_link_in_the_staging_tree_is_never_followed() {
     // And `a`, not made yet, a link to a file outside.
     std::os::unix::fs::symlink(outside.join("y"), staging.join("a")).unwrap();
     let store = Store::Tree(staged);
-    for piece in [PieceIndex(0), PieceIndex(2)] {
+    // (A link at a file's own name: the exclusive create finds it there.)
+    for (piece, errno) in [(PieceIndex(0), libc::EEXIST), (PieceIndex(2), libc::ELOOP)] {
         let data = vec![9; swarm.layout.piece_len(piece)];
         let err = store.write_piece(&swarm, piece, &data).unwrap_err();
-        assert_eq!(err.raw_os_error(), Some(libc::ELOOP), "{err}");
+        assert_eq!(err.raw_os_error(), Some(errno), "{err}");
     }
     assert_eq!(std::fs::read(outside.join("y")).unwrap(), b"mine");
     // Nor when the empty file `s/x` is made at the end: the sync is not reached.
@@ -158,7 +159,7 @@ fn a_link_in_the_staging_tree_is_never_followed() {
     std::os::unix::fs::symlink(outside.join("new"), staging.join("a")).unwrap();
     let data = vec![9; swarm.layout.piece_len(PieceIndex(0))];
     let err = store.write_piece(&swarm, PieceIndex(0), &data).unwrap_err();
-    assert_eq!(err.raw_os_error(), Some(libc::ELOOP), "{err}");
+    assert_eq!(err.raw_os_error(), Some(libc::EEXIST), "{err}");
     assert_eq!(names_in(&outside), ["y"]);
     // The seeder's reads do not follow them either.
     let mut data = [0; 3];
@@ -257,4 +258,30 @@ fn at_most_max_open_files_are_held_open() {
     }
     assert_eq!(store.handles.lock().open.len(), MAX_OPEN_FILES);
     assert_eq!(std::fs::read(store.path().join(format!("f{:04}", n - 1))).unwrap(), [7]);
+}
+
+/// A file removed from the staging tree during the download is not made again by its next
+/// piece (it would lack the pieces written before): the write fails, and so does the
+/// download, as it did when every file was made at the start.
+#[test]
+fn a_staged_file_removed_during_the_download_is_not_made_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("f");
+    let swarm = swarm(tree(), Selection::Whole, &dest);
+    let staged = TreeStore::create(&tree(), &Selection::Whole, &dest).unwrap();
+    let staging = staged.path().to_path_buf();
+    let store = Store::Tree(staged);
+    store.write_piece(&swarm, PieceIndex(0), &vec![1; PIECE_SIZE]).unwrap();
+    std::fs::remove_file(staging.join("a")).unwrap();
+    // Its handle closed (as the cache closes the least recently used), then the next piece.
+    let Store::Tree(staged) = &store else { unreachable!() };
+    staged.handles.lock().open.clear();
+    let err = store.write_piece(&swarm, PieceIndex(1), &[2, 2]).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    assert!(!staging.join("a").exists());
+    // A file someone else put at a name not made yet is refused, not written into.
+    std::fs::write(staging.join("s/y"), b"theirs").unwrap();
+    let err = store.write_piece(&swarm, PieceIndex(2), &[3, 3, 3]).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{err}");
+    assert_eq!(std::fs::read(staging.join("s/y")).unwrap(), b"theirs");
 }
