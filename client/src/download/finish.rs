@@ -76,9 +76,13 @@ pub fn finish_tree(
     if !verified(meta, chosen, computed) {
         return Err(DownloadError::WholeFileMismatch);
     }
+    let tree = meta.tree.as_ref().ok_or_else(|| DownloadError::Flush {
+        path: shown(),
+        reason: "a staging tree for an item that is not a folder".into(),
+    })?;
     let sync_started = Instant::now();
     store
-        .make_durable()
+        .make_durable(tree, &chosen.selection)
         .map_err(|e| DownloadError::Flush { path: shown(), reason: e.to_string() })?;
     log::info!("{}: syncfs took {:.3} s", meta.name, sync_started.elapsed().as_secs_f64());
     // The bytes verified are those under the staging directory this download made: rename

@@ -145,7 +145,7 @@ type Prepared = (Store, Vec<PeerInfo>, Ticket);
 /// What a download's thread does once prepared.
 enum Ready {
     /// Fetches the pieces it lacks.
-    Fetch(Prepared),
+    Fetch(Box<Prepared>),
     /// Nothing: the item is complete at its destination (a resume found it there), with
     /// the stamp `finish` would have given.
     Complete(Option<FileStamp>),
@@ -212,7 +212,7 @@ pub fn start(
     ctx.registry.insert(Arc::clone(&swarm));
     // Saved before the command answers: after a crash, the `.part` is known to be ours.
     ctx.registry.flush();
-    launch(ctx, swarm, move |_, _| Ok(Ready::Fetch((store, peers, ticket))));
+    launch(ctx, swarm, move |_, _| Ok(Ready::Fetch(Box::new((store, peers, ticket)))));
     Ok(dest)
 }
 
@@ -239,7 +239,8 @@ fn launch(
     let spawned = thread::Builder::new().name(format!("dl-{idx}")).spawn(move || {
         let (ctx, swarm) = (thread_ctx, thread_swarm);
         match prepare(&ctx, &swarm) {
-            Ok(Ready::Fetch((store, peers, ticket))) => {
+            Ok(Ready::Fetch(prepared)) => {
+                let (store, peers, ticket) = *prepared;
                 Coordinator::new(ctx, idx, swarm, ticket, store, control).run(peers);
             }
             Ok(Ready::Complete(stamp)) => {
@@ -363,7 +364,7 @@ fn prepare_resume(ctx: &Context, swarm: &Swarm) -> Result<Ready, StartError> {
     if meta.digest != swarm.meta.digest {
         return Err(StartError::BadMeta(swarm.meta.name.clone()));
     }
-    Ok(Ready::Fetch((store, peers, ticket)))
+    Ok(Ready::Fetch(Box::new((store, peers, ticket))))
 }
 
 /// Moves a folder's download saved with its pieces end to end in the `.part` file `part`

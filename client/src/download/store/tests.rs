@@ -50,6 +50,16 @@ fn write_all(store: &Store, swarm: &Swarm) {
     }
 }
 
+/// The names in the directory `dir`, sorted.
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 fn mode(path: &Path) -> u32 {
     std::fs::symlink_metadata(path).unwrap().permissions().mode() & 0o777
 }
@@ -62,12 +72,16 @@ fn a_folders_pieces_go_straight_into_its_files_in_the_staging_directory() {
     let staged = TreeStore::create(&tree(), &Selection::Whole, &dest).unwrap();
     let staging = staged.path().to_path_buf();
     assert_eq!(staging, dir.path().join(".f.part"));
-    // Every chosen directory and file is there from the start, with its mode, empty.
+    // Every chosen directory is there from the start; no file before its first piece.
     assert_eq!(mode(&staging), 0o700);
-    assert_eq!((mode(&staging.join("a")), mode(&staging.join("s/y"))), (0o600, 0o700));
-    assert!(staging.join("e").is_dir() && staging.join("s/x").is_file());
+    assert!(staging.join("e").is_dir() && staging.join("s").is_dir());
+    assert_eq!(names_in(&staging), ["e", "s"]);
+    assert!(names_in(&staging.join("s")).is_empty());
     let store = Store::Tree(staged);
     write_all(&store, &swarm);
+    // Each file made by its first piece, with its mode; the empty one not yet.
+    assert_eq!((mode(&staging.join("a")), mode(&staging.join("s/y"))), (0o600, 0o700));
+    assert!(!staging.join("s/x").exists());
     let a = std::fs::read(staging.join("a")).unwrap();
     assert_eq!((a.len(), a[PIECE_SIZE - 1], a[PIECE_SIZE]), (PIECE_SIZE + 2, 1, 2));
     assert_eq!(std::fs::read(staging.join("s/y")).unwrap(), [3, 3, 3]);
@@ -81,8 +95,13 @@ fn a_folders_pieces_go_straight_into_its_files_in_the_staging_directory() {
     assert_eq!(names, [".f.part"]);
     // Durable, then removed (a cancel) only while it is still the one made.
     let Store::Tree(staged) = &store else { unreachable!() };
-    staged.make_durable().unwrap();
+    staged.make_durable(&tree(), &Selection::Whole).unwrap();
     assert!(staged.is_in_place().unwrap());
+    // The empty file made before the sync, with its mode.
+    assert_eq!(std::fs::read(staging.join("s/x")).unwrap(), b"");
+    assert_eq!(mode(&staging.join("s/x")), 0o700);
+    assert_eq!(names_in(&staging), ["a", "e", "s"]);
+    assert_eq!(names_in(&staging.join("s")), ["x", "y"]);
     store.remove(&staging);
     assert!(!staging.exists());
 }
@@ -120,16 +139,28 @@ fn a_link_in_the_staging_tree_is_never_followed() {
     std::fs::remove_dir_all(staging.join("s")).unwrap();
     std::fs::write(outside.join("y"), b"mine").unwrap();
     std::os::unix::fs::symlink(&outside, staging.join("s")).unwrap();
-    // And `a` a link to a file outside.
-    std::fs::remove_file(staging.join("a")).unwrap();
+    // And `a`, not made yet, a link to a file outside.
     std::os::unix::fs::symlink(outside.join("y"), staging.join("a")).unwrap();
     let store = Store::Tree(staged);
-    for piece in [PieceIndex(0), PieceIndex(2)] {
+    // (A link at a file's own name: the exclusive create finds it there.)
+    for (piece, errno) in [(PieceIndex(0), libc::EEXIST), (PieceIndex(2), libc::ELOOP)] {
         let data = vec![9; swarm.layout.piece_len(piece)];
         let err = store.write_piece(&swarm, piece, &data).unwrap_err();
-        assert_eq!(err.raw_os_error(), Some(libc::ELOOP), "{err}");
+        assert_eq!(err.raw_os_error(), Some(errno), "{err}");
     }
     assert_eq!(std::fs::read(outside.join("y")).unwrap(), b"mine");
+    // Nor when the empty file `s/x` is made at the end: the sync is not reached.
+    let Store::Tree(staged) = &store else { unreachable!() };
+    let err = staged.make_durable(&tree(), &Selection::Whole).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ELOOP), "{err}");
+    assert_eq!(names_in(&outside), ["y"]);
+    // A link to a missing file in the place of a file is not created through either.
+    std::fs::remove_file(staging.join("a")).unwrap();
+    std::os::unix::fs::symlink(outside.join("new"), staging.join("a")).unwrap();
+    let data = vec![9; swarm.layout.piece_len(PieceIndex(0))];
+    let err = store.write_piece(&swarm, PieceIndex(0), &data).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EEXIST), "{err}");
+    assert_eq!(names_in(&outside), ["y"]);
     // The seeder's reads do not follow them either.
     let mut data = [0; 3];
     assert!(read_beneath(&staging, Path::new("s/y"), 0, &mut data).is_err());
@@ -146,10 +177,10 @@ fn a_part_chosen_is_staged_alone() {
     let store = Store::Tree(TreeStore::create(&tree(), &sub, &dest).unwrap());
     write_all(&store, &swarm_s);
     let staging = dir.path().join(".s.part");
-    let mut names: Vec<_> =
-        std::fs::read_dir(&staging).unwrap().map(|e| e.unwrap().file_name()).collect();
-    names.sort();
-    assert_eq!(names, ["x", "y"]);
+    assert_eq!(names_in(&staging), ["y"]);
+    let Store::Tree(staged) = &store else { unreachable!() };
+    staged.make_durable(&tree(), &sub).unwrap();
+    assert_eq!(names_in(&staging), ["x", "y"]);
     assert_eq!(std::fs::read(staging.join("y")).unwrap(), [3, 3, 3]);
     // One file: staged as that file.
     let one = Selection::Inside { path: RelPath::parse("a").unwrap(), dir: false };
@@ -169,13 +200,29 @@ fn a_part_chosen_is_staged_alone() {
 fn a_resume_adopts_only_its_own_staging_directory_and_makes_what_is_missing() {
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("f");
+    let swarm = swarm(tree(), Selection::Whole, &dest);
     let staged = TreeStore::create(&tree(), &Selection::Whole, &dest).unwrap();
     let (staging, id) = (staged.path().to_path_buf(), staged.id().unwrap());
-    drop(staged);
+    let store = Store::Tree(staged);
+    write_all(&store, &swarm);
+    drop(store);
     std::fs::remove_file(staging.join("s/y")).unwrap();
-    let (_, found) = TreeStore::reopen(&staging, &tree(), &Selection::Whole, Some(id)).unwrap();
+    std::fs::remove_dir(staging.join("e")).unwrap();
+    let (staged, found) =
+        TreeStore::reopen(&staging, &tree(), &Selection::Whole, Some(id)).unwrap();
     assert_eq!(found, id);
-    assert!(staging.join("s/y").is_file());
+    // The directory made again; the file's piece cannot be read back (so it is fetched
+    // again), and its file is made again when it is written.
+    assert!(staging.join("e").is_dir() && !staging.join("s/y").exists());
+    let store = Store::Tree(staged);
+    let mut back = [0; 3];
+    let err = store.read_piece(&swarm, PieceIndex(2), &mut back).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    assert!(!staging.join("s/y").exists());
+    store.write_piece(&swarm, PieceIndex(2), &[3, 3, 3]).unwrap();
+    store.read_piece(&swarm, PieceIndex(0), &mut vec![0; PIECE_SIZE]).unwrap();
+    assert_eq!(std::fs::read(staging.join("s/y")).unwrap(), [3, 3, 3]);
+    drop(store);
     // Another directory made at that path since is not adopted.
     std::fs::remove_dir_all(&staging).unwrap();
     std::fs::create_dir(&staging).unwrap();
@@ -206,9 +253,35 @@ fn at_most_max_open_files_are_held_open() {
     let swarm = swarm(tree.clone(), Selection::Whole, &dest);
     let store = TreeStore::create(&tree, &Selection::Whole, &dest).unwrap();
     for piece in 0..n as u32 {
-        let (file, _) = store.place(&swarm, PieceIndex(piece)).unwrap();
+        let (file, _) = store.place(&swarm, PieceIndex(piece), Open::Create).unwrap();
         file.write_all_at(&[7], 0).unwrap();
     }
     assert_eq!(store.handles.lock().open.len(), MAX_OPEN_FILES);
     assert_eq!(std::fs::read(store.path().join(format!("f{:04}", n - 1))).unwrap(), [7]);
+}
+
+/// A file removed from the staging tree during the download is not made again by its next
+/// piece (it would lack the pieces written before): the write fails, and so does the
+/// download, as it did when every file was made at the start.
+#[test]
+fn a_staged_file_removed_during_the_download_is_not_made_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("f");
+    let swarm = swarm(tree(), Selection::Whole, &dest);
+    let staged = TreeStore::create(&tree(), &Selection::Whole, &dest).unwrap();
+    let staging = staged.path().to_path_buf();
+    let store = Store::Tree(staged);
+    store.write_piece(&swarm, PieceIndex(0), &vec![1; PIECE_SIZE]).unwrap();
+    std::fs::remove_file(staging.join("a")).unwrap();
+    // Its handle closed (as the cache closes the least recently used), then the next piece.
+    let Store::Tree(staged) = &store else { unreachable!() };
+    staged.handles.lock().open.clear();
+    let err = store.write_piece(&swarm, PieceIndex(1), &[2, 2]).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    assert!(!staging.join("a").exists());
+    // A file someone else put at a name not made yet is refused, not written into.
+    std::fs::write(staging.join("s/y"), b"theirs").unwrap();
+    let err = store.write_piece(&swarm, PieceIndex(2), &[3, 3, 3]).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{err}");
+    assert_eq!(std::fs::read(staging.join("s/y")).unwrap(), b"theirs");
 }
