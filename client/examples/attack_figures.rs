@@ -32,7 +32,6 @@
 //! its `Login` request: TCP, handshake, hello), probe_failures, login_retried (logins that needed another try), and the attack's own counts (attack_*).
 
 use std::collections::VecDeque;
-use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,8 +39,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "support/noisy.rs"]
+mod noisy;
 #[path = "support/raw_tracker.rs"]
 mod raw_tracker;
+use noisy::Noisy;
 use raw_tracker::{
     call, listed_tracker, login_request, random_token, tcp_from, timeouts, tracker_conn,
     TrackerConn,
@@ -408,69 +410,6 @@ fn logins(
         .collect()
 }
 
-/// The attacker's own Noise initiator, which seals records however it likes (empty ones,
-/// a byte of a frame at a time): what no client sends.
-struct Noisy {
-    stream: TcpStream,
-    noise: snow::TransportState,
-    plain: Vec<u8>,
-}
-
-impl Noisy {
-    fn connect(from: Ipv4Addr, to: SocketAddr, key: &PublicKey, private: &[u8]) -> Option<Noisy> {
-        let stream = tcp_from(from, to).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-        stream.set_write_timeout(Some(Duration::from_secs(10))).ok()?;
-        let params = common::secure_channel::NOISE_PATTERN.parse().ok()?;
-        let mut hs = snow::Builder::new(params)
-            .prologue(b"p2p-groups secure channel v1")
-            .ok()?
-            .local_private_key(private)
-            .ok()?
-            .remote_public_key(&key.0)
-            .ok()?
-            .build_initiator()
-            .ok()?;
-        let mut msg = [0u8; 256];
-        let n = hs.write_message(&[], &mut msg).ok()?;
-        let mut stream = stream;
-        stream.write_all(&u16::try_from(n).ok()?.to_be_bytes()).ok()?;
-        stream.write_all(msg.get(..n)?).ok()?;
-        let mut len = [0u8; 2];
-        stream.read_exact(&mut len).ok()?;
-        let len = usize::from(u16::from_be_bytes(len));
-        stream.read_exact(msg.get_mut(..len)?).ok()?;
-        hs.read_message(msg.get(..len)?, &mut [0u8; 256]).ok()?;
-        Some(Noisy { stream, noise: hs.into_transport_mode().ok()?, plain: Vec::new() })
-    }
-
-    fn record(&mut self, plaintext: &[u8]) -> Option<()> {
-        let mut out = vec![0u8; 2 + plaintext.len() + 16];
-        let n = self.noise.write_message(plaintext, out.get_mut(2..)?).ok()?;
-        out.get_mut(..2)?.copy_from_slice(&u16::try_from(n).ok()?.to_be_bytes());
-        self.stream.write_all(out.get(..2 + n)?).ok()
-    }
-
-    fn recv(&mut self) -> Option<PeerReply> {
-        loop {
-            if let Some(header) = self.plain.get(..4) {
-                let len = u32::from_be_bytes(header.try_into().ok()?) as usize;
-                if self.plain.len() >= 4 + len {
-                    let frame: Vec<u8> = self.plain.drain(..4 + len).collect();
-                    return common::codec::decode(frame.get(4..)?).ok();
-                }
-            }
-            let mut len = [0u8; 2];
-            self.stream.read_exact(&mut len).ok()?;
-            let mut record = vec![0u8; usize::from(u16::from_be_bytes(len))];
-            self.stream.read_exact(&mut record).ok()?;
-            let mut plain = vec![0u8; record.len()];
-            let n = self.noise.read_message(&record, &mut plain).ok()?;
-            self.plain.extend_from_slice(plain.get(..n)?);
-        }
-    }
-}
-
 /// A key pair whose private half the attacker can use itself: written by `common` to a
 /// temporary file, read back, the file removed.
 fn key_pair(n: usize) -> Option<(Identity, Vec<u8>)> {
@@ -578,7 +517,9 @@ fn seeder(
                     };
                     if let Ok((digest, addr, key, ticket)) = ticket {
                         while held.len() < 4 && shared.running() {
-                            let Some(mut conn) = Noisy::connect(slots_from, addr, &key, &private)
+                            let opened = tcp_from(slots_from, addr).ok();
+                            let Some(mut conn) =
+                                opened.and_then(|s| Noisy::over(s, &key, &private))
                             else {
                                 Counts::add(&shared.counts.refused);
                                 break;
@@ -586,10 +527,7 @@ fn seeder(
                             let version = PEER_PROTOCOL_VERSION;
                             let hello =
                                 PeerRequest::Hello { version, digest, ticket: ticket.clone() };
-                            let sent = common::frame::encode_frame(&hello)
-                                .ok()
-                                .and_then(|frame| conn.record(&frame));
-                            match sent.and_then(|()| conn.recv()) {
+                            match conn.send(&hello).and_then(|()| conn.recv()) {
                                 Some(PeerReply::Welcome { .. }) => {
                                     Counts::add(&shared.counts.welcomed);
                                     held.push((conn, 0));

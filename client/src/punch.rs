@@ -69,17 +69,12 @@ pub fn listener(addr: SocketAddr) -> io::Result<TcpListener> {
 }
 
 /// A port to punch from, apart from the listening port (see the module's comment): a
-/// non-blocking listener on the listen address's IP, sharing its port with the punching
-/// sockets. The port is first bound without sharing, so that it is one nobody else uses.
+/// non-blocking `listener` on a free port of the listen address's IP, sharing its port
+/// with the punching sockets.
 pub fn punch_port(listen: SocketAddr) -> io::Result<TcpListener> {
-    let bound = {
-        let probe = TcpListener::bind(SocketAddr::new(listen.ip(), 0))?;
-        probe.local_addr()?
-    };
-    let socket = shared_socket(bound)?;
-    socket.listen(8)?;
-    socket.set_nonblocking(true)?;
-    Ok(socket.into())
+    let own = listener(SocketAddr::new(listen.ip(), 0))?;
+    own.set_nonblocking(true)?;
+    Ok(own)
 }
 
 struct Attempt {

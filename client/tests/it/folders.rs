@@ -238,6 +238,17 @@ fn the_tracker_refuses_inconsistent_folder_metadata() {
     assert_eq!(alice.call(share(good)), Ok(Reply::Uploaded { new_file: true }));
 }
 
+/// The killed leech of `cluster`, started again, resumes its one download, the folder
+/// `album`, and completes it: a copy of `root` lands alone in `out`.
+fn leech_restarted_completes(cluster: &Cluster, out: &Path, root: &Path) {
+    let mut leech = cluster.client("leech");
+    leech.resumed("leech");
+    let done = leech.wait_downloads_json();
+    assert_eq!(done.len(), 1, "{done:?}");
+    assert!(done[0].is_complete("album"), "{done:?}");
+    assert_landed_alone(out, "album", root);
+}
+
 /// Issue 23: a folder's download is saved with its tree before `download_file` answers, so
 /// a downloader killed at once resumes it after a restart and completes it.
 #[test]
@@ -253,12 +264,7 @@ fn a_killed_folder_download_resumes_after_a_restart() {
     c[1].kill();
     assert!(!out.join("album").exists());
 
-    let mut leech = cluster.client("leech");
-    leech.resumed("leech");
-    let done = leech.wait_downloads_json();
-    assert_eq!(done.len(), 1, "{done:?}");
-    assert!(done[0].is_complete("album"), "{done:?}");
-    assert_landed_alone(&out, "album", &root);
+    leech_restarted_completes(&cluster, &out, &root);
 }
 
 /// Issue 23: one subfolder, then one file, of a folder two seeders share: only their
@@ -843,12 +849,7 @@ fn a_half_done_folder_download_resumes_after_a_kill() {
     assert!((1..12).contains(&staged), "{staged} of the 12 files with bytes staged");
     assert!(!staging.join("empty.txt").exists() && !out.join("album").exists());
 
-    let mut leech = cluster.client("leech");
-    leech.resumed("leech");
-    let done = leech.wait_downloads_json();
-    assert_eq!(done.len(), 1, "{done:?}");
-    assert!(done[0].is_complete("album"), "{done:?}");
-    assert_landed_alone(&out, "album", &root);
+    leech_restarted_completes(&cluster, &out, &root);
 }
 
 /// Issue 23: a folder's download saved by a client of state file format 5 kept its pieces

@@ -5,106 +5,40 @@
 //! The attacker speaks Noise itself (`Noisy`), so that it can send what no client sends:
 //! records without data, and frames trickled a byte a record.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::frame::encode_frame;
 use common::message::{FileMeta, Reply, Request, Ticket};
 use common::peer_message::{PeerReply, PeerRequest, PEER_PROTOCOL_VERSION};
 use common::{GroupId, Identity, Password, PublicKey, UserId};
 
 use crate::support::*;
 
+#[path = "../../examples/support/noisy.rs"]
+mod noisy;
+use noisy::Noisy;
+
 /// The attacker's address: another host, as the seeder sees it (real clients are on
 /// 127.0.0.1).
 const ATTACKER: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 
-/// The attacker's own Noise initiator: the channel's pattern and prologue, and records it
-/// seals however it likes.
-struct Noisy {
-    stream: TcpStream,
-    noise: snow::TransportState,
-    plain: Vec<u8>,
-}
-
-impl Noisy {
-    /// A channel from `from` to the seeder at `to` (key `key`) as the key pair `private`;
-    /// `None` if the seeder closed it.
-    fn connect(from: Ipv4Addr, to: SocketAddr, key: &PublicKey, private: &[u8]) -> Option<Noisy> {
-        let mut stream = connect_from(from, to);
-        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        stream.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
-        let params = common::secure_channel::NOISE_PATTERN.parse().unwrap();
-        let mut hs = snow::Builder::new(params)
-            .prologue(b"p2p-groups secure channel v1")
-            .unwrap()
-            .local_private_key(private)
-            .unwrap()
-            .remote_public_key(&key.0)
-            .unwrap()
-            .build_initiator()
-            .unwrap();
-        let mut msg = [0u8; 256];
-        let n = hs.write_message(&[], &mut msg).unwrap();
-        stream.write_all(&(n as u16).to_be_bytes()).ok()?;
-        stream.write_all(&msg[..n]).ok()?;
-        let mut len = [0u8; 2];
-        stream.read_exact(&mut len).ok()?;
-        let len = usize::from(u16::from_be_bytes(len));
-        stream.read_exact(msg.get_mut(..len)?).ok()?;
-        hs.read_message(&msg[..len], &mut [0u8; 256]).ok()?;
-        Some(Noisy { stream, noise: hs.into_transport_mode().unwrap(), plain: Vec::new() })
-    }
-
-    /// Seals `plaintext` (empty, if it likes) into one record and sends it.
-    fn record(&mut self, plaintext: &[u8]) -> std::io::Result<()> {
-        let mut out = vec![0u8; 2 + plaintext.len() + 16];
-        let n = self.noise.write_message(plaintext, &mut out[2..]).unwrap();
-        out[..2].copy_from_slice(&(n as u16).to_be_bytes());
-        self.stream.write_all(&out[..2 + n])
-    }
-
-    fn send(&mut self, msg: &PeerRequest) -> std::io::Result<()> {
-        self.record(&encode_frame(msg).unwrap())
-    }
-
-    /// The next reply, `None` if the seeder closed the connection first.
-    fn recv(&mut self) -> Option<PeerReply> {
-        loop {
-            if self.plain.len() >= 4 {
-                let len = u32::from_be_bytes(self.plain[..4].try_into().unwrap()) as usize;
-                if self.plain.len() >= 4 + len {
-                    let frame: Vec<u8> = self.plain.drain(..4 + len).collect();
-                    return Some(common::codec::decode(&frame[4..]).unwrap());
-                }
-            }
-            let mut len = [0u8; 2];
-            self.stream.read_exact(&mut len).ok()?;
-            let mut record = vec![0u8; usize::from(u16::from_be_bytes(len))];
-            self.stream.read_exact(&mut record).ok()?;
-            let mut plain = vec![0u8; record.len()];
-            let n = self.noise.read_message(&record, &mut plain).ok()?;
-            self.plain.extend_from_slice(&plain[..n]);
+/// Whether the seeder closed `conn` (what it sent before is read and dropped).
+fn is_closed(conn: &mut Noisy) -> bool {
+    let stream = &mut conn.stream;
+    stream.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 4096];
+    let closed = loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break false,
+            Err(_) => break true,
         }
-    }
-
-    /// Whether the seeder closed the connection (what it sent before is read and dropped).
-    fn is_closed(&mut self) -> bool {
-        self.stream.set_nonblocking(true).unwrap();
-        let mut buf = [0u8; 4096];
-        let closed = loop {
-            match self.stream.read(&mut buf) {
-                Ok(0) => break true,
-                Ok(_) => continue,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break false,
-                Err(_) => break true,
-            }
-        };
-        self.stream.set_nonblocking(false).unwrap();
-        closed
-    }
+    };
+    stream.set_nonblocking(false).unwrap();
+    closed
 }
 
 /// A key pair whose private half the attacker can use itself: written by `common` to
@@ -188,7 +122,9 @@ fn a_members_slots_held_by_empty_records_or_trickled_bytes_end_with_its_tickets(
         let (meta, addr, key, ticket) = ticket_for(raw);
         expires = expires.max(ticket.expires);
         for _ in 0..4 {
-            let Some(mut conn) = Noisy::connect(ATTACKER, addr, &key, private) else { continue };
+            let Some(mut conn) = Noisy::over(connect_from(ATTACKER, addr), &key, private) else {
+                continue;
+            };
             let hello = PeerRequest::Hello {
                 version: PEER_PROTOCOL_VERSION,
                 digest: meta.digest,
@@ -227,10 +163,10 @@ fn a_members_slots_held_by_empty_records_or_trickled_bytes_end_with_its_tickets(
                     let _ = conn.record(&[header.get(tick).copied().unwrap_or(0)]);
                 }
                 tick += 1;
-                if empty_closed.is_none() && empty.iter_mut().all(Noisy::is_closed) {
+                if empty_closed.is_none() && empty.iter_mut().all(is_closed) {
                     empty_closed = Some(started.elapsed());
                 }
-                if trickle_closed.is_none() && trickle.iter_mut().all(Noisy::is_closed) {
+                if trickle_closed.is_none() && trickle.iter_mut().all(is_closed) {
                     trickle_closed = Some(started.elapsed());
                 }
                 if empty_closed.is_some() && trickle_closed.is_some() {
