@@ -44,6 +44,8 @@ pub const PUNCH_FOR: Duration = Duration::from_secs(2);
 const OPENING_TTL: u32 = 2;
 /// How often the attempts and the listener's hand-over are looked at.
 const TICK: Duration = Duration::from_millis(10);
+/// Connections a punch port's listener takes a tick, at most.
+const OWN_ACCEPTS_PER_TICK: usize = 8;
 
 /// A socket bound to `local` with `SO_REUSEADDR` and `SO_REUSEPORT`, as the listener and
 /// every punching socket are, so that they share the port.
@@ -107,7 +109,10 @@ pub fn punch(
             stream.set_nonblocking(false)?;
             return Ok((stream, from));
         }
-        while let Some(Ok((stream, from))) = own.map(TcpListener::accept) {
+        // A few a tick at most: a flood of strangers at this port cannot hold the loop
+        // past its deadline.
+        for _ in 0..OWN_ACCEPTS_PER_TICK {
+            let Some(Ok((stream, from))) = own.map(TcpListener::accept) else { break };
             if targets.contains(&from) {
                 stream.set_nonblocking(false)?;
                 return Ok((stream, from));
@@ -238,6 +243,29 @@ mod tests {
         assert_eq!(reached, peer_addr);
         assert_eq!(stream.peer_addr().unwrap(), peer_addr);
         drop(stranger);
+    }
+
+    #[test]
+    fn strangers_flooding_a_punch_port_do_not_hold_the_punch_past_its_deadline() {
+        let own = punch_port("127.0.0.1:0".parse().unwrap()).unwrap();
+        let from = own.local_addr().unwrap();
+        let nobody = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let flooding = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let flood = {
+            let flooding = std::sync::Arc::clone(&flooding);
+            std::thread::spawn(move || {
+                while flooding.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = TcpStream::connect(from);
+                }
+            })
+        };
+        let deadline = Instant::now() + Duration::from_millis(300);
+        assert!(punch(from, &[nobody], deadline, None, Some(&own), None).is_err());
+        let late = Instant::now().saturating_duration_since(deadline);
+        flooding.store(false, std::sync::atomic::Ordering::Relaxed);
+        flood.join().unwrap();
+        // Ended at its deadline, give or take a tick and a few accepts.
+        assert!(late < Duration::from_secs(2), "{late:?} late");
     }
 
     #[test]

@@ -447,7 +447,8 @@ fn handshake(
     match conn.recv()? {
         Some(TrackerMessage::Welcome { observed, .. }) => Ok((conn, observed)),
         Some(TrackerMessage::Refused { version }) => Err(protocol(format!(
-            "tracker speaks protocol version {version}, this client {PROTOCOL_VERSION}"
+            "tracker speaks protocol version {version}, this client {PROTOCOL_VERSION}: \
+             run clients and trackers of the same release (upgrade the older side)"
         ))),
         Some(other) => Err(protocol(format!("unexpected handshake reply {other:?}"))),
         None => Err(FrameError::Truncated),
