@@ -226,6 +226,15 @@ cpu_ticks() {
     echo "$busy $((busy + idle + iowait))"
 }
 
+# uplink_bytes N...: the bytes each home N's router has sent up so far, one line each (the
+# public router's receive counter of its port vrN, read in one process).
+uplink_bytes() {
+    local n
+    for n in "$@"; do
+        ip netns exec "$LAB-pub" cat "/sys/class/net/vr$n/statistics/rx_bytes"
+    done
+}
+
 # json NAME: the last line of NAME's show_downloads --json.
 json() {
     local before
@@ -305,7 +314,9 @@ crowd() {
     done
     group crowdseed gc "${leeches[@]}"
     run crowdseed "upload_file $WORK/f.bin gc" >/dev/null
-    local start l cpu_before cpu_after
+    local start l cpu_before cpu_after homes=() sent_before sent_after
+    for ((i = 0; i <= CROWD; i++)); do homes+=($((40 + i))); done
+    sent_before=$(uplink_bytes "${homes[@]}" | paste -sd' ')
     start=$(now_ns)
     cpu_before=$(cpu_ticks)
     for l in "${leeches[@]}"; do
@@ -329,6 +340,7 @@ crowd() {
         sleep 0.1
     done
     cpu_after=$(cpu_ticks)
+    sent_after=$(uplink_bytes "${homes[@]}" | paste -sd' ')
     local failed=0
     for l in "${leeches[@]}"; do
         if [[ -z ${finished[$l]:-} ]] || ! cmp -s "$WORK/f.bin" "$WORK/$l.bin"; then
@@ -336,11 +348,12 @@ crowd() {
         fi
     done
     python3 - "$start" "$SIZE_MIB" "$RATE" "$CROWD" "$failed" "$kind" "$cpu_before $cpu_after" \
-        "${finished[@]}" <<'PY'
+        "$sent_before" "$sent_after" "${finished[@]}" <<'PY'
 import sys
-start, mib, rate, n, failed, kind, cpu = sys.argv[1:8]
+start, mib, rate, n, failed, kind, cpu, sent0, sent1 = sys.argv[1:10]
 busy0, total0, busy1, total1 = map(int, cpu.split())
-times = sorted((int(t) - int(start)) / 1e9 for t in sys.argv[8:])
+sent = [b - a for a, b in zip(map(int, sent0.split()), map(int, sent1.split()))]
+times = sorted((int(t) - int(start)) / 1e9 for t in sys.argv[10:])
 took = times[-1] if times else float("inf")
 f = int(mib) * 1024 * 1024 * 8 / 1e6  # Mbit
 u = float(rate)
@@ -356,6 +369,13 @@ if times:
 # (forwarding, NAT, shaping) as much as the peers.
 print(f"          cores busy {100 * (busy1 - busy0) / max(1, total1 - total0):3.0f}% of the time"
       f" from the first download_file to the last finish")
+# What crossed the uplinks (frames, headers and acknowledgements included): the seeder's
+# in copies of the file, the leechers' beside the least they must send, (N - 1) copies
+# when the seeder sends one. Duplicates and the seeder's extra copies show here.
+size = int(mib) * 1024 * 1024
+if sent:
+    print(f"          uplinks: the seeder sent {sent[0] / size:4.2f} copies, the leechers"
+          f" {sum(sent[1:]) / 1e6:6.0f} MB ({sum(sent[1:]) / ((n - 1) * size):4.2f}x {n - 1} copies)")
 PY
 }
 
