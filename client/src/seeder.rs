@@ -47,10 +47,12 @@ use crate::tracker_session::{CallError, TrackerSession};
 
 pub mod admission;
 pub mod served;
+pub mod slots;
 pub mod tickets;
 
 use admission::{Pending, SeederAdmission, ADMISSION_DEADLINE};
 use served::Served;
+use slots::UploadSlots;
 use tickets::{TicketBook, Verdict};
 
 /// Downloader connections served at once, at most (see `admission`).
@@ -111,6 +113,8 @@ struct Context {
     registry: Arc<Registry>,
     /// The upload cap, shared by every connection (`limit_rate up` changes it).
     upload: Arc<RateCap>,
+    /// How many pieces go out at once, all connections together (issue 19).
+    slots: UploadSlots,
     tracker: Arc<TrackerSession>,
     /// Tickets the tracker confirmed or refused, and the budget of questions about new
     /// ones.
@@ -145,6 +149,7 @@ impl Seeder {
             identity,
             registry,
             upload,
+            slots: UploadSlots::default(),
             tracker,
             tickets: Mutex::new(TicketBook::new(TICKET_CHECKS_PER_SEC, Instant::now())),
             served,
@@ -540,6 +545,11 @@ fn serve_conn(
                 Ok((swarm, slot)) => {
                     admitted();
                     conn.set_max_frame(common::frame::MAX_FRAME_LEN);
+                    // A piece's write returns once it is nearly all sent (`slots`).
+                    let socket = socket2::SockRef::from(conn.socket());
+                    if let Err(e) = socket.set_tcp_notsent_lowat(slots::LOW_WATER) {
+                        log::debug!("seeder: peer={}: TCP_NOTSENT_LOWAT: {e}", conn.peer_addr());
+                    }
                     (swarm, ticket, slot)
                 }
                 Err(reason) => {
@@ -640,12 +650,23 @@ fn serve_conn(
                 };
                 match read {
                     Ok(data) => {
+                        // A complete file's pieces go a few at a time, each whole
+                        // sooner (`slots`); the connection closes on time however long
+                        // the queue.
+                        let lease = match swarm.downloading_to() {
+                            Some(_) => None,
+                            None => match ctx.slots.acquire(deadline) {
+                                Some(lease) => Some(lease),
+                                None => return close(conn, why),
+                            },
+                        };
                         ctx.upload.wait(len);
                         let reply = match piece == asked {
                             true => PeerReply::Piece { piece, len: len as u32 },
                             false => PeerReply::Instead { asked, piece, len: len as u32 },
                         };
                         conn.send_with_payload(&reply, data)?;
+                        drop(lease);
                         seat.delivered(piece);
                         log::trace!("seeder: peer={}: sent piece {}", conn.peer_addr(), piece.0);
                         let from = conn.peer_addr().ip();
