@@ -269,6 +269,10 @@ impl Coordinator {
             Phase::Paused => self.paused = true,
             _ => {
                 self.add_peers(peers);
+                // Listed at once, pieces or not: the other leechers of a flash crowd
+                // connect now and hear of each piece as it is verified (`Have`), not a
+                // tick and a refresh after.
+                self.post_announce(self.scheduler.n_have());
             }
         }
         let ticker = tick(Duration::from_secs(1));
@@ -344,7 +348,7 @@ impl Coordinator {
     }
 
     fn dispatch(&mut self) {
-        for (peer, piece) in self.scheduler.assign() {
+        for (peer, piece) in self.scheduler.assign(Instant::now()) {
             let sent = self
                 .workers
                 .get(&peer)
@@ -408,6 +412,8 @@ impl Coordinator {
             }
             Event::Verified { peer, piece, hash, bytes_per_sec } => {
                 self.scheduler.record_throughput(peer, bytes_per_sec);
+                let len = self.swarm.layout.piece_len(piece) as f64;
+                self.scheduler.record_piece_time(peer, len / bytes_per_sec.max(1.0));
                 if self.scheduler.complete(piece) {
                     if let Some(slot) = self.computed.get_mut(piece.0 as usize) {
                         *slot = Some(hash);
@@ -419,6 +425,9 @@ impl Coordinator {
                         piece.0,
                         self.scheduler.n_have()
                     );
+                } else {
+                    let addr = self.workers.get(&peer).map(|w| w.addr);
+                    log::trace!("piece={} from={addr:?}: a duplicate, had already", piece.0);
                 }
             }
             Event::BadHash { peer, piece } => {
@@ -622,6 +631,12 @@ impl Coordinator {
         if n_have == self.announced && self.announced_at.elapsed() < SOFT_STATE_REFRESH {
             return;
         }
+        self.post_announce(n_have);
+    }
+
+    /// Tells the tracker which pieces this peer has now (`n_have` of them), whatever it
+    /// told before; saves the progress now and then.
+    fn post_announce(&mut self, n_have: u32) {
         if self.progress_saved.elapsed() >= SAVE_PROGRESS_EVERY {
             self.ctx.registry.save();
             self.progress_saved = Instant::now();

@@ -10,6 +10,14 @@
 //! trade them), each to the least-loaded peer that has it: fewest pieces in flight, then
 //! best measured throughput, then lowest `PeerId`.
 //!
+//! Endgame (no piece missing, the last ones in flight): an idle peer is asked for an
+//! in-flight piece too, but only when that is likely to bring it sooner, for in a crowd
+//! every copy asked twice takes an uplink from a leecher that needs it: when the piece is
+//! overdue (in flight for more than twice the time its fastest peer takes for a piece, or
+//! `ENDGAME_PATIENCE` when that is not known yet), when the idle peer takes less than
+//! half the time the piece has left by that measure, or, for the last `ENDGAME_LAST`
+//! pieces, of one more peer at once. The clock is passed in (`assign`).
+//!
 //! Issue 12: rarity counts the connected peers and the other peers the tracker listed (the
 //! swarm), and connected peers' pieces grow as they announce them (`add_have`). A complete
 //! peer that said to fetch a piece elsewhere (`defer`) is a *loaded seeder*: it is asked
@@ -17,8 +25,16 @@
 //! expires (`expire_deferrals`, one to two periods later), when it is asked again and sends it.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
 use common::{Bitfield, PieceIndex};
+
+/// In the endgame, the last pieces in flight (this many at most) are asked of a second
+/// peer at once.
+pub const ENDGAME_LAST: usize = 2;
+/// In the endgame, a piece in flight from peers whose piece time is not known yet is asked
+/// of an idle peer too after this long.
+pub const ENDGAME_PATIENCE: Duration = Duration::from_secs(2);
 
 /// A peer of one download (numbered by the download, in the order peers appear).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -39,6 +55,8 @@ struct PeerSlot {
     in_flight: BTreeSet<PieceIndex>,
     /// Bytes per second, smoothed.
     throughput: f64,
+    /// Seconds from asking to a whole piece, smoothed (`None`: none came yet).
+    piece_secs: Option<f64>,
     /// It said to fetch a piece elsewhere (it hands out pieces to several downloaders).
     loaded: bool,
     /// Pieces it said to fetch elsewhere, this period and the one before.
@@ -74,8 +92,8 @@ pub struct Scheduler {
     queue: BTreeSet<(u32, u32, u32)>,
     /// How many pieces are `Missing` (available or not).
     n_missing: u32,
-    /// The pieces `InFlight`, for the endgame.
-    in_flight: BTreeSet<u32>,
+    /// The pieces `InFlight`, for the endgame, with when each was last asked for.
+    in_flight: BTreeMap<u32, Instant>,
 }
 
 impl Scheduler {
@@ -101,7 +119,7 @@ impl Scheduler {
             tiebreak,
             queue: BTreeSet::new(),
             n_missing,
-            in_flight: BTreeSet::new(),
+            in_flight: BTreeMap::new(),
         }
     }
 
@@ -190,6 +208,7 @@ impl Scheduler {
             n_have: 0,
             in_flight: BTreeSet::new(),
             throughput: 0.0,
+            piece_secs: None,
             loaded: false,
             deferred: [Bitfield::empty(n), Bitfield::empty(n)],
         });
@@ -262,6 +281,16 @@ impl Scheduler {
         }
     }
 
+    /// Records how long a piece took from `peer`, from asking to its last byte.
+    pub fn record_piece_time(&mut self, peer: PeerId, secs: f64) {
+        if let Some(slot) = self.peers.get_mut(&peer) {
+            slot.piece_secs = Some(match slot.piece_secs {
+                None => secs,
+                Some(before) => 0.7 * before + 0.3 * secs,
+            });
+        }
+    }
+
     /// Whether some missing piece is had by no known peer.
     pub fn has_unavailable_piece(&self) -> bool {
         self.queue.len() < self.n_missing as usize
@@ -269,8 +298,9 @@ impl Scheduler {
 
     /// Hands out as many pieces as peers have room for: missing pieces rarest first, each to
     /// the least-loaded peer that has it; then, when no piece is missing, in-flight pieces
-    /// to idle peers (endgame), so one slow peer does not hold the file back.
-    pub fn assign(&mut self) -> Vec<(PeerId, PieceIndex)> {
+    /// to idle peers where that is likely to bring them sooner (endgame), so one slow peer
+    /// does not hold the file back. `now`: the time (pieces in flight are timed).
+    pub fn assign(&mut self, now: Instant) -> Vec<(PeerId, PieceIndex)> {
         use std::ops::Bound::{Excluded, Unbounded};
         let mut out = Vec::new();
         let mut cursor: Option<(u32, u32, u32)> = None;
@@ -286,7 +316,7 @@ impl Scheduler {
             cursor = Some(key);
             let piece = PieceIndex(key.2);
             if let Some(peer) = self.least_loaded(piece, |_| true) {
-                self.start(peer, piece);
+                self.start(peer, piece, now);
                 out.push((peer, piece));
             }
         }
@@ -296,7 +326,7 @@ impl Scheduler {
         // Endgame: idle peers duplicate in-flight pieces, fewest duplicates first.
         let mut in_flight: Vec<(usize, PieceIndex)> = self
             .in_flight
-            .iter()
+            .keys()
             .filter_map(|&i| match &self.pieces[i as usize] {
                 PieceState::InFlight(peers) => Some((peers.len(), PieceIndex(i))),
                 _ => None,
@@ -309,8 +339,8 @@ impl Scheduler {
                 _ => continue,
             };
             if let Some(peer) = self.least_loaded(piece, |p| !asked.contains(&p)) {
-                if self.load(peer) == 0 {
-                    self.start(peer, piece);
+                if self.load(peer) == 0 && self.worth_asking_twice(piece, &asked, peer, now) {
+                    self.start(peer, piece, now);
                     out.push((peer, piece));
                 }
             }
@@ -346,10 +376,36 @@ impl Scheduler {
         self.peers.get(&peer).is_some_and(PeerSlot::is_loaded_seeder)
     }
 
-    fn start(&mut self, peer: PeerId, piece: PieceIndex) {
+    /// Whether idle peer `idle` should be asked for `piece`, in flight from `asked` since
+    /// it was last asked for (endgame; see the module's doc).
+    fn worth_asking_twice(
+        &self,
+        piece: PieceIndex,
+        asked: &BTreeSet<PeerId>,
+        idle: PeerId,
+        now: Instant,
+    ) -> bool {
+        let Some(&since) = self.in_flight.get(&piece.0) else { return false };
+        // The very last pieces: one more peer each, at once.
+        if self.in_flight.len() <= ENDGAME_LAST && asked.len() < 2 {
+            return true;
+        }
+        let waited = now.saturating_duration_since(since).as_secs_f64();
+        let fastest = asked
+            .iter()
+            .filter_map(|p| self.peers.get(p).and_then(|slot| slot.piece_secs))
+            .min_by(f64::total_cmp);
+        let Some(takes) = fastest else { return waited > ENDGAME_PATIENCE.as_secs_f64() };
+        let overdue = waited > 2.0 * takes;
+        let idle_takes = self.peers.get(&idle).and_then(|slot| slot.piece_secs);
+        let much_sooner = idle_takes.is_some_and(|t| 2.0 * t < takes - waited);
+        overdue || much_sooner
+    }
+
+    fn start(&mut self, peer: PeerId, piece: PieceIndex, now: Instant) {
         let i = piece.0 as usize;
         self.unqueue(i);
-        self.in_flight.insert(piece.0);
+        self.in_flight.insert(piece.0, now);
         let state = &mut self.pieces[i];
         match state {
             PieceState::InFlight(peers) => {
@@ -433,7 +489,7 @@ impl Scheduler {
                 expected_queue.insert(self.queue_key(i));
             }
             assert_eq!(
-                self.in_flight.contains(&(i as u32)),
+                self.in_flight.contains_key(&(i as u32)),
                 matches!(state, PieceState::InFlight(_)),
                 "piece {i}"
             );

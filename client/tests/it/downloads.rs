@@ -646,6 +646,37 @@ fn leechers_of_one_slow_seeder_trade_pieces_among_themselves() {
     assert!(from_leechers > 0, "no piece went from leecher to leecher");
 }
 
+/// Issue 19: a leecher is listed to the other downloaders of its file at once, before its
+/// first piece, so that a flash crowd's leechers are connected to each other when their
+/// first pieces verify (each heard of at once, by `Have`), not a tick and a refresh later.
+#[test]
+fn a_fresh_leecher_is_a_source_to_the_others_before_its_first_piece() {
+    let (cluster, _tracker) = Cluster::with_one_tracker();
+    let mut c = cluster.members(&["seed", "l1", "l2"], &[]);
+    // The seeder sends 4 KB/s: after the first piece (sent at once, the cap paces what
+    // follows it), the next takes two minutes, so one leecher at most has a piece while
+    // the test runs.
+    c[0].send_line("exit");
+    c[0].close_stdin();
+    c[0] = cluster.client_with("seed", &["--max-upload-rate", "4000"]);
+    c[0].resumed("seed");
+    let original = cluster.path("f.bin");
+    write_random(&original, 3 * 512 * 1024, 23);
+    upload(&mut c[0], &original);
+    for (i, leech) in c.iter_mut().enumerate().skip(1) {
+        leech.run1(&format!(
+            "download_file g f.bin {}",
+            cluster.path(&format!("out{i}.bin")).display()
+        ));
+    }
+    // Each is a source of the other: so the one without a piece was listed without one.
+    let (l1, l2) = (c[1].listen.to_string(), c[2].listen.to_string());
+    let at_l2 = wait_for_progress(&mut c[2], |d| d.paths.contains_key(&l1));
+    let at_l1 = wait_for_progress(&mut c[1], |d| d.paths.contains_key(&l2));
+    let had = c[1].downloads()[0].pieces_have + c[2].downloads()[0].pieces_have;
+    assert!(had <= 1, "{had} pieces: {at_l1:?} {at_l2:?}");
+}
+
 /// Issue 12: a seeder that hands out pieces to a flash crowd sends each piece about once,
 /// and the leechers trade the rest. Counts pieces; times nothing.
 #[test]

@@ -1,4 +1,5 @@
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
 use proptest::prelude::*;
 
@@ -6,6 +7,14 @@ use super::*;
 
 /// Any seed: the tests below rely on rarity and load, not on the shuffled order.
 const SEED: u64 = 7;
+
+/// A fixed moment for tests that do not look at the endgame's clock.
+static T0: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+/// `secs` seconds after `T0`.
+fn at(secs: f64) -> Instant {
+    *T0 + Duration::from_secs_f64(secs)
+}
 
 fn field(n: u32, have: &[u32]) -> Bitfield {
     let mut f = Bitfield::empty(n);
@@ -22,14 +31,14 @@ fn rarest_first_to_the_least_loaded_peer() {
     s.set_peer_have(PeerId(2), field(4, &[0, 1, 2]));
     // Piece 3 is rarest (only peer 1), so it goes first; then 0, 1, 2 (in a shuffled order)
     // alternate between the peers, each to whichever is least loaded.
-    let assigned = s.assign();
+    let assigned = s.assign(at(0.0));
     assert_eq!(assigned[0], (PeerId(1), PieceIndex(3)));
     let peers: Vec<PeerId> = assigned.iter().map(|(p, _)| *p).collect();
     assert_eq!(peers, [PeerId(1), PeerId(2), PeerId(1), PeerId(2)]);
     let mut rest: Vec<u32> = assigned[1..].iter().map(|(_, i)| i.0).collect();
     rest.sort();
     assert_eq!(rest, [0, 1, 2]);
-    assert_eq!(s.assign(), []);
+    assert_eq!(s.assign(at(0.0)), []);
 }
 
 #[test]
@@ -39,22 +48,23 @@ fn throughput_breaks_ties() {
     s.set_peer_have(PeerId(2), Bitfield::full(1));
     s.record_throughput(PeerId(2), 1e9);
     s.record_throughput(PeerId(1), 1e6);
-    // The faster peer gets the piece; the idle one then duplicates it (endgame).
-    assert_eq!(s.assign(), [(PeerId(2), PieceIndex(0)), (PeerId(1), PieceIndex(0))]);
+    // The faster peer gets the piece; the idle one then duplicates it (endgame: the last
+    // pieces are asked of a second peer at once).
+    assert_eq!(s.assign(at(0.0)), [(PeerId(2), PieceIndex(0)), (PeerId(1), PieceIndex(0))]);
 }
 
 #[test]
 fn failed_and_released_pieces_are_requeued() {
     let mut s = Scheduler::new(&Bitfield::empty(2), 4, SEED);
     s.set_peer_have(PeerId(1), Bitfield::full(2));
-    assert_eq!(s.assign().len(), 2);
+    assert_eq!(s.assign(at(0.0)).len(), 2);
     s.fail(PieceIndex(0), PeerId(1));
     assert_eq!(s.state(PieceIndex(0)), Some(&PieceState::Missing));
     s.release_peer(PeerId(1));
     assert_eq!(s.state(PieceIndex(1)), Some(&PieceState::Missing));
     assert!(s.has_unavailable_piece());
     s.set_peer_have(PeerId(2), Bitfield::full(2));
-    let mut again = s.assign();
+    let mut again = s.assign(at(0.0));
     again.sort();
     assert_eq!(again, [(PeerId(2), PieceIndex(0)), (PeerId(2), PieceIndex(1))]);
 }
@@ -64,7 +74,7 @@ fn equally_rare_pieces_are_shuffled_per_download() {
     let order = |seed| {
         let mut s = Scheduler::new(&Bitfield::empty(64), 64, seed);
         s.set_peer_have(PeerId(1), Bitfield::full(64));
-        s.assign().into_iter().map(|(_, i)| i.0).collect::<Vec<_>>()
+        s.assign(at(0.0)).into_iter().map(|(_, i)| i.0).collect::<Vec<_>>()
     };
     assert_eq!(order(1), order(1));
     assert_ne!(order(1), order(2));
@@ -75,10 +85,10 @@ fn endgame_duplicates_in_flight_pieces_on_idle_peers() {
     let mut s = Scheduler::new(&Bitfield::empty(2), 1, SEED);
     s.set_peer_have(PeerId(1), Bitfield::full(2));
     s.set_peer_have(PeerId(2), Bitfield::full(2));
-    assert_eq!(s.assign().len(), 2);
+    assert_eq!(s.assign(at(0.0)).len(), 2);
     assert!(s.complete(PieceIndex(0)));
-    // Peer 1 (which had piece 0) is idle; piece 1 is still with peer 2.
-    assert_eq!(s.assign(), [(PeerId(1), PieceIndex(1))]);
+    // Peer 1 (which had piece 0) is idle; piece 1, the last, is still with peer 2.
+    assert_eq!(s.assign(at(0.0)), [(PeerId(1), PieceIndex(1))]);
     assert!(s.complete(PieceIndex(1)));
     assert!(!s.complete(PieceIndex(1)), "a duplicate completion is ignored");
     assert!(s.is_complete());
@@ -86,10 +96,56 @@ fn endgame_duplicates_in_flight_pieces_on_idle_peers() {
 }
 
 #[test]
+fn the_endgame_asks_twice_only_for_an_overdue_piece_a_much_faster_peer_or_the_last_ones() {
+    // A crowd's end: four peers that each take about a second a piece, one piece each.
+    let mut s = Scheduler::new(&Bitfield::empty(4), 1, SEED);
+    for p in 1..=4 {
+        s.set_peer_have(PeerId(p), Bitfield::full(4));
+        s.record_piece_time(PeerId(p), 1.0);
+    }
+    let asked = s.assign(at(0.0));
+    assert_eq!(asked.len(), 4);
+    let of = |peer: u32| asked.iter().find(|(p, _)| *p == PeerId(peer)).map(|(_, i)| *i);
+    let Some(first) = of(1) else { panic!("peer 1 was asked for nothing: {asked:?}") };
+    assert!(s.complete(first));
+    // Three pieces are still in flight and on time: idle peer 1 is not asked for any of
+    // them (a copy asked twice takes an uplink another leecher needs)...
+    assert_eq!(s.assign(at(1.5)), []);
+    // ...until they are overdue (twice their peers' time): then for the first of them.
+    let again = s.assign(at(2.1));
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!(again[0].0, PeerId(1));
+    s.assert_consistent();
+
+    // Four slow peers (10 s a piece) and a fast one (0.5 s), five pieces: once the fast
+    // one is idle, it is asked at once for a piece of a slow one, as it would bring it in
+    // less than half the time that one has left.
+    let mut s = Scheduler::new(&Bitfield::empty(5), 1, SEED);
+    for p in 1..=5 {
+        s.set_peer_have(PeerId(p), Bitfield::full(5));
+        s.record_piece_time(PeerId(p), if p == 5 { 0.5 } else { 10.0 });
+    }
+    let asked = s.assign(at(0.0));
+    let fast = asked.iter().find(|(p, _)| *p == PeerId(5)).map(|(_, i)| *i);
+    assert!(s.complete(fast.expect("the fast peer was asked")));
+    let again = s.assign(at(1.0));
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!(again[0].0, PeerId(5));
+
+    // The last piece in flight goes to one more peer at once, and to no third.
+    let mut s = Scheduler::new(&Bitfield::empty(1), 1, SEED);
+    for p in 1..=3 {
+        s.set_peer_have(PeerId(p), Bitfield::full(1));
+    }
+    assert_eq!(s.assign(at(0.0)).len(), 2);
+    assert_eq!(s.assign(at(0.5)), []);
+}
+
+#[test]
 fn resumed_pieces_are_not_fetched_again() {
     let mut s = Scheduler::new(&field(3, &[0, 2]), 4, SEED);
     s.set_peer_have(PeerId(1), Bitfield::full(3));
-    assert_eq!(s.assign(), [(PeerId(1), PieceIndex(1))]);
+    assert_eq!(s.assign(at(0.0)), [(PeerId(1), PieceIndex(1))]);
 }
 
 #[test]
@@ -97,25 +153,25 @@ fn a_loaded_seeder_is_asked_only_for_pieces_no_other_peer_has() {
     let mut s = Scheduler::new(&Bitfield::empty(4), 4, SEED);
     s.set_peer_have(PeerId(0), Bitfield::full(4));
     s.set_peer_have(PeerId(1), Bitfield::empty(4));
-    let first = s.assign();
+    let first = s.assign(at(0.0));
     assert_eq!(first.len(), 4);
     // The seeder says to fetch piece 0 elsewhere: it is loaded now.
     s.defer(PieceIndex(0), PeerId(0));
     assert!(s.is_loaded_seeder(PeerId(0)));
-    assert_eq!(s.assign(), [], "piece 0 is not asked of it again, and nobody else has it");
+    assert_eq!(s.assign(at(0.0)), [], "piece 0 is not asked of it again, and nobody else has it");
     // Peer 1 announces pieces 0 and 1; 1 fails at the seeder: it goes to peer 1.
     s.add_have(PeerId(1), &field(4, &[0, 1]));
     s.fail(PieceIndex(1), PeerId(0));
-    let mut again = s.assign();
+    let mut again = s.assign(at(0.0));
     again.sort();
     assert_eq!(again, [(PeerId(1), PieceIndex(0)), (PeerId(1), PieceIndex(1))]);
     // After two expiry periods, a piece only the seeder has is asked of it again.
     s.defer(PieceIndex(2), PeerId(0));
-    assert_eq!(s.assign(), []);
+    assert_eq!(s.assign(at(0.0)), []);
     s.expire_deferrals();
-    assert_eq!(s.assign(), []);
+    assert_eq!(s.assign(at(0.0)), []);
     s.expire_deferrals();
-    assert_eq!(s.assign(), [(PeerId(0), PieceIndex(2))]);
+    assert_eq!(s.assign(at(0.0)), [(PeerId(0), PieceIndex(2))]);
 }
 
 #[test]
@@ -124,7 +180,7 @@ fn rarity_counts_the_swarm_beyond_the_connected_peers() {
     s.set_peer_have(PeerId(1), Bitfield::full(2));
     // Piece 0 is also with three peers we are not connected to: piece 1 is rarer.
     s.set_swarm_availability(vec![3, 0]);
-    assert_eq!(s.assign(), [(PeerId(1), PieceIndex(1))]);
+    assert_eq!(s.assign(at(0.0)), [(PeerId(1), PieceIndex(1))]);
     s.assert_consistent();
 }
 
@@ -167,6 +223,8 @@ proptest! {
         const N: u32 = 6;
         const MAX: usize = 2;
         let mut s = Scheduler::new(&Bitfield::empty(N), MAX, seed);
+        // A second passes at each assignment, so endgame duplicates come up too.
+        let mut clock = 0.0;
         // Reference: piece -> set of peers fetching it, and the set of pieces we have.
         let mut fetching: HashMap<u32, BTreeSet<u32>> = HashMap::new();
         let mut have: BTreeSet<u32> = BTreeSet::new();
@@ -182,7 +240,8 @@ proptest! {
                     peers.insert(p, h);
                 }
                 Event::Assign => {
-                    for (peer, piece) in s.assign() {
+                    clock += 1.0;
+                    for (peer, piece) in s.assign(at(clock)) {
                         prop_assert!(peers[&peer.0][piece.0 as usize], "assigned a piece the peer lacks");
                         let is_loaded_seeder = |p: u32| {
                             loaded.contains(&p) && peers[&p].iter().all(|b| *b)
