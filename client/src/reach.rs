@@ -96,7 +96,7 @@ pub fn dial_order(
 /// How long a dial of another network's private address waits (`connect_timeout`): a host
 /// on this peer's own network answers within milliseconds, and a router on the way mostly
 /// drops such a SYN without a word.
-pub const FOREIGN_LOCAL_TIMEOUT: Duration = Duration::from_secs(1);
+pub const FOREIGN_LOCAL_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// How long a dial of `addr`, one of a peer's addresses `dial` (in `dial_order`), may wait,
 /// this peer's public IP being `own_public` (as a tracker sees it): `FOREIGN_LOCAL_TIMEOUT`
