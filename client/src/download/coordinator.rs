@@ -402,12 +402,14 @@ impl Coordinator {
                 self.unreachable = None;
                 self.record_connected();
                 self.scheduler.set_peer_have(peer, have);
+                self.scheduler.set_relayed(peer, path == SourcePath::Relayed);
                 self.record_peer_have(peer);
             }
             Event::Moved { peer, path } => {
                 if let Some(w) = self.workers.get_mut(&peer) {
                     w.path = path;
                 }
+                self.scheduler.set_relayed(peer, path == SourcePath::Relayed);
                 self.record_connected();
             }
             Event::Verified { peer, piece, hash, bytes_per_sec } => {

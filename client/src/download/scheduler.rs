@@ -23,6 +23,10 @@
 //! peer that said to fetch a piece elsewhere (`defer`) is a *loaded seeder*: it is asked
 //! only for pieces no other peer has, and not for a deferred piece until its deferral
 //! expires (`expire_deferrals`, one to two periods later), when it is asked again and sends it.
+//!
+//! Issue 19: a peer reached through a tracker's relay (`set_relayed`) is asked, like a
+//! loaded seeder, only for pieces no other peer has: the relay's bandwidth is scarce and
+//! shared, and such a peer mostly moves to a punched hole within seconds.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -59,6 +63,8 @@ struct PeerSlot {
     piece_secs: Option<f64>,
     /// It said to fetch a piece elsewhere (it hands out pieces to several downloaders).
     loaded: bool,
+    /// Reached through a tracker's relay (issue 19): scarce, shared bandwidth.
+    relayed: bool,
     /// Pieces it said to fetch elsewhere, this period and the one before.
     deferred: [Bitfield; 2],
 }
@@ -66,6 +72,11 @@ struct PeerSlot {
 impl PeerSlot {
     fn is_loaded_seeder(&self) -> bool {
         self.loaded && self.n_have == self.have.n_pieces()
+    }
+
+    /// Asked only for pieces no other peer has: a loaded seeder, or a relayed peer.
+    fn is_last_resort(&self) -> bool {
+        self.relayed || self.is_loaded_seeder()
     }
 
     fn deferred(&self, piece: PieceIndex) -> bool {
@@ -210,6 +221,7 @@ impl Scheduler {
             throughput: 0.0,
             piece_secs: None,
             loaded: false,
+            relayed: false,
             deferred: [Bitfield::empty(n), Bitfield::empty(n)],
         });
         slot.n_have = have.count();
@@ -281,6 +293,14 @@ impl Scheduler {
         }
     }
 
+    /// Whether `peer` is reached through a tracker's relay: a relayed peer is asked only for
+    /// pieces no other peer has, until its path changes (issue 19).
+    pub fn set_relayed(&mut self, peer: PeerId, relayed: bool) {
+        if let Some(slot) = self.peers.get_mut(&peer) {
+            slot.relayed = relayed;
+        }
+    }
+
     /// Records how long a piece took from `peer`, from asking to its last byte.
     pub fn record_piece_time(&mut self, peer: PeerId, secs: f64) {
         if let Some(slot) = self.peers.get_mut(&peer) {
@@ -349,16 +369,17 @@ impl Scheduler {
     }
 
     /// The peer to ask for `piece`: of the peers that have it, have room and did not defer
-    /// it, the least loaded; a loaded seeder only if no other peer has the piece.
+    /// it, the least loaded; a loaded seeder or a relayed peer only if no other peer has the
+    /// piece.
     fn least_loaded(&self, piece: PieceIndex, allowed: impl Fn(PeerId) -> bool) -> Option<PeerId> {
-        let others_have = self.peers.values().any(|p| p.have.has(piece) && !p.is_loaded_seeder());
+        let others_have = self.peers.values().any(|p| p.have.has(piece) && !p.is_last_resort());
         self.peers
             .iter()
             .filter(|(id, p)| {
                 p.in_flight.len() < self.max_in_flight
                     && p.have.has(piece)
                     && !p.deferred(piece)
-                    && !(others_have && p.is_loaded_seeder())
+                    && !(others_have && p.is_last_resort())
                     && allowed(**id)
             })
             .min_by(|(a_id, a), (b_id, b)| {

@@ -175,6 +175,27 @@ fn a_loaded_seeder_is_asked_only_for_pieces_no_other_peer_has() {
 }
 
 #[test]
+fn a_relayed_peer_is_asked_only_for_pieces_no_other_peer_has_until_it_moves() {
+    let mut s = Scheduler::new(&Bitfield::empty(3), 4, SEED);
+    s.set_peer_have(PeerId(1), Bitfield::full(3));
+    s.set_relayed(PeerId(1), true);
+    s.set_peer_have(PeerId(2), field(3, &[0, 1]));
+    // Pieces 0 and 1 go to the direct peer, though the relayed one is less loaded; piece 2,
+    // which only the relayed peer has, goes to it.
+    let mut asked = s.assign(at(0.0));
+    asked.sort();
+    assert_eq!(
+        asked,
+        [(PeerId(1), PieceIndex(2)), (PeerId(2), PieceIndex(0)), (PeerId(2), PieceIndex(1))]
+    );
+    // Moved to a punched hole, it is a peer like any other.
+    s.fail(PieceIndex(0), PeerId(2));
+    s.set_relayed(PeerId(1), false);
+    assert_eq!(s.assign(at(0.1)), [(PeerId(1), PieceIndex(0))]);
+    s.assert_consistent();
+}
+
+#[test]
 fn rarity_counts_the_swarm_beyond_the_connected_peers() {
     let mut s = Scheduler::new(&Bitfield::empty(2), 1, SEED);
     s.set_peer_have(PeerId(1), Bitfield::full(2));
@@ -195,6 +216,7 @@ enum Event {
     Defer(u32, u32),
     Expire,
     Swarm(Vec<u32>),
+    Relayed(u32, bool),
 }
 
 fn event(n: u32) -> impl Strategy<Value = Event> {
@@ -210,14 +232,15 @@ fn event(n: u32) -> impl Strategy<Value = Event> {
         (0..n, 0..4u32).prop_map(|(i, p)| Event::Defer(i, p)),
         Just(Event::Expire),
         prop::collection::vec(0..3u32, n as usize).prop_map(Event::Swarm),
+        (0..4u32, any::<bool>()).prop_map(|(p, r)| Event::Relayed(p, r)),
     ]
 }
 
 proptest! {
     /// Random event sequences keep every piece in exactly one state, agree with a simple
-    /// reference model, and never exceed a peer's in-flight limit; a loaded seeder is
-    /// asked only for pieces no other peer has, and never for a piece it deferred in this
-    /// period or the one before (issue 12).
+    /// reference model, and never exceed a peer's in-flight limit; a loaded seeder (or a
+    /// relayed peer, issue 19) is asked only for pieces no other peer has, and a loaded
+    /// seeder never for a piece it deferred in this period or the one before (issue 12).
     #[test]
     fn invariants_hold(events in prop::collection::vec(event(6), 0..60), seed in any::<u64>()) {
         const N: u32 = 6;
@@ -231,6 +254,8 @@ proptest! {
         let mut peers: HashMap<u32, Vec<bool>> = HashMap::new();
         // Peers that deferred a piece (loaded, if complete), and their deferrals by period.
         let mut loaded: BTreeSet<u32> = BTreeSet::new();
+        // Peers reached through a relay (issue 19): asked, like loaded seeders, last.
+        let mut relayed: BTreeSet<u32> = BTreeSet::new();
         let mut deferred: HashMap<u32, [BTreeSet<u32>; 2]> = HashMap::new();
         for ev in events {
             match ev {
@@ -246,9 +271,10 @@ proptest! {
                         let is_loaded_seeder = |p: u32| {
                             loaded.contains(&p) && peers[&p].iter().all(|b| *b)
                         };
-                        if is_loaded_seeder(peer.0) {
-                            let others = peers.iter().any(|(p, h)| h[piece.0 as usize] && !is_loaded_seeder(*p));
-                            prop_assert!(!others, "a loaded seeder was asked for a piece another peer has");
+                        let last_resort = |p: u32| is_loaded_seeder(p) || relayed.contains(&p);
+                        if last_resort(peer.0) {
+                            let others = peers.iter().any(|(p, h)| h[piece.0 as usize] && !last_resort(*p));
+                            prop_assert!(!others, "a loaded seeder or relayed peer was asked for a piece another peer has");
                         }
                         let d = deferred.get(&peer.0);
                         prop_assert!(!d.is_some_and(|d| d[0].contains(&piece.0) || d[1].contains(&piece.0)), "asked for a deferred piece");
@@ -293,9 +319,16 @@ proptest! {
                     }
                 }
                 Event::Swarm(counts) => s.set_swarm_availability(counts),
+                Event::Relayed(p, r) => {
+                    s.set_relayed(PeerId(p), r);
+                    if peers.contains_key(&p) {
+                        if r { relayed.insert(p); } else { relayed.remove(&p); }
+                    }
+                }
                 Event::Release(p) => {
                     s.release_peer(PeerId(p));
                     loaded.remove(&p);
+                    relayed.remove(&p);
                     deferred.remove(&p);
                     peers.remove(&p);
                     for set in fetching.values_mut() { set.remove(&p); }
