@@ -568,7 +568,7 @@ fn serve_conn(
     let wake = if swarm.downloading_to().is_some() { swarm.watch() } else { None };
     let mut told = swarm.have();
     conn.send(&PeerReply::Welcome { have: told.clone() })?;
-    let seat = swarm.take_seat();
+    let seat = swarm.take_seat(holder);
     let mut wake = wake;
     let mut file: Option<File> = None;
     let mut buf = vec![0u8; PIECE_SIZE];

@@ -15,7 +15,7 @@
 //! Invariant: a piece is marked as had only after its SHA1 was verified and it was written.
 //! Invariant: the lock is never held across disk or socket I/O, nor while hashing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::net::SocketAddr;
 use std::os::unix::net::UnixStream;
@@ -27,7 +27,7 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 
 use common::message::FileMeta;
-use common::{Bitfield, GroupId, PieceIndex, Sha1Digest, UserId};
+use common::{Bitfield, GroupId, PieceIndex, PublicKey, Sha1Digest, UserId};
 
 pub mod handout;
 pub mod item_layout;
@@ -356,6 +356,11 @@ pub struct SwarmState {
     /// Which pieces went to which of the seeder's downloaders (super-seeding).
     handout: Handout,
     next_conn: u64,
+    /// Each downloader's seat in the handout, by its key, and how many of its connections
+    /// hold it (issue 19: a downloader moving from a relay to a punched hole has two for a
+    /// moment; one seat, so the pieces it was handed are not handed out again). At most
+    /// one entry per serving connection.
+    seats: HashMap<PublicKey, (ConnId, u32)>,
     /// A download's statistics; `None` for a file shared from where it is.
     transfer: Option<Transfer>,
     /// A download to pause as soon as its check ends (paused while `Checking`, or saved
@@ -501,6 +506,7 @@ impl Swarm {
             recent: RecentPieces::default(),
             handout: Handout::new(layout.n_pieces()),
             next_conn: 0,
+            seats: HashMap::new(),
             transfer,
             pause_after_check: false,
             part_id: None,
@@ -784,13 +790,20 @@ impl Swarm {
         Some(reader)
     }
 
-    /// A seat in the handout for one downloader connection; given back when dropped.
-    pub fn take_seat(&self) -> Seat<'_> {
+    /// The seat in the handout of the downloader with key `downloader`, for one of its
+    /// connections: the one it already holds on another connection, or a new one. Given
+    /// back when the last of its connections drops it.
+    pub fn take_seat(&self, downloader: PublicKey) -> Seat<'_> {
         let mut s = self.state.lock();
+        if let Some((conn, holders)) = s.seats.get_mut(&downloader) {
+            *holders += 1;
+            return Seat { swarm: self, conn: *conn, downloader };
+        }
         let conn = ConnId(s.next_conn);
         s.next_conn += 1;
         s.handout.join(conn);
-        Seat { swarm: self, conn }
+        s.seats.insert(downloader, (conn, 1));
+        Seat { swarm: self, conn, downloader }
     }
 
     /// What to send the downloader in `seat` that asked for `asked`: the piece, another
@@ -901,6 +914,7 @@ impl Swarm {
 pub struct Seat<'a> {
     swarm: &'a Swarm,
     conn: ConnId,
+    downloader: PublicKey,
 }
 
 impl Seat<'_> {
@@ -912,7 +926,13 @@ impl Seat<'_> {
 
 impl Drop for Seat<'_> {
     fn drop(&mut self) {
-        self.swarm.state.lock().handout.leave(self.conn);
+        let mut s = self.swarm.state.lock();
+        let Some((_, holders)) = s.seats.get_mut(&self.downloader) else { return };
+        *holders -= 1;
+        if *holders == 0 {
+            s.seats.remove(&self.downloader);
+            s.handout.leave(self.conn);
+        }
     }
 }
 
@@ -1089,7 +1109,7 @@ mod tests {
     #[test]
     fn the_seeder_picks_only_pieces_it_has_and_hands_each_out_once() {
         let swarm = download(3);
-        let a = swarm.take_seat();
+        let a = swarm.take_seat(PublicKey([1; 32]));
         assert!(matches!(swarm.pick(&a, PieceIndex(0)), Pick::NoPiece));
         assert!(matches!(swarm.pick(&a, PieceIndex(9)), Pick::NoPiece));
         swarm.piece_verified(PieceIndex(0), None);
@@ -1100,5 +1120,31 @@ mod tests {
         a.delivered(PieceIndex(0));
         drop(a);
         swarm.inspect(|s| assert!(s.handout.is_empty()));
+    }
+
+    /// Issue 19: a downloader moving from a relay to a punched hole has two connections
+    /// for a moment; they share its seat, so what it was handed stays its own and is not
+    /// handed out again when the first closes.
+    #[test]
+    fn a_downloader_on_two_connections_has_one_seat_and_keeps_what_it_was_handed() {
+        let swarm = download(2);
+        swarm.piece_verified(PieceIndex(0), None);
+        swarm.piece_verified(PieceIndex(1), None);
+        swarm.end(Ok(None));
+        let (mover, other) = (PublicKey([1; 32]), PublicKey([2; 32]));
+        let relayed = swarm.take_seat(mover);
+        let other = swarm.take_seat(other);
+        let sent = swarm.pick(&relayed, PieceIndex(0));
+        assert!(matches!(sent, Pick::Send { piece: PieceIndex(0), .. }));
+        relayed.delivered(PieceIndex(0));
+        let punched = swarm.take_seat(mover);
+        drop(relayed);
+        // Piece 0 is still the mover's: the other, asking for it, gets piece 1 instead,
+        // which nobody has.
+        let instead = swarm.pick(&other, PieceIndex(0));
+        assert!(matches!(instead, Pick::Send { piece: PieceIndex(1), .. }));
+        drop(punched);
+        drop(other);
+        swarm.inspect(|s| assert!(s.handout.is_empty() && s.seats.is_empty()));
     }
 }
