@@ -492,16 +492,32 @@ pub fn open_beneath(root: &File, rel: &Path, flags: OFlags, mode: Mode) -> std::
 
 /// Reads `data.len()` bytes at `offset` of the file `rel` beneath `root` (a folder's root
 /// or a download's staging directory; `rel` empty: `root` is that one file), opened never
-/// through a link and never outside `root`: how the seeder reads a folder's pieces.
+/// through a link and never outside `root`.
 pub fn read_beneath(root: &Path, rel: &Path, offset: u64, data: &mut [u8]) -> std::io::Result<()> {
-    let file = match rel.as_os_str().is_empty() {
-        true => open_readable(root, false)?,
-        false => {
-            let dir = open_readable(root, true)?;
-            open_beneath(&dir, rel, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?
-        }
-    };
+    let file = open_to_read(root, rel, &mut None)?;
     file.read_exact_at(data, offset)
+}
+
+/// Opens the file `rel` beneath `root` (a folder's root or a download's staging directory;
+/// `rel` empty: `root` is that one file) to read, never through a link and never outside
+/// `root`: how the seeder reads a folder's pieces. `dir` holds the directory last opened
+/// (its path and descriptor), reused while `root` names the same path, so that a
+/// connection serving many small files opens their directory once, not once per piece.
+pub fn open_to_read(
+    root: &Path,
+    rel: &Path,
+    dir: &mut Option<(PathBuf, File)>,
+) -> std::io::Result<File> {
+    if rel.as_os_str().is_empty() {
+        return open_readable(root, false);
+    }
+    let held = match dir.take() {
+        Some((path, held)) if path == root => held,
+        _ => open_readable(root, true)?,
+    };
+    let file = open_beneath(&held, rel, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty());
+    *dir = Some((root.to_path_buf(), held));
+    file
 }
 
 /// Opens `path` itself (never a link's target) to read: a directory when `dir`.
