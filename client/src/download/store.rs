@@ -125,6 +125,16 @@ impl Store {
         }
     }
 
+    /// Whether `piece` of `swarm` is the only piece of a file of a staging tree (issue 23:
+    /// a small file of a folder). No other piece is written into that file, so a worker may
+    /// write it itself, at the same time as other pieces are written elsewhere.
+    pub fn writes_alone(&self, swarm: &Swarm, piece: PieceIndex) -> bool {
+        let (Store::Tree(_), ItemLayout::Folder(layout)) = (self, &swarm.layout) else {
+            return false;
+        };
+        layout.locate(piece).is_some_and(|(span, _)| span.layout.n_pieces() == 1)
+    }
+
     /// Reads `piece` of `swarm` into `data` (its length), as it is on disk now.
     pub fn read_piece(
         &self,
@@ -164,6 +174,9 @@ pub struct TreeStore {
     /// exclusively, so a file found in their place is refused.
     fresh: bool,
     handles: Mutex<Handles>,
+    /// Held while a file is made: two writers of one file (the disk writer and a worker,
+    /// or two workers with one piece in the endgame) never both try to make it.
+    making: Mutex<()>,
 }
 
 /// The open files of a tree by entry, with when each was last used, and the entries whose
@@ -208,7 +221,14 @@ impl TreeStore {
         })?;
         let root = Arc::new(root);
         let single = single.is_some();
-        let store = TreeStore { path, root, single, fresh: true, handles: Mutex::default() };
+        let store = TreeStore {
+            path,
+            root,
+            single,
+            fresh: true,
+            handles: Mutex::default(),
+            making: Mutex::default(),
+        };
         let started = std::time::Instant::now();
         let populated = store.populate(tree, selection, true);
         log::info!(
@@ -268,7 +288,14 @@ impl TreeStore {
         }
         let root = Arc::new(root);
         let path = path.to_path_buf();
-        let store = TreeStore { path, root, single, fresh: false, handles: Mutex::default() };
+        let store = TreeStore {
+            path,
+            root,
+            single,
+            fresh: false,
+            handles: Mutex::default(),
+            making: Mutex::default(),
+        };
         store.populate(tree, selection, false).map_err(unwritable)?;
         Ok((store, found))
     }
@@ -413,7 +440,16 @@ impl TreeStore {
         kind: &EntryKind,
         open: Open,
     ) -> std::io::Result<File> {
-        let made = self.handles.lock().made.contains(&index);
+        let mut made = self.handles.lock().made.contains(&index);
+        // Made by one writer at a time; another that waited opens it as it is.
+        let _making = match (open, made) {
+            (Open::Create, false) => {
+                let making = self.making.lock();
+                made = self.handles.lock().made.contains(&index);
+                Some(making)
+            }
+            _ => None,
+        };
         let make = match (open, made, self.fresh) {
             (Open::Existing, ..) | (Open::Create, true, _) => Make::No,
             (Open::Create, false, true) => Make::New,
@@ -458,7 +494,8 @@ fn open_file(root: &File, rel: &Path, kind: &EntryKind, make: Make) -> std::io::
         Make::No => (flags, Mode::empty()),
     };
     let file = open_beneath(root, rel, flags, mode)?;
-    if !file.metadata()?.is_file() {
+    // Made here (`O_CREAT | O_EXCL`, never through a link): a regular file for sure.
+    if make != Make::New && !file.metadata()?.is_file() {
         let why = format!("{} is not a regular file", rel.display());
         return Err(std::io::Error::other(why));
     }
