@@ -1,7 +1,7 @@
 //! One connection to one peer for one download (`dl-worker-N` thread).
 //!
 //! It opens the connection by the first path that works (`paths`), then takes `Job`s from
-//! its bounded channel, keeps up to `PIPELINE` requests on the wire, reads each piece into
+//! its bounded channel, keeps up to `Target::pipeline` requests on the wire, reads each piece into
 //! one of its own buffers and hands it to the rayon pool, which checks the SHA1 and passes a
 //! good piece to the client's disk writer (`disk_writer`); the writer reports to the
 //! coordinator. A piece that is a whole small file of a folder is checked and written on
@@ -46,9 +46,11 @@ use crate::piece_buf::{piece_buf, PieceBuf};
 use crate::reach::SourcePath;
 use crate::readiness;
 
-/// Requests kept on the wire per peer.
+/// Requests kept on the wire per peer (for a file; `Target::pipeline` says how many).
 pub const PIPELINE: usize = 2;
-/// Piece buffers per peer: the pipeline plus one being hashed and written.
+/// Piece buffers per peer: a file's pipeline plus one being hashed and written. A deeper
+/// pipeline of small pieces (`Target::pipeline`) needs no more: a request holds no buffer,
+/// a piece takes one as it arrives, and a small one gives it back once written here.
 const BUFFERS: usize = PIPELINE + 1;
 const READ_TIMEOUT: Duration = Duration::from_secs(20);
 /// How often a connection with nothing on the wire looks whether its ticket is due for
@@ -196,7 +198,7 @@ impl Worker<'_> {
             // Keep the pipeline full, as far as the download cap lets this piece go now,
             // unless the worker is about to move.
             let mut cap_wait = None;
-            while !closed && moving.is_none() && outstanding.len() < PIPELINE {
+            while !closed && moving.is_none() && outstanding.len() < target.pipeline {
                 // Asked before, on the relayed connection: its share of the cap was taken.
                 if let Some(piece) = again.pop_front() {
                     conn.send(&PeerRequest::GetPiece { piece })?;
