@@ -21,6 +21,8 @@ use common::folder::{folder_digest, Entry, EntryKind, FolderLayout, RelPath, Tre
 use common::hash::{piece_hashes, HashFileError};
 use common::Sha1Digest;
 
+use crate::swarm::FileStamp;
+
 /// A directory read as a folder.
 #[derive(Debug)]
 pub struct Scanned {
@@ -127,33 +129,40 @@ pub fn scan(root: &Path) -> Result<Scanned, ScanError> {
 pub struct FolderHashes {
     pub pieces: Vec<Sha1Digest>,
     pub digest: Sha1Digest,
+    /// Each file's stamp from before it was hashed, by its index among the tree's
+    /// entries: the seeder serves its pieces without hashing them again while the file
+    /// keeps it (`Stamped::Folder`).
+    pub stamps: Vec<(usize, FileStamp)>,
 }
 
 /// Hashes every piece of `scanned`'s files, in parallel.
 pub fn hash(scanned: &Scanned) -> Result<FolderHashes, ScanError> {
     let layout = FolderLayout::new(&scanned.tree)?;
-    let per_file: Vec<Vec<Sha1Digest>> = layout
+    let per_file: Vec<(Vec<Sha1Digest>, (usize, FileStamp))> = layout
         .files()
         .par_iter()
         .zip(scanned.files.par_iter())
         .map(|(span, local)| {
             let io_error = |source| ScanError::Io { path: local.clone(), source };
             let file = File::open(local).map_err(io_error)?;
-            let len = file.metadata().map_err(io_error)?.len();
-            if len != span.layout.file_len() {
+            let stamp = FileStamp::of(&file).map_err(io_error)?;
+            if stamp.size() != span.layout.file_len() {
                 return Err(ScanError::Changed { path: local.clone() });
             }
-            piece_hashes(&file, span.layout).map_err(|e| match e {
+            let hashes = piece_hashes(&file, span.layout).map_err(|e| match e {
                 HashFileError::Io(source) => ScanError::Io { path: local.clone(), source },
                 HashFileError::Changed | HashFileError::TooLarge(_) => {
                     ScanError::Changed { path: local.clone() }
                 }
-            })
+            })?;
+            Ok((hashes, (span.entry, stamp)))
         })
         .collect::<Result<_, ScanError>>()?;
+    let (per_file, stamps): (Vec<Vec<Sha1Digest>>, Vec<(usize, FileStamp)>) =
+        per_file.into_iter().unzip();
     let pieces: Vec<Sha1Digest> = per_file.into_iter().flatten().collect();
     let digest = folder_digest(&scanned.tree, &pieces);
-    Ok(FolderHashes { pieces, digest })
+    Ok(FolderHashes { pieces, digest, stamps })
 }
 
 #[cfg(test)]

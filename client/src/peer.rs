@@ -28,7 +28,7 @@ use crate::interrupt::Interrupt;
 use crate::membership::Watch;
 use crate::seeder::served::{Served, ServedRow};
 use crate::session_file::{self, SavedSession};
-use crate::swarm::{FileStamp, ItemLayout, Phase, Swarm, Toggled};
+use crate::swarm::{FileStamp, ItemLayout, Phase, Stamped, Swarm, Toggled};
 use crate::tracker_link::LinkError;
 use crate::tracker_session::{CallError, Login, TrackerSession};
 use crate::tracker_view::{Seen, TrackerEvent};
@@ -478,14 +478,14 @@ impl Peer {
         self.require_login()?;
         let path = command::expand_home(path, crate::config::home_dir().as_deref());
         let is_dir = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir());
-        let (meta, stamp, skipped) = match is_dir {
+        let (meta, stamped, skipped) = match is_dir {
             true => {
-                let (meta, skipped) = describe_folder(&path)?;
-                (meta, None, skipped)
+                let (meta, stamps, skipped) = describe_folder(&path)?;
+                (meta, Stamped::Folder(stamps), skipped)
             }
             false => {
                 let (meta, stamp) = describe_file(&path)?;
-                (meta, Some(stamp), Vec::new())
+                (meta, Stamped::File(stamp), Vec::new())
             }
         };
         let (name, size, n_pieces) = (meta.name.clone(), meta.size, meta.pieces.len());
@@ -494,7 +494,7 @@ impl Peer {
             .call(Request::UploadFile { group: group.clone(), file: meta.clone() }, interrupt)?
         {
             Reply::Uploaded { new_file } => {
-                self.share_complete(group.clone(), meta, &path, stamp);
+                self.share_complete(group.clone(), meta, &path, stamped);
                 self.known.add_file(group.clone(), name.clone());
                 let group = group.clone();
                 Ok(Uploaded { name, group, size, n_pieces, new_file, n_files, skipped })
@@ -647,19 +647,13 @@ impl Peer {
         self.ctx.tracker.call_until(request, interrupt)
     }
 
-    /// Shares a complete file or folder from `path`. `stamp`: every piece of the file was
-    /// just hashed, as the file was when it was opened (`None` for a folder, whose pieces
-    /// the seeder checks as it serves them).
-    fn share_complete(
-        &self,
-        group: GroupId,
-        meta: FileMeta,
-        path: &Path,
-        stamp: Option<FileStamp>,
-    ) {
+    /// Shares a complete file or folder from `path`. `stamped`: every piece of the file,
+    /// or of each of the folder's files, was just hashed, as the file was when it was
+    /// opened.
+    fn share_complete(&self, group: GroupId, meta: FileMeta, path: &Path, stamped: Stamped) {
         let Ok(layout) = ItemLayout::of(&meta) else { return };
         let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-        let swarm = Swarm::seeding(group, meta, layout, path, stamp);
+        let swarm = Swarm::seeding(group, meta, layout, path, stamped);
         self.ctx.registry.insert(Arc::new(swarm));
         self.ctx.registry.flush();
     }
@@ -749,8 +743,12 @@ fn base_name(path: &Path) -> Result<FileName, CommandError> {
 const FRAME_HEADROOM: usize = 4096;
 
 /// Scans and hashes the directory at `path` (issue 23) and describes it as a folder named
-/// after it; also returns a line for each entry left out.
-fn describe_folder(path: &Path) -> Result<(FileMeta, Vec<String>), CommandError> {
+/// after it; also returns each file's stamp from before it was hashed (by entry index) and
+/// a line for each entry left out.
+#[allow(clippy::type_complexity)]
+fn describe_folder(
+    path: &Path,
+) -> Result<(FileMeta, Vec<(usize, FileStamp)>, Vec<String>), CommandError> {
     let shown = path.display().to_string();
     let name = base_name(path)?;
     let folder_error =
@@ -775,7 +773,7 @@ fn describe_folder(path: &Path) -> Result<(FileMeta, Vec<String>), CommandError>
         );
         return Err(CommandError::Folder { path: shown, reason });
     }
-    Ok((meta, skipped))
+    Ok((meta, hashes.stamps, skipped))
 }
 
 /// Whether `meta` fits in an `UploadFile` frame; else its encoded length.

@@ -24,7 +24,7 @@ use parking_lot::{Mutex, RwLock};
 
 use common::{Bitfield, GroupId, Sha1Digest, UserId};
 
-use crate::swarm::{Changes, Chosen, ItemLayout, Phase, Swarm};
+use crate::swarm::{Changes, Chosen, ItemLayout, Phase, Stamped, Swarm};
 use state_file::{SavedShare, SavedUsers};
 
 /// Why the state file cannot be used. `Display` says what to do.
@@ -143,7 +143,9 @@ impl Registry {
                     swarm.set_stored(s.stored);
                     swarm
                 }
-                None => Swarm::seeding_chosen(s.group, s.meta, layout, chosen, s.path, None),
+                None => {
+                    Swarm::seeding_chosen(s.group, s.meta, layout, chosen, s.path, Stamped::Nothing)
+                }
             };
             swarms.insert((swarm.group.clone(), swarm.meta.digest), Arc::new(swarm));
         }

@@ -20,6 +20,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::net::{IpAddr, Shutdown as SocketShutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -571,6 +572,8 @@ fn serve_conn(
     let seat = swarm.take_seat(holder);
     let mut wake = wake;
     let mut file: Option<File> = None;
+    // A folder's directory, held open between the pieces of its files (issue 23).
+    let mut dir: Option<(PathBuf, File)> = None;
     let mut buf = vec![0u8; PIECE_SIZE];
     let mut last_asked = Instant::now();
     loop {
@@ -645,7 +648,7 @@ fn serve_conn(
                 // written past the page cache, and peers ask mostly for the newest.
                 let read = match &recent {
                     Some(data) => Ok(&data[..]),
-                    None => read_verified(&swarm, &mut file, piece, &mut buf[..len])
+                    None => read_verified(&swarm, (&mut file, &mut dir), piece, &mut buf[..len])
                         .map(|()| &buf[..len]),
                 };
                 match read {
@@ -820,18 +823,22 @@ fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-/// Reads piece `piece` of `swarm` into `data`, checked against its hash.
+/// Reads piece `piece` of `swarm` into `data`, checked against its hash (once per state
+/// of its file on disk). `file` is the swarm's one file and `dir` a folder's directory,
+/// each held open between pieces.
 fn read_verified(
     swarm: &Swarm,
-    file: &mut Option<File>,
+    (file, dir): (&mut Option<File>, &mut Option<(PathBuf, File)>),
     piece: common::PieceIndex,
     data: &mut [u8],
 ) -> Result<(), ReadError> {
+    use std::os::unix::fs::FileExt;
     match swarm.piece_source(piece) {
         Some(PieceSource::InFolder { root, rel, offset }) => {
             // Never through a link put in the folder since it was shared, never outside it.
-            crate::download::store::read_beneath(&root, &rel, offset, data)?;
-            swarm.check_folder_piece(piece, data)
+            let opened = crate::download::store::open_to_read(&root, &rel, dir)?;
+            opened.read_exact_at(data, offset)?;
+            swarm.check_folder_piece(piece, &opened, data)
         }
         Some(PieceSource::OneFile) => {
             let f = match file {

@@ -18,6 +18,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -162,6 +163,25 @@ impl FileStamp {
             ctime: (m.ctime(), m.ctime_nsec()),
         })
     }
+
+    /// The file's size in bytes.
+    pub fn size(&self) -> u64 {
+        self.len
+    }
+}
+
+/// What of an item was hashed, as it was on disk, when it was shared (`Swarm::seeding`):
+/// the seeder does not hash those pieces again while their file keeps that stamp.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Stamped {
+    /// Nothing: each piece is hashed as it is first served in each state of its file.
+    #[default]
+    Nothing,
+    /// The one file: every piece hashed while it had this stamp.
+    File(FileStamp),
+    /// A folder's files, by their index among the tree's entries: every piece of each
+    /// hashed while the file had its stamp (issue 23).
+    Folder(Vec<(usize, FileStamp)>),
 }
 
 /// The identity of the `.part` file a download created: its device, inode and birth time,
@@ -321,10 +341,15 @@ impl Transfer {
     }
 }
 
-/// Which pieces were hashed and found good, and in which state of the file.
+/// Which pieces were hashed and found good, and in which state of the file they lie in.
 #[derive(Debug)]
 struct Checked {
+    /// The state of the one file (a file's, or a download's `.part`).
     stamp: Option<FileStamp>,
+    /// A folder's: the state of each of its files (by entry index) its checked pieces were
+    /// hashed in (issue 23). At most one entry per file of the tree, whose size is bounded
+    /// (`common::folder::Tree`).
+    files: HashMap<usize, FileStamp>,
     pieces: Bitfield,
 }
 
@@ -332,9 +357,72 @@ impl Checked {
     /// Every one of `n` pieces hashed and found good while the file had `stamp`; none
     /// without a stamp (the seeder then hashes each piece as it first serves it).
     fn hashed_at(stamp: Option<FileStamp>, n: u32) -> Checked {
+        let files = HashMap::new();
         match stamp {
-            Some(stamp) => Checked { stamp: Some(stamp), pieces: Bitfield::full(n) },
-            None => Checked { stamp: None, pieces: Bitfield::empty(n) },
+            Some(stamp) => Checked { stamp: Some(stamp), files, pieces: Bitfield::full(n) },
+            None => Checked { stamp: None, files, pieces: Bitfield::empty(n) },
+        }
+    }
+
+    /// What `stamped` says was hashed of an item of layout `layout`.
+    fn of(stamped: Stamped, layout: &ItemLayout) -> Checked {
+        let n = layout.n_pieces();
+        match (stamped, layout) {
+            (Stamped::File(stamp), ItemLayout::File(_)) => Checked::hashed_at(Some(stamp), n),
+            (Stamped::Folder(stamps), ItemLayout::Folder(folder)) => {
+                let mut checked = Checked::hashed_at(None, n);
+                let spans = folder.files();
+                for (entry, stamp) in stamps {
+                    let Ok(i) = spans.binary_search_by_key(&entry, |span| span.entry) else {
+                        continue;
+                    };
+                    for piece in spans[i].pieces() {
+                        checked.pieces.set(PieceIndex(piece));
+                    }
+                    checked.files.insert(entry, stamp);
+                }
+                checked
+            }
+            _ => Checked::hashed_at(None, n),
+        }
+    }
+
+    /// Whether `piece` was hashed and found good in the state `stamp` of its file; when
+    /// the file is in another state now, forgets what was checked in the old one first.
+    fn is_checked(
+        &mut self,
+        piece: PieceIndex,
+        file: Option<(usize, &Range<u32>)>,
+        stamp: FileStamp,
+    ) -> bool {
+        match file {
+            None => {
+                if self.stamp != Some(stamp) {
+                    self.stamp = Some(stamp);
+                    self.pieces = Bitfield::empty(self.pieces.n_pieces());
+                }
+            }
+            Some((entry, pieces)) => {
+                if self.files.get(&entry) != Some(&stamp) {
+                    self.files.insert(entry, stamp);
+                    for p in pieces.clone() {
+                        self.pieces.clear(PieceIndex(p));
+                    }
+                }
+            }
+        }
+        self.pieces.has(piece)
+    }
+
+    /// Notes that `piece` matched its hash, read while its file had `stamp` (unless the
+    /// file was seen in another state meanwhile).
+    fn note_checked(&mut self, piece: PieceIndex, file: Option<usize>, stamp: FileStamp) {
+        let current = match file {
+            None => self.stamp,
+            Some(entry) => self.files.get(&entry).copied(),
+        };
+        if current == Some(stamp) {
+            self.pieces.set(piece);
         }
     }
 }
@@ -432,17 +520,17 @@ pub struct Swarm {
 }
 
 impl Swarm {
-    /// A complete file at `path`, shared from there. `stamp`: every piece was hashed and
-    /// found good while the file had it.
+    /// A complete file or folder at `path`, shared from there. `stamped`: what was hashed
+    /// and found good, in which state of its file on disk.
     pub fn seeding(
         group: GroupId,
         meta: FileMeta,
         layout: ItemLayout,
         path: PathBuf,
-        stamp: Option<FileStamp>,
+        stamped: Stamped,
     ) -> Swarm {
         let chosen = Chosen::all(&meta, &layout);
-        Swarm::seeding_chosen(group, meta, layout, chosen, path, stamp)
+        Swarm::seeding_chosen(group, meta, layout, chosen, path, stamped)
     }
 
     /// The part `chosen` of an item, complete at `path` (the file, the folder's root, or
@@ -454,10 +542,9 @@ impl Swarm {
         layout: ItemLayout,
         chosen: Chosen,
         path: PathBuf,
-        stamp: Option<FileStamp>,
+        stamped: Stamped,
     ) -> Swarm {
-        let n = layout.n_pieces();
-        let checked = Checked::hashed_at(stamp, n);
+        let checked = Checked::of(stamped, &layout);
         let have = chosen.wanted.clone();
         Swarm::with(group, meta, layout, chosen, path, have, Phase::Seeding, checked, None)
     }
@@ -478,7 +565,7 @@ impl Swarm {
         changes: Arc<Changes>,
     ) -> Swarm {
         let n = layout.n_pieces();
-        let checked = Checked { stamp: None, pieces: Bitfield::empty(n) };
+        let checked = Checked::hashed_at(None, n);
         let transfer = Transfer::new(dest, &have);
         let download = Some((transfer, changes));
         Swarm::with(group, meta, layout, chosen, part, have, phase, checked, download)
@@ -841,13 +928,30 @@ impl Swarm {
         (self.layout.piece_len(piece) > 0).then_some(PieceSource::OneFile)
     }
 
-    /// Checks `data`, piece `piece` of a folder as read from one of its files
-    /// (`piece_source`), against its hash (every time: a folder's files are not stamped
-    /// one by one yet).
-    pub fn check_folder_piece(&self, piece: PieceIndex, data: &[u8]) -> Result<(), ReadError> {
+    /// Checks `data`, piece `piece` of a folder as read from `file`, one of its files
+    /// (`piece_source`), against its hash: once per state of that file on disk (its stamp,
+    /// taken after the read), as a file's pieces are (`read_piece`), so that a file changed
+    /// since its pieces were checked has each of them checked again before it is served.
+    pub fn check_folder_piece(
+        &self,
+        piece: PieceIndex,
+        file: &File,
+        data: &[u8],
+    ) -> Result<(), ReadError> {
+        let ItemLayout::Folder(layout) = &self.layout else {
+            return Err(ReadError::Mismatch(piece.0));
+        };
+        let (span, _) = layout.locate(piece).ok_or(ReadError::Mismatch(piece.0))?;
+        let (entry, pieces) = (span.entry, span.pieces());
+        // Outside the lock: a system call.
+        let stamp = FileStamp::of(file)?;
+        if self.state.lock().checked.is_checked(piece, Some((entry, &pieces)), stamp) {
+            return Ok(());
+        }
         if self.meta.pieces.get(piece.0 as usize) != Some(&Sha1Digest::of(data)) {
             return Err(ReadError::Mismatch(piece.0));
         }
+        self.state.lock().checked.note_checked(piece, Some(entry), stamp);
         Ok(())
     }
 
@@ -868,24 +972,13 @@ impl Swarm {
         }
         // Outside the lock: a system call.
         let stamp = FileStamp::of(file)?;
-        let stamp = {
-            let mut s = self.state.lock();
-            if s.checked.stamp != Some(stamp) {
-                s.checked =
-                    Checked { stamp: Some(stamp), pieces: Bitfield::empty(self.layout.n_pieces()) };
-            }
-            if s.checked.pieces.has(piece) {
-                return Ok(());
-            }
-            stamp
-        };
+        if self.state.lock().checked.is_checked(piece, None, stamp) {
+            return Ok(());
+        }
         if self.meta.pieces.get(piece.0 as usize) != Some(&Sha1Digest::of(data)) {
             return Err(ReadError::Mismatch(piece.0));
         }
-        let mut s = self.state.lock();
-        if s.checked.stamp == Some(stamp) {
-            s.checked.pieces.set(piece);
-        }
+        self.state.lock().checked.note_checked(piece, None, stamp);
         Ok(())
     }
 
@@ -1018,8 +1111,13 @@ mod tests {
         // A complete share never keeps pieces.
         let meta = meta("c", n);
         let layout = ItemLayout::of(&meta).unwrap();
-        let complete =
-            Swarm::seeding(GroupId::new("g").unwrap(), meta, layout, PathBuf::from("c"), None);
+        let complete = Swarm::seeding(
+            GroupId::new("g").unwrap(),
+            meta,
+            layout,
+            PathBuf::from("c"),
+            Stamped::Nothing,
+        );
         let _watcher = complete.watch();
         complete.offer_recent(PieceIndex(0), piece(b"piece 0"), 7);
         assert!(recent(&complete, 0).is_none());
@@ -1146,5 +1244,74 @@ mod tests {
         drop(punched);
         drop(other);
         swarm.inspect(|s| assert!(s.handout.is_empty() && s.seats.is_empty()));
+    }
+
+    /// Reads piece `piece` of a shared folder as the seeder does, and checks it.
+    fn serve(swarm: &Swarm, piece: u32) -> Result<Vec<u8>, ReadError> {
+        use std::os::unix::fs::FileExt;
+        let piece = PieceIndex(piece);
+        let Some(PieceSource::InFolder { root, rel, offset }) = swarm.piece_source(piece) else {
+            panic!("piece {} of a folder is in one of its files", piece.0);
+        };
+        let file = crate::download::store::open_to_read(&root, &rel, &mut None)?;
+        let mut data = vec![0u8; swarm.layout.piece_len(piece)];
+        file.read_exact_at(&mut data, offset)?;
+        swarm.check_folder_piece(piece, &file, &data)?;
+        Ok(data)
+    }
+
+    /// Issue 23: a shared folder's files are stamped as they are hashed, so the seeder
+    /// does not hash their pieces again, until a file changes on disk: then each of its
+    /// pieces is checked again before it is served, and one that went bad is not.
+    #[test]
+    fn a_folders_pieces_are_hashed_once_per_state_of_their_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("album");
+        std::fs::create_dir_all(root.join("a")).unwrap();
+        std::fs::write(root.join("a/x"), b"the x file").unwrap();
+        let big: Vec<u8> = (0..common::PIECE_SIZE + 10).map(|i| i as u8).collect();
+        std::fs::write(root.join("b"), &big).unwrap();
+        let scanned = crate::folder_scan::scan(&root).unwrap();
+        let hashes = crate::folder_scan::hash(&scanned).unwrap();
+        let meta = FileMeta {
+            name: "album".parse().unwrap(),
+            size: scanned.tree.total_size(),
+            digest: hashes.digest,
+            pieces: hashes.pieces,
+            tree: Some(scanned.tree),
+        };
+        let layout = ItemLayout::of(&meta).unwrap();
+        let group = GroupId::new("g").unwrap();
+        let stamped = Stamped::Folder(hashes.stamps);
+        let swarm =
+            Swarm::seeding(group.clone(), meta.clone(), layout.clone(), root.clone(), stamped);
+        let unstamped = Swarm::seeding(group, meta, layout, root.clone(), Stamped::Nothing);
+        assert_eq!(serve(&swarm, 0).unwrap(), b"the x file");
+        assert_eq!(serve(&swarm, 2).unwrap(), &big[common::PIECE_SIZE..]);
+        let x = File::open(root.join("a/x")).unwrap();
+        // Checked in this state of the file: not hashed again (bytes that are not the
+        // file's would pass, were they read from it), where a swarm without stamps hashes.
+        assert!(swarm.check_folder_piece(PieceIndex(0), &x, b"not the x").is_ok());
+        assert!(matches!(
+            unstamped.check_folder_piece(PieceIndex(0), &x, b"not the x"),
+            Err(ReadError::Mismatch(0))
+        ));
+        // Changed on disk, same size: the new bytes are checked, and refused. (Its times
+        // are set apart: a change within one tick of the clock may keep them, as for a
+        // file shared on its own.)
+        let rewrite = |text: &[u8], secs: u64| {
+            std::fs::write(root.join("a/x"), text).unwrap();
+            let at = std::time::UNIX_EPOCH + Duration::from_secs(secs);
+            File::options().write(true).open(root.join("a/x")).unwrap().set_modified(at).unwrap();
+        };
+        rewrite(b"THE X FILE", 1_000);
+        assert!(matches!(serve(&swarm, 0), Err(ReadError::Mismatch(0))));
+        // The other file keeps its state: served without a new hash.
+        let b = File::open(root.join("b")).unwrap();
+        assert!(swarm.check_folder_piece(PieceIndex(1), &b, b"not b").is_ok());
+        // Put back: hashed again in its new state, then served.
+        rewrite(b"the x file", 2_000);
+        assert_eq!(serve(&swarm, 0).unwrap(), b"the x file");
+        assert_eq!(serve(&unstamped, 0).unwrap(), b"the x file");
     }
 }

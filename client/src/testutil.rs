@@ -7,7 +7,7 @@ use common::hash::file_digest;
 use common::message::FileMeta;
 use common::{Bitfield, GroupId, Sha1Digest};
 
-use crate::swarm::{Changes, Phase, Swarm};
+use crate::swarm::{Changes, Phase, Stamped, Swarm};
 
 /// The metadata of a file `name` of `n` whole pieces (every piece hash the same).
 pub fn meta(name: &str, n: u32) -> FileMeta {
@@ -26,7 +26,7 @@ pub fn meta(name: &str, n: u32) -> FileMeta {
 pub fn seeding(name: &str, n: u32) -> Swarm {
     let meta = meta(name, n);
     let layout = crate::swarm::ItemLayout::of(&meta).unwrap();
-    Swarm::seeding(GroupId::new("g").unwrap(), meta, layout, PathBuf::from(name), None)
+    Swarm::seeding(GroupId::new("g").unwrap(), meta, layout, PathBuf::from(name), Stamped::Nothing)
 }
 
 /// A download of `name` (`n` pieces, none had yet) in group `g` into `name.part`, fetching.

@@ -34,6 +34,8 @@ use crate::tracker_session::CallError;
 
 /// Pieces asked of one peer at a time.
 pub const MAX_IN_FLIGHT: usize = 4;
+/// Small pieces asked of one peer at a time, at most (a folder of small files: issue 23).
+pub const MAX_SMALL_IN_FLIGHT: usize = 32;
 /// A seeder's "fetch elsewhere" holds for one to two periods of this many ticks; then the
 /// piece is asked of it again (and sent, if a holder received it whole meanwhile).
 const DEFER_TICKS: u32 = 2;
@@ -67,6 +69,8 @@ pub struct Coordinator {
     swarm: Arc<Swarm>,
     target: Arc<Target>,
     scheduler: Scheduler,
+    /// Pieces asked of one peer at a time (`in_flight_per_peer`).
+    in_flight: usize,
     workers: HashMap<PeerId, WorkerHandle>,
     next_peer: u32,
     policy: PeerPolicy,
@@ -125,6 +129,10 @@ impl Coordinator {
         control: Receiver<Control>,
     ) -> Coordinator {
         let have = swarm.have();
+        let in_flight = match swarm.meta.is_folder() {
+            true => in_flight_per_peer(swarm.chosen.size, swarm.chosen.wanted.count()),
+            false => MAX_IN_FLIGHT,
+        };
         let mut refresh = RefreshSchedule::new(Instant::now());
         refresh.ticket_life(Instant::now(), ticket_life(&ticket));
         let target = Arc::new(Target {
@@ -138,9 +146,10 @@ impl Coordinator {
             reversals: Arc::clone(&ctx.reversals),
             reach: ctx.reach.clone(),
             upgrades: Arc::clone(&ctx.upgrades),
+            pipeline: (in_flight / 2).max(1),
         });
         // Unbounded in type, bounded by construction: a worker sends one event per request
-        // it made (at most 2 in flight), per connection change, and at most one `Have`
+        // it made (at most `in_flight` asked), per connection change, and at most one `Have`
         // waiting, whatever its peer sends; and there are at most `MAX_PEERS` workers. (A
         // bounded channel here could deadlock: the coordinator also feeds the workers.)
         let (events_tx, events) = crossbeam_channel::unbounded();
@@ -161,7 +170,8 @@ impl Coordinator {
             calls,
             ctx,
             target,
-            scheduler: Scheduler::new(&scheduled, MAX_IN_FLIGHT, fastrand::u64(..)),
+            scheduler: Scheduler::new(&scheduled, in_flight, fastrand::u64(..)),
+            in_flight,
             workers: HashMap::new(),
             next_peer: 0,
             policy: PeerPolicy::default(),
@@ -549,7 +559,7 @@ impl Coordinator {
     fn spawn_worker(&mut self, addr: SocketAddr, key: PublicKey, dial: Vec<SocketAddr>) {
         let peer = PeerId(self.next_peer);
         self.next_peer += 1;
-        let (jobs_tx, jobs_rx) = crossbeam_channel::bounded(MAX_IN_FLIGHT);
+        let (jobs_tx, jobs_rx) = crossbeam_channel::bounded(self.in_flight);
         let (wake, wake_rx) = match UnixStream::pair().and_then(|(a, b)| {
             a.set_nonblocking(true)?;
             b.set_nonblocking(true)?;
@@ -706,6 +716,19 @@ impl Coordinator {
     }
 }
 
+/// How many pieces of a folder's part of `size` bytes in `n_pieces` pieces are asked of one
+/// peer at a time: `MAX_IN_FLIGHT` whole pieces' worth of bytes, counted in pieces of the
+/// part's average length, so between `MAX_IN_FLIGHT` (large files: as for a file) and
+/// `MAX_SMALL_IN_FLIGHT` (issue 23: each small file is a piece, a request and an answer of
+/// a few KiB; with only a few on the wire, the leech and its seeders wait on each other's
+/// round trips). Requests in flight hold no buffer: a worker reads a piece into one of its
+/// own only as it arrives.
+pub fn in_flight_per_peer(size: u64, n_pieces: u32) -> usize {
+    let whole = MAX_IN_FLIGHT as u64 * common::PIECE_SIZE as u64;
+    let average = (size / u64::from(n_pieces.max(1))).max(1);
+    usize::try_from(whole / average).unwrap_or(usize::MAX).clamp(MAX_IN_FLIGHT, MAX_SMALL_IN_FLIGHT)
+}
+
 /// How long `ticket` has left to live, by this machine's clock.
 fn ticket_life(ticket: &Ticket) -> Duration {
     let now = std::time::SystemTime::now()
@@ -713,4 +736,37 @@ fn ticket_life(ticket: &Ticket) -> Duration {
         .map(|d| d.as_secs())
         .unwrap_or(0);
     Duration::from_secs(ticket.expires.saturating_sub(now))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use common::PIECE_SIZE;
+    use proptest::prelude::*;
+
+    #[test]
+    fn small_pieces_are_asked_more_at_a_time_large_ones_as_for_a_file() {
+        let piece = PIECE_SIZE as u64;
+        // Large files: as a file's pieces.
+        assert_eq!(in_flight_per_peer(20 * 100 * piece, 20 * 100), MAX_IN_FLIGHT);
+        assert_eq!(in_flight_per_peer(20 * 100 * piece - 19, 20 * 100), MAX_IN_FLIGHT);
+        // 10,000 files of 33 KiB on average: as many as allowed.
+        assert_eq!(in_flight_per_peer(10_000 * 33 * 1024, 10_000), MAX_SMALL_IN_FLIGHT);
+        // In between: 4 pieces' worth of bytes.
+        assert_eq!(in_flight_per_peer(100 * piece / 2, 100), 8);
+        // Nothing to fetch, or empty files only: never zero, never a division by zero.
+        assert_eq!(in_flight_per_peer(0, 0), MAX_SMALL_IN_FLIGHT);
+    }
+
+    proptest! {
+        /// Within bounds, and never fewer for smaller pieces.
+        #[test]
+        fn in_flight_is_bounded_and_grows_as_pieces_shrink(
+            size in 0u64..1 << 40, n in 0u32..2_000_000, more in 1u32..1000
+        ) {
+            let k = in_flight_per_peer(size, n);
+            prop_assert!((MAX_IN_FLIGHT..=MAX_SMALL_IN_FLIGHT).contains(&k));
+            prop_assert!(in_flight_per_peer(size, n.saturating_add(more)) >= k);
+        }
+    }
 }

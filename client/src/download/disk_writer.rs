@@ -1,6 +1,8 @@
 //! The client's disk writer (`disk-writer` thread): verified pieces are written where the
 //! download's `Store` keeps them, in the order they were verified, by one thread, so writes
-//! to a file never contend for its lock and no piece path waits on another's write. A written piece is offered to its swarm, which keeps the newest ones in
+//! to a file never contend for its lock and no piece path waits on another's write. (A
+//! folder's small file, one piece long, is written by the worker that verified it, with
+//! `write`: no other piece goes into that file; issue 23.) A written piece is offered to its swarm, which keeps the newest ones in
 //! memory for the seeder (`Swarm::offer_recent`).
 
 use std::sync::Arc;
@@ -44,21 +46,29 @@ impl DiskWriter {
         let (tx, rx) = crossbeam_channel::bounded::<PieceWrite>(16);
         let thread = std::thread::Builder::new().name("disk-writer".into()).spawn(move || {
             for w in rx {
-                let len = w.swarm.layout.piece_len(w.piece);
-                let written = w.store.write_piece(&w.swarm, w.piece, &w.buf[..len]);
-                let (event, buf) = match written {
-                    // Kept before the coordinator hears of it, so that the seeder finds
-                    // it in memory as soon as the piece is announced.
-                    Ok(()) => (w.done, w.swarm.offer_recent(w.piece, w.buf, len)),
-                    Err(e) => {
-                        let reason = e.to_string();
-                        (Event::WriteFailed { piece: w.piece, reason }, w.buf)
-                    }
-                };
-                let _ = w.events.send(event);
-                let _ = w.free.send(buf);
+                write(w);
             }
         })?;
         Ok((DiskWriter { tx }, thread))
     }
+}
+
+/// Writes a verified piece where its download keeps it, offers it to its swarm, tells the
+/// coordinator and gives the buffer back: the disk writer's work, done on the calling
+/// thread (also a worker's, for a piece that is a whole small file of a folder:
+/// `Store::writes_alone`).
+pub fn write(w: PieceWrite) {
+    let len = w.swarm.layout.piece_len(w.piece);
+    let written = w.store.write_piece(&w.swarm, w.piece, &w.buf[..len]);
+    let (event, buf) = match written {
+        // Kept before the coordinator hears of it, so that the seeder finds it in memory
+        // as soon as the piece is announced.
+        Ok(()) => (w.done, w.swarm.offer_recent(w.piece, w.buf, len)),
+        Err(e) => {
+            let reason = e.to_string();
+            (Event::WriteFailed { piece: w.piece, reason }, w.buf)
+        }
+    };
+    let _ = w.events.send(event);
+    let _ = w.free.send(buf);
 }

@@ -7,9 +7,11 @@
 //!
 //! Only the directories are made before the first piece (a few, where files may be
 //! thousands): a file is created when its first piece is written, and the empty files, which
-//! have no piece, just before the final sync (`make_durable`). Each piece written is handed
-//! to the kernel's write-back at once (`fadvise(DONTNEED)`, which starts writing the range's
-//! dirty pages without waiting for them), so that the final sync finds little left to write.
+//! have no piece, just before the final sync (`make_durable`). Each large piece written is
+//! handed to the kernel's write-back at once (`fadvise(DONTNEED)`, which starts writing the
+//! range's dirty pages without waiting for them), so that the final sync finds little of
+//! them left to write; small pieces (`WRITE_BACK_AT_ONCE`) are left to that sync, which
+//! writes them back together.
 //!
 //! Invariant: a tree store writes only beneath the staging path it created (or, on resume,
 //! the one its record names, still this user's, with the identity it recorded): every path
@@ -88,6 +90,13 @@ impl DownloadFile {
     }
 }
 
+/// The shortest piece whose write-back a tree store starts as soon as it is written. A
+/// shorter one (a small file, or a file's short last piece) is left to the final `syncfs`,
+/// which writes thousands of them back in a few large requests: started one by one, each
+/// small file cost a request of its own to the disk, and a fifth of the leech's time
+/// fetching 10,000 small files (issue 23).
+const WRITE_BACK_AT_ONCE: usize = common::PIECE_SIZE / 2;
+
 /// The most files of one tree store open at once.
 pub const MAX_OPEN_FILES: usize = 128;
 
@@ -119,10 +128,22 @@ impl Store {
             Store::Tree(tree) => {
                 let (file, offset) = tree.place(swarm, piece, Open::Create)?;
                 file.write_all_at(data, offset)?;
-                start_write_back(&file, offset, data.len());
+                if data.len() >= WRITE_BACK_AT_ONCE {
+                    start_write_back(&file, offset, data.len());
+                }
                 Ok(())
             }
         }
+    }
+
+    /// Whether `piece` of `swarm` is the only piece of a file of a staging tree (issue 23:
+    /// a small file of a folder). No other piece is written into that file, so a worker may
+    /// write it itself, at the same time as other pieces are written elsewhere.
+    pub fn writes_alone(&self, swarm: &Swarm, piece: PieceIndex) -> bool {
+        let (Store::Tree(_), ItemLayout::Folder(layout)) = (self, &swarm.layout) else {
+            return false;
+        };
+        layout.locate(piece).is_some_and(|(span, _)| span.layout.n_pieces() == 1)
     }
 
     /// Reads `piece` of `swarm` into `data` (its length), as it is on disk now.
@@ -164,6 +185,9 @@ pub struct TreeStore {
     /// exclusively, so a file found in their place is refused.
     fresh: bool,
     handles: Mutex<Handles>,
+    /// Held while a file is made: two writers of one file (the disk writer and a worker,
+    /// or two workers with one piece in the endgame) never both try to make it.
+    making: Mutex<()>,
 }
 
 /// The open files of a tree by entry, with when each was last used, and the entries whose
@@ -208,7 +232,14 @@ impl TreeStore {
         })?;
         let root = Arc::new(root);
         let single = single.is_some();
-        let store = TreeStore { path, root, single, fresh: true, handles: Mutex::default() };
+        let store = TreeStore {
+            path,
+            root,
+            single,
+            fresh: true,
+            handles: Mutex::default(),
+            making: Mutex::default(),
+        };
         let started = std::time::Instant::now();
         let populated = store.populate(tree, selection, true);
         log::info!(
@@ -268,7 +299,14 @@ impl TreeStore {
         }
         let root = Arc::new(root);
         let path = path.to_path_buf();
-        let store = TreeStore { path, root, single, fresh: false, handles: Mutex::default() };
+        let store = TreeStore {
+            path,
+            root,
+            single,
+            fresh: false,
+            handles: Mutex::default(),
+            making: Mutex::default(),
+        };
         store.populate(tree, selection, false).map_err(unwritable)?;
         Ok((store, found))
     }
@@ -413,7 +451,16 @@ impl TreeStore {
         kind: &EntryKind,
         open: Open,
     ) -> std::io::Result<File> {
-        let made = self.handles.lock().made.contains(&index);
+        let mut made = self.handles.lock().made.contains(&index);
+        // Made by one writer at a time; another that waited opens it as it is.
+        let _making = match (open, made) {
+            (Open::Create, false) => {
+                let making = self.making.lock();
+                made = self.handles.lock().made.contains(&index);
+                Some(making)
+            }
+            _ => None,
+        };
         let make = match (open, made, self.fresh) {
             (Open::Existing, ..) | (Open::Create, true, _) => Make::No,
             (Open::Create, false, true) => Make::New,
@@ -458,7 +505,8 @@ fn open_file(root: &File, rel: &Path, kind: &EntryKind, make: Make) -> std::io::
         Make::No => (flags, Mode::empty()),
     };
     let file = open_beneath(root, rel, flags, mode)?;
-    if !file.metadata()?.is_file() {
+    // Made here (`O_CREAT | O_EXCL`, never through a link): a regular file for sure.
+    if make != Make::New && !file.metadata()?.is_file() {
         let why = format!("{} is not a regular file", rel.display());
         return Err(std::io::Error::other(why));
     }
@@ -492,16 +540,32 @@ pub fn open_beneath(root: &File, rel: &Path, flags: OFlags, mode: Mode) -> std::
 
 /// Reads `data.len()` bytes at `offset` of the file `rel` beneath `root` (a folder's root
 /// or a download's staging directory; `rel` empty: `root` is that one file), opened never
-/// through a link and never outside `root`: how the seeder reads a folder's pieces.
+/// through a link and never outside `root`.
 pub fn read_beneath(root: &Path, rel: &Path, offset: u64, data: &mut [u8]) -> std::io::Result<()> {
-    let file = match rel.as_os_str().is_empty() {
-        true => open_readable(root, false)?,
-        false => {
-            let dir = open_readable(root, true)?;
-            open_beneath(&dir, rel, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?
-        }
-    };
+    let file = open_to_read(root, rel, &mut None)?;
     file.read_exact_at(data, offset)
+}
+
+/// Opens the file `rel` beneath `root` (a folder's root or a download's staging directory;
+/// `rel` empty: `root` is that one file) to read, never through a link and never outside
+/// `root`: how the seeder reads a folder's pieces. `dir` holds the directory last opened
+/// (its path and descriptor), reused while `root` names the same path, so that a
+/// connection serving many small files opens their directory once, not once per piece.
+pub fn open_to_read(
+    root: &Path,
+    rel: &Path,
+    dir: &mut Option<(PathBuf, File)>,
+) -> std::io::Result<File> {
+    if rel.as_os_str().is_empty() {
+        return open_readable(root, false);
+    }
+    let held = match dir.take() {
+        Some((path, held)) if path == root => held,
+        _ => open_readable(root, true)?,
+    };
+    let file = open_beneath(&held, rel, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty());
+    *dir = Some((root.to_path_buf(), held));
+    file
 }
 
 /// Opens `path` itself (never a link's target) to read: a directory when `dir`.

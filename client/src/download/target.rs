@@ -42,6 +42,9 @@ pub struct Target {
     pub reach: (SocketAddr, crate::advertiser::Reachability),
     /// The background hole punches of every download (issue 19).
     pub upgrades: Arc<Mutex<UpgradeBudget>>,
+    /// Requests a worker keeps on the wire: half of what the scheduler asks of one peer at
+    /// a time (`coordinator::in_flight_per_peer`), so the next are queued as these return.
+    pub pipeline: usize,
 }
 
 impl Target {

@@ -1,10 +1,13 @@
 //! One connection to one peer for one download (`dl-worker-N` thread).
 //!
 //! It opens the connection by the first path that works (`paths`), then takes `Job`s from
-//! its bounded channel, keeps up to `PIPELINE` requests on the wire, reads each piece into
+//! its bounded channel, keeps up to `Target::pipeline` requests on the wire, reads each piece into
 //! one of its own buffers and hands it to the rayon pool, which checks the SHA1 and passes a
 //! good piece to the client's disk writer (`disk_writer`); the writer reports to the
-//! coordinator. Memory per peer is `BUFFERS` pieces, whatever the file's size.
+//! coordinator. A piece that is a whole small file of a folder is checked and written on
+//! the worker's own thread instead, once its next requests are on the wire (issue 23: for
+//! a few KiB, the two hand-offs cost more than the work). Memory per peer is `BUFFERS`
+//! pieces, whatever the file's size.
 //!
 //! Issue 12: while it has nothing on the wire it waits on its socket and on a wake-up the
 //! coordinator writes with each job (`readiness`), so it takes in the pieces its peer
@@ -32,7 +35,7 @@ use common::peer_message::{PeerReply, PeerRequest, MAX_HAVE_BATCH};
 use common::{Bitfield, PieceIndex, PublicKey, Sha1Digest};
 use parking_lot::Mutex;
 
-use super::disk_writer::PieceWrite;
+use super::disk_writer::{self, PieceWrite};
 pub use super::event::Event;
 use super::greeting::{protocol, Greeted};
 use super::paths::{Failure, Opened};
@@ -43,9 +46,11 @@ use crate::piece_buf::{piece_buf, PieceBuf};
 use crate::reach::SourcePath;
 use crate::readiness;
 
-/// Requests kept on the wire per peer.
+/// Requests kept on the wire per peer (for a file; `Target::pipeline` says how many).
 pub const PIPELINE: usize = 2;
-/// Piece buffers per peer: the pipeline plus one being hashed and written.
+/// Piece buffers per peer: a file's pipeline plus one being hashed and written. A deeper
+/// pipeline of small pieces (`Target::pipeline`) needs no more: a request holds no buffer,
+/// a piece takes one as it arrives, and a small one gives it back once written here.
 const BUFFERS: usize = PIPELINE + 1;
 const READ_TIMEOUT: Duration = Duration::from_secs(20);
 /// How often a connection with nothing on the wire looks whether its ticket is due for
@@ -160,6 +165,8 @@ impl Worker<'_> {
         let mut again: VecDeque<PieceIndex> = VecDeque::new();
         let mut closed = false;
         let n_pieces = target.swarm.layout.n_pieces();
+        // A piece read whole, to verify and write here once the pipeline is full again.
+        let mut arrived: Option<Arrived> = None;
         loop {
             if moving.is_none() {
                 moving = self.punched(&mut puncher);
@@ -191,7 +198,7 @@ impl Worker<'_> {
             // Keep the pipeline full, as far as the download cap lets this piece go now,
             // unless the worker is about to move.
             let mut cap_wait = None;
-            while !closed && moving.is_none() && outstanding.len() < PIPELINE {
+            while !closed && moving.is_none() && outstanding.len() < target.pipeline {
                 // Asked before, on the relayed connection: its share of the cap was taken.
                 if let Some(piece) = again.pop_front() {
                     conn.send(&PeerRequest::GetPiece { piece })?;
@@ -223,6 +230,11 @@ impl Worker<'_> {
                 conn.send(&PeerRequest::GetPiece { piece })?;
                 outstanding.push_back((piece, Instant::now()));
             }
+            // The seeder has the next requests while this one is checked and written.
+            if let Some(piece) = arrived.take() {
+                verify_and_write(target, (free_tx.clone(), events.clone()), peer, piece);
+                continue;
+            }
             if outstanding.is_empty() {
                 if closed {
                     return Ok(());
@@ -250,7 +262,7 @@ impl Worker<'_> {
             let taken =
                 self.take_reply(&mut conn, &mut outstanding, (&free_tx, &free_rx), n_pieces);
             match taken {
-                Ok(Flow::Go) => {}
+                Ok(Flow::Go(next)) => arrived = next,
                 Ok(Flow::Stop) => return Ok(()),
                 // The relayed connection broke while the worker was moving: what it asked
                 // there is asked again on the punched one.
@@ -318,6 +330,7 @@ impl Worker<'_> {
         let (peer, target, events) = (self.peer, self.target, self.events);
         let reply = conn.recv()?;
         let expected = outstanding.front().copied();
+        let mut arrived = None;
         match (reply, expected) {
             (Some(PeerReply::Have { pieces }), _) => {
                 if pieces.len() > MAX_HAVE_BATCH || pieces.iter().any(|p| p.0 >= n_pieces) {
@@ -338,13 +351,15 @@ impl Worker<'_> {
                 }
             }
             (Some(PeerReply::Piece { piece, len }), Some((asked, at))) if piece == asked => {
-                take_piece(conn, target, (free_tx, free_rx), events, peer, (piece, len), at)?;
+                arrived =
+                    take_piece(conn, target, (free_tx, free_rx), events, peer, (piece, len), at)?;
                 outstanding.pop_front();
             }
             (Some(PeerReply::Instead { asked, piece, len }), Some((expected, at)))
                 if asked == expected && piece.0 < n_pieces =>
             {
-                take_piece(conn, target, (free_tx, free_rx), events, peer, (piece, len), at)?;
+                arrived =
+                    take_piece(conn, target, (free_tx, free_rx), events, peer, (piece, len), at)?;
                 outstanding.pop_front();
                 let _ = events.send(Event::Elsewhere { peer, piece: asked });
             }
@@ -364,19 +379,31 @@ impl Worker<'_> {
             }
             (None, _) => return Err(FrameError::Truncated),
         }
-        Ok(Flow::Go)
+        Ok(Flow::Go(arrived))
     }
 }
 
 /// Whether a worker goes on after a reply.
 enum Flow {
-    Go,
+    /// Going on, with a piece read whole to verify and write on this thread, if any.
+    Go(Option<Arrived>),
     /// The download ended (its coordinator is gone).
     Stop,
 }
 
-/// Reads the `len` bytes of `piece` that follow its reply into a free buffer and hands
-/// them to the rayon pool, which checks the hash and passes a good piece to the writer.
+/// A piece read whole off the connection, to verify and write.
+struct Arrived {
+    piece: PieceIndex,
+    buf: PieceBuf,
+    bytes_per_sec: f64,
+}
+
+/// Reads the `len` bytes of `piece` that follow its reply into a free buffer. A piece that
+/// is a whole small file of a folder (`Store::writes_alone`) is returned, to be verified
+/// and written on this thread: for a piece of a few KiB, a hop to the rayon pool and
+/// another to the disk writer cost more than the work, and the workers of a download's
+/// peers then write small files side by side (issue 23). Any other piece is handed to the
+/// rayon pool, which checks the hash and passes a good piece to the writer.
 fn take_piece(
     conn: &mut Connection<PeerReply, PeerRequest>,
     target: &Arc<Target>,
@@ -385,7 +412,7 @@ fn take_piece(
     peer: PeerId,
     (piece, len): (PieceIndex, u32),
     asked: Instant,
-) -> Result<(), FrameError> {
+) -> Result<Option<Arrived>, FrameError> {
     let want = target.swarm.layout.piece_len(piece);
     if want == 0 || len as usize != want {
         return Err(protocol(format!("sent piece {} with {len} bytes", piece.0)));
@@ -393,33 +420,51 @@ fn take_piece(
     let mut buf = free_rx.recv().map_err(|_| protocol("buffer pool closed".into()))?;
     conn.recv_payload(&mut buf[..want])?;
     let secs = asked.elapsed().as_secs_f64().max(1e-6);
-    let bytes_per_sec = want as f64 / secs;
+    let arrived = Arrived { piece, buf, bytes_per_sec: want as f64 / secs };
+    if target.store.writes_alone(&target.swarm, piece) {
+        return Ok(Some(arrived));
+    }
     let target = Arc::clone(target);
-    let events = events.clone();
-    let free_tx = free_tx.clone();
-    rayon::spawn(move || {
-        let hash = Sha1Digest::of(&buf[..want]);
-        if target.swarm.meta.pieces.get(piece.0 as usize) != Some(&hash) {
-            let _ = events.send(Event::BadHash { peer, piece });
-            let _ = free_tx.send(buf);
-            return;
-        }
-        let write = PieceWrite {
-            store: Arc::clone(&target.store),
-            swarm: Arc::clone(&target.swarm),
-            piece,
-            buf,
-            done: Event::Verified { peer, piece, hash, bytes_per_sec },
-            events,
-            free: free_tx,
-        };
-        if let Err(unsent) = target.writer.tx.send(write) {
-            let w = unsent.into_inner();
-            let reason = "disk writer stopped".to_string();
-            let _ = w.events.send(Event::WriteFailed { piece, reason });
-        }
-    });
-    Ok(())
+    let sinks = (free_tx.clone(), events.clone());
+    rayon::spawn(move || verify_and_write(&target, sinks, peer, arrived));
+    Ok(None)
+}
+
+/// Checks a piece read whole against its hash; writes a good one on this thread if it is
+/// a whole small file of a folder, else passes it to the disk writer. Tells the
+/// coordinator (`BadHash`, or `Verified` once written) and gives the buffer back to `free`.
+fn verify_and_write(
+    target: &Arc<Target>,
+    (free, events): (Sender<PieceBuf>, Sender<Event>),
+    peer: PeerId,
+    arrived: Arrived,
+) {
+    let Arrived { piece, buf, bytes_per_sec } = arrived;
+    let want = target.swarm.layout.piece_len(piece);
+    let hash = Sha1Digest::of(&buf[..want]);
+    if target.swarm.meta.pieces.get(piece.0 as usize) != Some(&hash) {
+        let _ = events.send(Event::BadHash { peer, piece });
+        let _ = free.send(buf);
+        return;
+    }
+    let write = PieceWrite {
+        store: Arc::clone(&target.store),
+        swarm: Arc::clone(&target.swarm),
+        piece,
+        buf,
+        done: Event::Verified { peer, piece, hash, bytes_per_sec },
+        events,
+        free,
+    };
+    if target.store.writes_alone(&target.swarm, piece) {
+        disk_writer::write(write);
+        return;
+    }
+    if let Err(unsent) = target.writer.tx.send(write) {
+        let w = unsent.into_inner();
+        let reason = "disk writer stopped".to_string();
+        let _ = w.events.send(Event::WriteFailed { piece, reason });
+    }
 }
 
 /// The ticket to send the seeder, if the one it holds (expiring at `held_expires`) has used

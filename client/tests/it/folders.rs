@@ -912,3 +912,43 @@ fn a_folder_download_saved_with_a_part_file_by_format_5_resumes() {
     assert_eq!(done[0].pieces_resumed, n - 1, "{done:?}");
     assert_landed_alone(&out, "album", &root);
 }
+
+/// Issue 23: a seeder checks a shared folder's files once per state on disk (stamped as
+/// they were hashed), not on every read, and still never serves a small file changed in
+/// place after it was shared (same size): `bad`, the only source at first, stops sharing
+/// the folder at its first such piece, and the leech gets every file from `good`.
+#[test]
+fn a_folders_small_files_changed_after_sharing_are_not_served() {
+    let (cluster, _tracker) = Cluster::with_one_tracker();
+    let mut c = cluster.members(&["good", "bad", "leech"], &[]);
+    let make = |root: &Path| {
+        for i in 0..60usize {
+            let dir = root.join(format!("d{}", i % 6));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join(format!("f{i}")), bytes(1000 + 37 * i, i as u8)).unwrap();
+        }
+    };
+    let (good, bad) = (cluster.path("good/small"), cluster.path("bad/small"));
+    make(&good);
+    make(&bad);
+    let out = c[1].run1(&format!("upload_file {} g", bad.display()));
+    assert!(out.starts_with("uploaded small/ to group g ("), "{out}");
+    // Every file of bad's copy changes, keeping its size (its times set apart, as a change
+    // within a tick of the clock may keep them).
+    for i in 0..60usize {
+        let path = bad.join(format!("d{}/f{i}", i % 6));
+        std::fs::write(&path, bytes(1000 + 37 * i, !(i as u8))).unwrap();
+        let at = std::time::UNIX_EPOCH + Duration::from_secs(1_000);
+        std::fs::File::options().write(true).open(&path).unwrap().set_modified(at).unwrap();
+    }
+    let out_dir = cluster.path("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    c[2].run1(&format!("download_file g small/ {}", out_dir.display()));
+    c[1].wait_log("changed or vanished on disk");
+    c[0].run1(&format!("upload_file {} g", good.display()));
+    let done = c[2].wait_downloads_json();
+    assert!(done[0].is_complete("small"), "{done:?}");
+    assert_eq!(done[0].from_peers.values().sum::<u32>(), 60, "{done:?}");
+    assert_eq!(done[0].from_peers.len(), 1, "pieces came from bad: {done:?}");
+    assert_eq!(listing(&out_dir.join("small")), listing(&good));
+}

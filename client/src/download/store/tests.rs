@@ -285,3 +285,26 @@ fn a_staged_file_removed_during_the_download_is_not_made_again() {
     assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{err}");
     assert_eq!(std::fs::read(staging.join("s/y")).unwrap(), b"theirs");
 }
+
+/// Issue 23: a small file's only piece is written by the worker that verified it, while
+/// other workers write theirs; a piece fetched from two peers in the endgame and written by
+/// both at once makes its file once, and neither write fails.
+#[test]
+fn a_small_files_one_piece_may_be_written_by_several_threads_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("f");
+    let swarm = swarm(tree(), Selection::Whole, &dest);
+    let store = Store::Tree(TreeStore::create(&tree(), &Selection::Whole, &dest).unwrap());
+    // `a` has two pieces: the disk writer writes them; `s/y` one.
+    assert!(!store.writes_alone(&swarm, PieceIndex(0)));
+    assert!(!store.writes_alone(&swarm, PieceIndex(1)));
+    assert!(store.writes_alone(&swarm, PieceIndex(2)));
+    assert!(!store.writes_alone(&swarm, PieceIndex(3)));
+    std::thread::scope(|threads| {
+        for _ in 0..4 {
+            threads.spawn(|| store.write_piece(&swarm, PieceIndex(2), b"xyz").unwrap());
+        }
+    });
+    assert_eq!(std::fs::read(staging_path(&dest).join("s/y")).unwrap(), b"xyz");
+    assert_eq!(mode(&staging_path(&dest).join("s/y")), 0o700);
+}
