@@ -171,6 +171,15 @@ fn download_errors_leave_nothing_behind() {
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1);
 }
 
+/// Each of `leechers` (the members after the seeder) starts to download `f.bin` of group
+/// `g` to `out<i>.bin`, `i` from 1.
+fn download_to_outs(cluster: &Cluster, leechers: &mut [ClientProc]) {
+    for (i, leech) in leechers.iter_mut().enumerate() {
+        let out = cluster.path(&format!("out{}.bin", i + 1));
+        leech.run1(&format!("download_file g f.bin {}", out.display()));
+    }
+}
+
 /// Runs `show_downloads --json` until its first download satisfies `ready`.
 fn wait_for_progress(c: &mut ClientProc, ready: impl Fn(&Download) -> bool) -> Download {
     let deadline = std::time::Instant::now() + TIMEOUT;
@@ -616,20 +625,12 @@ fn leechers_of_one_slow_seeder_trade_pieces_among_themselves() {
     let (cluster, _tracker) = Cluster::with_one_tracker();
     let mut c = cluster.members(&["seed", "l1", "l2", "l3"], &[]);
     // Only the seeder is slow: restart it with a 1 MB/s upload cap.
-    c[0].send_line("exit");
-    c[0].close_stdin();
-    c[0] = cluster.client_with("seed", &["--max-upload-rate", "1000000"]);
-    c[0].resumed("seed");
+    cluster.restart_with(&mut c[0], "seed", &["--max-upload-rate", "1000000"]);
     let original = cluster.path("f.bin");
     write_random(&original, 6 * 1024 * 1024, 21);
     upload(&mut c[0], &original);
     let seed = c[0].listen.to_string();
-    for (i, leech) in c.iter_mut().enumerate().skip(1) {
-        leech.run1(&format!(
-            "download_file g f.bin {}",
-            cluster.path(&format!("out{i}.bin")).display()
-        ));
-    }
+    download_to_outs(&cluster, &mut c[1..]);
     let mut from_leechers = 0;
     for (i, leech) in c.iter_mut().enumerate().skip(1) {
         let done = leech.wait_downloads_json();
@@ -656,19 +657,11 @@ fn a_fresh_leecher_is_a_source_to_the_others_before_its_first_piece() {
     // The seeder sends 4 KB/s: after the first piece (sent at once, the cap paces what
     // follows it), the next takes two minutes, so one leecher at most has a piece while
     // the test runs.
-    c[0].send_line("exit");
-    c[0].close_stdin();
-    c[0] = cluster.client_with("seed", &["--max-upload-rate", "4000"]);
-    c[0].resumed("seed");
+    cluster.restart_with(&mut c[0], "seed", &["--max-upload-rate", "4000"]);
     let original = cluster.path("f.bin");
     write_random(&original, 3 * 512 * 1024, 23);
     upload(&mut c[0], &original);
-    for (i, leech) in c.iter_mut().enumerate().skip(1) {
-        leech.run1(&format!(
-            "download_file g f.bin {}",
-            cluster.path(&format!("out{i}.bin")).display()
-        ));
-    }
+    download_to_outs(&cluster, &mut c[1..]);
     // Each is a source of the other: so the one without a piece was listed without one.
     let (l1, l2) = (c[1].listen.to_string(), c[2].listen.to_string());
     let at_l2 = wait_for_progress(&mut c[2], |d| d.paths.contains_key(&l1));
@@ -687,20 +680,12 @@ fn issue_12_a_flash_crowd_gets_about_one_copy_from_the_seeder() {
     let names = ["seed", "l1", "l2", "l3", "l4", "l5", "l6"];
     let mut c = cluster.members(&names, &[]);
     // Only the seeder is slow, so that it cannot keep up with six leechers.
-    c[0].send_line("exit");
-    c[0].close_stdin();
-    c[0] = cluster.client_with("seed", &["--max-upload-rate", "4000000"]);
-    c[0].resumed("seed");
+    cluster.restart_with(&mut c[0], "seed", &["--max-upload-rate", "4000000"]);
     let original = cluster.path("f.bin");
     write_random(&original, PIECES as usize * 512 * 1024, 120);
     upload(&mut c[0], &original);
     let seed = format!("{}=", c[0].listen);
-    for (i, leech) in c.iter_mut().enumerate().skip(1) {
-        leech.run1(&format!(
-            "download_file g f.bin {}",
-            cluster.path(&format!("out{i}.bin")).display()
-        ));
-    }
+    download_to_outs(&cluster, &mut c[1..]);
     let mut from_seeder = 0;
     for (i, leech) in c.iter_mut().enumerate().skip(1) {
         let done = leech.wait_downloads();

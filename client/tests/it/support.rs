@@ -330,6 +330,15 @@ impl Cluster {
         )
     }
 
+    /// Restarts `client`, signed up as `name`, with `extra` arguments (say, only a seeder
+    /// slow: `--max-upload-rate`); it resumes its session and shares.
+    pub fn restart_with(&self, client: &mut ClientProc, name: &str, extra: &[&str]) {
+        client.send_line("exit");
+        client.close_stdin();
+        *client = self.client_with(name, extra);
+        client.resumed(name);
+    }
+
     /// Clients named `names`, all logged in and members of group `g` (owned by the first),
     /// each started with the options `extra`.
     pub fn members(&self, names: &[&str], extra: &[&str]) -> Vec<ClientProc> {

@@ -28,10 +28,7 @@ fn a_paused_download_keeps_and_serves_its_pieces_stays_paused_across_a_restart_a
     let (cluster, _tracker) = Cluster::with_one_tracker();
     let mut c = cluster.members(&["seed", "leech", "other"], &[]);
     // Only the seeder is slow: 0.5 MB/s, so 16 pieces take 16 s and a pause lands midway.
-    c[0].send_line("exit");
-    c[0].close_stdin();
-    c[0] = cluster.client_with("seed", &["--max-upload-rate", "500000"]);
-    c[0].resumed("seed");
+    cluster.restart_with(&mut c[0], "seed", &["--max-upload-rate", "500000"]);
     let original = cluster.path("f.bin");
     write_random(&original, 8 * 1024 * 1024, 31);
     upload(&mut c[0], &original);
