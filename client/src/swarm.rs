@@ -35,7 +35,7 @@ pub mod item_layout;
 
 use crate::piece_buf::{piece_buf, PieceBuf};
 use crate::recent_pieces::{Adopted, Kept, RecentPieces};
-use handout::{Choice, ConnId, Handout};
+use handout::{Choice, Handout};
 pub use item_layout::{Chosen, ItemLayout};
 
 /// Seeder connections told of each new piece of one swarm at most (the seeder serves at
@@ -441,14 +441,8 @@ pub struct SwarmState {
     watchers: Vec<UnixStream>,
     /// A download's newest verified pieces, while peers download them from us.
     recent: RecentPieces<PieceBuf>,
-    /// Which pieces went to which of the seeder's downloaders (super-seeding).
-    handout: Handout,
-    next_conn: u64,
-    /// Each downloader's seat in the handout, by its key, and how many of its connections
-    /// hold it (issue 19: a downloader moving from a relay to a punched hole has two for a
-    /// moment; one seat, so the pieces it was handed are not handed out again). At most
-    /// one entry per serving connection.
-    seats: HashMap<PublicKey, (ConnId, u32)>,
+    /// Which pieces went to which of the seeder's downloaders, by key (super-seeding).
+    handout: Handout<PublicKey>,
     /// A download's statistics; `None` for a file shared from where it is.
     transfer: Option<Transfer>,
     /// A download to pause as soon as its check ends (paused while `Checking`, or saved
@@ -592,8 +586,6 @@ impl Swarm {
             watchers: Vec::new(),
             recent: RecentPieces::default(),
             handout: Handout::new(layout.n_pieces()),
-            next_conn: 0,
-            seats: HashMap::new(),
             transfer,
             pause_after_check: false,
             part_id: None,
@@ -877,20 +869,13 @@ impl Swarm {
         Some(reader)
     }
 
-    /// The seat in the handout of the downloader with key `downloader`, for one of its
-    /// connections: the one it already holds on another connection, or a new one. Given
-    /// back when the last of its connections drops it.
+    /// A seat in the handout for a connection of the downloader with key `downloader`: its
+    /// connections share what it was handed (issue 19: one moving from a relay to a punched
+    /// hole has two for a moment). Given back when dropped; the downloader leaves the
+    /// handout with its last connection.
     pub fn take_seat(&self, downloader: PublicKey) -> Seat<'_> {
-        let mut s = self.state.lock();
-        if let Some((conn, holders)) = s.seats.get_mut(&downloader) {
-            *holders += 1;
-            return Seat { swarm: self, conn: *conn, downloader };
-        }
-        let conn = ConnId(s.next_conn);
-        s.next_conn += 1;
-        s.handout.join(conn);
-        s.seats.insert(downloader, (conn, 1));
-        Seat { swarm: self, conn, downloader }
+        self.state.lock().handout.join(downloader);
+        Seat { swarm: self, downloader }
     }
 
     /// What to send the downloader in `seat` that asked for `asked`: the piece, another
@@ -901,7 +886,7 @@ impl Swarm {
             return Pick::NoPiece;
         }
         let complete = matches!(s.phase, Phase::Seeding);
-        let piece = match s.handout.choose(seat.conn, asked, complete) {
+        let piece = match s.handout.choose(seat.downloader, asked, complete) {
             Choice::Serve => asked,
             Choice::Instead(piece) => piece,
             Choice::Elsewhere => return Pick::Elsewhere,
@@ -1003,29 +988,23 @@ impl Swarm {
     }
 }
 
-/// A downloader connection's place in its swarm's handout.
+/// A downloader connection's place in its swarm's handout, shared with the downloader's other
+/// connections.
 pub struct Seat<'a> {
     swarm: &'a Swarm,
-    conn: ConnId,
     downloader: PublicKey,
 }
 
 impl Seat<'_> {
     /// `piece` was sent whole.
     pub fn delivered(&self, piece: PieceIndex) {
-        self.swarm.state.lock().handout.delivered(self.conn, piece);
+        self.swarm.state.lock().handout.delivered(self.downloader, piece);
     }
 }
 
 impl Drop for Seat<'_> {
     fn drop(&mut self) {
-        let mut s = self.swarm.state.lock();
-        let Some((_, holders)) = s.seats.get_mut(&self.downloader) else { return };
-        *holders -= 1;
-        if *holders == 0 {
-            s.seats.remove(&self.downloader);
-            s.handout.leave(self.conn);
-        }
+        self.swarm.state.lock().handout.leave(self.downloader);
     }
 }
 
@@ -1243,7 +1222,7 @@ mod tests {
         assert!(matches!(instead, Pick::Send { piece: PieceIndex(1), .. }));
         drop(punched);
         drop(other);
-        swarm.inspect(|s| assert!(s.handout.is_empty() && s.seats.is_empty()));
+        swarm.inspect(|s| assert!(s.handout.is_empty()));
     }
 
     /// Reads piece `piece` of a shared folder as the seeder does, and checks it.

@@ -426,11 +426,11 @@ impl Coordinator {
                 self.scheduler.record_throughput(peer, bytes_per_sec);
                 let len = self.swarm.layout.piece_len(piece) as f64;
                 self.scheduler.record_piece_time(peer, len / bytes_per_sec.max(1.0));
+                let addr = self.workers.get(&peer).map(|w| w.addr);
                 if self.scheduler.complete(piece) {
                     if let Some(slot) = self.computed.get_mut(piece.0 as usize) {
                         *slot = Some(hash);
                     }
-                    let addr = self.workers.get(&peer).map(|w| w.addr);
                     self.swarm.piece_verified(piece, addr);
                     log::trace!(
                         "piece={} from={addr:?}: verified and written ({} had)",
@@ -438,7 +438,6 @@ impl Coordinator {
                         self.scheduler.n_have()
                     );
                 } else {
-                    let addr = self.workers.get(&peer).map(|w| w.addr);
                     log::trace!("piece={} from={addr:?}: a duplicate, had already", piece.0);
                 }
             }

@@ -19,10 +19,6 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use common::{Bitfield, PieceIndex};
 
-/// One downloader connection of the seeder (numbered by the seeder).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ConnId(pub u64);
-
 /// What to answer a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Choice {
@@ -36,7 +32,10 @@ pub enum Choice {
 
 #[derive(Debug)]
 struct Downloader {
-    /// The pieces handed to it on this connection.
+    /// Its connections to this seeder (issue 19: one moving from a relay to a punched hole
+    /// has two for a moment); it leaves with the last.
+    connections: u32,
+    /// The pieces handed to it.
     received: Bitfield,
     /// The pieces it was told to fetch elsewhere; asked again, they are sent.
     deferred: Bitfield,
@@ -44,9 +43,10 @@ struct Downloader {
     pending: Bitfield,
 }
 
-/// The handout of one file's pieces to the downloaders connected to this seeder.
+/// The handout of one file's pieces to the downloaders connected to this seeder, each
+/// known by `D` (its key: the same downloader on two connections is one downloader).
 #[derive(Debug)]
-pub struct Handout {
+pub struct Handout<D> {
     n_pieces: u32,
     /// How many live downloaders were handed each piece.
     holders: Vec<u32>,
@@ -54,12 +54,12 @@ pub struct Handout {
     delivered: Vec<u32>,
     /// The pieces no live downloader was handed, lowest first.
     fresh: BTreeSet<u32>,
-    downloaders: BTreeMap<ConnId, Downloader>,
+    downloaders: BTreeMap<D, Downloader>,
 }
 
-impl Handout {
+impl<D: Ord + Copy> Handout<D> {
     /// The handout of a file of `n_pieces` pieces, before any downloader.
-    pub fn new(n_pieces: u32) -> Handout {
+    pub fn new(n_pieces: u32) -> Handout<D> {
         Handout {
             n_pieces,
             holders: vec![0; n_pieces as usize],
@@ -69,17 +69,25 @@ impl Handout {
         }
     }
 
-    /// A downloader connected.
-    pub fn join(&mut self, conn: ConnId) {
-        self.downloaders.entry(conn).or_insert_with(|| Downloader {
+    /// A downloader connected (again, if it already has a connection).
+    pub fn join(&mut self, conn: D) {
+        let me = self.downloaders.entry(conn).or_insert_with(|| Downloader {
+            connections: 0,
             received: Bitfield::empty(self.n_pieces),
             deferred: Bitfield::empty(self.n_pieces),
             pending: Bitfield::empty(self.n_pieces),
         });
+        me.connections += 1;
     }
 
-    /// A downloader left: the pieces only it held are fresh again.
-    pub fn leave(&mut self, conn: ConnId) {
+    /// A connection of a downloader ended; with its last, the downloader left: the pieces
+    /// only it held are fresh again.
+    pub fn leave(&mut self, conn: D) {
+        let Some(me) = self.downloaders.get_mut(&conn) else { return };
+        me.connections -= 1;
+        if me.connections > 0 {
+            return;
+        }
         let Some(gone) = self.downloaders.remove(&conn) else { return };
         for piece in gone.received.iter() {
             let i = piece.0 as usize;
@@ -111,7 +119,7 @@ impl Handout {
     /// Decides what `conn` gets for its request of `asked` (a piece the seeder has), and
     /// records what it is sent. `complete`: whether the seeder has the whole file (a
     /// partial seeder sends what it is asked for, as it lacks pieces to offer instead).
-    pub fn choose(&mut self, conn: ConnId, asked: PieceIndex, complete: bool) -> Choice {
+    pub fn choose(&mut self, conn: D, asked: PieceIndex, complete: bool) -> Choice {
         let i = asked.0 as usize;
         let Some(me) = self.downloaders.get(&conn) else { return Choice::Serve };
         if i >= self.holders.len() {
@@ -147,7 +155,7 @@ impl Handout {
     }
 
     /// `piece`, handed to `conn`, was sent whole.
-    pub fn delivered(&mut self, conn: ConnId, piece: PieceIndex) {
+    pub fn delivered(&mut self, conn: D, piece: PieceIndex) {
         let Some(me) = self.downloaders.get_mut(&conn) else { return };
         if me.pending.has(piece) {
             me.pending.clear(piece);
@@ -155,7 +163,7 @@ impl Handout {
         }
     }
 
-    fn hand(&mut self, conn: ConnId, piece: PieceIndex) {
+    fn hand(&mut self, conn: D, piece: PieceIndex) {
         let Some(me) = self.downloaders.get_mut(&conn) else { return };
         if me.received.has(piece) {
             return;
@@ -175,6 +183,24 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    /// A downloader, as the tests number them.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+    struct ConnId(u64);
+
+    #[test]
+    fn a_downloader_on_two_connections_leaves_with_the_last() {
+        let mut h = Handout::new(2);
+        h.join(ConnId(1));
+        h.join(ConnId(2));
+        assert_eq!(h.choose(ConnId(1), PieceIndex(0), true), Choice::Serve);
+        // Downloader 1 moves to another connection: while one is left, piece 0 is its own.
+        h.join(ConnId(1));
+        h.leave(ConnId(1));
+        assert_eq!(h.choose(ConnId(2), PieceIndex(0), true), Choice::Instead(PieceIndex(1)));
+        h.leave(ConnId(1));
+        assert_eq!(h.holders(PieceIndex(0)), 0, "gone with its last connection");
+    }
 
     #[test]
     fn one_downloader_gets_what_it_asks() {
@@ -258,7 +284,9 @@ mod tests {
         ) {
             const N: u32 = 6;
             let mut h = Handout::new(N);
-            // Reference: the pieces each live downloader was handed, and received whole.
+            // Reference: each live downloader's connections, the pieces it was handed, and
+            // those it received whole.
+            let mut connections: HashMap<u64, u32> = HashMap::new();
             let mut live: HashMap<u64, BTreeSet<u32>> = HashMap::new();
             let mut whole: HashMap<u64, BTreeSet<u32>> = HashMap::new();
             let mut elsewhere: HashMap<u64, BTreeSet<u32>> = HashMap::new();
@@ -266,13 +294,19 @@ mod tests {
                 match s {
                     Step::Join(c) => {
                         h.join(ConnId(c));
+                        *connections.entry(c).or_default() += 1;
                         live.entry(c).or_default();
                     }
                     Step::Leave(c) => {
                         h.leave(ConnId(c));
-                        live.remove(&c);
-                        whole.remove(&c);
-                        elsewhere.remove(&c);
+                        let Some(n) = connections.get_mut(&c) else { continue };
+                        *n -= 1;
+                        if *n == 0 {
+                            connections.remove(&c);
+                            live.remove(&c);
+                            whole.remove(&c);
+                            elsewhere.remove(&c);
+                        }
                     }
                     Step::Deliver(c, p) => {
                         h.delivered(ConnId(c), PieceIndex(p));
